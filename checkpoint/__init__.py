@@ -1,0 +1,86 @@
+"""checkpoint: a make/doit-style build tool for Python computations.
+
+Decorate an outer function with :func:`task`; inside it, declare prerequisites with
+:func:`requires` on an inner function that computes the result. Calling a task family
+returns a lazy :class:`Task` handle; :meth:`Task.run` builds it and its upstream, reusing
+results cached on disk.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CheckpointError as CheckpointError,
+)
+from .errors import (
+    CorruptEntryError as CorruptEntryError,
+)
+from .errors import (
+    CycleError as CycleError,
+)
+from .errors import (
+    InterruptedRunError as InterruptedRunError,
+)
+from .errors import (
+    InvalidRequirementError as InvalidRequirementError,
+)
+from .errors import (
+    StoreError as StoreError,
+)
+from .errors import (
+    TaskArgumentError as TaskArgumentError,
+)
+from .errors import (
+    TaskDefinitionError as TaskDefinitionError,
+)
+from .errors import (
+    TaskFailedError as TaskFailedError,
+)
+from .errors import (
+    UnserializableArgumentError as UnserializableArgumentError,
+)
+from .errors import (
+    UnserializableResultError as UnserializableResultError,
+)
+from .errors import (
+    UpstreamFailedError as UpstreamFailedError,
+)
+from .errors import (
+    UsageError as UsageError,
+)
+from .errors import (
+    WorkerDiedError as WorkerDiedError,
+)
+from .scheduler import RunResult as RunResult
+from .scheduler import run as run
+from .task import Task as Task
+from .task import TaskDirectory as TaskDirectory
+from .task import TaskFamily as TaskFamily
+from .task import requires as requires
+from .task import task as task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "CorruptEntryError",
+    "CycleError",
+    "InterruptedRunError",
+    "InvalidRequirementError",
+    "RunResult",
+    "StoreError",
+    "Task",
+    "TaskArgumentError",
+    "TaskDefinitionError",
+    "TaskDirectory",
+    "TaskFailedError",
+    "TaskFamily",
+    "UnserializableArgumentError",
+    "UnserializableResultError",
+    "UpstreamFailedError",
+    "UsageError",
+    "WorkerDiedError",
+    "requires",
+    "run",
+    "task",
+]
+

@@ -1,0 +1,131 @@
+"""The exception tree of checkpoint.
+
+Every error a user can trigger is a :class:`CheckpointError`; the command line maps the
+subclasses to exit codes in one place (``exit_code``)::
+
+    CheckpointError                        base
+    ├── UsageError                   (2)   bad command-line input
+    │   ├── TaskfileNotFoundError
+    │   ├── TaskfileImportError
+    │   ├── TargetSyntaxError
+    │   └── UnknownTaskError
+    ├── TaskDefinitionError          (2)   a task or its arguments are malformed
+    │   ├── TaskArgumentError              (also a TypeError)
+    │   ├── UnserializableArgumentError    (also a TypeError)
+    │   ├── InvalidRequirementError        (also a TypeError)
+    │   └── CycleError
+    ├── TaskFailedError              (1)   a task raised; ``__cause__`` is its exception
+    │   ├── UnserializableResultError      (also a TypeError)
+    │   └── WorkerDiedError
+    ├── UpstreamFailedError          (1)   skipped because a prerequisite failed
+    ├── InterruptedRunError        (130)   Ctrl-C / SIGTERM
+    └── StoreError                   (1)   the cache cannot be used
+        ├── CorruptEntryError
+        └── StoreVersionError
+
+The library API re-raises a failing task's *own* exception; ``TaskFailedError`` wraps it
+only where the original cannot travel (for example an unpicklable exception from a
+worker process).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class CheckpointError(Exception):
+    """Base class of every error raised by checkpoint."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class UsageError(CheckpointError):
+    """The command line or a target expression was malformed."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class TaskfileNotFoundError(UsageError):
+    """No taskfile at the given path (or none in the directory and its parents)."""
+
+
+class TaskfileImportError(UsageError):
+    """The taskfile was found but raised while it was being imported."""
+
+
+class TargetSyntaxError(UsageError):
+    """A target expression such as ``choose(6, 3)`` could not be parsed."""
+
+
+class UnknownTaskError(UsageError):
+    """A target names a task family that the taskfile does not define."""
+
+
+class TaskDefinitionError(CheckpointError):
+    """A task, its arguments or its prerequisites are malformed."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class TaskArgumentError(TaskDefinitionError, TypeError):
+    """A task was called with arguments that do not fit its signature."""
+
+
+class UnserializableArgumentError(TaskDefinitionError, TypeError):
+    """A task argument cannot be encoded canonically (not JSON-like, not a task)."""
+
+    def __init__(self, message: str, *, family: str, argument: str) -> None:
+        super().__init__(message)
+        self.family = family
+        self.argument = argument
+
+
+class InvalidRequirementError(TaskDefinitionError, TypeError):
+    """``@requires(...)`` was given something that is not a task, list, dict or TaskDirectory."""
+
+
+class CycleError(TaskDefinitionError):
+    """The prerequisites of a task form a cycle."""
+
+    def __init__(self, message: str, *, cycle: list[str]) -> None:
+        super().__init__(message)
+        self.cycle = cycle
+
+
+class TaskFailedError(CheckpointError):
+    """A task failed in a way its own exception cannot express."""
+
+    def __init__(self, message: str, *, task: str = "", family: str = "") -> None:
+        super().__init__(message)
+        self.task = task
+        self.family = family
+
+
+class UnserializableResultError(TaskFailedError, TypeError):
+    """A task returned a value that cloudpickle cannot serialize."""
+
+
+class WorkerDiedError(TaskFailedError):
+    """The worker process running a task died (killed, crashed or out of memory)."""
+
+
+class UpstreamFailedError(CheckpointError):
+    """A task was skipped because one of its prerequisites failed."""
+
+
+class InterruptedRunError(CheckpointError):
+    """The run was interrupted (Ctrl-C or SIGTERM); finished results were kept."""
+
+    exit_code: ClassVar[int] = 130
+
+
+class StoreError(CheckpointError):
+    """The cache directory cannot be used."""
+
+
+class CorruptEntryError(StoreError):
+    """A stored value failed its checksum or could not be decoded."""
+
+
+class StoreVersionError(StoreError):
+    """The cache was written by an incompatible version of checkpoint."""

@@ -1,0 +1,96 @@
+"""Typed events of a run.
+
+The scheduler never prints: it calls its subscribers with these frozen records, in this
+order for each task: :class:`TaskStarted` then one of :class:`TaskFinished`,
+:class:`TaskFailed`; a task that needs no run gets :class:`TaskReused`, one that cannot
+run because a prerequisite failed gets :class:`TaskSkipped`. :class:`RunPlanned` opens
+a run and :class:`RunFinished` (or :class:`RunInterrupted`) closes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    from .task import Task
+
+
+@dataclass(frozen=True)
+class RunPlanned:
+    """The DAG is expanded and marked; ``to_run`` tasks will run, the rest are reused."""
+
+    total: int
+    to_run: int
+    reasons: dict[str, str] = field(default_factory=dict)
+    """``{task id: reason}`` for each task that will run."""
+    time: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    """A task was handed to a worker."""
+
+    task: Task[Any]
+    time: float
+
+
+@dataclass(frozen=True)
+class TaskFinished:
+    """A task computed its result, which was stored."""
+
+    task: Task[Any]
+    time: float
+    duration: float
+    size: int
+
+
+@dataclass(frozen=True)
+class TaskReused:
+    """A task's stored result is fresh; it does not run."""
+
+    task: Task[Any]
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """A task raised (or its worker died); ``traceback`` is the text seen where it ran."""
+
+    task: Task[Any]
+    time: float
+    error: BaseException
+    traceback: str
+
+
+@dataclass(frozen=True)
+class TaskSkipped:
+    """A task did not run because a prerequisite failed (keep-going mode)."""
+
+    task: Task[Any]
+    failed_upstream: Task[Any]
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The run ended (successfully or with failures)."""
+
+    ran: int
+    reused: int
+    failed: int
+    skipped: int
+    wall_time: float
+
+
+@dataclass(frozen=True)
+class RunInterrupted:
+    """The run was interrupted; ``done`` tasks finished, ``not_run`` did not."""
+
+    done: int
+    not_run: int
+
+
+Event = Union[
+    RunPlanned, TaskStarted, TaskFinished, TaskReused, TaskFailed, TaskSkipped, RunFinished, RunInterrupted
+]
+Subscriber = Callable[[Event], None]

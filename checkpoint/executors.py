@@ -1,0 +1,157 @@
+"""Executors: how batches of tasks reach workers.
+
+The scheduler talks to one :class:`ExecutorAdapter`, made from a name (``"process"``,
+``"thread"``, ``"inline"``, ``"dask"``, ``"dask://host:port"``) or from any
+:class:`concurrent.futures.Executor`. Thread and inline workers share the coordinator's
+memory, so tasks go to them as they are; any other executor (processes, Dask) receives
+each batch cloudpickled, so functions defined in ``__main__``, a notebook or a taskfile
+travel by value.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+from ._worker import Outcome, WorkItem, ignore_sigint, run_batch, run_pickled_batch
+from .errors import UsageError
+
+EXECUTOR_NAMES = ("process", "thread", "inline", "dask")
+
+
+class ExecutorAdapter:
+    """A uniform ``submit(batch) -> Future[list[Outcome]]`` over an executor."""
+
+    def __init__(
+        self,
+        kind: str,
+        workers: int,
+        executor: Executor | None,
+        factory: Callable[[], Executor] | None = None,
+    ) -> None:
+        self.kind = kind
+        """``"inline"``, ``"thread"`` or ``"pickled"`` (processes, Dask, anything else)."""
+        self.workers = workers
+        self.executor = executor
+        self._factory = factory
+        """Set when checkpoint created the executor: it may shut it down and rebuild it."""
+        self.closers: list[Callable[[], Any]] = []
+        """Run at shutdown (e.g. closing a Dask client that checkpoint created)."""
+
+    @property
+    def owned(self) -> bool:
+        return self._factory is not None
+
+    def submit(self, items: list[WorkItem], payloads: dict[str, tuple[bytes, bool]]) -> Future[list[Outcome]]:
+        """Start a batch; the future's result holds one outcome per item, in order."""
+        if self.kind == "inline":
+            fut: Future[list[Outcome]] = Future()
+            fut.set_result(run_batch(items, payloads, True))
+            return fut
+        assert self.executor is not None
+        if self.kind == "thread":
+            return self.executor.submit(run_batch, items, payloads, True)
+        import cloudpickle
+
+        blob = cloudpickle.dumps((items, payloads))
+        return self.executor.submit(run_pickled_batch, blob)
+
+    def rebuild(self) -> bool:
+        """Replace a broken executor that checkpoint owns; return whether it could."""
+        if self._factory is None:
+            return False
+        self.shutdown(kill=True)
+        self.executor = self._factory()
+        return True
+
+    def shutdown(self, kill: bool = False) -> None:
+        """Shut down an executor that checkpoint created (killing its workers if asked)."""
+        while self.closers:
+            self.closers.pop()()
+        if self.executor is None or self._factory is None:
+            return
+        if kill and isinstance(self.executor, ProcessPoolExecutor):
+            processes = getattr(self.executor, "_processes", None) or {}
+            for proc in list(processes.values()):
+                if proc.is_alive():
+                    proc.kill()
+        self.executor.shutdown(wait=not kill, cancel_futures=True)
+        if kill and isinstance(self.executor, ProcessPoolExecutor):
+            for proc in list((getattr(self.executor, "_processes", None) or {}).values()):
+                proc.join(timeout=5)
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    # fork keeps the seed's scripts working (tasks defined at the top of a script without a
+    # __main__ guard) and starts workers in milliseconds; elsewhere use the platform default.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=ignore_sigint)
+
+
+def resolve_executor(executor: Executor | str | None, max_workers: int | None) -> ExecutorAdapter:
+    """Make the adapter for an executor name or instance (default: a process pool)."""
+    cpus = os.cpu_count() or 1
+    if executor is None:
+        executor = "process"
+    if isinstance(executor, str):
+        name = executor.lower()
+        if name in ("process", "processes"):
+            n = max_workers or cpus
+            return ExecutorAdapter("pickled", n, _process_pool(n), lambda: _process_pool(n))
+        if name in ("thread", "threads"):
+            n = max_workers or min(32, cpus + 4)
+            return ExecutorAdapter(
+                "thread", n, ThreadPoolExecutor(n), lambda: ThreadPoolExecutor(n)
+            )
+        if name in ("inline", "sync", "synchronous"):
+            return ExecutorAdapter("inline", 1, None)
+        if name == "dask" or name.startswith(("dask://", "tcp://")):
+            return _dask_adapter(name, max_workers)
+        raise UsageError(
+            f"Unknown executor {executor!r}. Use one of: process, thread, inline, dask, "
+            "dask://HOST:PORT, or pass a concurrent.futures.Executor."
+        )
+    if isinstance(executor, ThreadPoolExecutor):
+        return ExecutorAdapter("thread", getattr(executor, "_max_workers", cpus), executor)
+    workers = getattr(executor, "_max_workers", None)
+    if not isinstance(workers, int):
+        workers = _dask_workers(executor) or max_workers or cpus
+    return ExecutorAdapter("pickled", workers, executor)
+
+
+def _dask_workers(executor: Any) -> int | None:
+    client = getattr(executor, "_client", None)
+    if client is None:
+        return None
+    try:
+        info = client.scheduler_info()
+        return sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()) or None
+    except Exception:  # noqa: BLE001 - best effort sizing only
+        return None
+
+
+def _dask_adapter(name: str, max_workers: int | None) -> ExecutorAdapter:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError(
+            "The Dask executor needs the 'dask' extra: pip install 'checkpoint-tool[dask]'."
+        ) from None
+    if name == "dask":
+        n = max_workers or os.cpu_count() or 1
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True)
+        client = Client(cluster)
+    else:
+        address = "tcp://" + name.split("://", 1)[1]
+        client = Client(address)
+        cluster = None
+    executor = client.get_executor()
+    adapter = ExecutorAdapter("pickled", _dask_workers(executor) or max_workers or 1, executor)
+    adapter.closers.append(client.close)
+    if cluster is not None:
+        adapter.closers.append(cluster.close)
+    return adapter

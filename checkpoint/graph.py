@@ -1,0 +1,169 @@
+"""Expand targets into a DAG and mark each task fresh or in need of a run.
+
+Expansion is an iterative depth-first search with an explicit stack (no recursion, so a
+100,000-deep chain is fine). It calls each task's outer function once, deduplicates tasks
+by id, detects cycles (a prerequisite that is still on the stack) and yields the tasks in
+topological order: every task after all of its prerequisites.
+
+Marking walks that order once. A task needs a run, for the first reason that applies:
+
+``forced``            asked for (``force`` on a target, ``force_upstream`` on all)
+``missing``           no stored result
+``code changed``      its family's code fingerprint differs from the stored one
+``upstream re-run``   a prerequisite runs in this plan
+``upstream changed``  a prerequisite's stored result is not the one it was computed from
+
+otherwise it is fresh and is reused without loading its value. The plan is plain dicts and
+lists (the hot path); :func:`to_networkx` converts it for analysis and export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._types import TaskId
+from .errors import CycleError
+from .store import Meta, Store
+from .task import Task
+
+if TYPE_CHECKING:
+    import networkx
+
+FRESH = "fresh"
+REASONS = ("forced", "missing", "code changed", "upstream re-run", "upstream changed")
+
+
+class Node:
+    """One task of a plan."""
+
+    __slots__ = ("task", "deps", "reason", "meta")
+
+    def __init__(self, task: Task[Any], deps: list[TaskId]) -> None:
+        self.task = task
+        self.deps = deps
+        """Ids of the distinct prerequisites, in declaration order."""
+        self.reason: str | None = None
+        """Why the task runs (one of REASONS), or ``None`` when it is fresh."""
+        self.meta: Meta | None = None
+        """The stored entry's metadata, if any."""
+
+
+class Plan:
+    """A marked DAG: ``nodes`` in topological order, and the target ids."""
+
+    def __init__(self, nodes: dict[TaskId, Node], targets: list[Task[Any]]) -> None:
+        self.nodes = nodes
+        self.targets = targets
+
+    @property
+    def to_run(self) -> list[TaskId]:
+        """Ids of the tasks that need a run, in topological order."""
+        return [tid for tid, node in self.nodes.items() if node.reason is not None]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+def expand(targets: Iterable[Task[Any]]) -> dict[TaskId, Node]:
+    """Expand targets into nodes in topological order (prerequisites first).
+
+    Raises:
+        CycleError: a task depends on itself, directly or through others.
+    """
+    nodes: dict[TaskId, Node] = {}
+    for target in targets:
+        if target.id in nodes:
+            continue
+        on_stack = {target.id}
+        stack = [(target, iter(target.spec().dependencies))]
+        while stack:
+            task, pending = stack[-1]
+            for dep in pending:
+                if dep.id in nodes:
+                    continue
+                if dep.id in on_stack:
+                    _raise_cycle(stack, dep)
+                on_stack.add(dep.id)
+                stack.append((dep, iter(dep.spec().dependencies)))
+                break
+            else:
+                stack.pop()
+                on_stack.discard(task.id)
+                nodes[task.id] = Node(task, [d.id for d in task.spec().dependencies])
+    return nodes
+
+
+def _raise_cycle(stack: list[tuple[Task[Any], Any]], dep: Task[Any]) -> None:
+    ids = [t.id for t, _ in stack]
+    cycle = [t for t, _ in stack[ids.index(dep.id):]] + [dep]
+    names = [t.expression() for t in cycle]
+    raise CycleError(
+        "The prerequisites form a cycle: " + " -> ".join(names) + ". A task cannot require itself; "
+        "check the @requires(...) of these tasks.",
+        cycle=names,
+    )
+
+
+def mark(
+    nodes: dict[TaskId, Node],
+    store: Store,
+    *,
+    forced: Sequence[TaskId] = (),
+    force_all: bool = False,
+    code_check: bool = True,
+) -> None:
+    """Set each node's ``meta`` and ``reason`` (see the module docstring)."""
+    forced_ids = set(forced)
+    for tid, node in nodes.items():
+        family = node.task.family
+        meta = node.meta = store.get_meta(family.dirname, tid)
+        if force_all or tid in forced_ids:
+            node.reason = "forced"
+        elif meta is None:
+            node.reason = "missing"
+        elif code_check and meta.fingerprint != family.fingerprint[0]:
+            node.reason = "code changed"
+        else:
+            reason = None
+            for dep_id in node.deps:
+                dep = nodes[dep_id]
+                if dep.reason is not None:
+                    reason = "upstream re-run"
+                    break
+                if dep.meta is None or meta.deps.get(dep_id) != dep.meta.stamp:
+                    reason = "upstream changed"
+            node.reason = reason
+
+
+def plan(
+    targets: Sequence[Task[Any]],
+    store: Store,
+    *,
+    force: bool = False,
+    force_upstream: bool = False,
+    code_check: bool = True,
+) -> Plan:
+    """Expand and mark: the plan for building ``targets``."""
+    nodes = expand(targets)
+    mark(
+        nodes,
+        store,
+        forced=[t.id for t in targets] if force else (),
+        force_all=force_upstream,
+        code_check=code_check,
+    )
+    return Plan(nodes, list(targets))
+
+
+def to_networkx(plan_or_nodes: Plan | dict[TaskId, Node]) -> networkx.DiGraph:
+    """The plan as a ``networkx.DiGraph`` (edges point from prerequisite to dependent)."""
+    import networkx
+
+    nodes = plan_or_nodes.nodes if isinstance(plan_or_nodes, Plan) else plan_or_nodes
+    graph = networkx.DiGraph()
+    for tid, node in nodes.items():
+        graph.add_node(tid, task=node.task, reason=node.reason)
+        for dep in node.deps:
+            graph.add_edge(dep, tid)
+    return graph

@@ -1,0 +1,205 @@
+"""Task identity: canonical argument encoding and code fingerprints.
+
+A task is identified by its family and its bound arguments. Arguments are encoded as
+canonical JSON (sorted keys, no whitespace). Plain JSON would let different Python values
+collide -- ``(1, 2)`` and ``[1, 2]`` both become ``[1, 2]``, ``{1: x}`` and ``{"1": x}`` both
+``{"1": x}`` -- so the values JSON cannot tell apart are written in tagged forms that no
+plain value produces:
+
+* a tuple -> ``{"$tuple": [...]}``
+* a dict with a non-``str`` key, or a key starting with ``$`` -> ``{"$dict": [[k, v], ...]}``
+  (pairs sorted by their encoding)
+* a task handle -> ``{"$task": "<family>:<id>"}`` (its own identity, so nesting stays cheap)
+
+Anything else (sets, paths, numpy scalars, arbitrary objects) is rejected with
+:class:`~checkpoint.errors.UnserializableArgumentError` rather than guessed at.
+
+A family's *code fingerprint* hashes the normalized source of its function (parsed and
+unparsed with :mod:`ast`, so comments, formatting and docstrings do not count) together
+with the same-module helper functions, classes and constants it references, transitively.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import marshal
+import textwrap
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import UnserializableArgumentError
+
+_SCALARS = (str, int, float, bool, type(None))
+_CONSTANT_TYPES = (str, int, float, bool, type(None), bytes, complex)
+
+
+def _encode(value: Any, family: str, argument: str) -> Any:
+    """Return a JSON-ready structure that identifies ``value`` without collisions."""
+    if isinstance(value, _SCALARS):
+        return value
+    ident = getattr(value, "__checkpoint_identity__", None)
+    if ident is not None:
+        return {"$task": ident}
+    if isinstance(value, list):
+        return [_encode(v, family, argument) for v in value]
+    if isinstance(value, tuple):
+        return {"$tuple": [_encode(v, family, argument) for v in value]}
+    if isinstance(value, dict):
+        if all(type(k) is str and not k.startswith("$") for k in value):
+            return {k: _encode(v, family, argument) for k, v in value.items()}
+        pairs = []
+        for k, v in value.items():
+            if not isinstance(k, _SCALARS) and not isinstance(k, tuple):
+                raise UnserializableArgumentError(
+                    f"Argument {argument!r} of task {family} has a dict key of type "
+                    f"{type(k).__name__}, which cannot be encoded. Use str, int, float, bool "
+                    "or None keys.",
+                    family=family,
+                    argument=argument,
+                )
+            pairs.append([_encode(k, family, argument), _encode(v, family, argument)])
+        pairs.sort(key=lambda kv: _dumps(kv[0]))
+        return {"$dict": pairs}
+    raise UnserializableArgumentError(
+        f"Argument {argument!r} of task {family} is a {type(value).__module__}."
+        f"{type(value).__qualname__}, which is not JSON-serializable. Pass JSON-like values "
+        "(str, int, float, bool, None, lists, tuples, dicts) or task handles; convert other "
+        "objects (e.g. str(path), list(a_set), int(numpy_value)) or produce them with a task.",
+        family=family,
+        argument=argument,
+    )
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_arguments(family: str, arguments: Mapping[str, Any]) -> str:
+    """Encode bound arguments canonically; the result is the task's identity within its family.
+
+    Raises:
+        UnserializableArgumentError: an argument (named in the message) cannot be encoded.
+    """
+    encoded = {}
+    for name, value in arguments.items():
+        encoded[name] = value if type(value) in _SCALARS else _encode(value, family, name)
+    try:
+        return _dumps(encoded)
+    except ValueError as exc:  # circular reference inside an argument
+        raise UnserializableArgumentError(
+            f"An argument of task {family} cannot be encoded: {exc}.", family=family, argument="?"
+        ) from None
+
+
+def task_id(family: str, encoded_arguments: str) -> str:
+    """Return the 32-hex-digit id of the task ``family(encoded_arguments)``."""
+    key = f"{family}\x00{encoded_arguments}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+# --- code fingerprints -------------------------------------------------------------------
+
+
+class _Normalizer(ast.NodeTransformer):
+    """Drop docstrings so that only code counts."""
+
+    def _strip(self, node: Any) -> Any:
+        self.generic_visit(node)
+        body = node.body
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+        return node
+
+    visit_FunctionDef = _strip
+    visit_AsyncFunctionDef = _strip
+    visit_ClassDef = _strip
+
+
+def _normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, ast.AST] | None:
+    try:
+        source = textwrap.dedent(inspect.getsource(obj))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    if not tree.body:
+        return None
+    node = tree.body[0]
+    if strip_decorators and isinstance(
+        node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    ):
+        node.decorator_list = []
+    node = _Normalizer().visit(node)
+    return ast.unparse(node), node
+
+
+def _is_constant(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, _CONSTANT_TYPES):
+        return True
+    if depth < 3 and isinstance(value, (tuple, list, frozenset)) and len(value) <= 1000:
+        return all(_is_constant(v, depth + 1) for v in value)
+    if depth < 3 and isinstance(value, dict) and len(value) <= 1000:
+        return all(_is_constant(k, depth + 1) and _is_constant(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _code_bytes(fn: Callable[..., Any]) -> str:
+    """Fallback when no source is available (e.g. a function built by exec)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return repr(fn)
+    return marshal.dumps(code.replace(co_firstlineno=1)).hex()
+
+
+def code_fingerprint(
+    fn: Callable[..., Any], *, is_task: Callable[[Any], bool] = lambda _: False
+) -> tuple[str, str]:
+    """Return ``(digest, normalized_source)`` for a task function and what it uses.
+
+    The normalized source lists the function itself first, then each same-module helper
+    (function or class) and constant it references, directly or through other helpers,
+    sorted by name. Other task families are not followed: their changes reach dependents
+    through the DAG. Modules and objects from other modules are not followed either.
+    """
+    module = getattr(fn, "__module__", None)
+    namespace: Mapping[str, Any] = getattr(fn, "__globals__", {})
+    first = _normalized_source(fn, strip_decorators=True)
+    if first is None:
+        main_text = "# source unavailable; compiled code:\n" + _code_bytes(fn)
+        return hashlib.blake2b(main_text.encode(), digest_size=16).hexdigest(), main_text
+    main_text, tree = first
+    pieces: dict[str, str] = {}
+    seen: set[str] = set()
+    work: list[ast.AST] = [tree]
+    while work:
+        node = work.pop()
+        for sub in ast.walk(node):
+            if not isinstance(sub, ast.Name) or sub.id in seen:
+                continue
+            seen.add(sub.id)
+            if sub.id not in namespace:
+                continue
+            value = namespace[sub.id]
+            if value is fn or is_task(value):
+                continue
+            if isinstance(value, (types.FunctionType, type)) and getattr(
+                value, "__module__", None
+            ) == module:
+                helper = _normalized_source(value, strip_decorators=False)
+                if helper is None:
+                    pieces[sub.id] = f"# {sub.id}: " + _code_bytes(value)
+                else:
+                    pieces[sub.id] = helper[0]
+                    work.append(helper[1])
+            elif not isinstance(value, types.ModuleType) and _is_constant(value):
+                pieces[sub.id] = f"{sub.id} = {value!r}"
+    text = "\n\n".join([main_text, *(pieces[name] for name in sorted(pieces))])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text

@@ -1,0 +1,500 @@
+"""Run a plan: hand ready tasks to workers within the queue limits, store what finishes.
+
+One thread -- the caller's -- owns all state; workers only report, through futures whose
+done-callbacks put them on ``_Run.done`` (a queue). The loop:
+
+1. **Submit.** While fewer than ``workers`` batches are in flight, take ready tasks (all
+   prerequisites done) from the per-queue ready lists, never exceeding a queue's
+   ``rate_limits`` entry (a batch of k tasks holds k slots until it returns). A batch holds
+   one task until its queue's tasks are known to be short; then it grows so that a batch
+   takes about ``_BATCH_SECONDS`` (at most ``_MAX_BATCH``, and never more than a fair
+   share of the ready tasks), which amortizes the cost of a submission over many tiny tasks.
+2. **Collect.** Each outcome is handled on its own: a result becomes a store record
+   (records are written in batched transactions, at the latest every ``_FLUSH_SECONDS``),
+   its dependents' counters drop, and newly ready tasks join their queue's list.
+3. **Failures.** By default the first failure stops new submissions; running batches finish
+   and are stored, then the task's own exception is re-raised. With ``keep_going`` the
+   failed task's dependents are skipped and independent branches go on.
+4. **Interrupts.** Ctrl-C stops submissions, cancels queued batches, kills worker processes
+   that checkpoint created, stores what had finished, and re-raises ``KeyboardInterrupt``.
+
+Prerequisite payloads are kept in memory only while a dependent still has to be submitted.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from ._types import TaskId
+from ._worker import Outcome, Ref, WorkItem
+from .errors import (
+    TaskFailedError,
+    UnserializableResultError,
+    WorkerDiedError,
+)
+from .executors import ExecutorAdapter, resolve_executor
+from .graph import Plan, plan
+from .store import Meta, Record, Store, decode_payload, new_stamp
+from .task import Task, TaskDirectory
+
+_BATCH_SECONDS = 0.02
+_MAX_BATCH = 1024
+_FLUSH_SECONDS = 0.2
+_FLUSH_RECORDS = 1000
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of an exception raised in another process."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\n" + self.text
+
+
+@dataclass
+class RunResult:
+    """What a run did: the targets' values and per-task statistics."""
+
+    plan: Plan
+    values: dict[TaskId, Any] = field(default_factory=dict)
+    """Values of the targets that could be built, by task id."""
+    ran: list[Task[Any]] = field(default_factory=list)
+    reused: list[Task[Any]] = field(default_factory=list)
+    failed: dict[TaskId, BaseException] = field(default_factory=dict)
+    """Exceptions of the tasks that failed, in the order they failed."""
+    skipped: list[Task[Any]] = field(default_factory=list)
+    durations: dict[TaskId, float] = field(default_factory=dict)
+    """Compute time of each task that ran, in seconds."""
+    wall_time: float = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"<RunResult ran={len(self.ran)} reused={len(self.reused)} failed={len(self.failed)} "
+            f"skipped={len(self.skipped)} wall_time={self.wall_time:.3f}s>"
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Whether every task that had to run succeeded."""
+        return not self.failed and not self.skipped
+
+
+def run(
+    targets: Sequence[Task[Any]],
+    *,
+    executor: Executor | str | None = None,
+    max_workers: int | None = None,
+    rate_limits: dict[str, int] | None = None,
+    keep_going: bool = False,
+    force: bool = False,
+    force_upstream: bool = False,
+    code_check: bool = True,
+    cache_dir: str | Path | None = None,
+    subscribers: Sequence[ev.Subscriber] = (),
+    raise_on_failure: bool = True,
+) -> RunResult:
+    """Build ``targets`` and their upstream, reusing fresh stored results.
+
+    Args:
+        targets: the tasks to build (one DAG).
+        executor: an executor name (``"process"``, ``"thread"``, ``"inline"``, ``"dask"``,
+            ``"dask://host:port"``) or any :class:`concurrent.futures.Executor`; default: a
+            process pool sized to the CPU count (or ``max_workers``).
+        max_workers: worker count when checkpoint creates the executor.
+        rate_limits: ``{queue: n}``: at most n tasks of that queue run at once.
+        keep_going: after a failure, go on with the tasks that do not depend on it.
+        force: re-run the targets even if they are fresh.
+        force_upstream: re-run every task of the DAG.
+        code_check: treat a changed code fingerprint as stale (default True).
+        cache_dir: the cache directory (default ``$CP_CACHE_DIR`` or ``./.cache``).
+        subscribers: callables receiving each :mod:`checkpoint.events` event.
+        raise_on_failure: re-raise the first failing task's exception (default); if False,
+            return the result with ``failed`` filled in instead.
+
+    Raises:
+        Exception: the first failing task's own exception (when ``raise_on_failure``).
+        KeyboardInterrupt: the run was interrupted; finished results are stored.
+    """
+    started = time.perf_counter()
+    store = Store.open(cache_dir)
+    the_plan = plan(
+        targets, store, force=force, force_upstream=force_upstream, code_check=code_check
+    )
+    result = RunResult(the_plan)
+    emit = _emitter(subscribers)
+    to_run = the_plan.to_run
+    if emit:
+        emit(ev.RunPlanned(len(the_plan.nodes), len(to_run),
+                           {tid: the_plan.nodes[tid].reason or "" for tid in to_run}, time.time()))
+    if to_run:
+        adapter = resolve_executor(executor, max_workers)
+        try:
+            _Run(the_plan, to_run, store, adapter, rate_limits or {}, keep_going, emit, result).loop()
+        finally:
+            adapter.shutdown()
+    else:
+        result.reused = [node.task for node in the_plan.nodes.values()]
+        if emit:
+            for task in result.reused:
+                emit(ev.TaskReused(task))
+    for target in targets:
+        if target.id in result.values or target.id in result.failed:
+            continue
+        node = the_plan.nodes[target.id]
+        if node.reason is None:
+            result.values[target.id] = store.load_value(target.family.dirname, target.id)
+    result.wall_time = time.perf_counter() - started
+    if emit:
+        emit(ev.RunFinished(len(result.ran), len(result.reused), len(result.failed),
+                            len(result.skipped), result.wall_time))
+    if raise_on_failure and result.failed:
+        raise next(iter(result.failed.values()))
+    return result
+
+
+def _emitter(subscribers: Sequence[ev.Subscriber]) -> Callable[[ev.Event], None] | None:
+    if not subscribers:
+        return None
+    subs = list(subscribers)
+
+    def emit(event: ev.Event) -> None:
+        for sub in subs:
+            sub(event)
+
+    return emit
+
+
+class _Run:
+    """The state of one run; see the module docstring for the loop."""
+
+    def __init__(
+        self,
+        the_plan: Plan,
+        to_run: list[TaskId],
+        store: Store,
+        adapter: ExecutorAdapter,
+        rate_limits: dict[str, int],
+        keep_going: bool,
+        emit: Callable[[ev.Event], None] | None,
+        result: RunResult,
+    ) -> None:
+        self.nodes = the_plan.nodes
+        self.targets = {t.id for t in the_plan.targets}
+        self.store = store
+        self.adapter = adapter
+        self.limits = rate_limits
+        self.keep_going = keep_going
+        self.emit = emit
+        self.result = result
+        self.done: queue.SimpleQueue[tuple[Future[list[Outcome]], list[WorkItem]]] = queue.SimpleQueue()
+
+        run_set = set(to_run)
+        self.remaining = len(to_run)
+        self.waiting: dict[TaskId, int] = {}
+        self.dependents: dict[TaskId, list[TaskId]] = {}
+        self.consumers: dict[TaskId, int] = {}
+        self.ready: dict[str, deque[TaskId]] = {}
+        self.running: dict[str, int] = {}
+        self.ema: dict[str, float] = {}
+        self.inflight = 0
+        self.stopping = False
+        self.payloads: dict[TaskId, tuple[bytes, bool]] = {}
+        self.stamps: dict[TaskId, str] = {}
+        self.pending_records: list[Record] = []
+        self.first_pending = 0.0
+        self.sources_sent: set[str] = set()
+
+        for tid, node in self.nodes.items():
+            if tid not in run_set:
+                if node.meta is not None:
+                    self.stamps[tid] = node.meta.stamp
+                result.reused.append(node.task)
+                continue
+            count = 0
+            for dep in node.deps:
+                self.consumers[dep] = self.consumers.get(dep, 0) + 1
+                if dep in run_set:
+                    count += 1
+                    self.dependents.setdefault(dep, []).append(tid)
+            self.waiting[tid] = count
+            if count == 0:
+                self._make_ready(tid)
+        if emit:
+            for task in result.reused:
+                emit(ev.TaskReused(task))
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def loop(self) -> None:
+        try:
+            while self.remaining > 0:
+                self._submit_ready()
+                if self.inflight == 0:
+                    break  # stopped after a failure: nothing runs, nothing can start
+                self._collect(self._next_done())
+                while True:
+                    try:
+                        item = self.done.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._collect(item)
+                if self.pending_records and (
+                    len(self.pending_records) >= _FLUSH_RECORDS
+                    or time.perf_counter() - self.first_pending >= _FLUSH_SECONDS
+                ):
+                    self._flush()
+        except BaseException:
+            self._abort()
+            raise
+        self._flush()
+
+    def _next_done(self) -> tuple[Future[list[Outcome]], list[WorkItem]]:
+        while True:
+            try:
+                # A timeout keeps the main thread responsive to Ctrl-C.
+                return self.done.get(timeout=0.25)
+            except queue.Empty:
+                if self.pending_records:
+                    self._flush()
+
+    def _abort(self) -> None:
+        self.stopping = True
+        self.adapter.shutdown(kill=True)
+        while True:
+            try:
+                self._collect(self.done.get_nowait())
+            except queue.Empty:
+                break
+        self._flush()
+        if self.emit:
+            done = len(self.result.ran)
+            self.emit(ev.RunInterrupted(done, max(0, self.remaining)))
+
+    # --- submitting -------------------------------------------------------------------
+
+    def _make_ready(self, tid: TaskId) -> None:
+        q = self.nodes[tid].task.family.queue
+        dq = self.ready.get(q)
+        if dq is None:
+            dq = self.ready[q] = deque()
+        dq.append(tid)
+
+    def _submit_ready(self) -> None:
+        if self.stopping:
+            return
+        workers = self.adapter.workers
+        while self.inflight < workers:
+            total_ready = sum(len(dq) for dq in self.ready.values())
+            if total_ready == 0:
+                return
+            fair_share = max(1, math.ceil(total_ready / workers))
+            batch: list[TaskId] = []
+            for q, dq in self.ready.items():
+                if not dq:
+                    continue
+                limit = self.limits.get(q)
+                slots = _MAX_BATCH if limit is None else limit - self.running.get(q, 0)
+                if slots <= 0:
+                    continue
+                size = min(slots, self._batch_size(q), fair_share)
+                batch = [dq.popleft() for _ in range(min(size, len(dq)))]
+                self.running[q] = self.running.get(q, 0) + len(batch)
+                break
+            if not batch:
+                return  # every ready task waits for a queue slot
+            self._submit(batch)
+
+    def _batch_size(self, q: str) -> int:
+        mean = self.ema.get(q)
+        if mean is None:
+            return 1
+        return max(1, min(_MAX_BATCH, int(_BATCH_SECONDS / max(mean, 1e-6))))
+
+    def _submit(self, batch: list[TaskId]) -> None:
+        items: list[WorkItem] = []
+        payloads: dict[TaskId, tuple[bytes, bool]] = {}
+        now = time.time()
+        for tid in batch:
+            node = self.nodes[tid]
+            task = node.task
+            spec = task.spec()
+            template = [self._template(req, task) for req in spec.requirements]
+            for dep in node.deps:
+                payloads[dep] = self._payload(dep)
+                left = self.consumers[dep] - 1
+                self.consumers[dep] = left
+                if left == 0 and dep not in self.targets:
+                    self.payloads.pop(dep, None)
+            items.append(WorkItem(tid, spec.fn, template, task.family.compress_level))
+            if self.emit:
+                self.emit(ev.TaskStarted(task, now))
+        future = self.adapter.submit(items, payloads)
+        self.inflight += 1
+        future.add_done_callback(lambda f: self.done.put((f, items)))
+
+    def _template(self, req: Any, task: Task[Any]) -> Any:
+        if isinstance(req, Task):
+            return Ref(req.id)
+        if isinstance(req, TaskDirectory):
+            return self.store.prepare_data_dir(task.family.dirname, task.id)
+        if isinstance(req, list):
+            return [self._template(r, task) for r in req]
+        if isinstance(req, dict):
+            return {k: self._template(v, task) for k, v in req.items()}
+        raise AssertionError(f"unexpected requirement {req!r}")
+
+    def _payload(self, tid: TaskId) -> tuple[bytes, bool]:
+        held = self.payloads.get(tid)
+        if held is None:
+            node = self.nodes[tid]
+            payload = self.store.load_payload(node.task.family.dirname, tid, node.meta)
+            assert node.meta is not None
+            held = self.payloads[tid] = (payload, node.meta.compressed)
+        return held
+
+    # --- collecting -------------------------------------------------------------------
+
+    def _collect(self, done: tuple[Future[list[Outcome]], list[WorkItem]]) -> None:
+        future, items = done
+        self.inflight -= 1
+        try:
+            outcomes = future.result()
+        except CancelledError:
+            for item in items:
+                self._release(item.id)
+            return
+        except BrokenProcessPool as exc:
+            outcomes = [
+                Outcome(item.id, time.time(), 0.0, error=WorkerDiedError(
+                    f"The worker process running {self.nodes[item.id].task!r} died "
+                    f"({exc}). It may have been killed, crashed, or run out of memory.",
+                    task=repr(self.nodes[item.id].task), family=self.nodes[item.id].task.family.name,
+                ))
+                for item in items
+            ]
+            if not self.stopping:
+                self.adapter.rebuild()
+        except BaseException as exc:  # noqa: BLE001 - the executor itself failed
+            outcomes = [Outcome(item.id, time.time(), 0.0, error=exc) for item in items]
+        for outcome in outcomes:
+            self._release(outcome.id)
+            if outcome.error is not None:
+                self._failed(outcome)
+            else:
+                self._finished(outcome)
+
+    def _release(self, tid: TaskId) -> None:
+        q = self.nodes[tid].task.family.queue
+        self.running[q] -= 1
+
+    def _finished(self, out: Outcome) -> None:
+        node = self.nodes[out.id]
+        task = node.task
+        family = task.family
+        assert out.payload is not None
+        fingerprint = family.fingerprint
+        stamp = new_stamp()
+        self.stamps[out.id] = stamp
+        meta = Meta(
+            expr=task.expression(),
+            args=task.encoded,
+            fingerprint=fingerprint[0],
+            stamp=stamp,
+            deps={dep: self.stamps[dep] for dep in node.deps},
+            size=len(out.payload),
+            crc=out.crc,
+            compressed=family.compress_level != 0,
+            started=out.started,
+            duration=out.duration,
+            stored=time.time(),
+        )
+        source = None
+        if fingerprint[0] not in self.sources_sent:
+            self.sources_sent.add(fingerprint[0])
+            source = fingerprint
+        if not self.pending_records:
+            self.first_pending = time.perf_counter()
+        self.pending_records.append(Record(family.dirname, out.id, meta, out.payload, source))
+        if self.consumers.get(out.id) or out.id in self.targets:
+            self.payloads[out.id] = (out.payload, meta.compressed)
+        if out.id in self.targets:
+            self.result.values[out.id] = decode_payload(out.payload, meta.compressed)
+        self.result.ran.append(task)
+        self.result.durations[out.id] = out.duration
+        self.remaining -= 1
+        q = family.queue
+        prev = self.ema.get(q)
+        self.ema[q] = out.duration if prev is None else 0.7 * prev + 0.3 * out.duration
+        for dependent in self.dependents.get(out.id, ()):
+            left = self.waiting[dependent] - 1
+            self.waiting[dependent] = left
+            if left == 0:
+                self._make_ready(dependent)
+        if self.emit:
+            self.emit(ev.TaskFinished(task, time.time(), out.duration, len(out.payload)))
+
+    def _failed(self, out: Outcome) -> None:
+        node = self.nodes[out.id]
+        task = node.task
+        error = out.error
+        assert error is not None
+        if out.unpicklable_result:
+            wrapped = UnserializableResultError(
+                f"The result of task {task!r} cannot be pickled, so it cannot be stored: "
+                f"{type(error).__name__}: {error}. Return picklable data (or save the object "
+                "to a TaskDirectory() and return its path).",
+                task=repr(task), family=task.family.name,
+            )
+            wrapped.__cause__ = error
+            error = wrapped
+        elif out.error_text and error.__traceback__ is None and error.__cause__ is None:
+            error.__cause__ = RemoteTraceback(out.error_text)
+        if not isinstance(error, TaskFailedError):
+            _annotate(error, task)
+        self.result.failed[out.id] = error
+        self.remaining -= 1
+        if self.emit:
+            self.emit(ev.TaskFailed(task, time.time(), error, out.error_text))
+        if not self.keep_going:
+            self.stopping = True
+            return
+        # Skip everything downstream of the failed task.
+        stack = list(self.dependents.get(out.id, ()))
+        while stack:
+            tid = stack.pop()
+            if self.waiting.get(tid, 0) < 0:
+                continue
+            self.waiting[tid] = -1
+            skipped = self.nodes[tid].task
+            self.result.skipped.append(skipped)
+            self.remaining -= 1
+            if self.emit:
+                self.emit(ev.TaskSkipped(skipped, task))
+            stack.extend(self.dependents.get(tid, ()))
+
+    def _flush(self) -> None:
+        if self.pending_records:
+            records, self.pending_records = self.pending_records, []
+            self.store.put_many(records)
+
+
+def _annotate(error: BaseException, task: Task[Any]) -> None:
+    """Name the failing task on its own exception (shown under the traceback)."""
+    note = f"while running task {task!r} ({task.family.name})"
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(note)
+

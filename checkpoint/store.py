@@ -1,0 +1,341 @@
+"""The on-disk store of task results.
+
+Layout (the seed's)::
+
+    {cache_dir}/checkpoint/
+        FORMAT                          store format version
+        {module}.{function}/            one diskcache.Cache per task family
+            cache.db, xx/yy/*.val       diskcache's index and large-value files
+            data/{task_id}/             TaskDirectory() of each task
+
+Each family's diskcache holds, per task id, two keys written in one transaction:
+
+* ``m:{id}``: the entry's metadata as JSON (:class:`Meta`): code fingerprint, the stamps of
+  the prerequisites it was computed from, its own stamp, size, CRC-32, timings;
+* ``v:{id}``: the payload, ``cloudpickle.dumps(value)``, zlib-compressed when the family has
+  a ``compress_level``.
+
+and ``fp:{digest}`` keeps the normalized source behind each code fingerprint.
+
+**Who writes.** Only the coordinating process (the one that plans and schedules the run)
+opens the index and writes entries; workers, local or remote, receive prerequisite payloads
+and return result payloads. SQLite never has to be shared across machines.
+
+**Atomic writes.** diskcache writes a large payload to a fresh file first and then inserts
+the index rows in one SQLite transaction (WAL), so a crash or ``kill -9`` at any moment
+leaves an entry either complete or absent (at worst an orphan value file nobody points to).
+A stored payload is checked against its size and CRC-32 when loaded; a mismatch raises
+:class:`~checkpoint.errors.CorruptEntryError` and the entry counts as missing.
+
+**Clearing.** A family is cleared by renaming its directory into ``.trash-*`` (atomic) and
+then deleting it; leftovers of an interrupted deletion are removed when a store is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import secrets
+import shutil
+import sqlite3
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CorruptEntryError, StoreError, StoreVersionError
+
+FORMAT = "checkpoint-store 1"
+
+_CACHE_SETTINGS: dict[str, Any] = {
+    "cull_limit": 0,  # a build cache never evicts by itself
+    "eviction_policy": "none",
+    "statistics": False,
+    "tag_index": False,
+    "size_limit": 2**62,
+}
+
+
+@dataclass
+class Meta:
+    """Metadata of one stored result."""
+
+    expr: str
+    """The task as an expression, e.g. ``choose(6, 3)``."""
+    args: str
+    """Canonical JSON of the bound arguments."""
+    fingerprint: str
+    """Code fingerprint of the family when the result was computed."""
+    stamp: str
+    """Unique id of this computation; dependents record it."""
+    deps: dict[str, str] = field(default_factory=dict)
+    """``{prerequisite id: its stamp}`` at the time this result was computed."""
+    size: int = 0
+    crc: int = 0
+    compressed: bool = False
+    started: float = 0.0
+    duration: float = 0.0
+    stored: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Meta:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class Record:
+    """A finished result on its way into the store."""
+
+    family: str
+    """The family's directory name."""
+    id: str
+    meta: Meta
+    payload: bytes
+    source: tuple[str, str] | None = None
+    """``(fingerprint digest, normalized source)`` to remember, if not yet stored."""
+
+
+def new_stamp() -> str:
+    """Return a fresh, unique computation stamp."""
+    return secrets.token_hex(8)
+
+
+def encode_value(value: Any, compress_level: int) -> bytes:
+    """Serialize a value as stored: cloudpickle, then zlib if ``compress_level`` is set."""
+    import cloudpickle
+
+    payload: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    if compress_level:
+        payload = zlib.compress(payload, compress_level)
+    return payload
+
+
+def decode_payload(payload: bytes, compressed: bool) -> Any:
+    """Inverse of :func:`encode_value`."""
+    if compressed:
+        payload = zlib.decompress(payload)
+    return pickle.loads(payload)
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache directory: ``cache_dir``, else ``$CP_CACHE_DIR``, else ``./.cache``."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("CP_CACHE_DIR") or ".cache"
+    return Path(cache_dir).absolute()
+
+
+class Store:
+    """A checkpoint store rooted at ``{cache_dir}/checkpoint``; see the module docstring."""
+
+    _open_stores: dict[Path, Store] = {}
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir
+        self.root = cache_dir / "checkpoint"
+        self._caches: dict[str, Any] = {}
+        self._pid = os.getpid()
+        self._checked = False
+
+    @classmethod
+    def open(cls, cache_dir: str | os.PathLike[str] | None = None) -> Store:
+        """Return the (per-process, shared) store for a cache directory."""
+        path = resolve_cache_dir(cache_dir)
+        store = cls._open_stores.get(path)
+        if store is None or store._pid != os.getpid():
+            store = cls._open_stores[path] = cls(path)
+        return store
+
+    # --- set-up ---------------------------------------------------------------------
+
+    def _ensure_root(self) -> None:
+        if self._checked:
+            return
+        fmt = self.root / "FORMAT"
+        try:
+            if fmt.exists():
+                found = fmt.read_text().strip()
+                if found != FORMAT:
+                    raise StoreVersionError(
+                        f"The cache at {self.root} was written by another version of checkpoint "
+                        f"({found!r}; this version reads {FORMAT!r}). Use another --cache-dir, or "
+                        f"delete {self.root} to start afresh."
+                    )
+            else:
+                self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.root.mkdir(mode=0o700, exist_ok=True)
+                tmp = self.root / f".FORMAT.{secrets.token_hex(4)}"
+                tmp.write_text(FORMAT + "\n")
+                os.replace(tmp, fmt)
+            for trash in self.root.glob(".trash-*"):
+                shutil.rmtree(trash, ignore_errors=True)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot use the cache directory {self.cache_dir}: {exc.strerror or exc}. "
+                "Choose a writable location with --cache-dir or CP_CACHE_DIR."
+            ) from None
+        self._checked = True
+
+    def _cache(self, family: str, create: bool = True) -> Any:
+        cache = self._caches.get(family)
+        if cache is None:
+            self._ensure_root()
+            directory = self.root / family
+            if not create and not (directory / "cache.db").exists():
+                return None
+            import diskcache
+
+            try:
+                cache = diskcache.Cache(str(directory), **_CACHE_SETTINGS)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(
+                    f"Cannot open the cache of {family} at {directory}: {exc}. If the index is "
+                    f"damaged, remove that directory (its results will be recomputed)."
+                ) from None
+            self._caches[family] = cache
+        return cache
+
+    def close(self) -> None:
+        """Close every open family cache."""
+        for cache in self._caches.values():
+            cache.close()
+        self._caches.clear()
+
+    # --- reading --------------------------------------------------------------------
+
+    def get_meta(self, family: str, task_id: str) -> Meta | None:
+        """The metadata of a stored entry, or ``None`` when there is none."""
+        cache = self._cache(family, create=False)
+        if cache is None:
+            return None
+        text = cache.get("m:" + task_id)
+        if text is None:
+            return None
+        try:
+            return Meta.from_json(text)
+        except (ValueError, TypeError):
+            return None  # an unreadable index row counts as missing
+
+    def load_payload(self, family: str, task_id: str, meta: Meta | None = None) -> bytes:
+        """The verified payload of a stored entry.
+
+        Raises:
+            CorruptEntryError: the entry is absent, truncated or fails its checksum.
+        """
+        cache = self._cache(family, create=False)
+        meta = meta or self.get_meta(family, task_id)
+        payload = None if cache is None or meta is None else cache.get("v:" + task_id)
+        if meta is None or not isinstance(payload, bytes):
+            raise CorruptEntryError(
+                f"The stored result of {meta.expr if meta else task_id} ({family}) is missing "
+                "its value; it will be recomputed."
+            )
+        if len(payload) != meta.size or zlib.crc32(payload) != meta.crc:
+            raise CorruptEntryError(
+                f"The stored result of {meta.expr} ({family}) is corrupt (size or checksum "
+                "mismatch); it will be recomputed."
+            )
+        return payload
+
+    def load_value(self, family: str, task_id: str) -> Any:
+        """The stored value of an entry (verified, decompressed, unpickled)."""
+        meta = self.get_meta(family, task_id)
+        payload = self.load_payload(family, task_id, meta)
+        assert meta is not None
+        try:
+            return decode_payload(payload, meta.compressed)
+        except Exception as exc:
+            raise CorruptEntryError(
+                f"The stored result of {meta.expr} ({family}) cannot be decoded: {exc}"
+            ) from exc
+
+    def get_source(self, family: str, digest: str) -> str | None:
+        """The normalized source remembered for a code fingerprint."""
+        cache = self._cache(family, create=False)
+        return None if cache is None else cache.get("fp:" + digest)
+
+    def families(self) -> list[str]:
+        """Directory names of the families that have a store."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / "cache.db").exists()
+        )
+
+    def entries(self, family: str) -> Iterator[tuple[str, Meta]]:
+        """``(task id, meta)`` of every entry of a family."""
+        cache = self._cache(family, create=False)
+        if cache is None:
+            return
+        for key in list(cache.iterkeys()):
+            if isinstance(key, str) and key.startswith("m:"):
+                meta = self.get_meta(family, key[2:])
+                if meta is not None:
+                    yield key[2:], meta
+
+    def data_dir(self, family: str, task_id: str) -> Path:
+        """The data directory of a task (not created)."""
+        return self.root / family / "data" / task_id
+
+    # --- writing --------------------------------------------------------------------
+
+    def put_many(self, records: Iterable[Record]) -> None:
+        """Store finished results, one transaction per family."""
+        by_family: dict[str, list[Record]] = {}
+        for record in records:
+            by_family.setdefault(record.family, []).append(record)
+        for family, items in by_family.items():
+            cache = self._cache(family)
+            try:
+                with cache.transact():
+                    for r in items:
+                        if r.source is not None and ("fp:" + r.source[0]) not in cache:
+                            cache.set("fp:" + r.source[0], r.source[1])
+                        cache.set("v:" + r.id, r.payload)
+                        cache.set("m:" + r.id, r.meta.to_json())
+            except OSError as exc:
+                raise StoreError(
+                    f"Cannot write to the cache at {self.root / family}: {exc.strerror or exc}. "
+                    "Free some space or choose another --cache-dir."
+                ) from None
+
+    def prepare_data_dir(self, family: str, task_id: str) -> Path:
+        """Create an empty data directory for a task about to run."""
+        self._ensure_root()
+        path = self.data_dir(family, task_id)
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+
+    def delete(self, family: str, task_id: str) -> bool:
+        """Remove one entry and its data directory; return whether an entry existed."""
+        cache = self._cache(family, create=False)
+        existed = False
+        if cache is not None:
+            with cache.transact():
+                existed = cache.delete("m:" + task_id)
+                cache.delete("v:" + task_id)
+        shutil.rmtree(self.data_dir(family, task_id), ignore_errors=True)
+        return bool(existed)
+
+    def clear_family(self, family: str) -> None:
+        """Remove a family's whole directory (entries and data directories)."""
+        cache = self._caches.pop(family, None)
+        if cache is not None:
+            cache.close()
+        directory = self.root / family
+        if not directory.exists():
+            return
+        trash = self.root / f".trash-{secrets.token_hex(6)}"
+        os.replace(directory, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def clear_all(self) -> None:
+        """Remove every family of this store."""
+        for family in self.families():
+            self.clear_family(family)

@@ -1,0 +1,77 @@
+"""Shared fixtures: an isolated cache and working directory for every test."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from click.testing import CliRunner
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test runs in its own directory with its own cache; global state is restored."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CP_CACHE_DIR", str(tmp_path / ".cache"))
+    for name in ("NO_COLOR", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    modules = dict(sys.modules)
+    path = list(sys.path)
+    yield
+    for name in set(sys.modules) - set(modules):
+        del sys.modules[name]
+    sys.path[:] = path
+    from checkpoint.store import Store
+
+    for store in Store._open_stores.values():
+        store.close()
+    Store._open_stores.clear()
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """The test's cache directory (also in $CP_CACHE_DIR)."""
+    return tmp_path / ".cache"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """A click CliRunner (stdout and stderr kept apart)."""
+    return CliRunner()
+
+
+@pytest.fixture
+def make_module(tmp_path: Path) -> Callable[[str, str], ModuleType]:
+    """Write a module into the test directory and import it (re-importing replaces it)."""
+    import importlib
+
+    def make(name: str, source: str) -> ModuleType:
+        path = tmp_path / f"{name}.py"
+        path.write_text(textwrap.dedent(source))
+        if str(tmp_path) not in sys.path:
+            sys.path.insert(0, str(tmp_path))
+        sys.modules.pop(name, None)
+        importlib.invalidate_caches()
+        # Bytecode caches compare mtimes at one-second resolution: bypass them.
+        sys.dont_write_bytecode = True
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.dont_write_bytecode = False
+
+    return make
+
+
+def write(path: Path, source: str) -> Path:
+    """Write dedented source to a file and return its path."""
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+PYTHON = sys.executable
+ENV = dict(os.environ)
