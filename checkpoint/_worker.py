@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import time
 import traceback
+import types
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ class WorkItem:
     fn: Any
     template: list[Any]
     compress_level: int
+    filename: str = ""
+    """Where ``fn`` was defined; cloudpickle drops it, and tracebacks should show it."""
 
 
 @dataclass
@@ -83,7 +86,10 @@ def run_one(item: WorkItem, payloads: dict[str, tuple[bytes, bool]], in_process:
 
 
 def _failure(task_id: str, started: float, duration: float, exc: BaseException, in_process: bool) -> Outcome:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code is run_one.__code__ and tb.tb_next is not None:
+        tb = tb.tb_next  # start the report in the task's own code
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
     error: BaseException = exc
     if not in_process:
         try:
@@ -103,7 +109,18 @@ def run_batch(
 def run_pickled_batch(blob: bytes) -> list[Outcome]:
     """Entry point in worker processes: the batch arrives cloudpickled (functions by value)."""
     items, payloads = pickle.loads(blob)
+    for item in items:
+        code = getattr(item.fn, "__code__", None)
+        if item.filename and code is not None and code.co_filename != item.filename:
+            item.fn.__code__ = _with_filename(code, item.filename)
     return run_batch(items, payloads, in_process=False)
+
+
+def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(
+        _with_filename(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def ignore_sigint() -> None:

@@ -338,7 +338,9 @@ class _Run:
                 self.consumers[dep] = left
                 if left == 0 and dep not in self.targets:
                     self.payloads.pop(dep, None)
-            items.append(WorkItem(tid, spec.fn, template, task.family.compress_level))
+            code = getattr(spec.fn, "__code__", None)
+            items.append(WorkItem(tid, spec.fn, template, task.family.compress_level,
+                                  code.co_filename if code is not None else ""))
             if self.emit:
                 self.emit(ev.TaskStarted(task, now))
         future = self.adapter.submit(items, payloads)

@@ -132,6 +132,25 @@ def requires(requirement: Any) -> Callable[[F], F]:
     return decorate
 
 
+class _Annotation:
+    """Shows a string annotation (``from __future__ import annotations``) without quotes."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def signature_text(signature: inspect.Signature) -> str:
+    """A signature as its source reads, e.g. ``(n: int, k: int = 2)``."""
+    params = [
+        p.replace(annotation=_Annotation(p.annotation)) if isinstance(p.annotation, str) else p
+        for p in signature.parameters.values()
+    ]
+    return str(signature.replace(parameters=params, return_annotation=inspect.Signature.empty))
+
+
 class _Binder:
     """Binds call arguments to a signature; a fast path for plain positional signatures."""
 
@@ -151,7 +170,7 @@ class _Binder:
         except TypeError as exc:
             raise TaskArgumentError(
                 f"Wrong arguments for task {family.name}: {exc}. "
-                f"Its signature is {family.short_name}{self.signature}."
+                f"Its signature is {family.short_name}{signature_text(self.signature)}."
             ) from None
         ba.apply_defaults()
         return dict(ba.arguments)

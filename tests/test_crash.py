@@ -1,0 +1,89 @@
+"""kill -9 of a real `python -m checkpoint` run leaves a cache the next run resumes from."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from checkpoint.store import Store
+
+TASKFILE = '''
+import os, time
+from checkpoint import task, requires
+
+LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ran.log")
+
+def note(name):
+    with open(LOG, "a") as f:
+        f.write(name + "\\n")
+
+@task
+def leaf(i: int):
+    def __() -> bytes:
+        note(f"leaf({i})")
+        time.sleep(0.03)
+        return bytes([i % 256]) * (i * 997)
+    return __
+
+@task
+def pair(i: int):
+    @requires(leaf(2 * i))
+    @requires(leaf(2 * i + 1))
+    def __(a: bytes, b: bytes) -> int:
+        note(f"pair({i})")
+        time.sleep(0.03)
+        return len(a) + len(b)
+    return __
+
+@task
+def main():
+    @requires([pair(i) for i in range(40)])
+    def __(sizes):
+        note("main()")
+        return sum(sizes)
+    return __
+'''
+
+TOTAL = 80 + 40 + 1
+EXPECTED = sum(i * 997 for i in range(80))
+
+
+def _stored(cache: Path) -> int:
+    store = Store(cache)
+    try:
+        return sum(1 for family in store.families() for _ in store.entries(family))
+    finally:
+        store.close()
+
+
+def test_kill_minus_9_then_resume(tmp_path: Path) -> None:
+    """After kill -9 mid-run, the rerun should finish correctly and run only unfinished tasks."""
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent(TASKFILE))
+    log = tmp_path / "ran.log"
+    cmd = [sys.executable, "-m", "checkpoint", "taskfile.py", "-j", "2"]
+    env = {**os.environ, "CP_CACHE_DIR": str(tmp_path / ".cache")}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 40:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    time.sleep(0.2)  # orphaned pool workers notice the dead parent and exit
+    stored = _stored(tmp_path / ".cache")
+    assert 0 < stored < TOTAL
+    log.unlink()
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(EXPECTED)
+    rerun = log.read_text().splitlines()
+    assert len(rerun) == len(set(rerun)) == TOTAL - stored
+    assert _stored(tmp_path / ".cache") == TOTAL

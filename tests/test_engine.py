@@ -1,0 +1,400 @@
+"""The engine's semantics: building, reuse, clearing, code changes, failures, limits."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import checkpoint
+from checkpoint import (
+    CycleError,
+    InvalidRequirementError,
+    TaskArgumentError,
+    TaskDefinitionError,
+    TaskDirectory,
+    UnserializableResultError,
+    requires,
+    task,
+)
+from checkpoint.store import Store
+
+CHOOSE = '''
+from checkpoint import task, requires
+
+@task
+def choose(n: int, k: int):
+    if 0 < k < n:
+        @requires(choose(n - 1, k - 1))
+        @requires(choose(n - 1, k))
+        def __(prev1: int, prev2: int) -> int:
+            return prev1 + prev2
+    elif k == 0 or k == n:
+        def __() -> int:
+            return 1
+    else:
+        raise ValueError(f'{(n, k)}')
+    return __
+'''
+
+
+@pytest.fixture
+def choose(make_module: Any) -> Any:
+    return make_module("choosemod", CHOOSE).choose
+
+
+def _ran(result: checkpoint.RunResult) -> set[str]:
+    return {repr(t) for t in result.ran}
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_choose_builds_with_each_executor(choose: Any, executor: str) -> None:
+    """choose(6, 3) should be 20 with every built-in executor, and the rerun reuses all."""
+    result = checkpoint.run([choose(6, 3)], executor=executor, max_workers=2)
+    assert result.values[choose(6, 3).id] == 20
+    assert len(result.ran) == 15 and not result.reused
+    again = checkpoint.run([choose(6, 3)], executor=executor)
+    assert not again.ran and len(again.reused) == 15
+    assert again.values[choose(6, 3).id] == 20
+
+
+def test_user_executors_work(choose: Any) -> None:
+    """Any concurrent.futures.Executor should be accepted and left open for its owner."""
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        assert choose(5, 2).run(executor=pool) == 10
+        assert pool.submit(abs, -1).result() == 1
+    with ThreadPoolExecutor() as tpool:
+        choose.clear()
+        assert choose(5, 2).run(executor=tpool) == 10
+
+
+def test_clear_reruns_exactly_the_task_and_its_dependents(choose: Any) -> None:
+    """Clearing choose(3, 3) should re-run it and only the tasks downstream of it."""
+    choose(6, 3).run(executor="inline")
+    choose(3, 3).clear()
+    result = checkpoint.run([choose(6, 3)], executor="inline")
+    assert _ran(result) == {"choose(3, 3)", "choose(4, 3)", "choose(5, 3)", "choose(6, 3)"}
+    assert result.values[choose(6, 3).id] == 20
+
+
+def test_family_clear_removes_the_family_directory(choose: Any, cache_dir: Path) -> None:
+    """family.clear() should remove {cache}/checkpoint/{module}.{name} entirely."""
+    choose(4, 2).run(executor="inline")
+    directory = cache_dir / "checkpoint" / "choosemod.choose"
+    assert directory.is_dir()
+    choose.clear()
+    assert not directory.exists()
+    assert len(checkpoint.run([choose(4, 2)], executor="inline").ran) == 8
+
+
+def test_upstream_recomputed_elsewhere_makes_dependents_stale(choose: Any) -> None:
+    """A prerequisite recomputed by another run should make its dependents re-run."""
+    choose(4, 2).run(executor="inline")
+    choose(2, 1).clear()
+    assert choose(2, 1).run(executor="inline") == 2
+    result = checkpoint.run([choose(4, 2)], executor="inline")
+    assert _ran(result) == {"choose(3, 1)", "choose(3, 2)", "choose(4, 2)"}
+    reasons = {repr(n.task): n.reason for n in result.plan.nodes.values() if n.reason}
+    assert reasons["choose(3, 1)"] == "upstream changed"
+
+
+PIPE = '''
+from checkpoint import task, requires
+
+OFFSET = {offset}
+
+def helper(x):
+    return x + OFFSET
+
+@task
+def source(n: int):
+    def __() -> int:
+        return n
+    return __
+
+@task
+def double(n: int):
+    @requires(source(n))
+    def __(x: int) -> int:
+        return {double_body}
+    return __
+
+@task
+def total():
+    @requires([double(i) for i in range(3)])
+    def __(xs: list[int]) -> int:
+        return sum(xs)
+    return __
+'''
+
+
+def test_code_change_invalidates_one_family_and_dependents(make_module: Any) -> None:
+    """Editing double's body should re-run double and total, not source."""
+    mod = make_module("pipe", PIPE.format(offset=0, double_body="2 * x"))
+    assert mod.total().run(executor="inline") == 6
+    mod = make_module("pipe", PIPE.format(offset=0, double_body="2 * x  # comment only"))
+    assert not checkpoint.run([mod.total()], executor="inline").ran
+    mod = make_module("pipe", PIPE.format(offset=0, double_body="3 * x"))
+    result = checkpoint.run([mod.total()], executor="inline")
+    assert result.values[mod.total().id] == 9
+    assert _ran(result) == {"double(0)", "double(1)", "double(2)", "total()"}
+    reasons = {repr(n.task): n.reason for n in result.plan.nodes.values()}
+    assert reasons["double(0)"] == "code changed" and reasons["total()"] == "upstream re-run"
+
+
+def test_helper_change_reruns_only_its_users(make_module: Any) -> None:
+    """Editing a constant used through a helper should re-run the tasks using the helper."""
+    mod = make_module("pipe2", PIPE.format(offset=0, double_body="helper(2 * x)"))
+    assert mod.total().run(executor="inline") == 6
+    mod = make_module("pipe2", PIPE.format(offset=1, double_body="helper(2 * x)"))
+    result = checkpoint.run([mod.total()], executor="inline")
+    assert result.values[mod.total().id] == 9
+    assert "source(0)" not in _ran(result) and "double(0)" in _ran(result)
+    # The opt-out reuses results despite the change.
+    mod = make_module("pipe2", PIPE.format(offset=5, double_body="helper(2 * x)"))
+    assert not checkpoint.run([mod.total()], executor="inline", code_check=False).ran
+
+
+def test_version_pins_the_fingerprint(make_module: Any) -> None:
+    """With @task(version=...), code edits are ignored until the version changes."""
+    src = '''
+from checkpoint import task
+@task(version="{v}")
+def f():
+    def __():
+        return {value}
+    return __
+'''
+    mod = make_module("ver", src.format(v="1", value=1))
+    assert mod.f().run(executor="inline") == 1
+    mod = make_module("ver", src.format(v="1", value=2))
+    assert mod.f().run(executor="inline") == 1
+    mod = make_module("ver", src.format(v="2", value=2))
+    assert mod.f().run(executor="inline") == 2
+
+
+def test_fingerprint_source_is_kept_in_the_store(choose: Any) -> None:
+    """The normalized source behind a stored fingerprint should be retrievable."""
+    choose(2, 1).run(executor="inline")
+    store = Store.open()
+    meta = store.get_meta(choose.dirname, choose(2, 1).id)
+    assert meta is not None and meta.expr == "choose(2, 1)"
+    source = store.get_source(choose.dirname, meta.fingerprint)
+    assert source is not None and "def choose(n: int, k: int)" in source
+
+
+def test_warm_run_loads_only_the_target_value(choose: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm rerun should run nothing and load no stored value except the target's."""
+    choose(8, 4).run(executor="inline")
+    loads: list[str] = []
+    original = Store.load_payload
+
+    def spy(self: Store, family: str, tid: str, meta: Any = None) -> bytes:
+        loads.append(tid)
+        return original(self, family, tid, meta)
+
+    monkeypatch.setattr(Store, "load_payload", spy)
+    assert choose(8, 4).run() == 70
+    assert loads == [choose(8, 4).id]
+
+
+def test_deep_chain_builds_without_recursion_error() -> None:
+    """A 20,000-deep chain should expand and run in-process without RecursionError."""
+
+    @task
+    def chain(i: int):  # type: ignore[no-untyped-def]
+        if i == 0:
+            return lambda: 0
+
+        @requires(chain(i - 1))
+        def __(prev: int) -> int:
+            return prev + 1
+
+        return __
+
+    assert chain(20_000).run(executor="inline") == 20_000
+
+
+def test_cycle_is_reported_with_task_names() -> None:
+    """A cycle should raise CycleError naming the tasks in it."""
+
+    @task
+    def ping(n: int):  # type: ignore[no-untyped-def]
+        @requires(pong(n))
+        def __(x: int) -> int:
+            return x
+        return __
+
+    @task
+    def pong(n: int):  # type: ignore[no-untyped-def]
+        @requires(ping(n))
+        def __(x: int) -> int:
+            return x
+        return __
+
+    with pytest.raises(CycleError) as info:
+        ping(1).run(executor="inline")
+    assert "ping(1) -> pong(1) -> ping(1)" in str(info.value)
+
+
+def test_requires_maps_top_down_with_lists_dicts_and_directories(tmp_path: Path) -> None:
+    """Stacked @requires should map top-down; lists/dicts arrive as results; dirs as Paths."""
+
+    @task
+    def num(i: int):  # type: ignore[no-untyped-def]
+        return lambda: i
+
+    @task
+    def combine():  # type: ignore[no-untyped-def]
+        @requires(num(1))
+        @requires([num(2), num(3)])
+        @requires({"a": num(4), "b": [num(5)]})
+        @requires(TaskDirectory())
+        def __(one: int, many: list[int], named: dict[str, Any], path: Path) -> tuple[Any, ...]:
+            assert path.is_dir() and not any(path.iterdir())
+            (path / "out.txt").write_text("hello")
+            return one, many, named, str(path)
+
+        return __
+
+    one, many, named, path = combine().run(executor="process", max_workers=2)
+    assert (one, many, named) == (1, [2, 3], {"a": 4, "b": [5]})
+    assert Path(path).name == combine().id and Path(path).parts[-2] == "data"
+    assert (Path(path) / "out.txt").read_text() == "hello"
+    combine().clear()
+    assert not Path(path).exists()
+
+
+def test_invalid_requirements_and_arguments_are_clear() -> None:
+    """Bad @requires targets, wrong arguments and a missing inner function raise clear errors."""
+
+    @task
+    def f(n: int):  # type: ignore[no-untyped-def]
+        return lambda: n
+
+    with pytest.raises(InvalidRequirementError, match="Did you mean to call it"):
+        requires(f)
+    with pytest.raises(InvalidRequirementError, match="list instead of a tuple"):
+        requires((f(1), f(2)))
+    with pytest.raises(TaskArgumentError, match=r"Its signature is f\(n: int\)"):
+        f(1, 2)
+
+    @task
+    def no_inner():  # type: ignore[no-untyped-def]
+        return 3
+
+    with pytest.raises(TaskDefinitionError, match="must return its inner function"):
+        no_inner().run(executor="inline")
+
+
+class Boom(Exception):
+    pass
+
+
+FAILING = '''
+from checkpoint import task, requires
+
+class Boom(Exception):
+    pass
+
+@task
+def ok(i: int):
+    def __() -> int:
+        return i
+    return __
+
+@task
+def bad():
+    @requires(ok(0))
+    def __(x: int) -> int:
+        raise Boom("boom in bad")
+    return __
+
+@task
+def after_bad():
+    @requires(bad())
+    def __(x: int) -> int:
+        return x
+    return __
+
+@task
+def top():
+    @requires([after_bad(), ok(1), ok(2)])
+    def __(xs):
+        return xs
+    return __
+'''
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_failure_reraises_the_original_exception(make_module: Any, executor: str) -> None:
+    """run() should re-raise the task's own exception, keep finished results, and point at user code."""
+    mod = make_module("failing", FAILING)
+    with pytest.raises(mod.Boom, match="boom in bad") as info:
+        mod.top().run(executor=executor, max_workers=2)
+    text = "".join(__import__("traceback").format_exception(info.value))
+    assert "failing.py" in text and 'raise Boom("boom in bad")' in text
+    assert Store.open().get_meta(mod.ok.dirname, mod.ok(0).id) is not None
+
+
+def test_keep_going_runs_independent_branches(make_module: Any) -> None:
+    """With keep_going, independent tasks should finish and dependents of the failure be skipped."""
+    mod = make_module("failing2", FAILING)
+    result = checkpoint.run([mod.top()], executor="inline", keep_going=True, raise_on_failure=False)
+    assert {repr(t) for t in result.failed and [result.plan.nodes[i].task for i in result.failed]} == {"bad()"}
+    assert {repr(t) for t in result.skipped} == {"after_bad()", "top()"}
+    assert {"ok(1)", "ok(2)"} <= _ran(result)
+
+
+def test_unpicklable_result_names_the_task() -> None:
+    """A result cloudpickle cannot serialize should fail with the task's name."""
+
+    @task
+    def lock():  # type: ignore[no-untyped-def]
+        import threading
+
+        return lambda: threading.Lock()
+
+    with pytest.raises(UnserializableResultError, match=r"result of task lock\(\)"):
+        lock().run(executor="inline")
+
+
+def test_rate_limits_are_never_exceeded() -> None:
+    """At most rate_limits[q] tasks of a queue should run at once (measured with timestamps)."""
+
+    @task(queue="gpu")
+    def sleepy(i: int):  # type: ignore[no-untyped-def]
+        def __() -> tuple[float, float]:
+            start = time.time()
+            time.sleep(0.15)
+            return start, time.time()
+
+        return __
+
+    @task
+    def gather():  # type: ignore[no-untyped-def]
+        @requires([sleepy(i) for i in range(6)])
+        def __(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+            return spans
+
+        return __
+
+    spans = gather().run(executor="thread", max_workers=6, rate_limits={"gpu": 2})
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    assert peak == 2
+
+
+def test_run_reports_statistics(choose: Any) -> None:
+    """RunResult should list ran/reused tasks and durations."""
+    first = checkpoint.run([choose(4, 2)], executor="inline")
+    assert len(first.ran) == 8 and set(first.durations) == {t.id for t in first.ran}
+    second = checkpoint.run([choose(4, 2), choose(5, 2)], executor="inline")
+    assert {repr(t) for t in second.ran} == {"choose(5, 2)", "choose(4, 1)", "choose(3, 0)"}
+    assert second.values[choose(5, 2).id] == 10 and second.values[choose(4, 2).id] == 6

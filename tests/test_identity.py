@@ -1,0 +1,136 @@
+"""Canonical argument encoding and code fingerprints."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from checkpoint import UnserializableArgumentError, task
+from checkpoint.identity import code_fingerprint, encode_arguments, task_id
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5)
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.tuples(children, children),
+        st.dictionaries(st.text(max_size=3), children, max_size=3),
+        st.dictionaries(st.integers(), children, max_size=3),
+    ),
+    max_leaves=10,
+)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Structural equality that also tells types apart (1 vs 1.0 vs True, list vs tuple)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, float):
+        return repr(a) == repr(b)  # -0.0 and 0.0 are different arguments
+    return bool(a == b)
+
+
+@given(values, values)
+def test_distinct_values_get_distinct_encodings(a: Any, b: Any) -> None:
+    """Two arguments should share an encoding only if they are the same value."""
+    same = encode_arguments("f", {"x": a}) == encode_arguments("f", {"x": b})
+    assert same == _same_value(a, b)
+
+
+@given(values)
+def test_encoding_is_deterministic_json(a: Any) -> None:
+    """The encoding should be valid JSON and not depend on dict insertion order."""
+    text = encode_arguments("f", {"x": a})
+    json.loads(text)
+    if isinstance(a, dict):
+        reordered = dict(reversed(list(a.items())))
+        assert encode_arguments("f", {"x": reordered}) == text
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [((1, 2), [1, 2]), ({1: "x"}, {"1": "x"}), (1, 1.0), (1, True), ({"$tuple": [1]}, (1,))],
+    ids=["tuple-vs-list", "int-key-vs-str-key", "int-vs-float", "int-vs-bool", "tag-lookalike"],
+)
+def test_known_collisions_of_the_original_are_gone(a: Any, b: Any) -> None:
+    """Values that plain JSON conflates should get different task ids."""
+    ea, eb = encode_arguments("f", {"x": a}), encode_arguments("f", {"x": b})
+    assert ea != eb
+    assert task_id("f", ea) != task_id("f", eb)
+
+
+def test_unserializable_argument_names_task_and_argument() -> None:
+    """A set argument should raise a TypeError naming the family and the parameter."""
+
+    @task
+    def f(items: Any):  # type: ignore[no-untyped-def]
+        return lambda: None
+
+    with pytest.raises(UnserializableArgumentError) as info:
+        f({1, 2})
+    assert isinstance(info.value, TypeError)
+    assert "'items'" in str(info.value) and "f" in str(info.value)
+    assert info.value.argument == "items"
+
+
+def test_task_handles_are_encoded_by_identity() -> None:
+    """A task argument should be encoded by its id, so nested handles stay cheap."""
+
+    @task
+    def leaf(n: int):  # type: ignore[no-untyped-def]
+        return lambda: n
+
+    @task
+    def wrap(t: Any):  # type: ignore[no-untyped-def]
+        return lambda: None
+
+    a, b = wrap(leaf(1)), wrap(leaf(2))
+    assert a.id != b.id
+    assert leaf(1).id in a.encoded
+    assert wrap(leaf(1)).id == a.id
+
+
+HELPER_SRC = '''
+SCALE = {scale}
+
+def helper(x):
+    return x * SCALE
+
+def unrelated(x):
+    return x + 1
+
+def f(n):
+    # a comment {comment}
+    """docstring {comment}"""
+    def __():
+        return helper(n)
+    return __
+'''
+
+
+def _fp(make_module: Any, name: str, **fmt: Any) -> str:
+    module = make_module(name, HELPER_SRC.format(**fmt))
+    return code_fingerprint(module.f)[0]
+
+
+def test_fingerprint_ignores_comments_and_docstrings(make_module: Any) -> None:
+    """Comments, docstrings and formatting should not change the fingerprint."""
+    assert _fp(make_module, "m1", scale=2, comment="a") == _fp(make_module, "m1", scale=2, comment="b")
+
+
+def test_fingerprint_follows_helpers_and_constants(make_module: Any) -> None:
+    """Changing a constant used through a helper should change the fingerprint."""
+    assert _fp(make_module, "m2", scale=2, comment="") != _fp(make_module, "m2", scale=3, comment="")
+    digest, text = code_fingerprint(make_module("m3", HELPER_SRC.format(scale=2, comment="")).f)
+    assert "def helper" in text and "SCALE = 2" in text
+    assert "unrelated" not in text
