@@ -10,12 +10,12 @@ from __future__ import annotations
 import pickle
 import time
 import traceback
-import types
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
 from .store import decode_payload, encode_value
+from .task import _Requires, restore_filename
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,16 @@ class Ref:
 
 @dataclass
 class WorkItem:
-    """One task to compute."""
+    """One task to compute: its inner function, or the call of the outer one that makes it."""
 
     id: str
     fn: Any
     template: list[Any]
     compress_level: int
+    call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None
+    """``(family, args, kwargs)``: call the outer function in the worker to get ``fn``."""
     filename: str = ""
-    """Where ``fn`` was defined; cloudpickle drops it, and tracebacks should show it."""
+    """Where ``fn`` was defined (cloudpickle drops it from by-value code; tracebacks need it)."""
 
 
 @dataclass
@@ -69,8 +71,9 @@ def run_one(item: WorkItem, payloads: dict[str, tuple[bytes, bool]], in_process:
     started = time.time()
     t0 = time.perf_counter()
     try:
+        fn = item.fn if item.call is None else _inner(item.call)
         args = [_fill(t, payloads) for t in item.template]
-        value = item.fn(*args)
+        value = fn(*args)
     except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
         if in_process and isinstance(exc, KeyboardInterrupt):
             raise
@@ -110,17 +113,15 @@ def run_pickled_batch(blob: bytes) -> list[Outcome]:
     """Entry point in worker processes: the batch arrives cloudpickled (functions by value)."""
     items, payloads = pickle.loads(blob)
     for item in items:
-        code = getattr(item.fn, "__code__", None)
-        if item.filename and code is not None and code.co_filename != item.filename:
-            item.fn.__code__ = _with_filename(code, item.filename)
+        if item.filename:
+            restore_filename(item.fn, item.filename)
     return run_batch(items, payloads, in_process=False)
 
 
-def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
-    consts = tuple(
-        _with_filename(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
-    )
-    return code.replace(co_filename=filename, co_consts=consts)
+def _inner(call: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
+    family, args, kwargs = call
+    inner = family.fn(*args, **kwargs)
+    return inner.fn if isinstance(inner, _Requires) else inner
 
 
 def ignore_sigint() -> None:

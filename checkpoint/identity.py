@@ -84,6 +84,20 @@ def encode_arguments(family: str, arguments: Mapping[str, Any]) -> str:
     Raises:
         UnserializableArgumentError: an argument (named in the message) cannot be encoded.
     """
+    # Fast path (the common case on the hot path of expansion): ints and plain strings.
+    parts = []
+    for name in sorted(arguments):
+        value = arguments[name]
+        kind = type(value)
+        if kind is int:
+            parts.append(f'"{name}":{value}')
+        elif kind is str and value.isalnum() and value.isascii():
+            parts.append(f'"{name}":"{value}"')
+        else:
+            break
+    else:
+        if all(name.isidentifier() and name.isascii() for name in arguments):
+            return "{" + ",".join(parts) + "}"
     encoded = {}
     for name, value in arguments.items():
         encoded[name] = value if type(value) in _SCALARS else _encode(value, family, name)

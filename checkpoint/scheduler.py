@@ -327,6 +327,7 @@ class _Run:
         items: list[WorkItem] = []
         payloads: dict[TaskId, tuple[bytes, bool]] = {}
         now = time.time()
+        pickled = self.adapter.kind == "pickled"
         for tid in batch:
             node = self.nodes[tid]
             task = node.task
@@ -338,9 +339,16 @@ class _Run:
                 self.consumers[dep] = left
                 if left == 0 and dep not in self.targets:
                     self.payloads.pop(dep, None)
-            code = getattr(spec.fn, "__code__", None)
-            items.append(WorkItem(tid, spec.fn, template, task.family.compress_level,
-                                  code.co_filename if code is not None else ""))
+            if pickled and "$task" not in task.encoded:
+                # Cheaper to pickle than the inner closure: the worker calls the outer
+                # function again to get it (the family pickles by reference when importable).
+                item = WorkItem(tid, None, template, task.family.compress_level,
+                                call=(task.family, task.args, task.kwargs))
+            else:
+                code = getattr(spec.fn, "__code__", None)
+                item = WorkItem(tid, spec.fn, template, task.family.compress_level,
+                                filename=code.co_filename if pickled and code else "")
+            items.append(item)
             if self.emit:
                 self.emit(ev.TaskStarted(task, now))
         future = self.adapter.submit(items, payloads)

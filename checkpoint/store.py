@@ -8,14 +8,13 @@ Layout (the seed's)::
             cache.db, xx/yy/*.val       diskcache's index and large-value files
             data/{task_id}/             TaskDirectory() of each task
 
-Each family's diskcache holds, per task id, two keys written in one transaction:
-
-* ``m:{id}``: the entry's metadata as JSON (:class:`Meta`): code fingerprint, the stamps of
-  the prerequisites it was computed from, its own stamp, size, CRC-32, timings;
-* ``v:{id}``: the payload, ``cloudpickle.dumps(value)``, zlib-compressed when the family has
-  a ``compress_level``.
-
-and ``fp:{digest}`` keeps the normalized source behind each code fingerprint.
+Each family's diskcache holds, per task id, one key ``e:{id}``: the entry's metadata as a
+JSON line (:class:`Meta`: code fingerprint, the stamps of the prerequisites it was computed
+from, its own stamp, size, CRC-32, timings) followed by the payload when the payload is small
+(at most ``INLINE_MAX`` bytes), so most results cost one write. A larger payload goes under
+``v:{id}`` (a file of its own, written in the same transaction). The payload is
+``cloudpickle.dumps(value)``, zlib-compressed when the family has a ``compress_level``.
+``fp:{digest}`` keeps the normalized source behind each code fingerprint.
 
 **Who writes.** Only the coordinating process (the one that plans and schedules the run)
 opens the index and writes entries; workers, local or remote, receive prerequisite payloads
@@ -33,6 +32,7 @@ then deleting it; leftovers of an interrupted deletion are removed when a store 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -41,13 +41,14 @@ import shutil
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CorruptEntryError, StoreError, StoreVersionError
 
 FORMAT = "checkpoint-store 1"
+INLINE_MAX = 16 * 1024
 
 _CACHE_SETTINGS: dict[str, Any] = {
     "cull_limit": 0,  # a build cache never evicts by itself
@@ -78,13 +79,37 @@ class Meta:
     started: float = 0.0
     duration: float = 0.0
     stored: float = 0.0
+    external: bool = False
+    """Whether the payload is stored under its own key (large) rather than inline."""
+    inline: bytes | None = field(default=None, repr=False, compare=False)
+    """The payload, when it was stored inline and read together with the metadata."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        fields = {
+            "expr": self.expr, "args": self.args, "fingerprint": self.fingerprint,
+            "stamp": self.stamp, "deps": self.deps, "size": self.size, "crc": self.crc,
+            "compressed": self.compressed, "started": self.started,
+            "duration": self.duration, "stored": self.stored, "external": self.external,
+        }
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> Meta:
+    def from_json(cls, text: str | bytes) -> Meta:
         return cls(**json.loads(text))
+
+    @classmethod
+    def from_entry(cls, entry: bytes) -> Meta:
+        """Parse an ``e:{id}`` value: a JSON line, then the inline payload if any."""
+        head, _, tail = entry.partition(b"\n")
+        meta = cls.from_json(head)
+        if not meta.external:
+            meta.inline = tail
+        return meta
+
+    def to_entry(self, payload: bytes) -> bytes:
+        """The ``e:{id}`` value for this metadata (and the payload, unless external)."""
+        head = self.to_json().encode()
+        return head + b"\n" if self.external else b"".join((head, b"\n", payload))
 
 
 @dataclass
@@ -100,9 +125,15 @@ class Record:
     """``(fingerprint digest, normalized source)`` to remember, if not yet stored."""
 
 
+_STAMP_PREFIX = [secrets.token_hex(6), os.getpid()]
+_stamp_counter = itertools.count()
+
+
 def new_stamp() -> str:
-    """Return a fresh, unique computation stamp."""
-    return secrets.token_hex(8)
+    """Return a fresh, unique computation stamp (a random per-process prefix and a counter)."""
+    if _STAMP_PREFIX[1] != os.getpid():  # a forked child must not repeat its parent's stamps
+        _STAMP_PREFIX[:] = [secrets.token_hex(6), os.getpid()]
+    return f"{_STAMP_PREFIX[0]}{next(_stamp_counter):x}"
 
 
 def encode_value(value: Any, compress_level: int) -> bytes:
@@ -212,11 +243,11 @@ class Store:
         cache = self._cache(family, create=False)
         if cache is None:
             return None
-        text = cache.get("m:" + task_id)
-        if text is None:
+        entry = cache.get("e:" + task_id)
+        if not isinstance(entry, bytes):
             return None
         try:
-            return Meta.from_json(text)
+            return Meta.from_entry(entry)
         except (ValueError, TypeError):
             return None  # an unreadable index row counts as missing
 
@@ -228,7 +259,9 @@ class Store:
         """
         cache = self._cache(family, create=False)
         meta = meta or self.get_meta(family, task_id)
-        payload = None if cache is None or meta is None else cache.get("v:" + task_id)
+        payload: Any = None
+        if meta is not None and cache is not None:
+            payload = cache.get("v:" + task_id) if meta.external else meta.inline
         if meta is None or not isinstance(payload, bytes):
             raise CorruptEntryError(
                 f"The stored result of {meta.expr if meta else task_id} ({family}) is missing "
@@ -272,7 +305,7 @@ class Store:
         if cache is None:
             return
         for key in list(cache.iterkeys()):
-            if isinstance(key, str) and key.startswith("m:"):
+            if isinstance(key, str) and key.startswith("e:"):
                 meta = self.get_meta(family, key[2:])
                 if meta is not None:
                     yield key[2:], meta
@@ -295,8 +328,10 @@ class Store:
                     for r in items:
                         if r.source is not None and ("fp:" + r.source[0]) not in cache:
                             cache.set("fp:" + r.source[0], r.source[1])
-                        cache.set("v:" + r.id, r.payload)
-                        cache.set("m:" + r.id, r.meta.to_json())
+                        r.meta.external = len(r.payload) > INLINE_MAX
+                        if r.meta.external:
+                            cache.set("v:" + r.id, r.payload)
+                        cache.set("e:" + r.id, r.meta.to_entry(r.payload))
             except OSError as exc:
                 raise StoreError(
                     f"Cannot write to the cache at {self.root / family}: {exc.strerror or exc}. "
@@ -318,7 +353,7 @@ class Store:
         existed = False
         if cache is not None:
             with cache.transact():
-                existed = cache.delete("m:" + task_id)
+                existed = cache.delete("e:" + task_id)
                 cache.delete("v:" + task_id)
         shutil.rmtree(self.data_dir(family, task_id), ignore_errors=True)
         return bool(existed)

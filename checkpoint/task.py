@@ -9,8 +9,11 @@ which computes the result from the prerequisites' results.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
+import sys
+import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -33,6 +36,29 @@ R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def restore_filename(fn: Any, filename: str) -> None:
+    """Give by-value code (cloudpickle names it ``<dynamic-code>``) its file back, so that
+    tracebacks from worker processes point at the user's file and line."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and code.co_filename != filename:
+        fn.__code__ = _with_filename(code, filename)
+
+
+def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(
+        _with_filename(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def _family_by_name(module: str, qualname: str) -> TaskFamily[Any, Any]:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    assert isinstance(obj, TaskFamily)
+    return obj
 
 
 class TaskDirectory:
@@ -234,6 +260,32 @@ class TaskFamily(Generic[P, R]):
                     self.fn, is_task=lambda obj: isinstance(obj, TaskFamily)
                 )
         return self._fingerprint
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # By reference when the module attribute is this very family (a taskfile, a
+        # package); by value (the outer function cloudpickled) for __main__ or notebooks.
+        module = sys.modules.get(self.module)
+        if module is not None and self.module != "__main__" and "<" not in self.qualname:
+            obj: Any = module
+            for part in self.qualname.split("."):
+                obj = getattr(obj, part, None)
+            if obj is self:
+                return (_family_by_name, (self.module, self.qualname))
+        return super().__reduce_ex__(protocol)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_binder"] = None
+        state["_fingerprint"] = None
+        code = getattr(self.fn, "__code__", None)
+        state["_filename"] = code.co_filename if code is not None else ""
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        filename = state.pop("_filename", "")
+        self.__dict__.update(state)
+        if filename:
+            restore_filename(self.fn, filename)
 
     def clear(self, *, cache_dir: str | None = None) -> None:
         """Discard every stored result and data directory of this family."""
