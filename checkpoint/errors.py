@@ -19,9 +19,11 @@ subclasses to exit codes in one place (``exit_code``)::
     │   └── WorkerDiedError
     ├── UpstreamFailedError          (1)   skipped because a prerequisite failed
     ├── InterruptedRunError        (130)   Ctrl-C / SIGTERM
-    └── StoreError                   (1)   the cache cannot be used
-        ├── CorruptEntryError
-        └── StoreVersionError
+    ├── StoreError                   (1)   the cache cannot be used
+    │   ├── CorruptEntryError
+    │   └── StoreVersionError
+    └── ExportError                  (1)   a graph could not be exported or rendered
+        └── GraphvizNotFoundError          Graphviz's ``dot`` is not installed
 
 The library API re-raises a failing task's *own* exception; ``TaskFailedError`` wraps it
 only where the original cannot travel (for example an unpicklable exception from a
@@ -129,3 +131,11 @@ class CorruptEntryError(StoreError):
 
 class StoreVersionError(StoreError):
     """The cache was written by an incompatible version of checkpoint."""
+
+
+class ExportError(CheckpointError):
+    """A graph could not be exported or rendered (e.g. Graphviz's ``dot`` failed)."""
+
+
+class GraphvizNotFoundError(ExportError):
+    """An image was requested but Graphviz's ``dot`` program is not on PATH."""

@@ -76,9 +76,11 @@ def cli(ctx: click.Context, taskfile: str | None, cache_dir: str | None, verbose
 
 
 def _register() -> None:
+    from . import graph as graph_cmd
     from . import run as run_cmd
 
     cli.add_command(run_cmd.run)
+    cli.add_command(graph_cmd.graph)
 
 
 _register()

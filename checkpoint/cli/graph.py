@@ -1,0 +1,67 @@
+"""``checkpoint graph``: export the DAG of targets as DOT, Mermaid, JSON, SVG or PNG."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from . import App, pass_app
+
+
+@click.command()
+@click.argument("targets", nargs=-1)
+@click.option("--dot", "fmt", flag_value="dot", help="Graphviz DOT text (the default).")
+@click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart text (renders in GitHub Markdown).")
+@click.option("--json", "fmt", flag_value="json", help="JSON, schema checkpoint-graph/1 (see docs/graph.md).")
+@click.option("--svg", "fmt", flag_value="svg", help="SVG image (needs Graphviz's dot).")
+@click.option("--png", "fmt", flag_value="png", help="PNG image (needs Graphviz's dot; use with -o).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE instead of stdout (its suffix picks the format if none is given).")
+@click.option("--families", is_flag=True, help="One node per task family, with task counts; edges show how many task edges they stand for.")
+@click.option("--no-legend", is_flag=True, help="Leave out the legend (DOT, Mermaid, images).")
+@click.option("--no-code-check", is_flag=True, help="Do not treat code changes as stale.")
+@pass_app
+def graph(
+    app: App,
+    targets: tuple[str, ...],
+    fmt: str | None,
+    output: Path | None,
+    families: bool,
+    no_legend: bool,
+    no_code_check: bool,
+) -> None:
+    """Export the DAG of TARGETS (default: main) with each task's state.
+
+    Edges point from a prerequisite to its dependent; node colours show which tasks are
+    fresh, which would run and why (missing, code changed, upstream re-run/changed), and
+    which failed in the last run.
+    """
+    from .. import export
+    from ..graph import plan
+    from ..store import Store
+    from ..taskfile import resolve_target
+
+    if fmt is None:
+        fmt = (export.format_for_path(output) if output else None) or "dot"
+    if fmt == "png" and output is None and sys.stdout.isatty():
+        raise UsageError("PNG is binary: write it to a file with -o FILE (e.g. -o graph.png).")
+    tasks = [resolve_target(app.module, t, taskfile=app.taskfile) for t in (targets or ("main",))]
+    the_plan = plan(tasks, Store.open(app.cache_dir), code_check=not no_code_check)
+    if not families and len(the_plan) > export.LARGE_GRAPH:
+        click.echo(
+            f"The graph has {len(the_plan):,} tasks, too many to read one node per task; "
+            "add --families for one node per task family.",
+            err=True,
+        )
+    data = export.export(the_plan, fmt, families=families, legend=not no_legend, cache_dir=app.cache_dir)
+    if output is not None:
+        export.write(data, output)
+        click.echo(f"Wrote {output}", err=True)
+    elif isinstance(data, bytes):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        click.echo(data, nl=False)

@@ -1,0 +1,653 @@
+"""Graph export: DOT, Mermaid and JSON renderings of a marked plan, and images through Graphviz.
+
+Every function takes a *source*: a :class:`~checkpoint.task.Task`, several tasks, or an
+already marked :class:`~checkpoint.graph.Plan`. Tasks are expanded and marked against the
+store (``cache_dir``, else ``$CP_CACHE_DIR``, else ``./.cache``) without running anything::
+
+    from checkpoint import export
+    print(export.to_dot(choose(6, 3)))              # Graphviz DOT text
+    print(export.to_mermaid(choose(6, 3)))          # Mermaid flowchart text
+    doc = export.to_dict(choose(6, 3))              # the JSON document below, as a dict
+    svg = export.render(choose(6, 3), "svg")        # bytes; needs Graphviz's `dot`
+    export.view(choose(6, 3))                       # displays itself in Jupyter
+
+Two views: one node per task (the default), or with ``families=True`` one node per task
+family, with its task counts per state and edges labelled with how many task-level edges
+they stand for. Edges point from a prerequisite to its dependent. Writers go straight over
+the plan's dicts (no networkx), so a 100,000-task DAG exports in about a second (see
+``benchmarks/export_bench.py``).
+
+**States.** Each task node shows one *display state*, by colour and border style, with a
+legend (the states present and their counts):
+
+===================  =========================================================
+``fresh``            stored and up to date: reused, green, solid border
+``missing``          no stored result: white, dashed border
+``code changed``     its family's code changed since it was stored: orange, dashed
+``upstream re-run``  a prerequisite runs in this plan: yellow, dashed
+``upstream changed`` a prerequisite's result changed since it was stored: yellow, dashed
+``forced``           asked to re-run: blue, dashed
+``failed``           failed in the last run: red, bold border
+===================  =========================================================
+
+The targets have a double border (DOT) / a thick border (Mermaid).
+
+**JSON schema** (``checkpoint-graph/1``; stable: fields may be added, never renamed or
+removed without a new schema string)::
+
+    {
+      "schema": "checkpoint-graph/1",
+      "view": "tasks",                  # or "families"
+      "targets": ["<node id>", ...],    # the nodes of the requested targets
+      "nodes": [...],                   # prerequisites before dependents
+      "edges": [{"source": "<node id>", "target": "<node id>"}, ...]   # prerequisite -> dependent
+    }
+
+A node of the ``tasks`` view::
+
+    {
+      "id": "<32 hex digits>",          # the task id (also its key in the cache)
+      "family": "module.function",      # the task family
+      "label": "choose(6, 3)",          # the task as a target expression
+      "arguments": {"n": 6, "k": 3},    # bound arguments, defaults applied, in checkpoint's
+                                        # canonical encoding: tuples as {"$tuple": [...]},
+                                        # task arguments as {"$task": "family:id"}
+      "state": "fresh",                 # "fresh" | "stale" | "failed" (failed in the last run)
+      "reason": null,                   # why it is stale: "missing" | "code changed" |
+                                        # "upstream re-run" | "upstream changed" | "forced"
+      "duration": 0.12,                 # seconds the stored result took to compute, or null
+      "stored": 1764300000.0            # when it was stored (Unix time), or null
+    }
+
+A node of the ``families`` view, and its edges (which carry ``"count"``, the number of
+task-level edges between the two families; a recursive family has an edge to itself)::
+
+    {
+      "id": "module.function",          # the family name
+      "family": "module.function",
+      "label": "choose",
+      "tasks": 12,                      # number of its tasks in the graph
+      "states": {"fresh": 9, "missing": 3}   # display state -> count (states present only)
+    }
+    {"source": "module.f", "target": "module.g", "count": 12}
+
+**Failures of the last run.** Pass ``failed=`` (task ids, e.g. a
+:class:`~checkpoint.scheduler.RunResult`'s ``failed``); otherwise :func:`last_run_failures`
+is asked, which reads the store's run history when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Union
+
+from ._types import TaskId
+from .errors import ExportError, GraphvizNotFoundError
+from .graph import Node, Plan, plan
+from .store import Store
+from .task import Task
+
+SCHEMA = "checkpoint-graph/1"
+"""The ``schema`` string of :func:`to_json` documents."""
+
+LARGE_GRAPH = 300
+"""Above this many task nodes a per-task picture is hard to read (suggest ``families=True``)."""
+
+FORMATS = ("dot", "mermaid", "json", "svg", "png")
+
+STATES = (
+    "fresh", "missing", "code changed", "upstream re-run", "upstream changed", "forced", "failed",
+)
+"""Display states, in legend order."""
+
+Source = Union[Task[Any], Iterable[Task[Any]], Plan]
+
+
+@dataclass(frozen=True)
+class _Look:
+    fill: str
+    border: str
+    dashed: bool = False
+    bold: bool = False
+
+
+_LOOKS: dict[str, _Look] = {
+    "fresh": _Look("#d9f2d9", "#2e7d32"),
+    "missing": _Look("#ffffff", "#757575", dashed=True),
+    "code changed": _Look("#ffe0b2", "#e65100", dashed=True),
+    "upstream re-run": _Look("#fff3c4", "#b28900", dashed=True),
+    "upstream changed": _Look("#fff3c4", "#b28900", dashed=True),
+    "forced": _Look("#d6e4ff", "#1f4fbf", dashed=True),
+    "failed": _Look("#ffd6d6", "#c62828", bold=True),
+}
+
+
+def _dot_attrs(look: _Look) -> str:
+    style = "rounded,filled" + (",dashed" if look.dashed else "") + (",bold" if look.bold else "")
+    return f'fillcolor="{look.fill}", color="{look.border}", style="{style}"'
+
+
+_DOT_ATTRS = {state: _dot_attrs(look) for state, look in _LOOKS.items()}
+_CSS_CLASS = {state: state.replace(" ", "_").replace("-", "") for state in STATES}
+
+
+# --- building the plan -----------------------------------------------------------------
+
+
+def plan_for(
+    source: Source, *, cache_dir: str | Path | None = None, code_check: bool = True
+) -> Plan:
+    """The marked plan of ``source`` (returned as is when it already is a :class:`Plan`)."""
+    if isinstance(source, Plan):
+        return source
+    tasks = [source] if isinstance(source, Task) else list(source)
+    for t in tasks:
+        if not isinstance(t, Task):
+            raise TypeError(f"export needs Task handles or a Plan, not {t!r} ({type(t).__name__})")
+    return plan(tasks, Store.open(cache_dir), code_check=code_check)
+
+
+def last_run_failures(the_plan: Plan, store: Store) -> set[TaskId]:
+    """Ids of the plan's tasks that failed in the last recorded run.
+
+    The hook for the store's run history: the store keeps no run history yet, so this
+    returns an empty set, and a task is drawn as failed only when ``failed=`` names it.
+    Once the store records runs, read the last run's failures here; every export and
+    ``checkpoint graph`` then shows them.
+    """
+    return set()
+
+
+def _failures(
+    the_plan: Plan, failed: Collection[TaskId] | None, cache_dir: str | Path | None
+) -> Collection[TaskId]:
+    if failed is not None:
+        return failed
+    return last_run_failures(the_plan, Store.open(cache_dir))
+
+
+def display_state(node: Node, failed: Collection[TaskId] = ()) -> str:
+    """The state a node is drawn with (one of :data:`STATES`)."""
+    if failed and node.task.id in failed:
+        return "failed"
+    return node.reason or "fresh"
+
+
+# --- an intermediate view shared by DOT and Mermaid ------------------------------------------
+
+
+@dataclass
+class _View:
+    kind: str
+    """``"tasks"`` or ``"families"``."""
+    ids: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
+    tips: list[str] = field(default_factory=list)
+    targets: set[int] = field(default_factory=set)
+    edges: list[tuple[int, int, int]] = field(default_factory=list)
+    """``(source index, target index, multiplicity)``."""
+    counts: Counter[str] = field(default_factory=Counter)
+    """Task count per display state (for the legend)."""
+    family_states: list[dict[str, int]] = field(default_factory=list)
+
+
+def _task_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
+    view = _View("tasks")
+    index: dict[TaskId, int] = {}
+    target_ids = {t.id for t in the_plan.targets}
+    edges = view.edges
+    for i, (tid, node) in enumerate(the_plan.nodes.items()):
+        index[tid] = i
+        task = node.task
+        state = display_state(node, failed)
+        view.ids.append(tid)
+        view.labels.append(task.expression())
+        view.states.append(state)
+        view.tips.append(f"{task.family.name}: {state}")
+        for dep in node.deps:
+            edges.append((index[dep], i, 1))
+        if tid in target_ids:
+            view.targets.add(i)
+    view.counts.update(view.states)
+    return view
+
+
+def _family_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
+    view = _View("families")
+    index: dict[str, int] = {}
+    per_task: dict[TaskId, int] = {}
+    states: list[Counter[str]] = []
+    multiplicity: Counter[tuple[int, int]] = Counter()
+    for tid, node in the_plan.nodes.items():
+        family = node.task.family
+        i = index.get(family.name)
+        if i is None:
+            i = index[family.name] = len(view.ids)
+            view.ids.append(family.name)
+            view.labels.append(family.short_name)
+            states.append(Counter())
+        per_task[tid] = i
+        states[i][display_state(node, failed)] += 1
+        for dep in node.deps:
+            multiplicity[per_task[dep], i] += 1
+    view.edges = [(s, t, n) for (s, t), n in multiplicity.items()]
+    view.targets = {index[t.family.name] for t in the_plan.targets}
+    shorts = Counter(view.labels)
+    for i, counter in enumerate(states):
+        if shorts[view.labels[i]] > 1:  # same function name in two modules
+            view.labels[i] = view.ids[i]
+        total = sum(counter.values())
+        ordered = {s: counter[s] for s in STATES if counter[s]}
+        view.family_states.append(ordered)
+        summary = ", ".join(f"{n} {s}" for s, n in ordered.items())
+        noun = "task" if total == 1 else "tasks"
+        view.labels[i] = f"{view.labels[i]}\n{total} {noun}: {summary}"
+        view.states.append(_family_state(counter))
+        view.tips.append(view.ids[i])
+        view.counts.update(counter)
+    return view
+
+
+def _family_state(counter: Counter[str]) -> str:
+    if counter["failed"]:
+        return "failed"
+    stale = [(n, s) for s, n in counter.items() if s != "fresh"]
+    if not stale:
+        return "fresh"
+    return max(stale, key=lambda ns: (ns[0], -STATES.index(ns[1])))[1]
+
+
+def _view(
+    source: Source,
+    families: bool,
+    failed: Collection[TaskId] | None,
+    cache_dir: str | Path | None,
+    code_check: bool,
+) -> _View:
+    the_plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
+    fails = _failures(the_plan, failed, cache_dir)
+    return _family_view(the_plan, fails) if families else _task_view(the_plan, fails)
+
+
+# --- DOT --------------------------------------------------------------------------------------
+
+
+def _dot_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _dot_legend(counts: Counter[str], families: bool) -> str:
+    cells = "".join(
+        f'<td bgcolor="{_LOOKS[s].fill}" color="{_LOOKS[s].border}">{s} ({counts[s]})</td>'
+        for s in STATES
+        if counts[s]
+    )
+    return (
+        '<<table border="0" cellborder="1" cellspacing="3" cellpadding="4"><tr>'
+        f'<td border="0"><b>task states:</b></td>{cells}'
+        '<td border="0">double border: target</td></tr></table>>'
+    )
+
+
+def _dot_lines(view: _View, legend: bool) -> Iterator[str]:
+    yield "digraph checkpoint {\n"
+    graph_attrs = 'rankdir=TB, fontname="Helvetica", fontsize=10'
+    if legend:
+        graph_attrs += f", labelloc=b, labeljust=l, label={_dot_legend(view.counts, view.kind == 'families')}"
+    yield f"  graph [{graph_attrs}];\n"
+    yield '  node [shape=box, fontname="Helvetica", fontsize=11];\n'
+    yield '  edge [color="#606060", arrowsize=0.7, fontname="Helvetica", fontsize=10];\n'
+    prefix = "f" if view.kind == "families" else "n"
+    attrs = _DOT_ATTRS
+    for i, (label, state, tip) in enumerate(zip(view.labels, view.states, view.tips, strict=True)):
+        extra = ", peripheries=2" if i in view.targets else ""
+        yield f"  {prefix}{i} [label={_dot_str(label)}, tooltip={_dot_str(tip)}, {attrs[state]}{extra}];\n"
+    if view.kind == "families":
+        for s, t, n in view.edges:
+            yield f'  f{s} -> f{t} [label="{n}"];\n'
+    else:
+        for s, t, _ in view.edges:
+            yield f"  n{s} -> n{t};\n"
+    yield "}\n"
+
+
+def to_dot(
+    source: Source,
+    *,
+    families: bool = False,
+    legend: bool = True,
+    failed: Collection[TaskId] | None = None,
+    cache_dir: str | Path | None = None,
+    code_check: bool = True,
+) -> str:
+    """Graphviz DOT text of the graph of ``source`` (see the module docstring)."""
+    view = _view(source, families, failed, cache_dir, code_check)
+    return "".join(_dot_lines(view, legend))
+
+
+# --- Mermaid ----------------------------------------------------------------------------------
+
+_MERMAID_ESCAPES = str.maketrans({"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"})
+
+
+def _mermaid_str(text: str) -> str:
+    return '"' + text.translate(_MERMAID_ESCAPES).replace("\n", "<br>") + '"'
+
+
+def _mermaid_lines(view: _View, legend: bool) -> Iterator[str]:
+    yield "flowchart TB\n"
+    prefix = "f" if view.kind == "families" else "n"
+    css = _CSS_CLASS
+    for i, (label, state) in enumerate(zip(view.labels, view.states, strict=True)):
+        yield f"  {prefix}{i}[{_mermaid_str(label)}]:::{css[state]}\n"
+    if view.kind == "families":
+        for s, t, n in view.edges:
+            yield f'  f{s} -->|"{n}"| f{t}\n'
+    else:
+        for s, t, _ in view.edges:
+            yield f"  n{s} --> n{t}\n"
+    if view.targets:
+        yield "  class " + ",".join(f"{prefix}{i}" for i in sorted(view.targets)) + " target\n"
+    if legend:
+        yield '  subgraph legend["legend"]\n'
+        for state in STATES:
+            if view.counts[state]:
+                yield f'    legend_{css[state]}["{state} ({view.counts[state]})"]:::{css[state]}\n'
+        yield "  end\n"
+    for state in STATES:
+        look = _LOOKS[state]
+        style = f"fill:{look.fill},stroke:{look.border}"
+        if look.dashed:
+            style += ",stroke-dasharray:5 3"
+        if look.bold:
+            style += ",stroke-width:3px"
+        yield f"  classDef {css[state]} {style}\n"
+    yield "  classDef target stroke-width:4px\n"
+
+
+def to_mermaid(
+    source: Source,
+    *,
+    families: bool = False,
+    legend: bool = True,
+    failed: Collection[TaskId] | None = None,
+    cache_dir: str | Path | None = None,
+    code_check: bool = True,
+) -> str:
+    """Mermaid flowchart text of the graph of ``source`` (renders in GitHub Markdown)."""
+    view = _view(source, families, failed, cache_dir, code_check)
+    return "".join(_mermaid_lines(view, legend))
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def to_dict(
+    source: Source,
+    *,
+    families: bool = False,
+    failed: Collection[TaskId] | None = None,
+    cache_dir: str | Path | None = None,
+    code_check: bool = True,
+) -> dict[str, Any]:
+    """The graph of ``source`` as the ``checkpoint-graph/1`` document (module docstring)."""
+    the_plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
+    fails = _failures(the_plan, failed, cache_dir)
+    if families:
+        fam = _family_view(the_plan, fails)
+        return {
+            "schema": SCHEMA,
+            "view": "families",
+            "targets": sorted({fam.ids[i] for i in fam.targets}),
+            "nodes": [
+                {
+                    "id": fid,
+                    "family": fid,
+                    "label": label.split("\n", 1)[0],
+                    "tasks": sum(states.values()),
+                    "states": states,
+                }
+                for fid, label, states in zip(fam.ids, fam.labels, fam.family_states, strict=True)
+            ],
+            "edges": [
+                {"source": fam.ids[s], "target": fam.ids[t], "count": n} for s, t, n in fam.edges
+            ],
+        }
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, str]] = []
+    loads = json.loads
+    for tid, node in the_plan.nodes.items():
+        task, meta = node.task, node.meta
+        state = "failed" if fails and tid in fails else ("fresh" if node.reason is None else "stale")
+        nodes.append({
+            "id": tid,
+            "family": task.family.name,
+            "label": task.expression(),
+            "arguments": loads(task.encoded),
+            "state": state,
+            "reason": node.reason,
+            "duration": meta.duration if meta is not None else None,
+            "stored": meta.stored if meta is not None else None,
+        })
+        for dep in node.deps:
+            edges.append({"source": dep, "target": tid})
+    return {
+        "schema": SCHEMA,
+        "view": "tasks",
+        "targets": [t.id for t in the_plan.targets],
+        "nodes": nodes,
+        "edges": edges,
+    }
+
+
+def to_json(
+    source: Source,
+    *,
+    families: bool = False,
+    failed: Collection[TaskId] | None = None,
+    cache_dir: str | Path | None = None,
+    code_check: bool = True,
+    indent: int | None = None,
+) -> str:
+    """The ``checkpoint-graph/1`` JSON document of the graph of ``source``."""
+    doc = to_dict(source, families=families, failed=failed, cache_dir=cache_dir, code_check=code_check)
+    return json.dumps(doc, indent=indent, ensure_ascii=False) + "\n"
+
+
+# --- images through Graphviz ------------------------------------------------------------------
+
+
+def find_dot() -> str | None:
+    """The path of Graphviz's ``dot`` program, or ``None`` when it is not installed."""
+    return shutil.which("dot")
+
+
+def dot_to_image(dot_text: str, fmt: str = "svg") -> bytes:
+    """Render DOT text to an image (``"svg"``, ``"png"``, or any ``dot -T`` format).
+
+    Raises:
+        GraphvizNotFoundError: Graphviz's ``dot`` is not installed.
+        ExportError: ``dot`` failed.
+    """
+    dot = find_dot()
+    if dot is None:
+        raise GraphvizNotFoundError(
+            f"Rendering {fmt.upper()} needs Graphviz's 'dot' program, which is not on PATH. "
+            "Install Graphviz (apt-get install graphviz, brew install graphviz, conda install "
+            "graphviz, or see https://graphviz.org/download/), or export text that needs no "
+            "Graphviz: 'checkpoint graph --dot' (or --mermaid, --json)."
+        )
+    try:
+        proc = subprocess.run([dot, f"-T{fmt}"], input=dot_text.encode(), capture_output=True, check=False)
+    except OSError as exc:
+        raise ExportError(f"Could not run Graphviz's dot ({dot}): {exc}.") from None
+    if proc.returncode != 0:
+        message = proc.stderr.decode(errors="replace").strip()
+        raise ExportError(
+            f"Graphviz's dot failed to render {fmt.upper()} (exit {proc.returncode}): {message}. "
+            "Export with --dot to inspect the input."
+        )
+    return proc.stdout
+
+
+def render(
+    source: Source,
+    fmt: str = "svg",
+    *,
+    families: bool = False,
+    legend: bool = True,
+    failed: Collection[TaskId] | None = None,
+    cache_dir: str | Path | None = None,
+    code_check: bool = True,
+) -> bytes:
+    """The graph of ``source`` rendered by Graphviz (see :func:`dot_to_image`)."""
+    text = to_dot(
+        source, families=families, legend=legend, failed=failed, cache_dir=cache_dir,
+        code_check=code_check,
+    )
+    return dot_to_image(text, fmt)
+
+
+def export(
+    source: Source,
+    fmt: str = "dot",
+    *,
+    families: bool = False,
+    legend: bool = True,
+    failed: Collection[TaskId] | None = None,
+    cache_dir: str | Path | None = None,
+    code_check: bool = True,
+) -> str | bytes:
+    """The graph of ``source`` in one of :data:`FORMATS`: text for dot/mermaid/json, bytes for images."""
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown graph format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    opts: dict[str, Any] = {
+        "families": families, "failed": failed, "cache_dir": cache_dir, "code_check": code_check,
+    }
+    if fmt == "json":
+        return to_json(source, indent=None, **opts)
+    if fmt == "mermaid":
+        return to_mermaid(source, legend=legend, **opts)
+    if fmt == "dot":
+        return to_dot(source, legend=legend, **opts)
+    return render(source, fmt, legend=legend, **opts)
+
+
+def write(data: str | bytes, file: str | Path | IO[Any]) -> None:
+    """Write an export (text or image bytes) to a path or an open file."""
+    if isinstance(file, (str, Path)):
+        if isinstance(data, bytes):
+            Path(file).write_bytes(data)
+        else:
+            Path(file).write_text(data, encoding="utf-8")
+    else:
+        file.write(data)
+
+
+# --- notebooks ---------------------------------------------------------------------------------
+
+
+class GraphView:
+    """A task graph for notebooks and scripts: displays as SVG in Jupyter when Graphviz is
+    installed, else as a Mermaid diagram (JupyterLab >= 4.1 renders it) plus text."""
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        families: bool = False,
+        legend: bool = True,
+        failed: Collection[TaskId] | None = None,
+        cache_dir: str | Path | None = None,
+        code_check: bool = True,
+    ) -> None:
+        self.plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
+        self.failed = _failures(self.plan, failed, cache_dir)
+        self.families = families
+        self.legend = legend
+
+    def _opts(self) -> dict[str, Any]:
+        return {"families": self.families, "failed": self.failed}
+
+    def dot(self) -> str:
+        """DOT text."""
+        return to_dot(self.plan, legend=self.legend, **self._opts())
+
+    def mermaid(self) -> str:
+        """Mermaid text."""
+        return to_mermaid(self.plan, legend=self.legend, **self._opts())
+
+    def json(self, indent: int | None = None) -> str:
+        """The ``checkpoint-graph/1`` JSON document."""
+        return to_json(self.plan, indent=indent, **self._opts())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``checkpoint-graph/1`` document as a dict."""
+        return to_dict(self.plan, **self._opts())
+
+    def svg(self) -> str:
+        """SVG text (needs Graphviz)."""
+        return dot_to_image(self.dot(), "svg").decode()
+
+    def png(self) -> bytes:
+        """PNG bytes (needs Graphviz)."""
+        return dot_to_image(self.dot(), "png")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the graph to ``path`` in the format its suffix names (.dot .gv .mmd .json .svg .png)."""
+        path = Path(path)
+        fmt = format_for_path(path)
+        if fmt is None:
+            raise ValueError(f"Cannot tell the graph format from {path.name!r}; use .dot, .mmd, .json, .svg or .png.")
+        makers: dict[str, Callable[[], str | bytes]] = {
+            "dot": self.dot, "mermaid": self.mermaid, "json": self.json, "svg": self.svg, "png": self.png,
+        }
+        data = makers[fmt]()
+        write(data, path)
+        return path
+
+    def _repr_svg_(self) -> str | None:
+        return self.svg() if find_dot() else None
+
+    def _repr_mimebundle_(
+        self, include: Collection[str] | None = None, exclude: Collection[str] | None = None
+    ) -> dict[str, Any]:
+        bundle: dict[str, Any] = {"text/plain": repr(self)}
+        if find_dot():
+            bundle["image/svg+xml"] = self.svg()
+        else:
+            bundle["text/markdown"] = "```mermaid\n" + self.mermaid() + "```\n"
+        return bundle
+
+    def __repr__(self) -> str:
+        edges = sum(len(n.deps) for n in self.plan.nodes.values())
+        targets = ", ".join(t.expression() for t in self.plan.targets)
+        kind = "families" if self.families else "tasks"
+        return f"<GraphView of {targets}: {len(self.plan)} tasks, {edges} edges ({kind} view)>"
+
+
+def view(*tasks: Task[Any] | Iterable[Task[Any]], **options: Any) -> GraphView:
+    """A :class:`GraphView` of one or more tasks; in Jupyter, the last line ``view(t)`` draws it."""
+    flat: list[Task[Any]] = []
+    for t in tasks:
+        if isinstance(t, Task):
+            flat.append(t)
+        else:
+            flat.extend(t)
+    return GraphView(flat, **options)
+
+
+_SUFFIXES = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid", ".json": "json",
+             ".svg": "svg", ".png": "png"}
+
+
+def format_for_path(path: str | Path) -> str | None:
+    """The export format a file name's suffix names, or ``None``."""
+    return _SUFFIXES.get(Path(path).suffix.lower())

@@ -1,0 +1,354 @@
+"""Graph export: DOT, Mermaid and JSON renderings, the family view, images through Graphviz."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pydot
+import pytest
+
+from checkpoint import export
+from checkpoint.errors import GraphvizNotFoundError
+from checkpoint.graph import expand
+
+CHOOSE = """
+from checkpoint import task, requires
+
+@task
+def choose(n, k):
+    if 0 < k < n:
+        @requires(choose(n - 1, k - 1))
+        @requires(choose(n - 1, k))
+        def __(a, b):
+            return a + b
+    elif k == 0 or k == n:
+        def __():
+            return 1
+    else:
+        raise ValueError((n, k))
+    return __
+"""
+
+PIPELINE = """
+from checkpoint import task, requires
+
+@task
+def load(i):
+    def __():
+        return list(range(i + 2))
+    return __
+
+@task
+def train(i):
+    @requires(load(i))
+    def __(data):
+        return sum(data)
+    return __
+
+@task
+def score(i):
+    @requires(load(i))
+    @requires(train(i))
+    def __(data, model):
+        if model == BAD:
+            raise RuntimeError("bad model")
+        return model / len(data)
+    return __
+
+@task
+def summary(n):
+    @requires([score(i) for i in range(n)])
+    def __(scores):
+        return max(scores)
+    return __
+
+BAD = -1
+"""
+
+DOT_DEFAULTS = {"graph", "node", "edge"}
+
+
+def dot_graph(text: str) -> pydot.Dot:
+    """Parse DOT text with pydot (a real DOT parser)."""
+    with warnings.catch_warnings():  # pydot uses pyparsing's deprecated camelCase names
+        warnings.simplefilter("ignore", DeprecationWarning)
+        graphs = pydot.graph_from_dot_data(text)
+    assert graphs is not None and len(graphs) == 1
+    return graphs[0]
+
+
+def dot_nodes(graph: pydot.Dot) -> dict[str, pydot.Node]:
+    """The graph's nodes by name, without the default-attribute statements."""
+    return {n.get_name(): n for n in graph.get_nodes() if n.get_name() not in DOT_DEFAULTS}
+
+
+def dot_labels(graph: pydot.Dot) -> dict[str, dict[str, Any]]:
+    """Node attributes by (unquoted) label."""
+    out = {}
+    for node in dot_nodes(graph).values():
+        attrs = {k: v.strip('"') if isinstance(v, str) else v for k, v in node.get_attributes().items()}
+        out[attrs["label"].replace('\\"', '"').replace("\\\\", "\\")] = attrs
+    return out
+
+
+def mermaid_edges(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "-->" in line]
+
+
+def mermaid_nodes(text: str, prefix: str = "n") -> list[str]:
+    return [line for line in text.splitlines() if re.match(rf"\s*{prefix}\d+\[", line)]
+
+
+@pytest.fixture
+def choose(make_module: Callable[[str, str], ModuleType]) -> Any:
+    return make_module("choose_mod", CHOOSE).choose
+
+
+@pytest.fixture
+def pipeline(make_module: Callable[[str, str], ModuleType]) -> ModuleType:
+    return make_module("pipeline_mod", PIPELINE)
+
+
+def by_label(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n["label"]: n for n in doc["nodes"]}
+
+
+def test_choose_dag_has_8_nodes_and_8_edges(choose: Any) -> None:
+    """The choose(4, 2) DAG should expand to 8 tasks and 8 prerequisite edges."""
+    nodes = expand([choose(4, 2)])
+    assert len(nodes) == 8
+    assert sum(len(n.deps) for n in nodes.values()) == 8
+
+
+def test_dot_has_8_nodes_and_8_edges_and_parses(choose: Any) -> None:
+    """DOT of choose(4, 2) should parse with pydot, with 8 labelled nodes and 8 edges."""
+    graph = dot_graph(export.to_dot(choose(4, 2)))
+    assert len(dot_nodes(graph)) == 8
+    assert len(graph.get_edges()) == 8
+    assert set(dot_labels(graph)) == {
+        "choose(4, 2)", "choose(3, 1)", "choose(3, 2)", "choose(2, 0)", "choose(2, 1)",
+        "choose(2, 2)", "choose(1, 0)", "choose(1, 1)",
+    }
+
+
+def test_dot_edges_point_from_prerequisite_to_dependent(choose: Any) -> None:
+    """Each DOT edge should go from a prerequisite to the task that requires it."""
+    graph = dot_graph(export.to_dot(choose(4, 2)))
+    label = {name: n.get_attributes()["label"].strip('"') for name, n in dot_nodes(graph).items()}
+    edges = {(label[e.get_source()], label[e.get_destination()]) for e in graph.get_edges()}
+    assert ("choose(3, 1)", "choose(4, 2)") in edges
+    assert ("choose(4, 2)", "choose(3, 1)") not in edges
+    assert ("choose(1, 0)", "choose(2, 1)") in edges
+
+
+def test_mermaid_has_one_line_per_node_and_edge(choose: Any) -> None:
+    """Mermaid of choose(4, 2) should have 8 node lines and one edge line per edge."""
+    text = export.to_mermaid(choose(4, 2))
+    assert text.startswith("flowchart")
+    assert len(mermaid_nodes(text)) == 8
+    assert len(mermaid_edges(text)) == 8
+    assert all(re.fullmatch(r"\s*n\d+ --> n\d+", line) for line in mermaid_edges(text))
+
+
+def test_json_has_8_nodes_and_8_edges(choose: Any) -> None:
+    """The JSON document of choose(4, 2) should list 8 nodes and 8 edges between them."""
+    doc = json.loads(export.to_json(choose(4, 2)))
+    assert len(doc["nodes"]) == 8
+    assert len(doc["edges"]) == 8
+    ids = {n["id"]: n["label"] for n in doc["nodes"]}
+    assert doc["targets"] == [choose(4, 2).id]
+    assert {(ids[e["source"]], ids[e["target"]]) for e in doc["edges"]} >= {
+        ("choose(2, 1)", "choose(3, 1)"), ("choose(2, 1)", "choose(3, 2)")
+    }
+
+
+def test_json_schema_keys(choose: Any) -> None:
+    """The JSON document should carry exactly the documented keys, in both views."""
+    doc = export.to_dict(choose(4, 2))
+    assert set(doc) == {"schema", "view", "targets", "nodes", "edges"}
+    assert doc["schema"] == export.SCHEMA == "checkpoint-graph/1"
+    assert doc["view"] == "tasks"
+    node = by_label(doc)["choose(4, 2)"]
+    assert set(node) == {"id", "family", "label", "arguments", "state", "reason", "duration", "stored"}
+    assert node == {
+        "id": choose(4, 2).id, "family": "choose_mod.choose", "label": "choose(4, 2)",
+        "arguments": {"n": 4, "k": 2}, "state": "stale", "reason": "missing",
+        "duration": None, "stored": None,
+    }
+    assert all(set(e) == {"source", "target"} for e in doc["edges"])
+    fam = export.to_dict(choose(4, 2), families=True)
+    assert set(fam) == {"schema", "view", "targets", "nodes", "edges"}
+    assert fam["view"] == "families"
+    assert set(fam["nodes"][0]) == {"id", "family", "label", "tasks", "states"}
+    assert set(fam["edges"][0]) == {"source", "target", "count"}
+
+
+def test_states_change_after_run_and_clear(choose: Any) -> None:
+    """Nodes should go missing -> fresh after a run, and a clear should mark it and its dependents stale."""
+    target = choose(4, 2)
+    before = by_label(export.to_dict(target))
+    assert {n["reason"] for n in before.values()} == {"missing"}
+    target.run(executor="inline")
+    after = by_label(export.to_dict(target))
+    assert {n["state"] for n in after.values()} == {"fresh"}
+    assert all(n["duration"] is not None and n["stored"] for n in after.values())
+    choose(2, 1).clear()
+    cleared = by_label(export.to_dict(target))
+    assert cleared["choose(2, 1)"]["reason"] == "missing"
+    for dependent in ("choose(3, 1)", "choose(3, 2)", "choose(4, 2)"):
+        assert cleared[dependent]["reason"] == "upstream re-run"
+    assert cleared["choose(2, 0)"]["state"] == "fresh"
+    fills = {label: attrs["fillcolor"] for label, attrs in dot_labels(dot_graph(export.to_dot(target))).items()}
+    assert fills["choose(2, 0)"] != fills["choose(2, 1)"] != fills["choose(3, 1)"]
+
+
+def test_code_change_shows_as_code_changed(
+    make_module: Callable[[str, str], ModuleType]
+) -> None:
+    """Editing a family's code should show its stored tasks as 'code changed'."""
+    make_module("choose_mod", CHOOSE).choose(3, 1).run(executor="inline")
+    edited = make_module("choose_mod", CHOOSE.replace("return a + b", "return b + a"))
+    doc = by_label(export.to_dict(edited.choose(3, 1)))
+    assert doc["choose(3, 1)"]["reason"] == "code changed"
+    assert "code changed (" in export.to_dot(edited.choose(3, 1))
+
+
+def test_failed_tasks_are_drawn_failed(pipeline: ModuleType) -> None:
+    """Tasks named by failed= (e.g. a run's failures) should be in state 'failed' in every format."""
+    pipeline.BAD = 1  # train(0) returns sum([0, 1]) == 1
+    result = pipeline.summary(2)
+    from checkpoint import run
+
+    report = run([result], executor="inline", keep_going=True, raise_on_failure=False)
+    assert list(report.failed) == [pipeline.score(0).id]
+    doc = by_label(export.to_dict(result, failed=report.failed))
+    assert doc["score(0)"]["state"] == "failed"
+    assert doc["score(1)"]["state"] == "fresh"
+    dot = export.to_dot(result, failed=report.failed)
+    attrs = dot_labels(dot_graph(dot))["score(0)"]
+    assert "bold" in attrs["style"]
+    assert "failed (1)" in dot
+    assert re.search(r"n\d+\[\"score\(0\)\"\]:::failed", export.to_mermaid(result, failed=report.failed))
+
+
+def test_families_view_counts_and_multiplicities(pipeline: ModuleType) -> None:
+    """--families should give one node per family with task counts, and edges with multiplicities."""
+    target = pipeline.summary(3)
+    pipeline.load(0).run(executor="inline")
+    doc = export.to_dict(target, families=True)
+    nodes = {n["label"]: n for n in doc["nodes"]}
+    assert {k: v["tasks"] for k, v in nodes.items()} == {"load": 3, "train": 3, "score": 3, "summary": 1}
+    assert nodes["load"]["states"] == {"fresh": 1, "missing": 2}
+    assert nodes["summary"]["states"] == {"missing": 1}
+    edges = {(e["source"].split(".")[-1], e["target"].split(".")[-1]): e["count"] for e in doc["edges"]}
+    assert edges == {("load", "train"): 3, ("load", "score"): 3, ("train", "score"): 3, ("score", "summary"): 3}
+    assert doc["targets"] == ["pipeline_mod.summary"]
+
+    graph = dot_graph(export.to_dot(target, families=True))
+    assert len(dot_nodes(graph)) == 4
+    assert sorted(e.get_attributes()["label"].strip('"') for e in graph.get_edges()) == ["3"] * 4
+    assert "load\\n3 tasks: 1 fresh, 2 missing" in export.to_dot(target, families=True)
+
+    text = export.to_mermaid(target, families=True)
+    assert len(mermaid_nodes(text, "f")) == 4
+    assert len(mermaid_edges(text)) == 4
+    assert all('-->|"3"|' in line for line in mermaid_edges(text))
+
+
+def test_recursive_family_has_a_self_edge(choose: Any) -> None:
+    """A family whose tasks require each other should get one edge to itself with the edge count."""
+    doc = export.to_dict(choose(4, 2), families=True)
+    assert doc["nodes"][0]["tasks"] == 8
+    assert doc["edges"] == [{"source": "choose_mod.choose", "target": "choose_mod.choose", "count": 8}]
+
+
+def test_several_targets_and_a_plan(choose: Any, pipeline: ModuleType) -> None:
+    """Exports should accept several tasks (one DAG) and an already built plan."""
+    from checkpoint.graph import plan
+    from checkpoint.store import Store
+
+    doc = export.to_dict([choose(2, 1), pipeline.train(0)])
+    assert len(doc["nodes"]) == 5 and len(doc["edges"]) == 3
+    assert len(doc["targets"]) == 2
+    the_plan = plan([choose(4, 2)], Store.open())
+    assert export.to_dot(the_plan) == export.to_dot(choose(4, 2))
+
+
+def test_labels_with_quotes_and_backslashes_are_escaped(
+    make_module: Callable[[str, str], ModuleType]
+) -> None:
+    """Arguments with quotes, backslashes and newlines should keep DOT and Mermaid valid."""
+    mod = make_module("odd_mod", """
+        from checkpoint import task
+
+        @task
+        def echo(text):
+            def __():
+                return text
+            return __
+    """)
+    tricky = 'say "hi" \\ it\'s\n<b>#1</b>'
+    t = mod.echo(tricky)
+    labels = dot_labels(dot_graph(export.to_dot(t)))
+    assert list(labels) == [t.expression().replace("\n", "\\n")]
+    node_line = mermaid_nodes(export.to_mermaid(t))[0]
+    inner = node_line[node_line.index('["') + 2: node_line.rindex('"]')]
+    assert '"' not in inner and "<b>" not in inner
+    assert json.loads(export.to_json(t))["nodes"][0]["arguments"] == {"text": tricky}
+
+
+def test_legend_lists_present_states_and_can_be_left_out(choose: Any) -> None:
+    """The legend should show the states present with counts, and legend=False should drop it."""
+    choose(2, 1).run(executor="inline")
+    dot = export.to_dot(choose(3, 1))
+    assert "fresh (3)" in dot and "missing (2)" in dot and "code changed" not in dot
+    mermaid = export.to_mermaid(choose(3, 1))
+    assert 'legend_fresh["fresh (3)"]' in mermaid
+    assert "fresh (3)" not in export.to_dot(choose(3, 1), legend=False)
+    assert "legend" not in export.to_mermaid(choose(3, 1), legend=False).split("classDef")[0]
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_render_svg_and_png_with_graphviz(choose: Any, tmp_path: Path) -> None:
+    """With Graphviz installed, render() should give an SVG naming the tasks, and PNG bytes."""
+    svg = export.render(choose(4, 2), "svg").decode()
+    assert "<svg" in svg and "choose(4, 2)" in svg
+    assert export.render(choose(4, 2), "png").startswith(b"\x89PNG")
+    view = export.view(choose(4, 2))
+    assert "<svg" in view._repr_mimebundle_()["image/svg+xml"]
+    assert view.save(tmp_path / "g.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_render_without_graphviz_says_how_to_install(
+    choose: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without Graphviz, render() should raise a message naming how to install it and --dot."""
+    monkeypatch.setattr(export.shutil, "which", lambda name: None)
+    with pytest.raises(GraphvizNotFoundError) as info:
+        export.render(choose(4, 2), "svg")
+    message = str(info.value)
+    assert "Graphviz" in message and "apt-get install graphviz" in message and "--dot" in message
+
+
+def test_graph_view_falls_back_to_mermaid_without_graphviz(
+    choose: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """In a notebook without Graphviz, the view should display as Mermaid Markdown and still save text."""
+    monkeypatch.setattr(export.shutil, "which", lambda name: None)
+    view = export.view(choose(4, 2))
+    bundle = view._repr_mimebundle_()
+    assert "image/svg+xml" not in bundle
+    assert bundle["text/markdown"].startswith("```mermaid\nflowchart")
+    assert view._repr_svg_() is None
+    assert "8 tasks, 8 edges" in repr(view)
+    saved = view.save(tmp_path / "g.json")
+    assert len(json.loads(saved.read_text())["nodes"]) == 8
+    with pytest.raises(ValueError, match="format"):
+        view.save(tmp_path / "g.txt")
