@@ -115,9 +115,15 @@ def mark(
 ) -> None:
     """Set each node's ``meta`` and ``reason`` (see the module docstring)."""
     forced_ids = set(forced)
+    by_family: dict[str, list[TaskId]] = {}
+    for tid, node in nodes.items():
+        by_family.setdefault(node.task.family.dirname, []).append(tid)
+    metas: dict[TaskId, Meta] = {}
+    for dirname, ids in by_family.items():
+        metas.update(store.get_metas(dirname, ids))
     for tid, node in nodes.items():
         family = node.task.family
-        meta = node.meta = store.get_meta(family.dirname, tid)
+        meta = node.meta = metas.get(tid)
         if force_all or tid in forced_ids:
             node.reason = "forced"
         elif meta is None:

@@ -40,7 +40,7 @@ import secrets
 import shutil
 import sqlite3
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,40 @@ class Store:
             return Meta.from_entry(entry)
         except (ValueError, TypeError):
             return None  # an unreadable index row counts as missing
+
+    def get_metas(self, family: str, task_ids: Sequence[str]) -> dict[str, Meta]:
+        """The metadata of many entries of one family at once (absent ones are left out).
+
+        Reads the index with one query per 500 keys instead of one ``get`` per key: a warm
+        run checks every task of its DAG. diskcache keeps small values inline in its
+        ``Cache`` table (``mode`` 1); anything else is read through diskcache's API.
+        """
+        cache = self._cache(family, create=False)
+        found: dict[str, Meta] = {}
+        if cache is None or not task_ids:
+            return found
+        sql = getattr(cache, "_sql", None)
+        if sql is None or len(task_ids) < 8:
+            for tid in task_ids:
+                meta = self.get_meta(family, tid)
+                if meta is not None:
+                    found[tid] = meta
+            return found
+        for start in range(0, len(task_ids), 500):
+            keys = ["e:" + tid for tid in task_ids[start:start + 500]]
+            marks = ",".join("?" * len(keys))
+            rows = sql(
+                f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})", keys
+            ).fetchall()
+            for key, mode, value in rows:
+                entry = bytes(value) if mode == 1 and value is not None else cache.get(key)
+                if not isinstance(entry, bytes):
+                    continue
+                try:
+                    found[key[2:]] = Meta.from_entry(entry)
+                except (ValueError, TypeError):
+                    continue  # an unreadable index row counts as missing
+        return found
 
     def load_payload(self, family: str, task_id: str, meta: Meta | None = None) -> bytes:
         """The verified payload of a stored entry.
