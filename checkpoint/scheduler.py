@@ -3,7 +3,7 @@
 One thread -- the caller's -- owns all state; workers only report, through futures whose
 done-callbacks put them on ``_Run.done`` (a queue). The loop:
 
-1. **Submit.** While fewer than ``workers`` batches are in flight, take ready tasks (all
+1. **Submit.** While at most ``workers`` batches are in flight, take ready tasks (all
    prerequisites done) from the per-queue ready lists, never exceeding a queue's
    ``rate_limits`` entry (a batch of k tasks holds k slots until it returns). A batch holds
    one task until its queue's tasks are known to be short; then it grows so that a batch
@@ -296,7 +296,10 @@ class _Run:
         if self.stopping:
             return
         workers = self.adapter.workers
-        while self.inflight < workers:
+        # One batch more than workers: a worker that finishes picks the next batch up at
+        # once instead of waiting for this thread to collect and submit.
+        max_inflight = 1 if self.adapter.kind == "inline" else workers + 1
+        while self.inflight < max_inflight:
             total_ready = sum(len(dq) for dq in self.ready.values())
             if total_ready == 0:
                 return

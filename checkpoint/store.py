@@ -136,11 +136,17 @@ def new_stamp() -> str:
     return f"{_STAMP_PREFIX[0]}{next(_stamp_counter):x}"
 
 
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
 def encode_value(value: Any, compress_level: int) -> bytes:
     """Serialize a value as stored: cloudpickle, then zlib if ``compress_level`` is set."""
-    import cloudpickle
+    if type(value) in _PLAIN:  # same bytes as cloudpickle, without building its pickler
+        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    else:
+        import cloudpickle
 
-    payload: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     if compress_level:
         payload = zlib.compress(payload, compress_level)
     return payload
