@@ -3,11 +3,24 @@
 This module is imported by worker processes, so it imports only what a task needs.
 A batch is a list of :class:`WorkItem`; prerequisite payloads travel once per batch.
 Each task succeeds or fails on its own: one failing task does not fail its batch-mates.
+
+**Output capture.** What a task writes to ``sys.stdout``/``sys.stderr`` is captured into its
+outcome (``Outcome.output``), in worker processes and in the coordinator's own threads alike.
+Both streams are replaced once per process by a :class:`_CapturingStream`, which sends a write
+to the current thread's capture buffer when that thread is running a task and to the original
+stream otherwise; so a thread pool captures each task's output apart, and the coordinator's
+own writes (the progress display) pass through. The per-task cost is a thread-local
+assignment and a join. Output written straight to file descriptors 1 and 2 (C extensions,
+child processes) is not captured.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import socket
+import sys
+import threading
 import time
 import traceback
 import zlib
@@ -53,6 +66,10 @@ class Outcome:
     error_text: str = ""
     """The formatted traceback, as seen where the task ran."""
     unpicklable_result: bool = False
+    output: str = ""
+    """What the task wrote to stdout and stderr, interleaved."""
+    worker: str = ""
+    """``hostname:pid`` of the process that ran the task."""
 
 
 def _fill(template: Any, payloads: dict[str, tuple[bytes, bool]]) -> Any:
@@ -105,8 +122,81 @@ def _failure(task_id: str, started: float, duration: float, exc: BaseException, 
 def run_batch(
     items: list[WorkItem], payloads: dict[str, tuple[bytes, bool]], in_process: bool
 ) -> list[Outcome]:
-    """Compute a batch of tasks in order; each outcome stands alone."""
-    return [run_one(item, payloads, in_process) for item in items]
+    """Compute a batch of tasks in order, capturing each one's output; each outcome stands alone."""
+    install_capture()
+    worker = worker_id()
+    local = _capture
+    outcomes: list[Outcome] = []
+    for item in items:
+        buf: list[str] = []
+        local.buf = buf
+        try:
+            outcome = run_one(item, payloads, in_process)
+        finally:
+            local.buf = None
+        if buf:
+            outcome.output = "".join(buf)
+        outcome.worker = worker
+        outcomes.append(outcome)
+    return outcomes
+
+
+_capture = threading.local()
+_install_lock = threading.Lock()
+_hostname: str | None = None
+
+
+class _CapturingStream:
+    """Stands in for ``sys.stdout``/``sys.stderr``: a task's writes go to its thread's buffer."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+
+    def write(self, text: str) -> int:
+        buf = getattr(_capture, "buf", None)
+        if buf is None:
+            return int(self._wrapped.write(text))
+        buf.append(text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if getattr(_capture, "buf", None) is None:
+            self._wrapped.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
+def install_capture() -> None:
+    """Make ``sys.stdout`` and ``sys.stderr`` capturing (once; again if someone replaced them)."""
+    if isinstance(sys.stdout, _CapturingStream) and isinstance(sys.stderr, _CapturingStream):
+        return
+    with _install_lock:
+        if not isinstance(sys.stdout, _CapturingStream):
+            sys.stdout = _CapturingStream(sys.stdout)
+        if not isinstance(sys.stderr, _CapturingStream):
+            sys.stderr = _CapturingStream(sys.stderr)
+
+
+def uninstall_capture() -> None:
+    """Put back the streams :func:`install_capture` wrapped (if nobody replaced them since)."""
+    with _install_lock:
+        if isinstance(sys.stdout, _CapturingStream):
+            sys.stdout = sys.stdout._wrapped
+        if isinstance(sys.stderr, _CapturingStream):
+            sys.stderr = sys.stderr._wrapped
+
+
+def worker_id() -> str:
+    """``hostname:pid`` of this process."""
+    global _hostname
+    if _hostname is None:
+        _hostname = socket.gethostname()
+    return f"{_hostname}:{os.getpid()}"
 
 
 def run_pickled_batch(blob: bytes) -> list[Outcome]:

@@ -4,7 +4,11 @@ The scheduler never prints: it calls its subscribers with these frozen records, 
 order for each task: :class:`TaskStarted` then one of :class:`TaskFinished`,
 :class:`TaskFailed`; a task that needs no run gets :class:`TaskReused`, one that cannot
 run because a prerequisite failed gets :class:`TaskSkipped`. :class:`RunPlanned` opens
-a run and :class:`RunFinished` (or :class:`RunInterrupted`) closes it.
+a run and :class:`RunFinished` (or :class:`RunInterrupted`) closes it. Every event is
+delivered on the thread that called :func:`checkpoint.run`.
+
+Tasks are handed to workers in batches, so a :class:`TaskStarted` means "handed to a
+worker": the tasks of one batch start together and run one after another.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
+    from .graph import Plan
     from .task import Task
 
 
@@ -26,6 +31,8 @@ class RunPlanned:
     reasons: dict[str, str] = field(default_factory=dict)
     """``{task id: reason}`` for each task that will run."""
     time: float = 0.0
+    plan: Plan | None = field(default=None, repr=False, compare=False)
+    """The marked plan (tasks in topological order, stored metadata): read it, never change it."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,10 @@ class TaskFinished:
     time: float
     duration: float
     size: int
+    output: str = ""
+    """What the task wrote to stdout and stderr."""
+    worker: str = ""
+    """``hostname:pid`` of the process that ran it."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,10 @@ class TaskFailed:
     time: float
     error: BaseException
     traceback: str
+    output: str = ""
+    """What the task wrote to stdout and stderr before it failed."""
+    duration: float = 0.0
+    worker: str = ""
 
 
 @dataclass(frozen=True)

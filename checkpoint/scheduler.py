@@ -36,7 +36,7 @@ from typing import Any
 
 from . import events as ev
 from ._types import TaskId
-from ._worker import Outcome, Ref, WorkItem
+from ._worker import Outcome, Ref, WorkItem, uninstall_capture
 from .errors import (
     TaskFailedError,
     UnserializableResultError,
@@ -44,7 +44,7 @@ from .errors import (
 )
 from .executors import ExecutorAdapter, resolve_executor
 from .graph import Plan, plan
-from .store import Meta, Record, Store, decode_payload, new_stamp
+from .store import FailedRun, Meta, Record, Store, decode_payload, new_stamp
 from .task import Task, TaskDirectory
 
 _BATCH_SECONDS = 0.02
@@ -105,6 +105,7 @@ def run(
     cache_dir: str | Path | None = None,
     subscribers: Sequence[ev.Subscriber] = (),
     raise_on_failure: bool = True,
+    progress: bool = False,
 ) -> RunResult:
     """Build ``targets`` and their upstream, reusing fresh stored results.
 
@@ -123,11 +124,26 @@ def run(
         subscribers: callables receiving each :mod:`checkpoint.events` event.
         raise_on_failure: re-raise the first failing task's exception (default); if False,
             return the result with ``failed`` filled in instead.
+        progress: show progress on stderr (:func:`checkpoint.progress.reporter_for`): a
+            live display on a terminal, plain lines otherwise, and a summary at the end.
 
     Raises:
         Exception: the first failing task's own exception (when ``raise_on_failure``).
         KeyboardInterrupt: the run was interrupted; finished results are stored.
     """
+    if progress:
+        from .progress import reporter_for
+
+        reporter = reporter_for(tracebacks=not raise_on_failure)
+        try:
+            return run(
+                targets, executor=executor, max_workers=max_workers, rate_limits=rate_limits,
+                keep_going=keep_going, force=force, force_upstream=force_upstream,
+                code_check=code_check, cache_dir=cache_dir, raise_on_failure=raise_on_failure,
+                subscribers=[*subscribers, reporter],
+            )
+        finally:
+            reporter.close()
     started = time.perf_counter()
     store = Store.open(cache_dir)
     the_plan = plan(
@@ -138,13 +154,15 @@ def run(
     to_run = the_plan.to_run
     if emit:
         emit(ev.RunPlanned(len(the_plan.nodes), len(to_run),
-                           {tid: the_plan.nodes[tid].reason or "" for tid in to_run}, time.time()))
+                           {tid: the_plan.nodes[tid].reason or "" for tid in to_run}, time.time(),
+                           the_plan))
     if to_run:
         adapter = resolve_executor(executor, max_workers)
         try:
             _Run(the_plan, to_run, store, adapter, rate_limits or {}, keep_going, emit, result).loop()
         finally:
             adapter.shutdown()
+            uninstall_capture()
     else:
         result.reused = [node.task for node in the_plan.nodes.values()]
         if emit:
@@ -214,6 +232,7 @@ class _Run:
         self.payloads: dict[TaskId, tuple[bytes, bool]] = {}
         self.stamps: dict[TaskId, str] = {}
         self.pending_records: list[Record] = []
+        self.pending_failures: list[tuple[str, str, FailedRun]] = []
         self.first_pending = 0.0
         self.sources_sent: set[str] = set()
 
@@ -433,6 +452,8 @@ class _Run:
             started=out.started,
             duration=out.duration,
             stored=time.time(),
+            worker=out.worker,
+            log=bool(out.output),
         )
         source = None
         if fingerprint[0] not in self.sources_sent:
@@ -440,7 +461,9 @@ class _Run:
             source = fingerprint
         if not self.pending_records:
             self.first_pending = time.perf_counter()
-        self.pending_records.append(Record(family.dirname, out.id, meta, out.payload, source))
+        self.pending_records.append(
+            Record(family.dirname, out.id, meta, out.payload, source, out.output)
+        )
         if self.consumers.get(out.id) or out.id in self.targets:
             self.payloads[out.id] = (out.payload, meta.compressed)
         if out.id in self.targets:
@@ -457,7 +480,8 @@ class _Run:
             if left == 0:
                 self._make_ready(dependent)
         if self.emit:
-            self.emit(ev.TaskFinished(task, time.time(), out.duration, len(out.payload)))
+            self.emit(ev.TaskFinished(task, time.time(), out.duration, len(out.payload),
+                                      out.output, out.worker))
 
     def _failed(self, out: Outcome) -> None:
         node = self.nodes[out.id]
@@ -479,8 +503,13 @@ class _Run:
             _annotate(error, task)
         self.result.failed[out.id] = error
         self.remaining -= 1
+        self.pending_failures.append((task.family.dirname, out.id, FailedRun(
+            task.expression(), out.started, out.duration, out.worker, out.output, out.error_text
+            or f"{type(error).__name__}: {error}",
+        )))
         if self.emit:
-            self.emit(ev.TaskFailed(task, time.time(), error, out.error_text))
+            self.emit(ev.TaskFailed(task, time.time(), error, out.error_text, out.output,
+                                    out.duration, out.worker))
         if not self.keep_going:
             self.stopping = True
             return
@@ -502,6 +531,9 @@ class _Run:
         if self.pending_records:
             records, self.pending_records = self.pending_records, []
             self.store.put_many(records)
+        if self.pending_failures:
+            failures, self.pending_failures = self.pending_failures, []
+            self.store.put_failed_runs(failures)
 
 
 def _annotate(error: BaseException, task: Task[Any]) -> None:

@@ -16,6 +16,12 @@ from, its own stamp, size, CRC-32, timings) followed by the payload when the pay
 ``cloudpickle.dumps(value)``, zlib-compressed when the family has a ``compress_level``.
 ``fp:{digest}`` keeps the normalized source behind each code fingerprint.
 
+Run history rides along: the metadata records when and where the result was computed
+(``started``, ``duration``, ``worker``); ``log:{id}`` holds the task's captured output, written
+in the same transaction and only when there was output (``Meta.log`` says whether the
+current entry has one); ``run:{id}`` records the last *failed* run (:class:`FailedRun`).
+A silent, successful task thus costs no extra write.
+
 **Who writes.** Only the coordinating process (the one that plans and schedules the run)
 opens the index and writes entries; workers, local or remote, receive prerequisite payloads
 and return result payloads. SQLite never has to be shared across machines.
@@ -41,7 +47,7 @@ import shutil
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +89,10 @@ class Meta:
     """Whether the payload is stored under its own key (large) rather than inline."""
     inline: bytes | None = field(default=None, repr=False, compare=False)
     """The payload, when it was stored inline and read together with the metadata."""
+    worker: str = ""
+    """``hostname:pid`` of the process that computed the result."""
+    log: bool = False
+    """Whether this computation wrote output, kept under ``log:{id}``."""
 
     def to_json(self) -> str:
         fields = {
@@ -90,6 +100,7 @@ class Meta:
             "stamp": self.stamp, "deps": self.deps, "size": self.size, "crc": self.crc,
             "compressed": self.compressed, "started": self.started,
             "duration": self.duration, "stored": self.stored, "external": self.external,
+            "worker": self.worker, "log": self.log,
         }
         return json.dumps(fields, separators=(",", ":"))
 
@@ -123,6 +134,28 @@ class Record:
     payload: bytes
     source: tuple[str, str] | None = None
     """``(fingerprint digest, normalized source)`` to remember, if not yet stored."""
+    log: str = ""
+    """The task's captured output (stored only when not empty)."""
+
+
+@dataclass
+class FailedRun:
+    """The record of a task's last failed run (``run:{id}``)."""
+
+    expr: str
+    started: float
+    duration: float
+    worker: str
+    output: str = ""
+    traceback: str = ""
+    status: str = "failed"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> FailedRun:
+        return cls(**json.loads(text))
 
 
 _STAMP_PREFIX = [secrets.token_hex(6), os.getpid()]
@@ -372,11 +405,47 @@ class Store:
                         if r.meta.external:
                             cache.set("v:" + r.id, r.payload)
                         cache.set("e:" + r.id, r.meta.to_entry(r.payload))
+                        if r.log:
+                            cache.set("log:" + r.id, r.log)
             except OSError as exc:
                 raise StoreError(
                     f"Cannot write to the cache at {self.root / family}: {exc.strerror or exc}. "
                     "Free some space or choose another --cache-dir."
                 ) from None
+
+    def put_failed_runs(self, runs: Iterable[tuple[str, str, FailedRun]]) -> None:
+        """Record failed runs, given as ``(family, task id, run)``; one transaction per family."""
+        by_family: dict[str, list[tuple[str, FailedRun]]] = {}
+        for family, task_id, run in runs:
+            by_family.setdefault(family, []).append((task_id, run))
+        for family, items in by_family.items():
+            cache = self._cache(family)
+            try:
+                with cache.transact():
+                    for task_id, run in items:
+                        cache.set("run:" + task_id, run.to_json())
+            except OSError as exc:
+                raise StoreError(
+                    f"Cannot write to the cache at {self.root / family}: {exc.strerror or exc}. "
+                    "Free some space or choose another --cache-dir."
+                ) from None
+
+    def get_failed_run(self, family: str, task_id: str) -> FailedRun | None:
+        """The task's last failed run, if one is recorded."""
+        cache = self._cache(family, create=False)
+        text = None if cache is None else cache.get("run:" + task_id)
+        if not isinstance(text, str):
+            return None
+        try:
+            return FailedRun.from_json(text)
+        except (ValueError, TypeError):
+            return None
+
+    def get_log(self, family: str, task_id: str) -> str | None:
+        """The captured output kept for a task's entry (see :attr:`Meta.log`)."""
+        cache = self._cache(family, create=False)
+        text = None if cache is None else cache.get("log:" + task_id)
+        return text if isinstance(text, str) else None
 
     def prepare_data_dir(self, family: str, task_id: str) -> Path:
         """Create an empty data directory for a task about to run."""
@@ -395,6 +464,7 @@ class Store:
             with cache.transact():
                 existed = cache.delete("e:" + task_id)
                 cache.delete("v:" + task_id)
+                cache.delete("log:" + task_id)
         shutil.rmtree(self.data_dir(family, task_id), ignore_errors=True)
         return bool(existed)
 

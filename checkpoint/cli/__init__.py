@@ -77,10 +77,12 @@ def cli(ctx: click.Context, taskfile: str | None, cache_dir: str | None, verbose
 
 def _register() -> None:
     from . import graph as graph_cmd
+    from . import log as log_cmd
     from . import run as run_cmd
 
     cli.add_command(run_cmd.run)
     cli.add_command(graph_cmd.graph)
+    cli.add_command(log_cmd.log)
 
 
 _register()

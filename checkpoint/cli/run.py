@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import traceback
 
 import click
 
@@ -29,6 +28,8 @@ def _rate_limit(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 @click.option("--force", is_flag=True, help="Re-run the targets even if fresh.")
 @click.option("--force-upstream", is_flag=True, help="Re-run every task under the targets.")
 @click.option("--no-code-check", is_flag=True, help="Do not treat code changes as stale.")
+@click.option("--no-progress", is_flag=True, help="Plain log lines instead of the live display.")
+@click.option("-v", "--show-output", is_flag=True, help="Show each task's output as it finishes.")
 @pass_app
 def run(
     app: App,
@@ -40,31 +41,38 @@ def run(
     force: bool,
     force_upstream: bool,
     no_code_check: bool,
+    no_progress: bool,
+    show_output: bool,
 ) -> None:
     """Build TARGETS (default: main) and print their values."""
+    from ..progress import reporter_for
     from ..scheduler import run as run_tasks
     from ..taskfile import resolve_target
 
     module = app.module
     tasks = [resolve_target(module, t, taskfile=app.taskfile) for t in (targets or ("main",))]
-    result = run_tasks(
-        tasks,
-        executor=executor,
-        max_workers=workers,
-        rate_limits=rate_limits,
-        keep_going=keep_going,
-        force=force,
-        force_upstream=force_upstream,
-        code_check=not no_code_check,
-        cache_dir=app.cache_dir,
-        raise_on_failure=False,
+    # Progress, the summary and failed tasks' output and tracebacks go to stderr.
+    reporter = reporter_for(
+        live=False if no_progress else None,
+        show_output=show_output or app.verbosity > 0,
+        quiet=app.verbosity < 0,
     )
-    for tid, error in result.failed.items():
-        task = result.plan.nodes[tid].task
-        click.echo(f"Task {task!r} ({task.family.name}) failed:", err=True)
-        click.echo("".join(traceback.format_exception(type(error), error, error.__traceback__)), err=True)
-    if result.skipped:
-        click.echo(f"{len(result.skipped)} task(s) skipped because a prerequisite failed.", err=True)
+    try:
+        result = run_tasks(
+            tasks,
+            executor=executor,
+            max_workers=workers,
+            rate_limits=rate_limits,
+            keep_going=keep_going,
+            force=force,
+            force_upstream=force_upstream,
+            code_check=not no_code_check,
+            cache_dir=app.cache_dir,
+            raise_on_failure=False,
+            subscribers=[reporter],
+        )
+    finally:
+        reporter.close()
     for task in tasks:
         if task.id in result.values:
             value = result.values[task.id]

@@ -1,0 +1,48 @@
+"""``checkpoint log``: print a task's captured output from its last run."""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+import click
+
+from . import App, pass_app
+
+
+@click.command()
+@click.argument("target")
+@pass_app
+def log(app: App, target: str) -> None:
+    """Print what TARGET wrote to stdout and stderr in its last run (and its traceback if it failed)."""
+    from ..errors import CheckpointError
+    from ..history import last_log
+    from ..progress import format_duration
+    from ..taskfile import resolve_target
+
+    task = resolve_target(app.module, target, taskfile=app.taskfile)
+    run = last_log(task, cache_dir=app.cache_dir)
+    if run is None:
+        raise CheckpointError(
+            f"No run of {task!r} ({task.family.name}) is recorded in {app.cache_dir}. "
+            f"Run it first: checkpoint run {_quote(repr(task))}"
+        )
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
+    click.echo(
+        f"{task!r}: {run.status} at {when} on {run.worker or 'an unknown worker'}, "
+        f"in {format_duration(run.duration)}",
+        err=True,
+    )
+    if run.output:
+        click.echo(run.output, nl=not run.output.endswith("\n"))
+    elif app.verbosity >= 0:
+        click.echo("(no output)", err=True)
+    if run.traceback:
+        click.echo(run.traceback, nl=not run.traceback.endswith("\n"))
+
+
+def _quote(expr: str) -> str:
+    """Quote a target for a shell, readably: ``"f('a')"`` rather than shlex's ``'f('"'"'a'"'"')'``."""
+    if "'" in expr and not any(c in expr for c in '"$`\\!'):
+        return f'"{expr}"'
+    return shlex.quote(expr)

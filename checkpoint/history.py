@@ -1,0 +1,102 @@
+"""Run history: when, where and for how long tasks last ran, and what they printed.
+
+The store keeps it (see :mod:`checkpoint.store`): a result's metadata says when and where it
+was computed and whether it wrote output (``log:{id}``); a failed run is kept as a
+:class:`~checkpoint.store.FailedRun` (``run:{id}``). A task's *last run* is the later of the
+two. These functions read that record for ``checkpoint ls``/``checkpoint log`` and give
+the progress display its duration estimates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._types import TaskId
+from .store import Store
+
+if TYPE_CHECKING:
+    from .graph import Plan
+    from .task import Task
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """The last recorded run of a task."""
+
+    status: str
+    """``"done"`` or ``"failed"``."""
+    started: float
+    """Wall-clock start (seconds since the epoch)."""
+    duration: float
+    """Compute time in seconds."""
+    worker: str
+    """``hostname:pid`` of the process that ran it."""
+    output: str = ""
+    """What the task wrote to stdout and stderr."""
+    traceback: str = ""
+    """The traceback, when the run failed."""
+
+    @property
+    def ended(self) -> float:
+        """Wall-clock end (seconds since the epoch)."""
+        return self.started + self.duration
+
+
+def last_run(task: Task[Any], store: Store, *, output: bool = False) -> LastRun | None:
+    """The last recorded run of ``task`` (with its output if ``output``), or ``None``."""
+    family = task.family.dirname
+    meta = store.get_meta(family, task.id)
+    failed = store.get_failed_run(family, task.id)
+    if failed is not None and (meta is None or failed.started >= meta.started):
+        return LastRun("failed", failed.started, failed.duration, failed.worker,
+                       failed.output if output else "", failed.traceback if output else "")
+    if meta is None:
+        return None
+    text = (store.get_log(family, task.id) or "") if output and meta.log else ""
+    return LastRun("done", meta.started, meta.duration, meta.worker, text)
+
+
+def last_runs(
+    tasks: Iterable[Task[Any]], cache_dir: str | os.PathLike[str] | None = None
+) -> dict[TaskId, LastRun]:
+    """The last recorded run of each task that has one, by task id (for ``checkpoint ls``).
+
+    Output is not loaded; use :func:`last_log` for one task's output.
+    """
+    store = Store.open(cache_dir)
+    runs: dict[TaskId, LastRun] = {}
+    for task in tasks:
+        run = last_run(task, store)
+        if run is not None:
+            runs[task.id] = run
+    return runs
+
+
+def last_log(task: Task[Any], cache_dir: str | os.PathLike[str] | None = None) -> LastRun | None:
+    """The last recorded run of ``task`` with its captured output (and traceback if it failed)."""
+    return last_run(task, Store.open(cache_dir), output=True)
+
+
+def duration_estimates(plan: Plan) -> tuple[dict[TaskId, float], dict[str, tuple[float, int]]]:
+    """What the plan's stored metadata says about durations, for an ETA.
+
+    Returns ``(per_task, per_family)``: the previous duration of each task that will run and
+    has a stored result, and ``{family name: (sum of durations, count)}`` over every task of
+    the plan with a stored result (the family's mean, for tasks without a previous duration).
+    It reads only metadata the plan already holds: no store access.
+    """
+    per_task: dict[TaskId, float] = {}
+    per_family: dict[str, tuple[float, int]] = {}
+    for tid, node in plan.nodes.items():
+        meta = node.meta
+        if meta is None:
+            continue
+        name = node.task.family.name
+        total, count = per_family.get(name, (0.0, 0))
+        per_family[name] = (total + meta.duration, count + 1)
+        if node.reason is not None:
+            per_task[tid] = meta.duration
+    return per_task, per_family

@@ -1,0 +1,606 @@
+"""Reporters: turn a run's events (:mod:`checkpoint.events`) into what a person watches.
+
+* :class:`LiveReporter`, on a terminal: a rich live display with an overall bar (settled/total,
+  counting reused tasks), elapsed time and ETA; one row per task family (done/total, running,
+  failed); the running tasks with their arguments and elapsed time (a bounded list, "+N
+  more"); failures in red as they happen, and each task's output above the display when
+  ``show_output`` asks for it.
+* :class:`PlainReporter`, anywhere else (piped, CI, ``--no-progress``, ``NO_COLOR``,
+  ``TERM=dumb``): one line per finished, failed or skipped task, no escape codes.
+* Both end with a summary (ran, reused, failed, skipped, wall time, the slowest tasks) and
+  then, for each failed task, its captured output and traceback.
+
+:func:`reporter_for` picks one, as the CLI and ``run(progress=True)`` do.
+
+**Cost.** A run of 10,000 tiny tasks emits 20,000 events, so each event updates counters in
+O(1) (:class:`Tally`: per-family counts, the running tasks in an insertion-ordered dict, a
+bounded heap of the slowest). The live display renders from those counters on rich's
+refresh thread, at most ``refresh_per_second`` times a second, looking at a bounded number
+of rows. rich is imported only when a live display starts, so piped and warm runs never
+pay for its import.
+
+**ETA.** Work is measured in task-seconds. A task that will run is expected to take what it
+took last time (its stored metadata), else its family's mean (stored results and this
+run's), else the mean over all families. Remaining work divided by the rate at which work got
+done so far (task-seconds per second of wall time, which folds in parallelism and overhead)
+gives the ETA.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from . import events as ev
+from ._types import TaskId
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+
+    from .task import Task
+
+Clock = Callable[[], float]
+
+
+class Reporter(Protocol):
+    """A run's subscriber that shows progress; :meth:`close` ends its display."""
+
+    def __call__(self, event: ev.Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# --- counting ---------------------------------------------------------------------------
+
+
+class FamilyTally:
+    """Counters of one task family."""
+
+    __slots__ = ("name", "total", "done", "running", "failed", "skipped",
+                 "known_left", "unknown_left", "dur_sum", "dur_n")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.total = 0
+        self.done = 0
+        """Tasks that finished or were reused."""
+        self.running = 0
+        self.failed = 0
+        self.skipped = 0
+        self.known_left = 0.0
+        """Sum of the previous durations of the tasks still to run that have one."""
+        self.unknown_left = 0
+        """Tasks still to run without a previous duration."""
+        self.dur_sum = 0.0
+        self.dur_n = 0
+
+
+class Tally:
+    """A run's state as counters, updated in O(1) per event (see the module docstring)."""
+
+    def __init__(self, clock: Clock = time.monotonic, slowest: int = 5) -> None:
+        self.clock = clock
+        self.started_at: float | None = None
+        self.total = 0
+        self.to_run = 0
+        self.ran = 0
+        self.reused = 0
+        self.failed = 0
+        self.skipped = 0
+        self.families: dict[str, FamilyTally] = {}
+        self.running: dict[TaskId, tuple[Task[Any], float]] = {}
+        """Tasks handed to workers, oldest first, with the clock time they started."""
+        self.estimates: dict[TaskId, float] = {}
+        self.done_work = 0.0
+        """Task-seconds of the tasks that finished."""
+        self.failures: list[ev.TaskFailed] = []
+        self.wall_time: float | None = None
+        self.interrupted: ev.RunInterrupted | None = None
+        self._slowest_n = slowest
+        self._slowest: list[tuple[float, int, Task[Any]]] = []
+        self._seq = itertools.count()
+
+    @property
+    def settled(self) -> int:
+        """Tasks that need nothing more: finished, reused, failed or skipped."""
+        return self.ran + self.reused + self.failed + self.skipped
+
+    def family(self, task: Task[Any]) -> FamilyTally:
+        name = task.family.name
+        fam = self.families.get(name)
+        if fam is None:
+            fam = self.families[name] = FamilyTally(name)
+        return fam
+
+    def update(self, event: ev.Event) -> None:
+        """Apply one event."""
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def planned(self, event: ev.RunPlanned) -> None:
+        self.started_at = self.clock()
+        self.total = event.total
+        self.to_run = event.to_run
+        plan = event.plan
+        if plan is None:
+            return
+        from .history import duration_estimates
+
+        self.estimates, known = duration_estimates(plan)
+        for tid, node in plan.nodes.items():
+            fam = self.family(node.task)
+            fam.total += 1
+            if node.reason is not None:
+                est = self.estimates.get(tid)
+                if est is None:
+                    fam.unknown_left += 1
+                else:
+                    fam.known_left += est
+        for name, (total, count) in known.items():
+            fam = self.families[name]
+            fam.dur_sum += total
+            fam.dur_n += count
+
+    def started(self, event: ev.TaskStarted) -> None:
+        self.running[event.task.id] = (event.task, self.clock())
+        self.family(event.task).running += 1
+
+    def _settle(self, task: Task[Any], fam: FamilyTally) -> None:
+        if self.running.pop(task.id, None) is not None:
+            fam.running -= 1
+        est = self.estimates.pop(task.id, None)
+        if est is not None:
+            fam.known_left -= est
+        elif fam.unknown_left:
+            fam.unknown_left -= 1
+
+    def finished(self, event: ev.TaskFinished) -> None:
+        fam = self.family(event.task)
+        self._settle(event.task, fam)
+        fam.done += 1
+        fam.dur_sum += event.duration
+        fam.dur_n += 1
+        self.ran += 1
+        self.done_work += event.duration
+        item = (event.duration, next(self._seq), event.task)
+        if len(self._slowest) < self._slowest_n:
+            heapq.heappush(self._slowest, item)
+        elif item[0] > self._slowest[0][0]:
+            heapq.heapreplace(self._slowest, item)
+
+    def reused_(self, event: ev.TaskReused) -> None:
+        self.family(event.task).done += 1
+        self.reused += 1
+
+    def failed_(self, event: ev.TaskFailed) -> None:
+        fam = self.family(event.task)
+        self._settle(event.task, fam)
+        fam.failed += 1
+        self.failed += 1
+        self.failures.append(event)
+
+    def skipped_(self, event: ev.TaskSkipped) -> None:
+        fam = self.family(event.task)
+        self._settle(event.task, fam)
+        fam.skipped += 1
+        self.skipped += 1
+
+    def run_finished(self, event: ev.RunFinished) -> None:
+        self.wall_time = event.wall_time
+
+    def run_interrupted(self, event: ev.RunInterrupted) -> None:
+        self.interrupted = event
+
+    # --- derived ----------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        """Seconds since the run was planned."""
+        return 0.0 if self.started_at is None else max(0.0, self.clock() - self.started_at)
+
+    def eta(self) -> float | None:
+        """Seconds until the run ends, or ``None`` while there is nothing to go on."""
+        known_sum = sum(f.dur_sum for f in self.families.values())
+        known_n = sum(f.dur_n for f in self.families.values())
+        overall = known_sum / known_n if known_n else None
+        remaining = 0.0
+        for fam in self.families.values():
+            remaining += max(0.0, fam.known_left)
+            if fam.unknown_left:
+                mean = fam.dur_sum / fam.dur_n if fam.dur_n else overall
+                if mean is None:
+                    return None
+                remaining += fam.unknown_left * mean
+        if remaining <= 0.0:
+            return 0.0 if self.settled >= self.total else None
+        elapsed = self.elapsed()
+        if self.done_work > 0.0 and elapsed > 0.0:
+            return remaining * elapsed / self.done_work
+        if self.running:
+            return max(0.0, remaining / len(self.running) - elapsed)
+        return None
+
+    def slowest(self) -> list[tuple[Task[Any], float]]:
+        """The slowest tasks that ran, slowest first."""
+        return [(t, d) for d, _, t in sorted(self._slowest, key=lambda x: (-x[0], x[1]))]
+
+
+_HANDLERS: dict[type, Callable[[Tally, Any], None]] = {
+    ev.RunPlanned: Tally.planned,
+    ev.TaskStarted: Tally.started,
+    ev.TaskFinished: Tally.finished,
+    ev.TaskReused: Tally.reused_,
+    ev.TaskFailed: Tally.failed_,
+    ev.TaskSkipped: Tally.skipped_,
+    ev.RunFinished: Tally.run_finished,
+    ev.RunInterrupted: Tally.run_interrupted,
+}
+
+
+# --- text shared by the reporters ---------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """``0.003s``, ``12.3s``, ``4:05``, ``1:02:03``."""
+    if seconds < 10:
+        return f"{seconds:.3f}s" if seconds < 1 else f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def error_line(event: ev.TaskFailed) -> str:
+    """The failure as one line: ``ZeroDivisionError: division by zero``."""
+    text = str(event.error).strip().splitlines()
+    return f"{type(event.error).__name__}: {text[0]}" if text else type(event.error).__name__
+
+
+def summary_lines(tally: Tally) -> list[str]:
+    """The end-of-run summary: counts, wall time, slowest tasks."""
+    wall = tally.wall_time if tally.wall_time is not None else tally.elapsed()
+    if tally.interrupted is not None:
+        head = (f"Interrupted after {format_duration(wall)}: {tally.ran} ran and were stored, "
+                f"{tally.interrupted.not_run} did not run")
+    elif tally.to_run == 0 and not tally.failed:
+        return [f"Nothing to run: all {tally.reused:,} tasks reused ({format_duration(wall)})."]
+    else:
+        head = (f"{'Failed' if tally.failed else 'Done'} in {format_duration(wall)}: "
+                f"{tally.ran:,} ran, {tally.reused:,} reused, {tally.failed:,} failed, "
+                f"{tally.skipped:,} skipped")
+    lines = [head + "."]
+    slowest = tally.slowest()
+    if slowest and tally.ran > 1:
+        lines.append("Slowest: " + ", ".join(f"{t!r} {format_duration(d)}" for t, d in slowest))
+    return lines
+
+
+def failure_report(event: ev.TaskFailed, tracebacks: bool = True) -> list[str]:
+    """What to show about a failed task once the display is gone: its output and traceback."""
+    task = event.task
+    lines = [f"Task {task!r} ({task.family.name}) failed: {error_line(event)}"]
+    if event.output:
+        lines.append("Captured output:")
+        lines.extend("  " + line for line in event.output.rstrip("\n").splitlines())
+    if tracebacks:
+        lines.append((event.traceback or error_line(event)).rstrip("\n"))
+    return lines
+
+
+def _output_lines(task: Task[Any], output: str) -> list[str]:
+    return [f"[{task!r}] {line}" for line in output.rstrip("\n").splitlines()]
+
+
+# --- plain lines ----------------------------------------------------------------------------
+
+
+class PlainReporter:
+    """One plain line per finished, failed or skipped task; a summary at the end.
+
+    ``HH:MM:SS done    choose(6, 3)  0.003s``. No escape codes. With ``lines=False``
+    (``--quiet``) only failed tasks' reports are written.
+    """
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        show_output: bool = False,
+        tracebacks: bool = True,
+        lines: bool = True,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.show_output = show_output
+        self.tracebacks = tracebacks
+        self.lines = lines
+        self.tally = Tally()
+        self._closed = False
+
+    def __call__(self, event: ev.Event) -> None:
+        self.tally.update(event)
+        if not self.lines:
+            if isinstance(event, (ev.RunFinished, ev.RunInterrupted)):
+                self._end(summary=False)
+            return
+        kind = type(event)
+        if kind is ev.TaskFinished:
+            assert isinstance(event, ev.TaskFinished)
+            self._line(event.time, "done", event.task, format_duration(event.duration), event.output)
+        elif kind is ev.TaskFailed:
+            assert isinstance(event, ev.TaskFailed)
+            self._line(event.time, "failed", event.task,
+                       f"{format_duration(event.duration)}  {error_line(event)}", event.output)
+        elif kind is ev.TaskSkipped:
+            assert isinstance(event, ev.TaskSkipped)
+            self._line(time.time(), "skipped", event.task, f"(prerequisite {event.failed_upstream!r} failed)", "")
+        elif kind is ev.RunFinished or kind is ev.RunInterrupted:
+            self._end(summary=True)
+
+    def _line(self, when: float, status: str, task: Task[Any], rest: str, output: str) -> None:
+        text = f"{time.strftime('%H:%M:%S', time.localtime(when))} {status:<7} {task!r}  {rest}\n"
+        if self.show_output and output:
+            text += "".join(f"  | {line}\n" for line in output.rstrip("\n").splitlines())
+        self.stream.write(text)
+
+    def _end(self, summary: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        out: list[str] = []
+        if summary:
+            out += summary_lines(self.tally)
+        for failure in self.tally.failures:
+            out += failure_report(failure, self.tracebacks)
+        if out:
+            self.stream.write("\n".join(out) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Nothing to tear down: every line is already written."""
+
+
+# --- live display ---------------------------------------------------------------------------
+
+
+class LiveReporter:
+    """A rich live display of a run (see the module docstring); the summary follows it.
+
+    Args:
+        console: the rich console to draw on (default: one on ``stream``).
+        stream: where the default console writes (default: ``sys.stderr``).
+        show_output: print each task's captured output above the display as it finishes.
+        tracebacks: print failed tasks' tracebacks after the display closes.
+        clock: a monotonic clock (injectable for tests).
+        max_running: how many running tasks to list before "+N more".
+        max_families: how many family rows to show before "+N more".
+        refresh_per_second: the redraw rate cap.
+        auto_refresh: redraw on a background thread (off in tests: call :meth:`render`).
+    """
+
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        stream: IO[str] | None = None,
+        show_output: bool = False,
+        tracebacks: bool = True,
+        clock: Clock = time.monotonic,
+        max_running: int = 5,
+        max_families: int = 12,
+        refresh_per_second: float = 10,
+        auto_refresh: bool = True,
+    ) -> None:
+        self.console = console
+        self.stream = stream
+        self.show_output = show_output
+        self.tracebacks = tracebacks
+        self.clock = clock
+        self.tally = Tally(clock)
+        self.max_running = max_running
+        self.max_families = max_families
+        self.refresh_per_second = refresh_per_second
+        self.auto_refresh = auto_refresh
+        self.live: Live | None = None
+        self._lock = threading.Lock()
+        self._ended = False
+
+    # --- events ---------------------------------------------------------------------------
+
+    def __call__(self, event: ev.Event) -> None:
+        kind = type(event)
+        with self._lock:
+            self.tally.update(event)
+        if kind is ev.TaskFinished:
+            if self.show_output:
+                assert isinstance(event, ev.TaskFinished)
+                if event.output:
+                    self._print_output(event.task, event.output)
+        elif kind is ev.TaskStarted or kind is ev.TaskReused or kind is ev.TaskSkipped:
+            pass
+        elif kind is ev.TaskFailed:
+            assert isinstance(event, ev.TaskFailed)
+            if self.show_output and event.output:
+                self._print_output(event.task, event.output)
+            self._print(f"✗ {event.task!r} failed: {error_line(event)}", style="bold red")
+        elif kind is ev.RunPlanned:
+            assert isinstance(event, ev.RunPlanned)
+            if event.to_run:
+                self._start()
+        elif kind is ev.RunFinished or kind is ev.RunInterrupted:
+            self._end()
+
+    def _get_console(self) -> Console:
+        if self.console is None:
+            from rich.console import Console
+
+            self.console = Console(file=self.stream if self.stream is not None else sys.stderr)
+        return self.console
+
+    def _start(self) -> None:
+        from rich.live import Live
+
+        self.live = Live(
+            self, console=self._get_console(), refresh_per_second=self.refresh_per_second,
+            auto_refresh=self.auto_refresh, redirect_stdout=False, redirect_stderr=False,
+        )
+        self.live.start()
+
+    def _print(self, text: str, style: str | None = None) -> None:
+        from rich.text import Text
+
+        self._get_console().print(Text(text, style=style or ""), soft_wrap=True)
+
+    def _print_output(self, task: Task[Any], output: str) -> None:
+        from rich.text import Text
+
+        text = Text()
+        for line in output.rstrip("\n").splitlines():
+            text.append(f"[{task!r}] ", style="dim")
+            text.append(line + "\n")
+        self._get_console().print(text, end="", soft_wrap=True)
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.close()
+        lines = summary_lines(self.tally)
+        if self.console is None and not self.tally.failures:
+            # Nothing ran on a display: a plain line spares the import of rich.
+            stream = self.stream if self.stream is not None else sys.stderr
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
+            return
+        console = self._get_console()
+        style = "bold red" if self.tally.failed or self.tally.interrupted else "bold green"
+        self._print(lines[0], style=style)
+        for line in lines[1:]:
+            self._print(line, style="dim")
+        for failure in self.tally.failures:
+            report = failure_report(failure, self.tracebacks)
+            self._print(report[0], style="bold red")
+            for line in report[1:]:
+                self._print(line)
+        console.file.flush()
+
+    def close(self) -> None:
+        """Stop the live display (idempotent); the last frame stays on screen."""
+        live, self.live = self.live, None
+        if live is not None:
+            live.stop()
+
+    # --- drawing ----------------------------------------------------------------------------
+
+    def __rich__(self) -> RenderableType:
+        return self.render()
+
+    def render(self) -> RenderableType:
+        """The display as of now (what the live display draws)."""
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        with self._lock:
+            tally = self.tally
+            total, settled = tally.total, tally.settled
+            elapsed, eta = tally.elapsed(), tally.eta()
+            fams = list(tally.families.values())
+            rows = [(f.name, f.done, f.total, f.running, f.failed, f.skipped) for f in fams]
+            now = self.clock()
+            running = [(t, now - at) for t, at in itertools.islice(tally.running.values(), self.max_running)]
+            n_running = len(tally.running)
+
+        head = Table.grid(padding=(0, 1))
+        head.add_row(
+            ProgressBar(total=max(total, 1), completed=settled, width=30,
+                        complete_style="red" if tally.failed else "green"),
+            Text(f"{settled:,}/{total:,}", style="bold"),
+            Text(f"{100 * settled // max(total, 1)}%"),
+            Text(f"elapsed {format_duration(elapsed)}", style="dim"),
+            Text(f"ETA {format_duration(eta) if eta is not None else '?'}", style="cyan"),
+        )
+
+        if len(rows) > self.max_families:
+            # Active families first; plan order among equals (the sort is stable).
+            rows.sort(key=lambda r: not (r[3] or r[4]))
+        table = Table.grid(padding=(0, 2))
+        for _ in range(4):
+            table.add_column(no_wrap=True)
+        for name, done, fam_total, fam_running, failed, skipped in rows[: self.max_families]:
+            table.add_row(
+                Text(name, style="red" if failed else ("bold" if fam_running else "")),
+                Text(f"{done:,}/{fam_total:,}" if fam_total else f"{done:,}", justify="right"),
+                Text(f"{fam_running:,} running" if fam_running else "", style="yellow"),
+                Text(", ".join(p for p in (f"{failed:,} failed" if failed else "",
+                                           f"{skipped:,} skipped" if skipped else "") if p),
+                     style="red"),
+            )
+        parts: list[RenderableType] = [head, table]
+        if len(rows) > self.max_families:
+            parts.append(Text(f"+{len(rows) - self.max_families} more families", style="dim"))
+        for task, secs in running:
+            line = Text("  ▸ ", style="yellow")
+            line.append(repr(task))
+            line.append(f"  {format_duration(secs)}", style="dim")
+            parts.append(line)
+        if n_running > len(running):
+            parts.append(Text(f"    +{n_running - len(running):,} more running", style="dim"))
+        return Group(*parts)
+
+
+# --- choosing -------------------------------------------------------------------------------
+
+
+def wants_live(stream: IO[str] | None = None) -> bool:
+    """Whether a live display suits ``stream`` (default stderr).
+
+    As rich decides: ``NO_COLOR`` or ``TERM=dumb`` say no, ``FORCE_COLOR`` says yes,
+    otherwise only a terminal gets one.
+    """
+    env = os.environ
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("TERM", "").lower() in ("dumb", "unknown"):
+        return False
+    if env.get("FORCE_COLOR"):
+        return True
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+def reporter_for(
+    stream: IO[str] | None = None,
+    *,
+    live: bool | None = None,
+    show_output: bool = False,
+    quiet: bool = False,
+    tracebacks: bool = True,
+) -> Reporter:
+    """The reporter for a run writing to ``stream`` (default stderr).
+
+    Args:
+        live: force the live display on or off (default: :func:`wants_live`).
+        show_output: show each task's output as it finishes.
+        quiet: only report failures.
+        tracebacks: include failed tasks' tracebacks in their reports.
+    """
+    if quiet:
+        return PlainReporter(stream, tracebacks=tracebacks, lines=False)
+    if live is None:
+        live = wants_live(stream)
+    if live:
+        return LiveReporter(stream=stream, show_output=show_output, tracebacks=tracebacks)
+    return PlainReporter(stream, show_output=show_output, tracebacks=tracebacks)

@@ -1,0 +1,301 @@
+"""Events from the scheduler and the reporters that show them (plain lines, rich live display)."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+import checkpoint
+from checkpoint import events as ev
+from checkpoint.graph import plan
+from checkpoint.progress import LiveReporter, PlainReporter, Tally, reporter_for, wants_live
+from checkpoint.store import Store
+
+TASKS = '''
+from checkpoint import task, requires
+
+@task
+def leaf(i: int):
+    def __():
+        print(f"leaf {i} says hi")
+        return i
+    return __
+
+@task
+def div(a: int, b: int):
+    def __():
+        print("dividing", a, "by", b)
+        return a / b
+    return __
+
+@task
+def total(n: int):
+    @requires([leaf(i) for i in range(n)])
+    def __(xs):
+        return sum(xs)
+    return __
+
+@task
+def mixed():
+    @requires([div(1, 0), leaf(7)])
+    def __(xs):
+        return xs
+    return __
+'''
+
+
+class Recorder:
+    """Collects events."""
+
+    def __init__(self) -> None:
+        self.events: list[ev.Event] = []
+
+    def __call__(self, event: ev.Event) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [type(e).__name__ for e in self.events]
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def mod(make_module: Any) -> Any:
+    return make_module("progtasks", TASKS)
+
+
+def test_events_come_in_lifecycle_order_with_matching_counts(mod: Any) -> None:
+    """A run should open with RunPlanned, start each task before it finishes, and close with RunFinished."""
+    rec = Recorder()
+    checkpoint.run([mod.total(3)], executor="inline", subscribers=[rec])
+    kinds = rec.kinds()
+    assert kinds[0] == "RunPlanned" and kinds[-1] == "RunFinished"
+    assert kinds.count("TaskStarted") == kinds.count("TaskFinished") == 4
+    seen: set[str] = set()
+    for event in rec.events:
+        if isinstance(event, ev.TaskStarted):
+            seen.add(event.task.id)
+        elif isinstance(event, ev.TaskFinished):
+            assert event.task.id in seen
+    planned, finished = rec.events[0], rec.events[-1]
+    assert isinstance(planned, ev.RunPlanned) and (planned.total, planned.to_run) == (4, 4)
+    assert planned.plan is not None and len(planned.plan.nodes) == 4
+    assert isinstance(finished, ev.RunFinished) and (finished.ran, finished.reused) == (4, 0)
+
+    again = Recorder()
+    checkpoint.run([mod.total(3)], executor="inline", subscribers=[again])
+    assert again.kinds() == ["RunPlanned"] + ["TaskReused"] * 4 + ["RunFinished"]
+
+
+def test_failed_and_skipped_events_carry_output_and_traceback(mod: Any) -> None:
+    """A failing task's event should carry its output and traceback; its dependents are skipped."""
+    rec = Recorder()
+    checkpoint.run([mod.mixed()], executor="inline", keep_going=True, raise_on_failure=False,
+                   subscribers=[rec])
+    failed = [e for e in rec.events if isinstance(e, ev.TaskFailed)]
+    skipped = [e for e in rec.events if isinstance(e, ev.TaskSkipped)]
+    assert [repr(e.task) for e in failed] == ["div(1, 0)"]
+    assert failed[0].output == "dividing 1 by 0\n"
+    assert "ZeroDivisionError" in failed[0].traceback and failed[0].worker
+    assert [(repr(e.task), repr(e.failed_upstream)) for e in skipped] == [("mixed()", "div(1, 0)")]
+    finished = rec.events[-1]
+    assert isinstance(finished, ev.RunFinished)
+    assert (finished.ran, finished.failed, finished.skipped) == (1, 1, 1)
+
+
+LINE = re.compile(r"^\d\d:\d\d:\d\d (done|failed|skipped) +(\S.*?)  (.*)$")
+
+
+def test_plain_reporter_writes_one_line_per_task_and_a_summary(mod: Any) -> None:
+    """The plain reporter should write time, status, task and duration per task, with no escape codes."""
+    out = io.StringIO()
+    checkpoint.run([mod.total(2)], executor="inline", subscribers=[PlainReporter(out)])
+    text = out.getvalue()
+    assert "\x1b" not in text
+    lines = text.splitlines()
+    parsed = [LINE.match(line) for line in lines[:3]]
+    assert all(parsed)
+    assert sorted(m.group(2) for m in parsed if m) == ["leaf(0)", "leaf(1)", "total(2)"]
+    assert all(m.group(1) == "done" and m.group(3).endswith("s") for m in parsed if m)
+    assert lines[3].startswith("Done in ") and "3 ran, 0 reused, 0 failed, 0 skipped" in lines[3]
+    assert "leaf 0 says hi" not in text  # output only with show_output
+
+    out = io.StringIO()
+    checkpoint.run([mod.total(2)], executor="inline", subscribers=[PlainReporter(out)])
+    assert out.getvalue().startswith("Nothing to run: all 3 tasks reused")
+
+
+def test_plain_reporter_shows_output_and_reports_failures(mod: Any) -> None:
+    """With show_output, output follows its task's line; a failure's output and traceback end the report."""
+    out = io.StringIO()
+    checkpoint.run([mod.mixed()], executor="inline", keep_going=True, raise_on_failure=False,
+                   subscribers=[PlainReporter(out, show_output=True)])
+    text = out.getvalue()
+    assert re.search(r"done +leaf\(7\) .*\n  \| leaf 7 says hi\n", text)
+    assert re.search(r"failed +div\(1, 0\) .*ZeroDivisionError: division by zero", text)
+    assert re.search(r"skipped mixed\(\)  \(prerequisite div\(1, 0\) failed\)", text)
+    report = text[text.index("Task div(1, 0)"):]
+    assert "Captured output:\n  dividing 1 by 0" in report
+    assert "Traceback (most recent call last)" in report and "return a / b" in report
+
+
+def test_quiet_reporter_reports_only_failures(mod: Any) -> None:
+    """The quiet reporter should write nothing for a good run and the failure report for a bad one."""
+    out = io.StringIO()
+    checkpoint.run([mod.total(2)], executor="inline", subscribers=[reporter_for(out, quiet=True)])
+    assert out.getvalue() == ""
+    checkpoint.run([mod.mixed()], executor="inline", raise_on_failure=False,
+                   subscribers=[reporter_for(out, quiet=True)])
+    assert out.getvalue().startswith("Task div(1, 0) (progtasks.div) failed: ZeroDivisionError")
+
+
+def _console() -> Console:
+    return Console(file=io.StringIO(), force_terminal=True, width=100, color_system="standard")
+
+
+def _text(console: Console, reporter: LiveReporter) -> str:
+    console.print(reporter.render())
+    file = console.file
+    assert isinstance(file, io.StringIO)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", file.getvalue())
+    file.seek(0)
+    file.truncate()
+    return text
+
+
+def test_live_reporter_renders_families_running_tasks_and_eta(mod: Any) -> None:
+    """The live display should show settled/total, per-family rows, running tasks with elapsed time, "+N more" and an ETA."""
+    clock = FakeClock()
+    console = _console()
+    reporter = LiveReporter(console, clock=clock, auto_refresh=False, max_running=2)
+    the_plan = plan([mod.total(4)], Store.open())
+    leaves = [mod.leaf(i) for i in range(4)]
+    reporter(ev.RunPlanned(5, 5, {}, 0.0, the_plan))
+    for t in leaves:
+        reporter(ev.TaskStarted(t, 0.0))
+    clock.now += 2.0
+    reporter(ev.TaskFinished(leaves[0], 0.0, 1.0, 10))
+    text = _text(console, reporter)
+    assert "1/5" in text and "20%" in text and "elapsed 2.00s" in text
+    assert re.search(r"progtasks\.leaf +1/4 +3 running", text)
+    assert re.search(r"progtasks\.total +0/1", text)
+    assert "leaf(1)  2.00s" in text and "leaf(2)  2.00s" in text and "leaf(3)" not in text
+    assert "+1 more running" in text
+    # 1 task-second done in 2 s; 4 tasks left at the family mean of 1 s: 4 * 2 / 1.
+    assert "ETA 8.00s" in text
+
+    reporter(ev.TaskFailed(leaves[1], 0.0, ValueError("bad leaf"), "Traceback...\nValueError: bad leaf",
+                           "some output\n"))
+    out = _text(console, reporter)
+    assert "✗ leaf(1) failed: ValueError: bad leaf" in out
+    assert re.search(r"progtasks\.leaf +1/4 +2 running +1 failed", out)
+
+
+def test_live_reporter_prints_output_failures_and_summary_in_color(mod: Any) -> None:
+    """A real run through the live reporter should print output above the display, failures in red, then the summary and the failure report."""
+    console = _console()
+    reporter = LiveReporter(console, auto_refresh=False, show_output=True)
+    checkpoint.run([mod.mixed()], executor="inline", keep_going=True, raise_on_failure=False,
+                   subscribers=[reporter])
+    reporter.close()
+    file = console.file
+    assert isinstance(file, io.StringIO)
+    raw = file.getvalue()
+    assert "\x1b[1;31m✗ div(1, 0) failed: ZeroDivisionError: division by zero" in raw
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+    assert "[leaf(7)] leaf 7 says hi" in text and "[div(1, 0)] dividing 1 by 0" in text
+    assert "Failed in " in text and "1 ran, 0 reused, 1 failed, 1 skipped" in text
+    report = text[text.index("Task div(1, 0) (progtasks.div) failed"):]
+    assert "dividing 1 by 0" in report and "return a / b" in report
+
+
+def test_eta_uses_previous_durations_then_family_means(mod: Any) -> None:
+    """Tasks that ran before should be expected to take their stored duration; others their family's mean."""
+    checkpoint.run([mod.total(3)], executor="inline")
+    store = Store.open()
+    mod.leaf(2).clear()
+    the_plan = plan([mod.total(3)], store, force_upstream=True)
+    previous = {tid: n.meta.duration for tid, n in the_plan.nodes.items() if n.meta is not None}
+    clock = FakeClock()
+    tally = Tally(clock)
+    tally.update(ev.RunPlanned(4, 4, {}, 0.0, the_plan))
+    assert tally.estimates == previous and len(previous) == 3  # leaf(2) was cleared
+    leaf = tally.families["progtasks.leaf"]
+    assert leaf.unknown_left == 1
+    assert leaf.known_left == pytest.approx(previous[mod.leaf(0).id] + previous[mod.leaf(1).id])
+
+    # Make the arithmetic visible: pretend each leaf took 2 s before and total 4 s.
+    tally.estimates = {mod.leaf(0).id: 2.0, mod.leaf(1).id: 2.0, mod.total(3).id: 4.0}
+    leaf.known_left, leaf.dur_sum, leaf.dur_n = 4.0, 4.0, 2
+    fam_total = tally.families["progtasks.total"]
+    fam_total.known_left, fam_total.dur_sum, fam_total.dur_n = 4.0, 4.0, 1
+    clock.now += 3.0
+    tally.update(ev.TaskFinished(mod.leaf(0), 0.0, 3.0, 1))
+    # Left: leaf(1) 2 s + leaf(2) at the leaf mean (4 + 3) / 3 + total 4 s; 3 task-s done in 3 s.
+    assert tally.eta() == pytest.approx(2.0 + 7.0 / 3 + 4.0)
+
+
+def test_reporter_for_picks_plain_output_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pipes, NO_COLOR and TERM=dumb should get plain lines; FORCE_COLOR and terminals the live display."""
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("TERM", "xterm")
+    assert isinstance(reporter_for(io.StringIO()), PlainReporter)
+    assert isinstance(reporter_for(Tty()), LiveReporter)
+    assert isinstance(reporter_for(Tty(), live=False), PlainReporter)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not wants_live(Tty())
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("TERM", "dumb")
+    assert not wants_live(Tty())
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert wants_live(io.StringIO())
+
+
+def test_run_progress_true_reports_from_the_library(mod: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """run(progress=True) should report on stderr (plain off a terminal) and leave stdout alone."""
+    value = mod.total(2).run(executor="inline", progress=True)
+    assert value == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.search(r"done +total\(2\)", captured.err) and "Done in " in captured.err
+    with pytest.raises(ZeroDivisionError):
+        mod.mixed().run(executor="inline", progress=True)
+    err = capsys.readouterr().err
+    # The exception is re-raised: the report shows the output, the traceback is left to Python.
+    assert "Captured output:\n  dividing 1 by 0" in err and "Traceback" not in err
+
+
+def test_plain_reporting_does_not_import_rich(tmp_path: Any) -> None:
+    """A piped run should report without importing rich (its import costs a warm run ~0.1 s)."""
+    code = (
+        "import sys, checkpoint\n"
+        "from checkpoint import task\n"
+        "@task\n"
+        "def one():\n"
+        "    return lambda: 1\n"
+        "checkpoint.run([one()], executor='inline', progress=True)\n"
+        "assert 'rich' not in sys.modules, 'rich was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "CP_CACHE_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert "done    one()" in out.stderr
