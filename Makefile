@@ -30,3 +30,6 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --peers --peer-repeat 1 --peer-size 2000
