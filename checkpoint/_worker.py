@@ -25,9 +25,9 @@ import time
 import traceback
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
-from .store import decode_payload, encode_value
+from .store import INLINE_MAX, BlobRef, decode_payload, encode_value, write_blob
 from .task import _Requires, restore_filename
 
 
@@ -50,6 +50,12 @@ class WorkItem:
     """``(family, args, kwargs)``: call the outer function in the worker to get ``fn``."""
     filename: str = ""
     """Where ``fn`` was defined (cloudpickle drops it from by-value code; tracebacks need it)."""
+    blob_dir: str = ""
+    """Where to write a large result directly (the family's ``blobs/``), if anywhere."""
+
+
+Payload = Union[tuple[bytes, bool], BlobRef]
+"""A prerequisite's payload as sent to a worker: ``(bytes, compressed)`` or a blob to read."""
 
 
 @dataclass
@@ -61,6 +67,9 @@ class Outcome:
     duration: float
     payload: bytes | None = None
     crc: int = 0
+    size: int = 0
+    blob: str = ""
+    """File name under ``WorkItem.blob_dir`` when the worker wrote the payload itself."""
     error: BaseException | None = None
     """The task's exception (in-process), or a picklable stand-in (from another process)."""
     error_text: str = ""
@@ -72,10 +81,12 @@ class Outcome:
     """``hostname:pid`` of the process that ran the task."""
 
 
-def _fill(template: Any, payloads: dict[str, tuple[bytes, bool]]) -> Any:
+def _fill(template: Any, payloads: dict[str, Payload]) -> Any:
     if isinstance(template, Ref):
-        payload, compressed = payloads[template.id]
-        return decode_payload(payload, compressed)
+        held = payloads[template.id]
+        if isinstance(held, BlobRef):
+            return decode_payload(held.read(), held.compressed)
+        return decode_payload(held[0], held[1])
     if isinstance(template, list):
         return [_fill(t, payloads) for t in template]
     if isinstance(template, dict):
@@ -83,7 +94,7 @@ def _fill(template: Any, payloads: dict[str, tuple[bytes, bool]]) -> Any:
     return template
 
 
-def run_one(item: WorkItem, payloads: dict[str, tuple[bytes, bool]], in_process: bool) -> Outcome:
+def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> Outcome:
     """Compute one task and encode its result."""
     started = time.time()
     t0 = time.perf_counter()
@@ -102,7 +113,14 @@ def run_one(item: WorkItem, payloads: dict[str, tuple[bytes, bool]], in_process:
         out = _failure(item.id, started, duration, exc, in_process)
         out.unpicklable_result = True
         return out
-    return Outcome(item.id, started, duration, payload, zlib.crc32(payload))
+    crc, size = zlib.crc32(payload), len(payload)
+    if item.blob_dir and size > INLINE_MAX:
+        try:  # spares the payload a trip through the coordinator
+            name = write_blob(item.blob_dir, item.id, payload)
+            return Outcome(item.id, started, duration, None, crc, size, blob=name)
+        except OSError:
+            pass  # this worker cannot see the cache: the coordinator writes it
+    return Outcome(item.id, started, duration, payload, crc, size)
 
 
 def _failure(task_id: str, started: float, duration: float, exc: BaseException, in_process: bool) -> Outcome:
@@ -120,7 +138,7 @@ def _failure(task_id: str, started: float, duration: float, exc: BaseException, 
 
 
 def run_batch(
-    items: list[WorkItem], payloads: dict[str, tuple[bytes, bool]], in_process: bool
+    items: list[WorkItem], payloads: dict[str, Payload], in_process: bool
 ) -> list[Outcome]:
     """Compute a batch of tasks in order, capturing each one's output; each outcome stands alone."""
     install_capture()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from ._worker import Outcome, WorkItem, ignore_sigint, run_batch, run_pickled_batch
+from ._worker import Outcome, Payload, WorkItem, ignore_sigint, run_batch, run_pickled_batch
 from .errors import UsageError
 
 EXECUTOR_NAMES = ("process", "thread", "inline", "dask")
@@ -45,7 +45,7 @@ class ExecutorAdapter:
     def owned(self) -> bool:
         return self._factory is not None
 
-    def submit(self, items: list[WorkItem], payloads: dict[str, tuple[bytes, bool]]) -> Future[list[Outcome]]:
+    def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
         """Start a batch; the future's result holds one outcome per item, in order."""
         if self.kind == "inline":
             fut: Future[list[Outcome]] = Future()

@@ -36,7 +36,7 @@ from typing import Any
 
 from . import events as ev
 from ._types import TaskId
-from ._worker import Outcome, Ref, WorkItem, uninstall_capture
+from ._worker import Outcome, Payload, Ref, WorkItem, uninstall_capture
 from .errors import (
     TaskFailedError,
     UnserializableResultError,
@@ -44,7 +44,7 @@ from .errors import (
 )
 from .executors import ExecutorAdapter, resolve_executor
 from .graph import Plan, plan
-from .store import FailedRun, Meta, Record, Store, decode_payload, new_stamp
+from .store import BlobRef, FailedRun, Meta, Record, Store, decode_payload, new_stamp
 from .task import Task, TaskDirectory
 
 _BATCH_SECONDS = 0.02
@@ -229,7 +229,8 @@ class _Run:
         self.ema: dict[str, float] = {}
         self.inflight = 0
         self.stopping = False
-        self.payloads: dict[TaskId, tuple[bytes, bool]] = {}
+        self.payloads: dict[TaskId, Payload] = {}
+        self.blob_dirs: dict[str, str] = {}
         self.stamps: dict[TaskId, str] = {}
         self.pending_records: list[Record] = []
         self.pending_failures: list[tuple[str, str, FailedRun]] = []
@@ -347,7 +348,7 @@ class _Run:
 
     def _submit(self, batch: list[TaskId]) -> None:
         items: list[WorkItem] = []
-        payloads: dict[TaskId, tuple[bytes, bool]] = {}
+        payloads: dict[TaskId, Payload] = {}
         now = time.time()
         pickled = self.adapter.kind == "pickled"
         for tid in batch:
@@ -370,6 +371,7 @@ class _Run:
                 code = getattr(spec.fn, "__code__", None)
                 item = WorkItem(tid, spec.fn, template, task.family.compress_level,
                                 filename=code.co_filename if pickled and code else "")
+            item.blob_dir = self._blob_dir(task.family.dirname)
             items.append(item)
             if self.emit:
                 self.emit(ev.TaskStarted(task, now))
@@ -388,13 +390,23 @@ class _Run:
             return {k: self._template(v, task) for k, v in req.items()}
         raise AssertionError(f"unexpected requirement {req!r}")
 
-    def _payload(self, tid: TaskId) -> tuple[bytes, bool]:
+    def _blob_dir(self, family: str) -> str:
+        path = self.blob_dirs.get(family)
+        if path is None:
+            path = self.blob_dirs[family] = str(self.store.blob_dir(family))
+        return path
+
+    def _payload(self, tid: TaskId) -> Payload:
         held = self.payloads.get(tid)
         if held is None:
             node = self.nodes[tid]
-            payload = self.store.load_payload(node.task.family.dirname, tid, node.meta)
+            family = node.task.family.dirname
             assert node.meta is not None
-            held = self.payloads[tid] = (payload, node.meta.compressed)
+            if node.meta.blob:  # the worker reads it from the cache directly
+                held = self.store.blob_ref(family, node.meta)
+            else:
+                held = (self.store.load_payload(family, tid, node.meta), node.meta.compressed)
+            self.payloads[tid] = held
         return held
 
     # --- collecting -------------------------------------------------------------------
@@ -436,7 +448,6 @@ class _Run:
         node = self.nodes[out.id]
         task = node.task
         family = task.family
-        assert out.payload is not None
         fingerprint = family.fingerprint
         stamp = new_stamp()
         self.stamps[out.id] = stamp
@@ -446,9 +457,10 @@ class _Run:
             fingerprint=fingerprint[0],
             stamp=stamp,
             deps={dep: self.stamps[dep] for dep in node.deps},
-            size=len(out.payload),
+            size=out.size,
             crc=out.crc,
             compressed=family.compress_level != 0,
+            blob=out.blob,
             started=out.started,
             duration=out.duration,
             stored=time.time(),
@@ -462,12 +474,19 @@ class _Run:
         if not self.pending_records:
             self.first_pending = time.perf_counter()
         self.pending_records.append(
-            Record(family.dirname, out.id, meta, out.payload, source, out.output)
+            Record(family.dirname, out.id, meta, out.payload, source=source, log=out.output,
+                   replaces=node.meta.blob if node.meta is not None else "")
         )
+        held: Payload
+        if out.payload is None:
+            held = self.store.blob_ref(family.dirname, meta)
+        else:
+            held = (out.payload, meta.compressed)
         if self.consumers.get(out.id) or out.id in self.targets:
-            self.payloads[out.id] = (out.payload, meta.compressed)
+            self.payloads[out.id] = held
         if out.id in self.targets:
-            self.result.values[out.id] = decode_payload(out.payload, meta.compressed)
+            raw = held.read() if isinstance(held, BlobRef) else held[0]
+            self.result.values[out.id] = decode_payload(raw, meta.compressed)
         self.result.ran.append(task)
         self.result.durations[out.id] = out.duration
         self.remaining -= 1
@@ -480,7 +499,7 @@ class _Run:
             if left == 0:
                 self._make_ready(dependent)
         if self.emit:
-            self.emit(ev.TaskFinished(task, time.time(), out.duration, len(out.payload),
+            self.emit(ev.TaskFinished(task, time.time(), out.duration, out.size,
                                       out.output, out.worker))
 
     def _failed(self, out: Outcome) -> None:

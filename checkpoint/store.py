@@ -5,14 +5,15 @@ Layout (the seed's)::
     {cache_dir}/checkpoint/
         FORMAT                          store format version
         {module}.{function}/            one diskcache.Cache per task family
-            cache.db, xx/yy/*.val       diskcache's index and large-value files
+            cache.db                    diskcache's index
+            blobs/{id}.{token}.bin      payloads larger than INLINE_MAX
             data/{task_id}/             TaskDirectory() of each task
 
 Each family's diskcache holds, per task id, one key ``e:{id}``: the entry's metadata as a
 JSON line (:class:`Meta`: code fingerprint, the stamps of the prerequisites it was computed
 from, its own stamp, size, CRC-32, timings) followed by the payload when the payload is small
-(at most ``INLINE_MAX`` bytes), so most results cost one write. A larger payload goes under
-``v:{id}`` (a file of its own, written in the same transaction). The payload is
+(at most ``INLINE_MAX`` bytes), so most results cost one write. A larger payload is a file of
+its own under ``blobs/``, named uniquely per computation, which the metadata names. The payload is
 ``cloudpickle.dumps(value)``, zlib-compressed when the family has a ``compress_level``.
 ``fp:{digest}`` keeps the normalized source behind each code fingerprint.
 
@@ -23,12 +24,15 @@ current entry has one); ``run:{id}`` records the last *failed* run (:class:`Fail
 A silent, successful task thus costs no extra write.
 
 **Who writes.** Only the coordinating process (the one that plans and schedules the run)
-opens the index and writes entries; workers, local or remote, receive prerequisite payloads
-and return result payloads. SQLite never has to be shared across machines.
+opens the index and writes entries. Workers, local or remote, never touch the index: they
+return small payloads to the coordinator and write large ones straight into ``blobs/`` (when
+they can see the cache directory; otherwise they return them too), and they read large
+prerequisite payloads from there. SQLite never has to be shared across machines.
 
-**Atomic writes.** diskcache writes a large payload to a fresh file first and then inserts
-the index rows in one SQLite transaction (WAL), so a crash or ``kill -9`` at any moment
-leaves an entry either complete or absent (at worst an orphan value file nobody points to).
+**Atomic writes.** A blob file is complete before any index row names it, and the index rows
+of a batch of results are inserted in one SQLite transaction (WAL), so a crash or ``kill -9``
+at any moment leaves an entry either complete or absent (at worst an orphan blob file that
+nothing names).
 A stored payload is checked against its size and CRC-32 when loaded; a mismatch raises
 :class:`~checkpoint.errors.CorruptEntryError` and the entry counts as missing.
 
@@ -38,6 +42,7 @@ then deleting it; leftovers of an interrupted deletion are removed when a store 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -85,8 +90,8 @@ class Meta:
     started: float = 0.0
     duration: float = 0.0
     stored: float = 0.0
-    external: bool = False
-    """Whether the payload is stored under its own key (large) rather than inline."""
+    blob: str = ""
+    """File name of the payload under the family's ``blobs/``; empty when stored inline."""
     inline: bytes | None = field(default=None, repr=False, compare=False)
     """The payload, when it was stored inline and read together with the metadata."""
     worker: str = ""
@@ -99,7 +104,7 @@ class Meta:
             "expr": self.expr, "args": self.args, "fingerprint": self.fingerprint,
             "stamp": self.stamp, "deps": self.deps, "size": self.size, "crc": self.crc,
             "compressed": self.compressed, "started": self.started,
-            "duration": self.duration, "stored": self.stored, "external": self.external,
+            "duration": self.duration, "stored": self.stored, "blob": self.blob,
             "worker": self.worker, "log": self.log,
         }
         return json.dumps(fields, separators=(",", ":"))
@@ -113,14 +118,50 @@ class Meta:
         """Parse an ``e:{id}`` value: a JSON line, then the inline payload if any."""
         head, _, tail = entry.partition(b"\n")
         meta = cls.from_json(head)
-        if not meta.external:
+        if not meta.blob:
             meta.inline = tail
         return meta
 
-    def to_entry(self, payload: bytes) -> bytes:
-        """The ``e:{id}`` value for this metadata (and the payload, unless external)."""
+    def to_entry(self, payload: bytes | None) -> bytes:
+        """The ``e:{id}`` value for this metadata (and the payload, unless in a blob)."""
         head = self.to_json().encode()
-        return head + b"\n" if self.external else b"".join((head, b"\n", payload))
+        return head + b"\n" if self.blob or payload is None else b"".join((head, b"\n", payload))
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """Where a large payload lives, for workers that read it straight from the cache."""
+
+    path: str
+    size: int
+    crc: int
+    compressed: bool
+
+    def read(self) -> bytes:
+        """The verified payload.
+
+        Raises:
+            CorruptEntryError: the file is missing, truncated or fails its checksum.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                payload = f.read()
+        except OSError as exc:
+            raise CorruptEntryError(f"The stored value file {self.path} cannot be read: {exc}") from None
+        if len(payload) != self.size or zlib.crc32(payload) != self.crc:
+            raise CorruptEntryError(
+                f"The stored value file {self.path} is corrupt (size or checksum mismatch)."
+            )
+        return payload
+
+
+def write_blob(directory: str | os.PathLike[str], task_id: str, payload: bytes) -> str:
+    """Write a payload to a new, uniquely named file in ``directory``; return its name."""
+    os.makedirs(directory, exist_ok=True)
+    name = f"{task_id}.{secrets.token_hex(6)}.bin"
+    with open(os.path.join(directory, name), "wb") as f:
+        f.write(payload)
+    return name
 
 
 @dataclass
@@ -131,9 +172,12 @@ class Record:
     """The family's directory name."""
     id: str
     meta: Meta
-    payload: bytes
+    payload: bytes | None
+    """The payload, unless a worker already wrote it to the blob ``meta.blob``."""
     source: tuple[str, str] | None = None
     """``(fingerprint digest, normalized source)`` to remember, if not yet stored."""
+    replaces: str = ""
+    """The blob of the entry this one replaces, deleted once this one is stored."""
     log: str = ""
     """The task's captured output (stored only when not empty)."""
 
@@ -330,11 +374,16 @@ class Store:
         Raises:
             CorruptEntryError: the entry is absent, truncated or fails its checksum.
         """
-        cache = self._cache(family, create=False)
         meta = meta or self.get_meta(family, task_id)
-        payload: Any = None
-        if meta is not None and cache is not None:
-            payload = cache.get("v:" + task_id) if meta.external else meta.inline
+        if meta is not None and meta.blob:
+            try:
+                return self.blob_ref(family, meta).read()
+            except CorruptEntryError:
+                raise CorruptEntryError(
+                    f"The stored result of {meta.expr} ({family}) is missing or corrupt (its value "
+                    "file failed the size or checksum test); it will be recomputed."
+                ) from None
+        payload = None if meta is None else meta.inline
         if meta is None or not isinstance(payload, bytes):
             raise CorruptEntryError(
                 f"The stored result of {meta.expr if meta else task_id} ({family}) is missing "
@@ -383,6 +432,14 @@ class Store:
                 if meta is not None:
                     yield key[2:], meta
 
+    def blob_dir(self, family: str) -> Path:
+        """The directory of a family's large payloads."""
+        return self.root / family / "blobs"
+
+    def blob_ref(self, family: str, meta: Meta) -> BlobRef:
+        """Where the payload of an entry stored as a blob lives."""
+        return BlobRef(str(self.blob_dir(family) / meta.blob), meta.size, meta.crc, meta.compressed)
+
     def data_dir(self, family: str, task_id: str) -> Path:
         """The data directory of a task (not created)."""
         return self.root / family / "data" / task_id
@@ -397,13 +454,13 @@ class Store:
         for family, items in by_family.items():
             cache = self._cache(family)
             try:
+                for r in items:  # blob files first: an index row never names a missing file
+                    if r.payload is not None and len(r.payload) > INLINE_MAX:
+                        r.meta.blob = write_blob(self.blob_dir(family), r.id, r.payload)
                 with cache.transact():
                     for r in items:
                         if r.source is not None and ("fp:" + r.source[0]) not in cache:
                             cache.set("fp:" + r.source[0], r.source[1])
-                        r.meta.external = len(r.payload) > INLINE_MAX
-                        if r.meta.external:
-                            cache.set("v:" + r.id, r.payload)
                         cache.set("e:" + r.id, r.meta.to_entry(r.payload))
                         if r.log:
                             cache.set("log:" + r.id, r.log)
@@ -412,6 +469,10 @@ class Store:
                     f"Cannot write to the cache at {self.root / family}: {exc.strerror or exc}. "
                     "Free some space or choose another --cache-dir."
                 ) from None
+            for r in items:
+                if r.replaces and r.replaces != r.meta.blob:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.blob_dir(family) / r.replaces)
 
     def put_failed_runs(self, runs: Iterable[tuple[str, str, FailedRun]]) -> None:
         """Record failed runs, given as ``(family, task id, run)``; one transaction per family."""
@@ -461,10 +522,13 @@ class Store:
         cache = self._cache(family, create=False)
         existed = False
         if cache is not None:
+            meta = self.get_meta(family, task_id)
             with cache.transact():
                 existed = cache.delete("e:" + task_id)
-                cache.delete("v:" + task_id)
                 cache.delete("log:" + task_id)
+            if meta is not None and meta.blob:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.blob_dir(family) / meta.blob)
         shutil.rmtree(self.data_dir(family, task_id), ignore_errors=True)
         return bool(existed)
 

@@ -398,3 +398,31 @@ def test_run_reports_statistics(choose: Any) -> None:
     second = checkpoint.run([choose(4, 2), choose(5, 2)], executor="inline")
     assert {repr(t) for t in second.ran} == {"choose(5, 2)", "choose(4, 1)", "choose(3, 0)"}
     assert second.values[choose(5, 2).id] == 10 and second.values[choose(4, 2).id] == 6
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_large_values_live_in_blob_files(executor: str, cache_dir: Path) -> None:
+    """A large result should be written as one blob file, read by dependents, and replaced on re-run."""
+
+    @task
+    def big(n: int):  # type: ignore[no-untyped-def]
+        return lambda: bytes(range(256)) * n
+
+    @task
+    def size_of():  # type: ignore[no-untyped-def]
+        @requires(big(1000))
+        def __(data: bytes) -> int:
+            return len(data)
+
+        return __
+
+    assert size_of().run(executor=executor, max_workers=2) == 256_000
+    blobs = cache_dir / "checkpoint" / big.dirname / "blobs"
+    first = sorted(blobs.iterdir())
+    assert len(first) == 1 and first[0].name.startswith(big(1000).id)
+    assert big(1000).run(executor=executor) == bytes(range(256)) * 1000
+    checkpoint.run([big(1000)], executor=executor, force=True)
+    second = sorted(blobs.iterdir())
+    assert len(second) == 1 and second != first  # the old file went with the old entry
+    big(1000).clear()
+    assert not any(blobs.iterdir())
