@@ -44,7 +44,11 @@ def run(
     no_progress: bool,
     show_output: bool,
 ) -> None:
-    """Build TARGETS (default: main) and print their values."""
+    """Build TARGETS (default: main) and print their values.
+
+    A target's value goes to stdout: a string as it is, anything else as its repr();
+    None prints nothing.
+    """
     from ..progress import reporter_for
     from ..scheduler import run as run_tasks
     from ..taskfile import resolve_target
@@ -77,6 +81,7 @@ def run(
         if task.id in result.values:
             value = result.values[task.id]
             if value is not None:
-                click.echo(repr(value))
+                # A string is the task's own rendering (a report, a path): print it as is.
+                click.echo(value if isinstance(value, str) else repr(value))
     if result.failed:
         sys.exit(1)

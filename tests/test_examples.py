@@ -1,0 +1,83 @@
+"""The taskfiles in examples/ run from the command line and print what their headers promise."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CHECKPOINT = Path(sys.executable).with_name("checkpoint")
+
+
+def checkpoint(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed `checkpoint` command with its own cache; fail on a non-zero exit."""
+    env = {**os.environ, "CP_CACHE_DIR": str(cache), "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [str(CHECKPOINT), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_every_example_has_a_header_saying_what_it_shows() -> None:
+    """Each example should open with a docstring that says what it shows and how to run it."""
+    files = sorted(EXAMPLES.glob("*.py"))
+    assert len(files) >= 4
+    for path in files:
+        text = path.read_text()
+        assert text.startswith('"""'), path
+        assert "What it shows:" in text, path
+        assert f"checkpoint -f examples/{path.name} run" in text, path
+
+
+def test_binomial_example_computes_the_middle_of_row_30(tmp_path: Path) -> None:
+    """examples/binomial.py should print C(30, 15), and any other choose(n, k) on request."""
+    out = checkpoint(tmp_path, "-f", str(EXAMPLES / "binomial.py"), "run", "main")
+    assert out.stdout.strip() == "155117520"
+    out = checkpoint(tmp_path, "-f", str(EXAMPLES / "binomial.py"), "run", "choose(6, 3)")
+    assert out.stdout.strip() == "20"
+
+
+def test_ml_pipeline_example_scores_every_seed_and_keeps_its_files(tmp_path: Path) -> None:
+    """examples/ml_pipeline.py should report a small error per seed and write data directories."""
+    out = checkpoint(tmp_path, "-f", str(EXAMPLES / "ml_pipeline.py"), "run", "main")
+    rmses = [float(x) for x in re.findall(r"seed \d: rmse (\d+\.\d+)", out.stdout)]
+    assert len(rmses) == 5 and all(0.2 < r < 1.0 for r in rmses), out.stdout
+    assert "mean rmse" in out.stdout
+    models = list((tmp_path / "checkpoint" / "ml_pipeline.train" / "data").glob("*/model.json"))
+    assert len(models) == 5
+    again = checkpoint(tmp_path, "-f", str(EXAMPLES / "ml_pipeline.py"), "run", "main")
+    assert again.stdout == out.stdout
+
+
+def test_sweep_example_never_runs_two_gpu_tasks_at_once(tmp_path: Path) -> None:
+    """examples/sweep.py under --rate-limit gpu=1 should find the best config with peak concurrency 1."""
+    out = checkpoint(
+        tmp_path, "-f", str(EXAMPLES / "sweep.py"), "run", "main", "-j", "4",
+        "--rate-limit", "gpu=1", "--rate-limit", "download=2",
+    )
+    assert "best: lr=0.03 width=64" in out.stdout
+    assert "8 configurations; peak GPU concurrency: 1" in out.stdout
+
+
+def test_files_example_reruns_only_what_depends_on_a_cleared_input(tmp_path: Path) -> None:
+    """Clearing generate(2) should re-run transform(2) only; the other files' results are reused."""
+    taskfile = str(EXAMPLES / "files.py")
+    tmp_path = tmp_path / "cache"  # not ./checkpoint: `python -c` would import it as a package
+    first = checkpoint(tmp_path, "-f", taskfile, "run", "main")
+    stamps = dict(re.findall(r"file (\d): transformed at (\S+)", first.stdout))
+    assert len(stamps) == 4 and "2000 words" in first.stdout
+    clear = (
+        f"import sys; sys.path.insert(0, {str(EXAMPLES)!r}); import files; "
+        f"files.generate(2).clear(cache_dir={str(tmp_path)!r})"
+    )
+    subprocess.run([sys.executable, "-c", clear], check=True, timeout=60)
+    second = checkpoint(tmp_path, "-f", taskfile, "run", "main")
+    after = dict(re.findall(r"file (\d): transformed at (\S+)", second.stdout))
+    assert after["2"] != stamps["2"]
+    assert {k: v for k, v in after.items() if k != "2"} == {k: v for k, v in stamps.items() if k != "2"}
