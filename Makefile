@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check checkpoint tests
+	$(BIN)/ruff check checkpoint tests examples tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy checkpoint

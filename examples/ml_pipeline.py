@@ -53,7 +53,7 @@ def train(dataset: Task[str]):
     @requires(TaskDirectory())
     def __(data_dir: str, path: Path) -> str:
         points = read_csv(Path(data_dir) / "train.csv")
-        xs, ys = zip(*points)
+        xs, ys = zip(*points, strict=True)
         slope, intercept = statistics.linear_regression(xs, ys)
         model = path / "model.json"
         model.write_text(json.dumps({"slope": slope, "intercept": intercept}))
@@ -64,7 +64,7 @@ def train(dataset: Task[str]):
 
 @task
 def score(seed: int):
-    """Root-mean-square error of seed's model on seed's test split."""
+    """Root-mean-square error of seed's model on seed's test split (4 decimals)."""
     dataset = make_dataset(seed)
 
     @requires(dataset)
@@ -73,7 +73,7 @@ def score(seed: int):
         model = json.loads(Path(model_path).read_text())
         test = read_csv(Path(data_dir) / "test.csv")
         errors = [(model["slope"] * x + model["intercept"] - y) ** 2 for x, y in test]
-        return (sum(errors) / len(errors)) ** 0.5
+        return round((sum(errors) / len(errors)) ** 0.5, 4)
 
     return __
 

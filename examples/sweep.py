@@ -64,7 +64,7 @@ def main():
 
     @requires([train(lr, width) for lr, width in grid])
     def __(runs: list[dict[str, float]]) -> str:
-        (lr, width), best = min(zip(grid, runs), key=lambda pair: pair[1]["loss"])
+        (lr, width), best = min(zip(grid, runs, strict=True), key=lambda pair: pair[1]["loss"])
         peak = peak_concurrency([(r["started"], r["finished"]) for r in runs])
         return (
             f"best: lr={lr} width={width} loss={best['loss']:.3f}\n"

@@ -11,6 +11,8 @@ directory (a subprocess, with the cache at ./.cache):
   page's directory, after the files above it were written) and must exit 0 (or the code in a
   ``# exit N`` comment at its end) and print exactly the lines below it on stdout; a line
   ``...`` matches any number of lines. ``<!-- not-runnable -->`` skips the block.
+* A line ``--8<-- "examples/x.py"`` inside a block is replaced by that file, as
+  ``pymdownx.snippets`` does on the site: pages show the examples without copying them.
 * Other fences (```sh, ```text, ```make, ...) are illustrations and never run.
 
 The tests are skipped for pages that have no runnable block.
@@ -37,6 +39,8 @@ _FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
     flags=re.S | re.M,
 )
+
+_SNIPPET = re.compile(r'^--8<-- "([^"]+)"\n?', flags=re.M)
 
 
 @dataclass
@@ -65,6 +69,7 @@ def blocks(text: str) -> list[Block]:
     for m in _FENCE.finditer(text):
         indent = len(m["indent"])
         body = "".join(line[indent:] for line in m["body"].splitlines(keepends=True))
+        body = _SNIPPET.sub(lambda s: (ROOT / s[1]).read_text(), body)
         markers = [c.strip() for c in re.findall(r"<!--(.*?)-->", m["before"])]
         found.append(Block(m["lang"], body, markers))
     return found
