@@ -79,6 +79,7 @@ is asked, which reads the store's run history when there is one.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from collections import Counter
@@ -310,8 +311,8 @@ def _dot_lines(view: _View, legend: bool) -> Iterator[str]:
         extra = ", peripheries=2" if i in view.targets else ""
         yield f"  {prefix}{i} [label={_dot_str(label)}, tooltip={_dot_str(tip)}, {attrs[state]}{extra}];\n"
     if view.kind == "families":
-        for s, t, n in view.edges:
-            yield f'  f{s} -> f{t} [label="{n}"];\n'
+        for s, t, n in view.edges:  # thicker for more task edges, so heavy flows stand out
+            yield f'  f{s} -> f{t} [label="{n}", penwidth={1 + math.log10(n):.1f}];\n'
     else:
         for s, t, _ in view.edges:
             yield f"  n{s} -> n{t};\n"
