@@ -8,8 +8,8 @@ Usage::
 Two shapes: ``lattice`` (one family, each task needs two of the previous layer, 100 wide:
 the choose() pattern at scale) and ``pipeline`` (four families load/train/score per item
 and one summary over all scores: the case ``--families`` is for). Before timing, the first
-half of the tasks (in topological order) get stored results, so the plan mixes fresh and
-stale tasks and marking reads real metadata. Prints a Markdown table; times in seconds.
+half of the tasks (in topological order) get stored results and 1% of the others a failed
+run, so the plan mixes fresh, stale and failed tasks and reads real metadata and run history. Prints a Markdown table; times in seconds.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from checkpoint import export, requires, task
 from checkpoint.graph import plan
-from checkpoint.store import Meta, Record, Store, new_stamp
+from checkpoint.store import FailedRun, Meta, Record, Store, new_stamp
 
 WIDTH = 100
 
@@ -88,7 +88,7 @@ def target(shape: str, size: int) -> Any:
 
 
 def store_half(targets: list[Any], store: Store) -> None:
-    """Store fake results for the first half of the plan (so states are mixed)."""
+    """Store fake results for the first half of the plan and failed runs for 1% of the rest."""
     nodes = plan(targets, store).nodes
     stamps: dict[str, str] = {}
     records = []
@@ -102,6 +102,11 @@ def store_half(targets: list[Any], store: Store) -> None:
         )
         records.append(Record(t.family.dirname, tid, meta, b""))
     store.put_many(records)
+    rest = list(nodes.items())[len(nodes) // 2:]
+    store.put_failed_runs(
+        (node.task.family.dirname, tid, FailedRun(node.task.expression(), time.time(), 0.001, "bench"))
+        for tid, node in rest[::100]
+    )
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -131,12 +136,11 @@ def main() -> None:
                 t = target(shape, size)  # new handles: nothing expanded yet
                 t_plan, the_plan = timed(lambda: plan([t], store))  # noqa: B023
                 edges = sum(len(n.deps) for n in the_plan.nodes.values())
-                failed: set[str] = set()
-                t_dot, dot = timed(lambda: export.to_dot(the_plan, failed=failed))  # noqa: B023
-                t_mmd, _ = timed(lambda: export.to_mermaid(the_plan, failed=failed))  # noqa: B023
-                t_json, js = timed(lambda: export.to_json(the_plan, failed=failed))  # noqa: B023
-                t_fdot, _ = timed(lambda: export.to_dot(the_plan, families=True, failed=failed))  # noqa: B023
-                t_fjson, _ = timed(lambda: export.to_json(the_plan, families=True, failed=failed))  # noqa: B023
+                t_dot, dot = timed(lambda: export.to_dot(the_plan, cache_dir=cache_dir))  # noqa: B023
+                t_mmd, _ = timed(lambda: export.to_mermaid(the_plan, cache_dir=cache_dir))  # noqa: B023
+                t_json, js = timed(lambda: export.to_json(the_plan, cache_dir=cache_dir))  # noqa: B023
+                t_fdot, _ = timed(lambda: export.to_dot(the_plan, families=True, cache_dir=cache_dir))  # noqa: B023
+                t_fjson, _ = timed(lambda: export.to_json(the_plan, families=True, cache_dir=cache_dir))  # noqa: B023
                 print(
                     f"| {shape} | {len(the_plan):,} | {edges:,} | {t_plan:.2f} | "
                     f"{t_dot:.2f} ({len(dot) / 1e6:.1f}) | {t_mmd:.2f} | {t_json:.2f} ({len(js) / 1e6:.1f}) | "

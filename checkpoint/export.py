@@ -56,7 +56,12 @@ A node of the ``tasks`` view::
       "reason": null,                   # why it is stale: "missing" | "code changed" |
                                         # "upstream re-run" | "upstream changed" | "forced"
       "duration": 0.12,                 # seconds the stored result took to compute, or null
-      "stored": 1764300000.0            # when it was stored (Unix time), or null
+      "stored": 1764300000.0,           # when it was stored (Unix time), or null
+      "last_run": {                     # the last recorded run, or null if none
+        "status": "done",               # "done" | "failed"
+        "started": 1764299999.9,        # Unix time (null if unknown)
+        "duration": 0.12                # seconds (null if unknown)
+      }
     }
 
 A node of the ``families`` view, and its edges (which carry ``"count"``, the number of
@@ -71,9 +76,9 @@ task-level edges between the two families; a recursive family has an edge to its
     }
     {"source": "module.f", "target": "module.g", "count": 12}
 
-**Failures of the last run.** Pass ``failed=`` (task ids, e.g. a
-:class:`~checkpoint.scheduler.RunResult`'s ``failed``); otherwise :func:`last_run_failures`
-is asked, which reads the store's run history when there is one.
+**Failures of the last run.** By default they come from the store's run history
+(:func:`last_run_failures`); ``failed=`` (task ids, e.g. a
+:class:`~checkpoint.scheduler.RunResult`'s ``failed``) overrides it.
 """
 
 from __future__ import annotations
@@ -155,14 +160,23 @@ def plan_for(
 
 
 def last_run_failures(the_plan: Plan, store: Store) -> set[TaskId]:
-    """Ids of the plan's tasks that failed in the last recorded run.
+    """Ids of the plan's tasks whose last recorded run failed (see :mod:`checkpoint.history`).
 
-    The hook for the store's run history: the store keeps no run history yet, so this
-    returns an empty set, and a task is drawn as failed only when ``failed=`` names it.
-    Once the store records runs, read the last run's failures here; every export and
-    ``checkpoint graph`` then shows them.
+    Asks the store which tasks of each family have a failed run on record (one index query
+    per family) and keeps those whose failure is more recent than their stored result.
     """
-    return set()
+    from .history import last_run
+
+    by_family: dict[str, set[TaskId]] = {}
+    for tid, node in the_plan.nodes.items():
+        by_family.setdefault(node.task.family.dirname, set()).add(tid)
+    failed: set[TaskId] = set()
+    for dirname, ids in by_family.items():
+        for tid in ids.intersection(store.failed_run_ids(dirname)):
+            run = last_run(the_plan.nodes[tid].task, store)
+            if run is not None and run.status == "failed":
+                failed.add(tid)
+    return failed
 
 
 def _failures(
@@ -424,9 +438,17 @@ def to_dict(
     nodes: list[dict[str, Any]] = []
     edges: list[dict[str, str]] = []
     loads = json.loads
+    failed_runs = _failed_runs(the_plan, fails, cache_dir)
     for tid, node in the_plan.nodes.items():
         task, meta = node.task, node.meta
-        state = "failed" if fails and tid in fails else ("fresh" if node.reason is None else "stale")
+        last: dict[str, Any] | None = None
+        if fails and tid in fails:
+            state = "failed"
+            last = failed_runs.get(tid) or {"status": "failed", "started": None, "duration": None}
+        else:
+            state = "fresh" if node.reason is None else "stale"
+            if meta is not None:
+                last = {"status": "done", "started": meta.started, "duration": meta.duration}
         nodes.append({
             "id": tid,
             "family": task.family.name,
@@ -436,6 +458,7 @@ def to_dict(
             "reason": node.reason,
             "duration": meta.duration if meta is not None else None,
             "stored": meta.stored if meta is not None else None,
+            "last_run": last,
         })
         for dep in node.deps:
             edges.append({"source": dep, "target": tid})
@@ -446,6 +469,23 @@ def to_dict(
         "nodes": nodes,
         "edges": edges,
     }
+
+
+def _failed_runs(
+    the_plan: Plan, fails: Collection[TaskId], cache_dir: str | Path | None
+) -> dict[TaskId, dict[str, Any]]:
+    if not fails:
+        return {}
+    from .history import last_run
+
+    store = Store.open(cache_dir)
+    runs: dict[TaskId, dict[str, Any]] = {}
+    for tid in fails:
+        node = the_plan.nodes.get(tid)
+        run = last_run(node.task, store) if node is not None else None
+        if run is not None and run.status == "failed":
+            runs[tid] = {"status": "failed", "started": run.started, "duration": run.duration}
+    return runs
 
 
 def to_json(

@@ -502,6 +502,21 @@ class Store:
         except (ValueError, TypeError):
             return None
 
+    def failed_run_ids(self, family: str) -> list[str]:
+        """Ids of the family's tasks that have a recorded failed run (``run:{id}``).
+
+        One range query over diskcache's key index, so a graph export does not probe every
+        task of a large DAG for the few that failed.
+        """
+        cache = self._cache(family, create=False)
+        if cache is None:
+            return []
+        sql = getattr(cache, "_sql", None)
+        if sql is None:
+            return [k[4:] for k in cache.iterkeys() if isinstance(k, str) and k.startswith("run:")]
+        rows = sql("SELECT key FROM Cache WHERE key >= 'run:' AND key < 'run;' AND raw = 1").fetchall()
+        return [key[4:] for (key,) in rows]
+
     def get_log(self, family: str, task_id: str) -> str | None:
         """The captured output kept for a task's entry (see :attr:`Meta.log`)."""
         cache = self._cache(family, create=False)

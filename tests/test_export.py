@@ -176,11 +176,13 @@ def test_json_schema_keys(choose: Any) -> None:
     assert doc["schema"] == export.SCHEMA == "checkpoint-graph/1"
     assert doc["view"] == "tasks"
     node = by_label(doc)["choose(4, 2)"]
-    assert set(node) == {"id", "family", "label", "arguments", "state", "reason", "duration", "stored"}
+    assert set(node) == {
+        "id", "family", "label", "arguments", "state", "reason", "duration", "stored", "last_run",
+    }
     assert node == {
         "id": choose(4, 2).id, "family": "choose_mod.choose", "label": "choose(4, 2)",
         "arguments": {"n": 4, "k": 2}, "state": "stale", "reason": "missing",
-        "duration": None, "stored": None,
+        "duration": None, "stored": None, "last_run": None,
     }
     assert all(set(e) == {"source", "target"} for e in doc["edges"])
     fam = export.to_dict(choose(4, 2), families=True)
@@ -199,6 +201,7 @@ def test_states_change_after_run_and_clear(choose: Any) -> None:
     after = by_label(export.to_dict(target))
     assert {n["state"] for n in after.values()} == {"fresh"}
     assert all(n["duration"] is not None and n["stored"] for n in after.values())
+    assert {n["last_run"]["status"] for n in after.values()} == {"done"}
     choose(2, 1).clear()
     cleared = by_label(export.to_dict(target))
     assert cleared["choose(2, 1)"]["reason"] == "missing"
@@ -221,21 +224,41 @@ def test_code_change_shows_as_code_changed(
 
 
 def test_failed_tasks_are_drawn_failed(pipeline: ModuleType) -> None:
-    """Tasks named by failed= (e.g. a run's failures) should be in state 'failed' in every format."""
-    pipeline.BAD = 1  # train(0) returns sum([0, 1]) == 1
-    result = pipeline.summary(2)
+    """A task whose last run failed should be in state 'failed' in every format, from the run history."""
     from checkpoint import run
 
-    report = run([result], executor="inline", keep_going=True, raise_on_failure=False)
+    pipeline.BAD = 1  # train(0) returns sum([0, 1]) == 1
+    target = pipeline.summary(2)
+    report = run([target], executor="inline", keep_going=True, raise_on_failure=False)
     assert list(report.failed) == [pipeline.score(0).id]
-    doc = by_label(export.to_dict(result, failed=report.failed))
+    doc = by_label(export.to_dict(target))
     assert doc["score(0)"]["state"] == "failed"
+    assert doc["score(0)"]["reason"] == "missing"
+    assert doc["score(0)"]["last_run"]["status"] == "failed"
+    assert doc["score(0)"]["last_run"]["duration"] is not None
     assert doc["score(1)"]["state"] == "fresh"
-    dot = export.to_dot(result, failed=report.failed)
-    attrs = dot_labels(dot_graph(dot))["score(0)"]
-    assert "bold" in attrs["style"]
+    assert doc["summary(2)"]["state"] == "stale"  # skipped, not failed
+    dot = export.to_dot(target)
+    assert "bold" in dot_labels(dot_graph(dot))["score(0)"]["style"]
     assert "failed (1)" in dot
-    assert re.search(r"n\d+\[\"score\(0\)\"\]:::failed", export.to_mermaid(result, failed=report.failed))
+    assert re.search(r"n\d+\[\"score\(0\)\"\]:::failed", export.to_mermaid(target))
+    assert export.to_dict(target, families=True)["nodes"][2]["states"] == {"fresh": 1, "failed": 1}
+    # failed= overrides the history, e.g. with a run report's failures
+    assert by_label(export.to_dict(target, failed=()))["score(0)"]["state"] == "stale"
+    assert by_label(export.to_dict(target, failed=report.failed))["score(0)"]["state"] == "failed"
+
+
+def test_a_fixed_task_is_no_longer_failed(pipeline: ModuleType) -> None:
+    """After a failed task succeeds, the graph should show it fresh again."""
+    from checkpoint import run
+
+    pipeline.BAD = 1
+    run([pipeline.score(0)], executor="inline", raise_on_failure=False)
+    assert by_label(export.to_dict(pipeline.score(0)))["score(0)"]["state"] == "failed"
+    pipeline.BAD = -1
+    run([pipeline.score(0)], executor="inline")
+    node = by_label(export.to_dict(pipeline.score(0)))["score(0)"]
+    assert (node["state"], node["last_run"]["status"]) == ("fresh", "done")
 
 
 def test_families_view_counts_and_multiplicities(pipeline: ModuleType) -> None:

@@ -15,7 +15,17 @@ from click.testing import CliRunner
 from checkpoint.cli import cli
 
 TASKFILE = """
+from pathlib import Path
+
 from checkpoint import task, requires
+
+@task
+def fragile():
+    def __():
+        if Path("broken").exists():
+            raise RuntimeError("broken")
+        return 1
+    return __
 
 @task
 def choose(n, k):
@@ -115,6 +125,20 @@ def test_states_change_after_run_and_clear(runner: CliRunner, cache_dir: Path) -
     assert after["choose(4, 2)"] == ("stale", "upstream re-run")
     assert after["main()"] == ("stale", "upstream re-run")
     assert after["choose(3, 1)"] == ("fresh", None)
+
+
+def test_failed_in_last_run(runner: CliRunner, tmp_path: Path) -> None:
+    """A task that failed in the last run should be 'failed' in graph, and fresh once it succeeds."""
+    (tmp_path / "broken").touch()
+    assert runner.invoke(cli, ["run", "fragile", "--executor", "inline"]).exit_code == 1
+    out = runner.invoke(cli, ["graph", "fragile", "--json"]).stdout
+    node = json.loads(out)["nodes"][0]
+    assert (node["state"], node["reason"], node["last_run"]["status"]) == ("failed", "missing", "failed")
+    assert "failed (1)" in runner.invoke(cli, ["graph", "fragile"]).stdout
+    (tmp_path / "broken").unlink()
+    assert runner.invoke(cli, ["run", "fragile", "--executor", "inline"]).exit_code == 0
+    node = json.loads(runner.invoke(cli, ["graph", "fragile", "--json"]).stdout)["nodes"][0]
+    assert node["state"] == "fresh"
 
 
 def test_families_json_and_dot(runner: CliRunner) -> None:
