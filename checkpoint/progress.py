@@ -291,7 +291,9 @@ def failure_report(event: ev.TaskFailed, tracebacks: bool = True) -> list[str]:
         lines.append("Captured output:")
         lines.extend("  " + line for line in event.output.rstrip("\n").splitlines())
     if tracebacks:
-        lines.append((event.traceback or error_line(event)).rstrip("\n"))
+        from ._tracebacks import trim_traceback
+
+        lines.append(trim_traceback((event.traceback or error_line(event)).rstrip("\n")))
     return lines
 
 

@@ -36,6 +36,9 @@ nothing names).
 A stored payload is checked against its size and CRC-32 when loaded; a mismatch raises
 :class:`~checkpoint.errors.CorruptEntryError` and the entry counts as missing.
 
+**Touching.** ``checkpoint touch`` rewrites the ``e:`` values of existing entries (new
+fingerprint and prerequisite stamps, same payload) in one transaction per family.
+
 **Clearing.** A family is cleared by renaming its directory into ``.trash-*`` (atomic) and
 then deleting it; leftovers of an interrupted deletion are removed when a store is opened.
 """
@@ -243,6 +246,26 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(cache_dir).absolute()
 
 
+def tree_size(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (0 when it does not exist)."""
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return total
+
+
 class Store:
     """A checkpoint store rooted at ``{cache_dir}/checkpoint``; see the module docstring."""
 
@@ -440,6 +463,35 @@ class Store:
         """Where the payload of an entry stored as a blob lives."""
         return BlobRef(str(self.blob_dir(family) / meta.blob), meta.size, meta.crc, meta.compressed)
 
+    def count_entries(self, family: str) -> int:
+        """How many entries a family has, read straight from its index (fast: no diskcache).
+
+        diskcache keeps ``str`` keys as-is in its ``Cache`` table (``raw = 1``), so the
+        entries are the rows whose key starts with ``e:``.
+        """
+        db = self.root / family / "cache.db"
+        if not db.exists():
+            return 0
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                row = con.execute(
+                    "SELECT COUNT(*) FROM Cache WHERE raw = 1 AND key >= 'e:' AND key < 'e;'"
+                ).fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return sum(1 for _ in self.entries(family))
+        return int(row[0])
+
+    def disk_usage(self, family: str | None = None) -> int:
+        """Bytes on disk under a family's directory (or the whole store when ``None``)."""
+        return tree_size(self.root if family is None else self.root / family)
+
+    def entry_size(self, family: str, task_id: str, meta: Meta) -> int:
+        """Bytes an entry takes: its stored value plus its data directory."""
+        return meta.size + tree_size(self.data_dir(family, task_id))
+
     def data_dir(self, family: str, task_id: str) -> Path:
         """The data directory of a task (not created)."""
         return self.root / family / "data" / task_id
@@ -522,6 +574,31 @@ class Store:
         cache = self._cache(family, create=False)
         text = None if cache is None else cache.get("log:" + task_id)
         return text if isinstance(text, str) else None
+
+    def put_metas(self, family: str, metas: dict[str, Meta], source: tuple[str, str] | None = None) -> None:
+        """Rewrite the metadata of existing entries (``touch``), in one transaction.
+
+        Payloads are kept as they are (an inline payload is copied into the rewritten
+        ``e:`` value); an id without an entry is skipped.
+        """
+        cache = self._cache(family, create=False)
+        if cache is None:
+            return
+        try:
+            with cache.transact():
+                if source is not None and ("fp:" + source[0]) not in cache:
+                    cache.set("fp:" + source[0], source[1])
+                for task_id, meta in metas.items():
+                    entry = cache.get("e:" + task_id)
+                    if not isinstance(entry, bytes):
+                        continue
+                    payload = entry.partition(b"\n")[2]
+                    cache.set("e:" + task_id, meta.to_entry(payload))
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot write to the cache at {self.root / family}: {exc.strerror or exc}. "
+                "Free some space or choose another --cache-dir."
+            ) from None
 
     def prepare_data_dir(self, family: str, task_id: str) -> Path:
         """Create an empty data directory for a task about to run."""

@@ -9,14 +9,24 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import inspect
 import sys
 import traceback
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import TargetSyntaxError, TaskfileImportError, TaskfileNotFoundError, UnknownTaskError
+from .errors import (
+    TargetSyntaxError,
+    TaskArgumentError,
+    TaskfileImportError,
+    TaskfileNotFoundError,
+    UnknownTaskError,
+)
 from .task import Task, TaskFamily
 
 DEFAULT_NAME = "taskfile.py"
@@ -77,7 +87,8 @@ def load_taskfile(path: Path) -> ModuleType:
         if isinstance(exc, KeyboardInterrupt):
             raise
         frames = traceback.extract_tb(exc.__traceback__)
-        own = [f for f in frames if not f.filename.startswith(str(Path(importlib.__file__).parent))]
+        hidden = (str(Path(importlib.__file__).parent), str(Path(__file__).parent))
+        own = [f for f in frames if not f.filename.startswith(hidden) and not f.filename.startswith("<frozen")]
         text = "".join(traceback.format_list(own)) + "".join(
             traceback.format_exception_only(type(exc), exc)
         )
@@ -94,6 +105,16 @@ def families(module: ModuleType) -> dict[str, TaskFamily[Any, Any]]:
         for name, value in vars(module).items()
         if isinstance(value, TaskFamily) and not name.startswith("_")
     }
+
+
+def loaded_families() -> list[TaskFamily[Any, Any]]:
+    """Every task family of every imported module (the taskfile's and its helpers')."""
+    found: dict[str, TaskFamily[Any, Any]] = {}
+    for module in list(sys.modules.values()):
+        for value in list(getattr(module, "__dict__", {}).values()):
+            if isinstance(value, TaskFamily):
+                found.setdefault(value.dirname, value)
+    return list(found.values())
 
 
 @dataclass(frozen=True)
@@ -158,13 +179,203 @@ def resolve_target(module: ModuleType, text: str, *, taskfile: Path | None = Non
         TargetSyntaxError, UnknownTaskError, TaskArgumentError: bad input, with a hint.
     """
     target = parse_target(text)
+    family = get_family(module, target.name, taskfile=taskfile)
+    check_arguments(family, target.args, target.kwargs or {})
+    return family(*target.args, **(target.kwargs or {}))
+
+
+def resolve_targets(module: ModuleType, texts: Sequence[str], *, taskfile: Path | None = None) -> list[Task[Any]]:
+    """:func:`resolve_target` for each text, in order (one DAG when run together)."""
+    return [resolve_target(module, text, taskfile=taskfile) for text in texts]
+
+
+def get_family(module: ModuleType, name: str, *, taskfile: Path | None = None) -> TaskFamily[Any, Any]:
+    """The taskfile's family called ``name``.
+
+    Raises:
+        UnknownTaskError: there is none (close matches are suggested).
+    """
     known = families(module)
-    family = known.get(target.name)
+    family = known.get(name)
     if family is None:
         where = f" in {taskfile}" if taskfile else ""
-        close = difflib.get_close_matches(target.name, list(known), n=3)
+        close = difflib.get_close_matches(name, list(known), n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownTaskError(
-            f"Unknown task {target.name!r}{where}.{hint} Run 'checkpoint ls' to list tasks."
+            f"Unknown task {name!r}{where}.{hint} Run 'checkpoint ls' to list tasks."
         )
-    return family(*target.args, **(target.kwargs or {}))
+    return family
+
+
+# --- argument checking -------------------------------------------------------------------
+
+_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "list": (list,),
+    "List": (list,),
+    "dict": (dict,),
+    "Dict": (dict,),
+    "tuple": (tuple,),
+    "Tuple": (tuple,),
+    "None": (type(None),),
+    "NoneType": (type(None),),
+}
+
+
+def _accepted_types(annotation: Any) -> tuple[type, ...] | None:
+    """The types a simple annotation accepts, or ``None`` when it is not simple enough."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        try:
+            node = ast.parse(annotation, mode="eval").body
+        except SyntaxError:
+            return None
+        return _accepted_from_ast(node)
+    if annotation is None or annotation is type(None):
+        return (type(None),)
+    if isinstance(annotation, type) and annotation.__name__ in _SIMPLE_TYPES and annotation.__module__ == "builtins":
+        return _SIMPLE_TYPES[annotation.__name__]
+    origin = typing.get_origin(annotation)
+    if origin in (list, dict, tuple):
+        return _SIMPLE_TYPES[origin.__name__]
+    if origin is typing.Union or (sys.version_info >= (3, 10) and origin is types.UnionType):
+        accepted: list[type] = []
+        for arg in typing.get_args(annotation):
+            sub = _accepted_types(arg)
+            if sub is None:
+                return None
+            accepted.extend(sub)
+        return tuple(accepted)
+    return None
+
+
+def _accepted_from_ast(node: ast.expr) -> tuple[type, ...] | None:
+    if isinstance(node, ast.Constant) and node.value is None:
+        return (type(None),)
+    if isinstance(node, ast.Name):
+        return _SIMPLE_TYPES.get(node.id)
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("typing", "t"):
+        return _accepted_from_ast(ast.Name(node.attr))
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        left, right = _accepted_from_ast(node.left), _accepted_from_ast(node.right)
+        return None if left is None or right is None else left + right
+    if isinstance(node, ast.Subscript):
+        head = node.value
+        name = head.attr if isinstance(head, ast.Attribute) else head.id if isinstance(head, ast.Name) else ""
+        if name == "Optional":
+            inner = _accepted_from_ast(node.slice)
+            return None if inner is None else (*inner, type(None))
+        if name == "Union" and isinstance(node.slice, ast.Tuple):
+            accepted: list[type] = []
+            for elt in node.slice.elts:
+                sub = _accepted_from_ast(elt)
+                if sub is None:
+                    return None
+                accepted.extend(sub)
+            return tuple(accepted)
+        return _SIMPLE_TYPES.get(name) if name in ("list", "List", "dict", "Dict", "tuple", "Tuple") else None
+    return None
+
+
+def _type_name(types_: tuple[type, ...]) -> str:
+    names: list[str] = []
+    for t in types_:
+        name = "None" if t is type(None) else t.__name__
+        if name not in names and not (name == "int" and float in types_):
+            names.append(name)
+    return " or ".join(names)
+
+
+class _Text:
+    """An annotation written as a string, shown without quotes."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def signature_text(signature: inspect.Signature) -> str:
+    """A signature as written, also when its annotations are strings (``from __future__``)."""
+
+    def plain(annotation: Any) -> Any:
+        return _Text(annotation) if isinstance(annotation, str) else annotation
+
+    params = [p.replace(annotation=plain(p.annotation)) for p in signature.parameters.values()]
+    return str(signature.replace(parameters=params, return_annotation=plain(signature.return_annotation)))
+
+
+def check_arguments(family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Check target arguments against the family's simple annotations.
+
+    Simple annotations are ``int``, ``float``, ``str``, ``bool``, ``list``, ``dict``,
+    ``tuple`` (parametrized or not), and ``Optional``/unions of those; anything else is
+    not checked. A float parameter accepts an int; an int parameter does not accept a bool.
+
+    Raises:
+        TaskArgumentError: an argument does not fit (the message names the parameter and
+            shows the signature), or the arguments do not bind to the signature.
+    """
+    signature = family.signature
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TaskArgumentError(
+            f"Wrong arguments for task {family.short_name}: {exc}. "
+            f"Its signature is {family.short_name}{signature_text(signature)}."
+        ) from None
+    for name, value in bound.arguments.items():
+        param = signature.parameters[name]
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        accepted = _accepted_types(param.annotation)
+        if accepted is None:
+            continue
+        ok = isinstance(value, accepted) and not (
+            isinstance(value, bool) and bool not in accepted
+        )
+        if not ok:
+            raise TaskArgumentError(
+                f"Argument {name!r} of task {family.short_name} must be {_type_name(accepted)}, "
+                f"not {type(value).__name__} ({value!r}). "
+                f"Its signature is {family.short_name}{signature_text(signature)}."
+            )
+
+
+# --- reading family names without importing ------------------------------------------------
+
+
+def scan_family_names(path: Path) -> list[str]:
+    """Names of the ``@task`` functions a taskfile defines, read with :mod:`ast` (no import).
+
+    Used by shell completion, which must stay fast: decorated functions (``@task``,
+    ``@task(...)``, ``@checkpoint.task``, ...) and names imported from a module and
+    assigned ``task(...)`` results are found; families the taskfile imports from
+    elsewhere are not.
+    """
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if any(_is_task_decorator(d) for d in node.decorator_list):
+                names.append(node.name)
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            if _is_task_decorator(node.value.func) or _is_task_decorator(node.value):
+                names.extend(t.id for t in node.targets if isinstance(t, ast.Name))
+    return [n for n in names if not n.startswith("_")]
+
+
+def _is_task_decorator(node: ast.expr) -> bool:
+    if isinstance(node, ast.Call):
+        node = node.func
+    if isinstance(node, ast.Name):
+        return node.id == "task"
+    return isinstance(node, ast.Attribute) and node.attr == "task"

@@ -1,7 +1,16 @@
 """The ``checkpoint`` command line: a click group with one module per subcommand.
 
-Exit codes (mapped here, in one place): 0 success, 1 a task failed, 2 bad usage or bad
-input, 130 interrupted.
+Exit codes (mapped here, in :func:`main`, in one place):
+
+* 0: success
+* 1: a task failed (or raised while declaring its prerequisites), or the store failed
+* 2: bad usage or bad input (unknown task, bad target, missing taskfile, a taskfile that
+  raises on import, wrong arguments)
+* 130: interrupted (Ctrl-C)
+
+Start-up stays light: this package imports click and the core of checkpoint only; rich,
+networkx, diskcache and cloudpickle are imported inside the commands that need them, so
+``checkpoint --help`` and shell completion never pay for them.
 """
 
 from __future__ import annotations
@@ -11,12 +20,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import __version__
 from ..errors import CheckpointError
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from ..task import Task, TaskFamily
 
 
 @dataclass
@@ -28,10 +41,16 @@ class App:
     verbosity: int = 0
     _taskfile: Path | None = None
     _module: ModuleType | None = field(default=None, repr=False)
+    _said_cache: bool = False
+
+    @property
+    def quiet(self) -> bool:
+        """``-q`` was given: only errors and data."""
+        return self.verbosity < 0
 
     @property
     def taskfile(self) -> Path:
-        """The taskfile in use (found on first access)."""
+        """The taskfile in use (found on first access; ``-v`` says which)."""
         if self._taskfile is None:
             from ..taskfile import find_taskfile
 
@@ -52,58 +71,117 @@ class App:
     @property
     def cache_dir(self) -> Path:
         """``--cache-dir``, else ``$CP_CACHE_DIR``, else ``.cache`` next to the taskfile."""
-        if self.cache_dir_option:
-            return Path(self.cache_dir_option).absolute()
         env = os.environ.get("CP_CACHE_DIR")
-        if env:
-            return Path(env).absolute()
-        return self.taskfile.parent / ".cache"
+        if self.cache_dir_option:
+            path = Path(self.cache_dir_option).absolute()
+        elif env:
+            path = Path(env).absolute()
+        else:
+            path = self.taskfile.parent / ".cache"
+        if self.verbosity > 0 and not self._said_cache:
+            click.echo(f"Using cache directory {path}", err=True)
+            self._said_cache = True
+        return path
+
+    @property
+    def store(self) -> Store:
+        """The store of :attr:`cache_dir`."""
+        from ..store import Store
+
+        return Store.open(self.cache_dir)
+
+    def families(self) -> dict[str, TaskFamily[Any, Any]]:
+        """The taskfile's task families by name."""
+        from ..taskfile import families
+
+        return families(self.module)
+
+    def family(self, name: str) -> TaskFamily[Any, Any]:
+        """The taskfile's family called ``name`` (UnknownTaskError with hints otherwise)."""
+        from ..taskfile import get_family
+
+        return get_family(self.module, name, taskfile=self.taskfile)
+
+    def targets(self, texts: tuple[str, ...] | list[str]) -> list[Task[Any]]:
+        """Target expressions -> distinct task handles (checked against annotations)."""
+        from ..taskfile import resolve_targets
+
+        return resolve_targets(self.module, list(texts), taskfile=self.taskfile)
 
 
 pass_app = click.make_pass_decorator(App)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-f", "--file", "taskfile", metavar="TASKFILE", help="The taskfile (default: taskfile.py here or in a parent directory).")
-@click.option("--cache-dir", metavar="DIR", help="Cache directory (default: $CP_CACHE_DIR, else .cache next to the taskfile).")
-@click.option("-v", "--verbose", count=True, help="Say more (repeatable).")
-@click.option("-q", "--quiet", count=True, help="Say less.")
-@click.version_option(__version__, prog_name="checkpoint")
+class CheckpointGroup(click.Group):
+    """The command group; maps every error to its message and exit code, in one place.
+
+    Doing it in ``invoke`` (not only in :func:`main`) makes ``CliRunner`` tests see exactly
+    what the console script does.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            raise click.exceptions.Exit(130) from None
+        except CheckpointError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted: finished results were kept; run again to resume.", err=True)
+            raise click.exceptions.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - user code (e.g. a task's outer function) raised
+            from ._output import format_exception
+
+            text = format_exception(exc)
+            if 'File "' in text:
+                click.echo("Error: task code raised while the DAG was being built:\n" + text, err=True)
+            else:
+                import traceback
+
+                click.echo("Internal error in checkpoint (please report it):\n"
+                           + "".join(traceback.format_exception(exc)), err=True)
+            raise click.exceptions.Exit(1) from None
+
+
+@click.group(cls=CheckpointGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-f", "--file", "taskfile", metavar="TASKFILE", type=click.Path(dir_okay=True),
+              help="The taskfile (default: taskfile.py here or in a parent directory).")
+@click.option("--cache-dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Cache directory (default: $CP_CACHE_DIR, else .cache next to the taskfile).")
+@click.option("-v", "--verbose", count=True, help="Say more: which taskfile and cache (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Say less: only errors and data.")
+@click.version_option(__version__, "--version", prog_name="checkpoint")
 @click.pass_context
 def cli(ctx: click.Context, taskfile: str | None, cache_dir: str | None, verbose: int, quiet: int) -> None:
-    """checkpoint: build Python computations as a cached, parallel task DAG."""
+    """checkpoint: build Python computations as a cached, parallel task DAG.
+
+    Targets are task calls with literal arguments: main, choose, 'choose(6, 3)',
+    'choose(n=6, k=3)'. Run 'checkpoint COMMAND --help' for a command's options.
+    """
     ctx.obj = App(taskfile, cache_dir, verbose - quiet)
 
 
 def _register() -> None:
-    from . import graph as graph_cmd
-    from . import log as log_cmd
-    from . import run as run_cmd
+    """Add the subcommands (one module each; their heavy imports live inside the commands)."""
+    from . import cache, clear, graph, log, ls, run, touch, why
 
-    cli.add_command(run_cmd.run)
-    cli.add_command(graph_cmd.graph)
-    cli.add_command(log_cmd.log)
+    for command in (run.run, ls.ls, clear.clear, cache.cache, why.why, touch.touch, graph.graph,
+                    log.log):
+        cli.add_command(command)
 
 
 _register()
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point of the console script: run the CLI and map errors to exit codes."""
+    """Entry point of the console script (errors and exit codes: :class:`CheckpointGroup`)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return cli.main(args, prog_name="checkpoint", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except CheckpointError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+        return cli.main(args, prog_name="checkpoint")
+    except KeyboardInterrupt:  # outside a command (e.g. while click parses)
         click.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -1,12 +1,44 @@
-"""``checkpoint run``: build targets and print their values."""
+"""``checkpoint run``: build targets and print their values.
+
+stdout gets each target's value (a string as it is, anything else as its ``repr``; nothing
+for ``None``), or with ``--json`` one document::
+
+    {"ok": true,                      # no task failed or was skipped
+     "targets": [{"target": "main", "task": "main()", "id": "...",
+                  "value": <the value if JSON-serializable, else null>, "repr": "..."}],
+     "ran": 91, "reused": 1, "wall_time": 0.41,
+     "failed": [{"task": "...", "family": "...", "id": "...", "error": "...", "traceback": "..."}],
+     "skipped": ["<task>", ...]}
+
+Progress goes to stderr through the reporter of :mod:`checkpoint.progress` (live on a
+terminal, plain lines otherwise), which also shows failed tasks' output and tracebacks.
+With ``--dry-run`` nothing runs: stdout lists the tasks that would run, grouped by family,
+each with its reason (``--json``: ``{"total": N, "to_run": [{"task", "family", "id",
+"reason"}]}``). Messages, progress and tracebacks go to stderr.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import App, pass_app
+from ._complete import complete_targets
+from ._output import emit_json, err, trim_traceback
+
+if TYPE_CHECKING:
+    from ..events import Event, Subscriber
+    from ..graph import Plan
+    from ..progress import Reporter
+    from ..scheduler import RunResult
+    from ..task import Task
+
+EXECUTORS = ("process", "thread", "inline", "dask")
 
 
 def _rate_limit(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, int]:
@@ -19,15 +51,68 @@ def _rate_limit(ctx: click.Context, param: click.Parameter, values: tuple[str, .
     return limits
 
 
+def _executor(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    name = value.lower()
+    if name in (*EXECUTORS, "processes", "threads") or name.startswith(("dask://", "tcp://")):
+        return name
+    raise click.BadParameter(
+        f"{value!r} is not an executor; use process, thread, inline, dask or dask://HOST:PORT"
+    )
+
+
+class FailureLog:
+    """Subscriber keeping the traceback text of each failed task (for ``--json``)."""
+
+    def __init__(self) -> None:
+        self.tracebacks: dict[str, str] = {}
+
+    def __call__(self, event: Event) -> None:
+        from ..events import TaskFailed
+
+        if isinstance(event, TaskFailed):
+            self.tracebacks[event.task.id] = event.traceback
+
+
+def subscribers(
+    app: App, *, no_progress: bool, show_output: bool, as_json: bool
+) -> tuple[list[Subscriber], Reporter, FailureLog]:
+    """The event subscribers of a run, all chosen here: the progress reporter (live on a
+    terminal, plain lines otherwise or with --no-progress; failures only with -q) and the
+    failure log that --json reports from."""
+    from ..progress import reporter_for
+
+    reporter = reporter_for(
+        live=False if no_progress or as_json else None,
+        show_output=show_output or app.verbosity > 0,
+        quiet=app.quiet,
+    )
+    failures = FailureLog()
+    return [reporter, failures], reporter, failures
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """With --json, stdout carries only the document: stray prints go to stderr."""
+    if not active:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
 @click.command()
-@click.argument("targets", nargs=-1)
+@click.argument("targets", nargs=-1, shell_complete=complete_targets)
 @click.option("-j", "--workers", type=click.IntRange(min=1), help="Number of workers (default: CPU count).")
-@click.option("--executor", default="process", show_default=True, help="process, thread, inline, dask or dask://HOST:PORT.")
-@click.option("--rate-limit", "rate_limits", multiple=True, callback=_rate_limit, metavar="QUEUE=N", help="At most N tasks of QUEUE at once (repeatable).")
+@click.option("--executor", default="process", show_default=True, callback=_executor,
+              help="process, thread, inline, dask or dask://HOST:PORT.")
+@click.option("--rate-limit", "rate_limits", multiple=True, callback=_rate_limit, metavar="QUEUE=N",
+              help="At most N tasks of QUEUE at once (repeatable).")
 @click.option("-k", "--keep-going", is_flag=True, help="After a failure, go on with independent tasks.")
+@click.option("-n", "--dry-run", is_flag=True, help="Only list the tasks that would run, and why.")
 @click.option("--force", is_flag=True, help="Re-run the targets even if fresh.")
 @click.option("--force-upstream", is_flag=True, help="Re-run every task under the targets.")
 @click.option("--no-code-check", is_flag=True, help="Do not treat code changes as stale.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
 @click.option("--no-progress", is_flag=True, help="Plain log lines instead of the live display.")
 @click.option("-v", "--show-output", is_flag=True, help="Show each task's output as it finishes.")
 @pass_app
@@ -38,50 +123,116 @@ def run(
     executor: str,
     rate_limits: dict[str, int],
     keep_going: bool,
+    dry_run: bool,
     force: bool,
     force_upstream: bool,
     no_code_check: bool,
+    as_json: bool,
     no_progress: bool,
     show_output: bool,
 ) -> None:
-    """Build TARGETS (default: main) and print their values.
+    """Build TARGETS (default: main) as one DAG and print their values.
 
-    A target's value goes to stdout: a string as it is, anything else as its repr();
-    None prints nothing.
+    Only what is missing or stale runs; everything else is reused from the cache.
     """
-    from ..progress import reporter_for
+    from ..graph import plan
     from ..scheduler import run as run_tasks
-    from ..taskfile import resolve_target
 
-    module = app.module
-    tasks = [resolve_target(module, t, taskfile=app.taskfile) for t in (targets or ("main",))]
+    tasks = app.targets(targets or ("main",))
+    if dry_run:
+        the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,
+                        code_check=not no_code_check)
+        _show_plan(app, the_plan, as_json)
+        return
     # Progress, the summary and failed tasks' output and tracebacks go to stderr.
-    reporter = reporter_for(
-        live=False if no_progress else None,
-        show_output=show_output or app.verbosity > 0,
-        quiet=app.verbosity < 0,
-    )
+    subs, reporter, failures = subscribers(app, no_progress=no_progress, show_output=show_output,
+                                           as_json=as_json)
     try:
-        result = run_tasks(
-            tasks,
-            executor=executor,
-            max_workers=workers,
-            rate_limits=rate_limits,
-            keep_going=keep_going,
-            force=force,
-            force_upstream=force_upstream,
-            code_check=not no_code_check,
-            cache_dir=app.cache_dir,
-            raise_on_failure=False,
-            subscribers=[reporter],
-        )
+        with _stdout_to_stderr(as_json):
+            result = run_tasks(
+                tasks,
+                executor=executor,
+                max_workers=workers,
+                rate_limits=rate_limits,
+                keep_going=keep_going,
+                force=force,
+                force_upstream=force_upstream,
+                code_check=not no_code_check,
+                cache_dir=app.cache_dir,
+                subscribers=subs,
+                raise_on_failure=False,
+            )
     finally:
         reporter.close()
-    for task in tasks:
-        if task.id in result.values:
-            value = result.values[task.id]
+    if as_json:
+        emit_json(_run_document(tasks, targets or ("main",), result, failures))
+    else:
+        for task in tasks:
+            value = result.values.get(task.id)
             if value is not None:
                 # A string is the task's own rendering (a report, a path): print it as is.
                 click.echo(value if isinstance(value, str) else repr(value))
-    if result.failed:
+    if result.failed or result.skipped:
         sys.exit(1)
+
+
+def _show_plan(app: App, the_plan: Plan, as_json: bool) -> None:
+    to_run = the_plan.to_run
+    if as_json:
+        emit_json({
+            "total": len(the_plan.nodes),
+            "to_run": [{"task": the_plan.nodes[t].task.expression(),
+                        "family": the_plan.nodes[t].task.family.name, "id": t,
+                        "reason": the_plan.nodes[t].reason} for t in to_run],
+        })
+        return
+    if not to_run:
+        err(f"Nothing to run: all {len(the_plan.nodes)} task(s) are fresh.", quiet=app.quiet)
+        return
+    groups: dict[str, list[str]] = {}
+    for tid in to_run:
+        groups.setdefault(the_plan.nodes[tid].task.family.short_name, []).append(tid)
+    for name, ids in groups.items():
+        click.echo(f"{name}: {len(ids)} task(s)")
+        width = max(len(the_plan.nodes[t].task.expression()) for t in ids)
+        for tid in ids:
+            node = the_plan.nodes[tid]
+            click.echo(f"  {node.task.expression().ljust(width)}  {node.reason}")
+    err(f"{len(to_run)} of {len(the_plan.nodes)} task(s) would run.", quiet=app.quiet)
+
+
+def _run_document(
+    tasks: list[Task[Any]], texts_in: tuple[str, ...], result: RunResult, failures: FailureLog
+) -> dict[str, Any]:
+    from ._output import format_exception
+
+    targets = []
+    for text, task in zip(texts_in, tasks, strict=False):
+        entry: dict[str, Any] = {"target": text, "task": task.expression(), "id": task.id}
+        if task.id in result.values:
+            value = result.values[task.id]
+            try:
+                json.dumps(value)
+                entry["value"] = value
+            except (TypeError, ValueError):
+                entry["value"] = None
+            entry["repr"] = repr(value)
+        targets.append(entry)
+    failed = []
+    for tid, error in result.failed.items():
+        task = result.plan.nodes[tid].task
+        tb = failures.tracebacks.get(tid)
+        failed.append({
+            "task": task.expression(), "family": task.family.name, "id": tid,
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": trim_traceback(tb.rstrip()) if tb else format_exception(error),
+        })
+    return {
+        "ok": result.ok,
+        "targets": targets,
+        "ran": len(result.ran),
+        "reused": len(result.reused),
+        "wall_time": result.wall_time,
+        "failed": failed,
+        "skipped": [t.expression() for t in result.skipped],
+    }

@@ -1,0 +1,499 @@
+"""What the store holds, seen from a taskfile: listings, sizes, clearing, pruning, why, touch.
+
+These are the library functions behind ``checkpoint ls``, ``clear``, ``cache ...``, ``why``
+and ``touch``; they return plain records and never print.
+
+States (one vocabulary with the rest of checkpoint) of a task in a plan:
+
+``fresh``         its stored result is reused
+``missing``       no stored result
+``code changed``  its family's code changed since the result was stored
+``stale``         a prerequisite runs, or changed since the result was stored (or it is forced)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._types import TaskId
+from .graph import Node, Plan, expand, plan
+from .store import Meta, Store
+from .task import Task, TaskFamily
+
+STATES = ("fresh", "stale", "missing", "code changed")
+
+
+def state_of(node: Node) -> str:
+    """The state of a marked plan node (see the module docstring)."""
+    if node.reason is None:
+        return "fresh"
+    if node.reason in ("missing", "code changed"):
+        return node.reason
+    return "stale"
+
+
+def doc_line(obj: Any) -> str:
+    """The first non-empty line of an object's docstring ('' if none)."""
+    for line in (getattr(obj, "__doc__", None) or "").strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+# --- listing -----------------------------------------------------------------------------
+
+
+@dataclass
+class FamilyInfo:
+    """One task family of a taskfile, with what the store holds of it."""
+
+    name: str
+    """The name the taskfile gives it (what targets use)."""
+    family: str
+    """``{module}.{qualname}``."""
+    queue: str
+    entries: int
+    size: int
+    """Bytes on disk (values, index and data directories)."""
+    doc: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "queue": self.queue,
+                "entries": self.entries, "size": self.size, "doc": self.doc}
+
+
+def list_families(families: Mapping[str, TaskFamily[Any, Any]], store: Store) -> list[FamilyInfo]:
+    """The families of a taskfile, sorted by name, with entry counts and sizes."""
+    infos = []
+    for name in sorted(families):
+        fam = families[name]
+        infos.append(FamilyInfo(name, fam.name, fam.queue, store.count_entries(fam.dirname),
+                                store.disk_usage(fam.dirname), doc_line(fam)))
+    return infos
+
+
+@dataclass
+class TaskState:
+    """One task of a target's DAG and its state."""
+
+    task: Task[Any]
+    state: str
+    reason: str | None
+    """The plan's reason to run (``None`` when fresh)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task.expression(), "family": self.task.family.name, "id": self.task.id,
+                "state": self.state, "reason": self.reason}
+
+
+def dag_states(the_plan: Plan) -> tuple[list[TaskState], dict[str, int]]:
+    """The tasks of a marked plan with their states, and the count of each state."""
+    rows = [TaskState(node.task, state_of(node), node.reason) for node in the_plan.nodes.values()]
+    counts = dict.fromkeys(STATES, 0)
+    for row in rows:
+        counts[row.state] += 1
+    return rows, counts
+
+
+@dataclass
+class EntryInfo:
+    """One stored entry."""
+
+    family: str
+    """The family's directory name."""
+    id: TaskId
+    expr: str
+    args: Any
+    """The canonical arguments, decoded from JSON."""
+    size: int
+    stored: float
+    duration: float
+    fingerprint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"family": self.family, "id": self.id, "task": self.expr, "args": self.args,
+                "size": self.size, "stored": self.stored, "duration": self.duration,
+                "fingerprint": self.fingerprint}
+
+
+def list_entries(store: Store, family: str) -> list[EntryInfo]:
+    """Every entry of a family (by directory name), oldest first."""
+    rows = []
+    for tid, meta in store.entries(family):
+        try:
+            args = json.loads(meta.args)
+        except ValueError:
+            args = meta.args
+        rows.append(EntryInfo(family, tid, meta.expr, args, store.entry_size(family, tid, meta),
+                              meta.stored, meta.duration, meta.fingerprint))
+    rows.sort(key=lambda e: (e.stored, e.expr))
+    return rows
+
+
+@dataclass
+class Usage:
+    """Disk usage of one family's store."""
+
+    family: str
+    entries: int
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"family": self.family, "entries": self.entries, "size": self.size}
+
+
+def disk_usage(store: Store) -> list[Usage]:
+    """Entries and bytes of every family in the store, largest first."""
+    rows = [Usage(f, store.count_entries(f), store.disk_usage(f)) for f in store.families()]
+    rows.sort(key=lambda u: (-u.size, u.family))
+    return rows
+
+
+# --- clearing ----------------------------------------------------------------------------
+
+
+@dataclass
+class Removed:
+    """What a clear or prune removed."""
+
+    entries: int = 0
+    bytes: int = 0
+    families: list[str] = field(default_factory=list)
+    """Families removed as a whole (directory names)."""
+
+    def add(self, other: Removed) -> None:
+        self.entries += other.entries
+        self.bytes += other.bytes
+        self.families += other.families
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entries": self.entries, "bytes": self.bytes, "families": self.families}
+
+
+def clear_family(store: Store, family: str) -> Removed:
+    """Remove a family's store (entries and data directories); report what went."""
+    entries, size = store.count_entries(family), store.disk_usage(family)
+    existed = (store.root / family).exists()
+    store.clear_family(family)
+    return Removed(entries, size, [family] if existed else [])
+
+
+def clear_entries(store: Store, entries: Iterable[tuple[str, TaskId]]) -> Removed:
+    """Remove single entries ``(family dirname, task id)`` and their data directories."""
+    removed = Removed()
+    for family, tid in entries:
+        meta = store.get_meta(family, tid)
+        size = store.entry_size(family, tid, meta) if meta is not None else 0
+        if store.delete(family, tid):
+            removed.entries += 1
+            removed.bytes += size
+    return removed
+
+
+def clear_all(store: Store) -> Removed:
+    """Remove every family of the store."""
+    removed = Removed()
+    for family in store.families():
+        removed.add(clear_family(store, family))
+    return removed
+
+
+def downstream(nodes: Mapping[TaskId, Node], roots: Iterable[TaskId]) -> list[TaskId]:
+    """Ids of the tasks that depend on ``roots``, directly or not (roots excluded), in order."""
+    dependents: dict[TaskId, list[TaskId]] = {}
+    for tid, node in nodes.items():
+        for dep in node.deps:
+            dependents.setdefault(dep, []).append(tid)
+    seen: set[TaskId] = set()
+    stack = list(roots)
+    root_set = set(stack)
+    while stack:
+        for child in dependents.get(stack.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return [tid for tid in nodes if tid in seen and tid not in root_set]
+
+
+def downstream_entries(
+    targets: Sequence[Task[Any]], *, family: str | None = None, task: Task[Any] | None = None
+) -> list[tuple[str, TaskId]]:
+    """The ``(family dirname, id)`` of the tasks of the targets' DAG downstream of a family
+    (every task of it in the DAG) or of one task."""
+    nodes = expand(targets)
+    if task is not None:
+        roots = [task.id] if task.id in nodes else []
+    else:
+        roots = [tid for tid, n in nodes.items() if n.task.family.dirname == family]
+    return [(nodes[tid].task.family.dirname, tid) for tid in downstream(nodes, roots)]
+
+
+# --- pruning -----------------------------------------------------------------------------
+
+
+@dataclass
+class PruneItem:
+    """A store entry (or a whole family when ``id`` is ``None``) that prune would remove."""
+
+    family: str
+    id: TaskId | None
+    expr: str
+    size: int
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"family": self.family, "id": self.id, "task": self.expr, "size": self.size,
+                "why": self.why}
+
+
+def prune_candidates(
+    store: Store,
+    fingerprints: Mapping[str, str],
+    *,
+    older_than: float | None = None,
+    max_size: int | None = None,
+    now: float | None = None,
+) -> list[PruneItem]:
+    """What ``cache prune`` would remove.
+
+    Args:
+        fingerprints: ``{family dirname: current code fingerprint}`` of the taskfile's
+            families. Families of the store not in it are removed whole; entries whose
+            fingerprint differs are outdated.
+        older_than: also remove entries stored more than this many seconds ago.
+        max_size: then remove the oldest remaining entries until the store's entries
+            take at most this many bytes.
+    """
+    now = time.time() if now is None else now
+    items: list[PruneItem] = []
+    kept: list[tuple[float, PruneItem]] = []
+    for family in store.families():
+        if family not in fingerprints:
+            items.append(PruneItem(family, None, family, store.disk_usage(family),
+                                   "family not in the taskfile"))
+            continue
+        current = fingerprints[family]
+        for tid, meta in store.entries(family):
+            size = store.entry_size(family, tid, meta)
+            if meta.fingerprint != current:
+                items.append(PruneItem(family, tid, meta.expr, size, "outdated code"))
+            elif older_than is not None and now - meta.stored > older_than:
+                items.append(PruneItem(family, tid, meta.expr, size, "older than the limit"))
+            else:
+                kept.append((meta.stored, PruneItem(family, tid, meta.expr, size, "over the size limit")))
+    if max_size is not None:
+        total = sum(item.size for _, item in kept)
+        for _, item in sorted(kept, key=lambda pair: pair[0]):
+            if total <= max_size:
+                break
+            items.append(item)
+            total -= item.size
+    return items
+
+
+def prune(store: Store, items: Iterable[PruneItem]) -> Removed:
+    """Remove what :func:`prune_candidates` found."""
+    removed = Removed()
+    for item in items:
+        if item.id is None:
+            removed.add(clear_family(store, item.family))
+        else:
+            removed.add(clear_entries(store, [(item.family, item.id)]))
+    return removed
+
+
+# --- why ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Explanation:
+    """Why one task of a plan would run."""
+
+    task: Task[Any]
+    reason: str
+    details: list[str] = field(default_factory=list)
+    """Human-readable facts, e.g. which prerequisite changed or which argument differs."""
+    diff: str | None = None
+    """For a code change: unified diff of the normalized source (stored -> current)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task.expression(), "family": self.task.family.name,
+                "id": self.task.id, "reason": self.reason, "details": self.details,
+                "diff": self.diff}
+
+
+def explain(the_plan: Plan, store: Store) -> list[Explanation]:
+    """Explain each task of a marked plan that would run, in topological order."""
+    out = []
+    source_diffs: dict[tuple[str, str], str | None] = {}
+    for node in the_plan.nodes.values():
+        if node.reason is None:
+            continue
+        task, meta = node.task, node.meta
+        exp = Explanation(task, node.reason)
+        if node.reason == "missing":
+            exp.details = _closest_entries(store, task)
+        elif node.reason == "code changed" and meta is not None:
+            key = (task.family.dirname, meta.fingerprint)
+            if key not in source_diffs:
+                source_diffs[key] = code_diff(store, task.family, meta.fingerprint)
+            exp.diff = source_diffs[key]
+            if exp.diff is None:
+                exp.details.append("The source of the code that computed the stored result "
+                                   "was not kept, so no diff can be shown.")
+            elif not exp.diff:
+                exp.details.append("The normalized source is the same; a helper or a "
+                                   "constant it uses changed.")
+        elif node.reason == "upstream re-run":
+            for dep in node.deps:
+                dep_node = the_plan.nodes[dep]
+                if dep_node.reason is not None:
+                    exp.details.append(f"prerequisite {dep_node.task.expression()} will run "
+                                       f"({dep_node.reason})")
+        elif node.reason == "upstream changed" and meta is not None:
+            exp.details = _upstream_changes(the_plan, node, meta)
+        elif node.reason == "forced":
+            exp.details.append("forced")
+        out.append(exp)
+    return out
+
+
+def code_diff(store: Store, family: TaskFamily[Any, Any], stored_fingerprint: str) -> str | None:
+    """Unified diff of a family's normalized source, stored version -> current (``None``
+    when the stored source was not kept)."""
+    old = store.get_source(family.dirname, stored_fingerprint)
+    if old is None:
+        return None
+    new = family.fingerprint[1]
+    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), "stored", "current",
+                                 lineterm="")
+    return "\n".join(lines)
+
+
+def _closest_entries(store: Store, task: Task[Any], limit: int = 3) -> list[str]:
+    """Stored entries of the same family whose arguments differ least from the task's."""
+    try:
+        wanted = json.loads(task.encoded)
+    except ValueError:
+        return []
+    scored: list[tuple[int, float, str, list[str]]] = []
+    for _, meta in store.entries(task.family.dirname):
+        try:
+            have = json.loads(meta.args)
+        except ValueError:
+            continue
+        if not isinstance(have, dict) or not isinstance(wanted, dict):
+            continue
+        changed = [
+            f"{name}: {_short(have.get(name))} -> {_short(wanted.get(name))}"
+            for name in sorted(set(have) | set(wanted))
+            if have.get(name) != wanted.get(name)
+        ]
+        scored.append((len(changed), _distance(have, wanted), meta.expr, changed))
+    if not scored:
+        return ["No stored result for this family yet."]
+    scored.sort(key=lambda s: (s[0], s[1], s[2]))
+    lines = ["No stored result with these arguments; the closest stored ones:"]
+    for _, _, expr, changed in scored[:limit]:
+        lines.append(f"  {expr}  ({'; '.join(changed)})")
+    return lines
+
+
+def _distance(have: dict[str, Any], wanted: dict[str, Any]) -> float:
+    """How far apart the numeric arguments are (a tie-breaker between equally many changes)."""
+    total = 0.0
+    for name, value in wanted.items():
+        other = have.get(name)
+        if isinstance(value, (int, float)) and isinstance(other, (int, float)):
+            total += abs(float(value) - float(other))
+    return total
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _upstream_changes(the_plan: Plan, node: Node, meta: Meta) -> list[str]:
+    details = []
+    for dep in node.deps:
+        dep_node = the_plan.nodes[dep]
+        expr = dep_node.task.expression()
+        if dep not in meta.deps:
+            details.append(f"new prerequisite {expr} (not used by the stored result)")
+        elif dep_node.meta is None:
+            details.append(f"prerequisite {expr} has no stored result")
+        elif dep_node.meta.stamp != meta.deps[dep]:
+            details.append(f"prerequisite {expr} was recomputed after this result was stored")
+    dropped = len(set(meta.deps) - set(node.deps))
+    if dropped:
+        details.append(f"{dropped} prerequisite(s) of the stored result are no longer required")
+    return details
+
+
+# --- touch -------------------------------------------------------------------------------
+
+
+@dataclass
+class Touched:
+    """What a touch did."""
+
+    touched: int = 0
+    """Entries whose metadata was rewritten."""
+    fresh: int = 0
+    """Entries already fresh (left alone)."""
+    missing: list[Task[Any]] = field(default_factory=list)
+    """Tasks without a stored result (they still have to run)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"touched": self.touched, "fresh": self.fresh,
+                "missing": [t.expression() for t in self.missing]}
+
+
+def touch_targets(targets: Sequence[Task[Any]], store: Store) -> Touched:
+    """Accept the current code and the stored results of the targets' DAG as fresh.
+
+    Each stored entry gets the family's current code fingerprint and the current stamps of
+    its prerequisites, without running anything. Tasks without a stored result stay missing.
+    """
+    the_plan = plan(targets, store)
+    report = Touched()
+    updates: dict[str, dict[TaskId, Meta]] = {}
+    stamps: dict[TaskId, str] = {}
+    for tid, node in the_plan.nodes.items():
+        meta = node.meta
+        if meta is None:
+            report.missing.append(node.task)
+            continue
+        stamps[tid] = meta.stamp
+        if node.reason is None:
+            report.fresh += 1
+            continue
+        new = replace(meta, fingerprint=node.task.family.fingerprint[0],
+                      deps={d: stamps[d] for d in node.deps if d in stamps})
+        updates.setdefault(node.task.family.dirname, {})[tid] = new
+        report.touched += 1
+    families = {n.task.family.dirname: n.task.family for n in the_plan.nodes.values()}
+    for dirname, metas in updates.items():
+        store.put_metas(dirname, metas, families[dirname].fingerprint)
+    return report
+
+
+def touch_family(store: Store, family: TaskFamily[Any, Any]) -> Touched:
+    """Accept a family's current code for all of its stored entries (fingerprints only)."""
+    current = family.fingerprint[0]
+    report = Touched()
+    metas = {}
+    for tid, meta in store.entries(family.dirname):
+        if meta.fingerprint == current:
+            report.fresh += 1
+        else:
+            metas[tid] = replace(meta, fingerprint=current)
+    store.put_metas(family.dirname, metas, family.fingerprint)
+    report.touched = len(metas)
+    return report

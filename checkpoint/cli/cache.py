@@ -1,0 +1,172 @@
+"""``checkpoint cache``: inspect the store (entries, a stored value, data dirs, sizes, prune).
+
+``--json`` documents: ``cache ls``: ``{"entries": [{"family", "id", "task", "args", "size",
+"stored", "duration", "fingerprint"}]}``; ``cache du``: ``{"families": [{"family",
+"entries", "size"}], "total": n}``; ``cache prune``: ``{"candidates": [{"family", "id",
+"task", "size", "why"}], "removed": {"entries", "bytes", "families"} | null}``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..errors import UnknownTaskError
+from . import App, pass_app
+from ._complete import complete_targets
+from ._output import (
+    emit_json,
+    err,
+    human_duration,
+    human_size,
+    human_time,
+    parse_duration,
+    parse_size,
+    table,
+)
+
+
+@click.group()
+def cache() -> None:
+    """Inspect the cache: entries, sizes, a stored value, a data directory; prune it."""
+
+
+def _family_dir(app: App, name: str) -> str:
+    """A family's directory name: from the taskfile, else a store family of that name."""
+    try:
+        return app.family(name).dirname
+    except UnknownTaskError:
+        stored = app.store.families()
+        matches = [f for f in stored if f == name or f.endswith("." + name)]
+        if len(matches) == 1:
+            return matches[0]
+        raise
+
+
+@cache.command("ls")
+@click.argument("name", required=False, shell_complete=complete_targets)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
+@pass_app
+def cache_ls(app: App, name: str | None, as_json: bool) -> None:
+    """List stored entries (of family NAME, or all): arguments, size, when, how long."""
+    from ..catalog import list_entries
+
+    store = app.store
+    families = [_family_dir(app, name)] if name else store.families()
+    rows = [e for f in families for e in list_entries(store, f)]
+    if as_json:
+        emit_json({"entries": [e.to_json() for e in rows]})
+        return
+    if not rows:
+        err("No stored entries.", quiet=app.quiet)
+        return
+    click.echo(table(
+        ["TASK", "FAMILY", "SIZE", "STORED", "TOOK"],
+        [[e.expr, e.family, human_size(e.size), human_time(e.stored), human_duration(e.duration)]
+         for e in rows],
+        right=(2, 4),
+    ))
+
+
+@cache.command("show")
+@click.argument("target", shell_complete=complete_targets)
+@click.option("--json", "as_json", is_flag=True, help="Print the value as JSON (if it is JSON-like).")
+@pass_app
+def cache_show(app: App, target: str, as_json: bool) -> None:
+    """Print the stored value of TARGET (never computes it)."""
+    task = app.targets([target])[0]
+    store = app.store
+    if store.get_meta(task.family.dirname, task.id) is None:
+        raise click.ClickException(
+            f"No stored result for {task.expression()}. Build it with: checkpoint run {target!r}"
+        )
+    value = store.load_value(task.family.dirname, task.id)
+    if as_json:
+        try:
+            click.echo(json.dumps(value, indent=2))
+        except (TypeError, ValueError):
+            raise click.ClickException(
+                f"The value of {task.expression()} is a {type(value).__name__}, not JSON-like; "
+                "drop --json to see it."
+            ) from None
+        return
+    from rich.console import Console
+    from rich.pretty import Pretty
+
+    Console(soft_wrap=True).print(Pretty(value))
+
+
+@cache.command("path")
+@click.argument("target", shell_complete=complete_targets)
+@pass_app
+def cache_path(app: App, target: str) -> None:
+    """Print the data directory of TARGET (its TaskDirectory())."""
+    task = app.targets([target])[0]
+    path = app.store.data_dir(task.family.dirname, task.id)
+    click.echo(str(path))
+    if not path.exists():
+        err("(It does not exist: the task has not run, or it does not use TaskDirectory().)",
+            quiet=app.quiet)
+
+
+@cache.command("du")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
+@pass_app
+def cache_du(app: App, as_json: bool) -> None:
+    """Show the entries and disk space of each family in the cache."""
+    from ..catalog import disk_usage
+
+    rows = disk_usage(app.store)
+    total = sum(u.size for u in rows)
+    if as_json:
+        emit_json({"families": [u.to_json() for u in rows], "total": total})
+        return
+    click.echo(table(
+        ["FAMILY", "ENTRIES", "SIZE"],
+        [[u.family, str(u.entries), human_size(u.size)] for u in rows]
+        + [["total", str(sum(u.entries for u in rows)), human_size(total)]],
+        right=(1, 2),
+    ))
+
+
+@cache.command("prune")
+@click.option("--older-than", callback=parse_duration, metavar="AGE",
+              help="Also remove entries stored longer ago than AGE (90s, 30m, 12h, 7d, 2w).")
+@click.option("--max-size", callback=parse_size, metavar="SIZE",
+              help="Then remove the oldest entries until the cache holds at most SIZE (500M, 2G).")
+@click.option("-y", "--yes", is_flag=True, help="Delete (without it, only list what would go).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
+@pass_app
+def cache_prune(app: App, older_than: float | None, max_size: int | None, yes: bool, as_json: bool) -> None:
+    """Remove what the taskfile no longer uses: families it does not define and entries
+    computed by outdated code; optionally old entries and the oldest over a size.
+
+    Lists what would go unless -y is given.
+    """
+    from ..catalog import prune, prune_candidates
+    from ..taskfile import loaded_families
+
+    app.families()  # imports the taskfile and its helpers, so that their families are known
+    fingerprints = {f.dirname: f.fingerprint[0] for f in loaded_families()}
+    items = prune_candidates(app.store, fingerprints, older_than=older_than, max_size=max_size)
+    removed = prune(app.store, items) if yes else None
+    if as_json:
+        emit_json({"candidates": [i.to_json() for i in items],
+                   "removed": removed.to_json() if removed else None})
+        return
+    if not items:
+        err("Nothing to prune.", quiet=app.quiet)
+        return
+    click.echo(table(
+        ["TASK", "FAMILY", "SIZE", "WHY"],
+        [[i.expr if i.id else "(whole family)", i.family, human_size(i.size), i.why] for i in items],
+        right=(2,),
+    ))
+    size = human_size(sum(i.size for i in items))
+    if removed is None:
+        err(f"Would remove {len(items)} item(s) ({size}). Pass -y to delete them.", quiet=app.quiet)
+    else:
+        err(f"Removed {removed.entries} entr{'y' if removed.entries == 1 else 'ies'} and "
+            f"{len(removed.families)} famil{'y' if len(removed.families) == 1 else 'ies'} "
+            f"({human_size(removed.bytes)}).", quiet=app.quiet)

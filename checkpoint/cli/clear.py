@@ -1,0 +1,93 @@
+"""``checkpoint clear``: discard a family, one entry, or the whole cache.
+
+Reports what went to stderr (``--json``: ``{"entries": n, "bytes": n, "families": [...]}``
+on stdout).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from ..errors import UsageError
+from . import App, pass_app
+from ._complete import complete_targets
+from ._output import emit_json, err, human_size
+
+if TYPE_CHECKING:
+    from ..catalog import Removed
+
+
+@click.command()
+@click.argument("targets", nargs=-1, shell_complete=complete_targets)
+@click.option("--all", "clear_everything", is_flag=True, help="Clear the whole cache (asks first unless -y).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--downstream", is_flag=True,
+              help="Also clear the entries that depend on it, within the DAG of --within.")
+@click.option("--within", "within", multiple=True, metavar="TARGET", shell_complete=complete_targets,
+              help="The DAG that --downstream follows (default: main; repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON to stdout.")
+@pass_app
+def clear(
+    app: App,
+    targets: tuple[str, ...],
+    clear_everything: bool,
+    yes: bool,
+    downstream: bool,
+    within: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Discard stored results: NAME (a whole family) or 'NAME(args)' (one entry).
+
+    Dependents become stale and re-run next time; --downstream clears them now.
+    """
+    from ..catalog import Removed, clear_all, clear_entries, clear_family, downstream_entries
+    from ..taskfile import parse_target
+
+    if clear_everything:
+        if targets:
+            raise UsageError("Give either --all or the tasks to clear, not both.")
+        store = app.store
+        if not yes:
+            try:
+                ok = click.confirm(f"Remove everything in {store.root}?", err=True)
+            except click.Abort:
+                raise UsageError("Not confirmed: nothing removed. Pass -y to clear without asking.") from None
+            if not ok:
+                err("Nothing removed.")
+                return
+        _report(app, clear_all(store), as_json)
+        return
+    if not targets:
+        raise UsageError(
+            "Name what to clear: a task family (checkpoint clear choose), one entry "
+            "(checkpoint clear 'choose(6, 3)'), or everything (checkpoint clear --all)."
+        )
+    store = app.store
+    removed = Removed()
+    dag = []
+    if downstream:
+        dag = app.targets(within or ("main",))
+    for text in targets:
+        target = parse_target(text)
+        if target.call:
+            task = app.targets([text])[0]
+            below = downstream_entries(dag, task=task) if downstream else []
+            removed.add(clear_entries(store, [(task.family.dirname, task.id)]))
+        else:
+            family = app.family(target.name)
+            below = downstream_entries(dag, family=family.dirname) if downstream else []
+            removed.add(clear_family(store, family.dirname))
+        removed.add(clear_entries(store, below))
+    _report(app, removed, as_json)
+
+
+def _report(app: App, removed: Removed, as_json: bool) -> None:
+    if as_json:
+        emit_json(removed.to_json())
+    elif removed.entries or removed.families:
+        err(f"Removed {removed.entries} entr{'y' if removed.entries == 1 else 'ies'} "
+            f"({human_size(removed.bytes)}).", quiet=app.quiet)
+    else:
+        err("Nothing to remove: no stored results matched.", quiet=app.quiet)

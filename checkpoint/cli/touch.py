@@ -1,0 +1,68 @@
+"""``checkpoint touch``: accept the current code and the stored results as fresh.
+
+``--json``: ``{"touched": n, "fresh": n, "missing": ["<task>", ...]}``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from . import App, pass_app
+from ._complete import complete_targets
+from ._output import emit_json, err
+
+if TYPE_CHECKING:
+    from ..task import TaskFamily
+
+
+@click.command()
+@click.argument("targets", nargs=-1, required=True, shell_complete=complete_targets)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
+@pass_app
+def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
+    """Mark stored results as fresh without running anything (after a cosmetic change or a
+    refactor that does not change results).
+
+    A TARGET ('choose(6, 3)', or a name callable without arguments such as main) accepts
+    its whole DAG: current code, current prerequisites. A NAME that needs arguments
+    (choose) accepts the current code for every stored entry of that family.
+    """
+    from ..catalog import Touched, touch_family, touch_targets
+    from ..taskfile import parse_target
+
+    store = app.store
+    total = Touched()
+    dag_targets = []
+    for text in targets:
+        target = parse_target(text)
+        family = app.family(target.name)
+        if not target.call and _needs_arguments(family):
+            report = touch_family(store, family)
+            total.touched += report.touched
+            total.fresh += report.fresh
+        else:
+            dag_targets.extend(app.targets([text]))
+    if dag_targets:
+        report = touch_targets(dag_targets, store)
+        total.touched += report.touched
+        total.fresh += report.fresh
+        total.missing += report.missing
+    if as_json:
+        emit_json(total.to_json())
+        return
+    err(f"Touched {total.touched} entr{'y' if total.touched == 1 else 'ies'}; "
+        f"{total.fresh} already fresh.", quiet=app.quiet)
+    if total.missing:
+        names = ", ".join(t.expression() for t in total.missing[:5])
+        more = f" and {len(total.missing) - 5} more" if len(total.missing) > 5 else ""
+        err(f"{len(total.missing)} task(s) have no stored result and still have to run: "
+            f"{names}{more}.")
+
+
+def _needs_arguments(family: TaskFamily[Any, Any]) -> bool:
+    return any(
+        p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        for p in family.signature.parameters.values()
+    )

@@ -1,0 +1,91 @@
+"""``checkpoint why``: why a target would run, diffed against what the store remembers.
+
+``--json``: ``{"tasks": [{"task", "family", "id", "reason", "details": [...], "diff"}]}``
+for every task of the DAG that would run, in topological order.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from . import App, pass_app
+from ._complete import complete_targets
+from ._output import emit_json, human_time
+
+if TYPE_CHECKING:
+    from ..catalog import Explanation
+
+_PER_GROUP = 5
+_MAX_DETAILS = 8
+
+
+@click.command()
+@click.argument("targets", nargs=-1, required=True, shell_complete=complete_targets)
+@click.option("--no-code-check", is_flag=True, help="Do not treat code changes as stale.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
+@pass_app
+def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -> None:
+    """Explain why TARGETS would run: which argument or prerequisite changed, and for a
+    code change the diff of the normalized source."""
+    from ..catalog import explain
+    from ..graph import plan
+
+    tasks = app.targets(targets)
+    store = app.store
+    the_plan = plan(tasks, store, code_check=not no_code_check)
+    explanations = explain(the_plan, store)
+    if as_json:
+        emit_json({"tasks": [e.to_json() for e in explanations]})
+        return
+    by_id = {e.task.id: e for e in explanations}
+    target_ids = {t.id for t in tasks}
+    for task in tasks:
+        node = the_plan.nodes[task.id]
+        if node.reason is None:
+            stored = human_time(node.meta.stored) if node.meta else "?"
+            click.echo(f"{task.expression()} is fresh (stored {stored}): nothing would run.")
+        else:
+            _show(by_id[task.id])
+    # Then the root causes: the tasks that run for a reason of their own, grouped.
+    groups: dict[tuple[str, str, str | None], list[Explanation]] = {}
+    for exp in explanations:
+        if exp.task.id not in target_ids and exp.reason != "upstream re-run":
+            key = (exp.task.family.short_name, exp.reason, exp.diff)
+            groups.setdefault(key, []).append(exp)
+    for (name, reason, _), exps in groups.items():
+        if reason == "code changed":
+            click.echo(f"{name}: code changed, for {_names(exps)}")
+            _show_details(exps[0], header=False)
+            continue
+        for exp in exps[:_PER_GROUP]:
+            _show(exp)
+        if len(exps) > _PER_GROUP:
+            click.echo(f"... and {len(exps) - _PER_GROUP} more {name} task(s): {reason}")
+    upstream_only = sum(1 for e in explanations
+                        if e.reason == "upstream re-run" and e.task.id not in target_ids)
+    if upstream_only:
+        click.echo(f"{upstream_only} other task(s) would re-run only because a prerequisite does.")
+
+
+def _names(exps: list[Explanation]) -> str:
+    names = ", ".join(e.task.expression() for e in exps[:_PER_GROUP])
+    more = f" and {len(exps) - _PER_GROUP} more" if len(exps) > _PER_GROUP else ""
+    return f"{len(exps)} task(s): {names}{more}"
+
+
+def _show(exp: Explanation) -> None:
+    click.echo(f"{exp.task.expression()} would run: {exp.reason}")
+    _show_details(exp, header=True)
+
+
+def _show_details(exp: Explanation, *, header: bool) -> None:
+    details = exp.details
+    for line in details[:_MAX_DETAILS]:
+        click.echo(f"  {line}")
+    if len(details) > _MAX_DETAILS:
+        click.echo(f"  ... and {len(details) - _MAX_DETAILS} more")
+    if exp.diff:
+        for line in exp.diff.splitlines():
+            click.echo(f"  {line}")

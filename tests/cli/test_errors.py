@@ -1,0 +1,105 @@
+"""Bad input: one-paragraph messages, exit code 2 (1 for failing task code), no internal traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import Invoke
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("chose", "Unknown task 'chose' in "),
+        ("chose(6, 3)", "Did you mean 'choose'? Run 'checkpoint ls' to list tasks."),
+        ("choose(6,", "invalid syntax"),
+        ("choose(6, x)", "arguments must be literals"),
+        ("choose(6, 3) + 1", "a target is a task name or a call"),
+        ("choose(**{'n': 1})", "**kwargs are not allowed"),
+        ("choose(6)", "missing a required argument: 'k'. Its signature is choose(n: int, k: int)."),
+        ("choose(6, 3, 1)", "too many positional arguments"),
+        ("choose(6, 3, j=3)", "unexpected keyword argument 'j'"),
+        ("choose('6', 3)", "Argument 'n' of task choose must be int, not str ('6')."),
+        ("choose(6, True)", "Argument 'k' of task choose must be int, not bool (True)."),
+        ("choose(6.0, 3)", "Argument 'n' of task choose must be int, not float"),
+        ("scale({'a': 1})", "Argument 'values' of task scale must be list, not dict"),
+        ("scale([1], 'x')", "Argument 'factor' of task scale must be float or None, not str"),
+        ("scale([1], opts=[1])", "Argument 'opts' of task scale must be dict, not list"),
+        ("greet(excited='yes')", "Argument 'excited' of task greet must be bool, not str"),
+        ("scale([{1, 2}])", "Argument 'values' of task taskfile.scale is a builtins.set"),
+    ],
+    ids=lambda s: s if "(" in s or s.isidentifier() else None,
+)
+def test_bad_targets(invoke: Invoke, target: str, expected: str) -> None:
+    """Each bad target should exit 2 with a specific one-paragraph message and no traceback."""
+    result = invoke("run", "--executor", "inline", target)
+    assert result.exit_code == 2, result.stderr
+    assert expected in result.stderr
+    assert result.stderr.startswith("Error: ")
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_syntax_error_position(invoke: Invoke) -> None:
+    """A bad literal should be pointed at with a caret under the expression."""
+    result = invoke("run", "choose(6, x)")
+    lines = result.stderr.splitlines()
+    assert lines[1] == "  choose(6, x)"
+    assert lines[2] == "            ^"
+
+
+def test_missing_taskfile(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """No taskfile here or above should exit 2 and say how to fix it."""
+    from checkpoint.cli import cli
+
+    result = runner.invoke(cli, ["ls"])
+    assert result.exit_code == 2
+    assert "No taskfile.py in" in result.stderr and "-f/--file" in result.stderr
+    result = runner.invoke(cli, ["-f", "nope.py", "run"])
+    assert result.exit_code == 2
+    assert "Taskfile 'nope.py' not found" in result.stderr
+
+
+def test_taskfile_raising_shows_its_traceback(invoke: Invoke, project: Path) -> None:
+    """A taskfile raising at import should show its own traceback (no importlib/checkpoint frames)."""
+    project.write_text("def helper():\n    raise RuntimeError('no database')\n\nhelper()\n")
+    result = invoke("ls")
+    assert result.exit_code == 2
+    assert f"The taskfile {project} raised an error while being imported:" in result.stderr
+    assert f'File "{project}", line 4, in <module>' in result.stderr
+    assert "RuntimeError: no database" in result.stderr
+    assert "importlib" not in result.stderr and "frozen" not in result.stderr
+    assert "checkpoint/taskfile.py" not in result.stderr
+
+
+def test_taskfile_syntax_error(invoke: Invoke, project: Path) -> None:
+    """A taskfile with a syntax error should exit 2 and point at the line."""
+    project.write_text("x = (\n")
+    result = invoke("ls")
+    assert result.exit_code == 2
+    assert "SyntaxError" in result.stderr and "taskfile.py" in result.stderr
+
+
+def test_outer_function_raising(invoke: Invoke) -> None:
+    """A task raising while declaring prerequisites should exit 1 with the user's traceback."""
+    result = invoke("run", "choose(3, 5)")
+    assert result.exit_code == 1
+    assert "ValueError: choose(3, 5) is undefined" in result.stderr
+    assert "taskfile.py" in result.stderr
+    assert "checkpoint/graph.py" not in result.stderr
+
+
+def test_nested_literals(invoke: Invoke) -> None:
+    """Nested lists and dicts should reach the task as written."""
+    result = invoke("run", "--executor", "inline", "scale([1, 2.5], opts={'a': {'b': [1]}})")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "[1, 2.5, 'a']\n"
+
+
+def test_unknown_command(invoke: Invoke) -> None:
+    """An unknown command should exit 2 with click's usage message."""
+    result = invoke("rnu")
+    assert result.exit_code == 2
+    assert "No such command 'rnu'" in result.stderr

@@ -1,0 +1,162 @@
+"""The real console script and `python -m checkpoint`: values, exit codes, Ctrl-C, start-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+CHECKPOINT = str(Path(sys.executable).parent / "checkpoint")
+HEAVY = {"rich", "networkx", "diskcache", "cloudpickle", "dask", "distributed"}
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "CP_CACHE_DIR"}
+    environ.update(env)
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=environ, timeout=60)
+
+
+def test_console_script_runs_main(project: Path) -> None:
+    """`checkpoint run main` should print main's value with the cache next to the taskfile."""
+    sub = project.parent / "deeper"
+    sub.mkdir()
+    proc = run([CHECKPOINT, "run", "main"], sub)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[1, 4, 6, 4, 1]\n"
+    assert (project.parent / ".cache" / "checkpoint" / "taskfile.choose").is_dir()
+    proc = run([CHECKPOINT, "ls", "--json"], sub)
+    entries = {f["name"]: f["entries"] for f in json.loads(proc.stdout)["families"]}
+    assert entries["choose"] == 14
+
+
+def test_python_m_seed_form(project: Path, tmp_path: Path) -> None:
+    """`python -m checkpoint path/to/taskfile.py` should run main (the seed's form)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = run([sys.executable, "-m", "checkpoint", str(project)], elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[1, 4, 6, 4, 1]\n"
+    assert (project.parent / ".cache").is_dir() and not (elsewhere / ".cache").exists()
+    proc = run([sys.executable, "-m", "checkpoint", str(project), "choose(3, 1)", "-j", "2"], elsewhere)
+    assert proc.stdout == "3\n"
+
+
+def test_python_m_subcommands(project: Path) -> None:
+    """`python -m checkpoint run ...` should be the same CLI as `checkpoint`."""
+    proc = run([sys.executable, "-m", "checkpoint", "run", "--executor", "thread", "choose(4, 2)"], project.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "6\n"
+    proc = run([sys.executable, "-m", "checkpoint", "--version"], project.parent)
+    assert proc.returncode == 0 and "checkpoint" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["run", "booms"], 1, "RuntimeError: boom 1"),
+        (["run", "chose"], 2, "Did you mean 'choose'?"),
+        (["run", "--workers", "x"], 2, "'x' is not a valid integer"),
+        (["ls"], 0, "choose"),
+    ],
+    ids=["task-failed", "unknown-task", "bad-option", "ok"],
+)
+def test_exit_codes(project: Path, args: list[str], code: int, message: str) -> None:
+    """The console script should exit 0/1/2 as documented, with messages on stderr."""
+    proc = run([CHECKPOINT, *args], project.parent)
+    assert proc.returncode == code, proc.stderr
+    assert message in (proc.stderr if code else proc.stdout)
+    assert "checkpoint/cli" not in proc.stderr
+
+
+def test_task_failure_traceback_in_process_worker(project: Path) -> None:
+    """A task failing in a worker process should show its own file and line, not checkpoint's."""
+    proc = run([CHECKPOINT, "run", "--executor", "process", "boom(3)"], project.parent)
+    assert proc.returncode == 1
+    assert "Task boom(3) (taskfile.boom) failed:" in proc.stderr
+    assert "RuntimeError: boom 3" in proc.stderr
+    assert "checkpoint/_worker.py" not in proc.stderr
+
+
+def test_sigint_exits_130(project: Path) -> None:
+    """Ctrl-C during a run should stop it with exit code 130 and a short message."""
+    marker = project.parent / "started"
+    project.write_text(project.read_text() + textwrap.dedent(f'''
+        @task
+        def slow():
+            def __():
+                import pathlib, time
+                pathlib.Path({str(marker)!r}).write_text("x")
+                time.sleep(30)
+            return __
+    '''))
+    environ = {k: v for k, v in os.environ.items() if k != "CP_CACHE_DIR"}
+    proc = subprocess.Popen([CHECKPOINT, "run", "slow", "-j", "1"], cwd=project.parent, env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Interrupted" in stderr
+    assert "Traceback" not in stderr
+
+
+def _loaded_modules(argv: list[str], cwd: Path, **env: str) -> tuple[set[str], str]:
+    code = (
+        "import sys, json\n"
+        "from checkpoint.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write('MODULES=' + json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    proc = run([sys.executable, "-c", code], cwd, **env)
+    modules = json.loads(proc.stderr.rsplit("MODULES=", 1)[1])
+    return set(modules), proc.stdout
+
+
+def test_help_is_light(project: Path) -> None:
+    """`checkpoint --help` should not import rich, networkx, diskcache or cloudpickle."""
+    modules, out = _loaded_modules(["--help"], project.parent)
+    assert "Usage: checkpoint" in out
+    assert not modules & HEAVY
+
+
+def test_completion_is_light_and_lists_families(project: Path) -> None:
+    """Completing a target should list family names without importing heavy modules or the taskfile."""
+    modules, out = _loaded_modules([], project.parent, _CHECKPOINT_COMPLETE="bash_complete",
+                                   COMP_WORDS="checkpoint run ch", COMP_CWORD="2")
+    assert out.split() == ["plain,chatty", "plain,choose"]
+    assert not modules & HEAVY
+    assert "taskfile" not in modules and "helper" not in modules
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(project: Path, shell: str) -> None:
+    """The console script should print a completion script for bash, zsh and fish."""
+    proc = run([CHECKPOINT], project.parent, _CHECKPOINT_COMPLETE=f"{shell}_source")
+    assert proc.returncode == 0
+    assert "_CHECKPOINT_COMPLETE" in proc.stdout
+
+
+def test_completion_commands_and_options(project: Path) -> None:
+    """Completion should offer subcommands and options of the real console script."""
+    proc = run([CHECKPOINT], project.parent, _CHECKPOINT_COMPLETE="bash_complete",
+               COMP_WORDS="checkpoint c", COMP_CWORD="1")
+    assert proc.stdout.split() == ["plain,cache", "plain,clear"]
+    proc = run([CHECKPOINT], project.parent, _CHECKPOINT_COMPLETE="zsh_complete",
+               COMP_WORDS="checkpoint run --no", COMP_CWORD="2")
+    assert "--no-code-check" in proc.stdout and "--no-progress" in proc.stdout
+    proc = run([CHECKPOINT], project.parent, _CHECKPOINT_COMPLETE="fish_complete",
+               COMP_WORDS="checkpoint cache show b", COMP_CWORD="b")
+    assert proc.stdout.split() == ["plain,big", "plain,blob", "plain,boom", "plain,booms"]

@@ -1,0 +1,133 @@
+"""checkpoint.taskfile: finding, parsing targets, checking arguments, scanning names."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from checkpoint import TaskArgumentError, task
+from checkpoint.errors import TargetSyntaxError, TaskfileNotFoundError
+from checkpoint.taskfile import check_arguments, find_taskfile, parse_target, scan_family_names
+
+
+def _family(fn: Any) -> Any:
+    return task(fn)
+
+
+def test_find_taskfile_in_parents(tmp_path: Path) -> None:
+    """find_taskfile should walk up from the start directory."""
+    (tmp_path / "taskfile.py").write_text("")
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    assert find_taskfile(start=deep) == tmp_path / "taskfile.py"
+    with pytest.raises(TaskfileNotFoundError):
+        find_taskfile(tmp_path / "nope.py")
+
+
+literals = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(st.lists(literals, max_size=3), st.dictionaries(st.sampled_from(["a", "b", "c"]), literals))
+def test_parse_target_round_trip(args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Any literal arguments written with repr should parse back to the same values."""
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    target = parse_target(f"f({', '.join(parts)})")
+    assert target.name == "f" and target.call
+    assert list(target.args) == args and target.kwargs == kwargs
+
+
+@pytest.mark.parametrize("text", ["f(", "f(x)", "f(1)(2)", "a.b(1)", "f(*[1])", "1 + 2", "f(g())"])
+def test_parse_target_rejects(text: str) -> None:
+    """Non-literal or malformed targets should raise TargetSyntaxError with a caret."""
+    with pytest.raises(TargetSyntaxError) as info:
+        parse_target(text)
+    assert "^" in str(info.value)
+
+
+def test_check_arguments_simple_annotations() -> None:
+    """Simple annotations should be checked; the message names the parameter and the signature."""
+
+    def f(n: int, x: float, s: str, b: bool, items: list[int], d: dict[str, Any],
+          o: Optional[int] = None, u: Union[int, str] = 0, p: int | None = None, anything: Any = None):  # noqa: UP045
+        return lambda: None
+
+    fam = _family(f)
+    check_arguments(fam, (1, 2, "s", True, [1], {}), {"o": None, "u": "x", "p": 3, "anything": {1}})
+    check_arguments(fam, (1, 2.5, "s", False, [], {"a": 1}), {})
+    for args, kwargs, name in [
+        (("1", 2, "s", True, [], {}), {}, "n"),
+        ((True, 2, "s", True, [], {}), {}, "n"),
+        ((1, "2", "s", True, [], {}), {}, "x"),
+        ((1, 2, 3, True, [], {}), {}, "s"),
+        ((1, 2, "s", 1, [], {}), {}, "b"),
+        ((1, 2, "s", True, {}, {}), {}, "items"),
+        ((1, 2, "s", True, [], []), {}, "d"),
+        ((1, 2, "s", True, [], {}), {"o": "x"}, "o"),
+        ((1, 2, "s", True, [], {}), {"u": 1.5}, "u"),
+        ((1, 2, "s", True, [], {}), {"p": "x"}, "p"),
+    ]:
+        with pytest.raises(TaskArgumentError) as info:
+            check_arguments(fam, args, kwargs)
+        assert f"Argument {name!r} of task f must be" in str(info.value)
+        assert "Its signature is f(n: int" in str(info.value)
+
+
+def test_check_arguments_string_annotations(tmp_path: Path) -> None:
+    """Annotations written as strings (from __future__ import annotations) should be checked too."""
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent("""
+        from __future__ import annotations
+        import typing
+        def g(n: int, m: typing.Optional[float], k: list[int] | None, z: SomeClass = None):
+            return lambda: None
+    """), namespace)
+    fam = _family(namespace["g"])
+    check_arguments(fam, (1, None, None, object()), {})
+    with pytest.raises(TaskArgumentError, match="'m' of task g must be float or None, not str"):
+        check_arguments(fam, (1, "x", None), {})
+    with pytest.raises(TaskArgumentError, match="'k' of task g must be list or None, not dict"):
+        check_arguments(fam, (1, 1, {}), {})
+
+
+def test_check_arguments_binding() -> None:
+    """Arguments that do not bind should name the problem and the signature."""
+
+    def h(a, *rest, key: int = 0):
+        return lambda: None
+
+    fam = _family(h)
+    check_arguments(fam, (1, 2, 3), {"key": 4})
+    with pytest.raises(TaskArgumentError, match=r"Wrong arguments for task h: missing"):
+        check_arguments(fam, (), {})
+
+
+def test_scan_family_names(tmp_path: Path) -> None:
+    """scan_family_names should find @task functions without importing the file."""
+    path = tmp_path / "taskfile.py"
+    path.write_text(textwrap.dedent("""
+        import checkpoint, nonexistent_module_that_would_fail
+        from checkpoint import task
+        @task
+        def a(): ...
+        @task(queue="q")
+        def b(): ...
+        @checkpoint.task
+        def c(): ...
+        def plain(): ...
+        @task
+        def _private(): ...
+        d = task(plain)
+    """))
+    assert scan_family_names(path) == ["a", "b", "c", "d"]
+    path.write_text("def (:\n")
+    assert scan_family_names(path) == []
