@@ -9,8 +9,10 @@ directory (a subprocess, with the cache at ./.cache):
   reader would save it (later blocks for the same NAME replace it).
 * A ```console block is a shell session: each ``$ command`` line runs (with ``bash``, in the
   page's directory, after the files above it were written) and must exit 0 (or the code in a
-  ``# exit N`` comment at its end) and print exactly the lines below it on stdout; a line
-  ``...`` matches any number of lines. ``<!-- not-runnable -->`` skips the block.
+  ``# exit N`` comment at its end) and print exactly the lines below it, stdout and stderr
+  together as a terminal shows them (progress is in its plain, non-TTY form). A line
+  ``...`` matches any number of lines, and ``...`` inside a line matches any text (times,
+  durations). ``<!-- not-runnable -->`` skips the block.
 * A line ``--8<-- "examples/x.py"`` inside a block is replaced by that file, as
   ``pymdownx.snippets`` does on the site: pages show the examples without copying them.
 * Other fences (```sh, ```text, ```make, ...) are illustrations and never run.
@@ -94,7 +96,10 @@ def _env() -> dict[str, str]:
 def _matches(expected: str, actual: str) -> bool:
     parts = []
     for line in expected.splitlines():
-        parts.append(r"(?:[^\n]*\n)*?" if line.strip() == "..." else re.escape(line.rstrip()) + r"\n")
+        if line.strip() == "...":
+            parts.append(r"(?:[^\n]*\n)*?")
+        else:
+            parts.append(r"[^\n]*?".join(map(re.escape, line.rstrip().split("..."))) + r"\n")
     got = "".join(line.rstrip() + "\n" for line in actual.splitlines())
     return re.fullmatch("".join(parts), got) is not None
 
@@ -114,10 +119,11 @@ def run_console(block: Block, cwd: Path, page: str) -> None:
         if m:
             code = int(m[1])
         proc = subprocess.run(
-            ["bash", "-c", command], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120
+            ["bash", "-c", command], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, timeout=120,
         )
         assert proc.returncode == code, (
-            f"{page}: `{command}` exited {proc.returncode}, expected {code}\n{proc.stderr}"
+            f"{page}: `{command}` exited {proc.returncode}, expected {code}\n{proc.stdout}"
         )
         want = "\n".join(expected).strip("\n")
         assert _matches(want, proc.stdout.strip("\n")), (
@@ -202,6 +208,8 @@ def test_block_markers_are_understood() -> None:
     ]
     assert found[2].body == "$ echo hi\nhi\n"
     assert _matches("a\n...\nz", "a\nb\nc\nz") and not _matches("a\nz", "a\nb\nz")
+    assert _matches("Done in ...s: 3 ran", "Done in 1.5s: 3 ran")
+    assert not _matches("Done in ...s: 3 ran", "Done in 1.5s: 4 ran")
 
 
 def test_every_python_block_is_run_or_marked(tmp_path: Path) -> None:
