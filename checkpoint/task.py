@@ -360,7 +360,8 @@ class Task(Generic[R]):
             max_workers: worker count when checkpoint creates the executor.
             rate_limits: ``{queue: n}`` caps on concurrently running tasks per queue.
             **options: further options of :func:`checkpoint.run` (``keep_going``,
-                ``force``, ``code_check``, ``cache_dir``, ...).
+                ``force``, ``code_check``, ``cache_dir``, ``progress=True`` for a progress
+                display on stderr, ...).
 
         Raises:
             Exception: the failing task's own exception, re-raised.
