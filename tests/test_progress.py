@@ -6,6 +6,7 @@ import io
 import re
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -299,3 +300,14 @@ def test_plain_reporting_does_not_import_rich(tmp_path: Any) -> None:
                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "CP_CACHE_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert "done    one()" in out.stderr
+
+
+def test_plain_lines_are_written_soon_without_further_events(mod: Any) -> None:
+    """A finished task's line should reach the stream shortly even if no other event follows."""
+    out = io.StringIO()
+    reporter = PlainReporter(out, flush_seconds=0.01)
+    reporter(ev.TaskFinished(mod.leaf(1), 0.0, 0.5, 1))
+    deadline = time.monotonic() + 10
+    while "leaf(1)" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert re.match(r"\d\d:\d\d:\d\d done    leaf\(1\)  0.500s\n$", out.getvalue())
