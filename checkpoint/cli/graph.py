@@ -49,7 +49,7 @@ def graph(
         raise UsageError("PNG is binary: write it to a file with -o FILE (e.g. -o graph.png).")
     tasks = [resolve_target(app.module, t, taskfile=app.taskfile) for t in (targets or ("main",))]
     the_plan = plan(tasks, Store.open(app.cache_dir), code_check=not no_code_check)
-    if not families and len(the_plan) > export.LARGE_GRAPH:
+    if not families and fmt != "json" and len(the_plan) > export.LARGE_GRAPH:  # JSON is for tools
         click.echo(
             f"The graph has {len(the_plan):,} tasks, too many to read one node per task; "
             "add --families for one node per task family.",

@@ -167,7 +167,7 @@ def test_output_file_and_format_from_suffix(runner: CliRunner, tmp_path: Path) -
 
 
 def test_large_graph_suggests_families(runner: CliRunner) -> None:
-    """Above a few hundred tasks, graph should suggest --families on stderr, and not with it."""
+    """Above a few hundred tasks, graph should suggest --families on stderr, but not with it or --json."""
     result = runner.invoke(cli, ["graph", "chain(400)", "--mermaid"])
     assert result.exit_code == 0, result.output
     assert "401 tasks" in result.stderr and "--families" in result.stderr
@@ -175,6 +175,9 @@ def test_large_graph_suggests_families(runner: CliRunner) -> None:
     quiet = runner.invoke(cli, ["graph", "chain(400)", "--families"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
     assert dot_counts(quiet.stdout) == (1, 1)
+    as_json = runner.invoke(cli, ["graph", "chain(400)", "--json"])
+    assert as_json.exit_code == 0 and as_json.stderr == ""
+    assert len(json.loads(as_json.stdout)["nodes"]) == 401
 
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
