@@ -52,6 +52,7 @@ from .errors import (
 )
 from .scheduler import RunResult as RunResult
 from .scheduler import run as run
+from .task import Requires as Requires
 from .task import Task as Task
 from .task import TaskDirectory as TaskDirectory
 from .task import TaskFamily as TaskFamily
@@ -66,6 +67,7 @@ __all__ = [
     "CycleError",
     "InterruptedRunError",
     "InvalidRequirementError",
+    "Requires",
     "RunResult",
     "StoreError",
     "Task",

@@ -14,9 +14,10 @@ plain value produces:
 Anything else (sets, paths, numpy scalars, arbitrary objects) is rejected with
 :class:`~checkpoint.errors.UnserializableArgumentError` rather than guessed at.
 
-A family's *code fingerprint* hashes the normalized source of its function (parsed and
-unparsed with :mod:`ast`, so comments, formatting and docstrings do not count) together
-with the same-module helper functions, classes and constants it references, transitively.
+A family's *code fingerprint* hashes the normalized source of its function, or of its whole
+class body for a class task (parsed and unparsed with :mod:`ast`, so comments, formatting and
+docstrings do not count) together with the same-module helper functions, classes and
+constants it references, transitively.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import hashlib
 import inspect
 import json
 import marshal
+import sys
 import textwrap
 import types
 from collections.abc import Callable, Mapping
@@ -173,18 +175,24 @@ def _code_bytes(fn: Callable[..., Any]) -> str:
     return marshal.dumps(code.replace(co_firstlineno=1)).hex()
 
 
+def _module_namespace(module: str | None) -> Mapping[str, Any]:
+    """The globals of a class's module (classes have no ``__globals__``)."""
+    mod = sys.modules.get(module) if module else None
+    return vars(mod) if mod is not None else {}
+
+
 def code_fingerprint(
     fn: Callable[..., Any], *, is_task: Callable[[Any], bool] = lambda _: False
 ) -> tuple[str, str]:
-    """Return ``(digest, normalized_source)`` for a task function and what it uses.
+    """Return ``(digest, normalized_source)`` for a task function (or class) and what it uses.
 
-    The normalized source lists the function itself first, then each same-module helper
+    The normalized source lists the function (or the whole class body) itself first, then each same-module helper
     (function or class) and constant it references, directly or through other helpers,
     sorted by name. Other task families are not followed: their changes reach dependents
     through the DAG. Modules and objects from other modules are not followed either.
     """
     module = getattr(fn, "__module__", None)
-    namespace: Mapping[str, Any] = getattr(fn, "__globals__", {})
+    namespace: Mapping[str, Any] = getattr(fn, "__globals__", None) or _module_namespace(module)
     first = _normalized_source(fn, strip_decorators=True)
     if first is None:
         main_text = "# source unavailable; compiled code:\n" + _code_bytes(fn)

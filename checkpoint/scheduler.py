@@ -362,9 +362,10 @@ class _Run:
                 self.consumers[dep] = left
                 if left == 0 and dep not in self.targets:
                     self.payloads.pop(dep, None)
-            if pickled and "$task" not in task.encoded:
+            if pickled and not task.family.is_class and "$task" not in task.encoded:
                 # Cheaper to pickle than the inner closure: the worker calls the outer
                 # function again to get it (the family pickles by reference when importable).
+                # A class task's spec.fn is already small: its plain attributes, no handles.
                 item = WorkItem(tid, None, template, task.family.compress_level,
                                 call=(task.family, task.args, task.kwargs))
             else:

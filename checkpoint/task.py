@@ -1,10 +1,52 @@
 """Task families, task handles and prerequisite declarations.
 
-``@task`` turns an *outer* function into a :class:`TaskFamily`. Calling the family binds and
-encodes the arguments and returns a cheap :class:`Task` handle; nothing runs. The outer
+A task family is defined in one of two interchangeable ways; both give a
+:class:`TaskFamily`, and their tasks share identity, store, CLI and executors.
+
+**Functions.** ``@task`` turns an *outer* function into a family. Calling the family binds
+and encodes the arguments and returns a cheap :class:`Task` handle; nothing runs. The outer
 function is called only when the DAG is expanded (:meth:`Task.spec`): it declares the
 prerequisites with ``@requires(...)`` on an *inner* function and returns that function,
 which computes the result from the prerequisites' results.
+
+**Classes.** ``@task`` on a class makes the constructor's parameters the task's arguments::
+
+    @task
+    class Choose:
+        left: Requires[int] = requires(default=0)
+        right: Requires[int] = requires(default=1)
+
+        def __init__(self, n: int, k: int) -> None:
+            if 0 < k < n:
+                self.left, self.right = Choose(n - 1, k - 1), Choose(n - 1, k)
+
+        def run(self) -> int:
+            return self.left + self.right
+
+The spelling, and why:
+
+* Prerequisites are class attributes made with ``requires()`` and annotated
+  ``Requires[T]``, T being what the attribute reads as in ``run`` (the precedent is
+  SQLAlchemy's ``Mapped[int] = mapped_column()``). ``__init__`` assigns each one a task, a
+  list or dict of tasks (read as a list or dict of results: annotate ``Requires[list[T]]``,
+  ``Requires[dict[str, T]]``) or ``TaskDirectory()`` (read as a ``Path``: annotate
+  ``Requires[Path]``); type checkers check the assignment against the annotation.
+  ``requires(default=v)`` makes one optional: left unset, it reads as ``v``. A
+  ``requires()`` without a default that ``__init__`` leaves unset is an error.
+* Values that need no task are plain attributes (``self.n = n``), set in ``__init__`` from
+  the JSON-like arguments; they travel to the worker with the instance. A task handle in a
+  plain attribute is an error (declare it with ``requires()``).
+* The compute method is ``run(self)``, so that, as with functions, ``Choose(6, 3).run()`` has
+  the type ``run`` returns: pyright applies the class decorator (``Choose`` is a
+  ``TaskFamily[(n: int, k: int), int]``); mypy ignores class decorators (python/mypy#3135)
+  and sees the class itself, whose ``run`` has the same result type, and whose instances
+  satisfy the same ``run() -> T`` protocol as ``Task[T]`` when assigned to a ``Requires[T]``.
+
+When the DAG is expanded the class is instantiated once per task (``__init__`` declares the
+prerequisites). What reaches a worker is a small :class:`_ClassRun`: the family (by
+reference when importable), the instance's plain attributes and the prerequisite names,
+never the upstream task handles; the worker rebuilds an instance without calling
+``__init__``, sets each prerequisite attribute to its result and calls ``run()``.
 """
 
 from __future__ import annotations
@@ -13,9 +55,11 @@ import importlib
 import inspect
 import re
 import sys
+import threading
 import types
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, overload
 
 from ._types import TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
@@ -33,6 +77,10 @@ else:
     P = TypeVar("P")
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+T = TypeVar("T")
+X = TypeVar("X")
+K = TypeVar("K")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -61,6 +109,19 @@ def _family_by_name(module: str, qualname: str) -> TaskFamily[Any, Any]:
     return obj
 
 
+class _Unset:
+    """The marker of "no value given" (pickles as itself)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+    def __reduce__(self) -> str:
+        return "_UNSET"
+
+
+_UNSET: Any = _Unset()
+
+
 class TaskDirectory:
     """Marker for ``@requires(TaskDirectory())``: the inner function receives a fresh, empty
     :class:`pathlib.Path` dedicated to the task, at
@@ -72,10 +133,13 @@ class TaskDirectory:
 
 
 class Spec:
-    """What the outer function returned: the inner function and its requirements.
+    """How to compute a task: a function and its requirements.
 
-    ``requirements`` holds one entry per ``@requires`` (top-most first), each a task, a
-    :class:`TaskDirectory`, or a list/dict nesting those.
+    For a function family, ``fn`` is the inner function and ``requirements`` holds one entry
+    per ``@requires`` (top-most first); for a class family, ``fn`` is a :class:`_ClassRun`
+    and ``requirements`` holds the value of each ``requires()`` attribute that ``__init__``
+    set, in declaration order. Each entry is a task, a :class:`TaskDirectory`, or a
+    list/dict nesting those; ``fn`` receives their results positionally.
     """
 
     __slots__ = ("fn", "requirements", "_deps")
@@ -122,30 +186,62 @@ class _Requires:
         return self.fn(*args, **kwargs)
 
 
-def _check_requirement(req: Any) -> None:
+def _invalid_leaf(req: Any) -> tuple[Any, str] | None:
+    """The first leaf of a requirement that is not a task or TaskDirectory, with a hint."""
     for leaf in _leaves(req):
         if not isinstance(leaf, (Task, TaskDirectory)):
             hint = ""
             if isinstance(leaf, TaskFamily):
-                hint = f" Did you mean to call it, e.g. {leaf.name.rsplit('.', 1)[-1]}(...)?"
+                hint = f" Did you mean to call it, e.g. {leaf.short_name}(...)?"
             elif isinstance(leaf, tuple):
                 hint = " Use a list instead of a tuple."
             elif leaf is TaskDirectory:
                 hint = " Write TaskDirectory() with parentheses."
-            raise InvalidRequirementError(
-                f"@requires(...) got {leaf!r} ({type(leaf).__name__}); it accepts a task, "
-                f"a list or dict of tasks, or TaskDirectory().{hint}"
-            )
+            return leaf, hint
+    return None
 
 
-def requires(requirement: Any) -> Callable[[F], F]:
-    """Declare a prerequisite of the inner function of a task.
+def _check_requirement(req: Any) -> None:
+    bad = _invalid_leaf(req)
+    if bad is not None:
+        leaf, hint = bad
+        raise InvalidRequirementError(
+            f"@requires(...) got {leaf!r} ({type(leaf).__name__}); it accepts a task, "
+            f"a list or dict of tasks, or TaskDirectory().{hint}"
+        )
 
-    ``requirement`` is a task, a list or dict of tasks (nesting allowed) or
-    ``TaskDirectory()``. Stacked ``@requires`` map top-down onto the inner function's
-    positional parameters: the top-most one is its first argument. Lists and dicts arrive as
-    lists and dicts of results.
+
+@overload
+def requires() -> Requires[Any]: ...
+
+
+@overload
+def requires(*, default: Any) -> Requires[Any]: ...
+
+
+@overload
+def requires(requirement: Any, /) -> Callable[[F], F]: ...
+
+
+def requires(requirement: Any = _UNSET, /, **options: Any) -> Any:
+    """Declare a prerequisite: ``@requires(x)`` on an inner function, ``requires()`` in a class.
+
+    On the inner function of a function task, ``requirement`` is a task, a list or dict of
+    tasks (nesting allowed) or ``TaskDirectory()``. Stacked ``@requires`` map top-down onto
+    the inner function's positional parameters: the top-most one is its first argument.
+    Lists and dicts arrive as lists and dicts of results.
+
+    In the body of a class task, ``name: Requires[T] = requires()`` declares a prerequisite
+    attribute (see :class:`Requires`); ``requires(default=v)`` makes it optional.
     """
+    if requirement is _UNSET:
+        unknown = set(options) - {"default"}
+        if unknown:
+            raise TypeError(f"requires() got unexpected keyword argument(s) {sorted(unknown)}")
+        return Requires(options.get("default", _UNSET))
+    if options:
+        raise TypeError("requires(task) takes no keyword arguments; requires(default=...) "
+                        "is the class attribute form")
     _check_requirement(requirement)
 
     def decorate(fn: F) -> F:
@@ -177,6 +273,246 @@ def signature_text(signature: inspect.Signature) -> str:
     return str(signature.replace(parameters=params, return_annotation=inspect.Signature.empty))
 
 
+# Set on an instance only while its __init__ runs at expansion time: {attribute: requirement}.
+_DECLARED = "__checkpoint_declared__"
+
+_expanding = threading.local()
+"""``.tasks``: the stack of class tasks whose ``__init__`` is running (for error messages)."""
+
+
+class _HasRun(Protocol[R_co]):
+    """What can be assigned to a ``Requires[T]``: ``Task[T]`` (and, to mypy, a class task)."""
+
+    def run(self) -> R_co: ...
+
+
+class Requires(Generic[T]):
+    """A prerequisite attribute of a class task; make it with :func:`requires`.
+
+    Annotate it with what it reads as in ``run``: ``left: Requires[int] = requires()``.
+    ``__init__`` assigns a task (``Task[T]``), a list or dict of tasks (for
+    ``Requires[list[T]]`` / ``Requires[dict[K, T]]``) or ``TaskDirectory()`` (for
+    ``Requires[Path]``); ``run`` reads the result. Reading it in ``__init__`` is an error:
+    the result does not exist yet.
+    """
+
+    __slots__ = ("name", "owner", "default")
+
+    def __init__(self, default: Any = _UNSET) -> None:
+        self.name = ""
+        self.owner = ""
+        self.default = default
+        """The value read when ``__init__`` leaves the attribute unset (else it is an error)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if self.name and self.name != name:
+            raise TaskDefinitionError(
+                f"{owner.__qualname__}.{name} and .{self.name} share one requires(); "
+                "give each prerequisite its own requires()."
+            )
+        self.name = name
+        self.owner = owner.__qualname__
+
+    @overload
+    def __get__(self, obj: None, owner: Any = None) -> Requires[T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: Any = None) -> T: ...
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        state = obj.__dict__
+        try:
+            return state[self.name]
+        except KeyError:
+            pass
+        declared = state.get(_DECLARED)
+        if declared is not None and self.name in declared:
+            raise TaskDefinitionError(
+                f"{_where()}reads self.{self.name} in __init__, but a prerequisite's result "
+                f"exists only in run(). To pass the same task on, keep it in a local variable: "
+                f"t = ...; self.{self.name} = t; other = f(t)."
+            )
+        if self.default is not _UNSET:
+            return self.default
+        raise AttributeError(
+            f"{self.owner}.{self.name} is a prerequisite that has not been set: assign it a "
+            "task in __init__"
+        )
+
+    @overload
+    def __set__(self: Requires[list[X]], obj: object, value: Sequence[_HasRun[X]]) -> None: ...
+
+    @overload
+    def __set__(self: Requires[dict[K, X]], obj: object, value: Mapping[K, _HasRun[X]]) -> None: ...
+
+    @overload
+    def __set__(self: Requires[Path], obj: object, value: TaskDirectory) -> None: ...
+
+    @overload
+    def __set__(self, obj: object, value: _HasRun[T]) -> None: ...
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        declared = obj.__dict__.get(_DECLARED)
+        if declared is None:
+            raise TaskDefinitionError(
+                f"{self.owner}.{self.name} is a prerequisite; assign it in __init__ only "
+                "(run() reads its result)."
+            )
+        bad = _invalid_leaf(value)
+        if bad is not None:
+            leaf, hint = bad
+            what = f"{leaf!r} ({type(leaf).__name__})"
+            if leaf is not value:
+                what += f" inside {type(value).__name__}"
+            raise InvalidRequirementError(
+                f"{_where()}assigns {what} to self.{self.name}, which is declared with "
+                f"requires(): it takes a task, a list or dict of tasks, or TaskDirectory().{hint}"
+                " Keep plain values in attributes not declared with requires() "
+                "(e.g. self.n = n)."
+            )
+        declared[self.name] = value
+
+    def __repr__(self) -> str:
+        default = "" if self.default is _UNSET else f"default={self.default!r}"
+        return f"requires({default})"
+
+
+def _where() -> str:
+    stack = getattr(_expanding, "tasks", None)
+    if stack:
+        task = stack[-1]
+        return f"Task {task!r} ({task.family.name}) "
+    return ""
+
+
+def _requirement_attributes(cls: type) -> list[tuple[str, Requires[Any]]]:
+    """The class's ``requires()`` attributes (inherited ones first), in definition order."""
+    seen: dict[str, None] = {}
+    for klass in reversed(cls.__mro__):
+        for name in vars(klass):
+            seen[name] = None
+    out = []
+    for name in seen:
+        value = inspect.getattr_static(cls, name)
+        if isinstance(value, Requires):
+            out.append((name, value))
+    return out
+
+
+def _check_task_class(cls: type) -> list[tuple[str, Requires[Any]]]:
+    name = cls.__qualname__
+    run = inspect.getattr_static(cls, "run", None)
+    if run is None or not callable(getattr(cls, "run", None)):
+        raise TaskDefinitionError(
+            f"Task class {name} has no run() method. Define `def run(self) -> ...:` to compute "
+            "the task's result from its prerequisites (declared with requires())."
+        )
+    if isinstance(run, (staticmethod, classmethod)):
+        raise TaskDefinitionError(
+            f"{name}.run must be a plain method `def run(self) -> ...:`, not a "
+            f"{type(run).__name__}."
+        )
+    if getattr(cls, "__dictoffset__", 1) == 0:
+        raise TaskDefinitionError(
+            f"Task class {name} defines __slots__ without __dict__; class tasks keep their "
+            "attributes in the instance __dict__. Remove __slots__."
+        )
+    attrs = _requirement_attributes(cls)
+    for attr, desc in attrs:
+        if desc.name != attr:
+            raise TaskDefinitionError(
+                f"{name}.{attr} and .{desc.name} share one requires(); give each prerequisite "
+                "its own requires()."
+            )
+    return attrs
+
+
+def _class_spec(task: Task[Any]) -> Spec:
+    """Instantiate a class task (``__init__`` declares the prerequisites) and make its Spec."""
+    family = task.family
+    obj = _new_instance(family.fn, task.args, task.kwargs)
+    declared: dict[str, Any] = {}
+    state = obj.__dict__
+    state[_DECLARED] = declared
+    stack = getattr(_expanding, "tasks", None)
+    if stack is None:
+        stack = _expanding.tasks = []
+    stack.append(task)
+    try:
+        obj.__init__(*task.args, **task.kwargs)
+    finally:
+        stack.pop()
+        state.pop(_DECLARED, None)
+    names: list[str] = []
+    requirements: list[Any] = []
+    attrs = family._requirement_attrs
+    if attrs is None:
+        attrs = family._requirement_attrs = _requirement_attributes(cast(type, family.fn))
+    for name, desc in attrs:
+        if name in declared:
+            names.append(name)
+            requirements.append(declared[name])
+        elif desc.default is _UNSET:
+            raise TaskDefinitionError(
+                f"Task {task!r} ({family.name}) did not set its prerequisite self.{name} in "
+                f"__init__. Assign it a task (or a list or dict of tasks, or TaskDirectory()) "
+                f"on every path through __init__, or declare it "
+                f"`{name} = requires(default=...)` if this task does not need it."
+            )
+    for key, value in state.items():
+        if isinstance(value, (list, dict, Task)):
+            for leaf in _leaves(value):
+                if isinstance(leaf, Task):
+                    raise TaskDefinitionError(
+                        f"Task {task!r} ({family.name}) keeps the task {leaf!r} in self.{key}, "
+                        f"which is not declared with requires(), so it would not run first. "
+                        f"Declare `{key}: Requires[...] = requires()` in the class body "
+                        "(plain attributes are for JSON-like values)."
+                    )
+    return Spec(_ClassRun(family, dict(state), tuple(names)), requirements)
+
+
+def _new_instance(cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if cls.__new__ is object.__new__:
+        return object.__new__(cls)
+    return cls.__new__(cls, *args, **kwargs)
+
+
+class _ClassRun:
+    """The compute function of a class task, as shipped to a worker.
+
+    It holds the family (pickled by reference when importable), the instance's plain
+    attributes and the names of the prerequisites that were set, never the upstream task
+    handles. Called with the prerequisites' results, it rebuilds the instance without
+    ``__init__`` and returns ``run()``.
+    """
+
+    __slots__ = ("family", "state", "names")
+
+    def __init__(
+        self, family: TaskFamily[Any, Any], state: dict[str, Any], names: tuple[str, ...]
+    ) -> None:
+        self.family = family
+        self.state = state
+        self.names = names
+
+    def __call__(self, *results: Any) -> Any:
+        obj = _new_instance(self.family.fn, (), {})
+        state = obj.__dict__
+        state.update(self.state)
+        for name, value in zip(self.names, results, strict=True):
+            state[name] = value
+        return obj.run()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_ClassRun, (self.family, self.state, self.names))
+
+    def __repr__(self) -> str:
+        return f"<run() of {self.family.name}>"
+
+
 class _Binder:
     """Binds call arguments to a signature; a fast path for plain positional signatures."""
 
@@ -203,23 +539,29 @@ class _Binder:
 
 
 class TaskFamily(Generic[P, R]):
-    """A family of tasks made by ``@task``; call it to get a :class:`Task` handle."""
+    """A family of tasks made by ``@task`` (on a function or a class); call it to get a
+    :class:`Task` handle."""
 
     def __init__(
         self,
-        fn: Callable[P, Callable[..., R]],
+        fn: Callable[P, Any],
         *,
         compress_level: int = 0,
         queue: str | None = None,
         version: str | None = None,
     ) -> None:
         if not callable(fn):
-            raise TaskDefinitionError(f"@task must decorate a function, not {fn!r}")
+            raise TaskDefinitionError(f"@task must decorate a function or a class, not {fn!r}")
         if not -1 <= compress_level <= 9:
             raise TaskDefinitionError(
                 f"compress_level of task {fn.__qualname__} must be -1..9 (zlib), not {compress_level}"
             )
         self.fn = fn
+        self.is_class: bool = isinstance(fn, type)
+        """Whether the family was defined by a class (else by an outer function)."""
+        self._requirement_attrs: list[tuple[str, Requires[Any]]] | None = (
+            _check_task_class(fn) if isinstance(fn, type) else None
+        )
         self.module: str = fn.__module__
         self.qualname: str = fn.__qualname__
         self.name: str = f"{self.module}.{self.qualname}"
@@ -243,7 +585,7 @@ class TaskFamily(Generic[P, R]):
 
     @property
     def signature(self) -> inspect.Signature:
-        """The outer function's signature."""
+        """The task's parameters: the outer function's or the class constructor's."""
         if self._binder is None:
             self._binder = _Binder(self.fn)
         return self._binder.signature
@@ -277,7 +619,7 @@ class TaskFamily(Generic[P, R]):
         state = dict(self.__dict__)
         state["_binder"] = None
         state["_fingerprint"] = None
-        code = getattr(self.fn, "__code__", None)
+        code = getattr(getattr(self.fn, "run", None) if self.is_class else self.fn, "__code__", None)
         state["_filename"] = code.co_filename if code is not None else ""
         return state
 
@@ -285,7 +627,12 @@ class TaskFamily(Generic[P, R]):
         filename = state.pop("_filename", "")
         self.__dict__.update(state)
         if filename:
-            restore_filename(self.fn, filename)
+            if isinstance(self.fn, type):
+                for value in vars(self.fn).values():
+                    if inspect.isfunction(value):
+                        restore_filename(value, filename)
+            else:
+                restore_filename(self.fn, filename)
 
     def clear(self, *, cache_dir: str | None = None) -> None:
         """Discard every stored result and data directory of this family."""
@@ -328,9 +675,13 @@ class Task(Generic[R]):
         return f"{self.family.name}:{self.id}"
 
     def spec(self) -> Spec:
-        """Call the outer function (once) and return the inner function and requirements."""
+        """Learn (once) how to compute the task: call the outer function, or instantiate
+        the class, and return the compute function and its requirements."""
         spec = self._spec
         if spec is None:
+            if self.family.is_class:
+                spec = self._spec = _class_spec(self)
+                return spec
             inner = self.family.fn(*self.args, **self.kwargs)
             if isinstance(inner, _Requires):
                 spec = Spec(inner.fn, inner.requirements)
@@ -410,25 +761,41 @@ def _arg_repr(value: Any, depth: int) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+class _TaskDecorator(Protocol):
+    """What ``@task(...)`` with options returns: applies to a function or a class."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Callable[..., R]], /) -> TaskFamily[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, _HasRun[R]], /) -> TaskFamily[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any], /) -> TaskFamily[P, Any]: ...
+
+
 @overload
 def task(fn: Callable[P, Callable[..., R]], /) -> TaskFamily[P, R]: ...
 
 
 @overload
+def task(fn: Callable[P, _HasRun[R]], /) -> TaskFamily[P, R]: ...
+
+
+@overload
 def task(
     *, compress_level: int = 0, queue: str | None = None, version: str | None = None
-) -> Callable[[Callable[P, Callable[..., R]]], TaskFamily[P, R]]: ...
+) -> _TaskDecorator: ...
 
 
 def task(
-    fn: Callable[P, Callable[..., R]] | None = None,
+    fn: Callable[P, Any] | None = None,
     /,
     *,
     compress_level: int = 0,
     queue: str | None = None,
     version: str | None = None,
-) -> TaskFamily[P, R] | Callable[[Callable[P, Callable[..., R]]], TaskFamily[P, R]]:
-    """Turn an outer function into a task family.
+) -> TaskFamily[P, Any] | _TaskDecorator:
+    """Turn an outer function, or a class, into a task family.
 
     Use as ``@task`` or ``@task(compress_level=-1, queue="gpu", version="2")``:
 
@@ -436,11 +803,15 @@ def task(
     * ``queue``: the queue whose ``rate_limits`` entry caps this family (default: its own).
     * ``version``: pin the code fingerprint; results are reused across code edits until
       the version string changes.
+
+    On a class, the constructor's parameters are the task's arguments, ``requires()``
+    attributes assigned in ``__init__`` are its prerequisites and ``run(self)`` computes the
+    result (see the module docstring).
     """
     if fn is not None:
         return TaskFamily(fn, compress_level=compress_level, queue=queue, version=version)
 
-    def decorate(f: Callable[P, Callable[..., R]]) -> TaskFamily[P, R]:
+    def decorate(f: Callable[P, Any]) -> TaskFamily[P, Any]:
         return TaskFamily(f, compress_level=compress_level, queue=queue, version=version)
 
-    return decorate
+    return cast(_TaskDecorator, decorate)

@@ -24,7 +24,7 @@ def test_public_api_is_pinned() -> None:
 
     assert set(checkpoint.__all__) == {
         "CheckpointError", "CorruptEntryError", "CycleError", "InterruptedRunError",
-        "InvalidRequirementError", "RunResult", "StoreError", "Task", "TaskArgumentError",
+        "InvalidRequirementError", "Requires", "RunResult", "StoreError", "Task", "TaskArgumentError",
         "TaskDefinitionError", "TaskDirectory", "TaskFailedError", "TaskFamily",
         "UnserializableArgumentError", "UnserializableResultError", "UpstreamFailedError",
         "UsageError", "WorkerDiedError", "requires", "run", "task",

@@ -1,7 +1,14 @@
-"""Static typing: task handles are generic and `.run()` returns the inner function's type."""
+"""Static typing: task handles are generic and `.run()` returns the result type.
+
+Function tasks: see the first two tests. Class tasks: the files ``typing/class_tasks.py``
+and ``typing/class_task_errors.py`` are checked with mypy and pyright; in the first, a
+trailing "R:" comment asserts what ``reveal_type`` shows on that line and nothing may be an
+error; in the second, exactly the lines with a trailing "E" comment are errors.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -36,3 +43,91 @@ def test_pyright_infers_readme_style_result_types() -> None:
     out = proc.stdout
     assert 'Type of "choose(6, 3)" is "Task[int]"' in out, out
     assert 'Type of "choose(6, 3).run()" is "int"' in out, out
+
+
+# --- class tasks ---------------------------------------------------------------------------
+
+TYPING = HERE
+GOOD = TYPING / "class_tasks.py"
+BAD = TYPING / "class_task_errors.py"
+
+
+def _marked(path: Path, marker: str) -> dict[int, str]:
+    """``{line number: text after the marker}`` for lines carrying ``# <marker>``."""
+    out = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        match = re.search(rf"# {marker}\b:?\s*(.*)$", line)
+        if match:
+            out[number] = match.group(1).strip()
+    return out
+
+
+def _normalize(type_text: str) -> str:
+    return re.sub(r"\b(?:builtins|pathlib)\.", "", type_text)
+
+
+def _mypy() -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--show-absolute-path",
+         "--cache-dir", str(ROOT / ".mypy_cache"), str(GOOD), str(BAD)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    return proc.stdout + proc.stderr
+
+
+def _pyright() -> str:
+    exe = shutil.which("pyright", path=str(Path(sys.executable).parent)) or shutil.which("pyright")
+    if exe is None:
+        pytest.skip("pyright is not installed (pip install pyright; it needs node)")
+    try:
+        proc = subprocess.run([exe, str(GOOD), str(BAD)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=240)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"pyright could not run: {exc}")
+    if "error:" not in proc.stdout and "information:" not in proc.stdout:
+        pytest.skip(f"pyright could not run: {proc.stdout[-300:]} {proc.stderr[-300:]}")
+    return proc.stdout
+
+
+def _parse(output: str, kind: str, pattern: str) -> dict[tuple[str, int], list[str]]:
+    found: dict[tuple[str, int], list[str]] = {}
+    for match in re.finditer(pattern, output, flags=re.M):
+        name = Path(match.group("file")).name
+        found.setdefault((name, int(match.group("line"))), []).append(match.group("text"))
+    return found
+
+
+CHECKERS = {
+    "mypy": (
+        _mypy,
+        r"^(?P<file>\S+\.py):(?P<line>\d+): error: (?P<text>.*)$",
+        r'^(?P<file>\S+\.py):(?P<line>\d+): note: Revealed type is "(?P<text>.*)"$',
+    ),
+    "pyright": (
+        _pyright,
+        r"^\s*(?P<file>\S+\.py):(?P<line>\d+):\d+ - error: (?P<text>.*)$",
+        r'^\s*(?P<file>\S+\.py):(?P<line>\d+):\d+ - information: Type of ".*" is "(?P<text>.*)"$',
+    ),
+}
+
+
+@pytest.mark.parametrize("checker", list(CHECKERS), ids=list(CHECKERS))
+def test_type_checkers_infer_task_results_and_check_prerequisites(checker: str) -> None:
+    """mypy and pyright should reveal the documented types and flag exactly the marked errors."""
+    run, error_pattern, reveal_pattern = CHECKERS[checker]
+    output = run()
+    errors = _parse(output, "error", error_pattern)
+    reveals = _parse(output, "reveal", reveal_pattern)
+
+    expected_reveals = _marked(GOOD, "R")
+    assert expected_reveals, "the typing file should assert some reveal_type lines"
+    for line, expected in expected_reveals.items():
+        got = [_normalize(t) for t in reveals.get((GOOD.name, line), [])]
+        assert got == [expected], f"{checker}, {GOOD.name}:{line}: {got}\n{output}"
+
+    good_errors = {key: v for key, v in errors.items() if key[0] == GOOD.name}
+    assert not good_errors, f"{checker} reports errors in {GOOD.name}:\n{output}"
+
+    expected_errors = set(_marked(BAD, "E"))
+    got_errors = {line for (name, line) in errors if name == BAD.name}
+    assert got_errors == expected_errors, f"{checker}:\n{output}"
