@@ -305,11 +305,8 @@ class Requires(Generic[T]):
         """The value read when ``__init__`` leaves the attribute unset (else it is an error)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
-        if self.name and self.name != name:
-            raise TaskDefinitionError(
-                f"{owner.__qualname__}.{name} and .{self.name} share one requires(); "
-                "give each prerequisite its own requires()."
-            )
+        # `a = b = requires()` calls this twice; @task reports it (raising here would be
+        # wrapped in a RuntimeError by Python 3.11).
         self.name = name
         self.owner = owner.__qualname__
 
@@ -402,12 +399,13 @@ def _requirement_attributes(cls: type) -> list[tuple[str, Requires[Any]]]:
 
 
 def _check_task_class(cls: type) -> list[tuple[str, Requires[Any]]]:
-    name = cls.__qualname__
+    name = cls.__name__
     run = inspect.getattr_static(cls, "run", None)
     if run is None or not callable(getattr(cls, "run", None)):
         raise TaskDefinitionError(
-            f"Task class {name} has no run() method. Define `def run(self) -> ...:` to compute "
-            "the task's result from its prerequisites (declared with requires())."
+            f"Task class {name} (module {cls.__module__}) has no run() method. Define "
+            "`def run(self) -> ...:` to compute the task's result from its prerequisites "
+            "(declared with requires())."
         )
     if isinstance(run, (staticmethod, classmethod)):
         raise TaskDefinitionError(
