@@ -655,6 +655,26 @@ def test_cli_runs_class_targets(tmp_path: Path, runner: CliRunner) -> None:
     assert "Did you mean 'Choose'" in str(result.exception) + result.output
 
 
+def test_cli_graph_shows_class_tasks_with_their_states(tmp_path: Path, runner: CliRunner) -> None:
+    """`checkpoint graph` should draw class and function tasks of one DAG, with their states."""
+    import json
+
+    (tmp_path / "taskfile.py").write_text(PIPELINE)
+    assert runner.invoke(cli, ["run", "Choose(3, 1)", "--executor", "inline"]).exit_code == 0
+    (tmp_path / "taskfile.py").write_text(PIPELINE.replace(
+        "return 1 if self.edge else self.prev1 + self.prev2",
+        "return 1 if self.edge else self.prev2 + self.prev1",
+    ))
+    result = runner.invoke(cli, ["graph", "Choose(3, 1)", "--json"])
+    assert result.exit_code == 0, result.output
+    states = {n["label"]: (n["state"], n["reason"]) for n in json.loads(result.stdout)["nodes"]}
+    changed = ("stale", "code changed")
+    assert states == {
+        "choose(2, 0)": ("fresh", None), "choose(1, 0)": ("fresh", None),
+        "Choose(1, 1)": changed, "Choose(2, 1)": changed, "Choose(3, 1)": changed,
+    }
+
+
 def test_cli_reports_a_class_definition_error(tmp_path: Path) -> None:
     """A class task whose __init__ assigns a non-task should fail with exit 2 and no traceback."""
     import subprocess
