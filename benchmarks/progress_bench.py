@@ -21,7 +21,8 @@ against ``plain`` and ``quiet``. The task output capture is on in every mode.
 Then, in this process, the reporters' own cost: the events of a real N-task run are recorded
 once and replayed into each reporter (per-event cost on the scheduler's thread), and one
 frame of the live display is rendered with 1,000 tasks running (a redraw's cost; at most
-10 a second on rich's refresh thread).
+10 a second on rich's refresh thread). Last, the cost of output capture in a worker:
+``run_batch`` (which captures) against calling ``run_one`` per task, best of 15.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def main() -> None:
                  f"{100 * (cpu_med[mode] / cpu_med['quiet'] - 1):+.1f}% |")
         print(line)
     replay(opts.tasks)
+    capture_cost(opts.tasks)
 
 
 def replay(n: int) -> None:
@@ -218,6 +220,22 @@ def replay(n: int) -> None:
     frame = (time.perf_counter() - t0) / 50
     print(f"\nOne live frame with {len(live.tally.running):,} tasks running: {1e3 * frame:.2f} ms "
           f"(at 10 frames/s: {100 * frame * 10:.1f}% of one core).")
+
+
+def capture_cost(n: int) -> None:
+    from checkpoint._worker import WorkItem, run_batch, run_one, uninstall_capture
+
+    items = [WorkItem(str(i), (lambda i=i: (lambda: i))(), [], 0) for i in range(n)]
+    best: dict[str, float] = {}
+    for _ in range(15):
+        for name, fn in (("without capture", lambda: [run_one(it, {}, False) for it in items]),
+                         ("with capture", lambda: run_batch(items, {}, False))):
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+    uninstall_capture()
+    print(f"\nWorker loop over {n:,} no-op tasks (best of 15): " + ", ".join(
+        f"{name} {1e6 * secs / n:.2f} us/task" for name, secs in best.items()))
 
 
 if __name__ == "__main__":

@@ -146,17 +146,51 @@ def run_batch(
     local = _capture
     outcomes: list[Outcome] = []
     for item in items:
-        buf: list[str] = []
+        buf = _Captured()
         local.buf = buf
         try:
             outcome = run_one(item, payloads, in_process)
         finally:
             local.buf = None
-        if buf:
-            outcome.output = "".join(buf)
+        if buf.parts:
+            outcome.output = buf.text()
         outcome.worker = worker
         outcomes.append(outcome)
     return outcomes
+
+
+OUTPUT_LIMIT = 1_000_000
+"""Characters of output kept per task: the last ones (a task printing in a hot loop for hours
+must not exhaust the coordinator's memory)."""
+
+
+class _Captured:
+    """One task's captured output, bounded to about :data:`OUTPUT_LIMIT` characters."""
+
+    __slots__ = ("parts", "size", "dropped")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size > 2 * OUTPUT_LIMIT:
+            kept = "".join(self.parts)[-OUTPUT_LIMIT:]
+            self.dropped += self.size - len(kept)
+            self.parts = [kept]
+            self.size = len(kept)
+
+    def text(self) -> str:
+        text = "".join(self.parts)
+        if len(text) > OUTPUT_LIMIT:
+            self.dropped += len(text) - OUTPUT_LIMIT
+            text = text[-OUTPUT_LIMIT:]
+        if self.dropped:
+            text = f"[checkpoint: the first {self.dropped:,} characters of output were dropped]\n" + text
+        return text
 
 
 _capture = threading.local()
@@ -174,7 +208,7 @@ class _CapturingStream:
         buf = getattr(_capture, "buf", None)
         if buf is None:
             return int(self._wrapped.write(text))
-        buf.append(text)
+        buf.add(text)
         return len(text)
 
     def writelines(self, lines: Any) -> None:

@@ -142,3 +142,27 @@ def test_clearing_a_task_drops_its_log(mod: Any) -> None:
     checkpoint.run([mod.talk(3)], executor="inline")
     mod.talk(3).clear()
     assert last_log(mod.talk(3)) is None
+
+
+def test_huge_output_keeps_its_end(make_module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output beyond the per-task limit should keep its last part and say how much was dropped."""
+    from checkpoint import _worker
+
+    monkeypatch.setattr(_worker, "OUTPUT_LIMIT", 100)
+    mod = make_module("chatty", """
+        from checkpoint import task
+
+        @task
+        def chatty():
+            def __():
+                for i in range(1000):
+                    print(f"line {i:04d}")
+                return 0
+            return __
+    """)
+    checkpoint.run([mod.chatty()], executor="inline")
+    log = last_log(mod.chatty())
+    assert log is not None
+    head, _, kept = log.output.partition("\n")
+    assert head == "[checkpoint: the first 9,900 characters of output were dropped]"
+    assert len(kept) == 100 and kept.endswith("line 0999\n")
