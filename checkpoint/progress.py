@@ -607,12 +607,14 @@ class LiveReporter:
 def wants_live(stream: IO[str] | None = None) -> bool:
     """Whether a live display suits ``stream`` (default stderr).
 
-    As rich decides: ``NO_COLOR`` or ``TERM=dumb`` say no, ``FORCE_COLOR`` says yes,
-    otherwise only a terminal gets one.
+    As rich decides: ``NO_COLOR`` or ``TERM=dumb`` say no, ``FORCE_COLOR`` and Jupyter say
+    yes (rich draws there with ipywidgets), otherwise only a terminal gets one.
     """
     env = os.environ
     if env.get("NO_COLOR"):
         return False
+    if _in_jupyter():
+        return True
     if env.get("TERM", "").lower() in ("dumb", "unknown"):
         return False
     if env.get("FORCE_COLOR"):
@@ -623,6 +625,18 @@ def wants_live(stream: IO[str] | None = None) -> bool:
         return bool(isatty is not None and isatty())
     except ValueError:  # a closed stream
         return False
+
+
+def _in_jupyter() -> bool:
+    """Whether we run in a Jupyter kernel (rich's test, without importing rich)."""
+    import builtins
+
+    get_ipython = getattr(builtins, "get_ipython", None)
+    if get_ipython is None:
+        return False
+    shell = get_ipython()
+    name = type(shell).__name__
+    return name == "ZMQInteractiveShell" or "google.colab" in str(type(shell))
 
 
 def reporter_for(

@@ -269,6 +269,15 @@ def test_reporter_for_picks_plain_output_off_a_terminal(monkeypatch: pytest.Monk
     monkeypatch.setenv("TERM", "xterm")
     monkeypatch.setenv("FORCE_COLOR", "1")
     assert wants_live(io.StringIO())
+    monkeypatch.delenv("FORCE_COLOR")
+
+    class ZMQInteractiveShell:
+        pass
+
+    import builtins
+
+    monkeypatch.setattr(builtins, "get_ipython", ZMQInteractiveShell, raising=False)
+    assert wants_live(io.StringIO())  # a Jupyter kernel: rich draws with widgets
 
 
 def test_run_progress_true_reports_from_the_library(mod: Any, capsys: pytest.CaptureFixture[str]) -> None:
