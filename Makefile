@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck docs docs-serve clean
+.PHONY: run test test-faults install lint typecheck docs docs-serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The long fault-injection loops (30+ random kill -9s, ...); prints the figures.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check checkpoint tests examples tools

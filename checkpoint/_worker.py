@@ -266,8 +266,41 @@ def _inner(call: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
     return inner.fn if isinstance(inner, _Requires) else inner
 
 
-def ignore_sigint() -> None:
-    """Pool initializer: Ctrl-C is handled by the coordinating process alone."""
+def init_worker(parent_pid: int) -> None:
+    """Pool initializer: signals are the coordinator's business, and a worker never outlives it.
+
+    Ctrl-C reaches the whole process group: only the coordinator handles it (and kills the
+    workers). SIGTERM gets its default action back (a forked worker inherits the
+    coordinator's handler). If the coordinator dies (even by ``kill -9``) the worker is
+    killed too (Linux ``PR_SET_PDEATHSIG``), or exits at its next check of its parent.
+    """
+    import os
     import signal
+    import sys
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            _watch_parent(parent_pid)
+    else:
+        _watch_parent(parent_pid)
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the coordinator died before the line above took effect
+
+
+def _watch_parent(parent_pid: int) -> None:
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="checkpoint-parent-watch", daemon=True).start()

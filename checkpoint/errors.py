@@ -25,6 +25,9 @@ subclasses to exit codes in one place (``exit_code``)::
     └── ExportError                  (1)   a graph could not be exported or rendered
         └── GraphvizNotFoundError          Graphviz's ``dot`` is not installed
 
+A run interrupted by Ctrl-C raises :class:`KeyboardInterrupt`; by SIGTERM,
+:class:`TerminatedError` (a ``KeyboardInterrupt`` too, so both unwind the same way).
+
 The library API re-raises a failing task's *own* exception; ``TaskFailedError`` wraps it
 only where the original cannot travel (for example an unpicklable exception from a
 worker process).
@@ -139,3 +142,11 @@ class ExportError(CheckpointError):
 
 class GraphvizNotFoundError(ExportError):
     """An image was requested but Graphviz's ``dot`` program is not on PATH."""
+
+
+class TerminatedError(KeyboardInterrupt):
+    """SIGTERM arrived while a run was active (raised like Ctrl-C's KeyboardInterrupt)."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum

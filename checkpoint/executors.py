@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from ._worker import Outcome, Payload, WorkItem, ignore_sigint, run_batch, run_pickled_batch
+from ._worker import Outcome, Payload, WorkItem, init_worker, run_batch, run_pickled_batch
 from .errors import UsageError
 
 EXECUTOR_NAMES = ("process", "thread", "inline", "dask")
@@ -78,10 +78,16 @@ class ExecutorAdapter:
             for proc in list(processes.values()):
                 if proc.is_alive():
                     proc.kill()
+        manager = getattr(self.executor, "_executor_manager_thread", None)
         self.executor.shutdown(wait=not kill, cancel_futures=True)
         if kill and isinstance(self.executor, ProcessPoolExecutor):
             for proc in list((getattr(self.executor, "_processes", None) or {}).values()):
                 proc.join(timeout=5)
+            # Let the pool's manager thread wind down now: at interpreter exit CPython would
+            # otherwise race it on a closing pipe and print a traceback.
+            if manager is not None and manager.is_alive():
+                manager.join(timeout=5)
+        self.executor = None  # shut down once: a later plain shutdown() must not wait
 
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
@@ -89,7 +95,9 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     # __main__ guard) and starts workers in milliseconds; elsewhere use the platform default.
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=ignore_sigint)
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(os.getpid(),)
+    )
 
 
 def resolve_executor(executor: Executor | str | None, max_workers: int | None) -> ExecutorAdapter:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
+from ._interrupts import InterruptGuard
 from ._types import TaskId
 from ._worker import Outcome, Payload, Ref, WorkItem, uninstall_capture
 from .errors import (
@@ -159,7 +160,9 @@ def run(
     if to_run:
         adapter = resolve_executor(executor, max_workers)
         try:
-            _Run(the_plan, to_run, store, adapter, rate_limits or {}, keep_going, emit, result).loop()
+            with InterruptGuard() as guard:
+                _Run(the_plan, to_run, store, adapter, rate_limits or {}, keep_going, emit,
+                     result, guard).loop()
         finally:
             adapter.shutdown()
             uninstall_capture()
@@ -208,8 +211,10 @@ class _Run:
         keep_going: bool,
         emit: Callable[[ev.Event], None] | None,
         result: RunResult,
+        guard: InterruptGuard | None = None,
     ) -> None:
         self.nodes = the_plan.nodes
+        self.guard = guard or InterruptGuard()
         self.targets = {t.id for t in the_plan.targets}
         self.store = store
         self.adapter = adapter
@@ -229,6 +234,7 @@ class _Run:
         self.ema: dict[str, float] = {}
         self.inflight = 0
         self.stopping = False
+        self.aborting = False
         self.payloads: dict[TaskId, Payload] = {}
         self.blob_dirs: dict[str, str] = {}
         self.stamps: dict[TaskId, str] = {}
@@ -276,8 +282,8 @@ class _Run:
                     or time.perf_counter() - self.first_pending >= _FLUSH_SECONDS
                 ):
                     self._flush()
-        except BaseException:
-            self._abort()
+        except BaseException as exc:
+            self._abort(exc)
             raise
         self._flush()
 
@@ -290,18 +296,25 @@ class _Run:
                 if self.pending_records:
                     self._flush()
 
-    def _abort(self) -> None:
-        self.stopping = True
-        self.adapter.shutdown(kill=True)
-        while True:
-            try:
-                self._collect(self.done.get_nowait())
-            except queue.Empty:
-                break
-        self._flush()
-        if self.emit:
-            done = len(self.result.ran)
-            self.emit(ev.RunInterrupted(done, max(0, self.remaining)))
+    def _abort(self, exc: BaseException) -> None:
+        # Stop everything, then keep what had finished. A failure in here must not hide
+        # the exception that brought us here (Ctrl-C, SIGTERM, a full disk).
+        self.stopping = self.aborting = True
+        try:
+            self.adapter.shutdown(kill=True)
+            while True:
+                try:
+                    self._collect(self.done.get_nowait())
+                except queue.Empty:
+                    break
+            self._flush()
+        except Exception:  # noqa: BLE001
+            pass
+        if self.emit and isinstance(exc, KeyboardInterrupt):
+            # "done" counts what is stored: a result that could not be written is not kept.
+            done = len(self.result.ran) - len(self.pending_records)
+            not_run = max(0, self.remaining) + len(self.pending_records)
+            self.emit(ev.RunInterrupted(done, not_run))
 
     # --- submitting -------------------------------------------------------------------
 
@@ -376,7 +389,11 @@ class _Run:
             items.append(item)
             if self.emit:
                 self.emit(ev.TaskStarted(task, now))
-        future = self.adapter.submit(items, payloads)
+        try:
+            future = self.adapter.submit(items, payloads)
+        except BrokenProcessPool as exc:  # broke before we noticed: collect it as such
+            future = Future()
+            future.set_exception(exc)
         self.inflight += 1
         future.add_done_callback(lambda f: self.done.put((f, items)))
 
@@ -422,6 +439,10 @@ class _Run:
                 self._release(item.id)
             return
         except BrokenProcessPool as exc:
+            if self.aborting:  # we killed the workers: these tasks did not run
+                for item in items:
+                    self._release(item.id)
+                return
             outcomes = [
                 Outcome(item.id, time.time(), 0.0, error=WorkerDiedError(
                     f"The worker process running {self.nodes[item.id].task!r} died "
@@ -548,12 +569,15 @@ class _Run:
             stack.extend(self.dependents.get(tid, ()))
 
     def _flush(self) -> None:
-        if self.pending_records:
-            records, self.pending_records = self.pending_records, []
-            self.store.put_many(records)
-        if self.pending_failures:
-            failures, self.pending_failures = self.pending_failures, []
-            self.store.put_failed_runs(failures)
+        # An interrupt waits for the transactions; records are dropped only once stored
+        # (writing them again after an interrupted attempt is harmless).
+        with self.guard.critical():
+            if self.pending_records:
+                self.store.put_many(self.pending_records)
+                self.pending_records = []
+            if self.pending_failures:
+                self.store.put_failed_runs(self.pending_failures)
+                self.pending_failures = []
 
 
 def _annotate(error: BaseException, task: Task[Any]) -> None:

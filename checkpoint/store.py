@@ -33,6 +33,10 @@ prerequisite payloads from there. SQLite never has to be shared across machines.
 of a batch of results are inserted in one SQLite transaction (WAL), so a crash or ``kill -9``
 at any moment leaves an entry either complete or absent (at worst an orphan blob file that
 nothing names).
+diskcache itself deletes the file of an overwritten or deleted large value (a ``log:`` or an
+entry with many prerequisites) as soon as the row changes, *before* the enclosing
+transaction commits, so the store's caches use a ``Disk`` that holds those deletions back
+until COMMIT (:func:`_atomic`).
 A stored payload is checked against its size and CRC-32 when loaded; a mismatch raises
 :class:`~checkpoint.errors.CorruptEntryError` and the entry counts as missing.
 
@@ -63,6 +67,44 @@ from .errors import CorruptEntryError, StoreError, StoreVersionError
 
 FORMAT = "checkpoint-store 1"
 INLINE_MAX = 16 * 1024
+
+_DISK_CLASS: Any = None
+
+
+def _disk_class() -> Any:
+    """A ``diskcache.Disk`` whose file deletions can be held back (made on first use)."""
+    global _DISK_CLASS
+    import diskcache
+
+    if _DISK_CLASS is None or not issubclass(_DISK_CLASS, diskcache.Disk):  # (re-imported)
+
+        class _Disk(diskcache.Disk):  # type: ignore[misc]
+            deferred: list[str] | None = None
+
+            def remove(self, file_path: str) -> None:
+                if self.deferred is not None:
+                    self.deferred.append(file_path)
+                else:
+                    super().remove(file_path)
+
+        _DISK_CLASS = _Disk
+    return _DISK_CLASS
+
+
+@contextlib.contextmanager
+def _atomic(cache: Any) -> Iterator[None]:
+    """One SQLite transaction on ``cache``; replaced value files are deleted after COMMIT."""
+    disk = cache._disk
+    deferred: list[str] = []
+    disk.deferred = deferred
+    try:
+        with cache.transact(retry=True):
+            yield
+    finally:
+        disk.deferred = None
+    for path in deferred:  # only reached once committed; after a rollback they are still used
+        disk.remove(path)
+
 
 _CACHE_SETTINGS: dict[str, Any] = {
     "cull_limit": 0,  # a build cache never evicts by itself
@@ -327,7 +369,7 @@ class Store:
             import diskcache
 
             try:
-                cache = diskcache.Cache(str(directory), **_CACHE_SETTINGS)
+                cache = diskcache.Cache(str(directory), disk=_disk_class(), **_CACHE_SETTINGS)
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(
                     f"Cannot open the cache of {family} at {directory}: {exc}. If the index is "
@@ -509,16 +551,17 @@ class Store:
                 for r in items:  # blob files first: an index row never names a missing file
                     if r.payload is not None and len(r.payload) > INLINE_MAX:
                         r.meta.blob = write_blob(self.blob_dir(family), r.id, r.payload)
-                with cache.transact():
+                with _atomic(cache):
                     for r in items:
                         if r.source is not None and ("fp:" + r.source[0]) not in cache:
                             cache.set("fp:" + r.source[0], r.source[1])
                         cache.set("e:" + r.id, r.meta.to_entry(r.payload))
                         if r.log:
                             cache.set("log:" + r.id, r.log)
-            except OSError as exc:
+            except (OSError, sqlite3.Error) as exc:
                 raise StoreError(
-                    f"Cannot write to the cache at {self.root / family}: {exc.strerror or exc}. "
+                    f"Cannot write to the cache at {self.root / family}: "
+                    f"{getattr(exc, 'strerror', None) or exc}. "
                     "Free some space or choose another --cache-dir."
                 ) from None
             for r in items:
@@ -534,12 +577,13 @@ class Store:
         for family, items in by_family.items():
             cache = self._cache(family)
             try:
-                with cache.transact():
+                with _atomic(cache):
                     for task_id, run in items:
                         cache.set("run:" + task_id, run.to_json())
-            except OSError as exc:
+            except (OSError, sqlite3.Error) as exc:
                 raise StoreError(
-                    f"Cannot write to the cache at {self.root / family}: {exc.strerror or exc}. "
+                    f"Cannot write to the cache at {self.root / family}: "
+                    f"{getattr(exc, 'strerror', None) or exc}. "
                     "Free some space or choose another --cache-dir."
                 ) from None
 
@@ -604,9 +648,15 @@ class Store:
         """Create an empty data directory for a task about to run."""
         self._ensure_root()
         path = self.data_dir(family, task_id)
-        if path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True)
+        try:
+            if path.exists():
+                shutil.rmtree(path)
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot create the data directory {path}: {exc.strerror or exc}. "
+                "Free some space or choose another --cache-dir."
+            ) from None
         return path
 
     def delete(self, family: str, task_id: str) -> bool:
@@ -615,7 +665,7 @@ class Store:
         existed = False
         if cache is not None:
             meta = self.get_meta(family, task_id)
-            with cache.transact():
+            with _atomic(cache):
                 existed = cache.delete("e:" + task_id)
                 cache.delete("log:" + task_id)
             if meta is not None and meta.blob:

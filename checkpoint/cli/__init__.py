@@ -6,7 +6,7 @@ Exit codes (mapped here, in :func:`main`, in one place):
 * 1: a task failed (or raised while declaring its prerequisites), or the store failed
 * 2: bad usage or bad input (unknown task, bad target, missing taskfile, a taskfile that
   raises on import, wrong arguments)
-* 130: interrupted (Ctrl-C)
+* 130: interrupted (Ctrl-C); 143: terminated (SIGTERM)
 
 Start-up stays light: this package imports click and the core of checkpoint only; rich,
 networkx, diskcache and cloudpickle are imported inside the commands that need them, so

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -100,6 +101,28 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _interrupt_exit() -> Iterator[Callable[[Any], None]]:
+    """Turn an interrupted run into "interrupted: N done, M not run" and exit 130 (143: SIGTERM)."""
+    from ..errors import TerminatedError
+    from ..events import RunInterrupted
+
+    seen: list[RunInterrupted] = []
+
+    def record(event: Any) -> None:
+        if isinstance(event, RunInterrupted):
+            seen.append(event)
+
+    try:
+        yield record
+    except KeyboardInterrupt as exc:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # another Ctrl-C now ends us at once
+        counts = f": {seen[0].done} done, {seen[0].not_run} not run" if seen else ""
+        click.echo(f"interrupted{counts}", err=True)
+        code = 128 + exc.signum if isinstance(exc, TerminatedError) else 130
+        raise click.exceptions.Exit(code) from None
+
+
 @click.command()
 @click.argument("targets", nargs=-1, shell_complete=complete_targets)
 @click.option("-j", "--workers", type=click.IntRange(min=1), help="Number of workers (default: CPU count).")
@@ -147,23 +170,20 @@ def run(
     # Progress, the summary and failed tasks' output and tracebacks go to stderr.
     subs, reporter, failures = subscribers(app, no_progress=no_progress, show_output=show_output,
                                            as_json=as_json)
-    try:
-        with _stdout_to_stderr(as_json):
-            result = run_tasks(
-                tasks,
-                executor=executor,
-                max_workers=workers,
-                rate_limits=rate_limits,
-                keep_going=keep_going,
-                force=force,
-                force_upstream=force_upstream,
-                code_check=not no_code_check,
-                cache_dir=app.cache_dir,
-                subscribers=subs,
-                raise_on_failure=False,
-            )
-    finally:
-        reporter.close()
+    with _interrupt_exit() as record, contextlib.closing(reporter), _stdout_to_stderr(as_json):
+        result = run_tasks(
+            tasks,
+            executor=executor,
+            max_workers=workers,
+            rate_limits=rate_limits,
+            keep_going=keep_going,
+            force=force,
+            force_upstream=force_upstream,
+            code_check=not no_code_check,
+            cache_dir=app.cache_dir,
+            subscribers=[*subs, record],
+            raise_on_failure=False,
+        )
     if as_json:
         emit_json(_run_document(tasks, targets or ("main",), result, failures))
     else:

@@ -1,0 +1,149 @@
+"""Ctrl-C and SIGTERM: stop, kill workers, keep what finished, exit 130 / 143."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import write
+from faultkit import alive, env_for, executions, start, wait_dead, wait_for_lines, worker_pids
+
+import checkpoint
+from checkpoint.errors import TerminatedError
+from checkpoint.store import Store
+
+SLOW_TASKFILE = """
+    import os, time
+    from checkpoint import requires, task
+
+    def _log(text):
+        fd = os.open(os.environ["CP_EXEC_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{text} {os.getpid()}\\n".encode())
+        os.close(fd)
+
+    @task
+    def step(i):
+        def __():
+            time.sleep(float(os.environ.get("CP_STEP_SECONDS", "0.1")))
+            _log(f"step({i})")
+            return i * i
+        return __
+
+    @task
+    def main():
+        @requires([step(i) for i in range(int(os.environ.get("CP_STEPS", "30")))])
+        def __(values):
+            return sum(values)
+        return __
+"""
+
+
+def _signal_source(sig: str) -> str:
+    return f"""
+        import os, signal
+        from checkpoint import requires, task
+
+        @task
+        def a():
+            def __():
+                return 1
+            return __
+
+        @task
+        def b():
+            @requires(a())
+            def __(x):
+                return x + 1
+            return __
+
+        @task
+        def c():
+            @requires(b())
+            def __(x):
+                os.kill(os.getpid(), signal.{sig})
+                return x + 1
+            return __
+    """
+
+
+@pytest.mark.parametrize(
+    ("sig", "exc_type"), [("SIGINT", KeyboardInterrupt), ("SIGTERM", TerminatedError)],
+    ids=["sigint", "sigterm"],
+)
+def test_library_raises_on_signal_and_keeps_finished(
+    make_module: Callable[[str, str], ModuleType], sig: str, exc_type: type[BaseException]
+) -> None:
+    """A signal during run() should raise KeyboardInterrupt/TerminatedError and keep finished results."""
+    m = make_module("sigtasks", _signal_source(sig))
+    before = signal.getsignal(signal.SIGTERM)
+    events: list[object] = []
+    with pytest.raises(exc_type):
+        checkpoint.run([m.c()], executor="inline", subscribers=[events.append])
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    store = Store.open()
+    assert store.get_meta(m.a.dirname, m.a().id) is not None
+    assert store.get_meta(m.b.dirname, m.b().id) is not None
+    assert store.get_meta(m.c.dirname, m.c().id) is None
+    interrupted = [e for e in events if isinstance(e, checkpoint.events.RunInterrupted)]
+    assert interrupted == [checkpoint.events.RunInterrupted(done=2, not_run=1)]
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"]
+)
+def test_cli_interrupt_stops_workers_and_keeps_finished(tmp_path: Path, signum: int, code: int) -> None:
+    """An interrupted `checkpoint run` should kill its workers, store what finished and exit 130/143."""
+    write(tmp_path / "taskfile.py", SLOW_TASKFILE)
+    log = tmp_path / "exec.log"
+    proc = start(["run", "-j", "2"], tmp_path, env_for(tmp_path, log))
+    wait_for_lines(log, 6, proc)
+    # Ctrl-C reaches the whole foreground process group; SIGTERM usually only the main process.
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    found = re.search(r"interrupted: (\d+) done, (\d+) not run", err)
+    assert found, err
+    done, not_run = int(found[1]), int(found[2])
+    assert done >= 6 and done + not_run == 31
+    assert not wait_dead(worker_pids(log)), "worker processes outlived the run"
+    # Resume: exactly the tasks that had not run are computed now.
+    log2 = tmp_path / "exec2.log"
+    proc = start(["run", "-j", "2"], tmp_path, env_for(tmp_path, log2, CP_STEP_SECONDS="0"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip() == str(sum(i * i for i in range(30)))
+    assert len(executions(log2)) == not_run - 1  # main does not log
+    assert not set(executions(log2)) & set(executions(log))
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    """A second Ctrl-C should end the process at once, even while a thread still runs a task."""
+    write(tmp_path / "taskfile.py", SLOW_TASKFILE)
+    log = tmp_path / "exec.log"
+    env = env_for(tmp_path, log, CP_STEPS="3", CP_STEP_SECONDS="60")
+    proc = start(["run", "--executor", "thread", "-j", "2"], tmp_path, env)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    while line and not line.startswith("interrupted"):  # the progress summary comes first
+        line = proc.stderr.readline()
+    assert line.startswith("interrupted: 0 done, 4 not run"), line
+    assert alive(proc.pid)  # Python waits for the thread still sleeping in its task
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=10)
+    proc.stderr.close()
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert proc.returncode in (-signal.SIGINT, 130)
