@@ -6,11 +6,11 @@ that file into a file of its own, and `aggregate` merges every count. `main` pri
 each file, the time its `transform` was computed, so you can see what re-ran:
 
     checkpoint -f examples/files.py run main
-    python -c "import sys; sys.path.insert(0, 'examples'); import files; files.generate(2).clear(cache_dir='examples/.cache')"
-    checkpoint -f examples/files.py run main   # only generate(2), transform(2), aggregate and main ran
+    checkpoint -f examples/files.py clear 'generate(2)'
+    checkpoint -f examples/files.py ls main     # generate(2) missing; transform(2) and up stale
+    checkpoint -f examples/files.py run main    # 4 ran: generate(2), transform(2), aggregate, main
 
-(`checkpoint clear` does the middle step from the shell where your version has it: see
-`checkpoint --help`.)
+In Python, `generate(2).clear()` does the same as the `clear` command.
 """
 
 import json

@@ -66,16 +66,16 @@ def test_sweep_example_never_runs_two_gpu_tasks_at_once(tmp_path: Path) -> None:
 def test_files_example_reruns_only_what_depends_on_a_cleared_input(tmp_path: Path) -> None:
     """Clearing generate(2) should re-run transform(2) only; the other files' results are reused."""
     taskfile = str(EXAMPLES / "files.py")
-    tmp_path = tmp_path / "cache"  # not ./checkpoint: `python -c` would import it as a package
     first = checkpoint(tmp_path, "-f", taskfile, "run", "main")
     stamps = dict(re.findall(r"file (\d): transformed at (\S+)", first.stdout))
     assert len(stamps) == 4 and "2000 words" in first.stdout
-    clear = (
-        f"import sys; sys.path.insert(0, {str(EXAMPLES)!r}); import files; "
-        f"files.generate(2).clear(cache_dir={str(tmp_path)!r})"
-    )
-    subprocess.run([sys.executable, "-c", clear], check=True, timeout=60)
+    checkpoint(tmp_path, "-f", taskfile, "clear", "generate(2)")
+    plan = checkpoint(tmp_path, "-f", taskfile, "ls", "main")
+    states = dict(re.findall(r"^(\S+)\s+(fresh|stale|missing)", plan.stdout, flags=re.M))
+    assert states["generate(2)"] == "missing" and states["transform(2)"] == "stale"
+    assert states["generate(1)"] == states["transform(1)"] == "fresh"
     second = checkpoint(tmp_path, "-f", taskfile, "run", "main")
     after = dict(re.findall(r"file (\d): transformed at (\S+)", second.stdout))
     assert after["2"] != stamps["2"]
     assert {k: v for k, v in after.items() if k != "2"} == {k: v for k, v in stamps.items() if k != "2"}
+    assert "4 ran, 6 reused" in second.stderr  # generate(2), transform(2), aggregate, main
