@@ -183,7 +183,7 @@ def _failures(
     the_plan: Plan, failed: Collection[TaskId] | None, cache_dir: str | Path | None
 ) -> Collection[TaskId]:
     if failed is not None:
-        return failed
+        return failed if isinstance(failed, (set, frozenset, dict)) else set(failed)
     return last_run_failures(the_plan, Store.open(cache_dir))
 
 
@@ -298,7 +298,7 @@ def _dot_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _dot_legend(counts: Counter[str], families: bool) -> str:
+def _dot_legend(counts: Counter[str]) -> str:
     cells = "".join(
         f'<td bgcolor="{_LOOKS[s].fill}" color="{_LOOKS[s].border}">{s} ({counts[s]})</td>'
         for s in STATES
@@ -315,7 +315,7 @@ def _dot_lines(view: _View, legend: bool) -> Iterator[str]:
     yield "digraph checkpoint {\n"
     graph_attrs = 'rankdir=TB, fontname="Helvetica", fontsize=10'
     if legend:
-        graph_attrs += f", labelloc=b, labeljust=l, label={_dot_legend(view.counts, view.kind == 'families')}"
+        graph_attrs += f", labelloc=b, labeljust=l, label={_dot_legend(view.counts)}"
     yield f"  graph [{graph_attrs}];\n"
     yield '  node [shape=box, fontname="Helvetica", fontsize=11];\n'
     yield '  edge [color="#606060", arrowsize=0.7, fontname="Helvetica", fontsize=10];\n'
