@@ -21,7 +21,8 @@ subclasses to exit codes in one place (``exit_code``)::
     ├── InterruptedRunError        (130)   Ctrl-C / SIGTERM
     ├── StoreError                   (1)   the cache cannot be used
     │   ├── CorruptEntryError
-    │   └── StoreVersionError
+    │   ├── StoreVersionError
+    │   └── SharedCacheError               a Dask worker cannot see the cache directory
     └── ExportError                  (1)   a graph could not be exported or rendered
         └── GraphvizNotFoundError          Graphviz's ``dot`` is not installed
 
@@ -134,6 +135,10 @@ class CorruptEntryError(StoreError):
 
 class StoreVersionError(StoreError):
     """The cache was written by an incompatible version of checkpoint."""
+
+
+class SharedCacheError(StoreError):
+    """A Dask worker cannot see the cache directory that ``TaskDirectory()`` tasks write into."""
 
 
 class ExportError(CheckpointError):

@@ -5,7 +5,7 @@ The scheduler talks to one :class:`ExecutorAdapter`, made from a name (``"proces
 :class:`concurrent.futures.Executor`. Thread and inline workers share the coordinator's
 memory, so tasks go to them as they are; any other executor (processes, Dask) receives
 each batch cloudpickled, so functions defined in ``__main__``, a notebook or a taskfile
-travel by value.
+travel by value. Dask lives in :mod:`checkpoint._dask`, imported only when asked for.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ._worker import Outcome, Payload, WorkItem, init_worker, run_batch, run_pickled_batch
@@ -39,7 +40,9 @@ class ExecutorAdapter:
         self._factory = factory
         """Set when checkpoint created the executor: it may shut it down and rebuild it."""
         self.closers: list[Callable[[], Any]] = []
-        """Run at shutdown (e.g. closing a Dask client that checkpoint created)."""
+        """Run at shutdown, last added first."""
+        self.cache_root: Path | None = None
+        """The store's root, set by the scheduler (remote workers must see it for TaskDirectory)."""
 
     @property
     def owned(self) -> bool:
@@ -118,48 +121,21 @@ def resolve_executor(executor: Executor | str | None, max_workers: int | None) -
         if name in ("inline", "sync", "synchronous"):
             return ExecutorAdapter("inline", 1, None)
         if name == "dask" or name.startswith(("dask://", "tcp://")):
-            return _dask_adapter(name, max_workers)
+            from . import _dask
+
+            return _dask.adapter_for_name(executor, max_workers)
         raise UsageError(
             f"Unknown executor {executor!r}. Use one of: process, thread, inline, dask, "
             "dask://HOST:PORT, or pass a concurrent.futures.Executor."
         )
+    if type(executor).__module__.split(".", 1)[0] == "distributed":
+        from . import _dask
+
+        return _dask.adapter_for_executor(executor, max_workers)
     if isinstance(executor, ThreadPoolExecutor):
         return ExecutorAdapter("thread", getattr(executor, "_max_workers", cpus), executor)
     workers = getattr(executor, "_max_workers", None)
     if not isinstance(workers, int):
-        workers = _dask_workers(executor) or max_workers or cpus
+        workers = max_workers or cpus
     return ExecutorAdapter("pickled", workers, executor)
 
-
-def _dask_workers(executor: Any) -> int | None:
-    client = getattr(executor, "_client", None)
-    if client is None:
-        return None
-    try:
-        info = client.scheduler_info()
-        return sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()) or None
-    except Exception:  # noqa: BLE001 - best effort sizing only
-        return None
-
-
-def _dask_adapter(name: str, max_workers: int | None) -> ExecutorAdapter:
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise UsageError(
-            "The Dask executor needs the 'dask' extra: pip install 'checkpoint-tool[dask]'."
-        ) from None
-    if name == "dask":
-        n = max_workers or os.cpu_count() or 1
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True)
-        client = Client(cluster)
-    else:
-        address = "tcp://" + name.split("://", 1)[1]
-        client = Client(address)
-        cluster = None
-    executor = client.get_executor()
-    adapter = ExecutorAdapter("pickled", _dask_workers(executor) or max_workers or 1, executor)
-    adapter.closers.append(client.close)
-    if cluster is not None:
-        adapter.closers.append(cluster.close)
-    return adapter

@@ -159,6 +159,7 @@ def run(
                            the_plan))
     if to_run:
         adapter = resolve_executor(executor, max_workers)
+        adapter.cache_root = store.root
         try:
             with InterruptGuard() as guard:
                 _Run(the_plan, to_run, store, adapter, rate_limits or {}, keep_going, emit,

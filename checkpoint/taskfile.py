@@ -75,6 +75,8 @@ def load_taskfile(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # Marks the module for remote executors, which pickle its code by value (see _dask.py).
+    module.__checkpoint_taskfile__ = True  # type: ignore[attr-defined]
     previous = sys.modules.get(name)
     sys.modules[name] = module
     try:

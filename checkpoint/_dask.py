@@ -1,0 +1,367 @@
+"""The Dask distributed executor, imported on first use (``import checkpoint`` never imports it).
+
+``--executor dask`` starts a :class:`distributed.LocalCluster` (one single-threaded worker
+process per ``-j`` slot); ``dask://HOST:PORT`` (or ``tcp://HOST:PORT``) connects to a running
+scheduler, ``dask:///path/scheduler.json`` to the one a scheduler file names; from Python,
+``run(executor=client.get_executor())`` (or a ``Client``) uses an existing client. Whatever
+checkpoint creates it closes at the end of the run; what the caller passed stays open.
+
+Batches travel as in a process pool (the scheduler above is unchanged, so rate limits,
+failures, keep-going, interrupts and events behave the same), with three Dask specifics:
+
+* **Code by value.** Workers may run on other hosts, without the taskfile's directory on
+  their ``sys.path``. The taskfile module, and the plain modules next to it that it
+  imported, are pickled *by value* (``cloudpickle.register_pickle_by_value``, only while a
+  batch is being pickled); installed packages, checkpoint included, travel by reference.
+* **Shared cache.** Workers return results to the coordinator, which alone writes the
+  store (and its SQLite index, which must never be opened over NFS by several hosts).
+  Only ``TaskDirectory()`` needs the cache directory on the workers: the first batch that
+  uses one triggers a once-per-run check that every worker sees a marker file written in the
+  cache, and each worker also checks that a task's data directory exists before running it.
+* **Worker capacity.** The number of batches in flight follows the cluster's thread count
+  (re-read at most once a second, so adaptive clusters that grow get more work), capped
+  by ``max_workers`` when given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ._worker import Outcome, WorkItem, run_batch
+from .errors import SharedCacheError, UsageError, WorkerDiedError
+from .executors import ExecutorAdapter
+
+TASKFILE_MARK = "__checkpoint_taskfile__"
+"""Attribute :func:`checkpoint.taskfile.load_taskfile` sets on the modules it imports."""
+
+INSTALL_HINT = "pip install 'checkpoint-tool[dask]'"
+_REFRESH_SECONDS = 1.0
+
+
+def _distributed() -> ModuleType:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise UsageError(
+            f"The Dask executor needs the 'dask' extra, which is not installed ({exc}). "
+            f"Install it with: {INSTALL_HINT}"
+        ) from None
+    return distributed
+
+
+def is_dask_executor(executor: object) -> bool:
+    """Whether ``executor`` is a Dask ``ClientExecutor`` or ``Client`` (without importing Dask)."""
+    return type(executor).__module__.split(".", 1)[0] == "distributed"
+
+
+def adapter_for_name(name: str, max_workers: int | None) -> DaskAdapter:
+    """Start a LocalCluster (``"dask"``) or connect to a scheduler (``"dask://..."``)."""
+    distributed = _distributed()
+    scheme, _, rest = name.partition("://")
+    if scheme.lower() == "dask" and not rest:
+        cluster = _local_cluster(distributed, max_workers or os.cpu_count() or 1)
+        try:
+            client = distributed.Client(cluster)
+        except BaseException:
+            cluster.close()
+            raise
+        return DaskAdapter(client.get_executor(pure=False), max_workers, owned=[client, cluster])
+    if not rest:
+        raise UsageError(f"Executor {name!r} names no scheduler. Use dask://HOST:PORT.")
+    if rest.endswith(".json"):
+        target: dict[str, str] = {"scheduler_file": rest}
+        where = f"the Dask scheduler named in {rest}"
+    else:
+        address = "tcp://" + (rest if ":" in rest.rsplit("]", 1)[-1] else rest + ":8786")
+        target = {"address": address}
+        where = f"the Dask scheduler at {address}"
+    try:
+        client = distributed.Client(**target)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UsageError(
+            f"Cannot connect to {where}: {exc}. Check the address, and that 'dask scheduler' "
+            "is running and reachable from here."
+        ) from None
+    return DaskAdapter(client.get_executor(pure=False), max_workers, owned=[client])
+
+
+def _local_cluster(distributed: ModuleType, n: int) -> Any:
+    if getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__":
+        # A worker process being spawned is re-running the caller's script, which started a
+        # cluster at import time: stop here, quietly; the parent explains (below).
+        raise SystemExit(1)
+    # Worker processes inherit an ignored SIGINT: Ctrl-C is the coordinator's to handle
+    # (it cancels the batches and closes the cluster), as with the process pool.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        return distributed.LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        )
+    except RuntimeError as exc:
+        raise UsageError(
+            f"Could not start a local Dask cluster ({exc}). If a script runs tasks with "
+            "executor='dask', put that code under `if __name__ == '__main__':`, since Dask's "
+            "worker processes import the script again."
+        ) from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def adapter_for_executor(executor: Any, max_workers: int | None) -> DaskAdapter:
+    """Wrap a caller's ``client.get_executor()`` (or ``Client``); it stays open afterwards."""
+    _distributed()
+    if not isinstance(executor, Executor):  # a Client
+        executor = executor.get_executor(pure=False)
+    return DaskAdapter(executor, max_workers, owned=[])
+
+
+class DaskAdapter(ExecutorAdapter):
+    """Submits cloudpickled batches to a Dask cluster through a ``ClientExecutor``."""
+
+    def __init__(self, executor: Executor, max_workers: int | None, owned: list[Any]) -> None:
+        super().__init__("dask", max_workers or 1, executor)
+        self.client: Any = executor._client  # type: ignore[attr-defined]
+        self._cap = max_workers
+        self._owned = owned
+        """What checkpoint created (client, cluster): closed at shutdown, in this order."""
+        self._inflight: set[Future[list[Outcome]]] = set()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._checked_cache = False
+        self._slots_at = -_REFRESH_SECONDS
+        self._by_value: list[ModuleType] | None = None
+        self._slots: int = max_workers or 1
+
+    # The scheduler reads ``workers`` before each submission; a cluster may grow or shrink.
+    @property
+    def workers(self) -> int:
+        now = time.monotonic()
+        if now - self._slots_at >= _REFRESH_SECONDS:
+            self._slots_at = now
+            try:
+                slots = int(sum(self.client.nthreads().values()))
+            except Exception:  # noqa: BLE001 - keep the last known size
+                slots = self._slots
+            self._slots = max(1, min(slots, self._cap) if self._cap else slots)
+        return self._slots
+
+    @workers.setter
+    def workers(self, value: int) -> None:
+        self._slots = value
+
+    @property
+    def owned(self) -> bool:
+        return bool(self._owned)
+
+    def submit(self, items: list[WorkItem], payloads: dict[str, tuple[bytes, bool]]) -> Future[list[Outcome]]:
+        """Pickle the batch (taskfile code by value) and submit it to the cluster."""
+        assert self.executor is not None
+        if not self._checked_cache and self.cache_root is not None and _uses_data_dir(items):
+            check_shared_cache(self.client, self.cache_root)
+            self._checked_cache = True
+        if self._by_value is None:
+            self._by_value = project_modules()
+        blob = dumps_by_value((items, payloads), self._by_value)
+        key = f"checkpoint-batch-{secrets.token_hex(8)}"
+        inner = self.executor.submit(run_dask_batch, blob, key=key)  # type: ignore[call-arg]
+        outer: Future[list[Outcome]] = Future()
+        with self._lock:
+            self._inflight.add(inner)
+        inner.add_done_callback(lambda f: self._transfer(f, outer, items))
+        return outer
+
+    def _transfer(self, inner: Future[list[Outcome]], outer: Future[list[Outcome]], items: list[WorkItem]) -> None:
+        with self._lock:
+            self._inflight.discard(inner)
+        if inner.cancelled():
+            if self._closing:
+                outer.cancel()
+            else:
+                outer.set_result(_died(items, "the Dask scheduler cancelled it (lost connection?)"))
+            return
+        exc = inner.exception()
+        if exc is None:
+            outer.set_result(inner.result())
+        elif type(exc).__name__ == "KilledWorker":
+            outer.set_result(_died(items, f"{type(exc).__name__}: {exc}"))
+        else:
+            outer.set_exception(exc)
+
+    def rebuild(self) -> bool:
+        return False  # Dask replaces lost workers and reschedules their tasks itself
+
+    def shutdown(self, kill: bool = False) -> None:
+        """Cancel this run's batches if asked; close the client and cluster checkpoint made."""
+        self._closing = True
+        if kill:
+            with self._lock:
+                inflight = list(self._inflight)
+            for fut in inflight:
+                fut.cancel()
+        while self.closers:
+            self.closers.pop()()
+        owned, self._owned = self._owned, []
+        for thing in owned:
+            try:
+                thing.close()
+            except Exception:  # noqa: BLE001,S110 - closing is best effort at the end of a run
+                pass
+
+
+def _died(items: list[WorkItem], why: str) -> list[Outcome]:
+    now = time.time()
+    return [
+        Outcome(item.id, now, 0.0, error=WorkerDiedError(
+            f"The Dask worker running this task died or was lost ({why}). It may have been "
+            "killed, crashed or run out of memory; Dask retries a task on another worker "
+            "before giving up (see distributed.scheduler.allowed-failures)."
+        ))
+        for item in items
+    ]
+
+
+# --- code by value ----------------------------------------------------------------------
+
+
+def project_modules() -> list[ModuleType]:
+    """The loaded taskfiles and the plain modules next to them that are loaded too."""
+    taskfiles = [m for m in list(sys.modules.values()) if getattr(m, TASKFILE_MARK, False)]
+    dirs = {Path(m.__file__).parent for m in taskfiles if m.__file__}
+    found = {m.__name__: m for m in taskfiles}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if "." in name or path is None or hasattr(module, "__path__") or name in found:
+            continue
+        if Path(path).parent in dirs:
+            found[name] = module
+    return list(found.values())
+
+
+def dumps_by_value(obj: Any, modules: list[ModuleType]) -> bytes:
+    """cloudpickle ``obj`` with ``modules`` pickled by value (registered only meanwhile)."""
+    import cloudpickle
+
+    already = set(cloudpickle.list_registry_pickle_by_value())
+    added = [m for m in modules if m.__name__ not in already and m.__name__ in sys.modules]
+    for module in added:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        blob: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        for module in added:
+            cloudpickle.unregister_pickle_by_value(module)
+    return blob
+
+
+# --- on the workers ---------------------------------------------------------------------
+
+
+def run_dask_batch(blob: bytes) -> list[Outcome]:
+    """Entry point on a Dask worker: run a cloudpickled batch; each outcome stands alone."""
+    import cloudpickle
+
+    items, payloads = pickle.loads(blob)
+    ready = []
+    missing: list[Outcome] = []
+    for item in items:
+        absent = [p for p in _data_dirs(item.template) if not p.is_dir()]
+        if absent:
+            missing.append(Outcome(item.id, time.time(), 0.0, error=SharedCacheError(
+                f"The task's data directory {absent[0]} does not exist on Dask worker host "
+                f"{socket.gethostname()}: the cache directory must be on a filesystem that "
+                "the coordinator and every worker share (set --cache-dir or CP_CACHE_DIR to it)."
+            )))
+        else:
+            ready.append(item)
+    # in_process=True keeps each exception as raised; it is checked below with cloudpickle,
+    # which is what carries results back (a taskfile's exception classes travel by value).
+    outcomes = run_batch(ready, payloads, True) if ready else []
+    for out in outcomes:
+        if out.error is not None:
+            try:
+                cloudpickle.loads(cloudpickle.dumps(out.error))
+            except Exception:  # noqa: BLE001 - the exception itself cannot travel
+                out.error = RuntimeError(f"{type(out.error).__qualname__}: {out.error}")
+            else:
+                out.error.__traceback__ = None
+    by_id = {o.id: o for o in (*outcomes, *missing)}
+    return [by_id[item.id] for item in items]
+
+
+def _data_dirs(template: Any) -> Iterator[Path]:
+    # In a work item's template, a Path is always a TaskDirectory() (see scheduler._template).
+    if isinstance(template, Path):
+        yield template
+    elif isinstance(template, list):
+        for t in template:
+            yield from _data_dirs(t)
+    elif isinstance(template, dict):
+        for t in template.values():
+            yield from _data_dirs(t)
+
+
+def _uses_data_dir(items: list[WorkItem]) -> bool:
+    return any(True for item in items for _ in _data_dirs(item.template))
+
+
+# --- the shared-cache check ---------------------------------------------------------------
+
+
+def write_marker(marker: Path, token: str) -> None:
+    """Write the marker file the workers look for."""
+    marker.write_text(token)
+
+
+def probe_marker(path: str, token: str) -> tuple[str, str]:
+    """On a worker: ``(hostname, "")`` if the marker is there with ``token``, else the problem."""
+    host = socket.gethostname()
+    try:
+        with open(path) as f:
+            found = f.read()
+    except OSError as exc:
+        return host, exc.strerror or str(exc)
+    return host, "" if found == token else "the file there belongs to another cache"
+
+
+def check_shared_cache(client: Any, root: Path) -> None:
+    """Fail unless every current worker sees the coordinator's cache directory.
+
+    Raises:
+        SharedCacheError: naming the workers that cannot see it.
+    """
+    token = secrets.token_hex(8)
+    marker = root / f".dask-check-{token}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        write_marker(marker, token)
+        replies = client.run(probe_marker, str(marker), token)
+    finally:
+        try:
+            marker.unlink()
+        except OSError:
+            pass
+    bad = {addr: reply for addr, reply in replies.items() if reply[1]}
+    if bad:
+        lines = "\n".join(f"  {addr} (host {host}): {why}" for addr, (host, why) in sorted(bad.items()))
+        raise SharedCacheError(
+            f"{len(bad)} of {len(replies)} Dask worker(s) cannot see the cache directory "
+            f"{root.parent}, which tasks using TaskDirectory() write into:\n{lines}\n"
+            "Put the cache on a filesystem shared by this machine and every worker "
+            "(--cache-dir or CP_CACHE_DIR), at the same path."
+        )

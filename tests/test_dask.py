@@ -1,0 +1,330 @@
+"""The Dask executor: a real LocalCluster (2 worker processes), a real `dask scheduler` and
+`dask worker` in subprocesses, and the message shown when the extra is missing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from conftest import write
+
+from checkpoint import events as ev
+from checkpoint import run
+from checkpoint._dask import run_dask_batch
+from checkpoint._worker import WorkItem
+from checkpoint.cli import cli, main
+from checkpoint.errors import SharedCacheError, UsageError
+from checkpoint.taskfile import load_taskfile
+
+try:
+    import distributed
+except ImportError:  # pragma: no cover - the dev extra installs it
+    distributed = None
+
+needs_dask = pytest.mark.skipif(
+    distributed is None,
+    reason="distributed is not installed (pip install 'checkpoint-tool[dask]', or the dev extra)",
+)
+
+TASKFILE = """
+    import os, socket, time
+    from checkpoint import TaskDirectory, requires, task
+
+    class Boom(Exception):
+        pass
+
+    @task
+    def choose(n, k):
+        if 0 < k < n:
+            @requires(choose(n - 1, k - 1))
+            @requires(choose(n - 1, k))
+            def __(a, b):
+                return a + b
+        else:
+            def __():
+                return 1
+        return __
+
+    @task
+    def where(i):
+        def __():
+            return socket.gethostname(), os.getpid()
+        return __
+
+    @task
+    def boom():
+        def __():
+            raise Boom("no luck")
+        return __
+
+    @task
+    def after_boom():
+        @requires(boom())
+        def __(x):
+            return x
+        return __
+
+    @task(queue="narrow")
+    def span(i):
+        def __():
+            start = time.time()
+            time.sleep(0.05)
+            return start, time.time()
+        return __
+
+    @task
+    def nap(i):
+        def __():
+            time.sleep(0.1 * i)
+            return i
+        return __
+
+    @task
+    def naps():
+        @requires([nap(i) for i in range(1, 6)])
+        def __(xs):
+            return xs
+        return __
+
+    @task
+    def writes():
+        @requires(TaskDirectory())
+        def __(path):
+            (path / "out.txt").write_text(str(os.getpid()))
+            return str(path)
+        return __
+"""
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """One LocalCluster with 2 single-threaded worker processes, shared by this module."""
+    if distributed is None:
+        pytest.skip("distributed is not installed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture
+def tasks(tmp_path: Path) -> ModuleType:
+    """The test taskfile, loaded as `checkpoint` loads one (so its code travels by value)."""
+    return load_taskfile(write(tmp_path / "taskfile.py", TASKFILE))
+
+
+def test_missing_extra_gives_install_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Without distributed, --executor dask should say how to install the extra and exit 2."""
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    write(tmp_path / "taskfile.py", TASKFILE)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--executor", "dask", "choose(2, 1)"])
+    assert exit_info.value.code == 2
+    assert "pip install 'checkpoint-tool[dask]'" in capsys.readouterr().err
+    tasks = load_taskfile(tmp_path / "taskfile.py")
+    with pytest.raises(UsageError, match=r"checkpoint-tool\[dask\]"):
+        run([tasks.choose(2, 1)], executor="dask://127.0.0.1:1")
+
+
+def test_worker_refuses_task_whose_data_dir_it_cannot_see(tmp_path: Path) -> None:
+    """A worker should fail a TaskDirectory task whose directory it cannot see, clearly."""
+    import cloudpickle
+
+    item = WorkItem("abc", lambda path: 1, [tmp_path / "nowhere"], 0)
+    [out] = run_dask_batch(cloudpickle.dumps(([item], {})))
+    assert isinstance(out.error, SharedCacheError)
+    assert "must be on a filesystem that the coordinator and every worker share" in str(out.error)
+
+
+@needs_dask
+def test_client_executor_runs_tasks_on_workers(client: Any, tasks: ModuleType) -> None:
+    """run(executor=client.get_executor()) should build on the workers and reuse results next time."""
+    seen: list[ev.Event] = []
+    result = run([tasks.choose(5, 2), tasks.where(1)], executor=client.get_executor(),
+                 subscribers=[seen.append])
+    assert result.values[tasks.choose(5, 2).id] == 10
+    host, pid = result.values[tasks.where(1).id]
+    worker_pids = set(client.run(os.getpid).values())
+    assert pid in worker_pids and host == socket.gethostname()
+    assert sum(isinstance(e, ev.TaskFinished) for e in seen) == len(result.ran) == 12
+    again = run([tasks.choose(5, 2)], executor=client.get_executor())
+    assert again.ran == [] and again.values[tasks.choose(5, 2).id] == 10
+
+
+@needs_dask
+def test_dask_address_connects_and_leaves_cluster_running(client: Any, tasks: ModuleType) -> None:
+    """run(executor='dask://HOST:PORT') should use that scheduler and close only its own client."""
+    address = client.scheduler.address.removeprefix("tcp://")
+    assert tasks.choose(4, 2).run(executor=f"dask://{address}") == 6
+    time.sleep(0.2)  # the scheduler forgets a closed client asynchronously
+    clients = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.clients))
+    assert clients <= 2  # ours and the scheduler's own "fire-and-forget" client
+    assert len(client.nthreads()) == 2
+
+
+@needs_dask
+def test_failures_reraise_taskfile_exception_and_keep_going(client: Any, tasks: ModuleType) -> None:
+    """A task's own exception class (defined in the taskfile) should come back; -k goes on."""
+    with pytest.raises(tasks.Boom, match="no luck"):
+        tasks.after_boom().run(executor=client.get_executor())
+    result = run([tasks.after_boom(), tasks.choose(3, 1)], executor=client.get_executor(),
+                 keep_going=True, raise_on_failure=False)
+    assert [type(e) for e in result.failed.values()] == [tasks.Boom]
+    assert result.skipped == [tasks.after_boom()]
+    assert result.values[tasks.choose(3, 1).id] == 3
+
+
+@needs_dask
+def test_rate_limit_holds_on_dask(client: Any, tasks: ModuleType) -> None:
+    """rate_limits={'narrow': 1} should keep the queue's tasks from overlapping on two workers."""
+    spans = [tasks.span(i) for i in range(4)]
+    result = run(spans, executor=client.get_executor(), rate_limits={"narrow": 1})
+    intervals = sorted(result.values[t.id] for t in spans)
+    assert all(end <= nxt_start for (_, end), (nxt_start, _) in zip(intervals, intervals[1:], strict=False))
+
+
+@needs_dask
+def test_task_directory_written_by_worker(client: Any, tasks: ModuleType, cache_dir: Path) -> None:
+    """A worker should write into the task's data directory in the shared cache."""
+    path = Path(tasks.writes().run(executor=client.get_executor()))
+    assert path.is_relative_to(cache_dir)
+    assert int((path / "out.txt").read_text()) in set(client.run(os.getpid).values())
+
+
+@needs_dask
+def test_cache_invisible_to_workers_fails_clearly(
+    client: Any, tasks: ModuleType, monkeypatch: pytest.MonkeyPatch, cache_dir: Path
+) -> None:
+    """When workers cannot see the cache, a TaskDirectory run should fail naming them and the fix."""
+    from checkpoint import _dask
+
+    monkeypatch.setattr(_dask, "write_marker", lambda marker, token: None)
+    with pytest.raises(SharedCacheError) as info:
+        tasks.writes().run(executor=client.get_executor())
+    message = str(info.value)
+    assert "2 of 2 Dask worker(s) cannot see the cache directory" in message
+    assert str(cache_dir) in message and "--cache-dir or CP_CACHE_DIR" in message
+
+
+@needs_dask
+def test_interrupt_cancels_batches_but_not_the_callers_cluster(client: Any, tasks: ModuleType) -> None:
+    """Ctrl-C should store what finished, cancel the rest and leave the caller's client usable."""
+
+    def interrupt(event: ev.Event) -> None:
+        if isinstance(event, ev.TaskFinished):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run([tasks.naps()], executor=client.get_executor(), subscribers=[interrupt])
+    result = run([tasks.naps()], executor=client.get_executor())
+    assert result.values[tasks.naps().id] == [1, 2, 3, 4, 5]
+    assert 1 <= len(result.reused) < 5
+
+
+@needs_dask
+def test_cli_local_cluster_and_no_leftover_processes(runner: Any, tmp_path: Path) -> None:
+    """`checkpoint run --executor dask -j 2` should build on its own cluster and shut it down."""
+    import psutil
+
+    write(tmp_path / "taskfile.py", TASKFILE)
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    result = runner.invoke(cli, ["run", "--executor", "dask", "-j", "2", "choose(4, 2)"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "6"
+    left = [p for p in me.children(recursive=True) if p.pid not in before and p.status() != "zombie"]
+    assert left == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@needs_dask
+def test_dask_worker_subprocess_runs_taskfile_it_never_imported(tmp_path: Path) -> None:
+    """A plain `dask worker` elsewhere should run a taskfile (and its helper module) by value."""
+    project = tmp_path / "project"
+    project.mkdir()
+    write(project / "helpers.py", """
+        from dataclasses import dataclass
+
+        @dataclass
+        class Point:
+            x: int
+            y: int
+
+        def norm1(p):
+            return abs(p.x) + abs(p.y)
+    """)
+    write(project / "taskfile.py", """
+        import os
+        from checkpoint import TaskDirectory, requires, task
+        from helpers import Point, norm1
+
+        @task
+        def point(i):
+            def __():
+                return Point(i, -i)
+            return __
+
+        @task
+        def main():
+            @requires([point(i) for i in range(3)])
+            @requires(TaskDirectory())
+            def __(points, path):
+                (path / "cwd.txt").write_text(os.getcwd())
+                return sum(norm1(p) for p in points)
+            return __
+    """)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CP_CACHE_DIR")}
+    bindir = Path(sys.executable).parent
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            [str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--no-dashboard"],
+            cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+        procs.append(subprocess.Popen(
+            [str(bindir / "dask"), "worker", f"tcp://{address}", "--nthreads", "2",
+             "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+            cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+        with distributed.Client(f"tcp://{address}", timeout=30) as watcher:
+            watcher.wait_for_workers(1, timeout=30)
+        done = subprocess.run(
+            [str(bindir / "checkpoint"), "run", "--executor", f"dask://{address}", "main"],
+            cwd=project, env=env, capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        for proc in reversed(procs):  # the worker first, then its scheduler
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "6"
+    [written] = (project / ".cache").glob("checkpoint/*/data/*/cwd.txt")
+    assert Path(written.read_text()).resolve() != project.resolve()
