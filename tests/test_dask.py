@@ -328,3 +328,18 @@ def test_dask_worker_subprocess_runs_taskfile_it_never_imported(tmp_path: Path) 
     assert done.stdout.strip() == "6"
     [written] = (project / ".cache").glob("checkpoint/*/data/*/cwd.txt")
     assert Path(written.read_text()).resolve() != project.resolve()
+
+
+@needs_dask
+def test_docs_laptop_example_runs(tmp_path: Path) -> None:
+    """The tested LocalCluster example of docs/dask.md should print what its comments say."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "dask.md").read_text()
+    [code] = re.findall(r"<!-- tested: docs example -->\n```python\n(.*?)```", text, flags=re.S)
+    script = write(tmp_path / "example.py", code)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == ["285", "2470 11 10"]
