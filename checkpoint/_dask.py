@@ -13,11 +13,14 @@ failures, keep-going, interrupts and events behave the same), with three Dask sp
   their ``sys.path``. The taskfile module, and the plain modules next to it that it
   imported, are pickled *by value* (``cloudpickle.register_pickle_by_value``, only while a
   batch is being pickled); installed packages, checkpoint included, travel by reference.
-* **Shared cache.** Workers return results to the coordinator, which alone writes the
-  store (and its SQLite index, which must never be opened over NFS by several hosts).
-  Only ``TaskDirectory()`` needs the cache directory on the workers: the first batch that
-  uses one triggers a once-per-run check that every worker sees a marker file written in the
-  cache, and each worker also checks that a task's data directory exists before running it.
+* **Shared cache.** Workers never open the store's index (SQLite must never be opened over
+  NFS by several hosts): the coordinator alone writes it. Once per run, before the first
+  batch, every worker is asked whether it sees a marker file written in the cache. If all
+  do, workers write large results straight into the cache and read large prerequisites
+  from it, as local workers do; if not, those payloads travel through the coordinator, and
+  a task that uses ``TaskDirectory()`` (which needs the cache on the worker) stops the run
+  with :class:`SharedCacheError` naming the workers. Workers that join later check the
+  cache themselves before writing to it or into a task's data directory.
 * **Worker capacity.** The number of batches in flight follows the cluster's thread count
   (re-read at most once a second, so adaptive clusters that grow get more work), capped
   by ``max_workers`` when given.
@@ -32,6 +35,7 @@ import secrets
 import signal
 import socket
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Iterator
@@ -40,9 +44,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._worker import Outcome, WorkItem, run_batch
+from ._worker import Outcome, Payload, WorkItem, run_batch
 from .errors import SharedCacheError, UsageError, WorkerDiedError
 from .executors import ExecutorAdapter
+from .store import BlobRef
+from .task import restore_filename
 
 TASKFILE_MARK = "__checkpoint_taskfile__"
 """Attribute :func:`checkpoint.taskfile.load_taskfile` sets on the modules it imports."""
@@ -135,7 +141,7 @@ class DaskAdapter(ExecutorAdapter):
     """Submits cloudpickled batches to a Dask cluster through a ``ClientExecutor``."""
 
     def __init__(self, executor: Executor, max_workers: int | None, owned: list[Any]) -> None:
-        super().__init__("dask", max_workers or 1, executor)
+        super().__init__("pickled", max_workers or 1, executor)
         self.client: Any = executor._client  # type: ignore[attr-defined]
         self._cap = max_workers
         self._owned = owned
@@ -143,7 +149,8 @@ class DaskAdapter(ExecutorAdapter):
         self._inflight: set[Future[list[Outcome]]] = set()
         self._lock = threading.Lock()
         self._closing = False
-        self._checked_cache = False
+        self._unshared: dict[str, tuple[str, str]] | None = None
+        """Workers that could not see the cache at the start of the run (None: not checked)."""
         self._slots_at = -_REFRESH_SECONDS
         self._by_value: list[ModuleType] | None = None
         self._slots: int = max_workers or 1
@@ -169,12 +176,23 @@ class DaskAdapter(ExecutorAdapter):
     def owned(self) -> bool:
         return bool(self._owned)
 
-    def submit(self, items: list[WorkItem], payloads: dict[str, tuple[bytes, bool]]) -> Future[list[Outcome]]:
+    def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
         """Pickle the batch (taskfile code by value) and submit it to the cluster."""
         assert self.executor is not None
-        if not self._checked_cache and self.cache_root is not None and _uses_data_dir(items):
-            check_shared_cache(self.client, self.cache_root)
-            self._checked_cache = True
+        if self.cache_root is not None:
+            if self._unshared is None:
+                if not self.client.nthreads():  # a cluster still starting: tasks wait anyway
+                    self.client.wait_for_workers(1)
+                self._unshared = unshared_workers(self.client, self.cache_root)
+            if self._unshared:
+                if _uses_data_dir(items):
+                    raise SharedCacheError(_unshared_message(self._unshared, self.cache_root))
+                for item in items:
+                    item.blob_dir = ""  # results come back through the coordinator
+                payloads = {
+                    tid: (p.read(), p.compressed) if isinstance(p, BlobRef) else p
+                    for tid, p in payloads.items()
+                }
         if self._by_value is None:
             self._by_value = project_modules()
         blob = dumps_by_value((items, payloads), self._by_value)
@@ -240,15 +258,28 @@ def _died(items: list[WorkItem], why: str) -> list[Outcome]:
 
 
 def project_modules() -> list[ModuleType]:
-    """The loaded taskfiles and the plain modules next to them that are loaded too."""
+    """The user's own modules, which workers elsewhere cannot import: pickled by value.
+
+    That is the taskfiles :func:`checkpoint.taskfile.load_taskfile` loaded, and the plain
+    top-level modules that sit next to them or next to the main script (the working
+    directory in a notebook) -- ``from taskfile import main`` in a driver script, a
+    ``helpers.py``. Packages and anything under the Python installation travel by reference.
+    """
     taskfiles = [m for m in list(sys.modules.values()) if getattr(m, TASKFILE_MARK, False)]
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     dirs = {Path(m.__file__).parent for m in taskfiles if m.__file__}
+    dirs.add(Path(main_file).resolve().parent if main_file else Path.cwd())
+    installed = {
+        Path(p).resolve()
+        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sysconfig.get_paths().values())
+    }
+    dirs = {d for d in dirs if not any(d == i or d.is_relative_to(i) for i in installed)}
     found = {m.__name__: m for m in taskfiles}
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if "." in name or path is None or hasattr(module, "__path__") or name in found:
+        if "." in name or not path or hasattr(module, "__path__") or name in found:
             continue
-        if Path(path).parent in dirs:
+        if module.__name__ != "__main__" and Path(path).resolve().parent in dirs:
             found[name] = module
     return list(found.values())
 
@@ -279,7 +310,18 @@ def run_dask_batch(blob: bytes) -> list[Outcome]:
     items, payloads = pickle.loads(blob)
     ready = []
     missing: list[Outcome] = []
+    sees: dict[str, bool] = {}
     for item in items:
+        if item.filename:
+            restore_filename(item.fn, item.filename)
+        if item.blob_dir:
+            # A worker that joined after the run's check may not see the cache: then the
+            # result goes back through the coordinator rather than into a local directory.
+            root = os.path.dirname(os.path.dirname(item.blob_dir))
+            if root not in sees:
+                sees[root] = os.path.isfile(os.path.join(root, "FORMAT"))
+            if not sees[root]:
+                item.blob_dir = ""
         absent = [p for p in _data_dirs(item.template) if not p.is_dir()]
         if absent:
             missing.append(Outcome(item.id, time.time(), 0.0, error=SharedCacheError(
@@ -339,12 +381,8 @@ def probe_marker(path: str, token: str) -> tuple[str, str]:
     return host, "" if found == token else "the file there belongs to another cache"
 
 
-def check_shared_cache(client: Any, root: Path) -> None:
-    """Fail unless every current worker sees the coordinator's cache directory.
-
-    Raises:
-        SharedCacheError: naming the workers that cannot see it.
-    """
+def unshared_workers(client: Any, root: Path) -> dict[str, tuple[str, str]]:
+    """``{worker address: (host, problem)}`` for the current workers that cannot see ``root``."""
     token = secrets.token_hex(8)
     marker = root / f".dask-check-{token}"
     try:
@@ -356,12 +394,14 @@ def check_shared_cache(client: Any, root: Path) -> None:
             marker.unlink()
         except OSError:
             pass
-    bad = {addr: reply for addr, reply in replies.items() if reply[1]}
-    if bad:
-        lines = "\n".join(f"  {addr} (host {host}): {why}" for addr, (host, why) in sorted(bad.items()))
-        raise SharedCacheError(
-            f"{len(bad)} of {len(replies)} Dask worker(s) cannot see the cache directory "
-            f"{root.parent}, which tasks using TaskDirectory() write into:\n{lines}\n"
-            "Put the cache on a filesystem shared by this machine and every worker "
-            "(--cache-dir or CP_CACHE_DIR), at the same path."
-        )
+    return {addr: (host, why) for addr, (host, why) in replies.items() if why}
+
+
+def _unshared_message(bad: dict[str, tuple[str, str]], root: Path) -> str:
+    lines = "\n".join(f"  {addr} (host {host}): {why}" for addr, (host, why) in sorted(bad.items()))
+    return (
+        f"{len(bad)} Dask worker(s) cannot see the cache directory {root.parent}, which "
+        f"tasks using TaskDirectory() write into:\n{lines}\n"
+        "Put the cache on a filesystem shared by this machine and every worker "
+        "(--cache-dir or CP_CACHE_DIR), at the same path."
+    )

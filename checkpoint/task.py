@@ -94,6 +94,11 @@ def restore_filename(fn: Any, filename: str) -> None:
         fn.__code__ = _with_filename(code, filename)
 
 
+def _pickled_by_value(module: str) -> bool:
+    cloudpickle = sys.modules.get("cloudpickle")
+    return cloudpickle is not None and module in cloudpickle.list_registry_pickle_by_value()
+
+
 def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
     consts = tuple(
         _with_filename(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
@@ -604,8 +609,15 @@ class TaskFamily(Generic[P, R]):
     def __reduce_ex__(self, protocol: Any) -> Any:
         # By reference when the module attribute is this very family (a taskfile, a
         # package); by value (the outer function cloudpickled) for __main__ or notebooks.
+        # Also by value when the module is registered with cloudpickle.register_pickle_by_value
+        # (the Dask executor does that for the taskfile: remote workers cannot import it).
         module = sys.modules.get(self.module)
-        if module is not None and self.module != "__main__" and "<" not in self.qualname:
+        if (
+            module is not None
+            and self.module != "__main__"
+            and "<" not in self.qualname
+            and not _pickled_by_value(self.module)
+        ):
             obj: Any = module
             for part in self.qualname.split("."):
                 obj = getattr(obj, part, None)

@@ -96,6 +96,19 @@ TASKFILE = """
         return __
 
     @task
+    def big(n):
+        def __():
+            return b"x" * n
+        return __
+
+    @task
+    def size_of_big(n):
+        @requires(big(n))
+        def __(data):
+            return len(data)
+        return __
+
+    @task
     def writes():
         @requires(TaskDirectory())
         def __(path):
@@ -216,8 +229,23 @@ def test_cache_invisible_to_workers_fails_clearly(
     with pytest.raises(SharedCacheError) as info:
         tasks.writes().run(executor=client.get_executor())
     message = str(info.value)
-    assert "2 of 2 Dask worker(s) cannot see the cache directory" in message
+    assert "2 Dask worker(s) cannot see the cache directory" in message
     assert str(cache_dir) in message and "--cache-dir or CP_CACHE_DIR" in message
+
+
+@needs_dask
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-cache", "unshared-cache"])
+def test_large_results_reach_dependents(
+    client: Any, tasks: ModuleType, monkeypatch: pytest.MonkeyPatch, cache_dir: Path, shared: bool
+) -> None:
+    """Large results should be stored and reach dependents whether or not workers see the cache."""
+    from checkpoint import _dask
+
+    if not shared:
+        monkeypatch.setattr(_dask, "write_marker", lambda marker, token: None)
+    assert tasks.size_of_big(100_000).run(executor=client.get_executor()) == 100_000
+    assert len(list(cache_dir.glob("checkpoint/*/blobs/*.bin"))) == 1
+    assert run([tasks.size_of_big(100_000)], executor="inline").ran == []
 
 
 @needs_dask
@@ -316,6 +344,16 @@ def test_dask_worker_subprocess_runs_taskfile_it_never_imported(tmp_path: Path) 
             [str(bindir / "checkpoint"), "run", "--executor", f"dask://{address}", "main"],
             cwd=project, env=env, capture_output=True, text=True, timeout=120,
         )
+        # A driver script that imports the taskfile as a plain module works the same way.
+        write(project / "driver.py", f"""
+            from taskfile import main
+            if __name__ == "__main__":
+                print(main().run(executor="dask://{address}", force=True))
+        """)
+        driven = subprocess.run(
+            [sys.executable, "driver.py"], cwd=project, env=env, capture_output=True, text=True,
+            timeout=120,
+        )
     finally:
         for proc in reversed(procs):  # the worker first, then its scheduler
             proc.send_signal(signal.SIGTERM)
@@ -326,20 +364,8 @@ def test_dask_worker_subprocess_runs_taskfile_it_never_imported(tmp_path: Path) 
                 proc.wait()
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "6"
-    [written] = (project / ".cache").glob("checkpoint/*/data/*/cwd.txt")
+    assert driven.returncode == 0, driven.stderr
+    assert driven.stdout.strip() == "6"
+    [written] = (project / ".cache").glob("checkpoint/taskfile.main/data/*/cwd.txt")
     assert Path(written.read_text()).resolve() != project.resolve()
 
-
-@needs_dask
-def test_docs_laptop_example_runs(tmp_path: Path) -> None:
-    """The tested LocalCluster example of docs/dask.md should print what its comments say."""
-    import re
-
-    text = (Path(__file__).resolve().parents[1] / "docs" / "dask.md").read_text()
-    [code] = re.findall(r"<!-- tested: docs example -->\n```python\n(.*?)```", text, flags=re.S)
-    script = write(tmp_path / "example.py", code)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[1:] == ["285", "2470 11 10"]

@@ -145,6 +145,11 @@ assert Path(p).parent.name == write_model(16).id
 assert my_task().run() == 42
 assert some_downstream().run(rate_limits={'gpu': 1}) == 6
 """,
+    "docs/dask.md": """
+if __name__ == "__main__":  # Dask's worker processes run this script again
+    assert report.values[total(20).id] == 2470
+    assert (len(report.ran), len(report.reused)) == (11, 10)
+""",
 }
 
 
