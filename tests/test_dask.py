@@ -366,6 +366,36 @@ def test_dask_worker_subprocess_runs_taskfile_it_never_imported(tmp_path: Path) 
     assert done.stdout.strip() == "6"
     assert driven.returncode == 0, driven.stderr
     assert driven.stdout.strip() == "6"
+    # The run history names the Dask worker process that ran the task.
+    log = subprocess.run([str(bindir / "checkpoint"), "log", "point(1)"], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert f" on {socket.gethostname()}:{procs[1].pid}," in log.stderr, log.stdout + log.stderr
     [written] = (project / ".cache").glob("checkpoint/taskfile.main/data/*/cwd.txt")
     assert Path(written.read_text()).resolve() != project.resolve()
 
+
+
+@needs_dask
+def test_ctrl_c_on_local_cluster_exits_130_quietly_and_leaves_no_process(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group) should exit 130 with no worker tracebacks or orphans."""
+    import psutil
+
+    write(tmp_path / "taskfile.py", TASKFILE)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "checkpoint"), "run", "--executor", "dask", "-j", "2",
+         "naps"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    coordinator = psutil.Process(proc.pid)
+    workers: list[psutil.Process] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list((tmp_path / ".cache").glob("checkpoint/*nap*")):
+        workers = coordinator.children(recursive=True)
+        time.sleep(0.05)  # until the first results are being stored: the run is under way
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert len(workers) >= 2
+    time.sleep(0.5)
+    assert [p.pid for p in workers if p.is_running() and p.status() != "zombie"] == []
