@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -399,3 +399,37 @@ def test_ctrl_c_on_local_cluster_exits_130_quietly_and_leaves_no_process(tmp_pat
     assert len(workers) >= 2
     time.sleep(0.5)
     assert [p.pid for p in workers if p.is_running() and p.status() != "zombie"] == []
+
+
+@needs_dask
+def test_unreachable_scheduler_is_a_usage_error(tasks: ModuleType) -> None:
+    """dask://HOST:PORT with nothing listening should say what to check, as a UsageError."""
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+        with pytest.raises(UsageError, match=r"Cannot connect to the Dask scheduler at tcp://127\.0\.0\.1:1\b"):
+            tasks.choose(2, 1).run(executor="dask://127.0.0.1:1")
+
+
+@needs_dask
+def test_lost_workers_and_cancellations_become_worker_died_errors(client: Any) -> None:
+    """KilledWorker, or a batch Dask cancelled on its own, should fail each task as WorkerDiedError."""
+    from concurrent.futures import Future
+
+    from distributed.scheduler import KilledWorker
+
+    from checkpoint._dask import adapter_for_executor
+    from checkpoint.errors import WorkerDiedError
+
+    adapter = adapter_for_executor(client.get_executor(), None)
+    items = [WorkItem("a", None, [], 0), WorkItem("b", None, [], 0)]
+    for make in (lambda f: f.set_exception(KilledWorker("k", SimpleNamespace(address="tcp://w:1"), 3)), lambda f: f.cancel()):
+        inner: Future[Any] = Future()
+        outer: Future[Any] = Future()
+        make(inner)
+        adapter._transfer(inner, outer, items)
+        outcomes = outer.result()
+        assert [o.id for o in outcomes] == ["a", "b"]
+        assert all(isinstance(o.error, WorkerDiedError) for o in outcomes)
+    adapter.shutdown()
+    assert client.status == "running"  # the caller's client stays open
