@@ -16,6 +16,7 @@ child processes) is not captured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -24,6 +25,7 @@ import threading
 import time
 import traceback
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -52,6 +54,11 @@ class WorkItem:
     """Where ``fn`` was defined (cloudpickle drops it from by-value code; tracebacks need it)."""
     blob_dir: str = ""
     """Where to write a large result directly (the family's ``blobs/``), if anywhere."""
+    debug: str = ""
+    """In-process only: ``"trace"`` (run under a debugger from the first line) or
+    ``"post_mortem"`` (open a debugger where it fails); see :mod:`checkpoint.debug`."""
+    show_locals: bool = False
+    """Include each frame's local variables in the traceback of a failure."""
 
 
 Payload = Union[tuple[bytes, bool], BlobRef]
@@ -101,11 +108,23 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     try:
         fn = item.fn if item.call is None else _inner(item.call)
         args = [_fill(t, payloads) for t in item.template]
-        value = fn(*args)
+        if item.debug == "trace" and in_process:
+            from .debug import trace_call
+
+            with _uncaptured():  # the debugger talks to the terminal
+                value = trace_call(fn, *args)
+        else:
+            value = fn(*args)
     except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
         if in_process and isinstance(exc, KeyboardInterrupt):
             raise
-        return _failure(item.id, started, time.perf_counter() - t0, exc, in_process)
+        duration = time.perf_counter() - t0
+        if item.debug and in_process and type(exc).__name__ != "BdbQuit":
+            from .debug import post_mortem
+
+            with _uncaptured():
+                post_mortem(_user_traceback(exc))
+        return _failure(item.id, started, duration, exc, in_process, item.show_locals)
     duration = time.perf_counter() - t0
     try:
         payload = encode_value(value, item.compress_level)
@@ -123,11 +142,45 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     return Outcome(item.id, started, duration, payload, crc, size)
 
 
-def _failure(task_id: str, started: float, duration: float, exc: BaseException, in_process: bool) -> Outcome:
+def stop_capture() -> None:
+    """Stop capturing this thread's output for the rest of the current task (a debugger
+    started by ``breakpoint()`` needs the terminal)."""
+    _capture.buf = None
+
+
+@contextlib.contextmanager
+def _uncaptured() -> Iterator[None]:
+    """Let this thread's writes reach the real streams (for a debugger) for a while."""
+    saved = getattr(_capture, "buf", None)
+    _capture.buf = None
+    try:
+        yield
+    finally:
+        _capture.buf = saved
+
+
+def _engine_frame(module: str) -> bool:
+    return module.startswith("checkpoint.") or module == "bdb"
+
+
+def _user_traceback(exc: BaseException) -> Any:
+    """The exception's traceback from the task's own frame on (engine frames dropped)."""
     tb = exc.__traceback__
-    if tb is not None and tb.tb_frame.f_code is run_one.__code__ and tb.tb_next is not None:
-        tb = tb.tb_next  # start the report in the task's own code
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    while tb is not None and _engine_frame(tb.tb_frame.f_globals.get("__name__", "")):
+        if tb.tb_next is None:
+            break
+        tb = tb.tb_next
+    return tb
+
+
+def _failure(
+    task_id: str, started: float, duration: float, exc: BaseException, in_process: bool,
+    show_locals: bool = False,
+) -> Outcome:
+    tb = _user_traceback(exc)
+    text = "".join(
+        traceback.TracebackException(type(exc), exc, tb, capture_locals=show_locals).format()
+    )
     error: BaseException = exc
     if not in_process:
         try:
@@ -280,6 +333,9 @@ def init_worker(parent_pid: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from .debug import forbid_breakpoints_in_process
+
+    forbid_breakpoints_in_process()
     if sys.platform.startswith("linux"):
         try:
             import ctypes

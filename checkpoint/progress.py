@@ -446,6 +446,7 @@ class LiveReporter:
         self.live: Live | None = None
         self._lock = threading.Lock()
         self._ended = False
+        self._paused = False
 
     # --- events ---------------------------------------------------------------------------
 
@@ -455,6 +456,9 @@ class LiveReporter:
         if handler is not None:
             with self._lock:
                 handler(self.tally, event)
+        if self._paused and kind is not ev.RunFinished and kind is not ev.RunInterrupted:
+            self._paused = False  # the debugger is done with the terminal
+            self._start()
         if kind is ev.TaskStarted:
             return
         if kind is ev.TaskFinished:
@@ -529,6 +533,12 @@ class LiveReporter:
             for line in report[1:]:
                 self._print(line)
         console.file.flush()
+
+    def pause(self) -> None:
+        """Step aside (a debugger wants the terminal): stop drawing until the next event."""
+        if self.live is not None:
+            self.close()
+            self._paused = True
 
     def close(self) -> None:
         """Stop the live display (idempotent); the last frame stays on screen."""

@@ -23,6 +23,7 @@ Prerequisite payloads are kept in memory only while a dependent still has to be 
 
 from __future__ import annotations
 
+import contextvars
 import math
 import queue
 import time
@@ -38,6 +39,7 @@ from . import events as ev
 from ._interrupts import InterruptGuard
 from ._types import TaskId
 from ._worker import Outcome, Payload, Ref, WorkItem, uninstall_capture
+from .debug import breakpoints_for
 from .errors import (
     TaskFailedError,
     UnserializableResultError,
@@ -107,6 +109,9 @@ def run(
     subscribers: Sequence[ev.Subscriber] = (),
     raise_on_failure: bool = True,
     progress: bool = False,
+    debug: bool = False,
+    trace: Sequence[Task[Any]] = (),
+    show_locals: bool = False,
 ) -> RunResult:
     """Build ``targets`` and their upstream, reusing fresh stored results.
 
@@ -127,6 +132,11 @@ def run(
             return the result with ``failed`` filled in instead.
         progress: show progress on stderr (:func:`checkpoint.progress.reporter_for`): a
             live display on a terminal, plain lines otherwise, and a summary at the end.
+        debug: open a post-mortem debugger on the first failing task (re-run in this process
+            with its prerequisites from the store; see :mod:`checkpoint.debug`).
+        trace: tasks whose inner function runs under a debugger, stopped at its first line,
+            after their prerequisites are built.
+        show_locals: include each frame's local variables in failure tracebacks.
 
     Raises:
         Exception: the first failing task's own exception (when ``raise_on_failure``).
@@ -141,10 +151,18 @@ def run(
                 targets, executor=executor, max_workers=max_workers, rate_limits=rate_limits,
                 keep_going=keep_going, force=force, force_upstream=force_upstream,
                 code_check=code_check, cache_dir=cache_dir, raise_on_failure=raise_on_failure,
-                subscribers=[*subscribers, reporter],
+                subscribers=[*subscribers, reporter], debug=debug, trace=trace,
+                show_locals=show_locals,
             )
         finally:
             reporter.close()
+    if trace:
+        return _run_traced(
+            targets, trace, executor=executor, max_workers=max_workers, rate_limits=rate_limits,
+            keep_going=keep_going, force=force, force_upstream=force_upstream,
+            code_check=code_check, cache_dir=cache_dir, subscribers=subscribers,
+            raise_on_failure=raise_on_failure, show_locals=show_locals,
+        )
     started = time.perf_counter()
     store = Store.open(cache_dir)
     the_plan = plan(
@@ -161,9 +179,13 @@ def run(
         adapter = resolve_executor(executor, max_workers)
         adapter.cache_root = store.root
         try:
-            with InterruptGuard() as guard:
-                _Run(the_plan, to_run, store, adapter, rate_limits or {}, keep_going, emit,
-                     result, guard).loop()
+            with InterruptGuard() as guard, breakpoints_for(adapter.kind, subscribers):
+                the_run = _Run(the_plan, to_run, store, adapter, rate_limits or {}, keep_going,
+                               emit, result, guard)
+                the_run.show_locals = show_locals
+                if adapter.kind == "inline":
+                    the_run.debug = _TRACING.get() or ("post_mortem" if debug else "")
+                the_run.loop()
         finally:
             adapter.shutdown()
             uninstall_capture()
@@ -182,9 +204,45 @@ def run(
     if emit:
         emit(ev.RunFinished(len(result.ran), len(result.reused), len(result.failed),
                             len(result.skipped), result.wall_time))
+    if debug and result.failed and not (isinstance(executor, str) and executor == "inline"):
+        # Post-mortem: the failing task once more, in this process, under the debugger.
+        failed = the_plan.nodes[next(iter(result.failed))].task
+        run([failed], executor="inline", force=True, debug=True, code_check=code_check,
+            cache_dir=cache_dir, raise_on_failure=False, show_locals=show_locals)
     if raise_on_failure and result.failed:
         raise next(iter(result.failed.values()))
     return result
+
+
+_TRACING: contextvars.ContextVar[str] = contextvars.ContextVar("checkpoint_tracing", default="")
+"""Set while :func:`_run_traced` runs the traced tasks: their items get ``debug="trace"``."""
+
+
+def _run_traced(
+    targets: Sequence[Task[Any]], trace: Sequence[Task[Any]], **options: Any
+) -> RunResult:
+    """``run(trace=...)``: prerequisites as usual, traced tasks in-process under the debugger
+    (stopped at their first line), then the targets."""
+    raise_on_failure = options["raise_on_failure"]
+    prerequisites = list({d.id: d for t in trace for d in t.spec().dependencies}.values())
+    if prerequisites:
+        first = run(prerequisites, **{**options, "raise_on_failure": False})
+        if not first.ok:
+            if raise_on_failure and first.failed:
+                raise next(iter(first.failed.values()))
+            return first
+    inline = {k: v for k, v in options.items() if k not in ("executor", "max_workers", "force")}
+    token = _TRACING.set("trace")
+    try:
+        traced = run(list(trace), executor="inline", force=True,
+                     **{**inline, "raise_on_failure": False, "subscribers": ()})
+    finally:
+        _TRACING.reset(token)
+    if not traced.ok:
+        if raise_on_failure and traced.failed:
+            raise next(iter(traced.failed.values()))
+        return traced
+    return run(list(targets), **options)
 
 
 def _emitter(subscribers: Sequence[ev.Subscriber]) -> Callable[[ev.Event], None] | None:
@@ -224,6 +282,9 @@ class _Run:
         self.emit = emit
         self.result = result
         self.done: queue.SimpleQueue[tuple[Future[list[Outcome]], list[WorkItem]]] = queue.SimpleQueue()
+        self.debug = ""
+        """Debug mode of every task (in-process runs only): "trace" or "post_mortem"."""
+        self.show_locals = False
 
         run_set = set(to_run)
         self.remaining = len(to_run)
@@ -387,6 +448,8 @@ class _Run:
                 item = WorkItem(tid, spec.fn, template, task.family.compress_level,
                                 filename=code.co_filename if pickled and code else "")
             item.blob_dir = self._blob_dir(task.family.dirname)
+            item.debug = self.debug
+            item.show_locals = self.show_locals
             items.append(item)
             if self.emit:
                 self.emit(ev.TaskStarted(task, now))

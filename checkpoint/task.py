@@ -750,6 +750,12 @@ class Task(Generic[R]):
     def __repr__(self) -> str:
         return self.expression()
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: expression, state, stored size and last run."""
+        from .notebook import task_html
+
+        return task_html(self)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Task) and other.id == self.id
 

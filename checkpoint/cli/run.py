@@ -138,6 +138,11 @@ def _interrupt_exit() -> Iterator[Callable[[Any], None]]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
 @click.option("--no-progress", is_flag=True, help="Plain log lines instead of the live display.")
 @click.option("-v", "--show-output", is_flag=True, help="Show each task's output as it finishes.")
+@click.option("--pdb", "post_mortem", is_flag=True,
+              help="When a task fails, re-run it in this process under the debugger (post-mortem).")
+@click.option("--trace", "trace", metavar="TARGET", shell_complete=complete_targets,
+              help="Build TARGET's prerequisites, then step through TARGET under the debugger.")
+@click.option("--show-locals", is_flag=True, help="Show local variables in failure tracebacks.")
 @pass_app
 def run(
     app: App,
@@ -153,6 +158,9 @@ def run(
     as_json: bool,
     no_progress: bool,
     show_output: bool,
+    post_mortem: bool,
+    trace: str | None,
+    show_locals: bool,
 ) -> None:
     """Build TARGETS (default: main) as one DAG and print their values.
 
@@ -161,7 +169,10 @@ def run(
     from ..graph import plan
     from ..scheduler import run as run_tasks
 
+    if trace and not targets:
+        targets = (trace,)
     tasks = app.targets(targets or ("main",))
+    traced = app.targets((trace,)) if trace else []
     if dry_run:
         the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,
                         code_check=not no_code_check)
@@ -183,6 +194,9 @@ def run(
             cache_dir=app.cache_dir,
             subscribers=[*subs, record],
             raise_on_failure=False,
+            debug=post_mortem,
+            trace=traced,
+            show_locals=show_locals,
         )
     if as_json:
         emit_json(_run_document(tasks, targets or ("main",), result, failures))

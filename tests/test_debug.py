@@ -1,0 +1,68 @@
+"""Debugging from Python: run(debug=True) and run(trace=...) hand the right frames to the debugger."""
+
+from __future__ import annotations
+
+from types import FrameType, TracebackType
+from typing import Any
+
+import pytest
+
+import checkpoint
+from checkpoint import debug, requires, task
+
+
+@task
+def base(n: int):  # type: ignore[no-untyped-def]
+    return lambda: n * 10
+
+
+@task
+def divide(n: int):  # type: ignore[no-untyped-def]
+    @requires(base(n))
+    def __(value: int) -> float:
+        denominator = n - 3
+        return value / denominator
+
+    return __
+
+
+def _last_frame(tb: TracebackType | None) -> FrameType:
+    assert tb is not None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame
+
+
+@pytest.mark.parametrize("executor", ["process", "inline"])
+def test_debug_true_opens_post_mortem_in_the_users_frame(
+    executor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run(debug=True) should hand the debugger a traceback that starts and ends in user code."""
+    seen: list[TracebackType | None] = []
+    monkeypatch.setattr(debug, "post_mortem", seen.append)
+    with pytest.raises(ZeroDivisionError):
+        checkpoint.run([divide(3)], executor=executor, max_workers=2, debug=True)
+    assert len(seen) == 1
+    first = seen[0]
+    assert first is not None and first.tb_frame.f_code.co_name == "__"
+    frame = _last_frame(first)
+    assert frame.f_locals["denominator"] == 0 and frame.f_locals["value"] == 30
+    assert base(3).run() == 30  # the prerequisite was kept; nothing of divide(3) was stored
+    from checkpoint.store import Store
+
+    assert Store.open().get_meta(divide.dirname, divide(3).id) is None
+
+
+def test_trace_runs_the_task_under_the_debugger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run(trace=[t]) should build prerequisites, call t's inner function through the debugger, store it."""
+    calls: list[Any] = []
+
+    def fake_trace(fn: Any, *args: Any) -> Any:
+        calls.append(args)
+        return fn(*args)
+
+    monkeypatch.setattr(debug, "trace_call", fake_trace)
+    result = checkpoint.run([divide(4)], executor="process", max_workers=2, trace=[divide(4)])
+    assert calls == [(40,)]
+    assert result.values[divide(4).id] == 40.0
+    assert not checkpoint.run([divide(4)]).ran
