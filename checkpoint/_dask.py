@@ -9,10 +9,14 @@ checkpoint creates it closes at the end of the run; what the caller passed stays
 Batches travel as in a process pool (the scheduler above is unchanged, so rate limits,
 failures, keep-going, interrupts and events behave the same), with three Dask specifics:
 
-* **Code by value.** Workers may run on other hosts, without the taskfile's directory on
-  their ``sys.path``. The taskfile module, and the plain modules next to it that it
-  imported, are pickled *by value* (``cloudpickle.register_pickle_by_value``, only while a
-  batch is being pickled); installed packages, checkpoint included, travel by reference.
+* **Project code travels.** Workers may run on other hosts, without the taskfile's
+  directory on their ``sys.path``. The taskfile module, and the plain modules next to it
+  or next to the main script, are pickled whole (by value) once per run, scattered to the
+  workers and installed in their ``sys.modules`` before a batch is unpickled; batches and
+  results then name functions and classes by reference, exactly as in a local run (so a
+  stored instance of a taskfile class loads as that class later, and values stored by a
+  local run load on the workers). A module that cannot be pickled whole (an open file at
+  module level) is instead pickled by value into each batch that uses it.
 * **Shared cache.** Workers never open the store's index (SQLite must never be opened over
   NFS by several hosts): the coordinator alone writes it. Once per run, before the first
   batch, every worker is asked whether it sees a marker file written in the cache. If all
@@ -28,6 +32,7 @@ failures, keep-going, interrupts and events behave the same), with three Dask sp
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -152,7 +157,7 @@ class DaskAdapter(ExecutorAdapter):
         self._unshared: dict[str, tuple[str, str]] | None = None
         """Workers that could not see the cache at the start of the run (None: not checked)."""
         self._slots_at = -_REFRESH_SECONDS
-        self._by_value: list[ModuleType] | None = None
+        self._shipped: tuple[str, Any, list[ModuleType]] | None = None
         self._slots: int = max_workers or 1
 
     # The scheduler reads ``workers`` before each submission; a cluster may grow or shrink.
@@ -193,16 +198,37 @@ class DaskAdapter(ExecutorAdapter):
                     tid: (p.read(), p.compressed) if isinstance(p, BlobRef) else p
                     for tid, p in payloads.items()
                 }
-        if self._by_value is None:
-            self._by_value = project_modules()
-        blob = dumps_by_value((items, payloads), self._by_value)
+        if self._shipped is None:
+            self._shipped = self._ship_modules()
+        digest, modules, by_value = self._shipped
+        blob = dumps_by_value((items, payloads), by_value)
         key = f"checkpoint-batch-{secrets.token_hex(8)}"
-        inner = self.executor.submit(run_dask_batch, blob, key=key)  # type: ignore[call-arg]
+        inner = self.executor.submit(  # type: ignore[call-arg]
+            run_dask_batch, blob, digest, modules, key=key
+        )
         outer: Future[list[Outcome]] = Future()
         with self._lock:
             self._inflight.add(inner)
         inner.add_done_callback(lambda f: self._transfer(f, outer, items))
         return outer
+
+    def _ship_modules(self) -> tuple[str, Any, list[ModuleType]]:
+        """Send the project's modules to the workers once: ``(digest, data, by_value)``.
+
+        The workers install them in ``sys.modules``, so batches and results name their
+        functions and classes by reference, as in a local run. If a module cannot be
+        pickled whole (an open file or a lock at module level), batches carry the code they
+        use by value instead (``by_value``).
+        """
+        modules = project_modules()
+        if not modules:
+            return "", None, []
+        try:
+            data = dumps_by_value(modules, modules)
+        except Exception:  # noqa: BLE001 - fall back to pickling each batch's code by value
+            return "", None, modules
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        return digest, self.client.scatter(data, broadcast=True, hash=False), []
 
     def _transfer(self, inner: Future[list[Outcome]], outer: Future[list[Outcome]], items: list[WorkItem]) -> None:
         with self._lock:
@@ -232,6 +258,7 @@ class DaskAdapter(ExecutorAdapter):
                 inflight = list(self._inflight)
             for fut in inflight:
                 fut.cancel()
+        self._shipped = None  # releases the modules scattered to the workers
         while self.closers:
             self.closers.pop()()
         owned, self._owned = self._owned, []
@@ -284,29 +311,59 @@ def project_modules() -> list[ModuleType]:
     return list(found.values())
 
 
+_registry = threading.Lock()
+"""Held while the taskfile is registered by value, and while results are re-pickled."""
+
 def dumps_by_value(obj: Any, modules: list[ModuleType]) -> bytes:
     """cloudpickle ``obj`` with ``modules`` pickled by value (registered only meanwhile)."""
     import cloudpickle
 
-    already = set(cloudpickle.list_registry_pickle_by_value())
-    added = [m for m in modules if m.__name__ not in already and m.__name__ in sys.modules]
-    for module in added:
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        blob: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
+    with _registry:
+        already = set(cloudpickle.list_registry_pickle_by_value())
+        added = [m for m in modules if m.__name__ not in already and m.__name__ in sys.modules]
         for module in added:
-            cloudpickle.unregister_pickle_by_value(module)
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            blob: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            for module in added:
+                cloudpickle.unregister_pickle_by_value(module)
     return blob
 
 
 # --- on the workers ---------------------------------------------------------------------
 
 
-def run_dask_batch(blob: bytes) -> list[Outcome]:
+_installed: dict[str, list[ModuleType]] = {}
+_install_lock = threading.Lock()
+SHIPPED_MARK = "__checkpoint_shipped__"
+
+
+def install_modules(digest: str, data: bytes) -> None:
+    """On a worker: put the coordinator's project modules in ``sys.modules`` (once per digest).
+
+    A module that the worker imported by itself (from its own files) is left alone.
+    """
+    with _install_lock:
+        modules = _installed.get(digest)
+        if modules is None:
+            while len(_installed) >= 8:  # a long-lived cluster serves many runs
+                _installed.pop(next(iter(_installed)))
+            modules = _installed[digest] = pickle.loads(data)
+            for module in modules:
+                setattr(module, SHIPPED_MARK, digest)
+        for module in modules:
+            present = sys.modules.get(module.__name__)
+            if present is None or hasattr(present, SHIPPED_MARK):
+                sys.modules[module.__name__] = module
+
+
+def run_dask_batch(blob: bytes, digest: str = "", modules: bytes | None = None) -> list[Outcome]:
     """Entry point on a Dask worker: run a cloudpickled batch; each outcome stands alone."""
     import cloudpickle
 
+    if digest and modules is not None:
+        install_modules(digest, modules)
     items, payloads = pickle.loads(blob)
     ready = []
     missing: list[Outcome] = []

@@ -37,10 +37,21 @@ needs_dask = pytest.mark.skipif(
 
 TASKFILE = """
     import os, socket, time
+    from dataclasses import dataclass
     from checkpoint import TaskDirectory, requires, task
 
     class Boom(Exception):
         pass
+
+    @dataclass
+    class Point:
+        x: int
+
+    @task
+    def point(x):
+        def __():
+            return Point(x)
+        return __
 
     @task
     def choose(n, k):
@@ -176,6 +187,27 @@ def test_client_executor_runs_tasks_on_workers(client: Any, tasks: ModuleType) -
     assert sum(isinstance(e, ev.TaskFinished) for e in seen) == len(result.ran) == 12
     again = run([tasks.choose(5, 2)], executor=client.get_executor())
     assert again.ran == [] and again.values[tasks.choose(5, 2).id] == 10
+    # Only the coordinator opens the store's SQLite index: workers never import diskcache.
+    assert not any(client.run(lambda: "diskcache" in sys.modules).values())
+
+
+@needs_dask
+def test_taskfile_class_values_load_as_that_class_in_later_runs(
+    client: Any, tasks: ModuleType, tmp_path: Path
+) -> None:
+    """A stored instance of a taskfile class should load as that very class in a later process."""
+    assert tasks.point(3).run(executor=client.get_executor()) == tasks.Point(3)
+    write(tmp_path / "later.py", """
+        from pathlib import Path
+        from checkpoint import run
+        from checkpoint.taskfile import load_taskfile
+        m = load_taskfile(Path("taskfile.py"))
+        result = run([m.point(3)], executor="inline")
+        print(result.ran == [], type(result.values[m.point(3).id]) is m.Point)
+    """)
+    later = subprocess.run([sys.executable, "later.py"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+    assert later.stdout.split() == ["True", "True"], later.stderr
 
 
 @needs_dask
@@ -340,6 +372,10 @@ def test_dask_worker_subprocess_runs_taskfile_it_never_imported(tmp_path: Path) 
         ))
         with distributed.Client(f"tcp://{address}", timeout=30) as watcher:
             watcher.wait_for_workers(1, timeout=30)
+        # One prerequisite stored by a local run: the worker must resolve its class by name.
+        local = subprocess.run([str(bindir / "checkpoint"), "run", "point(1)"], cwd=project,
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert local.returncode == 0, local.stderr
         done = subprocess.run(
             [str(bindir / "checkpoint"), "run", "--executor", f"dask://{address}", "main"],
             cwd=project, env=env, capture_output=True, text=True, timeout=120,
@@ -367,7 +403,7 @@ def test_dask_worker_subprocess_runs_taskfile_it_never_imported(tmp_path: Path) 
     assert driven.returncode == 0, driven.stderr
     assert driven.stdout.strip() == "6"
     # The run history names the Dask worker process that ran the task.
-    log = subprocess.run([str(bindir / "checkpoint"), "log", "point(1)"], cwd=project, env=env,
+    log = subprocess.run([str(bindir / "checkpoint"), "log", "point(2)"], cwd=project, env=env,
                          capture_output=True, text=True, timeout=60)
     assert f" on {socket.gethostname()}:{procs[1].pid}," in log.stderr, log.stdout + log.stderr
     [written] = (project / ".cache").glob("checkpoint/taskfile.main/data/*/cwd.txt")
@@ -433,3 +469,28 @@ def test_lost_workers_and_cancellations_become_worker_died_errors(client: Any) -
         assert all(isinstance(o.error, WorkerDiedError) for o in outcomes)
     adapter.shutdown()
     assert client.status == "running"  # the caller's client stays open
+
+
+@needs_dask
+def test_taskfile_that_cannot_be_pickled_whole_still_runs(client: Any, tmp_path: Path) -> None:
+    """A taskfile holding a lock (unused by tasks) should have its task code sent with each batch."""
+    tasks = load_taskfile(write(tmp_path / "taskfile.py", """
+        import threading
+        from checkpoint import requires, task
+
+        _lock = threading.Lock()
+
+        @task
+        def one(i):
+            def __():
+                return i
+            return __
+
+        @task
+        def total():
+            @requires([one(i) for i in range(3)])
+            def __(xs):
+                return sum(xs)
+            return __
+    """))
+    assert tasks.total().run(executor=client.get_executor()) == 3
