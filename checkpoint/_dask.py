@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import pickle
 import secrets
@@ -73,11 +74,6 @@ def _distributed() -> ModuleType:
     return distributed
 
 
-def is_dask_executor(executor: object) -> bool:
-    """Whether ``executor`` is a Dask ``ClientExecutor`` or ``Client`` (without importing Dask)."""
-    return type(executor).__module__.split(".", 1)[0] == "distributed"
-
-
 def adapter_for_name(name: str, max_workers: int | None) -> DaskAdapter:
     """Start a LocalCluster (``"dask"``) or connect to a scheduler (``"dask://..."``)."""
     distributed = _distributed()
@@ -110,8 +106,8 @@ def adapter_for_name(name: str, max_workers: int | None) -> DaskAdapter:
 
 
 def _local_cluster(distributed: ModuleType, n: int) -> Any:
-    if getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__":
-        # A worker process being spawned is re-running the caller's script, which started a
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # A worker process being spawned is re-running the caller's script, which starts a
         # cluster at import time: stop here, quietly; the parent explains (below).
         raise SystemExit(1)
     # Worker processes inherit an ignored SIGINT: Ctrl-C is the coordinator's to handle

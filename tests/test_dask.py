@@ -494,3 +494,24 @@ def test_taskfile_that_cannot_be_pickled_whole_still_runs(client: Any, tmp_path:
             return __
     """))
     assert tasks.total().run(executor=client.get_executor()) == 3
+
+
+@needs_dask
+def test_script_without_main_guard_gets_a_clear_message(tmp_path: Path) -> None:
+    """A script running executor='dask' at import time should be told to add a __main__ guard."""
+    script = write(tmp_path / "script.py", """
+        from checkpoint import task
+
+        @task
+        def f():
+            def __():
+                return 1
+            return __
+
+        print(f().run(executor="dask", max_workers=1))
+    """)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert "put that code under `if __name__ == '__main__':`" in done.stderr
+    assert "bootstrapping phase" not in done.stderr
