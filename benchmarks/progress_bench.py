@@ -21,7 +21,11 @@ against ``plain`` and ``quiet``. The task output capture is on in every mode.
 Then, in this process, the reporters' own cost: the events of a real N-task run are recorded
 once and replayed into each reporter (per-event cost on the scheduler's thread), and one
 frame of the live display is rendered with 1,000 tasks running (a redraw's cost; at most
-10 a second on rich's refresh thread). Last, the cost of output capture in a worker:
+10 a second on rich's refresh thread). Then the coordinator's CPU time (``time.process_time``:
+all its threads, not the workers; much steadier than wall time on a loaded machine) for the
+same run in this process with no reporter, the plain one (to /dev/null) and the live one (a
+terminal console on /dev/null, refreshing 10 times a second). Last, the cost of output
+capture in a worker:
 ``run_batch`` (which captures) against calling ``run_one`` per task, best of 15.
 """
 
@@ -107,6 +111,7 @@ def main() -> None:
     parser.add_argument("-n", "--tasks", type=int, default=10_000)
     parser.add_argument("-r", "--rounds", type=int, default=5)
     parser.add_argument("-j", "--workers", type=int, default=2)
+    parser.add_argument("--skip-pty", action="store_true", help="only the in-process measurements")
     opts = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cp-progress-bench-"))
@@ -119,7 +124,7 @@ def main() -> None:
     cpu: dict[str, list[float]] = {m: [] for m in MODES}
     caches: list[Path] = []
     try:
-        for r in range(opts.rounds):
+        for r in range(0 if opts.skip_pty else opts.rounds):
             for mode, flags in MODES.items():
                 cache = work / f"cache-{mode}-{r}"
                 caches.append(cache)
@@ -141,6 +146,11 @@ def main() -> None:
         # Remove the caches after the last round (deleting many files slows the disk for a while).
         shutil.rmtree(work, ignore_errors=True)
 
+    if opts.skip_pty:
+        replay(opts.tasks)
+        coordinator_cpu(opts.tasks, opts.rounds, opts.workers)
+        capture_cost(opts.tasks)
+        return
     med = {m: statistics.median(v) for m, v in whole.items()}
     cpu_med = {m: statistics.median(v) for m, v in cpu.items()}
     print(f"\n{opts.tasks:,} no-op tasks, -j {opts.workers}, {opts.rounds} rounds, medians (pty):\n")
@@ -158,6 +168,7 @@ def main() -> None:
                  f"{100 * (cpu_med[mode] / cpu_med['quiet'] - 1):+.1f}% |")
         print(line)
     replay(opts.tasks)
+    coordinator_cpu(opts.tasks, opts.rounds, opts.workers)
     capture_cost(opts.tasks)
 
 
@@ -222,10 +233,64 @@ def replay(n: int) -> None:
           f"(at 10 frames/s: {100 * frame * 10:.1f}% of one core).")
 
 
+def coordinator_cpu(n: int, rounds: int, workers: int) -> None:
+    from rich.console import Console
+
+    import checkpoint
+    from checkpoint import requires, task
+    from checkpoint.progress import LiveReporter, PlainReporter
+
+    @task
+    def noop(i: int):  # type: ignore[no-untyped-def]
+        return lambda: i
+
+    @task
+    def top(k: int):  # type: ignore[no-untyped-def]
+        @requires([noop(i) for i in range(k)])
+        def __(values):  # type: ignore[no-untyped-def]
+            return sum(values)
+        return __
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115
+    makers = {
+        "none": lambda: None,
+        "plain": lambda: PlainReporter(devnull),
+        "live": lambda: LiveReporter(Console(file=devnull, force_terminal=True, width=120)),
+    }
+    cpu: dict[str, list[float]] = {m: [] for m in makers}
+    wall: dict[str, list[float]] = {m: [] for m in makers}
+    base = Path(tempfile.mkdtemp(prefix="cp-progress-cpu-"))
+    try:
+        for r in range(rounds):
+            for name, make in makers.items():
+                reporter = make()
+                c0, w0 = time.process_time(), time.perf_counter()
+                checkpoint.run([top(n)], max_workers=workers, cache_dir=base / f"{name}-{r}",
+                               subscribers=[reporter] if reporter else [])
+                if reporter:
+                    reporter.close()
+                cpu[name].append(time.process_time() - c0)
+                wall[name].append(time.perf_counter() - w0)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    med = {m: statistics.median(v) for m, v in cpu.items()}
+    wmed = {m: statistics.median(v) for m, v in wall.items()}
+    print(f"\nCoordinator CPU of a {n + 1:,}-task run in this process (-j {workers}, median of {rounds}):\n")
+    print("| reporter | coordinator CPU s | vs none | vs plain | wall s |")
+    print("| --- | --- | --- | --- | --- |")
+    for m in makers:
+        print(f"| {m} | {med[m]:.3f} | {100 * (med[m] / med['none'] - 1):+.1f}% | "
+              f"{100 * (med[m] / med['plain'] - 1):+.1f}% | {wmed[m]:.3f} |")
+
+
+def _const(i: int):  # type: ignore[no-untyped-def]
+    return lambda: i
+
+
 def capture_cost(n: int) -> None:
     from checkpoint._worker import WorkItem, run_batch, run_one, uninstall_capture
 
-    items = [WorkItem(str(i), (lambda i=i: (lambda: i))(), [], 0) for i in range(n)]
+    items = [WorkItem(str(i), _const(i), [], 0) for i in range(n)]
     best: dict[str, float] = {}
     for _ in range(15):
         for name, fn in (("without capture", lambda: [run_one(it, {}, False) for it in items]),

@@ -198,17 +198,17 @@ def run_batch(
     worker = worker_id()
     local = _capture
     outcomes: list[Outcome] = []
-    for item in items:
-        buf = _Captured()
-        local.buf = buf
-        try:
+    local.buf = buf = _Captured()
+    try:
+        for item in items:
             outcome = run_one(item, payloads, in_process)
-        finally:
-            local.buf = None
-        if buf.parts:
-            outcome.output = buf.text()
-        outcome.worker = worker
-        outcomes.append(outcome)
+            if buf.parts:  # a fresh buffer only after a task that wrote something
+                outcome.output = buf.text()
+                local.buf = buf = _Captured()
+            outcome.worker = worker
+            outcomes.append(outcome)
+    finally:
+        local.buf = None
     return outcomes
 
 
