@@ -21,7 +21,7 @@ against ``plain`` and ``quiet``. The task output capture is on in every mode.
 Then, in this process, the reporters' own cost: the events of a real N-task run are recorded
 once and replayed into each reporter (per-event cost on the scheduler's thread), and one
 frame of the live display is rendered with 1,000 tasks running (a redraw's cost; at most
-10 a second on rich's refresh thread). Then the coordinator's CPU time (``time.process_time``:
+10 a second). Then the coordinator's CPU time (``time.process_time``:
 all its threads, not the workers; much steadier than wall time on a loaded machine) for the
 same run in this process with no reporter, the plain one (to /dev/null) and the live one (a
 terminal console on /dev/null, refreshing 10 times a second). Last, the cost of output

@@ -14,9 +14,9 @@
 
 **Cost.** A run of 10,000 tiny tasks emits 20,000 events, so each event updates counters in
 O(1) (:class:`Tally`: per-family counts, the running tasks in an insertion-ordered dict, a
-bounded heap of the slowest). The live display renders from those counters on rich's
-refresh thread, at most ``refresh_per_second`` times a second, looking at a bounded number
-of rows. rich is imported only when a live display starts, so piped and warm runs never
+bounded heap of the slowest). The live display renders from those counters at most
+``refresh_per_second`` times a second, looking at a bounded number of rows, on the thread
+that delivers the events (a helper thread redraws only when events pause). rich is imported only when a live display starts, so piped and warm runs never
 pay for its import.
 
 **ETA.** Work is measured in task-seconds. A task that will run is expected to take what it
@@ -417,7 +417,13 @@ class LiveReporter:
         max_running: how many running tasks to list before "+N more".
         max_families: how many family rows to show before "+N more".
         refresh_per_second: the redraw rate cap.
-        auto_refresh: redraw on a background thread (off in tests: call :meth:`render`).
+        auto_refresh: redraw by itself (off in tests: call :meth:`render`).
+        idle_refresh: seconds between redraws when no event comes (elapsed times tick).
+
+    Redraws happen on the thread that delivers the events, at most ``refresh_per_second``
+    times a second, and on a helper thread only when no event came for ``idle_refresh``
+    seconds: a refresh thread waking 10 times a second makes the scheduler's thread hand
+    the GIL back and forth, which on a loaded machine stalls it far more than the drawing.
     """
 
     def __init__(
@@ -432,6 +438,7 @@ class LiveReporter:
         max_families: int = 12,
         refresh_per_second: float = 10,
         auto_refresh: bool = True,
+        idle_refresh: float = 0.5,
     ) -> None:
         self.console = console
         self.stream = stream
@@ -443,10 +450,15 @@ class LiveReporter:
         self.max_families = max_families
         self.refresh_per_second = refresh_per_second
         self.auto_refresh = auto_refresh
+        self.idle_refresh = idle_refresh
         self.live: Live | None = None
         self._lock = threading.Lock()
         self._ended = False
         self._paused = False
+        self._interval = 1.0 / refresh_per_second
+        self._drawn = 0.0
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     # --- events ---------------------------------------------------------------------------
 
@@ -459,6 +471,12 @@ class LiveReporter:
         if self._paused and kind is not ev.RunFinished and kind is not ev.RunInterrupted:
             self._paused = False  # the debugger is done with the terminal
             self._start()
+        live = self.live
+        if live is not None and self.auto_refresh:
+            now = time.monotonic()
+            if now - self._drawn >= self._interval:
+                self._drawn = now
+                live.refresh()
         if kind is ev.TaskStarted:
             return
         if kind is ev.TaskFinished:
@@ -491,10 +509,24 @@ class LiveReporter:
         from rich.live import Live
 
         self.live = Live(
-            self, console=self._get_console(), refresh_per_second=self.refresh_per_second,
-            auto_refresh=self.auto_refresh, redirect_stdout=False, redirect_stderr=False,
+            self, console=self._get_console(), auto_refresh=False,
+            redirect_stdout=False, redirect_stderr=False,
         )
-        self.live.start()
+        self.live.start(refresh=True)
+        self._drawn = time.monotonic()
+        if self.auto_refresh:
+            self._stop = threading.Event()
+            self._ticker = threading.Thread(target=self._tick, name="checkpoint-progress", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.idle_refresh):
+            live = self.live
+            if live is None:
+                return
+            if time.monotonic() - self._drawn >= self.idle_refresh:
+                self._drawn = time.monotonic()
+                live.refresh()
 
     def _print(self, text: str, style: str | None = None) -> None:
         from rich.text import Text
@@ -543,6 +575,10 @@ class LiveReporter:
     def close(self) -> None:
         """Stop the live display (idempotent); the last frame stays on screen."""
         live, self.live = self.live, None
+        self._stop.set()
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None and ticker is not threading.current_thread():
+            ticker.join(timeout=1)
         if live is not None:
             live.stop()
 
