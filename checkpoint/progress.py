@@ -130,8 +130,8 @@ class Tally:
         self.total = event.total
         self.to_run = event.to_run
         plan = event.plan
-        if plan is None:
-            return
+        if plan is None or not event.to_run:
+            return  # a warm run shows only its summary: spare it a pass over the plan
         from .history import duration_estimates
 
         self.estimates, known = duration_estimates(plan)

@@ -166,3 +166,18 @@ def test_huge_output_keeps_its_end(make_module: Any, monkeypatch: pytest.MonkeyP
     head, _, kept = log.output.partition("\n")
     assert head == "[checkpoint: the first 9,900 characters of output were dropped]"
     assert len(kept) == 100 and kept.endswith("line 0999\n")
+
+
+def test_plan_last_runs_matches_last_runs(mod: Any) -> None:
+    """The plan-based history (for `checkpoint ls`) should agree with last_runs, failures included."""
+    from checkpoint.graph import plan
+    from checkpoint.history import plan_last_runs
+    from checkpoint.store import Store
+
+    checkpoint.run([mod.talks(2), mod.flaky(True)], executor="inline", keep_going=True,
+                   raise_on_failure=False)
+    the_plan = plan([mod.talks(2), mod.flaky(True)], Store.open())
+    runs = plan_last_runs(the_plan, Store.open())
+    assert runs == last_runs([n.task for n in the_plan.nodes.values()])
+    assert runs[mod.flaky(True).id].status == "failed" and runs[mod.talk(0).id].status == "done"
+    assert len(runs) == 4
