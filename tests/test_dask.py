@@ -107,6 +107,20 @@ TASKFILE = """
         return __
 
     @task
+    def snooze(i):
+        def __():
+            time.sleep(0.3)
+            return i
+        return __
+
+    @task
+    def snoozes():
+        @requires([snooze(i) for i in range(10)])
+        def __(xs):
+            return xs
+        return __
+
+    @task
     def big(n):
         def __():
             return b"x" * n
@@ -419,13 +433,13 @@ def test_ctrl_c_on_local_cluster_exits_130_quietly_and_leaves_no_process(tmp_pat
     write(tmp_path / "taskfile.py", TASKFILE)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "checkpoint"), "run", "--executor", "dask", "-j", "2",
-         "naps"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "snoozes"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
     coordinator = psutil.Process(proc.pid)
     workers: list[psutil.Process] = []
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list((tmp_path / ".cache").glob("checkpoint/*nap*")):
+    while time.monotonic() < deadline and not list((tmp_path / ".cache").glob("checkpoint/*snooze*")):
         workers = coordinator.children(recursive=True)
         time.sleep(0.05)  # until the first results are being stored: the run is under way
     os.killpg(proc.pid, signal.SIGINT)
