@@ -66,6 +66,9 @@ def run_process(
     as in a real terminal; the harness drains the terminal in a thread so the child never blocks.
     """
     full_env = dict(os.environ)
+    # Measure what users get: bytecode caches written and used (some shells here disable them,
+    # which makes every start-up recompile the modules it imports).
+    full_env.pop("PYTHONDONTWRITEBYTECODE", None)
     full_env.update(env or {})
     out_path, err_path = cwd / ".bench-stdout", cwd / ".bench-stderr"
     drained: list[bytes] = []

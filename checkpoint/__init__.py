@@ -8,6 +8,8 @@ results cached on disk.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CheckpointError as CheckpointError,
 )
@@ -50,14 +52,16 @@ from .errors import (
 from .errors import (
     WorkerDiedError as WorkerDiedError,
 )
-from .scheduler import RunResult as RunResult
-from .scheduler import run as run
 from .task import Requires as Requires
 from .task import Task as Task
 from .task import TaskDirectory as TaskDirectory
 from .task import TaskFamily as TaskFamily
 from .task import requires as requires
 from .task import task as task
+
+if TYPE_CHECKING:
+    from .scheduler import RunResult as RunResult
+    from .scheduler import run as run
 
 __version__ = "0.1.0"
 
@@ -86,3 +90,12 @@ __all__ = [
     "task",
 ]
 
+
+def __getattr__(name: str) -> Any:
+    # The scheduler (process pools, SQLite) loads on first use: `checkpoint --help` and
+    # shell completion import this package and should not pay for it.
+    if name in ("run", "RunResult"):
+        from . import scheduler
+
+        return getattr(scheduler, name)
+    raise AttributeError(f"module 'checkpoint' has no attribute {name!r}")
