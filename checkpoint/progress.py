@@ -297,10 +297,6 @@ def failure_report(event: ev.TaskFailed, tracebacks: bool = True) -> list[str]:
     return lines
 
 
-def _output_lines(task: Task[Any], output: str) -> list[str]:
-    return [f"[{task!r}] {line}" for line in output.rstrip("\n").splitlines()]
-
-
 # --- plain lines ----------------------------------------------------------------------------
 
 
