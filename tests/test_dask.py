@@ -68,6 +68,7 @@ TASKFILE = """
     @task
     def where(i):
         def __():
+            print("running on", socket.gethostname())
             return socket.gethostname(), os.getpid()
         return __
 
@@ -199,6 +200,9 @@ def test_client_executor_runs_tasks_on_workers(client: Any, tasks: ModuleType) -
     worker_pids = set(client.run(os.getpid).values())
     assert pid in worker_pids and host == socket.gethostname()
     assert sum(isinstance(e, ev.TaskFinished) for e in seen) == len(result.ran) == 12
+    [finished] = [e for e in seen if isinstance(e, ev.TaskFinished) and e.task == tasks.where(1)]
+    assert finished.output == f"running on {host}\n"  # captured on the worker
+    assert finished.worker == f"{host}:{pid}"  # the run history's "where"
     again = run([tasks.choose(5, 2)], executor=client.get_executor())
     assert again.ran == [] and again.values[tasks.choose(5, 2).id] == 10
     # Only the coordinator opens the store's SQLite index: workers never import diskcache.
