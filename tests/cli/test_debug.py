@@ -62,7 +62,7 @@ def _spawn(project: Path, *args: str) -> Any:
     env = {**os.environ, "CP_CACHE_DIR": str(project / ".cache"), "PYTHONBREAKPOINT": ""}
     env.pop("NO_COLOR", None)
     return pexpect.spawn(CHECKPOINT, list(args), cwd=str(project), env=env, encoding="utf-8",
-                         timeout=60, dimensions=(40, 120))
+                         timeout=120, dimensions=(40, 120))
 
 
 def _stored(project: Path, family: str, task_id: str) -> bool:
@@ -75,7 +75,7 @@ def _stored(project: Path, family: str, task_id: str) -> bool:
 
 def test_pdb_opens_post_mortem_at_the_failing_line(project: Path) -> None:
     """--pdb should stop at the raising line with the task's locals; q ends with exit 1."""
-    child = _spawn(project, "run", "--pdb", "-j", "2")
+    child = _spawn(project, "run", "--pdb", "-j", "2", "--no-progress")
     child.expect(r"taskfile\.py\(15\)__\(\)")
     child.expect(r"-> return value / denominator")
     child.expect_exact("(Pdb)")
