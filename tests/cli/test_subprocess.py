@@ -118,7 +118,8 @@ def _loaded_modules(argv: list[str], cwd: Path, **env: str) -> tuple[set[str], s
         "import sys, json\n"
         "from checkpoint.cli import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-        "sys.stderr.write('MODULES=' + json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        "names = {m.split('.')[0] for m in sys.modules} | {m for m in sys.modules if m.startswith('checkpoint')}\n"
+        "sys.stderr.write('MODULES=' + json.dumps(sorted(names)))\n"
     )
     proc = run([sys.executable, "-c", code], cwd, **env)
     modules = json.loads(proc.stderr.rsplit("MODULES=", 1)[1])
@@ -130,6 +131,7 @@ def test_help_is_light(project: Path) -> None:
     modules, out = _loaded_modules(["--help"], project.parent)
     assert "Usage: checkpoint" in out
     assert not modules & HEAVY
+    assert "checkpoint.scheduler" not in modules  # nor the executors and multiprocessing
 
 
 def test_completion_is_light_and_lists_families(project: Path) -> None:
