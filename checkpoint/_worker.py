@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Union
 
+from .errors import CorruptEntryError
 from .store import INLINE_MAX, BlobRef, decode_payload, encode_value, write_blob
 from .task import _Requires, restore_filename
 
@@ -86,13 +87,26 @@ class Outcome:
     """What the task wrote to stdout and stderr, interleaved."""
     worker: str = ""
     """``hostname:pid`` of the process that ran the task."""
+    corrupt_dep: str = ""
+    """Id of a prerequisite whose stored value failed its check (the task did not run)."""
+    corrupt_text: str = ""
+
+
+class _CorruptPrerequisite(Exception):
+    def __init__(self, dep: str, text: str) -> None:
+        super().__init__(text)
+        self.dep = dep
 
 
 def _fill(template: Any, payloads: dict[str, Payload]) -> Any:
     if isinstance(template, Ref):
         held = payloads[template.id]
         if isinstance(held, BlobRef):
-            return decode_payload(held.read(), held.compressed)
+            try:
+                raw = held.read()
+            except CorruptEntryError as exc:
+                raise _CorruptPrerequisite(template.id, str(exc)) from None
+            return decode_payload(raw, held.compressed)
         return decode_payload(held[0], held[1])
     if isinstance(template, list):
         return [_fill(t, payloads) for t in template]
@@ -115,6 +129,8 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
                 value = trace_call(fn, *args)
         else:
             value = fn(*args)
+    except _CorruptPrerequisite as exc:
+        return Outcome(item.id, started, 0.0, corrupt_dep=exc.dep, corrupt_text=str(exc))
     except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
         if in_process and isinstance(exc, KeyboardInterrupt):
             raise

@@ -4,7 +4,9 @@ The scheduler never prints: it calls its subscribers with these frozen records, 
 order for each task: :class:`TaskStarted` then one of :class:`TaskFinished`,
 :class:`TaskFailed`; a task that needs no run gets :class:`TaskReused`, one that cannot
 run because a prerequisite failed gets :class:`TaskSkipped`. :class:`RunPlanned` opens
-a run and :class:`RunFinished` (or :class:`RunInterrupted`) closes it. Every event is
+a run and :class:`RunFinished` (or :class:`RunInterrupted`) closes it. A failed attempt
+that will be retried gives :class:`TaskRetried` (and a new :class:`TaskStarted`); a stored
+result that fails its check gives :class:`CorruptEntryFound` before its task re-runs. Every event is
 delivered on the thread that called :func:`checkpoint.run`.
 
 Tasks are handed to workers in batches, so a :class:`TaskStarted` means "handed to a
@@ -79,6 +81,27 @@ class TaskFailed:
 
 
 @dataclass(frozen=True)
+class TaskRetried:
+    """A task failed (or its worker died) and runs again: ``attempt`` of ``retries + 1``."""
+
+    task: Task[Any]
+    attempt: int
+    """The attempt that failed, from 1."""
+    error: BaseException
+    traceback: str
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class CorruptEntryFound:
+    """A stored result failed its check (checksum, missing file, damaged index): it is
+    treated as missing, so its task (``None`` when only the family is known) runs again."""
+
+    task: Task[Any] | None
+    message: str
+
+
+@dataclass(frozen=True)
 class TaskSkipped:
     """A task did not run because a prerequisite failed (keep-going mode)."""
 
@@ -106,6 +129,7 @@ class RunInterrupted:
 
 
 Event = Union[
-    RunPlanned, TaskStarted, TaskFinished, TaskReused, TaskFailed, TaskSkipped, RunFinished, RunInterrupted
+    RunPlanned, TaskStarted, TaskFinished, TaskReused, TaskFailed, TaskSkipped, RunFinished,
+    RunInterrupted, TaskRetried, CorruptEntryFound,
 ]
 Subscriber = Callable[[Event], None]

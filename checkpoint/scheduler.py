@@ -23,6 +23,7 @@ Prerequisite payloads are kept in memory only while a dependent still has to be 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import queue
@@ -41,8 +42,10 @@ from ._types import TaskId
 from ._worker import Outcome, Payload, Ref, WorkItem, uninstall_capture
 from .debug import breakpoints_for
 from .errors import (
+    CorruptEntryError,
     TaskFailedError,
     UnserializableResultError,
+    UsageError,
     WorkerDiedError,
 )
 from .executors import ExecutorAdapter, resolve_executor
@@ -112,6 +115,7 @@ def run(
     debug: bool = False,
     trace: Sequence[Task[Any]] = (),
     show_locals: bool = False,
+    retries: int = 0,
 ) -> RunResult:
     """Build ``targets`` and their upstream, reusing fresh stored results.
 
@@ -137,6 +141,8 @@ def run(
         trace: tasks whose inner function runs under a debugger, stopped at its first line,
             after their prerequisites are built.
         show_locals: include each frame's local variables in failure tracebacks.
+        retries: run a failing task (or one whose worker died) up to this many more times
+            before it counts as failed (a family's ``@task(retries=N)`` can ask for more).
 
     Raises:
         Exception: the first failing task's own exception (when ``raise_on_failure``).
@@ -152,7 +158,7 @@ def run(
                 keep_going=keep_going, force=force, force_upstream=force_upstream,
                 code_check=code_check, cache_dir=cache_dir, raise_on_failure=raise_on_failure,
                 subscribers=[*subscribers, reporter], debug=debug, trace=trace,
-                show_locals=show_locals,
+                show_locals=show_locals, retries=retries,
             )
         finally:
             reporter.close()
@@ -161,8 +167,11 @@ def run(
             targets, trace, executor=executor, max_workers=max_workers, rate_limits=rate_limits,
             keep_going=keep_going, force=force, force_upstream=force_upstream,
             code_check=code_check, cache_dir=cache_dir, subscribers=subscribers,
-            raise_on_failure=raise_on_failure, show_locals=show_locals,
+            raise_on_failure=raise_on_failure, show_locals=show_locals, retries=retries,
         )
+    for q, n in (rate_limits or {}).items():
+        if not isinstance(n, int) or n < 1:
+            raise UsageError(f"The rate limit of queue {q!r} must be a whole number >= 1, not {n!r}.")
     started = time.perf_counter()
     store = Store.open(cache_dir)
     the_plan = plan(
@@ -170,8 +179,24 @@ def run(
     )
     result = RunResult(the_plan)
     emit = _emitter(subscribers)
+    # A fresh target's value is read now: if it fails its check, the target runs again.
+    target_payloads: dict[TaskId, tuple[bytes, bool]] = {}
+    corrupt: list[tuple[Task[Any] | None, str]] = [(None, n) for n in store.take_notices()]
+    for target in targets:
+        node = the_plan.nodes[target.id]
+        if node.reason is None and node.meta is not None and target.id not in target_payloads:
+            try:
+                target_payloads[target.id] = (
+                    store.load_payload(target.family.dirname, target.id, node.meta),
+                    node.meta.compressed,
+                )
+            except CorruptEntryError as exc:
+                node.reason = "corrupt"
+                corrupt.append((target, str(exc)))
     to_run = the_plan.to_run
     if emit:
+        for task, message in corrupt:
+            emit(ev.CorruptEntryFound(task, message))
         emit(ev.RunPlanned(len(the_plan.nodes), len(to_run),
                            {tid: the_plan.nodes[tid].reason or "" for tid in to_run}, time.time(),
                            the_plan))
@@ -181,7 +206,7 @@ def run(
         try:
             with InterruptGuard() as guard, breakpoints_for(adapter.kind, subscribers):
                 the_run = _Run(the_plan, to_run, store, adapter, rate_limits or {}, keep_going,
-                               emit, result, guard)
+                               emit, result, guard, retries)
                 the_run.show_locals = show_locals
                 if adapter.kind == "inline":
                     the_run.debug = _TRACING.get() or ("post_mortem" if debug else "")
@@ -199,7 +224,17 @@ def run(
             continue
         node = the_plan.nodes[target.id]
         if node.reason is None:
-            result.values[target.id] = store.load_value(target.family.dirname, target.id)
+            held = target_payloads.get(target.id)
+            if held is None:
+                result.values[target.id] = store.load_value(target.family.dirname, target.id)
+            else:
+                try:
+                    result.values[target.id] = decode_payload(*held)
+                except Exception as exc:
+                    raise CorruptEntryError(
+                        f"The stored result of {target!r} ({target.family.name}) cannot be "
+                        f"decoded: {exc}"
+                    ) from exc
     result.wall_time = time.perf_counter() - started
     if emit:
         emit(ev.RunFinished(len(result.ran), len(result.reused), len(result.failed),
@@ -271,6 +306,7 @@ class _Run:
         emit: Callable[[ev.Event], None] | None,
         result: RunResult,
         guard: InterruptGuard | None = None,
+        retries: int = 0,
     ) -> None:
         self.nodes = the_plan.nodes
         self.guard = guard or InterruptGuard()
@@ -304,6 +340,18 @@ class _Run:
         self.pending_failures: list[tuple[str, str, FailedRun]] = []
         self.first_pending = 0.0
         self.sources_sent: set[str] = set()
+        self.retries = retries
+        self.attempts: dict[TaskId, int] = {}
+        self.prior_output: dict[TaskId, str] = {}
+        """Output and tracebacks of a retried task's failed attempts, kept for its log."""
+        self.rerunning: set[TaskId] = set()
+        """Fresh tasks whose stored value failed its check: they run again in this run."""
+        self.suspects: deque[TaskId] = deque()
+        """Tasks of batches lost with a dead worker: re-run one at a time to find the culprit."""
+        self.generation = 0
+        """How many times the process pool was rebuilt."""
+        self.batch_info: dict[int, tuple[int, bool]] = {}
+        """``id(items)`` of a batch in flight: (pool generation, submitted alone as a suspect)."""
 
         for tid, node in self.nodes.items():
             if tid not in run_set:
@@ -331,6 +379,11 @@ class _Run:
             while self.remaining > 0:
                 self._submit_ready()
                 if self.inflight == 0:
+                    if not self.stopping:
+                        raise RuntimeError(
+                            f"checkpoint's scheduler stalled with {self.remaining} task(s) left "
+                            "and none running (please report this)."
+                        )
                     break  # stopped after a failure: nothing runs, nothing can start
                 self._collect(self._next_done())
                 while True:
@@ -390,6 +443,15 @@ class _Run:
     def _submit_ready(self) -> None:
         if self.stopping:
             return
+        if self.suspects:
+            # A worker died: run the tasks that were in flight alone, one after another, so
+            # that the one that kills its worker is known and the others are not blamed.
+            while self.suspects and self.inflight == 0:
+                tid = self.suspects.popleft()
+                q = self.nodes[tid].task.family.queue
+                self.running[q] = self.running.get(q, 0) + 1
+                self._submit([tid], isolated=True)
+            return
         workers = self.adapter.workers
         # One batch more than workers: a worker that finishes picks the next batch up at
         # once instead of waiting for this thread to collect and submit.
@@ -421,7 +483,7 @@ class _Run:
             return 1
         return max(1, min(_MAX_BATCH, int(_BATCH_SECONDS / max(mean, 1e-6))))
 
-    def _submit(self, batch: list[TaskId]) -> None:
+    def _submit(self, batch: list[TaskId], isolated: bool = False) -> None:
         items: list[WorkItem] = []
         payloads: dict[TaskId, Payload] = {}
         now = time.time()
@@ -429,10 +491,25 @@ class _Run:
         for tid in batch:
             node = self.nodes[tid]
             task = node.task
+            held: list[tuple[TaskId, Payload]] = []
+            blocked: list[TaskId] = []
+            for dep in node.deps:
+                if self.rerunning and dep in self.rerunning:
+                    blocked.append(dep)
+                    continue
+                try:
+                    held.append((dep, self._payload(dep)))
+                except CorruptEntryError as exc:
+                    self._rerun_corrupt(dep, str(exc))
+                    blocked.append(dep)
+            if blocked:
+                self._release(tid)
+                self._wait_for(tid, blocked)
+                continue
             spec = task.spec()
             template = [self._template(req, task) for req in spec.requirements]
-            for dep in node.deps:
-                payloads[dep] = self._payload(dep)
+            for dep, payload in held:
+                payloads[dep] = payload
                 left = self.consumers[dep] - 1
                 self.consumers[dep] = left
                 if left == 0 and dep not in self.targets:
@@ -453,13 +530,41 @@ class _Run:
             items.append(item)
             if self.emit:
                 self.emit(ev.TaskStarted(task, now))
+        if not items:
+            return
         try:
             future = self.adapter.submit(items, payloads)
         except BrokenProcessPool as exc:  # broke before we noticed: collect it as such
             future = Future()
             future.set_exception(exc)
         self.inflight += 1
+        if isolated or self.generation:
+            self.batch_info[id(items)] = (self.generation, isolated)
         future.add_done_callback(lambda f: self.done.put((f, items)))
+
+    def _wait_for(self, tid: TaskId, deps: list[TaskId]) -> None:
+        """Make a task (out of its queue slot) wait again, for ``deps`` to finish."""
+        self.waiting[tid] = len(deps)
+        for dep in deps:
+            self.dependents.setdefault(dep, []).append(tid)
+
+    def _rerun_corrupt(self, tid: TaskId, message: str) -> None:
+        """A fresh task's stored value failed its check: report it and run the task again."""
+        if tid in self.rerunning:
+            return
+        node = self.nodes[tid]
+        self.rerunning.add(tid)
+        if self.emit:
+            self.emit(ev.CorruptEntryFound(node.task, message))
+        node.reason = "corrupt"
+        self.payloads.pop(tid, None)
+        self.remaining += 1
+        with contextlib.suppress(ValueError):
+            self.result.reused.remove(node.task)
+        for dep in node.deps:
+            self.consumers[dep] = self.consumers.get(dep, 0) + 1
+        self.waiting[tid] = 0
+        self._make_ready(tid)
 
     def _template(self, req: Any, task: Task[Any]) -> Any:
         if isinstance(req, Task):
@@ -496,32 +601,51 @@ class _Run:
     def _collect(self, done: tuple[Future[list[Outcome]], list[WorkItem]]) -> None:
         future, items = done
         self.inflight -= 1
+        generation, isolated = (
+            self.batch_info.pop(id(items), (0, False)) if self.batch_info else (0, False)
+        )
         try:
             outcomes = future.result()
         except CancelledError:
             for item in items:
                 self._release(item.id)
             return
-        except BrokenProcessPool as exc:
+        except BrokenProcessPool:
             if self.aborting:  # we killed the workers: these tasks did not run
                 for item in items:
                     self._release(item.id)
                 return
+            if generation == self.generation and self.adapter.rebuild():
+                self.generation += 1
+            elif generation == self.generation:  # not ours to rebuild: these tasks fail
+                isolated = True
+            if not isolated:
+                # Which task killed the worker is unknown (a broken pool fails every batch
+                # in flight): run each of them again, alone.
+                for item in items:
+                    self._release(item.id)
+                    self.suspects.append(item.id)
+                return
             outcomes = [
                 Outcome(item.id, time.time(), 0.0, error=WorkerDiedError(
-                    f"The worker process running {self.nodes[item.id].task!r} died "
-                    f"({exc}). It may have been killed, crashed, or run out of memory.",
+                    f"Task {self.nodes[item.id].task!r} ({self.nodes[item.id].task.family.name}):"
+                    " worker died while running it (killed, crashed, e.g. a segmentation fault,"
+                    " or out of memory). Its other tasks went on.",
                     task=repr(self.nodes[item.id].task), family=self.nodes[item.id].task.family.name,
                 ))
                 for item in items
             ]
-            if not self.stopping:
-                self.adapter.rebuild()
         except BaseException as exc:  # noqa: BLE001 - the executor itself failed
             outcomes = [Outcome(item.id, time.time(), 0.0, error=exc) for item in items]
         for outcome in outcomes:
             self._release(outcome.id)
-            if outcome.error is not None:
+            if outcome.corrupt_dep:
+                dep = outcome.corrupt_dep
+                self._rerun_corrupt(dep, outcome.corrupt_text)
+                for d in self.nodes[outcome.id].deps:  # it will be submitted again
+                    self.consumers[d] = self.consumers.get(d, 0) + 1
+                self._wait_for(outcome.id, [dep])
+            elif outcome.error is not None:
                 self._failed(outcome)
             else:
                 self._finished(outcome)
@@ -534,6 +658,10 @@ class _Run:
         node = self.nodes[out.id]
         task = node.task
         family = task.family
+        if self.prior_output:
+            out.output = self.prior_output.pop(out.id, "") + out.output
+        if self.rerunning:
+            self.rerunning.discard(out.id)
         fingerprint = family.fingerprint
         stamp = new_stamp()
         self.stamps[out.id] = stamp
@@ -604,6 +732,24 @@ class _Run:
             error = wrapped
         elif out.error_text and error.__traceback__ is None and error.__cause__ is None:
             error.__cause__ = RemoteTraceback(out.error_text)
+        allowed = max(self.retries, task.family.retries)
+        if allowed and not self.aborting:
+            attempt = self.attempts.get(out.id, 0) + 1
+            if attempt <= allowed:
+                self.attempts[out.id] = attempt
+                text = out.error_text or f"{type(error).__name__}: {error}"
+                self.prior_output[out.id] = (
+                    self.prior_output.get(out.id, "") + out.output
+                    + f"--- attempt {attempt} of {allowed + 1} failed ---\n{text.rstrip()}\n"
+                )
+                if self.emit:
+                    self.emit(ev.TaskRetried(task, attempt, error, out.error_text, out.output))
+                for dep in node.deps:  # it will be submitted again
+                    self.consumers[dep] = self.consumers.get(dep, 0) + 1
+                self._make_ready(out.id)
+                return
+        if self.prior_output:
+            out.output = self.prior_output.pop(out.id, "") + out.output
         if not isinstance(error, TaskFailedError):
             _annotate(error, task)
         self.result.failed[out.id] = error

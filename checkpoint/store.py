@@ -281,6 +281,22 @@ def decode_payload(payload: bytes, compressed: bool) -> Any:
     return pickle.loads(payload)
 
 
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file is not a database or is malformed (not: locked, read-only)."""
+    return type(exc) is sqlite3.DatabaseError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A stored entry that failed :meth:`Store.verify`."""
+
+    family: str
+    id: str
+    task: str
+    """The task as an expression, or ``""`` when its metadata is unreadable."""
+    message: str
+
+
 def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The cache directory: ``cache_dir``, else ``$CP_CACHE_DIR``, else ``./.cache``."""
     if cache_dir is None:
@@ -319,6 +335,7 @@ class Store:
         self._caches: dict[str, Any] = {}
         self._pid = os.getpid()
         self._checked = False
+        self.notices: list[str] = []
 
     @classmethod
     def open(cls, cache_dir: str | os.PathLike[str] | None = None) -> Store:
@@ -369,7 +386,13 @@ class Store:
             import diskcache
 
             try:
-                cache = diskcache.Cache(str(directory), disk=_disk_class(), **_CACHE_SETTINGS)
+                try:
+                    cache = diskcache.Cache(str(directory), disk=_disk_class(), **_CACHE_SETTINGS)
+                except sqlite3.DatabaseError as exc:
+                    if not _damaged(exc):
+                        raise
+                    self._quarantine(family, exc)
+                    cache = diskcache.Cache(str(directory), disk=_disk_class(), **_CACHE_SETTINGS)
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(
                     f"Cannot open the cache of {family} at {directory}: {exc}. If the index is "
@@ -377,6 +400,27 @@ class Store:
                 ) from None
             self._caches[family] = cache
         return cache
+
+    def _quarantine(self, family: str, exc: BaseException) -> None:
+        """Move a damaged index aside (its entries then count as missing) and say so."""
+        cache = self._caches.pop(family, None)
+        if cache is not None:
+            with contextlib.suppress(Exception):
+                cache.close()
+        db = self.root / family / "cache.db"
+        aside = db.with_name(f"cache.db.damaged-{secrets.token_hex(4)}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.replace(f"{db}{suffix}", f"{aside}{suffix}")
+        self.notices.append(
+            f"The index of {family} ({db}) is damaged ({exc}). It was moved aside to "
+            f"{aside.name}; the family's results will be recomputed."
+        )
+
+    def take_notices(self) -> list[str]:
+        """Problems the store found and repaired since the last call (e.g. a damaged index)."""
+        notices, self.notices = self.notices, []
+        return notices
 
     def close(self) -> None:
         """Close every open family cache."""
@@ -391,7 +435,13 @@ class Store:
         cache = self._cache(family, create=False)
         if cache is None:
             return None
-        entry = cache.get("e:" + task_id)
+        try:
+            entry = cache.get("e:" + task_id)
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            self._quarantine(family, exc)
+            return None
         if not isinstance(entry, bytes):
             return None
         try:
@@ -420,9 +470,15 @@ class Store:
         for start in range(0, len(task_ids), 500):
             keys = ["e:" + tid for tid in task_ids[start:start + 500]]
             marks = ",".join("?" * len(keys))
-            rows = sql(
-                f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})", keys
-            ).fetchall()
+            try:
+                rows = sql(
+                    f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})", keys
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if not _damaged(exc):
+                    raise
+                self._quarantine(family, exc)
+                return {}
             for key, mode, value in rows:
                 entry = bytes(value) if mode == 1 and value is not None else cache.get(key)
                 if not isinstance(entry, bytes):
@@ -673,6 +729,39 @@ class Store:
                     os.unlink(self.blob_dir(family) / meta.blob)
         shutil.rmtree(self.data_dir(family, task_id), ignore_errors=True)
         return bool(existed)
+
+    def verify(self, repair: bool = False) -> tuple[int, list[Problem]]:
+        """Check every stored entry (metadata, size, CRC-32, value file); return how many
+        entries were checked and the problems found. ``repair`` deletes the bad entries
+        (their tasks run again next time)."""
+        checked = 0
+        problems: list[Problem] = []
+        for family in self.families():
+            try:
+                cache = self._cache(family, create=False)
+                keys = [] if cache is None else [
+                    k for k in cache.iterkeys() if isinstance(k, str) and k.startswith("e:")
+                ]
+            except sqlite3.DatabaseError as exc:
+                if not _damaged(exc):
+                    raise
+                self._quarantine(family, exc)
+                keys = []
+            for notice in self.take_notices():
+                problems.append(Problem(family, "", "", notice))
+            for key in keys:
+                tid = key[2:]
+                checked += 1
+                meta = self.get_meta(family, tid)
+                try:
+                    if meta is None:
+                        raise CorruptEntryError(f"The metadata of entry {tid} ({family}) is unreadable.")
+                    self.load_payload(family, tid, meta)
+                except CorruptEntryError as exc:
+                    problems.append(Problem(family, tid, meta.expr if meta else "", str(exc)))
+                    if repair:
+                        self.delete(family, tid)
+        return checked, problems
 
     def clear_family(self, family: str) -> None:
         """Remove a family's whole directory (entries and data directories)."""

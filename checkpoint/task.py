@@ -552,6 +552,7 @@ class TaskFamily(Generic[P, R]):
         compress_level: int = 0,
         queue: str | None = None,
         version: str | None = None,
+        retries: int = 0,
     ) -> None:
         if not callable(fn):
             raise TaskDefinitionError(f"@task must decorate a function or a class, not {fn!r}")
@@ -575,6 +576,12 @@ class TaskFamily(Generic[P, R]):
         self.queue: str = queue if queue is not None else self.name
         """The queue whose rate limit applies to this family (default: its own)."""
         self.version = version
+        if not isinstance(retries, int) or retries < 0:
+            raise TaskDefinitionError(
+                f"retries of task {fn.__qualname__} must be a whole number >= 0, not {retries!r}"
+            )
+        self.retries = retries
+        """How many more times a failing task of this family is run before it counts as failed."""
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
         self._binder: _Binder | None = None
@@ -799,7 +806,8 @@ def task(fn: Callable[P, _HasRun[R]], /) -> TaskFamily[P, R]: ...
 
 @overload
 def task(
-    *, compress_level: int = 0, queue: str | None = None, version: str | None = None
+    *, compress_level: int = 0, queue: str | None = None, version: str | None = None,
+    retries: int = 0,
 ) -> _TaskDecorator: ...
 
 
@@ -810,6 +818,7 @@ def task(
     compress_level: int = 0,
     queue: str | None = None,
     version: str | None = None,
+    retries: int = 0,
 ) -> TaskFamily[P, Any] | _TaskDecorator:
     """Turn an outer function, or a class, into a task family.
 
@@ -819,15 +828,19 @@ def task(
     * ``queue``: the queue whose ``rate_limits`` entry caps this family (default: its own).
     * ``version``: pin the code fingerprint; results are reused across code edits until
       the version string changes.
+    * ``retries``: run a failing task up to this many more times before it counts as failed
+      (each attempt's output and traceback stay in its log).
 
     On a class, the constructor's parameters are the task's arguments, ``requires()``
     attributes assigned in ``__init__`` are its prerequisites and ``run(self)`` computes the
     result (see the module docstring).
     """
     if fn is not None:
-        return TaskFamily(fn, compress_level=compress_level, queue=queue, version=version)
+        return TaskFamily(fn, compress_level=compress_level, queue=queue, version=version,
+                          retries=retries)
 
     def decorate(f: Callable[P, Any]) -> TaskFamily[P, Any]:
-        return TaskFamily(f, compress_level=compress_level, queue=queue, version=version)
+        return TaskFamily(f, compress_level=compress_level, queue=queue, version=version,
+                          retries=retries)
 
     return cast(_TaskDecorator, decorate)

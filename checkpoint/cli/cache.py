@@ -1,9 +1,11 @@
-"""``checkpoint cache``: inspect the store (entries, a stored value, data dirs, sizes, prune).
+"""``checkpoint cache``: inspect the store (entries, a stored value, data dirs, sizes, prune,
+verify).
 
 ``--json`` documents: ``cache ls``: ``{"entries": [{"family", "id", "task", "args", "size",
 "stored", "duration", "fingerprint"}]}``; ``cache du``: ``{"families": [{"family",
 "entries", "size"}], "total": n}``; ``cache prune``: ``{"candidates": [{"family", "id",
-"task", "size", "why"}], "removed": {"entries", "bytes", "families"} | null}``.
+"task", "size", "why"}], "removed": {"entries", "bytes", "families"} | null}``; ``cache verify``:
+``{"checked": n, "repaired": bool, "problems": [{"family", "id", "task", "message"}]}``.
 """
 
 from __future__ import annotations
@@ -170,3 +172,27 @@ def cache_prune(app: App, older_than: float | None, max_size: int | None, yes: b
         err(f"Removed {removed.entries} entr{'y' if removed.entries == 1 else 'ies'} and "
             f"{len(removed.families)} famil{'y' if len(removed.families) == 1 else 'ies'} "
             f"({human_size(removed.bytes)}).", quiet=app.quiet)
+
+
+@cache.command("verify")
+@click.option("--repair", is_flag=True, help="Delete the entries that fail (their tasks run again).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
+@pass_app
+def cache_verify(app: App, repair: bool, as_json: bool) -> None:
+    """Check every stored entry: metadata, size, CRC-32 and value file.
+
+    Exits 1 when an entry fails; a failing entry is never used (its task runs again).
+    """
+    checked, problems = app.store.verify(repair=repair)
+    if as_json:
+        emit_json({"checked": checked, "repaired": repair, "problems": [
+            {"family": p.family, "id": p.id, "task": p.task, "message": p.message}
+            for p in problems]})
+    else:
+        for p in problems:
+            err(f"{p.task or p.id or p.family} ({p.family}): {p.message}")
+        verdict = "all good" if not problems else (
+            f"{len(problems)} bad" + (", removed" if repair else "; run with --repair to remove them"))
+        err(f"Checked {checked} entr{'y' if checked == 1 else 'ies'}: {verdict}.", quiet=app.quiet)
+    if problems:
+        raise click.exceptions.Exit(1)

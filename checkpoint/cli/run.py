@@ -105,13 +105,18 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
 def _interrupt_exit() -> Iterator[Callable[[Any], None]]:
     """Turn an interrupted run into "interrupted: N done, M not run" and exit 130 (143: SIGTERM)."""
     from ..errors import TerminatedError
-    from ..events import RunInterrupted
+    from ..events import CorruptEntryFound, RunInterrupted, TaskRetried
 
     seen: list[RunInterrupted] = []
 
     def record(event: Any) -> None:
         if isinstance(event, RunInterrupted):
             seen.append(event)
+        elif isinstance(event, CorruptEntryFound):
+            click.echo(f"warning: {event.message}", err=True)
+        elif isinstance(event, TaskRetried):
+            click.echo(f"retrying {event.task!r} after attempt {event.attempt} failed: "
+                       f"{type(event.error).__name__}: {event.error}", err=True)
 
     try:
         yield record
@@ -131,6 +136,8 @@ def _interrupt_exit() -> Iterator[Callable[[Any], None]]:
 @click.option("--rate-limit", "rate_limits", multiple=True, callback=_rate_limit, metavar="QUEUE=N",
               help="At most N tasks of QUEUE at once (repeatable).")
 @click.option("-k", "--keep-going", is_flag=True, help="After a failure, go on with independent tasks.")
+@click.option("--retries", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Run a failing task up to N more times before it counts as failed.")
 @click.option("-n", "--dry-run", is_flag=True, help="Only list the tasks that would run, and why.")
 @click.option("--force", is_flag=True, help="Re-run the targets even if fresh.")
 @click.option("--force-upstream", is_flag=True, help="Re-run every task under the targets.")
@@ -151,6 +158,7 @@ def run(
     executor: str,
     rate_limits: dict[str, int],
     keep_going: bool,
+    retries: int,
     dry_run: bool,
     force: bool,
     force_upstream: bool,
@@ -193,6 +201,7 @@ def run(
             code_check=not no_code_check,
             cache_dir=app.cache_dir,
             subscribers=[*subs, record],
+            retries=retries,
             raise_on_failure=False,
             debug=post_mortem,
             trace=traced,

@@ -1,0 +1,144 @@
+"""A dying worker fails only its own task; limits never leak; retries re-run failing tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from faultkit import executions, wait_dead, worker_pids
+
+import checkpoint
+from checkpoint import events as ev
+from checkpoint.errors import WorkerDiedError
+from checkpoint.store import Store
+
+SOURCE = """
+    import os, signal, time
+    from checkpoint import requires, task
+
+    LOG = os.environ["CP_EXEC_LOG"]
+
+    def _log(text):
+        fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{text} {os.getpid()}\\n".encode())
+        os.close(fd)
+
+    @task(queue="q")
+    def job(i, how):
+        def __():
+            if i == 13:
+                if how in ("exit", "exit-only"):
+                    os._exit(3)
+                if how == "segv":
+                    os.kill(os.getpid(), signal.SIGSEGV)
+                if how == "kill":  # what the out-of-memory killer does
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if i == 5 and how != "exit-only":
+                raise ValueError("job 5 fails")
+            _log(f"job({i})")
+            time.sleep(0.002)
+            return i
+        return __
+
+    @task
+    def main(how):
+        @requires([job(i, how) for i in range(24)])
+        def __(values):
+            return sum(values)
+        return __
+"""
+
+
+@pytest.fixture
+def m(make_module: Callable[[str, str], ModuleType], tmp_path: Path,
+      monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("CP_EXEC_LOG", str(tmp_path / "exec.log"))
+    return make_module("death_tasks", SOURCE)
+
+
+@pytest.mark.parametrize("how", ["exit", "segv", "kill"])
+@pytest.mark.parametrize("limit", [None, 1], ids=["no-limit", "limit-1"])
+def test_worker_death_fails_only_its_task(m: ModuleType, tmp_path: Path, how: str, limit: int | None) -> None:
+    """With keep-going, only the task that killed its worker fails ("worker died"); the rest run."""
+    limits = {"q": limit} if limit else None
+    result = checkpoint.run([m.main(how)], executor="process", max_workers=2, keep_going=True,
+                            rate_limits=limits, raise_on_failure=False)
+    failed = {result.plan.nodes[tid].task.expression(): err for tid, err in result.failed.items()}
+    assert set(failed) == {f"job(13, {how!r})", f"job(5, {how!r})"}
+    died = failed[f"job(13, {how!r})"]
+    assert isinstance(died, WorkerDiedError) and "worker died" in str(died) and "job(13" in str(died)
+    assert isinstance(failed[f"job(5, {how!r})"], ValueError)
+    assert len(result.ran) == 22 and [t.expression() for t in result.skipped] == [f"main({how!r})"]
+    store = Store.open()
+    stored = [i for i in range(24) if store.get_meta(m.job.dirname, m.job(i, how).id)]
+    assert stored == [i for i in range(24) if i not in (5, 13)]
+    log = tmp_path / "exec.log"
+    assert set(executions(log)) == {f"job({i})" for i in range(24)} - {"job(5)", "job(13)"}
+    assert not wait_dead(worker_pids(log)), "orphan worker processes"
+
+
+def test_worker_death_stops_and_names_the_culprit(m: ModuleType) -> None:
+    """Without keep-going, the error raised should name the task whose worker died."""
+    with pytest.raises(WorkerDiedError, match=r"job\(13, 'exit-only'\)"):
+        m.main("exit-only").run(executor="process", max_workers=2)
+
+
+RETRY_SOURCE = """
+    import os
+    from pathlib import Path
+    from checkpoint import task
+
+    COUNT = Path(os.environ["CP_EXEC_LOG"])
+
+    def _attempt():
+        n = int(COUNT.read_text()) + 1 if COUNT.exists() else 1
+        COUNT.write_text(str(n))
+        return n
+
+    @task(retries=2)
+    def flaky():
+        def __():
+            n = _attempt()
+            print(f"attempt {n} says hello")
+            if n < 3:
+                raise RuntimeError(f"flaky failure {n}")
+            return n
+        return __
+
+    @task
+    def broken():
+        def __():
+            n = _attempt()
+            raise RuntimeError(f"always fails ({n})")
+        return __
+"""
+
+
+def test_task_retries_until_success_and_keeps_each_attempts_output(
+    make_module: Callable[[str, str], ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """@task(retries=2) should re-run a failing task and keep every attempt's output in its log."""
+    monkeypatch.setenv("CP_EXEC_LOG", str(tmp_path / "count"))
+    m = make_module("retry_tasks", RETRY_SOURCE)
+    events: list[object] = []
+    assert checkpoint.run([m.flaky()], executor="process", subscribers=[events.append]).values[
+        m.flaky().id] == 3
+    retried = [e for e in events if isinstance(e, ev.TaskRetried)]
+    assert [e.attempt for e in retried] == [1, 2]
+    log = Store.open().get_log(m.flaky.dirname, m.flaky().id) or ""
+    for n in (1, 2, 3):
+        assert f"attempt {n} says hello" in log
+    assert "--- attempt 1 of 3 failed ---" in log and "flaky failure 2" in log
+
+
+def test_run_retries_then_fails(
+    make_module: Callable[[str, str], ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run(retries=1) should try a failing task twice, then raise its exception."""
+    monkeypatch.setenv("CP_EXEC_LOG", str(tmp_path / "count"))
+    m = make_module("retry_tasks2", RETRY_SOURCE)
+    with pytest.raises(RuntimeError, match=r"always fails \(2\)"):
+        checkpoint.run([m.broken()], executor="inline", retries=1)
+    assert (tmp_path / "count").read_text() == "2"
