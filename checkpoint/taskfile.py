@@ -353,26 +353,57 @@ def check_arguments(family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs:
 
 
 def scan_family_names(path: Path) -> list[str]:
-    """Names of the ``@task`` functions a taskfile defines, read with :mod:`ast` (no import).
+    """Names of the task families a taskfile defines, read with :mod:`ast` (no import).
 
-    Used by shell completion, which must stay fast: decorated functions (``@task``,
-    ``@task(...)``, ``@checkpoint.task``, ...) and names imported from a module and
-    assigned ``task(...)`` results are found; families the taskfile imports from
-    elsewhere are not.
+    Used by shell completion, which must stay fast. Found: functions and classes decorated
+    with ``@task``, ``@task(...)`` or ``@checkpoint.task``; ``name = task(fn)``; and
+    families taken from a sibling module (``from helpers import train``, ``import helpers``
+    then ``train = helpers.train``), whose file is read the same way. Families built in
+    other ways are found only by ``checkpoint ls``, which imports the taskfile.
     """
+    return sorted(n for n in _scan(path, 0) if not n.startswith("_"))
+
+
+def _scan(path: Path, depth: int) -> set[str]:
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):
-        return []
-    names: list[str] = []
+        return set()
+    names: set[str] = set()
+    modules: dict[str, str] = {}  # local name -> sibling module name
+
+    def sibling(module: str) -> set[str]:
+        if depth >= 2:
+            return set()
+        base = path.parent.joinpath(*module.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return _scan(candidate, depth + 1)
+        return set()
+
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             if any(_is_task_decorator(d) for d in node.decorator_list):
-                names.append(node.name)
-        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-            if _is_task_decorator(node.value.func) or _is_task_decorator(node.value):
-                names.extend(t.id for t in node.targets if isinstance(t, ast.Name))
-    return [n for n in names if not n.startswith("_")]
+                names.add(node.name)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            wanted = {alias.name: alias.asname or alias.name for alias in node.names}
+            if node.module.split(".")[0] != "checkpoint":
+                found = sibling(node.module)
+                names.update(local for name, local in wanted.items() if name in found)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                modules[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.Assign):
+            value = node.value
+            targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            if isinstance(value, ast.Call) and (
+                _is_task_decorator(value.func) or _is_task_decorator(value)
+            ):
+                names.update(targets)
+            elif (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+                  and value.value.id in modules and value.attr in sibling(modules[value.value.id])):
+                names.update(targets)
+    return names
 
 
 def _is_task_decorator(node: ast.expr) -> bool:

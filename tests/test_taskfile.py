@@ -131,3 +131,32 @@ def test_scan_family_names(tmp_path: Path) -> None:
     assert scan_family_names(path) == ["a", "b", "c", "d"]
     path.write_text("def (:\n")
     assert scan_family_names(path) == []
+
+
+def test_scan_family_names_classes_and_siblings(tmp_path: Path) -> None:
+    """Class tasks and families imported from sibling modules should be found too."""
+    (tmp_path / "helpers.py").write_text(textwrap.dedent("""
+        from checkpoint import task
+        @task
+        def train(x): ...
+        @task
+        class Evaluate: ...
+        def plain(): ...
+    """))
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("from checkpoint import task\n@task\ndef deep(): ...\n")
+    path = tmp_path / "taskfile.py"
+    path.write_text(textwrap.dedent("""
+        import helpers
+        import os
+        from checkpoint import task
+        from helpers import train as fit, plain
+        from pkg import deep
+        from missing_module import ghost
+        @task
+        class Report: ...
+        evaluate = helpers.Evaluate
+        other = helpers.plain
+        sep = os.sep
+    """))
+    assert scan_family_names(path) == ["Report", "deep", "evaluate", "fit"]

@@ -24,5 +24,5 @@ def complete_targets(ctx: click.Context, param: click.Parameter, incomplete: str
         path = find_taskfile(option)
     except CheckpointError:
         return []
-    names = sorted(set(scan_family_names(path)))
+    names = scan_family_names(path)
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]

@@ -162,3 +162,6 @@ def test_completion_commands_and_options(project: Path) -> None:
     proc = run([CHECKPOINT], project.parent, _CHECKPOINT_COMPLETE="fish_complete",
                COMP_WORDS="checkpoint cache show b", COMP_CWORD="b")
     assert proc.stdout.split() == ["plain,big", "plain,blob", "plain,boom", "plain,booms"]
+    proc = run([CHECKPOINT], project.parent, _CHECKPOINT_COMPLETE="bash_complete",
+               COMP_WORDS="checkpoint run d", COMP_CWORD="2")
+    assert proc.stdout.split() == ["plain,double"]  # `double = helper.double`, from helper.py
