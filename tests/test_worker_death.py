@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Imported before the per-test sys.modules snapshot (conftest drops modules a test imports):
+# re-imported process-pool machinery would fail to pickle its own _CallItem in the next test.
+import multiprocessing.popen_fork  # noqa: F401
+import multiprocessing.synchronize  # noqa: F401
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -10,6 +14,7 @@ import pytest
 from faultkit import executions, wait_dead, worker_pids
 
 import checkpoint
+import checkpoint.scheduler  # noqa: F401
 from checkpoint import events as ev
 from checkpoint.errors import WorkerDiedError
 from checkpoint.store import Store
