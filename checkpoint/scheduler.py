@@ -38,6 +38,7 @@ from typing import Any
 
 from . import events as ev
 from ._interrupts import InterruptGuard
+from ._runlock import CHECK_SECONDS, RunLock
 from ._types import TaskId
 from ._worker import Outcome, Payload, Ref, WorkItem, uninstall_capture
 from .debug import breakpoints_for
@@ -350,6 +351,15 @@ class _Run:
         """Tasks of batches lost with a dead worker: re-run one at a time to find the culprit."""
         self.generation = 0
         """How many times the process pool was rebuilt."""
+        self.lock: RunLock | None = None
+        self.locking = False
+        """Whether another run shares the cache: tasks are locked before they run."""
+        self.held: set[TaskId] = set()
+        """Tasks this run has locked (until their result is stored or they fail)."""
+        self.blocked: list[TaskId] = []
+        """Ready tasks another run is computing: tried again shortly."""
+        self.inflight_batches: dict[int, list[WorkItem]] = {}
+        self.last_check = 0.0
         self.batch_info: dict[int, tuple[int, bool]] = {}
         """``id(items)`` of a batch in flight: (pool generation, submitted alone as a suspect)."""
 
@@ -376,10 +386,22 @@ class _Run:
 
     def loop(self) -> None:
         try:
+            self.store._ensure_root()
+            self.lock = RunLock(self.store.root)
+            self.locking = not self.lock.solo
+            self.last_check = time.perf_counter()
             while self.remaining > 0:
+                if self.lock.solo and time.perf_counter() - self.last_check >= CHECK_SECONDS:
+                    self._check_others()
                 self._submit_ready()
                 if self.inflight == 0:
-                    if not self.stopping:
+                    if self.blocked and not self.stopping:
+                        # Another run computes them: store ours (it may wait for them), then
+                        # wait for its results.
+                        self._flush()
+                        time.sleep(0.05)
+                        continue
+                    if not self.stopping and self.remaining > 0:
                         raise RuntimeError(
                             f"checkpoint's scheduler stalled with {self.remaining} task(s) left "
                             "and none running (please report this)."
@@ -400,16 +422,81 @@ class _Run:
         except BaseException as exc:
             self._abort(exc)
             raise
+        finally:
+            if self.lock is not None and self.aborting:
+                self.lock.close()
         self._flush()
+        self.lock.close()
 
     def _next_done(self) -> tuple[Future[list[Outcome]], list[WorkItem]]:
         while True:
             try:
                 # A timeout keeps the main thread responsive to Ctrl-C.
-                return self.done.get(timeout=0.25)
+                return self.done.get(timeout=0.25 if not self.blocked else 0.05)
             except queue.Empty:
                 if self.pending_records:
                     self._flush()
+                if self.lock is not None and self.lock.solo:
+                    self._check_others()
+                if self.blocked:
+                    self._submit_ready()
+
+    # --- other runs on the same cache (see checkpoint._runlock) ------------------------
+
+    def _check_others(self) -> None:
+        """In solo mode: if another run has arrived, lock what is in flight and switch."""
+        self.last_check = time.perf_counter()
+        assert self.lock is not None
+        if self.lock.alone():
+            return
+        self._flush()
+        for items in self.inflight_batches.values():
+            for item in items:
+                if self.lock.try_task(item.id):
+                    self.held.add(item.id)
+        self.locking = True
+        self.lock.end_solo()
+
+    def _claim(self, tid: TaskId) -> bool:
+        """Locking mode: lock a task before computing it; False if it must not run now
+        (another run holds it, or stored it meanwhile and it was reused)."""
+        assert self.lock is not None
+        if not self.lock.try_task(tid):
+            self.blocked.append(tid)
+            return False
+        self.held.add(tid)
+        node = self.nodes[tid]
+        meta = self.store.get_meta(node.task.family.dirname, tid)
+        if (
+            meta is not None and node.reason not in ("forced", "corrupt")
+            and meta.fingerprint == node.task.family.fingerprint[0]
+            and all(meta.deps.get(dep) == self.stamps.get(dep) for dep in node.deps)
+        ):
+            self._adopt(tid, meta)
+            return False
+        return True
+
+    def _adopt(self, tid: TaskId, meta: Meta) -> None:
+        """Another run stored this task's result while we waited: reuse it."""
+        node = self.nodes[tid]
+        node.meta, node.reason = meta, None
+        self.stamps[tid] = meta.stamp
+        self._unlock(tid)
+        self.remaining -= 1
+        self.result.reused.append(node.task)
+        if self.emit:
+            self.emit(ev.TaskReused(node.task))
+        for dependent in self.dependents.get(tid, ()):
+            left = self.waiting[dependent] - 1
+            self.waiting[dependent] = left
+            if left == 0:
+                self._make_ready(dependent)
+
+    def _unlock(self, tid: TaskId) -> None:
+        if tid in self.held:
+            self.held.discard(tid)
+            assert self.lock is not None
+            self.lock.release_task(tid)
 
     def _abort(self, exc: BaseException) -> None:
         # Stop everything, then keep what had finished. A failure in here must not hide
@@ -443,6 +530,10 @@ class _Run:
     def _submit_ready(self) -> None:
         if self.stopping:
             return
+        if self.blocked:
+            blocked, self.blocked = self.blocked, []
+            for tid in blocked:
+                self._make_ready(tid)
         if self.suspects:
             # A worker died: run the tasks that were in flight alone, one after another, so
             # that the one that kills its worker is known and the others are not blamed.
@@ -489,6 +580,9 @@ class _Run:
         now = time.time()
         pickled = self.adapter.kind == "pickled"
         for tid in batch:
+            if self.locking and tid not in self.held and not self._claim(tid):
+                self._release(tid)
+                continue
             node = self.nodes[tid]
             task = node.task
             held: list[tuple[TaskId, Payload]] = []
@@ -540,6 +634,8 @@ class _Run:
         self.inflight += 1
         if isolated or self.generation:
             self.batch_info[id(items)] = (self.generation, isolated)
+        if self.lock is not None and self.lock.solo:
+            self.inflight_batches[id(items)] = items
         future.add_done_callback(lambda f: self.done.put((f, items)))
 
     def _wait_for(self, tid: TaskId, deps: list[TaskId]) -> None:
@@ -604,6 +700,8 @@ class _Run:
         generation, isolated = (
             self.batch_info.pop(id(items), (0, False)) if self.batch_info else (0, False)
         )
+        if self.inflight_batches:
+            self.inflight_batches.pop(id(items), None)
         try:
             outcomes = future.result()
         except CancelledError:
@@ -750,6 +848,8 @@ class _Run:
                 return
         if self.prior_output:
             out.output = self.prior_output.pop(out.id, "") + out.output
+        if self.held:
+            self._unlock(out.id)
         if not isinstance(error, TaskFailedError):
             _annotate(error, task)
         self.result.failed[out.id] = error
@@ -784,6 +884,9 @@ class _Run:
         with self.guard.critical():
             if self.pending_records:
                 self.store.put_many(self.pending_records)
+                if self.held:  # stored: other runs may now take these tasks (and reuse them)
+                    for record in self.pending_records:
+                        self._unlock(record.id)
                 self.pending_records = []
             if self.pending_failures:
                 self.store.put_failed_runs(self.pending_failures)

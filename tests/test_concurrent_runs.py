@@ -1,0 +1,82 @@
+"""Two `checkpoint run` processes on one cache: both correct, no task computed twice."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import write
+from faultkit import env_for, executions, start, wait_for_lines
+
+from checkpoint.store import Store
+
+TASKFILE = """
+    import os, time
+    from checkpoint import requires, task
+
+    def _log(text):
+        fd = os.open(os.environ["CP_EXEC_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{text} {os.getpid()}\\n".encode())
+        os.close(fd)
+
+    @task
+    def step(i):
+        def __():
+            _log(f"step({i})")
+            time.sleep(0.15)
+            return bytes([i]) * (i * 3000)
+        return __
+
+    @task
+    def main():
+        @requires([step(i) for i in range(23)])
+        def __(values):
+            _log("main()")
+            return sum(len(v) for v in values)
+        return __
+"""
+EXPECTED = str(sum(i * 3000 for i in range(23)))
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.6], ids=["together", "staggered"])
+def test_two_concurrent_runs_compute_each_task_once(tmp_path: Path, delay: float) -> None:
+    """Two runs of the same 24-task graph on one cache should both succeed with 24 executions in all."""
+    write(tmp_path / "taskfile.py", TASKFILE)
+    log = tmp_path / "exec.log"
+    env = env_for(tmp_path, log)
+    first = start(["run", "-j", "2", "--no-progress"], tmp_path, env)
+    time.sleep(delay)
+    second = start(["run", "-j", "2", "--no-progress"], tmp_path, env)
+    out1, err1 = first.communicate(timeout=120)
+    out2, err2 = second.communicate(timeout=120)
+    assert first.returncode == 0, err1
+    assert second.returncode == 0, err2
+    assert out1.strip() == out2.strip() == EXPECTED
+    ran = executions(log)
+    print(f"\nconcurrent runs ({delay}s apart): {len(ran)} executions for 24 tasks")
+    assert Counter(ran).most_common(1)[0][1] == 1, "a task was computed twice"
+    assert len(ran) == 24
+    store = Store(tmp_path / ".cache")
+    try:
+        checked, problems = store.verify()
+    finally:
+        store.close()
+    assert (checked, problems) == (24, [])
+
+
+def test_killed_run_leaves_no_stuck_lock(tmp_path: Path) -> None:
+    """kill -9 of a run holding task locks should let the other run take them over and finish."""
+    write(tmp_path / "taskfile.py", TASKFILE)
+    log = tmp_path / "exec.log"
+    env = env_for(tmp_path, log)
+    first = start(["run", "-j", "2", "--no-progress"], tmp_path, env)
+    wait_for_lines(log, 2, first)
+    second = start(["run", "-j", "2", "--no-progress"], tmp_path, env)
+    time.sleep(0.5)
+    first.kill()
+    first.communicate()
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert out.strip() == EXPECTED
