@@ -42,6 +42,13 @@ class RunLock:
         """Whether this run is alone and takes no task locks."""
         if fcntl is None:
             return
+        try:
+            self._join(root)
+        except OSError:  # no lock support here (or no lock file): run without coordination
+            self.close()
+            self.solo = True
+
+    def _join(self, root: Path) -> None:
         self.fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.lockf(self.fd, fcntl.LOCK_SH, 1, _PRESENT)
         fcntl.lockf(self.fd, fcntl.LOCK_SH, 1, _SOLO)  # tentatively alone
@@ -54,7 +61,7 @@ class RunLock:
 
     def alone(self) -> bool:
         """Whether no other run holds the store (two system calls)."""
-        if fcntl is None:
+        if fcntl is None or self.fd < 0:
             return True
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _PRESENT)
