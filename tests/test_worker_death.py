@@ -11,11 +11,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from click.testing import CliRunner
+from conftest import write
 from faultkit import executions, wait_dead, worker_pids
 
 import checkpoint
 import checkpoint.scheduler  # noqa: F401
 from checkpoint import events as ev
+from checkpoint.cli import cli
 from checkpoint.errors import WorkerDiedError
 from checkpoint.store import Store
 
@@ -147,3 +150,15 @@ def test_run_retries_then_fails(
     with pytest.raises(RuntimeError, match=r"always fails \(2\)"):
         checkpoint.run([m.broken()], executor="inline", retries=1)
     assert (tmp_path / "count").read_text() == "2"
+
+
+def test_cli_retries_option(tmp_path: Path, runner: CliRunner) -> None:
+    """`checkpoint run --retries 1` should try a failing task twice and report it, exit 1."""
+    write(tmp_path / "taskfile.py", RETRY_SOURCE)
+    (tmp_path / "count").unlink(missing_ok=True)
+    result = runner.invoke(cli, ["run", "--retries", "1", "--executor", "inline", "broken"],
+                           env={"CP_EXEC_LOG": str(tmp_path / "count")})
+    assert result.exit_code == 1
+    assert (tmp_path / "count").read_text() == "2"
+    assert "retrying broken() after attempt 1 failed" in result.stderr
+    assert "always fails (2)" in result.stderr
