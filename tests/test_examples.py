@@ -79,3 +79,17 @@ def test_files_example_reruns_only_what_depends_on_a_cleared_input(tmp_path: Pat
     assert after["2"] != stamps["2"]
     assert {k: v for k, v in after.items() if k != "2"} == {k: v for k, v in stamps.items() if k != "2"}
     assert "4 ran, 6 reused" in second.stderr  # generate(2), transform(2), aggregate, main
+
+
+def test_demo_taskfile_header_suggests_commands_that_exist(tmp_path: Path) -> None:
+    """Every `checkpoint ...` the top-level taskfile's header suggests should be a real command."""
+    from checkpoint.cli import cli
+
+    taskfile = EXAMPLES.parent / "taskfile.py"
+    header = taskfile.read_text().split('"""')[1]
+    suggested = set(re.findall(r"^\s+checkpoint (\w[\w-]*)", header, flags=re.M))
+    assert {"ls", "graph", "clear", "why", "run"} <= suggested
+    assert suggested <= set(cli.commands), suggested - set(cli.commands)
+    # The demo's DAG plans without running: 90 binomial coefficients, 32 walks, 2 more.
+    listing = checkpoint(tmp_path, "-f", str(taskfile), "ls", "main")
+    assert "124 missing" in listing.stderr + listing.stdout
