@@ -241,6 +241,23 @@ def test_troubleshooting_lists_every_error() -> None:
     assert not missing, f"docs/troubleshooting.md does not explain: {', '.join(missing)}"
 
 
+def test_api_reference_lists_every_public_name() -> None:
+    """docs/api.md should render every name of checkpoint.__all__ and every error class."""
+    import inspect
+
+    import checkpoint
+    from checkpoint import errors
+
+    page = (DOCS / "api.md").read_text()
+    documented = set(re.findall(r"^::: checkpoint\.(?:errors\.)?(\w+)\s*$", page, flags=re.M))
+    error_classes = {
+        name for name, obj in vars(errors).items()
+        if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__
+    }
+    missing = (set(checkpoint.__all__) | error_classes) - documented
+    assert not missing, f"docs/api.md has no '::: checkpoint.NAME' for: {', '.join(sorted(missing))}"
+
+
 @pytest.mark.skipif(shutil.which("mkdocs", path=str(BIN)) is None, reason="mkdocs not installed")
 def test_site_builds_strictly(tmp_path: Path) -> None:
     """`mkdocs build --strict` should succeed: no broken link, missing page or bad reference."""
