@@ -625,6 +625,26 @@ def test_a_failing_class_task_reraises_its_own_exception() -> None:
     assert "Boom()" in " ".join(getattr(info.value, "__notes__", []))
 
 
+def test_a_worker_traceback_starts_in_the_class_run_method(
+    make_module: Callable[[str, str], ModuleType],
+) -> None:
+    """A class task failing in a worker process should report its own run() frame first."""
+    module = make_module("failing", """
+from checkpoint import task
+
+@task
+class Boom:
+    def run(self) -> float:
+        return 1 / 0
+""")
+    with pytest.raises(ZeroDivisionError) as info:
+        module.Boom().run(executor="process", max_workers=1)
+    text = str(info.value.__cause__)
+    assert text.lstrip().splitlines()[1].strip().startswith('File "') and "failing.py" in text
+    assert "in run" in text.lstrip().splitlines()[1]
+    assert "checkpoint" not in text.replace(str(Path(module.__file__).parent), "")
+
+
 def test_function_tasks_are_unchanged_by_class_support() -> None:
     """@task on a function should still make a function family whose spec is the inner function."""
 
@@ -673,6 +693,25 @@ def test_cli_graph_shows_class_tasks_with_their_states(tmp_path: Path, runner: C
         "choose(2, 0)": ("fresh", None), "choose(1, 0)": ("fresh", None),
         "Choose(1, 1)": changed, "Choose(2, 1)": changed, "Choose(3, 1)": changed,
     }
+
+
+def test_cli_ls_why_and_clear_cover_class_families(tmp_path: Path, runner: CliRunner) -> None:
+    """`ls`, `why` and `clear` should treat class families like function families."""
+    (tmp_path / "taskfile.py").write_text(PIPELINE)
+    assert runner.invoke(cli, ["run", "Choose(4, 2)", "--executor", "inline"]).exit_code == 0
+    listing = runner.invoke(cli, ["ls"])
+    assert listing.exit_code == 0, listing.output
+    row = next(line for line in listing.stdout.splitlines() if line.startswith("Choose "))
+    assert "Binomial coefficient as a class" in row and " 5 " in row
+    result = runner.invoke(cli, ["clear", "Choose(3, 2)"])
+    assert result.exit_code == 0, result.output
+    why = runner.invoke(cli, ["why", "Choose(4, 2)"])
+    assert why.exit_code == 0, why.output
+    assert "Choose(3, 2) would run: missing" in why.stdout
+    assert runner.invoke(cli, ["clear", "Choose", "-y"]).exit_code == 0
+    listing = runner.invoke(cli, ["ls"])
+    row = next(line for line in listing.stdout.splitlines() if line.startswith("Choose "))
+    assert " 0 " in row
 
 
 def test_cli_reports_a_class_definition_error(tmp_path: Path) -> None:
