@@ -151,14 +151,24 @@ def plan(
     code_check: bool = True,
 ) -> Plan:
     """Expand and mark: the plan for building ``targets``."""
-    nodes = expand(targets)
-    mark(
-        nodes,
-        store,
-        forced=[t.id for t in targets] if force else (),
-        force_all=force_upstream,
-        code_check=code_check,
-    )
+    import gc
+
+    # Planning allocates millions of long-lived objects and few cycles: the cyclic
+    # collector's repeated passes over them cost ~30% of planning.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        nodes = expand(targets)
+        mark(
+            nodes,
+            store,
+            forced=[t.id for t in targets] if force else (),
+            force_all=force_upstream,
+            code_check=code_check,
+        )
+    finally:
+        if was_enabled:
+            gc.enable()
     return Plan(nodes, list(targets))
 
 
