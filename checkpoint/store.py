@@ -10,7 +10,7 @@ Layout (the seed's)::
             data/{task_id}/             TaskDirectory() of each task
 
 Each family's diskcache holds, per task id, one key ``e:{id}``: the entry's metadata as a
-JSON line (:class:`Meta`: code fingerprint, the stamps of the prerequisites it was computed
+length-prefixed ``marshal``-ed tuple (:class:`Meta`: code fingerprint, the stamps of the prerequisites it was computed
 from, its own stamp, size, CRC-32, timings) followed by the payload when the payload is small
 (at most ``INLINE_MAX`` bytes), so most results cost one write. A larger payload is a file of
 its own under ``blobs/``, named uniquely per computation, which the metadata names. The payload is
@@ -52,11 +52,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import marshal
 import os
 import pickle
 import secrets
 import shutil
 import sqlite3
+import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,7 +67,7 @@ from typing import Any
 
 from .errors import CorruptEntryError, StoreError, StoreVersionError
 
-FORMAT = "checkpoint-store 1"
+FORMAT = "checkpoint-store 2"
 INLINE_MAX = 16 * 1024
 
 _DISK_CLASS: Any = None
@@ -115,7 +117,14 @@ _CACHE_SETTINGS: dict[str, Any] = {
 }
 
 
-@dataclass
+_META_FIELDS = (
+    "expr", "args", "fingerprint", "stamp", "deps", "size", "crc", "compressed", "started",
+    "duration", "stored", "blob", "worker", "log",
+)
+_HEAD = struct.Struct("<I")
+
+
+@dataclass(slots=True)
 class Meta:
     """Metadata of one stored result."""
 
@@ -137,40 +146,51 @@ class Meta:
     stored: float = 0.0
     blob: str = ""
     """File name of the payload under the family's ``blobs/``; empty when stored inline."""
-    inline: bytes | None = field(default=None, repr=False, compare=False)
-    """The payload, when it was stored inline and read together with the metadata."""
     worker: str = ""
     """``hostname:pid`` of the process that computed the result."""
     log: bool = False
     """Whether this computation wrote output, kept under ``log:{id}``."""
+    inline: bytes | None = field(default=None, repr=False, compare=False)
+    """The payload, when it was stored inline and read together with the metadata."""
 
-    def to_json(self) -> str:
-        fields = {
-            "expr": self.expr, "args": self.args, "fingerprint": self.fingerprint,
-            "stamp": self.stamp, "deps": self.deps, "size": self.size, "crc": self.crc,
-            "compressed": self.compressed, "started": self.started,
-            "duration": self.duration, "stored": self.stored, "blob": self.blob,
-            "worker": self.worker, "log": self.log,
-        }
-        return json.dumps(fields, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Meta:
-        return cls(**json.loads(text))
+    def to_dict(self) -> dict[str, Any]:
+        """The stored fields as a JSON-friendly dict (for display and ``--json``)."""
+        return {name: getattr(self, name) for name in _META_FIELDS}
 
     @classmethod
     def from_entry(cls, entry: bytes) -> Meta:
-        """Parse an ``e:{id}`` value: a JSON line, then the inline payload if any."""
-        head, _, tail = entry.partition(b"\n")
-        meta = cls.from_json(head)
+        """Parse an ``e:{id}`` value: the length of the header, the header, the payload if any.
+
+        The header is a ``marshal``-ed tuple of the fields in a fixed order: a warm run reads
+        one per task of its DAG, and this decodes ~8x faster than a JSON object.
+
+        Raises:
+            ValueError: the value is not a well-formed entry.
+        """
+        try:
+            (length,) = _HEAD.unpack_from(entry)
+            fields = marshal.loads(entry[4:4 + length])
+        except (struct.error, EOFError, TypeError) as exc:
+            raise ValueError(f"malformed entry: {exc}") from None
+        if type(fields) is not tuple or len(fields) != len(_META_FIELDS):
+            raise ValueError("malformed entry: unexpected header")
+        meta = cls(*fields)
         if not meta.blob:
-            meta.inline = tail
+            meta.inline = entry[4 + length:]
         return meta
 
     def to_entry(self, payload: bytes | None) -> bytes:
         """The ``e:{id}`` value for this metadata (and the payload, unless in a blob)."""
-        head = self.to_json().encode()
-        return head + b"\n" if self.blob or payload is None else b"".join((head, b"\n", payload))
+        head = marshal.dumps(
+            (self.expr, self.args, self.fingerprint, self.stamp, self.deps, self.size, self.crc,
+             self.compressed, self.started, self.duration, self.stored, self.blob, self.worker,
+             self.log),
+            4,
+        )
+        parts = [_HEAD.pack(len(head)), head]
+        if not self.blob and payload is not None:
+            parts.append(payload)
+        return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -467,19 +487,29 @@ class Store:
                 if meta is not None:
                     found[tid] = meta
             return found
-        for start in range(0, len(task_ids), 500):
-            keys = ["e:" + tid for tid in task_ids[start:start + 500]]
-            marks = ",".join("?" * len(keys))
+        # Most of the family wanted (a warm run): one scan beats thousands of index probes.
+        scan = len(task_ids) * 2 >= len(cache)
+        wanted = set(task_ids) if scan else None
+        step = len(task_ids) if scan else 500
+        for start in range(0, len(task_ids), step):
             try:
-                rows = sql(
-                    f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})", keys
-                ).fetchall()
+                if scan:
+                    rows = sql("SELECT key, mode, value FROM Cache WHERE raw = 1").fetchall()
+                else:
+                    keys = ["e:" + tid for tid in task_ids[start:start + 500]]
+                    marks = ",".join("?" * len(keys))
+                    rows = sql(
+                        f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})",
+                        keys,
+                    ).fetchall()
             except sqlite3.DatabaseError as exc:
                 if not _damaged(exc):
                     raise
                 self._quarantine(family, exc)
                 return {}
             for key, mode, value in rows:
+                if wanted is not None and (key[:2] != "e:" or key[2:] not in wanted):
+                    continue
                 entry = bytes(value) if mode == 1 and value is not None else cache.get(key)
                 if not isinstance(entry, bytes):
                     continue
@@ -692,7 +722,10 @@ class Store:
                     entry = cache.get("e:" + task_id)
                     if not isinstance(entry, bytes):
                         continue
-                    payload = entry.partition(b"\n")[2]
+                    try:
+                        payload = Meta.from_entry(entry).inline
+                    except ValueError:
+                        continue  # an unreadable row stays as it is (it counts as missing)
                     cache.set("e:" + task_id, meta.to_entry(payload))
         except OSError as exc:
             raise StoreError(

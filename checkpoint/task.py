@@ -158,8 +158,12 @@ class Spec:
     def dependencies(self) -> list[Task[Any]]:
         """The distinct prerequisite tasks, in declaration order."""
         if self._deps is None:
+            reqs = self.requirements
+            if len(reqs) == 1 and type(reqs[0]) is Task:  # the common case, made cheap
+                self._deps = [reqs[0]]
+                return self._deps
             seen: dict[TaskId, Task[Any]] = {}
-            for leaf in _leaves(self.requirements):
+            for leaf in _leaves(reqs):
                 if isinstance(leaf, Task) and leaf.id not in seen:
                     seen[leaf.id] = leaf
             self._deps = list(seen.values())
@@ -207,6 +211,8 @@ def _invalid_leaf(req: Any) -> tuple[Any, str] | None:
 
 
 def _check_requirement(req: Any) -> None:
+    if type(req) is Task:
+        return
     bad = _invalid_leaf(req)
     if bad is not None:
         leaf, hint = bad

@@ -65,12 +65,13 @@ class FailureLog:
     """Subscriber keeping the traceback text of each failed task (for ``--json``)."""
 
     def __init__(self) -> None:
-        self.tracebacks: dict[str, str] = {}
-
-    def __call__(self, event: Event) -> None:
         from ..events import TaskFailed
 
-        if isinstance(event, TaskFailed):
+        self.tracebacks: dict[str, str] = {}
+        self._failed = TaskFailed  # called once per task: no import statement in __call__
+
+    def __call__(self, event: Event) -> None:
+        if type(event) is self._failed:
             self.tracebacks[event.task.id] = event.traceback
 
 
