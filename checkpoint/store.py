@@ -344,6 +344,15 @@ def tree_size(path: Path) -> int:
     return total
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of a file, or ``None`` when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Store:
     """A checkpoint store rooted at ``{cache_dir}/checkpoint``; see the module docstring."""
 
@@ -355,6 +364,8 @@ class Store:
         self._caches: dict[str, Any] = {}
         self._pid = os.getpid()
         self._checked = False
+        self._identities: dict[str, tuple[int, int] | None] = {}
+        """(device, inode) of FORMAT (key "") and of each open family's index."""
         self.notices: list[str] = []
 
     @classmethod
@@ -362,9 +373,27 @@ class Store:
         """Return the (per-process, shared) store for a cache directory."""
         path = resolve_cache_dir(cache_dir)
         store = cls._open_stores.get(path)
-        if store is None or store._pid != os.getpid():
-            store = cls._open_stores[path] = cls(path)
+        if store is not None and store._pid == os.getpid() and store._revalidate():
+            return store
+        store = cls._open_stores[path] = cls(path)
         return store
+
+    def _revalidate(self) -> bool:
+        """Whether this long-lived store still matches the disk; drop stale family handles.
+
+        An open SQLite connection keeps reading a database file that was deleted or replaced
+        behind its back (``rm -rf .cache`` in a shell while a notebook keeps its store), so
+        each ``open`` compares the files' identities with those seen when they were opened.
+        """
+        if self._checked and _identity(self.root / "FORMAT") != self._identities.get(""):
+            self.close()
+            return False
+        for family in list(self._caches):
+            if _identity(self.root / family / "cache.db") != self._identities.get(family):
+                cache = self._caches.pop(family)
+                with contextlib.suppress(Exception):
+                    cache.close()
+        return True
 
     # --- set-up ---------------------------------------------------------------------
 
@@ -394,6 +423,7 @@ class Store:
                 f"Cannot use the cache directory {self.cache_dir}: {exc.strerror or exc}. "
                 "Choose a writable location with --cache-dir or CP_CACHE_DIR."
             ) from None
+        self._identities[""] = _identity(fmt)
         self._checked = True
 
     def _cache(self, family: str, create: bool = True) -> Any:
@@ -419,6 +449,7 @@ class Store:
                     f"damaged, remove that directory (its results will be recomputed)."
                 ) from None
             self._caches[family] = cache
+            self._identities[family] = _identity(directory / "cache.db")
         return cache
 
     def _quarantine(self, family: str, exc: BaseException) -> None:

@@ -90,6 +90,18 @@ def test_family_clear_removes_the_family_directory(choose: Any, cache_dir: Path)
     assert len(checkpoint.run([choose(4, 2)], executor="inline").ran) == 8
 
 
+def test_cache_deleted_behind_a_live_process_is_seen(choose: Any, cache_dir: Path) -> None:
+    """Deleting the cache (or one family) outside a long-lived process should make it re-run."""
+    import shutil
+
+    choose(3, 1).run(executor="inline")
+    shutil.rmtree(cache_dir / "checkpoint" / "choosemod.choose")
+    assert len(checkpoint.run([choose(3, 1)], executor="inline").ran) == 5
+    shutil.rmtree(cache_dir)
+    assert len(checkpoint.run([choose(3, 1)], executor="inline").ran) == 5
+    assert not checkpoint.run([choose(3, 1)], executor="inline").ran
+
+
 def test_upstream_recomputed_elsewhere_makes_dependents_stale(choose: Any) -> None:
     """A prerequisite recomputed by another run should make its dependents re-run."""
     choose(4, 2).run(executor="inline")
