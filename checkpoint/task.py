@@ -667,6 +667,33 @@ class TaskFamily(Generic[P, R]):
         return f"<task family {self.name}>"
 
 
+if TYPE_CHECKING:
+
+    class ClassTaskFamily(type):
+        """What a class decorated with ``@task`` is, to mypy with the ``checkpoint.mypy``
+        plugin (mypy ignores what a class decorator returns): the class object gets its
+        family's attributes. Exists for type checking only; at run time the class *is* a
+        :class:`TaskFamily`."""
+
+        name: str
+        short_name: str
+        module: str
+        qualname: str
+        dirname: str
+        queue: str
+        version: str | None
+        retries: int
+        is_class: bool
+
+        @property
+        def signature(self) -> inspect.Signature: ...
+
+        @property
+        def fingerprint(self) -> tuple[str, str]: ...
+
+        def clear(self, *, cache_dir: str | None = None) -> None: ...
+
+
 class Task(Generic[R]):
     """A lazy handle to one task: a family and bound, encoded arguments.
 

@@ -63,7 +63,7 @@ def _marked(path: Path, marker: str) -> dict[int, str]:
 
 
 def _normalize(type_text: str) -> str:
-    return re.sub(r"\b(?:builtins|pathlib)\.", "", type_text)
+    return re.sub(r"\b(?:builtins|pathlib|checkpoint\.task)\.", "", type_text)
 
 
 def _mypy() -> str:
@@ -131,3 +131,29 @@ def test_type_checkers_infer_task_results_and_check_prerequisites(checker: str) 
     expected_errors = set(_marked(BAD, "E"))
     got_errors = {line for (name, line) in errors if name == BAD.name}
     assert got_errors == expected_errors, f"{checker}:\n{output}"
+
+
+def test_mypy_without_the_plugin_still_infers_results() -> None:
+    """Without checkpoint.mypy, mypy should still type run() results but not see the class as a family."""
+    config = ROOT / ".mypy_cache" / "no-plugin.ini"
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(
+        "[mypy]\nstrict = True\n"
+        "[mypy-diskcache.*,cloudpickle.*,networkx.*,distributed.*,dask.*]\n"
+        "ignore_missing_imports = True\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(config), "--no-error-summary",
+         "--cache-dir", str(ROOT / ".mypy_cache" / "no-plugin"), str(GOOD)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    output = proc.stdout + proc.stderr
+    reveals = _parse(output, "reveal", CHECKERS["mypy"][2])
+    lines = GOOD.read_text().splitlines()
+    run_lines = [n for n, line in enumerate(lines, 1) if ".run())  # R:" in line]
+    assert run_lines
+    for line in run_lines:
+        got = [_normalize(t) for t in reveals.get((GOOD.name, line), [])]
+        assert got == [_marked(GOOD, "R")[line]], output
+    clear_line = lines.index("Choose.clear()") + 1
+    assert f"{GOOD.name}:{clear_line}: error: " in output, output

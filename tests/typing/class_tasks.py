@@ -1,4 +1,5 @@
-"""Type-checked by tests/test_typing.py with mypy and pyright; must have no errors.
+"""Type-checked by tests/test_typing.py with mypy (with the checkpoint.mypy plugin, as the
+project's pyproject.toml configures it) and pyright; must have no errors.
 
 A trailing "R:" comment asserts what both checkers reveal on that line.
 """
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from typing_extensions import reveal_type
 
+import checkpoint
 from checkpoint import Requires, Task, TaskDirectory, requires, task
 
 
@@ -79,6 +81,21 @@ class Summary:
         return f"{self.row} {self.scores} {self.data} {self.workdir}"
 
 
+reveal_type(Choose(6, 3))  # R: Task[int]
 reveal_type(Choose(6, 3).run())  # R: int
+reveal_type(Choose(6, 3).id)  # R: str
+reveal_type(Choose.name)  # R: str
 reveal_type(choose(6, 3).run())  # R: int
 reveal_type(Summary(3, load_dataset()).run())  # R: str
+
+
+# A class task is a Task wherever one is expected, and its class is the family.
+def first_of(tasks: list[Task[int]]) -> Task[int]:
+    return tasks[0]
+
+
+handle: Task[int] = Choose(6, 3)
+first_of([Choose(6, 3), choose(6, 3)])
+checkpoint.run([Choose(6, 3), Summary(3, load_dataset())])
+Choose(6, 3).clear()
+Choose.clear()
