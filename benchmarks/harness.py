@@ -141,6 +141,9 @@ class Cell:
     na: str | None = None
     """Reason the cell could not be measured ("n/a: ...")."""
     warnings: list[str] = field(default_factory=list)
+    reported: list[float] = field(default_factory=list)
+    """The run's own wall time as the tool reports it ("Done in 2.05s"): the makespan
+    without interpreter start-up and imports (collected for steps with an ideal time)."""
 
     @property
     def median(self) -> float | None:
@@ -184,6 +187,15 @@ class Scenario:
     """Steps do not build on each other (W7's commands): a failed step does not skip the rest."""
 
 
+_REPORTED = re.compile(r"\bDone in ([0-9.]+)s\b")
+
+
+def reported_seconds(text: str) -> float | None:
+    """The wall time in checkpoint's end-of-run summary line, if the output has one."""
+    found = _REPORTED.search(text)
+    return float(found.group(1)) if found else None
+
+
 def fmt_seconds(t: float) -> str:
     """`1.23 s` / `45 ms`, precise enough for a ratio, short enough for a table."""
     if t >= 100:
@@ -205,6 +217,8 @@ def fmt_cell(cell: Cell, ideal: float | None = None, rss: bool = False) -> str:
         text += f" ({fmt_seconds(min(cell.seconds))}-{fmt_seconds(max(cell.seconds))})"
     if ideal is not None:
         text += f", eff {ideal / med:.0%}"
+        if cell.reported:
+            text += f" (in-run {ideal / statistics.median(cell.reported):.0%})"
     if rss and cell.rss_mb:
         text += f", peak RSS {statistics.median(cell.rss_mb):.0f} MB"
     if cell.warnings:
