@@ -5,11 +5,13 @@ caps how many of the queue's tasks run at once, while everything else runs in pa
 Here every `train` task claims "the GPU" (queue `gpu`), so at most one may run at a time;
 downloads go through queue `download`, capped at 2 to be polite to the server.
 
-    checkpoint -f examples/sweep.py run main --rate-limit gpu=1 --rate-limit download=2
+    checkpoint -f examples/sweep.py run main -j 4 --rate-limit gpu=1 --rate-limit download=2
+    checkpoint -f examples/sweep.py clear train -y     # forget the trainings...
+    checkpoint -f examples/sweep.py run main -j 4      # ...and train without the GPU limit
 
 Each training task records when it started and finished; `main` reports the best
-configuration and the peak number of training tasks that ran at once (1 with the limit;
-drop `--rate-limit gpu=1`, clear `train` and run with `-j 4` to see it rise).
+configuration and the peak number of training tasks that ran at once: 1 with the limit,
+more without it (up to the number of workers), when trainings would share the GPU.
 """
 
 import math
@@ -66,9 +68,10 @@ def main():
     def __(runs: list[dict[str, float]]) -> str:
         (lr, width), best = min(zip(grid, runs, strict=True), key=lambda pair: pair[1]["loss"])
         peak = peak_concurrency([(r["started"], r["finished"]) for r in runs])
+        warning = "" if peak == 1 else " (without --rate-limit gpu=1, trainings shared the GPU)"
         return (
             f"best: lr={lr} width={width} loss={best['loss']:.3f}\n"
-            f"{len(runs)} configurations; peak GPU concurrency: {peak}"
+            f"{len(runs)} configurations; peak GPU concurrency: {peak}{warning}"
         )
 
     return __

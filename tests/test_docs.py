@@ -22,9 +22,12 @@ The tests are skipped for pages that have no runnable block.
 
 from __future__ import annotations
 
+import ast
+import html
+import inspect
 import os
 import re
-import shutil
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -228,8 +231,6 @@ def test_every_python_block_is_run_or_marked(tmp_path: Path) -> None:
 
 def test_troubleshooting_lists_every_error() -> None:
     """Every exception class in checkpoint.errors should have an entry in troubleshooting.md."""
-    import inspect
-
     from checkpoint import errors
 
     page = (DOCS / "troubleshooting.md").read_text()
@@ -241,10 +242,136 @@ def test_troubleshooting_lists_every_error() -> None:
     assert not missing, f"docs/troubleshooting.md does not explain: {', '.join(missing)}"
 
 
+def _literal_pieces(node: ast.expr) -> list[str]:
+    """The literal text of a message expression: an f-string's constant parts, and so on."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        return [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+    if isinstance(node, ast.BinOp):
+        return _literal_pieces(node.left) + _literal_pieces(node.right)
+    if isinstance(node, ast.Call):  # a helper that decorates a message, e.g. _pointed(text, col, msg)
+        return [p for arg in node.args for p in _literal_pieces(arg)]
+    return []
+
+
+# Lines the command line prints on stderr that are not exceptions but still need explaining.
+_CLI_MESSAGE_PREFIXES = ("Error", "Internal error", "Interrupted", "interrupted", "Aborted",
+                         "warning", "retrying")
+
+
+def error_messages() -> list[tuple[str, str]]:
+    """(where, fixed text) of every error message checkpoint's code raises or the CLI prints.
+
+    Messages are the first argument of a checkpoint error or click.BadParameter /
+    ClickException, and the stderr lines the CLI echoes for errors, interrupts and warnings.
+    Their fixed texts are the literal parts (what stays when the values change), from 8
+    characters up.
+    """
+    from checkpoint import errors
+
+    error_names = {
+        name for name, obj in vars(errors).items()
+        if inspect.isclass(obj) and issubclass(obj, errors.CheckpointError)
+    } | {"BadParameter", "ClickException"}
+    found = []
+    for path in sorted((ROOT / "checkpoint").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            pieces = [" ".join(p.split()) for p in _literal_pieces(node.args[0])]
+            pieces = [p for p in pieces if len(p) >= 8]
+            if name == "echo" and any(k.arg == "err" for k in node.keywords):
+                pieces = [p for p in pieces if p.startswith(_CLI_MESSAGE_PREFIXES)]
+            elif name not in error_names:
+                continue
+            found += [(f"{path.relative_to(ROOT)}:{node.lineno}", piece) for piece in pieces]
+    return found
+
+
+def test_troubleshooting_shows_every_error_message() -> None:
+    """Every error message in checkpoint's code should appear, as printed, in troubleshooting.md."""
+    found = error_messages()
+    texts = {text for _, text in found}
+    # The collector sees the messages it must (if it finds none, it is broken, not the page).
+    assert "is not QUEUE=N with N >= 1" in texts and "Run 'checkpoint ls' to list tasks." in texts
+    assert any(t.startswith("Interrupted: finished results were kept") for t in texts)
+    page = " ".join((DOCS / "troubleshooting.md").read_text().split())
+    missing = [f"{where}: {text!r}" for where, text in found if text not in page]
+    assert not missing, (
+        "docs/troubleshooting.md does not show these messages (add each, as printed, with what "
+        "it means and what to do):\n" + "\n".join(missing)
+    )
+
+
+def _command_problems(line: str) -> list[str]:
+    """What is wrong with a documented `checkpoint ...` command line: unknown commands, options."""
+    import click
+
+    from checkpoint.cli import cli
+
+    line = line.strip().removeprefix("$ ")
+    if not re.match(r"(\w+=\S*\s+)*checkpoint\s", line):
+        return []
+    tokens = shlex.split(line, comments=True)
+    while re.fullmatch(r"\w+=\S*", tokens[0]):
+        tokens.pop(0)
+    command: click.Command = cli
+    problems = []
+    takes_value = False
+    for token in tokens[1:]:
+        if token in ("|", "&&", ";", "...") or token.startswith((">", "2>", "|", "[")):
+            break
+        if takes_value:
+            takes_value = False
+        elif token.startswith("-") and token != "-":
+            for flag in token.split("=", 1)[0].split("/"):  # `--svg/--png` in prose
+                flag = flag if flag.startswith("-") else f"--{flag}"
+                option = next((p for p in command.params if isinstance(p, click.Option)
+                               and flag in (*p.opts, *p.secondary_opts)), None)
+                if option is None and flag not in ("-h", "--help"):
+                    problems.append(f"`checkpoint {command.name}` has no option {flag}: {line}")
+                elif option is not None and not (option.is_flag or option.count) and "=" not in token:
+                    takes_value = True
+        elif isinstance(command, click.Group):
+            sub = command.commands.get(token)
+            if sub is None:
+                problems.append(f"there is no command `{token}`: {line}")
+                break
+            command = sub
+    return problems
+
+
+def documented_commands(text: str) -> list[str]:
+    """The `checkpoint ...` command lines of a page: in shell blocks, and in inline code."""
+    lines = [
+        line for block in blocks(text) if block.lang in ("sh", "console", "bash")
+        for line in block.body.splitlines()
+    ]
+    return lines + re.findall(r"`(checkpoint [^`\n]+)`", text)
+
+
+def test_documented_commands_exist() -> None:
+    """Every `checkpoint ...` command in README, docs and examples should name real commands and options."""
+    assert _command_problems("checkpoint run --bogus -j 2 main")
+    assert _command_problems("$ checkpoint cahce ls")
+    assert not _command_problems("CP_CACHE_DIR=x checkpoint -f t.py cache prune --older-than 3d -y")
+    sources = [*pages(), *sorted((ROOT / "examples").glob("*.py")), ROOT / "taskfile.py"]
+    problems = []
+    for path in sources:
+        text = path.read_text()
+        if path.suffix == ".py":  # headers: indented command lines in the module docstring
+            lines = [line for line in (ast.get_docstring(ast.parse(text)) or "").splitlines()]
+        else:
+            lines = documented_commands(text)
+        problems += [f"{path.relative_to(ROOT)}: {p}" for line in lines for p in _command_problems(line)]
+    assert not problems, "\n".join(problems)
+
+
 def test_api_reference_lists_every_public_name() -> None:
     """docs/api.md should render every name of checkpoint.__all__ and every error class."""
-    import inspect
-
     import checkpoint
     from checkpoint import errors
 
@@ -258,9 +385,14 @@ def test_api_reference_lists_every_public_name() -> None:
     assert not missing, f"docs/api.md has no '::: checkpoint.NAME' for: {', '.join(sorted(missing))}"
 
 
-@pytest.mark.skipif(shutil.which("mkdocs", path=str(BIN)) is None, reason="mkdocs not installed")
 def test_site_builds_strictly(tmp_path: Path) -> None:
-    """`mkdocs build --strict` should succeed: no broken link, missing page or bad reference."""
+    """`mkdocs build --strict` should succeed, with every command and option in the CLI reference."""
+    import click
+
+    from checkpoint.cli import cli
+
+    # Not skipped when mkdocs is missing: the dev extra installs it, and CI must build the site.
+    assert (BIN / "mkdocs").is_file(), "mkdocs is not installed: pip install -e '.[dev]'"
     proc = subprocess.run(
         [str(BIN / "mkdocs"), "build", "--strict", "--site-dir", str(tmp_path / "site")],
         cwd=ROOT, env={**_env(), "NO_MKDOCS_2_WARNING": "1"},
@@ -268,7 +400,25 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "site" / "cli" / "index.html").is_file()
-    cli_page = (tmp_path / "site" / "cli" / "index.html").read_text()
-    assert "--rate-limit" in cli_page  # the CLI reference is generated from the commands
+    cli_page = html.unescape((tmp_path / "site" / "cli" / "index.html").read_text())
+    # The CLI reference is generated from the commands: each command has a section (headed
+    # id="checkpoint-cache-ls"), and each of its options shows in that section.
+    parts = re.split(r'<h\d id="(checkpoint[\w-]*)"', cli_page)
+    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
+    todo: list[tuple[str, click.Command]] = [("checkpoint", cli)]
+    missing = []
+    while todo:
+        path, command = todo.pop()
+        section = sections.get(path.replace(" ", "-"))
+        if section is None:
+            missing.append(path)
+            continue
+        missing += [
+            f"{path} {flag}" for p in command.params if isinstance(p, click.Option)
+            for flag in (*p.opts, *p.secondary_opts) if flag not in section
+        ]
+        if isinstance(command, click.Group):
+            todo += [(f"{path} {name}", sub) for name, sub in command.commands.items()]
+    assert not missing, f"docs/cli.md does not show: {missing}"
     api_page = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "TaskDirectory" in api_page and "rate_limits" in api_page

@@ -60,7 +60,22 @@ def test_sweep_example_never_runs_two_gpu_tasks_at_once(tmp_path: Path) -> None:
         "--rate-limit", "gpu=1", "--rate-limit", "download=2",
     )
     assert "best: lr=0.03 width=64" in out.stdout
-    assert "8 configurations; peak GPU concurrency: 1" in out.stdout
+    assert out.stdout.rstrip().endswith("8 configurations; peak GPU concurrency: 1")
+
+
+def test_sweep_example_without_the_limit_says_trainings_shared_the_gpu(tmp_path: Path) -> None:
+    """examples/sweep.py run plainly on 4 workers should find the same best config and flag the overlap."""
+    taskfile = str(EXAMPLES / "sweep.py")
+    out = checkpoint(tmp_path, "-f", taskfile, "run", "main", "-j", "4")
+    assert "best: lr=0.03 width=64" in out.stdout
+    # Without a limit, trainings overlap whenever two workers are free; the header says so.
+    peak = int(re.findall(r"peak GPU concurrency: (\d+)", out.stdout)[0])
+    assert 1 <= peak <= 4
+    assert ("trainings shared the GPU" in out.stdout) == (peak > 1)
+    # The header's sequence: clear the trainings, run with the limit, and the peak is 1.
+    checkpoint(tmp_path, "-f", taskfile, "clear", "train", "-y")
+    limited = checkpoint(tmp_path, "-f", taskfile, "run", "main", "-j", "4", "--rate-limit", "gpu=1")
+    assert limited.stdout.rstrip().endswith("peak GPU concurrency: 1")
 
 
 def test_files_example_reruns_only_what_depends_on_a_cleared_input(tmp_path: Path) -> None:
