@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ._types import TaskId
 from .errors import CycleError
 from .store import Meta, Store
-from .task import Task
+from .task import Task, interning
 
 if TYPE_CHECKING:
     import networkx
@@ -71,6 +71,11 @@ def expand(targets: Iterable[Task[Any]]) -> dict[TaskId, Node]:
     Raises:
         CycleError: a task depends on itself, directly or through others.
     """
+    with interning():
+        return _expand(targets)
+
+
+def _expand(targets: Iterable[Task[Any]]) -> dict[TaskId, Node]:
     nodes: dict[TaskId, Node] = {}
     for target in targets:
         if target.id in nodes:

@@ -51,6 +51,7 @@ never the upstream task handles; the worker rebuilds an instance without calling
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import re
@@ -125,6 +126,27 @@ class _Unset:
 
 
 _UNSET: Any = _Unset()
+
+_interned: dict[TaskId, Task[Any]] | None = None
+"""While a graph expands: the task objects made so far, by id (see :func:`interning`)."""
+
+
+@contextlib.contextmanager
+def interning() -> Iterator[None]:
+    """Make calls of task families return one shared object per task id, for the duration.
+
+    In a lattice most tasks are named by several dependents, each call making its own
+    handle; only one of them joins the graph, the others are kept alive by their dependents'
+    requirements. Sharing them roughly halves the memory of such a graph.
+    """
+    global _interned
+    previous = _interned
+    if previous is None:
+        _interned = {}
+    try:
+        yield
+    finally:
+        _interned = previous
 
 
 class TaskDirectory:
@@ -597,7 +619,11 @@ class TaskFamily(Generic[P, R]):
         binder = self._binder
         if binder is None:
             binder = self._binder = _Binder(self.fn)
-        return Task(self, args, kwargs, binder.bind(self, args, kwargs))
+        task = Task(self, args, kwargs, binder.bind(self, args, kwargs))
+        table = _interned
+        if table is not None:  # expanding a graph: one object per task id
+            return table.setdefault(task.id, task)
+        return task
 
     @property
     def signature(self) -> inspect.Signature:

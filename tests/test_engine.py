@@ -102,6 +102,18 @@ def test_cache_deleted_behind_a_live_process_is_seen(choose: Any, cache_dir: Pat
     assert not checkpoint.run([choose(3, 1)], executor="inline").ran
 
 
+def test_expansion_shares_one_object_per_task(choose: Any) -> None:
+    """Tasks named by several dependents should be one object in the expanded graph."""
+    from checkpoint.graph import expand
+
+    nodes = expand([choose(4, 2)])
+    (left,) = [n.task for n in nodes.values() if repr(n.task) == "choose(3, 1)"]
+    (right,) = [n.task for n in nodes.values() if repr(n.task) == "choose(3, 2)"]
+    shared = [d for d in left.spec().dependencies if repr(d) == "choose(2, 1)"]
+    assert shared and shared[0] is [d for d in right.spec().dependencies if repr(d) == "choose(2, 1)"][0]
+    assert choose(2, 1) is not choose(2, 1)  # outside an expansion, calls make new handles
+
+
 def test_upstream_recomputed_elsewhere_makes_dependents_stale(choose: Any) -> None:
     """A prerequisite recomputed by another run should make its dependents re-run."""
     choose(4, 2).run(executor="inline")
