@@ -135,7 +135,7 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         if in_process and isinstance(exc, KeyboardInterrupt):
             raise
         duration = time.perf_counter() - t0
-        if item.debug and in_process and type(exc).__name__ != "BdbQuit":
+        if item.debug and in_process and type(exc).__name__ not in ("BdbQuit", "DebuggerQuitError"):
             from .debug import post_mortem
 
             with _uncaptured():

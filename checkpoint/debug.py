@@ -11,7 +11,8 @@ mode runs the task with the in-process executor:
   nothing partial is stored.
 * **trace** (``run(trace=[task])``, ``checkpoint run --trace TARGET``): the prerequisites run
   as usual, then the task's inner function runs under the debugger, stopped at its first line.
-  If it completes, its result is stored like any other.
+  If it completes, its result is stored like any other; quitting the debugger (``q``) fails
+  the task with :class:`DebuggerQuitError` and stores nothing.
 * ``breakpoint()`` inside a task works with the in-process executor (a live progress display
   steps aside first); in worker processes and threads, where no debugger can reach the
   terminal, it raises :class:`BreakpointUnavailableError` with what to do instead.
@@ -22,6 +23,7 @@ In IPython and Jupyter the IPython debugger is used (as ``%debug`` does); elsewh
 
 from __future__ import annotations
 
+import bdb
 import contextlib
 import os
 import sys
@@ -32,6 +34,10 @@ from typing import Any
 
 class BreakpointUnavailableError(RuntimeError):
     """``breakpoint()`` was called in a task running where no debugger can reach the terminal."""
+
+
+class DebuggerQuitError(Exception):
+    """The debugger was quit while stepping through a task (``--trace``): it did not finish."""
 
 
 NO_BREAKPOINT_MESSAGE = (
@@ -66,8 +72,33 @@ def post_mortem(tb: TracebackType | None) -> None:
 
 
 def trace_call(fn: Any, *args: Any) -> Any:
-    """Call ``fn(*args)`` under a debugger stopped at its first line."""
-    return debugger().runcall(fn, *args)
+    """Call ``fn(*args)`` under a debugger stopped at its first line.
+
+    Like :meth:`bdb.Bdb.runcall`, except that quitting the debugger raises
+    :class:`DebuggerQuitError` instead of returning ``None`` (which would be stored as the
+    task's result).
+    """
+    dbg = debugger()
+    dbg.reset()
+    # Python 3.14's Bdb may trace through sys.monitoring: start_trace/stop_trace pick the backend.
+    start, stop = getattr(dbg, "start_trace", None), getattr(dbg, "stop_trace", None)
+    if start is not None and stop is not None:
+        start()
+    else:
+        sys.settrace(dbg.trace_dispatch)
+    try:
+        return fn(*args)
+    except bdb.BdbQuit:
+        raise DebuggerQuitError(
+            "You quit the debugger before the task finished; nothing was stored. Run again "
+            "with --trace to step through it, or without to run it."
+        ) from None
+    finally:
+        dbg.quitting = True
+        if start is not None and stop is not None:
+            stop()
+        else:
+            sys.settrace(None)
 
 
 def _no_breakpoint_in_process(*_: Any, **__: Any) -> None:

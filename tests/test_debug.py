@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures.process  # noqa: F401 - loaded once, before the isolation fixture snapshots sys.modules
+import io
+import pdb
 from types import FrameType, TracebackType
 from typing import Any
 
 import pytest
 
 import checkpoint
+import checkpoint._worker  # noqa: F401 - lazily imported by runs; keep one copy across tests
+import checkpoint.executors  # noqa: F401
 from checkpoint import debug, requires, task
 
 
@@ -66,3 +71,31 @@ def test_trace_runs_the_task_under_the_debugger(monkeypatch: pytest.MonkeyPatch)
     assert calls == [(40,)]
     assert result.values[divide(4).id] == 40.0
     assert not checkpoint.run([divide(4)]).ran
+
+
+def _scripted_debugger(monkeypatch: pytest.MonkeyPatch, *commands: str) -> io.StringIO:
+    """Make the debugger a real pdb.Pdb reading ``commands``; returns what it writes."""
+    out = io.StringIO()
+    script = io.StringIO("".join(c + "\n" for c in commands))
+    monkeypatch.setattr(debug, "debugger", lambda: pdb.Pdb(stdin=script, stdout=out, nosigint=True))
+    return out
+
+
+def test_trace_with_a_real_debugger_stops_at_the_first_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run(trace=...) should stop at the inner function's first line, and store the result on c."""
+    out = _scripted_debugger(monkeypatch, "p value", "c")
+    result = checkpoint.run([divide(4)], executor="inline", trace=[divide(4)])
+    assert result.values[divide(4).id] == 40.0
+    assert "-> denominator = n - 3\n(Pdb) 40\n" in out.getvalue()
+    assert not checkpoint.run([divide(4)]).ran
+
+
+def test_quitting_the_trace_debugger_stores_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """q while stepping through a task should fail it with DebuggerQuitError and store nothing."""
+    _scripted_debugger(monkeypatch, "q")
+    with pytest.raises(debug.DebuggerQuitError, match="nothing was stored"):
+        checkpoint.run([divide(4)], executor="process", max_workers=2, trace=[divide(4)])
+    from checkpoint.store import Store
+
+    assert Store.open().get_meta(divide.dirname, divide(4).id) is None
+    assert Store.open().get_meta(base.dirname, base(4).id) is not None

@@ -211,6 +211,8 @@ def run(
     if as_json:
         emit_json(_run_document(tasks, targets or ("main",), result, failures))
     else:
+        if traced:
+            _report_traced_failures(result, failures, traced)
         for task in tasks:
             value = result.values.get(task.id)
             if value is not None:
@@ -218,6 +220,27 @@ def run(
                 click.echo(value if isinstance(value, str) else repr(value))
     if result.failed or result.skipped:
         sys.exit(1)
+
+
+def _report_traced_failures(
+    result: RunResult, failures: FailureLog, traced: list[Task[Any]]
+) -> None:
+    """Report a --trace task's failure: it runs without the progress reporter, which would
+    draw over the debugger, so nothing else reports it."""
+    from ..debug import DebuggerQuitError
+    from ._output import format_exception
+
+    by_id = {t.id: t for t in traced}
+    for tid, error in result.failed.items():
+        task = by_id.get(tid)
+        if task is None or tid in failures.tracebacks:
+            continue
+        name = f"Task {task!r} ({task.family.name})"
+        if isinstance(error, DebuggerQuitError):
+            click.echo(f"{name} did not finish: {error}", err=True)
+        else:
+            click.echo(f"{name} failed: {type(error).__name__}: {error}", err=True)
+            click.echo(format_exception(error), err=True)
 
 
 def _show_plan(app: App, the_plan: Plan, as_json: bool) -> None:
