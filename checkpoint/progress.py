@@ -576,6 +576,8 @@ class LiveReporter:
         if ticker is not None and ticker is not threading.current_thread():
             ticker.join(timeout=1)
         if live is not None:
+            if live.console.is_jupyter:  # rich draws no final frame there: the last one would be stale
+                live.refresh()
             live.stop()
 
     # --- drawing ----------------------------------------------------------------------------
@@ -650,13 +652,16 @@ def wants_live(stream: IO[str] | None = None) -> bool:
     """Whether a live display suits ``stream`` (default stderr).
 
     As rich decides: ``NO_COLOR`` or ``TERM=dumb`` say no, ``FORCE_COLOR`` and Jupyter say
-    yes (rich draws there with ipywidgets), otherwise only a terminal gets one.
+    yes (rich draws there with ipywidgets, so only when it is installed), otherwise only a
+    terminal gets one.
     """
     env = os.environ
     if env.get("NO_COLOR"):
         return False
     if _in_jupyter():
-        return True
+        import importlib.util
+
+        return importlib.util.find_spec("ipywidgets") is not None
     if env.get("TERM", "").lower() in ("dumb", "unknown"):
         return False
     if env.get("FORCE_COLOR"):

@@ -1,41 +1,115 @@
-"""The example notebook runs on a real Jupyter kernel (nbclient + ipykernel)."""
+"""Jupyter: the example notebook runs on a real kernel (nbclient + ipykernel), task reprs."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "notebook.ipynb"
 
 
-def _text(cell: dict) -> str:  # type: ignore[type-arg]
+def _text(outputs: list[Any]) -> str:
     parts = []
-    for out in cell.get("outputs", []):
+    for out in outputs:
         parts.append(out.get("text", ""))
         data = out.get("data", {})
         parts.extend(str(data.get(kind, "")) for kind in ("text/plain", "text/html", "image/svg+xml"))
     return "\n".join(parts)
 
 
-def test_notebook_runs_and_reruns_exactly_the_edited_task(tmp_path: Path) -> None:
-    """Cells should build on processes, re-run only the edited task, and show its state and graph."""
+def _cell(nb: Any, snippet: str) -> Any:
+    """The one code cell whose source contains ``snippet``."""
+    [cell] = [c for c in nb.cells if c.cell_type == "code" and snippet in c.source]
+    return cell
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """The example notebook, executed once on a fresh kernel in a fresh directory."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("distributed")  # its last cell runs on Dask
+    directory = tmp_path_factory.mktemp("notebook")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(directory)}}
     )
     client.execute()
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    first, second, state, graph = _text(code[2]), _text(code[4]), _text(code[5]), _text(code[6])
+    return nb, directory
+
+
+def test_cells_run_on_processes_and_rerun_exactly_the_edited_task(executed: tuple[Any, Path]) -> None:
+    """Tasks from cells should run on processes; editing a cell's task re-runs only that task."""
+    nb, directory = executed
+    first = _text(_cell(nb, "first = checkpoint.run").outputs)
     assert "value: 14" in first
     assert "ran: ['square(0)', 'square(1)', 'square(2)', 'square(3)', 'total(4)']" in first
+    second = _text(_cell(nb, "second = checkpoint.run").outputs)
     assert "value: 1014" in second and "ran: ['total(4)']" in second
-    assert "fresh" in state and "total(4)" in state
+    assert (directory / ".cache" / "checkpoint").is_dir()
+
+
+def test_cells_run_on_dask(executed: tuple[Any, Path]) -> None:
+    """A task defined in a cell should run on a Dask cluster, reusing what processes stored."""
+    nb, _ = executed
+    out = _text(_cell(nb, 'executor="dask"').outputs)
+    assert "values: 8 1030" in out
+    assert "ran: ['cube(2)', 'square(4)', 'total(5)']" in out
+
+
+def test_progress_draws_live_in_the_cell_and_leaves_a_summary(executed: tuple[Any, Path]) -> None:
+    """run(progress=True) should draw per-family progress in the cell and end with the summary."""
+    nb, _ = executed
+    outputs = _cell(nb, "progress=True").outputs
+    text = _text(outputs)
+    assert re.search(r"Done in [\d.]+m?s: 1 ran, 4 reused, 0 failed, 0 skipped\.", text), text
+    assert "Warning" not in text
+    if importlib.util.find_spec("ipywidgets") is None:
+        return  # no live display without ipywidgets (the summary is still there)
+    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 1, outputs
+    model = views[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"][model]
+    frame = _text(state["state"]["outputs"])
+    assert "__main__.square" in frame and "__main__.total" in frame
+    assert "5/5" in frame  # the last frame is the finished run, not a stale one
+
+
+def test_task_repr_shows_state_size_and_last_run(executed: tuple[Any, Path]) -> None:
+    """A task as a cell's value should show its expression, state, stored size and last duration."""
+    nb, _ = executed
+    [cell] = [c for c in nb.cells if c.cell_type == "code" and c.source.strip() == "total(4)"]
+    [result] = cell.outputs
+    html = result["data"]["text/html"]
+    assert "<code>total(4)</code>" in html
+    assert "fresh (all 5 tasks fresh)" in html
+    assert re.search(r"stored</th><td[^>]*>\d+ B<", html), html
+    assert re.search(r"last run</th><td[^>]*>done in \d+\.\d{3}s at ", html), html
+
+
+def test_graph_displays_inline(executed: tuple[Any, Path]) -> None:
+    """view(task) should display the graph as SVG when Graphviz is installed (Mermaid otherwise)."""
+    nb, _ = executed
+    out = _cell(nb, "view(total(4))").outputs[0]["data"]
     if shutil.which("dot"):
-        assert "<svg" in graph
+        assert "<svg" in out["image/svg+xml"] and "total(4)" in out["image/svg+xml"]
     else:
-        assert "total(4)" in graph
-    assert (tmp_path / ".cache" / "checkpoint").is_dir()
+        assert out["text/markdown"].startswith("```mermaid")
+
+
+def test_no_live_display_in_jupyter_without_ipywidgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In Jupyter without ipywidgets (rich cannot draw live there), progress should use plain lines."""
+    from checkpoint import progress
+
+    monkeypatch.setattr(progress, "_in_jupyter", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ipywidgets" else real(name, *a))
+    assert progress.wants_live() is False
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    assert progress.wants_live() is True
