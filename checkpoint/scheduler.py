@@ -705,9 +705,20 @@ class _Run:
         try:
             outcomes = future.result()
         except CancelledError:
-            for item in items:
-                self._release(item.id)
-            return
+            if self.aborting:  # we cancelled it: these tasks did not run
+                for item in items:
+                    self._release(item.id)
+                return
+            # Someone else cancelled it (the executor was shut down under us): they fail.
+            outcomes = [
+                Outcome(item.id, time.time(), 0.0, error=TaskFailedError(
+                    f"Task {self.nodes[item.id].task!r} ({self.nodes[item.id].task.family.name})"
+                    " was cancelled by its executor before it ran (was the executor shut down "
+                    "during the run?).",
+                    task=repr(self.nodes[item.id].task), family=self.nodes[item.id].task.family.name,
+                ))
+                for item in items
+            ]
         except BrokenProcessPool:
             if self.aborting:  # we killed the workers: these tasks did not run
                 for item in items:

@@ -50,6 +50,7 @@ then deleting it; leftovers of an interrupted deletion are removed when a store 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import marshal
@@ -224,8 +225,14 @@ def write_blob(directory: str | os.PathLike[str], task_id: str, payload: bytes) 
     """Write a payload to a new, uniquely named file in ``directory``; return its name."""
     os.makedirs(directory, exist_ok=True)
     name = f"{task_id}.{secrets.token_hex(6)}.bin"
-    with open(os.path.join(directory, name), "wb") as f:
-        f.write(payload)
+    path = os.path.join(directory, name)
+    try:
+        with open(path, "wb") as f:
+            f.write(payload)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a partial file would fill a full disk for good
+            os.unlink(path)
+        raise
     return name
 
 
@@ -304,6 +311,16 @@ def decode_payload(payload: bytes, compressed: bool) -> Any:
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
     """Whether SQLite says the file is not a database or is malformed (not: locked, read-only)."""
     return type(exc) is sqlite3.DatabaseError
+
+
+def _advice(exc: BaseException) -> str:
+    """What to do about an error opening a family's cache: a full disk, no permission, damage."""
+    text = str(exc).lower()
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in text:
+        return "Free some space or choose another --cache-dir."
+    if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in text:
+        return "Choose a writable location with --cache-dir or CP_CACHE_DIR."
+    return "If the index is damaged, remove that directory (its results will be recomputed)."
 
 
 @dataclass(frozen=True)
@@ -445,8 +462,7 @@ class Store:
                     cache = diskcache.Cache(str(directory), disk=_disk_class(), **_CACHE_SETTINGS)
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(
-                    f"Cannot open the cache of {family} at {directory}: {exc}. If the index is "
-                    f"damaged, remove that directory (its results will be recomputed)."
+                    f"Cannot open the cache of {family} at {directory}: {exc}. {_advice(exc)}"
                 ) from None
             self._caches[family] = cache
             self._identities[family] = _identity(directory / "cache.db")

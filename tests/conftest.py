@@ -23,14 +23,33 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     modules = dict(sys.modules)
     path = list(sys.path)
     yield
-    for name in set(sys.modules) - set(modules):
-        del sys.modules[name]
+    _forget_test_modules(tmp_path, modules)
     sys.path[:] = path
     from checkpoint.store import Store
 
     for store in Store._open_stores.values():
         store.close()
     Store._open_stores.clear()
+
+
+def _forget_test_modules(tmp_path: Path, before: dict[str, ModuleType]) -> None:
+    """Drop the modules a test imported from its own directory (taskfiles, ``make_module``).
+
+    Only those: library modules imported lazily during a test (``checkpoint._worker``, the
+    process-pool machinery, ``distributed``) stay loaded, since a second copy of a module
+    breaks pickling by reference (a class no longer is the class its name resolves to).
+    A test module that replaced an earlier one under the same name gives the name back.
+    """
+    root = str(tmp_path.resolve()) + os.sep
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", ())), None)
+        if not isinstance(file, str) or not os.path.realpath(file).startswith(root):
+            continue
+        previous = before.get(name)
+        if previous is None:
+            del sys.modules[name]
+        elif previous is not module:
+            sys.modules[name] = previous
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures.process  # noqa: F401 - loaded once, before the isolation fixture snapshots sys.modules
 import pickle
 import textwrap
 from collections.abc import Callable
@@ -15,8 +14,6 @@ import pytest
 from click.testing import CliRunner
 
 import checkpoint
-import checkpoint._worker  # noqa: F401 - lazily imported by runs; keep one copy across tests
-import checkpoint.executors  # noqa: F401
 from checkpoint import (
     InvalidRequirementError,
     Requires,

@@ -93,6 +93,14 @@ TASKFILE = """
             return start, time.time()
         return __
 
+    @task(queue="narrow")
+    def maybe(i):
+        def __():
+            if i == 1:
+                raise Boom(f"maybe {i}")
+            return i
+        return __
+
     @task
     def nap(i):
         def __():
@@ -258,6 +266,16 @@ def test_rate_limit_holds_on_dask(client: Any, tasks: ModuleType) -> None:
     result = run(spans, executor=client.get_executor(), rate_limits={"narrow": 1})
     intervals = sorted(result.values[t.id] for t in spans)
     assert all(end <= nxt_start for (_, end), (nxt_start, _) in zip(intervals, intervals[1:], strict=False))
+
+
+@needs_dask
+def test_failed_task_gives_back_its_queue_slot_on_dask(client: Any, tasks: ModuleType) -> None:
+    """With keep-going, a task failing on a queue limited to 1 should not block the queue's others."""
+    maybes = [tasks.maybe(i) for i in range(4)]
+    result = run(maybes, executor=client.get_executor(), rate_limits={"narrow": 1},
+                 keep_going=True, raise_on_failure=False)
+    assert [type(e) for e in result.failed.values()] == [tasks.Boom]
+    assert {result.values[t.id] for t in maybes if t.id in result.values} == {0, 2, 3}
 
 
 @needs_dask

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from types import ModuleType
 
 import pytest
 from conftest import write
-from faultkit import alive, env_for, executions, start, wait_dead, wait_for_lines, worker_pids
+from faultkit import alive, env_for, executions, start, wait_dead, worker_pids
 
 import checkpoint
 from checkpoint.errors import TerminatedError
@@ -30,6 +31,10 @@ SLOW_TASKFILE = """
     @task
     def step(i):
         def __():
+            started = os.environ.get("CP_START_LOG")
+            if started:  # the readiness signal: a task is running, the run's guard is set
+                with open(started, "a") as f:
+                    f.write(f"step({i})\\n")
             time.sleep(float(os.environ.get("CP_STEP_SECONDS", "0.1")))
             _log(f"step({i})")
             return i * i
@@ -95,6 +100,24 @@ def test_library_raises_on_signal_and_keeps_finished(
     assert interrupted == [checkpoint.events.RunInterrupted(done=2, not_run=1)]
 
 
+def _stored_steps(tmp_path: Path) -> set[str]:
+    """Expressions of the ``step`` tasks stored in the test's cache."""
+    store = Store(tmp_path / ".cache")
+    try:
+        return {meta.expr for _, meta in store.entries("taskfile.step")}
+    finally:
+        store.close()
+
+
+def _wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str) -> None:
+    """Poll ``condition`` (generously: the suite may run on a loaded machine) while ``proc`` runs."""
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize(
     ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"]
 )
@@ -103,46 +126,50 @@ def test_cli_interrupt_stops_workers_and_keeps_finished(tmp_path: Path, signum: 
     write(tmp_path / "taskfile.py", SLOW_TASKFILE)
     log = tmp_path / "exec.log"
     proc = start(["run", "-j", "2"], tmp_path, env_for(tmp_path, log))
-    wait_for_lines(log, 6, proc)
+    # Ready once some results are stored: the run is under way, with more to do.
+    _wait_until(lambda: len(_stored_steps(tmp_path)) >= 3, proc, "three results were stored")
     # Ctrl-C reaches the whole foreground process group; SIGTERM usually only the main process.
     if signum == signal.SIGINT:
         os.killpg(proc.pid, signum)
     else:
         proc.send_signal(signum)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert "Traceback" not in err
     found = re.search(r"interrupted: (\d+) done, (\d+) not run", err)
     assert found, err
     done, not_run = int(found[1]), int(found[2])
-    assert done >= 6 and done + not_run == 31
+    stored = _stored_steps(tmp_path)
+    # "done" is what was stored (a result computed but not yet collected is not kept).
+    assert 3 <= done == len(stored) < 31 and done + not_run == 31
     assert not wait_dead(worker_pids(log)), "worker processes outlived the run"
-    # Resume: exactly the tasks that had not run are computed now.
+    # Resume: exactly the tasks that had not been stored are computed now, each once.
     log2 = tmp_path / "exec2.log"
     proc = start(["run", "-j", "2"], tmp_path, env_for(tmp_path, log2, CP_STEP_SECONDS="0"))
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out.strip() == str(sum(i * i for i in range(30)))
-    assert len(executions(log2)) == not_run - 1  # main does not log
-    assert not set(executions(log2)) & set(executions(log))
+    rerun = executions(log2)  # main does not log
+    assert len(rerun) == len(set(rerun)) == not_run - 1
+    assert set(rerun) == {f"step({i})" for i in range(30)} - stored
 
 
 def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     """A second Ctrl-C should end the process at once, even while a thread still runs a task."""
     write(tmp_path / "taskfile.py", SLOW_TASKFILE)
-    log = tmp_path / "exec.log"
-    env = env_for(tmp_path, log, CP_STEPS="3", CP_STEP_SECONDS="60")
+    log, started = tmp_path / "exec.log", tmp_path / "started.log"
+    env = env_for(tmp_path, log, CP_STEPS="3", CP_STEP_SECONDS="60", CP_START_LOG=str(started))
     proc = start(["run", "--executor", "thread", "-j", "2"], tmp_path, env)
-    time.sleep(1.0)
+    _wait_until(lambda: len(executions(started)) >= 2, proc, "both threads were running a task")
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.stderr is not None
     line = proc.stderr.readline()
     while line and not line.startswith("interrupted"):  # the progress summary comes first
         line = proc.stderr.readline()
     assert line.startswith("interrupted: 0 done, 4 not run"), line
-    assert alive(proc.pid)  # Python waits for the thread still sleeping in its task
+    assert alive(proc.pid)  # Python waits for the threads still sleeping in their tasks
     os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(timeout=10)
+    proc.wait(timeout=30)
     proc.stderr.close()
     assert proc.stdout is not None
     proc.stdout.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import stat
 import subprocess
 import sys
@@ -98,4 +99,80 @@ def test_full_disk_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert f"Cannot write to the cache at {tmp_path / '.cache' / 'checkpoint'}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+SMALL_TASKS = """
+    import os
+    from checkpoint import requires, task
+
+    @task
+    def big():
+        def __():
+            return os.urandom(3_000_000)
+        return __
+
+    @task
+    def small(i):
+        def __():
+            return os.urandom(2_000)
+        return __
+
+    @task
+    def many():
+        @requires([small(i) for i in range(600)])
+        def __(values):
+            return len(values)
+        return __
+"""
+
+
+def _on_tmpfs(tmp_path: Path, options: str, target: str) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run a target with its cache on a fresh tmpfs mounted with ``options`` (in a user and
+    mount namespace of its own: no root needed); return the run and how many value files it
+    left there."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    write(tmp_path / "taskfile.py", SMALL_TASKS)
+    script = (
+        f'mount -t tmpfs -o {options} tmpfs "$0" || exit 99\n'
+        '"$@"; rc=$?\n'
+        'echo "value files left: $(find "$0" -name "*.bin" | wc -l)" >&2\n'
+        "exit $rc\n"
+    )
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, str(mnt), sys.executable, "-m", "checkpoint",
+         "run", "--no-progress", "-j", "2", target],
+        cwd=tmp_path, env=dict(os.environ, CP_CACHE_DIR=str(mnt / "cache")),
+        capture_output=True, text=True, timeout=120,
+    )
+    if proc.returncode == 99 or "unshare failed" in proc.stderr:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {proc.stderr.strip()}")
+    return proc, int(proc.stderr.rsplit("value files left: ", 1)[1].split()[0])
+
+
+@pytest.mark.parametrize(
+    ("size", "target", "message"),
+    [("1m", "big", "No space left on device"), ("300k", "many", "database or disk is full")],
+    ids=["value-file", "index"],
+)
+def test_really_full_disk_is_a_clear_error(tmp_path: Path, size: str, target: str, message: str) -> None:
+    """A cache on a full filesystem should fail naming the path and what to do, leaving no partial files."""
+    proc, left = _on_tmpfs(tmp_path, f"size={size}", target)
+    assert proc.returncode == 1, proc.stderr
+    cache = tmp_path / "tiny" / "cache" / "checkpoint"
+    assert f"Error: Cannot write to the cache at {cache}/taskfile." in proc.stderr
+    assert message in proc.stderr and "Free some space or choose another --cache-dir." in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert left == 0  # a value file that could not be written completely is removed
+
+
+def test_read_only_filesystem_is_a_clear_error(tmp_path: Path) -> None:
+    """A cache on a read-only filesystem should fail naming the path (even for root), exit 1."""
+    proc, _ = _on_tmpfs(tmp_path, "ro", "many")
+    assert proc.returncode == 1, proc.stderr
+    assert f"Error: Cannot use the cache directory {tmp_path / 'tiny' / 'cache'}: Read-only file system." in proc.stderr
+    assert "Choose a writable location with --cache-dir or CP_CACHE_DIR." in proc.stderr
     assert "Traceback" not in proc.stderr

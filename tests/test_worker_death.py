@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-# Imported before the per-test sys.modules snapshot (conftest drops modules a test imports):
-# re-imported process-pool machinery would fail to pickle its own _CallItem in the next test.
-import multiprocessing.popen_fork  # noqa: F401
-import multiprocessing.synchronize  # noqa: F401
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -16,10 +14,9 @@ from conftest import write
 from faultkit import executions, wait_dead, worker_pids
 
 import checkpoint
-import checkpoint.scheduler  # noqa: F401
 from checkpoint import events as ev
 from checkpoint.cli import cli
-from checkpoint.errors import WorkerDiedError
+from checkpoint.errors import TaskFailedError, WorkerDiedError
 from checkpoint.store import Store
 
 SOURCE = """
@@ -40,10 +37,12 @@ SOURCE = """
                 if how in ("exit", "exit-only"):
                     os._exit(3)
                 if how == "segv":
+                    import faulthandler
+                    faulthandler.disable()  # pytest's, inherited by the fork: no dump
                     os.kill(os.getpid(), signal.SIGSEGV)
                 if how == "kill":  # what the out-of-memory killer does
                     os.kill(os.getpid(), signal.SIGKILL)
-            if i == 5 and how != "exit-only":
+            if i == 5 and how not in ("exit-only", "cancel"):
                 raise ValueError("job 5 fails")
             _log(f"job({i})")
             time.sleep(0.002)
@@ -91,6 +90,47 @@ def test_worker_death_stops_and_names_the_culprit(m: ModuleType) -> None:
     """Without keep-going, the error raised should name the task whose worker died."""
     with pytest.raises(WorkerDiedError, match=r"job\(13, 'exit-only'\)"):
         m.main("exit-only").run(executor="process", max_workers=2)
+
+
+class _CancelsThirdBatch(Executor):
+    """Runs batches on threads, except the third, which it cancels (as a shutdown would)."""
+
+    def __init__(self) -> None:
+        self.inner = ThreadPoolExecutor(2)
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        if self.submitted == 3:
+            future: Future[Any] = Future()
+            future.cancel()
+            return future
+        return self.inner.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.inner.shutdown(wait, cancel_futures=cancel_futures)
+
+
+@pytest.mark.parametrize(
+    ("how", "error"),
+    [("fail", ValueError), ("exit-only", WorkerDiedError), ("cancel", TaskFailedError)],
+    ids=["fails", "worker-dies", "cancelled"],
+)
+def test_queue_slot_comes_back(m: ModuleType, how: str, error: type[BaseException]) -> None:
+    """A task that fails, dies with its worker or is cancelled should give back its slot of a queue limited to 1."""
+    executor: Executor | str = _CancelsThirdBatch() if how == "cancel" else "process"
+    try:
+        result = checkpoint.run([m.main(how)], executor=executor, max_workers=2, keep_going=True,
+                                rate_limits={"q": 1}, raise_on_failure=False)
+    finally:
+        if isinstance(executor, Executor):
+            executor.shutdown()
+    # A slot kept by the failed task would leave the queue's other tasks waiting forever.
+    [(tid, exc)] = result.failed.items()
+    assert isinstance(exc, error), exc
+    assert len(result.ran) == 23 and [t.expression() for t in result.skipped] == [f"main({how!r})"]
+    if how == "cancel":
+        assert "was cancelled by its executor" in str(exc) and result.plan.nodes[tid].task.expression() in str(exc)
 
 
 RETRY_SOURCE = """
