@@ -14,8 +14,8 @@ file, and nothing has changed. Then try:
     checkpoint run 'choose(30, 15)'         # any task is a target: 155117520
     checkpoint --help                       # every command; the manual is in docs/
 
-Edit `walk` (say, 2_000_000 steps) and run again: its code changed, so the 32 walks re-run,
-while the binomial coefficients are reused.
+Edit `STEPS` (say, 2_000_000) and run again: the 32 walks are new tasks (their arguments
+changed) and run, `main`'s code changed, and the binomial coefficients are reused.
 """
 
 import random
@@ -24,6 +24,7 @@ import statistics
 from checkpoint import requires, task
 
 WALKS = 32
+STEPS = 4_000_000
 
 
 @task
@@ -48,7 +49,7 @@ def choose(n: int, k: int):
 
 
 @task
-def walk(seed: int, steps: int = 4_000_000):
+def walk(seed: int, steps: int = STEPS):
     """A random walk of +-1 steps: how often it returns to 0, and how far it strays."""
 
     def __() -> dict[str, int]:
@@ -88,7 +89,7 @@ def main():
     def __(row: list[int], walks: dict[str, float]) -> str:
         return (
             f"Row 12 of Pascal's triangle: {row}\n"
-            f"{WALKS} random walks of 4,000,000 steps returned to 0 {walks['returns']:.0f} times "
+            f"{WALKS} random walks of {STEPS:,} steps returned to 0 {walks['returns']:.0f} times "
             f"on average, and strayed {walks['farthest']:.0f} steps at most on average."
         )
 

@@ -144,6 +144,10 @@ def mark(
                     break
                 if dep.meta is None or meta.deps.get(dep_id) != dep.meta.stamp:
                     reason = "upstream changed"
+            if reason is None and len(meta.deps) != len(node.deps):
+                # Every current prerequisite matches, but the stored result was computed from
+                # more: one was dropped (e.g. a shorter list of seeds from a module constant).
+                reason = "upstream changed"
             node.reason = reason
 
 

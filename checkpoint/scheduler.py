@@ -470,6 +470,7 @@ class _Run:
         if (
             meta is not None and node.reason not in ("forced", "corrupt")
             and meta.fingerprint == node.task.family.fingerprint[0]
+            and len(meta.deps) == len(node.deps)
             and all(meta.deps.get(dep) == self.stamps.get(dep) for dep in node.deps)
         ):
             self._adopt(tid, meta)

@@ -125,6 +125,34 @@ def test_upstream_recomputed_elsewhere_makes_dependents_stale(choose: Any) -> No
     assert reasons["choose(3, 1)"] == "upstream changed"
 
 
+def test_dropped_prerequisite_makes_the_dependent_stale(make_module: Any) -> None:
+    """A task whose prerequisites shrink (a constant the fingerprint cannot see) should re-run."""
+    source = '''
+        from checkpoint import task, requires
+
+        SEEDS = range({n})  # a call, not a literal: not part of the code fingerprint
+
+        @task
+        def square(x: int):
+            def __() -> int:
+                return x * x
+            return __
+
+        @task
+        def total():
+            @requires([square(x) for x in SEEDS])
+            def __(values: list[int]) -> int:
+                return sum(values)
+            return __
+    '''
+    assert make_module("shrinking", source.format(n=4)).total().run(executor="inline") == 14
+    mod = make_module("shrinking", source.format(n=3))
+    result = checkpoint.run([mod.total()], executor="inline")
+    assert result.values[mod.total().id] == 5
+    assert _ran(result) == {"total()"}
+    assert result.plan.nodes[mod.total().id].reason == "upstream changed"
+
+
 PIPE = '''
 from checkpoint import task, requires
 

@@ -108,3 +108,18 @@ def test_demo_taskfile_header_suggests_commands_that_exist(tmp_path: Path) -> No
     # The demo's DAG plans without running: 90 binomial coefficients, 32 walks, 2 more.
     listing = checkpoint(tmp_path, "-f", str(taskfile), "ls", "main")
     assert "124 missing" in listing.stderr + listing.stdout
+
+
+def test_ml_pipeline_variations_rerun_what_the_cookbook_says(tmp_path: Path) -> None:
+    """Adding a seed should run only its three tasks and main; removing it again, main only."""
+    taskfile = tmp_path / "taskfile.py"
+    source = (EXAMPLES / "ml_pipeline.py").read_text()
+    taskfile.write_text(source)
+    first = checkpoint(tmp_path / "cache", "-f", str(taskfile), "run", "main")
+    taskfile.write_text(source.replace("SEEDS = range(5)", "SEEDS = range(6)"))
+    more = checkpoint(tmp_path / "cache", "-f", str(taskfile), "run", "main")
+    assert "4 ran, 15 reused" in more.stderr and "seed 5: rmse" in more.stdout
+    taskfile.write_text(source)
+    back = checkpoint(tmp_path / "cache", "-f", str(taskfile), "run", "main")
+    assert "1 ran, 15 reused" in back.stderr
+    assert back.stdout == first.stdout
