@@ -22,6 +22,7 @@ from typing import Any
 
 from ._types import TaskId
 from .graph import Node, Plan, expand, plan
+from .history import LastRun
 from .store import Meta, Store
 from .task import Task, TaskFamily
 
@@ -79,21 +80,34 @@ def list_families(families: Mapping[str, TaskFamily[Any, Any]], store: Store) ->
 
 @dataclass
 class TaskState:
-    """One task of a target's DAG and its state."""
+    """One task of a target's DAG, its state, and its last recorded run."""
 
     task: Task[Any]
     state: str
     reason: str | None
     """The plan's reason to run (``None`` when fresh)."""
+    last: LastRun | None = None
+    """Its last recorded run (``None`` when none is recorded)."""
 
     def to_json(self) -> dict[str, Any]:
+        last = self.last
         return {"task": self.task.expression(), "family": self.task.family.name, "id": self.task.id,
-                "state": self.state, "reason": self.reason}
+                "state": self.state, "reason": self.reason,
+                "last_run": None if last is None else {
+                    "status": last.status, "started": last.started, "duration": last.duration,
+                    "worker": last.worker}}
 
 
-def dag_states(the_plan: Plan) -> tuple[list[TaskState], dict[str, int]]:
-    """The tasks of a marked plan with their states, and the count of each state."""
-    rows = [TaskState(node.task, state_of(node), node.reason) for node in the_plan.nodes.values()]
+def dag_states(
+    the_plan: Plan, runs: Mapping[TaskId, LastRun] | None = None
+) -> tuple[list[TaskState], dict[str, int]]:
+    """The tasks of a marked plan with their states, and the count of each state.
+
+    ``runs`` (from :func:`checkpoint.history.plan_last_runs`) adds each task's last run.
+    """
+    runs = runs or {}
+    rows = [TaskState(node.task, state_of(node), node.reason, runs.get(tid))
+            for tid, node in the_plan.nodes.items()]
     counts = dict.fromkeys(STATES, 0)
     for row in rows:
         counts[row.state] += 1

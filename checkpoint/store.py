@@ -446,10 +446,10 @@ class Store:
     def _cache(self, family: str, create: bool = True) -> Any:
         cache = self._caches.get(family)
         if cache is None:
-            self._ensure_root()
             directory = self.root / family
             if not create and not (directory / "cache.db").exists():
-                return None
+                return None  # reading must not create the cache directory
+            self._ensure_root()
             import diskcache
 
             try:

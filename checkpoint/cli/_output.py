@@ -41,7 +41,9 @@ def human_size(n: int) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    """``0.0123`` -> ``'12ms'``, ``75`` -> ``'1m15s'``."""
+    """``0.0123`` -> ``'12ms'``, ``75`` -> ``'1m15s'``, under a millisecond ``'<1ms'``."""
+    if seconds < 0.0005:
+        return "<1ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:

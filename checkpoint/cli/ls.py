@@ -2,16 +2,23 @@
 
 ``--json`` documents: without targets ``{"families": [{"name", "family", "queue",
 "entries", "size", "doc"}]}``; with targets ``{"tasks": [{"task", "family", "id", "state",
-"reason"}], "counts": {"fresh": n, "stale": n, "missing": n, "code changed": n}}``.
+"reason", "last_run"}], "counts": {"fresh": n, "stale": n, "missing": n, "code changed": n}}``,
+where ``last_run`` is ``null`` or ``{"status": "done" | "failed", "started", "duration",
+"worker"}`` (times in seconds since the epoch, durations in seconds).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import click
 
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import emit_json, err, human_size, table
+from ._output import emit_json, err, human_duration, human_size, table
+
+if TYPE_CHECKING:
+    from ..history import LastRun
 
 
 @click.command()
@@ -22,8 +29,8 @@ from ._output import emit_json, err, human_size, table
 def ls(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -> None:
     """List the task families (name, queue, cached entries, size, description).
 
-    With TARGETS, list the tasks of their DAG and their state: fresh, stale, missing or
-    code changed.
+    With TARGETS, list the tasks of their DAG with their state (fresh, stale, missing or
+    code changed) and how long their last run took.
     """
     from ..catalog import dag_states, list_families
 
@@ -42,15 +49,25 @@ def ls(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -
         ))
         return
     from ..graph import plan
+    from ..history import plan_last_runs
 
-    the_plan = plan(app.targets(targets), app.store, code_check=not no_code_check)
-    rows, counts = dag_states(the_plan)
+    store = app.store
+    the_plan = plan(app.targets(targets), store, code_check=not no_code_check)
+    rows, counts = dag_states(the_plan, plan_last_runs(the_plan, store))
     if as_json:
         emit_json({"tasks": [r.to_json() for r in rows], "counts": counts})
         return
     click.echo(table(
-        ["TASK", "STATE", "REASON"],
-        [[r.task.expression(), r.state, r.reason or ""] for r in rows],
+        ["TASK", "STATE", "LAST RUN", "REASON"],
+        [[r.task.expression(), r.state, _last(r.last), r.reason or ""] for r in rows],
     ))
     err(", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({len(rows)} tasks)",
         quiet=app.quiet)
+
+
+def _last(run: LastRun | None) -> str:
+    """``1.2s``, ``0.3s failed``, or ``-`` when no run is recorded."""
+    if run is None:
+        return "-"
+    text = human_duration(run.duration)
+    return f"{text} failed" if run.status == "failed" else text

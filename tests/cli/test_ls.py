@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from .conftest import Invoke, edit
 
@@ -66,9 +69,18 @@ def test_stale_state(invoke: Invoke) -> None:
                       "choose(2, 1)": ("stale", "upstream re-run")}
 
 
-def test_ls_does_not_create_cache(invoke: Invoke, cache_dir: Path) -> None:
-    """ls on a fresh project should not create the cache directory."""
-    assert invoke("ls").exit_code == 0
+@pytest.mark.parametrize(
+    "args",
+    [("ls",), ("ls", "--json"), ("ls", "main"), ("ls", "--json", "choose(3, 1)"), ("why", "main"),
+     ("run", "-n", "main"), ("graph", "main"), ("cache", "ls"), ("cache", "ls", "choose"),
+     ("cache", "du"), ("cache", "prune"), ("cache", "show", "choose(2, 1)"), ("log", "choose(2, 1)")],
+    ids=" ".join,
+)
+def test_read_only_commands_do_not_create_the_cache(invoke: Invoke, cache_dir: Path,
+                                                    args: tuple[str, ...]) -> None:
+    """Commands that only read should leave a fresh project without a cache directory."""
+    result = invoke(*args)
+    assert result.exit_code in (0, 1), result.stderr
     assert not cache_dir.exists()
 
 
@@ -78,3 +90,29 @@ def test_empty_taskfile(invoke: Invoke, project: Path) -> None:
     result = invoke("ls")
     assert result.exit_code == 0
     assert "decorate functions with @task" in result.stderr
+
+
+def test_target_shows_last_runs(invoke: Invoke) -> None:
+    """ls TARGET should show each task's last run: its duration, 'failed' if it failed, '-' if none."""
+    from checkpoint.cli._output import human_duration
+
+    invoke("run", "--executor", "inline", "-k", "booms")
+    invoke("run", "--executor", "inline", "choose(2, 1)")
+    doc = json.loads(invoke("ls", "--json", "booms", "choose(2, 1)").stdout)
+    last = {t["task"]: t["last_run"] for t in doc["tasks"]}
+    stored = {e["task"]: e for e in json.loads(invoke("cache", "ls", "--json", "boom").stdout)["entries"]}
+    assert last["boom(2)"]["status"] == "done"
+    assert last["boom(2)"]["duration"] == stored["boom(2)"]["duration"]
+    assert last["boom(2)"]["worker"].endswith(f":{os.getpid()}")
+    assert last["boom(1)"]["status"] == "failed" and last["boom(1)"]["duration"] >= 0
+    assert last["booms()"] is None  # skipped: it never ran
+    assert last["choose(2, 1)"]["status"] == "done"
+
+    result = invoke("ls", "booms", "choose(2, 1)")
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == ["TASK", "STATE", "LAST", "RUN", "REASON"]
+    start, end = header.index("LAST RUN"), header.index("REASON")
+    cells = {line.split("  ")[0]: line[start:end].strip() for line in lines}
+    assert cells["boom(2)"] == human_duration(last["boom(2)"]["duration"])
+    assert cells["boom(1)"].endswith(" failed")
+    assert cells["booms()"] == "-"
