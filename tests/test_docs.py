@@ -336,6 +336,8 @@ def _command_problems(line: str) -> list[str]:
                 elif option is not None and not (option.is_flag or option.count) and "=" not in token:
                     takes_value = True
         elif isinstance(command, click.Group):
+            if token.isupper():  # a placeholder: `checkpoint COMMAND --help`
+                break
             sub = command.commands.get(token)
             if sub is None:
                 problems.append(f"there is no command `{token}`: {line}")
