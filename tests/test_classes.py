@@ -240,9 +240,11 @@ def pipeline(make_module: Callable[[str, str], ModuleType]) -> ModuleType:
     return make_module("pipeline", PIPELINE)
 
 
-@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+@pytest.mark.parametrize("executor", ["inline", "thread", "process", "dask"])
 def test_class_and_function_tasks_run_in_one_dag(pipeline: ModuleType, executor: str) -> None:
     """The seed's examples as classes and as functions, mixed in one DAG, should agree on every executor."""
+    if executor == "dask":
+        pytest.importorskip("distributed")
     result = checkpoint.run([pipeline.main()], executor=executor, max_workers=2,
                             rate_limits={"gpu": 1})
     assert result.values[pipeline.main().id] == EXPECTED

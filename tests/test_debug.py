@@ -99,3 +99,28 @@ def test_quitting_the_trace_debugger_stores_nothing(monkeypatch: pytest.MonkeyPa
 
     assert Store.open().get_meta(divide.dirname, divide(4).id) is None
     assert Store.open().get_meta(base.dirname, base(4).id) is not None
+
+
+@task
+def stop():  # type: ignore[no-untyped-def]
+    def __() -> int:
+        breakpoint()
+        return 1
+
+    return __
+
+
+def test_breakpoint_in_a_worker_thread_is_a_clear_error() -> None:
+    """breakpoint() in a thread worker should fail the task with what to do instead."""
+    with pytest.raises(debug.BreakpointUnavailableError, match="worker thread") as info:
+        checkpoint.run([stop()], executor="thread", max_workers=2)
+    assert "--executor inline" in str(info.value) and "--pdb" in str(info.value)
+
+
+def test_ipython_sessions_get_the_ipython_debugger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In IPython or Jupyter, debug=True and trace should use IPython's debugger (as %debug does)."""
+    from IPython.core.debugger import Pdb as IPythonPdb
+
+    assert not isinstance(debug.debugger(), IPythonPdb)
+    monkeypatch.setattr(debug, "_in_ipython", lambda: True)
+    assert isinstance(debug.debugger(), IPythonPdb)

@@ -138,6 +138,27 @@ def test_dot_has_8_nodes_and_8_edges_and_parses(choose: Any) -> None:
     }
 
 
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_graphviz_reads_the_dot_without_warnings(choose: Any, pipeline: ModuleType) -> None:
+    """Graphviz's own parser should accept every DOT view (legend included) silently, 8 nodes and 8 edges."""
+    import subprocess
+
+    def graphviz(text: str) -> dict[str, Any]:
+        proc = subprocess.run(["dot", "-Tjson"], input=text.encode(), capture_output=True, check=False)
+        assert proc.returncode == 0 and proc.stderr == b"", proc.stderr
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    doc = graphviz(export.to_dot(choose(4, 2)))
+    assert (len(doc["objects"]), len(doc["edges"])) == (8, 8)
+    assert {o["label"] for o in doc["objects"]} >= {"choose(4, 2)", "choose(1, 1)"}
+    pipeline.BAD = 1
+    from checkpoint import run
+
+    run([pipeline.summary(2)], executor="inline", keep_going=True, raise_on_failure=False)
+    assert len(graphviz(export.to_dot(pipeline.summary(2)))["objects"]) == 7
+    assert len(graphviz(export.to_dot(pipeline.summary(2), families=True))["objects"]) == 4
+
+
 def test_dot_edges_point_from_prerequisite_to_dependent(choose: Any) -> None:
     """Each DOT edge should go from a prerequisite to the task that requires it."""
     graph = dot_graph(export.to_dot(choose(4, 2)))
