@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures.process  # noqa: F401 - loaded once, before the isolation fixture snapshots sys.modules
 import io
 import pdb
 from types import FrameType, TracebackType
@@ -11,8 +10,6 @@ from typing import Any
 import pytest
 
 import checkpoint
-import checkpoint._worker  # noqa: F401 - lazily imported by runs; keep one copy across tests
-import checkpoint.executors  # noqa: F401
 from checkpoint import debug, requires, task
 
 
