@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults install lint typecheck docs docs-serve clean
+.PHONY: run test test-faults install lint typecheck docs docs-serve clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -737,6 +737,7 @@ class Task(Generic[R]):
         arguments: dict[str, Any],
     ) -> None:
         self.family = family
+        """The task family (what ``@task`` made) this task belongs to."""
         self.args = args
         self.kwargs = kwargs
         self.arguments = arguments
@@ -744,6 +745,8 @@ class Task(Generic[R]):
         self.encoded = encode_arguments(family.name, arguments)
         """Canonical JSON of the arguments (the task's identity within its family)."""
         self.id: TaskId = task_id(family.name, self.encoded)
+        """Hash of the family name and the encoded arguments: names the task's cache entry
+        and its data directory."""
         self._spec: Spec | None = None
 
     @property
