@@ -10,6 +10,7 @@ import ast
 import difflib
 import importlib.util
 import inspect
+import os
 import sys
 import traceback
 import types
@@ -89,7 +90,8 @@ def load_taskfile(path: Path) -> ModuleType:
         if isinstance(exc, KeyboardInterrupt):
             raise
         frames = traceback.extract_tb(exc.__traceback__)
-        hidden = (str(Path(importlib.__file__).parent), str(Path(__file__).parent))
+        # Directories end with a separator: a project at .../checkpoint_demo/ is not ours.
+        hidden = (str(Path(importlib.__file__).parent) + os.sep, str(Path(__file__).parent) + os.sep)
         own = [f for f in frames if not f.filename.startswith(hidden) and not f.filename.startswith("<frozen")]
         text = "".join(traceback.format_list(own)) + "".join(
             traceback.format_exception_only(type(exc), exc)

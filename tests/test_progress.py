@@ -320,3 +320,50 @@ def test_plain_lines_are_written_soon_without_further_events(mod: Any) -> None:
     while "leaf(1)" not in out.getvalue() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert re.match(r"\d\d:\d\d:\d\d done    leaf\(1\)  0.500s\n$", out.getvalue())
+
+
+def test_summary_counts_wall_time_and_slowest_tasks(mod: Any) -> None:
+    """The summary should give ran/reused/failed/skipped, the wall time, and the slowest tasks, slowest first."""
+    from checkpoint.progress import summary_lines
+
+    tally = Tally(FakeClock(), slowest=3)
+    tally.update(ev.RunPlanned(7, 6, {}, 0.0, None))
+    for i, duration in enumerate([0.5, 2.0, 0.1, 1.0]):
+        tally.update(ev.TaskFinished(mod.leaf(i), 0.0, duration, 1))
+    tally.update(ev.TaskReused(mod.leaf(9)))
+    tally.update(ev.TaskFailed(mod.div(1, 0), 0.0, ZeroDivisionError("division by zero"), "", ""))
+    tally.update(ev.TaskSkipped(mod.mixed(), mod.div(1, 0)))
+    tally.update(ev.RunFinished(4, 1, 1, 1, 75.0))
+    assert summary_lines(tally) == [
+        "Failed in 1:15: 4 ran, 1 reused, 1 failed, 1 skipped.",
+        "Slowest: leaf(1) 2.00s, leaf(3) 1.00s, leaf(0) 0.500s",
+    ]
+
+
+def test_live_display_redraws_at_most_ten_times_a_second(mod: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However fast events come, the live display should redraw at most refresh_per_second times a second."""
+    import checkpoint.progress as progress
+
+    class CountingLive:
+        refreshes = 0
+
+        def refresh(self) -> None:
+            self.refreshes += 1
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    reporter = LiveReporter(_console(), refresh_per_second=10)
+    live = CountingLive()
+    reporter.live = live  # type: ignore[assignment]
+    for i in range(2000):  # 2,000 events over 2 seconds
+        now[0] += 0.001
+        reporter(ev.TaskStarted(mod.leaf(i), 0.0))
+    assert 15 <= live.refreshes <= 21
+
+
+def test_library_runs_show_no_progress_by_default(mod: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """run() and Task.run() should print nothing unless progress=True asks for it."""
+    assert mod.total(2).run(executor="inline") == 1
+    checkpoint.run([mod.total(3)], executor="inline")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""

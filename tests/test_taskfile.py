@@ -160,3 +160,22 @@ def test_scan_family_names_classes_and_siblings(tmp_path: Path) -> None:
         sep = os.sep
     """))
     assert scan_family_names(path) == ["Report", "deep", "evaluate", "fit"]
+
+
+def test_import_error_keeps_frames_of_a_project_named_like_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A taskfile in a directory whose name starts like checkpoint's own should keep its frames."""
+    import checkpoint.taskfile as taskfile_module
+    from checkpoint.errors import TaskfileImportError
+    from checkpoint.taskfile import load_taskfile
+
+    monkeypatch.setattr(taskfile_module, "__file__", str(tmp_path / "checkpoint" / "taskfile.py"))
+    project = tmp_path / "checkpoint_demo"
+    project.mkdir()
+    path = project / "demo_tasks.py"
+    path.write_text("def f():\n    raise KeyError('x')\n\nf()\n")
+    with pytest.raises(TaskfileImportError) as info:
+        load_taskfile(path)
+    assert f'File "{path}", line 4, in <module>' in str(info.value)
+    assert f'File "{path}", line 2, in f' in str(info.value)

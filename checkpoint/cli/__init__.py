@@ -152,7 +152,9 @@ class CheckpointGroup(click.Group):
               help="The taskfile (default: taskfile.py here or in a parent directory).")
 @click.option("--cache-dir", metavar="DIR", type=click.Path(file_okay=False),
               help="Cache directory (default: $CP_CACHE_DIR, else .cache next to the taskfile).")
-@click.option("-v", "--verbose", count=True, help="Say more: which taskfile and cache (repeatable).")
+@click.option("-v", "--verbose", count=True,
+              help="Say more: which taskfile and cache are used; with run, also each task's "
+                   "output (like 'run -v'). Repeatable.")
 @click.option("-q", "--quiet", count=True, help="Say less: only errors and data.")
 @click.version_option(__version__, "--version", prog_name="checkpoint")
 @click.pass_context

@@ -145,7 +145,9 @@ def _interrupt_exit() -> Iterator[Callable[[Any], None]]:
 @click.option("--no-code-check", is_flag=True, help="Do not treat code changes as stale.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
 @click.option("--no-progress", is_flag=True, help="Plain log lines instead of the live display.")
-@click.option("-v", "--show-output", is_flag=True, help="Show each task's output as it finishes.")
+@click.option("-v", "--show-output", is_flag=True,
+              help="Show each task's captured output as it finishes ('checkpoint -v run' does too, "
+                   "and also names the taskfile and cache).")
 @click.option("--pdb", "post_mortem", is_flag=True,
               help="When a task fails, re-run it in this process under the debugger (post-mortem).")
 @click.option("--trace", "trace", metavar="TARGET", shell_complete=complete_targets,
@@ -173,7 +175,9 @@ def run(
 ) -> None:
     """Build TARGETS (default: main) as one DAG and print their values.
 
-    Only what is missing or stale runs; everything else is reused from the cache.
+    Only what is missing or stale runs; everything else is reused from the cache. Each
+    target's value goes to stdout on its own line: a string as it is, anything else as its
+    repr, nothing for None (--json: one JSON document). Progress goes to stderr.
     """
     from ..graph import plan
     from ..scheduler import run as run_tasks

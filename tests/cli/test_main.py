@@ -87,3 +87,18 @@ def test_quiet_hides_messages(invoke: Invoke) -> None:
     assert result.exit_code == 0
     assert result.stdout == "3\n"
     assert result.stderr == ""
+
+
+def test_verbose_before_and_show_output_after_run(invoke: Invoke, project: Path) -> None:
+    """`checkpoint -v run` should name the taskfile and cache and show task output; `run -v` only the output."""
+    after = invoke("run", "--executor", "inline", "-v", "chatty")
+    assert after.exit_code == 0 and after.stdout == "said\n"
+    assert "chatting on stdout" in after.stderr and "Using taskfile" not in after.stderr
+    before = invoke("-v", "run", "--executor", "inline", "--force", "chatty")
+    assert before.exit_code == 0 and before.stdout == "said\n"
+    assert f"Using taskfile {project}" in before.stderr and "Using cache directory" in before.stderr
+    assert "chatting on stdout" in before.stderr
+    plain = invoke("run", "--executor", "inline", "--force", "chatty")
+    assert "chatting on stdout" not in plain.stderr
+    assert "'run -v'" in invoke("--help").stdout
+    assert "'checkpoint -v run'" in invoke("run", "--help").stdout

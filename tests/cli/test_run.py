@@ -224,3 +224,15 @@ def test_dask_without_extra(invoke: Invoke) -> None:
         assert "dask" in result.stderr and "pip install" in result.stderr
     else:
         pytest.skip("distributed is installed; the Dask executor has its own tests")
+
+
+def test_values_print_strings_as_is_and_others_as_repr(invoke: Invoke, project: Path) -> None:
+    """A string value should print as it is (every line), a Path or tuple as its repr, None as nothing."""
+    edit(project, "double = helper.double", "double = helper.double\n\n"
+         "@task\ndef report():\n    def __():\n        return 'line one\\nline two'\n    return __\n\n"
+         "@task\ndef where():\n    def __():\n        import pathlib\n"
+         "        return pathlib.PurePosixPath('out/model.bin')\n    return __\n\n"
+         "@task\ndef pair():\n    def __():\n        return ('1', 1)\n    return __\n")
+    result = invoke("run", *INLINE, "report", "where", "pair", "nothing", "greet")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ("line one\nline two\nPurePosixPath('out/model.bin')\n('1', 1)\nhello world\n")

@@ -169,3 +169,56 @@ def test_completion_commands_and_options(project: Path) -> None:
     proc = run([CHECKPOINT], project.parent, _CHECKPOINT_COMPLETE="bash_complete",
                COMP_WORDS="checkpoint run d", COMP_CWORD="2")
     assert proc.stdout.split() == ["plain,double"]  # `double = helper.double`, from helper.py
+
+
+def test_process_workers_import_sibling_modules(project: Path) -> None:
+    """Run from a subdirectory with process workers, a family from a sibling module should work."""
+    sub = project.parent / "sub"
+    sub.mkdir()
+    proc = run([CHECKPOINT, "run", "--executor", "process", "-j", "2", "double(21)", "choose(3, 1)"], sub)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "42\n3\n"
+
+
+RAISING = "import json\n\n\ndef connect():\n    raise ConnectionError('no database')\n\n\nconnect()\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "taskfile", "expected"),
+    [
+        (["run", "chose(6, 3)"], None,
+         ["Error: Unknown task 'chose' in ", "Did you mean 'choose'? Run 'checkpoint ls' to list tasks."]),
+        (["run", "choose(6, x)"], None,
+         ["Error: Bad target 'choose(6, x)': arguments must be literals", "\n  choose(6, x)\n            ^\n"]),
+        (["-f", "nowhere/taskfile.py", "ls"], None,
+         ["Error: Taskfile 'nowhere/taskfile.py' not found. Check the path given to -f/--file."]),
+        (["ls"], "", ["Error: No taskfile.py in ", "or name it with -f/--file PATH."]),
+        (["ls"], RAISING,
+         ["raised an error while being imported:\n", '", line 8, in <module>\n    connect()\n',
+          '", line 5, in connect\n', "ConnectionError: no database\n"]),
+        (["run", "choose(6)"], None,
+         ["Error: Wrong arguments for task choose: missing a required argument: 'k'. "
+          "Its signature is choose(n: int, k: int)."]),
+        (["run", "greet(excited='yes')"], None,
+         ["Error: Argument 'excited' of task greet must be bool, not str ('yes'). Its signature is "
+          "greet(name: str = 'world', excited: bool = False)."]),
+    ],
+    ids=["unknown-task", "bad-expression", "missing-f", "no-taskfile", "raising-taskfile",
+         "wrong-arguments", "annotation-mismatch"],
+)
+def test_bad_input_exits_2_with_a_message(project: Path, tmp_path_factory: pytest.TempPathFactory,
+                                          args: list[str], taskfile: str | None,
+                                          expected: list[str]) -> None:
+    """Each kind of bad input should exit 2 with its message and no checkpoint-internal frame."""
+    cwd = project.parent
+    if taskfile == "":
+        cwd = tmp_path_factory.mktemp("no-taskfile")
+    elif taskfile is not None:
+        project.write_text(taskfile)
+    proc = run([CHECKPOINT, *args], cwd)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    for text in expected:
+        assert text in proc.stderr
+    assert "site-packages" not in proc.stderr and "checkpoint/" not in proc.stderr
+    assert "importlib" not in proc.stderr and "<frozen" not in proc.stderr
