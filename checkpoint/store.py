@@ -615,6 +615,7 @@ class Store:
         """Directory names of the families that have a store."""
         if not self.root.is_dir():
             return []
+        self._ensure_root()  # a cache of another format is refused, not listed
         return sorted(
             p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / "cache.db").exists()
         )
@@ -647,6 +648,7 @@ class Store:
         db = self.root / family / "cache.db"
         if not db.exists():
             return 0
+        self._ensure_root()
         try:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
             try:
@@ -851,6 +853,7 @@ class Store:
         directory = self.root / family
         if not directory.exists():
             return
+        self._ensure_root()
         trash = self.root / f".trash-{secrets.token_hex(6)}"
         os.replace(directory, trash)
         shutil.rmtree(trash, ignore_errors=True)

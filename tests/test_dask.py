@@ -238,12 +238,19 @@ def test_taskfile_class_values_load_as_that_class_in_later_runs(
 
 @needs_dask
 def test_dask_address_connects_and_leaves_cluster_running(client: Any, tasks: ModuleType) -> None:
-    """run(executor='dask://HOST:PORT') should use that scheduler and close only its own client."""
+    """dask://HOST:PORT, tcp://HOST:PORT and a Client should use that scheduler; only
+    checkpoint's own clients are closed."""
     address = client.scheduler.address.removeprefix("tcp://")
     assert tasks.choose(4, 2).run(executor=f"dask://{address}") == 6
-    time.sleep(0.2)  # the scheduler forgets a closed client asynchronously
-    clients = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.clients))
-    assert clients <= 2  # ours and the scheduler's own "fire-and-forget" client
+    result = run([tasks.choose(5, 1)], executor=f"tcp://{address}")
+    assert result.values[tasks.choose(5, 1).id] == 5 and len(result.ran) == 4
+    assert tasks.choose(6, 1).run(executor=client) == 6
+    assert client.status == "running"
+    # ours and the scheduler's own "fire-and-forget" client (it forgets closed ones in a while)
+    deadline = time.monotonic() + 60
+    while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.clients)) > 2:
+        assert time.monotonic() < deadline, "checkpoint's clients were not closed"
+        time.sleep(0.05)
     assert len(client.nthreads()) == 2
 
 

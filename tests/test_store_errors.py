@@ -29,10 +29,14 @@ TASKFILE = """
 """
 
 
-def _run(runner: CliRunner, tmp_path: Path, *args: str) -> tuple[int, str, str]:
-    """Run ``checkpoint ... run`` through main() (its exit-code mapping) in-process."""
+def _run(runner: CliRunner, tmp_path: Path, *args: str, command: tuple[str, ...] = ("run",)
+         ) -> tuple[int, str, str]:
+    """Run ``checkpoint ... run`` (or another command) through main() (its exit-code mapping)
+    in-process."""
     write(tmp_path / "taskfile.py", TASKFILE)
-    argv = ["-f", str(tmp_path / "taskfile.py"), *args, "run", "--executor", "inline"]
+    argv = ["-f", str(tmp_path / "taskfile.py"), *args, *command]
+    if command == ("run",):
+        argv += ["--executor", "inline"]
     code: int | str | None = 0
     with runner.isolation() as (out, err, *_):
         try:
@@ -54,12 +58,18 @@ def test_cache_directory_is_private(runner: CliRunner, tmp_path: Path) -> None:
 def test_store_version_mismatch_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
     """A cache written by another store format should fail with what to do, exit 1, no traceback."""
     root = tmp_path / "old" / "checkpoint"
-    root.mkdir(parents=True)
+    assert _run(runner, tmp_path, "--cache-dir", str(tmp_path / "old"))[0] == 0
+    for store in Store._open_stores.values():  # a new process, as it were
+        store.close()
+    Store._open_stores.clear()
     (root / "FORMAT").write_text("checkpoint-store 0\n")
-    code, _, err = _run(runner, tmp_path, "--cache-dir", str(tmp_path / "old"))
-    assert code == 1
-    assert "another version of checkpoint" in err and str(root) in err
-    assert "Traceback" not in err
+    for command in [("run",), ("ls",), ("ls", "main"), ("clear", "-y", "main"), ("cache", "ls"),
+                    ("cache", "verify"), ("log", "main")]:
+        code, _, err = _run(runner, tmp_path, "--cache-dir", str(tmp_path / "old"), command=command)
+        assert code == 1, (command, err)
+        assert "another version of checkpoint" in err and str(root) in err, command
+        assert "Use another --cache-dir, or delete" in err and "Traceback" not in err
+    assert (root / "taskfile.main" / "cache.db").exists()  # nothing was removed
     with pytest.raises(StoreVersionError, match=FORMAT):
         Store(tmp_path / "old")._ensure_root()
 

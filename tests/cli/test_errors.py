@@ -103,3 +103,18 @@ def test_unknown_command(invoke: Invoke) -> None:
     result = invoke("rnu")
     assert result.exit_code == 2
     assert "No such command 'rnu'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["choose(__import__('os').system('touch pwned'), 1)", "greet(name=open('pwned', 'w').name)",
+     "choose(6, 3) if open('pwned', 'w') else 0"],
+    ids=["call-in-argument", "call-in-keyword", "expression"],
+)
+def test_target_code_never_runs(invoke: Invoke, project: Path, target: str) -> None:
+    """A target is parsed as literals only: code in it should be refused (exit 2), never run."""
+    for command in ("run", "ls", "graph"):
+        result = invoke(command, target)
+        assert result.exit_code == 2, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (project.parent / "pwned").exists()
