@@ -148,6 +148,12 @@ assert Path(p).parent.name == write_model(16).id
 assert my_task().run() == 42
 assert some_downstream().run(rate_limits={'gpu': 1}) == 6
 """,
+    "docs/concepts.md": """
+_root = Path(".cache/checkpoint")   # the layout the page draws
+assert (_root / "FORMAT").is_file() and (_root / ".lock").is_file()
+assert (_root / "__main__.render" / "cache.db").is_file()
+assert (_root / "__main__.render" / "data" / render(4).id / "image.pgm").is_file()
+""",
     "docs/dask.md": """
 if __name__ == "__main__":  # Dask's worker processes run this script again
     assert report.values[total(20).id] == 2470

@@ -123,3 +123,25 @@ def test_ml_pipeline_variations_rerun_what_the_cookbook_says(tmp_path: Path) -> 
     back = checkpoint(tmp_path / "cache", "-f", str(taskfile), "run", "main")
     assert "1 ran, 15 reused" in back.stderr
     assert back.stdout == first.stdout
+
+
+def test_demo_taskfile_header_walkthrough_does_what_it_says(tmp_path: Path) -> None:
+    """The header's steps (clear walk(3), why, run; edit STEPS) should re-run what it promises."""
+    source = (EXAMPLES.parent / "taskfile.py").read_text()
+    assert "\nSTEPS = 4_000_000\n" in source
+    taskfile = tmp_path / "taskfile.py"
+    taskfile.write_text(source.replace("\nSTEPS = 4_000_000\n", "\nSTEPS = 2_000\n"))
+    cache = tmp_path / "cache"
+    first = checkpoint(cache, "-f", str(taskfile), "run")
+    assert "124 ran" in first.stderr and "32 random walks of 2,000 steps" in first.stdout
+    assert "Nothing to run" in checkpoint(cache, "-f", str(taskfile), "run").stderr
+    graph = checkpoint(cache, "-f", str(taskfile), "graph", "--families", "--mermaid")
+    assert graph.stdout.startswith("flowchart")
+    checkpoint(cache, "-f", str(taskfile), "clear", "walk(3)")
+    why = checkpoint(cache, "-f", str(taskfile), "why", "main")
+    assert "walk(3) would run: missing" in why.stdout + why.stderr
+    again = checkpoint(cache, "-f", str(taskfile), "run")
+    assert "3 ran, 121 reused" in again.stderr  # walk(3), walks_summary(32), main()
+    taskfile.write_text(source.replace("\nSTEPS = 4_000_000\n", "\nSTEPS = 1_000\n"))
+    edited = checkpoint(cache, "-f", str(taskfile), "run")
+    assert "34 ran, 90 reused" in edited.stderr  # 32 walks, the summary, main; not choose
