@@ -102,11 +102,12 @@ def test_run_writes_plain_lines_off_a_terminal(runner: CliRunner, tmp_path: Path
     assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == "8\n"
 
 
-def _run_in_pty(args: list[str], cwd: Path) -> tuple[int, str]:
+def _run_in_pty(args: list[str], cwd: Path, **extra: str) -> tuple[int, str]:
     """Run a command with stderr (and stdout) on a pseudo-terminal; return its exit code and output."""
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
     env.update(TERM="xterm-256color", COLUMNS="100", LINES="40", CP_CACHE_DIR=str(cwd / ".cache"))
+    env.update(extra)
     proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
                             env=env, close_fds=True)
     os.close(slave)
@@ -140,3 +141,34 @@ def test_run_on_a_terminal_shows_the_live_display(tmp_path: Path) -> None:
     assert "Done in " in text and "4 ran, 0 reused" in text
     assert text.rstrip().endswith("8")
     assert "hello ann" not in text  # task output stays in the log unless -v
+
+
+def test_live_display_shows_output_and_failures_after_it_closes(tmp_path: Path) -> None:
+    """On a terminal, -v should print task output above the display; a failure's output and traceback follow it."""
+    _taskfile(tmp_path)
+    code, out = _run_in_pty([sys.executable, "-m", "checkpoint", "run", "-j", "2", "-k", "-v",
+                             "broken", "main"], tmp_path)
+    assert code == 1, out
+    assert "\x1b[" in out
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out).replace("\r", "")
+    assert "[hello('ann')] hello ann" in text
+    assert "✗ broken() failed: ValueError: broken on purpose" in text
+    report = text[text.index("Task broken() (taskfile.broken) failed"):]
+    assert "Captured output:\n  about to break" in report
+    assert "Traceback (most recent call last)" in report and 'raise ValueError("broken on purpose")' in report
+    assert "checkpoint/_worker.py" not in report
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--no-progress"], {}), ([], {"NO_COLOR": "1"}), ([], {"TERM": "dumb"})],
+    ids=["no-progress", "NO_COLOR", "TERM=dumb"],
+)
+def test_terminal_gets_plain_lines_when_asked(tmp_path: Path, args: list[str], env: dict[str, str]) -> None:
+    """--no-progress, NO_COLOR or TERM=dumb should give plain lines without escape codes, even on a terminal."""
+    _taskfile(tmp_path)
+    code, out = _run_in_pty([sys.executable, "-m", "checkpoint", "run", "-j", "2", *args], tmp_path, **env)
+    assert code == 0, out
+    assert "\x1b" not in out
+    assert re.search(r"^\d\d:\d\d:\d\d done    hello\('ann'\)  \S+s\r?$", out, re.M)
+    assert "Done in " in out and "4 ran, 0 reused" in out
