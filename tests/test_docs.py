@@ -4,7 +4,9 @@ Code blocks in README.md and docs/**/*.md are executed, page by page, each page 
 directory (a subprocess, with the cache at ./.cache):
 
 * Every ```python block runs, in the page's order, as one script at the end of the page,
-  unless the line before it (blank lines aside) is ``<!-- not-runnable -->``.
+  unless the line before it (blank lines aside) is ``<!-- not-runnable -->``. A line
+  ``print(...)  # text`` must print the start of ``text`` (``# 3 ran, 7 reused``; what follows
+  a comma-free match, like ``, from the cache``, is prose).
 * A python block preceded by ``<!-- file: NAME -->`` is not run: it is written to NAME, as the
   reader would save it (later blocks for the same NAME replace it).
 * A ```console block is a shell session: each ``$ command`` line runs (with ``bash``, in the
@@ -162,6 +164,29 @@ if __name__ == "__main__":  # Dask's worker processes run this script again
 }
 
 
+_PRINT_WITH_COMMENT = re.compile(r"^(?P<indent>[ \t]*)print\((?P<args>.*)\)[ \t]+#[ \t]*(?P<said>.+)$", re.M)
+
+_EXPECT_PRINT = """
+def _expect_print(call, said):
+    import contextlib, io, sys
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        call()
+    sys.stdout.write(buffer.getvalue())
+    got = " ".join(buffer.getvalue().split())
+    assert got and " ".join(said.split()).startswith(got), f"printed {got!r}, the page says # {said}"
+
+"""
+
+
+def checked_prints(source: str) -> str:
+    """Make each `print(...)  # text` line of a script check that it prints (the start of) text."""
+    return _PRINT_WITH_COMMENT.sub(
+        lambda m: f"{m['indent']}_expect_print(lambda: print({m['args']}), {m['said'].strip()!r})",
+        source,
+    )
+
+
 def run_page(path: Path, workdir: Path) -> subprocess.CompletedProcess[str] | None:
     """Execute a page's blocks in workdir; return the script's process (None: no script)."""
     name = str(path.relative_to(ROOT))
@@ -180,7 +205,8 @@ def run_page(path: Path, workdir: Path) -> subprocess.CompletedProcess[str] | No
             run_console(block, workdir, name)
     if not script:
         return None
-    source = "\n".join(script) + CHECKS.get(name, "") + '\nprint("PAGE OK")\n'
+    source = _EXPECT_PRINT + checked_prints("\n".join(script)) + CHECKS.get(name, "")
+    source += '\nprint("PAGE OK")\n'
     (workdir / "_page_script.py").write_text(source)
     proc = subprocess.run(
         [sys.executable, "_page_script.py"], cwd=workdir, env=_env(),
@@ -224,6 +250,11 @@ def test_block_markers_are_understood() -> None:
     assert _matches("a\n...\nz", "a\nb\nc\nz") and not _matches("a\nz", "a\nb\nz")
     assert _matches("Done in ...s: 3 ran", "Done in 1.5s: 3 ran")
     assert not _matches("Done in ...s: 3 ran", "Done in 1.5s: 4 ran")
+    checked = checked_prints("print(x)   # 20, the answer\n    print(a, b)  # 1 2\nprint(y)\n")
+    assert checked == (
+        "_expect_print(lambda: print(x), '20, the answer')\n"
+        "    _expect_print(lambda: print(a, b), '1 2')\nprint(y)\n"
+    )
 
 
 def test_every_python_block_is_run_or_marked(tmp_path: Path) -> None:
