@@ -102,3 +102,23 @@ def test_verbose_before_and_show_output_after_run(invoke: Invoke, project: Path)
     assert "chatting on stdout" not in plain.stderr
     assert "'run -v'" in invoke("--help").stdout
     assert "'checkpoint -v run'" in invoke("run", "--help").stdout
+
+
+def test_seed_form_translates_the_seeds_options() -> None:
+    """`python -m checkpoint TASKFILE [seed options]` should become the equivalent `checkpoint` command."""
+    import os
+
+    from checkpoint.__main__ import SeedUsageError, _seed_args
+
+    assert _seed_args(["t.py"]) == ["-f", "t.py", "run"]
+    assert _seed_args(["run", "main"]) == ["run", "main"]
+    assert _seed_args(["t.py", "--entrypoint=choose(2, 1)", "--exec-type", "thread", "--max-workers=3",
+                       "--detect-source-change", "-k"]) == [
+        "-f", "t.py", "run", "choose(2, 1)", "--executor", "thread", "-j", "3", "-k"]
+    all_but_one = str(max(1, (os.cpu_count() or 1) - 1))
+    assert _seed_args(["t.py", "-w", "-2", "--cache-dir=c", "--rate-limits", '{"a": 1, "b": 2}']) == [
+        "-f", "t.py", "--cache-dir", "c", "run", "-j", all_but_one,
+        "--rate-limit", "a=1", "--rate-limit", "b=2"]
+    for bad in (["t.py", "-w", "many"], ["t.py", "--rate-limits", '{"a": "1"}'], ["t.py", "-e"]):
+        with pytest.raises(SeedUsageError):
+            _seed_args(bad)

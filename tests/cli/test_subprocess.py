@@ -48,6 +48,20 @@ def test_python_m_seed_form(project: Path, tmp_path: Path) -> None:
     assert proc.stdout == "3\n"
 
 
+def test_python_m_seed_options(project: Path, tmp_path: Path) -> None:
+    """The seed's own options (-e, -t, -w, --cache-dir, --rate-limits, -D) should still work."""
+    cache = tmp_path / "seed-cache"
+    proc = run([sys.executable, "-m", "checkpoint", str(project), "-e", "choose(3, 1)", "-t", "thread",
+                "-w", "-1", "--cache-dir", str(cache), "--rate-limits", '{"disk": 1}', "-D"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "3\n"
+    assert (cache / "checkpoint" / "taskfile.choose").is_dir()
+    proc = run([sys.executable, "-m", "checkpoint", str(project), "--rate-limits", "gpu=1"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == ("Error: --rate-limits wants a JSON object of queue limits like "
+                           "'{\"gpu\": 1}', not 'gpu=1'.\n")
+
+
 def test_python_m_subcommands(project: Path) -> None:
     """`python -m checkpoint run ...` should be the same CLI as `checkpoint`."""
     proc = run([sys.executable, "-m", "checkpoint", "run", "--executor", "thread", "choose(4, 2)"], project.parent)
