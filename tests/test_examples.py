@@ -13,10 +13,11 @@ CHECKPOINT = Path(sys.executable).with_name("checkpoint")
 
 
 def checkpoint(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the installed `checkpoint` command with its own cache; fail on a non-zero exit."""
+    """Run the installed `checkpoint` command with its own cache; fail on a non-zero exit, or
+    after a minute (every example promises to run in less)."""
     env = {**os.environ, "CP_CACHE_DIR": str(cache), "NO_COLOR": "1"}
     proc = subprocess.run(
-        [str(CHECKPOINT), *args], capture_output=True, text=True, env=env, timeout=120
+        [str(CHECKPOINT), *args], capture_output=True, text=True, env=env, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     return proc
