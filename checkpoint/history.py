@@ -122,3 +122,18 @@ def duration_estimates(plan: Plan) -> tuple[dict[TaskId, float], dict[str, tuple
         if node.reason is not None:
             per_task[tid] = meta.duration
     return per_task, per_family
+
+
+def family_mean_duration(store: Store, family: str, sample: int = 50) -> float | None:
+    """The mean duration of up to ``sample`` stored entries of a family (by directory name).
+
+    The ETA's prior for a family none of whose tasks in the plan ran before (a sweep over new
+    arguments): ``None`` when the family has no stored entry.
+    """
+    total, count = 0.0, 0
+    for _, meta in store.entries(family):
+        total += meta.duration
+        count += 1
+        if count >= sample:
+            break
+    return total / count if count else None

@@ -20,8 +20,10 @@ that delivers the events (a helper thread redraws only when events pause). rich 
 pay for its import.
 
 **ETA.** Work is measured in task-seconds. A task that will run is expected to take what it
-took last time (its stored metadata), else its family's mean (stored results and this
-run's), else the mean over all families. Remaining work divided by the rate at which work got
+took last time (its stored metadata), else its family's mean (stored results of the plan and
+this run's; for a family none of whose planned tasks ran before, the mean over a sample of its
+stored entries when a ``family_mean`` lookup is given, as the CLI does), else the mean over
+all families. Remaining work divided by the rate at which work got
 done so far (task-seconds per second of wall time, which folds in parallelism and overhead)
 gives the ETA.
 """
@@ -85,8 +87,15 @@ class FamilyTally:
 class Tally:
     """A run's state as counters, updated in O(1) per event (see the module docstring)."""
 
-    def __init__(self, clock: Clock = time.monotonic, slowest: int = 5) -> None:
+    def __init__(
+        self,
+        clock: Clock = time.monotonic,
+        slowest: int = 5,
+        family_mean: Callable[[str], float | None] | None = None,
+    ) -> None:
         self.clock = clock
+        self.family_mean = family_mean
+        """``family directory name -> mean duration`` of its stored entries (an ETA prior)."""
         self.started_at: float | None = None
         self.total = 0
         self.to_run = 0
@@ -135,6 +144,7 @@ class Tally:
         from .history import duration_estimates
 
         self.estimates, known = duration_estimates(plan)
+        dirnames: dict[str, str] = {}
         for tid, node in plan.nodes.items():
             fam = self.family(node.task)
             fam.total += 1
@@ -142,12 +152,20 @@ class Tally:
                 est = self.estimates.get(tid)
                 if est is None:
                     fam.unknown_left += 1
+                    dirnames.setdefault(fam.name, node.task.family.dirname)
                 else:
                     fam.known_left += est
         for name, (total, count) in known.items():
             fam = self.families[name]
             fam.dur_sum += total
             fam.dur_n += count
+        if self.family_mean is not None:
+            for name, dirname in dirnames.items():
+                fam = self.families[name]
+                if not fam.dur_n:
+                    mean = self.family_mean(dirname)
+                    if mean is not None:  # counts as one observation: this run's soon outweigh it
+                        fam.dur_sum, fam.dur_n = mean, 1
 
     def started(self, event: ev.TaskStarted) -> None:
         self.running[event.task.id] = (event.task, self.clock())
@@ -415,6 +433,8 @@ class LiveReporter:
         refresh_per_second: the redraw rate cap.
         auto_refresh: redraw by itself (off in tests: call :meth:`render`).
         idle_refresh: seconds between redraws when no event comes (elapsed times tick).
+        family_mean: ``family directory name -> mean stored duration`` for the ETA (see
+            :class:`Tally`).
 
     Redraws happen on the thread that delivers the events, at most ``refresh_per_second``
     times a second, and on a helper thread only when no event came for ``idle_refresh``
@@ -435,13 +455,14 @@ class LiveReporter:
         refresh_per_second: float = 10,
         auto_refresh: bool = True,
         idle_refresh: float = 0.5,
+        family_mean: Callable[[str], float | None] | None = None,
     ) -> None:
         self.console = console
         self.stream = stream
         self.show_output = show_output
         self.tracebacks = tracebacks
         self.clock = clock
-        self.tally = Tally(clock)
+        self.tally = Tally(clock, family_mean=family_mean)
         self.max_running = max_running
         self.max_families = max_families
         self.refresh_per_second = refresh_per_second
@@ -693,6 +714,7 @@ def reporter_for(
     show_output: bool = False,
     quiet: bool = False,
     tracebacks: bool = True,
+    family_mean: Callable[[str], float | None] | None = None,
 ) -> Reporter:
     """The reporter for a run writing to ``stream`` (default stderr).
 
@@ -701,11 +723,14 @@ def reporter_for(
         show_output: show each task's output as it finishes.
         quiet: only report failures.
         tracebacks: include failed tasks' tracebacks in their reports.
+        family_mean: the live display's ETA prior for families new to the plan (see
+            :class:`Tally`).
     """
     if quiet:
         return PlainReporter(stream, tracebacks=tracebacks, lines=False)
     if live is None:
         live = wants_live(stream)
     if live:
-        return LiveReporter(stream=stream, show_output=show_output, tracebacks=tracebacks)
+        return LiveReporter(stream=stream, show_output=show_output, tracebacks=tracebacks,
+                            family_mean=family_mean)
     return PlainReporter(stream, show_output=show_output, tracebacks=tracebacks)

@@ -367,3 +367,31 @@ def test_library_runs_show_no_progress_by_default(mod: Any, capsys: pytest.Captu
     checkpoint.run([mod.total(3)], executor="inline")
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_eta_of_new_arguments_starts_from_the_familys_stored_mean(mod: Any) -> None:
+    """Tasks of a family new to the plan should be expected to take the mean of its stored entries."""
+    from checkpoint.history import family_mean_duration
+
+    checkpoint.run([mod.leaf(i) for i in range(3)], executor="inline")
+    store = Store.open()
+    stored = [meta.duration for _, meta in store.entries(mod.leaf(0).family.dirname)]
+    mean = family_mean_duration(store, mod.leaf(0).family.dirname)
+    assert len(stored) == 3 and mean == pytest.approx(sum(stored) / 3)
+    assert family_mean_duration(store, mod.div(1, 1).family.dirname) is None
+
+    the_plan = plan([mod.leaf(i) for i in range(10, 14)], store)  # new arguments: no previous run
+    blind = Tally(FakeClock())
+    blind.update(ev.RunPlanned(4, 4, {}, 0.0, the_plan))
+    blind.update(ev.TaskStarted(mod.leaf(10), 0.0))
+    assert blind.eta() is None  # nothing to go on
+
+    clock = FakeClock()
+    tally = Tally(clock, family_mean=lambda family: 2.0 if family == mod.leaf(0).family.dirname else None)
+    tally.update(ev.RunPlanned(4, 4, {}, 0.0, the_plan))
+    tally.update(ev.TaskStarted(mod.leaf(10), 0.0))
+    assert tally.eta() == pytest.approx(4 * 2.0)  # 4 tasks at 2 s, one running
+    clock.now += 1.0
+    tally.update(ev.TaskFinished(mod.leaf(10), 0.0, 1.0, 1))
+    # The prior counts once: the mean is now (2 + 1) / 2; 3 tasks left, 1 task-s done in 1 s.
+    assert tally.eta() == pytest.approx(3 * 1.5)

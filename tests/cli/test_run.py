@@ -236,3 +236,23 @@ def test_values_print_strings_as_is_and_others_as_repr(invoke: Invoke, project: 
     result = invoke("run", *INLINE, "report", "where", "pair", "nothing", "greet")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ("line one\nline two\nPurePosixPath('out/model.bin')\n('1', 1)\nhello world\n")
+
+
+def test_live_display_gets_the_family_mean_from_the_cache(invoke: Invoke, project: Path,
+                                                           cache_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's live reporter should look up a family's mean stored duration for its ETA."""
+    import checkpoint.progress as progress
+    from checkpoint.cli import App
+    from checkpoint.cli.run import subscribers
+
+    invoke("run", *INLINE, "choose(3, 1)")
+    durations = [e["duration"] for e in json.loads(invoke("cache", "ls", "--json", "choose").stdout)["entries"]]
+    monkeypatch.setattr(progress, "wants_live", lambda stream=None: True)
+    _, reporter, _ = subscribers(App(str(project), str(cache_dir)), no_progress=False,
+                                 show_output=False, as_json=False)
+    assert isinstance(reporter, progress.LiveReporter)
+    lookup = reporter.tally.family_mean
+    assert lookup is not None
+    assert lookup("taskfile.choose") == pytest.approx(sum(durations) / len(durations))
+    assert lookup("taskfile.main") is None
