@@ -43,6 +43,9 @@ class ExecutorAdapter:
         """Run at shutdown, last added first."""
         self.cache_root: Path | None = None
         """The store's root, set by the scheduler (remote workers must see it for TaskDirectory)."""
+        self.prefetch = 1
+        """Batches the scheduler keeps in flight beyond ``workers``, queued for the next free
+        worker (more where a round trip to the coordinator is slow, as with Dask)."""
 
     @property
     def owned(self) -> bool:

@@ -545,9 +545,9 @@ class _Run:
                 self._submit([tid], isolated=True)
             return
         workers = self.adapter.workers
-        # One batch more than workers: a worker that finishes picks the next batch up at
-        # once instead of waiting for this thread to collect and submit.
-        max_inflight = 1 if self.adapter.kind == "inline" else workers + 1
+        # A batch or more beyond the workers (``prefetch``): a worker that finishes picks the
+        # next batch up at once instead of waiting for this thread to collect and submit.
+        max_inflight = 1 if self.adapter.kind == "inline" else workers + self.adapter.prefetch
         while self.inflight < max_inflight:
             total_ready = sum(len(dq) for dq in self.ready.values())
             if total_ready == 0:

@@ -523,6 +523,7 @@ def test_lost_workers_and_cancellations_become_worker_died_errors(client: Any) -
     from checkpoint.errors import WorkerDiedError
 
     adapter = adapter_for_executor(client.get_executor(), None)
+    assert adapter.workers == adapter.prefetch == 2  # a batch queued behind each running one
     items = [WorkItem("a", None, [], 0), WorkItem("b", None, [], 0)]
     for make in (lambda f: f.set_exception(KilledWorker("k", SimpleNamespace(address="tcp://w:1"), 3)), lambda f: f.cancel()):
         inner: Future[Any] = Future()
