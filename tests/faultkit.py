@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,12 +75,3 @@ def wait_dead(pids: set[int], timeout: float = 5.0) -> set[int]:
         if left:
             time.sleep(0.02)
     return left
-
-
-def wait_for_lines(log: Path, n: int, proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
-    """Wait until ``log`` has at least ``n`` lines (or the process ended)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(executions(log)) >= n:
-            return
-        time.sleep(0.01)

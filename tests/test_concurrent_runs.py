@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write
-from faultkit import env_for, executions, start, wait_for_lines
+from faultkit import env_for, executions, start
 
 from checkpoint.store import Store
 
@@ -24,6 +24,8 @@ TASKFILE = """
     @task
     def step(i):
         def __():
+            if i == int(os.environ.get("CP_SLOW_STEP", "-1")):
+                time.sleep(120)  # held (with its lock) until the test kills this run
             _log(f"step({i})")
             time.sleep(0.15)
             return bytes([i]) * (i * 3000)
@@ -66,17 +68,40 @@ def test_two_concurrent_runs_compute_each_task_once(tmp_path: Path, delay: float
     assert (checked, problems) == (24, [])
 
 
+def _posix_locks(path: Path) -> list[tuple[int, int]]:
+    """``(pid, first byte)`` of every POSIX lock held on a file, from /proc/locks (Linux)."""
+    inode = f":{path.stat().st_ino} "
+    found = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" not in fields and "POSIX" in fields and inode in line + " ":
+            found.append((int(fields[4]), int(fields[6])))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
 def test_killed_run_leaves_no_stuck_lock(tmp_path: Path) -> None:
-    """kill -9 of a run holding task locks should let the other run take them over and finish."""
+    """kill -9 of a run holding a task's lock should let the waiting run take the task over and finish."""
     write(tmp_path / "taskfile.py", TASKFILE)
     log = tmp_path / "exec.log"
     env = env_for(tmp_path, log)
-    first = start(["run", "-j", "2", "--no-progress"], tmp_path, env)
-    wait_for_lines(log, 2, first)
+    first = start(["run", "-j", "2", "--no-progress"], tmp_path, dict(env, CP_SLOW_STEP="0"))
+    lockfile = tmp_path / ".cache" / "checkpoint" / ".lock"
+    deadline = time.monotonic() + 120  # generous: the suite may run on a loaded machine
+    while not lockfile.exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.02)
     second = start(["run", "-j", "2", "--no-progress"], tmp_path, env)
-    time.sleep(0.5)
+    # Once the second run is there, the first locks the tasks it runs (step(0) sleeps in one).
+    while not any(pid == first.pid and byte >= 2 for pid, byte in _posix_locks(lockfile)):
+        assert first.poll() is None and second.poll() is None, second.communicate()
+        assert time.monotonic() < deadline, "the first run never locked a task"
+        time.sleep(0.02)
     first.kill()
     first.communicate()
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
     assert out.strip() == EXPECTED
+    ran = executions(log)
+    assert ran.count("step(0)") == 1 and len(set(ran)) == 24  # step(0) by the second run
+    assert all(pid != first.pid for pid, _ in _posix_locks(lockfile))
