@@ -66,7 +66,7 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def wait_dead(pids: set[int], timeout: float = 5.0) -> set[int]:
+def wait_dead(pids: set[int], timeout: float = 60.0) -> set[int]:
     """Wait for processes to end; return those still alive after ``timeout``."""
     deadline = time.monotonic() + timeout
     left = set(pids)

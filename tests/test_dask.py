@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -475,8 +476,13 @@ def test_dask_worker_subprocess_runs_taskfile_it_never_imported(tmp_path: Path) 
 
 
 @needs_dask
-def test_ctrl_c_on_local_cluster_exits_130_quietly_and_leaves_no_process(tmp_path: Path) -> None:
-    """Ctrl-C (SIGINT to the process group) should exit 130 with no worker tracebacks or orphans."""
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_on_local_cluster_exits_130_quietly_and_leaves_no_process(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    """Ctrl-C (SIGINT to the process group) or SIGTERM should exit 130/143, store what finished,
+    and leave no worker tracebacks or orphans."""
     import psutil
 
     from checkpoint.store import Store
@@ -494,10 +500,18 @@ def test_ctrl_c_on_local_cluster_exits_130_quietly_and_leaves_no_process(tmp_pat
         time.sleep(0.05)
     store.close()
     workers = psutil.Process(proc.pid).children(recursive=True)
-    os.killpg(proc.pid, signal.SIGINT)
+    if signum == signal.SIGINT:  # Ctrl-C reaches the whole foreground process group
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    found = re.search(r"interrupted: (\d+) done, (\d+) not run", err)
+    assert found and int(found[1]) >= 1 and int(found[1]) + int(found[2]) == 11, err
+    store = Store(tmp_path / ".cache")
+    assert store.count_entries("taskfile.snooze") == int(found[1])  # "done" is what was stored
+    store.close()
     assert len(workers) >= 2
     assert _still_running(workers) == [], "Dask worker processes outlived the run"
 
