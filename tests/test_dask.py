@@ -39,6 +39,7 @@ needs_dask = pytest.mark.skipif(
 TASKFILE = """
     import os, socket, time
     from dataclasses import dataclass
+    from pathlib import Path
     from checkpoint import TaskDirectory, requires, task
 
     class Boom(Exception):
@@ -92,6 +93,18 @@ TASKFILE = """
             start = time.time()
             time.sleep(0.05)
             return start, time.time()
+        return __
+
+    @task
+    def flaky(counter):
+        def __():
+            path = Path(counter)
+            n = int(path.read_text()) + 1 if path.exists() else 1
+            path.write_text(str(n))
+            print(f"attempt {n} on", socket.gethostname())
+            if n < 2:
+                raise Boom(f"attempt {n} fails")
+            return n
         return __
 
     @task(queue="narrow")
@@ -274,6 +287,18 @@ def test_rate_limit_holds_on_dask(client: Any, tasks: ModuleType) -> None:
     result = run(spans, executor=client.get_executor(), rate_limits={"narrow": 1})
     intervals = sorted(result.values[t.id] for t in spans)
     assert all(end <= nxt_start for (_, end), (nxt_start, _) in zip(intervals, intervals[1:], strict=False))
+
+
+@needs_dask
+def test_retries_on_dask_keep_each_attempts_output(client: Any, tasks: ModuleType, tmp_path: Path) -> None:
+    """run(retries=1) should re-run a task that failed on a worker and keep both attempts' output."""
+    from checkpoint.store import Store
+
+    task = tasks.flaky(str(tmp_path / "count"))
+    assert run([task], executor=client.get_executor(), retries=1).values[task.id] == 2
+    log = Store.open().get_log(task.family.dirname, task.id) or ""
+    host = socket.gethostname()
+    assert f"attempt 1 on {host}" in log and "attempt 1 fails" in log and f"attempt 2 on {host}" in log
 
 
 @needs_dask
