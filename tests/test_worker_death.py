@@ -42,7 +42,13 @@ SOURCE = """
                     os.kill(os.getpid(), signal.SIGSEGV)
                 if how == "kill":  # what the out-of-memory killer does
                     os.kill(os.getpid(), signal.SIGKILL)
-            if i == 5 and how not in ("exit-only", "cancel"):
+                if how == "exit-twice":  # dies in its batch, again alone, then succeeds
+                    fd = os.open(LOG + ".died", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+                    os.write(fd, b"x")
+                    os.close(fd)
+                    if os.path.getsize(LOG + ".died") <= 2:
+                        os._exit(3)
+            if i == 5 and how not in ("exit-only", "cancel", "exit-twice"):
                 raise ValueError("job 5 fails")
             _log(f"job({i})")
             time.sleep(0.002)
@@ -131,6 +137,16 @@ def test_queue_slot_comes_back(m: ModuleType, how: str, error: type[BaseExceptio
     assert len(result.ran) == 23 and [t.expression() for t in result.skipped] == [f"main({how!r})"]
     if how == "cancel":
         assert "was cancelled by its executor" in str(exc) and result.plan.nodes[tid].task.expression() in str(exc)
+
+
+def test_task_whose_worker_died_is_retried(m: ModuleType) -> None:
+    """With retries, a task whose worker died (in its batch and again alone) should run again and succeed."""
+    events: list[object] = []
+    result = checkpoint.run([m.main("exit-twice")], executor="process", max_workers=2, retries=1,
+                            subscribers=[events.append])
+    assert result.values[m.main("exit-twice").id] == sum(range(24)) and len(result.ran) == 25
+    [retried] = [e for e in events if isinstance(e, ev.TaskRetried)]
+    assert retried.task == m.job(13, "exit-twice") and isinstance(retried.error, WorkerDiedError)
 
 
 RETRY_SOURCE = """
