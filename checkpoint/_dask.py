@@ -27,7 +27,7 @@ failures, keep-going, interrupts and events behave the same), with three Dask sp
   cache themselves before writing to it or into a task's data directory.
 * **Worker capacity.** The number of batches in flight follows the cluster's thread count
   (re-read at most once a second, so adaptive clusters that grow get more work), capped
-  by ``max_workers`` when given.
+  by ``max_workers`` when given, plus as many queued behind them (``prefetch``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,27 @@ def _distributed() -> ModuleType:
             f"The Dask executor needs the 'dask' extra, which is not installed ({exc}). "
             f"Install it with: {INSTALL_HINT}"
         ) from None
+    _quiet_cancellations()
     return distributed
+
+
+def _is_cancellation(record: logging.LogRecord) -> bool:
+    """False for tornado's "Exception in callback" report of a cancelled Dask future."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return type(exc).__name__ not in ("FutureCancelledError", "CancelledError")
+
+
+def _quiet_cancellations() -> None:
+    """Drop tornado's tracebacks for the batches a run cancels on Ctrl-C or a failure.
+
+    ``ClientExecutor`` relays each Dask future to a concurrent one in a coroutine that, in
+    some ``distributed`` versions, raises when the Dask future was cancelled; tornado then
+    logs that as an error with its traceback, after the run has already reported the
+    interrupt. The cancellation itself is expected and handled in ``DaskAdapter._transfer``.
+    """
+    logger = logging.getLogger("tornado.application")
+    if _is_cancellation not in logger.filters:
+        logger.addFilter(_is_cancellation)
 
 
 def adapter_for_name(name: str, max_workers: int | None) -> DaskAdapter:

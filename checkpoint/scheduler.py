@@ -3,7 +3,8 @@
 One thread -- the caller's -- owns all state; workers only report, through futures whose
 done-callbacks put them on ``_Run.done`` (a queue). The loop:
 
-1. **Submit.** While at most ``workers`` batches are in flight, take ready tasks (all
+1. **Submit.** While fewer than ``workers + prefetch`` batches are in flight (a batch
+   queued behind each running one keeps workers busy between round trips), take ready tasks (all
    prerequisites done) from the per-queue ready lists, never exceeding a queue's
    ``rate_limits`` entry (a batch of k tasks holds k slots until it returns). A batch holds
    one task until its queue's tasks are known to be short; then it grows so that a batch

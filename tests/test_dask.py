@@ -577,6 +577,28 @@ def test_lost_workers_and_cancellations_become_worker_died_errors(client: Any) -
 
 
 @needs_dask
+def test_tornado_report_of_a_cancelled_batch_is_dropped_but_other_errors_are_not(
+    client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelling batches on Ctrl-C should not print tornado's FutureCancelledError traceback
+    (seen in CI after 'Interrupted after ...'); any other callback error still shows."""
+    import logging
+
+    from distributed.client import FutureCancelledError
+
+    from checkpoint._dask import adapter_for_executor
+
+    adapter_for_executor(client.get_executor(), None).shutdown()
+    logger = logging.getLogger("tornado.application")
+    for exc in (FutureCancelledError("checkpoint-batch-x", "unknown"), ValueError("real")):
+        try:
+            raise exc
+        except Exception:
+            logger.exception("Exception in callback %r", "cascade")
+    assert [r.exc_info[1].__class__.__name__ for r in caplog.records if r.exc_info] == ["ValueError"]
+
+
+@needs_dask
 def test_taskfile_that_cannot_be_pickled_whole_still_runs(client: Any, tmp_path: Path) -> None:
     """A taskfile holding a lock (unused by tasks) should have its task code sent with each batch."""
     tasks = load_taskfile(write(tmp_path / "taskfile.py", """

@@ -277,7 +277,15 @@ def test_reporter_for_picks_plain_output_off_a_terminal(monkeypatch: pytest.Monk
     import builtins
 
     monkeypatch.setattr(builtins, "get_ipython", ZMQInteractiveShell, raising=False)
-    assert wants_live(io.StringIO())  # a Jupyter kernel: rich draws with widgets
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    for widgets in (True, False):  # a Jupyter kernel: rich draws with widgets, if it has them
+        monkeypatch.setattr(
+            importlib.util, "find_spec",
+            lambda name, *a, w=widgets: (object() if w else None) if name == "ipywidgets" else real_find_spec(name, *a),
+        )
+        assert wants_live(io.StringIO()) is widgets
 
 
 def test_run_progress_true_reports_from_the_library(mod: Any, capsys: pytest.CaptureFixture[str]) -> None:
