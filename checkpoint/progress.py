@@ -295,7 +295,8 @@ def summary_lines(tally: Tally) -> list[str]:
                 f"{tally.ran:,} ran, {tally.reused:,} reused, {tally.failed:,} failed, "
                 f"{tally.skipped:,} skipped")
     lines = [head + "."]
-    slowest = tally.slowest()
+    # Tasks that took under a millisecond would show as 0.000s: noise, not a lead.
+    slowest = [(t, d) for t, d in tally.slowest() if d >= 0.0005]
     if slowest and tally.ran > 1:
         lines.append("Slowest: " + ", ".join(f"{t!r} {format_duration(d)}" for t, d in slowest))
     return lines

@@ -347,6 +347,13 @@ def test_summary_counts_wall_time_and_slowest_tasks(mod: Any) -> None:
         "Slowest: leaf(1) 2.00s, leaf(3) 1.00s, leaf(0) 0.500s",
     ]
 
+    quick = Tally(FakeClock(), slowest=3)  # sub-millisecond tasks: no "Slowest: ... 0.000s"
+    quick.update(ev.RunPlanned(3, 3, {}, 0.0, None))
+    for i, duration in enumerate([0.0001, 0.002, 0.0004]):
+        quick.update(ev.TaskFinished(mod.leaf(i), 0.0, duration, 1))
+    quick.update(ev.RunFinished(3, 0, 0, 0, 0.01))
+    assert summary_lines(quick)[1:] == ["Slowest: leaf(1) 0.002s"]
+
 
 def test_live_display_redraws_at_most_ten_times_a_second(mod: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """However fast events come, the live display should redraw at most refresh_per_second times a second."""
