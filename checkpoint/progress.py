@@ -277,9 +277,17 @@ def format_duration(seconds: float) -> str:
 
 
 def error_line(event: ev.TaskFailed) -> str:
-    """The failure as one line: ``ZeroDivisionError: division by zero``."""
+    """The failure as one line: ``ZeroDivisionError: division by zero``.
+
+    A message that starts by naming the task (``Task f(1) (taskfile.f): ...``, as
+    checkpoint's own errors do for library callers) loses that prefix: the line is
+    always shown next to the task.
+    """
     text = str(event.error).strip().splitlines()
-    return f"{type(event.error).__name__}: {text[0]}" if text else type(event.error).__name__
+    if not text:
+        return type(event.error).__name__
+    first = text[0].removeprefix(f"Task {event.task!r} ({event.task.family.name}): ")
+    return f"{type(event.error).__name__}: {first}"
 
 
 def summary_lines(tally: Tally) -> list[str]:
@@ -309,10 +317,10 @@ def failure_report(event: ev.TaskFailed, tracebacks: bool = True) -> list[str]:
     if event.output:
         lines.append("Captured output:")
         lines.extend("  " + line for line in event.output.rstrip("\n").splitlines())
-    if tracebacks:
+    if tracebacks and event.traceback:  # none when the worker died: the line above says it all
         from ._tracebacks import trim_traceback
 
-        lines.append(trim_traceback((event.traceback or error_line(event)).rstrip("\n")))
+        lines.append(trim_traceback(event.traceback.rstrip("\n")))
     return lines
 
 

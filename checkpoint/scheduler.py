@@ -741,7 +741,7 @@ class _Run:
                 Outcome(item.id, time.time(), 0.0, error=WorkerDiedError(
                     f"Task {self.nodes[item.id].task!r} ({self.nodes[item.id].task.family.name}):"
                     " worker died while running it (killed, crashed, e.g. a segmentation fault,"
-                    " or out of memory). Its other tasks went on.",
+                    " or out of memory).",
                     task=repr(self.nodes[item.id].task), family=self.nodes[item.id].task.family.name,
                 ))
                 for item in items

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
@@ -218,3 +219,17 @@ def test_cli_retries_option(tmp_path: Path, runner: CliRunner) -> None:
     assert (tmp_path / "count").read_text() == "2"
     assert "retrying broken() after attempt 1 failed" in result.stderr
     assert "always fails (2)" in result.stderr
+
+
+def test_cli_reports_a_dead_worker_once_per_place(tmp_path: Path, runner: CliRunner) -> None:
+    """The failed line and the failure report should each say "worker died" once, without
+    repeating the task's name inside the message, and nothing else should repeat it."""
+    write(tmp_path / "taskfile.py", SOURCE)
+    result = runner.invoke(cli, ["run", "--no-progress", "-j", "2", "main('exit-only')"],
+                           env={"CP_EXEC_LOG": str(tmp_path / "exec.log")})
+    assert result.exit_code == 1
+    died = [line for line in result.stderr.splitlines() if "worker died" in line]
+    assert len(died) == 2, result.stderr
+    assert re.search(r"failed +job\(13, 'exit-only'\) .*WorkerDiedError: worker died while", died[0])
+    assert died[1].startswith(
+        "Task job(13, 'exit-only') (taskfile.job) failed: WorkerDiedError: worker died while")
