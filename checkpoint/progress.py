@@ -22,7 +22,8 @@ pay for its import.
 **ETA.** Work is measured in task-seconds. A task that will run is expected to take what it
 took last time (its stored metadata), else its family's mean (stored results of the plan and
 this run's; for a family none of whose planned tasks ran before, the mean over a sample of its
-stored entries when a ``family_mean`` lookup is given, as the CLI does), else the mean over
+stored entries when a ``family_mean`` lookup is given, as the CLI and
+``run(progress=True)`` do), else the mean over
 all families. Remaining work divided by the rate at which work got
 done so far (task-seconds per second of wall time, which folds in parallelism and overhead)
 gives the ETA.

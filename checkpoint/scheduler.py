@@ -153,7 +153,12 @@ def run(
     if progress:
         from .progress import reporter_for
 
-        reporter = reporter_for(tracebacks=not raise_on_failure)
+        def family_mean(family: str) -> float | None:  # the live display's ETA prior
+            from .history import family_mean_duration
+
+            return family_mean_duration(Store.open(cache_dir), family)
+
+        reporter = reporter_for(tracebacks=not raise_on_failure, family_mean=family_mean)
         try:
             return run(
                 targets, executor=executor, max_workers=max_workers, rate_limits=rate_limits,

@@ -410,3 +410,26 @@ def test_eta_of_new_arguments_starts_from_the_familys_stored_mean(mod: Any) -> N
     tally.update(ev.TaskFinished(mod.leaf(10), 0.0, 1.0, 1))
     # The prior counts once: the mean is now (2 + 1) / 2; 3 tasks left, 1 task-s done in 1 s.
     assert tally.eta() == pytest.approx(3 * 1.5)
+
+
+def test_run_progress_true_gives_the_live_display_the_stored_mean(
+    mod: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run(progress=True) should hand its reporter the same stored-mean ETA prior as the CLI."""
+    import checkpoint.progress as progress
+    from checkpoint.history import family_mean_duration
+
+    checkpoint.run([mod.leaf(i) for i in range(3)], executor="inline")
+    given: list[Any] = []
+    real = progress.reporter_for
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        given.append(kwargs.get("family_mean"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(progress, "reporter_for", spy)
+    checkpoint.run([mod.leaf(7)], executor="inline", progress=True)
+    dirname = mod.leaf(0).family.dirname
+    assert given and given[0] is not None
+    assert given[0](dirname) == pytest.approx(family_mean_duration(Store.open(), dirname))
+    assert given[0](mod.div(1, 1).family.dirname) is None
