@@ -701,6 +701,16 @@ class _Run:
 
     # --- collecting -------------------------------------------------------------------
 
+    def _lost(self, items: list[WorkItem], error: type[TaskFailedError], message: str) -> list[Outcome]:
+        """Fail each task of a batch that never reported: ``message`` names it as ``{task}``."""
+        outcomes = []
+        for item in items:
+            task = self.nodes[item.id].task
+            text = message.format(task=f"Task {task!r} ({task.family.name})")
+            outcomes.append(Outcome(item.id, time.time(), 0.0, error=error(
+                text, task=repr(task), family=task.family.name)))
+        return outcomes
+
     def _collect(self, done: tuple[Future[list[Outcome]], list[WorkItem]]) -> None:
         future, items = done
         self.inflight -= 1
@@ -717,15 +727,8 @@ class _Run:
                     self._release(item.id)
                 return
             # Someone else cancelled it (the executor was shut down under us): they fail.
-            outcomes = [
-                Outcome(item.id, time.time(), 0.0, error=TaskFailedError(
-                    f"Task {self.nodes[item.id].task!r} ({self.nodes[item.id].task.family.name})"
-                    " was cancelled by its executor before it ran (was the executor shut down "
-                    "during the run?).",
-                    task=repr(self.nodes[item.id].task), family=self.nodes[item.id].task.family.name,
-                ))
-                for item in items
-            ]
+            outcomes = self._lost(items, TaskFailedError, "{task} was cancelled by its executor "
+                                  "before it ran (was the executor shut down during the run?).")
         except BrokenProcessPool:
             if self.aborting:  # we killed the workers: these tasks did not run
                 for item in items:
@@ -742,15 +745,8 @@ class _Run:
                     self._release(item.id)
                     self.suspects.append(item.id)
                 return
-            outcomes = [
-                Outcome(item.id, time.time(), 0.0, error=WorkerDiedError(
-                    f"Task {self.nodes[item.id].task!r} ({self.nodes[item.id].task.family.name}):"
-                    " worker died while running it (killed, crashed, e.g. a segmentation fault,"
-                    " or out of memory).",
-                    task=repr(self.nodes[item.id].task), family=self.nodes[item.id].task.family.name,
-                ))
-                for item in items
-            ]
+            outcomes = self._lost(items, WorkerDiedError, "{task}: worker died while running it "
+                                  "(killed, crashed, e.g. a segmentation fault, or out of memory).")
         except BaseException as exc:  # noqa: BLE001 - the executor itself failed
             outcomes = [Outcome(item.id, time.time(), 0.0, error=exc) for item in items]
         for outcome in outcomes:
