@@ -31,12 +31,13 @@ import sys
 import textwrap
 import types
 from collections.abc import Callable, Mapping
+from pathlib import PurePath
 from typing import Any
 
 from .errors import UnserializableArgumentError
 
 _SCALARS = (str, int, float, bool, type(None))
-_CONSTANT_TYPES = (str, int, float, bool, type(None), bytes, complex)
+_CONSTANT_TYPES = (str, int, float, bool, type(None), bytes, complex, range, PurePath)
 
 
 def _encode(value: Any, family: str, argument: str) -> Any:
@@ -157,14 +158,31 @@ def _normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, ast.AS
     return ast.unparse(node), node
 
 
-def _is_constant(value: Any, depth: int = 0) -> bool:
+def _constant_text(value: Any, depth: int = 0) -> str | None:
+    """``repr(value)`` for a constant worth fingerprinting, else ``None``.
+
+    Sets are written with their elements sorted: their own order depends on the process's
+    hash seed, which would make the fingerprint differ from one run to the next.
+    """
     if isinstance(value, _CONSTANT_TYPES):
-        return True
-    if depth < 3 and isinstance(value, (tuple, list, frozenset)) and len(value) <= 1000:
-        return all(_is_constant(v, depth + 1) for v in value)
-    if depth < 3 and isinstance(value, dict) and len(value) <= 1000:
-        return all(_is_constant(k, depth + 1) and _is_constant(v, depth + 1) for k, v in value.items())
-    return False
+        return repr(value)
+    if depth >= 3 or not isinstance(value, (tuple, list, set, frozenset, dict)) or len(value) > 1000:
+        return None
+    parts = [*value.keys(), *value.values()] if isinstance(value, dict) else list(value)
+    texts = [_constant_text(v, depth + 1) for v in parts]
+    if any(text is None for text in texts):
+        return None
+    if isinstance(value, (set, frozenset)):
+        inner = "{" + ", ".join(sorted(str(t) for t in texts)) + "}" if texts else ""
+        return inner if type(value) is set and texts else f"{type(value).__name__}({inner})"
+    if all(text == repr(v) for text, v in zip(texts, parts, strict=True)):
+        return repr(value)  # as it always was (a namedtuple keeps its field names)
+    if isinstance(value, dict):  # a set inside: spelled out with its elements sorted
+        n = len(value)
+        return "{" + ", ".join(f"{k}: {v}" for k, v in zip(texts[:n], texts[n:], strict=True)) + "}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(str, texts)) + (",)" if len(texts) == 1 else ")")
+    return "[" + ", ".join(map(str, texts)) + "]"
 
 
 def _code_bytes(fn: Callable[..., Any]) -> str:
@@ -221,7 +239,9 @@ def code_fingerprint(
                 else:
                     pieces[sub.id] = helper[0]
                     work.append(helper[1])
-            elif not isinstance(value, types.ModuleType) and _is_constant(value):
-                pieces[sub.id] = f"{sub.id} = {value!r}"
+            elif not isinstance(value, types.ModuleType):
+                text = _constant_text(value)
+                if text is not None:
+                    pieces[sub.id] = f"{sub.id} = {text}"
     text = "\n\n".join([main_text, *(pieces[name] for name in sorted(pieces))])
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text

@@ -134,3 +134,49 @@ def test_fingerprint_follows_helpers_and_constants(make_module: Any) -> None:
     digest, text = code_fingerprint(make_module("m3", HELPER_SRC.format(scale=2, comment="")).f)
     assert "def helper" in text and "SCALE = 2" in text
     assert "unrelated" not in text
+
+
+SET_SRC = """
+import pathlib
+from checkpoint import task
+
+NAMES = frozenset({{"alpha", "beta", "gamma", "delta", "epsilon", "zeta"}})
+BY_KIND = {{"kinds": {{"x", "y", "z", "w"}}}}
+SEEDS = range({n})
+DATA = pathlib.Path("data")
+
+@task
+def f():
+    def __():
+        return sorted(NAMES), BY_KIND, list(SEEDS), DATA
+    return __
+"""
+
+
+def test_fingerprint_of_set_constants_does_not_depend_on_the_hash_seed(tmp_path: Any) -> None:
+    """Sets print in hash order, which changes with PYTHONHASHSEED: the fingerprint must not
+    (it did, and a task using a frozenset of strings re-ran on every run)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "setmod.py").write_text(textwrap.dedent(SET_SRC.format(n=5)))
+    probe = "import setmod; print(setmod.f.fingerprint)"
+    digests = {
+        subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, check=True, text=True,
+                       capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(digests) == 1, digests
+
+
+def test_fingerprint_includes_ranges_and_paths(make_module: Any) -> None:
+    """`SEEDS = range(5)` and `DATA = Path("data")` are constants: editing them is a code change."""
+    five = make_module("rng5", SET_SRC.format(n=5)).f
+    _, text = five.fingerprint
+    assert "SEEDS = range(0, 5)" in text and "DATA = PosixPath('data')" in text
+    assert "NAMES = frozenset({'alpha', 'beta', 'delta', 'epsilon', 'gamma', 'zeta'})" in text
+    assert "BY_KIND = {'kinds': {'w', 'x', 'y', 'z'}}" in text
+    six = make_module("rng6", SET_SRC.format(n=6)).f
+    assert five.fingerprint[0] != six.fingerprint[0]
