@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import socket
 import sys
 import threading
 import time
@@ -316,7 +315,12 @@ def worker_id() -> str:
     """``hostname:pid`` of this process."""
     global _hostname
     if _hostname is None:
-        _hostname = socket.gethostname()
+        if hasattr(os, "uname"):  # what gethostname() returns, without importing socket (~3 ms)
+            _hostname = os.uname().nodename
+        else:
+            import socket
+
+            _hostname = socket.gethostname()
     return f"{_hostname}:{os.getpid()}"
 
 

@@ -10,15 +10,18 @@ travel by value. Dask lives in :mod:`checkpoint._dask`, imported only when asked
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import sys
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._worker import Outcome, Payload, WorkItem, init_worker, run_batch, run_pickled_batch
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 EXECUTOR_NAMES = ("process", "thread", "inline", "dask")
 
@@ -79,14 +82,14 @@ class ExecutorAdapter:
             self.closers.pop()()
         if self.executor is None or self._factory is None:
             return
-        if kill and isinstance(self.executor, ProcessPoolExecutor):
+        if kill and _is_process_pool(self.executor):
             processes = getattr(self.executor, "_processes", None) or {}
             for proc in list(processes.values()):
                 if proc.is_alive():
                     proc.kill()
         manager = getattr(self.executor, "_executor_manager_thread", None)
         self.executor.shutdown(wait=not kill, cancel_futures=True)
-        if kill and isinstance(self.executor, ProcessPoolExecutor):
+        if kill and _is_process_pool(self.executor):
             for proc in list((getattr(self.executor, "_processes", None) or {}).values()):
                 proc.join(timeout=5)
             # Let the pool's manager thread wind down now: at interpreter exit CPython would
@@ -96,7 +99,28 @@ class ExecutorAdapter:
         self.executor = None  # shut down once: a later plain shutdown() must not wait
 
 
+class _NeverRaised(Exception):
+    """Stands for BrokenProcessPool in ``except`` clauses while no process pool exists."""
+
+
+def broken_process_pool() -> type[Exception]:
+    """``BrokenProcessPool``, for an ``except`` clause (evaluated only when one is reached),
+    without importing :mod:`concurrent.futures.process` into runs that never use it."""
+    module = sys.modules.get("concurrent.futures.process")
+    return module.BrokenProcessPool if module is not None else _NeverRaised
+
+
+def _is_process_pool(executor: Executor | None) -> bool:
+    # Without importing concurrent.futures.process (and multiprocessing: ~12 ms) when no
+    # process pool was ever made.
+    module = sys.modules.get("concurrent.futures.process")
+    return module is not None and isinstance(executor, module.ProcessPoolExecutor)
+
+
 def _process_pool(workers: int) -> ProcessPoolExecutor:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     # fork keeps the seed's scripts working (tasks defined at the top of a script without a
     # __main__ guard) and starts workers in milliseconds; elsewhere use the platform default.
     methods = multiprocessing.get_all_start_methods()

@@ -32,7 +32,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Executor, Future
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from .errors import (
     UsageError,
     WorkerDiedError,
 )
-from .executors import ExecutorAdapter, resolve_executor
+from .executors import ExecutorAdapter, broken_process_pool, resolve_executor
 from .graph import Plan, plan
 from .store import BlobRef, FailedRun, Meta, Record, Store, decode_payload, new_stamp
 from .task import Task, TaskDirectory
@@ -635,7 +634,7 @@ class _Run:
             return
         try:
             future = self.adapter.submit(items, payloads)
-        except BrokenProcessPool as exc:  # broke before we noticed: collect it as such
+        except broken_process_pool() as exc:  # broke before we noticed: collect it as such
             future = Future()
             future.set_exception(exc)
         self.inflight += 1
@@ -729,7 +728,7 @@ class _Run:
             # Someone else cancelled it (the executor was shut down under us): they fail.
             outcomes = self._lost(items, TaskFailedError, "{task} was cancelled by its executor "
                                   "before it ran (was the executor shut down during the run?).")
-        except BrokenProcessPool:
+        except broken_process_pool():
             if self.aborting:  # we killed the workers: these tasks did not run
                 for item in items:
                     self._release(item.id)
