@@ -44,6 +44,7 @@ from ._worker import Outcome, Payload, Ref, WorkItem, uninstall_capture
 from .debug import breakpoints_for
 from .errors import (
     CorruptEntryError,
+    StoreError,
     TaskFailedError,
     UnserializableResultError,
     UsageError,
@@ -52,7 +53,7 @@ from .errors import (
 from .executors import ExecutorAdapter, broken_process_pool, resolve_executor
 from .graph import Plan, plan
 from .store import BlobRef, FailedRun, Meta, Record, Store, decode_payload, new_stamp
-from .task import Task, TaskDirectory
+from .task import Task, TaskDirectory, TaskFamily
 
 _BATCH_SECONDS = 0.02
 _MAX_BATCH = 1024
@@ -367,6 +368,8 @@ class _Run:
         self.last_check = 0.0
         self.batch_info: dict[int, tuple[int, bool]] = {}
         """``id(items)`` of a batch in flight: (pool generation, submitted alone as a suspect)."""
+        self.to_prepare: dict[str, TaskFamily[..., Any]] = {}
+        """The families that will store results, by directory name (see ``_prepare``)."""
 
         for tid, node in self.nodes.items():
             if tid not in run_set:
@@ -374,6 +377,7 @@ class _Run:
                     self.stamps[tid] = node.meta.stamp
                 result.reused.append(node.task)
                 continue
+            self.to_prepare[node.task.family.dirname] = node.task.family
             count = 0
             for dep in node.deps:
                 self.consumers[dep] = self.consumers.get(dep, 0) + 1
@@ -399,6 +403,8 @@ class _Run:
                 if self.lock.solo and time.perf_counter() - self.last_check >= CHECK_SECONDS:
                     self._check_others()
                 self._submit_ready()
+                if self.to_prepare:
+                    self._prepare()
                 if self.inflight == 0:
                     if self.blocked and not self.stopping:
                         # Another run computes them: store ours (it may wait for them), then
@@ -432,6 +438,17 @@ class _Run:
                 self.lock.close()
         self._flush()
         self.lock.close()
+
+    def _prepare(self) -> None:
+        """Fingerprint the families that will store results and open their indexes now,
+        while the first batches run. Done when their first result arrives, it took this
+        thread ~5-10 ms holding the GIL, which delayed every thread worker then finishing
+        a task (and all the work queued behind them)."""
+        families, self.to_prepare = self.to_prepare, {}
+        for dirname, family in families.items():
+            family.fingerprint  # noqa: B018 - computed once per family, then cached
+            with contextlib.suppress(StoreError):  # a head start only: writing reports it
+                self.store.open_family(dirname)
 
     def _next_done(self) -> tuple[Future[list[Outcome]], list[WorkItem]]:
         while True:

@@ -443,6 +443,10 @@ class Store:
         self._identities[""] = _identity(fmt)
         self._checked = True
 
+    def open_family(self, family: str) -> None:
+        """Open (creating it if needed) a family's index ahead of its first write."""
+        self._cache(family)
+
     def _cache(self, family: str, create: bool = True) -> Any:
         cache = self._caches.get(family)
         if cache is None:

@@ -102,6 +102,26 @@ def test_cache_deleted_behind_a_live_process_is_seen(choose: Any, cache_dir: Pat
     assert not checkpoint.run([choose(3, 1)], executor="inline").ran
 
 
+def test_index_is_opened_while_the_first_tasks_run(make_module: Any, cache_dir: Path) -> None:
+    """The index of a family that will store results should be opened while its first batch
+    runs, not when the result arrives (that, and fingerprinting, held up thread workers)."""
+    mod = make_module("prepmod", """
+        import os, time
+        from checkpoint import task
+
+        @task
+        def sees_its_index(index: str):
+            def __() -> bool:
+                deadline = time.monotonic() + 3
+                while not os.path.exists(index) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                return os.path.exists(index)
+            return __
+    """)
+    index = cache_dir / "checkpoint" / "prepmod.sees_its_index" / "cache.db"
+    assert mod.sees_its_index(str(index)).run(executor="thread") is True
+
+
 def test_expansion_shares_one_object_per_task(choose: Any) -> None:
     """Tasks named by several dependents should be one object in the expanded graph."""
     from checkpoint.graph import expand
