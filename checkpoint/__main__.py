@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from .cli import main
+from .cli import console
 
 _SEED_VALUE_OPTIONS = {
     "-e": "entrypoint", "--entrypoint": "entrypoint",
@@ -99,4 +99,4 @@ if __name__ == "__main__":
     except SeedUsageError as exc:
         sys.stderr.write(f"Error: {exc}\n")
         sys.exit(2)
-    main(args)
+    console(args)

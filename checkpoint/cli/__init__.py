@@ -179,8 +179,24 @@ def _register() -> None:
 _register()
 
 
+def console(argv: list[str] | None = None) -> Any:
+    """Entry point of the console script and ``python -m checkpoint``: :func:`main`, then
+    a quick exit.
+
+    The interpreter's last garbage collection walks every object the imports made (~12 ms,
+    a tenth of a small command's time); freezing them skips that walk. Objects are still
+    freed by reference counting, and Python never promised to finalize the rest at exit.
+    """
+    import gc
+
+    try:
+        return main(argv)
+    finally:
+        gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point of the console script (errors and exit codes: :class:`CheckpointGroup`)."""
+    """Run the command line in this process (errors and exit codes: :class:`CheckpointGroup`)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         return cli.main(args, prog_name="checkpoint")

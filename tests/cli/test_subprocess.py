@@ -236,3 +236,26 @@ def test_bad_input_exits_2_with_a_message(project: Path, tmp_path_factory: pytes
         assert text in proc.stderr
     assert "site-packages" not in proc.stderr and "checkpoint/" not in proc.stderr
     assert "importlib" not in proc.stderr and "<frozen" not in proc.stderr
+
+
+def test_console_entry_skips_the_final_collection_and_keeps_exit_codes(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console script (and `python -m checkpoint`) should freeze the GC once the command
+    is done, so that exiting does not walk every imported object, with the command's exit
+    code unchanged; the in-process `main()` that tests and notebooks call should not."""
+    import gc
+
+    from checkpoint.cli import console, main
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.chdir(project.parent)
+    with pytest.raises(SystemExit) as exit_info:
+        console(["run", "nosuchtask"])
+    assert exit_info.value.code == 2 and frozen == [True]
+    with pytest.raises(SystemExit):
+        main(["run", "nosuchtask"])
+    assert frozen == [True]
+    script = Path(CHECKPOINT).read_text()
+    assert "from checkpoint.cli import console" in script, "reinstall: pyproject's script changed"
