@@ -42,4 +42,4 @@ clean:
 	rm -rf $(VENV) .cache build *.egg-info
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py --peers --peer-repeat 1 --peer-size 500
+	$(BIN)/python benchmarks/run.py --peers --peer-repeat 1 --peer-size 500 --timeout 300
