@@ -7,7 +7,6 @@ Targets are parsed with :mod:`ast` and their arguments must be literals
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib.util
 import inspect
 import os
@@ -203,6 +202,8 @@ def get_family(module: ModuleType, name: str, *, taskfile: Path | None = None) -
     family = known.get(name)
     if family is None:
         where = f" in {taskfile}" if taskfile else ""
+        import difflib  # only for a misspelled name
+
         close = difflib.get_close_matches(name, list(known), n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownTaskError(

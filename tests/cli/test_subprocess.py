@@ -152,6 +152,17 @@ def test_help_is_light(project: Path) -> None:
     assert "checkpoint.scheduler" not in modules  # nor the executors and multiprocessing
 
 
+def test_thread_run_does_not_import_multiprocessing(project: Path) -> None:
+    """A thread run needs no process pool: no multiprocessing, socket or difflib import (~15 ms)."""
+    modules, out = _loaded_modules(["run", "--executor", "thread", "--no-progress", "main"],
+                                   project.parent)
+    assert out == "[1, 4, 6, 4, 1]\n"
+    assert not modules & {"multiprocessing", "socket", "difflib"}
+    modules, _ = _loaded_modules(["run", "--executor", "process", "--no-progress", "--force", "main"],
+                                 project.parent)
+    assert "multiprocessing" in modules  # the check above can see these imports
+
+
 def test_completion_is_light_and_lists_families(project: Path) -> None:
     """Completing a target should list family names without importing heavy modules or the taskfile."""
     modules, out = _loaded_modules([], project.parent, _CHECKPOINT_COMPLETE="bash_complete",
