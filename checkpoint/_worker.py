@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .errors import CorruptEntryError
-from .store import INLINE_MAX, BlobRef, decode_payload, encode_value, write_blob
+from .store import INLINE_MAX, BlobRef, decode_payload, encode_value, stream_value, write_blob
 from .task import _Requires, restore_filename
 
 
@@ -102,10 +102,9 @@ def _fill(template: Any, payloads: dict[str, Payload]) -> Any:
         held = payloads[template.id]
         if isinstance(held, BlobRef):
             try:
-                raw = held.read()
+                return held.load()
             except CorruptEntryError as exc:
                 raise _CorruptPrerequisite(template.id, str(exc)) from None
-            return decode_payload(raw, held.compressed)
         return decode_payload(held[0], held[1])
     if isinstance(template, list):
         return [_fill(t, payloads) for t in template]
@@ -141,6 +140,18 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
                 post_mortem(_user_traceback(exc))
         return _failure(item.id, started, duration, exc, in_process, item.show_locals)
     duration = time.perf_counter() - t0
+    if item.blob_dir and not item.compress_level and _looks_large(value):
+        try:  # straight into the cache, without a copy of the payload in memory
+            payload, name, crc, size = stream_value(value, item.blob_dir, item.id)
+            if payload is None:
+                return Outcome(item.id, started, duration, None, crc, size, blob=name)
+            return Outcome(item.id, started, duration, payload, crc, size)
+        except OSError:
+            pass  # this worker cannot see the cache: encode it for the coordinator to write
+        except Exception as exc:  # noqa: BLE001
+            out = _failure(item.id, started, duration, exc, in_process)
+            out.unpicklable_result = True
+            return out
     try:
         payload = encode_value(value, item.compress_level)
     except Exception as exc:  # noqa: BLE001
@@ -155,6 +166,20 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         except OSError:
             pass  # this worker cannot see the cache: the coordinator writes it
     return Outcome(item.id, started, duration, payload, crc, size)
+
+
+def _looks_large(value: Any) -> bool:
+    """Whether a value is a buffer (bytes, str, a NumPy array, ...) whose payload would
+    exceed ``INLINE_MAX``: cheap to tell, and where streaming it to its file pays."""
+    if isinstance(value, (bytes, bytearray, str, memoryview)):
+        return len(value) > INLINE_MAX
+    nbytes = getattr(type(value), "nbytes", None)
+    if nbytes is None:
+        return False
+    try:
+        return int(value.nbytes) > INLINE_MAX
+    except Exception:  # noqa: BLE001 - an odd nbytes attribute: encode as usual
+        return False
 
 
 def stop_capture() -> None:

@@ -64,7 +64,10 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import mmap
 
 from .errors import CorruptEntryError, StoreError, StoreVersionError
 
@@ -215,10 +218,101 @@ class BlobRef:
         except OSError as exc:
             raise CorruptEntryError(f"The stored value file {self.path} cannot be read: {exc}") from None
         if len(payload) != self.size or zlib.crc32(payload) != self.crc:
-            raise CorruptEntryError(
-                f"The stored value file {self.path} is corrupt (size or checksum mismatch)."
-            )
+            raise self._corrupt()
         return payload
+
+    def load(self) -> Any:
+        """The verified, decoded value, read through a memory map: the payload is checked
+        and unpickled in place, without first copying it into this process's memory.
+
+        Raises:
+            CorruptEntryError: the file is missing, truncated or fails its checksum.
+        """
+        import mmap
+
+        try:
+            with open(self.path, "rb") as f:
+                if os.fstat(f.fileno()).st_size != self.size or not self.size:
+                    raise self._corrupt()
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                    if zlib.crc32(view) != self.crc:
+                        raise self._corrupt()
+                    return decode_payload(view, self.compressed)
+        except OSError as exc:
+            raise CorruptEntryError(f"The stored value file {self.path} cannot be read: {exc}") from None
+
+    def _corrupt(self) -> CorruptEntryError:
+        return CorruptEntryError(
+            f"The stored value file {self.path} is corrupt (size or checksum mismatch)."
+        )
+
+
+class _SpillingWriter:
+    """A pickler's file: keeps up to ``INLINE_MAX`` bytes in memory, then moves to a new
+    blob file and writes the rest straight through, with a running CRC-32 and size."""
+
+    def __init__(self, directory: str | os.PathLike[str], task_id: str) -> None:
+        self.directory = directory
+        self.task_id = task_id
+        self.parts: list[bytes] = []
+        self.crc = 0
+        self.size = 0
+        self.name = ""
+        self.file: Any = None
+
+    def write(self, data: Any) -> int:
+        n = memoryview(data).nbytes
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += n
+        if self.file is None:
+            if self.size <= INLINE_MAX:
+                self.parts.append(bytes(data))
+                return n
+            os.makedirs(self.directory, exist_ok=True)
+            self.name = f"{self.task_id}.{secrets.token_hex(6)}.bin"
+            self.file = open(os.path.join(self.directory, self.name), "wb")  # noqa: SIM115
+            self.file.writelines(self.parts)
+            self.parts = []
+        self.file.write(data)
+        return n
+
+
+def stream_value(
+    value: Any, directory: str | os.PathLike[str], task_id: str
+) -> tuple[bytes | None, str, int, int]:
+    """Pickle a value (uncompressed) without building its payload in memory if it is large.
+
+    Large buffers (bytes, NumPy arrays) go from the value straight into a new blob file in
+    ``directory``: no copy of the payload, half the peak memory of :func:`encode_value`
+    followed by :func:`write_blob`. The file holds the same bytes those would have written.
+
+    Returns:
+        ``(payload, "", crc, size)`` when the payload came out small after all, else
+        ``(None, blob_name, crc, size)``.
+
+    Raises:
+        Whatever pickling or writing raised; a partial file is removed first.
+    """
+    writer = _SpillingWriter(directory, task_id)
+    try:
+        if type(value) in _PLAIN:
+            pickle.dump(value, writer, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            import cloudpickle
+
+            cloudpickle.dump(value, writer, protocol=pickle.HIGHEST_PROTOCOL)
+        if writer.file is not None:
+            writer.file.close()
+    except BaseException:
+        if writer.file is not None:  # a partial file would fill a full disk for good
+            with contextlib.suppress(OSError):
+                writer.file.close()
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, writer.name))
+        raise
+    if writer.file is None:
+        return b"".join(writer.parts), "", writer.crc, writer.size
+    return None, writer.name, writer.crc, writer.size
 
 
 def write_blob(directory: str | os.PathLike[str], task_id: str, payload: bytes) -> str:
@@ -301,7 +395,7 @@ def encode_value(value: Any, compress_level: int) -> bytes:
     return payload
 
 
-def decode_payload(payload: bytes, compressed: bool) -> Any:
+def decode_payload(payload: bytes | mmap.mmap, compressed: bool) -> Any:
     """Inverse of :func:`encode_value`."""
     if compressed:
         payload = zlib.decompress(payload)

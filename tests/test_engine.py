@@ -499,3 +499,75 @@ def test_large_values_live_in_blob_files(executor: str, cache_dir: Path) -> None
     assert len(second) == 1 and second != first  # the old file went with the old entry
     big(1000).clear()
     assert not any(blobs.iterdir())
+
+
+class _Frame:
+    """A buffer-like result (``nbytes``, as NumPy arrays have) that fails to pickle only
+    after its large part has been written."""
+
+    nbytes = 1 << 20
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import threading
+
+        return (_Frame, (b"x" * self.nbytes, threading.Lock()))
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_large_buffers_stream_into_their_file(
+    executor: str, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large buffer result should go straight into its blob file (its payload never built
+    in memory), byte for byte what pickling it whole gives; one that fails to pickle halfway
+    should leave no partial file and fail as UnserializableResultError."""
+    import checkpoint._worker as worker
+    from checkpoint.store import INLINE_MAX, encode_value
+
+    def small_only(value: Any, level: int) -> bytes:
+        payload = encode_value(value, level)
+        assert len(payload) <= INLINE_MAX, "a large buffer's payload was built in memory"
+        return payload
+
+    monkeypatch.setattr(worker, "encode_value", small_only)  # seen by in-process workers
+    value = bytes(range(256)) * 4096  # 1 MB
+
+    @task
+    def blob():  # type: ignore[no-untyped-def]
+        return lambda: value
+
+    @task
+    def frame():  # type: ignore[no-untyped-def]
+        return lambda: _Frame()
+
+    assert blob().run(executor=executor) == value
+    files = list((cache_dir / "checkpoint" / blob.dirname / "blobs").iterdir())
+    assert len(files) == 1 and files[0].read_bytes() == encode_value(value, 0)
+    meta = Store.open().get_meta(blob.dirname, blob().id)
+    assert meta is not None and meta.size == files[0].stat().st_size
+    with pytest.raises(UnserializableResultError, match=r"result of task frame\(\)"):
+        frame().run(executor=executor)
+    blobs = cache_dir / "checkpoint" / frame.dirname / "blobs"
+    assert not blobs.exists() or not any(blobs.iterdir())
+
+
+def test_truncated_blob_is_corrupt_when_loaded(tmp_path: Path) -> None:
+    """BlobRef.load should reject a file of the wrong size or checksum (and an empty one)."""
+    import zlib
+
+    from checkpoint.errors import CorruptEntryError
+    from checkpoint.store import BlobRef, encode_value
+
+    payload = encode_value(list(range(10_000)), 0)
+    path = tmp_path / "v.bin"
+    path.write_bytes(payload)
+    good = BlobRef(str(path), len(payload), zlib.crc32(payload), False)
+    assert good.load() == list(range(10_000))
+    path.write_bytes(payload[:-1] + b"\x00")
+    with pytest.raises(CorruptEntryError, match="corrupt"):
+        good.load()
+    path.write_bytes(b"")
+    with pytest.raises(CorruptEntryError, match="corrupt"):
+        good.load()
+    path.unlink()
+    with pytest.raises(CorruptEntryError, match="cannot be read"):
+        good.load()
