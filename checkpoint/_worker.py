@@ -140,19 +140,13 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
                 post_mortem(_user_traceback(exc))
         return _failure(item.id, started, duration, exc, in_process, item.show_locals)
     duration = time.perf_counter() - t0
-    if item.blob_dir and not item.compress_level and _looks_large(value):
-        try:  # straight into the cache, without a copy of the payload in memory
-            payload, name, crc, size = stream_value(value, item.blob_dir, item.id)
-            if payload is None:
-                return Outcome(item.id, started, duration, None, crc, size, blob=name)
-            return Outcome(item.id, started, duration, payload, crc, size)
-        except OSError:
-            pass  # this worker cannot see the cache: encode it for the coordinator to write
-        except Exception as exc:  # noqa: BLE001
-            out = _failure(item.id, started, duration, exc, in_process)
-            out.unpicklable_result = True
-            return out
     try:
+        if item.blob_dir and not item.compress_level and _looks_large(value):
+            # Straight into the cache, without a copy of the payload in memory; a worker
+            # that cannot see the cache (OSError) encodes it for the coordinator instead.
+            with contextlib.suppress(OSError):
+                streamed, name, crc, size = stream_value(value, item.blob_dir, item.id)
+                return Outcome(item.id, started, duration, streamed, crc, size, blob=name)
         payload = encode_value(value, item.compress_level)
     except Exception as exc:  # noqa: BLE001
         out = _failure(item.id, started, duration, exc, in_process)

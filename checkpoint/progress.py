@@ -42,6 +42,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from . import events as ev
 from ._types import TaskId
+from .task import task_label
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -287,7 +288,7 @@ def error_line(event: ev.TaskFailed) -> str:
     text = str(event.error).strip().splitlines()
     if not text:
         return type(event.error).__name__
-    first = text[0].removeprefix(f"Task {event.task!r} ({event.task.family.name}): ")
+    first = text[0].removeprefix(task_label(event.task) + ": ")
     return f"{type(event.error).__name__}: {first}"
 
 
@@ -314,7 +315,7 @@ def summary_lines(tally: Tally) -> list[str]:
 def failure_report(event: ev.TaskFailed, tracebacks: bool = True) -> list[str]:
     """What to show about a failed task once the display is gone: its output and traceback."""
     task = event.task
-    lines = [f"Task {task!r} ({task.family.name}) failed: {error_line(event)}"]
+    lines = [f"{task_label(task)} failed: {error_line(event)}"]
     if event.output:
         lines.append("Captured output:")
         lines.extend("  " + line for line in event.output.rstrip("\n").splitlines())

@@ -53,7 +53,7 @@ from .errors import (
 from .executors import ExecutorAdapter, broken_process_pool, resolve_executor
 from .graph import Plan, plan
 from .store import BlobRef, FailedRun, Meta, Record, Store, decode_payload, new_stamp
-from .task import Task, TaskDirectory, TaskFamily
+from .task import Task, TaskDirectory, TaskFamily, task_label
 
 _BATCH_SECONDS = 0.02
 _MAX_BATCH = 1024
@@ -722,7 +722,7 @@ class _Run:
         outcomes = []
         for item in items:
             task = self.nodes[item.id].task
-            text = message.format(task=f"Task {task!r} ({task.family.name})")
+            text = message.format(task=task_label(task))
             outcomes.append(Outcome(item.id, time.time(), 0.0, error=error(
                 text, task=repr(task), family=task.family.name)))
         return outcomes
@@ -827,8 +827,9 @@ class _Run:
         if self.consumers.get(out.id) or out.id in self.targets:
             self.payloads[out.id] = held
         if out.id in self.targets:
-            raw = held.read() if isinstance(held, BlobRef) else held[0]
-            self.result.values[out.id] = decode_payload(raw, meta.compressed)
+            self.result.values[out.id] = (
+                held.load() if isinstance(held, BlobRef) else decode_payload(*held)
+            )
         self.result.ran.append(task)
         self.result.durations[out.id] = out.duration
         self.remaining -= 1

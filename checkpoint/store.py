@@ -216,7 +216,7 @@ class BlobRef:
             with open(self.path, "rb") as f:
                 payload = f.read()
         except OSError as exc:
-            raise CorruptEntryError(f"The stored value file {self.path} cannot be read: {exc}") from None
+            raise self._unreadable(exc) from None
         if len(payload) != self.size or zlib.crc32(payload) != self.crc:
             raise self._corrupt()
         return payload
@@ -239,12 +239,20 @@ class BlobRef:
                         raise self._corrupt()
                     return decode_payload(view, self.compressed)
         except OSError as exc:
-            raise CorruptEntryError(f"The stored value file {self.path} cannot be read: {exc}") from None
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: OSError) -> CorruptEntryError:
+        return CorruptEntryError(f"The stored value file {self.path} cannot be read: {exc}")
 
     def _corrupt(self) -> CorruptEntryError:
         return CorruptEntryError(
             f"The stored value file {self.path} is corrupt (size or checksum mismatch)."
         )
+
+
+def _blob_name(task_id: str) -> str:
+    """A new blob file's name: unique, so a re-run never overwrites a file being read."""
+    return f"{task_id}.{secrets.token_hex(6)}.bin"
 
 
 class _SpillingWriter:
@@ -269,7 +277,7 @@ class _SpillingWriter:
                 self.parts.append(bytes(data))
                 return n
             os.makedirs(self.directory, exist_ok=True)
-            self.name = f"{self.task_id}.{secrets.token_hex(6)}.bin"
+            self.name = _blob_name(self.task_id)
             self.file = open(os.path.join(self.directory, self.name), "wb")  # noqa: SIM115
             self.file.writelines(self.parts)
             self.parts = []
@@ -318,7 +326,7 @@ def stream_value(
 def write_blob(directory: str | os.PathLike[str], task_id: str, payload: bytes) -> str:
     """Write a payload to a new, uniquely named file in ``directory``; return its name."""
     os.makedirs(directory, exist_ok=True)
-    name = f"{task_id}.{secrets.token_hex(6)}.bin"
+    name = _blob_name(task_id)
     path = os.path.join(directory, name)
     try:
         with open(path, "wb") as f:

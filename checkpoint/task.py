@@ -409,12 +409,14 @@ class Requires(Generic[T]):
         return f"requires({default})"
 
 
+def task_label(task: Task[Any]) -> str:
+    """``Task f(1) (taskfile.f)``: how messages name a task."""
+    return f"Task {task!r} ({task.family.name})"
+
+
 def _where() -> str:
     stack = getattr(_expanding, "tasks", None)
-    if stack:
-        task = stack[-1]
-        return f"Task {task!r} ({task.family.name}) "
-    return ""
+    return task_label(stack[-1]) + " " if stack else ""
 
 
 def _requirement_attributes(cls: type) -> list[tuple[str, Requires[Any]]]:
@@ -487,7 +489,7 @@ def _class_spec(task: Task[Any]) -> Spec:
             requirements.append(declared[name])
         elif desc.default is _UNSET:
             raise TaskDefinitionError(
-                f"Task {task!r} ({family.name}) did not set its prerequisite self.{name} in "
+                f"{task_label(task)} did not set its prerequisite self.{name} in "
                 f"__init__. Assign it a task (or a list or dict of tasks, or TaskDirectory()) "
                 f"on every path through __init__, or declare it "
                 f"`{name} = requires(default=...)` if this task does not need it."
@@ -497,7 +499,7 @@ def _class_spec(task: Task[Any]) -> Spec:
             for leaf in _leaves(value):
                 if isinstance(leaf, Task):
                     raise TaskDefinitionError(
-                        f"Task {task!r} ({family.name}) keeps the task {leaf!r} in self.{key}, "
+                        f"{task_label(task)} keeps the task {leaf!r} in self.{key}, "
                         f"which is not declared with requires(), so it would not run first. "
                         f"Declare `{key}: Requires[...] = requires()` in the class body "
                         "(plain attributes are for JSON-like values)."

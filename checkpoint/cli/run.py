@@ -238,6 +238,7 @@ def _report_traced_failures(
     """Report a --trace task's failure: it runs without the progress reporter, which would
     draw over the debugger, so nothing else reports it."""
     from ..debug import DebuggerQuitError
+    from ..task import task_label
     from ._output import format_exception
 
     by_id = {t.id: t for t in traced}
@@ -245,7 +246,7 @@ def _report_traced_failures(
         task = by_id.get(tid)
         if task is None or tid in failures.tracebacks:
             continue
-        name = f"Task {task!r} ({task.family.name})"
+        name = task_label(task)
         if isinstance(error, DebuggerQuitError):
             click.echo(f"{name} did not finish: {error}", err=True)
         else:
