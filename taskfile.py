@@ -10,7 +10,8 @@ file, and nothing has changed. Then try:
     checkpoint graph --families --mermaid   # the DAG, one node per family (--dot for Graphviz)
     checkpoint clear 'walk(3)'              # forget one result...
     checkpoint why main                     # ...see why main would run again...
-    checkpoint run                          # ...and watch only walk(3) and what needs it run
+    checkpoint run                          # ...walk(3) runs again; it is seeded, so its value
+                                            # is the same and what needs it is kept
     checkpoint run 'choose(30, 15)'         # any task is a target: 155117520
     checkpoint --help                       # every command; the manual is in docs/
 

@@ -67,6 +67,14 @@ class TaskReused:
 
 
 @dataclass(frozen=True)
+class TaskKept:
+    """A task planned to run needs no run after all: the prerequisites that re-ran gave
+    the same values as before, so its stored result is current (early cutoff)."""
+
+    task: Task[Any]
+
+
+@dataclass(frozen=True)
 class TaskFailed:
     """A task raised (or its worker died); ``traceback`` is the text seen where it ran."""
 
@@ -130,6 +138,6 @@ class RunInterrupted:
 
 Event = Union[
     RunPlanned, TaskStarted, TaskFinished, TaskReused, TaskFailed, TaskSkipped, RunFinished,
-    RunInterrupted, TaskRetried, CorruptEntryFound,
+    RunInterrupted, TaskRetried, CorruptEntryFound, TaskKept,
 ]
 Subscriber = Callable[[Event], None]

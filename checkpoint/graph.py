@@ -19,7 +19,7 @@ lists (the hot path); :func:`to_networkx` converts it for analysis and export.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._types import TaskId
@@ -126,6 +126,7 @@ def mark(
     metas: dict[TaskId, Meta] = {}
     for dirname, ids in by_family.items():
         metas.update(store.get_metas(dirname, ids))
+    planned_stamp = _planned_stamp(nodes)
     for tid, node in nodes.items():
         family = node.task.family
         meta = node.meta = metas.get(tid)
@@ -142,13 +143,35 @@ def mark(
                 if dep.reason is not None:
                     reason = "upstream re-run"
                     break
-                if dep.meta is None or meta.deps.get(dep_id) != dep.meta.stamp:
-                    reason = "upstream changed"
-            if reason is None and len(meta.deps) != len(node.deps):
-                # Every current prerequisite matches, but the stored result was computed from
-                # more: one was dropped (e.g. a shorter list of seeds from a module constant).
+            if reason is None and not entry_is_current(meta, node.deps, planned_stamp):
                 reason = "upstream changed"
             node.reason = reason
+
+
+def _planned_stamp(nodes: dict[TaskId, Node]) -> Callable[[TaskId], str | None]:
+    def stamp(tid: TaskId) -> str | None:
+        meta = nodes[tid].meta
+        return None if meta is None else meta.stamp
+
+    return stamp
+
+
+def entry_is_current(
+    meta: Meta, deps: Sequence[TaskId], stamp: Callable[[TaskId], str | None]
+) -> bool:
+    """Whether a stored entry was computed from exactly the current values of ``deps``
+    (``stamp`` gives each one's current stamp): the same prerequisites, none of them since
+    recomputed to another value. Planning and the scheduler (early cutoff, results another
+    run stored) decide with this one rule."""
+    recorded = meta.deps
+    # A dropped prerequisite counts too (e.g. a shorter list of seeds from a module constant).
+    if len(recorded) != len(deps):
+        return False
+    for dep in deps:
+        current = stamp(dep)
+        if current is None or recorded.get(dep) != current:
+            return False
+    return True
 
 
 def plan(

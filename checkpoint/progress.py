@@ -103,6 +103,8 @@ class Tally:
         self.to_run = 0
         self.ran = 0
         self.reused = 0
+        self.kept = 0
+        """Reused tasks that were planned to run (early cutoff); also counted in ``reused``."""
         self.failed = 0
         self.skipped = 0
         self.families: dict[str, FamilyTally] = {}
@@ -200,6 +202,13 @@ class Tally:
         self.family(event.task).done += 1
         self.reused += 1
 
+    def kept_(self, event: ev.TaskKept) -> None:
+        fam = self.family(event.task)
+        self._settle(event.task, fam)
+        fam.done += 1
+        self.reused += 1
+        self.kept += 1
+
     def failed_(self, event: ev.TaskFailed) -> None:
         fam = self.family(event.task)
         self._settle(event.task, fam)
@@ -257,6 +266,7 @@ _HANDLERS: dict[type, Callable[[Tally, Any], None]] = {
     ev.TaskStarted: Tally.started,
     ev.TaskFinished: Tally.finished,
     ev.TaskReused: Tally.reused_,
+    ev.TaskKept: Tally.kept_,
     ev.TaskFailed: Tally.failed_,
     ev.TaskSkipped: Tally.skipped_,
     ev.RunFinished: Tally.run_finished,
@@ -305,6 +315,11 @@ def summary_lines(tally: Tally) -> list[str]:
                 f"{tally.ran:,} ran, {tally.reused:,} reused, {tally.failed:,} failed, "
                 f"{tally.skipped:,} skipped")
     lines = [head + "."]
+    if tally.kept:
+        lines.append(
+            f"Kept {tally.kept:,} planned {'task' if tally.kept == 1 else 'tasks'}: "
+            "their prerequisites re-ran and gave the same values (early cutoff)."
+        )
     # Tasks that took under a millisecond would show as 0.000s: noise, not a lead.
     slowest = [(t, d) for t, d in tally.slowest() if d >= 0.0005]
     if slowest and tally.ran > 1:
@@ -512,7 +527,7 @@ class LiveReporter:
                 assert isinstance(event, ev.TaskFinished)
                 if event.output:
                     self._print_output(event.task, event.output)
-        elif kind is ev.TaskReused or kind is ev.TaskSkipped:
+        elif kind is ev.TaskReused or kind is ev.TaskSkipped or kind is ev.TaskKept:
             pass
         elif kind is ev.TaskFailed:
             assert isinstance(event, ev.TaskFailed)

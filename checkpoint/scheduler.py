@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
 import queue
 import time
 from collections import deque
@@ -37,9 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
+from ._admission import Admission
+from ._coordination import Coordination
 from ._interrupts import InterruptGuard
-from ._runlock import CHECK_SECONDS, RunLock
+from ._readiness import Readiness, TaskState
+from ._recorder import Recorder
 from ._types import TaskId
+from ._values import RunValues, same_payload, value_stamp
 from ._worker import Outcome, Payload, Ref, WorkItem, uninstall_capture
 from .debug import breakpoints_for
 from .errors import (
@@ -51,14 +54,9 @@ from .errors import (
     WorkerDiedError,
 )
 from .executors import ExecutorAdapter, broken_process_pool, resolve_executor
-from .graph import Plan, plan
+from .graph import Plan, entry_is_current, plan
 from .store import BlobRef, FailedRun, Meta, Record, Store, decode_payload, new_stamp
 from .task import Task, TaskDirectory, TaskFamily, task_label
-
-_BATCH_SECONDS = 0.02
-_MAX_BATCH = 1024
-_FLUSH_SECONDS = 0.2
-_FLUSH_RECORDS = 1000
 
 
 class RemoteTraceback(Exception):
@@ -84,6 +82,9 @@ class RunResult:
     failed: dict[TaskId, BaseException] = field(default_factory=dict)
     """Exceptions of the tasks that failed, in the order they failed."""
     skipped: list[Task[Any]] = field(default_factory=list)
+    kept: list[Task[Any]] = field(default_factory=list)
+    """Tasks planned to run that did not need to: the prerequisites that re-ran gave the
+    same values as before (early cutoff). They are also in ``reused``."""
     durations: dict[TaskId, float] = field(default_factory=dict)
     """Compute time of each task that ran, in seconds."""
     wall_time: float = 0.0
@@ -300,7 +301,9 @@ def _emitter(subscribers: Sequence[ev.Subscriber]) -> Callable[[ev.Event], None]
 
 
 class _Run:
-    """The state of one run; see the module docstring for the loop."""
+    """One run's loop (see the module docstring) over its parts: :class:`Readiness` (task
+    states), :class:`Admission` (queues, batches), :class:`RunValues` (the values tasks are
+    given), :class:`Recorder` (storing) and :class:`Coordination` (other runs)."""
 
     def __init__(
         self,
@@ -320,102 +323,89 @@ class _Run:
         self.targets = {t.id for t in the_plan.targets}
         self.store = store
         self.adapter = adapter
-        self.limits = rate_limits
         self.keep_going = keep_going
         self.emit = emit
         self.result = result
-        self.done: queue.SimpleQueue[tuple[Future[list[Outcome]], list[WorkItem]]] = queue.SimpleQueue()
+        self.retries = retries
         self.debug = ""
         """Debug mode of every task (in-process runs only): "trace" or "post_mortem"."""
         self.show_locals = False
 
-        run_set = set(to_run)
-        self.remaining = len(to_run)
-        self.waiting: dict[TaskId, int] = {}
-        self.dependents: dict[TaskId, list[TaskId]] = {}
-        self.consumers: dict[TaskId, int] = {}
-        self.ready: dict[str, deque[TaskId]] = {}
-        self.running: dict[str, int] = {}
-        self.ema: dict[str, float] = {}
-        self.inflight = 0
-        self.stopping = False
-        self.aborting = False
-        self.payloads: dict[TaskId, Payload] = {}
-        self.blob_dirs: dict[str, str] = {}
-        self.stamps: dict[TaskId, str] = {}
-        self.pending_records: list[Record] = []
-        self.pending_failures: list[tuple[str, str, FailedRun]] = []
-        self.first_pending = 0.0
-        self.sources_sent: set[str] = set()
-        self.retries = retries
+        self.readiness = Readiness()
+        self.admission = Admission(rate_limits, adapter.workers)
+        self.values = RunValues(store, self._family_dir, self.targets)
+        self.recorder = Recorder(store, self.guard, self._stored)
+        self.values.flush = self.recorder.flush
+        self.coordination: Coordination | None = None
+
+        self.done: queue.SimpleQueue[tuple[Future[list[Outcome]], list[WorkItem]]] = queue.SimpleQueue()
+        self.inflight: dict[int, list[WorkItem]] = {}
+        """Batches handed to the executor, by ``id(items)``."""
+        self.batch_info: dict[int, tuple[int, bool]] = {}
+        """``id(items)`` of a batch in flight: (pool generation, submitted alone as a suspect)."""
+        self.generation = 0
+        """How many times the process pool was rebuilt."""
+        self.suspects: deque[TaskId] = deque()
+        """Tasks of batches lost with a dead worker: re-run one at a time to find the culprit."""
+        self.given: dict[TaskId, dict[TaskId, str]] = {}
+        """The stamps of the values each running task was given: its entry records them."""
         self.attempts: dict[TaskId, int] = {}
         self.prior_output: dict[TaskId, str] = {}
         """Output and tracebacks of a retried task's failed attempts, kept for its log."""
-        self.rerunning: set[TaskId] = set()
-        """Fresh tasks whose stored value failed its check: they run again in this run."""
-        self.suspects: deque[TaskId] = deque()
-        """Tasks of batches lost with a dead worker: re-run one at a time to find the culprit."""
-        self.generation = 0
-        """How many times the process pool was rebuilt."""
-        self.lock: RunLock | None = None
-        self.locking = False
-        """Whether another run shares the cache: tasks are locked before they run."""
-        self.held: set[TaskId] = set()
-        """Tasks this run has locked (until their result is stored or they fail)."""
-        self.blocked: list[TaskId] = []
-        """Ready tasks another run is computing: tried again shortly."""
-        self.inflight_batches: dict[int, list[WorkItem]] = {}
-        self.last_check = 0.0
-        self.batch_info: dict[int, tuple[int, bool]] = {}
-        """``id(items)`` of a batch in flight: (pool generation, submitted alone as a suspect)."""
+        self.stopping = False
+        self.aborting = False
+        self.blob_dirs: dict[str, str] = {}
+        self.sources_sent: set[str] = set()
         self.to_prepare: dict[str, TaskFamily[..., Any]] = {}
         """The families that will store results, by directory name (see ``_prepare``)."""
 
+        run_set = set(to_run)
+        ready = []
         for tid, node in self.nodes.items():
+            if node.meta is not None:
+                self.values.entries[tid] = node.meta
             if tid not in run_set:
-                if node.meta is not None:
-                    self.stamps[tid] = node.meta.stamp
                 result.reused.append(node.task)
                 continue
             self.to_prepare[node.task.family.dirname] = node.task.family
-            count = 0
             for dep in node.deps:
-                self.consumers[dep] = self.consumers.get(dep, 0) + 1
-                if dep in run_set:
-                    count += 1
-                    self.dependents.setdefault(dep, []).append(tid)
-            self.waiting[tid] = count
-            if count == 0:
-                self._make_ready(tid)
+                self.values.add_reader(dep)
+            if self.readiness.add(tid, node.deps):
+                ready.append(tid)
         if emit:
             for task in result.reused:
                 emit(ev.TaskReused(task))
+        for tid in ready:
+            self._ready(tid)
+
+    def _family_dir(self, tid: TaskId) -> str:
+        return self.nodes[tid].task.family.dirname
 
     # --- the loop ---------------------------------------------------------------------
 
     def loop(self) -> None:
         try:
             self.store._ensure_root()
-            self.lock = RunLock(self.store.root)
-            self.locking = not self.lock.solo
-            self.last_check = time.perf_counter()
-            while self.remaining > 0:
-                if self.lock.solo and time.perf_counter() - self.last_check >= CHECK_SECONDS:
+            coordination = self.coordination = Coordination(self.store.root)
+            while self.readiness.unsettled > 0:
+                if coordination.check_due():
                     self._check_others()
                 self._submit_ready()
                 if self.to_prepare:
                     self._prepare()
-                if self.inflight == 0:
-                    if self.blocked and not self.stopping:
+                if not self.inflight:
+                    if not self.readiness.unsettled:
+                        break  # the last tasks were adopted from another run
+                    if coordination.blocked and not self.stopping:
                         # Another run computes them: store ours (it may wait for them), then
                         # wait for its results.
-                        self._flush()
+                        self.recorder.flush()
                         time.sleep(0.05)
                         continue
-                    if not self.stopping and self.remaining > 0:
+                    if not self.stopping:
                         raise RuntimeError(
-                            f"checkpoint's scheduler stalled with {self.remaining} task(s) left "
-                            "and none running (please report this)."
+                            f"checkpoint's scheduler stalled with {self.readiness.unsettled} "
+                            "task(s) left and none running (please report this)."
                         )
                     break  # stopped after a failure: nothing runs, nothing can start
                 self._collect(self._next_done())
@@ -425,19 +415,16 @@ class _Run:
                     except queue.Empty:
                         break
                     self._collect(item)
-                if self.pending_records and (
-                    len(self.pending_records) >= _FLUSH_RECORDS
-                    or time.perf_counter() - self.first_pending >= _FLUSH_SECONDS
-                ):
-                    self._flush()
+                if self.recorder.due():
+                    self.recorder.flush()
         except BaseException as exc:
             self._abort(exc)
             raise
         finally:
-            if self.lock is not None and self.aborting:
-                self.lock.close()
-        self._flush()
-        self.lock.close()
+            if self.coordination is not None and self.aborting:
+                self.coordination.close()
+        self.recorder.flush()
+        self.coordination.close()
 
     def _prepare(self) -> None:
         """Fingerprint the families that will store results and open their indexes now,
@@ -451,75 +438,18 @@ class _Run:
                 self.store.open_family(dirname)
 
     def _next_done(self) -> tuple[Future[list[Outcome]], list[WorkItem]]:
+        assert self.coordination is not None
         while True:
             try:
                 # A timeout keeps the main thread responsive to Ctrl-C.
-                return self.done.get(timeout=0.25 if not self.blocked else 0.05)
+                return self.done.get(timeout=0.25 if not self.coordination.blocked else 0.05)
             except queue.Empty:
-                if self.pending_records:
-                    self._flush()
-                if self.lock is not None and self.lock.solo:
+                if self.recorder.records:
+                    self.recorder.flush()
+                if self.coordination.solo:
                     self._check_others()
-                if self.blocked:
+                if self.coordination.blocked:
                     self._submit_ready()
-
-    # --- other runs on the same cache (see checkpoint._runlock) ------------------------
-
-    def _check_others(self) -> None:
-        """In solo mode: if another run has arrived, lock what is in flight and switch."""
-        self.last_check = time.perf_counter()
-        assert self.lock is not None
-        if self.lock.alone():
-            return
-        self._flush()
-        for items in self.inflight_batches.values():
-            for item in items:
-                if self.lock.try_task(item.id):
-                    self.held.add(item.id)
-        self.locking = True
-        self.lock.end_solo()
-
-    def _claim(self, tid: TaskId) -> bool:
-        """Locking mode: lock a task before computing it; False if it must not run now
-        (another run holds it, or stored it meanwhile and it was reused)."""
-        assert self.lock is not None
-        if not self.lock.try_task(tid):
-            self.blocked.append(tid)
-            return False
-        self.held.add(tid)
-        node = self.nodes[tid]
-        meta = self.store.get_meta(node.task.family.dirname, tid)
-        if (
-            meta is not None and node.reason not in ("forced", "corrupt")
-            and meta.fingerprint == node.task.family.fingerprint[0]
-            and len(meta.deps) == len(node.deps)
-            and all(meta.deps.get(dep) == self.stamps.get(dep) for dep in node.deps)
-        ):
-            self._adopt(tid, meta)
-            return False
-        return True
-
-    def _adopt(self, tid: TaskId, meta: Meta) -> None:
-        """Another run stored this task's result while we waited: reuse it."""
-        node = self.nodes[tid]
-        node.meta, node.reason = meta, None
-        self.stamps[tid] = meta.stamp
-        self._unlock(tid)
-        self.remaining -= 1
-        self.result.reused.append(node.task)
-        if self.emit:
-            self.emit(ev.TaskReused(node.task))
-        for dependent in self.dependents.get(tid, ()):
-            left = self.waiting[dependent] - 1
-            self.waiting[dependent] = left
-            if left == 0:
-                self._make_ready(dependent)
-
-    def _unlock(self, tid: TaskId) -> None:
-        if tid in self.held:
-            self.held.discard(tid)
-            assert self.lock is not None
-            self.lock.release_task(tid)
 
     def _abort(self, exc: BaseException) -> None:
         # Stop everything, then keep what had finished. A failure in here must not hide
@@ -532,105 +462,182 @@ class _Run:
                     self._collect(self.done.get_nowait())
                 except queue.Empty:
                     break
-            self._flush()
+            self.recorder.flush()
         except Exception:  # noqa: BLE001
             pass
         if self.emit and isinstance(exc, KeyboardInterrupt):
             # "done" counts what is stored: a result that could not be written is not kept.
-            done = len(self.result.ran) - len(self.pending_records)
-            not_run = max(0, self.remaining) + len(self.pending_records)
-            self.emit(ev.RunInterrupted(done, not_run))
+            unstored = len(self.recorder.records)
+            self.emit(ev.RunInterrupted(len(self.result.ran) - unstored,
+                                        max(0, self.readiness.unsettled) + unstored))
+
+    # --- other runs on the same cache (see checkpoint._coordination) -------------------
+
+    def _check_others(self) -> None:
+        assert self.coordination is not None
+        self.coordination.check_others(
+            lambda: [item.id for items in self.inflight.values() for item in items],
+            self.recorder.flush,
+        )
+
+    def _claim(self, tid: TaskId) -> bool:
+        """Locking mode: lock a task before computing it; False if it must not run now
+        (another run holds it, or stored a current result meanwhile, which is adopted)."""
+        assert self.coordination is not None
+        if not self.coordination.claim(tid):
+            return False
+        node = self.nodes[tid]
+        if node.reason == "forced":
+            return True
+        meta = self.store.get_meta(node.task.family.dirname, tid)
+        if meta is None or self.values.is_damaged(tid, meta):
+            return True
+        if meta.fingerprint == node.task.family.fingerprint[0] and entry_is_current(
+            meta, node.deps, self.values.stamp
+        ):
+            self._adopt(tid, meta)
+            return False
+        return True
+
+    def _adopt(self, tid: TaskId, meta: Meta) -> None:
+        """Another run stored this task's result while we waited: reuse it."""
+        node = self.nodes[tid]
+        node.meta, node.reason = meta, None
+        self.values.adopted(tid, meta)
+        assert self.coordination is not None
+        self.coordination.unlock(tid)
+        self._reused(tid)
+        self._settled(tid, done=True)
+
+    def _stored(self, tid: TaskId) -> None:
+        if self.coordination is not None:  # stored: other runs may now take it (and reuse it)
+            self.coordination.unlock(tid)
+
+    # --- readiness --------------------------------------------------------------------
+
+    def _ready(self, tid: TaskId) -> None:
+        if self._cut_off(tid):
+            self._settled(tid, done=True)
+        else:
+            self.admission.push(tid, self.nodes[tid].task.family.queue)
+
+    def _cut_off(self, tid: TaskId) -> bool:
+        """Early cutoff: the prerequisites that re-ran gave the values ``tid``'s entry was
+        computed from, so it is current as it is and does not run."""
+        node = self.nodes[tid]
+        if (
+            node.reason != "upstream re-run" or node.meta is None
+            or not entry_is_current(node.meta, node.deps, self.values.stamp)
+        ):
+            return False
+        node.reason = None
+        self.result.kept.append(node.task)
+        self.result.reused.append(node.task)
+        if self.emit:
+            self.emit(ev.TaskKept(node.task))
+        return True
+
+    def _reused(self, tid: TaskId) -> None:
+        task = self.nodes[tid].task
+        self.result.reused.append(task)
+        if self.emit:
+            self.emit(ev.TaskReused(task))
+
+    def _settled(self, tid: TaskId, done: bool) -> None:
+        """``tid`` is done or failed for good: its prerequisites have one reader less and,
+        when done, the dependents it was the last wait of become ready (iteratively: early
+        cutoff can settle a long chain at once)."""
+        for dep in self.nodes[tid].deps:
+            self.values.drop_reader(dep)
+        if not done:
+            return
+        stack = self.readiness.done(tid)
+        while stack:
+            ready = stack.pop()
+            if self._cut_off(ready):
+                for dep in self.nodes[ready].deps:
+                    self.values.drop_reader(dep)
+                stack.extend(self.readiness.done(ready))
+            else:
+                self.admission.push(ready, self.nodes[ready].task.family.queue)
+
+    def _damaged(self, tid: TaskId, message: str, reader: TaskId) -> bool:
+        """``reader`` found ``tid``'s value damaged: recompute it (once a run) and return
+        True (``reader`` waits for it), or fail ``reader`` and return False."""
+        state = self.readiness.get(tid)
+        if state in (TaskState.WAITING, TaskState.READY, TaskState.RUNNING):
+            return True  # being recomputed already
+        node = self.nodes[tid]
+        if state is not TaskState.DONE or tid in self.values.recomputed:
+            failed = self.result.failed.get(tid)
+            error: BaseException = CorruptEntryError(
+                f"The stored result of {node.task!r} ({node.task.family.name}), which "
+                f"{self.nodes[reader].task!r} needs, was recomputed in this run and is damaged "
+                f"again: {message} The disk or filesystem of the cache may be failing; check it "
+                "(e.g. `checkpoint cache verify`) or choose another --cache-dir."
+            ) if failed is None else failed
+            self._fail_now(reader, error)
+            return False
+        if self.emit:
+            self.emit(ev.CorruptEntryFound(node.task, message))
+        self.values.forget(tid)
+        node.reason = "corrupt"
+        for tasks in (self.result.reused, self.result.ran, self.result.kept):  # counted anew
+            with contextlib.suppress(ValueError):
+                tasks.remove(node.task)
+        for dep in node.deps:
+            self.values.add_reader(dep)
+        if self.readiness.add(tid, node.deps):
+            self._ready(tid)
+        return True
 
     # --- submitting -------------------------------------------------------------------
-
-    def _make_ready(self, tid: TaskId) -> None:
-        q = self.nodes[tid].task.family.queue
-        dq = self.ready.get(q)
-        if dq is None:
-            dq = self.ready[q] = deque()
-        dq.append(tid)
 
     def _submit_ready(self) -> None:
         if self.stopping:
             return
-        if self.blocked:
-            blocked, self.blocked = self.blocked, []
-            for tid in blocked:
-                self._make_ready(tid)
+        assert self.coordination is not None
+        if self.coordination.blocked:
+            for tid in self.coordination.take_blocked():
+                self.admission.push(tid, self.nodes[tid].task.family.queue)
         if self.suspects:
             # A worker died: run the tasks that were in flight alone, one after another, so
             # that the one that kills its worker is known and the others are not blamed.
-            while self.suspects and self.inflight == 0:
+            while self.suspects and not self.inflight:
                 tid = self.suspects.popleft()
-                q = self.nodes[tid].task.family.queue
-                self.running[q] = self.running.get(q, 0) + 1
+                self.admission.hold(self.nodes[tid].task.family.queue)
                 self._submit([tid], isolated=True)
             return
-        workers = self.adapter.workers
         # A batch or more beyond the workers (``prefetch``): a worker that finishes picks the
         # next batch up at once instead of waiting for this thread to collect and submit.
-        max_inflight = 1 if self.adapter.kind == "inline" else workers + self.adapter.prefetch
-        while self.inflight < max_inflight:
-            total_ready = sum(len(dq) for dq in self.ready.values())
-            if total_ready == 0:
-                return
-            fair_share = max(1, math.ceil(total_ready / workers))
-            batch: list[TaskId] = []
-            for q, dq in self.ready.items():
-                if not dq:
-                    continue
-                limit = self.limits.get(q)
-                slots = _MAX_BATCH if limit is None else limit - self.running.get(q, 0)
-                if slots <= 0:
-                    continue
-                size = min(slots, self._batch_size(q), fair_share)
-                batch = [dq.popleft() for _ in range(min(size, len(dq)))]
-                self.running[q] = self.running.get(q, 0) + len(batch)
-                break
+        most = 1 if self.adapter.kind == "inline" else self.adapter.workers + self.adapter.prefetch
+        while len(self.inflight) < most:
+            batch = self.admission.take()
             if not batch:
-                return  # every ready task waits for a queue slot
+                return  # nothing ready, or every ready task waits for a queue slot
             self._submit(batch)
-
-    def _batch_size(self, q: str) -> int:
-        mean = self.ema.get(q)
-        if mean is None:
-            return 1
-        return max(1, min(_MAX_BATCH, int(_BATCH_SECONDS / max(mean, 1e-6))))
 
     def _submit(self, batch: list[TaskId], isolated: bool = False) -> None:
         items: list[WorkItem] = []
         payloads: dict[TaskId, Payload] = {}
         now = time.time()
         pickled = self.adapter.kind == "pickled"
+        assert self.coordination is not None
+        locking = self.coordination.locking
         for tid in batch:
-            if self.locking and tid not in self.held and not self._claim(tid):
-                self._release(tid)
-                continue
             node = self.nodes[tid]
             task = node.task
-            held: list[tuple[TaskId, Payload]] = []
-            blocked: list[TaskId] = []
-            for dep in node.deps:
-                if self.rerunning and dep in self.rerunning:
-                    blocked.append(dep)
-                    continue
-                try:
-                    held.append((dep, self._payload(dep)))
-                except CorruptEntryError as exc:
-                    self._rerun_corrupt(dep, str(exc))
-                    blocked.append(dep)
-            if blocked:
-                self._release(tid)
-                self._wait_for(tid, blocked)
+            if self.readiness.get(tid) is not TaskState.READY or (locking and not self._claim(tid)):
+                self.admission.release(task.family.queue)
                 continue
+            given = self._gather(tid, payloads)
+            if given is None:
+                self.admission.release(task.family.queue)
+                continue
+            self.given[tid] = given
+            self.readiness.running(tid)
             spec = task.spec()
             template = [self._template(req, task) for req in spec.requirements]
-            for dep, payload in held:
-                payloads[dep] = payload
-                left = self.consumers[dep] - 1
-                self.consumers[dep] = left
-                if left == 0 and dep not in self.targets:
-                    self.payloads.pop(dep, None)
             if pickled and not task.family.is_class and "$task" not in task.encoded:
                 # Cheaper to pickle than the inner closure: the worker calls the outer
                 # function again to get it (the family pickles by reference when importable).
@@ -654,36 +661,30 @@ class _Run:
         except broken_process_pool() as exc:  # broke before we noticed: collect it as such
             future = Future()
             future.set_exception(exc)
-        self.inflight += 1
+        self.inflight[id(items)] = items
         if isolated or self.generation:
             self.batch_info[id(items)] = (self.generation, isolated)
-        if self.lock is not None and self.lock.solo:
-            self.inflight_batches[id(items)] = items
         future.add_done_callback(lambda f: self.done.put((f, items)))
 
-    def _wait_for(self, tid: TaskId, deps: list[TaskId]) -> None:
-        """Make a task (out of its queue slot) wait again, for ``deps`` to finish."""
-        self.waiting[tid] = len(deps)
-        for dep in deps:
-            self.dependents.setdefault(dep, []).append(tid)
-
-    def _rerun_corrupt(self, tid: TaskId, message: str) -> None:
-        """A fresh task's stored value failed its check: report it and run the task again."""
-        if tid in self.rerunning:
-            return
+    def _gather(self, tid: TaskId, payloads: dict[TaskId, Payload]) -> dict[TaskId, str] | None:
+        """Put the values ``tid`` reads into ``payloads`` and return their stamps; ``None``
+        when it cannot start now (a damaged value is recomputed first, or it failed)."""
         node = self.nodes[tid]
-        self.rerunning.add(tid)
-        if self.emit:
-            self.emit(ev.CorruptEntryFound(node.task, message))
-        node.reason = "corrupt"
-        self.payloads.pop(tid, None)
-        self.remaining += 1
-        with contextlib.suppress(ValueError):
-            self.result.reused.remove(node.task)
+        given: dict[TaskId, str] = {}
         for dep in node.deps:
-            self.consumers[dep] = self.consumers.get(dep, 0) + 1
-        self.waiting[tid] = 0
-        self._make_ready(tid)
+            if self.readiness.get(dep) is TaskState.DONE:
+                try:
+                    stamp, payload = self.values.get(dep)
+                except CorruptEntryError as exc:
+                    if not self._damaged(dep, str(exc), tid):
+                        return None
+                else:
+                    given[dep] = stamp
+                    payloads[dep] = payload
+                    continue
+            self.readiness.wait_for(tid, node.deps)
+            return None
+        return given
 
     def _template(self, req: Any, task: Task[Any]) -> Any:
         if isinstance(req, Task):
@@ -702,19 +703,6 @@ class _Run:
             path = self.blob_dirs[family] = str(self.store.blob_dir(family))
         return path
 
-    def _payload(self, tid: TaskId) -> Payload:
-        held = self.payloads.get(tid)
-        if held is None:
-            node = self.nodes[tid]
-            family = node.task.family.dirname
-            assert node.meta is not None
-            if node.meta.blob:  # the worker reads it from the cache directly
-                held = self.store.blob_ref(family, node.meta)
-            else:
-                held = (self.store.load_payload(family, tid, node.meta), node.meta.compressed)
-            self.payloads[tid] = held
-        return held
-
     # --- collecting -------------------------------------------------------------------
 
     def _lost(self, items: list[WorkItem], error: type[TaskFailedError], message: str) -> list[Outcome]:
@@ -727,28 +715,32 @@ class _Run:
                 text, task=repr(task), family=task.family.name)))
         return outcomes
 
+    def _not_run(self, items: list[WorkItem]) -> None:
+        """The tasks of a batch did not run: they are ready again (or stay unsettled)."""
+        for item in items:
+            self.admission.release(self.nodes[item.id].task.family.queue)
+            self.given.pop(item.id, None)
+            if self.readiness.get(item.id) is TaskState.RUNNING:
+                self.readiness.state[item.id] = TaskState.READY
+
     def _collect(self, done: tuple[Future[list[Outcome]], list[WorkItem]]) -> None:
         future, items = done
-        self.inflight -= 1
+        self.inflight.pop(id(items), None)
         generation, isolated = (
             self.batch_info.pop(id(items), (0, False)) if self.batch_info else (0, False)
         )
-        if self.inflight_batches:
-            self.inflight_batches.pop(id(items), None)
         try:
             outcomes = future.result()
         except CancelledError:
             if self.aborting:  # we cancelled it: these tasks did not run
-                for item in items:
-                    self._release(item.id)
+                self._not_run(items)
                 return
             # Someone else cancelled it (the executor was shut down under us): they fail.
             outcomes = self._lost(items, TaskFailedError, "{task} was cancelled by its executor "
                                   "before it ran (was the executor shut down during the run?).")
         except broken_process_pool():
             if self.aborting:  # we killed the workers: these tasks did not run
-                for item in items:
-                    self._release(item.id)
+                self._not_run(items)
                 return
             if generation == self.generation and self.adapter.rebuild():
                 self.generation += 1
@@ -757,30 +749,27 @@ class _Run:
             if not isolated:
                 # Which task killed the worker is unknown (a broken pool fails every batch
                 # in flight): run each of them again, alone.
-                for item in items:
-                    self._release(item.id)
-                    self.suspects.append(item.id)
+                self._not_run(items)
+                self.suspects.extend(item.id for item in items)
                 return
             outcomes = self._lost(items, WorkerDiedError, "{task}: worker died while running it "
                                   "(killed, crashed, e.g. a segmentation fault, or out of memory).")
         except BaseException as exc:  # noqa: BLE001 - the executor itself failed
             outcomes = [Outcome(item.id, time.time(), 0.0, error=exc) for item in items]
         for outcome in outcomes:
-            self._release(outcome.id)
+            tid = outcome.id
+            self.admission.release(self.nodes[tid].task.family.queue)
             if outcome.corrupt_dep:
-                dep = outcome.corrupt_dep
-                self._rerun_corrupt(dep, outcome.corrupt_text)
-                for d in self.nodes[outcome.id].deps:  # it will be submitted again
-                    self.consumers[d] = self.consumers.get(d, 0) + 1
-                self._wait_for(outcome.id, [dep])
+                # The task did not run: it runs again once the damaged value is recomputed.
+                self.given.pop(tid, None)
+                self.readiness.state[tid] = TaskState.READY
+                if self._damaged(outcome.corrupt_dep, outcome.corrupt_text, tid) and \
+                        self.readiness.wait_for(tid, self.nodes[tid].deps):
+                    self._ready(tid)
             elif outcome.error is not None:
                 self._failed(outcome)
             else:
                 self._finished(outcome)
-
-    def _release(self, tid: TaskId) -> None:
-        q = self.nodes[tid].task.family.queue
-        self.running[q] -= 1
 
     def _finished(self, out: Outcome) -> None:
         node = self.nodes[out.id]
@@ -788,17 +777,20 @@ class _Run:
         family = task.family
         if self.prior_output:
             out.output = self.prior_output.pop(out.id, "") + out.output
-        if self.rerunning:
-            self.rerunning.discard(out.id)
         fingerprint = family.fingerprint
-        stamp = new_stamp()
-        self.stamps[out.id] = stamp
+        # A task's stamp names its value, so that a recomputation giving the same value
+        # keeps its dependents current (early cutoff). Not for a task with a data
+        # directory: its value (often a path) does not show what the directory holds.
+        by_value = not _has_data_dir(task)
         meta = Meta(
             expr=task.expression(),
             args=task.encoded,
             fingerprint=fingerprint[0],
-            stamp=stamp,
-            deps={dep: self.stamps[dep] for dep in node.deps},
+            stamp=(
+                value_stamp(out.payload, family.compress_level != 0)
+                if by_value and out.payload is not None else new_stamp()
+            ),
+            deps=self.given.pop(out.id),
             size=out.size,
             crc=out.crc,
             compressed=family.compress_level != 0,
@@ -809,47 +801,37 @@ class _Run:
             worker=out.worker,
             log=bool(out.output),
         )
+        previous = self.values.entries.get(out.id)
+        if by_value and same_payload(self.store, family.dirname, previous, meta, out.payload):
+            assert previous is not None
+            meta.stamp = previous.stamp
         source = None
         if fingerprint[0] not in self.sources_sent:
             self.sources_sent.add(fingerprint[0])
             source = fingerprint
-        if not self.pending_records:
-            self.first_pending = time.perf_counter()
-        self.pending_records.append(
-            Record(family.dirname, out.id, meta, out.payload, source=source, log=out.output,
-                   replaces=node.meta.blob if node.meta is not None else "")
-        )
-        held: Payload
-        if out.payload is None:
-            held = self.store.blob_ref(family.dirname, meta)
-        else:
-            held = (out.payload, meta.compressed)
-        if self.consumers.get(out.id) or out.id in self.targets:
-            self.payloads[out.id] = held
+        self.recorder.add(Record(
+            family.dirname, out.id, meta, out.payload, source=source, log=out.output,
+            replaces=previous.blob if previous is not None else "",
+        ))
+        held = self.values.stored(out.id, meta, out.payload)
         if out.id in self.targets:
             self.result.values[out.id] = (
                 held.load() if isinstance(held, BlobRef) else decode_payload(*held)
             )
         self.result.ran.append(task)
         self.result.durations[out.id] = out.duration
-        self.remaining -= 1
-        q = family.queue
-        prev = self.ema.get(q)
-        self.ema[q] = out.duration if prev is None else 0.7 * prev + 0.3 * out.duration
-        for dependent in self.dependents.get(out.id, ()):
-            left = self.waiting[dependent] - 1
-            self.waiting[dependent] = left
-            if left == 0:
-                self._make_ready(dependent)
+        self.admission.observe(family.queue, out.duration)
         if self.emit:
             self.emit(ev.TaskFinished(task, time.time(), out.duration, out.size,
                                       out.output, out.worker))
+        self._settled(out.id, done=True)
 
     def _failed(self, out: Outcome) -> None:
         node = self.nodes[out.id]
         task = node.task
         error = out.error
         assert error is not None
+        self.given.pop(out.id, None)
         if out.unpicklable_result:
             wrapped = UnserializableResultError(
                 f"The result of task {task!r} cannot be pickled, so it cannot be stored: "
@@ -873,55 +855,57 @@ class _Run:
                 )
                 if self.emit:
                     self.emit(ev.TaskRetried(task, attempt, error, out.error_text, out.output))
-                for dep in node.deps:  # it will be submitted again
-                    self.consumers[dep] = self.consumers.get(dep, 0) + 1
-                self._make_ready(out.id)
+                # Its prerequisites' values are still held (it has not settled): the next
+                # attempt is given the same ones.
+                self.readiness.state[out.id] = TaskState.READY
+                self._ready(out.id)
                 return
         if self.prior_output:
             out.output = self.prior_output.pop(out.id, "") + out.output
-        if self.held:
-            self._unlock(out.id)
+        self._fail_now(out.id, error, out)
+
+    def _fail_now(self, tid: TaskId, error: BaseException, out: Outcome | None = None) -> None:
+        """``tid`` failed for good: record it, then stop or skip what depends on it."""
+        task = self.nodes[tid].task
+        self.given.pop(tid, None)
+        assert self.coordination is not None
+        self.coordination.unlock(tid)
         if not isinstance(error, TaskFailedError):
             _annotate(error, task)
-        self.result.failed[out.id] = error
-        self.remaining -= 1
-        self.pending_failures.append((task.family.dirname, out.id, FailedRun(
-            task.expression(), out.started, out.duration, out.worker, out.output, out.error_text
-            or f"{type(error).__name__}: {error}",
-        )))
+        self.result.failed[tid] = error
+        self.readiness.failed(tid)
+        self._settled(tid, done=False)
+        started, duration, worker, output, text = (
+            (out.started, out.duration, out.worker, out.output, out.error_text)
+            if out is not None else (time.time(), 0.0, "", "", "")
+        )
+        self.recorder.add_failure(task.family.dirname, tid, FailedRun(
+            task.expression(), started, duration, worker, output,
+            text or f"{type(error).__name__}: {error}",
+        ))
         if self.emit:
-            self.emit(ev.TaskFailed(task, time.time(), error, out.error_text, out.output,
-                                    out.duration, out.worker))
+            self.emit(ev.TaskFailed(task, time.time(), error, text, output, duration, worker))
         if not self.keep_going:
             self.stopping = True
             return
-        # Skip everything downstream of the failed task.
-        stack = list(self.dependents.get(out.id, ()))
-        while stack:
-            tid = stack.pop()
-            if self.waiting.get(tid, 0) < 0:
-                continue
-            self.waiting[tid] = -1
-            skipped = self.nodes[tid].task
-            self.result.skipped.append(skipped)
-            self.remaining -= 1
+        for skipped in self.readiness.skip_downstream(tid):
+            self.result.skipped.append(self.nodes[skipped].task)
+            self._settled(skipped, done=False)
             if self.emit:
-                self.emit(ev.TaskSkipped(skipped, task))
-            stack.extend(self.dependents.get(tid, ()))
+                self.emit(ev.TaskSkipped(self.nodes[skipped].task, task))
 
-    def _flush(self) -> None:
-        # An interrupt waits for the transactions; records are dropped only once stored
-        # (writing them again after an interrupted attempt is harmless).
-        with self.guard.critical():
-            if self.pending_records:
-                self.store.put_many(self.pending_records)
-                if self.held:  # stored: other runs may now take these tasks (and reuse them)
-                    for record in self.pending_records:
-                        self._unlock(record.id)
-                self.pending_records = []
-            if self.pending_failures:
-                self.store.put_failed_runs(self.pending_failures)
-                self.pending_failures = []
+
+def _has_data_dir(task: Task[Any]) -> bool:
+    stack: list[Any] = list(task.spec().requirements)
+    while stack:
+        req = stack.pop()
+        if isinstance(req, TaskDirectory):
+            return True
+        if isinstance(req, list):
+            stack.extend(req)
+        elif isinstance(req, dict):
+            stack.extend(req.values())
+    return False
 
 
 def _annotate(error: BaseException, task: Task[Any]) -> None:

@@ -128,7 +128,8 @@ def test_damaged_index_is_moved_aside_and_recomputed(m: ModuleType) -> None:
         Path(f"{db}{extra}").unlink(missing_ok=True)
     value, found = _run(m)
     assert value == EXPECTED
-    assert sorted(m.CALLS) == ["small(0)", "small(1)", "small(2)", "total()"]
+    # The family's values come out the same: total() is kept (early cutoff).
+    assert sorted(m.CALLS) == ["small(0)", "small(1)", "small(2)"]
     assert len(found) == 1 and found[0].task is None and "damaged" in found[0].message
     assert list(db.parent.glob("cache.db.damaged-*"))
 

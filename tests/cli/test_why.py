@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import Invoke, edit
 
 INLINE = ("--executor", "inline")
@@ -50,13 +52,39 @@ def test_cosmetic_change_is_fresh(invoke: Invoke, project: Path) -> None:
     assert "is fresh" in invoke("why", "choose(2, 1)").stdout
 
 
-def test_upstream_changed(invoke: Invoke) -> None:
-    """A prerequisite recomputed after the entry was stored should be named."""
-    invoke("run", *INLINE, "choose(2, 1)")
-    invoke("run", *INLINE, "--force", "choose(1, 0)")
-    result = invoke("why", "choose(2, 1)")
-    assert "choose(2, 1) would run: upstream changed" in result.stdout
-    assert "prerequisite choose(1, 0) was recomputed after this result was stored" in result.stdout
+def test_upstream_changed(invoke: Invoke, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prerequisite recomputed to another value after the entry was stored should be named
+    (recomputed to the same value, it changes nothing: see test_early_cutoff)."""
+    with project.open("a") as f:
+        f.write(UNSTABLE)
+    invoke("run", *INLINE, "top()")
+    monkeypatch.setenv("BASE_VALUE", "2")
+    invoke("run", *INLINE, "--force", "base()")
+    result = invoke("why", "top()")
+    assert "top() would run: upstream changed" in result.stdout
+    assert "prerequisite base() was recomputed after this result was stored" in result.stdout
+    invoke("run", *INLINE, "top()")
+    invoke("run", *INLINE, "--force", "base()")  # the same value again: top() stays fresh
+    assert "top() is fresh" in invoke("why", "top()").stdout
+
+
+UNSTABLE = """
+
+@task
+def base():
+    def __():
+        import os
+        return os.environ.get("BASE_VALUE", "1")
+    return __
+
+
+@task
+def top():
+    @requires(base())
+    def __(b):
+        return b
+    return __
+"""
 
 
 def test_upstream_rerun_and_json(invoke: Invoke) -> None:

@@ -1,0 +1,70 @@
+"""Runs that share a cache: which tasks this run has locked, and which wait for another run.
+
+See :mod:`checkpoint._runlock` for the protocol: a run alone takes no task locks; once
+another run arrives, each task is locked before it is computed and until it is stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ._runlock import CHECK_SECONDS, RunLock
+from ._types import TaskId
+
+
+class Coordination:
+    """This run's locks on one store."""
+
+    def __init__(self, root: Path) -> None:
+        self.lock = RunLock(root)
+        self.locking = not self.lock.solo
+        """Whether another run shares the cache: tasks are locked before they run."""
+        self.held: set[TaskId] = set()
+        """Tasks this run has locked (until their result is stored or they fail)."""
+        self.blocked: list[TaskId] = []
+        """Ready tasks another run is computing: tried again shortly."""
+        self.last_check = time.perf_counter()
+
+    @property
+    def solo(self) -> bool:
+        return self.lock.solo
+
+    def check_due(self) -> bool:
+        return self.lock.solo and time.perf_counter() - self.last_check >= CHECK_SECONDS
+
+    def check_others(self, in_flight: Callable[[], Iterable[TaskId]],
+                     before_switch: Callable[[], None]) -> None:
+        """Alone so far: if another run has arrived, lock what is in flight and switch."""
+        self.last_check = time.perf_counter()
+        if not self.lock.solo or self.lock.alone():
+            return
+        before_switch()
+        for tid in in_flight():
+            if self.lock.try_task(tid):
+                self.held.add(tid)
+        self.locking = True
+        self.lock.end_solo()
+
+    def claim(self, tid: TaskId) -> bool:
+        """Lock ``tid`` before computing it; False (and ``tid`` blocked) if another run has it."""
+        if tid in self.held:
+            return True
+        if not self.lock.try_task(tid):
+            self.blocked.append(tid)
+            return False
+        self.held.add(tid)
+        return True
+
+    def take_blocked(self) -> list[TaskId]:
+        blocked, self.blocked = self.blocked, []
+        return blocked
+
+    def unlock(self, tid: TaskId) -> None:
+        if tid in self.held:
+            self.held.discard(tid)
+            self.lock.release_task(tid)
+
+    def close(self) -> None:
+        self.lock.close()

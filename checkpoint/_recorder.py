@@ -1,0 +1,59 @@
+"""Finished results and failed runs on their way into the store, written in batches.
+
+Records are written in one transaction per family, at the latest every ``FLUSH_SECONDS``
+or ``FLUSH_RECORDS`` records; each transaction is atomic, so a result is stored whole or
+not at all. An interrupt waits for a transaction in progress.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ._interrupts import InterruptGuard
+from ._types import TaskId
+from .store import FailedRun, Record, Store
+
+FLUSH_SECONDS = 0.2
+FLUSH_RECORDS = 1000
+
+
+class Recorder:
+    """Buffers records and failures; :meth:`flush` stores them."""
+
+    def __init__(self, store: Store, guard: InterruptGuard,
+                 on_stored: Callable[[TaskId], None]) -> None:
+        self.store = store
+        self.guard = guard
+        self.on_stored = on_stored
+        """Called for each record once it is stored (the run unlocks its task)."""
+        self.records: list[Record] = []
+        self.failures: list[tuple[str, str, FailedRun]] = []
+        self.first = 0.0
+
+    def add(self, record: Record) -> None:
+        if not self.records:
+            self.first = time.perf_counter()
+        self.records.append(record)
+
+    def add_failure(self, family: str, tid: TaskId, run: FailedRun) -> None:
+        self.failures.append((family, tid, run))
+
+    def due(self) -> bool:
+        return bool(self.records) and (
+            len(self.records) >= FLUSH_RECORDS
+            or time.perf_counter() - self.first >= FLUSH_SECONDS
+        )
+
+    def flush(self) -> None:
+        # Records are dropped only once stored (writing them again after an interrupted
+        # attempt is harmless).
+        with self.guard.critical():
+            if self.records:
+                self.store.put_many(self.records)
+                for record in self.records:
+                    self.on_stored(record.id)
+                self.records = []
+            if self.failures:
+                self.store.put_failed_runs(self.failures)
+                self.failures = []
