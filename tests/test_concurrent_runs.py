@@ -105,3 +105,30 @@ def test_killed_run_leaves_no_stuck_lock(tmp_path: Path) -> None:
     ran = executions(log)
     assert ran.count("step(0)") == 1 and len(set(ran)) == 24  # step(0) by the second run
     assert all(pid != first.pid for pid, _ in _posix_locks(lockfile))
+
+
+def test_concurrent_runs_recompute_a_damaged_value_once(tmp_path: Path) -> None:
+    """Three runs that each find the same damaged value: one recomputes it, the others adopt
+    the repaired entry (each forces main(), which reads every step)."""
+    write(tmp_path / "taskfile.py", TASKFILE)
+    log = tmp_path / "exec.log"
+    env = env_for(tmp_path, log)
+    first = start(["run", "--no-progress"], tmp_path, env)
+    assert first.communicate(timeout=120)[0].strip() == EXPECTED
+    blobs = sorted((tmp_path / ".cache" / "checkpoint" / "taskfile.step" / "blobs").glob("*.bin"))
+    assert len(blobs) == 17  # step(6) ... step(22) are blob files
+    data = bytearray(blobs[0].read_bytes())
+    data[100] ^= 0xFF
+    blobs[0].write_bytes(bytes(data))
+    log.unlink()
+    runs = [start(["run", "-j", "2", "--no-progress", "--force", "main"], tmp_path, env)
+            for _ in range(3)]
+    for proc in runs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.strip() == EXPECTED
+        assert "Internal error" not in err
+    ran = Counter(executions(log))
+    assert ran["main()"] == 3
+    del ran["main()"]
+    assert list(ran.values()) == [1], ran  # the damaged step, recomputed by one run only
