@@ -24,7 +24,10 @@ class Coordination:
         self.held: set[TaskId] = set()
         """Tasks this run has locked (until their result is stored or they fail)."""
         self.blocked: list[TaskId] = []
-        """Ready tasks another run is computing: tried again shortly."""
+        """Ready tasks another run is computing (or one whose data directory they read):
+        tried again shortly."""
+        self.readers: dict[TaskId, int] = {}
+        """Tasks whose data directory tasks of this run are reading: how many."""
         self.last_check = time.perf_counter()
 
     @property
@@ -35,8 +38,10 @@ class Coordination:
         return self.lock.solo and time.perf_counter() - self.last_check >= CHECK_SECONDS
 
     def check_others(self, in_flight: Callable[[], Iterable[TaskId]],
+                     read: Callable[[], Iterable[TaskId]],
                      before_switch: Callable[[], None]) -> None:
-        """Alone so far: if another run has arrived, lock what is in flight and switch."""
+        """Alone so far: if another run has arrived, lock what is in flight (and share the
+        data directories it reads) and switch."""
         self.last_check = time.perf_counter()
         if not self.lock.solo or self.lock.alone():
             return
@@ -44,8 +49,30 @@ class Coordination:
         for tid in in_flight():
             if self.lock.try_task(tid):
                 self.held.add(tid)
+        for tid in read():
+            self.readers[tid] = self.readers.get(tid, 0) + 1
+            if tid not in self.held:
+                self.lock.share_task(tid)
         self.locking = True
         self.lock.end_solo()
+
+    def share(self, tid: TaskId) -> bool:
+        """Share ``tid``'s lock while a task reads its data directory; False if another
+        run is computing it (the reader waits)."""
+        count = self.readers.get(tid, 0)
+        if count == 0 and tid not in self.held and not self.lock.share_task(tid):
+            return False
+        self.readers[tid] = count + 1
+        return True
+
+    def unshare(self, tid: TaskId) -> None:
+        count = self.readers.get(tid, 0) - 1
+        if count > 0:
+            self.readers[tid] = count
+            return
+        self.readers.pop(tid, None)
+        if count == 0 and tid not in self.held:
+            self.lock.release_task(tid)
 
     def claim(self, tid: TaskId) -> bool:
         """Lock ``tid`` before computing it; False (and ``tid`` blocked) if another run has it."""
@@ -64,7 +91,10 @@ class Coordination:
     def unlock(self, tid: TaskId) -> None:
         if tid in self.held:
             self.held.discard(tid)
-            self.lock.release_task(tid)
+            if tid in self.readers:  # still read by a task of this run
+                self.lock.share_task(tid)
+            else:
+                self.lock.release_task(tid)
 
     def close(self) -> None:
         self.lock.close()

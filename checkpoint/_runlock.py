@@ -15,6 +15,10 @@ run holds the lock, the task waits (other tasks go on) and, once it gets the loc
 store is read again, and a result the other run stored meanwhile is reused. A task's lock
 is held until its result is stored, so the second run never misses it.
 
+A task that reads a prerequisite's data directory holds that prerequisite's byte *shared*
+while it runs: a run that wants to recompute the prerequisite (and empty its directory)
+waits until the readers are done, and a reader waits while another run recomputes it.
+
 Runs in one process share their POSIX locks (they would not see each other): start
 concurrent runs as separate processes.
 """
@@ -83,6 +87,15 @@ class RunLock:
         """Lock one task without waiting; False when another run holds it."""
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._offset(task_id))
+        except OSError:
+            return False
+        return True
+
+    def share_task(self, task_id: str) -> bool:
+        """Lock one task shared (its data directory is being read) without waiting; False
+        when another run holds it exclusively (it is computing the task)."""
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, self._offset(task_id))
         except OSError:
             return False
         return True

@@ -347,6 +347,9 @@ class _Run:
         """How many times the process pool was rebuilt."""
         self.suspects: deque[TaskId] = deque()
         """Tasks of batches lost with a dead worker: re-run one at a time to find the culprit."""
+        self.reading: dict[TaskId, list[TaskId]] = {}
+        """Locking mode: the prerequisites whose data directory each running task reads
+        (their locks are shared until it returns)."""
         self.given: dict[TaskId, dict[TaskId, str]] = {}
         """The stamps of the values each running task was given: its entry records them."""
         self.attempts: dict[TaskId, int] = {}
@@ -475,10 +478,44 @@ class _Run:
 
     def _check_others(self) -> None:
         assert self.coordination is not None
-        self.coordination.check_others(
-            lambda: [item.id for items in self.inflight.values() for item in items],
-            self.recorder.flush,
-        )
+        in_flight = [item.id for items in self.inflight.values() for item in items]
+
+        def read() -> list[TaskId]:
+            for tid in in_flight:
+                self.reading[tid] = self._data_dir_deps(tid)
+            return [dep for tid in in_flight for dep in self.reading[tid]]
+
+        self.coordination.check_others(lambda: in_flight, read, self.recorder.flush)
+
+    def _data_dir_deps(self, tid: TaskId) -> list[TaskId]:
+        return [dep for dep in self.nodes[tid].deps if _has_data_dir(self.nodes[dep].task)]
+
+    def _share(self, tid: TaskId) -> bool:
+        """Locking mode: share the locks of the prerequisites whose data directory ``tid``
+        reads, so that no other run empties them meanwhile; False (``tid`` blocked) while
+        another run recomputes one. A prerequisite another run stored since is adopted."""
+        assert self.coordination is not None
+        shared: list[TaskId] = []
+        for dep in self._data_dir_deps(tid):
+            if not self.coordination.share(dep):
+                for taken in shared:
+                    self.coordination.unshare(taken)
+                self.coordination.blocked.append(tid)
+                return False
+            shared.append(dep)
+            if dep not in self.coordination.held and self.readiness.get(dep) is TaskState.DONE:
+                node = self.nodes[dep]
+                meta = self.store.get_meta(node.task.family.dirname, dep)
+                if meta is not None and meta.stamp != self.values.stamp(dep):
+                    node.meta = meta
+                    self.values.adopted(dep, meta)
+        self.reading[tid] = shared
+        return True
+
+    def _unshare(self, tid: TaskId) -> None:
+        if self.reading and self.coordination is not None:
+            for dep in self.reading.pop(tid, ()):
+                self.coordination.unshare(dep)
 
     def _claim(self, tid: TaskId) -> bool:
         """Locking mode: lock a task before computing it; False if it must not run now
@@ -627,11 +664,14 @@ class _Run:
         for tid in batch:
             node = self.nodes[tid]
             task = node.task
-            if self.readiness.get(tid) is not TaskState.READY or (locking and not self._claim(tid)):
+            if self.readiness.get(tid) is not TaskState.READY or (
+                locking and not (self._claim(tid) and self._share(tid))
+            ):
                 self.admission.release(task.family.queue)
                 continue
             given = self._gather(tid, payloads)
             if given is None:
+                self._unshare(tid)
                 self.admission.release(task.family.queue)
                 continue
             self.given[tid] = given
@@ -720,6 +760,7 @@ class _Run:
         for item in items:
             self.admission.release(self.nodes[item.id].task.family.queue)
             self.given.pop(item.id, None)
+            self._unshare(item.id)
             if self.readiness.get(item.id) is TaskState.RUNNING:
                 self.readiness.state[item.id] = TaskState.READY
 
@@ -759,6 +800,7 @@ class _Run:
         for outcome in outcomes:
             tid = outcome.id
             self.admission.release(self.nodes[tid].task.family.queue)
+            self._unshare(tid)
             if outcome.corrupt_dep:
                 # The task did not run: it runs again once the damaged value is recomputed.
                 self.given.pop(tid, None)

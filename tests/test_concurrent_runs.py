@@ -132,3 +132,49 @@ def test_concurrent_runs_recompute_a_damaged_value_once(tmp_path: Path) -> None:
     assert ran["main()"] == 3
     del ran["main()"]
     assert list(ran.values()) == [1], ran  # the damaged step, recomputed by one run only
+
+
+DATA_DIR_TASKFILE = """
+    import time
+    from pathlib import Path
+    from checkpoint import TaskDirectory, requires, task
+
+    @task
+    def table():
+        @requires(TaskDirectory())
+        def __(path: Path) -> str:
+            out = path / "rows.txt"
+            with out.open("w") as f:
+                for i in range(1000):
+                    f.write(f"row {i}\\n")
+                    if i % 100 == 0:
+                        f.flush()
+                        time.sleep(0.01)
+            return str(out)
+        return __
+
+    @task
+    def count(trial: int):
+        @requires(table())
+        def __(rows: str) -> int:
+            time.sleep(0.6)  # the forced run of table() starts meanwhile
+            return len(Path(rows).read_text().splitlines())
+        return __
+"""
+
+
+def test_forced_run_waits_for_readers_of_its_data_directory(tmp_path: Path) -> None:
+    """`run --force table` while another run reads table()'s files: the reader sees all of
+    them (the forced run empties the directory only once the reader is done)."""
+    write(tmp_path / "taskfile.py", DATA_DIR_TASKFILE)
+    env = env_for(tmp_path, tmp_path / "exec.log")
+    assert start(["run", "--no-progress", "table"], tmp_path, env).communicate(timeout=60)
+    for trial in range(3):
+        reader = start(["run", "--no-progress", f"count({trial})"], tmp_path, env)
+        time.sleep(0.3)
+        forced = start(["run", "--no-progress", "--force", "table"], tmp_path, env)
+        out, err = reader.communicate(timeout=60)
+        forced.communicate(timeout=60)
+        assert reader.returncode == 0, err
+        assert out.strip() == "1000", f"trial {trial}: the reader saw {out.strip()} rows"
+        assert forced.returncode == 0
