@@ -178,3 +178,23 @@ def test_forced_run_waits_for_readers_of_its_data_directory(tmp_path: Path) -> N
         assert reader.returncode == 0, err
         assert out.strip() == "1000", f"trial {trial}: the reader saw {out.strip()} rows"
         assert forced.returncode == 0
+
+
+def test_clear_during_a_run_never_crashes_either_side(tmp_path: Path) -> None:
+    """`checkpoint clear` of the families a run is computing and reading: both exit 0, the run
+    prints the right value, and the next run computes only what was cleared."""
+    write(tmp_path / "taskfile.py", TASKFILE)
+    log = tmp_path / "exec.log"
+    env = env_for(tmp_path, log)
+    for trial, delay in enumerate((0.3, 0.9, 1.6)):
+        run = start(["run", "-j", "2", "--no-progress"], tmp_path, env)
+        time.sleep(delay)
+        clear = start(["clear", "-y", "step"], tmp_path, env)
+        cleared_out, cleared_err = clear.communicate(timeout=60)
+        out, err = run.communicate(timeout=120)
+        assert clear.returncode == 0, cleared_err
+        assert run.returncode == 0, err
+        assert out.strip() == EXPECTED, f"trial {trial}"
+        assert "Internal error" not in err + cleared_err
+    again = start(["run", "--no-progress"], tmp_path, env).communicate(timeout=120)[0]
+    assert again.strip() == EXPECTED
