@@ -9,8 +9,10 @@ that will be retried gives :class:`TaskRetried` (and a new :class:`TaskStarted`)
 result that fails its check gives :class:`CorruptEntryFound` before its task re-runs. Every event is
 delivered on the thread that called :func:`checkpoint.run`.
 
-Tasks are handed to workers in batches, so a :class:`TaskStarted` means "handed to a
-worker": the tasks of one batch start together and run one after another.
+Tasks are handed to workers in batches, so a :class:`TaskStarted` means "a worker has it":
+the tasks of one batch start together and run one after another. A batch queued behind a
+running one (so that a worker never waits for this thread) is announced when a worker
+frees up, so no more batches show as running than there are workers.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class RunPlanned:
 
 @dataclass(frozen=True)
 class TaskStarted:
-    """A task was handed to a worker."""
+    """A worker has the task (its batch is running, not queued)."""
 
     task: Task[Any]
     time: float

@@ -341,6 +341,10 @@ class _Run:
         self.done: queue.SimpleQueue[tuple[Future[list[Outcome]], list[WorkItem]]] = queue.SimpleQueue()
         self.inflight: dict[int, list[WorkItem]] = {}
         """Batches handed to the executor, by ``id(items)``."""
+        self.started: set[int] = set()
+        """Batches in flight that were announced as started (at most one per worker)."""
+        self.queued: deque[list[WorkItem]] = deque()
+        """Batches in flight queued behind those, announced when a worker frees up."""
         self.batch_info: dict[int, tuple[int, bool]] = {}
         """``id(items)`` of a batch in flight: (pool generation, submitted alone as a suspect)."""
         self.generation = 0
@@ -657,7 +661,6 @@ class _Run:
     def _submit(self, batch: list[TaskId], isolated: bool = False) -> None:
         items: list[WorkItem] = []
         payloads: dict[TaskId, Payload] = {}
-        now = time.time()
         pickled = self.adapter.kind == "pickled"
         assert self.coordination is not None
         locking = self.coordination.locking
@@ -692,8 +695,6 @@ class _Run:
             item.debug = self.debug
             item.show_locals = self.show_locals
             items.append(item)
-            if self.emit:
-                self.emit(ev.TaskStarted(task, now))
         if not items:
             return
         try:
@@ -702,9 +703,22 @@ class _Run:
             future = Future()
             future.set_exception(exc)
         self.inflight[id(items)] = items
+        if self.emit:
+            if len(self.started) < self.adapter.workers:
+                self._announce(items)
+            else:  # queued behind a running batch (prefetch): not running yet
+                self.queued.append(items)
         if isolated or self.generation:
             self.batch_info[id(items)] = (self.generation, isolated)
         future.add_done_callback(lambda f: self.done.put((f, items)))
+
+    def _announce(self, items: list[WorkItem]) -> None:
+        """A batch reached a worker (as far as this thread can tell: a free one was there)."""
+        assert self.emit is not None
+        self.started.add(id(items))
+        now = time.time()
+        for item in items:
+            self.emit(ev.TaskStarted(self.nodes[item.id].task, now))
 
     def _gather(self, tid: TaskId, payloads: dict[TaskId, Payload]) -> dict[TaskId, str] | None:
         """Put the values ``tid`` reads into ``payloads`` and return their stamps; ``None``
@@ -767,6 +781,17 @@ class _Run:
     def _collect(self, done: tuple[Future[list[Outcome]], list[WorkItem]]) -> None:
         future, items = done
         self.inflight.pop(id(items), None)
+        try:
+            self._collect_outcomes(future, items)
+        finally:
+            if self.emit:  # after this batch's outcomes: its worker is free now
+                self.started.discard(id(items))
+                while self.queued and len(self.started) < self.adapter.workers:
+                    waiting = self.queued.popleft()
+                    if id(waiting) in self.inflight:
+                        self._announce(waiting)
+
+    def _collect_outcomes(self, future: Future[list[Outcome]], items: list[WorkItem]) -> None:
         generation, isolated = (
             self.batch_info.pop(id(items), (0, False)) if self.batch_info else (0, False)
         )
