@@ -306,14 +306,18 @@ def summary_lines(tally: Tally) -> list[str]:
     """The end-of-run summary: counts, wall time, slowest tasks."""
     wall = tally.wall_time if tally.wall_time is not None else tally.elapsed()
     if tally.interrupted is not None:
-        head = (f"Interrupted after {format_duration(wall)}: {tally.ran} ran and were stored, "
-                f"{tally.interrupted.not_run} did not run")
+        # The one line an interrupted run prints (the CLI adds nothing): "done" were stored.
+        head = (f"interrupted: {tally.interrupted.done} done, {tally.interrupted.not_run} not run, "
+                f"after {format_duration(wall)}")
     elif tally.to_run == 0 and not tally.failed:
         return [f"Nothing to run: all {tally.reused:,} tasks reused ({format_duration(wall)})."]
     else:
         head = (f"{'Failed' if tally.failed else 'Done'} in {format_duration(wall)}: "
                 f"{tally.ran:,} ran, {tally.reused:,} reused, {tally.failed:,} failed, "
                 f"{tally.skipped:,} skipped")
+        not_run = tally.total - tally.settled
+        if not_run > 0:  # stopped at the first failure (no --keep-going)
+            head += f", {not_run:,} not run"
     lines = [head + "."]
     if tally.kept:
         lines.append(

@@ -138,6 +138,7 @@ def test_cli_interrupt_stops_workers_and_keeps_finished(tmp_path: Path, signum: 
     assert "Traceback" not in err
     found = re.search(r"interrupted: (\d+) done, (\d+) not run", err)
     assert found, err
+    assert err.lower().count("interrupted") == 1, err  # said once, not by both CLI and summary
     done, not_run = int(found[1]), int(found[2])
     stored = _stored_steps(tmp_path)
     # "done" is what was stored (a result computed but not yet collected is not kept).

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -433,3 +434,34 @@ def test_run_progress_true_gives_the_live_display_the_stored_mean(
     assert given and given[0] is not None
     assert given[0](dirname) == pytest.approx(family_mean_duration(Store.open(), dirname))
     assert given[0](mod.div(1, 1).family.dirname) is None
+
+
+def test_summary_counts_tasks_a_failure_left_unstarted(tmp_path: Path) -> None:
+    """Without -k a failure stops the run: the summary says how many tasks never ran."""
+    from click.testing import CliRunner
+
+    from checkpoint.cli import cli
+
+    (tmp_path / "taskfile.py").write_text(
+        "from checkpoint import task, requires\n"
+        "@task\n"
+        "def boom():\n"
+        "    def __():\n"
+        "        raise ValueError('no')\n"
+        "    return __\n"
+        "@task\n"
+        "def after(i: int):\n"
+        "    @requires(boom())\n"
+        "    def __(b):\n"
+        "        return b\n"
+        "    return __\n"
+        "@task\n"
+        "def main():\n"
+        "    @requires([after(i) for i in range(3)])\n"
+        "    def __(xs):\n"
+        "        return xs\n"
+        "    return __\n"
+    )
+    result = CliRunner().invoke(cli, ["run", "--executor", "inline", "--no-progress"])
+    assert result.exit_code == 1
+    assert "0 ran, 0 reused, 1 failed, 0 skipped, 4 not run." in result.stderr

@@ -109,8 +109,9 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _interrupt_exit() -> Iterator[Callable[[Any], None]]:
-    """Turn an interrupted run into "interrupted: N done, M not run" and exit 130 (143: SIGTERM)."""
+def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
+    """Turn an interrupted run into "interrupted: N done, M not run" (unless the progress
+    summary, ``summarized``, says it) and exit 130 (143: SIGTERM)."""
     from ..errors import TerminatedError
     from ..events import CorruptEntryFound, RunInterrupted, TaskRetried
 
@@ -129,8 +130,9 @@ def _interrupt_exit() -> Iterator[Callable[[Any], None]]:
         yield record
     except KeyboardInterrupt as exc:
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # another Ctrl-C now ends us at once
-        counts = f": {seen[0].done} done, {seen[0].not_run} not run" if seen else ""
-        click.echo(f"interrupted{counts}", err=True)
+        if not (summarized and seen):
+            counts = f": {seen[0].done} done, {seen[0].not_run} not run" if seen else ""
+            click.echo(f"interrupted{counts}", err=True)
         code = 128 + exc.signum if isinstance(exc, TerminatedError) else 130
         raise click.exceptions.Exit(code) from None
 
@@ -200,7 +202,7 @@ def run(
     # Progress, the summary and failed tasks' output and tracebacks go to stderr.
     subs, reporter, failures = subscribers(app, no_progress=no_progress, show_output=show_output,
                                            as_json=as_json)
-    with _interrupt_exit() as record, contextlib.closing(reporter), _stdout_to_stderr(as_json):
+    with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), _stdout_to_stderr(as_json):
         result = run_tasks(
             tasks,
             executor=executor,
