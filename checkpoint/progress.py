@@ -5,8 +5,7 @@
   failed); the running tasks with their arguments and elapsed time (a bounded list, "+N
   more"); failures in red as they happen, and each task's output above the display when
   ``show_output`` asks for it.
-* :class:`PlainReporter`, anywhere else (piped, CI, ``--no-progress``, ``NO_COLOR``,
-  ``TERM=dumb``): one line per finished, failed or skipped task, no escape codes.
+* :class:`PlainReporter`, anywhere else (piped, CI, ``--no-progress``, ``TERM=dumb``): one line per finished, failed or skipped task, no escape codes.
 * Both end with a summary (ran, reused, failed, skipped, wall time, the slowest tasks) and
   then, for each failed task, its captured output and traceback.
 
@@ -702,13 +701,12 @@ class LiveReporter:
 def wants_live(stream: IO[str] | None = None) -> bool:
     """Whether a live display suits ``stream`` (default stderr).
 
-    As rich decides: ``NO_COLOR`` or ``TERM=dumb`` say no, ``FORCE_COLOR`` and Jupyter say
-    yes (rich draws there with ipywidgets, so only when it is installed), otherwise only a
-    terminal gets one.
+    As rich decides: ``TERM=dumb`` says no, ``FORCE_COLOR`` and Jupyter say yes (rich draws
+    there with ipywidgets, so only when it is installed), otherwise only a terminal gets one.
+    ``NO_COLOR`` asks for no colour, not for no display: the live display then draws
+    without colours (rich honours it).
     """
     env = os.environ
-    if env.get("NO_COLOR"):
-        return False
     if _in_jupyter():
         import importlib.util
 

@@ -252,7 +252,8 @@ def test_eta_uses_previous_durations_then_family_means(mod: Any) -> None:
 
 
 def test_reporter_for_picks_plain_output_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pipes, NO_COLOR and TERM=dumb should get plain lines; FORCE_COLOR and terminals the live display."""
+    """Pipes and TERM=dumb should get plain lines; FORCE_COLOR and terminals the live display
+    (NO_COLOR too: it asks for no colour, not for no display)."""
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -263,7 +264,7 @@ def test_reporter_for_picks_plain_output_off_a_terminal(monkeypatch: pytest.Monk
     assert isinstance(reporter_for(Tty()), LiveReporter)
     assert isinstance(reporter_for(Tty(), live=False), PlainReporter)
     monkeypatch.setenv("NO_COLOR", "1")
-    assert not wants_live(Tty())
+    assert wants_live(Tty())
     monkeypatch.delenv("NO_COLOR")
     monkeypatch.setenv("TERM", "dumb")
     assert not wants_live(Tty())
