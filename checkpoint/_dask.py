@@ -50,6 +50,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._text import plural
 from ._worker import Outcome, Payload, WorkItem, run_batch
 from .errors import SharedCacheError, UsageError, WorkerDiedError
 from .executors import ExecutorAdapter
@@ -484,7 +485,7 @@ def unshared_workers(client: Any, root: Path) -> dict[str, tuple[str, str]]:
 def _unshared_message(bad: dict[str, tuple[str, str]], root: Path) -> str:
     lines = "\n".join(f"  {addr} (host {host}): {why}" for addr, (host, why) in sorted(bad.items()))
     return (
-        f"{len(bad)} Dask worker(s) cannot see the cache directory {root.parent}, which "
+        f"{plural(len(bad), 'Dask worker')} cannot see the cache directory {root.parent}, which "
         f"tasks using TaskDirectory() write into:\n{lines}\n"
         "Put the cache on a filesystem shared by this machine and every worker "
         "(--cache-dir or CP_CACHE_DIR), at the same path."

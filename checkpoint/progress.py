@@ -301,6 +301,10 @@ def error_line(event: ev.TaskFailed) -> str:
     return f"{type(event.error).__name__}: {first}"
 
 
+def _all(count: int) -> str:
+    return "1 task" if count == 1 else f"all {count:,} tasks"
+
+
 def summary_lines(tally: Tally) -> list[str]:
     """The end-of-run summary: counts, wall time, slowest tasks."""
     wall = tally.wall_time if tally.wall_time is not None else tally.elapsed()
@@ -309,7 +313,7 @@ def summary_lines(tally: Tally) -> list[str]:
         head = (f"interrupted: {tally.interrupted.done} done, {tally.interrupted.not_run} not run, "
                 f"after {format_duration(wall)}")
     elif tally.to_run == 0 and not tally.failed:
-        return [f"Nothing to run: all {tally.reused:,} tasks reused ({format_duration(wall)})."]
+        return [f"Nothing to run: {_all(tally.reused)} reused ({format_duration(wall)})."]
     else:
         head = (f"{'Failed' if tally.failed else 'Done'} in {format_duration(wall)}: "
                 f"{tally.ran:,} ran, {tally.reused:,} reused, {tally.failed:,} failed, "

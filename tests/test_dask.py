@@ -330,7 +330,7 @@ def test_cache_invisible_to_workers_fails_clearly(
     with pytest.raises(SharedCacheError) as info:
         tasks.writes().run(executor=client.get_executor())
     message = str(info.value)
-    assert "2 Dask worker(s) cannot see the cache directory" in message
+    assert "2 Dask workers cannot see the cache directory" in message
     assert str(cache_dir) in message and "--cache-dir or CP_CACHE_DIR" in message
 
 

@@ -14,6 +14,7 @@ import json
 
 import click
 
+from .._text import plural
 from ..errors import UnknownTaskError
 from . import App, pass_app
 from ._complete import complete_targets
@@ -167,7 +168,7 @@ def cache_prune(app: App, older_than: float | None, max_size: int | None, yes: b
     ))
     size = human_size(sum(i.size for i in items))
     if removed is None:
-        err(f"Would remove {len(items)} item(s) ({size}). Pass -y to delete them.", quiet=app.quiet)
+        err(f"Would remove {plural(len(items), 'item')} ({size}). Pass -y to delete them.", quiet=app.quiet)
     else:
         err(f"Removed {removed.entries} entr{'y' if removed.entries == 1 else 'ies'} and "
             f"{len(removed.families)} famil{'y' if len(removed.families) == 1 else 'ies'} "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._text import plural
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import emit_json, err, human_duration, human_size, table
@@ -61,7 +62,7 @@ def ls(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -
         ["TASK", "STATE", "LAST RUN", "REASON"],
         [[r.task.expression(), r.state, _last(r.last), r.reason or ""] for r in rows],
     ))
-    err(", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({len(rows)} tasks)",
+    err(", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({plural(len(rows), 'task')})",
         quiet=app.quiet)
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._text import plural
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import emit_json, err, trim_traceback
@@ -267,18 +268,18 @@ def _show_plan(app: App, the_plan: Plan, as_json: bool) -> None:
         })
         return
     if not to_run:
-        err(f"Nothing to run: all {len(the_plan.nodes)} task(s) are fresh.", quiet=app.quiet)
+        err(("Nothing to run: " + ("the task is" if len(the_plan.nodes) == 1 else f"all {len(the_plan.nodes):,} tasks are") + " fresh."), quiet=app.quiet)
         return
     groups: dict[str, list[str]] = {}
     for tid in to_run:
         groups.setdefault(the_plan.nodes[tid].task.family.short_name, []).append(tid)
     for name, ids in groups.items():
-        click.echo(f"{name}: {len(ids)} task(s)")
+        click.echo(f"{name}: {plural(len(ids), 'task')}")
         width = max(len(the_plan.nodes[t].task.expression()) for t in ids)
         for tid in ids:
             node = the_plan.nodes[tid]
             click.echo(f"  {node.task.expression().ljust(width)}  {node.reason}")
-    err(f"{len(to_run)} of {len(the_plan.nodes)} task(s) would run.", quiet=app.quiet)
+    err(f"{len(to_run):,} of {plural(len(the_plan.nodes), 'task')} would run.", quiet=app.quiet)
 
 
 def _run_document(

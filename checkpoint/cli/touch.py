@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._text import plural
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import emit_json, err
@@ -57,7 +58,9 @@ def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
     if total.missing:
         names = ", ".join(t.expression() for t in total.missing[:5])
         more = f" and {len(total.missing) - 5} more" if len(total.missing) > 5 else ""
-        err(f"{len(total.missing)} task(s) have no stored result and still have to run: "
+        one = len(total.missing) == 1
+        err(f"{plural(len(total.missing), 'task')} {'has' if one else 'have'} no stored result "
+            f"and still {'has' if one else 'have'} to run: "
             f"{names}{more}.")
 
 

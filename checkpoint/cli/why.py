@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._text import plural
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import emit_json, human_time
@@ -62,17 +63,18 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
         for exp in exps[:_PER_GROUP]:
             _show(exp)
         if len(exps) > _PER_GROUP:
-            click.echo(f"... and {len(exps) - _PER_GROUP} more {name} task(s): {reason}")
+            more = len(exps) - _PER_GROUP
+            click.echo(f"... and {more} more {name} {'task' if more == 1 else 'tasks'}: {reason}")
     upstream_only = sum(1 for e in explanations
                         if e.reason == "upstream re-run" and e.task.id not in target_ids)
     if upstream_only:
-        click.echo(f"{upstream_only} other task(s) would re-run only because a prerequisite does.")
+        click.echo(f"{plural(upstream_only, 'other task')} would re-run only because a prerequisite does.")
 
 
 def _names(exps: list[Explanation]) -> str:
     names = ", ".join(e.task.expression() for e in exps[:_PER_GROUP])
     more = f" and {len(exps) - _PER_GROUP} more" if len(exps) > _PER_GROUP else ""
-    return f"{len(exps)} task(s): {names}{more}"
+    return f"{plural(len(exps), 'task')}: {names}{more}"
 
 
 def _show(exp: Explanation) -> None:

@@ -141,10 +141,10 @@ def test_dry_run_groups_by_family_with_reasons(invoke: Invoke, project: Path) ->
     result = invoke("run", "-n", "choose(2, 1)")
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
-        "choose: 3 task(s)", "  choose(1, 0)  missing", "  choose(1, 1)  missing",
+        "choose: 3 tasks", "  choose(1, 0)  missing", "  choose(1, 1)  missing",
         "  choose(2, 1)  missing",
     ]
-    assert "3 of 3 task(s) would run" in result.stderr
+    assert "3 of 3 tasks would run" in result.stderr
     invoke("run", *INLINE, "choose(2, 1)")
     assert "Nothing to run" in invoke("run", "-n", "choose(2, 1)").stderr
     invoke("clear", "choose(1, 0)")
@@ -256,3 +256,14 @@ def test_live_display_gets_the_family_mean_from_the_cache(invoke: Invoke, projec
     assert lookup is not None
     assert lookup("taskfile.choose") == pytest.approx(sum(durations) / len(durations))
     assert lookup("taskfile.main") is None
+
+
+def test_counts_read_as_english_for_one(invoke: Invoke) -> None:
+    """One task is "1 task", never "1 tasks" or "1 task(s)"."""
+    first = invoke("run", "--executor", "inline", "greet")
+    again = invoke("run", "--executor", "inline", "greet")
+    dry = invoke("run", "-n", "choose(1, 0)")
+    text = first.stderr + again.stderr + dry.stdout + dry.stderr
+    assert "Nothing to run: 1 task reused" in again.stderr
+    assert "1 of 1 task would run" in dry.stderr
+    assert "(s)" not in text and "1 tasks" not in text

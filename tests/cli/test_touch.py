@@ -50,7 +50,7 @@ def test_touch_name_without_arguments_is_a_target(invoke: Invoke) -> None:
     invoke("clear", "choose(1, 0)")
     result = invoke("touch", "main")
     assert result.exit_code == 0
-    assert "1 task(s) have no stored result and still have to run: choose(1, 0)." in result.stderr
+    assert "1 task has no stored result and still has to run: choose(1, 0)." in result.stderr
     assert "Touched" in result.stderr
 
 

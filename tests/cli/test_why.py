@@ -42,7 +42,7 @@ def test_code_change_shows_source_diff(invoke: Invoke, project: Path) -> None:
     assert "+            return b + a" in out
     assert "a comment" not in out
     assert out.count("--- stored") == 2  # the target, then its family's group
-    assert "choose: code changed, for 4 task(s)" in out
+    assert "choose: code changed, for 4 tasks" in out
 
 
 def test_cosmetic_change_is_fresh(invoke: Invoke, project: Path) -> None:
