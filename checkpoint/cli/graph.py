@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -13,11 +14,11 @@ from . import App, pass_app
 
 @click.command()
 @click.argument("targets", nargs=-1)
-@click.option("--dot", "fmt", flag_value="dot", help="Graphviz DOT text (the default).")
-@click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart text (renders in GitHub Markdown).")
-@click.option("--json", "fmt", flag_value="json", help="JSON, schema checkpoint-graph/1 (see docs/graph.md).")
-@click.option("--svg", "fmt", flag_value="svg", help="SVG image (needs Graphviz's dot).")
-@click.option("--png", "fmt", flag_value="png", help="PNG image (needs Graphviz's dot; use with -o).")
+@click.option("--dot", "formats", flag_value="dot", multiple=True, help="Graphviz DOT text (the default).")
+@click.option("--mermaid", "formats", flag_value="mermaid", multiple=True, help="Mermaid flowchart text (renders in GitHub Markdown).")
+@click.option("--json", "formats", flag_value="json", multiple=True, help="JSON, schema checkpoint-graph/1 (see docs/graph.md).")
+@click.option("--svg", "formats", flag_value="svg", multiple=True, help="SVG image (needs Graphviz's dot).")
+@click.option("--png", "formats", flag_value="png", multiple=True, help="PNG image (needs Graphviz's dot; use with -o).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE instead of stdout (its suffix picks the format if none is given).")
 @click.option("--families", is_flag=True, help="One node per task family, with task counts; edges show how many task edges they stand for.")
 @click.option("--no-legend", is_flag=True, help="Leave out the legend (DOT, Mermaid, images).")
@@ -26,7 +27,7 @@ from . import App, pass_app
 def graph(
     app: App,
     targets: tuple[str, ...],
-    fmt: str | None,
+    formats: tuple[str, ...],
     output: Path | None,
     families: bool,
     no_legend: bool,
@@ -43,8 +44,7 @@ def graph(
     from ..store import Store
     from ..taskfile import resolve_target
 
-    if fmt is None:
-        fmt = (export.format_for_path(output) if output else None) or "dot"
+    fmt = _format(formats, output, export.format_for_path)
     if fmt == "png" and output is None and sys.stdout.isatty():
         raise UsageError("PNG is binary: write it to a file with -o FILE (e.g. -o graph.png).")
     tasks = [resolve_target(app.module, t, taskfile=app.taskfile) for t in (targets or ("main",))]
@@ -65,3 +65,27 @@ def graph(
         sys.stdout.buffer.flush()
     else:
         click.echo(data, nl=False)
+
+
+def _format(
+    formats: tuple[str, ...], output: Path | None, for_path: Callable[[Path], str | None]
+) -> str:
+    """The one format asked for: a flag, else the output file's suffix, else DOT."""
+    chosen = set(formats)
+    if len(chosen) > 1:
+        flags = " and ".join(f"--{f}" for f in sorted(chosen))
+        raise UsageError(f"Choose one format: {flags} were both given.")
+    suffix = output.suffix if output is not None else ""
+    by_suffix = for_path(output) if output is not None else None
+    if suffix and by_suffix is None and not chosen:
+        raise UsageError(
+            f"Cannot write the graph as {suffix!r} ({output}): checkpoint writes .dot/.gv, "
+            ".mmd, .json, .svg and .png (the last two through Graphviz's dot). For another "
+            f"format, write DOT and convert it: dot -T{suffix.lstrip('.')} graph.dot -o {output}."
+        )
+    if chosen:
+        fmt = chosen.pop()
+        if by_suffix is not None and by_suffix != fmt:
+            raise UsageError(f"--{fmt} does not match the file name {output} (a {by_suffix} file).")
+        return fmt
+    return by_suffix or "dot"

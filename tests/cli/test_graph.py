@@ -14,6 +14,8 @@ from click.testing import CliRunner
 
 from checkpoint.cli import cli
 
+from .conftest import Invoke
+
 TASKFILE = """
 from pathlib import Path
 
@@ -219,3 +221,17 @@ def test_svg_and_png_with_graphviz(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["graph", "--png", "-o", "g.png", "--families"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "g.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_unsupported_suffix_and_conflicting_formats_are_errors(invoke: Invoke, tmp_path: Path) -> None:
+    """`-o g.pdf` must not write DOT under a .pdf name; two format flags are not last-wins."""
+    result = invoke("graph", "-o", "g.pdf")
+    assert result.exit_code == 2
+    assert "Cannot write the graph as '.pdf'" in result.stderr
+    assert not (tmp_path / "g.pdf").exists()
+    result = invoke("graph", "--mermaid", "--json")
+    assert result.exit_code == 2 and "Choose one format: --json and --mermaid" in result.stderr
+    result = invoke("graph", "--json", "-o", "g.mmd")
+    assert result.exit_code == 2 and "does not match the file name" in result.stderr
+    assert invoke("graph", "--dot", "-o", "g.txt").exit_code == 0
+    assert (tmp_path / "g.txt").read_text().startswith("digraph")
