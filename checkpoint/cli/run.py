@@ -53,6 +53,20 @@ def _rate_limit(ctx: click.Context, param: click.Parameter, values: tuple[str, .
     return limits
 
 
+def _check_queues(app: App, rate_limits: dict[str, int]) -> None:
+    """Warn about a --rate-limit queue that no task family of the taskfile uses."""
+    if not rate_limits:
+        return
+    from ..taskfile import loaded_families
+
+    known = sorted({family.queue for family in loaded_families()})
+    for queue in rate_limits:
+        if queue not in known:
+            err(f"warning: no task family uses the queue {queue!r} of --rate-limit; the queues "
+                f"are: {', '.join(known) or '(none)'} (a family's queue is its name unless "
+                "@task(queue=...) names another).", quiet=app.quiet)
+
+
 def _executor(ctx: click.Context, param: click.Parameter, value: str) -> str:
     name = value.lower()
     if name in (*EXECUTORS, "processes", "threads") or name.startswith(("dask://", "tcp://")):
@@ -140,7 +154,8 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 
 @click.command()
 @click.argument("targets", nargs=-1, shell_complete=complete_targets)
-@click.option("-j", "--workers", type=click.IntRange(min=1), help="Number of workers (default: CPU count).")
+@click.option("-j", "--workers", "--jobs", "workers", type=click.IntRange(min=1),
+              help="Number of workers (default: CPU count).")
 @click.option("--executor", default="process", show_default=True, callback=_executor,
               help="process, thread, inline, dask or dask://HOST:PORT.")
 @click.option("--rate-limit", "rate_limits", multiple=True, callback=_rate_limit, metavar="QUEUE=N",
@@ -162,6 +177,8 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 @click.option("--trace", "trace", metavar="TARGET", shell_complete=complete_targets,
               help="Build TARGET's prerequisites, then step through TARGET under the debugger.")
 @click.option("--show-locals", is_flag=True, help="Show local variables in failure tracebacks.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Say less: only errors and data ('checkpoint -q run' does the same).")
 @pass_app
 def run(
     app: App,
@@ -181,6 +198,7 @@ def run(
     post_mortem: bool,
     trace: str | None,
     show_locals: bool,
+    quiet: bool,
 ) -> None:
     """Build TARGETS (default: main) as one DAG and print their values.
 
@@ -191,9 +209,12 @@ def run(
     from ..graph import plan
     from ..scheduler import run as run_tasks
 
+    if quiet:
+        app.verbosity = min(app.verbosity, -1)
     if trace and not targets:
         targets = (trace,)
     tasks = app.targets(targets or ("main",))
+    _check_queues(app, rate_limits)
     traced = app.targets((trace,)) if trace else []
     if dry_run:
         the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,

@@ -267,3 +267,15 @@ def test_counts_read_as_english_for_one(invoke: Invoke) -> None:
     assert "Nothing to run: 1 task reused" in again.stderr
     assert "1 of 1 task would run" in dry.stderr
     assert "(s)" not in text and "1 tasks" not in text
+
+
+def test_jobs_quiet_after_run_and_unknown_queue(invoke: Invoke) -> None:
+    """--jobs is -j; -q works after `run` too; a --rate-limit queue no family uses is named."""
+    result = invoke("run", "--executor", "inline", "--jobs", "2", "-q", "--rate-limit", "gpu=1",
+                    "choose(2, 1)")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "2"
+    assert result.stderr == ""  # -q: only errors and data (the queue warning too)
+    result = invoke("run", "--executor", "inline", "--rate-limit", "gpu=1", "choose(2, 1)")
+    assert "warning: no task family uses the queue 'gpu' of --rate-limit" in result.stderr
+    assert "taskfile.choose" in result.stderr
