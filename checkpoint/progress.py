@@ -44,7 +44,7 @@ from ._types import TaskId
 from .task import task_label
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
+    from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
     from rich.live import Live
 
     from .task import Task
@@ -233,8 +233,9 @@ class Tally:
         """Seconds since the run was planned."""
         return 0.0 if self.started_at is None else max(0.0, self.clock() - self.started_at)
 
-    def eta(self) -> float | None:
-        """Seconds until the run ends, or ``None`` while there is nothing to go on."""
+    def remaining_work(self) -> float | None:
+        """Expected task-seconds still to run (history, family means), or ``None`` while a
+        family with tasks left has no estimate at all."""
         known_sum = sum(f.dur_sum for f in self.families.values())
         known_n = sum(f.dur_n for f in self.families.values())
         overall = known_sum / known_n if known_n else None
@@ -246,6 +247,31 @@ class Tally:
                 if mean is None:
                     return None
                 remaining += fam.unknown_left * mean
+        return remaining
+
+    def fraction(self) -> float:
+        """How far the run is, weighted by expected durations where they are known (a
+        200-of-209 run whose last 9 tasks are its slowest is not 95% done)."""
+        by_count = self.settled / self.total if self.total else 1.0
+        remaining = self.remaining_work()
+        if remaining is None or self.total == 0 or self.settled >= self.total:
+            return by_count
+        running = sum(min(est, self.clock() - at) for est, at in self._running_work())
+        done = self.done_work + running
+        if done + remaining <= 0.0:
+            return by_count
+        return max(0.0, min(1.0, done / (done + remaining)))
+
+    def _running_work(self) -> list[tuple[float, float]]:
+        """(expected duration, start) of the running tasks that have an estimate."""
+        return [(est, at) for tid, (_, at) in self.running.items()
+                if (est := self.estimates.get(tid)) is not None]
+
+    def eta(self) -> float | None:
+        """Seconds until the run ends, or ``None`` while there is nothing to go on."""
+        remaining = self.remaining_work()
+        if remaining is None:
+            return None
         if remaining <= 0.0:
             return 0.0 if self.settled >= self.total else None
         elapsed = self.elapsed()
@@ -305,8 +331,9 @@ def _all(count: int) -> str:
     return "1 task" if count == 1 else f"all {count:,} tasks"
 
 
-def summary_lines(tally: Tally) -> list[str]:
-    """The end-of-run summary: counts, wall time, slowest tasks."""
+def summary_lines(tally: Tally, width: int | None = None) -> list[str]:
+    """The end-of-run summary: counts, wall time, slowest tasks (as many as ``width``
+    columns hold)."""
     wall = tally.wall_time if tally.wall_time is not None else tally.elapsed()
     if tally.interrupted is not None:
         # The one line an interrupted run prints (the CLI adds nothing): "done" were stored.
@@ -327,10 +354,18 @@ def summary_lines(tally: Tally) -> list[str]:
             f"Kept {tally.kept:,} planned {'task' if tally.kept == 1 else 'tasks'}: "
             "their prerequisites re-ran and gave the same values (early cutoff)."
         )
-    # Tasks that took under a millisecond would show as 0.000s: noise, not a lead.
-    slowest = [(t, d) for t, d in tally.slowest() if d >= 0.0005]
+    # Tasks that took under a millisecond, or a tenth of the slowest, are noise, not leads.
+    slowest = tally.slowest()
+    top = slowest[0][1] if slowest else 0.0
+    slowest = [(t, d) for t, d in slowest if d >= 0.0005 and d >= top / 10]
     if slowest and tally.ran > 1:
-        lines.append("Slowest: " + ", ".join(f"{t!r} {format_duration(d)}" for t, d in slowest))
+        line = "Slowest:"
+        for t, d in slowest:
+            item = f" {t!r} {format_duration(d)}"
+            if width is not None and line != "Slowest:" and len(line) + len(item) + 1 > width:
+                break  # the next one would wrap mid-name
+            line += ("," if line != "Slowest:" else "") + item
+        lines.append(line)
     return lines
 
 
@@ -597,7 +632,8 @@ class LiveReporter:
             return
         self._ended = True
         self.close()
-        lines = summary_lines(self.tally)
+        width = self.console.width if self.console is not None else None
+        lines = summary_lines(self.tally, width)
         if self.console is None and not self.tally.failures:
             # Nothing ran on a display: a plain line spares the import of rich.
             stream = self.stream if self.stream is not None else sys.stderr
@@ -636,11 +672,11 @@ class LiveReporter:
 
     # --- drawing ----------------------------------------------------------------------------
 
-    def __rich__(self) -> RenderableType:
-        return self.render()
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.render(options.max_width)
 
-    def render(self) -> RenderableType:
-        """The display as of now (what the live display draws).
+    def render(self, width: int = 100) -> RenderableType:
+        """The display as of now (what the live display draws), ``width`` columns wide.
 
         One :class:`rich.text.Text` laid out by hand: rich tables measure every cell on
         every frame, which costs several times more on the refresh thread.
@@ -650,7 +686,7 @@ class LiveReporter:
         with self._lock:
             tally = self.tally
             total, settled, failed_any = tally.total, tally.settled, tally.failed
-            elapsed, eta = tally.elapsed(), tally.eta()
+            elapsed, eta, fraction = tally.elapsed(), tally.eta(), tally.fraction()
             rows = [(f.name, f.done, f.total, f.running, f.failed, f.skipped)
                     for f in tally.families.values()]
             now = self.clock()
@@ -658,12 +694,17 @@ class LiveReporter:
             n_running = len(tally.running)
 
         text = Text(no_wrap=True, overflow="ellipsis", end="")
-        width = 30
-        filled = width * settled // max(total, 1)
+        status = (f" {settled:,}/{total:,} {int(100 * fraction)}%"
+                  f"  elapsed {format_duration(elapsed)}"
+                  f"  ETA {format_duration(eta) if eta is not None else '?'}")
+        bar = max(0, min(30, width - len(status)))  # the bar shrinks before the ETA goes
+        if bar < 5:
+            bar = 0
+        filled = round(bar * fraction)
         text.append("━" * filled, style="red" if failed_any else "green")
-        text.append("━" * (width - filled), style="grey23")
+        text.append("━" * (bar - filled), style="grey23")
         text.append(f" {settled:,}/{total:,}", style="bold")
-        text.append(f" {100 * settled // max(total, 1)}%")
+        text.append(f" {int(100 * fraction)}%")
         text.append(f"  elapsed {format_duration(elapsed)}", style="dim")
         text.append(f"  ETA {format_duration(eta) if eta is not None else '?'}", style="cyan")
 
@@ -672,10 +713,18 @@ class LiveReporter:
             # Active families first; plan order among equals (the sort is stable).
             rows.sort(key=lambda r: not (r[3] or r[4]))
             rows = rows[: self.max_families]
-        name_w = min(40, max((len(r[0]) for r in rows), default=0))
+        # Families of one module show without it (taskfile.choose -> choose), as tasks do.
+        modules = {r[0].rpartition(".")[0] for r in rows}
+        if len(modules) == 1:
+            cut = len(modules.pop()) + 1 if "." in rows[0][0] else 0
+            rows = [(r[0][cut:], *r[1:]) for r in rows]
         counts = [f"{done:,}/{fam_total:,}" if fam_total else f"{done:,}"
                   for _, done, fam_total, _, _, _ in rows]
         count_w = max((len(c) for c in counts), default=0)
+        # Room for the name: what the count and the widest "N running  N failed" leave.
+        extras = max((len(_family_extras(r[3], r[4], r[5])) for r in rows), default=0)
+        name_w = max(12, min(max((len(r[0]) for r in rows), default=0),
+                             width - 2 - count_w - extras))
         for (name, _, _, fam_running, failed, skipped), count in zip(rows, counts, strict=True):
             if len(name) > name_w:
                 name = "…" + name[len(name) - name_w + 1:]
@@ -697,6 +746,12 @@ class LiveReporter:
         if n_running > len(running):
             text.append(f"\n    +{n_running - len(running):,} more running", style="dim")
         return text
+
+
+def _family_extras(running: int, failed: int, skipped: int) -> str:
+    parts = [f"{running:,} running" if running else "", f"{failed:,} failed" if failed else "",
+             f"{skipped:,} skipped" if skipped else ""]
+    return "".join(f"  {p}" for p in parts if p)
 
 
 # --- choosing -------------------------------------------------------------------------------

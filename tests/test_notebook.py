@@ -76,7 +76,7 @@ def test_progress_draws_live_in_the_cell_and_leaves_a_summary(executed: tuple[An
     model = views[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"][model]
     frame = _text(state["state"]["outputs"])
-    assert "__main__.square" in frame and "__main__.total" in frame
+    assert "square        4/4" in frame and "total         1/1" in frame
     assert "5/5" in frame  # the last frame is the finished run, not a stale one
 
 

@@ -135,8 +135,8 @@ def test_run_on_a_terminal_shows_the_live_display(tmp_path: Path) -> None:
     assert code == 0, out
     assert "\x1b[" in out  # a live display, with escape codes
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
-    assert re.search(r"taskfile\.hello +3/3", text)
-    assert re.search(r"taskfile\.main +1/1", text)
+    assert re.search(r"hello +3/3", text)
+    assert re.search(r"main +1/1", text)
     assert "4/4" in text and "100%" in text
     assert "Done in " in text and "4 ran, 0 reused" in text
     assert text.rstrip().endswith("8")
