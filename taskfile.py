@@ -1,8 +1,8 @@
 """The demo taskfile: `make run` builds its `main` task (the same as `checkpoint run`).
 
-The first run takes about ten seconds on an idle two-core machine: 32 random walks run in parallel under a
-live progress display, next to the 90 binomial coefficients of the seed README's
-`choose(n, k)`. The second run is instant: every result is cached in .cache/ next to this
+The first run takes about ten seconds on an idle two-core machine: 32 random walks run in
+parallel under a live progress display, next to the 90 binomial coefficients of the seed
+README's `choose(n, k)`. The second run is instant: every result is cached in .cache/ next to this
 file, and nothing has changed. Then try:
 
     checkpoint ls                           # the task families and what each has stored
