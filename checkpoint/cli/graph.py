@@ -38,6 +38,13 @@ def graph(
     Edges point from a prerequisite to its dependent; node colours show which tasks are
     fresh, which would run and why (missing, code changed, upstream re-run/changed), and
     which failed in the last run.
+
+    Examples:
+
+    \b
+      checkpoint graph --mermaid             # paste into GitHub Markdown
+      checkpoint graph --families -o g.svg   # one node per family, as SVG
+      checkpoint graph 'choose(6, 3)' --json # for a script
     """
     from .. import export
     from ..graph import plan

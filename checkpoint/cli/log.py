@@ -14,7 +14,14 @@ from . import App, pass_app
 @click.argument("target")
 @pass_app
 def log(app: App, target: str) -> None:
-    """Print what TARGET wrote to stdout and stderr in its last run (and its traceback if it failed)."""
+    """Print what TARGET wrote to stdout and stderr in its last run (and its traceback if it failed).
+
+    Examples:
+
+    \b
+      checkpoint log main            # what main printed last time
+      checkpoint log 'fit(0.1)'      # a task with arguments: quote it
+    """
     from ..errors import CheckpointError
     from ..history import last_log
     from ..progress import format_duration

@@ -32,6 +32,13 @@ def ls(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -
 
     With TARGETS, list the tasks of their DAG with their state (fresh, stale, missing or
     code changed) and how long their last run took.
+
+    Examples:
+
+    \b
+      checkpoint ls                  # the families and what each has stored
+      checkpoint ls main             # every task under main, and its state
+      checkpoint ls main --json      # the same, for a script
     """
     from ..catalog import dag_states, list_families
 

@@ -157,6 +157,8 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 @click.option("-j", "--workers", "--jobs", "workers", type=click.IntRange(min=1),
               help="Number of workers (default: CPU count).")
 @click.option("--executor", default="process", show_default=True, callback=_executor,
+              shell_complete=lambda ctx, param, incomplete: [
+                  name for name in EXECUTORS if name.startswith(incomplete)],
               help="process, thread, inline, dask or dask://HOST:PORT.")
 @click.option("--rate-limit", "rate_limits", multiple=True, callback=_rate_limit, metavar="QUEUE=N",
               help="At most N tasks of QUEUE at once (repeatable).")
@@ -205,6 +207,16 @@ def run(
     Only what is missing or stale runs; everything else is reused from the cache. Each
     target's value goes to stdout on its own line: a string as it is, anything else as its
     repr, nothing for None (--json: one JSON document). Progress goes to stderr.
+
+    Examples:
+
+    \b
+      checkpoint run                        # build main
+      checkpoint run 'choose(6, 3)' -j 4    # one task and its upstream, 4 workers
+      checkpoint run -n main                # what would run, and why
+      checkpoint run --executor inline      # one at a time, breakpoint() works
+      checkpoint run -k --retries 2         # go on after failures, retry each twice
+      checkpoint run --rate-limit gpu=1     # one task of queue gpu at a time
     """
     from ..graph import plan
     from ..scheduler import run as run_tasks

@@ -29,6 +29,12 @@ def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
     A TARGET ('choose(6, 3)', or a name callable without arguments such as main) accepts
     its whole DAG: current code, current prerequisites. A NAME that needs arguments
     (choose) accepts the current code for every stored entry of that family.
+
+    Examples:
+
+    \b
+      checkpoint touch main          # after a refactoring: keep everything under main
+      checkpoint touch choose        # keep every stored choose(...) entry
     """
     from ..catalog import Touched, touch_family, touch_targets
     from ..taskfile import parse_target

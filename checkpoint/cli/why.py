@@ -29,7 +29,14 @@ _MAX_DETAILS = 8
 @pass_app
 def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -> None:
     """Explain why TARGETS would run: which argument or prerequisite changed, and for a
-    code change the diff of the normalized source."""
+    code change the diff of the normalized source.
+
+    Examples:
+
+    \b
+      checkpoint why main            # why main (or anything under it) would run
+      checkpoint why 'choose(6, 3)'  # one task: the argument or code that changed
+    """
     from ..catalog import explain
     from ..graph import plan
 

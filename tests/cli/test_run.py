@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from .conftest import Invoke, edit, ran
 
@@ -279,3 +280,17 @@ def test_jobs_quiet_after_run_and_unknown_queue(invoke: Invoke) -> None:
     result = invoke("run", "--executor", "inline", "--rate-limit", "gpu=1", "choose(2, 1)")
     assert "warning: no task family uses the queue 'gpu' of --rate-limit" in result.stderr
     assert "taskfile.choose" in result.stderr
+
+
+def test_help_has_examples_and_executor_completes(tmp_path: Path) -> None:
+    """Every task command's --help shows real examples; --executor <TAB> offers the names."""
+    from checkpoint.cli import cli
+
+    runner = CliRunner()
+    for command in ("run", "ls", "why", "log", "touch", "graph"):
+        out = runner.invoke(cli, [command, "--help"]).output
+        assert "Examples:" in out and f"checkpoint {command} " in out, command
+    env = {"_CHECKPOINT_COMPLETE": "bash_complete", "COMP_WORDS": "checkpoint run --executor th",
+           "COMP_CWORD": "3"}
+    out = runner.invoke(cli, [], env=env, prog_name="checkpoint").output
+    assert "thread" in out
