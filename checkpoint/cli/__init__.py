@@ -133,6 +133,7 @@ class CheckpointGroup(click.Group):
         default_show = warnings.showwarning
         try:
             with warnings.catch_warnings():
+                warnings.simplefilter("always", UnsafeCacheWarning)  # the store warns once a path
                 warnings.showwarning = show
                 return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit):
