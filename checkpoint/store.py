@@ -174,6 +174,54 @@ def _disk_class() -> Any:
     return _DISK_CLASS
 
 
+class _ReadOnlyIndex:
+    """A family's index opened read-only, for a cache on a read-only filesystem or mount (an
+    archived result set): what reading needs of ``diskcache.Cache``, and no writing.
+
+    diskcache itself cannot open such an index: it writes its settings on every open.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._con = sqlite3.connect(f"file:{directory / 'cache.db'}?mode=ro", uri=True, timeout=60,
+                                    check_same_thread=False)
+        self._con.execute("SELECT 1 FROM Cache LIMIT 1").fetchall()  # readable at all?
+        self._disk = _disk_class()(str(directory))
+
+    def _sql(self, *args: Any) -> sqlite3.Cursor:
+        return self._con.execute(*args)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self._con.execute("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
+                                (key,)).fetchone()
+        if row is None:
+            return default
+        try:
+            return self._disk.fetch(row[0], row[1], row[2], False)
+        except OSError:  # as diskcache: a value file that cannot be read is absent
+            return default
+
+    def __contains__(self, key: str) -> bool:
+        return self._con.execute("SELECT 1 FROM Cache WHERE key = ? AND raw = 1", (key,)).fetchone() is not None
+
+    def __len__(self) -> int:
+        return int(self._con.execute("SELECT COUNT(*) FROM Cache").fetchone()[0])
+
+    def iterkeys(self) -> Iterator[Any]:
+        for (key,) in self._con.execute("SELECT key FROM Cache ORDER BY key, raw").fetchall():
+            yield key
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _read_only(exc: BaseException) -> bool:
+    """Whether an error opening an index says the cache cannot be written (but maybe read)."""
+    text = str(exc).lower()
+    return (getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM)
+            or "readonly" in text or "read-only" in text)
+
+
 @contextlib.contextmanager
 def _atomic(cache: Any) -> Iterator[None]:
     """One SQLite transaction on ``cache``; replaced value files are deleted after COMMIT."""
@@ -868,6 +916,9 @@ class Store:
 
     def _cache(self, family: str, create: bool = True) -> Any:
         cache = self._caches.get(family)
+        if create and isinstance(cache, _ReadOnlyIndex):  # now to be written: reopen it
+            self._caches.pop(family).close()
+            cache = None
         if cache is None:
             directory = self.root / family
             if create:
@@ -887,13 +938,55 @@ class Store:
                     self._quarantine(family, exc)
                     cache = diskcache.Cache(str(directory), disk=_disk_class(), **_CACHE_SETTINGS)
             except (OSError, sqlite3.Error, UnicodeDecodeError) as exc:
-                raise StoreError(
-                    f"Cannot open the cache of {family} at {directory}: {_describe(exc)}. "
-                    f"{_advice(exc)}"
-                ) from None
+                cache = None if create or not _read_only(exc) else self._read_only_index(directory)
+                if cache is None:
+                    raise StoreError(
+                        f"Cannot open the cache of {family} at {directory}: {_describe(exc)}. "
+                        f"{_advice(exc)}"
+                    ) from None
             self._caches[family] = cache
             self._identities[family] = _identity(directory / "cache.db")
         return cache
+
+    def _existing(self, family: str) -> Any:
+        """A family's index opened for writing (``None`` when it has none; never created)."""
+        return None if self._cache(family, create=False) is None else self._cache(family)
+
+    @staticmethod
+    def _read_only_index(directory: Path) -> _ReadOnlyIndex | None:
+        """The index opened for reading only (``None`` when even that fails)."""
+        try:
+            return _ReadOnlyIndex(directory)
+        except (sqlite3.Error, UnicodeDecodeError):
+            return None
+
+    def check_writable(self, families: Iterable[str]) -> None:
+        """Check, before anything runs, that results of these families can be stored (a
+        read-only cache still serves fresh results, but cannot take new ones).
+
+        Raises:
+            StoreError: a directory or index that must be written is not writable.
+        """
+        self._ensure_root()
+        for family in families:
+            directory = self.root / family
+            try:
+                exists = _lexists(directory)
+                db = directory / "cache.db"
+                target = (db if _lexists(db) else directory) if exists else self.root
+                mode = os.W_OK if target == db else os.W_OK | os.X_OK
+                if os.access(target, mode) and (target != db or os.access(directory, os.W_OK | os.X_OK)):
+                    continue
+                readonly = hasattr(os, "statvfs") and bool(os.statvfs(target).f_flag & os.ST_RDONLY)
+            except OSError:
+                continue  # the run will say what it is when it opens the family
+            why = "it is on a read-only file system" if readonly else "you may not write there"
+            raise StoreError(
+                f"Cannot store the results of {family}: the cache at {target} is read-only "
+                f"({why}), and tasks of that family need to run; nothing was run. Fresh results "
+                "can be read from a read-only cache, but new ones must be stored: make it "
+                "writable, or choose a writable location with --cache-dir or CP_CACHE_DIR."
+            )
 
     def _is_damage(self, family: str, exc: BaseException) -> bool:
         """Whether an error from a family's index means the index is damaged."""
@@ -1279,7 +1372,7 @@ class Store:
         Payloads are kept as they are (an inline payload is copied into the rewritten
         ``e:`` value); an id without an entry is skipped.
         """
-        cache = self._cache(family, create=False)
+        cache = self._existing(family)
         if cache is None:
             return
         try:
@@ -1334,7 +1427,7 @@ class Store:
         wrongly, or a data directory reached through a symbolic link, is left alone (the
         link itself is removed).
         """
-        cache = self._cache(family, create=False)
+        cache = self._existing(family)
         existed = False
         if cache is not None:
             meta = self.get_meta(family, task_id)
@@ -1408,7 +1501,7 @@ class Store:
 
     def _delete_row(self, family: str, key: str) -> None:
         """Remove an index row whose key is not a task id (no file is touched)."""
-        cache = self._cache(family, create=False)
+        cache = self._existing(family)
         if cache is not None:
             with _atomic(cache):
                 cache.delete(key)

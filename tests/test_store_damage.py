@@ -215,3 +215,100 @@ def test_directory_without_permission(user_project: tuple[Path, list[str]], lock
         assert proc.returncode == 1, (args, proc.stderr)
         assert "Permission denied" in proc.stderr and str(directory) in proc.stderr, (args, proc.stderr)
         assert "Check the permissions (ls -l" in proc.stderr, (args, proc.stderr)
+
+
+def test_unwritable_store_is_reported_before_anything_runs(user_project: tuple[Path, list[str]]) -> None:
+    """A store you may read but not write (chmod 500), and a task of a new family to run:
+    a clear error before any task runs, not a result computed and then thrown away."""
+    path, command = user_project
+    write(path / "extra.py", """
+        from pathlib import Path
+        from checkpoint import task
+
+        @task
+        def extra(i: int):
+            def __() -> int:
+                Path("extra-ran").touch()
+                return i
+            return __
+    """)
+    with open(path / "taskfile.py", "a") as f:
+        f.write("\nfrom extra import extra\n")
+    if os.geteuid() == 0:
+        for sub in (path / "extra.py", path / "taskfile.py"):
+            os.chown(sub, NOBODY, NOBODY)
+    store = path / ".cache" / "checkpoint"
+    store.chmod(0o500)
+    proc = subprocess.run([*command, "run", "--no-progress", "--executor", "inline", "extra(3)"],
+                          cwd=path, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, CP_CACHE_DIR=str(path / ".cache")))
+    _clean(proc)
+    assert proc.returncode == 1, proc.stderr
+    assert (f"Error: Cannot store the results of extra.extra: the cache at {store} is read-only "
+            "(you may not write there)") in proc.stderr
+    assert "nothing was run" in proc.stderr and not (path / "extra-ran").exists()
+    proc = subprocess.run([*command, "run", "--no-progress", "--executor", "inline"], cwd=path,
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, CP_CACHE_DIR=str(path / ".cache")))
+    assert proc.returncode == 0 and proc.stdout.strip() == VALUE, proc.stderr  # fresh: still served
+
+
+def test_cache_dir_of_another_user_is_a_clear_error(user_project: tuple[Path, list[str]]) -> None:
+    """CP_CACHE_DIR inside a directory you cannot enter should be a cache error naming it,
+    not "task code raised"."""
+    path, command = user_project
+    closed = Path(tempfile.mkdtemp(prefix="cp-closed-"))
+    try:
+        closed.chmod(0o700)  # root's, or (as a user) made unreachable below
+        if os.geteuid() != 0:
+            closed.chmod(0)
+        proc = subprocess.run([*command, "run", "--no-progress", "--executor", "inline"], cwd=path,
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, CP_CACHE_DIR=str(closed / "x")))
+    finally:
+        closed.chmod(0o700)
+        closed.rmdir()
+    _clean(proc)
+    assert proc.returncode == 1, proc.stderr
+    assert f"Error: Cannot use the cache directory {closed / 'x'}: Permission denied" in proc.stderr
+
+
+def _read_only_mount(project: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell script with the project's cache mounted read-only (in a user and mount
+    namespace of its own: no root needed)."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c",
+         'mount --bind .cache .cache && mount -o remount,bind,ro .cache || exit 99\n' + script],
+        cwd=project, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, CP_CACHE_DIR=str(project / ".cache"), PY=sys.executable),
+    )
+    if proc.returncode == 99:
+        pytest.skip(f"cannot mount read-only in a user namespace here: {proc.stderr.strip()}")
+    return proc
+
+
+def test_read_only_cache_serves_fresh_results(project: Path) -> None:
+    """A cache on a read-only mount (an archived result set) should serve everything fresh:
+    run, cache show, ls, why, verify; a task that would need to run is refused up front."""
+    proc = _read_only_mount(project, """
+        set -e
+        "$PY" -m checkpoint run --no-progress main
+        "$PY" -m checkpoint run --no-progress --executor process big > /dev/null
+        "$PY" -m checkpoint cache show 'small(2)'
+        "$PY" -m checkpoint ls > /dev/null
+        "$PY" -m checkpoint why main
+        "$PY" -m checkpoint cache verify
+        "$PY" -m checkpoint run --no-progress 'small(7)' || echo "exit $?"
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == [VALUE, "20"]
+    assert "Nothing to run: all 5 tasks reused" in proc.stderr
+    assert "Checked 5 entries: all good." in proc.stderr
+    assert proc.stdout.splitlines()[-1] == "exit 1"
+    assert "Error: Cannot store the results of taskfile.small: the cache at " in proc.stderr
+    assert "(it is on a read-only file system)" in proc.stderr and "computing small" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "readonly database" not in proc.stderr
