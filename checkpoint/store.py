@@ -724,6 +724,9 @@ class Store:
         """``CP_SHARED_CACHE=1``: accept directories and files of other users and directories
         that the group may write to (a cache shared by a group on purpose)."""
         self._warned: set[str] = set()
+        self._private = False
+        """Whether the store root grants group and others nothing (then the modes of what is
+        below it let no one in; their owners are still checked)."""
 
     @classmethod
     def open(cls, cache_dir: str | os.PathLike[str] | None = None) -> Store:
@@ -765,7 +768,9 @@ class Store:
             if found is None:
                 self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self.root.mkdir(mode=0o700, exist_ok=True)
-            self._check_owner(self.root, os.stat(self.root))
+            st = os.stat(self.root)
+            self._check_owner(self.root, st)
+            self._private = not st.st_mode & 0o077
             if found is None:
                 tmp = self.root / f".FORMAT.{secrets.token_hex(4)}"
                 tmp.write_text(FORMAT + "\n")
@@ -811,14 +816,15 @@ class Store:
         with os.fdopen(fd, "rb") as f:
             return f.read(200).decode("utf-8", errors="replace").strip()
 
-    def _check_owner(self, path: Path, st: os.stat_result, *, top: bool = False) -> None:
+    def _check_owner(self, path: Path, st: os.stat_result, *, top: bool = False,
+                     below: bool = False) -> None:
         """Refuse a directory or file of the store that another user could have written,
         and warn (once) about one that its group may write to; see :meth:`_owner_problem`.
 
         Raises:
             UnsafeCacheError: it belongs to another user, or everyone may write to it.
         """
-        found = self._owner_problem(path, st, top=top)
+        found = self._owner_problem(path, st, top=top, below=below)
         if found is None:
             return
         message, refused = found
@@ -828,8 +834,8 @@ class Store:
             self._warned.add(str(path))
             warnings.warn(message, UnsafeCacheWarning, stacklevel=3)
 
-    def _owner_problem(self, path: Path, st: os.stat_result, *, top: bool = False
-                       ) -> tuple[str, bool] | None:
+    def _owner_problem(self, path: Path, st: os.stat_result, *, top: bool = False,
+                       below: bool = False) -> tuple[str, bool] | None:
         """What is unsafe about a directory or file of the store, and whether it is refused.
 
         Refused: owned by someone else than you or root (a stored value is a pickle, and
@@ -837,21 +843,23 @@ class Store:
         ``CP_SHARED_CACHE=1`` accepts the first and the last, never the second. ``top``: the
         cache directory itself, which may be a shared place such as ``/tmp`` when it has the
         sticky bit (others cannot replace what is yours in it, and everything below is checked).
+        ``below``: inside the store, where modes matter only if the store lets others in (with
+        the umask 002 of many systems, the directories a store makes are group-writable).
         """
         geteuid = getattr(os, "geteuid", None)
         if geteuid is None:  # Windows: no POSIX ownership to check
             return None
         me = geteuid()
-        sticky = top and bool(st.st_mode & stat.S_ISVTX)
+        unreachable = (top and bool(st.st_mode & stat.S_ISVTX)) or (below and self._private)
         if st.st_uid not in (me, 0) and not self.shared:
             return (f"The cache at {path} belongs to {_user(st.st_uid)}, not to you ({_user(me)}): "
                     "a value stored there is a pickle, and loading it runs code as you. Use a cache "
                     f"directory of your own (--cache-dir or CP_CACHE_DIR), or {_SHARED_HINT}."), True
-        if st.st_mode & stat.S_IWOTH and not sticky and not stat.S_ISLNK(st.st_mode):
+        if st.st_mode & stat.S_IWOTH and not unreachable and not stat.S_ISLNK(st.st_mode):
             return (f"The cache at {path} is writable by every user (mode {stat.filemode(st.st_mode)}): "
                     "anyone could put values there that run as code when you load them. Remove "
                     f"that permission (chmod o-w {path}) or use another cache directory."), True
-        if (st.st_mode & stat.S_IWGRP and not sticky and not self.shared
+        if (st.st_mode & stat.S_IWGRP and not unreachable and not self.shared
                 and not stat.S_ISLNK(st.st_mode) and not _private_group(st.st_gid, me)):
             return (f"The cache at {path} is writable by {_group(st.st_gid)} (mode "
                     f"{stat.filemode(st.st_mode)}): its members could put values there that run as "
@@ -895,7 +903,7 @@ class Store:
                     "checkpoint never follows links inside the cache. Remove it (its results "
                     "will be recomputed): checkpoint clear " + family.rsplit(".", 1)[-1]
                 )
-            self._check_owner(directory, st)
+            self._check_owner(directory, st, below=True)
             try:
                 st = os.lstat(db)
             except FileNotFoundError:
@@ -907,7 +915,7 @@ class Store:
         if not stat.S_ISREG(st.st_mode):
             self._quarantine(family, _NotRegularFile(errno.EINVAL, f"it is {_kind(st.st_mode)}"))
             return False
-        self._check_owner(db, st)
+        self._check_owner(db, st, below=True)
         return True
 
     def open_family(self, family: str) -> None:
@@ -1519,7 +1527,7 @@ class Store:
             st = os.lstat(top)
             if stat.S_ISLNK(st.st_mode):
                 return []  # reported by verify already
-            problem = self._owner_problem(top, st)
+            problem = self._owner_problem(top, st, below=True)
             if problem is not None:
                 found.append((str(top), problem[0], False))
         while stack:
@@ -1540,7 +1548,7 @@ class Store:
                     found.append((entry.path, f"{entry.path} is {_kind(st.st_mode)}; checkpoint "
                                   "never follows or reads it. Remove it.", True))
                     continue
-                problem = self._owner_problem(path, st)
+                problem = self._owner_problem(path, st, below=True)
                 if problem is not None:
                     found.append((entry.path, problem[0], False))
                 if stat.S_ISDIR(st.st_mode) and directory != data:

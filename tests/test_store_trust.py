@@ -226,6 +226,8 @@ def test_verify_checks_every_file(cache: Path, runner: CliRunner, monkeypatch: p
     assert result.exit_code == 1 and f"The cache at {blob} belongs to user" in result.stderr
     monkeypatch.setenv("CP_SHARED_CACHE", "1")
     blob.chmod(0o666)
+    assert invoke(runner, "cache", "verify").exit_code == 0  # no one else may enter the store
+    cache.chmod(0o711)  # now they may
     result = invoke(runner, "cache", "verify")
     assert result.exit_code == 1 and f"The cache at {blob} is writable by every user" in result.stderr
     blob.chmod(0o644)
@@ -236,9 +238,12 @@ def test_verify_checks_every_file(cache: Path, runner: CliRunner, monkeypatch: p
 def test_world_writable_cache_is_refused(cache: Path, runner: CliRunner, which: str,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A store or family directory that every user may write to should be refused, even
-    with CP_SHARED_CACHE=1."""
+    with CP_SHARED_CACHE=1 (a family directory only if others may enter the store)."""
     path = cache if which == "root" else cache / "taskfile.small"
     path.chmod(path.stat().st_mode | stat.S_IWOTH)
+    if which == "family":
+        assert invoke(runner, "run", "--no-progress").exit_code == 0  # the store is 0700
+        cache.chmod(0o755)
     monkeypatch.setenv("CP_SHARED_CACHE", "1")
     result = invoke(runner, "run", "--no-progress")
     assert result.exit_code == 2
@@ -275,3 +280,15 @@ def test_group_writable_cache_is_warned_about(cache: Path, runner: CliRunner,
     monkeypatch.setenv("CP_SHARED_CACHE", "1")
     result = invoke(runner, "run", "--no-progress")
     assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+def test_group_writable_directories_inside_a_private_store_are_fine(
+        cache: Path, runner: CliRunner, tmp_path: Path) -> None:
+    """With umask 002 the directories a store makes are group-writable; inside a store that
+    only you may enter that lets no one in: no warning, nothing for `cache verify`."""
+    for path in (cache / "taskfile.small", cache / "taskfile.big" / "blobs", _db(cache, "small")):
+        path.chmod(path.stat().st_mode | stat.S_IWGRP)
+    result = invoke(runner, "run", "--no-progress")
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
+    result = invoke(runner, "cache", "verify")
+    assert result.exit_code == 0 and "all good" in result.stderr, result.stderr
