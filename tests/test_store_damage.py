@@ -312,3 +312,32 @@ def test_read_only_cache_serves_fresh_results(project: Path) -> None:
     assert "Error: Cannot store the results of taskfile.small: the cache at " in proc.stderr
     assert "(it is on a read-only file system)" in proc.stderr and "computing small" not in proc.stderr
     assert "Traceback" not in proc.stderr and "readonly database" not in proc.stderr
+
+
+@pytest.mark.faults
+def test_random_bit_flips_in_a_family_index(project: Path) -> None:
+    """Seeded random bit flips in a family's index (its first pages: header, schema, rows):
+    every run should print the right value, and no command should end in a traceback."""
+    import random
+    import shutil
+
+    rng = random.Random(16)
+    cache = project / ".cache"
+    pristine = project / "pristine"
+    shutil.copytree(cache, pristine)
+    db = Path("checkpoint") / "taskfile.small" / "cache.db"
+    size = (pristine / db).stat().st_size
+    flips = 60
+    for _ in range(flips):
+        shutil.rmtree(cache)
+        shutil.copytree(pristine, cache)
+        data = bytearray((cache / db).read_bytes())
+        at = rng.randrange(min(size, 16384))
+        data[at] ^= 1 << rng.randrange(8)
+        (cache / db).write_bytes(bytes(data))
+        for command in (["run", "--no-progress"], ["cache", "verify"], ["ls"], ["run", "--no-progress"]):
+            proc = checkpoint(project, *command)
+            _clean(proc)
+            if command[0] == "run":
+                assert proc.returncode == 0 and proc.stdout.strip() == VALUE, (at, proc.stderr)
+    print(f"{flips} bit flips in a family index: every run right, no traceback")
