@@ -183,7 +183,11 @@ class _ReadOnlyIndex:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._con = sqlite3.connect(f"file:{directory / 'cache.db'}?mode=ro", uri=True, timeout=60,
+        db = directory / "cache.db"
+        # Without a write-ahead log (closed cleanly), nothing else can be changing it: opened
+        # "immutable", SQLite needs no shared-memory file, which it could not create here.
+        immutable = "&immutable=1" if not os.path.lexists(f"{db}-wal") else ""
+        self._con = sqlite3.connect(f"file:{db}?mode=ro{immutable}", uri=True, timeout=60,
                                     check_same_thread=False)
         self._con.execute("SELECT 1 FROM Cache LIMIT 1").fetchall()  # readable at all?
         self._disk = _disk_class()(str(directory))
@@ -219,7 +223,7 @@ def _read_only(exc: BaseException) -> bool:
     """Whether an error opening an index says the cache cannot be written (but maybe read)."""
     text = str(exc).lower()
     return (getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM)
-            or "readonly" in text or "read-only" in text)
+            or "readonly" in text or "read-only" in text or "unable to open database" in text)
 
 
 @contextlib.contextmanager
