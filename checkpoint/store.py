@@ -95,16 +95,17 @@ _READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOL
 
 
 class _NotRegularFile(OSError):
-    """A stored file that is a FIFO, a device, a socket or a directory."""
+    """A stored file that is a FIFO, a device, a socket, a directory or a symbolic link."""
+
+
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISLNK, "a symbolic link"),
-                       (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
-        if test(mode):
-            return name
-    return "not a regular file"
+    """What a file is, from its ``st_mode``: 'a FIFO', 'a symbolic link', ..."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
 def open_stored(path: str | os.PathLike[str]) -> int:
