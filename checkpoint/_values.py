@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import mmap
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._types import TaskId
 from ._worker import Payload
 from .errors import CorruptEntryError
-from .store import Meta, Store
+from .store import Meta, Store, open_stored
 
 
 class RunValues:
@@ -163,6 +164,6 @@ def _view(store: Store, family: str, meta: Meta, data: bytes | None) -> Iterator
             raise ValueError("no payload")
         yield data
         return
-    with open(store.blob_dir(family) / meta.blob, "rb") as f:
+    with os.fdopen(open_stored(store.blob_dir(family) / meta.blob), "rb") as f:  # never a FIFO
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
             yield view

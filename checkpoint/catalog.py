@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -191,8 +192,12 @@ class Removed:
 
 def clear_family(store: Store, family: str) -> Removed:
     """Remove a family's store (entries and data directories); report what went."""
-    entries, size = store.count_entries(family), store.disk_usage(family)
-    existed = (store.root / family).exists()
+    directory = store.root / family
+    if os.path.islink(directory):  # never followed: only the link goes
+        entries, size, existed = 0, 0, True
+    else:
+        entries, size = store.count_entries(family), store.disk_usage(family)
+        existed = directory.exists()
     store.clear_family(family)
     return Removed(entries, size, [family] if existed else [])
 

@@ -22,9 +22,12 @@ subclasses to exit codes in one place (``exit_code``)::
     ├── StoreError                   (1)   the cache cannot be used
     │   ├── CorruptEntryError
     │   ├── StoreVersionError
+    │   ├── UnsafeCacheError         (2)   another user could plant values in the cache
     │   └── SharedCacheError               a Dask worker cannot see the cache directory
     └── ExportError                  (1)   a graph could not be exported or rendered
         └── GraphvizNotFoundError          Graphviz's ``dot`` is not installed
+
+A cache directory that its group may write to gives an :class:`UnsafeCacheWarning`.
 
 A run interrupted by Ctrl-C raises :class:`KeyboardInterrupt`; by SIGTERM,
 :class:`TerminatedError` (a ``KeyboardInterrupt`` too, so both unwind the same way).
@@ -132,9 +135,25 @@ class StoreError(CheckpointError):
 class CorruptEntryError(StoreError):
     """A stored value failed its checksum or could not be decoded."""
 
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        """What is wrong with the stored value, as a phrase (``""`` when the message says it)."""
+
 
 class StoreVersionError(StoreError):
     """The cache was written by an incompatible version of checkpoint."""
+
+
+class UnsafeCacheError(StoreError):
+    """The cache directory, or a directory or file in it, belongs to another user or is
+    writable by others: a value they planted there would run as code when loaded."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class UnsafeCacheWarning(UserWarning):
+    """The cache directory is writable by its group (accept it with ``CP_SHARED_CACHE=1``)."""
 
 
 class SharedCacheError(StoreError):

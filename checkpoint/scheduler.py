@@ -208,7 +208,8 @@ def run(
         emit(ev.RunPlanned(len(the_plan.nodes), len(to_run),
                            {tid: the_plan.nodes[tid].reason or "" for tid in to_run}, time.time(),
                            the_plan))
-    if to_run:
+    if to_run:  # nothing runs unless its result can be stored
+        store.check_writable({the_plan.nodes[tid].task.family.dirname for tid in to_run})
         adapter = resolve_executor(executor, max_workers)
         adapter.cache_root = store.root
         try:

@@ -142,6 +142,12 @@ def parse_target(text: str) -> Target:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
         raise TargetSyntaxError(_pointed(text, exc.offset, f"invalid syntax ({exc.msg})")) from None
+    except (RecursionError, MemoryError):
+        raise TargetSyntaxError(
+            _pointed(text, 1, "it is nested too deeply to be parsed; write the arguments flatter")
+        ) from None
+    except ValueError as exc:  # e.g. a NUL character
+        raise TargetSyntaxError(_pointed(text, 1, str(exc))) from None
     node = tree.body
     if isinstance(node, ast.Name):
         return Target(node.id)

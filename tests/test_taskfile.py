@@ -46,7 +46,8 @@ def test_parse_target_round_trip(args: list[Any], kwargs: dict[str, Any]) -> Non
     assert list(target.args) == args and target.kwargs == kwargs
 
 
-@pytest.mark.parametrize("text", ["f(", "f(x)", "f(1)(2)", "a.b(1)", "f(*[1])", "1 + 2", "f(g())"])
+@pytest.mark.parametrize("text", ["f(", "f(x)", "f(1)(2)", "a.b(1)", "f(*[1])", "1 + 2", "f(g())",
+                                  "f(" + "-" * 3000 + "1)", "f(" + "[" * 300 + "]" * 300 + ")"])
 def test_parse_target_rejects(text: str) -> None:
     """Non-literal or malformed targets should raise TargetSyntaxError with a caret."""
     with pytest.raises(TargetSyntaxError) as info:

@@ -120,8 +120,22 @@ class CheckpointGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
+        import warnings
+
+        from ..errors import UnsafeCacheWarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, UnsafeCacheWarning):
+                click.echo(f"warning: {message}", err=True)
+            else:
+                default_show(message, category, *args, **kwargs)
+
+        default_show = warnings.showwarning
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", UnsafeCacheWarning)  # the store warns once a path
+                warnings.showwarning = show
+                return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit):
             raise
         except click.exceptions.Abort:

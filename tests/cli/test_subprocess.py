@@ -227,9 +227,11 @@ RAISING = "import json\n\n\ndef connect():\n    raise ConnectionError('no databa
         (["run", "greet(excited='yes')"], None,
          ["Error: Argument 'excited' of task greet must be bool, not str ('yes'). Its signature is "
           "greet(name: str = 'world', excited: bool = False)."]),
+        (["run", "choose(" + "-" * 3000 + "1, 0)"], None,
+         ["Error: Bad target 'choose(---", "it is nested too deeply to be parsed"]),
     ],
     ids=["unknown-task", "bad-expression", "missing-f", "no-taskfile", "raising-taskfile",
-         "wrong-arguments", "annotation-mismatch"],
+         "wrong-arguments", "annotation-mismatch", "deeply-nested"],
 )
 def test_bad_input_exits_2_with_a_message(project: Path, tmp_path_factory: pytest.TempPathFactory,
                                           args: list[str], taskfile: str | None,
