@@ -79,7 +79,10 @@ def _distributed() -> ModuleType:
 def _is_cancellation(record: logging.LogRecord) -> bool:
     """False for tornado's "Exception in callback" report of a cancelled Dask future."""
     exc = record.exc_info[1] if record.exc_info else None
-    return type(exc).__name__ not in ("FutureCancelledError", "CancelledError")
+    if type(exc).__name__ in ("FutureCancelledError", "CancelledError"):
+        return False
+    # The relay setting the result of a concurrent future that the run had cancelled.
+    return not (type(exc).__name__ == "InvalidStateError" and "CANCELLED" in str(exc))
 
 
 def _quiet_cancellations() -> None:
