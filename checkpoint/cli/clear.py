@@ -1,7 +1,8 @@
 """``checkpoint clear``: discard a family, one entry, or the whole cache.
 
-Reports what went to stderr (``--json``: ``{"entries": n, "bytes": n, "families": [...]}``
-on stdout).
+Reports what went to stderr (``--json``: ``{"entries": n, "bytes": n, "families": [...],
+"outputs": [...]}`` on stdout). Declared output files (``Product()``) of the removed entries
+are never deleted: they are listed (``outputs``) and left on disk.
 """
 
 from __future__ import annotations
@@ -89,5 +90,11 @@ def _report(app: App, removed: Removed, as_json: bool) -> None:
     elif removed.entries or removed.families:
         err(f"Removed {removed.entries} entr{'y' if removed.entries == 1 else 'ies'} "
             f"({human_size(removed.bytes)}).", quiet=app.quiet)
+        if removed.outputs:
+            shown = ", ".join(removed.outputs[:5]) + (", ..." if len(removed.outputs) > 5 else "")
+            err(f"Did not delete the {len(removed.outputs)} declared output file(s) of these "
+                f"entries ({shown}): checkpoint never deletes files on disk; a task that runs "
+                "again rewrites its own.",
+                quiet=app.quiet)
     else:
         err("Nothing to remove: no stored results matched.", quiet=app.quiet)
