@@ -507,8 +507,10 @@ class Touched:
 def touch_targets(targets: Sequence[Task[Any]], store: Store) -> Touched:
     """Accept the current code and the stored results of the targets' DAG as fresh.
 
-    Each stored entry gets the family's current code fingerprint and the current stamps of
-    its prerequisites, without running anything. Tasks without a stored result stay missing.
+    Each stored entry gets the family's current code fingerprint, the current stamps of
+    its prerequisites and the current digests of its input and output files, without
+    running anything. Tasks without a stored result stay missing, and so does a declared
+    output that does not exist.
     """
     the_plan = plan(targets, store)
     report = Touched()

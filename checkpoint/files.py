@@ -75,6 +75,8 @@ hashed again next time (coarse timestamps: FAT 2 s, plus some clock skew on NFS)
 CACHE_NAME = ".file-digests"
 """The digest cache's file name in the store's root."""
 _CHUNK = 1 << 20
+_UNSEEN: Any = object()
+_NONE: frozenset[str] = frozenset()
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -90,8 +92,19 @@ def _path_text(path: Any, what: str) -> str:
     return text
 
 
+def _plain(path: str) -> bool:
+    """Whether a path is relative and already normal (``a/b.csv``): no ``.``, ``..``,
+    ``//`` or trailing ``/`` to remove (a cheap test: most paths are like that)."""
+    return (
+        os.sep == "/" and path[0] != "/" and path[-1] != "/" and "//" not in path
+        and not ("." in path and ("/." in path or path[0] == "."))
+    )
+
+
 def key_of(path: str, root: str) -> str:
     """The project-relative, normalized form of ``path`` (absolute when outside ``root``)."""
+    if _plain(path):
+        return path
     norm = os.path.normpath(path)
     if os.path.isabs(norm):
         try:
@@ -117,25 +130,31 @@ class File:
     __slots__ = ("path", "_key", "_root")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = _path_text(path, "File")
+        p = self.path = path if type(path) is str and path else _path_text(path, "File")
         """The path as given."""
         self._key = ""
-        self._root = ""
+        self._root: str | None = ""
+        """The root ``_key`` is relative to; ``None`` for a relative, normal path that is
+        not a pattern (the usual case, tested as in _plain): its own key, whatever the root."""
+        if os.sep == "/" and p[0] != "/" and p[-1] != "/" and "//" not in p and not (
+            "." in p and ("/." in p or p[0] == ".")
+        ) and _GLOB_CHARS.isdisjoint(p):
+            self._key, self._root = p, None
 
     @property
     def is_glob(self) -> bool:
         """Whether the path is a glob pattern (contains ``*``, ``?`` or ``[``)."""
-        return not _GLOB_CHARS.isdisjoint(self.path)
+        return self._root is not None and not _GLOB_CHARS.isdisjoint(self.path)
 
     def key(self, root: str) -> str:
         """The path relative to ``root`` (see :func:`key_of`), computed once per root."""
-        if self._root != root:
+        if self._root is not None and self._root != root:
             self._key, self._root = key_of(self.path, root), root
         return self._key
 
     def keyed(self) -> File:
         """This marker with its project-relative path fixed (what a work item carries)."""
-        if not self._root:
+        if self._root == "":
             self.key(os.getcwd())
         return self
 
@@ -152,10 +171,10 @@ class File:
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.path))
 
-    def __getstate__(self) -> tuple[str, str, str]:
+    def __getstate__(self) -> tuple[str, str, str | None]:
         return self.path, self._key, self._root
 
-    def __setstate__(self, state: tuple[str, str, str]) -> None:
+    def __setstate__(self, state: tuple[str, str, str | None]) -> None:
         self.path, self._key, self._root = state
 
     def __repr__(self) -> str:
@@ -175,9 +194,7 @@ class Product(File):
     __slots__ = ()
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = _path_text(path, "Product")
-        self._key = ""
-        self._root = ""
+        super().__init__(path if type(path) is str and path else _path_text(path, "Product"))
         if self.is_glob:
             raise InvalidRequirementError(
                 f"Product({self.path!r}) is a glob pattern; a task declares each file it "
@@ -245,6 +262,23 @@ class DigestCache:
         self.changed: dict[str, tuple[int, int, int, int, str, bool]] = {}
         if path is not None:
             self.entries = _load(path)
+
+    def lookup(self, path: str) -> str | None:
+        """The digest of a file or a directory's manifest (``None``: nothing there); for
+        an unchanged file, one ``os.stat`` and a dict lookup."""
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        entry = self.entries.get(path)
+        if (
+            entry is not None and entry[5] and entry[1] == st.st_mtime_ns
+            and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
+        ):
+            return entry[4]
+        if stat.S_ISDIR(st.st_mode):
+            return _manifest((rel, self.digest(f"{path}/{rel}")) for rel in _walk(path))
+        return self.digest(path, st)
 
     def digest(self, path: str, st: os.stat_result | None = None) -> str:
         """The digest of the regular file at ``path`` (absolute), hashing it only when its
@@ -314,7 +348,7 @@ def digest_of(
     """The content digest of a file, a directory's manifest or a glob pattern's manifest
     (``None`` when there is nothing there). ``exclude`` holds keys left out of manifests
     (declared outputs of other tasks, tracked through their producers)."""
-    full = os.path.join(root, key)
+    full = key if key[0] == "/" else f"{root}/{key}" if os.sep == "/" else os.path.join(root, key)
     if pattern:
         matches = sorted(glob.glob(key, root_dir=root, recursive=True))
         lines = []
@@ -398,17 +432,18 @@ class TaskFiles:
     def __init__(self, inputs: list[File], outputs: list[Product]) -> None:
         self.inputs = inputs
         self.outputs = outputs
-        self.produced: set[str] = set()
+        # (Empty values are shared: a warm run makes one of these per task with files.)
+        self.produced: frozenset[str] | set[str] = _NONE
         """Keys of inputs that a task of the DAG declares as output (tracked through it)."""
-        self.exclude: frozenset[str] = frozenset()
+        self.exclude: frozenset[str] = _NONE
         """Declared outputs of the DAG under this task's directory and glob inputs."""
         self.digests: dict[str, str] = {}
         """``{"file:<key>": digest}`` of the source inputs, when planned (what a run records)."""
         self.outputs_now: dict[str, str] = {}
         """``{"out:<key>": digest or ""}`` of the outputs on disk, for a stored task."""
-        self.missing: list[str] = []
+        self.missing: tuple[str, ...] = ()
         """Source inputs that do not exist."""
-        self.details: list[str] = []
+        self.details: tuple[str, ...] = ()
         """What changed, in words (for ``why``)."""
 
     @property
@@ -427,7 +462,9 @@ class TaskFiles:
         """``"input changed"``, ``"output changed"`` or ``None``, comparing the stored
         result's digests with the files now (and noting the details)."""
         recorded = meta.deps
-        details = self.details
+        if self.digests.items() <= recorded.items() and not self.outputs_now:
+            return None  # the usual case, checked in C
+        details: list[str] = []
         for key, digest in self.digests.items():
             old = recorded.get(key)
             if old != digest:
@@ -435,6 +472,7 @@ class TaskFiles:
                 details.append(f"input file {name} changed" if old is not None
                                else f"new input file {name} (not used by the stored result)")
         if details:
+            self.details += tuple(details)
             return "input changed"
         for key, now in self.outputs_now.items():
             old = recorded.get(key)
@@ -445,20 +483,8 @@ class TaskFiles:
                 details.append(f"output file {name} was not declared by the stored result")
             elif old != now:
                 details.append(f"output file {name} changed since the task wrote it")
+        self.details += tuple(details)
         return "output changed" if details else None
-
-
-def collect(requirements: Iterable[Any]) -> tuple[list[File], list[Product]] | None:
-    """The ``File`` inputs and ``Product`` outputs among requirement leaves (``None`` when
-    there are none)."""
-    inputs: list[File] = []
-    outputs: list[Product] = []
-    for leaf in requirements:
-        if isinstance(leaf, Product):
-            outputs.append(leaf)
-        elif isinstance(leaf, File):
-            inputs.append(leaf)
-    return (inputs, outputs) if inputs or outputs else None
 
 
 def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
@@ -501,7 +527,9 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
                 covered = [k for k in producers if fnmatch.fnmatchcase(k, key)]
             elif key in producers:
                 covered = [key]
-                files.produced.add(key)
+                if files.produced is _NONE:
+                    files.produced = set()
+                files.produced.add(key)  # type: ignore[union-attr]
             else:  # a directory: the declared outputs under it
                 prefix = "" if key == "." else key + "/"
                 covered = []
@@ -530,34 +558,60 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     """Digest the source inputs of every task, and the outputs of the stored ones.
 
     Inputs that another task produces are skipped: they are tracked through their producer.
+    This is the warm run's per-file cost (one ``os.stat`` and a dict lookup when the file
+    is unchanged), hence the plain loops.
     """
     root = os.getcwd()
     cache = DigestCache(cache_file if cache_file is not None and cache_file.parent.is_dir() else None)
     seen: dict[str, str | None] = {}
+    unseen = _UNSEEN
+    entries = cache.entries
+    os_stat = os.stat
     for node in with_files:
         files = node.files
         assert files is not None
+        digests = files.digests
         for item in files.inputs:
-            key = item.key(root)
-            if key in files.produced:
-                continue
-            try:
-                digest = seen[key]
-            except KeyError:
-                digest = seen[key] = digest_of(key, root, cache, pattern=item.is_glob,
-                                               exclude=files.exclude)
-            if digest is None:
-                files.missing.append(key)
+            if item._root is None:  # a plain relative path: DigestCache.lookup, inlined
+                key = item._key
+                digest = seen.get(key, unseen)
+                if digest is unseen:
+                    if key in files.produced:
+                        continue
+                    full = f"{root}/{key}"
+                    entry = entries.get(full)
+                    digest = None
+                    if entry is not None and entry[5]:
+                        try:
+                            st = os_stat(full)
+                        except OSError:
+                            pass
+                        else:
+                            if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
+                                    and entry[0] == st.st_size and entry[3] == st.st_ino):
+                                digest = entry[4]
+                    if digest is None:  # new, changed, missing, a directory: the long way
+                        digest = digest_of(key, root, cache, exclude=files.exclude)
+                    seen[key] = digest
             else:
-                files.digests[INPUT + key] = digest
-        if node.task.id in metas:
+                key = item.key(root)
+                digest = seen.get(key, unseen)
+                if digest is unseen:
+                    if key in files.produced:
+                        continue
+                    digest = seen[key] = digest_of(key, root, cache, pattern=item.is_glob,
+                                                   exclude=files.exclude)
+            if digest is None:
+                files.missing += (key,)
+            else:
+                digests[INPUT + key] = digest
+        if files.outputs and node.task.id in metas:
             for product in files.outputs:
-                key = product.key(root)
-                try:
-                    digest = seen[OUTPUT + key]
-                except KeyError:
-                    digest = seen[OUTPUT + key] = digest_of(key, root, cache)
-                files.outputs_now[OUTPUT + key] = digest or ""
+                key = OUTPUT + product.key(root)
+                digest = seen.get(key, unseen)
+                if digest is unseen:
+                    digest = seen[key] = digest_of(product._key, root, cache)
+                files.outputs_now[key] = digest or ""
     cache.save()
 
 

@@ -200,7 +200,7 @@ def mark(
         files = node.files
         if files is not None and files.missing:
             node.reason = "input missing"
-            files.details += [f"input file {path} does not exist" for path in files.missing]
+            files.details += tuple(f"input file {path} does not exist" for path in files.missing)
         elif force_all or tid in forced_ids:
             node.reason = "forced"
         elif meta is None:

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, overloa
 
 from ._types import TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
-from .files import File, Product, collect
+from .files import File, Product
 from .identity import code_fingerprint, encode_arguments, task_id
 
 if TYPE_CHECKING:
@@ -185,20 +185,34 @@ class Spec:
         """The distinct prerequisite tasks, in declaration order."""
         if self._deps is None:
             reqs = self.requirements
-            if len(reqs) == 1 and type(reqs[0]) is Task:  # the common case, made cheap
-                self._deps = [reqs[0]]
-                return self._deps
+            if len(reqs) == 1:  # the common cases, made cheap
+                kind = type(reqs[0])
+                if kind is Task:
+                    self._deps = [reqs[0]]
+                    return self._deps
+                if kind is File:
+                    self._deps, self._files = [], ([reqs[0]], [])
+                    return self._deps
             seen: dict[TaskId, Task[Any]] = {}
-            others = []
+            inputs: list[File] = []
+            outputs: list[Product] = []
             for leaf in _leaves(reqs):
-                if isinstance(leaf, Task):
+                kind = type(leaf)
+                if kind is Task:
                     if leaf.id not in seen:
                         seen[leaf.id] = leaf
-                elif isinstance(leaf, File):
-                    others.append(leaf)
+                elif kind is File:
+                    inputs.append(leaf)
+                elif kind is Product:
+                    outputs.append(leaf)
+                elif isinstance(leaf, Task):
+                    if leaf.id not in seen:
+                        seen[leaf.id] = leaf
+                elif isinstance(leaf, File):  # a subclass
+                    (outputs if isinstance(leaf, Product) else inputs).append(leaf)  # type: ignore[arg-type]
             self._deps = list(seen.values())
-            if others:
-                self._files = collect(others)
+            if inputs or outputs:
+                self._files = (inputs, outputs)
         return self._deps
 
     @property
@@ -209,13 +223,16 @@ class Spec:
 
 
 def _leaves(obj: Any) -> Iterator[Any]:
+    """The leaves of nested lists and dicts, depth first, in order (no recursion)."""
     stack = [obj]
     while stack:
         item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        elif isinstance(item, dict):
-            stack.extend(reversed(list(item.values())))
+        if isinstance(item, (list, dict)):
+            values = item if isinstance(item, list) else list(item.values())
+            if any(isinstance(x, (list, dict)) for x in values):
+                stack.extend(reversed(values))
+            else:  # flat (the usual case): no trip through the stack
+                yield from values
         else:
             yield item
 
@@ -253,8 +270,11 @@ def _invalid_leaf(req: Any) -> tuple[Any, str] | None:
 
 
 def _check_requirement(req: Any) -> None:
-    if type(req) is Task:
+    kind = type(req)
+    if kind is Task or kind is File or kind is Product:
         return
+    if kind is list and all(type(x) is Task or type(x) is File for x in req):
+        return  # a flat list of tasks or inputs (the usual case)
     bad = _invalid_leaf(req)
     if bad is not None:
         leaf, hint = bad

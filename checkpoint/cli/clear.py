@@ -41,7 +41,9 @@ def clear(
 ) -> None:
     """Discard stored results: NAME (a whole family) or 'NAME(args)' (one entry).
 
-    Dependents become stale and re-run next time; --downstream clears them now.
+    Dependents become stale and re-run next time; --downstream clears them now. Files on
+    disk are never deleted: the declared outputs (Product) of the cleared entries are
+    listed and left in place, and a task rewrites its own when it runs again.
     """
     from ..catalog import Removed, clear_all, clear_entries, clear_family, downstream_entries
     from ..taskfile import parse_target
