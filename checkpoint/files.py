@@ -40,13 +40,9 @@ source file and must exist before anything runs (:class:`MissingInputError`).
 
 from __future__ import annotations
 
-import bisect
-import fnmatch
-import glob
 import hashlib
 import marshal
 import os
-import secrets
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -162,6 +158,8 @@ class File:
         """What the inner function receives (called where the task runs)."""
         target = self._key or self.path
         if self.is_glob:
+            import glob
+
             return sorted(Path(p) for p in glob.glob(target, recursive=True))
         return Path(target)
 
@@ -303,7 +301,7 @@ class DigestCache:
             return
         entries = _load(self.path)
         entries.update(self.changed)
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}")
         try:
             tmp.write_bytes(marshal.dumps((self.VERSION, entries)))
             os.replace(tmp, self.path)
@@ -350,6 +348,9 @@ def digest_of(
     (declared outputs of other tasks, tracked through their producers)."""
     full = key if key[0] == "/" else f"{root}/{key}" if os.sep == "/" else os.path.join(root, key)
     if pattern:
+        import fnmatch
+        import glob
+
         matches = sorted(glob.glob(key, root_dir=root, recursive=True))
         lines = []
         for match in matches:
@@ -495,6 +496,9 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
     Raises:
         TaskDefinitionError: two tasks declare the same output, or a task reads its own.
     """
+    import bisect
+    import fnmatch
+
     from .task import task_label
 
     root = os.getcwd()
