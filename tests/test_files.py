@@ -257,14 +257,27 @@ def test_a_glob_that_matches_nothing_is_a_missing_input(tmp_path: Path) -> None:
 
 
 def test_deleted_output_reruns_its_producer(pipeline: Any) -> None:
-    """After out/rome.csv is deleted, clean('rome') should run again and recreate it."""
+    """After out/rome.csv is deleted, clean('rome') should run again and recreate it; what
+    depends on it is kept, since it wrote the same file and returned the same value."""
     checkpoint.run([pipeline.main()], executor="inline")
     Path("out/rome.csv").unlink()
     nodes = plan([pipeline.main()], Store.open()).nodes
     assert nodes[pipeline.clean("rome").id].reason == "output changed"
     again = checkpoint.run([pipeline.main()], executor="inline")
-    assert _ran(again) == {"clean('rome')", "mean('rome')", "main()"}
+    assert _ran(again) == {"clean('rome')"}
+    assert {repr(t) for t in again.kept} == {"mean('rome')", "main()"}
     assert Path("out/rome.csv").read_text() == "10\n14\n"
+
+
+def test_a_producer_that_writes_other_content_reruns_its_consumers(pipeline: Any) -> None:
+    """clean(city) returns the same path whatever it writes: its consumers should re-run
+    when the file it wrote differs (its stamp names its outputs), not be cut off."""
+    checkpoint.run([pipeline.main()], executor="inline")
+    Path("data/raw/rome.csv").write_text("x\n5\n9\n")
+    again = checkpoint.run([pipeline.main()], executor="inline")
+    assert _ran(again) == {"clean('rome')", "mean('rome')", "main()"}
+    assert not again.kept
+    assert again.values[pipeline.main().id]["rome"] == 14.0
 
 
 def test_hand_edited_output_reruns_its_producer(pipeline: Any, runner: CliRunner) -> None:
