@@ -19,11 +19,13 @@ the task wrote it (hashed by the worker, which also fails the task if a declared
 is missing). :func:`checkpoint.graph.mark` compares them with the digests of the files
 now; so an edited input re-runs exactly its dependents, a deleted or hand-edited output
 re-runs its producer, and a task that fails records nothing (its outputs are never marked
-good). ``checkpoint why`` names the file.
+good). ``checkpoint why`` names the file. The value stamp of a task with declared outputs
+names their digests too (:func:`with_outputs`), so early cutoff holds for files: a re-run
+that wrote the same files and returned the same value keeps its dependents.
 
 **Digests** are BLAKE2b of the content, streamed. Hashing every input on every run would
 cost a read of each; :class:`DigestCache` (a file in the store's root) remembers
-``(size, mtime_ns, ctime_ns, inode) -> digest`` per absolute path, so an unchanged file
+``(size, mtime_ns, ctime_ns, inode) -> digest`` per path and project root, so an unchanged file
 costs one ``os.stat`` and a ``touch`` costs one re-hash and re-runs nothing. As in git,
 a file changed within the timestamp granularity of its hashing (:data:`RACY_NS`) could
 change again without changing its stat, so such an entry is not trusted: it is hashed
@@ -66,8 +68,9 @@ INPUT = "file:"
 OUTPUT = "out:"
 """Prefix of a declared output's key in ``Meta.deps``."""
 RACY_NS = 3_000_000_000
-"""A file whose mtime or ctime is this close to (or after) the moment it was hashed is
-hashed again next time (coarse timestamps: FAT 2 s, plus some clock skew on NFS)."""
+"""A file whose last change (its ctime; the mtime on Windows) is this close to (or after)
+the moment it was hashed is hashed again next time (coarse timestamps: FAT 2 s, plus some
+clock skew on NFS)."""
 CACHE_NAME = ".file-digests"
 """The digest cache's file name in the store's root."""
 _CHUNK = 1 << 20
@@ -244,22 +247,25 @@ _clock = time.time_ns
 
 
 class DigestCache:
-    """``{absolute path: (size, mtime_ns, ctime_ns, inode, digest, trusted)}``: the content
-    digests of files whose stat has not changed since they were hashed.
+    """``{path: (size, mtime_ns, ctime_ns, inode, digest, trusted)}``: the content digests
+    of files whose stat has not changed since they were hashed, for one project root
+    (``root``: paths are relative to it, or absolute; the working directory is the root).
 
-    Kept as one ``marshal`` file (loading 5,000 entries takes ~1 ms, a fifth of SQLite's
-    time), rewritten atomically when something changed; a concurrent writer's additions
-    may be lost, which only costs a re-hash. With ``path=None`` nothing is kept.
+    Kept as one ``marshal`` file holding the entries of each root (loading 5,000 entries
+    takes ~1 ms, a fifth of SQLite's time), rewritten atomically when something changed; a
+    concurrent writer's additions may be lost, which only costs a re-hash. With
+    ``path=None`` nothing is kept.
     """
 
-    VERSION = 1
+    VERSION = 2
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, root: str = "") -> None:
         self.path = path
+        self.root = root
         self.entries: dict[str, tuple[int, int, int, int, str, bool]] = {}
         self.changed: dict[str, tuple[int, int, int, int, str, bool]] = {}
         if path is not None:
-            self.entries = _load(path)
+            self.entries = _load(path).get(root) or {}
 
     def lookup(self, path: str) -> str | None:
         """The digest of a file or a directory's manifest (``None``: nothing there); for
@@ -275,12 +281,13 @@ class DigestCache:
         ):
             return entry[4]
         if stat.S_ISDIR(st.st_mode):
-            return _manifest((rel, self.digest(f"{path}/{rel}")) for rel in _walk(path))
+            prefix = "" if path == "." else path + "/"
+            return _manifest((rel, self.digest(prefix + rel)) for rel in _walk(path))
         return self.digest(path, st)
 
     def digest(self, path: str, st: os.stat_result | None = None) -> str:
-        """The digest of the regular file at ``path`` (absolute), hashing it only when its
-        stat differs from the one recorded, or the record is not trusted."""
+        """The digest of the regular file at ``path``, hashing it only when its stat
+        differs from the one recorded, or the record is not trusted."""
         if st is None:
             st = os.stat(path)
         sig = _signature(st)
@@ -299,11 +306,11 @@ class DigestCache:
         """Write the entries that changed (merged with what is on disk now)."""
         if self.path is None or not self.changed:
             return
-        entries = _load(self.path)
-        entries.update(self.changed)
+        roots = _load(self.path)
+        roots.setdefault(self.root, {}).update(self.changed)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}")
         try:
-            tmp.write_bytes(marshal.dumps((self.VERSION, entries)))
+            tmp.write_bytes(marshal.dumps((self.VERSION, roots)))
             os.replace(tmp, self.path)
         except OSError:  # a cache only: the next run hashes again
             tmp.unlink(missing_ok=True)
@@ -311,7 +318,7 @@ class DigestCache:
         self.changed = {}
 
 
-def _load(path: Path) -> dict[str, tuple[int, int, int, int, str, bool]]:
+def _load(path: Path) -> dict[str, dict[str, tuple[int, int, int, int, str, bool]]]:
     try:
         data = marshal.loads(path.read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
@@ -346,7 +353,7 @@ def digest_of(
     """The content digest of a file, a directory's manifest or a glob pattern's manifest
     (``None`` when there is nothing there). ``exclude`` holds keys left out of manifests
     (declared outputs of other tasks, tracked through their producers)."""
-    full = key if key[0] == "/" else f"{root}/{key}" if os.sep == "/" else os.path.join(root, key)
+    full = key  # relative to the working directory, which is ``root``
     if pattern:
         import fnmatch
         import glob
@@ -373,8 +380,7 @@ def digest_of(
     if stat.S_ISDIR(st.st_mode):
         prefix = "" if key == "." else key + "/"
         return _manifest(
-            (rel, cache.digest(os.path.join(full, rel)))
-            for rel in _walk(full) if prefix + rel not in exclude
+            (rel, cache.digest(prefix + rel)) for rel in _walk(full) if prefix + rel not in exclude
         )
     return cache.digest(full, st)
 
@@ -566,7 +572,9 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     is unchanged), hence the plain loops.
     """
     root = os.getcwd()
-    cache = DigestCache(cache_file if cache_file is not None and cache_file.parent.is_dir() else None)
+    cache = DigestCache(
+        cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
+    )
     seen: dict[str, str | None] = {}
     unseen = _UNSEEN
     entries = cache.entries
@@ -582,12 +590,11 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
                 if digest is unseen:
                     if key in files.produced:
                         continue
-                    full = f"{root}/{key}"
-                    entry = entries.get(full)
+                    entry = entries.get(key)
                     digest = None
                     if entry is not None and entry[5]:
                         try:
-                            st = os_stat(full)
+                            st = os_stat(key)  # relative: the working directory is the root
                         except OSError:
                             pass
                         else:
