@@ -476,8 +476,16 @@ class TaskFiles:
             old = recorded.get(key)
             if old != digest:
                 name = key[len(INPUT):]
-                details.append(f"input file {name} changed" if old is not None
-                               else f"new input file {name} (not used by the stored result)")
+                if old is None:
+                    details.append(f"new input {name} (not used by the stored result)")
+                elif not _GLOB_CHARS.isdisjoint(name):
+                    details.append(f"input pattern {name} changed (a match was added, removed "
+                                   "or edited)")
+                elif os.path.isdir(name):
+                    details.append(f"input directory {name} changed (a file under it was "
+                                   "added, removed or edited)")
+                else:
+                    details.append(f"input file {name} changed")
         if details:
             self.details += tuple(details)
             return "input changed"
