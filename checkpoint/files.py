@@ -640,6 +640,7 @@ def missing_inputs(with_files: Iterable[Node]) -> None:
     Raises:
         MissingInputError: naming each such task and file.
     """
+    from ._text import plural
     from .task import task_label
 
     lines = [
@@ -650,7 +651,8 @@ def missing_inputs(with_files: Iterable[Node]) -> None:
         return
     shown = lines[:10] + ([f"... and {len(lines) - 10} more"] if len(lines) > 10 else [])
     raise MissingInputError(
-        "Missing input file(s), so nothing was run:\n  " + "\n  ".join(shown) + "\n"
+        f"{plural(len(lines), 'missing input file')}, so nothing was run:\n  "
+        + "\n  ".join(shown) + "\n"
         f"Paths are relative to {os.getcwd()} (the project root). Create the files or fix "
         "the paths given to File(); a file that another task writes must come from a task "
         "of this run: require that task.",

@@ -421,7 +421,7 @@ def test_clear_keeps_declared_outputs_and_says_so(pipeline: Any, runner: CliRunn
     checkpoint.run([pipeline.main()], executor="inline")
     result = runner.invoke(cli, ["clear", "clean"])
     assert result.exit_code == 0, result.output
-    assert "Did not delete the 2 declared output file(s) of these entries" in result.stderr
+    assert "Did not delete 2 declared output files of these entries" in result.stderr
     assert Path("out/paris.csv").exists() and Path("out/rome.csv").exists()
     as_json = runner.invoke(cli, ["clear", "--all", "-y", "--json"])
     assert '"outputs": []' in as_json.stdout

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._text import plural
 from ..errors import UsageError
 from . import App, pass_app
 from ._complete import complete_targets
@@ -94,9 +95,9 @@ def _report(app: App, removed: Removed, as_json: bool) -> None:
             f"({human_size(removed.bytes)}).", quiet=app.quiet)
         if removed.outputs:
             shown = ", ".join(removed.outputs[:5]) + (", ..." if len(removed.outputs) > 5 else "")
-            err(f"Did not delete the {len(removed.outputs)} declared output file(s) of these "
-                f"entries ({shown}): checkpoint never deletes files on disk; a task that runs "
-                "again rewrites its own.",
+            err(f"Did not delete {plural(len(removed.outputs), 'declared output file')} of "
+                f"these entries ({shown}): checkpoint never deletes files on disk; a task that "
+                "runs again rewrites its own.",
                 quiet=app.quiet)
     else:
         err("Nothing to remove: no stored results matched.", quiet=app.quiet)
