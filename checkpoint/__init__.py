@@ -26,6 +26,12 @@ from .errors import (
     InvalidRequirementError as InvalidRequirementError,
 )
 from .errors import (
+    MissingInputError as MissingInputError,
+)
+from .errors import (
+    MissingOutputError as MissingOutputError,
+)
+from .errors import (
     StoreError as StoreError,
 )
 from .errors import (
@@ -52,6 +58,8 @@ from .errors import (
 from .errors import (
     WorkerDiedError as WorkerDiedError,
 )
+from .files import File as File
+from .files import Product as Product
 from .task import Requires as Requires
 from .task import Task as Task
 from .task import TaskDirectory as TaskDirectory
@@ -69,8 +77,12 @@ __all__ = [
     "CheckpointError",
     "CorruptEntryError",
     "CycleError",
+    "File",
     "InterruptedRunError",
     "InvalidRequirementError",
+    "MissingInputError",
+    "MissingOutputError",
+    "Product",
     "Requires",
     "RunResult",
     "StoreError",

@@ -51,7 +51,7 @@ from types import ModuleType
 from typing import Any
 
 from ._text import plural
-from ._worker import Outcome, Payload, WorkItem, run_batch
+from ._worker import Outcome, Payload, WorkItem, enter_directory, run_batch
 from .errors import SharedCacheError, UsageError, WorkerDiedError
 from .executors import ExecutorAdapter
 from .store import BlobRef
@@ -235,7 +235,7 @@ class DaskAdapter(ExecutorAdapter):
         blob = dumps_by_value((items, payloads), by_value)
         key = f"checkpoint-batch-{secrets.token_hex(8)}"
         inner = self.executor.submit(  # type: ignore[call-arg]
-            run_dask_batch, blob, digest, modules, key=key
+            run_dask_batch, blob, digest, modules, self.cwd, key=key
         )
         outer: Future[list[Outcome]] = Future()
         with self._lock:
@@ -389,10 +389,17 @@ def install_modules(digest: str, data: bytes) -> None:
                 sys.modules[module.__name__] = module
 
 
-def run_dask_batch(blob: bytes, digest: str = "", modules: bytes | None = None) -> list[Outcome]:
-    """Entry point on a Dask worker: run a cloudpickled batch; each outcome stands alone."""
+def run_dask_batch(
+    blob: bytes, digest: str = "", modules: bytes | None = None, cwd: str = ""
+) -> list[Outcome]:
+    """Entry point on a Dask worker: run a cloudpickled batch; each outcome stands alone.
+
+    The worker works in the coordinator's directory (the project root) when it exists on
+    its host, so that tasks' relative paths mean the same there.
+    """
     import cloudpickle
 
+    enter_directory(cwd)
     if digest and modules is not None:
         install_modules(digest, modules)
     items, payloads = pickle.loads(blob)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .errors import CorruptEntryError
+from .files import File, Product, output_digests
 from .store import INLINE_MAX, BlobRef, decode_payload, encode_value, stream_value, write_blob
 from .task import _Requires, restore_filename
 
@@ -89,6 +90,8 @@ class Outcome:
     corrupt_dep: str = ""
     """Id of a prerequisite whose stored value failed its check (the task did not run)."""
     corrupt_text: str = ""
+    outputs: dict[str, str] | None = None
+    """``{"out:<path>": digest}`` of the task's declared outputs, hashed after it ran."""
 
 
 class _CorruptPrerequisite(Exception):
@@ -97,7 +100,7 @@ class _CorruptPrerequisite(Exception):
         self.dep = dep
 
 
-def _fill(template: Any, payloads: dict[str, Payload]) -> Any:
+def _fill(template: Any, payloads: dict[str, Payload], products: list[Product]) -> Any:
     if isinstance(template, Ref):
         held = payloads[template.id]
         if isinstance(held, BlobRef):
@@ -107,9 +110,13 @@ def _fill(template: Any, payloads: dict[str, Payload]) -> Any:
                 raise _CorruptPrerequisite(template.id, str(exc)) from None
         return decode_payload(held[0], held[1])
     if isinstance(template, list):
-        return [_fill(t, payloads) for t in template]
+        return [_fill(t, payloads, products) for t in template]
     if isinstance(template, dict):
-        return {k: _fill(v, payloads) for k, v in template.items()}
+        return {k: _fill(v, payloads, products) for k, v in template.items()}
+    if isinstance(template, File):  # File() or Product(): its path, here
+        if isinstance(template, Product):
+            products.append(template)
+        return template.value()
     return template
 
 
@@ -119,7 +126,8 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     t0 = time.perf_counter()
     try:
         fn = item.fn if item.call is None else _inner(item.call)
-        args = [_fill(t, payloads) for t in item.template]
+        products: list[Product] = []
+        args = [_fill(t, payloads, products) for t in item.template]
         if item.debug == "trace" and in_process:
             from .debug import trace_call
 
@@ -127,6 +135,8 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
                 value = trace_call(fn, *args)
         else:
             value = fn(*args)
+        # Hashed here, as soon as written (a failed task records nothing).
+        outputs = output_digests(products) if products else None
     except _CorruptPrerequisite as exc:
         return Outcome(item.id, started, 0.0, corrupt_dep=exc.dep, corrupt_text=str(exc))
     except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
@@ -146,7 +156,8 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
             # that cannot see the cache (OSError) encodes it for the coordinator instead.
             with contextlib.suppress(OSError):
                 streamed, name, crc, size = stream_value(value, item.blob_dir, item.id)
-                return Outcome(item.id, started, duration, streamed, crc, size, blob=name)
+                return Outcome(item.id, started, duration, streamed, crc, size, blob=name,
+                               outputs=outputs)
         payload = encode_value(value, item.compress_level)
     except Exception as exc:  # noqa: BLE001
         out = _failure(item.id, started, duration, exc, in_process)
@@ -156,10 +167,10 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     if item.blob_dir and size > INLINE_MAX:
         try:  # spares the payload a trip through the coordinator
             name = write_blob(item.blob_dir, item.id, payload)
-            return Outcome(item.id, started, duration, None, crc, size, blob=name)
+            return Outcome(item.id, started, duration, None, crc, size, blob=name, outputs=outputs)
         except OSError:
             pass  # this worker cannot see the cache: the coordinator writes it
-    return Outcome(item.id, started, duration, payload, crc, size)
+    return Outcome(item.id, started, duration, payload, crc, size, outputs=outputs)
 
 
 def _looks_large(value: Any) -> bool:
@@ -343,8 +354,18 @@ def worker_id() -> str:
     return f"{_hostname}:{os.getpid()}"
 
 
-def run_pickled_batch(blob: bytes) -> list[Outcome]:
+def enter_directory(cwd: str) -> None:
+    """Work in the coordinator's working directory (the project root), where relative paths
+    in tasks resolve, if this process is elsewhere and the directory exists here."""
+    if cwd:
+        with contextlib.suppress(OSError):
+            if os.getcwd() != cwd:
+                os.chdir(cwd)
+
+
+def run_pickled_batch(blob: bytes, cwd: str = "") -> list[Outcome]:
     """Entry point in worker processes: the batch arrives cloudpickled (functions by value)."""
+    enter_directory(cwd)
     items, payloads = pickle.loads(blob)
     for item in items:
         if item.filename:

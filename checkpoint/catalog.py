@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._types import TaskId
+from .files import INPUT, OUTPUT
 from .graph import Node, Plan, expand, plan
 from .history import LastRun
 from .store import Meta, Store
@@ -180,30 +181,46 @@ class Removed:
     bytes: int = 0
     families: list[str] = field(default_factory=list)
     """Families removed as a whole (directory names)."""
+    outputs: list[str] = field(default_factory=list)
+    """Declared outputs (``Product()``) of the removed entries: files on disk that clearing
+    never deletes (project-relative paths, as recorded)."""
 
     def add(self, other: Removed) -> None:
         self.entries += other.entries
         self.bytes += other.bytes
         self.families += other.families
+        self.outputs += other.outputs
 
     def to_json(self) -> dict[str, Any]:
-        return {"entries": self.entries, "bytes": self.bytes, "families": self.families}
+        return {"entries": self.entries, "bytes": self.bytes, "families": self.families,
+                "outputs": self.outputs}
+
+
+def _outputs(metas: Iterable[Meta]) -> list[str]:
+    return [key[len(OUTPUT):] for meta in metas for key in meta.deps if key.startswith(OUTPUT)]
 
 
 def clear_family(store: Store, family: str) -> Removed:
-    """Remove a family's store (entries and data directories); report what went."""
+    """Remove a family's store (entries and data directories); report what went.
+
+    Declared output files stay on disk (listed in ``outputs``)."""
     directory = store.root / family
+    outputs: list[str] = []
     if os.path.islink(directory):  # never followed: only the link goes
         entries, size, existed = 0, 0, True
     else:
         entries, size = store.count_entries(family), store.disk_usage(family)
         existed = directory.exists()
+        if entries:
+            outputs = _outputs(meta for _, meta in store.entries(family))
     store.clear_family(family)
-    return Removed(entries, size, [family] if existed else [])
+    return Removed(entries, size, [family] if existed else [], outputs)
 
 
 def clear_entries(store: Store, entries: Iterable[tuple[str, TaskId]]) -> Removed:
-    """Remove single entries ``(family dirname, task id)`` and their data directories."""
+    """Remove single entries ``(family dirname, task id)`` and their data directories.
+
+    Declared output files stay on disk (listed in ``outputs``)."""
     removed = Removed()
     for family, tid in entries:
         meta = store.get_meta(family, tid)
@@ -211,6 +228,8 @@ def clear_entries(store: Store, entries: Iterable[tuple[str, TaskId]]) -> Remove
         if store.delete(family, tid):
             removed.entries += 1
             removed.bytes += size
+            if meta is not None:
+                removed.outputs += _outputs([meta])
     return removed
 
 
@@ -374,6 +393,9 @@ def explain(the_plan: Plan, store: Store) -> list[Explanation]:
                 if dep_node.reason is not None:
                     exp.details.append(f"prerequisite {dep_node.task.expression()} will run "
                                        f"({dep_node.reason})")
+        elif node.reason in ("input missing", "input changed", "output changed"):
+            assert node.files is not None
+            exp.details = list(node.files.details)
         elif node.reason == "upstream changed" and meta is not None:
             exp.details = _upstream_changes(the_plan, node, meta)
         elif node.reason == "forced":
@@ -449,9 +471,17 @@ def _upstream_changes(the_plan: Plan, node: Node, meta: Meta) -> list[str]:
             details.append(f"prerequisite {expr} has no stored result")
         elif dep_node.meta.stamp != meta.deps[dep]:
             details.append(f"prerequisite {expr} was recomputed after this result was stored")
-    dropped = len(set(meta.deps) - set(node.deps))
-    if dropped:
-        details.append(f"{dropped} prerequisite(s) of the stored result are no longer required")
+    current = set(node.deps)
+    if node.files is not None:
+        current.update(node.files.digests)
+        current.update(OUTPUT + p.key(os.getcwd()) for p in node.files.outputs)
+    dropped = set(meta.deps) - current
+    for key in sorted(k for k in dropped if k.startswith((INPUT, OUTPUT))):
+        kind = "input" if key.startswith(INPUT) else "output"
+        details.append(f"{kind} file {key.split(':', 1)[1]} of the stored result is no longer declared")
+    tasks = sum(1 for k in dropped if not k.startswith((INPUT, OUTPUT)))
+    if tasks:
+        details.append(f"{tasks} prerequisite(s) of the stored result are no longer required")
     return details
 
 
@@ -477,8 +507,10 @@ class Touched:
 def touch_targets(targets: Sequence[Task[Any]], store: Store) -> Touched:
     """Accept the current code and the stored results of the targets' DAG as fresh.
 
-    Each stored entry gets the family's current code fingerprint and the current stamps of
-    its prerequisites, without running anything. Tasks without a stored result stay missing.
+    Each stored entry gets the family's current code fingerprint, the current stamps of
+    its prerequisites and the current digests of its input and output files, without
+    running anything. Tasks without a stored result stay missing, and so does a declared
+    output that does not exist.
     """
     the_plan = plan(targets, store)
     report = Touched()
@@ -493,8 +525,11 @@ def touch_targets(targets: Sequence[Task[Any]], store: Store) -> Touched:
         if node.reason is None:
             report.fresh += 1
             continue
-        new = replace(meta, fingerprint=node.task.family.fingerprint[0],
-                      deps={d: stamps[d] for d in node.deps if d in stamps})
+        deps = {d: stamps[d] for d in node.deps if d in stamps}
+        if node.files is not None:  # accept the files as they are now (a missing output stays stale)
+            deps.update(node.files.digests)
+            deps.update((k, v) for k, v in node.files.outputs_now.items() if v)
+        new = replace(meta, fingerprint=node.task.family.fingerprint[0], deps=deps)
         updates.setdefault(node.task.family.dirname, {})[tid] = new
         report.touched += 1
     families = {n.task.family.dirname: n.task.family for n in the_plan.nodes.values()}

@@ -14,8 +14,10 @@ subclasses to exit codes in one place (``exit_code``)::
     │   ├── UnserializableArgumentError    (also a TypeError)
     │   ├── InvalidRequirementError        (also a TypeError)
     │   └── CycleError
+    ├── MissingInputError            (2)   an input file is missing (also a FileNotFoundError)
     ├── TaskFailedError              (1)   a task raised; ``__cause__`` is its exception
     │   ├── UnserializableResultError      (also a TypeError)
+    │   ├── MissingOutputError             a task did not write a declared output
     │   └── WorkerDiedError
     ├── UpstreamFailedError          (1)   skipped because a prerequisite failed
     ├── InterruptedRunError        (130)   Ctrl-C / SIGTERM
@@ -101,6 +103,19 @@ class CycleError(TaskDefinitionError):
         self.cycle = cycle
 
 
+class MissingInputError(CheckpointError, FileNotFoundError):
+    """A ``File()`` input of a task in the run does not exist (and no task of the run writes it).
+
+    Raised before anything runs; ``paths`` lists the missing files (project-relative).
+    """
+
+    exit_code: ClassVar[int] = 2
+
+    def __init__(self, message: str, *, paths: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.paths = paths or []
+
+
 class TaskFailedError(CheckpointError):
     """A task failed in a way its own exception cannot express."""
 
@@ -112,6 +127,10 @@ class TaskFailedError(CheckpointError):
 
 class UnserializableResultError(TaskFailedError, TypeError):
     """A task returned a value that cloudpickle cannot serialize."""
+
+
+class MissingOutputError(TaskFailedError):
+    """A task returned without writing one of its declared outputs (``Product()``)."""
 
 
 class WorkerDiedError(TaskFailedError):

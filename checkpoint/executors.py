@@ -49,6 +49,8 @@ class ExecutorAdapter:
         self.prefetch = 1
         """Batches the scheduler keeps in flight beyond ``workers``, queued for the next free
         worker (more where a round trip to the coordinator is slow, as with Dask)."""
+        self.cwd = os.getcwd()
+        """The working directory that tasks run in (the project root; see ``enter_directory``)."""
 
     @property
     def owned(self) -> bool:
@@ -66,7 +68,7 @@ class ExecutorAdapter:
         import cloudpickle
 
         blob = cloudpickle.dumps((items, payloads))
-        return self.executor.submit(run_pickled_batch, blob)
+        return self.executor.submit(run_pickled_batch, blob, self.cwd)
 
     def rebuild(self) -> bool:
         """Replace a broken executor that checkpoint owns; return whether it could."""

@@ -24,6 +24,9 @@ legend (the states present and their counts):
 ``fresh``            stored and up to date: reused, green, solid border
 ``missing``          no stored result: white, dashed border
 ``code changed``     its family's code changed since it was stored: orange, dashed
+``input changed``    a ``File()`` input's content changed: orange, dashed
+``output changed``   a declared output is missing or was changed: orange, dashed
+``input missing``    a ``File()`` input does not exist: red, dashed
 ``upstream re-run``  a prerequisite runs in this plan: yellow, dashed
 ``upstream changed`` a prerequisite's result changed since it was stored: yellow, dashed
 ``forced``           asked to re-run: blue, dashed
@@ -54,7 +57,9 @@ A node of the ``tasks`` view::
                                         # task arguments as {"$task": "family:id"}
       "state": "fresh",                 # "fresh" | "stale" | "failed" (failed in the last run)
       "reason": null,                   # why it is stale: "missing" | "code changed" |
-                                        # "upstream re-run" | "upstream changed" | "forced"
+                                        # "input changed" | "output changed" |
+                                        # "input missing" | "upstream re-run" |
+                                        # "upstream changed" | "forced"
       "duration": 0.12,                 # seconds the stored result took to compute, or null
       "stored": 1764300000.0,           # when it was stored (Unix time), or null
       "last_run": {                     # the last recorded run, or null if none
@@ -108,7 +113,8 @@ LARGE_GRAPH = 300
 FORMATS = ("dot", "mermaid", "json", "svg", "png")
 
 STATES = (
-    "fresh", "missing", "code changed", "upstream re-run", "upstream changed", "forced", "failed",
+    "fresh", "missing", "code changed", "input changed", "output changed", "input missing",
+    "upstream re-run", "upstream changed", "forced", "failed",
 )
 """Display states, in legend order."""
 
@@ -127,6 +133,9 @@ _LOOKS: dict[str, _Look] = {
     "fresh": _Look("#d9f2d9", "#2e7d32"),
     "missing": _Look("#ffffff", "#757575", dashed=True),
     "code changed": _Look("#ffe0b2", "#e65100", dashed=True),
+    "input changed": _Look("#ffe0b2", "#e65100", dashed=True),
+    "output changed": _Look("#ffe0b2", "#e65100", dashed=True),
+    "input missing": _Look("#ffd6d6", "#c62828", dashed=True),
     "upstream re-run": _Look("#fff3c4", "#b28900", dashed=True),
     "upstream changed": _Look("#fff3c4", "#b28900", dashed=True),
     "forced": _Look("#d6e4ff", "#1f4fbf", dashed=True),

@@ -5,11 +5,18 @@ Expansion is an iterative depth-first search with an explicit stack (no recursio
 by id, detects cycles (a prerequisite that is still on the stack) and yields the tasks in
 topological order: every task after all of its prerequisites.
 
+After the walk, a task's ``File`` input that another task of the DAG declares as its
+``Product`` gets that task as a prerequisite (:func:`checkpoint.files.link`); the order is
+then re-sorted if a producer came after its consumer.
+
 Marking walks that order once. A task needs a run, for the first reason that applies:
 
+``input missing``     a ``File`` input does not exist (the run stops before anything runs)
 ``forced``            asked for (``force`` on a target, ``force_upstream`` on all)
 ``missing``           no stored result
 ``code changed``      its family's code fingerprint differs from the stored one
+``input changed``     the content of a ``File`` input differs from the one it was computed from
+``output changed``    a declared output (``Product``) is missing or not what the task wrote
 ``upstream re-run``   a prerequisite runs in this plan
 ``upstream changed``  a prerequisite's stored result is not the one it was computed from
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import files as _files
 from ._types import TaskId
 from .errors import CycleError
 from .store import Meta, Store
@@ -31,22 +39,36 @@ if TYPE_CHECKING:
     import networkx
 
 FRESH = "fresh"
-REASONS = ("forced", "missing", "code changed", "upstream re-run", "upstream changed")
+REASONS = ("input missing", "forced", "missing", "code changed", "input changed",
+           "output changed", "upstream re-run", "upstream changed")
 
 
 class Node:
     """One task of a plan."""
 
-    __slots__ = ("task", "deps", "reason", "meta")
+    __slots__ = ("task", "deps", "reason", "meta", "files")
 
     def __init__(self, task: Task[Any], deps: list[TaskId]) -> None:
         self.task = task
         self.deps = deps
-        """Ids of the distinct prerequisites, in declaration order."""
+        """Ids of the distinct prerequisites, in declaration order (then the producers of
+        its ``File`` inputs)."""
         self.reason: str | None = None
         """Why the task runs (one of REASONS), or ``None`` when it is fresh."""
         self.meta: Meta | None = None
         """The stored entry's metadata, if any."""
+        self.files: _files.TaskFiles | None = None
+        """Its ``File`` inputs and ``Product`` outputs, if any, and what marking found."""
+
+    def recorded_deps(self, given: dict[str, str], outputs: dict[str, str] | None) -> dict[str, str]:
+        """What a result of this task records in ``Meta.deps``: the stamps of the values it
+        was given (``given``, updated), its input files' digests (as planned) and its
+        declared outputs' (as written)."""
+        if self.files is not None:
+            given.update(self.files.digests)
+            if outputs:
+                given.update(outputs)
+        return given
 
 
 class Plan:
@@ -64,6 +86,14 @@ class Plan:
     def __len__(self) -> int:
         return len(self.nodes)
 
+    def check_inputs(self) -> None:
+        """Raise if a task of the plan lacks an input file (before anything runs).
+
+        Raises:
+            MissingInputError: naming each such task and file.
+        """
+        _files.missing_inputs(n for n in self.nodes.values() if n.files is not None)
+
 
 def expand(targets: Iterable[Task[Any]]) -> dict[TaskId, Node]:
     """Expand targets into nodes in topological order (prerequisites first).
@@ -72,10 +102,14 @@ def expand(targets: Iterable[Task[Any]]) -> dict[TaskId, Node]:
         CycleError: a task depends on itself, directly or through others.
     """
     with interning():
-        return _expand(targets)
+        with_files: list[Node] = []
+        nodes = _expand(targets, with_files)
+        if with_files and _files.link(nodes, with_files):
+            nodes = _reorder(nodes)
+        return nodes
 
 
-def _expand(targets: Iterable[Task[Any]]) -> dict[TaskId, Node]:
+def _expand(targets: Iterable[Task[Any]], with_files: list[Node]) -> dict[TaskId, Node]:
     nodes: dict[TaskId, Node] = {}
     for target in targets:
         if target.id in nodes:
@@ -95,8 +129,38 @@ def _expand(targets: Iterable[Task[Any]]) -> dict[TaskId, Node]:
             else:
                 stack.pop()
                 on_stack.discard(task.id)
-                nodes[task.id] = Node(task, [d.id for d in task.spec().dependencies])
+                spec = task.spec()
+                node = nodes[task.id] = Node(task, [d.id for d in spec.dependencies])
+                if spec._files is not None:  # per plan: marking fills it in
+                    node.files = _files.TaskFiles(*spec._files)
+                    with_files.append(node)
     return nodes
+
+
+def _reorder(nodes: dict[TaskId, Node]) -> dict[TaskId, Node]:
+    """``nodes`` in a topological order again, after producers were linked to consumers
+    (the existing order kept where it can be: each task as soon as its prerequisites are)."""
+    ordered: dict[TaskId, Node] = {}
+    for tid in nodes:
+        if tid in ordered:
+            continue
+        on_stack = {tid}
+        stack = [(tid, iter(nodes[tid].deps))]
+        while stack:
+            current, pending = stack[-1]
+            for dep in pending:
+                if dep in ordered:
+                    continue
+                if dep in on_stack:
+                    _raise_cycle([(nodes[t].task, None) for t, _ in stack], nodes[dep].task)
+                on_stack.add(dep)
+                stack.append((dep, iter(nodes[dep].deps)))
+                break
+            else:
+                stack.pop()
+                on_stack.discard(current)
+                ordered[current] = nodes[current]
+    return ordered
 
 
 def _raise_cycle(stack: list[tuple[Task[Any], Any]], dep: Task[Any]) -> None:
@@ -127,23 +191,31 @@ def mark(
     for dirname, ids in by_family.items():
         metas.update(store.get_metas(dirname, ids))
     planned_stamp = _planned_stamp(nodes)
+    with_files = [node for node in nodes.values() if node.files is not None]
+    if with_files:
+        _files.check(with_files, metas, store.root / _files.CACHE_NAME)
     for tid, node in nodes.items():
         family = node.task.family
         meta = node.meta = metas.get(tid)
-        if force_all or tid in forced_ids:
+        files = node.files
+        if files is not None and files.missing:
+            node.reason = "input missing"
+            files.details += tuple(f"input file {path} does not exist" for path in files.missing)
+        elif force_all or tid in forced_ids:
             node.reason = "forced"
         elif meta is None:
             node.reason = "missing"
         elif code_check and meta.fingerprint != family.fingerprint[0]:
             node.reason = "code changed"
         else:
-            reason = None
-            for dep_id in node.deps:
-                dep = nodes[dep_id]
-                if dep.reason is not None:
-                    reason = "upstream re-run"
-                    break
-            if reason is None and not entry_is_current(meta, node.deps, planned_stamp):
+            reason = None if files is None else files.reason(meta)
+            if reason is None:
+                for dep_id in node.deps:
+                    dep = nodes[dep_id]
+                    if dep.reason is not None:
+                        reason = "upstream re-run"
+                        break
+            if reason is None and not entry_is_current(meta, node.deps, planned_stamp, files):
                 reason = "upstream changed"
             node.reason = reason
 
@@ -157,15 +229,23 @@ def _planned_stamp(nodes: dict[TaskId, Node]) -> Callable[[TaskId], str | None]:
 
 
 def entry_is_current(
-    meta: Meta, deps: Sequence[TaskId], stamp: Callable[[TaskId], str | None]
+    meta: Meta, deps: Sequence[TaskId], stamp: Callable[[TaskId], str | None],
+    files: _files.TaskFiles | None = None, *, outputs: bool = True,
 ) -> bool:
     """Whether a stored entry was computed from exactly the current values of ``deps``
     (``stamp`` gives each one's current stamp): the same prerequisites, none of them since
-    recomputed to another value. Planning and the scheduler (early cutoff, results another
-    run stored) decide with this one rule."""
+    recomputed to another value; and, for a task with files, from the same input files, its
+    declared outputs being as it wrote them (unless ``outputs`` is false: another run just
+    wrote them). Planning and the scheduler (early cutoff, results another run stored)
+    decide with this one rule."""
     recorded = meta.deps
+    expected = len(deps)
+    if files is not None:
+        if not files.current(recorded, outputs):
+            return False
+        expected += len(files.digests) + len(files.outputs)
     # A dropped prerequisite counts too (e.g. a shorter list of seeds from a module constant).
-    if len(recorded) != len(deps):
+    if len(recorded) != expected:
         return False
     for dep in deps:
         current = stamp(dep)

@@ -67,11 +67,19 @@ def _encode(value: Any, family: str, argument: str) -> Any:
             pairs.append([_encode(k, family, argument), _encode(v, family, argument)])
         pairs.sort(key=lambda kv: _dumps(kv[0]))
         return {"$dict": pairs}
+    if isinstance(value, PurePath):
+        raise UnserializableArgumentError(
+            f"Argument {argument!r} of task {family} is a path ({str(value)!r}). Pass it as a "
+            f"str and declare the file in the task, @requires(File({str(value)!r})), so that a "
+            "change to its content re-runs the task (a str alone tracks only the name).",
+            family=family,
+            argument=argument,
+        )
     raise UnserializableArgumentError(
         f"Argument {argument!r} of task {family} is a {type(value).__module__}."
         f"{type(value).__qualname__}, which is not JSON-serializable. Pass JSON-like values "
         "(str, int, float, bool, None, lists, tuples, dicts) or task handles; convert other "
-        "objects (e.g. str(path), list(a_set), int(numpy_value)) or produce them with a task.",
+        "objects (e.g. list(a_set), int(numpy_value)) or produce them with a task.",
         family=family,
         argument=argument,
     )

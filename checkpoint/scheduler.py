@@ -54,6 +54,7 @@ from .errors import (
     WorkerDiedError,
 )
 from .executors import ExecutorAdapter, broken_process_pool, resolve_executor
+from .files import File, same_outputs, with_outputs
 from .graph import Plan, entry_is_current, plan
 from .store import BlobRef, FailedRun, Meta, Record, Store, decode_payload, new_stamp
 from .task import Task, TaskDirectory, TaskFamily, task_label
@@ -185,6 +186,7 @@ def run(
     the_plan = plan(
         targets, store, force=force, force_upstream=force_upstream, code_check=code_check
     )
+    the_plan.check_inputs()
     result = RunResult(the_plan)
     emit = _emitter(subscribers)
     # A fresh target's value is read now: if it fails its check, the target runs again.
@@ -535,7 +537,7 @@ class _Run:
         if meta is None or self.values.is_damaged(tid, meta):
             return True
         if meta.fingerprint == node.task.family.fingerprint[0] and entry_is_current(
-            meta, node.deps, self.values.stamp
+            meta, node.deps, self.values.stamp, node.files, outputs=False
         ):
             self._adopt(tid, meta)
             return False
@@ -569,7 +571,7 @@ class _Run:
         node = self.nodes[tid]
         if (
             node.reason != "upstream re-run" or node.meta is None
-            or not entry_is_current(node.meta, node.deps, self.values.stamp)
+            or not entry_is_current(node.meta, node.deps, self.values.stamp, node.files)
         ):
             return False
         node.reason = None
@@ -746,6 +748,8 @@ class _Run:
             return Ref(req.id)
         if isinstance(req, TaskDirectory):
             return self.store.prepare_data_dir(task.family.dirname, task.id)
+        if isinstance(req, File):  # File or Product: resolved where the task runs
+            return req.keyed()
         if isinstance(req, list):
             return [self._template(r, task) for r in req]
         if isinstance(req, dict):
@@ -858,7 +862,7 @@ class _Run:
                 value_stamp(out.payload, family.compress_level != 0)
                 if by_value and out.payload is not None else new_stamp()
             ),
-            deps=self.given.pop(out.id),
+            deps=node.recorded_deps(self.given.pop(out.id), out.outputs),
             size=out.size,
             crc=out.crc,
             compressed=family.compress_level != 0,
@@ -869,8 +873,11 @@ class _Run:
             worker=out.worker,
             log=bool(out.output),
         )
+        if out.outputs:  # the stamp names the files the task wrote too
+            meta.stamp = with_outputs(meta.stamp, out.outputs)
         previous = self.values.entries.get(out.id)
-        if by_value and same_payload(self.store, family.dirname, previous, meta, out.payload):
+        if by_value and same_payload(self.store, family.dirname, previous, meta, out.payload) \
+                and same_outputs(previous, out.outputs):
             assert previous is not None
             meta.stamp = previous.stamp
         source = None

@@ -29,8 +29,8 @@ The spelling, and why:
   ``Requires[T]``, T being what the attribute reads as in ``run`` (the precedent is
   SQLAlchemy's ``Mapped[int] = mapped_column()``). ``__init__`` assigns each one a task, a
   list or dict of tasks (read as a list or dict of results: annotate ``Requires[list[T]]``,
-  ``Requires[dict[str, T]]``) or ``TaskDirectory()`` (read as a ``Path``: annotate
-  ``Requires[Path]``); type checkers check the assignment against the annotation.
+  ``Requires[dict[str, T]]``), or ``TaskDirectory()``, ``File(path)`` or ``Product(path)``
+  (read as a ``Path``: annotate ``Requires[Path]``); type checkers check the assignment against the annotation.
   ``requires(default=v)`` makes one optional: left unset, it reads as ``v``. A
   ``requires()`` without a default that ``__init__`` leaves unset is an error.
 * Values that need no task are plain attributes (``self.n = n``), set in ``__init__`` from
@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import os
 import re
 import sys
 import threading
@@ -64,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, overloa
 
 from ._types import TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
+from .files import File, Product
 from .identity import code_fingerprint, encode_arguments, task_id
 
 if TYPE_CHECKING:
@@ -165,41 +167,72 @@ class Spec:
     For a function family, ``fn`` is the inner function and ``requirements`` holds one entry
     per ``@requires`` (top-most first); for a class family, ``fn`` is a :class:`_ClassRun`
     and ``requirements`` holds the value of each ``requires()`` attribute that ``__init__``
-    set, in declaration order. Each entry is a task, a :class:`TaskDirectory`, or a
-    list/dict nesting those; ``fn`` receives their results positionally.
+    set, in declaration order. Each entry is a task, a :class:`TaskDirectory`, a
+    :class:`~checkpoint.files.File` or :class:`~checkpoint.files.Product`, or a list/dict
+    nesting those; ``fn`` receives their results positionally.
     """
 
-    __slots__ = ("fn", "requirements", "_deps")
+    __slots__ = ("fn", "requirements", "_deps", "_files")
 
     def __init__(self, fn: Callable[..., Any], requirements: list[Any]) -> None:
         self.fn = fn
         self.requirements = requirements
         self._deps: list[Task[Any]] | None = None
+        self._files: tuple[list[File], list[Product]] | None = None
 
     @property
     def dependencies(self) -> list[Task[Any]]:
         """The distinct prerequisite tasks, in declaration order."""
         if self._deps is None:
             reqs = self.requirements
-            if len(reqs) == 1 and type(reqs[0]) is Task:  # the common case, made cheap
-                self._deps = [reqs[0]]
-                return self._deps
+            if len(reqs) == 1:  # the common cases, made cheap
+                kind = type(reqs[0])
+                if kind is Task:
+                    self._deps = [reqs[0]]
+                    return self._deps
+                if kind is File:
+                    self._deps, self._files = [], ([reqs[0]], [])
+                    return self._deps
             seen: dict[TaskId, Task[Any]] = {}
+            inputs: list[File] = []
+            outputs: list[Product] = []
             for leaf in _leaves(reqs):
-                if isinstance(leaf, Task) and leaf.id not in seen:
-                    seen[leaf.id] = leaf
+                kind = type(leaf)
+                if kind is Task:
+                    if leaf.id not in seen:
+                        seen[leaf.id] = leaf
+                elif kind is File:
+                    inputs.append(leaf)
+                elif kind is Product:
+                    outputs.append(leaf)
+                elif isinstance(leaf, Task):
+                    if leaf.id not in seen:
+                        seen[leaf.id] = leaf
+                elif isinstance(leaf, File):  # a subclass
+                    (outputs if isinstance(leaf, Product) else inputs).append(leaf)  # type: ignore[arg-type]
             self._deps = list(seen.values())
+            if inputs or outputs:
+                self._files = (inputs, outputs)
         return self._deps
+
+    @property
+    def files(self) -> tuple[list[File], list[Product]] | None:
+        """The task's ``File`` inputs and ``Product`` outputs (``None`` when it has none)."""
+        self.dependencies  # noqa: B018 - one walk over the requirements finds both
+        return self._files
 
 
 def _leaves(obj: Any) -> Iterator[Any]:
+    """The leaves of nested lists and dicts, depth first, in order (no recursion)."""
     stack = [obj]
     while stack:
         item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        elif isinstance(item, dict):
-            stack.extend(reversed(list(item.values())))
+        if isinstance(item, (list, dict)):
+            values = item if isinstance(item, list) else list(item.values())
+            if any(isinstance(x, (list, dict)) for x in values):
+                stack.extend(reversed(values))
+            else:  # flat (the usual case): no trip through the stack
+                yield from values
         else:
             yield item
 
@@ -218,9 +251,10 @@ class _Requires:
 
 
 def _invalid_leaf(req: Any) -> tuple[Any, str] | None:
-    """The first leaf of a requirement that is not a task or TaskDirectory, with a hint."""
+    """The first leaf of a requirement that is not a task, TaskDirectory, File or Product,
+    with a hint."""
     for leaf in _leaves(req):
-        if not isinstance(leaf, (Task, TaskDirectory)):
+        if not isinstance(leaf, (Task, TaskDirectory, File)):
             hint = ""
             if isinstance(leaf, TaskFamily):
                 hint = f" Did you mean to call it, e.g. {leaf.short_name}(...)?"
@@ -228,19 +262,25 @@ def _invalid_leaf(req: Any) -> tuple[Any, str] | None:
                 hint = " Use a list instead of a tuple."
             elif leaf is TaskDirectory:
                 hint = " Write TaskDirectory() with parentheses."
+            elif isinstance(leaf, (str, os.PathLike)):
+                hint = (f" For a file on disk, write File({str(leaf)!r}) (an input) or "
+                        f"Product({str(leaf)!r}) (an output).")
             return leaf, hint
     return None
 
 
 def _check_requirement(req: Any) -> None:
-    if type(req) is Task:
+    kind = type(req)
+    if kind is Task or kind is File or kind is Product:
         return
+    if kind is list and all(type(x) is Task or type(x) is File for x in req):
+        return  # a flat list of tasks or inputs (the usual case)
     bad = _invalid_leaf(req)
     if bad is not None:
         leaf, hint = bad
         raise InvalidRequirementError(
             f"@requires(...) got {leaf!r} ({type(leaf).__name__}); it accepts a task, "
-            f"a list or dict of tasks, or TaskDirectory().{hint}"
+            f"a list or dict of tasks, TaskDirectory(), File(path) or Product(path).{hint}"
         )
 
 
@@ -260,9 +300,11 @@ def requires(requirement: Any = _UNSET, /, **options: Any) -> Any:
     """Declare a prerequisite: ``@requires(x)`` on an inner function, ``requires()`` in a class.
 
     On the inner function of a function task, ``requirement`` is a task, a list or dict of
-    tasks (nesting allowed) or ``TaskDirectory()``. Stacked ``@requires`` map top-down onto
-    the inner function's positional parameters: the top-most one is its first argument.
-    Lists and dicts arrive as lists and dicts of results.
+    tasks (nesting allowed), ``TaskDirectory()``, ``File(path)`` (an input file on disk) or
+    ``Product(path)`` (a file the task writes); files and directories arrive as
+    :class:`pathlib.Path`. Stacked ``@requires`` map top-down onto the inner function's
+    positional parameters: the top-most one is its first argument. Lists and dicts arrive
+    as lists and dicts of results.
 
     In the body of a class task, ``name: Requires[T] = requires()`` declares a prerequisite
     attribute (see :class:`Requires`); ``requires(default=v)`` makes it optional.
@@ -324,8 +366,8 @@ class Requires(Generic[T]):
 
     Annotate it with what it reads as in ``run``: ``left: Requires[int] = requires()``.
     ``__init__`` assigns a task (``Task[T]``), a list or dict of tasks (for
-    ``Requires[list[T]]`` / ``Requires[dict[K, T]]``) or ``TaskDirectory()`` (for
-    ``Requires[Path]``); ``run`` reads the result. Reading it in ``__init__`` is an error:
+    ``Requires[list[T]]`` / ``Requires[dict[K, T]]``), or ``TaskDirectory()``, ``File(path)``
+    or ``Product(path)`` (for ``Requires[Path]``); ``run`` reads the result. Reading it in ``__init__`` is an error:
     the result does not exist yet.
     """
 
@@ -378,7 +420,10 @@ class Requires(Generic[T]):
     def __set__(self: Requires[dict[K, X]], obj: object, value: Mapping[K, _HasRun[X]]) -> None: ...
 
     @overload
-    def __set__(self: Requires[Path], obj: object, value: TaskDirectory) -> None: ...
+    def __set__(self: Requires[Path], obj: object, value: TaskDirectory | File) -> None: ...
+
+    @overload
+    def __set__(self: Requires[list[Path]], obj: object, value: File) -> None: ...
 
     @overload
     def __set__(self, obj: object, value: _HasRun[T]) -> None: ...
@@ -398,7 +443,8 @@ class Requires(Generic[T]):
                 what += f" inside {type(value).__name__}"
             raise InvalidRequirementError(
                 f"{_where()}assigns {what} to self.{self.name}, which is declared with "
-                f"requires(): it takes a task, a list or dict of tasks, or TaskDirectory().{hint}"
+                f"requires(): it takes a task, a list or dict of tasks, TaskDirectory(), "
+                f"File(path) or Product(path).{hint}"
                 " Keep plain values in attributes not declared with requires() "
                 "(e.g. self.n = n)."
             )

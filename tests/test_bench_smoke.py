@@ -103,3 +103,11 @@ def test_quick_run_prints_a_row_per_workload(tmp_path: Path) -> None:
             assert re.match(r"\d+(\.\d+)? m?s\b", value), f"{workload} {case!r}: {value!r}"
     record = json.loads(out.read_text())
     assert {row["workload"] for row in record["rows"]} == set(WORKLOADS)
+
+
+def test_files_benchmark_runs_quickly() -> None:
+    """benchmarks/files_bench.py --quick should build its DAGs, re-run nothing warm, and report."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "files_bench.py"), "--quick"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "100 tasks, 1 File each: adds" in done.stdout

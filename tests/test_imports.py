@@ -23,8 +23,8 @@ def test_public_api_is_pinned() -> None:
     import checkpoint
 
     assert set(checkpoint.__all__) == {
-        "CheckpointError", "CorruptEntryError", "CycleError", "InterruptedRunError",
-        "InvalidRequirementError", "Requires", "RunResult", "StoreError", "Task", "TaskArgumentError",
+        "CheckpointError", "CorruptEntryError", "CycleError", "File", "InterruptedRunError",
+        "InvalidRequirementError", "MissingInputError", "MissingOutputError", "Product", "Requires", "RunResult", "StoreError", "Task", "TaskArgumentError",
         "TaskDefinitionError", "TaskDirectory", "TaskFailedError", "TaskFamily",
         "UnserializableArgumentError", "UnserializableResultError", "UpstreamFailedError",
         "UsageError", "WorkerDiedError", "requires", "run", "task",

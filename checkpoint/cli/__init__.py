@@ -5,8 +5,15 @@ Exit codes (mapped here, in :func:`main`, in one place):
 * 0: success
 * 1: a task failed (or raised while declaring its prerequisites), or the store failed
 * 2: bad usage or bad input (unknown task, bad target, missing taskfile, a taskfile that
-  raises on import, wrong arguments)
+  raises on import, wrong arguments, a missing input file)
 * 130: interrupted (Ctrl-C); 143: terminated (SIGTERM)
+
+**Working directory.** Once the taskfile is found, commands that load it work in its
+directory (the project root), as doit does in its dodo file's: the taskfile's module-level
+code, task code and ``File()`` paths see the same files from wherever ``checkpoint`` was
+started. Paths given on the command line (``-f``, ``--cache-dir``, ``CP_CACHE_DIR``,
+``graph -o``) are still relative to where it was started. :meth:`CheckpointGroup.invoke`
+restores the directory afterwards (for ``main()`` called in-process).
 
 Start-up stays light: this package imports click and the core of checkpoint only; rich,
 networkx, diskcache and cloudpickle are imported inside the commands that need them, so
@@ -39,6 +46,8 @@ class App:
     taskfile_option: str | None = None
     cache_dir_option: str | None = None
     verbosity: int = 0
+    invoked_from: Path = field(default_factory=Path.cwd)
+    """The directory ``checkpoint`` was started in (command-line paths are relative to it)."""
     _taskfile: Path | None = None
     _module: ModuleType | None = field(default=None, repr=False)
     _said_cache: bool = False
@@ -65,7 +74,9 @@ class App:
         if self._module is None:
             from ..taskfile import load_taskfile
 
-            self._module = load_taskfile(self.taskfile)
+            taskfile = self.taskfile
+            os.chdir(taskfile.parent)  # the project root (see the module docstring)
+            self._module = load_taskfile(taskfile)
         return self._module
 
     @property
@@ -73,9 +84,9 @@ class App:
         """``--cache-dir``, else ``$CP_CACHE_DIR``, else ``.cache`` next to the taskfile."""
         env = os.environ.get("CP_CACHE_DIR")
         if self.cache_dir_option:
-            path = Path(self.cache_dir_option).absolute()
+            path = self.invoked_from / self.cache_dir_option
         elif env:
-            path = Path(env).absolute()
+            path = self.invoked_from / env
         else:
             path = self.taskfile.parent / ".cache"
         if self.verbosity > 0 and not self._said_cache:
@@ -132,6 +143,10 @@ class CheckpointGroup(click.Group):
 
         default_show = warnings.showwarning
         try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = ""
+        try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always", UnsafeCacheWarning)  # the store warns once a path
                 warnings.showwarning = show
@@ -159,6 +174,9 @@ class CheckpointGroup(click.Group):
                 click.echo("Internal error in checkpoint (please report it):\n"
                            + "".join(traceback.format_exception(exc)), err=True)
             raise click.exceptions.Exit(1) from None
+        finally:
+            if cwd:  # the command may have moved to the project root
+                os.chdir(cwd)
 
 
 @click.group(cls=CheckpointGroup, context_settings={"help_option_names": ["-h", "--help"]})

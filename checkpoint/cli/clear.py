@@ -1,7 +1,8 @@
 """``checkpoint clear``: discard a family, one entry, or the whole cache.
 
-Reports what went to stderr (``--json``: ``{"entries": n, "bytes": n, "families": [...]}``
-on stdout).
+Reports what went to stderr (``--json``: ``{"entries": n, "bytes": n, "families": [...],
+"outputs": [...]}`` on stdout). Declared output files (``Product()``) of the removed entries
+are never deleted: they are listed (``outputs``) and left on disk.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._text import plural
 from ..errors import UsageError
 from . import App, pass_app
 from ._complete import complete_targets
@@ -40,7 +42,9 @@ def clear(
 ) -> None:
     """Discard stored results: NAME (a whole family) or 'NAME(args)' (one entry).
 
-    Dependents become stale and re-run next time; --downstream clears them now.
+    Dependents become stale and re-run next time; --downstream clears them now. Files on
+    disk are never deleted: the declared outputs (Product) of the cleared entries are
+    listed and left in place, and a task rewrites its own when it runs again.
     """
     from ..catalog import Removed, clear_all, clear_entries, clear_family, downstream_entries
     from ..taskfile import parse_target
@@ -89,5 +93,11 @@ def _report(app: App, removed: Removed, as_json: bool) -> None:
     elif removed.entries or removed.families:
         err(f"Removed {removed.entries} entr{'y' if removed.entries == 1 else 'ies'} "
             f"({human_size(removed.bytes)}).", quiet=app.quiet)
+        if removed.outputs:
+            shown = ", ".join(removed.outputs[:5]) + (", ..." if len(removed.outputs) > 5 else "")
+            err(f"Did not delete {plural(len(removed.outputs), 'declared output file')} of "
+                f"these entries ({shown}): checkpoint never deletes files on disk; a task that "
+                "runs again rewrites its own.",
+                quiet=app.quiet)
     else:
         err("Nothing to remove: no stored results matched.", quiet=app.quiet)

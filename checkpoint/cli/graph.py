@@ -64,7 +64,7 @@ def graph(
         )
     data = export.export(the_plan, fmt, families=families, legend=not no_legend, cache_dir=app.cache_dir)
     if output is not None:
-        export.write(data, output)
+        export.write(data, app.invoked_from / output)  # (the command runs in the project root)
         click.echo(f"Wrote {output}", err=True)
     elif isinstance(data, bytes):
         sys.stdout.flush()

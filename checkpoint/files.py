@@ -1,0 +1,660 @@
+"""Files on disk as task inputs and outputs: ``File()``, ``Product()`` and their digests.
+
+``@requires(File("data/raw/paris.csv"))`` declares an input file, ``@requires(Product(
+"out/paris.csv"))`` a file the task writes; the inner function receives each as a
+:class:`pathlib.Path` (a glob pattern's ``File`` as a sorted list of them). A ``File`` may
+name a directory (every file under it) or a glob pattern (``"data/raw/*.csv"``); either is
+one input whose *manifest* (sorted relative paths and their digests) is tracked. Hidden
+files and directories (names starting with ``.``) are left out of manifests.
+
+**Paths** are relative to the *project root*: the taskfile's directory on the command line
+(``checkpoint`` runs there, and so do its workers), the current directory in the library.
+Inside the root they are recorded relative to it, so a project can move.
+
+**Freshness without a new store format.** A stored result records its prerequisites in
+``Meta.deps`` as ``{task id: stamp}``. Files ride along as pseudo-prerequisites under keys
+no task id can take (ids are hex digits): ``"file:<path>"`` with the input's content
+digest when the task was planned, ``"out:<path>"`` with the output's digest right after
+the task wrote it (hashed by the worker, which also fails the task if a declared output
+is missing). :func:`checkpoint.graph.mark` compares them with the digests of the files
+now; so an edited input re-runs exactly its dependents, a deleted or hand-edited output
+re-runs its producer, and a task that fails records nothing (its outputs are never marked
+good). ``checkpoint why`` names the file. The value stamp of a task with declared outputs
+names their digests too (:func:`with_outputs`), so early cutoff holds for files: a re-run
+that wrote the same files and returned the same value keeps its dependents.
+
+**Digests** are BLAKE2b of the content, streamed. Hashing every input on every run would
+cost a read of each; :class:`DigestCache` (a file in the store's root) remembers
+``(size, mtime_ns, ctime_ns, inode) -> digest`` per path and project root, so an unchanged file
+costs one ``os.stat`` and a ``touch`` costs one re-hash and re-runs nothing. As in git,
+a file changed within the timestamp granularity of its hashing (:data:`RACY_NS`) could
+change again without changing its stat, so such an entry is not trusted: it is hashed
+again next time, until it was hashed long enough after its last change.
+
+**Producers.** Within one run's DAG, a ``File`` input that another task declares as a
+``Product`` makes that task a prerequisite (ordering and freshness both go through it),
+and a directory or glob input that covers declared outputs depends on their producers,
+their files being tracked through them. The DAG is built lazily from task calls, so the
+producer must be part of the run: require it (``@requires(clean(city))``, returning the
+path) or list it among the targets. A ``File`` that no task of the DAG produces is a
+source file and must exist before anything runs (:class:`MissingInputError`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    InvalidRequirementError,
+    MissingInputError,
+    MissingOutputError,
+    TaskDefinitionError,
+)
+
+if TYPE_CHECKING:
+    from ._types import TaskId
+    from .graph import Node
+    from .store import Meta
+
+INPUT = "file:"
+"""Prefix of an input's key in ``Meta.deps``."""
+OUTPUT = "out:"
+"""Prefix of a declared output's key in ``Meta.deps``."""
+RACY_NS = 3_000_000_000
+"""A file whose last change (its ctime; the mtime on Windows) is this close to (or after)
+the moment it was hashed is hashed again next time (coarse timestamps: FAT 2 s, plus some
+clock skew on NFS)."""
+CACHE_NAME = ".file-digests"
+"""The digest cache's file name in the store's root."""
+_CHUNK = 1 << 20
+_UNSEEN: Any = object()
+_NONE: frozenset[str] = frozenset()
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _path_text(path: Any, what: str) -> str:
+    try:
+        text = os.fspath(path)
+    except TypeError:
+        raise InvalidRequirementError(
+            f"{what}(...) takes a path (str or pathlib.Path), not {path!r} ({type(path).__name__})."
+        ) from None
+    if not isinstance(text, str) or not text:
+        raise InvalidRequirementError(f"{what}(...) takes a non-empty path, not {path!r}.")
+    return text
+
+
+def _plain(path: str) -> bool:
+    """Whether a path is relative and already normal (``a/b.csv``): no ``.``, ``..``,
+    ``//`` or trailing ``/`` to remove (a cheap test: most paths are like that)."""
+    return (
+        os.sep == "/" and path[0] != "/" and path[-1] != "/" and "//" not in path
+        and not ("." in path and ("/." in path or path[0] == "."))
+    )
+
+
+def key_of(path: str, root: str) -> str:
+    """The project-relative, normalized form of ``path`` (absolute when outside ``root``)."""
+    if _plain(path):
+        return path
+    norm = os.path.normpath(path)
+    if os.path.isabs(norm):
+        try:
+            rel = os.path.relpath(norm, root)
+        except ValueError:  # another drive (Windows)
+            rel = os.pardir
+        if rel != os.pardir and not rel.startswith(os.pardir + os.sep):
+            norm = rel
+    return norm if os.sep == "/" else norm.replace(os.sep, "/")
+
+
+class File:
+    """Marker for ``@requires(File(path))``: an input file, directory or glob pattern.
+
+    The inner function receives a :class:`pathlib.Path` (relative to the project root when
+    the path is), or for a glob pattern the sorted list of matching paths, expanded when
+    the task starts. The task re-runs when the content changes (the content of every file
+    under a directory, or the set of matches and their content for a pattern); a mere
+    ``touch`` does not count. A ``File`` that another task of the run declares as its
+    :class:`Product` makes that task a prerequisite.
+    """
+
+    __slots__ = ("path", "_key", "_root")
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        p = self.path = path if type(path) is str and path else _path_text(path, "File")
+        """The path as given."""
+        self._key = ""
+        self._root: str | None = ""
+        """The root ``_key`` is relative to; ``None`` for a relative, normal path that is
+        not a pattern (the usual case, tested as in _plain): its own key, whatever the root."""
+        if os.sep == "/" and p[0] != "/" and p[-1] != "/" and "//" not in p and not (
+            "." in p and ("/." in p or p[0] == ".")
+        ) and _GLOB_CHARS.isdisjoint(p):
+            self._key, self._root = p, None
+
+    @property
+    def is_glob(self) -> bool:
+        """Whether the path is a glob pattern (contains ``*``, ``?`` or ``[``)."""
+        return self._root is not None and not _GLOB_CHARS.isdisjoint(self.path)
+
+    def key(self, root: str) -> str:
+        """The path relative to ``root`` (see :func:`key_of`), computed once per root."""
+        if self._root is not None and self._root != root:
+            self._key, self._root = key_of(self.path, root), root
+        return self._key
+
+    def keyed(self) -> File:
+        """This marker with its project-relative path fixed (what a work item carries)."""
+        if self._root == "":
+            self.key(os.getcwd())
+        return self
+
+    def value(self) -> Path | list[Path]:
+        """What the inner function receives (called where the task runs)."""
+        target = self._key or self.path
+        if self.is_glob:
+            import glob
+
+            return sorted(Path(p) for p in glob.glob(target, recursive=True))
+        return Path(target)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.path))
+
+    def __getstate__(self) -> tuple[str, str, str | None]:
+        return self.path, self._key, self._root
+
+    def __setstate__(self, state: tuple[str, str, str | None]) -> None:
+        self.path, self._key, self._root = state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+
+class Product(File):
+    """Marker for ``@requires(Product(path))``: a file the task writes (a directory when
+    the path ends with ``/``).
+
+    The inner function receives its :class:`pathlib.Path`, whose parent directory (or the
+    directory itself) exists. The task must write it on every run; its digest is recorded
+    once the task succeeds, and the task runs again when the file is deleted or changed
+    by anything else. checkpoint never deletes it (``checkpoint clear`` keeps it).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path if type(path) is str and path else _path_text(path, "Product"))
+        if self.is_glob:
+            raise InvalidRequirementError(
+                f"Product({self.path!r}) is a glob pattern; a task declares each file it "
+                "writes (or a directory, ending with '/')."
+            )
+
+    @property
+    def is_dir(self) -> bool:
+        """Whether it names a directory (the path ends with a separator)."""
+        return self.path.endswith(("/", os.sep))
+
+    def value(self) -> Path:
+        """The output's path, its directory created (called where the task runs)."""
+        path = Path(self._key or self.path)
+        (path if self.is_dir else path.parent).mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# --- digests ------------------------------------------------------------------------------
+
+
+def hash_file(path: str) -> str:
+    """BLAKE2b (16 bytes, hex) of a file's content, read in chunks."""
+    digest = hashlib.blake2b(digest_size=16)
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _changed_ns(st: os.stat_result) -> int:
+    """When the file last changed, by a clock that no program can set back: the ctime
+    (every write updates it; ``os.utime`` sets the mtime to anything). On Windows the
+    ctime is the creation time, so the mtime it is."""
+    return st.st_ctime_ns if os.name == "posix" else max(st.st_mtime_ns, st.st_ctime_ns)
+
+
+_clock = time.time_ns
+"""The clock that dates a hashing (tests move it forward)."""
+
+
+class DigestCache:
+    """``{path: (size, mtime_ns, ctime_ns, inode, digest, trusted)}``: the content digests
+    of files whose stat has not changed since they were hashed, for one project root
+    (``root``: paths are relative to it, or absolute; the working directory is the root).
+
+    Kept as one ``marshal`` file holding the entries of each root (loading 5,000 entries
+    takes ~1 ms, a fifth of SQLite's time), rewritten atomically when something changed; a
+    concurrent writer's additions may be lost, which only costs a re-hash. With
+    ``path=None`` nothing is kept.
+    """
+
+    VERSION = 2
+
+    def __init__(self, path: Path | None, root: str = "") -> None:
+        self.path = path
+        self.root = root
+        self.entries: dict[str, tuple[int, int, int, int, str, bool]] = {}
+        self.changed: dict[str, tuple[int, int, int, int, str, bool]] = {}
+        if path is not None:
+            self.entries = _load(path).get(root) or {}
+
+    def lookup(self, path: str) -> str | None:
+        """The digest of a file or a directory's manifest (``None``: nothing there); for
+        an unchanged file, one ``os.stat`` and a dict lookup."""
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        entry = self.entries.get(path)
+        if (
+            entry is not None and entry[5] and entry[1] == st.st_mtime_ns
+            and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
+        ):
+            return entry[4]
+        if stat.S_ISDIR(st.st_mode):
+            prefix = "" if path == "." else path + "/"
+            return _manifest((rel, self.digest(prefix + rel)) for rel in _walk(path))
+        return self.digest(path, st)
+
+    def digest(self, path: str, st: os.stat_result | None = None) -> str:
+        """The digest of the regular file at ``path``, hashing it only when its stat
+        differs from the one recorded, or the record is not trusted."""
+        if st is None:
+            st = os.stat(path)
+        sig = _signature(st)
+        entry = self.entries.get(path)
+        if entry is not None and entry[5] and entry[:4] == sig:
+            return entry[4]
+        started = _clock()
+        digest = hash_file(path)
+        after = os.stat(path)
+        trusted = _signature(after) == sig and _changed_ns(st) < started - RACY_NS
+        entry = (*sig, digest, trusted)
+        self.entries[path] = self.changed[path] = entry
+        return digest
+
+    def save(self) -> None:
+        """Write the entries that changed (merged with what is on disk now)."""
+        if self.path is None or not self.changed:
+            return
+        roots = _load(self.path)
+        roots.setdefault(self.root, {}).update(self.changed)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}")
+        try:
+            tmp.write_bytes(marshal.dumps((self.VERSION, roots)))
+            os.replace(tmp, self.path)
+        except OSError:  # a cache only: the next run hashes again
+            tmp.unlink(missing_ok=True)
+            return
+        self.changed = {}
+
+
+def _load(path: Path) -> dict[str, dict[str, tuple[int, int, int, int, str, bool]]]:
+    try:
+        data = marshal.loads(path.read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
+        return {}
+    if type(data) is tuple and len(data) == 2 and data[0] == DigestCache.VERSION and type(data[1]) is dict:
+        return data[1]
+    return {}
+
+
+def _walk(directory: str) -> Iterator[str]:
+    """Paths (relative to ``directory``, ``/``-separated) of the files under it, sorted,
+    hidden ones left out."""
+    for base, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(base, directory)
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+
+
+def _manifest(lines: Iterable[tuple[str, str]]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for rel, file_digest in lines:
+        digest.update(f"{rel}\0{file_digest}\n".encode())
+    return digest.hexdigest()
+
+
+def digest_of(
+    key: str, root: str, cache: DigestCache, *, pattern: bool = False,
+    exclude: frozenset[str] = frozenset(),
+) -> str | None:
+    """The content digest of a file, a directory's manifest or a glob pattern's manifest
+    (``None`` when there is nothing there). ``exclude`` holds keys left out of manifests
+    (declared outputs of other tasks, tracked through their producers)."""
+    full = key  # relative to the working directory, which is ``root``
+    if pattern:
+        import fnmatch
+        import glob
+
+        matches = sorted(glob.glob(key, root_dir=root, recursive=True))
+        lines = []
+        for match in matches:
+            rel = match.replace(os.sep, "/")
+            if rel in exclude:
+                continue
+            found = digest_of(rel, root, cache, exclude=exclude)
+            if found is not None:
+                lines.append((rel, found))
+        if lines or any(fnmatch.fnmatchcase(k, key) for k in exclude):
+            return _manifest(lines)
+        return None  # matches nothing (and no task of the run writes a match)
+    try:
+        st = os.stat(full)
+    except (FileNotFoundError, NotADirectoryError):
+        prefix = "" if key == "." else key + "/"
+        if any(k.startswith(prefix) for k in exclude):  # to be written by their producers
+            return _manifest([])
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        prefix = "" if key == "." else key + "/"
+        return _manifest(
+            (rel, cache.digest(prefix + rel)) for rel in _walk(full) if prefix + rel not in exclude
+        )
+    return cache.digest(full, st)
+
+
+def output_digests(products: list[Product]) -> dict[str, str]:
+    """``{"out:<key>": digest}`` of a task's declared outputs, right after it ran (in the
+    worker: relative paths resolve against its working directory, the project root).
+
+    Raises:
+        MissingOutputError: a declared output does not exist.
+    """
+    cache = DigestCache(None)
+    found = {}
+    for product in products:
+        key = product._key or key_of(product.path, os.getcwd())
+        digest = digest_of(key, os.getcwd(), cache)
+        if digest is None:
+            raise MissingOutputError(
+                f"The task did not write its declared output {key} (Product({product.path!r})). "
+                "Write it on every run, or remove the Product from its requirements."
+            )
+        found[OUTPUT + key] = digest
+    return found
+
+
+def with_outputs(stamp: str, outputs: dict[str, str]) -> str:
+    """A task's stamp that names its declared outputs too (``outputs``: their digests), so
+    that a re-run that wrote other content is a new value, one that wrote the same content
+    and returned the same value is the same (early cutoff). A stamp that does not name a
+    value (a unique one) stays as it is."""
+    if not stamp.startswith("v"):
+        return stamp
+    digest = hashlib.blake2b(stamp.encode(), digest_size=16, person=b"cp-outputs")
+    for key in sorted(outputs):
+        digest.update(f"\0{key}\0{outputs[key]}".encode())
+    return "v" + digest.hexdigest()
+
+
+def same_outputs(previous: Meta | None, outputs: dict[str, str] | None) -> bool:
+    """Whether a previous entry recorded exactly these output digests (none for none)."""
+    if previous is None:
+        return False
+    recorded = {k: v for k, v in previous.deps.items() if k.startswith(OUTPUT)}
+    return recorded == (outputs or {})
+
+
+# --- the files of one task of a plan ----------------------------------------------------
+
+
+class TaskFiles:
+    """The ``File`` and ``Product`` requirements of one task, and what planning found."""
+
+    __slots__ = ("inputs", "outputs", "produced", "exclude", "digests", "outputs_now",
+                 "missing", "details")
+
+    def __init__(self, inputs: list[File], outputs: list[Product]) -> None:
+        self.inputs = inputs
+        self.outputs = outputs
+        # (Empty values are shared: a warm run makes one of these per task with files.)
+        self.produced: frozenset[str] | set[str] = _NONE
+        """Keys of inputs that a task of the DAG declares as output (tracked through it)."""
+        self.exclude: frozenset[str] = _NONE
+        """Declared outputs of the DAG under this task's directory and glob inputs."""
+        self.digests: dict[str, str] = {}
+        """``{"file:<key>": digest}`` of the source inputs, when planned (what a run records)."""
+        self.outputs_now: dict[str, str] = {}
+        """``{"out:<key>": digest or ""}`` of the outputs on disk, for a stored task."""
+        self.missing: tuple[str, ...] = ()
+        """Source inputs that do not exist."""
+        self.details: tuple[str, ...] = ()
+        """What changed, in words (for ``why``)."""
+
+    @property
+    def recorded(self) -> int:
+        """How many keys a result of this task records in ``Meta.deps`` besides task ids."""
+        return len(self.digests) + len(self.outputs)
+
+    def current(self, recorded: dict[str, str], outputs: bool = True) -> bool:
+        """Whether an entry's ``Meta.deps`` has this task's input digests (and, with
+        ``outputs``, the digests of its outputs on disk now)."""
+        if not self.digests.items() <= recorded.items():
+            return False
+        return not outputs or all(now and recorded.get(k) == now for k, now in self.outputs_now.items())
+
+    def reason(self, meta: Meta) -> str | None:
+        """``"input changed"``, ``"output changed"`` or ``None``, comparing the stored
+        result's digests with the files now (and noting the details)."""
+        recorded = meta.deps
+        if self.digests.items() <= recorded.items() and not self.outputs_now:
+            return None  # the usual case, checked in C
+        details: list[str] = []
+        for key, digest in self.digests.items():
+            old = recorded.get(key)
+            if old != digest:
+                name = key[len(INPUT):]
+                if old is None:
+                    details.append(f"new input {name} (not used by the stored result)")
+                elif not _GLOB_CHARS.isdisjoint(name):
+                    details.append(f"input pattern {name} changed (a match was added, removed "
+                                   "or edited)")
+                elif os.path.isdir(name):
+                    details.append(f"input directory {name} changed (a file under it was "
+                                   "added, removed or edited)")
+                else:
+                    details.append(f"input file {name} changed")
+        if details:
+            self.details += tuple(details)
+            return "input changed"
+        for key, now in self.outputs_now.items():
+            old = recorded.get(key)
+            name = key[len(OUTPUT):]
+            if not now:
+                details.append(f"output file {name} is missing")
+            elif old is None:
+                details.append(f"output file {name} was not declared by the stored result")
+            elif old != now:
+                details.append(f"output file {name} changed since the task wrote it")
+        self.details += tuple(details)
+        return "output changed" if details else None
+
+
+def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
+    """Make the producer of each declared output a prerequisite of the tasks whose ``File``
+    inputs name it (or a directory or pattern covering it). Return whether a producer now
+    comes after one of its consumers in ``nodes`` (which then needs re-ordering).
+
+    Raises:
+        TaskDefinitionError: two tasks declare the same output, or a task reads its own.
+    """
+    import bisect
+    import fnmatch
+
+    from .task import task_label
+
+    root = os.getcwd()
+    producers: dict[str, TaskId] = {}
+    for node in with_files:
+        files = node.files
+        assert files is not None
+        for product in files.outputs:
+            key = product.key(root)
+            other = producers.setdefault(key, node.task.id)
+            if other != node.task.id:
+                raise TaskDefinitionError(
+                    f"{task_label(nodes[other].task)} and {task_label(node.task)} both declare "
+                    f"the output {key}; a file has one producer. Give each its own path."
+                )
+    if not producers:
+        return False
+    order = {tid: i for i, tid in enumerate(nodes)}
+    keys = sorted(producers)
+    late = False
+    for node in with_files:
+        files = node.files
+        assert files is not None
+        tid = node.task.id
+        found: list[TaskId] = []
+        exclude: set[str] = set()
+        for item in files.inputs:
+            key = item.key(root)
+            if item.is_glob:
+                covered = [k for k in producers if fnmatch.fnmatchcase(k, key)]
+            elif key in producers:
+                covered = [key]
+                if files.produced is _NONE:
+                    files.produced = set()
+                files.produced.add(key)  # type: ignore[union-attr]
+            else:  # a directory: the declared outputs under it
+                prefix = "" if key == "." else key + "/"
+                covered = []
+                for k in keys[bisect.bisect_left(keys, prefix):]:
+                    if not k.startswith(prefix):
+                        break
+                    covered.append(k)
+            for k in covered:
+                if producers[k] == tid:
+                    raise TaskDefinitionError(
+                        f"{task_label(node.task)} declares {k} both as an input (File) and as "
+                        "its output (Product). Write the result to another path."
+                    )
+                found.append(producers[k])
+                exclude.add(k)
+        if exclude:
+            files.exclude = frozenset(exclude)
+        for producer in found:
+            if producer not in node.deps:
+                node.deps.append(producer)
+                late = late or order[producer] > order[tid]
+    return late
+
+
+def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | None) -> None:
+    """Digest the source inputs of every task, and the outputs of the stored ones.
+
+    Inputs that another task produces are skipped: they are tracked through their producer.
+    This is the warm run's per-file cost (one ``os.stat`` and a dict lookup when the file
+    is unchanged), hence the plain loops.
+    """
+    root = os.getcwd()
+    cache = DigestCache(
+        cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
+    )
+    seen: dict[str, str | None] = {}
+    unseen = _UNSEEN
+    entries = cache.entries
+    os_stat = os.stat
+    for node in with_files:
+        files = node.files
+        assert files is not None
+        digests = files.digests
+        for item in files.inputs:
+            if item._root is None:  # a plain relative path: DigestCache.lookup, inlined
+                key = item._key
+                digest = seen.get(key, unseen)
+                if digest is unseen:
+                    if key in files.produced:
+                        continue
+                    entry = entries.get(key)
+                    digest = None
+                    if entry is not None and entry[5]:
+                        try:
+                            st = os_stat(key)  # relative: the working directory is the root
+                        except OSError:
+                            pass
+                        else:
+                            if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
+                                    and entry[0] == st.st_size and entry[3] == st.st_ino):
+                                digest = entry[4]
+                    if digest is None:  # new, changed, missing, a directory: the long way
+                        digest = digest_of(key, root, cache, exclude=files.exclude)
+                    seen[key] = digest
+            else:
+                key = item.key(root)
+                digest = seen.get(key, unseen)
+                if digest is unseen:
+                    if key in files.produced:
+                        continue
+                    digest = seen[key] = digest_of(key, root, cache, pattern=item.is_glob,
+                                                   exclude=files.exclude)
+            if digest is None:
+                files.missing += (key,)
+            else:
+                digests[INPUT + key] = digest
+        if files.outputs and node.task.id in metas:
+            for product in files.outputs:
+                key = OUTPUT + product.key(root)
+                digest = seen.get(key, unseen)
+                if digest is unseen:
+                    digest = seen[key] = digest_of(product._key, root, cache)
+                files.outputs_now[key] = digest or ""
+    cache.save()
+
+
+def missing_inputs(with_files: Iterable[Node]) -> None:
+    """Raise if a task of the plan lacks a source input file.
+
+    Raises:
+        MissingInputError: naming each such task and file.
+    """
+    from ._text import plural
+    from .task import task_label
+
+    lines = [
+        f"{path}, needed by {task_label(node.task)}"
+        for node in with_files if node.files is not None for path in node.files.missing
+    ]
+    if not lines:
+        return
+    shown = lines[:10] + ([f"... and {len(lines) - 10} more"] if len(lines) > 10 else [])
+    raise MissingInputError(
+        f"{plural(len(lines), 'missing input file')}, so nothing was run:\n  "
+        + "\n  ".join(shown) + "\n"
+        f"Paths are relative to {os.getcwd()} (the project root). Create the files or fix "
+        "the paths given to File(); a file that another task writes must come from a task "
+        "of this run: require that task.",
+        paths=[line.split(", needed by ", 1)[0] for line in lines],
+    )

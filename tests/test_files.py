@@ -1,0 +1,572 @@
+"""Files on disk as task inputs (File) and outputs (Product); the project root as cwd."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import checkpoint
+from checkpoint import (
+    File,
+    InvalidRequirementError,
+    MissingInputError,
+    MissingOutputError,
+    Product,
+    TaskDefinitionError,
+    UnserializableArgumentError,
+    requires,
+    task,
+)
+from checkpoint import files as files_module
+from checkpoint.cli import cli
+from checkpoint.graph import expand, plan
+from checkpoint.store import Store
+
+PIPELINE = '''
+from pathlib import Path
+
+from checkpoint import File, Product, requires, task
+
+CITIES = ["paris", "rome"]
+
+
+@task
+def clean(city: str):
+    """data/raw/{city}.csv -> out/{city}.csv, each value doubled."""
+    @requires(File(f"data/raw/{city}.csv"))
+    @requires(Product(f"out/{city}.csv"))
+    def __(raw: Path, out: Path) -> str:
+        values = [int(v) * 2 for v in raw.read_text().split()[1:]]
+        out.write_text("\\n".join(map(str, values)) + "\\n")
+        return str(out)
+    return __
+
+
+@task
+def mean(city: str):
+    """The mean of out/{city}.csv: a File that clean(city) produces."""
+    @requires(File(f"out/{city}.csv"))
+    def __(path: Path) -> float:
+        values = [float(v) for v in path.read_text().split()]
+        return sum(values) / len(values)
+    return __
+
+
+@task
+def main():
+    @requires([clean(c) for c in CITIES])
+    @requires({c: mean(c) for c in CITIES})
+    def __(paths: list, means: dict) -> dict:
+        return means
+    return __
+'''
+
+
+def _project(root: Path) -> None:
+    (root / "data" / "raw").mkdir(parents=True)
+    (root / "data" / "raw" / "paris.csv").write_text("x\n1\n2\n")
+    (root / "data" / "raw" / "rome.csv").write_text("x\n5\n7\n")
+    (root / "taskfile.py").write_text(PIPELINE)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, make_module: Any) -> Any:
+    _project(tmp_path)
+    return make_module("taskfile", PIPELINE)
+
+
+def _ran(result: checkpoint.RunResult) -> set[str]:
+    return {repr(t) for t in result.ran}
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files hashed from now on count as changed long before (their ctime cannot be set
+    back), so their digests are trusted on sight."""
+    monkeypatch.setattr(files_module, "_clock", lambda: time.time_ns() + 3600 * 10**9)
+
+
+def _write_same_size(path: Path, text: str) -> None:
+    """Replace a file's content in place, keeping its size and its times (mtime and atime)."""
+    st = path.stat()
+    assert len(text.encode()) == st.st_size
+    path.write_text(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def test_edited_input_reruns_exactly_its_dependents(pipeline: Any, runner: CliRunner) -> None:
+    """Editing data/raw/paris.csv should re-run clean('paris') and what depends on it, only,
+    and `why` should name the file."""
+    first = checkpoint.run([pipeline.main()], executor="inline")
+    assert first.values[pipeline.main().id] == {"paris": 3.0, "rome": 12.0}
+    Path("data/raw/paris.csv").write_text("x\n1\n4\n")
+    result = runner.invoke(cli, ["why", "main"])
+    assert result.exit_code == 0, result.output
+    assert "clean('paris') would run: input changed" in result.stdout
+    assert "input file data/raw/paris.csv changed" in result.stdout
+    assert "rome" not in result.stdout
+    again = checkpoint.run([pipeline.main()], executor="inline")
+    assert _ran(again) == {"clean('paris')", "mean('paris')", "main()"}
+    assert again.values[pipeline.main().id] == {"paris": 5.0, "rome": 12.0}
+
+
+def test_touch_alone_reruns_nothing(pipeline: Any) -> None:
+    """A new mtime with the same content should re-run nothing."""
+    checkpoint.run([pipeline.main()], executor="inline")
+    os.utime("data/raw/paris.csv")  # touch
+    os.utime("out/rome.csv")
+    assert not checkpoint.run([pipeline.main()], executor="inline").ran
+
+
+def test_same_second_edit_of_equal_size_is_caught(pipeline: Any) -> None:
+    """An edit that keeps the size and the mtime (an edit within the same timestamp tick)
+    should still re-run the task that reads the file."""
+    checkpoint.run([pipeline.main()], executor="inline")
+    _write_same_size(Path("data/raw/paris.csv"), "x\n3\n2\n")
+    again = checkpoint.run([pipeline.main()], executor="inline")
+    assert "clean('paris')" in _ran(again)
+    assert again.values[pipeline.main().id]["paris"] == 5.0
+
+
+def test_a_recently_hashed_file_is_hashed_again_even_with_the_same_stat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Git's racy-timestamp case: a file hashed within RACY_NS of its mtime could change
+    again without its stat changing, so its digest is not trusted until hashed later; an
+    old file's digest is trusted and it is not read again."""
+    calls: list[str] = []
+    real = files_module.hash_file
+    monkeypatch.setattr(files_module, "hash_file", lambda p: calls.append(p) or real(p))
+    cache = files_module.DigestCache(tmp_path / "digests")
+    racy = tmp_path / "racy.txt"
+    racy.write_text("aaaa")
+    st = racy.stat()
+    first = cache.digest(str(racy))
+    racy.write_text("bbbb")  # same size; pretend the stat did not change at all
+    assert cache.digest(str(racy), st) != first
+    old = tmp_path / "old.txt"
+    old.write_text("cccc")
+    monkeypatch.setattr(files_module, "_clock", lambda: time.time_ns() + 3600 * 10**9)
+    cache.digest(str(old))  # hashed an hour after its last change
+    cache.save()
+    calls.clear()
+    reloaded = files_module.DigestCache(tmp_path / "digests")
+    reloaded.digest(str(old))
+    assert calls == []  # trusted: one os.stat, no read
+    reloaded.digest(str(racy))
+    assert calls == [str(racy)]
+
+
+def test_an_unchanged_file_is_not_hashed_again(pipeline: Any, later: None,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm run should stat input files, not read them, once their digests are trusted."""
+    checkpoint.run([pipeline.main()], executor="inline")
+    checkpoint.run([pipeline.main()], executor="inline")  # outputs (hashed by the worker) too
+    calls: list[str] = []
+    monkeypatch.setattr(files_module, "hash_file", lambda p: calls.append(p) or "")
+    assert not checkpoint.run([pipeline.main()], executor="inline").ran
+    assert calls == []
+
+
+def test_missing_input_is_an_error_before_anything_runs(pipeline: Any, runner: CliRunner) -> None:
+    """A File that does not exist should stop the run before any task runs, naming the task
+    and the path (exit 2 on the command line)."""
+    Path("data/raw/rome.csv").unlink()
+    with pytest.raises(MissingInputError) as info:
+        checkpoint.run([pipeline.main()], executor="inline")
+    assert info.value.paths == ["data/raw/rome.csv"]
+    assert isinstance(info.value, FileNotFoundError)
+    assert "clean('rome')" in str(info.value)
+    assert not Path("out").exists()  # clean('paris') did not run either
+    result = runner.invoke(cli, ["run", "main"])
+    assert result.exit_code == 2
+    assert "data/raw/rome.csv, needed by Task clean('rome') (taskfile.clean)" in result.stderr
+    ls = runner.invoke(cli, ["ls", "main"])
+    assert ls.exit_code == 0 and "input missing" in ls.stdout
+
+
+def test_a_directory_input_tracks_its_files(tmp_path: Path) -> None:
+    """A File naming a directory should re-run on an added or edited file, not on a touch."""
+    Path("shards").mkdir()
+    Path("shards/a.txt").write_text("1")
+
+    @task
+    def total():
+        @requires(File("shards"))
+        def __(shards: Path) -> int:
+            return sum(int(p.read_text()) for p in sorted(shards.iterdir()) if p.suffix == ".txt")
+        return __
+
+    assert total().run(executor="inline") == 1
+    os.utime("shards/a.txt")
+    assert not checkpoint.run([total()], executor="inline").ran
+    Path("shards/b.txt").write_text("2")
+    from checkpoint.catalog import explain
+
+    [why] = explain(plan([total()], Store.open()), Store.open())
+    assert why.details == ["input directory shards changed (a file under it was added, "
+                           "removed or edited)"]
+    assert total().run(executor="inline") == 3
+    Path("shards/.hidden").write_text("ignored")
+    assert not checkpoint.run([total()], executor="inline").ran
+
+
+def test_a_glob_input_arrives_as_a_sorted_list_and_tracks_its_matches(tmp_path: Path) -> None:
+    """File("data/*.csv") should give the matching paths, and re-run when the set changes."""
+    Path("data").mkdir()
+    Path("data/b.csv").write_text("b")
+    Path("data/a.csv").write_text("a")
+    Path("data/notes.txt").write_text("n")
+
+    @task
+    def names():
+        @requires(File("data/*.csv"))
+        def __(paths: list[Path]) -> list[str]:
+            return [str(p) for p in paths]
+        return __
+
+    assert names().run(executor="inline") == ["data/a.csv", "data/b.csv"]
+    Path("data/more.txt").write_text("m")
+    assert not checkpoint.run([names()], executor="inline").ran
+    Path("data/c.csv").write_text("c")
+    assert names().run(executor="inline") == ["data/a.csv", "data/b.csv", "data/c.csv"]
+
+
+def test_a_glob_that_matches_nothing_is_a_missing_input(tmp_path: Path) -> None:
+    """A pattern matching no file should be reported like a missing file."""
+
+    @task
+    def names():
+        @requires(File("nowhere/*.csv"))
+        def __(paths: list[Path]) -> int:
+            return len(paths)
+        return __
+
+    with pytest.raises(MissingInputError, match=r"nowhere/\*\.csv"):
+        names().run(executor="inline")
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+
+def test_deleted_output_reruns_its_producer(pipeline: Any) -> None:
+    """After out/rome.csv is deleted, clean('rome') should run again and recreate it; what
+    depends on it is kept, since it wrote the same file and returned the same value."""
+    checkpoint.run([pipeline.main()], executor="inline")
+    Path("out/rome.csv").unlink()
+    nodes = plan([pipeline.main()], Store.open()).nodes
+    assert nodes[pipeline.clean("rome").id].reason == "output changed"
+    again = checkpoint.run([pipeline.main()], executor="inline")
+    assert _ran(again) == {"clean('rome')"}
+    assert {repr(t) for t in again.kept} == {"mean('rome')", "main()"}
+    assert Path("out/rome.csv").read_text() == "10\n14\n"
+
+
+def test_a_producer_that_writes_other_content_reruns_its_consumers(pipeline: Any) -> None:
+    """clean(city) returns the same path whatever it writes: its consumers should re-run
+    when the file it wrote differs (its stamp names its outputs), not be cut off."""
+    checkpoint.run([pipeline.main()], executor="inline")
+    Path("data/raw/rome.csv").write_text("x\n5\n9\n")
+    again = checkpoint.run([pipeline.main()], executor="inline")
+    assert _ran(again) == {"clean('rome')", "mean('rome')", "main()"}
+    assert not again.kept
+    assert again.values[pipeline.main().id]["rome"] == 14.0
+
+
+def test_hand_edited_output_reruns_its_producer(pipeline: Any, runner: CliRunner) -> None:
+    """A declared output changed by something else should make its producer stale."""
+    checkpoint.run([pipeline.main()], executor="inline")
+    Path("out/paris.csv").write_text("100\n")
+    result = runner.invoke(cli, ["why", "main"])
+    assert "output file out/paris.csv changed since the task wrote it" in result.stdout
+    checkpoint.run([pipeline.main()], executor="inline")
+    assert Path("out/paris.csv").read_text() == "2\n4\n"
+
+
+def test_consumer_of_a_produced_file_gets_the_producer_as_prerequisite(pipeline: Any) -> None:
+    """mean(city) requires only File("out/{city}.csv"): the producer clean(city), if in the
+    DAG, becomes its prerequisite and comes first, even when listed after it."""
+    nodes = expand([pipeline.mean("paris"), pipeline.clean("paris")])
+    order = list(nodes)
+    clean_id, mean_id = pipeline.clean("paris").id, pipeline.mean("paris").id
+    assert nodes[mean_id].deps == [clean_id]
+    assert order.index(clean_id) < order.index(mean_id)
+    result = checkpoint.run([pipeline.mean("paris"), pipeline.clean("paris")], executor="thread")
+    assert result.values[mean_id] == 3.0
+
+
+def test_failing_producer_leaves_nothing_marked_good(tmp_path: Path) -> None:
+    """A producer that fails after writing part of its output should stay stale, and so
+    should its consumer, whether or not it had a good result before."""
+    Path("in.txt").write_text("good")
+
+    @task
+    def produce():
+        @requires(File("in.txt"))
+        @requires(Product("out/result.txt"))
+        def __(src: Path, out: Path) -> None:
+            text = src.read_text()
+            out.write_text(text[:2])
+            if text == "bad!":
+                raise ValueError("half-way")
+            out.write_text(text)
+        return __
+
+    @task
+    def consume():
+        @requires(File("out/result.txt"))
+        def __(path: Path) -> str:
+            return path.read_text()
+        return __
+
+    targets = [consume(), produce()]
+    assert checkpoint.run(targets, executor="inline").values[consume().id] == "good"
+    Path("in.txt").write_text("bad!")
+    with pytest.raises(ValueError, match="half-way"):
+        checkpoint.run(targets, executor="inline")
+    assert Path("out/result.txt").read_text() == "ba"
+    nodes = plan(targets, Store.open()).nodes
+    assert nodes[produce().id].reason == "input changed"
+    assert nodes[consume().id].reason == "upstream re-run"
+    # Put the input back as it was: the half-written output still keeps the producer stale.
+    Path("in.txt").write_text("good")
+    nodes = plan(targets, Store.open()).nodes
+    assert nodes[produce().id].reason == "output changed"
+    assert checkpoint.run(targets, executor="inline").values[consume().id] == "good"
+
+
+def test_failing_first_run_records_no_output(tmp_path: Path) -> None:
+    """A producer that fails on its first run should have no entry (its output is not good)."""
+
+    @task
+    def produce():
+        @requires(Product("out/x.txt"))
+        def __(out: Path) -> None:
+            out.write_text("partial")
+            raise RuntimeError("crash")
+        return __
+
+    result = checkpoint.run([produce()], executor="inline", raise_on_failure=False)
+    assert result.failed
+    assert plan([produce()], Store.open()).nodes[produce().id].reason == "missing"
+
+
+def test_a_declared_output_the_task_did_not_write_fails_it(tmp_path: Path) -> None:
+    """Returning without writing a declared output should fail the task, naming the file."""
+
+    @task
+    def lazy():
+        @requires(Product("out/never.txt"))
+        def __(out: Path) -> int:
+            return 1
+        return __
+
+    with pytest.raises(MissingOutputError, match="did not write its declared output out/never.txt"):
+        lazy().run(executor="inline")
+    assert Path("out").is_dir()  # its directory was made for it
+
+
+def test_directory_product_and_directory_input_linked(tmp_path: Path) -> None:
+    """A directory input covering another task's declared outputs should depend on it."""
+
+    @task
+    def shard(i: int):
+        @requires(Product(f"shards/{i}.txt"))
+        def __(out: Path) -> None:
+            out.write_text(str(i))
+        return __
+
+    @task
+    def total():
+        @requires(File("shards"))
+        def __(shards: Path) -> int:
+            return sum(int(p.read_text()) for p in shards.iterdir())
+        return __
+
+    targets = [total(), *[shard(i) for i in range(3)]]
+    nodes = expand(targets)
+    assert set(nodes[total().id].deps) == {shard(i).id for i in range(3)}
+    assert checkpoint.run(targets, executor="thread").values[total().id] == 3
+    assert not checkpoint.run(targets, executor="thread").ran
+
+
+def test_two_producers_of_one_file_are_refused(tmp_path: Path) -> None:
+    """Two tasks of a DAG declaring the same output should be a definition error."""
+
+    @task
+    def write(n: int):
+        @requires(Product("out/same.txt"))
+        def __(out: Path) -> None:
+            out.write_text(str(n))
+        return __
+
+    with pytest.raises(TaskDefinitionError, match="both declare the output out/same.txt"):
+        expand([write(1), write(2)])
+
+
+def test_clear_keeps_declared_outputs_and_says_so(pipeline: Any, runner: CliRunner) -> None:
+    """`checkpoint clear` should remove entries, never the files the tasks wrote, and say so."""
+    checkpoint.run([pipeline.main()], executor="inline")
+    result = runner.invoke(cli, ["clear", "clean"])
+    assert result.exit_code == 0, result.output
+    assert "Did not delete 2 declared output files of these entries" in result.stderr
+    assert Path("out/paris.csv").exists() and Path("out/rome.csv").exists()
+    as_json = runner.invoke(cli, ["clear", "--all", "-y", "--json"])
+    assert '"outputs": []' in as_json.stdout
+
+
+# --- spelling and errors --------------------------------------------------------------------
+
+
+def test_files_in_lists_dicts_and_class_tasks(tmp_path: Path) -> None:
+    """File and Product mix with tasks in lists and dicts, and work as class attributes."""
+    for name in "ab":
+        Path(f"{name}.txt").write_text(name * 2)
+
+    @task
+    def length(name: str):
+        @requires({"src": File(f"{name}.txt"), "more": [File("a.txt")]})
+        def __(files: dict[str, Any]) -> int:
+            return len(files["src"].read_text()) + len(files["more"][0].read_text())
+        return __
+
+    @task
+    class Copy:
+        src: checkpoint.Requires[Path] = checkpoint.requires()
+        dst: checkpoint.Requires[Path] = checkpoint.requires()
+        n: checkpoint.Requires[int] = checkpoint.requires()
+
+        def __init__(self, name: str) -> None:
+            self.src = File(f"{name}.txt")
+            self.dst = Product(f"copies/{name}.txt")
+            self.n = length(name)
+
+        def run(self) -> int:
+            self.dst.write_text(self.src.read_text())
+            return self.n
+
+    assert Copy("b").run(executor="inline") == 4
+    assert Path("copies/b.txt").read_text() == "bb"
+    Path("b.txt").write_text("bbb")
+    assert Copy("b").run(executor="inline") == 5
+
+
+def test_requirement_errors_point_to_file() -> None:
+    """A bare path in @requires, and a Path argument, should point to File()."""
+    with pytest.raises(InvalidRequirementError, match=r"write File\('data.csv'\)"):
+        requires("data.csv")
+    with pytest.raises(InvalidRequirementError, match="glob pattern"):
+        Product("out/*.csv")
+    with pytest.raises(InvalidRequirementError, match="takes a path"):
+        File(3)  # type: ignore[arg-type]
+
+    @task
+    def load(path: str):
+        def __() -> str:
+            return path
+        return __
+
+    with pytest.raises(UnserializableArgumentError, match=r"@requires\(File\('data.csv'\)\)"):
+        load(Path("data.csv"))  # type: ignore[arg-type]
+
+
+# --- the project root as working directory -----------------------------------------------------
+
+
+def test_running_from_a_subdirectory_sees_the_same_files(tmp_path: Path, runner: CliRunner,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`checkpoint run` from a subdirectory should find the taskfile's files (it works in
+    the taskfile's directory) and give the same result; the caller's cwd is restored."""
+    _project(tmp_path)
+    (tmp_path / "notes").mkdir()
+    monkeypatch.chdir(tmp_path / "notes")
+    result = runner.invoke(cli, ["run", "--executor", "inline", "main"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "{'paris': 3.0, 'rome': 12.0}"
+    assert Path.cwd() == tmp_path / "notes"
+    assert (tmp_path / "out" / "paris.csv").exists() and not Path("out").exists()
+    monkeypatch.chdir(tmp_path)
+    again = runner.invoke(cli, ["run", "--executor", "inline", "main"])
+    assert "Nothing to run" in again.stderr
+
+
+CWD_TASKFILE = '''
+import os
+from checkpoint import requires, task
+
+
+@task
+def where(i: int):
+    def __() -> str:
+        return os.getcwd()
+    return __
+
+
+@task
+def main():
+    @requires([where(i) for i in range(4)])
+    def __(dirs: list) -> str:
+        return ",".join(sorted(set(dirs)))
+    return __
+'''
+
+
+def test_process_workers_run_in_the_project_root(tmp_path: Path) -> None:
+    """The console script started from a subdirectory: every worker process should run in
+    the taskfile's directory."""
+    (tmp_path / "taskfile.py").write_text(CWD_TASKFILE)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "CP_CACHE_DIR"}
+    out = subprocess.run(
+        [sys.executable, "-m", "checkpoint", "run", "--executor", "process", "-j", "2",
+         "--no-progress", "main"],
+        cwd=sub, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path.resolve())
+
+
+def test_workers_started_elsewhere_move_to_the_project_root(tmp_path: Path, make_module: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process pool whose workers were started in another directory should still run
+    tasks in the directory of the run (the library's project root: the current one)."""
+    module = make_module("cwdmod", CWD_TASKFILE)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        assert pool.submit(os.getcwd).result() == str(other)  # workers start here
+        monkeypatch.chdir(tmp_path)
+        value = module.main().run(executor=pool)
+    assert value == str(tmp_path)
+
+
+def test_library_paths_are_relative_to_the_current_directory(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a taskfile, File paths resolve against the current directory, and results
+    keep relative paths (a project that moves keeps them)."""
+    Path("in.txt").write_text(textwrap.dedent("hello"))
+
+    @task
+    def read():
+        @requires(File("in.txt"))
+        def __(path: Path) -> str:
+            return f"{path}:{path.read_text()}"
+        return __
+
+    assert read().run(executor="process", max_workers=1) == "in.txt:hello"
+    meta = Store.open().get_meta(read.dirname, read().id)
+    assert meta is not None and list(meta.deps) == ["file:in.txt"]
