@@ -586,7 +586,6 @@ def test_tornado_report_of_a_cancelled_batch_is_dropped_but_other_errors_are_not
     (seen in CI after an interrupt), nor the relay's InvalidStateError on a future the run
     cancelled (seen here on SIGTERM); any other callback error still shows."""
     import logging
-
     from concurrent.futures import InvalidStateError
 
     from distributed.client import FutureCancelledError
