@@ -162,6 +162,12 @@ class CheckpointGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted: finished results were kept; run again to resume.", err=True)
             raise click.exceptions.Exit(130) from None
+        except BrokenPipeError:
+            # The reader went away (`checkpoint why main | head`): stop quietly, as `cat`
+            # does, and keep Python from complaining when it flushes stdout at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(141) from None
         except Exception as exc:  # noqa: BLE001 - user code (e.g. a task's outer function) raised
             from ._output import format_exception
 

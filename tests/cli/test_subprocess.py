@@ -272,3 +272,22 @@ def test_console_entry_skips_the_final_collection_and_keeps_exit_codes(
     assert frozen == [True]
     script = Path(CHECKPOINT).read_text()
     assert "from checkpoint.cli import console" in script, "reinstall: pyproject's script changed"
+
+
+def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`checkpoint ... | head -1`: no 'Internal error', no BrokenPipeError, exit 141."""
+    (tmp_path / "taskfile.py").write_text(
+        "from checkpoint import task\n"
+        "@task\n"
+        "def main():\n"
+        "    def __():\n"
+        "        return 'x\\n' * 200000\n"
+        "    return __\n"
+    )
+    proc = subprocess.run(
+        f"{sys.executable} -m checkpoint run --executor inline -q | head -1",
+        shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        executable="/bin/bash", env={**os.environ, "CP_CACHE_DIR": str(tmp_path / ".cache")},
+    )
+    assert proc.stdout == "x\n"
+    assert "Error" not in proc.stderr and "Broken" not in proc.stderr, proc.stderr
