@@ -79,10 +79,11 @@ class _Graph:
 
 
 def _kill_loop(tmp_path: Path, kills: int, seed: int) -> tuple[int, int]:
-    """Kill runs (and clears) at random moments; return (kills tried, resumes correct)."""
+    """Kill runs (and clears) at random moments, checking the store after each; return
+    (kills, kills that cut a run or clear short with work left to resume)."""
     rng = random.Random(seed)
     g = _Graph(tmp_path)
-    tried = correct = 0
+    tried = midway = 0
     for k in range(kills):
         before = g.unfinished()
         log = tmp_path / f"exec{k}.log"
@@ -105,7 +106,7 @@ def _kill_loop(tmp_path: Path, kills: int, seed: int) -> tuple[int, int]:
         assert set(ran) <= before, f"re-ran finished tasks: {sorted(set(ran) - before)}"
         assert not wait_dead(worker_pids(log) - {proc.pid}), "orphan worker processes"
         g.check_store()
-        correct += 1
+        midway += proc.returncode == -9 and bool(g.unfinished())
     # The last run finishes and computes exactly what was unfinished.
     before = g.unfinished()
     log = tmp_path / "final.log"
@@ -116,19 +117,19 @@ def _kill_loop(tmp_path: Path, kills: int, seed: int) -> tuple[int, int]:
     assert sorted(executions(log)) == sorted(before)
     assert g.check_store() == 241
     assert g.unfinished() == set()
-    return tried, correct
+    return tried, midway
 
 
 def test_kill_9_at_random_moments_resumes_short(tmp_path: Path) -> None:
     """A few kill -9s of real runs and clears should leave a cache the next run finishes correctly."""
-    tried, correct = _kill_loop(tmp_path, kills=5, seed=1)
-    assert tried == correct == 5
+    tried, midway = _kill_loop(tmp_path, kills=5, seed=1)
+    assert tried == 5 and midway >= 1, "no kill landed while there was work left: nothing was proved"
 
 
 @pytest.mark.faults
 def test_kill_9_at_random_moments_resumes_long(tmp_path: Path) -> None:
     """Thirty-odd kill -9s at random moments should each leave a correct, resumable cache."""
     kills = int(os.environ.get("CP_FAULT_KILLS", "32"))
-    tried, correct = _kill_loop(tmp_path, kills=kills, seed=int(os.environ.get("CP_FAULT_SEED", "7")))
-    print(f"\nkill -9: {tried} kills tried, {correct} resumes correct")
-    assert tried == correct == kills
+    tried, midway = _kill_loop(tmp_path, kills=kills, seed=int(os.environ.get("CP_FAULT_SEED", "7")))
+    print(f"\nkill -9: {tried} kills, {midway} of them mid-work; every resume correct")
+    assert tried == kills and midway >= kills // 2

@@ -471,7 +471,7 @@ def test_rate_limits_are_never_exceeded() -> None:
     for _, delta in events:
         running += delta
         peak = max(peak, running)
-    assert peak == 2
+    assert 1 <= peak <= 2  # the promise is "at most 2"; how many overlap depends on the load
 
 
 def test_run_reports_statistics(choose: Any) -> None:
