@@ -50,4 +50,4 @@ clean:
 	rm -rf $(VENV) .cache build *.egg-info
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py --peers --peer-repeat 1 --peer-size 500 --timeout 300
+	$(BIN)/python benchmarks/run.py --peers --peer-size 500 --timeout 300

@@ -276,8 +276,9 @@ def checkpoint_scenarios(cli: Cli, sz: Sizes) -> list[Scenario]:
     out: list[Scenario] = []
     lattice = HEADER + LATTICE.format(n=sz.lattice_n, k=sz.lattice_n // 2)
     value = str(math.comb(sz.lattice_n, sz.lattice_n // 2))
+    two = ("-j", "2") if "-j" in cli.features else ()  # as many workers as doit's -n 2
     out.append(Scenario("W1", "checkpoint", {"taskfile.py": lattice}, [
-        _run(cli, "cold", expect=value), _run(cli, "warm", expect=value)]))
+        _run(cli, "cold", *two, expect=value), _run(cli, "warm", *two, expect=value)]))
 
     fanin = HEADER + FANIN.format(n=sz.fanin)
     total = str(sum(range(sz.fanin)))
