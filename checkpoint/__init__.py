@@ -20,9 +20,6 @@ from .errors import (
     CycleError as CycleError,
 )
 from .errors import (
-    InterruptedRunError as InterruptedRunError,
-)
-from .errors import (
     InvalidRequirementError as InvalidRequirementError,
 )
 from .errors import (
@@ -50,9 +47,6 @@ from .errors import (
     UnserializableResultError as UnserializableResultError,
 )
 from .errors import (
-    UpstreamFailedError as UpstreamFailedError,
-)
-from .errors import (
     UsageError as UsageError,
 )
 from .errors import (
@@ -78,7 +72,6 @@ __all__ = [
     "CorruptEntryError",
     "CycleError",
     "File",
-    "InterruptedRunError",
     "InvalidRequirementError",
     "MissingInputError",
     "MissingOutputError",
@@ -94,7 +87,6 @@ __all__ = [
     "TaskFamily",
     "UnserializableArgumentError",
     "UnserializableResultError",
-    "UpstreamFailedError",
     "UsageError",
     "WorkerDiedError",
     "requires",

@@ -19,8 +19,6 @@ subclasses to exit codes in one place (``exit_code``)::
     │   ├── UnserializableResultError      (also a TypeError)
     │   ├── MissingOutputError             a task did not write a declared output
     │   └── WorkerDiedError
-    ├── UpstreamFailedError          (1)   skipped because a prerequisite failed
-    ├── InterruptedRunError        (130)   Ctrl-C / SIGTERM
     ├── StoreError                   (1)   the cache cannot be used
     │   ├── CorruptEntryError
     │   ├── StoreVersionError
@@ -135,16 +133,6 @@ class MissingOutputError(TaskFailedError):
 
 class WorkerDiedError(TaskFailedError):
     """The worker process running a task died (killed, crashed or out of memory)."""
-
-
-class UpstreamFailedError(CheckpointError):
-    """A task was skipped because one of its prerequisites failed."""
-
-
-class InterruptedRunError(CheckpointError):
-    """The run was interrupted (Ctrl-C or SIGTERM); finished results were kept."""
-
-    exit_code: ClassVar[int] = 130
 
 
 class StoreError(CheckpointError):

@@ -23,8 +23,6 @@ from .errors import UsageError
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
 
-EXECUTOR_NAMES = ("process", "thread", "inline", "dask")
-
 
 class ExecutorAdapter:
     """A uniform ``submit(batch) -> Future[list[Outcome]]`` over an executor."""

@@ -38,7 +38,6 @@ from .task import Task, interning
 if TYPE_CHECKING:
     import networkx
 
-FRESH = "fresh"
 REASONS = ("input missing", "forced", "missing", "code changed", "input changed",
            "output changed", "upstream re-run", "upstream changed")
 

@@ -415,7 +415,7 @@ class _SpillingWriter:
                 return n
             os.makedirs(self.directory, exist_ok=True)
             self.name = _blob_name(self.task_id)
-            self.file = open(os.path.join(self.directory, self.name), "wb")  # noqa: SIM115
+            self.file = open(os.path.join(self.directory, self.name), "wb")
             self.file.writelines(self.parts)
             self.parts = []
         self.file.write(data)
@@ -1581,8 +1581,3 @@ class Store:
                 f"{_advice(exc)}"
             ) from None
         shutil.rmtree(trash, ignore_errors=True)
-
-    def clear_all(self) -> None:
-        """Remove every family of this store."""
-        for family in self.families():
-            self.clear_family(family)

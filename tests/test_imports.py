@@ -23,10 +23,10 @@ def test_public_api_is_pinned() -> None:
     import checkpoint
 
     assert set(checkpoint.__all__) == {
-        "CheckpointError", "CorruptEntryError", "CycleError", "File", "InterruptedRunError",
+        "CheckpointError", "CorruptEntryError", "CycleError", "File",
         "InvalidRequirementError", "MissingInputError", "MissingOutputError", "Product", "Requires", "RunResult", "StoreError", "Task", "TaskArgumentError",
         "TaskDefinitionError", "TaskDirectory", "TaskFailedError", "TaskFamily",
-        "UnserializableArgumentError", "UnserializableResultError", "UpstreamFailedError",
+        "UnserializableArgumentError", "UnserializableResultError",
         "UsageError", "WorkerDiedError", "requires", "run", "task",
     }
     for name in checkpoint.__all__:
