@@ -784,6 +784,12 @@ class _Run:
                 self.readiness.state[item.id] = TaskState.READY
 
     def _collect(self, done: tuple[Future[list[Outcome]], list[WorkItem]]) -> None:
+        # An interrupt waits until the batch is accounted for: a task is never counted as
+        # both finished and still to run (the interrupted summary's counts add up).
+        with self.guard.critical():
+            self._collect_batch(done)
+
+    def _collect_batch(self, done: tuple[Future[list[Outcome]], list[WorkItem]]) -> None:
         future, items = done
         self.inflight.pop(id(items), None)
         try:
