@@ -1,0 +1,874 @@
+"""Code fingerprints: the normalized source of a task and of everything its code reads.
+
+A family's fingerprint hashes a text made of, in order:
+
+1. the normalized source of the task (its outer function, or its whole class body): parsed
+   and unparsed with :mod:`ast`, so comments, formatting and docstrings do not count;
+2. for each *global* the code reads (found in the compiled code, so locals, parameters,
+   closures, the nested ``__`` and comprehension variables never count), what it is bound to,
+   followed transitively:
+
+   * a function or class of the project: its normalized source, and what *it* reads;
+   * a module of the project (``import features; features.scale``): the attributes read
+     through it, or its whole normalized source when the module itself is passed around;
+   * a value: a canonical text (literals, containers, dataclasses, ``SimpleNamespace``,
+     NumPy arrays), else a digest of a deterministic pickle (sets sorted, arrays hashed,
+     functions and classes by name), else the source of its assignment in the module;
+   * functions, classes and modules from elsewhere (the standard library, installed
+     packages, checkpoint itself) and other task families are not followed.
+
+"The project" is the directory tree of the family's module (its import root: the taskfile's
+directory, the folder of a script, the working directory of a notebook), minus anything under
+``site-packages``/``dist-packages``, the interpreter's own directories or checkpoint's.
+
+A value that cannot be fingerprinted in any of these ways gets a :class:`FingerprintWarning`
+(once per process) naming the global, the task and the fix: ``@task(version=...)``.
+
+Work that depends only on code is cached in-process, keyed by code object or by a file's
+(path, size, mtime_ns); values are read afresh each time a fingerprint is computed.
+"""
+
+from __future__ import annotations
+
+import ast
+import dis
+import hashlib
+import importlib.util
+import inspect
+import io
+import marshal
+import os
+import pickle
+import sys
+import textwrap
+import types
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from functools import lru_cache
+from pathlib import PurePath
+from typing import Any, ClassVar
+
+__all__ = ["FingerprintWarning", "code_fingerprint"]
+
+
+class FingerprintWarning(UserWarning):
+    """A global that a task reads cannot be fingerprinted: changing it would not re-run the
+    task. Pin the task's code with ``@task(version=...)`` and bump the version when it changes."""
+
+
+# --- normalized source -------------------------------------------------------------------
+
+
+class _Normalizer(ast.NodeTransformer):
+    """Drop docstrings so that only code counts."""
+
+    def _strip(self, node: Any) -> Any:
+        self.generic_visit(node)
+        body = node.body
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or ([ast.Pass()] if not isinstance(node, ast.Module) else [])
+        return node
+
+    visit_FunctionDef = _strip
+    visit_AsyncFunctionDef = _strip
+    visit_ClassDef = _strip
+    visit_Module = _strip
+
+
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_source_cache: dict[tuple[Any, ...], tuple[str, ast.AST] | None] = {}
+
+
+def _file_key(filename: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(filename)
+    except (OSError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _source_key(obj: Any) -> tuple[Any, ...] | None:
+    """A cache key for ``obj``'s source: where it is and the state of its file."""
+    code = getattr(inspect.unwrap(obj), "__code__", None) if not isinstance(obj, type) else None
+    if isinstance(code, types.CodeType):
+        where: tuple[Any, ...] = (code.co_filename, code.co_firstlineno, code.co_name)
+        filename = code.co_filename
+    else:
+        module = sys.modules.get(getattr(obj, "__module__", "") or "")
+        filename = getattr(module, "__file__", None) or ""
+        if not filename:
+            return None  # a class defined in a notebook cell: no stable key
+        where = (filename, getattr(obj, "__qualname__", ""))
+    return (*where, _file_key(filename))
+
+
+def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, ast.AST] | None:
+    """``(text, tree)`` of a function's or class's source without comments, formatting and
+    docstrings (and decorators, if asked), or ``None`` when the source is not available."""
+    key = _source_key(obj)
+    if key is not None:
+        key = (*key, strip_decorators)
+        if key in _source_cache:
+            return _source_cache[key]
+    try:
+        source = textwrap.dedent(inspect.getsource(obj))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        result = None
+    else:
+        result = None
+        if tree.body:
+            node = tree.body[0]
+            if strip_decorators and isinstance(node, _DEFS):
+                node.decorator_list = []
+            node = _Normalizer().visit(node)
+            result = ast.unparse(node), node
+    if key is not None:
+        _source_cache[key] = result
+    return result
+
+
+def code_bytes(fn: Any) -> str:
+    """Fallback when no source is available (e.g. a function built by exec)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return repr(fn)
+    return marshal.dumps(code.replace(co_firstlineno=1)).hex()
+
+
+# --- constants and values ----------------------------------------------------------------
+
+_CONSTANT_TYPES = (str, int, float, bool, type(None), bytes, complex, range, PurePath)
+
+
+def constant_text(value: Any, depth: int = 0) -> str | None:
+    """``repr(value)`` for a constant worth fingerprinting, else ``None``.
+
+    Sets are written with their elements sorted: their own order depends on the process's
+    hash seed, which would make the fingerprint differ from one run to the next.
+    """
+    if isinstance(value, _CONSTANT_TYPES):
+        return repr(value)
+    if depth >= 3 or not isinstance(value, (tuple, list, set, frozenset, dict)) or len(value) > 1000:
+        return None
+    parts = [*value.keys(), *value.values()] if isinstance(value, dict) else list(value)
+    texts = [constant_text(v, depth + 1) for v in parts]
+    if any(text is None for text in texts):
+        return None
+    if isinstance(value, (set, frozenset)):
+        inner = "{" + ", ".join(sorted(str(t) for t in texts)) + "}" if texts else ""
+        return inner if type(value) is set and texts else f"{type(value).__name__}({inner})"
+    if all(text == repr(v) for text, v in zip(texts, parts, strict=True)):
+        return repr(value)  # as it always was (a namedtuple keeps its field names)
+    if isinstance(value, dict):  # a set inside: spelled out with its elements sorted
+        n = len(value)
+        return "{" + ", ".join(f"{k}: {v}" for k, v in zip(texts[:n], texts[n:], strict=True)) + "}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(str, texts)) + (",)" if len(texts) == 1 else ")")
+    return "[" + ", ".join(map(str, texts)) + "]"
+
+
+_CODE_TYPES = (
+    types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, type,
+    types.MethodDescriptorType, types.WrapperDescriptorType, types.MethodWrapperType,
+    types.ClassMethodDescriptorType,
+)
+_LONG_TEXT = 2000
+
+
+def _digest(data: bytes | memoryview) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _is_array(value: Any) -> bool:
+    """A NumPy array or scalar whose bytes are its value (no Python objects inside)."""
+    kind = type(value)
+    return (
+        kind.__module__ == "numpy"
+        and hasattr(value, "tobytes")
+        and not getattr(getattr(value, "dtype", None), "hasobject", True)
+    )
+
+
+def _array_text(value: Any) -> str:
+    dtype, shape = value.dtype, getattr(value, "shape", ())
+    if shape == ():
+        return f"numpy.{type(value).__name__}({value.item()!r})"
+    return f"numpy.ndarray(dtype={dtype.str}, shape={tuple(shape)}, blake2b={_digest(value.tobytes())})"
+
+
+def _stateful(value: Any) -> bool:
+    """Values whose pickled state changes as they are used (or that are not data at all):
+    their assignment's source identifies them better."""
+    if isinstance(value, (io.IOBase, types.GeneratorType, types.CoroutineType)):
+        return True
+    random = sys.modules.get("random")
+    if random is not None and isinstance(value, random.Random):
+        return True
+    return type(value).__module__.startswith("numpy.random")
+
+
+class _Pickler(pickle._Pickler):
+    """A pickler whose output depends only on the value: sets are written sorted, arrays
+    as digests, functions/classes/modules by name (and reported to ``on_code`` so that the
+    project's ones are fingerprinted as code), task families and tasks by their identity."""
+
+    dispatch: ClassVar[Any] = dict(pickle._Pickler.dispatch)
+
+    def __init__(self, file: io.BytesIO, on_code: Callable[[Any], str | None]) -> None:
+        super().__init__(file, protocol=5)
+        self.on_code = on_code
+
+    def persistent_id(self, obj: Any) -> str | None:
+        if isinstance(obj, (str, int, float, bytes, bool, type(None), tuple, list, dict)):
+            return None
+        if _is_array(obj):
+            return _array_text(obj)
+        if isinstance(obj, _CODE_TYPES) or hasattr(obj, "__checkpoint_identity__"):
+            return self.on_code(obj)
+        return None
+
+    def _save_set(self, obj: set[Any] | frozenset[Any]) -> None:
+        items = sorted(obj, key=lambda item: _pickle_bytes(item, self.on_code, fast=True))
+        self.save_reduce(type(obj), (items,), obj=obj)  # type: ignore[attr-defined]
+
+    def _save_dict(self, obj: dict[Any, Any]) -> None:
+        # Sorted, like sets: a dict filled from a set has a hash-seed-dependent order.
+        if all(type(k) is str for k in obj):
+            items = sorted(obj.items())
+        else:
+            items = sorted(obj.items(), key=lambda kv: _pickle_bytes(kv[0], self.on_code, fast=True))
+        self.write(pickle.EMPTY_DICT)  # type: ignore[attr-defined]
+        self.memoize(obj)  # type: ignore[attr-defined]
+        self._batch_setitems(iter(items))  # type: ignore[attr-defined]
+
+    dispatch[set] = _save_set
+    dispatch[frozenset] = _save_set
+    dispatch[dict] = _save_dict
+
+
+def _pickle_bytes(value: Any, on_code: Callable[[Any], str | None], *, fast: bool) -> bytes:
+    buffer = io.BytesIO()
+    pickler = _Pickler(buffer, on_code)
+    pickler.fast = fast  # no memo: shared and copied sub-objects pickle alike
+    pickler.dump(value)
+    return buffer.getvalue()
+
+
+# --- what code reads ---------------------------------------------------------------------
+
+Read = tuple[str, str, tuple[str, ...]]
+"""``(kind, name, attributes)``: kind ``"g"`` for a global ``name`` read (then attributes
+read on it, e.g. ``("g", "features", ("scale",))``); ``"i"`` for a module imported inside the
+function (``name`` is ``"{level}:{module}"``, attributes are the names taken from it)."""
+
+_GLOBAL_LOADS = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"}
+_ATTR_LOADS = {"LOAD_ATTR", "LOAD_METHOD"}
+_STORES = {"STORE_FAST", "STORE_DEREF", "STORE_NAME", "STORE_GLOBAL"}
+_IMPORT_GLUE = {"IMPORT_FROM", "SWAP", "POP_TOP", "COPY", *_STORES}
+
+
+def _chain(ins: list[dis.Instruction], k: int) -> tuple[str, ...]:
+    names: list[str] = []
+    while k < len(ins) and ins[k].opname in _ATTR_LOADS:
+        names.append(str(ins[k].argval))
+        k += 1
+    return tuple(names)
+
+
+def _walk_code(code: types.CodeType) -> Iterator[types.CodeType]:
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        yield c
+        stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+
+
+_reads_cache: dict[types.CodeType, tuple[Read, ...]] = {}
+
+
+def code_reads(code: types.CodeType) -> tuple[Read, ...]:
+    """The globals a function's code (nested functions, lambdas, classes and comprehensions
+    included) reads, with the attributes read on them, and the modules it imports inside."""
+    cached = _reads_cache.get(code)
+    if cached is not None:
+        return cached
+    reads: dict[Read, None] = {}
+    imported: dict[str, tuple[str, tuple[str, ...]]] = {}  # local name -> (module, attrs)
+    bodies = [[i for i in dis.get_instructions(c) if i.opname != "EXTENDED_ARG"]
+              for c in _walk_code(code)]
+    for ins in bodies:
+        class_locals = {i.argval for i in ins if i.opname == "STORE_NAME"}
+        for k, i in enumerate(ins):
+            if i.opname in _GLOBAL_LOADS and i.argval not in class_locals:
+                reads[("g", str(i.argval), _chain(ins, k + 1))] = None
+            elif i.opname == "IMPORT_NAME":
+                imported.update(_local_import(ins, k))
+    if imported:
+        for ins in bodies:
+            for k, i in enumerate(ins):
+                if not i.opname.startswith(("LOAD_FAST", "LOAD_DEREF", "LOAD_NAME")):
+                    continue
+                names = i.argval if isinstance(i.argval, tuple) else (i.argval,)
+                for name in names:
+                    if name in imported:
+                        module, attrs = imported[name]
+                        chain = _chain(ins, k + 1) if len(names) == 1 else ()
+                        reads[("i", module, attrs + chain)] = None
+    result = tuple(reads)
+    _reads_cache[code] = result
+    return result
+
+
+def _local_import(ins: list[dis.Instruction], k: int) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The names bound by the import statement whose ``IMPORT_NAME`` is ``ins[k]``."""
+    module = str(ins[k].argval)
+    level = ins[k - 2].argval if k >= 2 and ins[k - 2].opname == "LOAD_CONST" else 0
+    fromlist = ins[k - 1].argval if k >= 1 and ins[k - 1].opname == "LOAD_CONST" else None
+    qualified = f"{level or 0}:{module}"
+    bound: dict[str, tuple[str, tuple[str, ...]]] = {}
+    taken: list[str] = []
+    for i in ins[k + 1:]:
+        if i.opname not in _IMPORT_GLUE:
+            break
+        if i.opname == "IMPORT_FROM":
+            taken.append(str(i.argval))
+        elif i.opname in _STORES:
+            name = str(i.argval)
+            if fromlist:  # from module import a as name
+                bound[name] = (qualified, tuple(taken[-1:]))
+            elif taken:  # import a.b.c as name
+                bound[name] = (qualified, ())
+                break
+            else:  # import a.b.c binds a
+                bound[name] = (f"{level or 0}:{module.split('.')[0]}", ())
+                break
+    return bound
+
+
+def _ast_reads(nodes: Iterable[ast.AST], bound: set[str] = frozenset()) -> list[Read]:  # type: ignore[assignment]
+    """Global reads of expressions evaluated where a def or class statement runs."""
+    out: list[Read] = []
+    for node in nodes:
+        inner: set[int] = set()  # attributes and names inside a chain already counted
+        for sub in ast.walk(node):
+            if id(sub) in inner:
+                continue
+            if isinstance(sub, ast.Attribute):
+                attrs: list[str] = []
+                base: ast.AST = sub
+                while isinstance(base, ast.Attribute):
+                    inner.add(id(base))
+                    attrs.append(base.attr)
+                    base = base.value
+                if isinstance(base, ast.Name) and base.id not in bound:
+                    inner.add(id(base))
+                    out.append(("g", base.id, tuple(reversed(attrs))))
+            elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in bound:
+                out.append(("g", sub.id, ()))
+    return out
+
+
+def _def_time_reads(node: ast.AST) -> list[Read]:
+    """What a def or class statement reads when it runs: decorators, defaults, bases and,
+    for a class, its body outside the methods (names it assigns itself excluded)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return _ast_reads([*node.decorator_list, *node.args.defaults,
+                           *(d for d in node.args.kw_defaults if d is not None)])
+    if not isinstance(node, ast.ClassDef):
+        return []
+    assigned = {
+        t.id for stmt in node.body for sub in ast.walk(stmt)
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store)
+        for t in [sub]
+    } | {stmt.name for stmt in node.body if isinstance(stmt, _DEFS)}
+    exprs: list[ast.AST] = [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]
+    for stmt in node.body:
+        if isinstance(stmt, _DEFS):
+            exprs.extend(_def_time_nodes(stmt))
+        elif isinstance(stmt, ast.AnnAssign):
+            if stmt.value is not None:
+                exprs.append(stmt.value)
+        else:
+            exprs.append(stmt)
+    return _ast_reads(exprs, assigned)
+
+
+def _def_time_nodes(node: ast.AST) -> list[ast.AST]:
+    if isinstance(node, ast.ClassDef):
+        return [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]
+    assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    return [*node.decorator_list, *node.args.defaults,
+            *(d for d in node.args.kw_defaults if d is not None)]
+
+
+def _class_functions(cls: type) -> Iterator[types.FunctionType]:
+    for value in vars(cls).values():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        elif isinstance(value, property):
+            yield from (f for f in (value.fget, value.fset, value.fdel)
+                        if isinstance(f, types.FunctionType))
+            continue
+        value = inspect.unwrap(value) if callable(value) else value
+        if isinstance(value, types.FunctionType):
+            if value.__code__.co_filename != "<string>":  # not made by exec (dataclass, ...)
+                yield value
+        elif isinstance(value, type) and value.__qualname__.startswith(cls.__qualname__ + "."):
+            yield from _class_functions(value)
+
+
+# --- the project -------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _outside_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Directories never part of a project (the interpreter's libraries, checkpoint) and
+    the interpreter prefixes (outside unless the project itself lives under one)."""
+    import sysconfig
+
+    libs = {os.path.dirname(os.path.abspath(__file__))}
+    for base in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
+        paths = sysconfig.get_paths(vars=base) if base else sysconfig.get_paths()
+        libs.update(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    return _dirs(libs), _dirs(prefixes)
+
+
+def _dirs(paths: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted({os.path.realpath(p) + os.sep for p in paths}))
+
+
+def project_root(module_name: str) -> str:
+    """The directory a family's project lives in: the import root of its module (the
+    directory its top-level package or module is in), or the working directory when the
+    module has no file (a notebook, ``python -c``)."""
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if not isinstance(file, str) or not file:
+        return os.path.realpath(os.getcwd())
+    root = os.path.dirname(os.path.realpath(file))
+    if module_name != "__main__":
+        up = module_name.count(".") + (os.path.basename(file).startswith("__init__.") or 0)
+        for _ in range(up):
+            root = os.path.dirname(root)
+    return root
+
+
+@lru_cache(maxsize=4096)
+def in_project(path: str, root: str) -> bool:
+    """Whether the source file ``path`` belongs to the project at ``root``."""
+    if not path or path.startswith("<"):
+        return False
+    real = os.path.realpath(path)
+    if not real.startswith(root.rstrip(os.sep) + os.sep):
+        return False
+    parts = real.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return False
+    libs, prefixes = _outside_dirs()
+    if real.startswith(libs):
+        return False
+    inside_prefix = [p for p in prefixes if real.startswith(p)]
+    return all((root + os.sep).startswith(p) for p in inside_prefix)
+
+
+def _module_file(name: str) -> str | None:
+    """The source file of module ``name``, without importing it."""
+    module = sys.modules.get(name)
+    if module is not None:
+        file = getattr(module, "__file__", None)
+        return file if isinstance(file, str) else None
+    parts = name.split(".")
+    for entry in sys.path:
+        base = os.path.join(entry or os.getcwd(), *parts)
+        for candidate in (base + ".py", os.path.join(base, "__init__.py")):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+# --- module sources (for assignments and whole modules) ----------------------------------
+
+
+@dataclass
+class _ModuleSource:
+    text: str
+    """The normalized source of the whole module."""
+    bindings: dict[str, list[ast.stmt]] = field(default_factory=dict)
+    """Module-level statements that bind each name."""
+
+
+_module_cache: dict[str, tuple[tuple[int, int] | None, _ModuleSource | None]] = {}
+
+
+def _module_source(path: str) -> _ModuleSource | None:
+    key = _file_key(path)
+    cached = _module_cache.get(path)
+    if cached is not None and cached[0] == key and key is not None:
+        return cached[1]
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        result = None
+    else:
+        tree = _Normalizer().visit(tree)
+        result = _ModuleSource(ast.unparse(tree))
+        _collect_bindings(tree.body, result.bindings)
+    _module_cache[path] = (key, result)
+    return result
+
+
+def _collect_bindings(body: list[ast.stmt], out: dict[str, list[ast.stmt]]) -> None:
+    for stmt in body:
+        names: list[str] = []
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            names = [a.asname or a.name.split(".")[0] for a in stmt.names]
+        elif isinstance(stmt, _DEFS):
+            names = [stmt.name]
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            names = [n.id for item in stmt.items if item.optional_vars is not None
+                     for n in ast.walk(item.optional_vars) if isinstance(n, ast.Name)]
+        for name in names:
+            out.setdefault(name, []).append(stmt)
+        for attr in ("body", "orelse", "finalbody", "handlers"):
+            inner = getattr(stmt, attr, None)
+            if isinstance(inner, list) and not isinstance(stmt, _DEFS):
+                _collect_bindings([s for s in inner if isinstance(s, ast.stmt)]
+                                  + [s for h in inner if isinstance(h, ast.ExceptHandler)
+                                     for s in h.body], out)
+
+
+# --- the walk ----------------------------------------------------------------------------
+
+_warned: set[tuple[str, str]] = set()
+
+
+class _Walk:
+    """Collects the pieces of one family's fingerprint."""
+
+    def __init__(self, fn: Any, is_task: Callable[[Any], bool], family: str) -> None:
+        self.fn = fn
+        self.is_task = is_task
+        self.family = family
+        self.module: str = getattr(fn, "__module__", None) or ""
+        self.root = project_root(self.module)
+        self.own: dict[str, str] = {}
+        self.other: dict[str, str] = {}
+        self.seen: set[int] = {id(fn)}
+        self.keep: list[Any] = []  # keeps ids in `seen` from being reused
+        self.values: set[tuple[str, str]] = set()
+
+    # pieces
+
+    def _put(self, module: str, name: str, text: str) -> None:
+        if module == self.module:
+            self.own.setdefault(name, text)
+        else:
+            self.other.setdefault(f"{module}.{name}", text)
+
+    def text(self, main: str) -> str:
+        pieces = [self.own[k] for k in sorted(self.own)]
+        pieces += [self.other[k] for k in sorted(self.other)]
+        return "\n\n".join([main, *pieces])
+
+    # code
+
+    def follows(self, obj: Any) -> bool:
+        """Whether a function or class is the project's (so its code counts): its file is
+        in the project, or it comes from the task's own module (a notebook's cells)."""
+        if isinstance(obj, type):
+            module = sys.modules.get(obj.__module__)
+            file = getattr(module, "__file__", None)
+            return obj.__module__ == self.module or (
+                isinstance(file, str) and in_project(file, self.root))
+        code = getattr(obj, "__code__", None)
+        if not isinstance(code, types.CodeType):
+            return False
+        # A decorator's wrapper carries the wrapped function's __module__: trust its file.
+        own = obj.__module__ == self.module and getattr(obj, "__wrapped__", None) is None
+        return own or in_project(code.co_filename, self.root)
+
+    def follow_reads(self, reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:
+        for kind, name, attrs in reads:
+            if kind == "i":
+                self.follow_import(name, attrs, namespace)
+                continue
+            if name not in namespace:
+                continue  # a builtin, or not defined (yet)
+            obj, label, home = namespace[name], name, namespace
+            for attr in attrs:  # through modules: features.scale, pkg.sub.CONSTANT
+                if not isinstance(obj, types.ModuleType) or not hasattr(obj, attr):
+                    break
+                home, label, obj = vars(obj), attr, getattr(obj, attr)
+            self.add(obj, label, home)
+
+    def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, Any]) -> None:
+        level, _, module = name.partition(":")
+        if level != "0":
+            package = namespace.get("__package__") or ""
+            try:
+                module = importlib.util.resolve_name("." * int(level) + module, package)
+            except (ImportError, ValueError):
+                return
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            self.follow_reads([("g", "m", attrs)], {"m": loaded})
+            return
+        file = _module_file(module)
+        if file is not None and in_project(file, self.root):
+            self.add_module_text(module, file)
+
+    def add(self, obj: Any, label: str, namespace: Mapping[str, Any]) -> None:
+        """Fingerprint whatever the global ``label`` of ``namespace`` is bound to."""
+        if obj is self.fn or self.is_task(obj):
+            return
+        code_like = isinstance(obj, (types.FunctionType, type, types.ModuleType, types.MethodType))
+        wrapper = not code_like and callable(obj) and getattr(obj, "__wrapped__", None) is not None \
+            and not hasattr(obj, "__checkpoint_identity__")
+        if not (code_like or wrapper):
+            if not isinstance(obj, _CODE_TYPES):  # built-in functions: not Python code
+                self.add_value(obj, label, namespace)
+            return
+        if id(obj) in self.seen:
+            return
+        self.seen.add(id(obj))
+        self.keep.append(obj)
+        if wrapper:  # e.g. functools.lru_cache
+            self.add(inspect.unwrap(obj), label, namespace)
+        elif isinstance(obj, types.FunctionType):
+            if getattr(obj, "__wrapped__", None) is not None:
+                self.add(inspect.unwrap(obj), label, namespace)
+            if self.follows(obj):
+                self.add_code(obj, obj.__globals__)
+        elif isinstance(obj, type):
+            if self.follows(obj):
+                module = sys.modules.get(obj.__module__)
+                self.add_code(obj, vars(module) if module is not None else namespace)
+        elif isinstance(obj, types.ModuleType):
+            file = getattr(obj, "__file__", None)
+            if isinstance(file, str) and in_project(file, self.root):
+                self.add_module_text(obj.__name__, file)
+        else:
+            assert isinstance(obj, types.MethodType)
+            self.add(obj.__func__, label, namespace)
+            self.add_value(obj.__self__, label + ".__self__", namespace)
+
+    def add_code(self, obj: Any, namespace: Mapping[str, Any]) -> None:
+        name = obj.__qualname__
+        found = normalized_source(obj, strip_decorators=False)
+        if found is None:
+            self._put(obj.__module__, name, f"# {name}: " + code_bytes(obj))
+            if isinstance(obj, types.FunctionType):
+                self.follow_reads(code_reads(obj.__code__), namespace)
+            return
+        text, tree = found
+        if obj.__module__ != self.module:
+            text = f"# {obj.__module__}\n{text}"
+        self._put(obj.__module__, name, text)
+        self.follow_code(obj, tree, namespace)
+
+    def follow_code(self, obj: Any, tree: ast.AST | None, namespace: Mapping[str, Any]) -> None:
+        """Follow what a function or class reads (its own text is already counted)."""
+        if isinstance(obj, type):
+            for fn in _class_functions(obj):
+                self.follow_reads(code_reads(fn.__code__), fn.__globals__)
+            if tree is not None:
+                self.follow_reads(_def_time_reads(tree), namespace)
+        elif isinstance(obj, types.FunctionType):
+            self.follow_reads(code_reads(obj.__code__), obj.__globals__)
+            if tree is not None:
+                self.follow_reads(_def_time_reads(tree), namespace)
+
+    def add_module_text(self, name: str, file: str) -> None:
+        key = ("module", name)
+        if key in self.values:
+            return
+        self.values.add(key)
+        source = _module_source(file)
+        text = source.text if source is not None else "# source unavailable"
+        self.other.setdefault(f"{name}.*", f"# module {name}\n{text}")
+
+    # values
+
+    def add_value(self, value: Any, label: str, namespace: Mapping[str, Any]) -> None:
+        where = str(namespace.get("__name__", ""))
+        if (where, label) in self.values:
+            return
+        self.values.add((where, label))
+        text = self.value_text(value, label, namespace)
+        prefix = "" if where == self.module else f"{where}."
+        self._put(where, label, f"{prefix}{label} = {text}")
+
+    def value_text(self, value: Any, label: str, namespace: Mapping[str, Any]) -> str:
+        text = constant_text(value)
+        if text is not None:
+            return text
+        if not _stateful(value):
+            text = self.canonical(value, 0, set())
+            if text is not None:
+                return text if len(text) <= _LONG_TEXT else \
+                    f"<{type(value).__qualname__}: {_digest(text.encode())}>"
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        data = _pickle_bytes(value, self.code_ref, fast=True)
+                    except RecursionError:
+                        data = _pickle_bytes(value, self.code_ref, fast=False)
+            except Exception:  # noqa: BLE001 - anything a __reduce__ may raise: try the source
+                pass
+            else:
+                return f"<{type(value).__qualname__}, pickled: {_digest(data)}>"
+        source = self.assignment(label.split(".")[0], namespace, 0)
+        if source is not None:
+            return source
+        self.warn(value, label, namespace)
+        return f"<{type(value).__qualname__}: cannot be fingerprinted>"
+
+    def code_ref(self, obj: Any) -> str:
+        """How a function, class, module or task inside a value is written (and followed)."""
+        ident = getattr(obj, "__checkpoint_identity__", None)
+        if isinstance(ident, str):
+            return f"<task {ident}>"
+        if self.is_task(obj):
+            return f"<task family {getattr(obj, 'name', '?')}>"
+        if isinstance(obj, (types.FunctionType, type, types.ModuleType, types.MethodType)):
+            self.add(obj, getattr(obj, "__qualname__", getattr(obj, "__name__", "?")), {})
+        module = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
+        return f"<{type(obj).__name__} {module}.{getattr(obj, '__qualname__', '')}>"
+
+    def canonical(self, value: Any, depth: int, path: set[int]) -> str | None:
+        """A readable text that identifies ``value``, or ``None`` (then it is pickled)."""
+        if isinstance(value, _CONSTANT_TYPES):
+            return repr(value)
+        if isinstance(value, _CODE_TYPES) or hasattr(value, "__checkpoint_identity__") \
+                or self.is_task(value):
+            return self.code_ref(value)
+        if _is_array(value):
+            return _array_text(value)
+        if depth > 50 or id(value) in path:
+            return None
+        path = path | {id(value)}
+        kind = type(value)
+        if is_dataclass(value):
+            self.add(kind, kind.__qualname__, {})
+            parts = [(f.name, self.canonical(getattr(value, f.name, None), depth + 1, path))
+                     for f in fields(value)]
+            return _call_text(kind.__qualname__, parts)
+        if kind is types.SimpleNamespace:
+            items = sorted(vars(value).items())
+            return _call_text("namespace", [(k, self.canonical(v, depth + 1, path))
+                                            for k, v in items])
+        if kind in (list, tuple, set, frozenset) or (
+                isinstance(value, tuple) and hasattr(kind, "_fields")):
+            texts = [self.canonical(v, depth + 1, path) for v in value]
+            if any(t is None for t in texts):
+                return None
+            if kind in (set, frozenset):
+                return f"{kind.__name__}({{{', '.join(sorted(map(str, texts)))}}})"
+            if kind is list:
+                return "[" + ", ".join(map(str, texts)) + "]"
+            if kind is tuple:
+                return "(" + ", ".join(map(str, texts)) + (",)" if len(texts) == 1 else ")")
+            self.add(kind, kind.__qualname__, {})
+            return _call_text(kind.__qualname__, list(zip(kind._fields, texts, strict=True)))
+        if kind is dict:
+            pairs = [(self.canonical(k, depth + 1, path), self.canonical(v, depth + 1, path))
+                     for k, v in value.items()]
+            if any(k is None or v is None for k, v in pairs):
+                return None
+            return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
+        enum = sys.modules.get("enum")
+        if enum is not None and isinstance(value, enum.Enum):
+            self.add(kind, kind.__qualname__, {})
+            return f"{kind.__qualname__}.{value.name}"
+        return None
+
+    def assignment(self, name: str, namespace: Mapping[str, Any], depth: int) -> str | None:
+        """The normalized source of the module-level statements that bind ``name``, with
+        what they read followed; ``"<imported from X>"`` when it comes from outside the
+        project; ``None`` when there is no such source."""
+        file = namespace.get("__file__")
+        source = _module_source(file) if isinstance(file, str) and depth < 10 else None
+        if source is None or name not in source.bindings:
+            return None
+        stmts = source.bindings[name]
+        imports = [s for s in stmts if isinstance(s, ast.ImportFrom)]
+        if imports and len(imports) == len(stmts):
+            stmt = imports[-1]
+            try:
+                module = importlib.util.resolve_name(
+                    "." * stmt.level + (stmt.module or ""), str(namespace.get("__package__") or ""))
+            except (ImportError, ValueError):
+                return None
+            loaded = sys.modules.get(module)
+            original = next(a.name for a in stmt.names if (a.asname or a.name) == name)
+            loaded_file = getattr(loaded, "__file__", None)
+            if loaded is None or not isinstance(loaded_file, str) or not in_project(loaded_file, self.root):
+                return f"<imported from {module}>"
+            found = self.assignment(original, vars(loaded), depth + 1)
+            return None if found is None else f"{module}.{original} = {found}"
+        text = "; ".join(ast.unparse(s) for s in stmts)
+        self.follow_reads(_ast_reads([getattr(s, "value", s) or s for s in stmts], {name}), namespace)
+        return f"<value of: {text}>"
+
+    def warn(self, value: Any, label: str, namespace: Mapping[str, Any]) -> None:
+        module = str(namespace.get("__name__", ""))
+        if (module, label) in _warned:
+            return
+        _warned.add((module, label))
+        fn = next(_class_functions(self.fn), None) if isinstance(self.fn, type) else self.fn
+        code = getattr(fn, "__code__", None)
+        file, line = (code.co_filename, code.co_firstlineno) if isinstance(code, types.CodeType) \
+            else ("<unknown>", 1)
+        warnings.warn_explicit(
+            f"Task {self.family} reads the global {label!r} ({type(value).__qualname__}), whose "
+            "value cannot be fingerprinted: changing it will not re-run the task. Make it a "
+            "literal, a dataclass or another picklable value, or pin the task's code with "
+            "@task(version=...) and bump the version when it changes.",
+            FingerprintWarning, file, line, module=module,
+        )
+
+
+def _call_text(name: str, parts: list[tuple[str, str | None]]) -> str | None:
+    if any(text is None for _, text in parts):
+        return None
+    return f"{name}(" + ", ".join(f"{k}={v}" for k, v in parts) + ")"
+
+
+def code_fingerprint(
+    fn: Callable[..., Any], *, is_task: Callable[[Any], bool] = lambda _: False,
+    family: str | None = None,
+) -> tuple[str, str]:
+    """Return ``(digest, normalized_source)`` for a task function (or class) and what it reads.
+
+    The text is the task's normalized source, then each piece it reads (see the module
+    docstring): the task module's own helpers and values sorted by name, then those of other
+    project modules sorted by module and name. ``is_task`` tells task families apart (their
+    changes reach dependents through the graph); ``family`` names the task in warnings.
+    """
+    walk = _Walk(fn, is_task, family or str(getattr(fn, "__qualname__", fn)))
+    first = normalized_source(fn, strip_decorators=True)
+    if first is None:
+        main_text = "# source unavailable; compiled code:\n" + code_bytes(fn)
+        tree = None
+    else:
+        main_text, tree = first
+    if isinstance(fn, type):
+        module = sys.modules.get(fn.__module__)
+        walk.follow_code(fn, tree, vars(module) if module is not None else {})
+    elif isinstance(getattr(fn, "__code__", None), types.CodeType):
+        walk.follow_reads(code_reads(fn.__code__), getattr(fn, "__globals__", {}))
+    text = walk.text(main_text)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text
