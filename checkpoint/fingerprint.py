@@ -24,8 +24,9 @@ directory, the folder of a script, the working directory of a notebook), minus a
 A value that cannot be fingerprinted in any of these ways gets a :class:`FingerprintWarning`
 (once per process) naming the global, the task and the fix: ``@task(version=...)``.
 
-Work that depends only on code is cached in-process, keyed by code object or by a file's
-(path, size, mtime_ns); values are read afresh each time a fingerprint is computed.
+What depends only on code is cached: what compiled code reads, by code object; normalized
+sources, by file version, in this process and on disk (see :mod:`checkpoint._sources`).
+Values are read afresh each time a fingerprint is computed (once per run).
 """
 
 from __future__ import annotations
@@ -44,10 +45,13 @@ import textwrap
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from functools import lru_cache
 from pathlib import PurePath
 from typing import Any, ClassVar
+
+from . import _sources
+from ._sources import Read
 
 __all__ = ["FingerprintWarning", "code_fingerprint"]
 
@@ -60,78 +64,44 @@ class FingerprintWarning(UserWarning):
 # --- normalized source -------------------------------------------------------------------
 
 
-class _Normalizer(ast.NodeTransformer):
-    """Drop docstrings so that only code counts."""
-
-    def _strip(self, node: Any) -> Any:
-        self.generic_visit(node)
-        body = node.body
-        if (
-            body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or ([ast.Pass()] if not isinstance(node, ast.Module) else [])
-        return node
-
-    visit_FunctionDef = _strip
-    visit_AsyncFunctionDef = _strip
-    visit_ClassDef = _strip
-    visit_Module = _strip
-
-
-_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-_source_cache: dict[tuple[Any, ...], tuple[str, ast.AST] | None] = {}
-
-
-def _file_key(filename: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(filename)
-    except (OSError, ValueError):
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def _source_key(obj: Any) -> tuple[Any, ...] | None:
-    """A cache key for ``obj``'s source: where it is and the state of its file."""
-    code = getattr(inspect.unwrap(obj), "__code__", None) if not isinstance(obj, type) else None
-    if isinstance(code, types.CodeType):
-        where: tuple[Any, ...] = (code.co_filename, code.co_firstlineno, code.co_name)
+def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, list[Read]] | None:
+    """``(text, def-time reads)`` of a function's or class's source without comments,
+    formatting and docstrings (and decorators, if asked), or ``None`` when the source is not
+    available. The reads are what its def or class statement reads when it runs."""
+    if isinstance(obj, type):
+        module = sys.modules.get(obj.__module__)
+        filename = getattr(module, "__file__", None)
+        method = next(_class_functions(obj), None)
+        line = 0
+        if method is not None and (not filename or method.__code__.co_filename == filename):
+            filename, line = method.__code__.co_filename, method.__code__.co_firstlineno
+        key: tuple[Any, ...] = ("class", obj.__qualname__, line, strip_decorators)
+        namespace = vars(module) if module is not None else None
+    else:
+        code = getattr(inspect.unwrap(obj), "__code__", None)
+        if not isinstance(code, types.CodeType):
+            return None
         filename = code.co_filename
-    else:
-        module = sys.modules.get(getattr(obj, "__module__", "") or "")
-        filename = getattr(module, "__file__", None) or ""
-        if not filename:
-            return None  # a class defined in a notebook cell: no stable key
-        where = (filename, getattr(obj, "__qualname__", ""))
-    return (*where, _file_key(filename))
+        key = ("def", code.co_name, code.co_firstlineno, strip_decorators)
+        namespace = getattr(obj, "__globals__", None)
+    idx = _sources.index(filename, namespace) if isinstance(filename, str) and filename else None
+    found = idx.get(key) if idx is not None else None
+    return found if found is not None else _getsource(obj, strip_decorators)
 
 
-def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, ast.AST] | None:
-    """``(text, tree)`` of a function's or class's source without comments, formatting and
-    docstrings (and decorators, if asked), or ``None`` when the source is not available."""
-    key = _source_key(obj)
-    if key is not None:
-        key = (*key, strip_decorators)
-        if key in _source_cache:
-            return _source_cache[key]
+def _getsource(obj: Any, strip_decorators: bool) -> tuple[str, list[Read]] | None:
+    """The slow way, for what the index does not find (a lambda, a function made by exec)."""
     try:
-        source = textwrap.dedent(inspect.getsource(obj))
-        tree = ast.parse(source)
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
     except (OSError, TypeError, SyntaxError, IndentationError):
-        result = None
-    else:
-        result = None
-        if tree.body:
-            node = tree.body[0]
-            if strip_decorators and isinstance(node, _DEFS):
-                node.decorator_list = []
-            node = _Normalizer().visit(node)
-            result = ast.unparse(node), node
-    if key is not None:
-        _source_cache[key] = result
-    return result
+        return None
+    if not tree.body:
+        return None
+    node = tree.body[0]
+    if strip_decorators and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        node.decorator_list = []
+    _sources.strip_docstrings(node)
+    return ast.unparse(node), _sources.def_time_reads(node)
 
 
 def code_bytes(fn: Any) -> str:
@@ -263,11 +233,6 @@ def _pickle_bytes(value: Any, on_code: Callable[[Any], str | None], *, fast: boo
 
 # --- what code reads ---------------------------------------------------------------------
 
-Read = tuple[str, str, tuple[str, ...]]
-"""``(kind, name, attributes)``: kind ``"g"`` for a global ``name`` read (then attributes
-read on it, e.g. ``("g", "features", ("scale",))``); ``"i"`` for a module imported inside the
-function (``name`` is ``"{level}:{module}"``, attributes are the names taken from it)."""
-
 _GLOBAL_LOADS = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"}
 _ATTR_LOADS = {"LOAD_ATTR", "LOAD_METHOD"}
 _STORES = {"STORE_FAST", "STORE_DEREF", "STORE_NAME", "STORE_GLOBAL"}
@@ -299,6 +264,24 @@ def code_reads(code: types.CodeType) -> tuple[Read, ...]:
     cached = _reads_cache.get(code)
     if cached is not None:
         return cached
+    # Kept with the file's other entries: a warm run disassembles nothing. Name, line, the
+    # names it uses and its length tell apart code objects of one version of one file.
+    idx = _sources.index(code.co_filename)
+    key = ("reads", code.co_name, code.co_firstlineno, code.co_names, len(code.co_code))
+    if idx is not None:
+        stored = idx.entries.get(key)
+        if stored is not None:
+            result: tuple[Read, ...] = tuple(stored)
+            _reads_cache[code] = result
+            return result
+    result = _disassemble(code)
+    _reads_cache[code] = result
+    if idx is not None:
+        idx.put(key, result)
+    return result
+
+
+def _disassemble(code: types.CodeType) -> tuple[Read, ...]:
     reads: dict[Read, None] = {}
     imported: dict[str, tuple[str, tuple[str, ...]]] = {}  # local name -> (module, attrs)
     bodies = [[i for i in dis.get_instructions(c) if i.opname != "EXTENDED_ARG"]
@@ -321,9 +304,7 @@ def code_reads(code: types.CodeType) -> tuple[Read, ...]:
                         module, attrs = imported[name]
                         chain = _chain(ins, k + 1) if len(names) == 1 else ()
                         reads[("i", module, attrs + chain)] = None
-    result = tuple(reads)
-    _reads_cache[code] = result
-    return result
+    return tuple(reads)
 
 
 def _local_import(ins: list[dis.Instruction], k: int) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -350,62 +331,6 @@ def _local_import(ins: list[dis.Instruction], k: int) -> dict[str, tuple[str, tu
                 bound[name] = (f"{level or 0}:{module.split('.')[0]}", ())
                 break
     return bound
-
-
-def _ast_reads(nodes: Iterable[ast.AST], bound: set[str] = frozenset()) -> list[Read]:  # type: ignore[assignment]
-    """Global reads of expressions evaluated where a def or class statement runs."""
-    out: list[Read] = []
-    for node in nodes:
-        inner: set[int] = set()  # attributes and names inside a chain already counted
-        for sub in ast.walk(node):
-            if id(sub) in inner:
-                continue
-            if isinstance(sub, ast.Attribute):
-                attrs: list[str] = []
-                base: ast.AST = sub
-                while isinstance(base, ast.Attribute):
-                    inner.add(id(base))
-                    attrs.append(base.attr)
-                    base = base.value
-                if isinstance(base, ast.Name) and base.id not in bound:
-                    inner.add(id(base))
-                    out.append(("g", base.id, tuple(reversed(attrs))))
-            elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in bound:
-                out.append(("g", sub.id, ()))
-    return out
-
-
-def _def_time_reads(node: ast.AST) -> list[Read]:
-    """What a def or class statement reads when it runs: decorators, defaults, bases and,
-    for a class, its body outside the methods (names it assigns itself excluded)."""
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return _ast_reads([*node.decorator_list, *node.args.defaults,
-                           *(d for d in node.args.kw_defaults if d is not None)])
-    if not isinstance(node, ast.ClassDef):
-        return []
-    assigned = {
-        t.id for stmt in node.body for sub in ast.walk(stmt)
-        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store)
-        for t in [sub]
-    } | {stmt.name for stmt in node.body if isinstance(stmt, _DEFS)}
-    exprs: list[ast.AST] = [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]
-    for stmt in node.body:
-        if isinstance(stmt, _DEFS):
-            exprs.extend(_def_time_nodes(stmt))
-        elif isinstance(stmt, ast.AnnAssign):
-            if stmt.value is not None:
-                exprs.append(stmt.value)
-        else:
-            exprs.append(stmt)
-    return _ast_reads(exprs, assigned)
-
-
-def _def_time_nodes(node: ast.AST) -> list[ast.AST]:
-    if isinstance(node, ast.ClassDef):
-        return [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]
-    assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-    return [*node.decorator_list, *node.args.defaults,
-            *(d for d in node.args.kw_defaults if d is not None)]
 
 
 def _class_functions(cls: type) -> Iterator[types.FunctionType]:
@@ -494,61 +419,6 @@ def _module_file(name: str) -> str | None:
     return None
 
 
-# --- module sources (for assignments and whole modules) ----------------------------------
-
-
-@dataclass
-class _ModuleSource:
-    text: str
-    """The normalized source of the whole module."""
-    bindings: dict[str, list[ast.stmt]] = field(default_factory=dict)
-    """Module-level statements that bind each name."""
-
-
-_module_cache: dict[str, tuple[tuple[int, int] | None, _ModuleSource | None]] = {}
-
-
-def _module_source(path: str) -> _ModuleSource | None:
-    key = _file_key(path)
-    cached = _module_cache.get(path)
-    if cached is not None and cached[0] == key and key is not None:
-        return cached[1]
-    try:
-        with open(path, "rb") as f:
-            tree = ast.parse(f.read())
-    except (OSError, SyntaxError, ValueError):
-        result = None
-    else:
-        tree = _Normalizer().visit(tree)
-        result = _ModuleSource(ast.unparse(tree))
-        _collect_bindings(tree.body, result.bindings)
-    _module_cache[path] = (key, result)
-    return result
-
-
-def _collect_bindings(body: list[ast.stmt], out: dict[str, list[ast.stmt]]) -> None:
-    for stmt in body:
-        names: list[str] = []
-        if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-            names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
-        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            names = [a.asname or a.name.split(".")[0] for a in stmt.names]
-        elif isinstance(stmt, _DEFS):
-            names = [stmt.name]
-        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
-            names = [n.id for item in stmt.items if item.optional_vars is not None
-                     for n in ast.walk(item.optional_vars) if isinstance(n, ast.Name)]
-        for name in names:
-            out.setdefault(name, []).append(stmt)
-        for attr in ("body", "orelse", "finalbody", "handlers"):
-            inner = getattr(stmt, attr, None)
-            if isinstance(inner, list) and not isinstance(stmt, _DEFS):
-                _collect_bindings([s for s in inner if isinstance(s, ast.stmt)]
-                                  + [s for h in inner if isinstance(h, ast.ExceptHandler)
-                                     for s in h.body], out)
-
-
 # --- the walk ----------------------------------------------------------------------------
 
 _warned: set[tuple[str, str]] = set()
@@ -599,6 +469,10 @@ class _Walk:
         own = obj.__module__ == self.module and getattr(obj, "__wrapped__", None) is None
         return own or in_project(code.co_filename, self.root)
 
+    def is_project_module(self, module: types.ModuleType) -> bool:
+        file = getattr(module, "__file__", None)
+        return module.__name__ == self.module or (isinstance(file, str) and in_project(file, self.root))
+
     def follow_reads(self, reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:
         for kind, name, attrs in reads:
             if kind == "i":
@@ -610,8 +484,12 @@ class _Walk:
             for attr in attrs:  # through modules: features.scale, pkg.sub.CONSTANT
                 if not isinstance(obj, types.ModuleType) or not hasattr(obj, attr):
                     break
+                if not self.is_project_module(obj):
+                    obj = None  # sys.stderr, np.random.default_rng: not the project's
+                    break
                 home, label, obj = vars(obj), attr, getattr(obj, attr)
-            self.add(obj, label, home)
+            if obj is not None:
+                self.add(obj, label, home)
 
     def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, Any]) -> None:
         level, _, module = name.partition(":")
@@ -656,9 +534,8 @@ class _Walk:
                 module = sys.modules.get(obj.__module__)
                 self.add_code(obj, vars(module) if module is not None else namespace)
         elif isinstance(obj, types.ModuleType):
-            file = getattr(obj, "__file__", None)
-            if isinstance(file, str) and in_project(file, self.root):
-                self.add_module_text(obj.__name__, file)
+            if self.is_project_module(obj):
+                self.add_module_text(obj.__name__, obj.__file__ or "")
         else:
             assert isinstance(obj, types.MethodType)
             self.add(obj.__func__, label, namespace)
@@ -669,35 +546,31 @@ class _Walk:
         found = normalized_source(obj, strip_decorators=False)
         if found is None:
             self._put(obj.__module__, name, f"# {name}: " + code_bytes(obj))
-            if isinstance(obj, types.FunctionType):
-                self.follow_reads(code_reads(obj.__code__), namespace)
+            self.follow_code(obj, [], namespace)
             return
-        text, tree = found
+        text, reads = found
         if obj.__module__ != self.module:
             text = f"# {obj.__module__}\n{text}"
         self._put(obj.__module__, name, text)
-        self.follow_code(obj, tree, namespace)
+        self.follow_code(obj, reads, namespace)
 
-    def follow_code(self, obj: Any, tree: ast.AST | None, namespace: Mapping[str, Any]) -> None:
-        """Follow what a function or class reads (its own text is already counted)."""
-        if isinstance(obj, type):
-            for fn in _class_functions(obj):
+    def follow_code(self, obj: Any, def_reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:
+        """Follow what a function or class reads: its compiled code, and what its def or
+        class statement read (``def_reads``) in ``namespace``."""
+        functions = _class_functions(obj) if isinstance(obj, type) else [obj]
+        for fn in functions:
+            if isinstance(getattr(fn, "__code__", None), types.CodeType):
                 self.follow_reads(code_reads(fn.__code__), fn.__globals__)
-            if tree is not None:
-                self.follow_reads(_def_time_reads(tree), namespace)
-        elif isinstance(obj, types.FunctionType):
-            self.follow_reads(code_reads(obj.__code__), obj.__globals__)
-            if tree is not None:
-                self.follow_reads(_def_time_reads(tree), namespace)
+        self.follow_reads(def_reads, namespace)
 
     def add_module_text(self, name: str, file: str) -> None:
         key = ("module", name)
         if key in self.values:
             return
         self.values.add(key)
-        source = _module_source(file)
-        text = source.text if source is not None else "# source unavailable"
-        self.other.setdefault(f"{name}.*", f"# module {name}\n{text}")
+        idx = _sources.index(file) if file else None
+        text = idx.get(("module",)) if idx is not None else None
+        self.other.setdefault(f"{name}.*", f"# module {name}\n{text or '# source unavailable'}")
 
     # values
 
@@ -800,28 +673,24 @@ class _Walk:
         what they read followed; ``"<imported from X>"`` when it comes from outside the
         project; ``None`` when there is no such source."""
         file = namespace.get("__file__")
-        source = _module_source(file) if isinstance(file, str) and depth < 10 else None
-        if source is None or name not in source.bindings:
+        idx = _sources.index(file) if isinstance(file, str) and file and depth < 10 else None
+        binding = idx.get(("bind", name)) if idx is not None else None
+        if binding is None:
             return None
-        stmts = source.bindings[name]
-        imports = [s for s in stmts if isinstance(s, ast.ImportFrom)]
-        if imports and len(imports) == len(stmts):
-            stmt = imports[-1]
-            try:
-                module = importlib.util.resolve_name(
-                    "." * stmt.level + (stmt.module or ""), str(namespace.get("__package__") or ""))
-            except (ImportError, ValueError):
-                return None
-            loaded = sys.modules.get(module)
-            original = next(a.name for a in stmt.names if (a.asname or a.name) == name)
-            loaded_file = getattr(loaded, "__file__", None)
-            if loaded is None or not isinstance(loaded_file, str) or not in_project(loaded_file, self.root):
-                return f"<imported from {module}>"
-            found = self.assignment(original, vars(loaded), depth + 1)
-            return None if found is None else f"{module}.{original} = {found}"
-        text = "; ".join(ast.unparse(s) for s in stmts)
-        self.follow_reads(_ast_reads([getattr(s, "value", s) or s for s in stmts], {name}), namespace)
-        return f"<value of: {text}>"
+        if binding[0] == "assign":
+            self.follow_reads(binding[2], namespace)
+            return f"<value of: {binding[1]}>"
+        _, level, module, original = binding
+        try:
+            module = importlib.util.resolve_name(
+                "." * level + module, str(namespace.get("__package__") or ""))
+        except (ImportError, ValueError):
+            return None
+        loaded = sys.modules.get(module)
+        if loaded is None or not self.is_project_module(loaded):
+            return f"<imported from {module}>"
+        found = self.assignment(original, vars(loaded), depth + 1)
+        return None if found is None else f"{module}.{original} = {found}"
 
     def warn(self, value: Any, label: str, namespace: Mapping[str, Any]) -> None:
         module = str(namespace.get("__name__", ""))
@@ -858,17 +727,19 @@ def code_fingerprint(
     project modules sorted by module and name. ``is_task`` tells task families apart (their
     changes reach dependents through the graph); ``family`` names the task in warnings.
     """
+    _sources.begin()
     walk = _Walk(fn, is_task, family or str(getattr(fn, "__qualname__", fn)))
     first = normalized_source(fn, strip_decorators=True)
+    reads: list[Read] = []
     if first is None:
         main_text = "# source unavailable; compiled code:\n" + code_bytes(fn)
-        tree = None
     else:
-        main_text, tree = first
+        main_text, reads = first
     if isinstance(fn, type):
         module = sys.modules.get(fn.__module__)
-        walk.follow_code(fn, tree, vars(module) if module is not None else {})
+        walk.follow_code(fn, reads, vars(module) if module is not None else {})
     elif isinstance(getattr(fn, "__code__", None), types.CodeType):
         walk.follow_reads(code_reads(fn.__code__), getattr(fn, "__globals__", {}))
+    _sources.save()
     text = walk.text(main_text)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text
