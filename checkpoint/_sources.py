@@ -29,8 +29,10 @@ _FORMAT = 1
 
 Read = tuple[str, str, tuple[str, ...]]
 """``(kind, name, attributes)``: kind ``"g"`` for a global ``name`` read (then attributes
-read on it, e.g. ``("g", "features", ("scale",))``); ``"i"`` for a module imported inside a
-function (``name`` is ``"{level}:{module}"``, attributes are the names taken from it)."""
+read on it, e.g. ``("g", "features", ("scale",))``); ``"w"`` for a global changed by the
+code (rebound, or changed in place through those attributes: ``CALLS.append(...)``); ``"i"``
+for a module imported inside a function (``name`` is ``"{level}:{module}"``, attributes are
+the names taken from it)."""
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)

@@ -290,7 +290,13 @@ def _disassemble(code: types.CodeType) -> tuple[Read, ...]:
         class_locals = {i.argval for i in ins if i.opname == "STORE_NAME"}
         for k, i in enumerate(ins):
             if i.opname in _GLOBAL_LOADS and i.argval not in class_locals:
-                reads[("g", str(i.argval), _chain(ins, k + 1))] = None
+                chain = _chain(ins, k + 1)
+                reads[("g", str(i.argval), chain)] = None
+                written = _written(ins, k + 1 + len(chain), chain)
+                if written is not None:
+                    reads[("w", str(i.argval), written)] = None
+            elif i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
+                reads[("w", str(i.argval), ())] = None
             elif i.opname == "IMPORT_NAME":
                 imported.update(_local_import(ins, k))
     if imported:
@@ -305,6 +311,28 @@ def _disassemble(code: types.CodeType) -> tuple[Read, ...]:
                         chain = _chain(ins, k + 1) if len(names) == 1 else ()
                         reads[("i", module, attrs + chain)] = None
     return tuple(reads)
+
+
+_MUTATORS = frozenset({
+    "append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "popleft",
+    "remove", "discard", "clear", "sort", "reverse", "appendleft", "extendleft",
+    "__setitem__", "__delitem__",
+})
+_SIMPLE_LOADS = {"LOAD_FAST", "LOAD_CONST", "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME"}
+
+
+def _written(ins: list[dis.Instruction], k: int, chain: tuple[str, ...]) -> tuple[str, ...] | None:
+    """When the global loaded just before ``ins[k]`` (then ``chain``) is changed in place --
+    ``X.append(...)``, ``X[key] = v``, ``X.attr = v``, ``del X[key]`` -- the attributes
+    leading to the object changed (``()`` for the global itself), else ``None``."""
+    if chain and chain[-1] in _MUTATORS:
+        return chain[:-1]
+    nxt = ins[k].opname if k < len(ins) else ""
+    if nxt in ("STORE_ATTR", "DELETE_ATTR"):
+        return chain
+    if nxt in _SIMPLE_LOADS and k + 1 < len(ins) and ins[k + 1].opname in ("STORE_SUBSCR", "DELETE_SUBSCR"):
+        return chain
+    return None
 
 
 def _local_import(ins: list[dis.Instruction], k: int) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -438,6 +466,10 @@ class _Walk:
         self.seen: set[int] = {id(fn)}
         self.keep: list[Any] = []  # keeps ids in `seen` from being reused
         self.values: set[tuple[str, str]] = set()
+        self.pending: list[tuple[Any, str, Mapping[str, Any]]] = []
+        """Values read, fingerprinted once all the code is known (see :meth:`finish`)."""
+        self.written: set[tuple[str, str]] = set()
+        """``(module, name)`` of the globals the code changes: state, not input."""
 
     # pieces
 
@@ -488,7 +520,9 @@ class _Walk:
                     obj = None  # sys.stderr, np.random.default_rng: not the project's
                     break
                 home, label, obj = vars(obj), attr, getattr(obj, attr)
-            if obj is not None:
+            if kind == "w":
+                self.written.add((str(home.get("__name__", "")), label))
+            elif obj is not None:
                 self.add(obj, label, home)
 
     def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, Any]) -> None:
@@ -576,14 +610,41 @@ class _Walk:
 
     def add_value(self, value: Any, label: str, namespace: Mapping[str, Any]) -> None:
         where = str(namespace.get("__name__", ""))
-        if (where, label) in self.values:
-            return
-        self.values.add((where, label))
-        text = self.value_text(value, label, namespace)
-        prefix = "" if where == self.module else f"{where}."
-        self._put(where, label, f"{prefix}{label} = {text}")
+        if (where, label) not in self.values:
+            self.values.add((where, label))
+            self.pending.append((value, label, namespace))
 
-    def value_text(self, value: Any, label: str, namespace: Mapping[str, Any]) -> str:
+    def finish(self) -> None:
+        """Fingerprint the values read. A global the code changes (``CALLS.append(x)``,
+        ``CACHE[k] = v``, ``global N; N += 1``) is state, not input: its content changes as
+        tasks run, so its assignment counts instead (else a second run in one process
+        would see a "code change")."""
+        done: dict[tuple[str, str], tuple[Any, str, Mapping[str, Any]]] = {}
+        as_state: set[tuple[str, str]] = set()
+        while self.pending:
+            while self.pending:  # a value may lead to more code, and so to more values
+                value, label, namespace = item = self.pending.pop(0)
+                key = (str(namespace.get("__name__", "")), label)
+                done[key] = item
+                if key in self.written:
+                    as_state.add(key)
+                self._put_value(key, self.value_text(value, label, namespace, key in as_state))
+            for key in self.written & done.keys() - as_state:  # found written afterwards
+                as_state.add(key)
+                value, label, namespace = done[key]
+                self._put_value(key, self.value_text(value, label, namespace, True))
+
+    def _put_value(self, key: tuple[str, str], text: str) -> None:
+        where, label = key
+        if where == self.module:
+            self.own[label] = f"{label} = {text}"
+        else:
+            self.other[f"{where}.{label}"] = f"{where}.{label} = {text}"
+
+    def value_text(self, value: Any, label: str, namespace: Mapping[str, Any], state: bool) -> str:
+        if state:
+            source = self.assignment(label.split(".")[0], namespace, 0)
+            return source or f"<{type(value).__qualname__}, changed by the code>"
         text = constant_text(value)
         if text is not None:
             return text
@@ -740,6 +801,7 @@ def code_fingerprint(
         walk.follow_code(fn, reads, vars(module) if module is not None else {})
     elif isinstance(getattr(fn, "__code__", None), types.CodeType):
         walk.follow_reads(code_reads(fn.__code__), getattr(fn, "__globals__", {}))
+    walk.finish()
     _sources.save()
     text = walk.text(main_text)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text

@@ -514,3 +514,46 @@ def test_cli_sees_an_edit_in_a_sibling_module(tmp_path: Path) -> None:
     assert doc["targets"][0]["value"] == [[0, 3, 6], [10, 11, 12]]
     assert doc["ran"] == 2  # shifted(3) and main()
     assert _cli(tmp_path, "why", "main").stdout.startswith("main() is fresh")
+
+
+def test_globals_the_code_changes_are_state_not_input(make_module: Any) -> None:
+    """A list the task appends to, a memo dict a helper fills, a counter it rebinds: their
+    content changes as tasks run, so a second run in the same process must reuse everything
+    (their assignment is fingerprinted, not their content)."""
+    mod = make_module("stateful", """
+        from checkpoint import requires, task
+
+        CALLS = []
+        MEMO = {}
+        COUNT = 0
+
+        def slow_square(x):
+            if x not in MEMO:
+                MEMO[x] = x * x
+            return MEMO[x]
+
+        @task
+        def square(x: int):
+            def __():
+                global COUNT
+                COUNT += 1
+                CALLS.append(x)
+                return slow_square(x)
+            return __
+
+        @task
+        def total():
+            @requires([square(x) for x in range(3)])
+            def __(values):
+                return sum(values)
+            return __
+    """)
+    import checkpoint
+
+    first = checkpoint.run([mod.total()], executor="inline")
+    assert len(first.ran) == 4 and mod.CALLS == [0, 1, 2]
+    second = checkpoint.run([mod.total()], executor="inline")
+    assert len(second.ran) == 0, second.plan.to_run if second.plan else None
+    text = mod.square.fingerprint[1]
+    assert "CALLS = <value of: CALLS = []>" in text and "MEMO = <value of: MEMO = {}>" in text
+    assert "COUNT = <value of: COUNT = 0>" in text
