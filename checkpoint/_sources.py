@@ -15,12 +15,15 @@ Sources that exist only in :mod:`linecache` (notebook cells) are indexed in memo
 from __future__ import annotations
 
 import ast
+import atexit
 import copy
+import hashlib
 import importlib.util
 import linecache
 import marshal
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -176,13 +179,18 @@ def _bindings(body: list[ast.stmt], out: dict[str, list[ast.stmt]]) -> None:
 class _Index:
     """What is known of one version of one source file; entries are computed on demand."""
 
-    def __init__(self, filename: str, key: tuple[int, int] | None, text: str | None,
-                 entries: dict[Any, Any]) -> None:
+    def __init__(self, filename: str, key: tuple[int, int] | None, source: str | bytes | None,
+                 entries: dict[Any, Any], digest: str | None = None) -> None:
         self.filename = filename
         self.key = key
         """``(size, mtime_ns)`` of the file; ``None`` for a source known to linecache only."""
-        self.text = text
-        """The source, for a linecache-only one (a file is read when first needed)."""
+        self.source = source
+        """The source if already read (else the file is read when first needed)."""
+        self.digest = digest
+        """For a file changed moments ago: a hash of its content, checked again before the
+        index is reused (another change in the same clock tick keeps size and mtime), and the
+        index is never written to disk (git's "racily clean" entries)."""
+        self.checked = -1
         self.entries = entries
         self.dirty = False
         self._parsed = False
@@ -198,29 +206,28 @@ class _Index:
         except KeyError:
             pass
         value = self._compute(key) if self._parse() else None
-        self.entries[key] = value
-        self.dirty = True
+        self.put(key, value)
         return value
 
     def put(self, key: tuple[Any, ...], value: Any) -> None:
-        """Keep an entry computed elsewhere (what a code object of this file reads)."""
+        """Keep an entry (also one computed elsewhere: what a code object of this file reads)."""
         self.entries[key] = value
-        self.dirty = True
+        if not self.dirty and self.key is not None and self.digest is None:
+            self.dirty = True
+            _save_at_exit()
 
     def _parse(self) -> bool:
         if not self._parsed:
             self._parsed = True
-            text = self.text
-            if text is None:
-                try:
-                    with open(self.filename, "rb") as f:
-                        data = f.read()
-                except OSError:
+            source = self.source
+            if source is None:
+                source = _read(self.filename)
+                if source is None:
                     return False
                 if file_key(self.filename) != self.key:  # changed while we read it
                     self.key = None
             try:
-                tree = ast.parse(text if text is not None else data)
+                tree = ast.parse(source)
             except (SyntaxError, ValueError):
                 return False
             self._tree = tree
@@ -308,13 +315,31 @@ def _load(filename: str, key: tuple[int, int]) -> dict[Any, Any]:
     return {}
 
 
+_RACY_NS = 2_000_000_000
+"""A file whose mtime is this recent may change again without its (size, mtime) changing."""
+
 _stats: dict[str, tuple[int, int] | None] = {}
 """``file_key`` of each file seen since :func:`begin`: one ``stat`` per file and fingerprint."""
+_generation = 0
 
 
 def begin() -> None:
     """Start a fingerprint: files are looked at (``stat``) again."""
+    global _generation
     _stats.clear()
+    _generation += 1
+
+
+def _read(filename: str) -> bytes | None:
+    try:
+        with open(filename, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _content_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def index(filename: str, module_globals: dict[str, Any] | None = None) -> _Index | None:
@@ -325,8 +350,22 @@ def index(filename: str, module_globals: dict[str, Any] | None = None) -> _Index
         key = _stats[filename] = file_key(filename)
     found = _indexes.get(filename)
     if key is not None:
-        if found is None or found.key != key:
-            found = _indexes[filename] = _Index(filename, key, None, _load(filename, key))
+        if found is not None and found.key == key:
+            if found.digest is None or found.checked == _generation:
+                return found
+            data = _read(filename)
+            if data is not None and _content_digest(data) == found.digest:
+                found.checked = _generation
+                return found
+        if time.time_ns() - key[1] < _RACY_NS:
+            data = _read(filename)
+            if data is None:
+                return None
+            found = _Index(filename, key, data, {}, _content_digest(data))
+            found.checked = _generation
+        else:
+            found = _Index(filename, key, None, _load(filename, key))
+        _indexes[filename] = found
         return found
     lines = linecache.getlines(filename, module_globals)
     if not lines:
@@ -335,6 +374,17 @@ def index(filename: str, module_globals: dict[str, Any] | None = None) -> _Index
         _linecache_sources[filename] = lines
         found = _indexes[filename] = _Index(filename, None, "".join(lines), {})
     return found
+
+
+_registered = False
+
+
+def _save_at_exit() -> None:
+    """Write the disk caches once, when the process ends, rather than after each family."""
+    global _registered
+    if not _registered:
+        _registered = True
+        atexit.register(save)
 
 
 def save() -> None:

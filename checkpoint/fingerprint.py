@@ -32,23 +32,20 @@ Values are read afresh each time a fingerprint is computed (once per run).
 from __future__ import annotations
 
 import ast
-import dis
 import hashlib
 import importlib.util
 import inspect
 import io
 import marshal
 import os
-import pickle
 import sys
-import textwrap
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields, is_dataclass
 from functools import lru_cache
 from pathlib import PurePath
-from typing import Any, ClassVar
+from typing import Any
 
 from . import _sources
 from ._sources import Read
@@ -91,6 +88,8 @@ def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, list[Re
 
 def _getsource(obj: Any, strip_decorators: bool) -> tuple[str, list[Read]] | None:
     """The slow way, for what the index does not find (a lambda, a function made by exec)."""
+    import textwrap
+
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
     except (OSError, TypeError, SyntaxError, IndentationError):
@@ -184,76 +183,7 @@ def _stateful(value: Any) -> bool:
     return type(value).__module__.startswith("numpy.random")
 
 
-class _Pickler(pickle._Pickler):
-    """A pickler whose output depends only on the value: sets are written sorted, arrays
-    as digests, functions/classes/modules by name (and reported to ``on_code`` so that the
-    project's ones are fingerprinted as code), task families and tasks by their identity."""
-
-    dispatch: ClassVar[Any] = dict(pickle._Pickler.dispatch)
-
-    def __init__(self, file: io.BytesIO, on_code: Callable[[Any], str | None]) -> None:
-        super().__init__(file, protocol=5)
-        self.on_code = on_code
-
-    def persistent_id(self, obj: Any) -> str | None:
-        if isinstance(obj, (str, int, float, bytes, bool, type(None), tuple, list, dict)):
-            return None
-        if _is_array(obj):
-            return _array_text(obj)
-        if isinstance(obj, _CODE_TYPES) or hasattr(obj, "__checkpoint_identity__"):
-            return self.on_code(obj)
-        return None
-
-    def _save_set(self, obj: set[Any] | frozenset[Any]) -> None:
-        items = sorted(obj, key=lambda item: _pickle_bytes(item, self.on_code, fast=True))
-        self.save_reduce(type(obj), (items,), obj=obj)  # type: ignore[attr-defined]
-
-    def _save_dict(self, obj: dict[Any, Any]) -> None:
-        # Sorted, like sets: a dict filled from a set has a hash-seed-dependent order.
-        if all(type(k) is str for k in obj):
-            items = sorted(obj.items())
-        else:
-            items = sorted(obj.items(), key=lambda kv: _pickle_bytes(kv[0], self.on_code, fast=True))
-        self.write(pickle.EMPTY_DICT)  # type: ignore[attr-defined]
-        self.memoize(obj)  # type: ignore[attr-defined]
-        self._batch_setitems(iter(items))  # type: ignore[attr-defined]
-
-    dispatch[set] = _save_set
-    dispatch[frozenset] = _save_set
-    dispatch[dict] = _save_dict
-
-
-def _pickle_bytes(value: Any, on_code: Callable[[Any], str | None], *, fast: bool) -> bytes:
-    buffer = io.BytesIO()
-    pickler = _Pickler(buffer, on_code)
-    pickler.fast = fast  # no memo: shared and copied sub-objects pickle alike
-    pickler.dump(value)
-    return buffer.getvalue()
-
-
 # --- what code reads ---------------------------------------------------------------------
-
-_GLOBAL_LOADS = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"}
-_ATTR_LOADS = {"LOAD_ATTR", "LOAD_METHOD"}
-_STORES = {"STORE_FAST", "STORE_DEREF", "STORE_NAME", "STORE_GLOBAL"}
-_IMPORT_GLUE = {"IMPORT_FROM", "SWAP", "POP_TOP", "COPY", *_STORES}
-
-
-def _chain(ins: list[dis.Instruction], k: int) -> tuple[str, ...]:
-    names: list[str] = []
-    while k < len(ins) and ins[k].opname in _ATTR_LOADS:
-        names.append(str(ins[k].argval))
-        k += 1
-    return tuple(names)
-
-
-def _walk_code(code: types.CodeType) -> Iterator[types.CodeType]:
-    stack = [code]
-    while stack:
-        c = stack.pop()
-        yield c
-        stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
-
 
 _reads_cache: dict[types.CodeType, tuple[Read, ...]] = {}
 
@@ -274,91 +204,13 @@ def code_reads(code: types.CodeType) -> tuple[Read, ...]:
             result: tuple[Read, ...] = tuple(stored)
             _reads_cache[code] = result
             return result
-    result = _disassemble(code)
+    from ._bytecode import disassemble
+
+    result = disassemble(code)
     _reads_cache[code] = result
     if idx is not None:
         idx.put(key, result)
     return result
-
-
-def _disassemble(code: types.CodeType) -> tuple[Read, ...]:
-    reads: dict[Read, None] = {}
-    imported: dict[str, tuple[str, tuple[str, ...]]] = {}  # local name -> (module, attrs)
-    bodies = [[i for i in dis.get_instructions(c) if i.opname != "EXTENDED_ARG"]
-              for c in _walk_code(code)]
-    for ins in bodies:
-        class_locals = {i.argval for i in ins if i.opname == "STORE_NAME"}
-        for k, i in enumerate(ins):
-            if i.opname in _GLOBAL_LOADS and i.argval not in class_locals:
-                chain = _chain(ins, k + 1)
-                reads[("g", str(i.argval), chain)] = None
-                written = _written(ins, k + 1 + len(chain), chain)
-                if written is not None:
-                    reads[("w", str(i.argval), written)] = None
-            elif i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
-                reads[("w", str(i.argval), ())] = None
-            elif i.opname == "IMPORT_NAME":
-                imported.update(_local_import(ins, k))
-    if imported:
-        for ins in bodies:
-            for k, i in enumerate(ins):
-                if not i.opname.startswith(("LOAD_FAST", "LOAD_DEREF", "LOAD_NAME")):
-                    continue
-                names = i.argval if isinstance(i.argval, tuple) else (i.argval,)
-                for name in names:
-                    if name in imported:
-                        module, attrs = imported[name]
-                        chain = _chain(ins, k + 1) if len(names) == 1 else ()
-                        reads[("i", module, attrs + chain)] = None
-    return tuple(reads)
-
-
-_MUTATORS = frozenset({
-    "append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "popleft",
-    "remove", "discard", "clear", "sort", "reverse", "appendleft", "extendleft",
-    "__setitem__", "__delitem__",
-})
-_SIMPLE_LOADS = {"LOAD_FAST", "LOAD_CONST", "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME"}
-
-
-def _written(ins: list[dis.Instruction], k: int, chain: tuple[str, ...]) -> tuple[str, ...] | None:
-    """When the global loaded just before ``ins[k]`` (then ``chain``) is changed in place --
-    ``X.append(...)``, ``X[key] = v``, ``X.attr = v``, ``del X[key]`` -- the attributes
-    leading to the object changed (``()`` for the global itself), else ``None``."""
-    if chain and chain[-1] in _MUTATORS:
-        return chain[:-1]
-    nxt = ins[k].opname if k < len(ins) else ""
-    if nxt in ("STORE_ATTR", "DELETE_ATTR"):
-        return chain
-    if nxt in _SIMPLE_LOADS and k + 1 < len(ins) and ins[k + 1].opname in ("STORE_SUBSCR", "DELETE_SUBSCR"):
-        return chain
-    return None
-
-
-def _local_import(ins: list[dis.Instruction], k: int) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """The names bound by the import statement whose ``IMPORT_NAME`` is ``ins[k]``."""
-    module = str(ins[k].argval)
-    level = ins[k - 2].argval if k >= 2 and ins[k - 2].opname == "LOAD_CONST" else 0
-    fromlist = ins[k - 1].argval if k >= 1 and ins[k - 1].opname == "LOAD_CONST" else None
-    qualified = f"{level or 0}:{module}"
-    bound: dict[str, tuple[str, tuple[str, ...]]] = {}
-    taken: list[str] = []
-    for i in ins[k + 1:]:
-        if i.opname not in _IMPORT_GLUE:
-            break
-        if i.opname == "IMPORT_FROM":
-            taken.append(str(i.argval))
-        elif i.opname in _STORES:
-            name = str(i.argval)
-            if fromlist:  # from module import a as name
-                bound[name] = (qualified, tuple(taken[-1:]))
-            elif taken:  # import a.b.c as name
-                bound[name] = (qualified, ())
-                break
-            else:  # import a.b.c binds a
-                bound[name] = (f"{level or 0}:{module.split('.')[0]}", ())
-                break
-    return bound
 
 
 def _class_functions(cls: type) -> Iterator[types.FunctionType]:
@@ -653,13 +505,15 @@ class _Walk:
             if text is not None:
                 return text if len(text) <= _LONG_TEXT else \
                     f"<{type(value).__qualname__}: {_digest(text.encode())}>"
+            from ._pickling import pickle_bytes
+
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     try:
-                        data = _pickle_bytes(value, self.code_ref, fast=True)
+                        data = pickle_bytes(value, self.reference, fast=True)
                     except RecursionError:
-                        data = _pickle_bytes(value, self.code_ref, fast=False)
+                        data = pickle_bytes(value, self.reference, fast=False)
             except Exception:  # noqa: BLE001 - anything a __reduce__ may raise: try the source
                 pass
             else:
@@ -669,6 +523,15 @@ class _Walk:
             return source
         self.warn(value, label, namespace)
         return f"<{type(value).__qualname__}: cannot be fingerprinted>"
+
+    def reference(self, obj: Any) -> str | None:
+        """How the deterministic pickle writes an object by name: arrays by their digest;
+        functions, classes, modules and tasks as :meth:`code_ref` does; else ``None``."""
+        if _is_array(obj):
+            return _array_text(obj)
+        if isinstance(obj, _CODE_TYPES) or hasattr(obj, "__checkpoint_identity__") or self.is_task(obj):
+            return self.code_ref(obj)
+        return None
 
     def code_ref(self, obj: Any) -> str:
         """How a function, class, module or task inside a value is written (and followed)."""
@@ -802,6 +665,5 @@ def code_fingerprint(
     elif isinstance(getattr(fn, "__code__", None), types.CodeType):
         walk.follow_reads(code_reads(fn.__code__), getattr(fn, "__globals__", {}))
     walk.finish()
-    _sources.save()
     text = walk.text(main_text)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text

@@ -557,3 +557,58 @@ def test_globals_the_code_changes_are_state_not_input(make_module: Any) -> None:
     text = mod.square.fingerprint[1]
     assert "CALLS = <value of: CALLS = []>" in text and "MEMO = <value of: MEMO = {}>" in text
     assert "COUNT = <value of: COUNT = 0>" in text
+
+
+def test_normalized_sources_are_kept_next_to_the_bytecode(tmp_path: Path) -> None:
+    """A process keeps what it parsed in __pycache__ (unless Python writes no bytecode); the
+    next one uses it, an edit invalidates it, and a damaged cache file is ignored."""
+    for name, text in (("features.py", SIBLING), ("taskfile.py", TASKFILE)):
+        (tmp_path / name).write_text(textwrap.dedent(text))
+        os.utime(tmp_path / name, (1e9, 1e9))  # not just written (see the next test)
+    probe = "import taskfile; print(taskfile.scaled.fingerprint[0])"
+    env = {k: v for k, v in ENV.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+    def digest(**extra: str) -> str:
+        return subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, check=True, text=True,
+                              capture_output=True, env={**env, **extra}).stdout
+
+    cache = tmp_path / "__pycache__"
+    first = digest(PYTHONDONTWRITEBYTECODE="1")
+    assert not list(cache.glob("*.fp")) if cache.exists() else True
+    assert digest() == first
+    kept = sorted(p.name.split(".")[0] for p in cache.glob("*.checkpoint*.fp"))
+    assert kept == ["features", "taskfile"]
+    assert digest() == first
+    _edit(tmp_path / "features.py", "x * 2", "x * 3")
+    edited = digest()
+    assert edited != first
+    for path in cache.glob("*.fp"):
+        path.write_bytes(b"garbage")
+    assert digest() == edited
+
+
+def test_a_file_rewritten_within_one_clock_tick_is_read_again(make_module: Any, tmp_path: Path) -> None:
+    """Two versions of a file with the same size and mtime (written within one tick of the
+    file system's clock): the second must not get the first one's cached source."""
+    import time
+
+    source = """
+        from checkpoint import task
+
+        def helper():
+            return {n}
+
+        @task
+        def f():
+            def __():
+                return helper()
+            return __
+    """
+    stamp = time.time_ns() + 10**10  # "just written", in the same tick for both versions
+    one = make_module("ticked", source.format(n=1))
+    os.utime(tmp_path / "ticked.py", ns=(stamp, stamp))
+    first = code_fingerprint(one.f.fn)
+    two = make_module("ticked", source.format(n=2))
+    os.utime(tmp_path / "ticked.py", ns=(stamp, stamp))
+    second = code_fingerprint(two.f.fn)
+    assert "return 1" in first[1] and "return 2" in second[1]
