@@ -169,7 +169,11 @@ def _array_text(value: Any) -> str:
     dtype, shape = value.dtype, getattr(value, "shape", ())
     if shape == ():
         return f"numpy.{type(value).__name__}({value.item()!r})"
-    return f"numpy.ndarray(dtype={dtype.str}, shape={tuple(shape)}, blake2b={_digest(value.tobytes())})"
+    try:  # hash the array's own memory when it is one block (no copy)
+        data: bytes | memoryview = memoryview(value).cast("B")
+    except (TypeError, ValueError):
+        data = value.tobytes()
+    return f"numpy.ndarray(dtype={dtype.str}, shape={tuple(shape)}, blake2b={_digest(data)})"
 
 
 def _stateful(value: Any) -> bool:

@@ -136,6 +136,7 @@ def b(i: int):
 
 result = checkpoint.run([a(i) for i in range(3)] + [b(i) for i in range(3)], executor="inline")
 print("ran:", sorted(repr(t) for t in result.ran))
+print("dirname:", a.dirname)
 '''
 
 
@@ -157,7 +158,8 @@ def test_cells_do_not_rerun_on_output_history_and_rerun_only_the_edited_family(t
         nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()
-    ran = [_text(cell.outputs).strip() for i, cell in enumerate(nb.cells) if i in (0, 3, 4)]
-    assert ran[0] == "ran: ['a(0)', 'a(1)', 'a(2)', 'b(0)', 'b(1)', 'b(2)']"
-    assert ran[1] == "ran: []"
-    assert ran[2] == "ran: ['a(0)', 'a(1)', 'a(2)']"
+    out = [_text(cell.outputs).strip().splitlines() for i, cell in enumerate(nb.cells) if i in (0, 3, 4)]
+    assert out[0][0] == "ran: ['a(0)', 'a(1)', 'a(2)', 'b(0)', 'b(1)', 'b(2)']"
+    assert out[1][0] == "ran: []"
+    assert out[2][0] == "ran: ['a(0)', 'a(1)', 'a(2)']"
+    assert out[0][1] == "dirname: __main__.a"  # a notebook has no script to name
