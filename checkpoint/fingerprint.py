@@ -558,6 +558,12 @@ class _Walk:
             return self.code_ref(value)
         if _is_array(value):
             return _array_text(value)
+        if type(value).__module__.startswith("checkpoint."):
+            # checkpoint's own markers (TaskDirectory(), ...) by their repr: their state may
+            # hold what they learned while running (a resolved path), which is not identity
+            text = repr(value)
+            if " at 0x" not in text:
+                return text
         if depth > 50 or id(value) in path:
             return None
         path = path | {id(value)}

@@ -500,7 +500,7 @@ def test_cli_sees_an_edit_in_a_sibling_module(tmp_path: Path) -> None:
     _edit(tmp_path / "features.py", "x * 2", "x * 3")
     why = _cli(tmp_path, "why", "main")
     assert "prerequisite scaled(3) will run (code changed)" in why.stdout, why.stdout + why.stderr
-    assert "scaled: code changed, for 1 task(s): scaled(3)" in why.stdout
+    assert "scaled: code changed, for 1 task" in why.stdout
     assert "-    return [x * 2 for x in xs]" in why.stdout
     assert "+    return [x * 3 for x in xs]" in why.stdout
     assert "shifted" not in why.stdout
@@ -612,3 +612,21 @@ def test_a_file_rewritten_within_one_clock_tick_is_read_again(make_module: Any, 
     os.utime(tmp_path / "ticked.py", ns=(stamp, stamp))
     second = code_fingerprint(two.f.fn)
     assert "return 1" in first[1] and "return 2" in second[1]
+
+
+def test_checkpoint_markers_in_globals_count_by_their_repr(make_module: Any) -> None:
+    """A module-level marker (`DIR = TaskDirectory()`) counts as its repr, not its pickled
+    state (which may hold what it learned during a run)."""
+    mod = make_module("markers", """
+        from checkpoint import TaskDirectory, requires, task
+
+        DIR = TaskDirectory()
+
+        @task
+        def f():
+            @requires(DIR)
+            def __(path):
+                return str(path)
+            return __
+    """)
+    assert "DIR = TaskDirectory()" in mod.f.fingerprint[1]
