@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from pathlib import PurePath
 from typing import Any
 
 from .errors import UnserializableArgumentError

@@ -617,16 +617,22 @@ def test_a_file_rewritten_within_one_clock_tick_is_read_again(make_module: Any, 
 def test_checkpoint_markers_in_globals_count_by_their_repr(make_module: Any) -> None:
     """A module-level marker (`DIR = TaskDirectory()`) counts as its repr, not its pickled
     state (which may hold what it learned during a run)."""
+    (Path.cwd() / "data.csv").write_text("a\n1\n")
     mod = make_module("markers", """
-        from checkpoint import TaskDirectory, requires, task
+        from checkpoint import File, TaskDirectory, requires, task
 
         DIR = TaskDirectory()
+        RAW = File("data.csv")
 
         @task
         def f():
             @requires(DIR)
-            def __(path):
-                return str(path)
+            @requires(RAW)
+            def __(path, raw):
+                return str(path), raw.read_text()
             return __
     """)
-    assert "DIR = TaskDirectory()" in mod.f.fingerprint[1]
+    digest, text = mod.f.fingerprint
+    assert "DIR = TaskDirectory()" in text and "RAW = File('data.csv')" in text
+    assert mod.f().run(executor="inline")[1] == "a\n1\n"
+    assert mod.f.fingerprint[0] == digest  # what the File learned while running is not identity
