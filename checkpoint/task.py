@@ -132,6 +132,11 @@ _UNSET: Any = _Unset()
 _interned: dict[TaskId, Task[Any]] | None = None
 """While a graph expands: the task objects made so far, by id (see :func:`interning`)."""
 
+_epoch = 0
+"""Counts graph expansions: a family's code fingerprint is computed again in each one (once
+per run), so that a global re-bound or edited since the last run (a notebook cell run
+again) counts."""
+
 
 @contextlib.contextmanager
 def interning() -> Iterator[None]:
@@ -141,10 +146,11 @@ def interning() -> Iterator[None]:
     handle; only one of them joins the graph, the others are kept alive by their dependents'
     requirements. Sharing them roughly halves the memory of such a graph.
     """
-    global _interned
+    global _interned, _epoch
     previous = _interned
     if previous is None:
         _interned = {}
+        _epoch += 1
     try:
         yield
     finally:
@@ -617,6 +623,28 @@ class _Binder:
         return dict(ba.arguments)
 
 
+def _dirname(module: str, qualname: str) -> str:
+    """``{module}.{qualname}``; for a script run as ``__main__``, ``__main__.{script}.{qualname}``.
+
+    Two scripts in one folder may both define ``load``: each gets its own family directory.
+    The script's path is taken relative to the default cache's parent (the working directory,
+    or the parent of ``$CP_CACHE_DIR``) when it lies below, so that a moved project keeps its
+    cache; else it is absolute. A notebook, ``python -c`` and the REPL have no script: theirs
+    stays ``__main__.{qualname}``.
+    """
+    main = sys.modules.get("__main__") if module == "__main__" else None
+    script = getattr(main, "__file__", None)
+    if not isinstance(script, str) or not script:
+        return f"{module}.{qualname}"
+    path = os.path.abspath(script)
+    cache = os.path.abspath(os.environ.get("CP_CACHE_DIR") or ".cache")
+    base = os.path.dirname(cache)
+    if path.startswith(base.rstrip(os.sep) + os.sep):
+        path = os.path.relpath(path, base)
+    stem = os.path.splitext(path)[0].strip(os.sep).replace(os.sep, ".")
+    return f"__main__.{stem}.{qualname}"
+
+
 class TaskFamily(Generic[P, R]):
     """A family of tasks made by ``@task`` (on a function or a class); call it to get a
     :class:`Task` handle."""
@@ -647,7 +675,9 @@ class TaskFamily(Generic[P, R]):
         self.name: str = f"{self.module}.{self.qualname}"
         """``{module}.{qualname}``: the family's identity and its cache directory name."""
         self.short_name: str = self.qualname.rsplit(".", 1)[-1]
-        self.dirname: str = _UNSAFE_PATH_CHARS.sub("_", self.name)
+        self.dirname: str = _UNSAFE_PATH_CHARS.sub("_", _dirname(self.module, self.qualname))
+        """The family's directory in the cache: its name, with the script's path for one
+        defined in a script run as ``__main__`` (see :func:`_dirname`)."""
         self.compress_level = compress_level
         self.queue: str = queue if queue is not None else self.name
         """The queue whose rate limit applies to this family (default: its own)."""
@@ -662,6 +692,7 @@ class TaskFamily(Generic[P, R]):
         self.__wrapped__ = fn
         self._binder: _Binder | None = None
         self._fingerprint: tuple[str, str] | None = None
+        self._fingerprint_epoch = -1
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
         binder = self._binder
@@ -682,16 +713,18 @@ class TaskFamily(Generic[P, R]):
 
     @property
     def fingerprint(self) -> tuple[str, str]:
-        """``(digest, normalized source)`` of the family's code, computed once per process."""
-        if self._fingerprint is None:
+        """``(digest, normalized source)`` of the family's code and of everything it reads,
+        computed once per run (see :mod:`checkpoint.fingerprint`)."""
+        fingerprint = self._fingerprint
+        if fingerprint is None or (self._fingerprint_epoch != _epoch and self.version is None):
             if self.version is not None:
-                text = f"# version {self.version}"
-                self._fingerprint = ("v:" + self.version, text)
+                fingerprint = ("v:" + self.version, f"# version {self.version}")
             else:
-                self._fingerprint = code_fingerprint(
-                    self.fn, is_task=lambda obj: isinstance(obj, TaskFamily)
+                fingerprint = code_fingerprint(
+                    self.fn, is_task=lambda obj: isinstance(obj, TaskFamily), family=self.name
                 )
-        return self._fingerprint
+            self._fingerprint, self._fingerprint_epoch = fingerprint, _epoch
+        return fingerprint
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # By reference when the module attribute is this very family (a taskfile, a

@@ -153,8 +153,9 @@ assert some_downstream().run(rate_limits={'gpu': 1}) == 6
     "docs/concepts.md": """
 _root = Path(".cache/checkpoint")   # the layout the page draws
 assert (_root / "FORMAT").is_file() and (_root / ".lock").is_file()
-assert (_root / "__main__.render" / "cache.db").is_file()
-assert (_root / "__main__.render" / "data" / render(4).id / "image.pgm").is_file()
+assert render.dirname == "__main__._page_script.render"   # a script's families name it
+assert (_root / render.dirname / "cache.db").is_file()
+assert (_root / render.dirname / "data" / render(4).id / "image.pgm").is_file()
 """,
     "docs/dask.md": """
 if __name__ == "__main__":  # Dask's worker processes run this script again
@@ -233,9 +234,11 @@ def test_readme_examples_use_the_seed_layout(tmp_path: Path) -> None:
     proc = run_page(ROOT / "README.md", tmp_path)
     assert proc is not None and "-5.0" in proc.stdout
     families = {p.name for p in (tmp_path / ".cache" / "checkpoint").iterdir()}
-    assert {"__main__.choose", "__main__.f3", "__main__.write_model"} <= families
+    # {module}.{function}, the script run as __main__ named by its path (_page_script.py)
+    main = "__main__._page_script"
+    assert {f"{main}.choose", f"{main}.f3", f"{main}.write_model"} <= families
     # choose.clear() removed the whole family directory.
-    assert not (tmp_path / ".cache" / "checkpoint" / "__main__.choose" / "data").exists()
+    assert not (tmp_path / ".cache" / "checkpoint" / f"{main}.choose" / "data").exists()
 
 
 def test_block_markers_are_understood() -> None:

@@ -113,3 +113,53 @@ def test_no_live_display_in_jupyter_without_ipywidgets(monkeypatch: pytest.Monke
     assert progress.wants_live() is False
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     assert progress.wants_live() is True
+
+
+CELL_FAMILIES = '''
+import checkpoint
+from checkpoint import task
+
+parts = [1, 2]
+
+@task
+def a(i: int):
+    def __():
+        return i + {edit}
+    return __
+
+@task
+def b(i: int):
+    def __():
+        parts = [i, i]
+        return sum(parts)
+    return __
+
+result = checkpoint.run([a(i) for i in range(3)] + [b(i) for i in range(3)], executor="inline")
+print("ran:", sorted(repr(t) for t in result.ran))
+print("dirname:", a.dirname)
+'''
+
+
+def test_cells_do_not_rerun_on_output_history_and_rerun_only_the_edited_family(tmp_path: Path) -> None:
+    """On a real kernel: a cell defining two families, run again after cells displayed values
+    (IPython's `__` changed), re-runs nothing; run again with one family edited, it re-runs
+    that family only (the fingerprint had `__ = ''`, then `__ = 2`: everything re-ran)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(CELL_FAMILIES.format(edit=1)),
+        nbformat.v4.new_code_cell("1"),
+        nbformat.v4.new_code_cell("2"),
+        nbformat.v4.new_code_cell(CELL_FAMILIES.format(edit=1)),
+        nbformat.v4.new_code_cell(CELL_FAMILIES.format(edit=10)),
+    ]
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    out = [_text(cell.outputs).strip().splitlines() for i, cell in enumerate(nb.cells) if i in (0, 3, 4)]
+    assert out[0][0] == "ran: ['a(0)', 'a(1)', 'a(2)', 'b(0)', 'b(1)', 'b(2)']"
+    assert out[1][0] == "ran: []"
+    assert out[2][0] == "ran: ['a(0)', 'a(1)', 'a(2)']"
+    assert out[0][1] == "dirname: __main__.a"  # a notebook has no script to name

@@ -1,0 +1,679 @@
+"""Code fingerprints: the normalized source of a task and of everything its code reads.
+
+A family's fingerprint hashes a text made of, in order:
+
+1. the normalized source of the task (its outer function, or its whole class body): parsed
+   and unparsed with :mod:`ast`, so comments, formatting and docstrings do not count;
+2. for each *global* the code reads (found in the compiled code, so locals, parameters,
+   closures, the nested ``__`` and comprehension variables never count), what it is bound to,
+   followed transitively:
+
+   * a function or class of the project: its normalized source, and what *it* reads;
+   * a module of the project (``import features; features.scale``): the attributes read
+     through it, or its whole normalized source when the module itself is passed around;
+   * a value: a canonical text (literals, containers, dataclasses, ``SimpleNamespace``,
+     NumPy arrays), else a digest of a deterministic pickle (sets sorted, arrays hashed,
+     functions and classes by name), else the source of its assignment in the module;
+   * functions, classes and modules from elsewhere (the standard library, installed
+     packages, checkpoint itself) and other task families are not followed.
+
+"The project" is the directory tree of the family's module (its import root: the taskfile's
+directory, the folder of a script, the working directory of a notebook), minus anything under
+``site-packages``/``dist-packages``, the interpreter's own directories or checkpoint's.
+
+A value that cannot be fingerprinted in any of these ways gets a :class:`FingerprintWarning`
+(once per process) naming the global, the task and the fix: ``@task(version=...)``.
+
+What depends only on code is cached: what compiled code reads, by code object; normalized
+sources, by file version, in this process and on disk (see :mod:`checkpoint._sources`).
+Values are read afresh each time a fingerprint is computed (once per run).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import inspect
+import io
+import marshal
+import os
+import sys
+import types
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import fields, is_dataclass
+from functools import lru_cache
+from pathlib import PurePath
+from typing import Any
+
+from . import _sources
+from ._sources import Read
+
+__all__ = ["FingerprintWarning", "code_fingerprint"]
+
+
+class FingerprintWarning(UserWarning):
+    """A global that a task reads cannot be fingerprinted: changing it would not re-run the
+    task. Pin the task's code with ``@task(version=...)`` and bump the version when it changes."""
+
+
+# --- normalized source -------------------------------------------------------------------
+
+
+def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, list[Read]] | None:
+    """``(text, def-time reads)`` of a function's or class's source without comments,
+    formatting and docstrings (and decorators, if asked), or ``None`` when the source is not
+    available. The reads are what its def or class statement reads when it runs."""
+    if isinstance(obj, type):
+        module = sys.modules.get(obj.__module__)
+        filename = getattr(module, "__file__", None)
+        method = next(_class_functions(obj), None)
+        line = 0
+        if method is not None and (not filename or method.__code__.co_filename == filename):
+            filename, line = method.__code__.co_filename, method.__code__.co_firstlineno
+        key: tuple[Any, ...] = ("class", obj.__qualname__, line, strip_decorators)
+        namespace = vars(module) if module is not None else None
+    else:
+        code = getattr(inspect.unwrap(obj), "__code__", None)
+        if not isinstance(code, types.CodeType):
+            return None
+        filename = code.co_filename
+        key = ("def", code.co_name, code.co_firstlineno, strip_decorators)
+        namespace = getattr(obj, "__globals__", None)
+    idx = _sources.index(filename, namespace) if isinstance(filename, str) and filename else None
+    found = idx.get(key) if idx is not None else None
+    return found if found is not None else _getsource(obj, strip_decorators)
+
+
+def _getsource(obj: Any, strip_decorators: bool) -> tuple[str, list[Read]] | None:
+    """The slow way, for what the index does not find (a lambda, a function made by exec)."""
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    if not tree.body:
+        return None
+    node = tree.body[0]
+    if strip_decorators and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        node.decorator_list = []
+    _sources.strip_docstrings(node)
+    return ast.unparse(node), _sources.def_time_reads(node)
+
+
+def code_bytes(fn: Any) -> str:
+    """Fallback when no source is available (e.g. a function built by exec)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return repr(fn)
+    return marshal.dumps(code.replace(co_firstlineno=1)).hex()
+
+
+# --- constants and values ----------------------------------------------------------------
+
+_CONSTANT_TYPES = (str, int, float, bool, type(None), bytes, complex, range, PurePath)
+
+
+def constant_text(value: Any, depth: int = 0) -> str | None:
+    """``repr(value)`` for a constant worth fingerprinting, else ``None``.
+
+    Sets are written with their elements sorted: their own order depends on the process's
+    hash seed, which would make the fingerprint differ from one run to the next.
+    """
+    if isinstance(value, _CONSTANT_TYPES):
+        return repr(value)
+    if depth >= 3 or not isinstance(value, (tuple, list, set, frozenset, dict)) or len(value) > 1000:
+        return None
+    parts = [*value.keys(), *value.values()] if isinstance(value, dict) else list(value)
+    texts = [constant_text(v, depth + 1) for v in parts]
+    if any(text is None for text in texts):
+        return None
+    if isinstance(value, (set, frozenset)):
+        inner = "{" + ", ".join(sorted(str(t) for t in texts)) + "}" if texts else ""
+        return inner if type(value) is set and texts else f"{type(value).__name__}({inner})"
+    if all(text == repr(v) for text, v in zip(texts, parts, strict=True)):
+        return repr(value)  # as it always was (a namedtuple keeps its field names)
+    if isinstance(value, dict):  # a set inside: spelled out with its elements sorted
+        n = len(value)
+        return "{" + ", ".join(f"{k}: {v}" for k, v in zip(texts[:n], texts[n:], strict=True)) + "}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(str, texts)) + (",)" if len(texts) == 1 else ")")
+    return "[" + ", ".join(map(str, texts)) + "]"
+
+
+_CODE_TYPES = (
+    types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, type,
+    types.MethodDescriptorType, types.WrapperDescriptorType, types.MethodWrapperType,
+    types.ClassMethodDescriptorType,
+)
+_LONG_TEXT = 2000
+
+
+def _digest(data: bytes | memoryview) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _is_array(value: Any) -> bool:
+    """A NumPy array or scalar whose bytes are its value (no Python objects inside)."""
+    kind = type(value)
+    return (
+        kind.__module__ == "numpy"
+        and hasattr(value, "tobytes")
+        and not getattr(getattr(value, "dtype", None), "hasobject", True)
+    )
+
+
+def _array_text(value: Any) -> str:
+    dtype, shape = value.dtype, getattr(value, "shape", ())
+    if shape == ():
+        return f"numpy.{type(value).__name__}({value.item()!r})"
+    try:  # hash the array's own memory when it is one block (no copy)
+        data: bytes | memoryview = memoryview(value).cast("B")
+    except (TypeError, ValueError):
+        data = value.tobytes()
+    return f"numpy.ndarray(dtype={dtype.str}, shape={tuple(shape)}, blake2b={_digest(data)})"
+
+
+def _stateful(value: Any) -> bool:
+    """Values whose pickled state changes as they are used (or that are not data at all):
+    their assignment's source identifies them better."""
+    if isinstance(value, (io.IOBase, types.GeneratorType, types.CoroutineType)):
+        return True
+    random = sys.modules.get("random")
+    if random is not None and isinstance(value, random.Random):
+        return True
+    return type(value).__module__.startswith("numpy.random")
+
+
+# --- what code reads ---------------------------------------------------------------------
+
+_reads_cache: dict[types.CodeType, tuple[Read, ...]] = {}
+
+
+def code_reads(code: types.CodeType) -> tuple[Read, ...]:
+    """The globals a function's code (nested functions, lambdas, classes and comprehensions
+    included) reads, with the attributes read on them, and the modules it imports inside."""
+    cached = _reads_cache.get(code)
+    if cached is not None:
+        return cached
+    # Kept with the file's other entries: a warm run disassembles nothing. Name, line, the
+    # names it uses and its length tell apart code objects of one version of one file.
+    idx = _sources.index(code.co_filename)
+    key = ("reads", code.co_name, code.co_firstlineno, code.co_names, len(code.co_code))
+    if idx is not None:
+        stored = idx.entries.get(key)
+        if stored is not None:
+            result: tuple[Read, ...] = tuple(stored)
+            _reads_cache[code] = result
+            return result
+    from ._bytecode import disassemble
+
+    result = disassemble(code)
+    _reads_cache[code] = result
+    if idx is not None:
+        idx.put(key, result)
+    return result
+
+
+def _class_functions(cls: type) -> Iterator[types.FunctionType]:
+    for value in vars(cls).values():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        elif isinstance(value, property):
+            yield from (f for f in (value.fget, value.fset, value.fdel)
+                        if isinstance(f, types.FunctionType))
+            continue
+        value = inspect.unwrap(value) if callable(value) else value
+        if isinstance(value, types.FunctionType):
+            if value.__code__.co_filename != "<string>":  # not made by exec (dataclass, ...)
+                yield value
+        elif isinstance(value, type) and value.__qualname__.startswith(cls.__qualname__ + "."):
+            yield from _class_functions(value)
+
+
+# --- the project -------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _outside_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Directories never part of a project (the interpreter's libraries, checkpoint) and
+    the interpreter prefixes (outside unless the project itself lives under one)."""
+    import sysconfig
+
+    libs = {os.path.dirname(os.path.abspath(__file__))}
+    for base in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
+        paths = sysconfig.get_paths(vars=base) if base else sysconfig.get_paths()
+        libs.update(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    return _dirs(libs), _dirs(prefixes)
+
+
+def _dirs(paths: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted({os.path.realpath(p) + os.sep for p in paths}))
+
+
+def project_root(module_name: str) -> str:
+    """The directory a family's project lives in: the import root of its module (the
+    directory its top-level package or module is in), or the working directory when the
+    module has no file (a notebook, ``python -c``)."""
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if not isinstance(file, str) or not file:
+        return os.path.realpath(os.getcwd())
+    root = os.path.dirname(os.path.realpath(file))
+    if module_name != "__main__":
+        up = module_name.count(".") + (os.path.basename(file).startswith("__init__.") or 0)
+        for _ in range(up):
+            root = os.path.dirname(root)
+    return root
+
+
+@lru_cache(maxsize=4096)
+def in_project(path: str, root: str) -> bool:
+    """Whether the source file ``path`` belongs to the project at ``root``."""
+    if not path or path.startswith("<"):
+        return False
+    real = os.path.realpath(path)
+    if not real.startswith(root.rstrip(os.sep) + os.sep):
+        return False
+    parts = real.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return False
+    libs, prefixes = _outside_dirs()
+    if real.startswith(libs):
+        return False
+    inside_prefix = [p for p in prefixes if real.startswith(p)]
+    return all((root + os.sep).startswith(p) for p in inside_prefix)
+
+
+def _module_file(name: str) -> str | None:
+    """The source file of module ``name``, without importing it."""
+    module = sys.modules.get(name)
+    if module is not None:
+        file = getattr(module, "__file__", None)
+        return file if isinstance(file, str) else None
+    parts = name.split(".")
+    for entry in sys.path:
+        base = os.path.join(entry or os.getcwd(), *parts)
+        for candidate in (base + ".py", os.path.join(base, "__init__.py")):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+# --- the walk ----------------------------------------------------------------------------
+
+_warned: set[tuple[str, str]] = set()
+
+
+class _Walk:
+    """Collects the pieces of one family's fingerprint."""
+
+    def __init__(self, fn: Any, is_task: Callable[[Any], bool], family: str) -> None:
+        self.fn = fn
+        self.is_task = is_task
+        self.family = family
+        self.module: str = getattr(fn, "__module__", None) or ""
+        self.root = project_root(self.module)
+        self.own: dict[str, str] = {}
+        self.other: dict[str, str] = {}
+        self.seen: set[int] = {id(fn)}
+        self.keep: list[Any] = []  # keeps ids in `seen` from being reused
+        self.values: set[tuple[str, str]] = set()
+        self.pending: list[tuple[Any, str, Mapping[str, Any]]] = []
+        """Values read, fingerprinted once all the code is known (see :meth:`finish`)."""
+        self.written: set[tuple[str, str]] = set()
+        """``(module, name)`` of the globals the code changes: state, not input."""
+
+    # pieces
+
+    def _put(self, module: str, name: str, text: str) -> None:
+        if module == self.module:
+            self.own.setdefault(name, text)
+        else:
+            self.other.setdefault(f"{module}.{name}", text)
+
+    def text(self, main: str) -> str:
+        pieces = [self.own[k] for k in sorted(self.own)]
+        pieces += [self.other[k] for k in sorted(self.other)]
+        return "\n\n".join([main, *pieces])
+
+    # code
+
+    def follows(self, obj: Any) -> bool:
+        """Whether a function or class is the project's (so its code counts): its file is
+        in the project, or it comes from the task's own module (a notebook's cells)."""
+        if isinstance(obj, type):
+            module = sys.modules.get(obj.__module__)
+            file = getattr(module, "__file__", None)
+            return obj.__module__ == self.module or (
+                isinstance(file, str) and in_project(file, self.root))
+        code = getattr(obj, "__code__", None)
+        if not isinstance(code, types.CodeType):
+            return False
+        # A decorator's wrapper carries the wrapped function's __module__: trust its file.
+        own = obj.__module__ == self.module and getattr(obj, "__wrapped__", None) is None
+        return own or in_project(code.co_filename, self.root)
+
+    def is_project_module(self, module: types.ModuleType) -> bool:
+        file = getattr(module, "__file__", None)
+        return module.__name__ == self.module or (isinstance(file, str) and in_project(file, self.root))
+
+    def follow_reads(self, reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:
+        for kind, name, attrs in reads:
+            if kind == "i":
+                self.follow_import(name, attrs, namespace)
+                continue
+            if name not in namespace:
+                continue  # a builtin, or not defined (yet)
+            obj, label, home = namespace[name], name, namespace
+            for attr in attrs:  # through modules: features.scale, pkg.sub.CONSTANT
+                if not isinstance(obj, types.ModuleType) or not hasattr(obj, attr):
+                    break
+                if not self.is_project_module(obj):
+                    obj = None  # sys.stderr, np.random.default_rng: not the project's
+                    break
+                home, label, obj = vars(obj), attr, getattr(obj, attr)
+            if kind == "w":
+                self.written.add((str(home.get("__name__", "")), label))
+            elif obj is not None:
+                self.add(obj, label, home)
+
+    def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, Any]) -> None:
+        level, _, module = name.partition(":")
+        if level != "0":
+            package = namespace.get("__package__") or ""
+            try:
+                module = importlib.util.resolve_name("." * int(level) + module, package)
+            except (ImportError, ValueError):
+                return
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            self.follow_reads([("g", "m", attrs)], {"m": loaded})
+            return
+        file = _module_file(module)
+        if file is not None and in_project(file, self.root):
+            self.add_module_text(module, file)
+
+    def add(self, obj: Any, label: str, namespace: Mapping[str, Any]) -> None:
+        """Fingerprint whatever the global ``label`` of ``namespace`` is bound to."""
+        if obj is self.fn or self.is_task(obj):
+            return
+        code_like = isinstance(obj, (types.FunctionType, type, types.ModuleType, types.MethodType))
+        wrapper = not code_like and callable(obj) and getattr(obj, "__wrapped__", None) is not None \
+            and not hasattr(obj, "__checkpoint_identity__")
+        if not (code_like or wrapper):
+            if not isinstance(obj, _CODE_TYPES):  # built-in functions: not Python code
+                self.add_value(obj, label, namespace)
+            return
+        if id(obj) in self.seen:
+            return
+        self.seen.add(id(obj))
+        self.keep.append(obj)
+        if wrapper:  # e.g. functools.lru_cache
+            self.add(inspect.unwrap(obj), label, namespace)
+        elif isinstance(obj, types.FunctionType):
+            if getattr(obj, "__wrapped__", None) is not None:
+                self.add(inspect.unwrap(obj), label, namespace)
+            if self.follows(obj):
+                self.add_code(obj, obj.__globals__)
+        elif isinstance(obj, type):
+            if self.follows(obj):
+                module = sys.modules.get(obj.__module__)
+                self.add_code(obj, vars(module) if module is not None else namespace)
+        elif isinstance(obj, types.ModuleType):
+            if self.is_project_module(obj):
+                self.add_module_text(obj.__name__, obj.__file__ or "")
+        else:
+            assert isinstance(obj, types.MethodType)
+            self.add(obj.__func__, label, namespace)
+            self.add_value(obj.__self__, label + ".__self__", namespace)
+
+    def add_code(self, obj: Any, namespace: Mapping[str, Any]) -> None:
+        name = obj.__qualname__
+        found = normalized_source(obj, strip_decorators=False)
+        if found is None:
+            self._put(obj.__module__, name, f"# {name}: " + code_bytes(obj))
+            self.follow_code(obj, [], namespace)
+            return
+        text, reads = found
+        if obj.__module__ != self.module:
+            text = f"# {obj.__module__}\n{text}"
+        self._put(obj.__module__, name, text)
+        self.follow_code(obj, reads, namespace)
+
+    def follow_code(self, obj: Any, def_reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:
+        """Follow what a function or class reads: its compiled code, and what its def or
+        class statement read (``def_reads``) in ``namespace``."""
+        functions = _class_functions(obj) if isinstance(obj, type) else [obj]
+        for fn in functions:
+            if isinstance(getattr(fn, "__code__", None), types.CodeType):
+                self.follow_reads(code_reads(fn.__code__), fn.__globals__)
+        self.follow_reads(def_reads, namespace)
+
+    def add_module_text(self, name: str, file: str) -> None:
+        key = ("module", name)
+        if key in self.values:
+            return
+        self.values.add(key)
+        idx = _sources.index(file) if file else None
+        text = idx.get(("module",)) if idx is not None else None
+        self.other.setdefault(f"{name}.*", f"# module {name}\n{text or '# source unavailable'}")
+
+    # values
+
+    def add_value(self, value: Any, label: str, namespace: Mapping[str, Any]) -> None:
+        where = str(namespace.get("__name__", ""))
+        if (where, label) not in self.values:
+            self.values.add((where, label))
+            self.pending.append((value, label, namespace))
+
+    def finish(self) -> None:
+        """Fingerprint the values read. A global the code changes (``CALLS.append(x)``,
+        ``CACHE[k] = v``, ``global N; N += 1``) is state, not input: its content changes as
+        tasks run, so its assignment counts instead (else a second run in one process
+        would see a "code change")."""
+        done: dict[tuple[str, str], tuple[Any, str, Mapping[str, Any]]] = {}
+        as_state: set[tuple[str, str]] = set()
+        while self.pending:
+            while self.pending:  # a value may lead to more code, and so to more values
+                value, label, namespace = item = self.pending.pop(0)
+                key = (str(namespace.get("__name__", "")), label)
+                done[key] = item
+                if key in self.written:
+                    as_state.add(key)
+                self._put_value(key, self.value_text(value, label, namespace, key in as_state))
+            for key in self.written & done.keys() - as_state:  # found written afterwards
+                as_state.add(key)
+                value, label, namespace = done[key]
+                self._put_value(key, self.value_text(value, label, namespace, True))
+
+    def _put_value(self, key: tuple[str, str], text: str) -> None:
+        where, label = key
+        if where == self.module:
+            self.own[label] = f"{label} = {text}"
+        else:
+            self.other[f"{where}.{label}"] = f"{where}.{label} = {text}"
+
+    def value_text(self, value: Any, label: str, namespace: Mapping[str, Any], state: bool) -> str:
+        if state:
+            source = self.assignment(label.split(".")[0], namespace, 0)
+            return source or f"<{type(value).__qualname__}, changed by the code>"
+        text = constant_text(value)
+        if text is not None:
+            return text
+        if not _stateful(value):
+            text = self.canonical(value, 0, set())
+            if text is not None:
+                return text if len(text) <= _LONG_TEXT else \
+                    f"<{type(value).__qualname__}: {_digest(text.encode())}>"
+            from ._pickling import pickle_bytes
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        data = pickle_bytes(value, self.reference, fast=True)
+                    except RecursionError:
+                        data = pickle_bytes(value, self.reference, fast=False)
+            except Exception:  # noqa: BLE001 - anything a __reduce__ may raise: try the source
+                pass
+            else:
+                return f"<{type(value).__qualname__}, pickled: {_digest(data)}>"
+        source = self.assignment(label.split(".")[0], namespace, 0)
+        if source is not None:
+            return source
+        self.warn(value, label, namespace)
+        return f"<{type(value).__qualname__}: cannot be fingerprinted>"
+
+    def reference(self, obj: Any) -> str | None:
+        """How the deterministic pickle writes an object by name: arrays by their digest;
+        functions, classes, modules and tasks as :meth:`code_ref` does; else ``None``."""
+        if _is_array(obj):
+            return _array_text(obj)
+        if isinstance(obj, _CODE_TYPES) or hasattr(obj, "__checkpoint_identity__") or self.is_task(obj):
+            return self.code_ref(obj)
+        return None
+
+    def code_ref(self, obj: Any) -> str:
+        """How a function, class, module or task inside a value is written (and followed)."""
+        ident = getattr(obj, "__checkpoint_identity__", None)
+        if isinstance(ident, str):
+            return f"<task {ident}>"
+        if self.is_task(obj):
+            return f"<task family {getattr(obj, 'name', '?')}>"
+        if isinstance(obj, (types.FunctionType, type, types.ModuleType, types.MethodType)):
+            self.add(obj, getattr(obj, "__qualname__", getattr(obj, "__name__", "?")), {})
+        module = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
+        return f"<{type(obj).__name__} {module}.{getattr(obj, '__qualname__', '')}>"
+
+    def canonical(self, value: Any, depth: int, path: set[int]) -> str | None:
+        """A readable text that identifies ``value``, or ``None`` (then it is pickled)."""
+        if isinstance(value, _CONSTANT_TYPES):
+            return repr(value)
+        if isinstance(value, _CODE_TYPES) or hasattr(value, "__checkpoint_identity__") \
+                or self.is_task(value):
+            return self.code_ref(value)
+        if _is_array(value):
+            return _array_text(value)
+        if type(value).__module__.startswith("checkpoint."):
+            # checkpoint's own markers (TaskDirectory(), ...) by their repr: their state may
+            # hold what they learned while running (a resolved path), which is not identity
+            text = repr(value)
+            if " at 0x" not in text:
+                return text
+        if depth > 50 or id(value) in path:
+            return None
+        path = path | {id(value)}
+        kind = type(value)
+        if is_dataclass(value):
+            self.add(kind, kind.__qualname__, {})
+            parts = [(f.name, self.canonical(getattr(value, f.name, None), depth + 1, path))
+                     for f in fields(value)]
+            return _call_text(kind.__qualname__, parts)
+        if kind is types.SimpleNamespace:
+            items = sorted(vars(value).items())
+            return _call_text("namespace", [(k, self.canonical(v, depth + 1, path))
+                                            for k, v in items])
+        if kind in (list, tuple, set, frozenset) or (
+                isinstance(value, tuple) and hasattr(kind, "_fields")):
+            texts = [self.canonical(v, depth + 1, path) for v in value]
+            if any(t is None for t in texts):
+                return None
+            if kind in (set, frozenset):
+                return f"{kind.__name__}({{{', '.join(sorted(map(str, texts)))}}})"
+            if kind is list:
+                return "[" + ", ".join(map(str, texts)) + "]"
+            if kind is tuple:
+                return "(" + ", ".join(map(str, texts)) + (",)" if len(texts) == 1 else ")")
+            self.add(kind, kind.__qualname__, {})
+            return _call_text(kind.__qualname__, list(zip(kind._fields, texts, strict=True)))
+        if kind is dict:
+            pairs = [(self.canonical(k, depth + 1, path), self.canonical(v, depth + 1, path))
+                     for k, v in value.items()]
+            if any(k is None or v is None for k, v in pairs):
+                return None
+            return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
+        enum = sys.modules.get("enum")
+        if enum is not None and isinstance(value, enum.Enum):
+            self.add(kind, kind.__qualname__, {})
+            return f"{kind.__qualname__}.{value.name}"
+        return None
+
+    def assignment(self, name: str, namespace: Mapping[str, Any], depth: int) -> str | None:
+        """The normalized source of the module-level statements that bind ``name``, with
+        what they read followed; ``"<imported from X>"`` when it comes from outside the
+        project; ``None`` when there is no such source."""
+        file = namespace.get("__file__")
+        idx = _sources.index(file) if isinstance(file, str) and file and depth < 10 else None
+        binding = idx.get(("bind", name)) if idx is not None else None
+        if binding is None:
+            return None
+        if binding[0] == "assign":
+            self.follow_reads(binding[2], namespace)
+            return f"<value of: {binding[1]}>"
+        _, level, module, original = binding
+        try:
+            module = importlib.util.resolve_name(
+                "." * level + module, str(namespace.get("__package__") or ""))
+        except (ImportError, ValueError):
+            return None
+        loaded = sys.modules.get(module)
+        if loaded is None or not self.is_project_module(loaded):
+            return f"<imported from {module}>"
+        found = self.assignment(original, vars(loaded), depth + 1)
+        return None if found is None else f"{module}.{original} = {found}"
+
+    def warn(self, value: Any, label: str, namespace: Mapping[str, Any]) -> None:
+        module = str(namespace.get("__name__", ""))
+        if (module, label) in _warned:
+            return
+        _warned.add((module, label))
+        fn = next(_class_functions(self.fn), None) if isinstance(self.fn, type) else self.fn
+        code = getattr(fn, "__code__", None)
+        file, line = (code.co_filename, code.co_firstlineno) if isinstance(code, types.CodeType) \
+            else ("<unknown>", 1)
+        warnings.warn_explicit(
+            f"Task {self.family} reads the global {label!r} ({type(value).__qualname__}), whose "
+            "value cannot be fingerprinted: changing it will not re-run the task. Make it a "
+            "literal, a dataclass or another picklable value, or pin the task's code with "
+            "@task(version=...) and bump the version when it changes.",
+            FingerprintWarning, file, line, module=module,
+        )
+
+
+def _call_text(name: str, parts: list[tuple[str, str | None]]) -> str | None:
+    if any(text is None for _, text in parts):
+        return None
+    return f"{name}(" + ", ".join(f"{k}={v}" for k, v in parts) + ")"
+
+
+def code_fingerprint(
+    fn: Callable[..., Any], *, is_task: Callable[[Any], bool] = lambda _: False,
+    family: str | None = None,
+) -> tuple[str, str]:
+    """Return ``(digest, normalized_source)`` for a task function (or class) and what it reads.
+
+    The text is the task's normalized source, then each piece it reads (see the module
+    docstring): the task module's own helpers and values sorted by name, then those of other
+    project modules sorted by module and name. ``is_task`` tells task families apart (their
+    changes reach dependents through the graph); ``family`` names the task in warnings.
+    """
+    _sources.begin()
+    walk = _Walk(fn, is_task, family or str(getattr(fn, "__qualname__", fn)))
+    first = normalized_source(fn, strip_decorators=True)
+    reads: list[Read] = []
+    if first is None:
+        main_text = "# source unavailable; compiled code:\n" + code_bytes(fn)
+    else:
+        main_text, reads = first
+    if isinstance(fn, type):
+        module = sys.modules.get(fn.__module__)
+        walk.follow_code(fn, reads, vars(module) if module is not None else {})
+    elif isinstance(getattr(fn, "__code__", None), types.CodeType):
+        walk.follow_reads(code_reads(fn.__code__), getattr(fn, "__globals__", {}))
+    walk.finish()
+    text = walk.text(main_text)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text
