@@ -923,8 +923,22 @@ def _rebuild_task(family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: d
 def _arg_repr(value: Any, depth: int) -> str:
     if isinstance(value, Task):
         return value.expression(depth - 1) if depth > 0 else f"{value.family.short_name}(...)"
-    text = repr(value)
+    text = repr(_literal(value))
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _literal(value: Any) -> Any:
+    """A value as the literal a user types: NumPy scalars (``np.float64(0.001)`` from a
+    sweep over ``np.logspace``) as the Python numbers they equal, inside containers too."""
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        return value.item()
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_literal(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    return value
 
 
 class _TaskDecorator(Protocol):

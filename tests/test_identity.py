@@ -180,3 +180,21 @@ def test_fingerprint_includes_ranges_and_paths(make_module: Any) -> None:
     assert "BY_KIND = {'kinds': {'w', 'x', 'y', 'z'}}" in text
     six = make_module("rng6", SET_SRC.format(n=6)).f
     assert five.fingerprint[0] != six.fingerprint[0]
+
+
+def test_numpy_scalars_show_as_the_literal_a_user_types() -> None:
+    """A sweep over np.logspace gives np.float64 arguments: ls and the display show
+    `fit(0.001)`, which pasted back names the same task."""
+    np = pytest.importorskip("numpy")
+    from checkpoint import task
+
+    @task
+    def fit(lr: float, grid: list = []):  # type: ignore[no-untyped-def]  # noqa: B006
+        def __() -> float:
+            return lr
+
+        return __
+
+    swept = fit(np.float64(0.001), [np.float64(0.5)])
+    assert repr(swept) == "fit(0.001, [0.5])"
+    assert swept.id == fit(0.001, [0.5]).id
