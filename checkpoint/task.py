@@ -852,6 +852,7 @@ class Task(Generic[R]):
                     f"Task {self!r} must return its inner function (the one that computes the "
                     f"result), but its outer function returned {type(inner).__name__}."
                 )
+            _check_arity(self, spec)
             self._spec = spec
         return spec
 
@@ -914,6 +915,34 @@ class Task(Generic[R]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task, (self.family, self.args, self.kwargs))
+
+
+_arity: dict[Any, tuple[int, int]] = {}
+"""Code object -> (fewest, most) positional arguments its function accepts."""
+
+
+def _check_arity(task: Task[Any], spec: Spec) -> None:
+    """Refuse, while the graph is built, an inner function that cannot take one argument
+    per ``@requires`` (it would fail only once its prerequisites had run)."""
+    code = getattr(spec.fn, "__code__", None)
+    if code is None:
+        return
+    bounds = _arity.get(code)
+    if bounds is None:
+        defaults = len(getattr(spec.fn, "__defaults__", None) or ())
+        most = 1 << 30 if code.co_flags & inspect.CO_VARARGS else code.co_argcount
+        bounds = _arity[code] = (code.co_argcount - defaults, most)
+    given = len(spec.requirements)
+    if not bounds[0] <= given <= bounds[1]:
+        low, high = bounds
+        wants = (f"{low} to {high} arguments" if low != high
+                 else "no arguments" if low == 0 else "1 argument" if low == 1 else f"{low} arguments")
+        raise TaskDefinitionError(
+            f"{task_label(task)}: its inner function {spec.fn.__name__}"
+            f"{signature_text(inspect.signature(spec.fn))} takes {wants}, one per prerequisite, "
+            f"but {given} {'is' if given == 1 else 'are'} declared with @requires(...). Give it "
+            "one parameter per @requires, in order from the top."
+        )
 
 
 def _rebuild_task(family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task[Any]:

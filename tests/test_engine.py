@@ -581,3 +581,32 @@ def test_truncated_blob_is_corrupt_when_loaded(tmp_path: Path) -> None:
     path.unlink()
     with pytest.raises(CorruptEntryError, match="cannot be read"):
         good.load()
+
+
+def test_inner_function_arity_is_checked_when_the_graph_is_built(make_module: Any) -> None:
+    """A missing parameter fails before any prerequisite runs, naming the task."""
+    mod = make_module("arity", """
+        from checkpoint import requires, task
+
+        CALLS = []
+
+        @task
+        def a():
+            def __():
+                CALLS.append("a")
+                return 1
+            return __
+
+        @task
+        def b():
+            @requires(a())
+            @requires(a())
+            def __(x):
+                return x
+            return __
+    """)
+    from checkpoint.errors import TaskDefinitionError
+
+    with pytest.raises(TaskDefinitionError, match=r"takes 1 argument, one per prerequisite, but 2"):
+        checkpoint.run([mod.b()], executor="inline")
+    assert mod.CALLS == []
