@@ -41,6 +41,9 @@ from .errors import (
     TaskFailedError as TaskFailedError,
 )
 from .errors import (
+    TaskTimeoutError as TaskTimeoutError,
+)
+from .errors import (
     UnserializableArgumentError as UnserializableArgumentError,
 )
 from .errors import (
@@ -85,6 +88,7 @@ __all__ = [
     "TaskDirectory",
     "TaskFailedError",
     "TaskFamily",
+    "TaskTimeoutError",
     "UnserializableArgumentError",
     "UnserializableResultError",
     "UsageError",

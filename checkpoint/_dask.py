@@ -109,6 +109,10 @@ def adapter_for_name(name: str, max_workers: int | None) -> DaskAdapter:
         except BaseException:
             cluster.close()
             raise
+        try:  # programs the tasks start get the default action for Ctrl-C (best effort)
+            client.run(default_child_signals)
+        except Exception:  # noqa: BLE001,S110 - the cluster still works without it
+            pass
         return DaskAdapter(client.get_executor(pure=False), max_workers, owned=[client, cluster])
     if not rest:
         raise UsageError(f"Executor {name!r} names no scheduler. Use dask://HOST:PORT.")
@@ -135,7 +139,8 @@ def _local_cluster(distributed: ModuleType, n: int) -> Any:
         # cluster at import time: stop here, quietly; the parent explains (below).
         raise SystemExit(1)
     # Worker processes inherit an ignored SIGINT: Ctrl-C is the coordinator's to handle
-    # (it cancels the batches and closes the cluster), as with the process pool.
+    # (it cancels the batches, ends the processes tasks started and closes the cluster).
+    # Once started, they trade SIG_IGN for a handler (see default_child_signals).
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
     try:
@@ -282,13 +287,23 @@ class DaskAdapter(ExecutorAdapter):
         return False  # Dask replaces lost workers and reschedules their tasks itself
 
     def shutdown(self, kill: bool = False) -> None:
-        """Cancel this run's batches if asked; close the client and cluster checkpoint made."""
+        """Cancel this run's batches if asked; close the client and cluster checkpoint made.
+
+        With ``kill`` (an interrupt), the processes that tasks on checkpoint's own
+        LocalCluster started are ended too (Linux): closing the cluster ends its worker
+        processes, not their children.
+        """
         self._closing = True
         if kill:
             with self._lock:
                 inflight = list(self._inflight)
             for fut in inflight:
                 fut.cancel()
+            workers = self._local_worker_pids()
+            if workers:
+                from ._procs import descendants, kill_pids
+
+                kill_pids(descendants(workers))
         self._shipped = None  # releases the modules scattered to the workers
         while self.closers:
             self.closers.pop()()
@@ -298,6 +313,34 @@ class DaskAdapter(ExecutorAdapter):
                 thing.close()
             except Exception:  # noqa: BLE001,S110 - closing is best effort at the end of a run
                 pass
+
+
+    def _local_worker_pids(self) -> list[int]:
+        """The worker processes of the LocalCluster checkpoint started (none for others)."""
+        pids = []
+        for thing in self._owned:
+            workers = getattr(thing, "workers", None)
+            if isinstance(workers, dict):
+                for nanny in workers.values():
+                    pid = getattr(getattr(getattr(nanny, "process", None), "process", None), "pid", None)
+                    if isinstance(pid, int):
+                        pids.append(pid)
+        return pids
+
+
+def default_child_signals() -> None:
+    """Run on each worker of checkpoint's LocalCluster: SIGINT, ignored since the worker
+    started, gets a handler that does nothing instead; a handler, unlike ``SIG_IGN``, is
+    reset to the default in the programs tasks start, so Ctrl-C reaches them."""
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    ):
+        signal.signal(signal.SIGINT, _no_op)
+
+
+def _no_op(signum: int, frame: Any) -> None:
+    pass
 
 
 def _died(items: list[WorkItem], why: str) -> list[Outcome]:

@@ -1,10 +1,13 @@
-"""Signals during a run: Ctrl-C and SIGTERM become exceptions at safe points.
+"""Signals during a run: Ctrl-C, SIGTERM and SIGHUP become exceptions at safe points.
 
 While a run is active in the main thread, :class:`InterruptGuard` replaces the default
-SIGINT handler (raise ``KeyboardInterrupt``) and the default SIGTERM action (die at once,
-leaving workers behind) with a handler that raises ``KeyboardInterrupt`` or
+SIGINT handler (raise ``KeyboardInterrupt``) and the default SIGTERM and SIGHUP actions (die
+at once, leaving workers behind) with a handler that raises ``KeyboardInterrupt`` or
 :class:`~checkpoint.errors.TerminatedError`, so that the scheduler's abort path runs: stop
-submitting, cancel what is queued, kill worker processes, store what finished.
+submitting, cancel what is queued, kill worker processes and the processes their tasks
+started, store what finished. SIGHUP (the terminal closed) matters because worker processes
+lead their own process groups (see :mod:`checkpoint._pool`): the shell's hang-up reaches
+only the coordinator's group.
 
 Inside a :meth:`InterruptGuard.critical` section (a store transaction) the exception is held
 back until the section ends. A second signal while the first is being handled exits the
@@ -41,8 +44,9 @@ class InterruptGuard:
             return self
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
-        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
+        for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if signum is not None and signal.getsignal(signum) in (signal.SIG_DFL, None):
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(

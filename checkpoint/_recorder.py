@@ -3,12 +3,19 @@
 Records are written in one transaction per family, at the latest every ``FLUSH_SECONDS``
 or ``FLUSH_RECORDS`` records; each transaction is atomic, so a result is stored whole or
 not at all. An interrupt waits for a transaction in progress.
+
+With ``store_first`` (tasks on threads or inline, which share this process: one of them may
+crash it, say with a segmentation fault in C code), records are written at every chance the
+run gives (the end of each collect round) and the events saying a result is done
+(:meth:`Recorder.defer`) are emitted only once it is stored. That costs about one
+transaction per batch of tasks, and batches take about ``_admission.BATCH_SECONDS`` each.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ._interrupts import InterruptGuard
 from ._types import TaskId
@@ -22,7 +29,8 @@ class Recorder:
     """Buffers records and failures; :meth:`flush` stores them."""
 
     def __init__(self, store: Store, guard: InterruptGuard,
-                 on_stored: Callable[[TaskId], None]) -> None:
+                 on_stored: Callable[[TaskId], None], *, store_first: bool = False,
+                 emit: Callable[[Any], None] | None = None) -> None:
         self.store = store
         self.guard = guard
         self.on_stored = on_stored
@@ -30,6 +38,14 @@ class Recorder:
         self.records: list[Record] = []
         self.failures: list[tuple[str, str, FailedRun]] = []
         self.first = 0.0
+        self.store_first = store_first
+        self.emit = emit
+        self.deferred: list[Any] = []
+        """Events to emit once the records added before them are stored."""
+
+    def defer(self, event: Any) -> None:
+        """Emit ``event`` after the next flush (``store_first``)."""
+        self.deferred.append(event)
 
     def add(self, record: Record) -> None:
         if not self.records:
@@ -41,7 +57,8 @@ class Recorder:
 
     def due(self) -> bool:
         return bool(self.records) and (
-            len(self.records) >= FLUSH_RECORDS
+            self.store_first
+            or len(self.records) >= FLUSH_RECORDS
             or time.perf_counter() - self.first >= FLUSH_SECONDS
         )
 
@@ -57,3 +74,7 @@ class Recorder:
             if self.failures:
                 self.store.put_failed_runs(self.failures)
                 self.failures = []
+        if self.deferred and self.emit is not None:
+            events, self.deferred = self.deferred, []
+            for event in events:
+                self.emit(event)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
+import stat
 import sys
 import threading
 import time
@@ -28,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Union
 
-from .errors import CorruptEntryError
+from .errors import CorruptEntryError, TaskTimeoutError
 from .files import File, Product, output_digests
 from .store import INLINE_MAX, BlobRef, decode_payload, encode_value, stream_value, write_blob
 from .task import _Requires, restore_filename
@@ -60,6 +62,10 @@ class WorkItem:
     ``"post_mortem"`` (open a debugger where it fails); see :mod:`checkpoint.debug`."""
     show_locals: bool = False
     """Include each frame's local variables in the traceback of a failure."""
+    timeout: float = 0.0
+    """The task's time limit in seconds (0: none); see :func:`run_limited`."""
+    label: str = ""
+    """How messages name the task (set with ``timeout``)."""
 
 
 Payload = Union[tuple[bytes, bool], BlobRef]
@@ -246,7 +252,10 @@ def run_batch(
     local.buf = buf = _Captured()
     try:
         for item in items:
-            outcome = run_one(item, payloads, in_process)
+            if item.timeout and not item.debug:  # under a debugger the clock does not run
+                outcome = run_limited(item, payloads, in_process)
+            else:
+                outcome = run_one(item, payloads, in_process)
             if buf.parts:  # a fresh buffer only after a task that wrote something
                 outcome.output = buf.text()
                 local.buf = buf = _Captured()
@@ -255,6 +264,230 @@ def run_batch(
     finally:
         local.buf = None
     return outcomes
+
+
+# --- time limits -------------------------------------------------------------------------
+
+TIMEOUT_GRACE = 2.0
+"""Seconds a task past its time limit has to stop (to run its ``finally`` blocks) before a
+process worker ends itself."""
+
+RECORD_BYTES = 128
+"""The head of a process worker's time-limit record: ``"<task id> <limit>"`` while a task
+with a limit runs, blank otherwise; :mod:`faulthandler`'s report follows it."""
+
+_records = ""
+"""This process worker's time-limit record file (set by :func:`init_worker`)."""
+_record_fd = -1
+_watched: set[threading.Thread] = set()
+"""Threads running a task with a time limit, or left running one past it."""
+
+
+class _OverTime(BaseException):
+    """Raised inside a task that ran past its time limit: a BaseException, so that a task's
+    ``except Exception:`` does not swallow it (``finally`` blocks run as usual)."""
+
+
+def run_limited(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> Outcome:
+    """Compute a task that has a time limit (``item.timeout`` seconds).
+
+    In a thread where signals can be used (a worker process's, or the in-process executor's
+    main thread when the program has no SIGALRM handler of its own), a timer raises
+    :class:`_OverTime` inside the task at its limit, which ends Python code and interrupts
+    sleeps, waits and I/O; the task fails with :class:`TaskTimeoutError` and the traceback of
+    where it was. In a worker process, if the task has not stopped :data:`TIMEOUT_GRACE`
+    seconds later (blocked in C code, or it caught the exception), :mod:`faulthandler`'s
+    watchdog, which needs no GIL, records where it was and ends the worker (see
+    :mod:`checkpoint._pool`).
+
+    Elsewhere (thread pools, Dask workers) the task runs in a thread of its own, which is
+    abandoned at its limit: a thread cannot be stopped. The task fails, the processes it
+    started are ended (Linux), and the thread runs on until the task returns; its result is
+    discarded.
+    """
+    if (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and (not in_process or signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None))
+    ):
+        return _run_alarmed(item, payloads, in_process)
+    return _run_watched(item, payloads, in_process)
+
+
+def _run_alarmed(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> Outcome:
+    from ._procs import descendants, kill_pids, thread_children
+
+    others: set[int] = set()
+    if in_process:  # this thread's processes that are not the task's
+        others = set(thread_children([threading.get_native_id()]))
+    ended: list[int] = []
+
+    def end_children() -> None:
+        # What the task started goes too (Linux), at once: a task waiting for a child in
+        # ``with Popen(...)`` would otherwise wait for it in ``__exit__``. All of a worker
+        # process's children are its task's.
+        if in_process:
+            mine = [p for p in thread_children([threading.get_native_id()]) if p not in others]
+            children = mine + descendants(mine)
+        else:
+            children = descendants([os.getpid()])
+        kill_pids(children)
+        ended.extend(children)
+
+    armed = True
+
+    def alarm(signum: int, frame: Any) -> None:
+        nonlocal armed
+        if armed:
+            armed = False
+            end_children()
+            raise _OverTime
+
+    started = time.time()
+    previous = signal.signal(signal.SIGALRM, alarm)
+    hard = not in_process and _arm_hard_stop(item)
+    signal.setitimer(signal.ITIMER_REAL, item.timeout)
+    try:
+        outcome = run_one(item, payloads, in_process)
+    except _OverTime as exc:  # past the limit outside the task's code (encoding its result)
+        outcome = _failure(item.id, started, time.time() - started, exc, in_process)
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if hard:
+            _disarm_hard_stop()
+    if isinstance(outcome.error, _OverTime):
+        end_children()  # any it started while it stopped
+        note = ", so it was stopped" + (" with the processes it started" if ended else "")
+        return _over_time(item, outcome.started, outcome.duration, outcome.error_text, note)
+    return outcome
+
+
+def _arm_hard_stop(item: WorkItem) -> bool:
+    """Write this worker's record and start faulthandler's watchdog; False if it cannot."""
+    global _record_fd
+    if not _records:
+        return False
+    try:
+        if _record_fd < 0:
+            directory = os.path.dirname(_records)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            st = os.lstat(directory)  # a directory of ours, not one planted in /tmp
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+                return False
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            _record_fd = os.open(_records, flags, 0o600)
+            os.lseek(_record_fd, RECORD_BYTES, os.SEEK_SET)  # faulthandler writes from here
+        os.pwrite(_record_fd, f"{item.id} {item.timeout!r}".encode().ljust(RECORD_BYTES), 0)
+    except OSError:
+        return False
+    import faulthandler
+
+    faulthandler.dump_traceback_later(item.timeout + TIMEOUT_GRACE, exit=True, file=_record_fd)
+    return True
+
+
+def _disarm_hard_stop() -> None:
+    import faulthandler
+
+    faulthandler.cancel_dump_traceback_later()
+    with contextlib.suppress(OSError):
+        os.pwrite(_record_fd, b" " * RECORD_BYTES, 0)
+
+
+def _run_watched(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> Outcome:
+    buf = _Captured()
+    done: list[Outcome] = []
+
+    def target() -> None:
+        _capture.buf = buf
+        try:
+            done.append(run_one(item, payloads, in_process))
+        finally:
+            _capture.buf = None
+
+    started = time.time()
+    thread = threading.Thread(target=target, name=f"checkpoint-task-{item.id[:12]}", daemon=True)
+    _watched.add(thread)
+    thread.start()
+    thread.join(item.timeout)
+    if done:
+        _watched.discard(thread)
+        outcome = done[0]
+        if buf.parts:
+            outcome.output = buf.text()
+        return outcome
+    where = _stack_text(thread)
+    from ._procs import kill_pids, thread_descendants
+
+    children = thread_descendants([thread.native_id])
+    kill_pids(children)
+    note = (
+        ". It runs in a thread, which cannot be stopped: the thread goes on in the background "
+        "until the task returns, and its result will be discarded"
+        + (" (the processes it started were ended)" if children else "")
+        + ". The process executor can stop such a task"
+    )
+    outcome = _over_time(item, started, time.time() - started, where, note)
+    outcome.output = buf.text() if buf.parts else ""
+    return outcome
+
+
+def task_threads() -> list[threading.Thread]:
+    """The threads running tasks that have a time limit (or left running one past it)."""
+    for thread in [t for t in _watched if not t.is_alive()]:
+        _watched.discard(thread)
+    return list(_watched)
+
+
+def _stack_text(thread: threading.Thread) -> str:
+    """Where a thread is now, from the task's frames on (like a traceback)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    if frame is None:
+        return ""
+    frames = [f for f, _ in traceback.walk_stack(frame)][::-1]
+    while len(frames) > 1 and (
+        _engine_frame(name := frames[0].f_globals.get("__name__", "")) or name == "threading"
+    ):
+        frames.pop(0)
+    summary = traceback.StackSummary.extract((f, f.f_lineno) for f in frames)
+    return "Where the task was at its time limit (most recent call last):\n" + "".join(
+        summary.format()
+    )
+
+
+def _over_time(item: WorkItem, started: float, duration: float, where: str, note: str) -> Outcome:
+    """The failure of a task that ran past its time limit; ``where``: its traceback."""
+    message = (
+        f"{item.label or 'The task'} timed out: still running after its time limit of "
+        f"{item.timeout:g} s{note}."
+    )
+    lines = where.rstrip("\n").split("\n")
+    if lines and lines[-1].startswith(_OverTime.__module__):  # "checkpoint._worker._OverTime"
+        lines.pop()
+    text = "\n".join([*lines, f"checkpoint.errors.TaskTimeoutError: {message}"]).lstrip("\n")
+    error = TaskTimeoutError(message, limit=item.timeout)
+    return Outcome(item.id, started, duration, error=error, error_text=text + "\n")
+
+
+def hard_timeout_outcome(task_id: str, label: str, limit: float, report: str) -> Outcome:
+    """The failure of a task whose worker process ended itself at its limit plus grace
+    (``report``: faulthandler's account of where each thread was)."""
+    item = WorkItem(task_id, None, [], 0, timeout=limit, label=label)
+    lines = ["Where the worker's threads were when it was ended (most recent call first):"]
+    engine = False
+    for line in report.splitlines()[1:]:  # after "Timeout (0:00:03)!"
+        if line.startswith(("Thread ", "Current thread ")):
+            engine = False
+        elif f'"{__file__}"' in line:  # the worker's own frames, and the coordinator's
+            engine = True  # from before the fork, lie below the task's
+        if not engine and line.strip():
+            lines.append(line)
+    return _over_time(
+        item, time.time(), limit, "\n".join(lines),
+        f", and did not stop within {TIMEOUT_GRACE:g} s more, so its worker process was ended",
+    )
 
 
 OUTPUT_LIMIT = 1_000_000
@@ -379,20 +612,35 @@ def _inner(call: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
     return inner.fn if isinstance(inner, _Requires) else inner
 
 
-def init_worker(parent_pid: int) -> None:
+def init_worker(parent_pid: int, records: str = "", generation: int = 0) -> None:
     """Pool initializer: signals are the coordinator's business, and a worker never outlives it.
 
-    Ctrl-C reaches the whole process group: only the coordinator handles it (and kills the
-    workers). SIGTERM gets its default action back (a forked worker inherits the
-    coordinator's handler). If the coordinator dies (even by ``kill -9``) the worker is
-    killed too (Linux ``PR_SET_PDEATHSIG``), or exits at its next check of its parent.
+    The worker leads its own process group, so the terminal's Ctrl-C and Ctrl-Z reach only
+    the coordinator, which stops or ends each worker's group -- the worker and the processes
+    its tasks started (see :mod:`checkpoint._pool`). SIGINT gets a handler that does nothing
+    rather than ``SIG_IGN``: a handler is reset to the default in programs a task starts, an
+    ignored signal would stay ignored there. Standard input is ``/dev/null``: a background
+    process group cannot read the terminal. SIGTERM gets its default action back (a forked
+    worker inherits the coordinator's handler). If the coordinator dies (even by
+    ``kill -9``) the worker is killed too (Linux ``PR_SET_PDEATHSIG``), or exits at its next
+    check of its parent. ``records`` and ``generation`` name this worker's time-limit record
+    (see :func:`run_limited`).
     """
     import os
     import signal
     import sys
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _records
+    signal.signal(signal.SIGINT, _no_op)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    if records:
+        _records = os.path.join(records, f"{generation}-{os.getpid()}")
     from .debug import forbid_breakpoints_in_process
 
     forbid_breakpoints_in_process()
@@ -408,6 +656,10 @@ def init_worker(parent_pid: int) -> None:
         _watch_parent(parent_pid)
     if os.getppid() != parent_pid:
         os._exit(1)  # the coordinator died before the line above took effect
+
+
+def _no_op(signum: int, frame: Any) -> None:
+    pass
 
 
 def _watch_parent(parent_pid: int) -> None:

@@ -18,7 +18,8 @@ subclasses to exit codes in one place (``exit_code``)::
     ├── TaskFailedError              (1)   a task raised; ``__cause__`` is its exception
     │   ├── UnserializableResultError      (also a TypeError)
     │   ├── MissingOutputError             a task did not write a declared output
-    │   └── WorkerDiedError
+    │   ├── WorkerDiedError
+    │   └── TaskTimeoutError               ran past its time limit
     ├── StoreError                   (1)   the cache cannot be used
     │   ├── CorruptEntryError
     │   ├── StoreVersionError
@@ -133,6 +134,16 @@ class MissingOutputError(TaskFailedError):
 
 class WorkerDiedError(TaskFailedError):
     """The worker process running a task died (killed, crashed or out of memory)."""
+
+
+class TaskTimeoutError(TaskFailedError):
+    """A task ran past its time limit (``@task(timeout=...)``, ``run(timeout=...)``,
+    ``checkpoint run --timeout``) and was stopped, or, on a thread, abandoned."""
+
+    def __init__(self, message: str, *, task: str = "", family: str = "", limit: float = 0.0) -> None:
+        super().__init__(message, task=task, family=family)
+        self.limit = limit
+        """The time limit it ran past, in seconds."""
 
 
 class StoreError(CheckpointError):

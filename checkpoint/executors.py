@@ -15,13 +15,10 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._worker import Outcome, Payload, WorkItem, init_worker, run_batch, run_pickled_batch
+from ._worker import Outcome, Payload, WorkItem, run_batch, run_pickled_batch
 from .errors import UsageError
-
-if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
 
 
 class ExecutorAdapter:
@@ -77,26 +74,25 @@ class ExecutorAdapter:
         return True
 
     def shutdown(self, kill: bool = False) -> None:
-        """Shut down an executor that checkpoint created (killing its workers if asked)."""
+        """Shut down an executor that checkpoint created; with ``kill`` (an interrupt), do not
+        wait for running tasks, and end the child processes its threads started."""
         while self.closers:
             self.closers.pop()()
         if self.executor is None or self._factory is None:
             return
-        if kill and _is_process_pool(self.executor):
-            processes = getattr(self.executor, "_processes", None) or {}
-            for proc in list(processes.values()):
-                if proc.is_alive():
-                    proc.kill()
-        manager = getattr(self.executor, "_executor_manager_thread", None)
+        if kill and self.kind == "thread":
+            from ._procs import kill_pids, thread_descendants
+            from ._worker import task_threads
+
+            threads = [*getattr(self.executor, "_threads", ()), *task_threads()]
+            kill_pids(thread_descendants(t.native_id for t in threads))
         self.executor.shutdown(wait=not kill, cancel_futures=True)
-        if kill and _is_process_pool(self.executor):
-            for proc in list((getattr(self.executor, "_processes", None) or {}).values()):
-                proc.join(timeout=5)
-            # Let the pool's manager thread wind down now: at interpreter exit CPython would
-            # otherwise race it on a closing pipe and print a traceback.
-            if manager is not None and manager.is_alive():
-                manager.join(timeout=5)
         self.executor = None  # shut down once: a later plain shutdown() must not wait
+
+    def timed_out(self, generation: int) -> dict[str, tuple[float, str]]:
+        """Tasks whose worker process was ended for running past their time limit, in the
+        pool of ``generation`` (see :class:`checkpoint._pool.ProcessPoolAdapter`)."""
+        return {}
 
 
 class _NeverRaised(Exception):
@@ -110,24 +106,25 @@ def broken_process_pool() -> type[Exception]:
     return module.BrokenProcessPool if module is not None else _NeverRaised
 
 
-def _is_process_pool(executor: Executor | None) -> bool:
-    # Without importing concurrent.futures.process (and multiprocessing: ~12 ms) when no
-    # process pool was ever made.
-    module = sys.modules.get("concurrent.futures.process")
-    return module is not None and isinstance(executor, module.ProcessPoolExecutor)
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="checkpoint-worker")
 
 
-def _process_pool(workers: int) -> ProcessPoolExecutor:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _report_crashes(adapter: ExecutorAdapter) -> ExecutorAdapter:
+    """Tasks on threads (or inline) run in this process: if one crashes it (a segmentation
+    fault in C code), :mod:`faulthandler` prints each thread's traceback to stderr, the
+    crashing one's ending in the task's code (unless the program enabled it already)."""
+    import faulthandler
 
-    # fork keeps the seed's scripts working (tasks defined at the top of a script without a
-    # __main__ guard) and starts workers in milliseconds; elsewhere use the platform default.
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(os.getpid(),)
-    )
+    if not faulthandler.is_enabled():
+        for stream in (sys.stderr, sys.__stderr__):
+            try:
+                faulthandler.enable(stream, all_threads=True)  # type: ignore[arg-type]
+            except (AttributeError, OSError, TypeError, ValueError):  # no descriptor (Jupyter)
+                continue
+            adapter.closers.append(faulthandler.disable)
+            break
+    return adapter
 
 
 def resolve_executor(executor: Executor | str | None, max_workers: int | None) -> ExecutorAdapter:
@@ -138,15 +135,15 @@ def resolve_executor(executor: Executor | str | None, max_workers: int | None) -
     if isinstance(executor, str):
         name = executor.lower()
         if name in ("process", "processes"):
-            n = max_workers or cpus
-            return ExecutorAdapter("pickled", n, _process_pool(n), lambda: _process_pool(n))
+            from ._pool import ProcessPoolAdapter
+
+            return ProcessPoolAdapter(max_workers or cpus)
         if name in ("thread", "threads"):
             n = max_workers or min(32, cpus + 4)
-            return ExecutorAdapter(
-                "thread", n, ThreadPoolExecutor(n), lambda: ThreadPoolExecutor(n)
-            )
+            return _report_crashes(
+                ExecutorAdapter("thread", n, _thread_pool(n), lambda: _thread_pool(n)))
         if name in ("inline", "sync", "synchronous"):
-            return ExecutorAdapter("inline", 1, None)
+            return _report_crashes(ExecutorAdapter("inline", 1, None))
         if name == "dask" or name.startswith(("dask://", "tcp://")):
             from . import _dask
 

@@ -11,8 +11,10 @@ done-callbacks put them on ``_Run.done`` (a queue). The loop:
    takes about ``_BATCH_SECONDS`` (at most ``_MAX_BATCH``, and never more than a fair
    share of the ready tasks), which amortizes the cost of a submission over many tiny tasks.
 2. **Collect.** Each outcome is handled on its own: a result becomes a store record
-   (records are written in batched transactions, at the latest every ``_FLUSH_SECONDS``),
-   its dependents' counters drop, and newly ready tasks join their queue's list.
+   (records are written in batched transactions, at the latest every ``_FLUSH_SECONDS``;
+   with threads or inline, at the end of each collect round and before they are reported
+   done, since a task there can crash this process), its dependents' counters drop, and
+   newly ready tasks join their queue's list.
 3. **Failures.** By default the first failure stops new submissions; running batches finish
    and are stored, then the task's own exception is re-raised. With ``keep_going`` the
    failed task's dependents are skipped and independent branches go on.
@@ -43,7 +45,7 @@ from ._readiness import Readiness, TaskState
 from ._recorder import Recorder
 from ._types import TaskId
 from ._values import RunValues, same_payload, value_stamp
-from ._worker import Outcome, Payload, Ref, WorkItem, uninstall_capture
+from ._worker import Outcome, Payload, Ref, WorkItem, hard_timeout_outcome, uninstall_capture
 from .debug import breakpoints_for
 from .errors import (
     CorruptEntryError,
@@ -57,7 +59,7 @@ from .executors import ExecutorAdapter, broken_process_pool, resolve_executor
 from .files import File, same_outputs, with_outputs
 from .graph import Plan, entry_is_current, plan
 from .store import BlobRef, FailedRun, Meta, Record, Store, decode_payload, new_stamp
-from .task import Task, TaskDirectory, TaskFamily, task_label
+from .task import Task, TaskDirectory, TaskFamily, check_timeout, task_label
 
 
 class RemoteTraceback(Exception):
@@ -120,6 +122,7 @@ def run(
     trace: Sequence[Task[Any]] = (),
     show_locals: bool = False,
     retries: int = 0,
+    timeout: float | None = None,
 ) -> RunResult:
     """Build ``targets`` and their upstream, reusing fresh stored results.
 
@@ -147,6 +150,10 @@ def run(
         show_locals: include each frame's local variables in failure tracebacks.
         retries: run a failing task (or one whose worker died) up to this many more times
             before it counts as failed (a family's ``@task(retries=N)`` can ask for more).
+        timeout: seconds each task may run before it is stopped and fails with
+            :class:`~checkpoint.errors.TaskTimeoutError` (a family's own
+            ``@task(timeout=...)`` takes precedence); see docs/concepts.md for what stopping
+            means on each executor.
 
     Raises:
         Exception: the first failing task's own exception (when ``raise_on_failure``).
@@ -167,7 +174,7 @@ def run(
                 keep_going=keep_going, force=force, force_upstream=force_upstream,
                 code_check=code_check, cache_dir=cache_dir, raise_on_failure=raise_on_failure,
                 subscribers=[*subscribers, reporter], debug=debug, trace=trace,
-                show_locals=show_locals, retries=retries,
+                show_locals=show_locals, retries=retries, timeout=timeout,
             )
         finally:
             reporter.close()
@@ -177,7 +184,9 @@ def run(
             keep_going=keep_going, force=force, force_upstream=force_upstream,
             code_check=code_check, cache_dir=cache_dir, subscribers=subscribers,
             raise_on_failure=raise_on_failure, show_locals=show_locals, retries=retries,
+            timeout=timeout,
         )
+    timeout = check_timeout(timeout, "run's timeout", UsageError)
     for q, n in (rate_limits or {}).items():
         if not isinstance(n, int) or n < 1:
             raise UsageError(f"The rate limit of queue {q!r} must be a whole number >= 1, not {n!r}.")
@@ -219,6 +228,7 @@ def run(
                 the_run = _Run(the_plan, to_run, store, adapter, rate_limits or {}, keep_going,
                                emit, result, guard, retries)
                 the_run.show_locals = show_locals
+                the_run.timeout = timeout
                 if adapter.kind == "inline":
                     the_run.debug = _TRACING.get() or ("post_mortem" if debug else "")
                 the_run.loop()
@@ -333,11 +343,17 @@ class _Run:
         self.debug = ""
         """Debug mode of every task (in-process runs only): "trace" or "post_mortem"."""
         self.show_locals = False
+        self.timeout: float | None = None
+        """The run's time limit per task (a family's own ``timeout`` takes precedence)."""
 
         self.readiness = Readiness()
         self.admission = Admission(rate_limits, adapter.workers)
         self.values = RunValues(store, self._family_dir, self.targets)
-        self.recorder = Recorder(store, self.guard, self._stored)
+        # Tasks on threads (or inline) share this process: one that crashes it (a segfault in
+        # C code) would take every result not yet stored with it. So their results are
+        # stored at the end of each collect round, before they are reported done.
+        self.recorder = Recorder(store, self.guard, self._stored, emit=emit,
+                                 store_first=adapter.kind in ("thread", "inline"))
         self.values.flush = self.recorder.flush
         self.coordination: Coordination | None = None
 
@@ -469,9 +485,17 @@ class _Run:
             self.adapter.shutdown(kill=True)
             while True:
                 try:
-                    self._collect(self.done.get_nowait())
+                    future, items = self.done.get_nowait()
                 except queue.Empty:
                     break
+                if isinstance(exc, KeyboardInterrupt):
+                    # [signals] Not stored: the task may have returned early because the
+                    # signal also ended a process it waited for (a terminal's Ctrl-C reaches
+                    # its whole foreground process group: threads' children, Dask's workers').
+                    self.inflight.pop(id(items), None)
+                    self._not_run(items)
+                    continue
+                self._collect((future, items))
             self.recorder.flush()
         except Exception:  # noqa: BLE001
             pass
@@ -697,6 +721,9 @@ class _Run:
             item.blob_dir = self._blob_dir(task.family.dirname)
             item.debug = self.debug
             item.show_locals = self.show_locals
+            limit = task.family.timeout if task.family.timeout is not None else self.timeout
+            if limit:
+                item.timeout, item.label = limit, task_label(task)
             items.append(item)
         if not items:
             return
@@ -823,14 +850,29 @@ class _Run:
                 self.generation += 1
             elif generation == self.generation:  # not ours to rebuild: these tasks fail
                 isolated = True
-            if not isolated:
+            # [timeouts] A worker ended itself because its task ran past its time limit: that
+            # task fails as timed out; the others in flight are ready again.
+            over_time = self.adapter.timed_out(generation)
+            if over_time:
+                innocent = [item for item in items if item.id not in over_time]
+                self._not_run(innocent)
+                for item in innocent:
+                    self._ready(item.id)
+                outcomes = [
+                    hard_timeout_outcome(item.id, task_label(self.nodes[item.id].task),
+                                         *over_time[item.id])
+                    for item in items if item.id in over_time
+                ]
+            elif not isolated:
                 # Which task killed the worker is unknown (a broken pool fails every batch
                 # in flight): run each of them again, alone.
                 self._not_run(items)
                 self.suspects.extend(item.id for item in items)
                 return
-            outcomes = self._lost(items, WorkerDiedError, "{task}: worker died while running it "
-                                  "(killed, crashed, e.g. a segmentation fault, or out of memory).")
+            else:
+                outcomes = self._lost(items, WorkerDiedError, "{task}: worker died while running "
+                                      "it (killed, crashed, e.g. a segmentation fault, or out of "
+                                      "memory).")
         except BaseException as exc:  # noqa: BLE001 - the executor itself failed
             outcomes = [Outcome(item.id, time.time(), 0.0, error=exc) for item in items]
         for outcome in outcomes:
@@ -903,8 +945,12 @@ class _Run:
         self.result.durations[out.id] = out.duration
         self.admission.observe(family.queue, out.duration)
         if self.emit:
-            self.emit(ev.TaskFinished(task, time.time(), out.duration, out.size,
-                                      out.output, out.worker))
+            event = ev.TaskFinished(task, time.time(), out.duration, out.size, out.output,
+                                    out.worker)
+            if self.recorder.store_first:  # reported once stored
+                self.recorder.defer(event)
+            else:
+                self.emit(event)
         self._settled(out.id, done=True)
 
     def _failed(self, out: Outcome) -> None:

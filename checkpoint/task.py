@@ -461,6 +461,20 @@ class Requires(Generic[T]):
         return f"requires({default})"
 
 
+def check_timeout(
+    value: Any, what: str, error: type[Exception] = TaskDefinitionError
+) -> float | None:
+    """A time limit in seconds (a finite number > 0) or None; else ``error``."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool) or not isinstance(value, (int, float))
+        or not 0 < value < float("inf")
+    ):
+        raise error(f"The {what} must be a number of seconds > 0 (or None), not {value!r}.")
+    return float(value)
+
+
 def task_label(task: Task[Any]) -> str:
     """``Task f(1) (taskfile.f)``: how messages name a task."""
     return f"Task {task!r} ({task.family.name})"
@@ -657,6 +671,7 @@ class TaskFamily(Generic[P, R]):
         queue: str | None = None,
         version: str | None = None,
         retries: int = 0,
+        timeout: float | None = None,
     ) -> None:
         if not callable(fn):
             raise TaskDefinitionError(f"@task must decorate a function or a class, not {fn!r}")
@@ -688,6 +703,8 @@ class TaskFamily(Generic[P, R]):
             )
         self.retries = retries
         """How many more times a failing task of this family is run before it counts as failed."""
+        self.timeout: float | None = check_timeout(timeout, f"timeout of task {fn.__qualname__}")
+        """This family's time limit per task in seconds (None: the run's, if any)."""
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
         self._binder: _Binder | None = None
@@ -790,6 +807,7 @@ if TYPE_CHECKING:
         queue: str
         version: str | None
         retries: int
+        timeout: float | None
         is_class: bool
 
         @property
@@ -993,7 +1011,7 @@ def task(fn: Callable[P, _HasRun[R]], /) -> TaskFamily[P, R]: ...
 @overload
 def task(
     *, compress_level: int = 0, queue: str | None = None, version: str | None = None,
-    retries: int = 0,
+    retries: int = 0, timeout: float | None = None,
 ) -> _TaskDecorator: ...
 
 
@@ -1005,6 +1023,7 @@ def task(
     queue: str | None = None,
     version: str | None = None,
     retries: int = 0,
+    timeout: float | None = None,
 ) -> TaskFamily[P, Any] | _TaskDecorator:
     """Turn an outer function, or a class, into a task family.
 
@@ -1016,6 +1035,9 @@ def task(
       the version string changes.
     * ``retries``: run a failing task up to this many more times before it counts as failed
       (each attempt's output and traceback stay in its log).
+    * ``timeout``: seconds a task may run; past that it is stopped and fails with
+      :class:`~checkpoint.errors.TaskTimeoutError` (retries apply). It takes precedence over
+      the run's ``timeout``/``--timeout``. What stopping means per executor: docs/concepts.md.
 
     On a class, the constructor's parameters are the task's arguments, ``requires()``
     attributes assigned in ``__init__`` are its prerequisites and ``run(self)`` computes the
@@ -1023,10 +1045,10 @@ def task(
     """
     if fn is not None:
         return TaskFamily(fn, compress_level=compress_level, queue=queue, version=version,
-                          retries=retries)
+                          retries=retries, timeout=timeout)
 
     def decorate(f: Callable[P, Any]) -> TaskFamily[P, Any]:
         return TaskFamily(f, compress_level=compress_level, queue=queue, version=version,
-                          retries=retries)
+                          retries=retries, timeout=timeout)
 
     return cast(_TaskDecorator, decorate)

@@ -95,3 +95,53 @@ def test_kill_minus_9_then_resume(tmp_path: Path) -> None:
     rerun = log.read_text().splitlines()
     assert len(rerun) == len(set(rerun)) == TOTAL - stored
     assert _stored(tmp_path / ".cache") == TOTAL
+
+
+SEGFAULT_TASKFILE = '''
+import ctypes, time
+from checkpoint import requires, task
+
+@task
+def ok(i):
+    def __():
+        time.sleep(0.002)
+        return i
+    return __
+
+@task
+def crash():
+    @requires([ok(i) for i in range(60)])
+    def __(values):
+        ctypes.string_at(0)  # a segmentation fault, as from a bug in C code
+    return __
+
+@task
+def main():
+    @requires([crash(), *[ok(i) for i in range(60, 100)]])
+    def __(values):
+        return values
+    return __
+'''
+
+
+def test_segfault_on_thread_executor_keeps_what_was_reported_done(tmp_path: Path) -> None:
+    """A task that crashes the process (threads share it) loses no result already reported
+    done, and the crash report shows the task's line."""
+    (tmp_path / "taskfile.py").write_text(SEGFAULT_TASKFILE)
+    env = {**os.environ, "CP_CACHE_DIR": str(tmp_path / ".cache"), "PYTHONFAULTHANDLER": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "checkpoint", "run", "--executor", "thread", "-j", "2",
+         "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGSEGV, proc.stderr
+    done = {line.split()[2] for line in proc.stderr.splitlines() if " done " in line}
+    assert {f"ok({i})" for i in range(60)} <= done  # crash() ran after them
+    store = Store(tmp_path / ".cache")
+    try:
+        stored = {meta.expr for _, meta in store.entries("taskfile.ok")}
+    finally:
+        store.close()
+    assert done <= stored
+    assert "Fatal Python error: Segmentation fault" in proc.stderr
+    line = SEGFAULT_TASKFILE.splitlines().index("        ctypes.string_at(0)  # a segmentation "
+                                                "fault, as from a bug in C code") + 1
+    assert f'taskfile.py", line {line} in __' in proc.stderr  # where: crash()'s inner function

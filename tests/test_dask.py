@@ -544,6 +544,55 @@ def test_ctrl_c_on_local_cluster_exits_130_quietly_and_leaves_no_process(
 
 
 @needs_dask
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_ends_processes_tasks_started_on_local_cluster(tmp_path: Path, signum: int) -> None:
+    """After Ctrl-C or SIGTERM no process a task started on checkpoint's LocalCluster is left,
+    and a task's child does not inherit an ignored SIGINT."""
+    from faultkit import env_for, executions, start, wait_dead
+    from test_interrupts import CHILDREN_TASKFILE, _ignores_sigint
+
+    write(tmp_path / "taskfile.py", CHILDREN_TASKFILE)
+    children = tmp_path / "children.log"
+    proc = start(["run", "--executor", "dask", "-j", "2"], tmp_path,
+                 env_for(tmp_path, CP_CHILD_LOG=str(children)))
+    sleeps: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(executions(children)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        sleeps = {int(line.split()[0]) for line in children.read_text().splitlines()}
+        assert not any(_ignores_sigint(pid) for pid in sleeps)
+        if signum == signal.SIGINT:  # Ctrl-C reaches the whole foreground process group
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signum, err
+        assert not wait_dead(sleeps), "processes started by tasks outlived the run"
+    finally:
+        for pid in (proc.pid, *sleeps):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@needs_dask
+def test_time_limit_fails_the_task_and_the_others_go_on(client: Any, tasks: ModuleType) -> None:
+    """A Dask task past its time limit fails as timed out (its thread cannot be stopped, which
+    the message says); the other tasks are built."""
+    from checkpoint.errors import TaskTimeoutError
+
+    result = run([tasks.nap(30), tasks.choose(3, 1)], executor=client.get_executor(),
+                 timeout=0.3, keep_going=True, raise_on_failure=False)
+    [error] = result.failed.values()
+    assert isinstance(error, TaskTimeoutError)
+    assert "nap(30)" in str(error) and "a thread, which cannot be stopped" in str(error)
+    assert result.values[tasks.choose(3, 1).id] == 3
+
+
+@needs_dask
 def test_unreachable_scheduler_is_a_usage_error(tasks: ModuleType) -> None:
     """dask://HOST:PORT with nothing listening should say what to check, as a UsageError."""
     import dask

@@ -25,7 +25,7 @@ def test_public_api_is_pinned() -> None:
     assert set(checkpoint.__all__) == {
         "CheckpointError", "CorruptEntryError", "CycleError", "File",
         "InvalidRequirementError", "MissingInputError", "MissingOutputError", "Product", "Requires", "RunResult", "StoreError", "Task", "TaskArgumentError",
-        "TaskDefinitionError", "TaskDirectory", "TaskFailedError", "TaskFamily",
+        "TaskDefinitionError", "TaskDirectory", "TaskFailedError", "TaskFamily", "TaskTimeoutError",
         "UnserializableArgumentError", "UnserializableResultError",
         "UsageError", "WorkerDiedError", "requires", "run", "task",
     }

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -175,3 +177,143 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     assert proc.stdout is not None
     proc.stdout.close()
     assert proc.returncode in (-signal.SIGINT, 130)
+
+
+CHILDREN_TASKFILE = """
+    import os, subprocess
+    from checkpoint import requires, task
+
+    @task
+    def waits(i):
+        def __():
+            child = subprocess.Popen(["sleep", "300"])
+            fd = os.open(os.environ["CP_CHILD_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            os.write(fd, f"{child.pid} {os.getpid()}\\n".encode())
+            os.close(fd)
+            child.wait()  # the child ended early: returns a value all the same
+            return i
+        return __
+
+    @task
+    def main():
+        @requires([waits(i) for i in range(2)])
+        def __(values):
+            return values
+        return __
+"""
+
+
+def _ignores_sigint(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    return False
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+@pytest.mark.parametrize(
+    ("how", "code"), [("ctrl-c", 130), ("sigint", 130), ("sigterm", 143), ("sighup", 129)],
+)
+def test_interrupt_leaves_no_child_process_of_a_task(
+    tmp_path: Path, executor: str, how: str, code: int
+) -> None:
+    """Ctrl-C (SIGINT to the foreground group) or a signal to the coordinator alone should end
+    the processes tasks started, with the workers, and store no result cut short by it."""
+    write(tmp_path / "taskfile.py", CHILDREN_TASKFILE)
+    children = tmp_path / "children.log"
+    env = env_for(tmp_path, CP_CHILD_LOG=str(children))
+    proc = start(["run", "--executor", executor, "-j", "2"], tmp_path, env)
+    _wait_until(lambda: len(executions(children)) == 2, proc, "both tasks started a child")
+    sleeps = {int(line.split()[0]) for line in children.read_text().splitlines()}
+    # A task's child starts with the default action for SIGINT (not ignored, as it was when
+    # it inherited the worker's SIG_IGN), so a second Ctrl-C would reach it anyway.
+    assert not any(_ignores_sigint(pid) for pid in sleeps)
+    workers = worker_pids(children) - {proc.pid}
+    signum = {"ctrl-c": signal.SIGINT, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM,
+              "sighup": signal.SIGHUP}[how]
+    try:
+        if how == "ctrl-c":  # what a terminal does: the whole foreground process group
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err
+        assert "Traceback" not in err
+        assert "interrupted: 0 done, 3 not run" in err, err
+        assert not wait_dead(sleeps | workers), "processes of the run outlived it"
+    finally:  # a failure leaves nothing behind either
+        for pid in (proc.pid, *workers, *sleeps):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    store = Store(tmp_path / ".cache")
+    try:  # a task whose child the signal ended returned early: that value is not stored
+        assert store.count_entries("taskfile.waits") == 0
+    finally:
+        store.close()
+
+
+def test_ctrl_z_stops_worker_processes_too(tmp_path: Path) -> None:
+    """Ctrl-Z in a terminal should stop the workers (which lead their own process groups) with
+    the coordinator; `fg` continues them all and the run ends as usual."""
+    pexpect = pytest.importorskip("pexpect")
+    write(tmp_path / "taskfile.py", SLOW_TASKFILE)
+    log, started = tmp_path / "exec.log", tmp_path / "started.log"
+    env = env_for(tmp_path, log, CP_STEPS="4", CP_STEP_SECONDS="1", CP_START_LOG=str(started),
+                  PS1="$ ", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    shell = pexpect.spawn("bash", ["--norc", "--noprofile", "-i"], cwd=str(tmp_path), env=env,
+                          encoding="utf-8", timeout=120, dimensions=(40, 120))
+    try:
+        shell.expect_exact("$ ")
+        shell.sendline("checkpoint run -j 2 --no-progress")
+        deadline = time.monotonic() + 120
+        while len(executions(started)) < 2:  # both workers are running a task
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        shell.sendcontrol("z")
+        shell.expect("Stopped")
+        coordinators = [p for p in _children(shell.pid) if "checkpoint" in _cmdline(p)]
+        assert len(coordinators) == 1
+        workers = _group_leaders(coordinators[0])
+        assert len(workers) == 2
+        deadline = time.monotonic() + 120
+        while not all(_state(pid) == "T" for pid in workers):
+            assert time.monotonic() < deadline, [_state(pid) for pid in workers]
+            time.sleep(0.02)
+        shell.sendline("fg")
+        shell.expect_exact("Done in")
+        shell.expect_exact("$ ")
+        shell.sendline("echo exit=$?")
+        shell.expect(r"exit=(\d+)")
+        assert shell.match.group(1) == "0", shell.before
+        assert len(executions(log)) == 4
+    finally:
+        shell.close(force=True)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def _children(parent: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+
+
+def _group_leaders(parent: int) -> set[int]:
+    """The coordinator's children that lead a process group of their own (its workers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and int(fields[2]) == int(entry.name):
+                found.add(int(entry.name))
+    return found

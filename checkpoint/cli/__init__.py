@@ -6,7 +6,7 @@ Exit codes (mapped here, in :func:`main`, in one place):
 * 1: a task failed (or raised while declaring its prerequisites), or the store failed
 * 2: bad usage or bad input (unknown task, bad target, missing taskfile, a taskfile that
   raises on import, wrong arguments, a missing input file)
-* 130: interrupted (Ctrl-C); 143: terminated (SIGTERM)
+* 130: interrupted (Ctrl-C); 143: terminated (SIGTERM); 129: hung up (SIGHUP)
 
 **Working directory.** Once the taskfile is found, commands that load it work in its
 directory (the project root), as doit does in its dodo file's: the taskfile's module-level

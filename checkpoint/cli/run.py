@@ -67,6 +67,36 @@ def _check_queues(app: App, rate_limits: dict[str, int]) -> None:
                 "@task(queue=...) names another).", quiet=app.quiet)
 
 
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``1.5m``, ``1h30m``, ``500ms``; ValueError if malformed."""
+    import re
+
+    compact = text.strip().lower().replace(" ", "")
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)?", compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(text)
+    if len(parts) > 1 and not all(u for _, u in parts):
+        raise ValueError(text)  # "1h30" is ambiguous
+    seconds = sum(float(n) * _UNITS[u or "s"] for n, u in parts)
+    if not 0 < seconds < float("inf"):
+        raise ValueError(text)
+    return seconds
+
+
+def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a duration > 0; use seconds or units, e.g. 90, 90s, 15m, 1h30m"
+        ) from None
+
+
 def _executor(ctx: click.Context, param: click.Parameter, value: str) -> str:
     name = value.lower()
     if name in (*EXECUTORS, "processes", "threads") or name.startswith(("dask://", "tcp://")):
@@ -126,7 +156,7 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
 @contextlib.contextmanager
 def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
     """Turn an interrupted run into "interrupted: N done, M not run" (unless the progress
-    summary, ``summarized``, says it) and exit 130 (143: SIGTERM)."""
+    summary, ``summarized``, says it) and exit 130 (143: SIGTERM, 129: SIGHUP)."""
     from ..errors import TerminatedError
     from ..events import CorruptEntryFound, RunInterrupted, TaskRetried
 
@@ -165,6 +195,9 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 @click.option("-k", "--keep-going", is_flag=True, help="After a failure, go on with independent tasks.")
 @click.option("--retries", type=click.IntRange(min=0), default=0, metavar="N",
               help="Run a failing task up to N more times before it counts as failed.")
+@click.option("--timeout", callback=_timeout, metavar="DURATION",
+              help="Stop a task that runs longer (e.g. 90s, 15m, 1h30m; a bare number is "
+                   "seconds); it fails as timed out. A family's @task(timeout=...) wins.")
 @click.option("-n", "--dry-run", is_flag=True, help="Only list the tasks that would run, and why.")
 @click.option("--force", is_flag=True, help="Re-run the targets even if fresh.")
 @click.option("--force-upstream", is_flag=True, help="Re-run every task under the targets.")
@@ -190,6 +223,7 @@ def run(
     rate_limits: dict[str, int],
     keep_going: bool,
     retries: int,
+    timeout: float | None,
     dry_run: bool,
     force: bool,
     force_upstream: bool,
@@ -249,6 +283,7 @@ def run(
             cache_dir=app.cache_dir,
             subscribers=[*subs, record],
             retries=retries,
+            timeout=timeout,
             raise_on_failure=False,
             debug=post_mortem,
             trace=traced,

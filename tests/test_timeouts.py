@@ -1,0 +1,251 @@
+"""Per-task time limits: @task(timeout=...), run(timeout=...), checkpoint run --timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from click.testing import CliRunner
+from conftest import write
+from faultkit import alive, env_for, executions, start, wait_dead
+
+import checkpoint
+from checkpoint.cli import cli
+from checkpoint.cli.run import parse_duration
+from checkpoint.errors import TaskDefinitionError, TaskTimeoutError, UsageError, WorkerDiedError
+from checkpoint.store import Store
+
+SOURCE = """
+    import os, signal, subprocess, time
+    from checkpoint import requires, task
+
+    def _log(text):
+        fd = os.open(os.environ["CP_EXEC_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{text} {os.getpid()}\\n".encode())
+        os.close(fd)
+
+    @task
+    def quick(i):
+        def __():
+            _log(f"quick({i})")
+            return i
+        return __
+
+    @task(timeout=0.5)
+    def hang(how):
+        def __():
+            _log(f"hang({how!r})")
+            if how == "sleep":  # blocked in a system call
+                time.sleep(300)
+            elif how == "loop":  # busy in Python code
+                while True:
+                    pass
+            elif how == "child":  # waiting for a process it started (which __exit__ waits for)
+                with subprocess.Popen(["sleep", "300"]) as child:
+                    _log(f"child {child.pid}")
+                    child.wait()
+            elif how == "swallow":  # catches every exception and goes on
+                while True:
+                    try:
+                        time.sleep(300)
+                    except BaseException:
+                        pass
+            elif how == "blocked":  # the timer's signal cannot reach it (as in some C code)
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+                time.sleep(300)
+            return how
+        return __
+
+    @task
+    def nap(seconds):
+        def __():
+            time.sleep(seconds)
+        return __
+
+    @task(timeout=30)
+    def patient():
+        def __():
+            time.sleep(1)
+            return "patient"
+        return __
+
+    @task
+    def main(how):
+        @requires([hang(how), *[quick(i) for i in range(6)]])
+        def __(values):
+            return values
+        return __
+"""
+
+
+@pytest.fixture
+def tasks(make_module: Callable[[str, str], ModuleType], tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("CP_EXEC_LOG", str(tmp_path / "exec.log"))
+    return make_module("limited", SOURCE)
+
+
+def _stored(family: str) -> int:
+    return Store.open().count_entries(f"limited.{family}")
+
+
+@pytest.mark.parametrize("how", ["sleep", "loop", "child"])
+@pytest.mark.parametrize("executor", ["process", "thread", "inline"])
+def test_hung_task_fails_with_timeout_and_others_go_on(
+    tasks: ModuleType, tmp_path: Path, executor: str, how: str
+) -> None:
+    """A task past its limit should fail with TaskTimeoutError naming it and the limit, while
+    the other tasks are built and stored (keep_going)."""
+    result = checkpoint.run([tasks.main(how)], executor=executor, max_workers=2,
+                            keep_going=True, raise_on_failure=False)
+    [error] = result.failed.values()
+    assert isinstance(error, TaskTimeoutError) and error.limit == 0.5
+    assert f"Task hang({how!r}) (limited.hang) timed out" in str(error)
+    assert "time limit of 0.5 s" in str(error)
+    assert _stored("quick") == 6 and _stored("hang") == 0
+    assert [t.expression() for t in result.skipped] == [f"main({how!r})"]
+    if how == "child":  # what the task started does not outlive it
+        [pid] = [int(line.split()[1]) for line in (tmp_path / "exec.log").read_text().splitlines()
+                 if line.startswith("child ")]
+        assert not wait_dead({pid})
+
+
+@pytest.mark.parametrize("how", ["swallow", "blocked"])
+def test_task_that_does_not_stop_has_its_worker_ended(
+    tasks: ModuleType, tmp_path: Path, how: str
+) -> None:
+    """A process-pool task that ignores the stop is ended with its worker after the grace
+    period: it fails as timed out (not as a dead worker), retries apply (once each, not
+    forever), and the other tasks are built."""
+    result = checkpoint.run([tasks.main(how)], max_workers=2, keep_going=True, retries=1,
+                            raise_on_failure=False)
+    [error] = result.failed.values()
+    assert isinstance(error, TaskTimeoutError) and not isinstance(error, WorkerDiedError)
+    assert "did not stop within 2 s more, so its worker process was ended" in str(error)
+    ran = executions(tmp_path / "exec.log")
+    assert ran.count(f"hang({how!r})") == 2  # the first attempt and one retry
+    assert _stored("quick") == 6
+
+
+def test_where_it_was_is_in_the_log(tasks: ModuleType) -> None:
+    """The failure's traceback should show the line the task was running at its limit."""
+    events: list[object] = []
+    checkpoint.run([tasks.hang("sleep")], raise_on_failure=False, subscribers=[events.append])
+    [failed] = [e for e in events if isinstance(e, checkpoint.events.TaskFailed)]
+    assert "time.sleep(300)" in failed.traceback
+    assert failed.traceback.rstrip().endswith("so it was stopped.")
+
+
+def test_thread_left_running_is_reported_as_such(tasks: ModuleType) -> None:
+    """On the thread executor the run goes on past the limit, saying the thread cannot be
+    stopped (the thread itself is abandoned)."""
+    with pytest.raises(TaskTimeoutError, match="a thread, which cannot be stopped"):
+        checkpoint.run([tasks.hang("swallow")], executor="thread")
+
+
+def test_family_limit_takes_precedence_over_the_runs(tasks: ModuleType) -> None:
+    """run(timeout=...) applies to tasks without a limit of their own; a family's own wins."""
+    assert tasks.patient().run(executor="thread", timeout=0.2) == "patient"
+    with pytest.raises(TaskTimeoutError, match=r"nap\(300\).*time limit of 0.2 s"):
+        tasks.nap(300).run(executor="inline", timeout=0.2)
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), "10", True])
+def test_bad_limits_are_rejected(bad: object) -> None:
+    """A limit must be a finite number of seconds > 0."""
+    def f() -> None: ...
+
+    with pytest.raises(TaskDefinitionError, match=r"timeout of task .*\bf must be a number of sec"):
+        checkpoint.task(timeout=bad)(f)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"run's timeout must be a number of seconds"):
+        checkpoint.run([], timeout=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("1.5m", 90), ("1h30m", 5400), ("500ms", 0.5), ("2d", 172800)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_cli_timeout_flag(tmp_path: Path, runner: CliRunner) -> None:
+    """`--timeout DURATION` limits every task without a limit of its own; a bad duration is a
+    usage error (exit 2) that says what to write."""
+    write(tmp_path / "taskfile.py", """
+        import time
+        from checkpoint import task
+
+        @task
+        def slow():
+            def __():
+                time.sleep(300)
+            return __
+    """)
+    result = runner.invoke(cli, ["run", "--timeout", "0.3s", "--executor", "inline", "slow"])
+    assert result.exit_code == 1
+    assert "Task slow() (taskfile.slow) timed out" in result.stderr
+    result = runner.invoke(cli, ["run", "--timeout", "soon", "slow"])
+    assert result.exit_code == 2
+    assert "'soon' is not a duration > 0; use seconds or units, e.g. 90, 90s, 15m" in result.stderr
+
+
+def test_cli_hard_stop_leaves_no_process(tmp_path: Path) -> None:
+    """A real `checkpoint run` whose task ignores the stop: its worker and the processes it
+    started are ended, the run reports the timeout, and the other tasks are stored."""
+    write(tmp_path / "taskfile.py", """
+        import os, subprocess, time
+        from checkpoint import requires, task
+
+        @task
+        def quick(i):
+            def __():
+                return i
+            return __
+
+        @task
+        def stubborn():
+            def __():
+                child = subprocess.Popen(["sleep", "300"])
+                with open(os.environ["CP_EXEC_LOG"], "a") as f:
+                    f.write(f"{child.pid} {os.getpid()}\\n")
+                while True:
+                    try:
+                        time.sleep(300)
+                    except BaseException:
+                        pass
+            return __
+
+        @task
+        def main():
+            @requires([stubborn(), *[quick(i) for i in range(4)]])
+            def __(values):
+                return values
+            return __
+    """)
+    log = tmp_path / "exec.log"
+    proc = start(["run", "-k", "-j", "2", "--timeout", "1", "--no-progress"], tmp_path,
+                 env_for(tmp_path, log))
+    try:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, err
+        assert ("Task stubborn() (taskfile.stubborn) timed out: still running after its time "
+                "limit of 1 s, and did not stop within 2 s more") in err
+        assert 'taskfile.py", line' in err  # where it was
+        [(child, worker)] = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+        assert not wait_dead({child, worker})
+        store = Store(tmp_path / ".cache")
+        assert store.count_entries("taskfile.quick") == 4
+        store.close()
+    finally:
+        proc.kill()
+        for line in log.read_text().splitlines() if log.exists() else ():
+            for pid in map(int, line.split()):
+                if alive(pid):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
