@@ -354,6 +354,8 @@ class _Run:
         # stored at the end of each collect round, before they are reported done.
         self.recorder = Recorder(store, self.guard, self._stored, emit=emit,
                                  store_first=adapter.kind in ("thread", "inline"))
+        if emit is not None and self.recorder.store_first:
+            self.emit = self._in_order
         self.values.flush = self.recorder.flush
         self.coordination: Coordination | None = None
 
@@ -403,6 +405,15 @@ class _Run:
                 emit(ev.TaskReused(task))
         for tid in ready:
             self._ready(tid)
+
+    def _in_order(self, event: ev.Event) -> None:
+        """``store_first``: an event waits for the results added before it to be stored
+        (a result is reported done once stored, and the events keep their order)."""
+        if self.recorder.records or self.recorder.deferred:
+            self.recorder.defer(event)
+        else:
+            assert self.recorder.emit is not None
+            self.recorder.emit(event)
 
     def _family_dir(self, tid: TaskId) -> str:
         return self.nodes[tid].task.family.dirname
@@ -502,7 +513,8 @@ class _Run:
         if self.emit and isinstance(exc, KeyboardInterrupt):
             # "done" counts what is stored: a result that could not be written is not kept.
             unstored = len(self.recorder.records)
-            self.emit(ev.RunInterrupted(len(self.result.ran) - unstored,
+            assert self.recorder.emit is not None  # not deferred: the store may have failed
+            self.recorder.emit(ev.RunInterrupted(len(self.result.ran) - unstored,
                                         max(0, self.readiness.unsettled) + unstored))
 
     # --- other runs on the same cache (see checkpoint._coordination) -------------------
@@ -945,12 +957,8 @@ class _Run:
         self.result.durations[out.id] = out.duration
         self.admission.observe(family.queue, out.duration)
         if self.emit:
-            event = ev.TaskFinished(task, time.time(), out.duration, out.size, out.output,
-                                    out.worker)
-            if self.recorder.store_first:  # reported once stored
-                self.recorder.defer(event)
-            else:
-                self.emit(event)
+            self.emit(ev.TaskFinished(task, time.time(), out.duration, out.size,
+                                      out.output, out.worker))
         self._settled(out.id, done=True)
 
     def _failed(self, out: Outcome) -> None:
