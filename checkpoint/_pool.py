@@ -104,9 +104,12 @@ class ProcessPoolAdapter(ExecutorAdapter):
         processes = list((getattr(executor, "_processes", None) or {}).values())
         if kill:
             pids = self._pids | {p.pid for p in processes if p.pid is not None}
-            _procs.signal_groups(pids, signal.SIGCONT)  # a stopped group cannot act on SIGTERM
+            if os.name == "posix":  # a stopped group cannot act on SIGTERM
+                _procs.signal_groups(pids, signal.SIGCONT)
             _procs.signal_groups(pids, signal.SIGTERM)
             for proc in processes:
+                if proc.is_alive():  # (without process groups, as on Windows: the worker alone)
+                    proc.kill()
                 proc.join(timeout=5)  # reaped, so that an empty group reads as gone
             _procs.end_groups(pids)  # the tasks' children: a moment to exit, then SIGKILL
             self._pids.clear()
@@ -122,7 +125,7 @@ class ProcessPoolAdapter(ExecutorAdapter):
     def _relay_stops(self) -> None:
         """While the pool runs, Ctrl-Z stops the workers' groups too (they are not in the
         terminal's foreground group); installed from the main thread only."""
-        if threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread() or os.name != "posix":
             return
         if signal.getsignal(signal.SIGTSTP) not in (signal.SIG_DFL, None):
             return  # the program handles it itself

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 
 def signal_groups(pgids: Iterable[int], signum: int) -> None:
     """Send ``signum`` to each process group (gone groups are skipped)."""
+    if not hasattr(os, "killpg"):
+        return
     for pgid in pgids:
         with contextlib.suppress(OSError):  # no such group (any more), or not ours
             os.killpg(pgid, signum)
@@ -40,6 +42,8 @@ def groups_alive(pgids: Iterable[int]) -> list[int]:
                 if fields[0] != b"Z" and int(fields[2]) in wanted:
                     alive.add(int(fields[2]))
         return [p for p in pgids if p in alive]
+    if not hasattr(os, "killpg"):
+        return []
     found = []
     for pgid in pgids:
         try:
@@ -58,6 +62,8 @@ def end_groups(pgids: Iterable[int], grace: float = 0.5) -> None:
     A group outlives its leader while any member remains, and Linux does not reuse a pid
     that is still some group's id, so a dead worker's pid still names its leftover children.
     """
+    if not hasattr(os, "killpg"):
+        return
     pgids = list(pgids)
     signal_groups(pgids, signal.SIGTERM)
     deadline = time.monotonic() + grace

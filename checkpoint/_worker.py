@@ -367,7 +367,7 @@ def _run_alarmed(item: WorkItem, payloads: dict[str, Payload], in_process: bool)
 def _arm_hard_stop(item: WorkItem) -> bool:
     """Write this worker's record and start faulthandler's watchdog; False if it cannot."""
     global _record_fd
-    if not _records:
+    if not _records or not hasattr(os, "pwrite"):
         return False
     try:
         if _record_fd < 0:
@@ -633,7 +633,7 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0) -> None
     global _records
     signal.signal(signal.SIGINT, _no_op)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):  # (no process groups on Windows)
         os.setpgid(0, 0)
     with contextlib.suppress(OSError):
         null = os.open(os.devnull, os.O_RDONLY)
