@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Executor, Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,79 +159,86 @@ def run(
         Exception: the first failing task's own exception (when ``raise_on_failure``).
         KeyboardInterrupt: the run was interrupted; finished results are stored.
     """
-    if progress:
-        from .progress import reporter_for
-
-        def family_mean(family: str) -> float | None:  # the live display's ETA prior
-            from .history import family_mean_duration
-
-            return family_mean_duration(Store.open(cache_dir), family)
-
-        reporter = reporter_for(tracebacks=not raise_on_failure, family_mean=family_mean)
-        try:
-            return run(
-                targets, executor=executor, max_workers=max_workers, rate_limits=rate_limits,
-                keep_going=keep_going, force=force, force_upstream=force_upstream,
-                code_check=code_check, cache_dir=cache_dir, raise_on_failure=raise_on_failure,
-                subscribers=[*subscribers, reporter], debug=debug, trace=trace,
-                show_locals=show_locals, retries=retries, timeout=timeout,
-            )
-        finally:
-            reporter.close()
-    if trace:
-        return _run_traced(
-            targets, trace, executor=executor, max_workers=max_workers, rate_limits=rate_limits,
-            keep_going=keep_going, force=force, force_upstream=force_upstream,
-            code_check=code_check, cache_dir=cache_dir, subscribers=subscribers,
-            raise_on_failure=raise_on_failure, show_locals=show_locals, retries=retries,
-            timeout=timeout,
-        )
-    timeout = check_timeout(timeout, "run's timeout", UsageError)
-    for q, n in (rate_limits or {}).items():
-        if not isinstance(n, int) or n < 1:
-            raise UsageError(f"The rate limit of queue {q!r} must be a whole number >= 1, not {n!r}.")
-    started = time.perf_counter()
-    store = Store.open(cache_dir)
-    the_plan = plan(
-        targets, store, force=force, force_upstream=force_upstream, code_check=code_check
+    options = RunOptions(
+        executor=executor, max_workers=max_workers, rate_limits=dict(rate_limits or {}),
+        keep_going=keep_going, force=force, force_upstream=force_upstream,
+        code_check=code_check, cache_dir=cache_dir, raise_on_failure=raise_on_failure,
+        debug=debug, show_locals=show_locals, retries=retries,
+        timeout=check_timeout(timeout, "run's timeout", UsageError),
     )
+    subs = list(subscribers)
+    if not progress:
+        return _run(targets, options, subs, trace)
+    from .progress import reporter_for
+
+    def family_mean(family: str) -> float | None:  # the live display's ETA prior
+        from .history import family_mean_duration
+
+        return family_mean_duration(Store.open(cache_dir), family)
+
+    reporter = reporter_for(tracebacks=not raise_on_failure, family_mean=family_mean)
+    try:
+        return _run(targets, options, [*subs, reporter], trace)
+    finally:
+        reporter.close()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, built once by :func:`run` (the CLI calls it too) and read everywhere
+    below it; the debugging paths derive their variants with :func:`dataclasses.replace`."""
+
+    executor: Executor | str | None = None
+    max_workers: int | None = None
+    rate_limits: dict[str, int] = field(default_factory=dict)
+    keep_going: bool = False
+    force: bool = False
+    force_upstream: bool = False
+    code_check: bool = True
+    cache_dir: str | Path | None = None
+    raise_on_failure: bool = True
+    debug: bool = False
+    show_locals: bool = False
+    retries: int = 0
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        for q, n in self.rate_limits.items():
+            if not isinstance(n, int) or n < 1:
+                raise UsageError(
+                    f"The rate limit of queue {q!r} must be a whole number >= 1, not {n!r}."
+                )
+
+
+def _run(
+    targets: Sequence[Task[Any]], options: RunOptions, subscribers: list[ev.Subscriber],
+    trace: Sequence[Task[Any]] = (),
+) -> RunResult:
+    """:func:`run` with its options gathered (and the progress reporter among the subscribers)."""
+    if trace:
+        return _run_traced(targets, trace, options, subscribers)
+    started = time.perf_counter()
+    store = Store.open(options.cache_dir)
+    the_plan = plan(targets, store, force=options.force, force_upstream=options.force_upstream,
+                    code_check=options.code_check)
     the_plan.check_inputs()
     result = RunResult(the_plan)
     emit = _emitter(subscribers)
-    # A fresh target's value is read now: if it fails its check, the target runs again.
-    target_payloads: dict[TaskId, tuple[bytes, bool]] = {}
-    corrupt: list[tuple[Task[Any] | None, str]] = [(None, n) for n in store.take_notices()]
-    for target in targets:
-        node = the_plan.nodes[target.id]
-        if node.reason is None and node.meta is not None and target.id not in target_payloads:
-            try:
-                target_payloads[target.id] = (
-                    store.load_payload(target.family.dirname, target.id, node.meta),
-                    node.meta.compressed,
-                )
-            except CorruptEntryError as exc:
-                node.reason = "corrupt"
-                corrupt.append((target, str(exc)))
+    target_payloads = _read_fresh_targets(targets, the_plan, store, emit)
     to_run = the_plan.to_run
     if emit:
-        for task, message in corrupt:
-            emit(ev.CorruptEntryFound(task, message))
         emit(ev.RunPlanned(len(the_plan.nodes), len(to_run),
                            {tid: the_plan.nodes[tid].reason or "" for tid in to_run}, time.time(),
                            the_plan))
     if to_run:  # nothing runs unless its result can be stored
         store.check_writable({the_plan.nodes[tid].task.family.dirname for tid in to_run})
-        adapter = resolve_executor(executor, max_workers)
+        adapter = resolve_executor(options.executor, options.max_workers)
         adapter.cache_root = store.root
         try:
             with InterruptGuard() as guard, breakpoints_for(adapter.kind, subscribers):
-                the_run = _Run(the_plan, to_run, store, adapter, rate_limits or {}, keep_going,
-                               emit, result, guard, retries)
-                the_run.show_locals = show_locals
-                the_run.timeout = timeout
-                if adapter.kind == "inline":
-                    the_run.debug = _TRACING.get() or ("post_mortem" if debug else "")
-                the_run.loop()
+                debug = _TRACING.get() or ("post_mortem" if options.debug else "")
+                _Run(the_plan, to_run, store, adapter, options, emit, result, guard,
+                     debug=debug if adapter.kind == "inline" else "").loop()
         finally:
             adapter.shutdown()
             uninstall_capture()
@@ -240,34 +247,67 @@ def run(
         if emit:
             for task in result.reused:
                 emit(ev.TaskReused(task))
-    for target in targets:
-        if target.id in result.values or target.id in result.failed:
-            continue
-        node = the_plan.nodes[target.id]
-        if node.reason is None:
-            held = target_payloads.get(target.id)
-            if held is None:
-                result.values[target.id] = store.load_value(target.family.dirname, target.id)
-            else:
-                try:
-                    result.values[target.id] = decode_payload(*held)
-                except Exception as exc:
-                    raise CorruptEntryError(
-                        f"The stored result of {target!r} ({target.family.name}) cannot be "
-                        f"decoded: {exc}"
-                    ) from exc
+    _target_values(targets, the_plan, store, target_payloads, result)
     result.wall_time = time.perf_counter() - started
     if emit:
         emit(ev.RunFinished(len(result.ran), len(result.reused), len(result.failed),
                             len(result.skipped), result.wall_time))
-    if debug and result.failed and not (isinstance(executor, str) and executor == "inline"):
+    if options.debug and result.failed and options.executor != "inline":
         # Post-mortem: the failing task once more, in this process, under the debugger.
         failed = the_plan.nodes[next(iter(result.failed))].task
-        run([failed], executor="inline", force=True, debug=True, code_check=code_check,
-            cache_dir=cache_dir, raise_on_failure=False, show_locals=show_locals)
-    if raise_on_failure and result.failed:
+        again = replace(options, executor="inline", force=True, raise_on_failure=False,
+                        retries=0, timeout=None, keep_going=False)
+        _run([failed], again, [])
+    if options.raise_on_failure and result.failed:
         raise next(iter(result.failed.values()))
     return result
+
+
+def _read_fresh_targets(
+    targets: Sequence[Task[Any]], the_plan: Plan, store: Store,
+    emit: Callable[[ev.Event], None] | None,
+) -> dict[TaskId, tuple[bytes, bool]]:
+    """Read the fresh targets' values now: one that fails its check runs again."""
+    payloads: dict[TaskId, tuple[bytes, bool]] = {}
+    corrupt: list[tuple[Task[Any] | None, str]] = [(None, n) for n in store.take_notices()]
+    for target in targets:
+        node = the_plan.nodes[target.id]
+        if node.reason is None and node.meta is not None and target.id not in payloads:
+            try:
+                payloads[target.id] = (
+                    store.load_payload(target.family.dirname, target.id, node.meta),
+                    node.meta.compressed,
+                )
+            except CorruptEntryError as exc:
+                node.reason = "corrupt"
+                corrupt.append((target, str(exc)))
+    if emit:
+        for task, message in corrupt:
+            emit(ev.CorruptEntryFound(task, message))
+    return payloads
+
+
+def _target_values(
+    targets: Sequence[Task[Any]], the_plan: Plan, store: Store,
+    payloads: dict[TaskId, tuple[bytes, bool]], result: RunResult,
+) -> None:
+    """Fill ``result.values`` with the fresh targets' values (those that ran are there)."""
+    for target in targets:
+        if target.id in result.values or target.id in result.failed:
+            continue
+        if the_plan.nodes[target.id].reason is not None:
+            continue
+        held = payloads.get(target.id)
+        if held is None:
+            result.values[target.id] = store.load_value(target.family.dirname, target.id)
+            continue
+        try:
+            result.values[target.id] = decode_payload(*held)
+        except Exception as exc:
+            raise CorruptEntryError(
+                f"The stored result of {target!r} ({target.family.name}) cannot be "
+                f"decoded: {exc}"
+            ) from exc
 
 
 _TRACING: contextvars.ContextVar[str] = contextvars.ContextVar("checkpoint_tracing", default="")
@@ -275,30 +315,29 @@ _TRACING: contextvars.ContextVar[str] = contextvars.ContextVar("checkpoint_traci
 
 
 def _run_traced(
-    targets: Sequence[Task[Any]], trace: Sequence[Task[Any]], **options: Any
+    targets: Sequence[Task[Any]], trace: Sequence[Task[Any]], options: RunOptions,
+    subscribers: list[ev.Subscriber],
 ) -> RunResult:
     """``run(trace=...)``: prerequisites as usual, traced tasks in-process under the debugger
     (stopped at their first line), then the targets."""
-    raise_on_failure = options["raise_on_failure"]
     prerequisites = list({d.id: d for t in trace for d in t.spec().dependencies}.values())
+    quiet = replace(options, raise_on_failure=False)
     if prerequisites:
-        first = run(prerequisites, **{**options, "raise_on_failure": False})
+        first = _run(prerequisites, quiet, subscribers)
         if not first.ok:
-            if raise_on_failure and first.failed:
+            if options.raise_on_failure and first.failed:
                 raise next(iter(first.failed.values()))
             return first
-    inline = {k: v for k, v in options.items() if k not in ("executor", "max_workers", "force")}
     token = _TRACING.set("trace")
     try:
-        traced = run(list(trace), executor="inline", force=True,
-                     **{**inline, "raise_on_failure": False, "subscribers": ()})
+        traced = _run(list(trace), replace(quiet, executor="inline", max_workers=None, force=True), [])
     finally:
         _TRACING.reset(token)
     if not traced.ok:
-        if raise_on_failure and traced.failed:
+        if options.raise_on_failure and traced.failed:
             raise next(iter(traced.failed.values()))
         return traced
-    return run(list(targets), **options)
+    return _run(list(targets), options, subscribers)
 
 
 def _emitter(subscribers: Sequence[ev.Subscriber]) -> Callable[[ev.Event], None] | None:
@@ -324,30 +363,25 @@ class _Run:
         to_run: list[TaskId],
         store: Store,
         adapter: ExecutorAdapter,
-        rate_limits: dict[str, int],
-        keep_going: bool,
+        options: RunOptions,
         emit: Callable[[ev.Event], None] | None,
         result: RunResult,
         guard: InterruptGuard | None = None,
-        retries: int = 0,
+        debug: str = "",
     ) -> None:
         self.nodes = the_plan.nodes
         self.guard = guard or InterruptGuard()
         self.targets = {t.id for t in the_plan.targets}
         self.store = store
         self.adapter = adapter
-        self.keep_going = keep_going
+        self.options = options
         self.emit = emit
         self.result = result
-        self.retries = retries
-        self.debug = ""
+        self.debug = debug
         """Debug mode of every task (in-process runs only): "trace" or "post_mortem"."""
-        self.show_locals = False
-        self.timeout: float | None = None
-        """The run's time limit per task (a family's own ``timeout`` takes precedence)."""
 
         self.readiness = Readiness()
-        self.admission = Admission(rate_limits, adapter.workers)
+        self.admission = Admission(options.rate_limits, adapter.workers)
         self.values = RunValues(store, self._family_dir, self.targets)
         # Tasks on threads (or inline) share this process: one that crashes it (a segfault in
         # C code) would take every result not yet stored with it. So their results are
@@ -732,8 +766,8 @@ class _Run:
                                 filename=code.co_filename if pickled and code else "")
             item.blob_dir = self._blob_dir(task.family.dirname)
             item.debug = self.debug
-            item.show_locals = self.show_locals
-            limit = task.family.timeout if task.family.timeout is not None else self.timeout
+            item.show_locals = self.options.show_locals
+            limit = task.family.timeout if task.family.timeout is not None else self.options.timeout
             if limit:
                 item.timeout, item.label = limit, task_label(task)
             items.append(item)
@@ -978,7 +1012,7 @@ class _Run:
             error = wrapped
         elif out.error_text and error.__traceback__ is None and error.__cause__ is None:
             error.__cause__ = RemoteTraceback(out.error_text)
-        allowed = max(self.retries, task.family.retries)
+        allowed = max(self.options.retries, task.family.retries)
         if allowed and not self.aborting:
             attempt = self.attempts.get(out.id, 0) + 1
             if attempt <= allowed:
@@ -1020,7 +1054,7 @@ class _Run:
         ))
         if self.emit:
             self.emit(ev.TaskFailed(task, time.time(), error, text, output, duration, worker))
-        if not self.keep_going:
+        if not self.options.keep_going:
             self.stopping = True
             return
         for skipped in self.readiness.skip_downstream(tid):
