@@ -270,9 +270,14 @@ def run(
     tasks = app.targets(targets or ("main",))
     _check_queues(app, rate_limits)
     traced = app.targets((trace,)) if trace else []
-    if dry_run:
-        if report_path:
+    if report_path:
+        if dry_run:
             raise UsageError("--report needs a run, and --dry-run runs nothing: leave one out.")
+        folder = (app.invoked_from / report_path).parent
+        if not folder.is_dir():  # said before the run, not after it
+            raise UsageError(f"Cannot write the report to {report_path}: there is no directory "
+                             f"{click.format_filename(folder)}.")
+    if dry_run:
         the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,
                         code_check=not no_code_check)
         _show_plan(app, the_plan, as_json)
@@ -333,11 +338,11 @@ def _write_report(app: App, recorder: Any, path: str) -> None:
         err(f"No report written to {path}: the run stopped before any task could start.")
         return
     try:
-        written = Report(record, app.cache_dir).write(app.invoked_from / path)
+        Report(record, app.cache_dir).write(app.invoked_from / path)
     except (OSError, CheckpointError) as exc:
         err(f"warning: the report could not be written to {path}: {exc}")
         return
-    err(f"Report: {click.format_filename(written)}", quiet=app.quiet)
+    err(f"Report: {path}", quiet=app.quiet)
 
 
 def _report_traced_failures(

@@ -122,7 +122,7 @@
 
   const TL = {
     gutter: 150, axis: 24, laneH: 20, pad: 8,
-    v0: 0, v1: 1, full: [0, 1], bars: [], svg: null, width: 800,
+    v0: 0, v1: 1, full: [0, 1], bars: [], svg: null, width: 800, backgrounds: [],
   };
 
   function timeline() {
@@ -144,11 +144,14 @@
     hatch.append(sv("rect", { width: 6, height: 6, fill: "#f5b7b1" }), sv("rect", { width: 3, height: 6, fill: "#cf222e" }));
     const clip = sv("clipPath", { id: "plot-clip" });
     clip.append(sv("rect", { x: TL.gutter, y: 0, width: TL.width - TL.gutter, height: height }));
+    TL.clip = clip.firstChild;
     defs.append(hatch, clip);
     svg.append(defs);
     for (let l = 0; l < lanes.length; l++) {
       const y = TL.axis + l * TL.laneH;
-      svg.append(sv("rect", { class: "lane-bg" + (l % 2 ? " odd" : ""), x: 0, y: y, width: TL.width, height: TL.laneH }));
+      const bg = sv("rect", { class: "lane-bg" + (l % 2 ? " odd" : ""), x: 0, y: y, width: TL.width, height: TL.laneH });
+      TL.backgrounds.push(bg);
+      svg.append(bg);
       const label = sv("text", { class: "lane-label", x: 6, y: y + TL.laneH / 2 + 4 });
       label.textContent = lanes[l].length > 22 ? lanes[l].slice(0, 21) + "…" : lanes[l];
       const title = sv("title");
@@ -193,6 +196,17 @@
     });
     if (R.counts.failed) legend.append(el("span", {}, el("span", { cls: "swatch", style: "background:#cf222e" }), "failed"));
     if (D.critical.length) legend.append(el("span", {}, el("span", { cls: "swatch", style: "background:#fff;border:2px solid #111" }), "critical path"));
+  }
+
+  // The page or the details panel changed the room the timeline has.
+  function resizeTimeline() {
+    const width = Math.max(400, document.getElementById("timeline").clientWidth || 800);
+    if (width === TL.width) return;
+    TL.width = width;
+    TL.svg.setAttribute("width", width);
+    TL.clip.setAttribute("width", width - TL.gutter);
+    for (const bg of TL.backgrounds) bg.setAttribute("width", width);
+    drawTimeline();
   }
 
   function xOf(t) {
@@ -600,7 +614,7 @@
     const box = document.getElementById("details");
     box.textContent = "";
     const close = el("button", { cls: "close", type: "button", title: "Close", text: "×" });
-    close.addEventListener("click", () => { box.hidden = true; });
+    close.addEventListener("click", closeDetails);
     box.append(close, el("h3", { text: T.label[i] }));
     const table = el("table");
     const add = (name, value) => {
@@ -644,6 +658,8 @@
       : el("div", { cls: "hint", text: T.lane[i] >= 0 ? "(no output)" : "(did not run in this run)" }));
     box.hidden = false;
     box.scrollTop = 0;
+    document.body.classList.add("with-details");
+    resizeTimeline();
     if (history.replaceState) history.replaceState(null, "", "#task-" + T.id[i]);
   }
 
@@ -658,9 +674,16 @@
   dag();
   slowest();
   tasksTable();
+  function closeDetails() {
+    document.getElementById("details").hidden = true;
+    document.body.classList.remove("with-details");
+    resizeTimeline();
+  }
+
   document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape") document.getElementById("details").hidden = true;
+    if (e.key === "Escape") closeDetails();
   });
+  window.addEventListener("resize", resizeTimeline);
   const hash = location.hash.match(/^#task-([0-9a-f]+)$/);
   if (hash) {
     const i = T.id.indexOf(hash[1]);
