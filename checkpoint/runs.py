@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from ._types import TaskId
-from .errors import CheckpointError, StoreError
+from .errors import RunNotFoundError, StoreError
 from .store import Store, open_stored
 
 if TYPE_CHECKING:
@@ -55,10 +55,6 @@ but not run (the run stopped first); planned, then reused because its prerequisi
 same values (early cutoff); reused as stored."""
 
 _NAME = re.compile(r"(\d{6,})\.run")
-
-
-class RunNotFoundError(CheckpointError):
-    """No recorded run matches (none recorded yet, or not that number)."""
 
 
 @dataclass

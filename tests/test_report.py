@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 import checkpoint
+from checkpoint.errors import RunNotFoundError
 from checkpoint.report import Report, critical_path, lanes
-from checkpoint.runs import RunNotFoundError, RunRecord, RunRecorder, TaskRecord
+from checkpoint.runs import RunRecord, RunRecorder, TaskRecord
 
 PIPELINE = """
 import time

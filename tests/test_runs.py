@@ -13,8 +13,8 @@ import pytest
 import checkpoint
 from checkpoint import events as ev
 from checkpoint import runs
-from checkpoint.errors import StoreError
-from checkpoint.runs import RunNotFoundError, RunRecord, RunRecorder, TaskRecord, load_run
+from checkpoint.errors import RunNotFoundError, StoreError
+from checkpoint.runs import RunRecord, RunRecorder, TaskRecord, load_run
 
 PIPELINE = """
 import time

@@ -94,7 +94,8 @@ def _trace_text(the_report: Report) -> str:
 
 def _last_run_of(app: App, target: str) -> RunRecord:
     """The last recorded run in which TARGET's task ran, failed or was skipped, or was a target."""
-    from ..runs import RunNotFoundError, recorded_runs
+    from ..errors import RunNotFoundError
+    from ..runs import recorded_runs
 
     task = app.targets([target])[0]
     found = None
