@@ -73,7 +73,7 @@ def lanes(tasks: list[TaskRecord]) -> Lanes:
     for i, t in enumerate(tasks):
         if t.state in TIMED:
             by_worker.setdefault(t.worker, []).append(i)
-    hosts = {w.rpartition(":")[0] for w in by_worker}
+    hosts = {w.rpartition(":")[0] for w in by_worker if w}
     order = sorted(by_worker, key=lambda w: min(tasks[i].started for i in by_worker[w]))
     lane_of = [-1] * len(tasks)
     labels: list[str] = []

@@ -196,8 +196,11 @@ class _Run:
             return text
         keep = OUTPUT_LIMIT if self.output_left > OUTPUT_LIMIT else 1_000
         if len(text) > keep:
-            text = f"[... {len(text) - keep:,} characters before these were left out of the " \
-                   f"report; checkpoint log shows them all]\n" + text[-keep:]
+            tail = text[-keep:]
+            cut = tail.find("\n", 0, 200) + 1  # from a line's start, when one is near
+            tail = tail[cut:]
+            text = f"[... {len(text) - len(tail):,} characters before these were left out of " \
+                   f"the report; checkpoint log shows them all]\n" + tail
         self.output_left -= len(text)
         return text
 

@@ -77,10 +77,10 @@ def test_each_worker_process_gets_a_lane() -> None:
     """Tasks of process workers (one task at a time each) should get one lane per process,
     labelled by pid when all ran on one host; tasks that did not run get none."""
     tasks = [_task("a", 0, 1, "h:10"), _task("b", 0.5, 1, "h:11"), _task("c", 1, 1, "h:10"),
-             _task("d", 0, 0, "", state="reused")]
+             _task("d", 0, 0, "", state="reused"), _task("e", 2, 0, "", state="failed")]
     placed = lanes(tasks)
-    assert placed.labels == ["pid 10", "pid 11"]
-    assert placed.of == [0, 1, 0, -1]
+    assert placed.labels == ["pid 10", "pid 11", "unknown worker"]  # e: its worker died
+    assert placed.of == [0, 1, 0, -1, 2]
 
 
 def test_a_process_running_tasks_at_once_gets_a_lane_per_slot() -> None:

@@ -198,11 +198,12 @@ def test_output_is_bounded_in_the_record(pipeline: ModuleType, monkeypatch: pyte
     task = pipeline.load(1)
     recorder = RunRecorder(save=False)
     recorder(ev.RunPlanned(1, 1, {}, 100.0))
-    recorder(ev.TaskFinished(task, 101.0, 0.5, 3, "x" * 30 + "0123456789", "h:1", started=100.5))
+    recorder(ev.TaskFinished(task, 101.0, 0.5, 3, "x" * 30 + "01234\n6789", "h:1", started=100.5))
     recorder(ev.RunFinished(1, 0, 0, 0, 1.0))
     assert recorder.last is not None
     output = recorder.last.tasks[0].output
-    assert output.endswith("]\n0123456789") and "30 characters" in output
+    assert output == ("[... 36 characters before these were left out of the report; checkpoint "
+                      "log shows them all]\n6789")  # from the start of a line when one is near
 
 
 def _record(n: int = 0) -> RunRecord:
