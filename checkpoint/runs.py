@@ -110,7 +110,8 @@ class RunRecord:
     number: int = 0
     """Its number in the cache's history (0 until saved)."""
     status: str = ""
-    """``"succeeded"``, ``"failed"`` or ``"interrupted"``."""
+    """``"succeeded"``, ``"failed"`` (a task failed or was skipped), ``"interrupted"`` (Ctrl-C,
+    SIGTERM) or ``"stopped"`` (the run raised an error of its own, e.g. the store's)."""
     started: float = 0.0
     """When the run started (Unix time), planning included."""
     planned: float = 0.0
@@ -247,8 +248,9 @@ class RunRecorder:
             handler(event)
 
     def close(self) -> None:
-        """End a run whose end was never announced (the run raised): record it as interrupted."""
-        self._end("interrupted", None)
+        """End a run whose end was never announced: it raised an error of its own (not a
+        task's), and is recorded as ``"stopped"``."""
+        self._end("stopped", None)
 
     def _planned(self, event: ev.RunPlanned) -> None:
         self._run = _Run(event)
@@ -391,7 +393,11 @@ def _fill_starts(tasks: list[TaskRecord], handles: dict[TaskId, Any],
         return
     from .history import stored_starts
 
-    found = stored_starts([(handles[t.id], t.state == "failed", t.duration) for t in missing], cache_dir)
+    try:
+        found = stored_starts([(handles[t.id], t.state == "failed", t.duration) for t in missing],
+                              cache_dir)
+    except (OSError, StoreError):  # the store failed the run itself, maybe: estimate them
+        found = {}
     for t in missing:
         t.started = found.get(t.id) or max(0.0, -t.started - t.duration)
 

@@ -189,7 +189,26 @@ def test_close_records_a_run_whose_end_never_came(pipeline: ModuleType) -> None:
     recorder(ev.RunPlanned(1, 1, {}, time.time()))
     recorder.close()
     recorder.close()  # once only
-    assert [r.status for r in recorder.records] == ["interrupted"]
+    assert [r.status for r in recorder.records] == ["stopped"]
+
+
+def test_a_store_that_fails_does_not_stop_the_record(
+    pipeline: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the store cannot tell start times (it may be what failed the run), the record
+    should estimate them from the events, never raise into the run's own error."""
+    from checkpoint import history
+
+    def broken(*args: object) -> dict[str, float]:
+        raise StoreError("Cannot open the cache of pipeline.load: database or disk is full.")
+
+    monkeypatch.setattr(history, "stored_starts", broken)
+    task = pipeline.load(1)
+    recorder = RunRecorder(save=False)
+    recorder(ev.RunPlanned(1, 1, {}, 100.0))
+    recorder(ev.TaskFinished(task, 101.0, 0.5, 3, "", "h:1"))  # no start time
+    recorder.close()
+    assert recorder.last is not None and recorder.last.tasks[0].started == 100.5
 
 
 def test_output_is_bounded_in_the_record(pipeline: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -330,7 +330,6 @@ def run(
 
 def _write_report(app: App, recorder: Any, path: str) -> None:
     """``--report``: the HTML report of the run that just ended (never fails the command)."""
-    from ..errors import CheckpointError
     from ..report import Report
 
     record = recorder.last
@@ -339,7 +338,7 @@ def _write_report(app: App, recorder: Any, path: str) -> None:
         return
     try:
         Report(record, app.cache_dir).write(app.invoked_from / path)
-    except (OSError, CheckpointError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the run's own outcome (or error) must stand
         err(f"warning: the report could not be written to {path}: {exc}")
         return
     err(f"Report: {path}", quiet=app.quiet)

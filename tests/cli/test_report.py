@@ -86,6 +86,21 @@ def test_run_report_on_a_warm_run_reports_it(runner: CliRunner, tmp_path: Path) 
     assert [line.split()[0] for line in _ok(runner, "report", "--list").splitlines()] == ["run", "1"]
 
 
+def test_a_report_that_fails_does_not_hide_the_runs_outcome(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--report comes after the run: if it fails, say so, and keep the run's exit status."""
+    from checkpoint.report import Report
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the template is gone")
+
+    monkeypatch.setattr(Report, "write", broken)
+    result = runner.invoke(cli, ["run", "broken", "--executor", "inline", "--report", "r.html"])
+    assert result.exit_code == 1  # the task's failure
+    assert "warning: the report could not be written to r.html: the template is gone" in result.stderr
+
+
 def test_dry_run_and_report_do_not_go_together(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["run", "-n", "--report", "r.html"])
     assert result.exit_code == 2
