@@ -40,6 +40,7 @@ from .store import Store, open_stored
 
 if TYPE_CHECKING:
     from .graph import Plan
+    from .task import Task
 
 FORMAT = "checkpoint-run/1"
 KEEP = 20
@@ -179,10 +180,10 @@ class _Run:
         self.planned = event.time
         self.total = event.total
         self.tasks: dict[TaskId, TaskRecord] = {}
-        self.handles: dict[TaskId, Any] = {}
+        self.handles: dict[TaskId, Task[Any]] = {}
         self.output_left = OUTPUT_BUDGET
 
-    def task(self, task: Any, state: str) -> TaskRecord:
+    def task(self, task: Task[Any], state: str) -> TaskRecord:
         record = self.tasks.get(task.id)
         if record is None:
             record = self.tasks[task.id] = TaskRecord(
@@ -261,13 +262,12 @@ class RunRecorder:
             return
         record = run.task(event.task, "ran")
         record.duration = event.duration
-        record.started = event.started or 0.0
+        # Not told when it started: minus when it ended, until the store says (_fill_starts).
+        record.started = event.started or -event.time
         record.size = event.size
         record.worker = event.worker
         record.output = run.output(event.output)
         record.attempts += 1
-        if not record.started:  # read from the store when the run ends
-            record.started = -event.time
 
     def _failed(self, event: ev.TaskFailed) -> None:
         run = self._run
@@ -384,7 +384,7 @@ def _build(run: _Run, status: str, now: float, wall_time: float | None,
     return record
 
 
-def _fill_starts(tasks: list[TaskRecord], handles: dict[TaskId, Any],
+def _fill_starts(tasks: list[TaskRecord], handles: dict[TaskId, Task[Any]],
                  cache_dir: str | os.PathLike[str] | None) -> None:
     """Start times the events did not carry (marked negative: minus the time the run heard of
     the end): read from the store's history, which records when each computation started."""

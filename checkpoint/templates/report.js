@@ -45,7 +45,7 @@
   function dur(s) {
     if (s === null || s === undefined) return "";
     if (s < 0.0005) return "<1ms";
-    if (s < 1) return (s * 1000).toFixed(0) + "ms";
+    if (s < 0.9995) return (s * 1000).toFixed(0) + "ms";
     if (s < 60) return s.toFixed(s < 10 ? 2 : 1) + "s";
     const m = Math.floor(s / 60);
     if (m < 60) return m + "m" + String(Math.floor(s % 60)).padStart(2, "0") + "s";
