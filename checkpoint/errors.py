@@ -25,8 +25,9 @@ subclasses to exit codes in one place (``exit_code``)::
     │   ├── StoreVersionError
     │   ├── UnsafeCacheError         (2)   another user could plant values in the cache
     │   └── SharedCacheError               a Dask worker cannot see the cache directory
-    └── ExportError                  (1)   a graph could not be exported or rendered
-        └── GraphvizNotFoundError          Graphviz's ``dot`` is not installed
+    ├── ExportError                  (1)   a graph could not be exported or rendered
+    │   └── GraphvizNotFoundError          Graphviz's ``dot`` is not installed
+    └── RunNotFoundError             (1)   no recorded run to report on
 
 A cache directory that its group may write to gives an :class:`UnsafeCacheWarning`.
 
@@ -184,6 +185,10 @@ class ExportError(CheckpointError):
 
 class GraphvizNotFoundError(ExportError):
     """An image was requested but Graphviz's ``dot`` program is not on PATH."""
+
+
+class RunNotFoundError(CheckpointError):
+    """No recorded run matches what a report asks for (none recorded yet, or not that one)."""
 
 
 class TerminatedError(KeyboardInterrupt):

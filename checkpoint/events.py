@@ -60,6 +60,8 @@ class TaskFinished:
     """What the task wrote to stdout and stderr."""
     worker: str = ""
     """``hostname:pid`` of the process that ran it."""
+    started: float = 0.0
+    """When the worker started computing it (Unix time; 0 when not told)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class TaskFailed:
     """What the task wrote to stdout and stderr before it failed."""
     duration: float = 0.0
     worker: str = ""
+    started: float = 0.0
+    """When the worker started computing it (Unix time; 0 when not told)."""
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,19 @@ def _report_crashes(adapter: ExecutorAdapter) -> ExecutorAdapter:
     return adapter
 
 
+def default_workers(name: str, max_workers: int | None) -> int:
+    """How many workers the executor called ``name`` gets (0: as many as a Dask cluster has)."""
+    cpus = os.cpu_count() or 1
+    name = name.lower()
+    if name in ("process", "processes"):
+        return max_workers or cpus
+    if name in ("thread", "threads"):
+        return max_workers or min(32, cpus + 4)
+    if name in ("inline", "sync", "synchronous"):
+        return 1
+    return max_workers or 0
+
+
 def resolve_executor(executor: Executor | str | None, max_workers: int | None) -> ExecutorAdapter:
     """Make the adapter for an executor name or instance (default: a process pool)."""
     cpus = os.cpu_count() or 1
@@ -137,9 +150,9 @@ def resolve_executor(executor: Executor | str | None, max_workers: int | None) -
         if name in ("process", "processes"):
             from ._pool import ProcessPoolAdapter
 
-            return ProcessPoolAdapter(max_workers or cpus)
+            return ProcessPoolAdapter(default_workers(name, max_workers))
         if name in ("thread", "threads"):
-            n = max_workers or min(32, cpus + 4)
+            n = default_workers(name, max_workers)
             return _report_crashes(
                 ExecutorAdapter("thread", n, _thread_pool(n), lambda: _thread_pool(n)))
         if name in ("inline", "sync", "synchronous"):

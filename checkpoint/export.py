@@ -143,6 +143,13 @@ _LOOKS: dict[str, _Look] = {
 }
 
 
+def state_looks() -> dict[str, dict[str, Any]]:
+    """How each display state is drawn: ``{state: {"fill", "border", "dashed", "bold"}}``
+    (the run report draws its DAG the same way)."""
+    return {state: {"fill": look.fill, "border": look.border, "dashed": look.dashed,
+                    "bold": look.bold} for state, look in _LOOKS.items()}
+
+
 def _dot_attrs(look: _Look) -> str:
     style = "rounded,filled" + (",dashed" if look.dashed else "") + (",bold" if look.bold else "")
     return f'fillcolor="{look.fill}", color="{look.border}", style="{style}"'

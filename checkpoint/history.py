@@ -102,6 +102,34 @@ def last_log(task: Task[Any], cache_dir: str | os.PathLike[str] | None = None) -
     return last_run(task, Store.open(cache_dir), output=True)
 
 
+def stored_starts(tasks: Iterable[tuple[Task[Any], bool, float]],
+                  cache_dir: str | os.PathLike[str] | None = None) -> dict[TaskId, float]:
+    """When each of ``(task, failed, duration)`` started, by task id, from its stored result
+    (or its recorded failure when ``failed``), if the record has that duration.
+
+    For a run's record of events that did not carry start times: one index query per
+    family (and one per failure).
+    """
+    store = Store.open(cache_dir)
+    done: dict[str, list[tuple[TaskId, float]]] = {}
+    starts: dict[TaskId, float] = {}
+    for task, failed, duration in tasks:
+        family = task.family.dirname
+        if failed:
+            run = store.get_failed_run(family, task.id)
+            if run is not None and abs(run.duration - duration) < 1e-6:
+                starts[task.id] = run.started
+        else:
+            done.setdefault(family, []).append((task.id, duration))
+    for family, wanted in done.items():
+        metas = store.get_metas(family, [tid for tid, _ in wanted])
+        for tid, duration in wanted:
+            meta = metas.get(tid)
+            if meta is not None and abs(meta.duration - duration) < 1e-6:
+                starts[tid] = meta.started
+    return starts
+
+
 def duration_estimates(plan: Plan) -> tuple[dict[TaskId, float], dict[str, tuple[float, int]]]:
     """What the plan's stored metadata says about durations, for an ETA.
 

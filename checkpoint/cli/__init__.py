@@ -207,10 +207,10 @@ def cli(ctx: click.Context, taskfile: str | None, cache_dir: str | None, verbose
 
 def _register() -> None:
     """Add the subcommands (one module each; their heavy imports live inside the commands)."""
-    from . import cache, clear, graph, log, ls, run, touch, why
+    from . import cache, clear, graph, log, ls, report, run, touch, why
 
     for command in (run.run, ls.ls, clear.clear, cache.cache, why.why, touch.touch, graph.graph,
-                    log.log):
+                    log.log, report.report):
         cli.add_command(command)
 
 

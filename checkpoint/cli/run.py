@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .._text import plural
+from ..errors import UsageError
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import emit_json, err, trim_traceback
@@ -214,6 +215,9 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 @click.option("--show-locals", is_flag=True, help="Show local variables in failure tracebacks.")
 @click.option("-q", "--quiet", is_flag=True,
               help="Say less: only errors and data ('checkpoint -q run' does the same).")
+@click.option("--report", "report_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the run's HTML report to FILE when it ends, failed or not "
+                   "(see 'checkpoint report').")
 @pass_app
 def run(
     app: App,
@@ -235,6 +239,7 @@ def run(
     trace: str | None,
     show_locals: bool,
     quiet: bool,
+    report_path: str | None,
 ) -> None:
     """Build TARGETS (default: main) as one DAG and print their values.
 
@@ -251,8 +256,11 @@ def run(
       checkpoint run --executor inline      # one at a time, breakpoint() works
       checkpoint run -k --retries 2         # go on after failures, retry each twice
       checkpoint run --rate-limit gpu=1     # one task of queue gpu at a time
+      checkpoint run --report report.html   # and a report of the run, to open in a browser
     """
+    from ..executors import default_workers
     from ..graph import plan
+    from ..runs import RunRecorder
     from ..scheduler import run as run_tasks
 
     if quiet:
@@ -262,6 +270,13 @@ def run(
     tasks = app.targets(targets or ("main",))
     _check_queues(app, rate_limits)
     traced = app.targets((trace,)) if trace else []
+    if report_path:
+        if dry_run:
+            raise UsageError("--report needs a run, and --dry-run runs nothing: leave one out.")
+        folder = (app.invoked_from / report_path).parent
+        if not folder.is_dir():  # said before the run, not after it
+            raise UsageError(f"Cannot write the report to {report_path}: there is no directory "
+                             f"{click.format_filename(folder)}.")
     if dry_run:
         the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,
                         code_check=not no_code_check)
@@ -270,25 +285,35 @@ def run(
     # Progress, the summary and failed tasks' output and tracebacks go to stderr.
     subs, reporter, failures = subscribers(app, no_progress=no_progress, show_output=show_output,
                                            as_json=as_json)
-    with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), _stdout_to_stderr(as_json):
-        result = run_tasks(
-            tasks,
-            executor=executor,
-            max_workers=workers,
-            rate_limits=rate_limits,
-            keep_going=keep_going,
-            force=force,
-            force_upstream=force_upstream,
-            code_check=not no_code_check,
-            cache_dir=app.cache_dir,
-            subscribers=[*subs, record],
-            retries=retries,
-            timeout=timeout,
-            raise_on_failure=False,
-            debug=post_mortem,
-            trace=traced,
-            show_locals=show_locals,
-        )
+    # Every run is recorded for `checkpoint report` (a run that only reuses results is not saved).
+    recorder = RunRecorder(app.cache_dir, executor=executor,
+                           workers=default_workers(executor, workers))
+    try:
+        with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), _stdout_to_stderr(as_json):
+            result = run_tasks(
+                tasks,
+                executor=executor,
+                max_workers=workers,
+                rate_limits=rate_limits,
+                keep_going=keep_going,
+                force=force,
+                force_upstream=force_upstream,
+                code_check=not no_code_check,
+                cache_dir=app.cache_dir,
+                subscribers=[*subs, record, recorder],
+                retries=retries,
+                timeout=timeout,
+                raise_on_failure=False,
+                debug=post_mortem,
+                trace=traced,
+                show_locals=show_locals,
+            )
+    finally:
+        recorder.close()
+        for problem in recorder.problems:
+            err(f"warning: {problem}", quiet=app.quiet)
+        if report_path:
+            _write_report(app, recorder, report_path)
     if as_json:
         emit_json(_run_document(tasks, targets or ("main",), result, failures))
     else:
@@ -301,6 +326,22 @@ def run(
                 click.echo(value if isinstance(value, str) else repr(value))
     if result.failed or result.skipped:
         sys.exit(1)
+
+
+def _write_report(app: App, recorder: Any, path: str) -> None:
+    """``--report``: the HTML report of the run that just ended (never fails the command)."""
+    from ..report import Report
+
+    record = recorder.last
+    if record is None:
+        err(f"No report written to {path}: the run stopped before any task could start.")
+        return
+    try:
+        Report(record, app.cache_dir).write(app.invoked_from / path)
+    except Exception as exc:  # noqa: BLE001 - the run's own outcome (or error) must stand
+        err(f"warning: the report could not be written to {path}: {exc}")
+        return
+    err(f"Report: {path}", quiet=app.quiet)
 
 
 def _report_traced_failures(

@@ -163,6 +163,19 @@ def test_thread_run_does_not_import_multiprocessing(project: Path) -> None:
     assert "multiprocessing" in modules  # the check above can see these imports
 
 
+def test_runs_are_recorded_without_the_report_code(project: Path) -> None:
+    """A run is recorded for `checkpoint report`, but neither it nor a warm run imports the
+    report's code or networkx (that cost is paid by `report` and `run --report` only)."""
+    for _ in ("cold", "warm"):
+        modules, out = _loaded_modules(["run", "--executor", "thread", "--no-progress", "main"],
+                                       project.parent)
+        assert out == "[1, 4, 6, 4, 1]\n"
+        assert not modules & {"networkx", "checkpoint.report", "checkpoint.export"}
+    assert "checkpoint.runs" in modules  # the check above can see checkpoint's modules
+    assert sorted(p.name for p in (project.parent / ".cache/checkpoint/runs").iterdir()) == \
+        ["000001.run"]  # the warm run was not saved
+
+
 def test_completion_is_light_and_lists_families(project: Path) -> None:
     """Completing a target should list family names without importing heavy modules or the taskfile."""
     modules, out = _loaded_modules([], project.parent, _CHECKPOINT_COMPLETE="bash_complete",
