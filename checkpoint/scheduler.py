@@ -992,7 +992,7 @@ class _Run:
         self.admission.observe(family.queue, out.duration)
         if self.emit:
             self.emit(ev.TaskFinished(task, time.time(), out.duration, out.size,
-                                      out.output, out.worker))
+                                      out.output, out.worker, out.started))
         self._settled(out.id, done=True)
 
     def _failed(self, out: Outcome) -> None:
@@ -1053,7 +1053,8 @@ class _Run:
             text or f"{type(error).__name__}: {error}",
         ))
         if self.emit:
-            self.emit(ev.TaskFailed(task, time.time(), error, text, output, duration, worker))
+            self.emit(ev.TaskFailed(task, time.time(), error, text, output, duration, worker,
+                                    started))
         if not self.options.keep_going:
             self.stopping = True
             return
