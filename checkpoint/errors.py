@@ -8,7 +8,8 @@ subclasses to exit codes in one place (``exit_code``)::
     │   ├── TaskfileNotFoundError
     │   ├── TaskfileImportError
     │   ├── TargetSyntaxError
-    │   └── UnknownTaskError
+    │   ├── UnknownTaskError
+    │   └── RemoteConfigError              a remote cache is misconfigured (URL, key, extra)
     ├── TaskDefinitionError          (2)   a task or its arguments are malformed
     │   ├── TaskArgumentError              (also a TypeError)
     │   ├── UnserializableArgumentError    (also a TypeError)
@@ -25,10 +26,13 @@ subclasses to exit codes in one place (``exit_code``)::
     │   ├── StoreVersionError
     │   ├── UnsafeCacheError         (2)   another user could plant values in the cache
     │   └── SharedCacheError               a Dask worker cannot see the cache directory
-    └── ExportError                  (1)   a graph could not be exported or rendered
-        └── GraphvizNotFoundError          Graphviz's ``dot`` is not installed
+    ├── ExportError                  (1)   a graph could not be exported or rendered
+    │   └── GraphvizNotFoundError          Graphviz's ``dot`` is not installed
+    └── RemoteUnavailableError       (1)   a remote cache cannot be reached
 
-A cache directory that its group may write to gives an :class:`UnsafeCacheWarning`.
+A cache directory that its group may write to gives an :class:`UnsafeCacheWarning`; a
+remote cache that cannot be reached during a run, or an entry of it that is refused, a
+:class:`RemoteWarning` (the run goes on locally).
 
 A run interrupted by Ctrl-C raises :class:`KeyboardInterrupt`; by SIGTERM,
 :class:`TerminatedError` (a ``KeyboardInterrupt`` too, so both unwind the same way).
@@ -69,6 +73,11 @@ class TargetSyntaxError(UsageError):
 
 class UnknownTaskError(UsageError):
     """A target names a task family that the taskfile does not define."""
+
+
+class RemoteConfigError(UsageError):
+    """A remote cache cannot be used as configured: a URL fsspec does not know, no signing
+    key (``CP_REMOTE_KEY``), or the ``remote`` extra is not installed."""
 
 
 class TaskDefinitionError(CheckpointError):
@@ -184,6 +193,15 @@ class ExportError(CheckpointError):
 
 class GraphvizNotFoundError(ExportError):
     """An image was requested but Graphviz's ``dot`` program is not on PATH."""
+
+
+class RemoteUnavailableError(CheckpointError):
+    """A remote cache cannot be reached (network, credentials, a missing bucket)."""
+
+
+class RemoteWarning(UserWarning):
+    """A run goes on without (part of) its remote cache: it cannot be reached, or one of its
+    entries was refused (damaged, unsigned, wrongly signed)."""
 
 
 class TerminatedError(KeyboardInterrupt):
