@@ -154,6 +154,7 @@ class RemoteStorage:
     def listing(self, prefix: str) -> dict[str, tuple[int, float]]:
         """``{relative path: (size, modification time)}`` of the files under ``prefix``."""
         path = self.path(prefix.rstrip("/"))
+        self.fs.invalidate_cache(path)  # another process may have written since (s3fs caches)
         try:
             found = self._call(lambda: self.fs.find(path, detail=True))
         except FileNotFoundError:
@@ -171,6 +172,7 @@ class RemoteStorage:
     def exists(self, relative: str) -> bool:
         self.requests += 1
         path = self.path(relative)
+        self.fs.invalidate_cache(path)
         return bool(self._call(lambda: self.fs.exists(path)))
 
     # --- writing ----------------------------------------------------------------------------

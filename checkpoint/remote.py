@@ -22,10 +22,10 @@ names it). A pulled task is fresh for the scheduler, which runs only what is lef
 A task downstream of one that must run here (forced, failed a check, not on the remote) is
 computed here: its key depends on a value that does not exist yet. A task that declares
 output files (``Product()``) is neither pulled nor pushed: its files live in the project,
-not in the cache. Its dependents are pulled as usual, since their keys name its stamp,
-which names its outputs' digests. A task with ``File()`` inputs is pulled only when the
-digests of the input files here are the ones its entry was computed from (they are part
-of the key).
+not in the cache. Its dependents are pulled when it is fresh here (their keys name its
+stamp, which names its outputs' digests); when it runs, so do they. A task with ``File()``
+inputs is pulled only when the digests of the input files here are the ones its entry was
+computed from (they are part of the key).
 
 **Pushing** (:func:`push_plan`) uploads the current entries of a plan that the remote
 lacks: objects first, manifests last, so a reader never finds a manifest whose objects
