@@ -78,6 +78,14 @@ class RemoteStorage:
         self.local = "file" in protocols or "local" in protocols
         self.renaming = not _RENAMING.isdisjoint(protocols)
         self.is_async = bool(getattr(fs, "async_impl", False))
+        self.read_options: dict[str, Any] = {}
+        if self.is_async:
+            import inspect
+
+            # s3fs asks for an object's size (a HEAD request) before reading it whole,
+            # to read large ones in parallel ranges; manifests and small objects are small.
+            if "max_concurrency" in inspect.signature(fs._cat_file).parameters:
+                self.read_options["max_concurrency"] = 1
         self.requests = 0
         """Requests sent so far (a listing counts one per page of 1,000)."""
 
@@ -126,7 +134,8 @@ class RemoteStorage:
         if self.local:
             results: list[Any] = self._map(_read_local, paths)
         elif self.is_async:
-            results = self._call(lambda: self.fs.cat_ranges(paths, None, None, on_error="return"))
+            results = self._call(lambda: self.fs.cat_ranges(paths, None, None, on_error="return",
+                                                            **self.read_options))
         else:
             results = self._map(lambda p: _or_error(lambda: self.fs.cat_file(p)), paths)
         found: dict[str, bytes | None] = {}
