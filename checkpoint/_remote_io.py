@@ -35,6 +35,8 @@ T = TypeVar("T")
 _RENAMING = frozenset({"file", "local", "sftp", "ssh", "smb", "ftp", "hdfs", "webhdfs", "arrow_hdfs"})
 """Protocols of filesystems whose writes are not atomic by themselves (rename into place)."""
 _THREADS = 16
+_PART = 8 << 20
+_PARTS = 4
 _S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60,
               "retries": {"max_attempts": 3, "mode": "standard"}}
 """botocore settings for s3://: an unreachable endpoint is reported within seconds."""
@@ -86,6 +88,16 @@ class RemoteStorage:
             # to read large ones in parallel ranges; manifests and small objects are small.
             if "max_concurrency" in inspect.signature(fs._cat_file).parameters:
                 self.read_options["max_concurrency"] = 1
+        self.transfer_options: dict[str, Any] = {}
+        """Large files move in parts of ``_PART`` bytes, ``_PARTS`` at a time: s3fs's
+        defaults (50 MiB parts, 10 at once) hold half a gigabyte per file in memory."""
+        if self.is_async and not self.local:
+            import inspect
+
+            for method in (fs._put_file, fs._get_file):
+                parameters = inspect.signature(method).parameters
+                if "chunksize" in parameters and "max_concurrency" in parameters:
+                    self.transfer_options = {"chunksize": _PART, "max_concurrency": _PARTS}
         self.requests = 0
         """Requests sent so far (a listing counts one per page of 1,000)."""
 
@@ -153,7 +165,7 @@ class RemoteStorage:
         self.requests += 1
         path = self.path(relative)
         try:
-            self._call(lambda: self.fs.get_file(path, local))
+            self._call(lambda: self.fs.get_file(path, local, **self.transfer_options))
         except FileNotFoundError:
             with contextlib.suppress(OSError):
                 os.unlink(local)
@@ -219,7 +231,7 @@ class RemoteStorage:
                 self.fs.mv(tmp, path)
             self._call(put)
         else:
-            self._call(lambda: self.fs.put_file(local, path))
+            self._call(lambda: self.fs.put_file(local, path, **self.transfer_options))
 
     def delete(self, relatives: list[str]) -> None:
         """Remove files (those already gone are ignored)."""
