@@ -3,6 +3,7 @@
 Layout under the remote's URL::
 
     entries/{family}/{task id}/{key}.json   one manifest per entry (signed JSON)
+    packs/{family}/{time}-{token}.pack      the manifests one push uploaded, one per line
     objects/{sha[:2]}/{sha256}              values and data-directory files, by content
 
 **Keys.** An entry's key is a digest of what it was computed from: the family's code
@@ -16,6 +17,11 @@ side by side.
 (the value itself, base64-encoded, when it is at most ``INLINE_MAX`` bytes: one request
 per small entry) and of each file of its data directory. Objects are named by their
 SHA-256, so every download is checked against the name the manifest gives.
+
+**Packs.** A push that uploads many entries of a family also writes their manifests, as
+they are, into one pack (after the manifests). A pull that looks up many entries of a
+family reads its packs (a request each) instead of a manifest per entry; each manifest
+from a pack is checked exactly as one read alone, and one that fails is read alone.
 
 **Signatures.** A manifest carries ``hmac-sha256:{hex}``, an HMAC of its canonical JSON
 (sorted keys, no spaces, without the signature) under the team's key (``CP_REMOTE_KEY``).
@@ -61,6 +67,20 @@ def entry_path(family: str, task_id: str, key: str) -> str:
 
 def object_path(sha: str) -> str:
     return f"objects/{sha[:2]}/{sha}"
+
+
+def pack_path(family: str, pushed: float, token: str) -> str:
+    return f"packs/{family}/{int(pushed * 1000):013d}-{token}.pack"
+
+
+def packed_path(line: bytes) -> str | None:
+    """The entry path of a manifest read from a pack (``None`` for a line that is not one).
+    Not verified: it only says where the manifest claims to belong."""
+    try:
+        body = json.loads(line)
+        return entry_path(body["family"], body["task"], entry_key(body["fingerprint"], body["deps"]))
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+        return None
 
 
 def parse_entry_path(relative: str) -> tuple[str, str, str] | None:

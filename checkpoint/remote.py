@@ -63,6 +63,8 @@ from ._manifest import (
     entry_key,
     entry_path,
     object_path,
+    pack_path,
+    packed_path,
     parse_entry_path,
 )
 from ._types import TaskId
@@ -83,6 +85,12 @@ STREAM_MIN = 8 << 20
 smaller ones move in concurrent batches, held in memory."""
 BATCH_BYTES = 64 << 20
 """At most this many bytes of small objects are held in memory at once."""
+PACK_MIN = 32
+"""A push writes a pack for a family when it uploads at least this many of its entries; a
+pull reads a family's packs when it looks up at least this many of its entries."""
+PACK_BYTES_PER_ENTRY = 4096
+"""A pull reads a family's packs only when they hold at most this many bytes per entry
+it looks up (else, many old packs: it reads the manifests one by one)."""
 GRACE_SECONDS = 3600.0
 """``prune`` leaves objects and temporary files younger than this (a push in progress)."""
 _CHUNK = 1 << 20
@@ -268,6 +276,8 @@ class _Pull:
         """How many pulled entries need each object (a shared large one is copied)."""
         self.sizes: dict[TaskId, int] = {}
         self.durations: dict[TaskId, float] = {}
+        self.packed: dict[str, bytes] = {}
+        """Manifests read from packs, by the entry path they claim (not yet checked)."""
 
     def stamp(self, tid: TaskId) -> str | None:
         status = self.status.get(tid)
@@ -287,6 +297,7 @@ class _Pull:
                 pending.append(tid)
             else:
                 self.status[tid] = "run"
+        self._read_packs(pending)
         while pending:
             wave: dict[TaskId, str] = {}
             later: list[TaskId] = []
@@ -311,24 +322,59 @@ class _Pull:
         self._download()
         self._commit()
 
+    def _read_packs(self, pending: list[TaskId]) -> None:
+        """Read the packs of the families with many entries to look up (see
+        :mod:`checkpoint._manifest`): a request per pack instead of one per entry."""
+        by_family: dict[str, int] = {}
+        for tid in pending:
+            family = self.nodes[tid].task.family.dirname
+            by_family[family] = by_family.get(family, 0) + 1
+        storage = self.remote.storage
+        wanted: list[str] = []
+        for family, count in by_family.items():
+            if count < PACK_MIN:
+                continue
+            packs = storage.listing(f"packs/{family}/")
+            packs = {p: v for p, v in packs.items() if p.endswith(".pack")}
+            if sum(size for size, _ in packs.values()) <= PACK_BYTES_PER_ENTRY * count:
+                wanted += packs
+        for content in storage.read_many(wanted).values():
+            for line in (content or b"").splitlines():
+                path = packed_path(line)
+                if path is not None:
+                    self.packed[path] = line
+
     def _look_up(self, wave: dict[TaskId, str]) -> None:
-        """Fetch and check a wave's manifests (one batch of concurrent requests)."""
-        found = self.remote.storage.read_many(list(wave.values()))
+        """Fetch and check a wave's manifests: from the packs read, else in one batch of
+        concurrent requests."""
+        alone: dict[TaskId, str] = {}
         for tid, path in wave.items():
+            raw = self.packed.pop(path, None)
+            if raw is None or not self._accept(tid, path, raw, refuse=False):
+                alone[tid] = path  # not in a pack, or its copy there failed: read it alone
+        found = self.remote.storage.read_many(list(alone.values()))
+        for tid, path in alone.items():
             raw = found.get(path)
-            node = self.nodes[tid]
             if raw is None:
                 self.status[tid] = "run"
-                self.report.missing.append(node.task)
-                continue
-            try:
-                manifest = Manifest.verified(raw, self.key)
-                self._check_match(manifest, node, tid)
-            except RefusedEntry as exc:
+                self.report.missing.append(self.nodes[tid].task)
+            else:
+                self._accept(tid, path, raw, refuse=True)
+
+    def _accept(self, tid: TaskId, path: str, raw: bytes, refuse: bool) -> bool:
+        """Check a manifest; if good, the task is pulled. A bad one is refused (a warning,
+        the task runs here) when ``refuse``."""
+        node = self.nodes[tid]
+        try:
+            manifest = Manifest.verified(raw, self.key)
+            self._check_match(manifest, node, tid)
+        except RefusedEntry as exc:
+            if refuse:
                 self._refuse(node.task, path, exc.reason)
-                continue
-            self.manifests[tid] = manifest
-            self.status[tid] = "pulled"
+            return False
+        self.manifests[tid] = manifest
+        self.status[tid] = "pulled"
+        return True
 
     def _check_match(self, manifest: Manifest, node: Node, tid: TaskId) -> None:
         """Refuse a (signed) manifest that is not the entry its path promises: the rule of
@@ -594,6 +640,7 @@ def push_plan(the_plan: Plan, store: Store, remote: Remote) -> PushReport:
     for family in sorted(families):
         existing.update(storage.listing(f"entries/{family}/"))
     manifests: dict[str, bytes] = {}
+    packs: dict[str, list[bytes]] = {}
     objects: dict[str, tuple[str, int]] = {}
     """sha256 -> (local file, size) of the objects to upload."""
     pushed: list[Task[Any]] = []
@@ -610,11 +657,15 @@ def push_plan(the_plan: Plan, store: Store, remote: Remote) -> PushReport:
             report.skipped.append((task, str(exc)))
             continue
         manifests[path] = manifest.signed(key)
+        packs.setdefault(family, []).append(manifests[path])
         objects.update(needed)
         pushed.append(task)
         report.bytes += manifest.size + sum(f.size for f in manifest.data or ())
     _upload_objects(storage, objects)
     storage.write_many(manifests)  # last: a manifest is never visible before its objects
+    token = secrets.token_hex(4)
+    storage.write_many({pack_path(family, time.time(), token): b"\n".join(lines) + b"\n"
+                        for family, lines in packs.items() if len(lines) >= PACK_MIN})
     report.pushed = pushed
     report.requests = remote.requests - before
     return report
@@ -871,7 +922,7 @@ class Usage:
     entries: int = 0
     objects: int = 0
     bytes: int = 0
-    """Bytes of all its files (manifests and objects)."""
+    """Bytes of all its files (manifests, packs and objects)."""
     by_family: dict[str, tuple[int, int]] = field(default_factory=dict)
     """``{family: (entries, bytes of their values and data files)}``."""
 
@@ -881,7 +932,9 @@ def usage(remote: Remote) -> Usage:
     found = entries(remote)
     objects = remote.storage.listing("objects/")
     result = Usage(entries=len(found), objects=len(objects))
-    result.bytes = sum(size for size, _ in objects.values()) + sum(e.manifest_size for e in found)
+    packs = remote.storage.listing("packs/")
+    result.bytes = (sum(size for size, _ in objects.values()) + sum(e.manifest_size for e in found)
+                    + sum(size for size, _ in packs.values()))
     for path, manifest in read_manifests(remote, found).items():
         family = path.split("/")[1]
         count, total = result.by_family.get(family, (0, 0))
@@ -899,14 +952,16 @@ class PrunePlan:
     objects: list[str] = field(default_factory=list)
     """Objects no remaining manifest names (older than the grace period)."""
     temporary: list[str] = field(default_factory=list)
+    packs: list[str] = field(default_factory=list)
+    """Packs pushed before ``older_than`` (their entries' manifests go too)."""
     bytes: int = 0
 
 
 def prune(remote: Remote, *, older_than: float | None = None, family: str | None = None,
           dry_run: bool = False, now: float | None = None) -> PrunePlan:
-    """Remove entries last pushed more than ``older_than`` seconds ago (of one family
-    directory name, or all), then the objects no manifest names any more and leftover
-    temporary files. Objects and temporary files younger than ``GRACE_SECONDS`` stay: a
+    """Remove entries and packs last pushed more than ``older_than`` seconds ago (of one
+    family directory name, or all) and damaged manifests, then the objects no manifest or
+    pack names any more and leftover temporary files. Objects and temporary files younger than ``GRACE_SECONDS`` stay: a
     push in progress uploads its objects before its manifests."""
     now = time.time() if now is None else now
     result = PrunePlan()
@@ -924,6 +979,20 @@ def prune(remote: Remote, *, older_than: float | None = None, family: str | None
             referenced.add(manifest.sha256)
         elif manifest != "gone" and family in (None, path.split("/")[1]):
             result.entries.append(next(e for e in keep if e.path == path))  # damaged
+    packs = remote.storage.listing("packs/")
+    kept_packs = []
+    for path, (size, modified) in packs.items():
+        if path.rsplit("/", 1)[-1].startswith(".tmp-"):
+            continue  # below
+        if older_than is not None and now - modified > older_than \
+                and family in (None, path.split("/")[1]):
+            result.packs.append(path)
+            result.bytes += size
+        else:
+            kept_packs.append(path)
+    for content in remote.storage.read_many(kept_packs).values():
+        for line in (content or b"").splitlines():
+            referenced.update(_references(line))
     listing = remote.storage.listing("objects/")
     for path, (size, modified) in listing.items():
         name = path.rsplit("/", 1)[-1]
@@ -934,11 +1003,25 @@ def prune(remote: Remote, *, older_than: float | None = None, family: str | None
         elif name not in referenced and not young:
             result.objects.append(path)
             result.bytes += size
-    for path, (_size, modified) in remote.storage.listing("entries/").items():
+    for path, (_size, modified) in [*remote.storage.listing("entries/").items(), *packs.items()]:
         if path.rsplit("/", 1)[-1].startswith(".tmp-") and now - modified >= GRACE_SECONDS:
             result.temporary.append(path)
     result.bytes += sum(e.manifest_size for e in result.entries)
     if not dry_run:
-        remote.storage.delete([e.path for e in result.entries])
+        remote.storage.delete([e.path for e in result.entries] + result.packs)
         remote.storage.delete(result.objects + result.temporary)
     return result
+
+
+def _references(line: bytes) -> set[str]:
+    """The objects a manifest names (read unverified: for keeping objects, not loading)."""
+    import json
+
+    try:
+        body = json.loads(line)
+        found = {str(f["sha256"]) for f in body.get("data") or ()}
+        if body.get("inline") is None:
+            found.add(str(body["sha256"]))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return set()
+    return found

@@ -60,8 +60,11 @@ def test_two_machines_share_an_s3_remote(tmp_path: Path, s3: str, s3_server: S3S
     first = a.run_json("--push")
     assert (first["ran"], first["pushed"]) == (200, 200)
 
+    before = s3_server.requests
     cold = b.cli("run", "--executor", "inline", "--no-progress")
     assert "Done in" in cold.stderr and ": 0 ran, 200 pulled, 0 reused," in cold.stderr
+    # The 190 leaves come in one pack (a listing and a read), the 10 others one by one.
+    assert s3_server.requests - before < 30
     assert cold.stdout.strip() == first["targets"][0]["repr"]
     assert b.run_json()["reused"] == 200  # now local
 
@@ -356,6 +359,63 @@ def test_pull_refusal_exits_1(pipeline: ModuleType, tmp_path: Path) -> None:
         report = pull_targets([pipeline.main()], remote.as_uri(), cache_dir=tmp_path / "b")
     assert [t.expression() for t, _ in report.refused] == ["big(50000)"]
     assert "main()" not in {t.expression() for t in report.pulled}
+
+
+MANY = '''
+from checkpoint import requires, task
+
+
+@task
+def item(i: int):
+    def __() -> int:
+        return i * 3
+    return __
+
+
+@task
+def total():
+    @requires([item(i) for i in range(40)])
+    def __(items: list[int]) -> int:
+        return sum(items)
+    return __
+'''
+
+
+def test_packs_serve_many_entries_and_fall_back(
+    make_module: Callable[[str, str], ModuleType], tmp_path: Path, key: str
+) -> None:
+    """A push of many entries of a family should write a pack that a pull reads instead of
+    one manifest per entry; a damaged pack line should fall back to the manifest itself."""
+    mod = make_module("many_tasks", MANY)
+    remote = tmp_path / "remote"
+    run([mod.total()], cache_dir=tmp_path / "a", remote=remote.as_uri(), executor="inline")
+    push([mod.total()], remote.as_uri(), cache_dir=tmp_path / "a")
+    [pack] = (remote / "packs" / mod.item.dirname).glob("*.pack")
+    assert len(pack.read_bytes().splitlines()) == 40
+
+    counted = Remote(remote.as_uri())
+    result = run([mod.total()], cache_dir=tmp_path / "b", remote=counted, executor="inline")
+    assert len(result.pulled) == 41 and result.ran == []
+    assert counted.requests == 3  # the listing of the packs, the pack, total()'s manifest
+
+    lines = pack.read_bytes().splitlines()
+    body = json.loads(lines[5])
+    body["stamp"] = "forged"
+    pack.write_bytes(b"\n".join([*lines[:5], json.dumps(body).encode(), *lines[6:]]) + b"\n")
+    again = run([mod.total()], cache_dir=tmp_path / "c", remote=remote.as_uri(), executor="inline")
+    assert len(again.pulled) == 41  # item(5) was read alone: no warning (pytest would fail)
+
+    forged = _manifest_of(remote, mod.item(5))
+    forged.write_text(json.dumps({**json.loads(forged.read_text()), "stamp": "forged"}))
+    with pytest.warns(RemoteWarning, match="signature does not match"):
+        third = run([mod.total()], cache_dir=tmp_path / "d", remote=remote.as_uri(),
+                    executor="inline")
+    assert [t.expression() for t in third.ran] == ["item(5)", "total()"]
+    assert third.values[mod.total().id] == sum(i * 3 for i in range(40))
+
+    gone = prune(Remote(remote.as_uri()), older_than=0, now=time.time() + 7200)
+    assert len(gone.packs) == 1 and len(gone.entries) == 41
+    assert not list((remote / "packs").rglob("*.pack"))
 
 
 # --- keys and reachability --------------------------------------------------------------------

@@ -11,7 +11,7 @@ directory); ``remote_push = true`` there makes ``run`` push what it computed.
 ls``: ``{"entries": [{"family", "id", "key", "task", "size", "pushed", "status"}]}``;
 ``remote du``: ``{"families": [{"family", "entries", "size"}], "entries", "objects",
 "bytes"}``; ``remote prune``: ``{"entries": [{"family", "id", "key"}], "objects": n,
-"temporary": n, "bytes", "removed": bool}``.
+"packs": n, "temporary": n, "bytes", "removed": bool}``.
 """
 
 from __future__ import annotations
@@ -284,10 +284,12 @@ def remote_prune(app: App, remote_option: str | None, older_than: float | None,
     if as_json:
         emit_json({"entries": [{"family": e.family, "id": e.task, "key": e.key}
                                for e in result.entries],
-                   "objects": len(result.objects), "temporary": len(result.temporary),
+                   "packs": len(result.packs), "objects": len(result.objects),
+                   "temporary": len(result.temporary),
                    "bytes": result.bytes, "removed": yes})
         return
     what = (f"{plural(len(result.entries), 'entry', 'entries')}, "
+            f"{plural(len(result.packs), 'pack')}, "
             f"{plural(len(result.objects), 'unused object')} and "
             f"{plural(len(result.temporary), 'leftover temporary file')} "
             f"({human_size(result.bytes)})")
