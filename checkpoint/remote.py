@@ -276,6 +276,8 @@ class _Pull:
         """How many pulled entries need each object (a shared large one is copied)."""
         self.sizes: dict[TaskId, int] = {}
         self.durations: dict[TaskId, float] = {}
+        self.sourced: set[str] = set()
+        """Families whose normalized source goes with a stored record already."""
         self.packed: dict[str, bytes] = {}
         """Manifests read from packs, by the entry path they claim (not yet checked)."""
 
@@ -572,8 +574,12 @@ class _Pull:
             worker=manifest.worker, log=bool(manifest.log),
         )
         previous = node.meta
+        source = None
+        if family.dirname not in self.sourced:  # once a family: put_many checks it per record
+            self.sourced.add(family.dirname)
+            source = family.fingerprint
         return Record(family.dirname, tid, meta, self.payloads.pop(tid, None),
-                      source=family.fingerprint, log=manifest.log,
+                      source=source, log=manifest.log,
                       replaces=previous.blob if previous is not None else "")
 
     def cleanup(self) -> None:
