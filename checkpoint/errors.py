@@ -8,7 +8,8 @@ subclasses to exit codes in one place (``exit_code``)::
     │   ├── TaskfileNotFoundError
     │   ├── TaskfileImportError
     │   ├── TargetSyntaxError
-    │   └── UnknownTaskError
+    │   ├── UnknownTaskError
+    │   └── RemoteConfigError              a remote cache is misconfigured (URL, key, extra)
     ├── TaskDefinitionError          (2)   a task or its arguments are malformed
     │   ├── TaskArgumentError              (also a TypeError)
     │   ├── UnserializableArgumentError    (also a TypeError)
@@ -27,9 +28,12 @@ subclasses to exit codes in one place (``exit_code``)::
     │   └── SharedCacheError               a Dask worker cannot see the cache directory
     ├── ExportError                  (1)   a graph could not be exported or rendered
     │   └── GraphvizNotFoundError          Graphviz's ``dot`` is not installed
-    └── RunNotFoundError             (1)   no recorded run to report on
+    ├── RunNotFoundError             (1)   no recorded run to report on
+    └── RemoteUnavailableError       (1)   a remote cache cannot be reached
 
-A cache directory that its group may write to gives an :class:`UnsafeCacheWarning`.
+A cache directory that its group may write to gives an :class:`UnsafeCacheWarning`; a
+remote cache that cannot be reached during a run, or an entry of it that is refused, a
+:class:`RemoteWarning` (the run goes on locally).
 
 A run interrupted by Ctrl-C raises :class:`KeyboardInterrupt`; by SIGTERM,
 :class:`TerminatedError` (a ``KeyboardInterrupt`` too, so both unwind the same way).
@@ -70,6 +74,11 @@ class TargetSyntaxError(UsageError):
 
 class UnknownTaskError(UsageError):
     """A target names a task family that the taskfile does not define."""
+
+
+class RemoteConfigError(UsageError):
+    """A remote cache cannot be used as configured: a URL fsspec does not know, no signing
+    key (``CP_REMOTE_KEY``), or the ``remote`` extra is not installed."""
 
 
 class TaskDefinitionError(CheckpointError):
@@ -189,6 +198,15 @@ class GraphvizNotFoundError(ExportError):
 
 class RunNotFoundError(CheckpointError):
     """No recorded run matches what a report asks for (none recorded yet, or not that one)."""
+
+
+class RemoteUnavailableError(CheckpointError):
+    """A remote cache cannot be reached (network, credentials, a missing bucket)."""
+
+
+class RemoteWarning(UserWarning):
+    """A run goes on without (part of) its remote cache: it cannot be reached, or one of its
+    entries was refused (damaged, unsigned, wrongly signed)."""
 
 
 class TerminatedError(KeyboardInterrupt):

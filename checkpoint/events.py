@@ -3,7 +3,8 @@
 The scheduler never prints: it calls its subscribers with these frozen records, in this
 order for each task: :class:`TaskStarted` then one of :class:`TaskFinished`,
 :class:`TaskFailed`; a task that needs no run gets :class:`TaskReused`, one that cannot
-run because a prerequisite failed gets :class:`TaskSkipped`. :class:`RunPlanned` opens
+run because a prerequisite failed gets :class:`TaskSkipped`; one pulled from a remote
+cache gets :class:`TaskPulled` (before :class:`RunPlanned`). :class:`RunPlanned` opens
 a run and :class:`RunFinished` (or :class:`RunInterrupted`) closes it. A failed attempt
 that will be retried gives :class:`TaskRetried` (and a new :class:`TaskStarted`); a stored
 result that fails its check gives :class:`CorruptEntryFound` before its task re-runs. Every event is
@@ -69,6 +70,19 @@ class TaskReused:
     """A task's stored result is fresh; it does not run."""
 
     task: Task[Any]
+
+
+@dataclass(frozen=True)
+class TaskPulled:
+    """A task's entry was downloaded from the remote cache instead of computed (before
+    the run starts, :mod:`checkpoint.remote`); a :class:`TaskReused` follows, as for every
+    task that does not run."""
+
+    task: Task[Any]
+    size: int
+    """Bytes downloaded: its value and the files of its data directory."""
+    duration: float
+    """What computing it took where it was computed (the time saved)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +159,6 @@ class RunInterrupted:
 
 Event = Union[
     RunPlanned, TaskStarted, TaskFinished, TaskReused, TaskFailed, TaskSkipped, RunFinished,
-    RunInterrupted, TaskRetried, CorruptEntryFound, TaskKept,
+    RunInterrupted, TaskRetried, CorruptEntryFound, TaskKept, TaskPulled,
 ]
 Subscriber = Callable[[Event], None]

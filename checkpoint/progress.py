@@ -6,7 +6,8 @@
   more"); failures in red as they happen, and each task's output above the display when
   ``show_output`` asks for it.
 * :class:`PlainReporter`, anywhere else (piped, CI, ``--no-progress``, ``TERM=dumb``): one line per finished, failed or skipped task, no escape codes.
-* Both end with a summary (ran, reused, failed, skipped, wall time, the slowest tasks) and
+* Both end with a summary (ran, pulled from a remote cache if any, reused, failed, skipped,
+  wall time, the slowest tasks) and
   then, for each failed task, its captured output and traceback.
 
 :func:`reporter_for` picks one, as the CLI and ``run(progress=True)`` do.
@@ -104,6 +105,9 @@ class Tally:
         self.reused = 0
         self.kept = 0
         """Reused tasks that were planned to run (early cutoff); also counted in ``reused``."""
+        self.pulled = 0
+        """Tasks downloaded from a remote cache (not counted in ``reused``)."""
+        self._pulled: set[TaskId] = set()
         self.failed = 0
         self.skipped = 0
         self.families: dict[str, FamilyTally] = {}
@@ -122,7 +126,7 @@ class Tally:
     @property
     def settled(self) -> int:
         """Tasks that need nothing more: finished, reused, failed or skipped."""
-        return self.ran + self.reused + self.failed + self.skipped
+        return self.ran + self.reused + self.pulled + self.failed + self.skipped
 
     def family(self, task: Task[Any]) -> FamilyTally:
         name = task.family.name
@@ -198,8 +202,15 @@ class Tally:
             heapq.heapreplace(self._slowest, item)
 
     def reused_(self, event: ev.TaskReused) -> None:
+        if event.task.id in self._pulled:
+            return  # counted as pulled
         self.family(event.task).done += 1
         self.reused += 1
+
+    def pulled_(self, event: ev.TaskPulled) -> None:
+        self._pulled.add(event.task.id)
+        self.family(event.task).done += 1
+        self.pulled += 1
 
     def kept_(self, event: ev.TaskKept) -> None:
         fam = self.family(event.task)
@@ -292,6 +303,7 @@ _HANDLERS: dict[type, Callable[[Tally, Any], None]] = {
     ev.TaskFinished: Tally.finished,
     ev.TaskReused: Tally.reused_,
     ev.TaskKept: Tally.kept_,
+    ev.TaskPulled: Tally.pulled_,
     ev.TaskFailed: Tally.failed_,
     ev.TaskSkipped: Tally.skipped_,
     ev.RunFinished: Tally.run_finished,
@@ -327,6 +339,16 @@ def error_line(event: ev.TaskFailed) -> str:
     return f"{type(event.error).__name__}: {first}"
 
 
+def _bytes(n: int) -> str:
+    """``1536`` -> ``'1.5 KiB'`` (as the CLI's listings say it)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
 def _all(count: int) -> str:
     return "1 task" if count == 1 else f"all {count:,} tasks"
 
@@ -339,11 +361,12 @@ def summary_lines(tally: Tally, width: int | None = None) -> list[str]:
         # The one line an interrupted run prints (the CLI adds nothing): "done" were stored.
         head = (f"interrupted: {tally.interrupted.done} done, {tally.interrupted.not_run} not run, "
                 f"after {format_duration(wall)}")
-    elif tally.to_run == 0 and not tally.failed:
+    elif tally.to_run == 0 and not tally.failed and not tally.pulled:
         return [f"Nothing to run: {_all(tally.reused)} reused ({format_duration(wall)})."]
     else:
+        pulled = f"{tally.pulled:,} pulled, " if tally.pulled else ""
         head = (f"{'Failed' if tally.failed else 'Done'} in {format_duration(wall)}: "
-                f"{tally.ran:,} ran, {tally.reused:,} reused, {tally.failed:,} failed, "
+                f"{tally.ran:,} ran, {pulled}{tally.reused:,} reused, {tally.failed:,} failed, "
                 f"{tally.skipped:,} skipped")
         not_run = tally.total - tally.settled
         if not_run > 0:  # stopped at the first failure (no --keep-going)
@@ -436,6 +459,9 @@ class PlainReporter:
         elif kind is ev.TaskSkipped:
             assert isinstance(event, ev.TaskSkipped)
             self._line(time.time(), "skipped", event.task, f"(prerequisite {event.failed_upstream!r} failed)", "")
+        elif kind is ev.TaskPulled:
+            assert isinstance(event, ev.TaskPulled)
+            self._line(time.time(), "pulled", event.task, f"{_bytes(event.size)}", "")
         elif kind is ev.RunFinished or kind is ev.RunInterrupted:
             self._end(summary=True)
 
@@ -569,7 +595,8 @@ class LiveReporter:
                 assert isinstance(event, ev.TaskFinished)
                 if event.output:
                     self._print_output(event.task, event.output)
-        elif kind is ev.TaskReused or kind is ev.TaskSkipped or kind is ev.TaskKept:
+        elif kind is ev.TaskReused or kind is ev.TaskSkipped or kind is ev.TaskKept \
+                or kind is ev.TaskPulled:
             pass
         elif kind is ev.TaskFailed:
             assert isinstance(event, ev.TaskFailed)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from ._admission import Admission
@@ -60,6 +60,9 @@ from .files import File, same_outputs, with_outputs
 from .graph import Plan, entry_is_current, plan
 from .store import BlobRef, FailedRun, Meta, Record, Store, decode_payload, new_stamp
 from .task import Task, TaskDirectory, TaskFamily, check_timeout, task_label
+
+if TYPE_CHECKING:
+    from .remote import Remote
 
 
 class RemoteTraceback(Exception):
@@ -88,6 +91,9 @@ class RunResult:
     kept: list[Task[Any]] = field(default_factory=list)
     """Tasks planned to run that did not need to: the prerequisites that re-ran gave the
     same values as before (early cutoff). They are also in ``reused``."""
+    pulled: list[Task[Any]] = field(default_factory=list)
+    """Tasks whose entries were downloaded from the remote cache instead of computed
+    (:mod:`checkpoint.remote`). They are also in ``reused``."""
     durations: dict[TaskId, float] = field(default_factory=dict)
     """Compute time of each task that ran, in seconds."""
     wall_time: float = 0.0
@@ -123,6 +129,7 @@ def run(
     show_locals: bool = False,
     retries: int = 0,
     timeout: float | None = None,
+    remote: Remote | str | bool | None = None,
 ) -> RunResult:
     """Build ``targets`` and their upstream, reusing fresh stored results.
 
@@ -154,6 +161,10 @@ def run(
             :class:`~checkpoint.errors.TaskTimeoutError` (a family's own
             ``@task(timeout=...)`` takes precedence); see docs/concepts.md for what stopping
             means on each executor.
+        remote: a remote cache to pull from before anything runs: a URL
+            (``s3://bucket/prefix``, ``file:///shared/dir``, ...) or a
+            :class:`checkpoint.remote.Remote`; default ``$CP_REMOTE`` if set; ``False``:
+            none. Entries are signed with ``$CP_REMOTE_KEY`` (see :mod:`checkpoint.remote`).
 
     Raises:
         Exception: the first failing task's own exception (when ``raise_on_failure``).
@@ -164,7 +175,7 @@ def run(
         keep_going=keep_going, force=force, force_upstream=force_upstream,
         code_check=code_check, cache_dir=cache_dir, raise_on_failure=raise_on_failure,
         debug=debug, show_locals=show_locals, retries=retries,
-        timeout=check_timeout(timeout, "run's timeout", UsageError),
+        timeout=check_timeout(timeout, "run's timeout", UsageError), remote=remote,
     )
     subs = list(subscribers)
     if not progress:
@@ -201,6 +212,8 @@ class RunOptions:
     show_locals: bool = False
     retries: int = 0
     timeout: float | None = None
+    remote: Remote | str | bool | None = None
+    """A remote cache to pull from before running (see :func:`run`); ``False``: none."""
 
     def __post_init__(self) -> None:
         for q, n in self.rate_limits.items():
@@ -224,6 +237,10 @@ def _run(
     the_plan.check_inputs()
     result = RunResult(the_plan)
     emit = _emitter(subscribers)
+    if options.remote is not False:  # the pull phase: what a remote has is downloaded, not run
+        from .remote import pull_plan
+
+        result.pulled = pull_plan(the_plan, store, options.remote, emit)
     target_payloads = _read_fresh_targets(targets, the_plan, store, emit)
     to_run = the_plan.to_run
     if emit:
@@ -256,7 +273,7 @@ def _run(
         # Post-mortem: the failing task once more, in this process, under the debugger.
         failed = the_plan.nodes[next(iter(result.failed))].task
         again = replace(options, executor="inline", force=True, raise_on_failure=False,
-                        retries=0, timeout=None, keep_going=False)
+                        retries=0, timeout=None, keep_going=False, remote=False)
         _run([failed], again, [])
     if options.raise_on_failure and result.failed:
         raise next(iter(result.failed.values()))

@@ -18,7 +18,7 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test runs in its own directory with its own cache; global state is restored."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CP_CACHE_DIR", str(tmp_path / ".cache"))
-    for name in ("NO_COLOR", "FORCE_COLOR"):
+    for name in ("NO_COLOR", "FORCE_COLOR", "CP_REMOTE", "CP_REMOTE_KEY"):
         monkeypatch.delenv(name, raising=False)
     modules = dict(sys.modules)
     path = list(sys.path)

@@ -133,10 +133,10 @@ class CheckpointGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         import warnings
 
-        from ..errors import UnsafeCacheWarning
+        from ..errors import RemoteWarning, UnsafeCacheWarning
 
         def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-            if issubclass(category, UnsafeCacheWarning):
+            if issubclass(category, (UnsafeCacheWarning, RemoteWarning)):
                 click.echo(f"warning: {message}", err=True)
             else:
                 default_show(message, category, *args, **kwargs)
@@ -149,6 +149,7 @@ class CheckpointGroup(click.Group):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always", UnsafeCacheWarning)  # the store warns once a path
+                warnings.simplefilter("always", RemoteWarning)
                 warnings.showwarning = show
                 return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit):
@@ -207,10 +208,10 @@ def cli(ctx: click.Context, taskfile: str | None, cache_dir: str | None, verbose
 
 def _register() -> None:
     """Add the subcommands (one module each; their heavy imports live inside the commands)."""
-    from . import cache, clear, graph, log, ls, report, run, touch, why
+    from . import cache, clear, graph, log, ls, remote, report, run, touch, why
 
     for command in (run.run, ls.ls, clear.clear, cache.cache, why.why, touch.touch, graph.graph,
-                    log.log, report.report):
+                    log.log, report.report, remote.push, remote.pull, remote.remote_group):
         cli.add_command(command)
 
 

@@ -6,7 +6,8 @@ for ``None``), or with ``--json`` one document::
     {"ok": true,                      # no task failed or was skipped
      "targets": [{"target": "main", "task": "main()", "id": "...",
                   "value": <the value if JSON-serializable, else null>, "repr": "..."}],
-     "ran": 91, "reused": 1, "wall_time": 0.41,
+     "ran": 91, "pulled": 0, "reused": 1, "wall_time": 0.41,
+     "pushed": 91,                    # with --push (entries uploaded), else absent
      "failed": [{"task": "...", "family": "...", "id": "...", "error": "...", "traceback": "..."}],
      "skipped": ["<task>", ...]}
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from ..events import Event, Subscriber
     from ..graph import Plan
     from ..progress import Reporter
+    from ..remote import Remote
     from ..scheduler import RunResult
     from ..task import Task
 
@@ -218,6 +220,14 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 @click.option("--report", "report_path", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the run's HTML report to FILE when it ends, failed or not "
                    "(see 'checkpoint report').")
+@click.option("--remote", "remote_option", metavar="URL",
+              help="Pull what this remote cache has before running (s3://bucket/prefix, "
+                   "file:///dir, ...); default: $CP_REMOTE, else remote = ... under "
+                   "[tool.checkpoint] in pyproject.toml.")
+@click.option("--no-remote", is_flag=True, help="Do not use a remote cache, even if one is configured.")
+@click.option("--push", is_flag=True,
+              help="Then push the DAG's entries the remote lacks (remote_push = true in "
+                   "pyproject.toml does too).")
 @pass_app
 def run(
     app: App,
@@ -240,6 +250,9 @@ def run(
     show_locals: bool,
     quiet: bool,
     report_path: str | None,
+    remote_option: str | None,
+    no_remote: bool,
+    push: bool,
 ) -> None:
     """Build TARGETS (default: main) as one DAG and print their values.
 
@@ -257,6 +270,7 @@ def run(
       checkpoint run -k --retries 2         # go on after failures, retry each twice
       checkpoint run --rate-limit gpu=1     # one task of queue gpu at a time
       checkpoint run --report report.html   # and a report of the run, to open in a browser
+      checkpoint run --remote s3://team-cache/proj --push   # share results
     """
     from ..executors import default_workers
     from ..graph import plan
@@ -282,6 +296,7 @@ def run(
                         code_check=not no_code_check)
         _show_plan(app, the_plan, as_json)
         return
+    remote, push = _remote(app, remote_option, no_remote, push)
     # Progress, the summary and failed tasks' output and tracebacks go to stderr.
     subs, reporter, failures = subscribers(app, no_progress=no_progress, show_output=show_output,
                                            as_json=as_json)
@@ -307,6 +322,7 @@ def run(
                 debug=post_mortem,
                 trace=traced,
                 show_locals=show_locals,
+                remote=remote,
             )
     finally:
         recorder.close()
@@ -314,8 +330,12 @@ def run(
             err(f"warning: {problem}", quiet=app.quiet)
         if report_path:
             _write_report(app, recorder, report_path)
+    pushed = _push(app, remote, result, as_json) if push and remote else None
     if as_json:
-        emit_json(_run_document(tasks, targets or ("main",), result, failures))
+        document = _run_document(tasks, targets or ("main",), result, failures)
+        if pushed is not None:
+            document["pushed"] = pushed
+        emit_json(document)
     else:
         if traced:
             _report_traced_failures(result, failures, traced)
@@ -342,6 +362,50 @@ def _write_report(app: App, recorder: Any, path: str) -> None:
         err(f"warning: the report could not be written to {path}: {exc}")
         return
     err(f"Report: {path}", quiet=app.quiet)
+
+
+def _remote(app: App, option: str | None, no_remote: bool, push: bool) -> tuple[Remote | bool, bool]:
+    """The remote cache of a run (``False``: none) and whether to push to it."""
+    from .remote import remote_url, settings
+
+    if no_remote:
+        if push:
+            raise click.UsageError("--push and --no-remote contradict each other.")
+        return False, False
+    url = remote_url(app, option)
+    push = push or bool(settings(app).get("remote_push", False))
+    if not url:
+        if push:
+            raise click.UsageError(
+                "--push needs a remote cache: give --remote URL, set CP_REMOTE, or add "
+                "remote = \"s3://bucket/prefix\" under [tool.checkpoint] in pyproject.toml.")
+        return False, False
+    from ..remote import Remote
+
+    remote = Remote(url)
+    if push:
+        remote.signing_key()  # before anything runs: a missing key is a usage error
+    return remote, push
+
+
+def _push(app: App, remote: Remote | bool, result: RunResult, as_json: bool) -> int | None:
+    """Push a run's current entries; a remote that cannot be reached is a warning."""
+    from ..errors import RemoteUnavailableError
+    from ..remote import Remote, push_plan
+
+    assert isinstance(remote, Remote)
+    if remote.unavailable:  # the pull phase said so already
+        return None
+    try:
+        report = push_plan(result.plan, app.store, remote)
+    except RemoteUnavailableError as exc:
+        err(f"warning: {exc} Nothing was pushed.")
+        return None
+    if not as_json:
+        err(f"Pushed {plural(len(report.pushed), 'entry', 'entries')} to {remote.url} "
+            f"({len(report.present)} already there, {len(report.skipped)} not pushed).",
+            quiet=app.quiet)
+    return len(report.pushed)
 
 
 def _report_traced_failures(
@@ -421,7 +485,8 @@ def _run_document(
         "ok": result.ok,
         "targets": targets,
         "ran": len(result.ran),
-        "reused": len(result.reused),
+        "pulled": len(result.pulled),
+        "reused": len(result.reused) - len(result.pulled),
         "wall_time": result.wall_time,
         "failed": failed,
         "skipped": [t.expression() for t in result.skipped],
