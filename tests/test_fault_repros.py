@@ -237,7 +237,9 @@ def test_clear_during_a_run_does_not_crash_it(tmp_path: Path) -> None:
     (tmp_path / "go-h").touch()
     out, err = proc.communicate(timeout=60)
     assert "Internal error" not in err, err
-    assert (proc.returncode, out.strip()) == (0, "100001"), err
+    # The run may recompute what was cleared, or report it (naming it).
+    reported = proc.returncode == 1 and "big()" in err
+    assert reported or (proc.returncode, out.strip()) == (0, "100001"), err
 
 
 FILES = """
