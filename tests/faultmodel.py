@@ -51,6 +51,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -516,8 +517,8 @@ class Harness:
         self.ref = reference(self.spec, self.versions)
         self.dirty: set[str] = set(self.spec.exprs)
         """Tasks the planner must list as needing a run (closed downstream)."""
-        self.damaged: dict[str, str] = {}
-        """Entries whose stored value was damaged (no planner can see it), with their stamp."""
+        self.damaged: set[str] = set()
+        """Entries whose stored value was damaged (no planner can see it)."""
         self.history: list[str] = []
         self.counts: Counter[str] = Counter()
         self.nruns = 0
@@ -564,8 +565,7 @@ class Harness:
             if code != 0:
                 raise self.fail(f"checkpoint clear {target} exited {code}:\n{err}")
             self.dirty |= self.spec.down(gone)
-            for expr in gone:
-                self.damaged.pop(expr, None)
+            self.damaged -= gone
             self.note(f"clear {target}")
             self.counts["clears"] += 1
         return gone
@@ -609,12 +609,60 @@ class Harness:
         finally:
             con.close()
 
+    def scan(self) -> dict[str, tuple[bool, Any]]:
+        """``{expr: (intact, value)}`` of every readable entry: ``intact`` when its payload
+        (inline, or its value file) has the recorded size and CRC-32 and decodes."""
+        from checkpoint.store import decode_payload
+
+        found: dict[str, tuple[bool, Any]] = {}
+        for expr, (family, _, meta) in self.entries().items():
+            payload = meta.inline
+            if meta.blob:
+                try:
+                    payload = (self.cache / "checkpoint" / family / "blobs" / meta.blob).read_bytes()
+                except OSError:
+                    payload = None
+            intact, value = False, None
+            if payload is not None and len(payload) == meta.size and zlib.crc32(payload) == meta.crc:
+                with contextlib.suppress(Exception):
+                    value, intact = decode_payload(payload, meta.compressed), True
+            found[expr] = (intact, value)
+        return found
+
     def _refresh_damaged(self) -> None:
-        """Forget damaged entries that were replaced (a new stamp) or removed."""
-        stamps = {expr: meta.stamp for expr, (_, _, meta) in self.entries().items()}
-        for expr, stamp in list(self.damaged.items()):
-            if stamps.get(expr) != stamp:
-                del self.damaged[expr]
+        """Forget damaged entries that were replaced or removed; fail if an entry is damaged
+        that no fault damaged (the engine stored a corrupt entry)."""
+        found = self.scan()
+        corrupt = {e for e, (intact, _) in found.items() if not intact and e in self.spec.deps}
+        if corrupt - self.damaged:
+            raise self.fail(f"stored entries fail their checks that no fault damaged: "
+                            f"{sorted(corrupt - self.damaged)}")
+        self.damaged &= corrupt
+
+    def must_run(self, targets: Iterable[str] = (MAIN,)) -> set[str]:
+        """What a run must compute, whatever it may skip: the tasks whose stored value is
+        missing or not the reference value, and the damaged entries that a target or such
+        a task reads (early cutoff may spare the others the planner lists)."""
+        found = self.scan()
+        must = set()
+        for expr in self.spec.exprs:
+            intact, value = found.get(expr, (False, None))
+            if expr not in self.damaged and (not intact or not self._equal(expr, value)):
+                must.add(expr)
+        targets = set(targets)
+        changed = True
+        while changed:
+            changed = False
+            for expr in self.damaged - must:
+                if expr in targets or any(d in must for d in self.spec.dependents[expr]):
+                    must.add(expr)
+                    changed = True
+        return must
+
+    def _equal(self, expr: str, value: Any) -> bool:
+        if isinstance(value, str) and self.spec.is_directory(expr):
+            value = value.rsplit("@", 1)[0]
+        return bool(value == self.ref[expr])
 
     # --- damage ------------------------------------------------------------------------
 
@@ -639,8 +687,7 @@ class Harness:
         inline = sorted(e for e, (_, _, m) in entries.items() if not m.blob and e in self.spec.deps)
 
         def mark(exprs: Iterable[str]) -> None:
-            for expr in exprs:
-                self.damaged[expr] = entries[expr][2].stamp
+            self.damaged.update(exprs)
 
         if kind == "damage-blob":
             if not blobs:
@@ -709,8 +756,7 @@ class Harness:
                     Path(f"{db}{suffix}").unlink(missing_ok=True)
                 gone = [e for e, (f, _, _) in entries.items() if f == family and e in self.spec.deps]
                 self.dirty |= self.spec.down(gone)
-                for expr in gone:
-                    self.damaged.pop(expr, None)
+                self.damaged -= set(gone)
                 self.note(f"damage: replace the index of {family} with garbage")
                 self.counts["indexes replaced by garbage"] += 1
                 return True
@@ -733,7 +779,7 @@ class Harness:
                 self._sql(family, "DELETE FROM Cache WHERE key = ?", ("e:" + tid,))
             if how != "flip":  # the planner sees it as missing
                 self.dirty |= self.spec.down([expr])
-                self.damaged.pop(expr, None)
+                self.damaged.discard(expr)
             self.note(f"damage: {how} the index row of {expr}")
             self.counts[f"index rows damaged ({how})"] += 1
             return True
@@ -773,8 +819,9 @@ class Harness:
         self.nruns += 1
         tag = f"r{self.nruns}"
         out, err = self.logs / f"{tag}.out", self.logs / f"{tag}.err"
+        # PYTHONFAULTHANDLER: a hung run killed with SIGABRT prints where each thread was.
         environ = dict(os.environ, CP_MODEL_CTL=str(self.ctl), CP_MODEL_RUN=tag,
-                       PYTHONDONTWRITEBYTECODE="1", **(env or {}))
+                       PYTHONDONTWRITEBYTECODE="1", PYTHONFAULTHANDLER="1", **(env or {}))
         for name in ("NO_COLOR", "FORCE_COLOR", "CP_CACHE_DIR"):
             environ.pop(name, None)
         cmd = [*checkpoint_command(), "-f", str(self.taskfile), "--cache-dir", str(self.cache), *args]
@@ -801,20 +848,36 @@ class Harness:
                                  if not line.what.startswith("!"))
                 looping = [(t, w, n) for (t, w), n in counts.items() if n > 3 and t in {p.tag for p in procs}]
                 if looping or now > deadline:
-                    for p in procs:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.killpg(p.popen.pid, signal.SIGKILL)
-                        p.popen.wait()
+                    state = self._stuck(procs)
                     if looping:
                         tag, what, n = looping[0]
                         raise self.fail(f"run {tag} computed {what} {n} times and was still going "
-                                        "(a recompute loop); killed it")
+                                        f"(a recompute loop); killed it\n{state}")
                     raise self.fail(f"{', '.join(p.tag for p in procs)} did not finish within "
-                                    f"{limit or self.timeout:.0f} s; killed")
+                                    f"{limit or self.timeout:.0f} s; killed\n{state}")
             time.sleep(0.01)
         for p in procs:
             p.rc = p.popen.returncode
             self._no_internal_error(f"{p.tag} (checkpoint {' '.join(p.args)})", p.stdout + p.stderr)
+
+    def _stuck(self, procs: list[Proc]) -> str:
+        """Kill processes that do not end, and say where they were: the run lock's table,
+        then each one's stderr, ending with its threads' tracebacks (SIGABRT)."""
+        lockfile = self.cache / "checkpoint" / ".lock"
+        locks = _lock_table(lockfile)
+        for p in procs:
+            if p.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.popen.pid, signal.SIGABRT)
+        time.sleep(1.0)
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.popen.pid, signal.SIGKILL)
+            p.popen.wait()
+        parts = [f"locks on {lockfile} (pid, first byte, length, kind): {locks}"]
+        parts += [f"--- {p.tag} (pid {p.popen.pid}, checkpoint {' '.join(p.args)}):\n{p.stderr[-6000:]}"
+                  for p in procs]
+        return "\n".join(parts)
 
     def read_log(self, peek: bool = False) -> list[Line]:
         """Lines of the execution log since the last (non-peek) call."""
@@ -1015,6 +1078,7 @@ class Harness:
         targets = targets or self._targets()
         before = set(self.dirty)
         planned = self.predict(targets)
+        must = self.must_run(targets)
         proc = self.start(self.run_args(executor, [*(extra or []), *targets]))
         self.wait([proc])
         if proc.rc != expect:
@@ -1031,15 +1095,20 @@ class Harness:
         cascade = self.cascade(planned, before)
         ran = self.check_executions(lines, {proc.tag}, exact=None, allowed=planned | cascade,
                                     repeatable=repeatable)
-        if not planned <= ran:
-            raise self.fail(f"{proc.tag} did not compute stale tasks: {sorted(planned - ran)}")
+        self._computed_what_changed(ran, must, proc.tag)
         self.counts["executions"] += len(ran)
+        self.counts["tasks kept by early cutoff"] += len(planned - ran)
         if cascade:  # which of them stay stale depends on the engine: within the bound
             self.check(exact=False, bound=cascade)
         else:
             self.dirty = set()
             self.check(exact=True)
         return proc, ran
+
+    def _computed_what_changed(self, ran: set[str], must: set[str], what: str) -> None:
+        if not must <= ran:
+            raise self.fail(f"{what} did not compute tasks whose stored value was missing, "
+                            f"damaged or out of date: {sorted(must - ran)}")
 
     def _step_none(self, executor: str) -> None:
         self._solo(executor)
@@ -1053,7 +1122,8 @@ class Harness:
     _step_damage_blob = _step_damage_many = _step_damage_index = _step_none
 
     def _victim(self, planned: set[str], retryable: bool | None = None) -> str | None:
-        """A task that will run, preferring ones with a prerequisite that runs too."""
+        """A task of ``planned`` (tasks that must run: early cutoff may keep the others),
+        preferring ones with a prerequisite that runs too."""
         pool = sorted(planned)
         if retryable is False:
             pool = [e for e in pool if not (e != MAIN and self.spec.family_of[e].retries)]
@@ -1068,7 +1138,7 @@ class Harness:
         return f"{name}-{arg}" if arg else name
 
     def _step_retry(self, executor: str) -> None:
-        victim = self._victim(self.predict())
+        victim = self._victim(self.must_run())
         if victim is None:
             return self._fall_back(executor, "nothing to run")
         (self.ctl / f"fail-{self._tag(victim)}").touch()
@@ -1079,7 +1149,7 @@ class Harness:
         self._fired("!fail", victim, "transient failures retried")
 
     def _step_fail(self, executor: str) -> None:
-        victim = self._victim(self.predict(), retryable=False)
+        victim = self._victim(self.must_run(), retryable=False)
         if victim is None:
             return self._fall_back(executor, "nothing to run without retries")
         (self.ctl / f"fail-{self._tag(victim)}").touch()
@@ -1090,7 +1160,7 @@ class Harness:
         self._fired("!fail", victim, "failed runs resumed")
 
     def _step_die(self, executor: str) -> None:
-        victim = self._victim(self.predict())
+        victim = self._victim(self.must_run())
         if victim is None or executor != "process":
             return self._fall_back(executor, "nothing to run" if victim is None else "no worker process")
         (self.ctl / f"die-{self._tag(victim)}").touch()
@@ -1119,7 +1189,7 @@ class Harness:
         if not planned:
             return self._fall_back(executor, "nothing to run, nothing to kill")
         sig = rng.choice((signal.SIGINT, signal.SIGTERM, signal.SIGKILL))
-        victim = rng.choice(sorted(planned))
+        victim = rng.choice(sorted(self.must_run() or planned))
         at_random = self.timing and rng.random() < 0.5
         if not at_random:
             (self.ctl / f"hold-{self._tag(victim)}").touch()
@@ -1167,8 +1237,8 @@ class Harness:
     def _step_concurrent(self, executor: str, runs: int = 2, hold: str | None = None) -> None:
         """Runs at once: the first is held in a task (``hold``, else a random one) until
         the others have joined the cache's run lock, so that they really overlap."""
-        planned = self.predict()
-        hold = hold or (self.rng.choice(sorted(planned)) if planned else None)
+        planned, must = self.predict(), self.must_run()
+        hold = hold or (self.rng.choice(sorted(must)) if must else None)
         if hold is None:
             self.fell_back = True  # nothing to run: the runs cannot overlap
         first = self._held_run(executor, hold)
@@ -1176,17 +1246,17 @@ class Harness:
                   for _ in range(runs - 1)]
         joined = self._joined([first, *others])
         self._release()
-        self._concurrent_end([first, *others], planned, f"the others joined while {hold} ran"
+        self._concurrent_end([first, *others], planned, must, f"the others joined while {hold} ran"
                              if joined else "(they did not overlap)")
 
     def _step_concurrent_race(self, executor: str) -> None:
         """Two runs started a random 0-0.4 s apart (no holding)."""
-        planned = self.predict()
+        planned, must = self.predict(), self.must_run()
         first = self.start(self.run_args(executor, [MAIN]))
         delay = self.rng.uniform(0.0, 0.4)
         time.sleep(delay)
         second = self.start(self.run_args(self.rng.choice(self.executors), [MAIN]))
-        self._concurrent_end([first, second], planned, f"{delay:.2f} s apart")
+        self._concurrent_end([first, second], planned, must, f"{delay:.2f} s apart")
 
     def _step_concurrent_damage(self, executor: str) -> None:
         """Three runs that all find a damaged prerequisite: the first is held while it
@@ -1229,7 +1299,7 @@ class Harness:
             time.sleep(0.005)
         return False
 
-    def _concurrent_end(self, procs: list[Proc], planned: set[str], how: str) -> None:
+    def _concurrent_end(self, procs: list[Proc], planned: set[str], must: set[str], how: str) -> None:
         self.wait(procs)
         runs = len(procs)
         self.note(f"{runs} runs at once ({how}): "
@@ -1241,8 +1311,7 @@ class Harness:
         lines = self.read_log()
         cascade = self.cascade(planned, self.dirty)
         ran = self.check_executions(lines, {p.tag for p in procs}, exact=None, allowed=planned | cascade)
-        if not planned <= ran:
-            raise self.fail(f"the concurrent runs did not compute stale tasks: {sorted(planned - ran)}")
+        self._computed_what_changed(ran, must, "the concurrent runs")
         self.counts["runs"] += runs
         self.counts["concurrent runs"] += runs
         self.counts["executions"] += len(ran)
@@ -1250,8 +1319,8 @@ class Harness:
 
     def _step_clear_during(self, executor: str) -> None:
         rng = self.rng
-        planned = self.predict()
-        victim = rng.choice(sorted(planned)) if planned else None
+        planned, must = self.predict(), self.must_run()
+        victim = rng.choice(sorted(must)) if must else None
         at_random = self.timing and rng.random() < 0.5 or victim is None
         if not at_random:
             (self.ctl / f"hold-{self._tag(victim)}").touch()  # type: ignore[arg-type]
@@ -1282,8 +1351,7 @@ class Harness:
         bound = self.spec.down(planned | gone)
         ran = self.check_executions(lines, {proc.tag}, exact=None, allowed=planned | bound, again=gone)
         self.counts["executions"] += len(ran)
-        for expr in gone:
-            self.damaged.pop(expr, None)
+        self.damaged -= gone
         self.check(exact=False, bound=bound)
 
     def _step_force_during(self, executor: str) -> None:
@@ -1295,8 +1363,7 @@ class Harness:
         if not pairs:
             return self._fall_back(executor, "no data-directory task with a dependent")
         producer, reader = rng.choice(sorted(pairs))
-        if reader not in self.dirty:
-            self.clear(reader)  # so that the first run reads the producer's files
+        self.clear(reader)  # so that the first run reads the producer's files (not kept)
         planned = self.predict()
         rtag, ptag = self._tag(reader), self._tag(producer)
         (self.ctl / f"holdread-{rtag}").touch()
@@ -1307,12 +1374,17 @@ class Harness:
         second = self.start(["run", "--no-progress", "-j", "2", "--executor",
                              rng.choice(self.executors), "--force", producer])
         # Until the forced run has emptied the directory (or it waits for the reader, as it
-        # should, and then 3 s have passed); the reader goes on first.
-        written = self._wait_for(self.ctl / f"at-holdwrite-{ptag}", [second], 3.0)
+        # should, and then 2 s have passed); the reader goes on first.
+        written = self._wait_for(self.ctl / f"at-holdwrite-{ptag}", [second], 2.0)
         (self.ctl / f"go-holdread-{rtag}").touch()
-        self.wait([first])
+        if written:  # the directory was emptied under the reader: it reads it before refill
+            while first.popen.poll() is None and not any(
+                    line.what == reader and line.tag == first.tag for line in self.read_log(peek=True)):
+                time.sleep(0.005)
+        # (Else the forced run waits for the reader, then may hold the producer's lock while
+        # this run's other readers of it wait: it must go on.)
         (self.ctl / f"go-holdwrite-{ptag}").touch()
-        self.wait([second])
+        self.wait([first, second])
         self.note(f"{second.tag}: run --force {producer} while {first.tag} reads its files in {reader} "
                   f"({'it emptied the directory meanwhile' if written else 'it waited'}) -> {first.rc}, {second.rc}")
         for p, targets in ((first, [MAIN]), (second, [producer])):
@@ -1344,6 +1416,24 @@ def _damage_file(path: Path, how: str, rng: random.Random) -> None:
         return
     at = rng.randrange(len(data))
     path.write_bytes(data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1:])
+
+
+def _lock_table(path: Path) -> list[tuple[int, str, str, str]]:
+    """``(pid, start, end, kind)`` of every POSIX lock on a file (``->``: waiting for it)."""
+    try:
+        inode = f":{path.stat().st_ino} "
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        if "POSIX" in line and inode in line + " ":
+            f = line.split()
+            waiting = "->" in f
+            if waiting:
+                f.remove("->")
+            rows.append((int(f[4]), f[6], f[7], ("waits " if waiting else "") + f[3]))
+    return rows
 
 
 def _lock_holders(path: Path) -> set[int]:

@@ -2,12 +2,14 @@
 
 Each test is a hand-written taskfile of two to four tasks and a deterministic interleaving
 (a task waits at a hold point until the test lets it go on), run through the real CLI.
-They are ``xfail(strict=True)`` while the engine fix is pending: when a fix makes one pass,
-pytest reports it (XPASS fails a strict xfail), and the mark comes off.
+The faults the engine fix of issue 16 (99257d7, b2ac4dc) resolved are regression tests
+now; those it has not resolved yet (or that came with it) are ``xfail(strict=True)``: when a
+fix makes one pass, pytest reports it (XPASS fails a strict xfail), and the mark comes off.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,6 +82,30 @@ def _flip(path: Path) -> None:
     path.write_bytes(data[:100] + bytes([data[100] ^ 0x40]) + data[101:])
 
 
+def _stored_blob(tmp_path: Path, family: str) -> str:
+    """The value file the index names for the family's only entry."""
+    from checkpoint.store import Meta
+
+    db = tmp_path / ".cache" / "checkpoint" / f"taskfile.{family}" / "cache.db"
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        (value,) = con.execute("SELECT value FROM Cache WHERE key >= 'e:' AND key < 'e;'").fetchone()
+    finally:
+        con.close()
+    return Meta.from_entry(bytes(value)).blob
+
+
+def _entries(tmp_path: Path, family: str) -> int:
+    db = tmp_path / ".cache" / "checkpoint" / f"taskfile.{family}" / "cache.db"
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return int(con.execute("SELECT COUNT(*) FROM Cache WHERE key >= 'e:' AND key < 'e;'").fetchone()[0])
+    finally:
+        con.close()
+
+
 def _blobs(tmp_path: Path, family: str) -> list[Path]:
     return sorted((tmp_path / ".cache" / "checkpoint" / f"taskfile.{family}" / "blobs").glob("*.bin"))
 
@@ -106,7 +132,6 @@ def main():
 """
 
 
-@pytest.mark.xfail(strict=True, reason=f"{PENDING} (item 1: a re-submitted task gets its prerequisite from the plan)")
 @pytest.mark.parametrize(("fault", "executor"), [("fail", "inline"), ("fail", "thread"), ("die", "process")])
 def test_retry_after_prerequisite_reran_gets_the_new_value(tmp_path: Path, fault: str, executor: str) -> None:
     """A task that fails once (or whose worker dies) after its prerequisite re-ran in the
@@ -120,7 +145,6 @@ def test_retry_after_prerequisite_reran_gets_the_new_value(tmp_path: Path, fault
     assert _invoke(["cache", "show", "main()"], tmp_path)[1].strip() == "'NEW'"
 
 
-@pytest.mark.xfail(strict=True, reason=f"{PENDING} (item 1: AssertionError in the scheduler's _payload)")
 def test_retry_on_an_empty_cache_does_not_crash(tmp_path: Path) -> None:
     """The same retry on an empty cache should not end in 'Internal error'."""
     _taskfile(tmp_path, RETRY)
@@ -156,7 +180,6 @@ def main():
 """
 
 
-@pytest.mark.xfail(strict=True, reason=f"{PENDING} (item 2: a dependent re-submitted after a damaged prerequisite gets the others from the plan)")
 def test_damaged_value_file_and_a_rerun_sibling_give_the_new_value(tmp_path: Path) -> None:
     """With one prerequisite edited and another's value file damaged, the run should
     recompute the damaged one and give the dependent both new values."""
@@ -168,7 +191,6 @@ def test_damaged_value_file_and_a_rerun_sibling_give_the_new_value(tmp_path: Pat
     assert (code, out.strip()) == (0, "NEW:200000"), err
 
 
-@pytest.mark.xfail(strict=True, reason=f"{PENDING} (item 3: two damaged prerequisites are recomputed in turn, forever)")
 @pytest.mark.parametrize("damage", ["two-files", "blobs-dir"])
 def test_two_damaged_value_files_are_recomputed_once(tmp_path: Path, damage: str) -> None:
     """Two damaged value files (or a deleted blobs/) should be recomputed once each, and the run end."""
@@ -219,7 +241,6 @@ def main():
 """
 
 
-@pytest.mark.xfail(strict=True, reason=f"{PENDING} (item 4: AssertionError in the scheduler's _payload)")
 def test_clear_during_a_run_does_not_crash_it(tmp_path: Path) -> None:
     """`checkpoint clear` of a prerequisite the run has just computed should not crash the run."""
     _taskfile(tmp_path, CLEAR)
@@ -263,8 +284,8 @@ def r():
 """
 
 
-@pytest.mark.xfail(strict=True, reason=f"{PENDING} (item 5: a data directory is emptied without the task's lock)")
-@pytest.mark.parametrize("how", ["force", "clear"])
+@pytest.mark.parametrize("how", ["force", pytest.param("clear", marks=pytest.mark.xfail(
+    strict=True, reason=f"{PENDING} (item 5: clear empties a data directory without the task's lock)"))])
 def test_data_directory_is_not_emptied_under_a_reader(tmp_path: Path, how: str) -> None:
     """`run --force p` (or `clear p`) while another run's task reads p's data directory
     should not change what that task reads."""
@@ -286,6 +307,58 @@ def test_data_directory_is_not_emptied_under_a_reader(tmp_path: Path, how: str) 
     (tmp_path / "go-p").touch()
     other.communicate(timeout=60)
     assert (reader.returncode, out.strip()) == (0, "50"), err
+
+
+AGAIN = """
+import multiprocessing
+
+@task
+def big():
+    def __() -> bytes:
+        _log("big()")
+        return b"z" * 100_000
+    return __
+
+@task
+def reader(i: int):
+    if i == 1 and multiprocessing.parent_process() is not None:
+        _hold("reader")  # in a worker: submitted, its prerequisite's value not yet read
+    @requires(big())
+    def __(b: bytes) -> int:
+        return len(b) + i
+    return __
+
+@task
+def main():
+    @requires([reader(0), reader(1)])
+    def __(xs: list[int]) -> int:
+        return sum(xs)
+    return __
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=f"{PENDING} (new, after the fix: a report from a reader given the old, damaged value counts as 'damaged again')")
+def test_reader_given_the_damaged_value_before_it_was_recomputed_waits_for_the_new_one(tmp_path: Path) -> None:
+    """A reader that was handed a damaged value before another reader found it damaged, and
+    reports it only after the value was recomputed, should get the new value, not fail the
+    run with "recomputed in this run and is damaged again"."""
+    _taskfile(tmp_path, AGAIN)
+    assert _invoke(["run", "--executor", "inline"], tmp_path)[0] == 0
+    assert _invoke(["clear", "reader"], tmp_path)[0] == 0
+    _flip(_blobs(tmp_path, "big")[0])
+    log = tmp_path / "exec2.log"
+    damaged = _stored_blob(tmp_path, "big")
+    (tmp_path / "hold-reader").touch()
+    proc = start(["run", "--executor", "process", "-j", "2"], tmp_path, env_for(tmp_path, log))
+    assert _wait_file(tmp_path / "at-reader", [proc])
+    deadline = time.monotonic() + 60
+    while _stored_blob(tmp_path, "big") == damaged:  # reader(0) found it damaged; the run
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)  # recomputed it, collected it and stored it
+    (tmp_path / "go-reader").touch()
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out.strip()) == (0, "200001"), err
+    assert executions(log) == ["big()"]
 
 
 CONCURRENT = """
@@ -314,7 +387,6 @@ def _lock_holders(lockfile: Path) -> set[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
-@pytest.mark.xfail(strict=True, reason=f"{PENDING} (item 6: a task whose reason is 'corrupt' is never taken from another run)")
 def test_concurrent_runs_recompute_a_damaged_prerequisite_once(tmp_path: Path) -> None:
     """Three runs that find the same damaged prerequisite should compute it (and its
     dependent) once between them."""
@@ -338,6 +410,91 @@ def test_concurrent_runs_recompute_a_damaged_prerequisite_once(tmp_path: Path) -
         out, err = proc.communicate(timeout=60)
         assert (proc.returncode, out.strip()) == (0, "100000"), err
     assert sorted(executions(log)) == ["big()", "main()"]
+
+
+ADOPT = """
+@task
+def big():
+    def __() -> bytes:
+        _hold("big")
+        return b"b" * 100_000
+    return __
+
+@task
+def x():
+    @requires(big())
+    @requires(TaskDirectory())
+    def __(b: bytes, path: Path) -> str:
+        (path / "data.txt").write_text(str(len(b)))
+        return str(path)
+    return __
+
+@task
+def slow():
+    def __() -> int:
+        _hold("slow")
+        return 0
+    return __
+
+@task
+def main():
+    @requires(x())
+    @requires(slow())
+    def __(path: str, zero: int) -> str:
+        return (Path(path) / "data.txt").read_text()
+    return __
+"""
+
+PAUSED_RUN = """
+import os, sys, time
+from pathlib import Path
+from checkpoint import events, run
+from checkpoint.taskfile import load_taskfile
+
+def pause(event):  # a subscriber that takes its time after the plan
+    if isinstance(event, events.RunPlanned):
+        Path("b-planned").touch()
+        while not os.path.exists("go-b"):
+            time.sleep(0.01)
+
+m = load_taskfile(Path("taskfile.py"))
+result = run([m.x()], executor="thread", subscribers=[pause])
+print(f"ran {len(result.ran)}, reused {len(result.reused)}", file=sys.stderr)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=f"{PENDING} (new, after the fix: a run empties the data directory of a task another run stored, then adopts that entry)")
+def test_adopted_entry_keeps_its_data_directory(tmp_path: Path) -> None:
+    """A run that planned while a prerequisite was damaged, and reaches a data-directory
+    task after another (still running) run recomputed both, should reuse that task's entry
+    with its files, not empty its directory first."""
+    _taskfile(tmp_path, ADOPT)
+    assert _invoke(["run"], tmp_path)[1].strip() == "100000"
+    assert _invoke(["clear", "x()", "slow()"], tmp_path)[0] == 0
+    _flip(_blobs(tmp_path, "big")[0])
+    env = env_for(tmp_path, tmp_path / "exec.log")
+    for name in ("hold-big", "hold-slow"):
+        (tmp_path / name).touch()
+    first = start(["run", "--executor", "thread"], tmp_path, env)
+    assert _wait_file(tmp_path / "at-big", [first])  # recomputing the damaged big()
+    second = subprocess.Popen([sys.executable, "-c", PAUSED_RUN], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_file(tmp_path / "b-planned", [second])  # planned with big() damaged
+    (tmp_path / "go-big").touch()
+    deadline = time.monotonic() + 60
+    while not _entries(tmp_path, "x"):  # the first run has computed x() and stored it
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.01)
+    (tmp_path / "go-b").touch()  # the second run builds x() while the first waits in slow()
+    out2, err2 = second.communicate(timeout=60)
+    (tmp_path / "go-slow").touch()
+    out1, err1 = first.communicate(timeout=60)
+    assert second.returncode == 0, err2
+    _, path, _ = _invoke(["cache", "path", "x()"], tmp_path)
+    directory = Path(path.strip())
+    files = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    assert files == ["data.txt"], f"the data directory of x() holds {files}; the other run: {err2}"
+    assert (first.returncode, out1.strip()) == (0, "100000"), err1
 
 
 PLAN = """
