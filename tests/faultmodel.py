@@ -29,11 +29,14 @@ After every step (:meth:`Harness.check`): each value a run printed equals the re
 ``checkpoint ls main --json`` lists the tasks the model expects to be stale (exactly, when
 the step left the cache in a predictable state; otherwise within an upper bound), every
 value ``checkpoint cache show --json`` returns for a fresh task equals the reference (a
-damaged entry that no run needed must be reported as damaged, never returned), every
-data directory holds the files its value describes, no run exceeded its time bound, no
-output says "Internal error", and executions (each task appends a line to an ``O_APPEND``
-log) match what the model expects: exactly the stale tasks, plus the damaged entries a run
-had to read, each once per run (a worker death may repeat the tasks lost with the pool, once).
+damaged entry that no run needed must be reported as damaged, never returned), every other
+entry passes its size and CRC-32 check, every data directory holds the files its value
+describes, no run exceeded its time bound or looped, no output says "Internal error", and
+executions (each task appends a line to an ``O_APPEND`` log) stay between two bounds: at
+least the tasks whose stored value is missing, damaged or out of date (and the damaged
+values they read), at most the tasks the planner lists (early cutoff may keep some) and
+those damaged values; each once per run (a worker death may repeat the tasks lost with the
+pool, a clear during the run the cleared tasks), once between runs that overlap.
 
 A failure raises :class:`ModelFailure` with the seed, the DAG's size and every step taken,
 so it can be replayed (see tests/test_model_faults.py).
