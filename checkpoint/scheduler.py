@@ -427,6 +427,12 @@ class _Run:
         """Locking mode: the prerequisites whose data directory each running task reads
         (their locks are shared until it returns)."""
         self.given: dict[TaskId, dict[TaskId, str]] = {}
+        self.seq = 0
+        self.submitted: dict[TaskId, int] = {}
+        """When (in ``seq``) each task was last handed its values, once a damaged value is
+        being recomputed: a report of damage from a task handed the entry before it was
+        recomputed (``renewed``) is out of date, not "damaged again"."""
+        self.renewed: dict[TaskId, int] = {}
         """The stamps of the values each running task was given: its entry records them."""
         self.attempts: dict[TaskId, int] = {}
         self.prior_output: dict[TaskId, str] = {}
@@ -434,6 +440,8 @@ class _Run:
         self.stopping = False
         self.aborting = False
         self.blob_dirs: dict[str, str] = {}
+        self.prepared: set[TaskId] = set()
+        """Tasks whose data directory this run emptied: they are computed, never adopted."""
         self.sources_sent: set[str] = set()
         self.to_prepare: dict[str, TaskFamily[..., Any]] = {}
         """The families that will store results, by directory name (see ``_prepare``)."""
@@ -618,7 +626,7 @@ class _Run:
         if not self.coordination.claim(tid):
             return False
         node = self.nodes[tid]
-        if node.reason == "forced":
+        if node.reason == "forced" or tid in self.prepared:
             return True
         meta = self.store.get_meta(node.task.family.dirname, tid)
         if meta is None or self.values.is_damaged(tid, meta):
@@ -768,6 +776,9 @@ class _Run:
                 self.admission.release(task.family.queue)
                 continue
             self.given[tid] = given
+            if self.values.recomputed:  # only a damaged value's readers need to know when
+                self.seq += 1
+                self.submitted[tid] = self.seq
             self.readiness.running(tid)
             spec = task.spec()
             template = [self._template(req, task) for req in spec.requirements]
@@ -837,6 +848,12 @@ class _Run:
         if isinstance(req, Task):
             return Ref(req.id)
         if isinstance(req, TaskDirectory):
+            if self.nodes[task.id].meta is not None or task.id in self.values.entries:
+                # Its directory is about to be emptied: the stored entry that goes with it
+                # must not outlive it (a failure, an interrupt, or another run adopting it
+                # would leave a fresh entry with an empty directory).
+                self.store.delete(task.family.dirname, task.id)
+            self.prepared.add(task.id)
             return self.store.prepare_data_dir(task.family.dirname, task.id)
         if isinstance(req, File):  # File or Product: resolved where the task runs
             return req.keyed()
@@ -943,10 +960,13 @@ class _Run:
             self.admission.release(self.nodes[tid].task.family.queue)
             self._unshare(tid)
             if outcome.corrupt_dep:
-                # The task did not run: it runs again once the damaged value is recomputed.
+                # The task did not run: it runs again once the damaged value is recomputed
+                # (at once if it was recomputed since this task was handed the old one).
                 self.given.pop(tid, None)
                 self.readiness.state[tid] = TaskState.READY
-                if self._damaged(outcome.corrupt_dep, outcome.corrupt_text, tid) and \
+                dep = outcome.corrupt_dep
+                stale = self.renewed.get(dep, -1) > self.submitted.get(tid, -1)
+                if (stale or self._damaged(dep, outcome.corrupt_text, tid)) and \
                         self.readiness.wait_for(tid, self.nodes[tid].deps):
                     self._ready(tid)
             elif outcome.error is not None:
@@ -1000,6 +1020,8 @@ class _Run:
             replaces=previous.blob if previous is not None else "",
         ))
         held = self.values.stored(out.id, meta, out.payload)
+        if out.id in self.values.recomputed:
+            self.renewed[out.id] = self.seq
         if out.id in self.targets:
             self.result.values[out.id] = (
                 held.load() if isinstance(held, BlobRef) else decode_payload(*held)

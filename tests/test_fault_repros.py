@@ -337,7 +337,6 @@ def main():
 """
 
 
-@pytest.mark.xfail(strict=True, reason=f"{PENDING} (new, after the fix: a report from a reader given the old, damaged value counts as 'damaged again')")
 def test_reader_given_the_damaged_value_before_it_was_recomputed_waits_for_the_new_one(tmp_path: Path) -> None:
     """A reader that was handed a damaged value before another reader found it damaged, and
     reports it only after the value was recomputed, should get the new value, not fail the
@@ -463,7 +462,6 @@ print(f"ran {len(result.ran)}, reused {len(result.reused)}", file=sys.stderr)
 """
 
 
-@pytest.mark.xfail(strict=True, reason=f"{PENDING} (new, after the fix: a run empties the data directory of a task another run stored, then adopts that entry)")
 def test_adopted_entry_keeps_its_data_directory(tmp_path: Path) -> None:
     """A run that planned while a prerequisite was damaged, and reaches a data-directory
     task after another (still running) run recomputed both, should reuse that task's entry

@@ -27,17 +27,9 @@ import pytest
 from faultmodel import KINDS, Harness
 
 KNOWN_FAILING = {
-    "damage-blob": "a reader handed a damaged value before another reader found it damaged, "
-                   "reporting it after the value was recomputed, fails the run ('damaged again'; "
-                   "test_fault_repros.py::test_reader_given_the_damaged_value_before_it_was_"
-                   "recomputed_waits_for_the_new_one); it takes two readers in flight",
-    "damage-many": "as damage-blob",
     "concurrent-race": "a run that planned while another ran, and joins the run lock after it "
                        "finished, runs alone on its stale plan: every task computed twice "
                        "(test_fault_repros.py::test_run_that_planned_while_another_ran_reuses_its_results)",
-    "concurrent-damage": "a run empties the data directory of a task another run stored, before "
-                         "it finds a damaged prerequisite, then adopts that entry: fresh, with an "
-                         "empty data directory (test_fault_repros.py::test_adopted_entry_keeps_its_data_directory)",
     "clear-during": "clear does not take the task locks: it removes data directories a running "
                     "task reads, or that the run has just filled (wrong values printed; "
                     "test_fault_repros.py::test_data_directory_is_not_emptied_under_a_reader[clear])",
