@@ -232,6 +232,38 @@ def _run(
         return _run_traced(targets, trace, options, subscribers)
     started = time.perf_counter()
     store = Store.open(options.cache_dir)
+    # Join the other runs on this cache before planning: planned first, a run could find
+    # itself alone once they had finished and compute again what they had just stored.
+    coordination = _join(store)
+    try:
+        result = _plan_and_run(targets, options, subscribers, store, coordination, started)
+    finally:
+        if coordination is not None:
+            coordination.close()
+    if options.debug and result.failed and options.executor != "inline":
+        # Post-mortem: the failing task once more, in this process, under the debugger.
+        failed = result.plan.nodes[next(iter(result.failed))].task
+        again = replace(options, executor="inline", force=True, raise_on_failure=False,
+                        retries=0, timeout=None, keep_going=False, remote=False)
+        _run([failed], again, [])
+    if options.raise_on_failure and result.failed:
+        raise next(iter(result.failed.values()))
+    return result
+
+
+def _join(store: Store) -> Coordination | None:
+    """Take this run's place among the runs of an existing cache (``None``: no cache yet)."""
+    try:
+        exists = store.root.is_dir()
+    except OSError:
+        exists = False
+    return Coordination(store.root) if exists else None
+
+
+def _plan_and_run(
+    targets: Sequence[Task[Any]], options: RunOptions, subscribers: list[ev.Subscriber],
+    store: Store, coordination: Coordination | None, started: float,
+) -> RunResult:
     the_plan = plan(targets, store, force=options.force, force_upstream=options.force_upstream,
                     code_check=options.code_check)
     the_plan.check_inputs()
@@ -255,7 +287,8 @@ def _run(
             with InterruptGuard() as guard, breakpoints_for(adapter.kind, subscribers):
                 debug = _TRACING.get() or ("post_mortem" if options.debug else "")
                 _Run(the_plan, to_run, store, adapter, options, emit, result, guard,
-                     debug=debug if adapter.kind == "inline" else "").loop()
+                     debug=debug if adapter.kind == "inline" else "",
+                     coordination=coordination).loop()
         finally:
             adapter.shutdown()
             uninstall_capture()
@@ -269,14 +302,6 @@ def _run(
     if emit:
         emit(ev.RunFinished(len(result.ran), len(result.reused), len(result.failed),
                             len(result.skipped), result.wall_time))
-    if options.debug and result.failed and options.executor != "inline":
-        # Post-mortem: the failing task once more, in this process, under the debugger.
-        failed = the_plan.nodes[next(iter(result.failed))].task
-        again = replace(options, executor="inline", force=True, raise_on_failure=False,
-                        retries=0, timeout=None, keep_going=False, remote=False)
-        _run([failed], again, [])
-    if options.raise_on_failure and result.failed:
-        raise next(iter(result.failed.values()))
     return result
 
 
@@ -385,6 +410,7 @@ class _Run:
         result: RunResult,
         guard: InterruptGuard | None = None,
         debug: str = "",
+        coordination: Coordination | None = None,
     ) -> None:
         self.nodes = the_plan.nodes
         self.guard = guard or InterruptGuard()
@@ -408,7 +434,8 @@ class _Run:
         if emit is not None and self.recorder.store_first:
             self.emit = self._in_order
         self.values.flush = self.recorder.flush
-        self.coordination: Coordination | None = None
+        self.coordination = coordination
+        """Joined before planning when the cache existed (see :func:`_run`), else here."""
 
         self.done: queue.SimpleQueue[tuple[Future[list[Outcome]], list[WorkItem]]] = queue.SimpleQueue()
         self.inflight: dict[int, list[WorkItem]] = {}
@@ -481,8 +508,10 @@ class _Run:
 
     def loop(self) -> None:
         try:
-            self.store._ensure_root()
-            coordination = self.coordination = Coordination(self.store.root)
+            if self.coordination is None:
+                self.store._ensure_root()
+                self.coordination = Coordination(self.store.root)
+            coordination = self.coordination
             while self.readiness.unsettled > 0:
                 if coordination.check_due():
                     self._check_others()

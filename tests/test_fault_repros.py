@@ -531,7 +531,6 @@ print(run([m.main()], executor="thread", subscribers=[wait]).values[m.main().id]
 """
 
 
-@pytest.mark.xfail(strict=True, reason=f"{PENDING} (new: a run plans before it joins the run lock)")
 def test_run_that_planned_while_another_ran_reuses_its_results(tmp_path: Path) -> None:
     """A run that planned while another run was computing, and starts after that run has
     finished, should reuse its results, not compute every task again (a 0.05-0.15 s

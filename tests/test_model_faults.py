@@ -27,9 +27,6 @@ import pytest
 from faultmodel import KINDS, Harness
 
 KNOWN_FAILING = {
-    "concurrent-race": "a run that planned while another ran, and joins the run lock after it "
-                       "finished, runs alone on its stale plan: every task computed twice "
-                       "(test_fault_repros.py::test_run_that_planned_while_another_ran_reuses_its_results)",
     "clear-during": "clear does not take the task locks: it removes data directories a running "
                     "task reads, or that the run has just filled (wrong values printed; "
                     "test_fault_repros.py::test_data_directory_is_not_emptied_under_a_reader[clear])",
