@@ -91,6 +91,12 @@ class RunLock:
             return False
         return True
 
+    def wait_task(self, task_id: str) -> None:
+        """Lock one task, waiting while a run computes it or reads its data directory
+        (``clear`` does, so that it never removes what a run is writing or reading)."""
+        if fcntl is not None and self.fd >= 0:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, self._offset(task_id))
+
     def share_task(self, task_id: str) -> bool:
         """Lock one task shared (its data directory is being read) without waiting; False
         when another run holds it exclusively (it is computing the task)."""

@@ -13,11 +13,12 @@ States (one vocabulary with the rest of checkpoint) of a task in a plan:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -200,10 +201,59 @@ def _outputs(metas: Iterable[Meta]) -> list[str]:
     return [key[len(OUTPUT):] for meta in metas for key in meta.deps if key.startswith(OUTPUT)]
 
 
-def clear_family(store: Store, family: str) -> Removed:
+@contextlib.contextmanager
+def _locked(
+    store: Store, ids: Iterable[TaskId], on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Hold the run locks of ``ids`` (see :mod:`checkpoint._runlock`): a run that computes
+    one of them, or reads its data directory, finishes that first; runs then see the
+    removal as a missing entry. ``on_wait`` is called once if some run makes us wait."""
+    from ._runlock import RunLock
+
+    try:
+        exists = store.root.is_dir()
+    except OSError:
+        exists = False
+    if not exists:
+        yield
+        return
+    lock = RunLock(store.root)
+    try:
+        for tid in sorted(set(ids)):
+            if lock.try_task(tid):
+                continue
+            if on_wait is not None:
+                on_wait()
+                on_wait = None
+            lock.wait_task(tid)
+        yield
+    finally:
+        lock.close()
+
+
+def _family_ids(store: Store, family: str) -> list[TaskId]:
+    """The ids of a family's entries and of its data directories."""
+    ids = [tid for tid, _ in store.entries(family)]
+    with contextlib.suppress(OSError):
+        ids += [name for name in os.listdir(store.root / family / "data")
+                if len(name) == 32 and all(c in "0123456789abcdef" for c in name)]
+    return ids
+
+
+def clear_family(
+    store: Store, family: str, on_wait: Callable[[], None] | None = None
+) -> Removed:
     """Remove a family's store (entries and data directories); report what went.
 
-    Declared output files stay on disk (listed in ``outputs``)."""
+    Waits for runs computing or reading its tasks (``on_wait`` says so). Declared output
+    files stay on disk (listed in ``outputs``)."""
+    if not os.path.islink(store.root / family):
+        with _locked(store, _family_ids(store, family), on_wait):
+            return _clear_family(store, family)
+    return _clear_family(store, family)
+
+
+def _clear_family(store: Store, family: str) -> Removed:
     directory = store.root / family
     outputs: list[str] = []
     if os.path.islink(directory):  # never followed: only the link goes
@@ -217,10 +267,19 @@ def clear_family(store: Store, family: str) -> Removed:
     return Removed(entries, size, [family] if existed else [], outputs)
 
 
-def clear_entries(store: Store, entries: Iterable[tuple[str, TaskId]]) -> Removed:
+def clear_entries(
+    store: Store, entries: Iterable[tuple[str, TaskId]], on_wait: Callable[[], None] | None = None
+) -> Removed:
     """Remove single entries ``(family dirname, task id)`` and their data directories.
 
-    Declared output files stay on disk (listed in ``outputs``)."""
+    Waits for runs computing or reading them (``on_wait`` says so). Declared output files
+    stay on disk (listed in ``outputs``)."""
+    entries = list(entries)
+    with _locked(store, [tid for _, tid in entries], on_wait):
+        return _clear_entries(store, entries)
+
+
+def _clear_entries(store: Store, entries: list[tuple[str, TaskId]]) -> Removed:
     removed = Removed()
     for family, tid in entries:
         meta = store.get_meta(family, tid)
@@ -233,11 +292,11 @@ def clear_entries(store: Store, entries: Iterable[tuple[str, TaskId]]) -> Remove
     return removed
 
 
-def clear_all(store: Store) -> Removed:
-    """Remove every family of the store."""
+def clear_all(store: Store, on_wait: Callable[[], None] | None = None) -> Removed:
+    """Remove every family of the store (waiting for runs, as :func:`clear_family`)."""
     removed = Removed()
     for family in store.families():
-        removed.add(clear_family(store, family))
+        removed.add(clear_family(store, family, on_wait))
     return removed
 
 

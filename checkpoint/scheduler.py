@@ -637,7 +637,15 @@ class _Run:
             if dep not in self.coordination.held and self.readiness.get(dep) is TaskState.DONE:
                 node = self.nodes[dep]
                 meta = self.store.get_meta(node.task.family.dirname, dep)
-                if meta is not None and meta.stamp != self.values.stamp(dep):
+                if meta is None:  # cleared by another process: its directory is gone
+                    for taken in shared:
+                        self.coordination.unshare(taken)
+                    if self._damaged(dep, f"The stored result of {node.task!r} "
+                                     f"({node.task.family.name}) was removed or replaced while this run "
+                                     "needed it; it will be recomputed.", tid):
+                        self.readiness.wait_for(tid, self.nodes[tid].deps)
+                    return False
+                if meta.stamp != self.values.stamp(dep):
                     node.meta = meta
                     self.values.adopted(dep, meta)
         self.reading[tid] = shared

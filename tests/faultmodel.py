@@ -1335,9 +1335,13 @@ class Harness:
         target = rng.choice(self.spec.exprs if rng.random() < 0.6 else [f.name for f in self.spec.families])
         gone = self.clear(target, during=True)
         clear = self.start(["clear", target])
-        self.wait([clear])
+        # clear waits for a run computing (or reading) what it removes: give it 2 s to finish
+        # on its own, then let the held run go on, and both end.
+        deadline = time.monotonic() + 2.0
+        while clear.popen.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._release()
-        self.wait([proc])
+        self.wait([clear, proc])
         moment = "at a random moment" if at_random else f"while {victim} runs"
         self.note(f"{clear.tag}: checkpoint clear {target} {moment} -> {clear.rc}; {proc.tag} -> {proc.rc}")
         if clear.rc != 0:

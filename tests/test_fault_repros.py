@@ -284,8 +284,7 @@ def r():
 """
 
 
-@pytest.mark.parametrize("how", ["force", pytest.param("clear", marks=pytest.mark.xfail(
-    strict=True, reason=f"{PENDING} (item 5: clear empties a data directory without the task's lock)"))])
+@pytest.mark.parametrize("how", ["force", "clear"])
 def test_data_directory_is_not_emptied_under_a_reader(tmp_path: Path, how: str) -> None:
     """`run --force p` (or `clear p`) while another run's task reads p's data directory
     should not change what that task reads."""

@@ -26,15 +26,11 @@ from pathlib import Path
 import pytest
 from faultmodel import KINDS, Harness
 
-KNOWN_FAILING = {
-    "clear-during": "clear does not take the task locks: it removes data directories a running "
-                    "task reads, or that the run has just filled (wrong values printed; "
-                    "test_fault_repros.py::test_data_directory_is_not_emptied_under_a_reader[clear])",
-}
+KNOWN_FAILING: dict[str, str] = {}
 """Fault kinds that can fail on main today (engine faults of issue 16 not fixed yet): the long
 version leaves them out. Remove a kind once its reproductions in tests/test_fault_repros.py pass."""
 
-XFAIL_BOUNDED = {"clear-during"}
+XFAIL_BOUNDED: set[str] = set()
 """Of those, the kinds whose bounded case fails every time today (``xfail(strict=True)``); the
 bounded cases of the others use seeds that do not meet the fault (it takes a rare timing)."""
 

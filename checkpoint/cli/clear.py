@@ -7,6 +7,7 @@ are never deleted: they are listed (``outputs``) and left on disk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -61,7 +62,7 @@ def clear(
             if not ok:
                 err("Nothing removed.")
                 return
-        _report(app, clear_all(store), as_json)
+        _report(app, clear_all(store, _waiting(app)), as_json)
         return
     if not targets:
         raise UsageError(
@@ -78,12 +79,12 @@ def clear(
         if target.call:
             task = app.targets([text])[0]
             below = downstream_entries(dag, task=task) if downstream else []
-            removed.add(clear_entries(store, [(task.family.dirname, task.id)]))
+            removed.add(clear_entries(store, [(task.family.dirname, task.id)], _waiting(app)))
         else:
             family = app.family(target.name)
             below = downstream_entries(dag, family=family.dirname) if downstream else []
-            removed.add(clear_family(store, family.dirname))
-        removed.add(clear_entries(store, below))
+            removed.add(clear_family(store, family.dirname, _waiting(app)))
+        removed.add(clear_entries(store, below, _waiting(app)))
     _report(app, removed, as_json)
 
 
@@ -101,3 +102,9 @@ def _report(app: App, removed: Removed, as_json: bool) -> None:
                 quiet=app.quiet)
     else:
         err("Nothing to remove: no stored results matched.", quiet=app.quiet)
+
+
+def _waiting(app: App) -> Callable[[], None]:
+    """What clear says when a run on the cache makes it wait."""
+    return lambda: err("Waiting for a run on this cache to finish with these tasks (it is "
+                       "computing them or reading their data directories)...", quiet=app.quiet)
