@@ -233,11 +233,7 @@ def _locked(
 
 def _family_ids(store: Store, family: str) -> list[TaskId]:
     """The ids of a family's entries and of its data directories."""
-    ids = [tid for tid, _ in store.entries(family)]
-    with contextlib.suppress(OSError):
-        ids += [name for name in os.listdir(store.root / family / "data")
-                if len(name) == 32 and all(c in "0123456789abcdef" for c in name)]
-    return ids
+    return [tid for tid, _ in store.entries(family)] + store.data_dir_ids(family)
 
 
 def clear_family(

@@ -619,7 +619,7 @@ class _Run:
         self.coordination.check_others(lambda: in_flight, read, self.recorder.flush)
 
     def _data_dir_deps(self, tid: TaskId) -> list[TaskId]:
-        return [dep for dep in self.nodes[tid].deps if _has_data_dir(self.nodes[dep].task)]
+        return [dep for dep in self.nodes[tid].deps if self.nodes[dep].task.spec().has_data_dir]
 
     def _share(self, tid: TaskId) -> bool:
         """Locking mode: share the locks of the prerequisites whose data directory ``tid``
@@ -885,7 +885,7 @@ class _Run:
         if isinstance(req, Task):
             return Ref(req.id)
         if isinstance(req, TaskDirectory):
-            if self.nodes[task.id].meta is not None or task.id in self.values.entries:
+            if task.id in self.values.entries:
                 # Its directory is about to be emptied: the stored entry that goes with it
                 # must not outlive it (a failure, an interrupt, or another run adopting it
                 # would leave a fresh entry with an empty directory).
@@ -1021,7 +1021,7 @@ class _Run:
         # A task's stamp names its value, so that a recomputation giving the same value
         # keeps its dependents current (early cutoff). Not for a task with a data
         # directory: its value (often a path) does not show what the directory holds.
-        by_value = not _has_data_dir(task)
+        by_value = not task.spec().has_data_dir
         meta = Meta(
             expr=task.expression(),
             args=task.encoded,
@@ -1139,19 +1139,6 @@ class _Run:
             self._settled(skipped, done=False)
             if self.emit:
                 self.emit(ev.TaskSkipped(self.nodes[skipped].task, task))
-
-
-def _has_data_dir(task: Task[Any]) -> bool:
-    stack: list[Any] = list(task.spec().requirements)
-    while stack:
-        req = stack.pop()
-        if isinstance(req, TaskDirectory):
-            return True
-        if isinstance(req, list):
-            stack.extend(req)
-        elif isinstance(req, dict):
-            stack.extend(req.values())
-    return False
 
 
 def _annotate(error: BaseException, task: Task[Any]) -> None:

@@ -1250,6 +1250,15 @@ class Store:
         path, problem = self._data_path(family, task_id)
         return meta.size + (0 if problem else tree_size(path))
 
+    def data_dir_ids(self, family: str) -> list[str]:
+        """The task ids that have a data directory in the family (names that are not task
+        ids are left out)."""
+        try:
+            names = os.listdir(self.root / family / "data")
+        except OSError:
+            return []
+        return [name for name in names if _TASK_ID.fullmatch(name)]
+
     def data_dir(self, family: str, task_id: str) -> Path:
         """The data directory of a task (not created)."""
         return self.root / family / "data" / task_id

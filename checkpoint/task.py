@@ -178,13 +178,23 @@ class Spec:
     nesting those; ``fn`` receives their results positionally.
     """
 
-    __slots__ = ("fn", "requirements", "_deps", "_files")
+    __slots__ = ("fn", "requirements", "_deps", "_files", "_data_dir")
 
     def __init__(self, fn: Callable[..., Any], requirements: list[Any]) -> None:
         self.fn = fn
         self.requirements = requirements
         self._deps: list[Task[Any]] | None = None
         self._files: tuple[list[File], list[Product]] | None = None
+        self._data_dir: bool | None = None
+
+    @property
+    def has_data_dir(self) -> bool:
+        """Whether the task asks for a :class:`TaskDirectory` (its value, often a path into
+        it, then does not show what the directory holds)."""
+        if self._data_dir is None:
+            self._data_dir = any(isinstance(leaf, TaskDirectory)
+                                 for leaf in _leaves(self.requirements))
+        return self._data_dir
 
     @property
     def dependencies(self) -> list[Task[Any]]:
