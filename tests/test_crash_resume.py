@@ -132,4 +132,4 @@ def test_kill_9_at_random_moments_resumes_long(tmp_path: Path) -> None:
     kills = int(os.environ.get("CP_FAULT_KILLS", "32"))
     tried, midway = _kill_loop(tmp_path, kills=kills, seed=int(os.environ.get("CP_FAULT_SEED", "7")))
     print(f"\nkill -9: {tried} kills, {midway} of them mid-work; every resume correct")
-    assert tried == kills and midway >= max(1, kills // 8)  # runs finish fast on some machines
+    assert tried == kills and midway >= 1, "no kill landed while there was work left"
