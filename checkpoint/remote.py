@@ -240,11 +240,12 @@ def pull(
     try:
         puller.run()
     finally:
-        puller.cleanup()
+        puller.fetch.cleanup()
     report.requests = remote.requests - before
     if emit is not None:
         for task in report.pulled:
-            emit(ev.TaskPulled(task, puller.sizes.get(task.id, 0), puller.durations.get(task.id, 0.0)))
+            emit(ev.TaskPulled(task, puller.fetch.sizes.get(task.id, 0),
+                                 puller.fetch.durations.get(task.id, 0.0)))
     return report
 
 
@@ -252,32 +253,18 @@ def _pullable(node: Node) -> bool:
     return node.reason in PULLABLE and (node.files is None or not node.files.outputs)
 
 
-class _Pull:
-    """One pull phase (see the module docstring)."""
+class _Lookup:
+    """Which of a plan's tasks the remote gives: their verified manifests, looked up in
+    waves (see the module docstring)."""
 
-    def __init__(self, the_plan: Plan, store: Store, remote: Remote, key: bytes,
-                 report: PullReport) -> None:
+    def __init__(self, the_plan: Plan, remote: Remote, key: bytes, report: PullReport) -> None:
         self.nodes = the_plan.nodes
-        self.store = store
         self.remote = remote
         self.key = key
         self.report = report
         self.status: dict[TaskId, str] = {}
         """fresh | kept | pulled (a current stamp is known) | run (computed here)."""
         self.manifests: dict[TaskId, Manifest] = {}
-        self.payloads: dict[TaskId, bytes] = {}
-        """Downloaded payloads (small ones; large ones are already blob files)."""
-        self.blobs: dict[TaskId, str] = {}
-        """Blob files downloaded for an entry, by task id (file name in its family's blobs/)."""
-        self.staged: dict[TaskId, Path] = {}
-        """Data directories downloaded for an entry, not yet in place."""
-        self.staging: list[Path] = []
-        self.uses: dict[str, int] = {}
-        """How many pulled entries need each object (a shared large one is copied)."""
-        self.sizes: dict[TaskId, int] = {}
-        self.durations: dict[TaskId, float] = {}
-        self.sourced: set[str] = set()
-        """Families whose normalized source goes with a stored record already."""
         self.packed: dict[str, bytes] = {}
         """Manifests read from packs, by the entry path they claim (not yet checked)."""
 
@@ -321,8 +308,6 @@ class _Pull:
                     wave[tid] = entry_path(node.task.family.dirname, tid, key)
             self._look_up(wave)
             pending = later
-        self._download()
-        self._commit()
 
     def _read_packs(self, pending: list[TaskId]) -> None:
         """Read the packs of the families with many entries to look up (see
@@ -372,7 +357,7 @@ class _Pull:
             self._check_match(manifest, node, tid)
         except RefusedEntry as exc:
             if refuse:
-                self._refuse(node.task, path, exc.reason)
+                self.refuse(node.task, path, exc.reason)
             return False
         self.manifests[tid] = manifest
         self.status[tid] = "pulled"
@@ -393,21 +378,40 @@ class _Pull:
             raise RefusedEntry("its manifest was computed from other prerequisites than this "
                                "path says")
 
-    def _refuse(self, task: Task[Any], where: str, reason: str) -> None:
+    def refuse(self, task: Task[Any], where: str, reason: str) -> None:
         self.status[task.id] = "run"
         self.report.refused.append((task, reason))
         _warn(f"The remote cache's entry of {task!r} ({self.remote.url}/{where}) was refused: "
               f"{reason}. It is computed here instead.")
 
-    # --- downloading --------------------------------------------------------------------------
 
-    def _download(self) -> None:
+class _Fetch:
+    """Download the objects of looked-up entries and check each against its manifest:
+    values in memory or as blob files in place, data directories staged in the store."""
+
+    def __init__(self, nodes: dict[TaskId, Node], store: Store, remote: Remote) -> None:
+        self.nodes = nodes
+        self.store = store
+        self.remote = remote
+        self.payloads: dict[TaskId, bytes] = {}
+        """Downloaded payloads (small ones; large ones are already blob files)."""
+        self.blobs: dict[TaskId, str] = {}
+        """Blob files downloaded for an entry, by task id (file name in its family's blobs/)."""
+        self.staged: dict[TaskId, Path] = {}
+        """Data directories downloaded for an entry, not yet in place."""
+        self.staging: list[Path] = []
+        self.uses: dict[str, int] = {}
+        """How many pulled entries need each object (a shared large one is copied)."""
+        self.sizes: dict[TaskId, int] = {}
+        self.durations: dict[TaskId, float] = {}
+
+    def run(self, lookup: _Lookup) -> None:
         """Fetch the objects of the pulled entries: small ones in concurrent batches, large
         ones streamed to disk; every one checked against its SHA-256."""
         storage = self.remote.storage
         small: dict[str, int] = {}
         large: dict[str, int] = {}
-        for manifest in self.manifests.values():
+        for manifest in lookup.manifests.values():
             for sha, size in manifest.objects().items():
                 (large if size >= STREAM_MIN else small)[sha] = size
         contents: dict[str, bytes | None] = {}
@@ -424,20 +428,20 @@ class _Pull:
                 held += size
         files: dict[str, Path] = {}
         self.uses = {}
-        for manifest in self.manifests.values():
+        for manifest in lookup.manifests.values():
             for sha in manifest.objects():
                 self.uses[sha] = self.uses.get(sha, 0) + 1
         for sha in large:
             target = self._staging() / f"object-{sha}"
             if storage.download(object_path(sha), str(target)):
                 files[sha] = target
-        for tid, manifest in list(self.manifests.items()):
+        for tid, manifest in list(lookup.manifests.items()):
             task = self.nodes[tid].task
             try:
                 self._take(tid, manifest, contents, files)
             except RefusedEntry as exc:
-                del self.manifests[tid]
-                self._refuse(task, entry_path(manifest.family, tid, manifest.key), exc.reason)
+                del lookup.manifests[tid]
+                lookup.refuse(task, entry_path(manifest.family, tid, manifest.key), exc.reason)
 
     def _staging(self) -> Path:
         """A directory of the store for downloads not yet stored (on its filesystem, so
@@ -504,26 +508,54 @@ class _Pull:
         self.sizes[tid] = manifest.size + sum(f.size for f in manifest.data or ())
         self.durations[tid] = manifest.duration
 
-    # --- storing ------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Remove what was downloaded and not stored."""
+        for tid, name in self.blobs.items():
+            family = self.nodes[tid].task.family.dirname
+            with contextlib.suppress(OSError):
+                os.unlink(self.store.blob_dir(family) / name)
+        for path in self.staging:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class _Pull:
+    """One pull phase: look up, download, then store what is complete (see the module
+    docstring)."""
+
+    def __init__(self, the_plan: Plan, store: Store, remote: Remote, key: bytes,
+                 report: PullReport) -> None:
+        self.nodes = the_plan.nodes
+        self.store = store
+        self.remote = remote
+        self.report = report
+        self.lookup = _Lookup(the_plan, remote, key, report)
+        self.fetch = _Fetch(self.nodes, store, remote)
+        self.sourced: set[str] = set()
+        """Families whose normalized source goes with a stored record already."""
+
+    def run(self) -> None:
+        self.lookup.run()
+        self.fetch.run(self.lookup)
+        self._commit()
 
     def _commit(self) -> None:
         """Store the pulled entries whose prerequisites are all current (a prerequisite that
         was refused on download takes its dependents' pulls with it), and mark the plan."""
         from ._runlock import RunLock
 
-        good: set[TaskId] = {tid for tid, s in self.status.items() if s == "fresh"}
+        good: set[TaskId] = {tid for tid, s in self.lookup.status.items() if s == "fresh"}
         kept: list[TaskId] = []
         chosen: list[TaskId] = []
-        if self.manifests:
+        if self.lookup.manifests:
             self.store._ensure_root()
-        lock = RunLock(self.store.root) if self.manifests else None
+        lock = RunLock(self.store.root) if self.lookup.manifests else None
         try:
             for tid, node in self.nodes.items():
-                status = self.status.get(tid)
+                status = self.lookup.status.get(tid)
                 if status not in ("kept", "pulled") or not all(d in good for d in node.deps):
                     continue
                 if status == "pulled":
-                    if tid not in self.manifests:
+                    if tid not in self.lookup.manifests:
                         continue
                     # Another run on this cache computes it now: let the scheduler wait for it.
                     if lock is not None and not lock.solo and not lock.try_task(tid):
@@ -547,7 +579,7 @@ class _Pull:
         by_family: dict[str, list[TaskId]] = {}
         for tid in chosen:
             by_family.setdefault(self.nodes[tid].task.family.dirname, []).append(tid)
-            self.blobs.pop(tid, None)
+            self.fetch.blobs.pop(tid, None)
         for family, ids in by_family.items():
             metas = self.store.get_metas(family, ids)
             for tid in ids:
@@ -555,14 +587,14 @@ class _Pull:
                 node.meta = metas.get(tid, node.meta)
                 node.reason = None
                 self.report.pulled.append(node.task)
-                self.report.bytes += self.sizes.get(tid, 0)
+                self.report.bytes += self.fetch.sizes.get(tid, 0)
 
     def _record(self, tid: TaskId) -> Record:
         node = self.nodes[tid]
         task = node.task
-        manifest = self.manifests[tid]
+        manifest = self.lookup.manifests[tid]
         family = task.family
-        staged = self.staged.pop(tid, None)
+        staged = self.fetch.staged.pop(tid, None)
         if staged is not None:  # complete before the index row that makes it current
             path = self.store.prepare_data_dir(family.dirname, tid)
             os.replace(staged, path)
@@ -570,7 +602,7 @@ class _Pull:
             expr=task.expression(), args=task.encoded, fingerprint=manifest.fingerprint,
             stamp=manifest.stamp, deps=dict(manifest.deps), size=manifest.size,
             crc=manifest.crc, compressed=manifest.compressed, started=manifest.started,
-            duration=manifest.duration, stored=time.time(), blob=self.blobs.get(tid, ""),
+            duration=manifest.duration, stored=time.time(), blob=self.fetch.blobs.get(tid, ""),
             worker=manifest.worker, log=bool(manifest.log),
         )
         previous = node.meta
@@ -578,18 +610,9 @@ class _Pull:
         if family.dirname not in self.sourced:  # once a family: put_many checks it per record
             self.sourced.add(family.dirname)
             source = family.fingerprint
-        return Record(family.dirname, tid, meta, self.payloads.pop(tid, None),
+        return Record(family.dirname, tid, meta, self.fetch.payloads.pop(tid, None),
                       source=source, log=manifest.log,
                       replaces=previous.blob if previous is not None else "")
-
-    def cleanup(self) -> None:
-        """Remove what was downloaded and not stored."""
-        for tid, name in self.blobs.items():
-            family = self.nodes[tid].task.family.dirname
-            with contextlib.suppress(OSError):
-                os.unlink(self.store.blob_dir(family) / name)
-        for path in self.staging:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _check_bytes(content: bytes, sha: str, size: int, what: str) -> None:
