@@ -29,7 +29,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -354,8 +354,6 @@ def _model(record: RunRecord, cache_dir: str | os.PathLike[str] | None, title: s
     timed = [i for i, t in enumerate(tasks) if t.state in TIMED]
     t0 = min([record.started, *(tasks[i].started for i in timed)])
     end = max([record.ended, *(tasks[i].ended for i in timed)])
-    family_names = list(record.families)
-    fam_index = {name: i for i, name in enumerate(family_names)}
     cache_sizes, data_sizes = _sizes(record, cache_dir)
 
     def rel(t: float) -> float:
@@ -367,32 +365,8 @@ def _model(record: RunRecord, cache_dir: str | os.PathLike[str] | None, title: s
             texts[i] = [t.output, t.error, trim_traceback(t.traceback) if t.traceback else ""]
     states = Counter(t.state for t in tasks)
     states["reused"] += sum(record.reused_elsewhere.values())
-
-    # Families: what they did, how long they took, their size in the cache.
-    fam_stats = []
-    shorts = Counter(name.rpartition(".")[2] for name in family_names)
-    for f, name in enumerate(family_names):
-        short = name.rpartition(".")[2]
-        mine = [t for t in tasks if t.family == name]
-        counts = Counter(t.state for t in mine)
-        if record.reused_elsewhere.get(name):
-            counts["reused"] += record.reused_elsewhere[name]
-        durations = [t.duration for t in mine if t.state in TIMED]
-        size, entries = cache_sizes.get(name, (None, None))
-        fam_stats.append({
-            "name": name, "short": short if shorts[short] == 1 else name,
-            "color": _PALETTE[f % len(_PALETTE)],
-            "counts": {s: counts[s] for s in STATES if counts[s]},
-            "time": round(sum(durations), 6), "ran": len(durations),
-            "max": round(max(durations, default=0.0), 6),
-            "cache": size, "entries": entries,
-        })
-
-    busy = sum(tasks[i].duration for i in timed)
-    span = max(0.0, max((tasks[i].ended for i in timed), default=0.0)
-               - min((tasks[i].started for i in timed), default=0.0))
-    path_time = sum(tasks[i].duration for i in critical)
-    looks = _looks()
+    fam_stats = _family_stats(record, cache_sizes)
+    columns = _task_columns(record, rel, placed.of, data_sizes)
     return {
         "title": title,
         "run": {
@@ -406,35 +380,81 @@ def _model(record: RunRecord, cache_dir: str | os.PathLike[str] | None, title: s
         },
         "families": fam_stats,
         "lanes": placed.labels,
-        "tasks": {
-            "label": [t.label for t in tasks],
-            "id": [t.id for t in tasks],
-            "family": [fam_index[t.family] for t in tasks],
-            "state": [t.state for t in tasks],
-            "reason": [t.reason for t in tasks],
-            "args": [t.arguments for t in tasks],
-            "start": [rel(t.started) if t.state in TIMED else None for t in tasks],
-            "dur": [round(t.duration, 6) for t in tasks],
-            "lane": placed.of,
-            "worker": [t.worker for t in tasks],
-            "size": [t.size for t in tasks],
-            "data": [data_sizes.get(i) for i in range(len(tasks))],
-            "attempts": [t.attempts for t in tasks],
-            "deps": [t.deps for t in tasks],
-            "target": [1 if t.target else 0 for t in tasks],
-            "cause": [t.cause for t in tasks],
-        },
+        "tasks": columns,
         "texts": {str(i): v for i, v in texts.items()},
         "critical": critical,
-        "parallelism": {
-            "busy": round(busy, 6), "span": round(span, 6), "path": round(path_time, 6),
-            "used": round(busy / span, 3) if span > 0 else 0,
-            "allowed": round(busy / path_time, 3) if path_time > 0 else 0,
-            "workers": record.workers or len(placed.labels),
-        },
+        "parallelism": _parallelism(record, timed, critical, len(placed.labels)),
         "dag": _dags(record, fam_stats),
-        "looks": looks,
+        "looks": _looks(),
         "states": list(STATES),
+    }
+
+
+def _family_stats(record: RunRecord,
+                  cache_sizes: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    """Per family: what its tasks did, how long they took, its size in the cache."""
+    from .runs import STATES
+
+    fam_stats = []
+    family_names = list(record.families)
+    shorts = Counter(name.rpartition(".")[2] for name in family_names)
+    for f, name in enumerate(family_names):
+        short = name.rpartition(".")[2]
+        mine = [t for t in record.tasks if t.family == name]
+        counts = Counter(t.state for t in mine)
+        if record.reused_elsewhere.get(name):
+            counts["reused"] += record.reused_elsewhere[name]
+        durations = [t.duration for t in mine if t.state in TIMED]
+        size, entries = cache_sizes.get(name, (None, None))
+        fam_stats.append({
+            "name": name, "short": short if shorts[short] == 1 else name,
+            "color": _PALETTE[f % len(_PALETTE)],
+            "counts": {s: counts[s] for s in STATES if counts[s]},
+            "time": round(sum(durations), 6), "ran": len(durations),
+            "max": round(max(durations, default=0.0), 6),
+            "cache": size, "entries": entries,
+        })
+    return fam_stats
+
+
+def _task_columns(record: RunRecord, rel: Callable[[float], float], lane_of: list[int],
+                  data_sizes: dict[int, int]) -> dict[str, list[Any]]:
+    """The tasks as columns (one list per field: compact in the page's JSON)."""
+    tasks = record.tasks
+    fam_index = {name: i for i, name in enumerate(record.families)}
+    return {
+        "label": [t.label for t in tasks],
+        "id": [t.id for t in tasks],
+        "family": [fam_index[t.family] for t in tasks],
+        "state": [t.state for t in tasks],
+        "reason": [t.reason for t in tasks],
+        "args": [t.arguments for t in tasks],
+        "start": [rel(t.started) if t.state in TIMED else None for t in tasks],
+        "dur": [round(t.duration, 6) for t in tasks],
+        "lane": lane_of,
+        "worker": [t.worker for t in tasks],
+        "size": [t.size for t in tasks],
+        "data": [data_sizes.get(i) for i in range(len(tasks))],
+        "attempts": [t.attempts for t in tasks],
+        "deps": [t.deps for t in tasks],
+        "target": [1 if t.target else 0 for t in tasks],
+        "cause": [t.cause for t in tasks],
+    }
+
+
+def _parallelism(record: RunRecord, timed: list[int], critical: list[int],
+                 lanes_used: int) -> dict[str, float | int]:
+    """How much of the run's span was busy, and how much the critical path allowed."""
+    tasks = record.tasks
+    busy = sum(tasks[i].duration for i in timed)
+    span = max(0.0, max((tasks[i].ended for i in timed), default=0.0)
+               - min((tasks[i].started for i in timed), default=0.0))
+    path_time = sum(tasks[i].duration for i in critical)
+    return {
+        "busy": round(busy, 6), "span": round(span, 6), "path": round(path_time, 6),
+        "used": round(busy / span, 3) if span > 0 else 0,
+        "allowed": round(busy / path_time, 3) if path_time > 0 else 0,
+        "workers": record.workers or lanes_used,
     }
 
 
