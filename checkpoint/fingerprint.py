@@ -321,9 +321,9 @@ class _Walk:
         self.other: dict[str, str] = {}
         self.seen: set[int] = {id(fn)}
         self.keep: list[Any] = []  # keeps ids in `seen` from being reused
-        self.values: set[tuple[str, str]] = set()
-        self.pending: list[tuple[Any, str, Mapping[str, Any]]] = []
-        """Values read, fingerprinted once all the code is known (see :meth:`finish`)."""
+        self.modules: set[str] = set()
+        """Project modules whose whole source is in (imported but not loaded)."""
+        self.values = _Values(self)
         self.written: set[tuple[str, str]] = set()
         """``(module, name)`` of the globals the code changes: state, not input."""
 
@@ -406,7 +406,7 @@ class _Walk:
             and not hasattr(obj, "__checkpoint_identity__")
         if not (code_like or wrapper):
             if not isinstance(obj, _CODE_TYPES):  # built-in functions: not Python code
-                self.add_value(obj, label, namespace)
+                self.values.add(obj, label, namespace)
             return
         if id(obj) in self.seen:
             return
@@ -429,7 +429,7 @@ class _Walk:
         else:
             assert isinstance(obj, types.MethodType)
             self.add(obj.__func__, label, namespace)
-            self.add_value(obj.__self__, label + ".__self__", namespace)
+            self.values.add(obj.__self__, label + ".__self__", namespace)
 
     def add_code(self, obj: Any, namespace: Mapping[str, Any]) -> None:
         name = obj.__qualname__
@@ -454,20 +454,28 @@ class _Walk:
         self.follow_reads(def_reads, namespace)
 
     def add_module_text(self, name: str, file: str) -> None:
-        key = ("module", name)
-        if key in self.values:
+        if name in self.modules:
             return
-        self.values.add(key)
+        self.modules.add(name)
         idx = _sources.index(file) if file else None
         text = idx.get(("module",)) if idx is not None else None
         self.other.setdefault(f"{name}.*", f"# module {name}\n{text or '# source unavailable'}")
 
-    # values
+class _Values:
+    """The values a walk finds the code reading, and their texts in the fingerprint: a
+    literal's repr, a canonical text (dataclasses, containers, arrays by digest), a
+    deterministic pickle's digest, or the source of the assignment that binds them."""
 
-    def add_value(self, value: Any, label: str, namespace: Mapping[str, Any]) -> None:
+    def __init__(self, walk: _Walk) -> None:
+        self.walk = walk
+        self.seen: set[tuple[str, str]] = set()
+        self.pending: list[tuple[Any, str, Mapping[str, Any]]] = []
+        """Values read, fingerprinted once all the code is known (see :meth:`finish`)."""
+
+    def add(self, value: Any, label: str, namespace: Mapping[str, Any]) -> None:
         where = str(namespace.get("__name__", ""))
-        if (where, label) not in self.values:
-            self.values.add((where, label))
+        if (where, label) not in self.seen:
+            self.seen.add((where, label))
             self.pending.append((value, label, namespace))
 
     def finish(self) -> None:
@@ -482,20 +490,20 @@ class _Walk:
                 value, label, namespace = item = self.pending.pop(0)
                 key = (str(namespace.get("__name__", "")), label)
                 done[key] = item
-                if key in self.written:
+                if key in self.walk.written:
                     as_state.add(key)
                 self._put_value(key, self.value_text(value, label, namespace, key in as_state))
-            for key in self.written & done.keys() - as_state:  # found written afterwards
+            for key in self.walk.written & done.keys() - as_state:  # found written afterwards
                 as_state.add(key)
                 value, label, namespace = done[key]
                 self._put_value(key, self.value_text(value, label, namespace, True))
 
     def _put_value(self, key: tuple[str, str], text: str) -> None:
         where, label = key
-        if where == self.module:
-            self.own[label] = f"{label} = {text}"
+        if where == self.walk.module:
+            self.walk.own[label] = f"{label} = {text}"
         else:
-            self.other[f"{where}.{label}"] = f"{where}.{label} = {text}"
+            self.walk.other[f"{where}.{label}"] = f"{where}.{label} = {text}"
 
     def value_text(self, value: Any, label: str, namespace: Mapping[str, Any], state: bool) -> str:
         if state:
@@ -533,7 +541,7 @@ class _Walk:
         functions, classes, modules and tasks as :meth:`code_ref` does; else ``None``."""
         if _is_array(obj):
             return _array_text(obj)
-        if isinstance(obj, _CODE_TYPES) or hasattr(obj, "__checkpoint_identity__") or self.is_task(obj):
+        if isinstance(obj, _CODE_TYPES) or hasattr(obj, "__checkpoint_identity__") or self.walk.is_task(obj):
             return self.code_ref(obj)
         return None
 
@@ -542,10 +550,10 @@ class _Walk:
         ident = getattr(obj, "__checkpoint_identity__", None)
         if isinstance(ident, str):
             return f"<task {ident}>"
-        if self.is_task(obj):
+        if self.walk.is_task(obj):
             return f"<task family {getattr(obj, 'name', '?')}>"
         if isinstance(obj, (types.FunctionType, type, types.ModuleType, types.MethodType)):
-            self.add(obj, getattr(obj, "__qualname__", getattr(obj, "__name__", "?")), {})
+            self.walk.add(obj, getattr(obj, "__qualname__", getattr(obj, "__name__", "?")), {})
         module = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
         return f"<{type(obj).__name__} {module}.{getattr(obj, '__qualname__', '')}>"
 
@@ -554,7 +562,7 @@ class _Walk:
         if isinstance(value, _CONSTANT_TYPES):
             return repr(value)
         if isinstance(value, _CODE_TYPES) or hasattr(value, "__checkpoint_identity__") \
-                or self.is_task(value):
+                or self.walk.is_task(value):
             return self.code_ref(value)
         if _is_array(value):
             return _array_text(value)
@@ -569,7 +577,7 @@ class _Walk:
         path = path | {id(value)}
         kind = type(value)
         if is_dataclass(value):
-            self.add(kind, kind.__qualname__, {})
+            self.walk.add(kind, kind.__qualname__, {})
             parts = [(f.name, self.canonical(getattr(value, f.name, None), depth + 1, path))
                      for f in fields(value)]
             return _call_text(kind.__qualname__, parts)
@@ -588,7 +596,7 @@ class _Walk:
                 return "[" + ", ".join(map(str, texts)) + "]"
             if kind is tuple:
                 return "(" + ", ".join(map(str, texts)) + (",)" if len(texts) == 1 else ")")
-            self.add(kind, kind.__qualname__, {})
+            self.walk.add(kind, kind.__qualname__, {})
             return _call_text(kind.__qualname__, list(zip(kind._fields, texts, strict=True)))
         if kind is dict:
             pairs = [(self.canonical(k, depth + 1, path), self.canonical(v, depth + 1, path))
@@ -598,7 +606,7 @@ class _Walk:
             return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
         enum = sys.modules.get("enum")
         if enum is not None and isinstance(value, enum.Enum):
-            self.add(kind, kind.__qualname__, {})
+            self.walk.add(kind, kind.__qualname__, {})
             return f"{kind.__qualname__}.{value.name}"
         return None
 
@@ -612,7 +620,7 @@ class _Walk:
         if binding is None:
             return None
         if binding[0] == "assign":
-            self.follow_reads(binding[2], namespace)
+            self.walk.follow_reads(binding[2], namespace)
             return f"<value of: {binding[1]}>"
         _, level, module, original = binding
         try:
@@ -621,7 +629,7 @@ class _Walk:
         except (ImportError, ValueError):
             return None
         loaded = sys.modules.get(module)
-        if loaded is None or not self.is_project_module(loaded):
+        if loaded is None or not self.walk.is_project_module(loaded):
             return f"<imported from {module}>"
         found = self.assignment(original, vars(loaded), depth + 1)
         return None if found is None else f"{module}.{original} = {found}"
@@ -631,12 +639,12 @@ class _Walk:
         if (module, label) in _warned:
             return
         _warned.add((module, label))
-        fn = next(_class_functions(self.fn), None) if isinstance(self.fn, type) else self.fn
+        fn = next(_class_functions(self.walk.fn), None) if isinstance(self.walk.fn, type) else self.walk.fn
         code = getattr(fn, "__code__", None)
         file, line = (code.co_filename, code.co_firstlineno) if isinstance(code, types.CodeType) \
             else ("<unknown>", 1)
         warnings.warn_explicit(
-            f"Task {self.family} reads the global {label!r} ({type(value).__qualname__}), whose "
+            f"Task {self.walk.family} reads the global {label!r} ({type(value).__qualname__}), whose "
             "value cannot be fingerprinted: changing it will not re-run the task. Make it a "
             "literal, a dataclass or another picklable value, or pin the task's code with "
             "@task(version=...) and bump the version when it changes.",
@@ -674,6 +682,6 @@ def code_fingerprint(
         walk.follow_code(fn, reads, vars(module) if module is not None else {})
     elif isinstance(getattr(fn, "__code__", None), types.CodeType):
         walk.follow_reads(code_reads(fn.__code__), getattr(fn, "__globals__", {}))
-    walk.finish()
+    walk.values.finish()
     text = walk.text(main_text)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text
