@@ -11,17 +11,10 @@ import html
 import time
 from typing import TYPE_CHECKING, Any
 
+from ._units import size_text
+
 if TYPE_CHECKING:
     from .task import Task
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 def task_state(task: Task[Any], cache_dir: str | None = None) -> dict[str, Any]:
@@ -57,7 +50,7 @@ def task_html(task: Task[Any]) -> str:
     rows = [
         ("state", facts["state"] + (f" ({facts['to_run']} of {facts['tasks']} tasks would run)"
                                     if facts["to_run"] else f" (all {facts['tasks']} tasks fresh)")),
-        ("stored", _size(facts["size"]) if facts["size"] is not None else "nothing"),
+        ("stored", size_text(facts["size"]) if facts["size"] is not None else "nothing"),
     ]
     if facts["last_status"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(facts["last_started"]))

@@ -27,7 +27,7 @@ from .errors import (
     TaskfileNotFoundError,
     UnknownTaskError,
 )
-from .task import Task, TaskFamily
+from .task import Task, TaskFamily, signature_text
 
 DEFAULT_NAME = "taskfile.py"
 
@@ -299,26 +299,6 @@ def _type_name(types_: tuple[type, ...]) -> str:
         if name not in names and not (name == "int" and float in types_):
             names.append(name)
     return " or ".join(names)
-
-
-class _Text:
-    """An annotation written as a string, shown without quotes."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def signature_text(signature: inspect.Signature) -> str:
-    """A signature as written, also when its annotations are strings (``from __future__``)."""
-
-    def plain(annotation: Any) -> Any:
-        return _Text(annotation) if isinstance(annotation, str) else annotation
-
-    params = [p.replace(annotation=plain(p.annotation)) for p in signature.parameters.values()]
-    return str(signature.replace(parameters=params, return_annotation=plain(signature.return_annotation)))
 
 
 def check_arguments(family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -15,8 +15,8 @@ from conftest import write
 from faultkit import alive, env_for, executions, start, wait_dead
 
 import checkpoint
+from checkpoint._units import parse_duration
 from checkpoint.cli import cli
-from checkpoint.cli.run import parse_duration
 from checkpoint.errors import TaskDefinitionError, TaskTimeoutError, UsageError, WorkerDiedError
 from checkpoint.store import Store
 

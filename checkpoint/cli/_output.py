@@ -8,13 +8,14 @@ completion stay fast.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from .._units import parse_duration, parse_size
 
 _CLICK_DIR = str(Path(click.__file__).resolve().parent)
 
@@ -28,31 +29,6 @@ def err(message: str = "", *, quiet: bool = False) -> None:
 def emit_json(document: Any) -> None:
     """Print one JSON document to stdout."""
     click.echo(json.dumps(document, indent=2, default=repr))
-
-
-def human_size(n: int) -> str:
-    """``1536`` -> ``'1.5 KiB'``."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_duration(seconds: float) -> str:
-    """``0.0123`` -> ``'12ms'``, ``75`` -> ``'1m15s'``, under a millisecond ``'<1ms'``."""
-    if seconds < 0.0005:
-        return "<1ms"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def human_time(timestamp: float) -> str:
@@ -76,30 +52,48 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Seque
     return "\n".join(lines)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+if TYPE_CHECKING:  # click >= 8.2 types its ParamType by what it converts to
+    _FloatType = click.ParamType[float]
+    _IntType = click.ParamType[int]
+else:
+    _FloatType = _IntType = click.ParamType
 
 
-def parse_duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """Option callback: ``90``, ``30m``, ``12h``, ``7d``, ``2w`` -> seconds."""
-    if value is None:
-        return None
-    match = _DURATION.match(value)
-    if not match:
-        raise click.BadParameter(f"{value!r} is not a duration like 90s, 30m, 12h, 7d or 2w")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+class Duration(_FloatType):
+    """An option's duration: ``90``, ``30m``, ``1h30m``, ``7d``, ``2w`` -> seconds."""
+
+    name = "duration"
+
+    def __init__(self, *, positive: bool = False) -> None:
+        self.positive = positive
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration(str(value))
+            if self.positive and seconds <= 0:
+                raise ValueError(value)
+        except ValueError:
+            if self.positive:
+                self.fail(f"{value!r} is not a duration > 0; use seconds or units, e.g. 90, "
+                          "90s, 15m, 1h30m", param, ctx)
+            self.fail(f"{value!r} is not a duration like 90s, 30m, 12h, 7d or 2w", param, ctx)
+        return seconds
 
 
-def parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    """Option callback: ``500M``, ``2G``, ``1.5GiB``, ``1000`` -> bytes."""
-    if value is None:
-        return None
-    match = _SIZE.match(value)
-    if not match:
-        raise click.BadParameter(f"{value!r} is not a size like 500M, 2G or 1000 (bytes)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+class Size(_IntType):
+    """An option's size: ``500M``, ``2G``, ``1.5GiB``, ``1000`` -> bytes."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a size like 500M, 2G or 1000 (bytes)", param, ctx)
 
 
 def trim_traceback(text: str) -> str:

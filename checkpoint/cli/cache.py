@@ -15,19 +15,11 @@ import json
 import click
 
 from .._text import plural
+from .._units import duration_text, size_text
 from ..errors import UnknownTaskError
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import (
-    emit_json,
-    err,
-    human_duration,
-    human_size,
-    human_time,
-    parse_duration,
-    parse_size,
-    table,
-)
+from ._output import Duration, Size, emit_json, err, human_time, table
 
 
 @click.group()
@@ -66,7 +58,7 @@ def cache_ls(app: App, name: str | None, as_json: bool) -> None:
         return
     click.echo(table(
         ["TASK", "FAMILY", "SIZE", "STORED", "TOOK"],
-        [[e.expr, e.family, human_size(e.size), human_time(e.stored), human_duration(e.duration)]
+        [[e.expr, e.family, size_text(e.size), human_time(e.stored), duration_text(e.duration)]
          for e in rows],
         right=(2, 4),
     ))
@@ -127,16 +119,16 @@ def cache_du(app: App, as_json: bool) -> None:
         return
     click.echo(table(
         ["FAMILY", "ENTRIES", "SIZE"],
-        [[u.family, str(u.entries), human_size(u.size)] for u in rows]
-        + [["total", str(sum(u.entries for u in rows)), human_size(total)]],
+        [[u.family, str(u.entries), size_text(u.size)] for u in rows]
+        + [["total", str(sum(u.entries for u in rows)), size_text(total)]],
         right=(1, 2),
     ))
 
 
 @cache.command("prune")
-@click.option("--older-than", callback=parse_duration, metavar="AGE",
+@click.option("--older-than", type=Duration(), metavar="AGE",
               help="Also remove entries stored longer ago than AGE (90s, 30m, 12h, 7d, 2w).")
-@click.option("--max-size", callback=parse_size, metavar="SIZE",
+@click.option("--max-size", type=Size(), metavar="SIZE",
               help="Then remove the oldest entries until the cache holds at most SIZE (500M, 2G).")
 @click.option("-y", "--yes", is_flag=True, help="Delete (without it, only list what would go).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
@@ -163,16 +155,16 @@ def cache_prune(app: App, older_than: float | None, max_size: int | None, yes: b
         return
     click.echo(table(
         ["TASK", "FAMILY", "SIZE", "WHY"],
-        [[i.expr if i.id else "(whole family)", i.family, human_size(i.size), i.why] for i in items],
+        [[i.expr if i.id else "(whole family)", i.family, size_text(i.size), i.why] for i in items],
         right=(2,),
     ))
-    size = human_size(sum(i.size for i in items))
+    size = size_text(sum(i.size for i in items))
     if removed is None:
         err(f"Would remove {plural(len(items), 'item')} ({size}). Pass -y to delete them.", quiet=app.quiet)
     else:
         err(f"Removed {removed.entries} entr{'y' if removed.entries == 1 else 'ies'} and "
             f"{len(removed.families)} famil{'y' if len(removed.families) == 1 else 'ies'} "
-            f"({human_size(removed.bytes)}).", quiet=app.quiet)
+            f"({size_text(removed.bytes)}).", quiet=app.quiet)
 
 
 @cache.command("verify")

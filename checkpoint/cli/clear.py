@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import click
 
 from .._text import plural
+from .._units import size_text
 from ..errors import UsageError
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import emit_json, err, human_size
+from ._output import emit_json, err
 
 if TYPE_CHECKING:
     from ..catalog import Removed
@@ -93,7 +94,7 @@ def _report(app: App, removed: Removed, as_json: bool) -> None:
         emit_json(removed.to_json())
     elif removed.entries or removed.families:
         err(f"Removed {removed.entries} entr{'y' if removed.entries == 1 else 'ies'} "
-            f"({human_size(removed.bytes)}).", quiet=app.quiet)
+            f"({size_text(removed.bytes)}).", quiet=app.quiet)
         if removed.outputs:
             shown = ", ".join(removed.outputs[:5]) + (", ..." if len(removed.outputs) > 5 else "")
             err(f"Did not delete {plural(len(removed.outputs), 'declared output file')} of "

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 import click
 
 from .._text import plural
+from .._units import duration_text, size_text
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import emit_json, err, human_duration, human_size, table
+from ._output import emit_json, err, table
 
 if TYPE_CHECKING:
     from ..history import LastRun
@@ -52,7 +53,7 @@ def ls(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -
             return
         click.echo(table(
             ["NAME", "QUEUE", "ENTRIES", "SIZE", "DESCRIPTION"],
-            [[i.name, i.queue, str(i.entries), human_size(i.size), i.doc] for i in infos],
+            [[i.name, i.queue, str(i.entries), size_text(i.size), i.doc] for i in infos],
             right=(2, 3),
         ))
         return
@@ -77,5 +78,5 @@ def _last(run: LastRun | None) -> str:
     """``1.2s``, ``0.3s failed``, or ``-`` when no run is recorded."""
     if run is None:
         return "-"
-    text = human_duration(run.duration)
+    text = duration_text(run.duration)
     return f"{text} failed" if run.status == "failed" else text

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .._text import plural
+from .._units import size_text
 from ..errors import UsageError
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import emit_json, err, human_size, human_time, parse_duration, table
+from ._output import Duration, emit_json, err, human_time, table
 
 if TYPE_CHECKING:
     from ..remote import Remote
@@ -125,7 +126,7 @@ def push(app: App, targets: tuple[str, ...], remote_option: str | None, as_json:
         err(f"not pushed: {task!r}: {why}", quiet=app.quiet)
     if len(report.skipped) > 10:
         err(f"not pushed: ... and {len(report.skipped) - 10} more", quiet=app.quiet)
-    err(f"Pushed {plural(len(report.pushed), 'entry', 'entries')} ({human_size(report.bytes)}) "
+    err(f"Pushed {plural(len(report.pushed), 'entry', 'entries')} ({size_text(report.bytes)}) "
         f"to {remote.url} in {time.perf_counter() - started:.1f}s ({plural(report.requests, 'request')}); "
         f"{len(report.present)} already there, {len(report.skipped)} not pushed.", quiet=app.quiet)
 
@@ -161,7 +162,7 @@ def pull(app: App, targets: tuple[str, ...], remote_option: str | None, as_json:
                    "bytes": report.bytes, "requests": report.requests})
     else:
         err(f"Pulled {plural(len(report.pulled), 'entry', 'entries')} "
-            f"({human_size(report.bytes)}) from {remote.url} in "
+            f"({size_text(report.bytes)}) from {remote.url} in "
             f"{time.perf_counter() - started:.1f}s ({plural(report.requests, 'request')}); "
             f"{len(report.missing)} not on the remote, {len(report.refused)} refused.",
             quiet=app.quiet)
@@ -218,7 +219,7 @@ def remote_ls(app: App, name: str | None, remote_option: str | None, as_json: bo
         emit_json({"entries": rows})
         return
     click.echo(table(["TASK", "FAMILY", "SIZE", "PUSHED", "STATUS"], [
-        [r["task"], r["family"], human_size(r["size"]), human_time(r["pushed"]), r["status"]]
+        [r["task"], r["family"], size_text(r["size"]), human_time(r["pushed"]), r["status"]]
         for r in rows], right=(2,)))
 
 
@@ -239,15 +240,15 @@ def remote_du(app: App, remote_option: str | None, as_json: bool) -> None:
                    "entries": found.entries, "objects": found.objects, "bytes": found.bytes})
         return
     click.echo(table(["FAMILY", "ENTRIES", "SIZE"], [
-        [f, str(n), human_size(size)] for f, (n, size) in families], right=(1, 2)))
+        [f, str(n), size_text(size)] for f, (n, size) in families], right=(1, 2)))
     err(f"{remote.url}: {plural(found.entries, 'entry', 'entries')}, "
-        f"{plural(found.objects, 'object')}, {human_size(found.bytes)} stored "
+        f"{plural(found.objects, 'object')}, {size_text(found.bytes)} stored "
         "(values shared by several entries are stored once).", quiet=app.quiet)
 
 
 @remote_group.command("prune")
 @remote_option
-@click.option("--older-than", callback=parse_duration, metavar="AGE",
+@click.option("--older-than", type=Duration(), metavar="AGE",
               help="Remove entries pushed longer ago than AGE (90s, 30m, 12h, 7d, 2w).")
 @click.option("--family", "family_name", metavar="NAME",
               help="Only entries of this family (with --older-than).")
@@ -292,7 +293,7 @@ def remote_prune(app: App, remote_option: str | None, older_than: float | None,
             f"{plural(len(result.packs), 'pack')}, "
             f"{plural(len(result.objects), 'unused object')} and "
             f"{plural(len(result.temporary), 'leftover temporary file')} "
-            f"({human_size(result.bytes)})")
+            f"({size_text(result.bytes)})")
     if yes:
         err(f"Removed {what} from {remote.url}.", quiet=app.quiet)
     else:

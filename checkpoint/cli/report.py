@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._units import duration_text
 from ..errors import UsageError
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import err, human_duration, human_time, table
+from ._output import err, human_time, table
 
 if TYPE_CHECKING:
     from ..report import Report
@@ -78,7 +79,7 @@ def report(
                        if record.count(s) or s in ("ran", "reused"))
     err(f"Wrote {click.format_filename(output or path.name)}: run {record.number} "
         f"({', '.join(record.targets) or 'no target'}), {record.status} in "
-        f"{human_duration(record.wall_time)}: {counts}.", quiet=app.quiet)
+        f"{duration_text(record.wall_time)}: {counts}.", quiet=app.quiet)
     if open_it:
         import webbrowser
 
@@ -117,7 +118,7 @@ def _list(app: App) -> None:
     rows = []
     for r in recorded_runs(app.cache_dir):
         rows.append([str(r.number), human_time(r.started), r.status, f"{r.count('ran'):,}",
-                     f"{r.count('failed'):,}", human_duration(r.wall_time),
+                     f"{r.count('failed'):,}", duration_text(r.wall_time),
                      ", ".join(r.targets)])
     if not rows:
         err(f"No run is recorded in {app.cache_dir} yet.", quiet=app.quiet)

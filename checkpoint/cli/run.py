@@ -33,7 +33,7 @@ from .._text import plural
 from ..errors import UsageError
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import emit_json, err, trim_traceback
+from ._output import Duration, emit_json, err, trim_traceback
 
 if TYPE_CHECKING:
     from ..events import Event, Subscriber
@@ -68,36 +68,6 @@ def _check_queues(app: App, rate_limits: dict[str, int]) -> None:
             err(f"warning: no task family uses the queue {queue!r} of --rate-limit; the queues "
                 f"are: {', '.join(known) or '(none)'} (a family's queue is its name unless "
                 "@task(queue=...) names another).", quiet=app.quiet)
-
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``1.5m``, ``1h30m``, ``500ms``; ValueError if malformed."""
-    import re
-
-    compact = text.strip().lower().replace(" ", "")
-    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)?", compact)
-    if not parts or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(text)
-    if len(parts) > 1 and not all(u for _, u in parts):
-        raise ValueError(text)  # "1h30" is ambiguous
-    seconds = sum(float(n) * _UNITS[u or "s"] for n, u in parts)
-    if not 0 < seconds < float("inf"):
-        raise ValueError(text)
-    return seconds
-
-
-def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a duration > 0; use seconds or units, e.g. 90, 90s, 15m, 1h30m"
-        ) from None
 
 
 def _executor(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -198,7 +168,7 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 @click.option("-k", "--keep-going", is_flag=True, help="After a failure, go on with independent tasks.")
 @click.option("--retries", type=click.IntRange(min=0), default=0, metavar="N",
               help="Run a failing task up to N more times before it counts as failed.")
-@click.option("--timeout", callback=_timeout, metavar="DURATION",
+@click.option("--timeout", type=Duration(positive=True), metavar="DURATION",
               help="Stop a task that runs longer (e.g. 90s, 15m, 1h30m; a bare number is "
                    "seconds); it fails as timed out. A family's @task(timeout=...) wins.")
 @click.option("-n", "--dry-run", is_flag=True, help="Only list the tasks that would run, and why.")

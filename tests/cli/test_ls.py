@@ -94,7 +94,7 @@ def test_empty_taskfile(invoke: Invoke, project: Path) -> None:
 
 def test_target_shows_last_runs(invoke: Invoke) -> None:
     """ls TARGET should show each task's last run: its duration, 'failed' if it failed, '-' if none."""
-    from checkpoint.cli._output import human_duration
+    from checkpoint._units import duration_text
 
     invoke("run", "--executor", "inline", "-k", "booms")
     invoke("run", "--executor", "inline", "choose(2, 1)")
@@ -113,6 +113,6 @@ def test_target_shows_last_runs(invoke: Invoke) -> None:
     assert header.split() == ["TASK", "STATE", "LAST", "RUN", "REASON"]
     start, end = header.index("LAST RUN"), header.index("REASON")
     cells = {line.split("  ")[0]: line[start:end].strip() for line in lines}
-    assert cells["boom(2)"] == human_duration(last["boom(2)"]["duration"])
+    assert cells["boom(2)"] == duration_text(last["boom(2)"]["duration"])
     assert cells["boom(1)"].endswith(" failed")
     assert cells["booms()"] == "-"
