@@ -1,7 +1,7 @@
 """``python -m checkpoint``: the same CLI as ``checkpoint``.
 
-The seed's form ``python -m checkpoint path/to/taskfile.py [options]`` still works: it
-means ``checkpoint -f path/to/taskfile.py run [options]``, and the seed's own options are
+The original checkpoint-tool's form, ``python -m checkpoint path/to/taskfile.py [options]``,
+still works: it means ``checkpoint -f path/to/taskfile.py run [options]``, and its own options are
 translated: ``-e/--entrypoint NAME`` (the target, default ``main``), ``-t/--exec-type
 process|thread`` (``--executor``), ``-w/--max-workers N`` (``-j``; a negative N counts back
 from the CPU count, -1 meaning all of them), ``--cache-dir DIR``, ``--rate-limits JSON``
@@ -27,11 +27,11 @@ _SEED_VALUE_OPTIONS = {
 
 
 class SeedUsageError(Exception):
-    """A seed option with a value the seed would not have accepted either."""
+    """An option of the original form with a value it would not have accepted either."""
 
 
 def _seed_args(argv: list[str]) -> list[str]:
-    """Translate the seed's ``TASKFILE [options]`` form into ``-f TASKFILE run ...``."""
+    """Translate the original ``TASKFILE [options]`` form into ``-f TASKFILE run ...``."""
     if not argv or not argv[0].endswith(".py") or argv[0].startswith("-"):
         return argv
     front = ["-f", argv[0]]

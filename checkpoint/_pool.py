@@ -60,7 +60,7 @@ class ProcessPoolAdapter(ExecutorAdapter):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        # fork keeps the seed's scripts working (tasks defined at the top of a script without
+        # fork keeps the original checkpoint-tool's scripts working (tasks defined at the top of a script without
         # a __main__ guard) and starts workers in milliseconds; elsewhere the platform default.
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)

@@ -1,6 +1,6 @@
 """The on-disk store of task results.
 
-Layout (the seed's)::
+Layout (the original checkpoint-tool's, which this package keeps)::
 
     {cache_dir}/checkpoint/
         FORMAT                          store format version
