@@ -12,6 +12,25 @@ from types import ModuleType
 import pytest
 from click.testing import CliRunner
 
+CHOOSE = '''
+from checkpoint import task, requires
+
+@task
+def choose(n: int, k: int):
+    if 0 < k < n:
+        @requires(choose(n - 1, k - 1))
+        @requires(choose(n - 1, k))
+        def __(a: int, b: int) -> int:
+            return a + b
+    elif k == 0 or k == n:
+        def __() -> int:
+            return 1
+    else:
+        raise ValueError(f'{(n, k)}')
+    return __
+'''
+"""The README's binomial coefficient as a module's source, for tests that need a real graph."""
+
 
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

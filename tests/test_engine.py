@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CHOOSE
 
 import checkpoint
 from checkpoint import (
@@ -21,24 +22,6 @@ from checkpoint import (
     task,
 )
 from checkpoint.store import Store
-
-CHOOSE = '''
-from checkpoint import task, requires
-
-@task
-def choose(n: int, k: int):
-    if 0 < k < n:
-        @requires(choose(n - 1, k - 1))
-        @requires(choose(n - 1, k))
-        def __(prev1: int, prev2: int) -> int:
-            return prev1 + prev2
-    elif k == 0 or k == n:
-        def __() -> int:
-            return 1
-    else:
-        raise ValueError(f'{(n, k)}')
-    return __
-'''
 
 
 @pytest.fixture

@@ -13,28 +13,11 @@ from typing import Any
 
 import pydot
 import pytest
+from conftest import CHOOSE
 
 from checkpoint import export
 from checkpoint.errors import GraphvizNotFoundError
 from checkpoint.graph import expand
-
-CHOOSE = """
-from checkpoint import task, requires
-
-@task
-def choose(n, k):
-    if 0 < k < n:
-        @requires(choose(n - 1, k - 1))
-        @requires(choose(n - 1, k))
-        def __(a, b):
-            return a + b
-    elif k == 0 or k == n:
-        def __():
-            return 1
-    else:
-        raise ValueError((n, k))
-    return __
-"""
 
 PIPELINE = """
 from checkpoint import task, requires
