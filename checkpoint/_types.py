@@ -1,6 +1,37 @@
-"""Type aliases shared across checkpoint's modules."""
+"""Types shared across checkpoint's modules: ids and the vocabulary of plans."""
 
 from __future__ import annotations
 
+from enum import Enum
+
 TaskId = str
 """Hex digest identifying one task (family + canonical arguments)."""
+
+
+class Reason(str, Enum):
+    """Why a task of a plan must run (a fresh task has no reason: ``None``)."""
+
+    INPUT_MISSING = "input missing"
+    """A declared ``File()`` input does not exist (the task fails before it starts)."""
+    FORCED = "forced"
+    """Asked to compute again (``--force``, ``clear`` then run)."""
+    MISSING = "missing"
+    """No stored entry."""
+    CODE_CHANGED = "code changed"
+    """The family's code fingerprint differs from the entry's."""
+    INPUT_CHANGED = "input changed"
+    """A ``File()`` input's content differs from what the entry was computed from."""
+    OUTPUT_CHANGED = "output changed"
+    """A ``Product()`` output is missing or was changed since the task wrote it."""
+    UPSTREAM_RERUN = "upstream re-run"
+    """A prerequisite runs in this plan (the task may be kept if its value comes out the same)."""
+    UPSTREAM_CHANGED = "upstream changed"
+    """A prerequisite's current value is not the one the entry was computed from."""
+    CORRUPT = "corrupt"
+    """The entry was found damaged when read (set while running)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._types import TaskId
+from ._types import Reason, TaskId
 from .files import INPUT, OUTPUT
 from .graph import Node, Plan, expand, plan
 from .history import LastRun
@@ -36,7 +36,7 @@ def state_of(node: Node) -> str:
     """The state of a marked plan node (see the module docstring)."""
     if node.reason is None:
         return "fresh"
-    if node.reason in ("missing", "code changed"):
+    if node.reason in (Reason.MISSING, Reason.CODE_CHANGED):
         return node.reason
     return "stale"
 
@@ -429,9 +429,9 @@ def explain(the_plan: Plan, store: Store) -> list[Explanation]:
             continue
         task, meta = node.task, node.meta
         exp = Explanation(task, node.reason)
-        if node.reason == "missing":
+        if node.reason == Reason.MISSING:
             exp.details = _closest_entries(store, task)
-        elif node.reason == "code changed" and meta is not None:
+        elif node.reason == Reason.CODE_CHANGED and meta is not None:
             key = (task.family.dirname, meta.fingerprint)
             if key not in source_diffs:
                 source_diffs[key] = code_diff(store, task.family, meta.fingerprint)
@@ -442,18 +442,18 @@ def explain(the_plan: Plan, store: Store) -> list[Explanation]:
             elif not exp.diff:
                 exp.details.append("The normalized source is the same; a helper or a "
                                    "constant it uses changed.")
-        elif node.reason == "upstream re-run":
+        elif node.reason == Reason.UPSTREAM_RERUN:
             for dep in node.deps:
                 dep_node = the_plan.nodes[dep]
                 if dep_node.reason is not None:
                     exp.details.append(f"prerequisite {dep_node.task.expression()} will run "
                                        f"({dep_node.reason})")
-        elif node.reason in ("input missing", "input changed", "output changed"):
+        elif node.reason in (Reason.INPUT_MISSING, Reason.INPUT_CHANGED, Reason.OUTPUT_CHANGED):
             assert node.files is not None
             exp.details = list(node.files.details)
-        elif node.reason == "upstream changed" and meta is not None:
+        elif node.reason == Reason.UPSTREAM_CHANGED and meta is not None:
             exp.details = _upstream_changes(the_plan, node, meta)
-        elif node.reason == "forced":
+        elif node.reason == Reason.FORCED:
             exp.details.append("forced")
         out.append(exp)
     return out

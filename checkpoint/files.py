@@ -51,6 +51,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._types import Reason
 from .errors import (
     InvalidRequirementError,
     MissingInputError,
@@ -465,7 +466,7 @@ class TaskFiles:
             return False
         return not outputs or all(now and recorded.get(k) == now for k, now in self.outputs_now.items())
 
-    def reason(self, meta: Meta) -> str | None:
+    def reason(self, meta: Meta) -> Reason | None:
         """``"input changed"``, ``"output changed"`` or ``None``, comparing the stored
         result's digests with the files now (and noting the details)."""
         recorded = meta.deps
@@ -488,7 +489,7 @@ class TaskFiles:
                     details.append(f"input file {name} changed")
         if details:
             self.details += tuple(details)
-            return "input changed"
+            return Reason.INPUT_CHANGED
         for key, now in self.outputs_now.items():
             old = recorded.get(key)
             name = key[len(OUTPUT):]
@@ -499,7 +500,7 @@ class TaskFiles:
             elif old != now:
                 details.append(f"output file {name} changed since the task wrote it")
         self.details += tuple(details)
-        return "output changed" if details else None
+        return Reason.OUTPUT_CHANGED if details else None
 
 
 def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:

@@ -30,17 +30,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import files as _files
-from ._types import TaskId
+from ._types import Reason, TaskId
 from .errors import CycleError
 from .store import Meta, Store
 from .task import Task, interning
 
 if TYPE_CHECKING:
     import networkx
-
-REASONS = ("input missing", "forced", "missing", "code changed", "input changed",
-           "output changed", "upstream re-run", "upstream changed")
-
 
 class Node:
     """One task of a plan."""
@@ -52,8 +48,8 @@ class Node:
         self.deps = deps
         """Ids of the distinct prerequisites, in declaration order (then the producers of
         its ``File`` inputs)."""
-        self.reason: str | None = None
-        """Why the task runs (one of REASONS), or ``None`` when it is fresh."""
+        self.reason: Reason | None = None
+        """Why the task runs, or ``None`` when it is fresh."""
         self.meta: Meta | None = None
         """The stored entry's metadata, if any."""
         self.files: _files.TaskFiles | None = None
@@ -198,24 +194,24 @@ def mark(
         meta = node.meta = metas.get(tid)
         files = node.files
         if files is not None and files.missing:
-            node.reason = "input missing"
+            node.reason = Reason.INPUT_MISSING
             files.details += tuple(f"input file {path} does not exist" for path in files.missing)
         elif force_all or tid in forced_ids:
-            node.reason = "forced"
+            node.reason = Reason.FORCED
         elif meta is None:
-            node.reason = "missing"
+            node.reason = Reason.MISSING
         elif code_check and meta.fingerprint != family.fingerprint[0]:
-            node.reason = "code changed"
+            node.reason = Reason.CODE_CHANGED
         else:
-            reason = None if files is None else files.reason(meta)
+            reason: Reason | None = None if files is None else files.reason(meta)
             if reason is None:
                 for dep_id in node.deps:
                     dep = nodes[dep_id]
                     if dep.reason is not None:
-                        reason = "upstream re-run"
+                        reason = Reason.UPSTREAM_RERUN
                         break
             if reason is None and not entry_is_current(meta, node.deps, planned_stamp, files):
-                reason = "upstream changed"
+                reason = Reason.UPSTREAM_CHANGED
             node.reason = reason
 
 

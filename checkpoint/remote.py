@@ -67,7 +67,7 @@ from ._manifest import (
     packed_path,
     parse_entry_path,
 )
-from ._types import TaskId
+from ._types import Reason, TaskId
 from .errors import RemoteConfigError, RemoteUnavailableError, RemoteWarning, StoreError
 from .graph import Node, Plan, entry_is_current
 from .store import INLINE_MAX, Meta, Record, Store, open_stored
@@ -76,8 +76,8 @@ if TYPE_CHECKING:
     from ._remote_io import RemoteStorage
     from .task import Task
 
-PULLABLE = frozenset({"missing", "code changed", "input changed", "upstream re-run",
-                      "upstream changed"})
+PULLABLE = frozenset({Reason.MISSING, Reason.CODE_CHANGED, Reason.INPUT_CHANGED,
+                      Reason.UPSTREAM_RERUN, Reason.UPSTREAM_CHANGED})
 """Reasons to run for which a task is looked up on the remote (not ``forced``: asked to
 compute; not ``input missing`` or ``output changed``)."""
 STREAM_MIN = 8 << 20
@@ -297,7 +297,7 @@ class _Lookup:
                     self.status[tid] = "run"
                 elif None in states:
                     later.append(tid)  # a prerequisite is looked up in this wave
-                elif (node.reason == "upstream re-run" and node.meta is not None
+                elif (node.reason == Reason.UPSTREAM_RERUN and node.meta is not None
                       and entry_is_current(node.meta, node.deps, self.stamp, node.files)):
                     self.status[tid] = "kept"
                 else:

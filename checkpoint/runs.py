@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from ._types import TaskId
+from ._types import Reason, TaskId
 from .errors import RunNotFoundError, StoreError
 from .store import Store, open_stored
 
@@ -187,7 +187,7 @@ class _Run:
         record = self.tasks.get(task.id)
         if record is None:
             record = self.tasks[task.id] = TaskRecord(
-                task.id, task.family.name, "", state, self.reasons.get(task.id, "")
+                task.id, task.family.name, "", state, str(self.reasons.get(task.id, ""))
             )
             self.handles[task.id] = task
         record.state = state
@@ -296,10 +296,10 @@ class RunRecorder:
 
     def _corrupt(self, event: ev.CorruptEntryFound) -> None:
         if self._run is not None and event.task is not None:
-            self._run.reasons = {**self._run.reasons, event.task.id: "corrupt"}
+            self._run.reasons = {**self._run.reasons, event.task.id: Reason.CORRUPT}
             record = self._run.tasks.get(event.task.id)
             if record is not None:
-                record.reason = "corrupt"
+                record.reason = Reason.CORRUPT.value
 
     def _run_finished(self, event: ev.RunFinished) -> None:
         self._end("failed" if event.failed or event.skipped else "succeeded", event.wall_time)

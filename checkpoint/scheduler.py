@@ -43,7 +43,7 @@ from ._coordination import Coordination
 from ._interrupts import InterruptGuard
 from ._readiness import Readiness, TaskState
 from ._recorder import Recorder
-from ._types import TaskId
+from ._types import Reason, TaskId
 from ._values import RunValues, same_payload, value_stamp
 from ._worker import Outcome, Payload, Ref, WorkItem, hard_timeout_outcome, uninstall_capture
 from .debug import breakpoints_for
@@ -321,7 +321,7 @@ def _read_fresh_targets(
                     node.meta.compressed,
                 )
             except CorruptEntryError as exc:
-                node.reason = "corrupt"
+                node.reason = Reason.CORRUPT
                 corrupt.append((target, str(exc)))
     if emit:
         for task, message in corrupt:
@@ -663,7 +663,7 @@ class _Run:
         if not self.coordination.claim(tid):
             return False
         node = self.nodes[tid]
-        if node.reason == "forced" or tid in self.prepared:
+        if node.reason == Reason.FORCED or tid in self.prepared:
             return True
         meta = self.store.get_meta(node.task.family.dirname, tid)
         if meta is None or self.values.is_damaged(tid, meta):
@@ -757,7 +757,7 @@ class _Run:
         if self.emit:
             self.emit(ev.CorruptEntryFound(node.task, message))
         self.values.forget(tid)
-        node.reason = "corrupt"
+        node.reason = Reason.CORRUPT
         for tasks in (self.result.reused, self.result.ran, self.result.kept):  # counted anew
             with contextlib.suppress(ValueError):
                 tasks.remove(node.task)

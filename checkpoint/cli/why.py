@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .._text import plural
+from .._types import Reason
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import emit_json, human_time
@@ -73,7 +74,7 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
             more = len(exps) - _PER_GROUP
             click.echo(f"... and {more} more {name} {'task' if more == 1 else 'tasks'}: {reason}")
     upstream_only = sum(1 for e in explanations
-                        if e.reason == "upstream re-run" and e.task.id not in target_ids)
+                        if e.reason == Reason.UPSTREAM_RERUN and e.task.id not in target_ids)
     if upstream_only:
         click.echo(f"{plural(upstream_only, 'other task')} would re-run only because a prerequisite does.")
 
