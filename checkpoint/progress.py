@@ -31,6 +31,7 @@ gives the ETA.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import os
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
     from rich.live import Live
 
+    from .store import Store
     from .task import Task
 
 Clock = Callable[[], float]
@@ -828,7 +830,7 @@ def reporter_for(
     show_output: bool = False,
     quiet: bool = False,
     tracebacks: bool = True,
-    family_mean: Callable[[str], float | None] | None = None,
+    store: Store | None = None,
 ) -> Reporter:
     """The reporter for a run writing to ``stream`` (default stderr).
 
@@ -837,14 +839,19 @@ def reporter_for(
         show_output: show each task's output as it finishes.
         quiet: only report failures.
         tracebacks: include failed tasks' tracebacks in their reports.
-        family_mean: the live display's ETA prior for families new to the plan (see
-            :class:`Tally`).
+        store: the cache whose stored durations give the live display's ETA prior for
+            families new to the plan (see :class:`Tally`).
     """
     if quiet:
         return PlainReporter(stream, tracebacks=tracebacks, lines=False)
     if live is None:
         live = wants_live(stream)
     if live:
+        family_mean = None
+        if store is not None:
+            from .history import family_mean_duration
+
+            family_mean = functools.partial(family_mean_duration, store)
         return LiveReporter(stream=stream, show_output=show_output, tracebacks=tracebacks,
                             family_mean=family_mean)
     return PlainReporter(stream, show_output=show_output, tracebacks=tracebacks)

@@ -180,14 +180,10 @@ def run(
     subs = list(subscribers)
     if not progress:
         return _run(targets, options, subs, trace)
-    from .progress import reporter_for
+    from .progress import reporter_for  # the one upward import of this layer (see
+    # docs/architecture.md): the library's own way to show progress
 
-    def family_mean(family: str) -> float | None:  # the live display's ETA prior
-        from .history import family_mean_duration
-
-        return family_mean_duration(Store.open(cache_dir), family)
-
-    reporter = reporter_for(tracebacks=not raise_on_failure, family_mean=family_mean)
+    reporter = reporter_for(tracebacks=not raise_on_failure, store=Store.open(cache_dir))
     try:
         return _run(targets, options, [*subs, reporter], trace)
     finally:

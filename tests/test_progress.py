@@ -424,7 +424,7 @@ def test_eta_of_new_arguments_starts_from_the_familys_stored_mean(mod: Any) -> N
 def test_run_progress_true_gives_the_live_display_the_stored_mean(
     mod: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """run(progress=True) should hand its reporter the same stored-mean ETA prior as the CLI."""
+    """run(progress=True) should give its live display the stored-mean ETA prior of its cache."""
     import checkpoint.progress as progress
     from checkpoint.history import family_mean_duration
 
@@ -433,10 +433,12 @@ def test_run_progress_true_gives_the_live_display_the_stored_mean(
     real = progress.reporter_for
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        given.append(kwargs.get("family_mean"))
-        return real(*args, **kwargs)
+        reporter = real(*args, **kwargs)
+        given.append(reporter.tally.family_mean)
+        return reporter
 
     monkeypatch.setattr(progress, "reporter_for", spy)
+    monkeypatch.setattr(progress, "wants_live", lambda stream=None: True)
     checkpoint.run([mod.leaf(7)], executor="inline", progress=True)
     dirname = mod.leaf(0).family.dirname
     assert given and given[0] is not None

@@ -101,16 +101,11 @@ def subscribers(
     failure log that --json reports from."""
     from ..progress import reporter_for
 
-    def family_mean(family: str) -> float | None:
-        from ..history import family_mean_duration
-
-        return family_mean_duration(app.store, family)
-
     reporter = reporter_for(
         live=False if no_progress or as_json else None,
         show_output=show_output or app.verbosity > 0,
         quiet=app.quiet,
-        family_mean=family_mean,
+        store=app.store,
     )
     failures = FailureLog()
     return [reporter, failures], reporter, failures
