@@ -50,10 +50,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._adapter import ExecutorAdapter, ExecutorKind
 from ._text import plural
 from ._worker import Outcome, Payload, WorkItem, enter_directory, run_batch
 from .errors import SharedCacheError, UsageError, WorkerDiedError
-from .executors import ExecutorAdapter
 from .store import BlobRef
 from .task import restore_filename
 
@@ -170,8 +170,11 @@ def adapter_for_executor(executor: Any, max_workers: int | None) -> DaskAdapter:
 class DaskAdapter(ExecutorAdapter):
     """Submits cloudpickled batches to a Dask cluster through a ``ClientExecutor``."""
 
+    kind = ExecutorKind.PICKLED
+
     def __init__(self, executor: Executor, max_workers: int | None, owned: list[Any]) -> None:
-        super().__init__("pickled", max_workers or 1, executor)
+        super().__init__(max_workers or 1)
+        self.executor = executor
         self.client: Any = executor._client  # type: ignore[attr-defined]
         self._cap = max_workers
         self._owned = owned
@@ -198,24 +201,12 @@ class DaskAdapter(ExecutorAdapter):
             self._slots = max(1, min(slots, self._cap) if self._cap else slots)
         return self._slots
 
-    @workers.setter
-    def workers(self, value: int) -> None:
-        self._slots = value
-
     # A batch queued behind the one each worker runs: a round trip through the scheduler and
     # the coordinator takes milliseconds, which would idle the worker between batches
     # (32 tasks of 0.5 s on 8 slots: 2.6 s with one batch of prefetch, 2.1 s with this).
     @property
     def prefetch(self) -> int:
         return self.workers
-
-    @prefetch.setter
-    def prefetch(self, value: int) -> None:
-        pass  # follows the cluster's size
-
-    @property
-    def owned(self) -> bool:
-        return bool(self._owned)
 
     def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
         """Pickle the batch (taskfile code by value) and submit it to the cluster."""

@@ -32,9 +32,9 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import _procs
+from ._adapter import ExecutorAdapter, ExecutorKind
 from ._types import TaskId
 from ._worker import RECORD_BYTES, Outcome, Payload, WorkItem, init_worker, run_pickled_batch
-from .executors import ExecutorAdapter
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -43,8 +43,10 @@ if TYPE_CHECKING:
 class ProcessPoolAdapter(ExecutorAdapter):
     """A process pool that checkpoint owns: workers in their own process groups."""
 
+    kind = ExecutorKind.PICKLED
+
     def __init__(self, workers: int) -> None:
-        super().__init__("pickled", workers, None, self._new_pool)
+        super().__init__(workers)
         self._generation = 0
         """The pool generation the next :meth:`_new_pool` makes (the scheduler counts alike)."""
         self._token = f"{os.getpid()}-{id(self):x}"
@@ -52,7 +54,7 @@ class ProcessPoolAdapter(ExecutorAdapter):
         """The worker processes of the current pool (their pids are their groups' ids)."""
         self._tstp: Any = None
         """SIGTSTP's handler before ours, while ours is installed."""
-        self.executor = self._new_pool()
+        self.executor: ProcessPoolExecutor | None = self._new_pool()
 
     # --- the pool ---------------------------------------------------------------------
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .task import Task
+
 
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``"1 task"``, ``"3 tasks"``, ``"1,024 entries"`` (``many`` when adding "s" is wrong)."""
     return f"{count:,} {word if count == 1 else many or word + 's'}"
+
+
+def task_label(task: Task[Any]) -> str:
+    """``Task f(1) (taskfile.f)``: how messages name a task."""
+    return f"Task {task!r} ({task.family.name})"

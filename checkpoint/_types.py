@@ -35,3 +35,23 @@ class Reason(str, Enum):
 
     def __format__(self, spec: str) -> str:
         return format(self.value, spec)
+
+
+EXECUTORS = ("process", "thread", "inline", "dask")
+"""The executor names, as the command line offers them."""
+_EXECUTOR_ALIASES = {"processes": "process", "threads": "thread", "sync": "inline",
+                     "synchronous": "inline"}
+
+
+def executor_name(value: str) -> str:
+    """The canonical name of an executor (``"process"``, ..., ``"dask://HOST:PORT"``).
+
+    Raises:
+        ValueError: not an executor name; the message says which names there are.
+    """
+    name = value.lower()
+    name = _EXECUTOR_ALIASES.get(name, name)
+    if name in EXECUTORS or name.startswith(("dask://", "tcp://")):
+        return name
+    raise ValueError(f"{value!r} is not an executor; use process, thread, inline, dask or "
+                     "dask://HOST:PORT")

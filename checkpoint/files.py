@@ -514,7 +514,7 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
     import bisect
     import fnmatch
 
-    from .task import task_label
+    from ._text import task_label
 
     root = os.getcwd()
     producers: dict[str, TaskId] = {}
@@ -641,8 +641,7 @@ def missing_inputs(with_files: Iterable[Node]) -> None:
     Raises:
         MissingInputError: naming each such task and file.
     """
-    from ._text import plural
-    from .task import task_label
+    from ._text import plural, task_label
 
     lines = [
         f"{path}, needed by {task_label(node.task)}"

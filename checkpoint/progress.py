@@ -42,8 +42,8 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from . import events as ev
+from ._text import task_label
 from ._types import TaskId
-from .task import task_label
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType, RenderResult

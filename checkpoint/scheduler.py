@@ -38,11 +38,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
+from ._adapter import ExecutorAdapter, ExecutorKind, broken_process_pool
 from ._admission import Admission
 from ._coordination import Coordination
 from ._interrupts import InterruptGuard
 from ._readiness import Readiness, TaskState
 from ._recorder import Recorder
+from ._text import task_label
 from ._types import Reason, TaskId
 from ._values import RunValues, same_payload, value_stamp
 from ._worker import Outcome, Payload, Ref, WorkItem, hard_timeout_outcome, uninstall_capture
@@ -55,11 +57,11 @@ from .errors import (
     UsageError,
     WorkerDiedError,
 )
-from .executors import ExecutorAdapter, broken_process_pool, resolve_executor
+from .executors import resolve_executor
 from .files import File, same_outputs, with_outputs
 from .graph import Plan, entry_is_current, plan
 from .store import BlobRef, FailedRun, Meta, Record, Store, decode_payload, new_stamp
-from .task import Task, TaskDirectory, TaskFamily, check_timeout, task_label
+from .task import Task, TaskDirectory, TaskFamily, check_timeout
 
 if TYPE_CHECKING:
     from .remote import Remote
@@ -283,7 +285,7 @@ def _plan_and_run(
             with InterruptGuard() as guard, breakpoints_for(adapter.kind, subscribers):
                 debug = _TRACING.get() or ("post_mortem" if options.debug else "")
                 _Run(the_plan, to_run, store, adapter, options, emit, result, guard,
-                     debug=debug if adapter.kind == "inline" else "",
+                     debug=debug if adapter.kind is ExecutorKind.INLINE else "",
                      coordination=coordination).loop()
         finally:
             adapter.shutdown()
@@ -426,7 +428,7 @@ class _Run:
         # C code) would take every result not yet stored with it. So their results are
         # stored at the end of each collect round, before they are reported done.
         self.recorder = Recorder(store, self.guard, self._stored, emit=emit,
-                                 store_first=adapter.kind in ("thread", "inline"))
+                                 store_first=adapter.kind is not ExecutorKind.PICKLED)
         if emit is not None and self.recorder.store_first:
             self.emit = self._in_order
         self.values.flush = self.recorder.flush
@@ -782,7 +784,7 @@ class _Run:
             return
         # A batch or more beyond the workers (``prefetch``): a worker that finishes picks the
         # next batch up at once instead of waiting for this thread to collect and submit.
-        most = 1 if self.adapter.kind == "inline" else self.adapter.workers + self.adapter.prefetch
+        most = 1 if self.adapter.kind is ExecutorKind.INLINE else self.adapter.workers + self.adapter.prefetch
         while len(self.inflight) < most:
             batch = self.admission.take()
             if not batch:
@@ -792,7 +794,7 @@ class _Run:
     def _submit(self, batch: list[TaskId], isolated: bool = False) -> None:
         items: list[WorkItem] = []
         payloads: dict[TaskId, Payload] = {}
-        pickled = self.adapter.kind == "pickled"
+        pickled = self.adapter.kind is ExecutorKind.PICKLED
         assert self.coordination is not None
         locking = self.coordination.locking
         for tid in batch:

@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, overload
 
+from ._text import task_label
 from ._types import TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
 from .files import File, Product
@@ -483,11 +484,6 @@ def check_timeout(
     ):
         raise error(f"The {what} must be a number of seconds > 0 (or None), not {value!r}.")
     return float(value)
-
-
-def task_label(task: Task[Any]) -> str:
-    """``Task f(1) (taskfile.f)``: how messages name a task."""
-    return f"Task {task!r} ({task.family.name})"
 
 
 def _where() -> str:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .._text import plural
+from .._types import EXECUTORS, executor_name
 from ..errors import UsageError
 from . import App, pass_app
 from ._complete import complete_targets
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
     from ..remote import Remote
     from ..scheduler import RunResult
     from ..task import Task
-
-EXECUTORS = ("process", "thread", "inline", "dask")
-
 
 def _rate_limit(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, int]:
     limits: dict[str, int] = {}
@@ -71,12 +69,10 @@ def _check_queues(app: App, rate_limits: dict[str, int]) -> None:
 
 
 def _executor(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    name = value.lower()
-    if name in (*EXECUTORS, "processes", "threads") or name.startswith(("dask://", "tcp://")):
-        return name
-    raise click.BadParameter(
-        f"{value!r} is not an executor; use process, thread, inline, dask or dask://HOST:PORT"
-    )
+    try:
+        return executor_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 class FailureLog:
@@ -378,8 +374,8 @@ def _report_traced_failures(
 ) -> None:
     """Report a --trace task's failure: it runs without the progress reporter, which would
     draw over the debugger, so nothing else reports it."""
+    from .._text import task_label
     from ..debug import DebuggerQuitError
-    from ..task import task_label
     from ._output import format_exception
 
     by_id = {t.id: t for t in traced}

@@ -1,0 +1,145 @@
+"""The executor adapter protocol: what the scheduler needs from an executor.
+
+One class per executor (:mod:`checkpoint.executors` makes them from a name or an instance):
+:class:`InlineAdapter` and the thread adapter run batches in this process, the process
+pool (:mod:`checkpoint._pool`), the Dask adapter (:mod:`checkpoint._dask`) and
+:class:`PickledAdapter` (any other :class:`concurrent.futures.Executor`) send them
+cloudpickled. Each says which of the three kinds it is; the scheduler asks nothing else
+about where tasks run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ._worker import Outcome, Payload, WorkItem, run_batch, run_pickled_batch
+
+
+class ExecutorKind(str, Enum):
+    """Where an executor runs tasks, which decides how the scheduler treats them."""
+
+    INLINE = "inline"
+    """In the coordinator's own thread, one batch at a time (a debugger can attach)."""
+    THREAD = "thread"
+    """On threads of this process: tasks share its memory; results are stored before they
+    are reported (a crash of the process must not lose what was shown as done)."""
+    PICKLED = "pickled"
+    """In other processes or machines: batches and results travel cloudpickled."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ExecutorAdapter:
+    """A uniform ``submit(batch) -> Future[list[Outcome]]`` over an executor."""
+
+    kind: ClassVar[ExecutorKind]
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self.closers: list[Callable[[], Any]] = []
+        """Run at shutdown, last added first."""
+        self.cache_root: Path | None = None
+        """The store's root, set by the scheduler (remote workers must see it for TaskDirectory)."""
+        self.cwd = os.getcwd()
+        """The working directory that tasks run in (the project root; see ``enter_directory``)."""
+
+    @property
+    def workers(self) -> int:
+        """How many batches run at once (read before each submission: a cluster may grow)."""
+        return self._workers
+
+    @property
+    def prefetch(self) -> int:
+        """Batches the scheduler keeps in flight beyond ``workers``, queued for the next free
+        worker (more where a round trip to the coordinator is slow, as with Dask)."""
+        return 1
+
+    def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
+        """Start a batch; the future's result holds one outcome per item, in order."""
+        raise NotImplementedError
+
+    def rebuild(self) -> bool:
+        """Replace a broken executor that checkpoint owns; return whether it could."""
+        return False
+
+    def shutdown(self, kill: bool = False) -> None:
+        """Release what checkpoint created; with ``kill`` (an interrupt), do not wait for
+        running tasks, and end the child processes they started where it can."""
+        while self.closers:
+            self.closers.pop()()
+
+    def timed_out(self, generation: int) -> dict[str, tuple[float, str]]:
+        """Tasks whose worker process was ended for running past their time limit, in the
+        pool of ``generation`` (see :class:`checkpoint._pool.ProcessPoolAdapter`)."""
+        return {}
+
+
+class InlineAdapter(ExecutorAdapter):
+    """Runs each batch in the coordinator, when it is submitted."""
+
+    kind = ExecutorKind.INLINE
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
+        fut: Future[list[Outcome]] = Future()
+        fut.set_result(run_batch(items, payloads, True))
+        return fut
+
+
+class PoolAdapter(ExecutorAdapter):
+    """An executor given by the caller, or made (and remade after a crash) by ``factory``."""
+
+    def __init__(self, workers: int, executor: Executor | None,
+                 factory: Callable[[], Executor] | None = None) -> None:
+        super().__init__(workers)
+        self.executor = executor
+        self._factory = factory
+        """Set when checkpoint created the executor: it may shut it down and rebuild it."""
+
+    def rebuild(self) -> bool:
+        if self._factory is None:
+            return False
+        self.shutdown(kill=True)
+        self.executor = self._factory()
+        return True
+
+    def shutdown(self, kill: bool = False) -> None:
+        super().shutdown(kill)
+        if self.executor is None or self._factory is None:
+            return
+        self.executor.shutdown(wait=not kill, cancel_futures=True)
+        self.executor = None  # shut down once: a later plain shutdown() must not wait
+
+
+class PickledAdapter(PoolAdapter):
+    """Any :class:`concurrent.futures.Executor` whose workers are other processes: each
+    batch goes cloudpickled, so taskfile and ``__main__`` code travels by value."""
+
+    kind = ExecutorKind.PICKLED
+
+    def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
+        import cloudpickle
+
+        assert self.executor is not None
+        blob = cloudpickle.dumps((items, payloads))
+        return self.executor.submit(run_pickled_batch, blob, self.cwd)
+
+
+class _NeverRaised(Exception):
+    """Stands for BrokenProcessPool in ``except`` clauses while no process pool exists."""
+
+
+def broken_process_pool() -> type[Exception]:
+    """``BrokenProcessPool``, for an ``except`` clause (evaluated only when one is reached),
+    without importing :mod:`concurrent.futures.process` into runs that never use it."""
+    module = sys.modules.get("concurrent.futures.process")
+    return module.BrokenProcessPool if module is not None else _NeverRaised
