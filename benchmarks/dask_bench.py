@@ -69,10 +69,11 @@ def _timed_runs(targets: Callable[[], list[Any]], executor: Executor, repeat: in
 
 
 def _process_pool(n: int) -> tuple[Executor, float]:
-    from checkpoint.executors import _process_pool
+    from checkpoint._pool import ProcessPoolAdapter
 
     t0 = time.perf_counter()
-    pool = _process_pool(n)
+    pool = ProcessPoolAdapter(n).executor
+    assert pool is not None
     list(pool.map(abs, range(n * 4)))
     return pool, time.perf_counter() - t0
 
