@@ -165,7 +165,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         server.server.stop()
     print()
-    print(f"| workload | step | time (s) | requests | max RSS (MiB) |")
+    print("| workload | step | time (s) | requests | max RSS (MiB) |")
     print("| --- | --- | --- | --- | --- |")
     for name, step, seconds, requests, rss in rows:
         label = (f"{args.tasks:,} small entries" if name == "small"
