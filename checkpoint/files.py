@@ -78,6 +78,7 @@ _CHUNK = 1 << 20
 _UNSEEN: Any = object()
 _NONE: frozenset[str] = frozenset()
 _GLOB_CHARS = frozenset("*?[")
+_POSIX = os.sep == "/"
 
 
 def _path_text(path: Any, what: str) -> str:
@@ -132,14 +133,17 @@ class File:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         p = self.path = path if type(path) is str and path else _path_text(path, "File")
         """The path as given."""
-        self._key = ""
-        self._root: str | None = ""
-        """The root ``_key`` is relative to; ``None`` for a relative, normal path that is
-        not a pattern (the usual case, tested as in _plain): its own key, whatever the root."""
-        if os.sep == "/" and p[0] != "/" and p[-1] != "/" and "//" not in p and not (
+        # ``_root``: the root ``_key`` is relative to; ``None`` for a relative, normal path
+        # that is not a pattern (the usual case, tested as in _plain, spelled out: a warm
+        # run makes one File per input): its own key, whatever the root.
+        if _POSIX and p[0] != "/" and p[-1] != "/" and "//" not in p and not (
             "." in p and ("/." in p or p[0] == ".")
-        ) and _GLOB_CHARS.isdisjoint(p):
-            self._key, self._root = p, None
+        ) and "*" not in p and "?" not in p and "[" not in p:
+            self._key = p
+            self._root: str | None = None
+        else:
+            self._key = ""
+            self._root = ""
 
     @property
     def is_glob(self) -> bool:
@@ -282,8 +286,7 @@ class DigestCache:
         ):
             return entry[4]
         if stat.S_ISDIR(st.st_mode):
-            prefix = "" if path == "." else path + "/"
-            return _manifest((rel, self.digest(prefix + rel)) for rel in _walk(path))
+            return _dir_digest(path, self, _NONE)
         return self.digest(path, st)
 
     def digest(self, path: str, st: os.stat_result | None = None) -> str:
@@ -291,10 +294,13 @@ class DigestCache:
         differs from the one recorded, or the record is not trusted."""
         if st is None:
             st = os.stat(path)
-        sig = _signature(st)
         entry = self.entries.get(path)
-        if entry is not None and entry[5] and entry[:4] == sig:
+        if (
+            entry is not None and entry[5] and entry[1] == st.st_mtime_ns
+            and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
+        ):
             return entry[4]
+        sig = _signature(st)
         started = _clock()
         digest = hash_file(path)
         after = os.stat(path)
@@ -341,10 +347,33 @@ def _walk(directory: str) -> Iterator[str]:
 
 
 def _manifest(lines: Iterable[tuple[str, str]]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for rel, file_digest in lines:
-        digest.update(f"{rel}\0{file_digest}\n".encode())
-    return digest.hexdigest()
+    text = "".join([f"{rel}\0{file_digest}\n" for rel, file_digest in lines])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str]) -> str:
+    """The manifest digest of a directory (``directory``: relative to the working
+    directory, or absolute), leaving out the keys in ``exclude``. The warm path of a
+    directory input: per file, one ``os.stat`` and a lookup (:meth:`DigestCache.digest`
+    inlined)."""
+    prefix = "" if directory == "." else directory + "/"
+    entries = cache.entries
+    os_stat = os.stat
+    lines = []
+    for rel in _walk(directory):
+        path = prefix + rel
+        if exclude and path in exclude:
+            continue
+        st = os_stat(path)
+        entry = entries.get(path)
+        if (
+            entry is not None and entry[5] and entry[1] == st.st_mtime_ns
+            and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
+        ):
+            lines.append(f"{rel}\0{entry[4]}\n")
+        else:
+            lines.append(f"{rel}\0{cache.digest(path, st)}\n")
+    return hashlib.blake2b("".join(lines).encode(), digest_size=16).hexdigest()
 
 
 def digest_of(
@@ -379,10 +408,7 @@ def digest_of(
             return _manifest([])
         return None
     if stat.S_ISDIR(st.st_mode):
-        prefix = "" if key == "." else key + "/"
-        return _manifest(
-            (rel, cache.digest(prefix + rel)) for rel in _walk(full) if prefix + rel not in exclude
-        )
+        return _dir_digest(full, cache, exclude)
     return cache.digest(full, st)
 
 
@@ -435,7 +461,7 @@ class TaskFiles:
     """The ``File`` and ``Product`` requirements of one task, and what planning found."""
 
     __slots__ = ("inputs", "outputs", "produced", "exclude", "digests", "outputs_now",
-                 "missing", "details")
+                 "missing", "details", "_agrees")
 
     def __init__(self, inputs: list[File], outputs: list[Product]) -> None:
         self.inputs = inputs
@@ -453,6 +479,9 @@ class TaskFiles:
         """Source inputs that do not exist."""
         self.details: tuple[str, ...] = ()
         """What changed, in words (for ``why``)."""
+        self._agrees: dict[str, str] | None = None
+        """The ``Meta.deps`` that :meth:`reason` found in agreement (inputs and outputs),
+        so that :meth:`current` on it right after costs an identity test."""
 
     @property
     def recorded(self) -> int:
@@ -462,15 +491,20 @@ class TaskFiles:
     def current(self, recorded: dict[str, str], outputs: bool = True) -> bool:
         """Whether an entry's ``Meta.deps`` has this task's input digests (and, with
         ``outputs``, the digests of its outputs on disk now)."""
+        if recorded is self._agrees:
+            return True
         if not self.digests.items() <= recorded.items():
             return False
-        return not outputs or all(now and recorded.get(k) == now for k, now in self.outputs_now.items())
+        if not outputs or not self.outputs_now:
+            return True
+        return all(now and recorded.get(k) == now for k, now in self.outputs_now.items())
 
     def reason(self, meta: Meta) -> Reason | None:
         """``"input changed"``, ``"output changed"`` or ``None``, comparing the stored
         result's digests with the files now (and noting the details)."""
         recorded = meta.deps
         if self.digests.items() <= recorded.items() and not self.outputs_now:
+            self._agrees = recorded
             return None  # the usual case, checked in C
         details: list[str] = []
         for key, digest in self.digests.items():
@@ -592,32 +626,32 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
         files = node.files
         assert files is not None
         digests = files.digests
+        produced = files.produced
         for item in files.inputs:
             if item._root is None:  # a plain relative path: DigestCache.lookup, inlined
                 key = item._key
+                if produced and key in produced:
+                    continue
+                # The usual case first: a file hashed before and unchanged since (one stat).
+                entry = entries.get(key)
+                if entry is not None and entry[5]:
+                    try:
+                        st = os_stat(key)  # relative: the working directory is the root
+                    except OSError:
+                        pass
+                    else:
+                        if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
+                                and entry[0] == st.st_size and entry[3] == st.st_ino):
+                            digests[INPUT + key] = entry[4]
+                            continue
                 digest = seen.get(key, unseen)
-                if digest is unseen:
-                    if key in files.produced:
-                        continue
-                    entry = entries.get(key)
-                    digest = None
-                    if entry is not None and entry[5]:
-                        try:
-                            st = os_stat(key)  # relative: the working directory is the root
-                        except OSError:
-                            pass
-                        else:
-                            if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
-                                    and entry[0] == st.st_size and entry[3] == st.st_ino):
-                                digest = entry[4]
-                    if digest is None:  # new, changed, missing, a directory: the long way
-                        digest = digest_of(key, root, cache, exclude=files.exclude)
-                    seen[key] = digest
+                if digest is unseen:  # new, changed, missing, a directory: the long way
+                    digest = seen[key] = digest_of(key, root, cache, exclude=files.exclude)
             else:
                 key = item.key(root)
                 digest = seen.get(key, unseen)
                 if digest is unseen:
-                    if key in files.produced:
+                    if key in produced:
                         continue
                     digest = seen[key] = digest_of(key, root, cache, pattern=item.is_glob,
                                                    exclude=files.exclude)
