@@ -77,6 +77,8 @@ CACHE_NAME = ".file-digests"
 _CHUNK = 1 << 20
 _UNSEEN: Any = object()
 _NONE: frozenset[str] = frozenset()
+_NO_OUTPUTS: dict[str, str] = {}
+"""``TaskFiles.outputs_now`` of every task without outputs (never written)."""
 _GLOB_CHARS = frozenset("*?[")
 _POSIX = os.sep == "/"
 
@@ -473,7 +475,7 @@ class TaskFiles:
         """Declared outputs of the DAG under this task's directory and glob inputs."""
         self.digests: dict[str, str] = {}
         """``{"file:<key>": digest}`` of the source inputs, when planned (what a run records)."""
-        self.outputs_now: dict[str, str] = {}
+        self.outputs_now: dict[str, str] = {} if outputs else _NO_OUTPUTS
         """``{"out:<key>": digest or ""}`` of the outputs on disk, for a stored task."""
         self.missing: tuple[str, ...] = ()
         """Source inputs that do not exist."""
