@@ -221,3 +221,59 @@ def test_moving_the_project_leaves_paths_in_its_globals_unchanged(tmp_path: Path
     (moved / "taskfile.py").write_text(PATHS_TASKFILE.format(name="data2.txt"))
     (moved / "data2.txt").write_text("hi")
     assert "code changed" in cli(moved, "ls", "load").stdout
+
+
+def _write_model(path: Path) -> str:
+    (path / "model.txt").write_text("fitted")
+    return str(path / "model.txt")
+
+
+def _read_model(model: str) -> str:
+    return Path(model).read_text() + " at " + model
+
+
+def test_a_dask_worker_that_mounts_the_cache_elsewhere_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose CP_CACHE_DIR names the cache at another path than the coordinator's
+    should write into the data directory there, return a path that means the coordinator's
+    cache, and read prerequisites' paths and value files where it sees them."""
+    import cloudpickle
+
+    from checkpoint._dask import probe_marker, run_dask_batch
+    from checkpoint._worker import Ref, WorkItem
+    from checkpoint.store import BlobRef
+
+    coordinator = "/nonexistent-coordinator/.cache/checkpoint"
+    mount = tmp_path / "mnt"
+    local = mount / "checkpoint"
+    (local / "fam" / "data" / "abc").mkdir(parents=True)
+    (local / "FORMAT").write_text("1")
+    (local / ".dask-check-tok").write_text("tok")
+    monkeypatch.setenv("CP_CACHE_DIR", str(mount))
+    assert probe_marker(f"{coordinator}/.dask-check-tok", "tok")[1] == ""
+
+    def item(tid: str, fn: Any, template: list[Any]) -> WorkItem:
+        work = WorkItem(tid, fn, template, 0)
+        work.root, work.blob_dir = coordinator, f"{coordinator}/fam/blobs"
+        return work
+
+    writes = item("abc", _write_model, [Path(f"{coordinator}/fam/data/abc")])
+    [out] = run_dask_batch(cloudpickle.dumps(([writes], {})))
+    assert out.error is None, out.error_text
+    assert (local / "fam" / "data" / "abc" / "model.txt").read_text() == "fitted"
+    model = decode_payload(out.payload, False, coordinator)
+    assert model == f"{coordinator}/fam/data/abc/model.txt"  # as the coordinator sees it
+
+    # The value inline, and the same value in a value file the coordinator names.
+    (local / "fam" / "blobs").mkdir()
+    blob = local / "fam" / "blobs" / "big.0123456789ab.bin"
+    assert out.payload is not None
+    blob.write_bytes(out.payload)
+    ref = BlobRef(f"{coordinator}/fam/blobs/{blob.name}", out.size, out.crc, False)
+    reads = [item("i1", _read_model, [Ref("abc")]), item("i2", _read_model, [Ref("big")])]
+    outs = run_dask_batch(cloudpickle.dumps((reads, {"abc": (out.payload, False), "big": ref})))
+    for read in outs:
+        assert read.error is None, read.error_text
+        assert decode_payload(read.payload, False, coordinator) == (
+            f"fitted at {local}/fam/data/abc/model.txt")
