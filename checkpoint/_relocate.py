@@ -84,6 +84,10 @@ def _relocating_pickler(base: type) -> type:
             self.root = root
             self.prefix = root + os.sep
             self.found = 0
+            self.pids: dict[int, tuple[Any, tuple[str, str, type | None]]] = {}
+            """The reference written for each path object, kept with the object (as
+            pickle's memo does, so that its id is not reused): the same object gets the
+            same reference, which pickle's memo then writes once."""
 
         def persistent_id(self, obj: Any) -> Any:
             kind = type(obj)
@@ -93,6 +97,9 @@ def _relocating_pickler(base: type) -> type:
                 text = str(obj)
             else:
                 return None
+            seen = self.pids.get(id(obj))
+            if seen is not None:
+                return seen[1]
             if text.startswith(self.prefix):
                 rel = text[len(self.prefix):]
             elif text == self.root:
@@ -102,7 +109,9 @@ def _relocating_pickler(base: type) -> type:
             self.found += 1
             if os.sep != "/":
                 rel = rel.replace(os.sep, "/")
-            return (_MARK, rel, None if kind is str else kind)
+            pid = (_MARK, rel, None if kind is str else kind)
+            self.pids[id(obj)] = (obj, pid)
+            return pid
 
     _classes[base] = RelocatingPickler
     return RelocatingPickler
