@@ -277,3 +277,50 @@ def test_a_dask_worker_that_mounts_the_cache_elsewhere_uses_it(
         assert read.error is None, read.error_text
         assert decode_payload(read.payload, False, coordinator) == (
             f"fitted at {local}/fam/data/abc/model.txt")
+
+
+REMOTE_SOURCE = """
+from pathlib import Path
+
+from checkpoint import TaskDirectory, requires, task
+
+
+@task
+def fit():
+    @requires(TaskDirectory())
+    def __(path: Path) -> str:
+        (path / "model.txt").write_text("fitted")
+        return str(path / "model.txt")
+    return __
+
+
+@task
+def use():
+    @requires(fit())
+    def __(model: str) -> str:
+        return Path(model).read_text()
+    return __
+"""
+
+
+def test_a_path_pulled_from_a_remote_names_the_cache_it_was_pulled_into(
+    tmp_path: Path, make_module: Callable[[str, str], ModuleType],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A TaskDirectory() path computed on one machine and pulled into another cache should
+    name the data directory there: a dependent computed there reads it."""
+    pytest.importorskip("fsspec")
+    from checkpoint import run
+    from checkpoint.remote import push
+
+    monkeypatch.setenv("CP_REMOTE_KEY", "k" * 64)
+    mod = make_module("relocremote", REMOTE_SOURCE)
+    url = (tmp_path / "remote").as_uri()
+    run([mod.fit()], cache_dir=tmp_path / "a", executor="inline")
+    push([mod.fit()], url, cache_dir=tmp_path / "a")
+    shutil.rmtree(tmp_path / "a")
+    second = run([mod.use()], cache_dir=tmp_path / "b", remote=url, executor="inline")
+    assert [t.expression() for t in second.pulled] == ["fit()"]
+    assert second.values[mod.use().id] == "fitted"
+    model = run([mod.fit()], cache_dir=tmp_path / "b", remote=False).values[mod.fit().id]
+    assert model.startswith(str(tmp_path / "b" / "checkpoint"))
