@@ -15,7 +15,8 @@ the payload contains the bytes ``checkpoint`` (the store root's name, which ever
 spells out, as text or as a ``Path`` part) is it pickled again with a hook on each object;
 if no path is found, the first payload is kept. The search runs at about 1 GB/s; bytes and
 NumPy arrays of numbers are not searched (nor streamed large values, see
-:func:`may_hold_path`). A rewritten payload starts with
+:func:`may_hold_path`), and a large payload is searched only when a short walk of the
+value's lists, tuples and dicts cannot tell (a dict of arrays needs no search). A rewritten payload starts with
 :data:`PREFIX` (no pickle starts with a NUL byte), so loading tells them apart by looking
 at its first bytes, never by scanning the payload.
 """
@@ -41,9 +42,13 @@ def portable(value: Any, payload: bytes, root: str) -> bytes:
     """The payload to store for ``value`` (``payload``: its plain pickle), with the paths
     under the store root ``root`` made relative to it; ``payload`` itself when there are none.
     """
-    if type(value) in _OPAQUE or _HINT not in payload:
+    if type(value) in _OPAQUE:
         return payload
-    if _plain_array(value):
+    if len(payload) > _SEARCH_MAX:  # a few containers around large arrays: look at them
+        holds = _holds_path(value, root + os.sep, root)
+        if holds is False:
+            return payload
+    if _HINT not in payload:
         return payload
     import cloudpickle
 
@@ -52,6 +57,39 @@ def portable(value: Any, payload: bytes, root: str) -> bytes:
     pickler = _relocating_pickler(cloudpickle.CloudPickler)(buffer, root)
     pickler.dump(value)
     return buffer.getvalue() if pickler.found else payload
+
+
+_SEARCH_MAX = 1 << 16
+"""Above this size, a value's containers are looked at before its payload is searched."""
+_WALK_MAX = 1000
+
+
+def _holds_path(value: Any, prefix: str, root: str) -> bool | None:
+    """Whether ``value`` holds a path under ``root``, told by walking at most ``_WALK_MAX``
+    items of its lists, tuples and dicts down to numbers, bytes, text and NumPy arrays of
+    numbers; ``None`` when that is not enough to tell (another kind of object, or more
+    items): then its payload is searched."""
+    stack = [value]
+    budget = _WALK_MAX
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return None
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if item.startswith(prefix) or item == root:
+                return True
+        elif kind in _OPAQUE or _plain_array(item):
+            continue
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        else:
+            return None
+    return False
 
 
 def may_hold_path(value: Any, root: str) -> bool:

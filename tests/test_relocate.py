@@ -324,3 +324,20 @@ def test_a_path_pulled_from_a_remote_names_the_cache_it_was_pulled_into(
     assert second.values[mod.use().id] == "fitted"
     model = run([mod.fit()], cache_dir=tmp_path / "b", remote=False).values[mod.fit().id]
     assert model.startswith(str(tmp_path / "b" / "checkpoint"))
+
+
+def test_large_values_are_told_apart_without_a_search_when_their_containers_say() -> None:
+    """A large value whose lists and dicts hold only numbers, arrays and text is decided by a
+    short walk (a path in it found, no path left as is); other large values are searched."""
+    np = pytest.importorskip("numpy")
+    root = "/some/cache/checkpoint"
+    weights = np.arange(100_000, dtype=np.float64)
+    plain = {"w": weights, "names": ["checkpoint", "a"], "n": (1, 2.5, None)}
+    assert encode_value(plain, 0, root) == encode_value(plain, 0)
+    with_path = {"w": weights, "model": [root + "/f/data/x/m.pkl"]}
+    moved = decode_payload(encode_value(with_path, 0, root), False, "/moved/checkpoint")
+    assert moved["model"] == ["/moved/checkpoint/f/data/x/m.pkl"]
+    assert (moved["w"] == weights).all()
+    saved = [Saved(root + "/f/data/x/m.pkl", "n")] + [weights]  # an object: searched
+    assert decode_payload(encode_value(saved, 0, root), False, "/m/checkpoint")[0].path == (
+        "/m/checkpoint/f/data/x/m.pkl")
