@@ -238,8 +238,14 @@ def hash_file(path: str) -> str:
     return digest.hexdigest()
 
 
+Entry = tuple[int, int, int, int, str]
+"""A digest cache entry: ``(size, mtime_ns, ctime_ns, inode, digest)``."""
+
+
 def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+    mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
+    # The same int object when equal (the usual case): marshal then writes it once.
+    return st.st_size, mtime, mtime if ctime == mtime else ctime, st.st_ino
 
 
 def _changed_ns(st: os.stat_result) -> int:
@@ -254,9 +260,11 @@ _clock = time.time_ns
 
 
 class DigestCache:
-    """``{path: (size, mtime_ns, ctime_ns, inode, digest, trusted)}``: the content digests
-    of files whose stat has not changed since they were hashed, for one project root
-    (``root``: paths are relative to it, or absolute; the working directory is the root).
+    """``{path: (size, mtime_ns, ctime_ns, inode, digest)}``: the content digests of files
+    whose stat has not changed since they were hashed, for one project root (``root``:
+    paths are relative to it, or absolute; the working directory is the root). Only
+    trusted digests are kept (hashed long enough after the file's last change, see
+    :data:`RACY_NS`): a file without an entry is hashed.
 
     Kept as one ``marshal`` file holding the entries of each root (loading 5,000 entries
     takes ~1 ms, a fifth of SQLite's time), rewritten atomically when something changed; a
@@ -264,13 +272,14 @@ class DigestCache:
     ``path=None`` nothing is kept.
     """
 
-    VERSION = 2
+    VERSION = 3
 
     def __init__(self, path: Path | None, root: str = "") -> None:
         self.path = path
         self.root = root
-        self.entries: dict[str, tuple[int, int, int, int, str, bool]] = {}
-        self.changed: dict[str, tuple[int, int, int, int, str, bool]] = {}
+        self.entries: dict[str, Entry] = {}
+        self.changed: dict[str, Entry | None] = {}
+        """Entries added (or removed: ``None``) since loading, for :meth:`save`."""
         if path is not None:
             self.entries = _load(path).get(root) or {}
 
@@ -283,7 +292,7 @@ class DigestCache:
             return None
         entry = self.entries.get(path)
         if (
-            entry is not None and entry[5] and entry[1] == st.st_mtime_ns
+            entry is not None and entry[1] == st.st_mtime_ns
             and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
         ):
             return entry[4]
@@ -293,12 +302,12 @@ class DigestCache:
 
     def digest(self, path: str, st: os.stat_result | None = None) -> str:
         """The digest of the regular file at ``path``, hashing it only when its stat
-        differs from the one recorded, or the record is not trusted."""
+        differs from the one recorded, or there is no trusted record."""
         if st is None:
             st = os.stat(path)
         entry = self.entries.get(path)
         if (
-            entry is not None and entry[5] and entry[1] == st.st_mtime_ns
+            entry is not None and entry[1] == st.st_mtime_ns
             and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
         ):
             return entry[4]
@@ -306,9 +315,11 @@ class DigestCache:
         started = _clock()
         digest = hash_file(path)
         after = os.stat(path)
-        trusted = _signature(after) == sig and _changed_ns(st) < started - RACY_NS
-        entry = (*sig, digest, trusted)
-        self.entries[path] = self.changed[path] = entry
+        if _signature(after) == sig and _changed_ns(st) < started - RACY_NS:
+            self.entries[path] = self.changed[path] = (*sig, digest)
+        elif path in self.entries:  # changed: its old record must go
+            del self.entries[path]
+            self.changed[path] = None
         return digest
 
     def save(self) -> None:
@@ -316,7 +327,12 @@ class DigestCache:
         if self.path is None or not self.changed:
             return
         roots = _load(self.path)
-        roots.setdefault(self.root, {}).update(self.changed)
+        mine = roots.setdefault(self.root, {})
+        for key, entry in self.changed.items():
+            if entry is None:
+                mine.pop(key, None)
+            else:
+                mine[key] = entry
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}")
         try:
             tmp.write_bytes(marshal.dumps((self.VERSION, roots)))
@@ -327,7 +343,7 @@ class DigestCache:
         self.changed = {}
 
 
-def _load(path: Path) -> dict[str, dict[str, tuple[int, int, int, int, str, bool]]]:
+def _load(path: Path) -> dict[str, dict[str, Entry]]:
     try:
         data = marshal.loads(path.read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
@@ -369,7 +385,7 @@ def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str]) -> 
         st = os_stat(path)
         entry = entries.get(path)
         if (
-            entry is not None and entry[5] and entry[1] == st.st_mtime_ns
+            entry is not None and entry[1] == st.st_mtime_ns
             and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
         ):
             lines.append(f"{rel}\0{entry[4]}\n")
@@ -636,7 +652,7 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
                     continue
                 # The usual case first: a file hashed before and unchanged since (one stat).
                 entry = entries.get(key)
-                if entry is not None and entry[5]:
+                if entry is not None:
                     try:
                         st = os_stat(key)  # relative: the working directory is the root
                     except OSError:
