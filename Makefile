@@ -51,3 +51,4 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --peers --peer-size 500 --timeout 300
+	$(BIN)/python benchmarks/files_bench.py

@@ -11,6 +11,8 @@ inline executor, so that the numbers are the engine's and not a pool's) these DA
 once cold and then measured warm, rounds interleaved so that machine drift hits them alike:
 
 * ``no files``: N no-op tasks ``load(i)`` summed by ``main`` (W2's shape);
+* ``@requires([])``: the same, each task with an empty requirement (what declaring any
+  requirement costs: the decorator, the inner function's arguments);
 * ``N Files``: the same, each ``load(i)`` with ``@requires(File(f"data/{i}.csv"))``;
 * ``1 directory``: one task with ``@requires(File("data"))`` (a manifest of N files);
 * ``os.stat`` of the N files (the floor any file check pays) and a loop that reads
@@ -20,7 +22,8 @@ Every warm measurement is a whole ``checkpoint.run`` (planning: outer functions,
 lookups, file checks; then reading the target's value), with new task handles, as a fresh
 CLI process would make them. The files are written more than ``RACY_NS`` before the warm
 runs (as a user's data usually is), so their digests are trusted. Reports medians (ms) and
-the ratio (``N Files`` - ``no files``) / ``os.stat``, whose target is at most 2.
+the ratio (``N Files`` - ``no files``) / ``os.stat``, whose target is at most 2 (and the same
+against ``@requires([])``, and against the directory, which needs no requirement per file).
 """
 
 from __future__ import annotations
@@ -49,6 +52,14 @@ def load(i: int):
 
 
 @task
+def load_req(i: int):
+    @requires([])
+    def __(nothing) -> int:
+        return i
+    return __
+
+
+@task
 def load_file(i: int):
     @requires(File(f"data/{{i}}.csv"))
     def __(path) -> int:
@@ -59,6 +70,14 @@ def load_file(i: int):
 @task
 def plain():
     @requires([load(i) for i in range(N)])
+    def __(values: list) -> int:
+        return sum(values)
+    return __
+
+
+@task
+def with_reqs():
+    @requires([load_req(i) for i in range(N)])
     def __(values: list) -> int:
         return sum(values)
     return __
@@ -143,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
         groups = (n + 99) // 100
         targets: dict[str, Callable[[], object]] = {
-            f"{n} tasks": tf.plain, f"{n} tasks, 1 File each": tf.with_files,
+            f"{n} tasks": tf.plain, f"{n} tasks, @requires([]) each": tf.with_reqs,
+            f"{n} tasks, 1 File each": tf.with_files,
             f"{groups} tasks": tf.plain_groups, f"{groups} tasks, 100 Files each": tf.with_groups,
             "1 task, File(directory)": tf.directory,
         }
@@ -192,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<32}{_median_ms(cpu[name])} {_median_ms(wall[name])}")
     med = {name: statistics.median(v) for name, v in cpu.items()}
     stat_cost = med[names[-2]]
-    for files_case, plain_case in ((names[1], names[0]), (names[3], names[2])):
-        added = med[files_case] - med[plain_case]
-        print(f"{files_case}: adds {added * 1e3:.2f} ms CPU = {added / stat_cost:.2f}x os.stat")
+    cases = ((names[2], names[0]), (names[2], names[1]), (names[4], names[3]), (names[5], ""))
+    for files_case, plain_case in cases:
+        added = med[files_case] - (med[plain_case] if plain_case else 0.0)
+        print(f"{files_case}: adds {added * 1e3:.2f} ms CPU = {added / stat_cost:.2f}x os.stat"
+              f" (to {plain_case or 'nothing'})")
     return 0
 
 

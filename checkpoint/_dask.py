@@ -440,9 +440,17 @@ def run_dask_batch(
     ready = []
     missing: list[Outcome] = []
     sees: dict[str, bool] = {}
+    remounted: set[str] = set()
     for item in items:
         if item.filename:
             restore_filename(item.fn, item.filename)
+        if item.root:
+            local = local_root(item.root)
+            if local and local != item.root:  # the cache is mounted elsewhere here
+                if item.root not in remounted:
+                    remounted.add(item.root)
+                    payloads = _remount_payloads(payloads, item.root, local)
+                _remount(item, item.root, local)
         if item.blob_dir:
             # A worker that joined after the run's check may not see the cache: then the
             # result goes back through the coordinator rather than into a local directory.
@@ -475,6 +483,63 @@ def run_dask_batch(
     return [by_id[item.id] for item in items]
 
 
+_mounts: dict[str, str] = {}
+
+
+def local_root(root: str) -> str:
+    """Where this worker sees the coordinator's store root ``root``: at the same path, else
+    as ``$CP_CACHE_DIR/checkpoint`` (the cache mounted at another path on this host), else
+    ``""`` (nowhere: payloads then travel through the coordinator)."""
+    found = _mounts.get(root)
+    if found is not None:
+        return found
+    found = ""
+    if os.path.isfile(os.path.join(root, "FORMAT")):
+        found = root
+    else:
+        mount = os.environ.get("CP_CACHE_DIR")
+        if mount:
+            alt = os.path.join(os.path.abspath(mount), "checkpoint")
+            if os.path.isfile(os.path.join(alt, "FORMAT")):
+                found = alt
+    if found:  # a cache that is not there may appear later: look again then
+        _mounts[root] = found
+    return found
+
+
+def _moved(path: str, old: str, new: str) -> str:
+    return new + path[len(old):] if path == old or path.startswith(old + os.sep) else path
+
+
+def _remount(item: WorkItem, old: str, new: str) -> None:
+    """Point a work item's cache paths (data directories, value files, its store root) from
+    the store root ``old`` to ``new``, where this worker sees the cache. Values hold paths
+    relative to the store root, so what a task receives and returns is right on both sides."""
+
+    def template(t: Any) -> Any:
+        if isinstance(t, Path):  # a TaskDirectory() (see scheduler._template)
+            return Path(_moved(str(t), old, new))
+        if isinstance(t, list):
+            return [template(x) for x in t]
+        if isinstance(t, dict):
+            return {k: template(v) for k, v in t.items()}
+        return t
+
+    item.root = new
+    if item.blob_dir:
+        item.blob_dir = _moved(item.blob_dir, old, new)
+    item.template = [template(t) for t in item.template]
+
+
+def _remount_payloads(payloads: dict[str, Payload], old: str, new: str) -> dict[str, Payload]:
+    """The batch's payloads, value files read from where this worker sees the cache."""
+    return {
+        tid: BlobRef(_moved(p.path, old, new), p.size, p.crc, p.compressed)
+        if isinstance(p, BlobRef) else p
+        for tid, p in payloads.items()
+    }
+
+
 def _data_dirs(template: Any) -> Iterator[Path]:
     # In a work item's template, a Path is always a TaskDirectory() (see scheduler._template).
     if isinstance(template, Path):
@@ -500,13 +565,21 @@ def write_marker(marker: Path, token: str) -> None:
 
 
 def probe_marker(path: str, token: str) -> tuple[str, str]:
-    """On a worker: ``(hostname, "")`` if the marker is there with ``token``, else the problem."""
+    """On a worker: ``(hostname, "")`` if the marker is there with ``token`` (at ``path``, or
+    in the cache that ``$CP_CACHE_DIR`` names on this worker), else the problem."""
     host = socket.gethostname()
+    mount = os.environ.get("CP_CACHE_DIR")
+    elsewhere = (os.path.join(os.path.abspath(mount), "checkpoint", os.path.basename(path))
+                 if mount else "")
     try:
         with open(path) as f:
             found = f.read()
     except OSError as exc:
-        return host, exc.strerror or str(exc)
+        try:  # the cache mounted at another path here, as $CP_CACHE_DIR says
+            with open(elsewhere) as f:
+                found = f.read()
+        except OSError:
+            return host, exc.strerror or str(exc)
     return host, "" if found == token else "the file there belongs to another cache"
 
 
@@ -532,5 +605,6 @@ def _unshared_message(bad: dict[str, tuple[str, str]], root: Path) -> str:
         f"{plural(len(bad), 'Dask worker')} cannot see the cache directory {root.parent}, which "
         f"tasks using TaskDirectory() write into:\n{lines}\n"
         "Put the cache on a filesystem shared by this machine and every worker "
-        "(--cache-dir or CP_CACHE_DIR), at the same path."
+        "(--cache-dir or CP_CACHE_DIR), at the same path, or set CP_CACHE_DIR on each worker "
+        "to where it mounts the cache."
     )

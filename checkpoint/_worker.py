@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Union
 
+from ._relocate import may_hold_path
 from .errors import CorruptEntryError, TaskTimeoutError
 from .files import File, Product, output_digests
 from .store import INLINE_MAX, BlobRef, decode_payload, encode_value, stream_value, write_blob
@@ -66,6 +67,9 @@ class WorkItem:
     """The task's time limit in seconds (0: none); see :func:`run_limited`."""
     label: str = ""
     """How messages name the task (set with ``timeout``)."""
+    root: str = ""
+    """The store root as this worker sees it: paths under it in values are stored relative
+    to it, and resolved against it (see :mod:`checkpoint._relocate`)."""
 
 
 Payload = Union[tuple[bytes, bool], BlobRef]
@@ -106,7 +110,7 @@ class _CorruptPrerequisite(Exception):
         self.dep = dep
 
 
-def _fill(template: Any, payloads: dict[str, Payload], products: list[Product]) -> Any:
+def _fill(template: Any, payloads: dict[str, Payload], products: list[Product], root: str) -> Any:
     if isinstance(template, Ref):
         held = payloads[template.id]
         if isinstance(held, BlobRef):
@@ -114,11 +118,11 @@ def _fill(template: Any, payloads: dict[str, Payload], products: list[Product]) 
                 return held.load()
             except CorruptEntryError as exc:
                 raise _CorruptPrerequisite(template.id, str(exc)) from None
-        return decode_payload(held[0], held[1])
+        return decode_payload(held[0], held[1], root)
     if isinstance(template, list):
-        return [_fill(t, payloads, products) for t in template]
+        return [_fill(t, payloads, products, root) for t in template]
     if isinstance(template, dict):
-        return {k: _fill(v, payloads, products) for k, v in template.items()}
+        return {k: _fill(v, payloads, products, root) for k, v in template.items()}
     if isinstance(template, File):  # File() or Product(): its path, here
         if isinstance(template, Product):
             products.append(template)
@@ -133,7 +137,7 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     try:
         fn = item.fn if item.call is None else _inner(item.call)
         products: list[Product] = []
-        args = [_fill(t, payloads, products) for t in item.template]
+        args = [_fill(t, payloads, products, item.root) for t in item.template]
         if item.debug == "trace" and in_process:
             from .debug import trace_call
 
@@ -157,14 +161,15 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         return _failure(item.id, started, duration, exc, in_process, item.show_locals)
     duration = time.perf_counter() - t0
     try:
-        if item.blob_dir and not item.compress_level and _looks_large(value):
+        if item.blob_dir and not item.compress_level and _looks_large(value) and not (
+                item.root and may_hold_path(value, item.root)):
             # Straight into the cache, without a copy of the payload in memory; a worker
             # that cannot see the cache (OSError) encodes it for the coordinator instead.
             with contextlib.suppress(OSError):
                 streamed, name, crc, size = stream_value(value, item.blob_dir, item.id)
                 return Outcome(item.id, started, duration, streamed, crc, size, blob=name,
                                outputs=outputs)
-        payload = encode_value(value, item.compress_level)
+        payload = encode_value(value, item.compress_level, item.root)
     except Exception as exc:  # noqa: BLE001
         out = _failure(item.id, started, duration, exc, in_process)
         out.unpicklable_result = True

@@ -77,7 +77,10 @@ CACHE_NAME = ".file-digests"
 _CHUNK = 1 << 20
 _UNSEEN: Any = object()
 _NONE: frozenset[str] = frozenset()
+_NO_OUTPUTS: dict[str, str] = {}
+"""``TaskFiles.outputs_now`` of every task without outputs (never written)."""
 _GLOB_CHARS = frozenset("*?[")
+_POSIX = os.sep == "/"
 
 
 def _path_text(path: Any, what: str) -> str:
@@ -132,14 +135,17 @@ class File:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         p = self.path = path if type(path) is str and path else _path_text(path, "File")
         """The path as given."""
-        self._key = ""
-        self._root: str | None = ""
-        """The root ``_key`` is relative to; ``None`` for a relative, normal path that is
-        not a pattern (the usual case, tested as in _plain): its own key, whatever the root."""
-        if os.sep == "/" and p[0] != "/" and p[-1] != "/" and "//" not in p and not (
+        # ``_root``: the root ``_key`` is relative to; ``None`` for a relative, normal path
+        # that is not a pattern (the usual case, tested as in _plain, spelled out: a warm
+        # run makes one File per input): its own key, whatever the root.
+        if _POSIX and p[0] != "/" and p[-1] != "/" and "//" not in p and not (
             "." in p and ("/." in p or p[0] == ".")
-        ) and _GLOB_CHARS.isdisjoint(p):
-            self._key, self._root = p, None
+        ) and "*" not in p and "?" not in p and "[" not in p:
+            self._key = p
+            self._root: str | None = None
+        else:
+            self._key = ""
+            self._root = ""
 
     @property
     def is_glob(self) -> bool:
@@ -232,8 +238,14 @@ def hash_file(path: str) -> str:
     return digest.hexdigest()
 
 
+Entry = tuple[int, int, int, int, str]
+"""A digest cache entry: ``(size, mtime_ns, ctime_ns, inode, digest)``."""
+
+
 def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+    mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
+    # The same int object when equal (the usual case): marshal then writes it once.
+    return st.st_size, mtime, mtime if ctime == mtime else ctime, st.st_ino
 
 
 def _changed_ns(st: os.stat_result) -> int:
@@ -248,9 +260,11 @@ _clock = time.time_ns
 
 
 class DigestCache:
-    """``{path: (size, mtime_ns, ctime_ns, inode, digest, trusted)}``: the content digests
-    of files whose stat has not changed since they were hashed, for one project root
-    (``root``: paths are relative to it, or absolute; the working directory is the root).
+    """``{path: (size, mtime_ns, ctime_ns, inode, digest)}``: the content digests of files
+    whose stat has not changed since they were hashed, for one project root (``root``:
+    paths are relative to it, or absolute; the working directory is the root). Only
+    trusted digests are kept (hashed long enough after the file's last change, see
+    :data:`RACY_NS`): a file without an entry is hashed.
 
     Kept as one ``marshal`` file holding the entries of each root (loading 5,000 entries
     takes ~1 ms, a fifth of SQLite's time), rewritten atomically when something changed; a
@@ -258,13 +272,14 @@ class DigestCache:
     ``path=None`` nothing is kept.
     """
 
-    VERSION = 2
+    VERSION = 3
 
     def __init__(self, path: Path | None, root: str = "") -> None:
         self.path = path
         self.root = root
-        self.entries: dict[str, tuple[int, int, int, int, str, bool]] = {}
-        self.changed: dict[str, tuple[int, int, int, int, str, bool]] = {}
+        self.entries: dict[str, Entry] = {}
+        self.changed: dict[str, Entry | None] = {}
+        """Entries added (or removed: ``None``) since loading, for :meth:`save`."""
         if path is not None:
             self.entries = _load(path).get(root) or {}
 
@@ -277,30 +292,34 @@ class DigestCache:
             return None
         entry = self.entries.get(path)
         if (
-            entry is not None and entry[5] and entry[1] == st.st_mtime_ns
+            entry is not None and entry[1] == st.st_mtime_ns
             and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
         ):
             return entry[4]
         if stat.S_ISDIR(st.st_mode):
-            prefix = "" if path == "." else path + "/"
-            return _manifest((rel, self.digest(prefix + rel)) for rel in _walk(path))
+            return _dir_digest(path, self, _NONE)
         return self.digest(path, st)
 
     def digest(self, path: str, st: os.stat_result | None = None) -> str:
         """The digest of the regular file at ``path``, hashing it only when its stat
-        differs from the one recorded, or the record is not trusted."""
+        differs from the one recorded, or there is no trusted record."""
         if st is None:
             st = os.stat(path)
-        sig = _signature(st)
         entry = self.entries.get(path)
-        if entry is not None and entry[5] and entry[:4] == sig:
+        if (
+            entry is not None and entry[1] == st.st_mtime_ns
+            and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
+        ):
             return entry[4]
+        sig = _signature(st)
         started = _clock()
         digest = hash_file(path)
         after = os.stat(path)
-        trusted = _signature(after) == sig and _changed_ns(st) < started - RACY_NS
-        entry = (*sig, digest, trusted)
-        self.entries[path] = self.changed[path] = entry
+        if _signature(after) == sig and _changed_ns(st) < started - RACY_NS:
+            self.entries[path] = self.changed[path] = (*sig, digest)
+        elif path in self.entries:  # changed: its old record must go
+            del self.entries[path]
+            self.changed[path] = None
         return digest
 
     def save(self) -> None:
@@ -308,7 +327,12 @@ class DigestCache:
         if self.path is None or not self.changed:
             return
         roots = _load(self.path)
-        roots.setdefault(self.root, {}).update(self.changed)
+        mine = roots.setdefault(self.root, {})
+        for key, entry in self.changed.items():
+            if entry is None:
+                mine.pop(key, None)
+            else:
+                mine[key] = entry
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}")
         try:
             tmp.write_bytes(marshal.dumps((self.VERSION, roots)))
@@ -319,7 +343,7 @@ class DigestCache:
         self.changed = {}
 
 
-def _load(path: Path) -> dict[str, dict[str, tuple[int, int, int, int, str, bool]]]:
+def _load(path: Path) -> dict[str, dict[str, Entry]]:
     try:
         data = marshal.loads(path.read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
@@ -341,10 +365,33 @@ def _walk(directory: str) -> Iterator[str]:
 
 
 def _manifest(lines: Iterable[tuple[str, str]]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for rel, file_digest in lines:
-        digest.update(f"{rel}\0{file_digest}\n".encode())
-    return digest.hexdigest()
+    text = "".join([f"{rel}\0{file_digest}\n" for rel, file_digest in lines])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str]) -> str:
+    """The manifest digest of a directory (``directory``: relative to the working
+    directory, or absolute), leaving out the keys in ``exclude``. The warm path of a
+    directory input: per file, one ``os.stat`` and a lookup (:meth:`DigestCache.digest`
+    inlined)."""
+    prefix = "" if directory == "." else directory + "/"
+    entries = cache.entries
+    os_stat = os.stat
+    lines = []
+    for rel in _walk(directory):
+        path = prefix + rel
+        if exclude and path in exclude:
+            continue
+        st = os_stat(path)
+        entry = entries.get(path)
+        if (
+            entry is not None and entry[1] == st.st_mtime_ns
+            and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
+        ):
+            lines.append(f"{rel}\0{entry[4]}\n")
+        else:
+            lines.append(f"{rel}\0{cache.digest(path, st)}\n")
+    return hashlib.blake2b("".join(lines).encode(), digest_size=16).hexdigest()
 
 
 def digest_of(
@@ -379,10 +426,7 @@ def digest_of(
             return _manifest([])
         return None
     if stat.S_ISDIR(st.st_mode):
-        prefix = "" if key == "." else key + "/"
-        return _manifest(
-            (rel, cache.digest(prefix + rel)) for rel in _walk(full) if prefix + rel not in exclude
-        )
+        return _dir_digest(full, cache, exclude)
     return cache.digest(full, st)
 
 
@@ -435,7 +479,7 @@ class TaskFiles:
     """The ``File`` and ``Product`` requirements of one task, and what planning found."""
 
     __slots__ = ("inputs", "outputs", "produced", "exclude", "digests", "outputs_now",
-                 "missing", "details")
+                 "missing", "details", "_agrees")
 
     def __init__(self, inputs: list[File], outputs: list[Product]) -> None:
         self.inputs = inputs
@@ -447,12 +491,15 @@ class TaskFiles:
         """Declared outputs of the DAG under this task's directory and glob inputs."""
         self.digests: dict[str, str] = {}
         """``{"file:<key>": digest}`` of the source inputs, when planned (what a run records)."""
-        self.outputs_now: dict[str, str] = {}
+        self.outputs_now: dict[str, str] = {} if outputs else _NO_OUTPUTS
         """``{"out:<key>": digest or ""}`` of the outputs on disk, for a stored task."""
         self.missing: tuple[str, ...] = ()
         """Source inputs that do not exist."""
         self.details: tuple[str, ...] = ()
         """What changed, in words (for ``why``)."""
+        self._agrees: dict[str, str] | None = None
+        """The ``Meta.deps`` that :meth:`reason` found in agreement (inputs and outputs),
+        so that :meth:`current` on it right after costs an identity test."""
 
     @property
     def recorded(self) -> int:
@@ -462,15 +509,20 @@ class TaskFiles:
     def current(self, recorded: dict[str, str], outputs: bool = True) -> bool:
         """Whether an entry's ``Meta.deps`` has this task's input digests (and, with
         ``outputs``, the digests of its outputs on disk now)."""
+        if recorded is self._agrees:
+            return True
         if not self.digests.items() <= recorded.items():
             return False
-        return not outputs or all(now and recorded.get(k) == now for k, now in self.outputs_now.items())
+        if not outputs or not self.outputs_now:
+            return True
+        return all(now and recorded.get(k) == now for k, now in self.outputs_now.items())
 
     def reason(self, meta: Meta) -> Reason | None:
         """``"input changed"``, ``"output changed"`` or ``None``, comparing the stored
         result's digests with the files now (and noting the details)."""
         recorded = meta.deps
         if self.digests.items() <= recorded.items() and not self.outputs_now:
+            self._agrees = recorded
             return None  # the usual case, checked in C
         details: list[str] = []
         for key, digest in self.digests.items():
@@ -592,32 +644,32 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
         files = node.files
         assert files is not None
         digests = files.digests
+        produced = files.produced
         for item in files.inputs:
             if item._root is None:  # a plain relative path: DigestCache.lookup, inlined
                 key = item._key
+                if produced and key in produced:
+                    continue
+                # The usual case first: a file hashed before and unchanged since (one stat).
+                entry = entries.get(key)
+                if entry is not None:
+                    try:
+                        st = os_stat(key)  # relative: the working directory is the root
+                    except OSError:
+                        pass
+                    else:
+                        if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
+                                and entry[0] == st.st_size and entry[3] == st.st_ino):
+                            digests[INPUT + key] = entry[4]
+                            continue
                 digest = seen.get(key, unseen)
-                if digest is unseen:
-                    if key in files.produced:
-                        continue
-                    entry = entries.get(key)
-                    digest = None
-                    if entry is not None and entry[5]:
-                        try:
-                            st = os_stat(key)  # relative: the working directory is the root
-                        except OSError:
-                            pass
-                        else:
-                            if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
-                                    and entry[0] == st.st_size and entry[3] == st.st_ino):
-                                digest = entry[4]
-                    if digest is None:  # new, changed, missing, a directory: the long way
-                        digest = digest_of(key, root, cache, exclude=files.exclude)
-                    seen[key] = digest
+                if digest is unseen:  # new, changed, missing, a directory: the long way
+                    digest = seen[key] = digest_of(key, root, cache, exclude=files.exclude)
             else:
                 key = item.key(root)
                 digest = seen.get(key, unseen)
                 if digest is unseen:
-                    if key in files.produced:
+                    if key in produced:
                         continue
                     digest = seen[key] = digest_of(key, root, cache, pattern=item.is_glob,
                                                    exclude=files.exclude)

@@ -116,18 +116,20 @@ def code_bytes(fn: Any) -> str:
 _CONSTANT_TYPES = (str, int, float, bool, type(None), bytes, complex, range, PurePath)
 
 
-def constant_text(value: Any, depth: int = 0) -> str | None:
+def constant_text(value: Any, depth: int = 0, roots: tuple[str, ...] = ()) -> str | None:
     """``repr(value)`` for a constant worth fingerprinting, else ``None``.
 
     Sets are written with their elements sorted: their own order depends on the process's
-    hash seed, which would make the fingerprint differ from one run to the next.
+    hash seed, which would make the fingerprint differ from one run to the next. A path (or
+    ``str``) inside the project, whose directory (with a trailing separator) is in
+    ``roots``, is written relative to it, so that moving the project changes nothing.
     """
     if isinstance(value, _CONSTANT_TYPES):
-        return repr(value)
+        return _project_path(value, roots) if roots else repr(value)
     if depth >= 3 or not isinstance(value, (tuple, list, set, frozenset, dict)) or len(value) > 1000:
         return None
     parts = [*value.keys(), *value.values()] if isinstance(value, dict) else list(value)
-    texts = [constant_text(v, depth + 1) for v in parts]
+    texts = [constant_text(v, depth + 1, roots) for v in parts]
     if any(text is None for text in texts):
         return None
     if isinstance(value, (set, frozenset)):
@@ -141,6 +143,22 @@ def constant_text(value: Any, depth: int = 0) -> str | None:
     if isinstance(value, tuple):
         return "(" + ", ".join(map(str, texts)) + (",)" if len(texts) == 1 else ")")
     return "[" + ", ".join(map(str, texts)) + "]"
+
+
+def _project_path(value: Any, roots: tuple[str, ...]) -> str:
+    """``repr(value)``, a path in the project spelled relative to it: ``project('data.csv')``
+    or ``PosixPath(project('data.csv'))``."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, PurePath):
+        text = str(value)
+    else:
+        return repr(value)
+    for root in roots:
+        if text.startswith(root) or text == root[:-1]:
+            rel = f"project({text[len(root):]!r})"
+            return rel if isinstance(value, str) else f"{type(value).__name__}({rel})"
+    return repr(value)
 
 
 _CODE_TYPES = (
@@ -288,6 +306,20 @@ def in_project(path: str, root: str) -> bool:
     return all((root + os.sep).startswith(p) for p in inside_prefix)
 
 
+def _roots(root: str, module_name: str) -> tuple[str, ...]:
+    """``root`` with a trailing separator, and the same directory as the module's
+    ``__file__`` spells it when that differs (a symbolic link on the way)."""
+    roots = [root.rstrip(os.sep) + os.sep]
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    if isinstance(file, str) and file:
+        spelled = os.path.dirname(os.path.abspath(file))
+        for _ in range(module_name.count(".") + os.path.basename(file).startswith("__init__.")):
+            spelled = os.path.dirname(spelled)
+        if spelled.rstrip(os.sep) + os.sep not in roots:
+            roots.append(spelled.rstrip(os.sep) + os.sep)
+    return tuple(roots)
+
+
 def _module_file(name: str) -> str | None:
     """The source file of module ``name``, without importing it."""
     module = sys.modules.get(name)
@@ -317,6 +349,8 @@ class _Walk:
         self.family = family
         self.module: str = getattr(fn, "__module__", None) or ""
         self.root = project_root(self.module)
+        self.roots = _roots(self.root, self.module)
+        """The project directory as paths in values spell it (see :func:`_project_path`)."""
         self.own: dict[str, str] = {}
         self.other: dict[str, str] = {}
         self.seen: set[int] = {id(fn)}
@@ -509,7 +543,7 @@ class _Values:
         if state:
             source = self.assignment(label.split(".")[0], namespace, 0)
             return source or f"<{type(value).__qualname__}, changed by the code>"
-        text = constant_text(value)
+        text = constant_text(value, 0, self.walk.roots)
         if text is not None:
             return text
         if not _stateful(value):
@@ -541,6 +575,8 @@ class _Values:
         functions, classes, modules and tasks as :meth:`code_ref` does; else ``None``."""
         if _is_array(obj):
             return _array_text(obj)
+        if isinstance(obj, PurePath):  # inside the project: relative (a project can move)
+            return _project_path(obj, self.walk.roots)
         if isinstance(obj, _CODE_TYPES) or hasattr(obj, "__checkpoint_identity__") or self.walk.is_task(obj):
             return self.code_ref(obj)
         return None
@@ -560,7 +596,7 @@ class _Values:
     def canonical(self, value: Any, depth: int, path: set[int]) -> str | None:
         """A readable text that identifies ``value``, or ``None`` (then it is pickled)."""
         if isinstance(value, _CONSTANT_TYPES):
-            return repr(value)
+            return _project_path(value, self.walk.roots)
         if isinstance(value, _CODE_TYPES) or hasattr(value, "__checkpoint_identity__") \
                 or self.walk.is_task(value):
             return self.code_ref(value)

@@ -342,7 +342,7 @@ def _target_values(
             result.values[target.id] = store.load_value(target.family.dirname, target.id)
             continue
         try:
-            result.values[target.id] = decode_payload(*held)
+            result.values[target.id] = decode_payload(*held, str(store.root))
         except Exception as exc:
             raise CorruptEntryError(
                 f"The stored result of {target!r} ({target.family.name}) cannot be "
@@ -465,6 +465,7 @@ class _Run:
         self.stopping = False
         self.aborting = False
         self.blob_dirs: dict[str, str] = {}
+        self.store_root = str(store.root)
         self.prepared: set[TaskId] = set()
         """Tasks whose data directory this run emptied: they are computed, never adopted."""
         self.sources_sent: set[str] = set()
@@ -828,6 +829,7 @@ class _Run:
                 item = WorkItem(tid, spec.fn, template, task.family.compress_level,
                                 filename=code.co_filename if pickled and code else "")
             item.blob_dir = self._blob_dir(task.family.dirname)
+            item.root = self.store_root
             item.debug = self.debug
             item.show_locals = self.options.show_locals
             limit = task.family.timeout if task.family.timeout is not None else self.options.timeout
@@ -1059,7 +1061,8 @@ class _Run:
             self.renewed[out.id] = self.seq
         if out.id in self.targets:
             self.result.values[out.id] = (
-                held.load() if isinstance(held, BlobRef) else decode_payload(*held)
+                held.load() if isinstance(held, BlobRef)
+                else decode_payload(*held, self.store_root)
             )
         self.result.ran.append(task)
         self.result.durations[out.id] = out.duration

@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import mmap
 
+from . import _relocate
 from .errors import (
     CorruptEntryError,
     StoreError,
@@ -371,7 +372,9 @@ class BlobRef:
                 with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
                     if zlib.crc32(view) != self.crc:
                         raise self._corrupt()
-                    return decode_payload(view, self.compressed)
+                    # the blob is {store root}/{family}/blobs/{name}
+                    root = os.path.dirname(os.path.dirname(os.path.dirname(self.path)))
+                    return decode_payload(view, self.compressed, root)
         except OSError as exc:
             raise self._unreadable(exc) from None
 
@@ -527,23 +530,30 @@ def new_stamp() -> str:
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
-def encode_value(value: Any, compress_level: int) -> bytes:
-    """Serialize a value as stored: cloudpickle, then zlib if ``compress_level`` is set."""
+def encode_value(value: Any, compress_level: int, root: str = "") -> bytes:
+    """Serialize a value as stored: cloudpickle, then zlib if ``compress_level`` is set.
+    With ``root`` (the store root), paths under it are stored relative to it
+    (:mod:`checkpoint._relocate`)."""
     if type(value) in _PLAIN:  # same bytes as cloudpickle, without building its pickler
         payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     else:
         import cloudpickle
 
         payload = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    if root:
+        payload = _relocate.portable(value, payload, root)
     if compress_level:
         payload = zlib.compress(payload, compress_level)
     return payload
 
 
-def decode_payload(payload: bytes | mmap.mmap, compressed: bool) -> Any:
-    """Inverse of :func:`encode_value`."""
+def decode_payload(payload: bytes | mmap.mmap, compressed: bool, root: str = "") -> Any:
+    """Inverse of :func:`encode_value`; stored paths under a store root come back under
+    ``root`` (default: the store root of the default cache directory)."""
     if compressed:
         payload = zlib.decompress(payload)
+    if _relocate.is_portable(payload):
+        return _relocate.loads(payload, root or str(resolve_cache_dir() / "checkpoint"))
     return pickle.loads(payload)
 
 
@@ -1146,7 +1156,7 @@ class Store:
         payload = self.load_payload(family, task_id, meta)
         assert meta is not None
         try:
-            return decode_payload(payload, meta.compressed)
+            return decode_payload(payload, meta.compressed, str(self.root))
         except Exception as exc:
             raise CorruptEntryError(
                 f"The stored result of {meta.expr} ({family}) cannot be decoded: {exc}"
