@@ -60,6 +60,9 @@ def graph(
     fmt = _format(formats, output, export.format_for_path)
     if fmt == "png" and output is None and sys.stdout.isatty():
         raise UsageError("PNG is binary: write it to a file with -o FILE (e.g. -o graph.png).")
+    if output is not None and not (app.invoked_from / output).parent.is_dir():  # said before planning
+        raise UsageError(f"Cannot write the graph to {output}: there is no directory "
+                         f"{click.format_filename((app.invoked_from / output).parent)}.")
     tasks = [resolve_target(app.module, t, taskfile=app.taskfile) for t in (targets or ("main",))]
     the_plan = plan(tasks, Store.open(app.cache_dir), code_check=not no_code_check,
                     keep_specs=False)  # nothing runs

@@ -137,3 +137,14 @@ def test_streamed_json_writes_what_json_dumps_writes(capsys: pytest.CaptureFixtu
     assert streamed == capsys.readouterr().out
     emit_json_stream(iter([]))
     assert capsys.readouterr().out == "{}\n"
+
+
+@pytest.mark.parametrize("fmt", ["--json", "--dot"])
+def test_graph_into_a_missing_directory_is_refused(invoke: Invoke, project: Path, fmt: str) -> None:
+    """-o into a directory that does not exist should say so (not an internal error) and
+    leave nothing behind."""
+    result = invoke("graph", fmt, "-o", "nodir/g.out", "greet")
+    assert result.exit_code == 2, result.stderr
+    assert "there is no directory" in result.stderr and "nodir" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project.parent / "nodir").exists()
