@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,7 +29,7 @@ from peers import PEERS, ensure_venv, peer_scenarios  # noqa: E402
 from workloads import FULL, QUICK, checkpoint_scenarios, default_python, find_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "progress")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "progress")
 
 Key = tuple[str, str]  # (workload, case)
 
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     ap.add_argument("--peers", action="store_true", help="also run doit and redun (W1, W2, W4)")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    ap.add_argument("--size", type=int, default=None,
+                    help="W8's task count (default 20,000; 200 with --quick); 200000 for the "
+                         "200k-task sweep")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions per measurement")
     ap.add_argument("--peer-repeat", type=int, default=None,
                     help="repetitions for peers (default: --repeat)")
@@ -152,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
     selected = only or list(WORKLOADS)
     sizes = QUICK if args.quick else FULL
+    if args.size is not None:
+        if args.size < 1:
+            ap.error("--size must be at least 1")
+        sizes = replace(sizes, sweep=args.size)
     timeout = args.timeout or (120.0 if args.quick else 1800.0)
     python = args.python or default_python()
     peer_repeat = args.peer_repeat if args.peer_repeat is not None else args.repeat

@@ -39,6 +39,8 @@ class Sizes:
     """W6: dry run of choose(n, n // 2): 1,002,001 tasks for 2,000."""
     families: int = 50
     """W7: task families in the generated taskfile."""
+    sweep: int = 20_000
+    """W8: tasks of the sweep (a fan-in); ``run.py --size 200000`` for the issue's figure."""
 
     @property
     def sleep_ideal(self) -> float:
@@ -48,7 +50,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(lattice_n=10, fanin=50, chain=500, sleep_tasks=8, sleep_s=0.2, sleep_slots=4,
-              blob_mb=4, plan_n=60, families=50)
+              blob_mb=4, plan_n=60, families=50, sweep=200)
 
 EXECUTOR_ALIASES = {
     "process": ("process", "processes", "proc"),
@@ -332,6 +334,8 @@ def checkpoint_scenarios(cli: Cli, sz: Sizes) -> list[Scenario]:
         Step("ref: python -c 'import click'", [cli.python, "-c", "import click"])],
         independent=True))
 
+    out.append(sweep_scenario(cli, sz))
+
     for live in (True, False):
         flags = ("--executor", cli.executors.get("process", "process"), "-j", "2")
         na = cli.lacks("run", "-j", "--executor", *(() if live else ("--no-progress",)))
@@ -340,6 +344,25 @@ def checkpoint_scenarios(cli: Cli, sz: Sizes) -> list[Scenario]:
         out.append(Scenario("progress", "checkpoint", {"taskfile.py": fanin}, [
             Step(case, argv, expect=total, pty=True, na=na)]))
     return out
+
+
+def sweep_scenario(cli: Cli, sz: Sizes) -> Scenario:
+    """W8: a sweep of `sz.sweep` tasks summed by one: cold and warm runs, then the commands
+    that read the whole DAG (`ls main`, its JSON, the graph's JSON), each with its peak RSS."""
+    fanin = HEADER + FANIN.format(n=sz.sweep)
+    total = str(sum(range(sz.sweep)))
+    two = ("-j", "2") if "-j" in cli.features else ()
+    ls_na = cli.lacks("ls")
+    return Scenario("W8", "checkpoint", {"taskfile.py": fanin}, [
+        _run(cli, f"cold, {sz.sweep:,} tasks (-j 2)", *two, expect=total, rss=True),
+        _run(cli, f"warm, {sz.sweep:,} tasks (-j 2)", *two, expect=total, rss=True),
+        Step(f"ls main, {sz.sweep:,} tasks", [*cli.argv, "ls", "main"], expect="noop(0)",
+             rss=True, na=ls_na),
+        Step(f"ls main --json, {sz.sweep:,} tasks", [*cli.argv, "ls", "main", "--json"],
+             expect='"counts"', rss=True, na=ls_na),
+        Step(f"graph --json, {sz.sweep:,} tasks", [*cli.argv, "graph", "--json"],
+             expect="checkpoint-graph/1", rss=True, na=cli.lacks()),
+    ])
 
 
 def default_python() -> str:

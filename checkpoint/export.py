@@ -88,6 +88,8 @@ task-level edges between the two families; a recursive family has an edge to its
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import math
 import shutil
@@ -451,8 +453,20 @@ def to_dict(
                 {"source": fam.ids[s], "target": fam.ids[t], "count": n} for s, t, n in fam.edges
             ],
         }
-    nodes: list[dict[str, Any]] = []
-    edges: list[dict[str, str]] = []
+    return {
+        "schema": SCHEMA,
+        "view": "tasks",
+        "targets": [t.id for t in the_plan.targets],
+        "nodes": list(_task_nodes(the_plan, fails, cache_dir)),
+        "edges": [{"source": dep, "target": tid}
+                  for tid, node in the_plan.nodes.items() for dep in node.deps],
+    }
+
+
+def _task_nodes(
+    the_plan: Plan, fails: Collection[TaskId], cache_dir: str | Path | None
+) -> Iterator[dict[str, Any]]:
+    """The ``tasks`` view's node documents, in the plan's order."""
     loads = json.loads
     failed_runs = _failed_runs(the_plan, fails, cache_dir)
     for tid, node in the_plan.nodes.items():
@@ -465,7 +479,7 @@ def to_dict(
             state = "fresh" if node.reason is None else "stale"
             if meta is not None:
                 last = {"status": "done", "started": meta.started, "duration": meta.duration}
-        nodes.append({
+        yield {
             "id": tid,
             "family": task.family.name,
             "label": task.expression(),
@@ -475,16 +489,7 @@ def to_dict(
             "duration": meta.duration if meta is not None else None,
             "stored": meta.stored if meta is not None else None,
             "last_run": last,
-        })
-        for dep in node.deps:
-            edges.append({"source": dep, "target": tid})
-    return {
-        "schema": SCHEMA,
-        "view": "tasks",
-        "targets": [t.id for t in the_plan.targets],
-        "nodes": nodes,
-        "edges": edges,
-    }
+        }
 
 
 def _failed_runs(
@@ -514,8 +519,55 @@ def to_json(
     indent: int | None = None,
 ) -> str:
     """The ``checkpoint-graph/1`` JSON document of the graph of ``source``."""
-    doc = to_dict(source, families=families, failed=failed, cache_dir=cache_dir, code_check=code_check)
-    return json.dumps(doc, indent=indent, ensure_ascii=False) + "\n"
+    if indent is not None:
+        doc = to_dict(source, families=families, failed=failed, cache_dir=cache_dir,
+                      code_check=code_check)
+        return json.dumps(doc, indent=indent, ensure_ascii=False) + "\n"
+    text = io.StringIO()
+    write_json(source, text, families=families, failed=failed, cache_dir=cache_dir,
+               code_check=code_check)
+    return text.getvalue()
+
+
+def write_json(
+    source: Source,
+    file: IO[str],
+    *,
+    families: bool = False,
+    failed: Collection[TaskId] | None = None,
+    cache_dir: str | Path | None = None,
+    code_check: bool = True,
+) -> None:
+    """Write :func:`to_json`'s document (compact) to a text file, node by node and edge by
+    edge: the same text, without the whole document in memory (a 200,000-task graph)."""
+    if families:
+        doc = to_dict(source, families=True, failed=failed, cache_dir=cache_dir,
+                      code_check=code_check)
+        file.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        return
+    the_plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
+    fails = _failures(the_plan, failed, cache_dir)
+    dumps = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(doc) writes with
+    file.write('{"schema": ' + dumps(SCHEMA) + ', "view": "tasks", "targets": '
+               + dumps([t.id for t in the_plan.targets]) + ', "nodes": [')
+    _write_items(file, _task_nodes(the_plan, fails, cache_dir), dumps)
+    file.write('], "edges": [')
+    _write_items(file, ({"source": dep, "target": tid}
+                        for tid, node in the_plan.nodes.items() for dep in node.deps), dumps)
+    file.write("]}\n")
+
+
+def _write_items(file: IO[str], items: Iterable[Any], dumps: Callable[[Any], str]) -> None:
+    """The items of a JSON list as ``dumps`` writes them inside one, a few thousand per
+    write (and per ``dumps``: a list costs one encoder, not one per item)."""
+    first = True
+    items = iter(items)
+    while True:
+        chunk = list(itertools.islice(items, 2000))
+        if not chunk:
+            return
+        file.write(("" if first else ", ") + dumps(chunk)[1:-1])
+        first = False
 
 
 # --- images through Graphviz ------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._types import TaskId
-from .store import Store
+from .store import FailedRun, Meta, Store
 
 if TYPE_CHECKING:
     from .graph import Plan
@@ -81,20 +81,44 @@ def plan_last_runs(plan: Plan, store: Store) -> dict[TaskId, LastRun]:
     Like :func:`last_runs`, but uses the metadata the plan already holds and finds recorded
     failures with one query per family, so a large DAG costs no lookup per task.
     """
-    failed_ids: dict[str, set[str]] = {}
+    failures = plan_failures(plan, store)
     runs: dict[TaskId, LastRun] = {}
+    for tid, node in plan.nodes.items():
+        run = last_run_of(node.meta, failures.get(tid))
+        if run is not None:
+            runs[tid] = run
+    return runs
+
+
+def plan_failures(plan: Plan, store: Store) -> dict[TaskId, FailedRun]:
+    """The tasks of a marked plan whose last recorded run failed, with that failure.
+
+    A failure counts when it is not older than the task's stored result. One query per
+    family finds the few tasks with a failure on record; only those are read.
+    """
+    failed_ids: dict[str, set[str]] = {}
+    failures: dict[TaskId, FailedRun] = {}
     for tid, node in plan.nodes.items():
         family = node.task.family.dirname
         ids = failed_ids.get(family)
         if ids is None:
             ids = failed_ids[family] = set(store.failed_run_ids(family))
-        meta = node.meta
-        failed = store.get_failed_run(family, tid) if tid in ids else None
-        if failed is not None and (meta is None or failed.started >= meta.started):
-            runs[tid] = LastRun("failed", failed.started, failed.duration, failed.worker)
-        elif meta is not None:
-            runs[tid] = LastRun("done", meta.started, meta.duration, meta.worker)
-    return runs
+        if tid in ids:
+            failed = store.get_failed_run(family, tid)
+            meta = node.meta
+            if failed is not None and (meta is None or failed.started >= meta.started):
+                failures[tid] = failed
+    return failures
+
+
+def last_run_of(meta: Meta | None, failed: FailedRun | None) -> LastRun | None:
+    """A task's last run from its stored metadata and its failure that counts (from
+    :func:`plan_failures`), without output."""
+    if failed is not None:
+        return LastRun("failed", failed.started, failed.duration, failed.worker)
+    if meta is not None:
+        return LastRun("done", meta.started, meta.duration, meta.worker)
+    return None
 
 
 def last_log(task: Task[Any], cache_dir: str | os.PathLike[str] | None = None) -> LastRun | None:

@@ -1094,22 +1094,16 @@ class Store:
             return found
         try:
             # Most of the family wanted (a warm run): one scan beats thousands of index probes.
-            scan = len(task_ids) * 2 >= len(cache)
-            wanted = set(task_ids) if scan else None
-            step = len(task_ids) if scan else 500
-            for start in range(0, len(task_ids), step):
-                if scan:
-                    rows = sql("SELECT key, mode, value FROM Cache WHERE raw = 1").fetchall()
-                else:
-                    keys = ["e:" + tid for tid in task_ids[start:start + 500]]
-                    marks = ",".join("?" * len(keys))
-                    rows = sql(
-                        f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})",
-                        keys,
-                    ).fetchall()
+            if len(task_ids) * 2 >= len(cache):
+                return self._scan_metas(cache, set(task_ids))
+            for start in range(0, len(task_ids), 500):
+                keys = ["e:" + tid for tid in task_ids[start:start + 500]]
+                marks = ",".join("?" * len(keys))
+                rows = sql(
+                    f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})",
+                    keys,
+                ).fetchall()
                 for key, mode, value in rows:
-                    if wanted is not None and (key[:2] != "e:" or key[2:] not in wanted):
-                        continue
                     entry = bytes(value) if mode == 1 and value is not None else cache.get(key)
                     if not isinstance(entry, bytes):
                         continue
@@ -1120,6 +1114,26 @@ class Store:
         except _INDEX_ERRORS as exc:
             self._index_error(family, exc)
             return {}
+        return found
+
+    @staticmethod
+    def _scan_metas(cache: Any, wanted: set[str]) -> dict[str, Meta]:
+        """:meth:`get_metas` by one pass over a family's index: the entries of ``wanted``
+        (the hot loop of a warm run's check: one slice and one lookup per row)."""
+        found: dict[str, Meta] = {}
+        from_entry = Meta.from_entry
+        rows = cache._sql("SELECT key, mode, value FROM Cache WHERE raw = 1").fetchall()
+        for key, mode, value in rows:
+            tid = key[2:]
+            if tid not in wanted or key[:2] != "e:":
+                continue
+            entry = value if mode == 1 and type(value) is bytes else cache.get(key)
+            if not isinstance(entry, bytes):
+                continue
+            try:
+                found[tid] = from_entry(entry)
+            except (ValueError, TypeError):
+                continue  # an unreadable index row counts as missing
         return found
 
     def load_payload(self, family: str, task_id: str, meta: Meta | None = None) -> bytes:

@@ -133,6 +133,17 @@ _UNSET: Any = _Unset()
 _interned: dict[TaskId, Task[Any]] | None = None
 """While a graph expands: the task objects made so far, by id (see :func:`interning`)."""
 
+_NO_KWARGS: dict[str, Any] = {}
+"""The ``kwargs`` of every task called without keyword arguments (one shared dict instead
+of one per task: never changed)."""
+
+_calls: dict[Any, dict[tuple[Any, ...], Task[Any]]] = {}
+"""While a graph expands: for a family whose calls repeat (a lattice names each task from
+two dependents), the tasks made again by positional calls whose arguments are all ``int``
+or ``str``, by ``args``: the next such call gets its task without encoding and hashing
+the arguments (equal arguments of these exact types encode alike). A family whose calls
+never repeat (a sweep) pays nothing for it."""
+
 _epoch = 0
 """Counts graph expansions: a family's code fingerprint is computed again in each one (once
 per run), so that a global re-bound or edited since the last run (a notebook cell run
@@ -147,15 +158,15 @@ def interning() -> Iterator[None]:
     handle; only one of them joins the graph, the others are kept alive by their dependents'
     requirements. Sharing them roughly halves the memory of such a graph.
     """
-    global _interned, _epoch
-    previous = _interned
+    global _interned, _calls, _epoch
+    previous, previous_calls = _interned, _calls
     if previous is None:
-        _interned = {}
+        _interned, _calls = {}, {}
         _epoch += 1
     try:
         yield
     finally:
-        _interned = previous
+        _interned, _calls = previous, previous_calls
 
 
 class TaskDirectory:
@@ -202,6 +213,12 @@ class Spec:
         """The distinct prerequisite tasks, in declaration order."""
         if self._deps is None:
             reqs = self.requirements
+            if not reqs:  # a leaf task: nothing to walk
+                self._deps = []
+                return self._deps
+            if len(reqs) == 2 and type(reqs[0]) is Task and type(reqs[1]) is Task:  # a lattice
+                self._deps = list(reqs) if reqs[0].id != reqs[1].id else [reqs[0]]
+                return self._deps
             if len(reqs) == 1:  # the common cases, made cheap
                 kind = type(reqs[0])
                 if kind is Task:
@@ -626,6 +643,7 @@ class _Binder:
         params = list(self.signature.parameters.values())
         self.simple = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
         self.names = [p.name for p in params]
+        self.count = len(params)
 
     def bind(
         self, family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -718,14 +736,38 @@ class TaskFamily(Generic[P, R]):
         self._fingerprint_epoch = -1
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+        table = _interned
+        if table is not None and not kwargs and self in _calls:  # made by this call before?
+            try:
+                made = _calls[self].get(args)
+            except TypeError:  # an unhashable argument
+                made = None
+            if made is not None and [*map(type, args)] == [*map(type, made.args)]:
+                return made
+        task = Task(self, args, kwargs or _NO_KWARGS, self._bind(args, kwargs))
+        if table is not None:  # expanding a graph: one object per task id
+            made = table.setdefault(task.id, task)
+            calls = _calls.get(self)
+            if made is not task and calls is None:  # this family's calls repeat: remember them
+                calls = _calls[self] = {}
+            if (calls is not None and made.args is args and not kwargs
+                    and all(type(a) is int or type(a) is str for a in args)):
+                calls[args] = made
+            return made
+        return task
+
+    def _bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Call arguments bound to parameter names, defaults applied.
+
+        Raises:
+            TaskArgumentError: they do not fit the signature.
+        """
         binder = self._binder
         if binder is None:
             binder = self._binder = _Binder(self.fn)
-        task = Task(self, args, kwargs, binder.bind(self, args, kwargs))
-        table = _interned
-        if table is not None:  # expanding a graph: one object per task id
-            return table.setdefault(task.id, task)
-        return task
+        if binder.simple and not kwargs and len(args) == binder.count:  # the hot path of a sweep
+            return dict(zip(binder.names, args, strict=True))
+        return binder.bind(self, args, dict(kwargs))
 
     @property
     def signature(self) -> inspect.Signature:
@@ -832,7 +874,7 @@ class Task(Generic[R]):
     prerequisites; :meth:`run` builds it and its upstream and returns the result.
     """
 
-    __slots__ = ("family", "args", "kwargs", "arguments", "encoded", "id", "_spec", "__weakref__")
+    __slots__ = ("family", "args", "kwargs", "encoded", "id", "_spec", "__weakref__")
 
     def __init__(
         self,
@@ -845,14 +887,18 @@ class Task(Generic[R]):
         """The task family (what ``@task`` made) this task belongs to."""
         self.args = args
         self.kwargs = kwargs
-        self.arguments = arguments
-        """Arguments bound to parameter names, defaults applied."""
         self.encoded = encode_arguments(family.name, arguments)
         """Canonical JSON of the arguments (the task's identity within its family)."""
         self.id: TaskId = task_id(family.name, self.encoded)
         """Hash of the family name and the encoded arguments: names the task's cache entry
         and its data directory."""
         self._spec: Spec | None = None
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """Arguments bound to parameter names, defaults applied (made again on each
+        access: a task keeps only its call's arguments and their encoding)."""
+        return self.family._bind(self.args, self.kwargs)
 
     @property
     def __checkpoint_identity__(self) -> str:
@@ -919,7 +965,8 @@ class Task(Generic[R]):
     def expression(self, depth: int = 1) -> str:
         """The task as a call expression, e.g. ``choose(6, 3)``."""
         parts = [_arg_repr(a, depth) for a in self.args]
-        parts += [f"{k}={_arg_repr(v, depth)}" for k, v in self.kwargs.items()]
+        if self.kwargs:
+            parts += [f"{k}={_arg_repr(v, depth)}" for k, v in self.kwargs.items()]
         return f"{self.family.short_name}({', '.join(parts)})"
 
     def __repr__(self) -> str:
@@ -974,6 +1021,9 @@ def _rebuild_task(family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: d
 
 
 def _arg_repr(value: Any, depth: int) -> str:
+    if type(value) is int:  # the common case: no Task, no NumPy scalar
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
     if isinstance(value, Task):
         return value.expression(depth - 1) if depth > 0 else f"{value.family.short_name}(...)"
     text = repr(_literal(value))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "progress")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "progress")
 EXECUTORS = {"process": ("process", "processes", "proc"), "thread": ("thread", "threads"),
              "inline": ("inline", "sync", "serial", "local")}
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, cast
 
 import click
 
 from ..errors import UsageError
 from . import App, pass_app
+
+if TYPE_CHECKING:
+    from ..graph import Plan
 
 
 @click.command()
@@ -54,14 +60,24 @@ def graph(
     fmt = _format(formats, output, export.format_for_path)
     if fmt == "png" and output is None and sys.stdout.isatty():
         raise UsageError("PNG is binary: write it to a file with -o FILE (e.g. -o graph.png).")
+    if output is not None and not (app.invoked_from / output).parent.is_dir():  # said before planning
+        raise UsageError(f"Cannot write the graph to {output}: there is no directory "
+                         f"{click.format_filename((app.invoked_from / output).parent)}.")
     tasks = [resolve_target(app.module, t, taskfile=app.taskfile) for t in (targets or ("main",))]
-    the_plan = plan(tasks, Store.open(app.cache_dir), code_check=not no_code_check)
+    the_plan = plan(tasks, Store.open(app.cache_dir), code_check=not no_code_check,
+                    keep_specs=False)  # nothing runs
     if not families and fmt != "json" and len(the_plan) > export.LARGE_GRAPH:  # JSON is for tools
         click.echo(
             f"The graph has {len(the_plan):,} tasks, too many to read one node per task; "
             "add --families for one node per task family.",
             err=True,
         )
+    if fmt == "json":  # streamed: a large graph's document is never one string
+        _write_json(the_plan, families, app.cache_dir,
+                    None if output is None else app.invoked_from / output)
+        if output is not None:
+            click.echo(f"Wrote {output}", err=True)
+        return
     data = export.export(the_plan, fmt, families=families, legend=not no_legend, cache_dir=app.cache_dir)
     if output is not None:
         export.write(data, app.invoked_from / output)  # (the command runs in the project root)
@@ -72,6 +88,32 @@ def graph(
         sys.stdout.buffer.flush()
     else:
         click.echo(data, nl=False)
+
+
+class _Echo:
+    """A text file whose writes go to stdout through click (as ``click.echo`` prints)."""
+
+    def write(self, text: str) -> int:
+        click.echo(text, nl=False)
+        return len(text)
+
+
+def _write_json(the_plan: Plan, families: bool, cache_dir: Path, path: Path | None) -> None:
+    """The graph's JSON to stdout, or to ``path`` (whole or not at all: written beside it,
+    then renamed over it)."""
+    from .. import export
+
+    if path is None:
+        export.write_json(the_plan, cast(IO[str], _Echo()), families=families, cache_dir=cache_dir)
+        return
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(partial, "w", encoding="utf-8") as file:
+            export.write_json(the_plan, file, families=families, cache_dir=cache_dir)
+        os.replace(partial, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
 
 
 def _format(

@@ -9,7 +9,8 @@ where ``last_run`` is ``null`` or ``{"status": "done" | "failed", "started", "du
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -17,10 +18,7 @@ from .._text import plural
 from .._units import duration_text, size_text
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import emit_json, err, table
-
-if TYPE_CHECKING:
-    from ..history import LastRun
+from ._output import echo_table, emit_json, emit_json_stream, err, table
 
 
 @click.command()
@@ -41,7 +39,7 @@ def ls(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -
       checkpoint ls main             # every task under main, and its state
       checkpoint ls main --json      # the same, for a script
     """
-    from ..catalog import dag_states, list_families
+    from ..catalog import list_families
 
     if not targets:
         infos = list_families(app.families(), app.store)
@@ -57,26 +55,34 @@ def ls(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -
             right=(2, 3),
         ))
         return
+    from ..catalog import STATES, iter_dag_documents, state_of
     from ..graph import plan
-    from ..history import plan_last_runs
+    from ..history import plan_failures
 
     store = app.store
-    the_plan = plan(app.targets(targets), store, code_check=not no_code_check)
-    rows, counts = dag_states(the_plan, plan_last_runs(the_plan, store))
-    if as_json:
-        emit_json({"tasks": [r.to_json() for r in rows], "counts": counts})
+    the_plan = plan(app.targets(targets), store, code_check=not no_code_check, keep_specs=False)
+    failures = plan_failures(the_plan, store)
+    counts = dict.fromkeys(STATES, 0)
+    if as_json:  # streamed: rows are written as they are made
+        def document() -> Iterator[tuple[str, Any]]:
+            def tasks() -> Iterator[dict[str, Any]]:
+                for row in iter_dag_documents(the_plan, failures):
+                    counts[row["state"]] += 1
+                    yield row
+
+            yield "tasks", tasks()
+            yield "counts", counts
+
+        emit_json_stream(document())
         return
-    click.echo(table(
-        ["TASK", "STATE", "LAST RUN", "REASON"],
-        [[r.task.expression(), r.state, _last(r.last), r.reason or ""] for r in rows],
-    ))
+    rows = []
+    for tid, node in the_plan.nodes.items():
+        state = state_of(node)
+        counts[state] += 1
+        failed, meta = failures.get(tid), node.meta
+        last = (f"{duration_text(failed.duration)} failed" if failed is not None
+                else "-" if meta is None else duration_text(meta.duration))
+        rows.append((node.task.expression(), state, last, node.reason or ""))
+    echo_table(["TASK", "STATE", "LAST RUN", "REASON"], rows)
     err(", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({plural(len(rows), 'task')})",
         quiet=app.quiet)
-
-
-def _last(run: LastRun | None) -> str:
-    """``1.2s``, ``0.3s failed``, or ``-`` when no run is recorded."""
-    if run is None:
-        return "-"
-    text = duration_text(run.duration)
-    return f"{text} failed" if run.status == "failed" else text

@@ -34,7 +34,7 @@ from .._types import EXECUTORS, executor_name
 from ..errors import UsageError
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import Duration, emit_json, err, trim_traceback
+from ._output import Duration, emit_json, emit_json_stream, err, trim_traceback
 
 if TYPE_CHECKING:
     from ..events import Event, Subscriber
@@ -254,7 +254,7 @@ def run(
                              f"{click.format_filename(folder)}.")
     if dry_run:
         the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,
-                        code_check=not no_code_check)
+                        code_check=not no_code_check, keep_specs=False)  # nothing runs
         _show_plan(app, the_plan, as_json)
         return
     remote, push = _remote(app, remote_option, no_remote, push)
@@ -392,28 +392,29 @@ def _report_traced_failures(
 
 
 def _show_plan(app: App, the_plan: Plan, as_json: bool) -> None:
+    nodes = the_plan.nodes
     to_run = the_plan.to_run
-    if as_json:
-        emit_json({
-            "total": len(the_plan.nodes),
-            "to_run": [{"task": the_plan.nodes[t].task.expression(),
-                        "family": the_plan.nodes[t].task.family.name, "id": t,
-                        "reason": the_plan.nodes[t].reason} for t in to_run],
-        })
+    if as_json:  # streamed: a million tasks to run are never one document in memory
+        emit_json_stream(iter([
+            ("total", len(nodes)),
+            ("to_run", ({"task": nodes[t].task.expression(), "family": nodes[t].task.family.name,
+                         "id": t, "reason": nodes[t].reason} for t in to_run)),
+        ]))
         return
     if not to_run:
-        err(("Nothing to run: " + ("the task is" if len(the_plan.nodes) == 1 else f"all {len(the_plan.nodes):,} tasks are") + " fresh."), quiet=app.quiet)
+        err(("Nothing to run: " + ("the task is" if len(nodes) == 1 else f"all {len(nodes):,} tasks are") + " fresh."), quiet=app.quiet)
         return
     groups: dict[str, list[str]] = {}
     for tid in to_run:
-        groups.setdefault(the_plan.nodes[tid].task.family.short_name, []).append(tid)
+        groups.setdefault(nodes[tid].task.family.short_name, []).append(tid)
     for name, ids in groups.items():
         click.echo(f"{name}: {plural(len(ids), 'task')}")
-        width = max(len(the_plan.nodes[t].task.expression()) for t in ids)
-        for tid in ids:
-            node = the_plan.nodes[tid]
-            click.echo(f"  {node.task.expression().ljust(width)}  {node.reason}")
-    err(f"{len(to_run):,} of {plural(len(the_plan.nodes), 'task')} would run.", quiet=app.quiet)
+        rows = [(node.task.expression(), node.reason) for node in map(nodes.__getitem__, ids)]
+        width = max(len(expr) for expr, _ in rows)
+        for start in range(0, len(rows), 2000):  # a few thousand lines per write
+            click.echo("\n".join([f"  {expr.ljust(width)}  {reason}"
+                                  for expr, reason in rows[start:start + 2000]]))
+    err(f"{len(to_run):,} of {plural(len(nodes), 'task')} would run.", quiet=app.quiet)
 
 
 def _run_document(

@@ -1,0 +1,86 @@
+"""Large sweeps: what the fast paths of expansion keep exactly as it was."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from checkpoint import requires, task
+from checkpoint.graph import expand, plan
+from checkpoint.store import Store
+from checkpoint.task import interning
+
+
+@task
+def leaf(x: object):
+    def __() -> object:
+        return x
+    return __
+
+
+@task
+def pair(i: int):
+    @requires(leaf(i))
+    @requires(leaf(i + 1))
+    def __(a: object, b: object) -> list[object]:
+        return [a, b]
+    return __
+
+
+@task
+def top():
+    @requires([leaf(0), pair(1), leaf(5), pair(2)])
+    def __(values: list[object]) -> int:
+        return len(values)
+    return __
+
+
+def test_expansion_order_with_leaves_and_inner_tasks() -> None:
+    """Leaves join the plan where the depth-first walk meets them, as before: every task
+    after its prerequisites, in declaration order."""
+    order = [n.task.expression() for n in expand([top()]).values()]
+    assert order == ["leaf(0)", "leaf(1)", "leaf(2)", "pair(1)", "leaf(5)", "leaf(3)",
+                     "pair(2)", "top()"]
+
+
+def test_a_call_made_again_is_the_same_task_only_for_the_same_argument_types() -> None:
+    """While a graph expands, a call made again shares its task; 1, 1.0 and True stay three."""
+    with interning():
+        one = leaf(1)
+        assert leaf(1) is one and leaf(x=1) is one
+        assert leaf(1.0) is not one and leaf(True) is not one and leaf(1.0) is not leaf(True)
+        assert leaf(1.0).encoded == '{"x":1.0}' and leaf(True).encoded == '{"x":true}'
+        assert leaf("a") is leaf("a") and leaf([1]) is leaf([1])
+    assert leaf(1) is not leaf(1)  # outside an expansion, each call makes its own handle
+    assert leaf(1).arguments == {"x": 1} and pair(3).arguments == {"i": 3}
+
+
+def test_plan_leaves_no_backlog_for_the_collector(tmp_path: Path) -> None:
+    """The objects a plan makes should leave the youngest generation (the next collection
+    would otherwise walk them all), unless something is frozen (then nothing is thawed)."""
+    gc.collect()
+    the_plan = plan([top()], Store.open(tmp_path))
+    assert len(gc.get_objects(generation=0)) < 50
+    assert len(the_plan) == 8
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        plan([pair(7)], Store.open(tmp_path))
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_a_listing_plan_forgets_specs_and_plans_the_same(tmp_path: Path) -> None:
+    """plan(keep_specs=False) (ls, graph, run --dry-run) should give the same nodes, order,
+    prerequisites and reasons, its tasks holding no spec (inner function) afterwards."""
+    store = Store.open(tmp_path)
+    top().run(executor="inline", cache_dir=tmp_path)
+    leaf(3).clear(cache_dir=tmp_path)
+    kept = plan([top()], store)
+    listing = plan([top()], store, keep_specs=False)
+    assert [(tid, n.deps, n.reason) for tid, n in listing.nodes.items()] == \
+        [(tid, n.deps, n.reason) for tid, n in kept.nodes.items()]
+    assert {n.reason for n in listing.nodes.values()} == {None, "missing", "upstream re-run"}
+    assert all(n.task._spec is None for n in listing.nodes.values())
+    assert all(n.task._spec is not None for n in kept.nodes.values())
