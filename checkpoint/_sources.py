@@ -226,6 +226,7 @@ class _Index:
                     return False
                 if file_key(self.filename) != self.key:  # changed while we read it
                     self.key = None
+            self.source = source
             try:
                 tree = ast.parse(source)
             except (SyntaxError, ValueError):
@@ -264,9 +265,23 @@ class _Index:
             return None if not candidates else self._text(candidates[-1], strip)
         if kind == "bind":
             return self._binding(key[1])
+        if kind == "codes":
+            return self._codes()
         assert kind == "module" and self._tree is not None
         self._strip(self._tree)
         return ast.unparse(self._tree)
+
+    def _codes(self) -> dict[str, tuple[str, ...]] | None:
+        """What this version of the file compiles to (see :func:`~._bytecode.code_digests`),
+        compiled as the import system does."""
+        from ._bytecode import code_digests
+
+        assert self.source is not None
+        try:
+            code = compile(self.source, self.filename, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            return None
+        return code_digests(code)
 
     def _binding(self, name: str) -> tuple[Any, ...] | None:
         """``("from", level, module, original)`` for a name imported from another module,

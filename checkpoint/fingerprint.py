@@ -49,6 +49,7 @@ from typing import Any
 
 from . import _sources
 from ._sources import Read
+from .errors import StaleModuleError
 
 __all__ = ["FingerprintWarning", "code_fingerprint"]
 
@@ -335,6 +336,72 @@ def _module_file(name: str) -> str | None:
     return None
 
 
+# --- the code that runs is the code on disk ----------------------------------------------
+
+
+@lru_cache(maxsize=1024)
+def _standard_loader(filename: str, module_name: str) -> bool:
+    """Whether ``filename`` was loaded by Python's own source loader (which compiles it as
+    :func:`compile` does; an import hook such as pytest's assertion rewriting does not)."""
+    from importlib.machinery import SourceFileLoader
+
+    module = sys.modules.get(module_name)
+    if getattr(module, "__file__", None) != filename:
+        module = next((m for m in list(sys.modules.values())
+                       if getattr(m, "__file__", None) == filename), None)
+    return type(getattr(module, "__loader__", None)) is SourceFileLoader
+
+
+def check_loaded(fn: Any, family: str) -> None:
+    """Raise :class:`StaleModuleError` when the code of ``fn`` (a function) is not what its
+    file compiles to now: the file was edited since it was imported (a notebook, a long
+    session), so the fingerprint, taken from the file, would not describe the code that runs."""
+    code = getattr(fn, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return
+    filename = code.co_filename
+    idx = _sources.index(filename) if filename and not filename.startswith("<") else None
+    if idx is None or idx.key is None:  # no file (a notebook cell, exec): nothing to compare
+        return
+    from ._bytecode import code_digest
+
+    digests = idx.get(("codes",))
+    name = getattr(code, "co_qualname", code.co_name)
+    if digests is not None and code_digest(code) in digests.get(name, ()):
+        return
+    module_name = str(getattr(fn, "__module__", "") or "")
+    if not _standard_loader(filename, module_name):
+        return
+    module = os.path.splitext(os.path.basename(filename))[0]
+    shown = os.path.relpath(filename) if not os.path.relpath(filename).startswith("..") else filename
+    what = (f"{shown} changed on disk since it was imported: {module_name}.{fn.__qualname__} "
+            f"in memory is not the code in the file, so task {family} would run the old code "
+            "under the new code's fingerprint. Nothing was run.")
+    pyc = _stale_pyc(filename)
+    if pyc is not None:
+        raise StaleModuleError(
+            f"{what} Python loaded it from bytecode cached for an earlier version of the file "
+            f"saved within the same second with the same size: delete {pyc} and run again.")
+    raise StaleModuleError(
+        f"{what} Reload it (importlib.reload({module}), then re-run the imports from it; "
+        "%autoreload in IPython; or restart the kernel or session) and run again.")
+
+
+def _stale_pyc(filename: str) -> str | None:
+    """The bytecode cache Python would load again for ``filename`` although it was compiled
+    from another version of it (same size and mtime in seconds: Python cannot tell)."""
+    try:
+        pyc = importlib.util.cache_from_source(filename)
+        with open(pyc, "rb") as f:
+            header = f.read(16)
+        st = os.stat(filename)
+    except (OSError, NotImplementedError, ValueError):
+        return None
+    flags, mtime, size = (int.from_bytes(header[k:k + 4], "little") for k in (4, 8, 12))
+    same = flags == 0 and mtime == int(st.st_mtime) & 0xFFFFFFFF and size == st.st_size & 0xFFFFFFFF
+    return pyc if same else None
+
+
 # --- the walk ----------------------------------------------------------------------------
 
 _warned: set[tuple[str, str]] = set()
@@ -467,6 +534,7 @@ class _Walk:
 
     def add_code(self, obj: Any, namespace: Mapping[str, Any]) -> None:
         name = obj.__qualname__
+        self.check_loaded(obj)
         found = normalized_source(obj, strip_decorators=False)
         if found is None:
             self._put(obj.__module__, name, f"# {name}: " + code_bytes(obj))
@@ -487,10 +555,19 @@ class _Walk:
                 self.follow_reads(code_reads(fn.__code__), fn.__globals__)
         self.follow_reads(def_reads, namespace)
 
+    def check_loaded(self, obj: Any) -> None:
+        """See :func:`check_loaded`: for a function, or each method of a class."""
+        for fn in _class_functions(obj) if isinstance(obj, type) else [inspect.unwrap(obj)]:
+            check_loaded(fn, self.family)
+
     def add_module_text(self, name: str, file: str) -> None:
         if name in self.modules:
             return
         self.modules.add(name)
+        loaded = sys.modules.get(name)
+        for value in list(vars(loaded).values()) if loaded is not None else ():
+            if isinstance(value, (types.FunctionType, type)) and value.__module__ == name:
+                self.check_loaded(value)
         idx = _sources.index(file) if file else None
         text = idx.get(("module",)) if idx is not None else None
         self.other.setdefault(f"{name}.*", f"# module {name}\n{text or '# source unavailable'}")
@@ -713,6 +790,7 @@ def code_fingerprint(
         main_text = "# source unavailable; compiled code:\n" + code_bytes(fn)
     else:
         main_text, reads = first
+    walk.check_loaded(fn)
     if isinstance(fn, type):
         module = sys.modules.get(fn.__module__)
         walk.follow_code(fn, reads, vars(module) if module is not None else {})
