@@ -157,3 +157,25 @@ def code_digests(module_code: types.CodeType) -> dict[str, tuple[str, ...]]:
         name = getattr(code, "co_qualname", code.co_name)
         out.setdefault(name, []).append(code_digest(code))
     return {name: tuple(digests) for name, digests in out.items()}
+
+
+_cells_written: dict[types.CodeType, frozenset[str]] = {}
+
+
+def written_cells(code: types.CodeType) -> frozenset[str]:
+    """The closure variables a function's code changes (``nonlocal n; n += 1``, or in place:
+    ``cache[key] = v``, ``seen.add(x)``): state kept between calls, not input."""
+    cached = _cells_written.get(code)
+    if cached is None:
+        names: set[str] = set()
+        for c in _walk_code(code):
+            ins = [i for i in dis.get_instructions(c) if i.opname != "EXTENDED_ARG"]
+            for k, i in enumerate(ins):
+                if i.opname in ("STORE_DEREF", "DELETE_DEREF"):
+                    names.add(str(i.argval))
+                elif i.opname == "LOAD_DEREF":
+                    chain = _chain(ins, k + 1)
+                    if _written(ins, k + 1 + len(chain), chain) is not None:
+                        names.add(str(i.argval))
+        cached = _cells_written[code] = frozenset(names)
+    return cached

@@ -252,6 +252,27 @@ def _class_functions(cls: type) -> Iterator[types.FunctionType]:
             yield from _class_functions(value)
 
 
+def bound_values(fn: types.FunctionType) -> list[tuple[str, Any]]:
+    """What a function holds besides its code: its parameters' defaults and the values of
+    its closure (a factory's ``k`` in ``make_scaler(10)``, the function a decorator without
+    ``functools.wraps`` wraps), as ``(label, value)``. Closure variables the code changes
+    (a memo dict, a counter) are state, not input, and are left out."""
+    out: list[tuple[str, Any]] = [(f"<default {i}>", v) for i, v in enumerate(fn.__defaults__ or ())]
+    out += [(f"<default {k}>", v) for k, v in sorted((fn.__kwdefaults__ or {}).items())]
+    if fn.__closure__:
+        from ._bytecode import written_cells
+
+        written = written_cells(fn.__code__)
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=True):
+            if name in written:
+                continue
+            try:
+                out.append((f"<{name}>", cell.cell_contents))
+            except ValueError:  # not bound yet
+                continue
+    return out
+
+
 # --- the project -------------------------------------------------------------------------
 
 
@@ -520,6 +541,12 @@ class _Walk:
                 self.add(inspect.unwrap(obj), label, namespace)
             if self.follows(obj):
                 self.add_code(obj, obj.__globals__)
+                for suffix, value in bound_values(obj):
+                    self.add(value, f"{label}.{suffix}", namespace)
+            else:  # a decorator from elsewhere, without functools.wraps: what it wraps
+                for _, value in bound_values(obj):
+                    if isinstance(value, (types.FunctionType, type)):
+                        self.add(value, label, namespace)
         elif isinstance(obj, type):
             if self.follows(obj):
                 module = sys.modules.get(obj.__module__)
@@ -668,7 +695,14 @@ class _Values:
         if isinstance(obj, (types.FunctionType, type, types.ModuleType, types.MethodType)):
             self.walk.add(obj, getattr(obj, "__qualname__", getattr(obj, "__name__", "?")), {})
         module = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
-        return f"<{type(obj).__name__} {module}.{getattr(obj, '__qualname__', '')}>"
+        bound = ""
+        if isinstance(obj, types.FunctionType) and self.walk.follows(obj):
+            # one lambda of a list made in a loop differs from the next by its values only
+            qualname = obj.__qualname__
+            bound = "".join(
+                f" {suffix}={self.value_text(v, f'{qualname}.{suffix}', {}, False)}"
+                for suffix, v in bound_values(obj) if not isinstance(v, _CODE_TYPES))
+        return f"<{type(obj).__name__} {module}.{getattr(obj, '__qualname__', '')}{bound}>"
 
     def canonical(self, value: Any, depth: int, path: set[int]) -> str | None:
         """A readable text that identifies ``value``, or ``None`` (then it is pickled)."""
@@ -796,6 +830,9 @@ def code_fingerprint(
         walk.follow_code(fn, reads, vars(module) if module is not None else {})
     elif isinstance(getattr(fn, "__code__", None), types.CodeType):
         walk.follow_reads(code_reads(fn.__code__), getattr(fn, "__globals__", {}))
+        if isinstance(fn, types.FunctionType):
+            for suffix, value in bound_values(fn):
+                walk.add(value, f"{fn.__name__}.{suffix}", fn.__globals__)
     walk.values.finish()
     text = walk.text(main_text)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text

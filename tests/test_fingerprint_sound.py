@@ -124,3 +124,133 @@ def test_08_bytecode_python_cached_for_another_version_is_named(tmp_path: Path, 
     result = runner.invoke(cli, ["run", "g(1)", "--executor", "inline"])
     assert result.exit_code == 2, result.output
     assert "changed on disk" in result.output and "__pycache__" in result.output
+
+
+# --- 01, 02, 09: what a function holds besides its code -----------------------------------
+
+HELPERS = """
+def timed(f):            # a home-made decorator, without functools.wraps
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+@timed
+def clean(x):
+    return x * {clean}
+
+def make_scaler(k):
+    def scale(x):
+        return x * k
+    return scale
+
+scale = make_scaler({k})
+
+K = {k}
+KS = {ks}
+lam = lambda x, k=K: x * k
+transforms = [lambda x, k=k: x * k for k in KS]
+
+def memo(f):
+    cache = {{}}
+    def wrapper(x):
+        if x not in cache:
+            cache[x] = f(x)
+        return cache[x]
+    return wrapper
+
+@memo
+def slow(x):
+    return x + 1
+"""
+USES = """
+from checkpoint import task
+from helpers01 import clean, scale, lam, transforms, slow
+
+@task
+def a():
+    def __():
+        return clean(1)
+    return __
+
+@task
+def b():
+    def __():
+        return scale(1)
+    return __
+
+@task
+def c():
+    def __():
+        return lam(1), [t(1) for t in transforms]
+    return __
+
+@task
+def d():
+    def __():
+        return slow(1)
+    return __
+"""
+
+
+def _bound(make_module: Any, clean: int = 2, k: int = 10, ks: Any = (1, 2)) -> dict[str, str]:
+    make_module("helpers01", HELPERS.format(clean=clean, k=k, ks=list(ks)))
+    mod = make_module("uses01", USES)
+    return {name: code_fingerprint(getattr(mod, name).fn)[0] for name in "abcd"}
+
+
+def test_01_02_09_closures_and_defaults_count(make_module: Any) -> None:
+    """01: a function wrapped by a decorator without functools.wraps (reached through the
+    wrapper's closure); 02: a factory's captured value; 09: a lambda's default and a list
+    of lambdas made in a loop; and a memo dict the code fills is state, not input."""
+    base = _bound(make_module)
+    assert _bound(make_module) == base
+    changed = _bound(make_module, clean=3)
+    assert {n for n in base if base[n] != changed[n]} == {"a"}
+    changed = _bound(make_module, k=20)
+    assert {n for n in base if base[n] != changed[n]} == {"b", "c"}
+    changed = _bound(make_module, ks=(1, 5))
+    assert {n for n in base if base[n] != changed[n]} == {"c"}
+    mod = sys.modules["uses01"]
+    before = code_fingerprint(mod.d.fn)
+    assert mod.d().run(executor="inline") == 2  # fills the memo dict
+    assert code_fingerprint(mod.d.fn) == before
+
+
+# --- 07: task families made by a factory --------------------------------------------------
+
+FACTORY = """
+from checkpoint import task, requires
+
+def make_loader(scale):
+    @task
+    def load(x: int):
+        def __() -> int:
+            return x * scale
+        return __
+    return load
+
+load10 = make_loader({first})
+load100 = make_loader({second})
+
+@task
+def main():
+    @requires(load10(1))
+    @requires(load100(1))
+    def __(a: int, b: int) -> list:
+        return [a, b]
+    return __
+"""
+
+
+def test_07_families_from_a_factory_that_differ_are_an_error(make_module: Any) -> None:
+    from checkpoint import TaskDefinitionError
+
+    mod = make_module("factory07", FACTORY.format(first=10, second=100))
+    with pytest.raises(TaskDefinitionError, match=r"Two different task families are named "
+                       r"factory07\.make_loader\.<locals>\.load.*as an argument"):
+        mod.main().run(executor="inline")
+    mod = make_module("factory07", FACTORY.format(first=10, second=10))
+    assert mod.main().run(executor="inline") == [10, 10]
+    # the captured value is part of the code fingerprint: an edit re-runs
+    mod = make_module("factory07", FACTORY.format(first=7, second=7))
+    assert mod.main().run(executor="inline") == [7, 7]
