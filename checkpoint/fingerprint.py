@@ -291,7 +291,8 @@ def _outside_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _dirs(paths: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted({os.path.realpath(p) + os.sep for p in paths}))
+    """The directories, resolved and as given (a path is checked both ways)."""
+    return tuple(sorted({f(p) + os.sep for p in paths for f in (os.path.realpath, os.path.abspath)}))
 
 
 def project_root(module_name: str) -> str:
@@ -303,6 +304,8 @@ def project_root(module_name: str) -> str:
     if not isinstance(file, str) or not file:
         return os.path.realpath(os.getcwd())
     root = os.path.dirname(os.path.realpath(file))
+    if module_name == "__main__":  # python -m experiments.train: the import name it has
+        module_name = str(getattr(getattr(module, "__spec__", None), "name", None) or module_name)
     if module_name != "__main__":
         up = module_name.count(".") + (os.path.basename(file).startswith("__init__.") or 0)
         for _ in range(up):
@@ -315,7 +318,12 @@ def in_project(path: str, root: str) -> bool:
     """Whether the source file ``path`` belongs to the project at ``root``."""
     if not path or path.startswith("<"):
         return False
-    real = os.path.realpath(path)
+    # A module symlinked into the project (shared code linked into each experiment) is the
+    # project's: its path as imported counts as well as the file it resolves to.
+    return any(_inside(p, root) for p in {os.path.realpath(path), os.path.abspath(path)})
+
+
+def _inside(real: str, root: str) -> bool:
     if not real.startswith(root.rstrip(os.sep) + os.sep):
         return False
     parts = real.split(os.sep)
@@ -481,6 +489,9 @@ class _Walk:
 
     def is_project_module(self, module: types.ModuleType) -> bool:
         file = getattr(module, "__file__", None)
+        if file is None and module.__name__ != self.module:  # a namespace package: its dirs
+            return any(in_project(os.path.join(d, "__init__.py"), self.root)
+                       for d in getattr(module, "__path__", ()) if isinstance(d, str))
         return module.__name__ == self.module or (isinstance(file, str) and in_project(file, self.root))
 
     def follow_reads(self, reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:

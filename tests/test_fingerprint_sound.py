@@ -254,3 +254,86 @@ def test_07_families_from_a_factory_that_differ_are_an_error(make_module: Any) -
     # the captured value is part of the code fingerprint: an edit re-runs
     mod = make_module("factory07", FACTORY.format(first=7, second=7))
     assert mod.main().run(executor="inline") == [7, 7]
+
+
+# --- 13, 22, 27: what the project is --------------------------------------------------------
+
+
+def test_13_a_namespace_package_is_followed(make_module: Any, tmp_path: Path) -> None:
+    """`import nslib13.helpers` then `nslib13.helpers.f(...)`, nslib13/ without __init__.py."""
+    (tmp_path / "nslib13").mkdir()
+
+    def fingerprint(factor: int) -> str:
+        (tmp_path / "nslib13" / "helpers.py").write_text(
+            f"SCALE = {factor}\ndef f(x):\n    return x * {factor}\n")
+        sys.modules.pop("nslib13.helpers", None)
+        sys.modules.pop("nslib13", None)
+        mod = make_module("uses13", """
+            from checkpoint import task
+            import nslib13.helpers
+
+            @task
+            def a():
+                def __() -> list:
+                    return [nslib13.helpers.f(1), nslib13.helpers.SCALE]
+                return __
+        """)
+        return code_fingerprint(mod.a.fn)[1]
+
+    text = fingerprint(2)
+    assert "return x * 2" in text and "SCALE = 2" in text
+    assert fingerprint(3) != text
+
+
+def test_22_python_m_takes_the_project_root_from_the_package(tmp_path: Path) -> None:
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "experiments" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "models.py").write_text("def f(x):\n    return x * 2\n")
+    (tmp_path / "experiments" / "train.py").write_text(textwrap.dedent("""
+        from checkpoint import task
+        from lib.models import f
+
+        @task
+        def train():
+            def __() -> int:
+                return f(1)
+            return __
+
+        if __name__ == "__main__":
+            print(train().run())
+    """))
+    env = {**ENV, "CP_CACHE_DIR": str(tmp_path / ".cache")}
+
+    def run() -> str:
+        return subprocess.run([PYTHON, "-m", "experiments.train"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert run() == "2"
+    _rewrite(tmp_path / "lib" / "models.py", "def f(x):\n    return x * 3\n")
+    assert run() == "3"
+
+
+def test_27_a_module_symlinked_into_the_project_is_followed(make_module: Any, tmp_path: Path) -> None:
+    shared = tmp_path.parent / f"{tmp_path.name}-shared"
+    shared.mkdir()
+    (tmp_path / "util27.py").symlink_to(shared / "util27.py")
+
+    def fingerprint(factor: int) -> str:
+        (shared / "util27.py").write_text(f"def f(x):\n    return x * {factor}\n")
+        sys.modules.pop("util27", None)
+        mod = make_module("uses27", """
+            from checkpoint import task
+            from util27 import f
+
+            @task
+            def a():
+                def __() -> int:
+                    return f(1)
+                return __
+        """)
+        return code_fingerprint(mod.a.fn)[1]
+
+    assert "return x * 2" in fingerprint(2)
+    assert "return x * 3" in fingerprint(3)
