@@ -244,12 +244,27 @@ def _class_functions(cls: type) -> Iterator[types.FunctionType]:
             yield from (f for f in (value.fget, value.fset, value.fdel)
                         if isinstance(f, types.FunctionType))
             continue
+        elif not callable(value) and isinstance(getattr(value, "func", None), types.FunctionType):
+            # functools.cached_property, singledispatchmethod, partialmethod
+            registry = getattr(getattr(value, "dispatcher", None), "registry", None)
+            if registry is not None:
+                yield from (f for f in registry.values() if isinstance(f, types.FunctionType))
+            value = value.func
         value = inspect.unwrap(value) if callable(value) else value
         if isinstance(value, types.FunctionType):
             if value.__code__.co_filename != "<string>":  # not made by exec (dataclass, ...)
                 yield value
         elif isinstance(value, type) and value.__qualname__.startswith(cls.__qualname__ + "."):
             yield from _class_functions(value)
+
+
+def class_values(cls: type) -> list[tuple[str, Any]]:
+    """A class's immutable data attributes as they are now (``Config.LR = 0.5`` after the
+    class statement counts; mutable ones count by the class's source: they are often state)."""
+    return [(name, value) for name, value in vars(cls).items()
+            if not (name.startswith("__") or (name.startswith("_") and name.endswith("_")))
+            and isinstance(value, (*_CONSTANT_TYPES, tuple, frozenset))
+            and constant_text(value) is not None]
 
 
 def bound_values(fn: types.FunctionType) -> list[tuple[str, Any]]:
@@ -460,10 +475,10 @@ class _Walk:
     # pieces
 
     def _put(self, module: str, name: str, text: str) -> None:
-        if module == self.module:
-            self.own.setdefault(name, text)
-        else:
-            self.other.setdefault(f"{module}.{name}", text)
+        pieces, key = (self.own, name) if module == self.module else (self.other, f"{module}.{name}")
+        n = 1
+        while pieces.setdefault(key if n == 1 else f"{key}#{n}", text) != text:
+            n += 1  # another function of the same name (singledispatch's `_`, two lambdas)
 
     def text(self, main: str) -> str:
         pieces = [self.own[k] for k in sorted(self.own)]
@@ -554,6 +569,10 @@ class _Walk:
                 self.add_code(obj, obj.__globals__)
                 for suffix, value in bound_values(obj):
                     self.add(value, f"{label}.{suffix}", namespace)
+            registry = getattr(obj, "registry", None)  # functools.singledispatch
+            if isinstance(registry, Mapping) and callable(getattr(obj, "dispatch", None)):
+                for impl in list(registry.values()):
+                    self.add(impl, label, namespace)
             else:  # a decorator from elsewhere, without functools.wraps: what it wraps
                 for _, value in bound_values(obj):
                     if isinstance(value, (types.FunctionType, type)):
@@ -592,6 +611,10 @@ class _Walk:
             if isinstance(getattr(fn, "__code__", None), types.CodeType):
                 self.follow_reads(code_reads(fn.__code__), fn.__globals__)
         self.follow_reads(def_reads, namespace)
+        if isinstance(obj, type):
+            home = sys.modules.get(obj.__module__)
+            for name, value in class_values(obj):
+                self.values.add(value, f"{obj.__qualname__}.{name}", vars(home) if home else namespace)
 
     def check_loaded(self, obj: Any) -> None:
         """See :func:`check_loaded`: for a function, or each method of a class."""
@@ -738,6 +761,12 @@ class _Values:
             self.walk.add(kind, kind.__qualname__, {})
             parts = [(f.name, self.canonical(getattr(value, f.name, None), depth + 1, path))
                      for f in fields(value)]
+            names = {f.name for f in fields(value)}
+            from functools import cached_property
+
+            parts += [(k, self.canonical(v, depth + 1, path))  # set outside the fields
+                      for k, v in sorted(getattr(value, "__dict__", {}).items())
+                      if k not in names and not isinstance(getattr(kind, k, None), cached_property)]
             return _call_text(kind.__qualname__, parts)
         if kind is types.SimpleNamespace:
             items = sorted(vars(value).items())

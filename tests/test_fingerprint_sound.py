@@ -337,3 +337,101 @@ def test_27_a_module_symlinked_into_the_project_is_followed(make_module: Any, tm
 
     assert "return x * 2" in fingerprint(2)
     assert "return x * 3" in fingerprint(3)
+
+
+# --- 05, 19, 09c, 24: values reached through classes and dispatchers ----------------------
+
+HOLDERS = """
+from dataclasses import dataclass
+from functools import cached_property, singledispatch
+
+WEIGHT = {weight}
+
+class Model:
+    @cached_property
+    def weight(self):
+        return WEIGHT * 10
+
+@singledispatch
+def encode(x):
+    raise TypeError(x)
+
+@encode.register
+def _(x: int):
+    return x * {int_factor}
+
+@encode.register
+def _(x: str):
+    return x.upper()
+
+class Config:
+    LR = 0.1
+    STATE = []
+Config.LR = {lr}
+
+@dataclass
+class Params:
+    lr: float = 0.1
+
+    @cached_property
+    def doubled(self):
+        return self.lr * 2
+
+PARAMS = Params()
+PARAMS.epochs = {epochs}
+"""
+READERS = """
+from checkpoint import task
+from holders05 import Model, encode, Config, PARAMS
+
+@task
+def model():
+    def __():
+        return Model().weight
+    return __
+
+@task
+def dispatch():
+    def __():
+        return encode(1), encode("a")
+    return __
+
+@task
+def config():
+    def __():
+        Config.STATE.append(1)
+        return Config.LR
+    return __
+
+@task
+def params():
+    def __():
+        return PARAMS.lr, PARAMS.epochs, PARAMS.doubled
+    return __
+"""
+
+
+def _held(make_module: Any, weight: int = 2, int_factor: int = 2, lr: float = 0.5,
+          epochs: int = 10) -> dict[str, str]:
+    make_module("holders05", HOLDERS.format(weight=weight, int_factor=int_factor, lr=lr, epochs=epochs))
+    mod = make_module("readers05", READERS)
+    return {name: code_fingerprint(getattr(mod, name).fn)[0]
+            for name in ("model", "dispatch", "config", "params")}
+
+
+def test_05_19_09_24_values_behind_classes_and_dispatchers_count(make_module: Any) -> None:
+    """05: a global read in a cached_property; 19: singledispatch implementations; 09c: a
+    class attribute set after the class statement; 24: a dataclass attribute outside its
+    fields. A mutable class attribute the code appends to, and a cached_property's cached
+    value in an instance, do not make the code look changed."""
+    base = _held(make_module)
+    assert _held(make_module) == base
+    for edit, expected in (({"weight": 3}, {"model"}), ({"int_factor": 3}, {"dispatch"}),
+                           ({"lr": 0.9}, {"config"}), ({"epochs": 20}, {"params"})):
+        changed = _held(make_module, **edit)
+        assert {n for n in base if base[n] != changed[n]} == expected, edit
+    mod = sys.modules["readers05"]
+    before = {n: code_fingerprint(getattr(mod, n).fn) for n in ("config", "params")}
+    mod.config().run(executor="inline")
+    mod.params().run(executor="inline")
+    assert {n: code_fingerprint(getattr(mod, n).fn) for n in before} == before
