@@ -446,6 +446,14 @@ def _stale_pyc(filename: str) -> str | None:
     return pyc if same else None
 
 
+def _imports_by_name(obj: Any, attrs: tuple[str, ...]) -> bool:
+    """Whether ``obj`` then ``attrs`` is :func:`importlib.import_module`."""
+    importlib_module = sys.modules.get("importlib")
+    if obj is importlib_module and attrs[:1] == ("import_module",):
+        return True
+    return not attrs and obj is getattr(importlib_module, "import_module", None)
+
+
 # --- the walk ----------------------------------------------------------------------------
 
 _warned: set[tuple[str, str]] = set()
@@ -515,6 +523,8 @@ class _Walk:
                 self.follow_import(name, attrs, namespace)
                 continue
             if name not in namespace:
+                if name == "__import__" and kind == "g":
+                    self.values.warn_dynamic_import("__import__")
                 continue  # a builtin, or not defined (yet)
             obj, label, home = namespace[name], name, namespace
             for attr in attrs:  # through modules: features.scale, pkg.sub.CONSTANT
@@ -528,6 +538,8 @@ class _Walk:
                 self.written.add((str(home.get("__name__", "")), label))
             elif obj is not None:
                 self.add(obj, label, home)
+            if kind == "g" and _imports_by_name(namespace[name], attrs):
+                self.values.warn_dynamic_import("importlib.import_module")
 
     def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, Any]) -> None:
         level, _, module = name.partition(":")
@@ -826,17 +838,29 @@ class _Values:
         if (module, label) in _warned:
             return
         _warned.add((module, label))
+        self._warn(
+            f"Task {self.walk.family} reads the global {label!r} ({type(value).__qualname__}), whose "
+            "value cannot be fingerprinted: changing it will not re-run the task. Make it a "
+            "literal, a dataclass or another picklable value, or pin the task's code with "
+            "@task(version=...) and bump the version when it changes.", module)
+
+    def warn_dynamic_import(self, call: str) -> None:
+        """The code imports modules by a name computed when it runs: which ones cannot be known."""
+        if (self.walk.family, "<import>") in _warned:
+            return
+        _warned.add((self.walk.family, "<import>"))
+        self._warn(
+            f"Task {self.walk.family} imports modules by a computed name ({call}): the code of "
+            "the modules it loads that way is not fingerprinted, so editing them will not "
+            "re-run the task. Import them by name (import models.linear), or pin the task's "
+            "code with @task(version=...) and bump the version when they change.", self.walk.module)
+
+    def _warn(self, message: str, module: str) -> None:
         fn = next(_class_functions(self.walk.fn), None) if isinstance(self.walk.fn, type) else self.walk.fn
         code = getattr(fn, "__code__", None)
         file, line = (code.co_filename, code.co_firstlineno) if isinstance(code, types.CodeType) \
             else ("<unknown>", 1)
-        warnings.warn_explicit(
-            f"Task {self.walk.family} reads the global {label!r} ({type(value).__qualname__}), whose "
-            "value cannot be fingerprinted: changing it will not re-run the task. Make it a "
-            "literal, a dataclass or another picklable value, or pin the task's code with "
-            "@task(version=...) and bump the version when it changes.",
-            FingerprintWarning, file, line, module=module,
-        )
+        warnings.warn_explicit(message, FingerprintWarning, file, line, module=module)
 
 
 def _call_text(name: str, parts: list[tuple[str, str | None]]) -> str | None:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from conftest import ENV, PYTHON
 
 from checkpoint.errors import StaleModuleError
-from checkpoint.fingerprint import code_fingerprint
+from checkpoint.fingerprint import FingerprintWarning, code_fingerprint
 
 
 def _rewrite(path: Path, source: str) -> None:
@@ -435,3 +436,33 @@ def test_05_19_09_24_values_behind_classes_and_dispatchers_count(make_module: An
     mod.config().run(executor="inline")
     mod.params().run(executor="inline")
     assert {n: code_fingerprint(getattr(mod, n).fn) for n in before} == before
+
+
+# --- 28: modules imported by a computed name ----------------------------------------------
+
+
+def test_28_a_dynamic_import_warns_once(make_module: Any) -> None:
+    mod = make_module("dynamic28", """
+        import importlib
+        from checkpoint import task
+
+        @task
+        def fit(model: str):
+            def __() -> float:
+                return importlib.import_module(f"models.{model}").predict(10)
+            return __
+
+        @task
+        def plain():
+            def __():
+                return __import__("json").dumps(1)
+            return __
+    """)
+    with pytest.warns(FingerprintWarning, match=r"dynamic28\.fit imports modules by a computed "
+                      r"name \(importlib\.import_module\).*@task\(version=\.\.\.\)"):
+        code_fingerprint(mod.fit.fn, family="dynamic28.fit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code_fingerprint(mod.fit.fn, family="dynamic28.fit")  # once
+    with pytest.warns(FingerprintWarning, match=r"__import__"):
+        code_fingerprint(mod.plain.fn, family="dynamic28.plain")
