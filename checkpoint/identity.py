@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from enum import Enum
 from collections.abc import Callable, Mapping
+from enum import Enum
 from pathlib import PurePath
 from typing import Any
 
