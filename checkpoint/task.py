@@ -845,6 +845,15 @@ class TaskFamily(Generic[P, R]):
             else:
                 restore_filename(self.fn, filename)
 
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        """``class Child(Base)`` with ``Base`` a task class: a clear error (Python would
+        otherwise call the family itself with the new class's name, bases and body)."""
+        raise TaskDefinitionError(
+            f"The task class {self.name} cannot be subclassed: @task made it a task family, "
+            "not a class. Put what the classes share in an undecorated base class and "
+            "decorate each subclass with @task."
+        )
+
     def clear(self, *, cache_dir: str | None = None) -> None:
         """Discard every stored result and data directory of this family."""
         from .store import Store

@@ -466,3 +466,22 @@ def test_28_a_dynamic_import_warns_once(make_module: Any) -> None:
         code_fingerprint(mod.fit.fn, family="dynamic28.fit")  # once
     with pytest.warns(FingerprintWarning, match=r"__import__"):
         code_fingerprint(mod.plain.fn, family="dynamic28.plain")
+
+
+# --- bad errors: 10, 20 ---------------------------------------------------------------------
+
+
+def test_10_subclassing_a_task_class_is_a_clear_error() -> None:
+    from checkpoint import TaskDefinitionError, task
+
+    @task
+    class Base:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def run(self) -> int:
+            return self.n
+
+    with pytest.raises(TaskDefinitionError, match=r"Base cannot be subclassed.*undecorated base"):
+        class Child(Base):  # type: ignore[misc,valid-type]
+            pass
