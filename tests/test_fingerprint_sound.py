@@ -485,3 +485,14 @@ def test_10_subclassing_a_task_class_is_a_clear_error() -> None:
     with pytest.raises(TaskDefinitionError, match=r"Base cannot be subclassed.*undecorated base"):
         class Child(Base):  # type: ignore[misc,valid-type]
             pass
+
+
+@pytest.mark.parametrize("name", ["random", "types"])
+def test_20_a_taskfile_named_like_a_stdlib_module_is_refused(tmp_path: Path, runner: Any, name: str) -> None:
+    from checkpoint.cli import cli
+
+    (tmp_path / f"{name}.py").write_text("from checkpoint import task\n")
+    result = runner.invoke(cli, ["-f", f"{name}.py", "run"])
+    assert result.exit_code == 2, result.output
+    assert f"has the name of the standard-library module '{name}'" in result.output
+    assert f"{name}_tasks.py" in result.output
