@@ -496,3 +496,51 @@ def test_20_a_taskfile_named_like_a_stdlib_module_is_refused(tmp_path: Path, run
     assert result.exit_code == 2, result.output
     assert f"has the name of the standard-library module '{name}'" in result.output
     assert f"{name}_tasks.py" in result.output
+
+
+# --- files: 06, 11 --------------------------------------------------------------------------
+
+
+def test_06_a_directory_input_follows_symlinked_subdirectories(tmp_path: Path) -> None:
+    from checkpoint import File, requires, task
+
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "a.csv").write_text("1,2,3")
+    (tmp_path / "data06").mkdir()
+    (tmp_path / "data06" / "raw").symlink_to(tmp_path / "shared")
+    (tmp_path / "shared" / "loop").symlink_to(tmp_path / "shared")  # a loop ends
+
+    @task
+    def total06():
+        @requires(File("data06"))
+        def __(d: Path) -> int:
+            return sum(int(v) for v in (d / "raw" / "a.csv").read_text().split(","))
+        return __
+
+    assert total06().run(executor="inline") == 6
+    (tmp_path / "shared" / "a.csv").write_text("5,5,5")
+    assert total06().run(executor="inline") == 15
+
+
+def test_11_an_existing_path_with_brackets_is_a_file_not_a_pattern(tmp_path: Path) -> None:
+    from checkpoint import File, requires, task
+
+    (tmp_path / "run[1].csv").write_text("5")
+    (tmp_path / "run1.csv").write_text("other")
+
+    @task
+    def r11():
+        @requires(File("run[1].csv"))
+        def __(p: Path) -> str:
+            return p.read_text()
+        return __
+
+    @task
+    def pattern11():
+        @requires(File("run[0-9].csv"))
+        def __(paths: list[Path]) -> list[str]:
+            return [p.name for p in paths]
+        return __
+
+    assert r11().run(executor="inline") == "5"
+    assert pattern11().run(executor="inline") == ["run1.csv"]
