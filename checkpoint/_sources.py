@@ -265,20 +265,20 @@ class _Index:
             return None if not candidates else self._text(candidates[-1], strip)
         if kind == "bind":
             return self._binding(key[1])
-        if kind == "codes":
-            return self._codes()
+        if kind == "codes":  # ("codes", optimization level)
+            return self._codes(key[1])
         assert kind == "module" and self._tree is not None
         self._strip(self._tree)
         return ast.unparse(self._tree)
 
-    def _codes(self) -> dict[str, tuple[str, ...]] | None:
+    def _codes(self, optimize: int) -> dict[str, tuple[str, ...]] | None:
         """What this version of the file compiles to (see :func:`~._bytecode.code_digests`),
         compiled as the import system does."""
         from ._bytecode import code_digests
 
         assert self.source is not None
         try:
-            code = compile(self.source, self.filename, "exec", dont_inherit=True)
+            code = compile(self.source, self.filename, "exec", dont_inherit=True, optimize=optimize)
         except (SyntaxError, ValueError):
             return None
         return code_digests(code)

@@ -399,7 +399,11 @@ def _standard_loader(filename: str, module_name: str) -> bool:
 def check_loaded(fn: Any, family: str) -> None:
     """Raise :class:`StaleModuleError` when the code of ``fn`` (a function) is not what its
     file compiles to now: the file was edited since it was imported (a notebook, a long
-    session), so the fingerprint, taken from the file, would not describe the code that runs."""
+    session), so the fingerprint, taken from the file, would not describe the code that runs.
+
+    Code changed at run time instead (an import hook such as pytest's, a decorator that
+    recompiles a function such as typeguard's) is not an error: the file is then the one
+    Python compiled, as its bytecode cache shows."""
     code = getattr(fn, "__code__", None)
     if not isinstance(code, types.CodeType):
         return
@@ -407,43 +411,61 @@ def check_loaded(fn: Any, family: str) -> None:
     idx = _sources.index(filename) if filename and not filename.startswith("<") else None
     if idx is None or idx.key is None:  # no file (a notebook cell, exec): nothing to compare
         return
-    from ._bytecode import code_digest
+    from ._bytecode import code_digest, code_digests
 
-    digests = idx.get(("codes",))
+    first = _first_seen.setdefault(filename, idx.key)
+    digests = idx.get(("codes", sys.flags.optimize))
     name = getattr(code, "co_qualname", code.co_name)
     if digests is not None and code_digest(code) in digests.get(name, ()):
         return
     module_name = str(getattr(fn, "__module__", "") or "")
     if not _standard_loader(filename, module_name):
         return
+    # The bytecode cache Python would load for the file as it is now: the code in memory
+    # is either that (a stale cache), or neither (changed at run time, when the file has
+    # not changed since this process first looked), or an older version of the file.
+    pyc, cached = _pyc_code(filename)
+    stale_pyc = pyc if cached is not None and code_digest(code) in code_digests(cached).get(name, ()) \
+        else None
+    if stale_pyc is None and cached is not None and first == idx.key:
+        return
     module = os.path.splitext(os.path.basename(filename))[0]
     shown = os.path.relpath(filename) if not os.path.relpath(filename).startswith("..") else filename
     what = (f"{shown} changed on disk since it was imported: {module_name}.{fn.__qualname__} "
             f"in memory is not the code in the file, so task {family} would run the old code "
             "under the new code's fingerprint. Nothing was run.")
-    pyc = _stale_pyc(filename)
-    if pyc is not None:
+    if stale_pyc is not None:
         raise StaleModuleError(
             f"{what} Python loaded it from bytecode cached for an earlier version of the file "
-            f"saved within the same second with the same size: delete {pyc} and run again.")
+            f"saved within the same second with the same size: delete {stale_pyc} and run again.")
     raise StaleModuleError(
         f"{what} Reload it (importlib.reload({module}), then re-run the imports from it; "
         "%autoreload in IPython; or restart the kernel or session) and run again.")
 
 
-def _stale_pyc(filename: str) -> str | None:
-    """The bytecode cache Python would load again for ``filename`` although it was compiled
-    from another version of it (same size and mtime in seconds: Python cannot tell)."""
+_first_seen: dict[str, tuple[int, int]] = {}
+"""``(size, mtime_ns)`` of each source file when this process first compared its code."""
+
+
+def _pyc_code(filename: str) -> tuple[str, types.CodeType | None]:
+    """The bytecode cache of ``filename`` and its code when Python would load it for the
+    file as it is now (same size and mtime in seconds), else ``None``."""
     try:
         pyc = importlib.util.cache_from_source(filename)
         with open(pyc, "rb") as f:
-            header = f.read(16)
+            data = f.read()
         st = os.stat(filename)
     except (OSError, NotImplementedError, ValueError):
-        return None
-    flags, mtime, size = (int.from_bytes(header[k:k + 4], "little") for k in (4, 8, 12))
-    same = flags == 0 and mtime == int(st.st_mtime) & 0xFFFFFFFF and size == st.st_size & 0xFFFFFFFF
-    return pyc if same else None
+        return "", None
+    flags, mtime, size = (int.from_bytes(data[k:k + 4], "little") for k in (4, 8, 12))
+    if data[:4] != importlib.util.MAGIC_NUMBER or flags != 0 or mtime != int(st.st_mtime) & 0xFFFFFFFF \
+            or size != st.st_size & 0xFFFFFFFF:
+        return pyc, None
+    try:
+        code = marshal.loads(data[16:])
+    except (EOFError, ValueError, TypeError):
+        return pyc, None
+    return pyc, code if isinstance(code, types.CodeType) else None
 
 
 def _imports_by_name(obj: Any, attrs: tuple[str, ...]) -> bool:

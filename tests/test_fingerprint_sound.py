@@ -544,3 +544,24 @@ def test_11_an_existing_path_with_brackets_is_a_file_not_a_pattern(tmp_path: Pat
 
     assert r11().run(executor="inline") == "5"
     assert pattern11().run(executor="inline") == ["run1.csv"]
+
+
+def test_08_code_changed_at_run_time_is_not_an_error(tmp_path: Path) -> None:
+    """A decorator that recompiles a function (typeguard's @typechecked does) leaves code in
+    memory that no file compiles to; the file itself is the one Python imported, as its
+    bytecode cache shows, so that is no edit."""
+    (tmp_path / "instr08.py").write_text("def f(x):\n    return x + 1\n")
+    (tmp_path / "tasks08i.py").write_text(TASKS.replace("utils08", "instr08"))
+    sys.path.insert(0, str(tmp_path))
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, False
+    try:
+        instr = importlib.import_module("instr08")
+        tasks = importlib.import_module("tasks08i")
+    finally:
+        sys.dont_write_bytecode = dont_write
+        sys.path.remove(str(tmp_path))
+    assert os.path.exists(importlib.util.cache_from_source(str(tmp_path / "instr08.py")))
+    module = compile("def f(x):\n    assert isinstance(x, int)\n    return x + 1\n",
+                     str(tmp_path / "instr08.py"), "exec")
+    instr.f.__code__ = next(c for c in module.co_consts if hasattr(c, "co_code"))
+    code_fingerprint(tasks.g.fn)  # no StaleModuleError
