@@ -24,6 +24,7 @@ import marshal
 import os
 import sys
 import time
+import types
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -265,23 +266,20 @@ class _Index:
             return None if not candidates else self._text(candidates[-1], strip)
         if kind == "bind":
             return self._binding(key[1])
-        if kind == "codes":  # ("codes", optimization level)
-            return self._codes(key[1])
         assert kind == "module" and self._tree is not None
         self._strip(self._tree)
         return ast.unparse(self._tree)
 
-    def _codes(self, optimize: int) -> dict[str, tuple[str, ...]] | None:
-        """What this version of the file compiles to (see :func:`~._bytecode.code_digests`),
-        compiled as the import system does."""
-        from ._bytecode import code_digests
-
+    def compiled(self, optimize: int) -> types.CodeType | None:
+        """This version of the file compiled as the import system compiles it (not kept:
+        :func:`checkpoint.fingerprint.check_loaded` keeps digests of it as an entry)."""
+        if not self._parse():
+            return None
         assert self.source is not None
         try:
-            code = compile(self.source, self.filename, "exec", dont_inherit=True, optimize=optimize)
+            return compile(self.source, self.filename, "exec", dont_inherit=True, optimize=optimize)
         except (SyntaxError, ValueError):
             return None
-        return code_digests(code)
 
     def _binding(self, name: str) -> tuple[Any, ...] | None:
         """``("from", level, module, original)`` for a name imported from another module,

@@ -414,7 +414,12 @@ def check_loaded(fn: Any, family: str) -> None:
     from ._bytecode import code_digest, code_digests
 
     first = _first_seen.setdefault(filename, idx.key)
-    digests = idx.get(("codes", sys.flags.optimize))
+    key = ("codes", sys.flags.optimize)
+    digests = idx.entries.get(key, False)
+    if digests is False:  # what this version of the file compiles to, kept with its entries
+        compiled = idx.compiled(sys.flags.optimize)
+        digests = code_digests(compiled) if compiled is not None else None
+        idx.put(key, digests)
     name = getattr(code, "co_qualname", code.co_name)
     if digests is not None and code_digest(code) in digests.get(name, ()):
         return
