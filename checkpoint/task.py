@@ -157,10 +157,11 @@ def _same_family(known: TaskFamily[Any, Any], other: TaskFamily[Any, Any]) -> No
     if known.fingerprint[0] != other.fingerprint[0]:
         raise TaskDefinitionError(
             f"Two different task families are named {other.name}: a function that makes task "
-            "families (a factory) gave both the same name, so they would share one cache and "
-            "one family's results would be handed to the other. Pass what differs between "
-            "them as an argument of the task instead, or define each family at module level "
-            "under its own name."
+            "families (a factory) gave both the same name, or a task handle made before its "
+            "family was defined again is still used, so they would share one cache and one "
+            "family's results would be handed to the other. Pass what differs between them as "
+            "an argument of the task instead, or define each family at module level under "
+            "its own name."
         )
 
 
