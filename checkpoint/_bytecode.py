@@ -6,6 +6,7 @@ from __future__ import annotations
 import dis
 import types
 from collections.abc import Iterator
+from typing import Any
 
 from ._sources import Read
 
@@ -113,3 +114,68 @@ def _local_import(ins: list[dis.Instruction], k: int) -> dict[str, tuple[str, tu
                 bound[name] = (f"{level or 0}:{module.split('.')[0]}", ())
                 break
     return bound
+
+
+def code_digest(code: types.CodeType) -> str:
+    """A digest of what a code object does (its bytecode, constants, names and nested code),
+    leaving out line numbers and file name: the same for the code Python loaded from a file
+    and for the same file compiled again, different once the file's code changed."""
+    cached = _digests.get(code)
+    if cached is None:
+        import hashlib
+        import marshal
+
+        data: Any = (
+            code.co_name, code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount,
+            code.co_flags, code.co_code, tuple(_const_key(c) for c in code.co_consts),
+            code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
+        )
+        cached = _digests[code] = hashlib.blake2b(marshal.dumps(data), digest_size=12).hexdigest()
+    return cached
+
+
+_digests: dict[types.CodeType, str] = {}
+
+
+def _const_key(value: object) -> object:
+    """A constant as marshal can write it the same in every process (a frozenset's order
+    depends on the hash seed; nested code by its digest)."""
+    if isinstance(value, types.CodeType):
+        return ("<code>", code_digest(value))
+    if isinstance(value, tuple):
+        return tuple(_const_key(v) for v in value)
+    if isinstance(value, frozenset):
+        return ("<frozenset>", tuple(sorted(repr(_const_key(v)) for v in value)))
+    return value
+
+
+def code_digests(module_code: types.CodeType) -> dict[str, tuple[str, ...]]:
+    """The digest of every function and class body compiled from one file, by qualified
+    name (several when a name is defined more than once)."""
+    out: dict[str, list[str]] = {}
+    for code in _walk_code(module_code):
+        name = getattr(code, "co_qualname", code.co_name)
+        out.setdefault(name, []).append(code_digest(code))
+    return {name: tuple(digests) for name, digests in out.items()}
+
+
+_cells_written: dict[types.CodeType, frozenset[str]] = {}
+
+
+def written_cells(code: types.CodeType) -> frozenset[str]:
+    """The closure variables a function's code changes (``nonlocal n; n += 1``, or in place:
+    ``cache[key] = v``, ``seen.add(x)``): state kept between calls, not input."""
+    cached = _cells_written.get(code)
+    if cached is None:
+        names: set[str] = set()
+        for c in _walk_code(code):
+            ins = [i for i in dis.get_instructions(c) if i.opname != "EXTENDED_ARG"]
+            for k, i in enumerate(ins):
+                if i.opname in ("STORE_DEREF", "DELETE_DEREF"):
+                    names.add(str(i.argval))
+                elif i.opname == "LOAD_DEREF":
+                    chain = _chain(ins, k + 1)
+                    if _written(ins, k + 1 + len(chain), chain) is not None:
+                        names.add(str(i.argval))
+        cached = _cells_written[code] = frozenset(names)
+    return cached

@@ -24,6 +24,7 @@ import marshal
 import os
 import sys
 import time
+import types
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -226,6 +227,7 @@ class _Index:
                     return False
                 if file_key(self.filename) != self.key:  # changed while we read it
                     self.key = None
+            self.source = source
             try:
                 tree = ast.parse(source)
             except (SyntaxError, ValueError):
@@ -267,6 +269,17 @@ class _Index:
         assert kind == "module" and self._tree is not None
         self._strip(self._tree)
         return ast.unparse(self._tree)
+
+    def compiled(self, optimize: int) -> types.CodeType | None:
+        """This version of the file compiled as the import system compiles it (not kept:
+        :func:`checkpoint.fingerprint.check_loaded` keeps digests of it as an entry)."""
+        if not self._parse():
+            return None
+        assert self.source is not None
+        try:
+            return compile(self.source, self.filename, "exec", dont_inherit=True, optimize=optimize)
+        except (SyntaxError, ValueError):
+            return None
 
     def _binding(self, name: str) -> tuple[Any, ...] | None:
         """``("from", level, module, original)`` for a name imported from another module,

@@ -16,6 +16,7 @@ subclasses to exit codes in one place (``exit_code``)::
     │   ├── InvalidRequirementError        (also a TypeError)
     │   └── CycleError
     ├── MissingInputError            (2)   an input file is missing (also a FileNotFoundError)
+    ├── StaleModuleError             (2)   a module changed on disk since it was imported
     ├── TaskFailedError              (1)   a task raised; ``__cause__`` is its exception
     │   ├── UnserializableResultError      (also a TypeError)
     │   ├── MissingOutputError             a task did not write a declared output
@@ -123,6 +124,14 @@ class MissingInputError(CheckpointError, FileNotFoundError):
     def __init__(self, message: str, *, paths: list[str] | None = None) -> None:
         super().__init__(message)
         self.paths = paths or []
+
+
+class StaleModuleError(CheckpointError):
+    """A module whose code a task uses changed on disk since it was imported (edited in a
+    long-running session without being reloaded): the code that would run is not the code
+    the fingerprint would describe, so nothing runs. Reload the module, or restart."""
+
+    exit_code: ClassVar[int] = 2
 
 
 class TaskFailedError(CheckpointError):

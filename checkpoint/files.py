@@ -149,8 +149,11 @@ class File:
 
     @property
     def is_glob(self) -> bool:
-        """Whether the path is a glob pattern (contains ``*``, ``?`` or ``[``)."""
-        return self._root is not None and not _GLOB_CHARS.isdisjoint(self.path)
+        """Whether the path is a glob pattern: it contains ``*``, ``?`` or ``[`` and is not
+        the name of an existing file or directory (``File("run[1].csv")`` that exists is that
+        file)."""
+        return self._root is not None and not _GLOB_CHARS.isdisjoint(self.path) \
+            and not os.path.lexists(self.path)
 
     def key(self, root: str) -> str:
         """The path relative to ``root`` (see :func:`key_of`), computed once per root."""
@@ -355,8 +358,15 @@ def _load(path: Path) -> dict[str, dict[str, Entry]]:
 
 def _walk(directory: str) -> Iterator[str]:
     """Paths (relative to ``directory``, ``/``-separated) of the files under it, sorted,
-    hidden ones left out."""
-    for base, dirs, files in os.walk(directory):
+    hidden ones left out. Symlinked subdirectories are followed (as a ``**`` pattern does),
+    each real directory once, so a link loop ends."""
+    seen: set[str] = set()
+    for base, dirs, files in os.walk(directory, followlinks=True):
+        real = os.path.realpath(base)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel = os.path.relpath(base, directory)
         for name in sorted(files):
@@ -531,7 +541,7 @@ class TaskFiles:
                 name = key[len(INPUT):]
                 if old is None:
                     details.append(f"new input {name} (not used by the stored result)")
-                elif not _GLOB_CHARS.isdisjoint(name):
+                elif not _GLOB_CHARS.isdisjoint(name) and not os.path.lexists(name):
                     details.append(f"input pattern {name} changed (a match was added, removed "
                                    "or edited)")
                 elif os.path.isdir(name):

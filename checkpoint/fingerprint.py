@@ -49,6 +49,7 @@ from typing import Any
 
 from . import _sources
 from ._sources import Read
+from .errors import StaleModuleError
 
 __all__ = ["FingerprintWarning", "code_fingerprint"]
 
@@ -243,12 +244,48 @@ def _class_functions(cls: type) -> Iterator[types.FunctionType]:
             yield from (f for f in (value.fget, value.fset, value.fdel)
                         if isinstance(f, types.FunctionType))
             continue
+        elif not callable(value) and isinstance(getattr(value, "func", None), types.FunctionType):
+            # functools.cached_property, singledispatchmethod, partialmethod
+            registry = getattr(getattr(value, "dispatcher", None), "registry", None)
+            if registry is not None:
+                yield from (f for f in registry.values() if isinstance(f, types.FunctionType))
+            value = value.func
         value = inspect.unwrap(value) if callable(value) else value
         if isinstance(value, types.FunctionType):
             if value.__code__.co_filename != "<string>":  # not made by exec (dataclass, ...)
                 yield value
         elif isinstance(value, type) and value.__qualname__.startswith(cls.__qualname__ + "."):
             yield from _class_functions(value)
+
+
+def class_values(cls: type) -> list[tuple[str, Any]]:
+    """A class's immutable data attributes as they are now (``Config.LR = 0.5`` after the
+    class statement counts; mutable ones count by the class's source: they are often state)."""
+    return [(name, value) for name, value in vars(cls).items()
+            if not (name.startswith("__") or (name.startswith("_") and name.endswith("_")))
+            and isinstance(value, (*_CONSTANT_TYPES, tuple, frozenset))
+            and constant_text(value) is not None]
+
+
+def bound_values(fn: types.FunctionType) -> list[tuple[str, Any]]:
+    """What a function holds besides its code: its parameters' defaults and the values of
+    its closure (a factory's ``k`` in ``make_scaler(10)``, the function a decorator without
+    ``functools.wraps`` wraps), as ``(label, value)``. Closure variables the code changes
+    (a memo dict, a counter) are state, not input, and are left out."""
+    out: list[tuple[str, Any]] = [(f"<default {i}>", v) for i, v in enumerate(fn.__defaults__ or ())]
+    out += [(f"<default {k}>", v) for k, v in sorted((fn.__kwdefaults__ or {}).items())]
+    if fn.__closure__:
+        from ._bytecode import written_cells
+
+        written = written_cells(fn.__code__)
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=True):
+            if name in written:
+                continue
+            try:
+                out.append((f"<{name}>", cell.cell_contents))
+            except ValueError:  # not bound yet
+                continue
+    return out
 
 
 # --- the project -------------------------------------------------------------------------
@@ -269,7 +306,8 @@ def _outside_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _dirs(paths: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted({os.path.realpath(p) + os.sep for p in paths}))
+    """The directories, resolved and as given (a path is checked both ways)."""
+    return tuple(sorted({f(p) + os.sep for p in paths for f in (os.path.realpath, os.path.abspath)}))
 
 
 def project_root(module_name: str) -> str:
@@ -281,6 +319,8 @@ def project_root(module_name: str) -> str:
     if not isinstance(file, str) or not file:
         return os.path.realpath(os.getcwd())
     root = os.path.dirname(os.path.realpath(file))
+    if module_name == "__main__":  # python -m experiments.train: the import name it has
+        module_name = str(getattr(getattr(module, "__spec__", None), "name", None) or module_name)
     if module_name != "__main__":
         up = module_name.count(".") + (os.path.basename(file).startswith("__init__.") or 0)
         for _ in range(up):
@@ -293,7 +333,12 @@ def in_project(path: str, root: str) -> bool:
     """Whether the source file ``path`` belongs to the project at ``root``."""
     if not path or path.startswith("<"):
         return False
-    real = os.path.realpath(path)
+    # A module symlinked into the project (shared code linked into each experiment) is the
+    # project's: its path as imported counts as well as the file it resolves to.
+    return any(_inside(p, root) for p in {os.path.realpath(path), os.path.abspath(path)})
+
+
+def _inside(real: str, root: str) -> bool:
     if not real.startswith(root.rstrip(os.sep) + os.sep):
         return False
     parts = real.split(os.sep)
@@ -335,6 +380,107 @@ def _module_file(name: str) -> str | None:
     return None
 
 
+# --- the code that runs is the code on disk ----------------------------------------------
+
+
+@lru_cache(maxsize=1024)
+def _standard_loader(filename: str, module_name: str) -> bool:
+    """Whether ``filename`` was loaded by Python's own source loader (which compiles it as
+    :func:`compile` does; an import hook such as pytest's assertion rewriting does not)."""
+    from importlib.machinery import SourceFileLoader
+
+    module = sys.modules.get(module_name)
+    if getattr(module, "__file__", None) != filename:
+        module = next((m for m in list(sys.modules.values())
+                       if getattr(m, "__file__", None) == filename), None)
+    return type(getattr(module, "__loader__", None)) is SourceFileLoader
+
+
+def check_loaded(fn: Any, family: str) -> None:
+    """Raise :class:`StaleModuleError` when the code of ``fn`` (a function) is not what its
+    file compiles to now: the file was edited since it was imported (a notebook, a long
+    session), so the fingerprint, taken from the file, would not describe the code that runs.
+
+    Code changed at run time instead (an import hook such as pytest's, a decorator that
+    recompiles a function such as typeguard's) is not an error: the file is then the one
+    Python compiled, as its bytecode cache shows."""
+    code = getattr(fn, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return
+    filename = code.co_filename
+    idx = _sources.index(filename) if filename and not filename.startswith("<") else None
+    if idx is None or idx.key is None:  # no file (a notebook cell, exec): nothing to compare
+        return
+    from ._bytecode import code_digest, code_digests
+
+    first = _first_seen.setdefault(filename, idx.key)
+    key = ("codes", sys.flags.optimize)
+    digests = idx.entries.get(key, False)
+    if digests is False:  # what this version of the file compiles to, kept with its entries
+        compiled = idx.compiled(sys.flags.optimize)
+        digests = code_digests(compiled) if compiled is not None else None
+        idx.put(key, digests)
+    name = getattr(code, "co_qualname", code.co_name)
+    if digests is not None and code_digest(code) in digests.get(name, ()):
+        return
+    module_name = str(getattr(fn, "__module__", "") or "")
+    if not _standard_loader(filename, module_name):
+        return
+    # The bytecode cache Python would load for the file as it is now: the code in memory
+    # is either that (a stale cache), or neither (changed at run time, when the file has
+    # not changed since this process first looked), or an older version of the file.
+    pyc, cached = _pyc_code(filename)
+    stale_pyc = pyc if cached is not None and code_digest(code) in code_digests(cached).get(name, ()) \
+        else None
+    if stale_pyc is None and cached is not None and first == idx.key:
+        return
+    module = os.path.splitext(os.path.basename(filename))[0]
+    shown = os.path.relpath(filename) if not os.path.relpath(filename).startswith("..") else filename
+    what = (f"{shown} changed on disk since it was imported: {module_name}.{fn.__qualname__} "
+            f"in memory is not the code in the file, so task {family} would run the old code "
+            "under the new code's fingerprint. Nothing was run.")
+    if stale_pyc is not None:
+        raise StaleModuleError(
+            f"{what} Python loaded it from bytecode cached for an earlier version of the file "
+            f"saved within the same second with the same size: delete {stale_pyc} and run again.")
+    raise StaleModuleError(
+        f"{what} Reload it (importlib.reload({module}), then re-run the imports from it; "
+        "%autoreload in IPython; or restart the kernel or session) and run again.")
+
+
+_first_seen: dict[str, tuple[int, int]] = {}
+"""``(size, mtime_ns)`` of each source file when this process first compared its code."""
+
+
+def _pyc_code(filename: str) -> tuple[str, types.CodeType | None]:
+    """The bytecode cache of ``filename`` and its code when Python would load it for the
+    file as it is now (same size and mtime in seconds), else ``None``."""
+    try:
+        pyc = importlib.util.cache_from_source(filename)
+        with open(pyc, "rb") as f:
+            data = f.read()
+        st = os.stat(filename)
+    except (OSError, NotImplementedError, ValueError):
+        return "", None
+    flags, mtime, size = (int.from_bytes(data[k:k + 4], "little") for k in (4, 8, 12))
+    if data[:4] != importlib.util.MAGIC_NUMBER or flags != 0 or mtime != int(st.st_mtime) & 0xFFFFFFFF \
+            or size != st.st_size & 0xFFFFFFFF:
+        return pyc, None
+    try:
+        code = marshal.loads(data[16:])
+    except (EOFError, ValueError, TypeError):
+        return pyc, None
+    return pyc, code if isinstance(code, types.CodeType) else None
+
+
+def _imports_by_name(obj: Any, attrs: tuple[str, ...]) -> bool:
+    """Whether ``obj`` then ``attrs`` is :func:`importlib.import_module`."""
+    importlib_module = sys.modules.get("importlib")
+    if obj is importlib_module and attrs[:1] == ("import_module",):
+        return True
+    return not attrs and obj is getattr(importlib_module, "import_module", None)
+
+
 # --- the walk ----------------------------------------------------------------------------
 
 _warned: set[tuple[str, str]] = set()
@@ -364,10 +510,10 @@ class _Walk:
     # pieces
 
     def _put(self, module: str, name: str, text: str) -> None:
-        if module == self.module:
-            self.own.setdefault(name, text)
-        else:
-            self.other.setdefault(f"{module}.{name}", text)
+        pieces, key = (self.own, name) if module == self.module else (self.other, f"{module}.{name}")
+        n = 1
+        while pieces.setdefault(key if n == 1 else f"{key}#{n}", text) != text:
+            n += 1  # another function of the same name (singledispatch's `_`, two lambdas)
 
     def text(self, main: str) -> str:
         pieces = [self.own[k] for k in sorted(self.own)]
@@ -393,6 +539,9 @@ class _Walk:
 
     def is_project_module(self, module: types.ModuleType) -> bool:
         file = getattr(module, "__file__", None)
+        if file is None and module.__name__ != self.module:  # a namespace package: its dirs
+            return any(in_project(os.path.join(d, "__init__.py"), self.root)
+                       for d in getattr(module, "__path__", ()) if isinstance(d, str))
         return module.__name__ == self.module or (isinstance(file, str) and in_project(file, self.root))
 
     def follow_reads(self, reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:
@@ -401,6 +550,8 @@ class _Walk:
                 self.follow_import(name, attrs, namespace)
                 continue
             if name not in namespace:
+                if name == "__import__" and kind == "g":
+                    self.values.warn_dynamic_import("__import__")
                 continue  # a builtin, or not defined (yet)
             obj, label, home = namespace[name], name, namespace
             for attr in attrs:  # through modules: features.scale, pkg.sub.CONSTANT
@@ -414,6 +565,8 @@ class _Walk:
                 self.written.add((str(home.get("__name__", "")), label))
             elif obj is not None:
                 self.add(obj, label, home)
+            if kind == "g" and _imports_by_name(namespace[name], attrs):
+                self.values.warn_dynamic_import("importlib.import_module")
 
     def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, Any]) -> None:
         level, _, module = name.partition(":")
@@ -453,6 +606,16 @@ class _Walk:
                 self.add(inspect.unwrap(obj), label, namespace)
             if self.follows(obj):
                 self.add_code(obj, obj.__globals__)
+                for suffix, value in bound_values(obj):
+                    self.add(value, f"{label}.{suffix}", namespace)
+            registry = getattr(obj, "registry", None)  # functools.singledispatch
+            if isinstance(registry, Mapping) and callable(getattr(obj, "dispatch", None)):
+                for impl in list(registry.values()):
+                    self.add(impl, label, namespace)
+            else:  # a decorator from elsewhere, without functools.wraps: what it wraps
+                for _, value in bound_values(obj):
+                    if isinstance(value, (types.FunctionType, type)):
+                        self.add(value, label, namespace)
         elif isinstance(obj, type):
             if self.follows(obj):
                 module = sys.modules.get(obj.__module__)
@@ -467,6 +630,7 @@ class _Walk:
 
     def add_code(self, obj: Any, namespace: Mapping[str, Any]) -> None:
         name = obj.__qualname__
+        self.check_loaded(obj)
         found = normalized_source(obj, strip_decorators=False)
         if found is None:
             self._put(obj.__module__, name, f"# {name}: " + code_bytes(obj))
@@ -486,11 +650,24 @@ class _Walk:
             if isinstance(getattr(fn, "__code__", None), types.CodeType):
                 self.follow_reads(code_reads(fn.__code__), fn.__globals__)
         self.follow_reads(def_reads, namespace)
+        if isinstance(obj, type):
+            home = sys.modules.get(obj.__module__)
+            for name, value in class_values(obj):
+                self.values.add(value, f"{obj.__qualname__}.{name}", vars(home) if home else namespace)
+
+    def check_loaded(self, obj: Any) -> None:
+        """See :func:`check_loaded`: for a function, or each method of a class."""
+        for fn in _class_functions(obj) if isinstance(obj, type) else [inspect.unwrap(obj)]:
+            check_loaded(fn, self.family)
 
     def add_module_text(self, name: str, file: str) -> None:
         if name in self.modules:
             return
         self.modules.add(name)
+        loaded = sys.modules.get(name)
+        for value in list(vars(loaded).values()) if loaded is not None else ():
+            if isinstance(value, (types.FunctionType, type)) and value.__module__ == name:
+                self.check_loaded(value)
         idx = _sources.index(file) if file else None
         text = idx.get(("module",)) if idx is not None else None
         self.other.setdefault(f"{name}.*", f"# module {name}\n{text or '# source unavailable'}")
@@ -591,7 +768,14 @@ class _Values:
         if isinstance(obj, (types.FunctionType, type, types.ModuleType, types.MethodType)):
             self.walk.add(obj, getattr(obj, "__qualname__", getattr(obj, "__name__", "?")), {})
         module = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
-        return f"<{type(obj).__name__} {module}.{getattr(obj, '__qualname__', '')}>"
+        bound = ""
+        if isinstance(obj, types.FunctionType) and self.walk.follows(obj):
+            # one lambda of a list made in a loop differs from the next by its values only
+            qualname = obj.__qualname__
+            bound = "".join(
+                f" {suffix}={self.value_text(v, f'{qualname}.{suffix}', {}, False)}"
+                for suffix, v in bound_values(obj) if not isinstance(v, _CODE_TYPES))
+        return f"<{type(obj).__name__} {module}.{getattr(obj, '__qualname__', '')}{bound}>"
 
     def canonical(self, value: Any, depth: int, path: set[int]) -> str | None:
         """A readable text that identifies ``value``, or ``None`` (then it is pickled)."""
@@ -616,6 +800,12 @@ class _Values:
             self.walk.add(kind, kind.__qualname__, {})
             parts = [(f.name, self.canonical(getattr(value, f.name, None), depth + 1, path))
                      for f in fields(value)]
+            names = {f.name for f in fields(value)}
+            from functools import cached_property
+
+            parts += [(k, self.canonical(v, depth + 1, path))  # set outside the fields
+                      for k, v in sorted(getattr(value, "__dict__", {}).items())
+                      if k not in names and not isinstance(getattr(kind, k, None), cached_property)]
             return _call_text(kind.__qualname__, parts)
         if kind is types.SimpleNamespace:
             items = sorted(vars(value).items())
@@ -675,17 +865,29 @@ class _Values:
         if (module, label) in _warned:
             return
         _warned.add((module, label))
+        self._warn(
+            f"Task {self.walk.family} reads the global {label!r} ({type(value).__qualname__}), whose "
+            "value cannot be fingerprinted: changing it will not re-run the task. Make it a "
+            "literal, a dataclass or another picklable value, or pin the task's code with "
+            "@task(version=...) and bump the version when it changes.", module)
+
+    def warn_dynamic_import(self, call: str) -> None:
+        """The code imports modules by a name computed when it runs: which ones cannot be known."""
+        if (self.walk.family, "<import>") in _warned:
+            return
+        _warned.add((self.walk.family, "<import>"))
+        self._warn(
+            f"Task {self.walk.family} imports modules by a computed name ({call}): the code of "
+            "the modules it loads that way is not fingerprinted, so editing them will not "
+            "re-run the task. Import them by name (import models.linear), or pin the task's "
+            "code with @task(version=...) and bump the version when they change.", self.walk.module)
+
+    def _warn(self, message: str, module: str) -> None:
         fn = next(_class_functions(self.walk.fn), None) if isinstance(self.walk.fn, type) else self.walk.fn
         code = getattr(fn, "__code__", None)
         file, line = (code.co_filename, code.co_firstlineno) if isinstance(code, types.CodeType) \
             else ("<unknown>", 1)
-        warnings.warn_explicit(
-            f"Task {self.walk.family} reads the global {label!r} ({type(value).__qualname__}), whose "
-            "value cannot be fingerprinted: changing it will not re-run the task. Make it a "
-            "literal, a dataclass or another picklable value, or pin the task's code with "
-            "@task(version=...) and bump the version when it changes.",
-            FingerprintWarning, file, line, module=module,
-        )
+        warnings.warn_explicit(message, FingerprintWarning, file, line, module=module)
 
 
 def _call_text(name: str, parts: list[tuple[str, str | None]]) -> str | None:
@@ -713,11 +915,15 @@ def code_fingerprint(
         main_text = "# source unavailable; compiled code:\n" + code_bytes(fn)
     else:
         main_text, reads = first
+    walk.check_loaded(fn)
     if isinstance(fn, type):
         module = sys.modules.get(fn.__module__)
         walk.follow_code(fn, reads, vars(module) if module is not None else {})
     elif isinstance(getattr(fn, "__code__", None), types.CodeType):
         walk.follow_reads(code_reads(fn.__code__), getattr(fn, "__globals__", {}))
+        if isinstance(fn, types.FunctionType):
+            for suffix, value in bound_values(fn):
+                walk.add(value, f"{fn.__name__}.{suffix}", fn.__globals__)
     walk.values.finish()
     text = walk.text(main_text)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text

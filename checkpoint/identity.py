@@ -10,6 +10,11 @@ plain value produces:
 * a dict with a non-``str`` key, or a key starting with ``$`` -> ``{"$dict": [[k, v], ...]}``
   (pairs sorted by their encoding)
 * a task handle -> ``{"$task": "<family>:<id>"}`` (its own identity, so nesting stays cheap)
+* an enum member -> ``{"$enum": ["<module>.<class>", "<name>", value]}`` (a ``str`` or ``int``
+  enum is not its plain value: the task sees another object)
+
+Dicts are keyed by their content, not their order: ``{"x": 1, "y": 2}`` and ``{"y": 2, "x": 1}``
+are one argument, as they are equal in Python (and for joblib.Memory).
 
 Anything else (sets, paths, numpy scalars, arbitrary objects) is rejected with
 :class:`~checkpoint.errors.UnserializableArgumentError` rather than guessed at.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from enum import Enum
 from pathlib import PurePath
 from typing import Any
 
@@ -34,6 +40,10 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def _encode(value: Any, family: str, argument: str) -> Any:
     """Return a JSON-ready structure that identifies ``value`` without collisions."""
+    if isinstance(value, Enum):  # before the scalars: Split.TRAIN is a str, but not "train"
+        kind = type(value)
+        return {"$enum": [f"{kind.__module__}.{kind.__qualname__}", value.name,
+                          _encode(value.value, family, argument)]}
     if isinstance(value, _SCALARS):
         return value
     ident = getattr(value, "__checkpoint_identity__", None)

@@ -150,6 +150,21 @@ per run), so that a global re-bound or edited since the last run (a notebook cel
 again) counts."""
 
 
+def _same_family(known: TaskFamily[Any, Any], other: TaskFamily[Any, Any]) -> None:
+    """Two family objects of one name met in one graph (a factory made both, or a notebook
+    redefined one that another still refers to): they share a cache, which is right only
+    when their code and the values it holds are the same."""
+    if known.fingerprint[0] != other.fingerprint[0]:
+        raise TaskDefinitionError(
+            f"Two different task families are named {other.name}: a function that makes task "
+            "families (a factory) gave both the same name, or a task handle made before its "
+            "family was defined again is still used, so they would share one cache and one "
+            "family's results would be handed to the other. Pass what differs between them as "
+            "an argument of the task instead, or define each family at module level under "
+            "its own name."
+        )
+
+
 @contextlib.contextmanager
 def interning() -> Iterator[None]:
     """Make calls of task families return one shared object per task id, for the duration.
@@ -747,6 +762,8 @@ class TaskFamily(Generic[P, R]):
         task = Task(self, args, kwargs or _NO_KWARGS, self._bind(args, kwargs))
         if table is not None:  # expanding a graph: one object per task id
             made = table.setdefault(task.id, task)
+            if made.family is not self:
+                _same_family(made.family, self)
             calls = _calls.get(self)
             if made is not task and calls is None:  # this family's calls repeat: remember them
                 calls = _calls[self] = {}
@@ -828,6 +845,15 @@ class TaskFamily(Generic[P, R]):
                         restore_filename(value, filename)
             else:
                 restore_filename(self.fn, filename)
+
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        """``class Child(Base)`` with ``Base`` a task class: a clear error (Python would
+        otherwise call the family itself with the new class's name, bases and body)."""
+        raise TaskDefinitionError(
+            f"The task class {self.name} cannot be subclassed: @task made it a task family, "
+            "not a class. Put what the classes share in an undecorated base class and "
+            "decorate each subclass with @task."
+        )
 
     def clear(self, *, cache_dir: str | None = None) -> None:
         """Discard every stored result and data directory of this family."""

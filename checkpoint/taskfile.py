@@ -68,6 +68,13 @@ def load_taskfile(path: Path) -> ModuleType:
         TaskfileImportError: the taskfile raised while being imported (with its traceback).
     """
     path = path.resolve()
+    if path.stem in sys.stdlib_module_names:
+        raise TaskfileImportError(
+            f"The taskfile {path.name} has the name of the standard-library module "
+            f"{path.stem!r}: with its directory first on sys.path, it would be imported in place "
+            f"of that module (by Python itself and by the libraries you use). Rename it, e.g. "
+            f"{path.stem}_tasks.py."
+        )
     directory = str(path.parent)
     if directory not in sys.path:
         sys.path.insert(0, directory)

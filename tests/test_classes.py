@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import textwrap
 from collections.abc import Callable
@@ -690,6 +691,10 @@ def test_cli_graph_shows_class_tasks_with_their_states(tmp_path: Path, runner: C
         "return 1 if self.edge else self.prev1 + self.prev2",
         "return 1 if self.edge else self.prev2 + self.prev1",
     ))
+    # Same size, same second: Python would load the first version's bytecode from
+    # __pycache__ (a StaleModuleError); a real edit takes longer than that.
+    st = os.stat(tmp_path / "taskfile.py")
+    os.utime(tmp_path / "taskfile.py", ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
     result = runner.invoke(cli, ["graph", "Choose(3, 1)", "--json"])
     assert result.exit_code == 0, result.output
     states = {n["label"]: (n["state"], n["reason"]) for n in json.loads(result.stdout)["nodes"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from typing import Any
 
@@ -57,10 +58,22 @@ def test_encoding_is_deterministic_json(a: Any) -> None:
         assert encode_arguments("f", {"x": reordered}) == text
 
 
+class Split(str, enum.Enum):
+    TRAIN = "train"
+    TEST = "test"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
 @pytest.mark.parametrize(
     ("a", "b"),
-    [((1, 2), [1, 2]), ({1: "x"}, {"1": "x"}), (1, 1.0), (1, True), ({"$tuple": [1]}, (1,))],
-    ids=["tuple-vs-list", "int-key-vs-str-key", "int-vs-float", "int-vs-bool", "tag-lookalike"],
+    [((1, 2), [1, 2]), ({1: "x"}, {"1": "x"}), (1, 1.0), (1, True), ({"$tuple": [1]}, (1,)),
+     (Split.TRAIN, "train"), (Level.LOW, 1), ([Split.TRAIN], ["train"]), ({Level.LOW: 1}, {1: 1}),
+     (Split.TRAIN, Split.TEST)],
+    ids=["tuple-vs-list", "int-key-vs-str-key", "int-vs-float", "int-vs-bool", "tag-lookalike",
+         "str-enum-vs-str", "int-enum-vs-int", "enum-in-list", "enum-key", "two-members"],
 )
 def test_known_collisions_of_the_original_are_gone(a: Any, b: Any) -> None:
     """Values that plain JSON conflates should get different task ids."""

@@ -1,0 +1,567 @@
+"""Code fingerprints describe the code that runs: the adversarial tester's reproductions
+(/tmp/adv/repros, numbered as there) turned into tests."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ENV, PYTHON
+
+from checkpoint.errors import StaleModuleError
+from checkpoint.fingerprint import FingerprintWarning, code_fingerprint
+
+
+def _rewrite(path: Path, source: str) -> None:
+    """Rewrite a file as an editor does, with a new mtime even within one clock tick."""
+    path.write_text(textwrap.dedent(source))
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+# --- 08: a helper edited on disk, not reloaded -------------------------------------------
+
+UTILS = "def f(x):\n    return x + {k}\n"
+TASKS = """
+from checkpoint import task
+import utils08
+
+@task
+def g(x: int):
+    def __() -> int:
+        return utils08.f(x)
+    return __
+"""
+
+
+def test_08_a_helper_edited_but_not_reloaded_runs_nothing(make_module: Any, tmp_path: Path) -> None:
+    """A long session edits a helper without reloading it: the old code is in memory, the new
+    on disk. Running must not store the old code's result under the new code's fingerprint
+    (every fresh process would then get it as fresh): it raises, naming the file and the fix."""
+    make_module("utils08", UTILS.format(k=1))
+    tasks = make_module("tasks08", TASKS)
+    assert tasks.g(1).run(executor="inline") == 2
+    _rewrite(tmp_path / "utils08.py", UTILS.format(k=100))
+    for executor in ("inline", "thread", "process"):
+        with pytest.raises(StaleModuleError, match=r"utils08\.py changed on disk.*importlib\.reload\(utils08\)"):
+            tasks.g(1).run(executor=executor)
+    importlib.reload(sys.modules["utils08"])
+    assert tasks.g(1).run(executor="inline") == 101
+
+
+def test_08_an_edit_before_the_first_run_is_seen_too(make_module: Any, tmp_path: Path) -> None:
+    """Imported, edited, then run for the first time: no earlier fingerprint to compare with."""
+    make_module("utils08b", UTILS.format(k=1))
+    tasks = make_module("tasks08b", TASKS.replace("utils08", "utils08b"))
+    _rewrite(tmp_path / "utils08b.py", UTILS.format(k=100))
+    with pytest.raises(StaleModuleError):
+        code_fingerprint(tasks.g.fn)
+
+
+def test_08_the_task_module_itself_edited_but_not_reloaded(make_module: Any, tmp_path: Path) -> None:
+    make_module("utils08c", UTILS.format(k=1))
+    tasks = make_module("tasks08c", TASKS.replace("utils08", "utils08c"))
+    _rewrite(tmp_path / "tasks08c.py", TASKS.replace("utils08", "utils08c").replace("(x)", "(x + 1)"))
+    with pytest.raises(StaleModuleError, match="tasks08c"):
+        code_fingerprint(tasks.g.fn)
+
+
+def test_08_edits_that_change_no_code_are_not_an_error(make_module: Any, tmp_path: Path) -> None:
+    """Comments, blank lines (lines shift) and formatting leave the compiled code as it was."""
+    make_module("utils08d", UTILS.format(k=1))
+    tasks = make_module("tasks08d", TASKS.replace("utils08", "utils08d"))
+    before = code_fingerprint(tasks.g.fn)
+    _rewrite(tmp_path / "utils08d.py", "# a comment\n\n\ndef f(x):   # more\n    return (x +\n 1)\n")
+    assert code_fingerprint(tasks.g.fn) == before
+
+
+def test_08_the_session_reproduction(tmp_path: Path) -> None:
+    """The tester's script, in a real process with fork workers: no wrong value ever."""
+    (tmp_path / "utils.py").write_text(UTILS.format(k=1))
+    (tmp_path / "tasks.py").write_text(TASKS.replace("utils08", "utils"))
+    (tmp_path / "session.py").write_text(textwrap.dedent("""
+        import pathlib, sys
+        from checkpoint.errors import StaleModuleError
+        from tasks import g
+        print(g(1).run(executor=sys.argv[1]))
+        pathlib.Path("utils.py").write_text("def f(x):\\n    return x + 100\\n")
+        try:
+            g(1).run(executor=sys.argv[1])
+        except StaleModuleError:
+            print("stale")
+    """))
+    env = {**ENV, "CP_CACHE_DIR": str(tmp_path / ".cache")}
+    for executor in ("process", "thread"):
+        out = subprocess.run([PYTHON, "session.py", executor], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, check=True).stdout
+        assert out.split() == ["2", "stale"], out
+        fresh = subprocess.run([PYTHON, "-c", "from tasks import g; print(g(1).run())"],
+                               cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+        assert fresh.stdout.strip() == "101"
+        (tmp_path / "utils.py").write_text(UTILS.format(k=1))
+
+
+def test_08_bytecode_python_cached_for_another_version_is_named(tmp_path: Path, runner: Any) -> None:
+    """An edit saved within the second of the last import, with the same size: Python loads the
+    old bytecode from __pycache__ (it compares mtimes in seconds). The code that would run is
+    not the file's: the error names the bytecode file to delete."""
+    from checkpoint.cli import cli
+
+    source = TASKS.replace("utils08", "utils") + "\n"
+    (tmp_path / "utils.py").write_text(UTILS.format(k=1))
+    (tmp_path / "taskfile.py").write_text(source)
+    mtime = os.stat(tmp_path / "taskfile.py").st_mtime_ns
+    assert runner.invoke(cli, ["run", "g(1)", "--executor", "inline"]).exit_code == 0
+    (tmp_path / "taskfile.py").write_text(source.replace("f(x)", "f(2)"))
+    os.utime(tmp_path / "taskfile.py", ns=(mtime, mtime + 1000))
+    sys.modules.pop("taskfile", None)
+    result = runner.invoke(cli, ["run", "g(1)", "--executor", "inline"])
+    assert result.exit_code == 2, result.output
+    assert "changed on disk" in result.output and "__pycache__" in result.output
+
+
+# --- 01, 02, 09: what a function holds besides its code -----------------------------------
+
+HELPERS = """
+def timed(f):            # a home-made decorator, without functools.wraps
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+@timed
+def clean(x):
+    return x * {clean}
+
+def make_scaler(k):
+    def scale(x):
+        return x * k
+    return scale
+
+scale = make_scaler({k})
+
+K = {k}
+KS = {ks}
+lam = lambda x, k=K: x * k
+transforms = [lambda x, k=k: x * k for k in KS]
+
+def memo(f):
+    cache = {{}}
+    def wrapper(x):
+        if x not in cache:
+            cache[x] = f(x)
+        return cache[x]
+    return wrapper
+
+@memo
+def slow(x):
+    return x + 1
+"""
+USES = """
+from checkpoint import task
+from helpers01 import clean, scale, lam, transforms, slow
+
+@task
+def a():
+    def __():
+        return clean(1)
+    return __
+
+@task
+def b():
+    def __():
+        return scale(1)
+    return __
+
+@task
+def c():
+    def __():
+        return lam(1), [t(1) for t in transforms]
+    return __
+
+@task
+def d():
+    def __():
+        return slow(1)
+    return __
+"""
+
+
+def _bound(make_module: Any, clean: int = 2, k: int = 10, ks: Any = (1, 2)) -> dict[str, str]:
+    make_module("helpers01", HELPERS.format(clean=clean, k=k, ks=list(ks)))
+    mod = make_module("uses01", USES)
+    return {name: code_fingerprint(getattr(mod, name).fn)[0] for name in "abcd"}
+
+
+def test_01_02_09_closures_and_defaults_count(make_module: Any) -> None:
+    """01: a function wrapped by a decorator without functools.wraps (reached through the
+    wrapper's closure); 02: a factory's captured value; 09: a lambda's default and a list
+    of lambdas made in a loop; and a memo dict the code fills is state, not input."""
+    base = _bound(make_module)
+    assert _bound(make_module) == base
+    changed = _bound(make_module, clean=3)
+    assert {n for n in base if base[n] != changed[n]} == {"a"}
+    changed = _bound(make_module, k=20)
+    assert {n for n in base if base[n] != changed[n]} == {"b", "c"}
+    changed = _bound(make_module, ks=(1, 5))
+    assert {n for n in base if base[n] != changed[n]} == {"c"}
+    mod = sys.modules["uses01"]
+    before = code_fingerprint(mod.d.fn)
+    assert mod.d().run(executor="inline") == 2  # fills the memo dict
+    assert code_fingerprint(mod.d.fn) == before
+
+
+# --- 07: task families made by a factory --------------------------------------------------
+
+FACTORY = """
+from checkpoint import task, requires
+
+def make_loader(scale):
+    @task
+    def load(x: int):
+        def __() -> int:
+            return x * scale
+        return __
+    return load
+
+load10 = make_loader({first})
+load100 = make_loader({second})
+
+@task
+def main():
+    @requires(load10(1))
+    @requires(load100(1))
+    def __(a: int, b: int) -> list:
+        return [a, b]
+    return __
+"""
+
+
+def test_07_families_from_a_factory_that_differ_are_an_error(make_module: Any) -> None:
+    from checkpoint import TaskDefinitionError
+
+    mod = make_module("factory07", FACTORY.format(first=10, second=100))
+    with pytest.raises(TaskDefinitionError, match=r"Two different task families are named "
+                       r"factory07\.make_loader\.<locals>\.load.*as an argument"):
+        mod.main().run(executor="inline")
+    mod = make_module("factory07", FACTORY.format(first=10, second=10))
+    assert mod.main().run(executor="inline") == [10, 10]
+    # the captured value is part of the code fingerprint: an edit re-runs
+    mod = make_module("factory07", FACTORY.format(first=7, second=7))
+    assert mod.main().run(executor="inline") == [7, 7]
+
+
+# --- 13, 22, 27: what the project is --------------------------------------------------------
+
+
+def test_13_a_namespace_package_is_followed(make_module: Any, tmp_path: Path) -> None:
+    """`import nslib13.helpers` then `nslib13.helpers.f(...)`, nslib13/ without __init__.py."""
+    (tmp_path / "nslib13").mkdir()
+
+    def fingerprint(factor: int) -> str:
+        (tmp_path / "nslib13" / "helpers.py").write_text(
+            f"SCALE = {factor}\ndef f(x):\n    return x * {factor}\n")
+        sys.modules.pop("nslib13.helpers", None)
+        sys.modules.pop("nslib13", None)
+        mod = make_module("uses13", """
+            from checkpoint import task
+            import nslib13.helpers
+
+            @task
+            def a():
+                def __() -> list:
+                    return [nslib13.helpers.f(1), nslib13.helpers.SCALE]
+                return __
+        """)
+        return code_fingerprint(mod.a.fn)[1]
+
+    text = fingerprint(2)
+    assert "return x * 2" in text and "SCALE = 2" in text
+    assert fingerprint(3) != text
+
+
+def test_22_python_m_takes_the_project_root_from_the_package(tmp_path: Path) -> None:
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "experiments" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "models.py").write_text("def f(x):\n    return x * 2\n")
+    (tmp_path / "experiments" / "train.py").write_text(textwrap.dedent("""
+        from checkpoint import task
+        from lib.models import f
+
+        @task
+        def train():
+            def __() -> int:
+                return f(1)
+            return __
+
+        if __name__ == "__main__":
+            print(train().run())
+    """))
+    env = {**ENV, "CP_CACHE_DIR": str(tmp_path / ".cache")}
+
+    def run() -> str:
+        return subprocess.run([PYTHON, "-m", "experiments.train"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert run() == "2"
+    _rewrite(tmp_path / "lib" / "models.py", "def f(x):\n    return x * 3\n")
+    assert run() == "3"
+
+
+def test_27_a_module_symlinked_into_the_project_is_followed(make_module: Any, tmp_path: Path) -> None:
+    shared = tmp_path.parent / f"{tmp_path.name}-shared"
+    shared.mkdir()
+    (tmp_path / "util27.py").symlink_to(shared / "util27.py")
+
+    def fingerprint(factor: int) -> str:
+        (shared / "util27.py").write_text(f"def f(x):\n    return x * {factor}\n")
+        sys.modules.pop("util27", None)
+        mod = make_module("uses27", """
+            from checkpoint import task
+            from util27 import f
+
+            @task
+            def a():
+                def __() -> int:
+                    return f(1)
+                return __
+        """)
+        return code_fingerprint(mod.a.fn)[1]
+
+    assert "return x * 2" in fingerprint(2)
+    assert "return x * 3" in fingerprint(3)
+
+
+# --- 05, 19, 09c, 24: values reached through classes and dispatchers ----------------------
+
+HOLDERS = """
+from dataclasses import dataclass
+from functools import cached_property, singledispatch
+
+WEIGHT = {weight}
+
+class Model:
+    @cached_property
+    def weight(self):
+        return WEIGHT * 10
+
+@singledispatch
+def encode(x):
+    raise TypeError(x)
+
+@encode.register
+def _(x: int):
+    return x * {int_factor}
+
+@encode.register
+def _(x: str):
+    return x.upper()
+
+class Config:
+    LR = 0.1
+    STATE = []
+Config.LR = {lr}
+
+@dataclass
+class Params:
+    lr: float = 0.1
+
+    @cached_property
+    def doubled(self):
+        return self.lr * 2
+
+PARAMS = Params()
+PARAMS.epochs = {epochs}
+"""
+READERS = """
+from checkpoint import task
+from holders05 import Model, encode, Config, PARAMS
+
+@task
+def model():
+    def __():
+        return Model().weight
+    return __
+
+@task
+def dispatch():
+    def __():
+        return encode(1), encode("a")
+    return __
+
+@task
+def config():
+    def __():
+        Config.STATE.append(1)
+        return Config.LR
+    return __
+
+@task
+def params():
+    def __():
+        return PARAMS.lr, PARAMS.epochs, PARAMS.doubled
+    return __
+"""
+
+
+def _held(make_module: Any, weight: int = 2, int_factor: int = 2, lr: float = 0.5,
+          epochs: int = 10) -> dict[str, str]:
+    make_module("holders05", HOLDERS.format(weight=weight, int_factor=int_factor, lr=lr, epochs=epochs))
+    mod = make_module("readers05", READERS)
+    return {name: code_fingerprint(getattr(mod, name).fn)[0]
+            for name in ("model", "dispatch", "config", "params")}
+
+
+def test_05_19_09_24_values_behind_classes_and_dispatchers_count(make_module: Any) -> None:
+    """05: a global read in a cached_property; 19: singledispatch implementations; 09c: a
+    class attribute set after the class statement; 24: a dataclass attribute outside its
+    fields. A mutable class attribute the code appends to, and a cached_property's cached
+    value in an instance, do not make the code look changed."""
+    base = _held(make_module)
+    assert _held(make_module) == base
+    for edit, expected in (({"weight": 3}, {"model"}), ({"int_factor": 3}, {"dispatch"}),
+                           ({"lr": 0.9}, {"config"}), ({"epochs": 20}, {"params"})):
+        changed = _held(make_module, **edit)
+        assert {n for n in base if base[n] != changed[n]} == expected, edit
+    mod = sys.modules["readers05"]
+    before = {n: code_fingerprint(getattr(mod, n).fn) for n in ("config", "params")}
+    mod.config().run(executor="inline")
+    mod.params().run(executor="inline")
+    assert {n: code_fingerprint(getattr(mod, n).fn) for n in before} == before
+
+
+# --- 28: modules imported by a computed name ----------------------------------------------
+
+
+def test_28_a_dynamic_import_warns_once(make_module: Any) -> None:
+    mod = make_module("dynamic28", """
+        import importlib
+        from checkpoint import task
+
+        @task
+        def fit(model: str):
+            def __() -> float:
+                return importlib.import_module(f"models.{model}").predict(10)
+            return __
+
+        @task
+        def plain():
+            def __():
+                return __import__("json").dumps(1)
+            return __
+    """)
+    with pytest.warns(FingerprintWarning, match=r"dynamic28\.fit imports modules by a computed "
+                      r"name \(importlib\.import_module\).*@task\(version=\.\.\.\)"):
+        code_fingerprint(mod.fit.fn, family="dynamic28.fit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code_fingerprint(mod.fit.fn, family="dynamic28.fit")  # once
+    with pytest.warns(FingerprintWarning, match=r"__import__"):
+        code_fingerprint(mod.plain.fn, family="dynamic28.plain")
+
+
+# --- bad errors: 10, 20 ---------------------------------------------------------------------
+
+
+def test_10_subclassing_a_task_class_is_a_clear_error() -> None:
+    from checkpoint import TaskDefinitionError, task
+
+    @task
+    class Base:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def run(self) -> int:
+            return self.n
+
+    with pytest.raises(TaskDefinitionError, match=r"Base cannot be subclassed.*undecorated base"):
+        class Child(Base):  # type: ignore[misc,valid-type]
+            pass
+
+
+@pytest.mark.parametrize("name", ["random", "types"])
+def test_20_a_taskfile_named_like_a_stdlib_module_is_refused(tmp_path: Path, runner: Any, name: str) -> None:
+    from checkpoint.cli import cli
+
+    (tmp_path / f"{name}.py").write_text("from checkpoint import task\n")
+    result = runner.invoke(cli, ["-f", f"{name}.py", "run"])
+    assert result.exit_code == 2, result.output
+    assert f"has the name of the standard-library module '{name}'" in result.output
+    assert f"{name}_tasks.py" in result.output
+
+
+# --- files: 06, 11 --------------------------------------------------------------------------
+
+
+def test_06_a_directory_input_follows_symlinked_subdirectories(tmp_path: Path) -> None:
+    from checkpoint import File, requires, task
+
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "a.csv").write_text("1,2,3")
+    (tmp_path / "data06").mkdir()
+    (tmp_path / "data06" / "raw").symlink_to(tmp_path / "shared")
+    (tmp_path / "shared" / "loop").symlink_to(tmp_path / "shared")  # a loop ends
+
+    @task
+    def total06():
+        @requires(File("data06"))
+        def __(d: Path) -> int:
+            return sum(int(v) for v in (d / "raw" / "a.csv").read_text().split(","))
+        return __
+
+    assert total06().run(executor="inline") == 6
+    (tmp_path / "shared" / "a.csv").write_text("5,5,5")
+    assert total06().run(executor="inline") == 15
+
+
+def test_11_an_existing_path_with_brackets_is_a_file_not_a_pattern(tmp_path: Path) -> None:
+    from checkpoint import File, requires, task
+
+    (tmp_path / "run[1].csv").write_text("5")
+    (tmp_path / "run1.csv").write_text("other")
+
+    @task
+    def r11():
+        @requires(File("run[1].csv"))
+        def __(p: Path) -> str:
+            return p.read_text()
+        return __
+
+    @task
+    def pattern11():
+        @requires(File("run[0-9].csv"))
+        def __(paths: list[Path]) -> list[str]:
+            return [p.name for p in paths]
+        return __
+
+    assert r11().run(executor="inline") == "5"
+    assert pattern11().run(executor="inline") == ["run1.csv"]
+
+
+def test_08_code_changed_at_run_time_is_not_an_error(tmp_path: Path) -> None:
+    """A decorator that recompiles a function (typeguard's @typechecked does) leaves code in
+    memory that no file compiles to; the file itself is the one Python imported, as its
+    bytecode cache shows, so that is no edit."""
+    (tmp_path / "instr08.py").write_text("def f(x):\n    return x + 1\n")
+    (tmp_path / "tasks08i.py").write_text(TASKS.replace("utils08", "instr08"))
+    sys.path.insert(0, str(tmp_path))
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, False
+    try:
+        instr = importlib.import_module("instr08")
+        tasks = importlib.import_module("tasks08i")
+    finally:
+        sys.dont_write_bytecode = dont_write
+        sys.path.remove(str(tmp_path))
+    assert os.path.exists(importlib.util.cache_from_source(str(tmp_path / "instr08.py")))
+    module = compile("def f(x):\n    assert isinstance(x, int)\n    return x + 1\n",
+                     str(tmp_path / "instr08.py"), "exec")
+    instr.f.__code__ = next(c for c in module.co_consts if hasattr(c, "co_code"))
+    code_fingerprint(tasks.g.fn)  # no StaleModuleError
