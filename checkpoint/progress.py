@@ -31,6 +31,7 @@ gives the ETA.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -38,7 +39,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from . import events as ev
@@ -781,6 +782,27 @@ def _family_extras(running: int, failed: int, skipped: int) -> str:
     parts = [f"{running:,} running" if running else "", f"{failed:,} failed" if failed else "",
              f"{skipped:,} skipped" if skipped else ""]
     return "".join(f"  {p}" for p in parts if p)
+
+
+# --- between runs -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def waiting(text: str, stream: IO[str] | None = None, *, live: bool | None = None) -> Iterator[None]:
+    """Show ``text`` while the caller waits (``run --watch`` between runs): on a live line
+    with a spinner where a live display suits ``stream`` (default stderr; ``live`` forces
+    it), else once as a plain line. The live line is gone when the block ends."""
+    stream = stream if stream is not None else sys.stderr
+    if not (wants_live(stream) if live is None else live):
+        stream.write(text + "\n")
+        stream.flush()
+        yield
+        return
+    from rich.console import Console
+    from rich.status import Status
+
+    with Status(text, console=Console(file=stream), spinner="dots"):
+        yield
 
 
 # --- choosing -------------------------------------------------------------------------------

@@ -80,6 +80,19 @@ class App:
         return self._module
 
     @property
+    def module_loaded(self) -> bool:
+        """Whether the taskfile was imported (without error)."""
+        return self._module is not None
+
+    def forget_module(self) -> None:
+        """Forget the imported taskfile and the project modules it imported, so the next
+        use imports them afresh (``run --watch``, after a change)."""
+        from ..watch import forget_project_modules
+
+        self._module = None
+        forget_project_modules(self.taskfile.parent)
+
+    @property
     def cache_dir(self) -> Path:
         """``--cache-dir``, else ``$CP_CACHE_DIR``, else ``.cache`` next to the taskfile."""
         env = os.environ.get("CP_CACHE_DIR")
@@ -158,8 +171,7 @@ class CheckpointGroup(click.Group):
             click.echo("Aborted.", err=True)
             raise click.exceptions.Exit(130) from None
         except CheckpointError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            raise click.exceptions.Exit(show_error(exc)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted: finished results were kept; run again to resume.", err=True)
             raise click.exceptions.Exit(130) from None
@@ -170,20 +182,29 @@ class CheckpointGroup(click.Group):
             os.dup2(devnull, sys.stdout.fileno())
             raise click.exceptions.Exit(141) from None
         except Exception as exc:  # noqa: BLE001 - user code (e.g. a task's outer function) raised
-            from ._output import format_exception
-
-            text = format_exception(exc)
-            if 'File "' in text:
-                click.echo("Error: task code raised while the DAG was being built:\n" + text, err=True)
-            else:
-                import traceback
-
-                click.echo("Internal error in checkpoint (please report it):\n"
-                           + "".join(traceback.format_exception(exc)), err=True)
-            raise click.exceptions.Exit(1) from None
+            raise click.exceptions.Exit(show_error(exc)) from None
         finally:
             if cwd:  # the command may have moved to the project root
                 os.chdir(cwd)
+
+
+def show_error(exc: Exception) -> int:
+    """Print an error that ends a command (a checkpoint error, else user code that raised
+    outside a task, else a bug of checkpoint) to stderr; return its exit code."""
+    if isinstance(exc, CheckpointError):
+        click.echo(f"Error: {exc}", err=True)
+        return exc.exit_code
+    from ._output import format_exception
+
+    text = format_exception(exc)
+    if 'File "' in text:
+        click.echo("Error: task code raised while the DAG was being built:\n" + text, err=True)
+    else:
+        import traceback
+
+        click.echo("Internal error in checkpoint (please report it):\n"
+                   + "".join(traceback.format_exception(exc)), err=True)
+    return 1
 
 
 @click.group(cls=CheckpointGroup, context_settings={"help_option_names": ["-h", "--help"]})

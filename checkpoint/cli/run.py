@@ -189,6 +189,10 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 @click.option("--push", is_flag=True,
               help="Then push the DAG's entries the remote lacks (remote_push = true in "
                    "pyproject.toml does too).")
+@click.option("--watch", is_flag=True,
+              help="Run again whenever the taskfile, a module of the project it imports or a "
+                   "File() input of the targets changes, until Ctrl-C (needs the watch extra: "
+                   "pip install 'checkpoint-tool[watch]').")
 @pass_app
 def run(
     app: App,
@@ -214,6 +218,7 @@ def run(
     remote_option: str | None,
     no_remote: bool,
     push: bool,
+    watch: bool,
 ) -> None:
     """Build TARGETS (default: main) as one DAG and print their values.
 
@@ -232,6 +237,7 @@ def run(
       checkpoint run --rate-limit gpu=1     # one task of queue gpu at a time
       checkpoint run --report report.html   # and a report of the run, to open in a browser
       checkpoint run --remote s3://team-cache/proj --push   # share results
+      checkpoint run --watch main           # run again on every save, until Ctrl-C
     """
     from ..executors import default_workers
     from ..graph import plan
@@ -242,70 +248,85 @@ def run(
         app.verbosity = min(app.verbosity, -1)
     if trace and not targets:
         targets = (trace,)
-    tasks = app.targets(targets or ("main",))
-    _check_queues(app, rate_limits)
-    traced = app.targets((trace,)) if trace else []
-    if report_path:
-        if dry_run:
-            raise UsageError("--report needs a run, and --dry-run runs nothing: leave one out.")
-        folder = (app.invoked_from / report_path).parent
-        if not folder.is_dir():  # said before the run, not after it
-            raise UsageError(f"Cannot write the report to {report_path}: there is no directory "
-                             f"{click.format_filename(folder)}.")
-    if dry_run:
-        the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,
-                        code_check=not no_code_check, keep_specs=False)  # nothing runs
-        _show_plan(app, the_plan, as_json)
-        return
-    remote, push = _remote(app, remote_option, no_remote, push)
-    # Progress, the summary and failed tasks' output and tracebacks go to stderr.
-    subs, reporter, failures = subscribers(app, no_progress=no_progress, show_output=show_output,
-                                           as_json=as_json)
-    # Every run is recorded for `checkpoint report` (a run that only reuses results is not saved).
-    recorder = RunRecorder(app.cache_dir, executor=executor,
-                           workers=default_workers(executor, workers))
-    try:
-        with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), _stdout_to_stderr(as_json):
-            result = run_tasks(
-                tasks,
-                executor=executor,
-                max_workers=workers,
-                rate_limits=rate_limits,
-                keep_going=keep_going,
-                force=force,
-                force_upstream=force_upstream,
-                code_check=not no_code_check,
-                cache_dir=app.cache_dir,
-                subscribers=[*subs, record, recorder],
-                retries=retries,
-                timeout=timeout,
-                raise_on_failure=False,
-                debug=post_mortem,
-                trace=traced,
-                show_locals=show_locals,
-                remote=remote,
-            )
-    finally:
-        recorder.close()
-        for problem in recorder.problems:
-            err(f"warning: {problem}", quiet=app.quiet)
+    if watch:
+        clash = [name for name, given in (("--dry-run", dry_run), ("--json", as_json),
+                                          ("--pdb", post_mortem), ("--trace", trace)) if given]
+        if clash:
+            raise UsageError(f"--watch runs again and again; it cannot be combined with "
+                             f"{' or '.join(clash)}. Leave one out.")
+
+    def once() -> int:
+        """One run of the targets (the whole command without --watch); its exit code."""
+        tasks = app.targets(targets or ("main",))
+        _check_queues(app, rate_limits)
+        traced = app.targets((trace,)) if trace else []
         if report_path:
-            _write_report(app, recorder, report_path)
-    pushed = _push(app, remote, result, as_json) if push and remote else None
-    if as_json:
-        document = _run_document(tasks, targets or ("main",), result, failures)
-        if pushed is not None:
-            document["pushed"] = pushed
-        emit_json(document)
-    else:
-        if traced:
-            _report_traced_failures(result, failures, traced)
-        for task in tasks:
-            value = result.values.get(task.id)
-            if value is not None:
-                # A string is the task's own rendering (a report, a path): print it as is.
-                click.echo(value if isinstance(value, str) else repr(value))
-    if result.failed or result.skipped:
+            if dry_run:
+                raise UsageError("--report needs a run, and --dry-run runs nothing: leave one out.")
+            folder = (app.invoked_from / report_path).parent
+            if not folder.is_dir():  # said before the run, not after it
+                raise UsageError(f"Cannot write the report to {report_path}: there is no directory "
+                                 f"{click.format_filename(folder)}.")
+        if dry_run:
+            the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,
+                            code_check=not no_code_check, keep_specs=False)  # nothing runs
+            _show_plan(app, the_plan, as_json)
+            return 0
+        remote, push_now = _remote(app, remote_option, no_remote, push)
+        # Progress, the summary and failed tasks' output and tracebacks go to stderr.
+        subs, reporter, failures = subscribers(app, no_progress=no_progress,
+                                               show_output=show_output, as_json=as_json)
+        # Every run is recorded for `checkpoint report` (a run that only reuses results is not saved).
+        recorder = RunRecorder(app.cache_dir, executor=executor,
+                               workers=default_workers(executor, workers))
+        try:
+            with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), _stdout_to_stderr(as_json):
+                result = run_tasks(
+                    tasks,
+                    executor=executor,
+                    max_workers=workers,
+                    rate_limits=rate_limits,
+                    keep_going=keep_going,
+                    force=force,
+                    force_upstream=force_upstream,
+                    code_check=not no_code_check,
+                    cache_dir=app.cache_dir,
+                    subscribers=[*subs, record, recorder],
+                    retries=retries,
+                    timeout=timeout,
+                    raise_on_failure=False,
+                    debug=post_mortem,
+                    trace=traced,
+                    show_locals=show_locals,
+                    remote=remote,
+                )
+        finally:
+            recorder.close()
+            for problem in recorder.problems:
+                err(f"warning: {problem}", quiet=app.quiet)
+            if report_path:
+                _write_report(app, recorder, report_path)
+        pushed = _push(app, remote, result, as_json) if push_now and remote else None
+        if as_json:
+            document = _run_document(tasks, targets or ("main",), result, failures)
+            if pushed is not None:
+                document["pushed"] = pushed
+            emit_json(document)
+        else:
+            if traced:
+                _report_traced_failures(result, failures, traced)
+            for task in tasks:
+                value = result.values.get(task.id)
+                if value is not None:
+                    # A string is the task's own rendering (a report, a path): print it as is.
+                    click.echo(value if isinstance(value, str) else repr(value))
+        return 1 if result.failed or result.skipped else 0
+
+    if watch:
+        from .watch import watch_loop
+
+        watch_loop(app, targets or ("main",), once, live=False if no_progress else None)
+    if once():
         sys.exit(1)
 
 
