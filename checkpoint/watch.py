@@ -60,6 +60,10 @@ class WatchSet:
             return True
         if path in self.exclude:
             return False
+        prefix = path + os.sep  # a directory on the way to a file not made yet
+        if any(f.startswith(prefix) for f in self.files) or any(
+                d == path or d.startswith(prefix) for d, _ in self.trees):
+            return True
         for directory, pattern in self.trees:
             rel = os.path.relpath(path, directory)
             if rel == os.curdir or rel.startswith(os.pardir):

@@ -158,6 +158,7 @@ def test_watch_set_covers_taskfile_modules_and_source_inputs(tmp_path: Path, mon
         assert not ws.matches(os.path.join(data, ".hidden"))
         assert not ws.matches(os.path.join(str(tmp_path), "out", "made.csv"))
         assert not ws.matches(os.path.join(str(tmp_path), "notes.txt"))
+        assert ws.matches(os.path.join(str(tmp_path), "logs"))  # made: its files may follow
         assert len(ws) == 4
         # A missing directory is watched through the nearest one that exists.
         assert ws.directories() == sorted({root, str(tmp_path), data, os.path.join(data, "sub")})
