@@ -529,7 +529,8 @@ class LiveReporter:
         max_families: how many family rows to show before "+N more".
         refresh_per_second: the redraw rate cap.
         auto_refresh: redraw by itself (off in tests: call :meth:`render`).
-        idle_refresh: seconds between redraws when no event comes (elapsed times tick).
+        idle_refresh: the longest time between two redraws when no event comes (the
+            elapsed times tick).
         family_mean: ``family directory name -> mean stored duration`` for the ETA (see
             :class:`Tally`).
 
@@ -551,7 +552,7 @@ class LiveReporter:
         max_families: int = 12,
         refresh_per_second: float = 10,
         auto_refresh: bool = True,
-        idle_refresh: float = 0.5,
+        idle_refresh: float = 0.25,
         family_mean: Callable[[str], float | None] | None = None,
     ) -> None:
         self.console = console
@@ -635,13 +636,22 @@ class LiveReporter:
             self._ticker.start()
 
     def _tick(self) -> None:
-        while not self._stop.wait(self.idle_refresh):
+        # Wake when the last redraw (ours or an event's) is idle_refresh old, not on a fixed
+        # beat: an event that redrew just after we woke would make us skip a turn, and the
+        # clocks on screen stand still for up to twice idle_refresh.
+        wait = self.idle_refresh
+        while not self._stop.wait(wait):
             live = self.live
             if live is None:
                 return
-            if time.monotonic() - self._drawn >= self.idle_refresh:
-                self._drawn = time.monotonic()
+            now = time.monotonic()
+            due = self._drawn + self.idle_refresh
+            if now >= due:
+                self._drawn = now
                 live.refresh()
+                wait = self.idle_refresh
+            else:
+                wait = due - now
 
     def _print(self, text: str, style: str | None = None) -> None:
         from rich.text import Text
