@@ -16,7 +16,7 @@ import click
 
 from .._text import plural
 from .._units import duration_text, size_text
-from ..errors import UnknownTaskError
+from ..errors import ExitCode, UnknownTaskError
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import Duration, Size, emit_json, err, human_time, table
@@ -188,4 +188,4 @@ def cache_verify(app: App, repair: bool, as_json: bool) -> None:
             f"{len(problems)} bad" + (", removed" if repair else "; run with --repair to remove them"))
         err(f"Checked {checked} entr{'y' if checked == 1 else 'ies'}: {verdict}.", quiet=app.quiet)
     if problems:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(ExitCode.FAILED)

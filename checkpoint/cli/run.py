@@ -31,7 +31,7 @@ import click
 
 from .._text import plural
 from .._types import EXECUTORS, executor_name
-from ..errors import UsageError
+from ..errors import ExitCode, UsageError
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import Duration, emit_json, emit_json_stream, err, trim_traceback
@@ -121,7 +121,7 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
 def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
     """Turn an interrupted run into "interrupted: N done, M not run" (unless the progress
     summary, ``summarized``, says it) and exit 130 (143: SIGTERM, 129: SIGHUP)."""
-    from ..errors import TerminatedError
+    from ..errors import exit_code
     from ..events import CorruptEntryFound, RunInterrupted, TaskRetried
 
     seen: list[RunInterrupted] = []
@@ -142,8 +142,7 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
         if not (summarized and seen):
             counts = f": {seen[0].done} done, {seen[0].not_run} not run" if seen else ""
             click.echo(f"interrupted{counts}", err=True)
-        code = 128 + exc.signum if isinstance(exc, TerminatedError) else 130
-        raise click.exceptions.Exit(code) from None
+        raise click.exceptions.Exit(exit_code(exc)) from None
 
 
 @click.command()
@@ -320,14 +319,15 @@ def run(
                 if value is not None:
                     # A string is the task's own rendering (a report, a path): print it as is.
                     click.echo(value if isinstance(value, str) else repr(value))
-        return 1 if result.failed or result.skipped else 0
+        return ExitCode.FAILED if result.failed or result.skipped else ExitCode.OK
 
     if watch:
         from .watch import watch_loop
 
         watch_loop(app, targets or ("main",), once, live=False if no_progress else None)
-    if once():
-        sys.exit(1)
+    code = once()
+    if code:
+        sys.exit(code)
 
 
 def _write_report(app: App, recorder: Any, path: str) -> None:

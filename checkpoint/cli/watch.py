@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .._text import plural
+from ..errors import ExitCode
 from . import App, show_error
 from ._output import err
 
@@ -54,7 +55,7 @@ def watch_loop(
             app.forget_module()
     except KeyboardInterrupt:
         err("Stopped watching.", quiet=app.quiet)
-        raise click.exceptions.Exit(130) from None
+        raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
 
 
 def _watched(app: App, targets: tuple[str, ...], before: WatchSet) -> WatchSet:
