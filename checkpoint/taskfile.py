@@ -145,6 +145,11 @@ def parse_target(text: str) -> Target:
         TargetSyntaxError: the text is not such an expression (the message shows where).
     """
     source = text.strip()
+    if not source:
+        raise TargetSyntaxError(
+            f"Bad target {text!r}: it is empty. Name a task, as in main or 'choose(6, 3)'; "
+            "run 'checkpoint ls' to list tasks."
+        )
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
@@ -156,9 +161,12 @@ def parse_target(text: str) -> Target:
     except ValueError as exc:  # e.g. a NUL character
         raise TargetSyntaxError(_pointed(text, 1, str(exc))) from None
     node = tree.body
-    if isinstance(node, ast.Name):
-        return Target(node.id)
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+    name = _dotted(node)
+    if name is not None:
+        return Target(name)
+    func = node.func if isinstance(node, ast.Call) else None
+    name = _dotted(func) if func is not None else None
+    if not isinstance(node, ast.Call) or name is None:
         raise TargetSyntaxError(
             _pointed(text, node.col_offset + 1, "a target is a task name or a call like name(1, 'a')")
         )
@@ -170,7 +178,19 @@ def parse_target(text: str) -> Target:
         if kw.arg is None:
             raise TargetSyntaxError(_pointed(text, kw.value.col_offset + 1, "**kwargs are not allowed"))
         kwargs[kw.arg] = _literal(text, kw.value)
-    return Target(node.func.id, tuple(args), kwargs, call=True)
+    return Target(name, tuple(args), kwargs, call=True)
+
+
+def _dotted(node: ast.expr) -> str | None:
+    """``name`` or ``module.name`` (the full name the display shows), else ``None``."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
 
 
 def _literal(text: str, node: ast.expr) -> Any:
@@ -213,11 +233,13 @@ def get_family(module: ModuleType, name: str, *, taskfile: Path | None = None) -
     """
     known = families(module)
     family = known.get(name)
+    if family is None and "." in name:  # the full name, as the display shows it
+        family = next((f for f in known.values() if f.name == name), None)
     if family is None:
         where = f" in {taskfile}" if taskfile else ""
         import difflib  # only for a misspelled name
 
-        close = difflib.get_close_matches(name, list(known), n=3)
+        close = difflib.get_close_matches(name.rpartition(".")[2], list(known), n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownTaskError(
             f"Unknown task {name!r}{where}.{hint} Run 'checkpoint ls' to list tasks."

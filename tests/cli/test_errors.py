@@ -180,3 +180,25 @@ def test_log_of_a_task_that_never_ran_is_a_failure_as_documented(invoke: Invoke)
     result = invoke("log", "choose(10, 5)")
     assert result.exit_code == ExitCode.FAILED
     assert "No run of choose(10, 5)" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["", "   "])
+def test_an_empty_target_says_so(invoke: Invoke, target: str) -> None:
+    """`run ''` names the problem (not 'invalid syntax (invalid syntax)') and what to type."""
+    result = invoke("run", target)
+    assert result.exit_code == 2
+    assert result.stderr == (f"Error: Bad target {target!r}: it is empty. Name a task, as in main "
+                             "or 'choose(6, 3)'; run 'checkpoint ls' to list tasks.\n")
+
+
+def test_the_full_name_the_display_shows_is_a_target(invoke: Invoke) -> None:
+    """`run taskfile.main` (the family's full name) is main; a family the taskfile imports
+    goes by its own module's name; an unknown full name gets a hint with the short name."""
+    result = invoke("run", "--executor", "inline", "taskfile.main")
+    assert (result.exit_code, result.stdout) == (0, "[1, 4, 6, 4, 1]\n")
+    result = invoke("run", "--executor", "inline", "helper.double(4)", "taskfile.choose(4, 2)")
+    assert (result.exit_code, result.stdout) == (0, "8\n6\n")
+    result = invoke("run", "taskfile.mian")
+    assert result.exit_code == 2
+    assert "Unknown task 'taskfile.mian' in " in result.stderr
+    assert "Did you mean 'main'?" in result.stderr
