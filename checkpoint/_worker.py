@@ -17,6 +17,7 @@ child processes) is not captured.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import signal
@@ -169,10 +170,16 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
                 streamed, name, crc, size = stream_value(value, item.blob_dir, item.id)
                 return Outcome(item.id, started, duration, streamed, crc, size, blob=name,
                                outputs=outputs)
+        if isinstance(value, io.IOBase):  # cloudpickle would store a copy of what is left to read
+            with contextlib.suppress(Exception):
+                value.close()  # dropped here: nothing else would close it
+            raise TypeError(f"cannot store an open file ({value!r}); return its path, or what "
+                            "was read from it")
         payload = encode_value(value, item.compress_level, item.root)
     except Exception as exc:  # noqa: BLE001
         out = _failure(item.id, started, duration, exc, in_process)
         out.unpicklable_result = True
+        out.error_text = _returned_by(fn, exc)
         return out
     crc, size = zlib.crc32(payload), len(payload)
     if item.blob_dir and size > INLINE_MAX:
@@ -227,6 +234,22 @@ def _user_traceback(exc: BaseException) -> Any:
             break
         tb = tb.tb_next
     return tb
+
+
+def _returned_by(fn: Any, exc: BaseException) -> str:
+    """A traceback of a result that cannot be stored: the user's function that returned it
+    (the pickler's own frames say nothing to the user)."""
+    code = getattr(fn, "__code__", None)
+    head = "Traceback (most recent call last):\n"
+    if code is not None:
+        import linecache
+
+        line = linecache.getline(code.co_filename, code.co_firstlineno).strip()
+        head += (f'  File "{code.co_filename}", line {code.co_firstlineno}, in {code.co_name}'
+                 f" (the task's function, which returned the value)\n")
+        if line:
+            head += f"    {line}\n"
+    return head + "".join(traceback.format_exception_only(type(exc), exc))
 
 
 def _failure(

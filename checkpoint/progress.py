@@ -45,6 +45,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from . import events as ev
 from ._text import task_label
 from ._types import TaskId
+from .errors import UnserializableResultError
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
@@ -328,13 +329,17 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def error_line(event: ev.TaskFailed) -> str:
+def error_line(event: ev.TaskFailed, short: bool = False) -> str:
     """The failure as one line: ``ZeroDivisionError: division by zero``.
 
     A message that starts by naming the task (``Task f(1) (taskfile.f): ...``, as
     checkpoint's own errors do for library callers) loses that prefix: the line is
-    always shown next to the task.
+    always shown next to the task. ``short`` (the line as the task fails; the report at the
+    end has the whole message) gives a result that cannot be stored as just its cause.
     """
+    cause = event.error.__cause__
+    if short and isinstance(event.error, UnserializableResultError) and cause is not None:
+        return f"{type(event.error).__name__}: {type(cause).__name__}: {str(cause).strip()}"
     text = str(event.error).strip().splitlines()
     if not text:
         return type(event.error).__name__
@@ -457,7 +462,8 @@ class PlainReporter:
         elif kind is ev.TaskFailed:
             assert isinstance(event, ev.TaskFailed)
             self._line(event.time, "failed", event.task,
-                       f"{format_duration(event.duration)}  {error_line(event)}", event.output)
+                       f"{format_duration(event.duration)}  {error_line(event, short=True)}",
+                       event.output)
             self._flush()
         elif kind is ev.TaskSkipped:
             assert isinstance(event, ev.TaskSkipped)
@@ -606,7 +612,7 @@ class LiveReporter:
             assert isinstance(event, ev.TaskFailed)
             if self.show_output and event.output:
                 self._print_output(event.task, event.output)
-            self._print(f"✗ {event.task!r} failed: {error_line(event)}", style="bold red")
+            self._print(f"✗ {event.task!r} failed: {error_line(event, short=True)}", style="bold red")
         elif kind is ev.RunPlanned:
             assert isinstance(event, ev.RunPlanned)
             if event.to_run:
