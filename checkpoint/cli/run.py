@@ -118,6 +118,30 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _fd1_to_stderr() -> Iterator[None]:
+    """During the run, file descriptor 1 is stderr's: what tasks write to it past the
+    capture of ``sys.stdout`` (a child process, a C extension's ``printf``) goes to stderr,
+    and stdout keeps only the values printed after the run. Worker processes started in
+    the run inherit it."""
+    import os
+
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except (OSError, ValueError):  # no such descriptors (closed, or not a real process's)
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
     """Turn an interrupted run into "interrupted: N done, M not run" (unless the progress
     summary, ``summarized``, says it) and exit 130 (143: SIGTERM, 129: SIGHUP)."""
@@ -279,7 +303,8 @@ def run(
         recorder = RunRecorder(app.cache_dir, executor=executor,
                                workers=default_workers(executor, workers))
         try:
-            with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), _stdout_to_stderr(as_json):
+            with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), \
+                    _stdout_to_stderr(as_json), _fd1_to_stderr():
                 result = run_tasks(
                     tasks,
                     executor=executor,

@@ -307,3 +307,25 @@ def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         )
         assert proc.stdout.strip() in ("0", "141"), (command, proc.stdout)
         assert "Error" not in proc.stderr and "Broken" not in proc.stderr, (command, proc.stderr)
+
+
+@pytest.mark.parametrize("executor", ["process", "thread", "inline"])
+def test_a_child_processes_output_goes_to_stderr_not_among_the_values(tmp_path: Path, executor: str) -> None:
+    """stdout holds only the values: what a task's child process (or a raw write to file
+    descriptor 1) prints goes to stderr, as docs/progress.md says."""
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent('''
+        import os, subprocess, sys
+        from checkpoint import task
+
+        @task
+        def main():
+            def __():
+                subprocess.run([sys.executable, "-c", "print('from the child')"], check=True)
+                os.write(1, b"raw on fd 1\\n")
+                return 42
+            return __
+    '''))
+    proc = run([CHECKPOINT, "run", "--executor", executor, "main"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "42\n"
+    assert "from the child\n" in proc.stderr and "raw on fd 1\n" in proc.stderr
