@@ -583,18 +583,61 @@ class _CapturingStream:
 
 
 def install_capture() -> None:
-    """Make ``sys.stdout`` and ``sys.stderr`` capturing (once; again if someone replaced them)."""
-    if isinstance(sys.stdout, _CapturingStream) and isinstance(sys.stderr, _CapturingStream):
-        return
-    with _install_lock:
-        if not isinstance(sys.stdout, _CapturingStream):
-            sys.stdout = _CapturingStream(sys.stdout)
-        if not isinstance(sys.stderr, _CapturingStream):
-            sys.stderr = _CapturingStream(sys.stderr)
+    """Make ``sys.stdout`` and ``sys.stderr`` capturing (once; again if someone replaced them),
+    and the ``logging`` handlers that write to them (see :func:`_route_logging`)."""
+    if not (isinstance(sys.stdout, _CapturingStream) and isinstance(sys.stderr, _CapturingStream)):
+        with _install_lock:
+            if not isinstance(sys.stdout, _CapturingStream):
+                sys.stdout = _CapturingStream(sys.stdout)
+            if not isinstance(sys.stderr, _CapturingStream):
+                sys.stderr = _CapturingStream(sys.stderr)
+    if "logging" in sys.modules:
+        _route_logging()
+
+
+_routed_handlers = -1
+"""How many logging handlers existed when :func:`_route_logging` last looked."""
+
+
+def _logging_handlers() -> list[Any]:
+    import logging
+
+    refs = getattr(logging, "_handlerList", [])  # weak references to every handler made
+    return [h for h in (ref() for ref in list(refs)) if h is not None]
+
+
+def _route_logging() -> None:
+    """Point the logging handlers that write to the real stdout or stderr (made before the
+    capture, e.g. by ``logging.basicConfig`` in the taskfile) at the capturing streams: a
+    task's log records are then captured with its prints, not written over the display."""
+    import logging
+
+    global _routed_handlers
+    refs = getattr(logging, "_handlerList", ())
+    if len(refs) == _routed_handlers:
+        return  # no handler was made since (the common case: a look per batch)
+    _routed_handlers = len(refs)
+    streams = {id(s._wrapped): s for s in (sys.stdout, sys.stderr) if isinstance(s, _CapturingStream)}
+    for handler in _logging_handlers():
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.StreamHandler) and id(stream) in streams:
+            with contextlib.suppress(AttributeError):  # logging.lastResort follows sys.stderr
+                handler.setStream(streams[id(stream)])
 
 
 def uninstall_capture() -> None:
-    """Put back the streams :func:`install_capture` wrapped (if nobody replaced them since)."""
+    """Put back the streams :func:`install_capture` wrapped (if nobody replaced them since),
+    in ``sys`` and in the logging handlers it pointed at them."""
+    global _routed_handlers
+    if "logging" in sys.modules:
+        import logging
+
+        _routed_handlers = -1
+        for handler in _logging_handlers():
+            stream = getattr(handler, "stream", None)
+            if isinstance(handler, logging.StreamHandler) and isinstance(stream, _CapturingStream):
+                with contextlib.suppress(AttributeError):
+                    handler.setStream(stream._wrapped)
     with _install_lock:
         if isinstance(sys.stdout, _CapturingStream):
             sys.stdout = sys.stdout._wrapped

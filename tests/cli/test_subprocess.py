@@ -329,3 +329,48 @@ def test_a_child_processes_output_goes_to_stderr_not_among_the_values(tmp_path: 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "42\n"
     assert "from the child\n" in proc.stderr and "raw on fd 1\n" in proc.stderr
+
+
+LOGGING_TASKFILE = '''
+import logging
+from checkpoint import task, requires
+
+logging.basicConfig(level=logging.INFO)  # a handler holding the real stderr, made at import
+log = logging.getLogger("pipeline")
+
+@task
+def leaf(i: int):
+    def __():
+        log.info("leaf %d working", i)
+        if i == 3:
+            raise ValueError("bad leaf")
+        return i
+    return __
+
+@task
+def main():
+    @requires([leaf(i) for i in range(2)])
+    def __(xs):
+        log.warning("summing %s", xs)
+        return sum(xs)
+    return __
+'''
+
+
+@pytest.mark.parametrize("executor", ["process", "thread", "inline"])
+def test_log_records_are_captured_per_task_like_prints(tmp_path: Path, executor: str) -> None:
+    """logging.basicConfig at the taskfile's top: a task's records are captured with its
+    output (`checkpoint log` shows them, a failure's report too), not written over the run."""
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent(LOGGING_TASKFILE))
+    proc = run([CHECKPOINT, "run", "--executor", executor, "main"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "1\n"
+    assert "pipeline" not in proc.stderr
+    proc = run([CHECKPOINT, "log", "main"], tmp_path)
+    assert proc.stdout == "WARNING:pipeline:summing [0, 1]\n"
+    proc = run([CHECKPOINT, "log", "leaf(1)"], tmp_path)
+    assert proc.stdout == "INFO:pipeline:leaf 1 working\n"
+    proc = run([CHECKPOINT, "run", "--executor", executor, "leaf(3)"], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.count("INFO:pipeline:leaf 3 working") == 1
+    assert "Captured output:\n  INFO:pipeline:leaf 3 working\n" in proc.stderr
