@@ -122,13 +122,23 @@ class App:
         """The taskfile's family called ``name`` (UnknownTaskError with hints otherwise)."""
         from ..taskfile import get_family
 
-        return get_family(self.module, name, taskfile=self.taskfile)
+        return get_family(self.module, name, taskfile=self.taskfile, listing=self.listing)
 
     def targets(self, texts: tuple[str, ...] | list[str]) -> list[Task[Any]]:
         """Target expressions -> distinct task handles (checked against annotations)."""
         from ..taskfile import resolve_targets
 
-        return resolve_targets(self.module, list(texts), taskfile=self.taskfile)
+        return resolve_targets(self.module, list(texts), taskfile=self.taskfile,
+                               listing=self.listing)
+
+    @property
+    def listing(self) -> str:
+        """The command that lists the tasks of this taskfile, as the user would type it."""
+        if self.taskfile_option is None:
+            return "checkpoint ls"
+        import shlex
+
+        return f"checkpoint -f {shlex.quote(self.taskfile_option)} ls"
 
 
 def _check_cache_dir(path: Path, given_by: str | None) -> None:

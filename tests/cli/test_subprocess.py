@@ -229,7 +229,7 @@ RAISING = "import json\n\n\ndef connect():\n    raise ConnectionError('no databa
         (["run", "choose(6, x)"], None,
          ["Error: Bad target 'choose(6, x)': arguments must be literals", "\n  choose(6, x)\n            ^\n"]),
         (["-f", "nowhere/taskfile.py", "ls"], None,
-         ["Error: Taskfile 'nowhere/taskfile.py' not found. Check the path given to -f/--file."]),
+         ["Error: Taskfile 'nowhere/taskfile.py' not found: there is no such file in "]),
         (["ls"], "", ["Error: No taskfile.py in ", "or name it with -f/--file PATH."]),
         (["ls"], RAISING,
          ["raised an error while being imported:\n", '", line 8, in <module>\n    connect()\n',
@@ -374,3 +374,25 @@ def test_log_records_are_captured_per_task_like_prints(tmp_path: Path, executor:
     assert proc.returncode == 1
     assert proc.stderr.count("INFO:pipeline:leaf 3 working") == 1
     assert "Captured output:\n  INFO:pipeline:leaf 3 working\n" in proc.stderr
+
+
+def test_hints_follow_what_was_typed(project: Path, tmp_path: Path) -> None:
+    """A hint names the taskfile given with -f, never an option that was not given, and a
+    directory without a taskfile is not 'not found'."""
+    (tmp_path / "empty.py").write_text("")
+    proc = run([CHECKPOINT, "-f", "empty.py", "run"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"Error: Unknown task 'main' in {tmp_path / 'empty.py'}: it defines no "
+                           "task. Decorate a function with @task (from checkpoint import task), "
+                           "or name another taskfile with -f.\n")
+    proc = run([CHECKPOINT, "-f", str(project), "run", "chose"], tmp_path)
+    assert proc.stderr.endswith(
+        f"Did you mean 'choose'? Run 'checkpoint -f {project} ls' to list tasks.\n")
+    proc = run([sys.executable, "-m", "checkpoint", "nope.py"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == f"Error: Taskfile 'nope.py' not found: there is no such file in {tmp_path}.\n"
+    (tmp_path / "sub").mkdir()
+    proc = run([CHECKPOINT, "-f", "sub", "ls"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == ("Error: 'sub' is a directory without a taskfile.py. Name the taskfile "
+                           "itself (e.g. sub/tasks.py), or create taskfile.py there.\n")
