@@ -680,8 +680,9 @@ class LiveReporter:
         self.close()
         width = self.console.width if self.console is not None else None
         lines = summary_lines(self.tally, width)
-        if self.console is None and not self.tally.failures:
-            # Nothing ran on a display: a plain line spares the import of rich.
+        if self.console is None and not self.tally.failures and not _in_jupyter():
+            # Nothing ran on a display: a plain line spares the import of rich (not in
+            # Jupyter, which shows stderr as an error: there it is the summary in green).
             stream = self.stream if self.stream is not None else sys.stderr
             stream.write("\n".join(lines) + "\n")
             stream.flush()
@@ -712,9 +713,18 @@ class LiveReporter:
         if ticker is not None and ticker is not threading.current_thread():
             ticker.join(timeout=1)
         if live is not None:
-            if live.console.is_jupyter:  # rich draws no final frame there: the last one would be stale
-                live.refresh()
-            live.stop()
+            console = live.console
+            if not console.is_jupyter:
+                live.stop()
+                return
+            live.refresh()  # rich draws no final frame there: the last one would be stale
+            # Quiet while it stops: rich would display its empty buffer there, a blank
+            # output (an empty <pre>) between the last frame and the summary.
+            quiet, console.quiet = console.quiet, True
+            try:
+                live.stop()
+            finally:
+                console.quiet = quiet
 
     # --- drawing ----------------------------------------------------------------------------
 
