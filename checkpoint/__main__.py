@@ -16,6 +16,7 @@ import os
 import sys
 
 from .cli import console
+from .errors import ExitCode
 
 _SEED_VALUE_OPTIONS = {
     "-e": "entrypoint", "--entrypoint": "entrypoint",
@@ -98,5 +99,5 @@ if __name__ == "__main__":
         args = _seed_args(sys.argv[1:])
     except SeedUsageError as exc:
         sys.stderr.write(f"Error: {exc}\n")
-        sys.exit(2)
+        sys.exit(ExitCode.USAGE)
     console(args)

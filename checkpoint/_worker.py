@@ -17,6 +17,7 @@ child processes) is not captured.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import signal
@@ -169,10 +170,16 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
                 streamed, name, crc, size = stream_value(value, item.blob_dir, item.id)
                 return Outcome(item.id, started, duration, streamed, crc, size, blob=name,
                                outputs=outputs)
+        if isinstance(value, io.IOBase):  # cloudpickle would store a copy of what is left to read
+            with contextlib.suppress(Exception):
+                value.close()  # dropped here: nothing else would close it
+            raise TypeError(f"cannot store an open file ({value!r}); return its path, or what "
+                            "was read from it")
         payload = encode_value(value, item.compress_level, item.root)
     except Exception as exc:  # noqa: BLE001
         out = _failure(item.id, started, duration, exc, in_process)
         out.unpicklable_result = True
+        out.error_text = _returned_by(fn, exc)
         return out
     crc, size = zlib.crc32(payload), len(payload)
     if item.blob_dir and size > INLINE_MAX:
@@ -227,6 +234,22 @@ def _user_traceback(exc: BaseException) -> Any:
             break
         tb = tb.tb_next
     return tb
+
+
+def _returned_by(fn: Any, exc: BaseException) -> str:
+    """A traceback of a result that cannot be stored: the user's function that returned it
+    (the pickler's own frames say nothing to the user)."""
+    code = getattr(fn, "__code__", None)
+    head = "Traceback (most recent call last):\n"
+    if code is not None:
+        import linecache
+
+        line = linecache.getline(code.co_filename, code.co_firstlineno).strip()
+        head += (f'  File "{code.co_filename}", line {code.co_firstlineno}, in {code.co_name}'
+                 f" (the task's function, which returned the value)\n")
+        if line:
+            head += f"    {line}\n"
+    return head + "".join(traceback.format_exception_only(type(exc), exc))
 
 
 def _failure(
@@ -560,18 +583,61 @@ class _CapturingStream:
 
 
 def install_capture() -> None:
-    """Make ``sys.stdout`` and ``sys.stderr`` capturing (once; again if someone replaced them)."""
-    if isinstance(sys.stdout, _CapturingStream) and isinstance(sys.stderr, _CapturingStream):
-        return
-    with _install_lock:
-        if not isinstance(sys.stdout, _CapturingStream):
-            sys.stdout = _CapturingStream(sys.stdout)
-        if not isinstance(sys.stderr, _CapturingStream):
-            sys.stderr = _CapturingStream(sys.stderr)
+    """Make ``sys.stdout`` and ``sys.stderr`` capturing (once; again if someone replaced them),
+    and the ``logging`` handlers that write to them (see :func:`_route_logging`)."""
+    if not (isinstance(sys.stdout, _CapturingStream) and isinstance(sys.stderr, _CapturingStream)):
+        with _install_lock:
+            if not isinstance(sys.stdout, _CapturingStream):
+                sys.stdout = _CapturingStream(sys.stdout)
+            if not isinstance(sys.stderr, _CapturingStream):
+                sys.stderr = _CapturingStream(sys.stderr)
+    if "logging" in sys.modules:
+        _route_logging()
+
+
+_routed_handlers = -1
+"""How many logging handlers existed when :func:`_route_logging` last looked."""
+
+
+def _logging_handlers() -> list[Any]:
+    import logging
+
+    refs = getattr(logging, "_handlerList", [])  # weak references to every handler made
+    return [h for h in (ref() for ref in list(refs)) if h is not None]
+
+
+def _route_logging() -> None:
+    """Point the logging handlers that write to the real stdout or stderr (made before the
+    capture, e.g. by ``logging.basicConfig`` in the taskfile) at the capturing streams: a
+    task's log records are then captured with its prints, not written over the display."""
+    import logging
+
+    global _routed_handlers
+    refs = getattr(logging, "_handlerList", ())
+    if len(refs) == _routed_handlers:
+        return  # no handler was made since (the common case: a look per batch)
+    _routed_handlers = len(refs)
+    streams = {id(s._wrapped): s for s in (sys.stdout, sys.stderr) if isinstance(s, _CapturingStream)}
+    for handler in _logging_handlers():
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.StreamHandler) and id(stream) in streams:
+            with contextlib.suppress(AttributeError):  # logging.lastResort follows sys.stderr
+                handler.setStream(streams[id(stream)])
 
 
 def uninstall_capture() -> None:
-    """Put back the streams :func:`install_capture` wrapped (if nobody replaced them since)."""
+    """Put back the streams :func:`install_capture` wrapped (if nobody replaced them since),
+    in ``sys`` and in the logging handlers it pointed at them."""
+    global _routed_handlers
+    if "logging" in sys.modules:
+        import logging
+
+        _routed_handlers = -1
+        for handler in _logging_handlers():
+            stream = getattr(handler, "stream", None)
+            if isinstance(handler, logging.StreamHandler) and isinstance(stream, _CapturingStream):
+                with contextlib.suppress(AttributeError):
+                    handler.setStream(stream._wrapped)
     with _install_lock:
         if isinstance(sys.stdout, _CapturingStream):
             sys.stdout = sys.stdout._wrapped

@@ -1,7 +1,7 @@
 """The exception tree of checkpoint.
 
-Every error a user can trigger is a :class:`CheckpointError`; the command line maps the
-subclasses to exit codes in one place (``exit_code``)::
+Every error a user can trigger is a :class:`CheckpointError`; each class carries its exit
+status (``exit_code``, one of :class:`ExitCode`, the one place that defines them)::
 
     CheckpointError                        base
     ├── UsageError                   (2)   bad command-line input
@@ -46,19 +46,56 @@ worker process).
 
 from __future__ import annotations
 
+import enum
 from typing import ClassVar
+
+
+class ExitCode(enum.IntEnum):
+    """The exit statuses of the command line: the one place that defines them (the table in
+    docs/cli.md lists the same). :func:`exit_code` maps an error to its status."""
+
+    OK = 0
+    """Success."""
+    FAILED = 1
+    """What was asked could not be done: a task failed or was skipped, nothing is stored or
+    recorded for what was asked, the cache or a remote cannot be used, a check found damage."""
+    USAGE = 2
+    """Bad usage or input, found before anything ran: an option, a target, a taskfile that
+    does not import or whose task code raises while the DAG is built, a missing input file,
+    a cache directory that is a file or that another user could write to."""
+    HANGUP = 129
+    """The terminal closed (SIGHUP) during a run."""
+    INTERRUPTED = 130
+    """Ctrl-C (SIGINT), or no answer to a question (end of input)."""
+    BROKEN_PIPE = 141
+    """The reader of the output went away (``checkpoint why main | head``), as for ``cat``."""
+    TERMINATED = 143
+    """SIGTERM during a run."""
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit status for an error that ends a command (:class:`ExitCode`)."""
+    if isinstance(error, CheckpointError):
+        return error.exit_code
+    if isinstance(error, TerminatedError):
+        return 128 + error.signum  # 143 for SIGTERM, 129 for SIGHUP
+    if isinstance(error, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    if isinstance(error, BrokenPipeError):
+        return ExitCode.BROKEN_PIPE
+    return ExitCode.FAILED
 
 
 class CheckpointError(Exception):
     """Base class of every error raised by checkpoint."""
 
-    exit_code: ClassVar[int] = 1
+    exit_code: ClassVar[int] = ExitCode.FAILED
 
 
 class UsageError(CheckpointError):
     """The command line or a target expression was malformed."""
 
-    exit_code: ClassVar[int] = 2
+    exit_code: ClassVar[int] = ExitCode.USAGE
 
 
 class TaskfileNotFoundError(UsageError):
@@ -85,7 +122,7 @@ class RemoteConfigError(UsageError):
 class TaskDefinitionError(CheckpointError):
     """A task, its arguments or its prerequisites are malformed."""
 
-    exit_code: ClassVar[int] = 2
+    exit_code: ClassVar[int] = ExitCode.USAGE
 
 
 class TaskArgumentError(TaskDefinitionError, TypeError):
@@ -119,7 +156,7 @@ class MissingInputError(CheckpointError, FileNotFoundError):
     Raised before anything runs; ``paths`` lists the missing files (project-relative).
     """
 
-    exit_code: ClassVar[int] = 2
+    exit_code: ClassVar[int] = ExitCode.USAGE
 
     def __init__(self, message: str, *, paths: list[str] | None = None) -> None:
         super().__init__(message)
@@ -186,7 +223,7 @@ class UnsafeCacheError(StoreError):
     """The cache directory, or a directory or file in it, belongs to another user or is
     writable by others: a value they planted there would run as code when loaded."""
 
-    exit_code: ClassVar[int] = 2
+    exit_code: ClassVar[int] = ExitCode.USAGE
 
 
 class UnsafeCacheWarning(UserWarning):

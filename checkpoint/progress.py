@@ -31,6 +31,7 @@ gives the ETA.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -38,12 +39,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from . import events as ev
 from ._text import task_label
 from ._types import TaskId
+from .errors import UnserializableResultError
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
@@ -327,13 +329,17 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def error_line(event: ev.TaskFailed) -> str:
+def error_line(event: ev.TaskFailed, short: bool = False) -> str:
     """The failure as one line: ``ZeroDivisionError: division by zero``.
 
     A message that starts by naming the task (``Task f(1) (taskfile.f): ...``, as
     checkpoint's own errors do for library callers) loses that prefix: the line is
-    always shown next to the task.
+    always shown next to the task. ``short`` (the line as the task fails; the report at the
+    end has the whole message) gives a result that cannot be stored as just its cause.
     """
+    cause = event.error.__cause__
+    if short and isinstance(event.error, UnserializableResultError) and cause is not None:
+        return f"{type(event.error).__name__}: {type(cause).__name__}: {str(cause).strip()}"
     text = str(event.error).strip().splitlines()
     if not text:
         return type(event.error).__name__
@@ -456,7 +462,8 @@ class PlainReporter:
         elif kind is ev.TaskFailed:
             assert isinstance(event, ev.TaskFailed)
             self._line(event.time, "failed", event.task,
-                       f"{format_duration(event.duration)}  {error_line(event)}", event.output)
+                       f"{format_duration(event.duration)}  {error_line(event, short=True)}",
+                       event.output)
             self._flush()
         elif kind is ev.TaskSkipped:
             assert isinstance(event, ev.TaskSkipped)
@@ -528,7 +535,8 @@ class LiveReporter:
         max_families: how many family rows to show before "+N more".
         refresh_per_second: the redraw rate cap.
         auto_refresh: redraw by itself (off in tests: call :meth:`render`).
-        idle_refresh: seconds between redraws when no event comes (elapsed times tick).
+        idle_refresh: the longest time between two redraws when no event comes (the
+            elapsed times tick).
         family_mean: ``family directory name -> mean stored duration`` for the ETA (see
             :class:`Tally`).
 
@@ -550,7 +558,7 @@ class LiveReporter:
         max_families: int = 12,
         refresh_per_second: float = 10,
         auto_refresh: bool = True,
-        idle_refresh: float = 0.5,
+        idle_refresh: float = 0.25,
         family_mean: Callable[[str], float | None] | None = None,
     ) -> None:
         self.console = console
@@ -604,7 +612,7 @@ class LiveReporter:
             assert isinstance(event, ev.TaskFailed)
             if self.show_output and event.output:
                 self._print_output(event.task, event.output)
-            self._print(f"✗ {event.task!r} failed: {error_line(event)}", style="bold red")
+            self._print(f"✗ {event.task!r} failed: {error_line(event, short=True)}", style="bold red")
         elif kind is ev.RunPlanned:
             assert isinstance(event, ev.RunPlanned)
             if event.to_run:
@@ -634,13 +642,22 @@ class LiveReporter:
             self._ticker.start()
 
     def _tick(self) -> None:
-        while not self._stop.wait(self.idle_refresh):
+        # Wake when the last redraw (ours or an event's) is idle_refresh old, not on a fixed
+        # beat: an event that redrew just after we woke would make us skip a turn, and the
+        # clocks on screen stand still for up to twice idle_refresh.
+        wait = self.idle_refresh
+        while not self._stop.wait(wait):
             live = self.live
             if live is None:
                 return
-            if time.monotonic() - self._drawn >= self.idle_refresh:
-                self._drawn = time.monotonic()
+            now = time.monotonic()
+            due = self._drawn + self.idle_refresh
+            if now >= due:
+                self._drawn = now
                 live.refresh()
+                wait = self.idle_refresh
+            else:
+                wait = due - now
 
     def _print(self, text: str, style: str | None = None) -> None:
         from rich.text import Text
@@ -663,8 +680,9 @@ class LiveReporter:
         self.close()
         width = self.console.width if self.console is not None else None
         lines = summary_lines(self.tally, width)
-        if self.console is None and not self.tally.failures:
-            # Nothing ran on a display: a plain line spares the import of rich.
+        if self.console is None and not self.tally.failures and not _in_jupyter():
+            # Nothing ran on a display: a plain line spares the import of rich (not in
+            # Jupyter, which shows stderr as an error: there it is the summary in green).
             stream = self.stream if self.stream is not None else sys.stderr
             stream.write("\n".join(lines) + "\n")
             stream.flush()
@@ -695,9 +713,18 @@ class LiveReporter:
         if ticker is not None and ticker is not threading.current_thread():
             ticker.join(timeout=1)
         if live is not None:
-            if live.console.is_jupyter:  # rich draws no final frame there: the last one would be stale
-                live.refresh()
-            live.stop()
+            console = live.console
+            if not console.is_jupyter:
+                live.stop()
+                return
+            live.refresh()  # rich draws no final frame there: the last one would be stale
+            # Quiet while it stops: rich would display its empty buffer there, a blank
+            # output (an empty <pre>) between the last frame and the summary.
+            quiet, console.quiet = console.quiet, True
+            try:
+                live.stop()
+            finally:
+                console.quiet = quiet
 
     # --- drawing ----------------------------------------------------------------------------
 
@@ -781,6 +808,27 @@ def _family_extras(running: int, failed: int, skipped: int) -> str:
     parts = [f"{running:,} running" if running else "", f"{failed:,} failed" if failed else "",
              f"{skipped:,} skipped" if skipped else ""]
     return "".join(f"  {p}" for p in parts if p)
+
+
+# --- between runs -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def waiting(text: str, stream: IO[str] | None = None, *, live: bool | None = None) -> Iterator[None]:
+    """Show ``text`` while the caller waits (``run --watch`` between runs): on a live line
+    with a spinner where a live display suits ``stream`` (default stderr; ``live`` forces
+    it), else once as a plain line. The live line is gone when the block ends."""
+    stream = stream if stream is not None else sys.stderr
+    if not (wants_live(stream) if live is None else live):
+        stream.write(text + "\n")
+        stream.flush()
+        yield
+        return
+    from rich.console import Console
+    from rich.status import Status
+
+    with Status(text, console=Console(file=stream), spinner="dots"):
+        yield
 
 
 # --- choosing -------------------------------------------------------------------------------

@@ -42,9 +42,18 @@ def find_taskfile(path: str | Path | None = None, start: Path | None = None) -> 
         candidate = Path(path)
         if candidate.is_dir():
             candidate = candidate / DEFAULT_NAME
+            if not candidate.is_file():
+                raise TaskfileNotFoundError(
+                    f"{str(path)!r} is a directory without a {DEFAULT_NAME}. Name the taskfile "
+                    f"itself (e.g. {os.path.join(str(path), 'tasks.py')}), or create "
+                    f"{DEFAULT_NAME} there."
+                )
         if not candidate.is_file():
+            # (Given with -f, or as `python -m checkpoint FILE`: the message names neither.)
             raise TaskfileNotFoundError(
-                f"Taskfile {str(path)!r} not found. Check the path given to -f/--file."
+                f"Taskfile {str(path)!r} not found: there is no such file in {Path.cwd()}."
+                if not candidate.is_absolute() else
+                f"Taskfile {str(path)!r} not found: there is no such file."
             )
         return candidate.resolve()
     here = (start or Path.cwd()).resolve()
@@ -145,6 +154,11 @@ def parse_target(text: str) -> Target:
         TargetSyntaxError: the text is not such an expression (the message shows where).
     """
     source = text.strip()
+    if not source:
+        raise TargetSyntaxError(
+            f"Bad target {text!r}: it is empty. Name a task, as in main or 'choose(6, 3)'; "
+            "run 'checkpoint ls' to list tasks."
+        )
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
@@ -156,9 +170,12 @@ def parse_target(text: str) -> Target:
     except ValueError as exc:  # e.g. a NUL character
         raise TargetSyntaxError(_pointed(text, 1, str(exc))) from None
     node = tree.body
-    if isinstance(node, ast.Name):
-        return Target(node.id)
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+    name = _dotted(node)
+    if name is not None:
+        return Target(name)
+    func = node.func if isinstance(node, ast.Call) else None
+    name = _dotted(func) if func is not None else None
+    if not isinstance(node, ast.Call) or name is None:
         raise TargetSyntaxError(
             _pointed(text, node.col_offset + 1, "a target is a task name or a call like name(1, 'a')")
         )
@@ -170,7 +187,19 @@ def parse_target(text: str) -> Target:
         if kw.arg is None:
             raise TargetSyntaxError(_pointed(text, kw.value.col_offset + 1, "**kwargs are not allowed"))
         kwargs[kw.arg] = _literal(text, kw.value)
-    return Target(node.func.id, tuple(args), kwargs, call=True)
+    return Target(name, tuple(args), kwargs, call=True)
+
+
+def _dotted(node: ast.expr) -> str | None:
+    """``name`` or ``module.name`` (the full name the display shows), else ``None``."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
 
 
 def _literal(text: str, node: ast.expr) -> Any:
@@ -188,40 +217,60 @@ def _pointed(text: str, offset: int | None, why: str) -> str:
     return f"Bad target {text!r}: {why}.\n  {text}\n  {' ' * (col - 1)}^"
 
 
-def resolve_target(module: ModuleType, text: str, *, taskfile: Path | None = None) -> Task[Any]:
-    """Turn a target expression into a task handle of the taskfile's families.
+def resolve_target(
+    module: ModuleType, text: str, *, taskfile: Path | None = None, listing: str = "checkpoint ls"
+) -> Task[Any]:
+    """Turn a target expression into a task handle of the taskfile's families (``listing``:
+    see :func:`get_family`).
 
     Raises:
         TargetSyntaxError, UnknownTaskError, TaskArgumentError: bad input, with a hint.
     """
     target = parse_target(text)
-    family = get_family(module, target.name, taskfile=taskfile)
+    family = get_family(module, target.name, taskfile=taskfile, listing=listing)
     check_arguments(family, target.args, target.kwargs or {})
     return family(*target.args, **(target.kwargs or {}))
 
 
-def resolve_targets(module: ModuleType, texts: Sequence[str], *, taskfile: Path | None = None) -> list[Task[Any]]:
+def resolve_targets(
+    module: ModuleType, texts: Sequence[str], *, taskfile: Path | None = None,
+    listing: str = "checkpoint ls",
+) -> list[Task[Any]]:
     """:func:`resolve_target` for each text, in order (one DAG when run together)."""
-    return [resolve_target(module, text, taskfile=taskfile) for text in texts]
+    return [resolve_target(module, text, taskfile=taskfile, listing=listing) for text in texts]
 
 
-def get_family(module: ModuleType, name: str, *, taskfile: Path | None = None) -> TaskFamily[Any, Any]:
+def get_family(
+    module: ModuleType, name: str, *, taskfile: Path | None = None, listing: str = "checkpoint ls"
+) -> TaskFamily[Any, Any]:
     """The taskfile's family called ``name``.
+
+    ``listing`` is the command that lists the tasks, as the hint should spell it (with the
+    ``-f`` that was given, say).
 
     Raises:
         UnknownTaskError: there is none (close matches are suggested).
     """
     known = families(module)
     family = known.get(name)
+    if family is None and "." in name:  # the full name, as the display shows it
+        family = next((f for f in known.values() if f.name == name), None)
     if family is None:
         where = f" in {taskfile}" if taskfile else ""
         import difflib  # only for a misspelled name
 
-        close = difflib.get_close_matches(name, list(known), n=3)
+        close = difflib.get_close_matches(name.rpartition(".")[2], list(known), n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownTaskError(
-            f"Unknown task {name!r}{where}.{hint} Run 'checkpoint ls' to list tasks."
-        )
+        if not known:
+            raise UnknownTaskError(
+                f"Unknown task {name!r}{where}: it defines no task. Decorate a function with "
+                "@task (from checkpoint import task), or name another taskfile with -f."
+            )
+        if listing == "checkpoint ls":
+            raise UnknownTaskError(
+                f"Unknown task {name!r}{where}.{hint} Run 'checkpoint ls' to list tasks."
+            )
+        raise UnknownTaskError(f"Unknown task {name!r}{where}.{hint} Run '{listing}' to list tasks.")
     return family
 
 

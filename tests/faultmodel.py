@@ -564,7 +564,7 @@ class Harness:
         """``checkpoint clear`` of an entry or family (in this process, between runs)."""
         gone = {target} if "(" in target else set(self.spec.tasks_of(target))
         if not during:
-            code, _, err = self.invoke(["clear", target])
+            code, _, err = self.invoke(["clear", "-y", target])
             if code != 0:
                 raise self.fail(f"checkpoint clear {target} exited {code}:\n{err}")
             self.dirty |= self.spec.down(gone)
@@ -1334,7 +1334,7 @@ class Harness:
             self._wait_for(self.ctl / f"at-hold-{self._tag(victim)}", [proc], self.timeout)  # type: ignore[arg-type]
         target = rng.choice(self.spec.exprs if rng.random() < 0.6 else [f.name for f in self.spec.families])
         gone = self.clear(target, during=True)
-        clear = self.start(["clear", target])
+        clear = self.start(["clear", "-y", target])
         # clear waits for a run computing (or reading) what it removes: give it 2 s to finish
         # on its own, then let the held run go on, and both end.
         deadline = time.monotonic() + 2.0

@@ -252,7 +252,7 @@ def test_clear_during_a_run_does_not_crash_it(tmp_path: Path) -> None:
     while not _blobs(tmp_path, "big"):  # big() has finished (and written its value file)
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    cleared = subprocess.run([sys.executable, "-m", "checkpoint", "clear", "big"], cwd=tmp_path,
+    cleared = subprocess.run([sys.executable, "-m", "checkpoint", "clear", "-y", "big"], cwd=tmp_path,
                              env=env, capture_output=True, text=True, timeout=60)
     assert cleared.returncode == 0, cleared.stderr
     (tmp_path / "go-h").touch()
@@ -296,7 +296,7 @@ def test_data_directory_is_not_emptied_under_a_reader(tmp_path: Path, how: str) 
     reader = start(["run", "--executor", "thread", "r"], tmp_path, env)
     assert _wait_file(tmp_path / "at-r", [reader])
     (tmp_path / "hold-p").touch()
-    args = ["run", "--executor", "thread", "--force", "p"] if how == "force" else ["clear", "p"]
+    args = ["run", "--executor", "thread", "--force", "p"] if how == "force" else ["clear", "-y", "p"]
     other = start(args, tmp_path, env)
     # Until the other command has emptied the directory (or, as it should, waits for the
     # reader: then a few seconds pass).
@@ -342,7 +342,7 @@ def test_reader_given_the_damaged_value_before_it_was_recomputed_waits_for_the_n
     run with "recomputed in this run and is damaged again"."""
     _taskfile(tmp_path, AGAIN)
     assert _invoke(["run", "--executor", "inline"], tmp_path)[0] == 0
-    assert _invoke(["clear", "reader"], tmp_path)[0] == 0
+    assert _invoke(["clear", "-y", "reader"], tmp_path)[0] == 0
     _flip(_blobs(tmp_path, "big")[0])
     log = tmp_path / "exec2.log"
     damaged = _stored_blob(tmp_path, "big")

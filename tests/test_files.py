@@ -419,7 +419,7 @@ def test_two_producers_of_one_file_are_refused(tmp_path: Path) -> None:
 def test_clear_keeps_declared_outputs_and_says_so(pipeline: Any, runner: CliRunner) -> None:
     """`checkpoint clear` should remove entries, never the files the tasks wrote, and say so."""
     checkpoint.run([pipeline.main()], executor="inline")
-    result = runner.invoke(cli, ["clear", "clean"])
+    result = runner.invoke(cli, ["clear", "-y", "clean"])
     assert result.exit_code == 0, result.output
     assert "Did not delete 2 declared output files of these entries" in result.stderr
     assert Path("out/paris.csv").exists() and Path("out/rome.csv").exists()

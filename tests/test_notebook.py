@@ -163,3 +163,46 @@ def test_cells_do_not_rerun_on_output_history_and_rerun_only_the_edited_family(t
     assert out[1][0] == "ran: []"
     assert out[2][0] == "ran: ['a(0)', 'a(1)', 'a(2)']"
     assert out[0][1] == "dirname: __main__.a"  # a notebook has no script to name
+
+
+CELL_SWEEP = '''
+import checkpoint
+from checkpoint import requires, task
+
+@task
+def sq(i: int):
+    def __():
+        return i * i
+    return __
+
+@task
+def tot(n: int):
+    @requires([sq(i) for i in range(n)])
+    def __(xs):
+        return sum(xs)
+    return __
+'''
+
+
+def test_progress_leaves_no_blank_output_and_a_warm_run_is_no_error(tmp_path: Path) -> None:
+    """On a real kernel: no empty output between the last frame and the summary (rich
+    displayed its empty buffer as it stopped), and 'Nothing to run' is the green summary,
+    not a line on stderr (which JupyterLab shows as an error)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipywidgets")
+    run = "checkpoint.run([tot(3)], progress=True, executor='inline')"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(CELL_SWEEP), nbformat.v4.new_code_cell(run),
+                nbformat.v4.new_code_cell(run)]
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    for cell in nb.cells[1:]:
+        blank = [o for o in cell.outputs if o["output_type"] == "display_data"
+                 and not o["data"].get("text/plain") and "widget-view" not in str(o["data"])]
+        assert not blank, cell.outputs
+        assert not [o for o in cell.outputs if o.get("name") == "stderr"], cell.outputs
+    warm = [o for o in nb.cells[2].outputs if o["output_type"] == "display_data"]
+    assert "Nothing to run: all 4 tasks reused" in _text(warm)

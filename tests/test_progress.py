@@ -385,6 +385,42 @@ def test_live_display_redraws_at_most_ten_times_a_second(mod: Any, monkeypatch: 
     assert 15 <= live.refreshes <= 21
 
 
+def test_elapsed_time_never_freezes_longer_than_the_idle_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between events, the helper thread redraws at most idle_refresh after the last redraw,
+    whoever made it: a redraw by an event just after the helper woke must not make the
+    helper skip its next turn (the elapsed clock stood still for up to twice as long)."""
+    import checkpoint.progress as progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    reporter = LiveReporter(_console(), idle_refresh=0.5)
+    draws = [0.0]
+    events = [0.1, 1.37, 1.41]  # events redraw at these times; none comes otherwise
+
+    class Live:
+        def refresh(self) -> None:
+            draws.append(now[0])
+
+    class Stop:
+        """The helper's wait: time passes (and the events in it redraw) instead of sleeping."""
+
+        def wait(self, timeout: float) -> bool:
+            end = now[0] + timeout
+            while events and events[0] <= end:
+                now[0] = events.pop(0)
+                draws.append(now[0])
+                reporter._drawn = now[0]
+            now[0] = end
+            return now[0] >= 4.0
+
+    reporter.live = Live()  # type: ignore[assignment]
+    reporter._stop = Stop()  # type: ignore[assignment]
+    reporter._drawn = 0.0
+    reporter._tick()
+    gaps = [b - a for a, b in zip(draws, draws[1:], strict=False)]
+    assert max(gaps) <= 0.5 + 1e-9, draws
+
+
 def test_library_runs_show_no_progress_by_default(mod: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """run() and Task.run() should print nothing unless progress=True asks for it."""
     assert mod.total(2).run(executor="inline") == 1

@@ -75,11 +75,13 @@ def test_store_version_mismatch_is_a_clear_error(runner: CliRunner, tmp_path: Pa
 
 
 def test_cache_path_blocked_by_a_file(runner: CliRunner, tmp_path: Path) -> None:
-    """A cache directory that cannot be created should name the path and exit 1 without a traceback."""
+    """A cache directory under a file is bad input: exit 2 naming the path and the file,
+    without a traceback (the exit-code table)."""
     (tmp_path / "afile").write_text("")
     code, _, err = _run(runner, tmp_path, "--cache-dir", str(tmp_path / "afile" / "cache"))
-    assert code == 1
-    assert f"Cannot use the cache directory {tmp_path / 'afile' / 'cache'}" in err
+    assert code == 2
+    assert (f"The cache directory {tmp_path / 'afile' / 'cache'} is inside the file "
+            f"{tmp_path / 'afile'}") in err
     assert "Traceback" not in err
 
 

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from checkpoint import TaskArgumentError, task
 from checkpoint.errors import TargetSyntaxError, TaskfileNotFoundError
-from checkpoint.taskfile import check_arguments, find_taskfile, parse_target, scan_family_names
+from checkpoint.taskfile import (
+    Target,
+    check_arguments,
+    find_taskfile,
+    parse_target,
+    scan_family_names,
+)
 
 
 def _family(fn: Any) -> Any:
@@ -46,13 +52,19 @@ def test_parse_target_round_trip(args: list[Any], kwargs: dict[str, Any]) -> Non
     assert list(target.args) == args and target.kwargs == kwargs
 
 
-@pytest.mark.parametrize("text", ["f(", "f(x)", "f(1)(2)", "a.b(1)", "f(*[1])", "1 + 2", "f(g())",
+@pytest.mark.parametrize("text", ["f(", "f(x)", "f(1)(2)", "a.b(1)(2)", "a[0](1)", "f(*[1])", "1 + 2", "f(g())",
                                   "f(" + "-" * 3000 + "1)", "f(" + "[" * 300 + "]" * 300 + ")"])
 def test_parse_target_rejects(text: str) -> None:
     """Non-literal or malformed targets should raise TargetSyntaxError with a caret."""
     with pytest.raises(TargetSyntaxError) as info:
         parse_target(text)
     assert "^" in str(info.value)
+
+
+def test_parse_target_takes_full_names() -> None:
+    """A family's full name (module.name, as the display shows it) parses as a name."""
+    assert parse_target("taskfile.main") == Target("taskfile.main")
+    assert parse_target("pkg.mod.f(1, k=2)") == Target("pkg.mod.f", (1,), {"k": 2}, call=True)
 
 
 def test_check_arguments_simple_annotations() -> None:

@@ -1,12 +1,7 @@
 """The ``checkpoint`` command line: a click group with one module per subcommand.
 
-Exit codes (mapped here, in :func:`main`, in one place):
-
-* 0: success
-* 1: a task failed (or raised while declaring its prerequisites), or the store failed
-* 2: bad usage or bad input (unknown task, bad target, missing taskfile, a taskfile that
-  raises on import, wrong arguments, a missing input file)
-* 130: interrupted (Ctrl-C); 143: terminated (SIGTERM); 129: hung up (SIGHUP)
+Exit codes: :class:`checkpoint.errors.ExitCode` defines them all (and docs/cli.md lists
+them in one table); :class:`CheckpointGroup` maps every error to its code, in one place.
 
 **Working directory.** Once the taskfile is found, commands that load it work in its
 directory (the project root), as doit does in its dodo file's: the taskfile's module-level
@@ -32,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ExitCode, exit_code
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -80,6 +75,19 @@ class App:
         return self._module
 
     @property
+    def module_loaded(self) -> bool:
+        """Whether the taskfile was imported (without error)."""
+        return self._module is not None
+
+    def forget_module(self) -> None:
+        """Forget the imported taskfile and the project modules it imported, so the next
+        use imports them afresh (``run --watch``, after a change)."""
+        from ..watch import forget_project_modules
+
+        self._module = None
+        forget_project_modules(self.taskfile.parent)
+
+    @property
     def cache_dir(self) -> Path:
         """``--cache-dir``, else ``$CP_CACHE_DIR``, else ``.cache`` next to the taskfile."""
         env = os.environ.get("CP_CACHE_DIR")
@@ -89,8 +97,11 @@ class App:
             path = self.invoked_from / env
         else:
             path = self.taskfile.parent / ".cache"
-        if self.verbosity > 0 and not self._said_cache:
-            click.echo(f"Using cache directory {path}", err=True)
+        if not self._said_cache:
+            _check_cache_dir(path, "--cache-dir" if self.cache_dir_option else
+                             "CP_CACHE_DIR" if env else None)
+            if self.verbosity > 0:
+                click.echo(f"Using cache directory {path}", err=True)
             self._said_cache = True
         return path
 
@@ -111,13 +122,38 @@ class App:
         """The taskfile's family called ``name`` (UnknownTaskError with hints otherwise)."""
         from ..taskfile import get_family
 
-        return get_family(self.module, name, taskfile=self.taskfile)
+        return get_family(self.module, name, taskfile=self.taskfile, listing=self.listing)
 
     def targets(self, texts: tuple[str, ...] | list[str]) -> list[Task[Any]]:
         """Target expressions -> distinct task handles (checked against annotations)."""
         from ..taskfile import resolve_targets
 
-        return resolve_targets(self.module, list(texts), taskfile=self.taskfile)
+        return resolve_targets(self.module, list(texts), taskfile=self.taskfile,
+                               listing=self.listing)
+
+    @property
+    def listing(self) -> str:
+        """The command that lists the tasks of this taskfile, as the user would type it."""
+        if self.taskfile_option is None:
+            return "checkpoint ls"
+        import shlex
+
+        return f"checkpoint -f {shlex.quote(self.taskfile_option)} ls"
+
+
+def _check_cache_dir(path: Path, given_by: str | None) -> None:
+    """A cache directory that is a file, or lies under one, is bad input (exit status 2),
+    however it was given."""
+    from ..errors import UsageError
+
+    for place in (path, *path.parents):
+        if os.path.exists(place):
+            if os.path.isdir(place):
+                return
+            where = "is a file" if place == path else f"is inside the file {place}"
+            fix = f"; change {given_by}" if given_by else ""
+            raise UsageError(f"The cache directory {path} {where}: a cache needs a directory"
+                             f"{fix}.")
 
 
 pass_app = click.make_pass_decorator(App)
@@ -156,40 +192,50 @@ class CheckpointGroup(click.Group):
             raise
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
-            raise click.exceptions.Exit(130) from None
+            raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
         except CheckpointError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            raise click.exceptions.Exit(show_error(exc)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted: finished results were kept; run again to resume.", err=True)
-            raise click.exceptions.Exit(130) from None
+            raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
         except BrokenPipeError:
             # The reader went away (`checkpoint why main | head`): stop quietly, as `cat`
             # does, and keep Python from complaining when it flushes stdout at exit.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-            raise click.exceptions.Exit(141) from None
+            raise click.exceptions.Exit(ExitCode.BROKEN_PIPE) from None
         except Exception as exc:  # noqa: BLE001 - user code (e.g. a task's outer function) raised
-            from ._output import format_exception
-
-            text = format_exception(exc)
-            if 'File "' in text:
-                click.echo("Error: task code raised while the DAG was being built:\n" + text, err=True)
-            else:
-                import traceback
-
-                click.echo("Internal error in checkpoint (please report it):\n"
-                           + "".join(traceback.format_exception(exc)), err=True)
-            raise click.exceptions.Exit(1) from None
+            raise click.exceptions.Exit(show_error(exc)) from None
         finally:
             if cwd:  # the command may have moved to the project root
                 os.chdir(cwd)
 
 
+def show_error(exc: Exception) -> int:
+    """Print an error that ends a command (a checkpoint error, else user code that raised
+    outside a task, else a bug of checkpoint) to stderr; return its exit code."""
+    if isinstance(exc, CheckpointError):
+        click.echo(f"Error: {exc}", err=True)
+        return exit_code(exc)
+    from ._output import format_exception
+
+    text = format_exception(exc)
+    if 'File "' in text:
+        # A task's outer function rejected its arguments (or the taskfile's code is wrong)
+        # before anything ran: bad input, like a TaskDefinitionError.
+        click.echo("Error: task code raised while the DAG was being built:\n" + text, err=True)
+        return ExitCode.USAGE
+    import traceback
+
+    click.echo("Internal error in checkpoint (please report it):\n"
+               + "".join(traceback.format_exception(exc)), err=True)
+    return exit_code(exc)
+
+
 @click.group(cls=CheckpointGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-f", "--file", "taskfile", metavar="TASKFILE", type=click.Path(dir_okay=True),
               help="The taskfile (default: taskfile.py here or in a parent directory).")
-@click.option("--cache-dir", metavar="DIR", type=click.Path(file_okay=False),
+@click.option("--cache-dir", metavar="DIR", type=click.Path(),
               help="Cache directory (default: $CP_CACHE_DIR, else .cache next to the taskfile).")
 @click.option("-v", "--verbose", count=True,
               help="Say more: which taskfile and cache are used; with run, also each task's "
@@ -241,4 +287,4 @@ def main(argv: list[str] | None = None) -> Any:
         return cli.main(args, prog_name="checkpoint")
     except KeyboardInterrupt:  # outside a command (e.g. while click parses)
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)

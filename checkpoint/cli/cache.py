@@ -11,15 +11,19 @@ verify).
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from .._text import plural
 from .._units import duration_text, size_text
-from ..errors import UnknownTaskError
+from ..errors import ExitCode, UnknownTaskError
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import Duration, Size, emit_json, err, human_time, table
+
+if TYPE_CHECKING:
+    from ..catalog import PruneItem
 
 
 @click.group()
@@ -130,14 +134,27 @@ def cache_du(app: App, as_json: bool) -> None:
               help="Also remove entries stored longer ago than AGE (90s, 30m, 12h, 7d, 2w).")
 @click.option("--max-size", type=Size(), metavar="SIZE",
               help="Then remove the oldest entries until the cache holds at most SIZE (500M, 2G).")
+@click.option("--keep", "keep", multiple=True, metavar="TARGET", shell_complete=complete_targets,
+              help="Also remove every entry that the DAG of TARGET does not reach (old sweep "
+                   "points, superseded arguments); repeatable.")
 @click.option("-y", "--yes", is_flag=True, help="Delete (without it, only list what would go).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
 @pass_app
-def cache_prune(app: App, older_than: float | None, max_size: int | None, yes: bool, as_json: bool) -> None:
+def cache_prune(app: App, older_than: float | None, max_size: int | None, keep: tuple[str, ...],
+                yes: bool, as_json: bool) -> None:
     """Remove what the taskfile no longer uses: families it does not define and entries
-    computed by outdated code; optionally old entries and the oldest over a size.
+    computed by outdated code; optionally old entries, the oldest over a size, and what
+    the targets given with --keep do not need.
 
     Lists what would go unless -y is given.
+
+    Examples:
+
+    \b
+      checkpoint cache prune                    # list what outdated code left behind
+      checkpoint cache prune -y                 # ... and remove it
+      checkpoint cache prune --keep main        # list what main's DAG does not need
+      checkpoint cache prune --older-than 30d --max-size 10G -y
     """
     from ..catalog import prune, prune_candidates
     from ..taskfile import loaded_families
@@ -145,6 +162,8 @@ def cache_prune(app: App, older_than: float | None, max_size: int | None, yes: b
     app.families()  # imports the taskfile and its helpers, so that their families are known
     fingerprints = {f.dirname: f.fingerprint[0] for f in loaded_families()}
     items = prune_candidates(app.store, fingerprints, older_than=older_than, max_size=max_size)
+    if keep:
+        items += _unreachable(app, keep, items)
     removed = prune(app.store, items) if yes else None
     if as_json:
         emit_json({"candidates": [i.to_json() for i in items],
@@ -165,6 +184,23 @@ def cache_prune(app: App, older_than: float | None, max_size: int | None, yes: b
         err(f"Removed {removed.entries} entr{'y' if removed.entries == 1 else 'ies'} and "
             f"{len(removed.families)} famil{'y' if len(removed.families) == 1 else 'ies'} "
             f"({size_text(removed.bytes)}).", quiet=app.quiet)
+
+
+def _unreachable(app: App, keep: tuple[str, ...], already: list[PruneItem]) -> list[PruneItem]:
+    """The entries of the taskfile's families that the DAG of ``keep`` does not reach (and
+    that ``already`` does not list)."""
+    from ..catalog import PruneItem
+    from ..graph import expand
+
+    reached = set(expand(app.targets(keep)))
+    store = app.store
+    listed = {(i.family, i.id) for i in already}
+    gone = {i.family for i in already if i.id is None}
+    why = "not in the DAG of " + ", ".join(keep)
+    return [PruneItem(family, tid, meta.expr, store.entry_size(family, tid, meta), why)
+            for family in store.families() if family not in gone
+            for tid, meta in store.entries(family)
+            if tid not in reached and (family, tid) not in listed]
 
 
 @cache.command("verify")
@@ -188,4 +224,4 @@ def cache_verify(app: App, repair: bool, as_json: bool) -> None:
             f"{len(problems)} bad" + (", removed" if repair else "; run with --repair to remove them"))
         err(f"Checked {checked} entr{'y' if checked == 1 else 'ies'}: {verdict}.", quiet=app.quiet)
     if problems:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(ExitCode.FAILED)

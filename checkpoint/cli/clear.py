@@ -7,6 +7,7 @@ are never deleted: they are listed (``outputs``) and left on disk.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("targets", nargs=-1, shell_complete=complete_targets)
 @click.option("--all", "clear_everything", is_flag=True, help="Clear the whole cache (asks first unless -y).")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-y", "--yes", is_flag=True,
+              help="Do not ask before removing a whole family or everything.")
 @click.option("--downstream", is_flag=True,
               help="Also clear the entries that depend on it, within the DAG of --within.")
 @click.option("--within", "within", multiple=True, metavar="TARGET", shell_complete=complete_targets,
@@ -44,9 +46,19 @@ def clear(
 ) -> None:
     """Discard stored results: NAME (a whole family) or 'NAME(args)' (one entry).
 
+    A whole family, or --all, is removed only once you confirm (-y: without asking).
     Dependents become stale and re-run next time; --downstream clears them now. Files on
     disk are never deleted: the declared outputs (Product) of the cleared entries are
     listed and left in place, and a task rewrites its own when it runs again.
+
+    Examples:
+
+    \b
+      checkpoint clear 'choose(6, 3)'               # one entry
+      checkpoint clear choose                       # the whole family (asks first)
+      checkpoint clear -y choose                    # ... without asking
+      checkpoint clear --downstream 'choose(3, 3)'  # and what depends on it in main's DAG
+      checkpoint clear --all                        # everything (asks first)
     """
     from ..catalog import Removed, clear_all, clear_entries, clear_family, downstream_entries
     from ..taskfile import parse_target
@@ -55,14 +67,9 @@ def clear(
         if targets:
             raise UsageError("Give either --all or the tasks to clear, not both.")
         store = app.store
-        if not yes:
-            try:
-                ok = click.confirm(f"Remove everything in {store.root}?", err=True)
-            except click.Abort:
-                raise UsageError("Not confirmed: nothing removed. Pass -y to clear without asking.") from None
-            if not ok:
-                err("Nothing removed.")
-                return
+        if not yes and not _confirm(f"Remove everything in {store.root}?"):
+            err("Nothing removed.")
+            return
         _report(app, clear_all(store, _waiting(app)), as_json)
         return
     if not targets:
@@ -75,6 +82,14 @@ def clear(
     dag = []
     if downstream:
         dag = app.targets(within or ("main",))
+    whole = [app.family(t.name) for t in map(parse_target, targets) if not t.call]
+    if whole and not yes:
+        counts = [(f, store.count_entries(f.dirname)) for f in whole]
+        if sum(n for _, n in counts) and not _confirm(
+                "Remove " + ", ".join(f"{plural(n, 'entry', 'entries')} of {f.name}"
+                                      for f, n in counts if n) + "?"):
+            err("Nothing removed.")
+            return
     for text in targets:
         target = parse_target(text)
         if target.call:
@@ -87,6 +102,24 @@ def clear(
             removed.add(clear_family(store, family.dirname, _waiting(app)))
         removed.add(clear_entries(store, below, _waiting(app)))
     _report(app, removed, as_json)
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal. End of input or Ctrl-C there aborts (exit 130); with no terminal
+    to ask on (a script, CI: the answer must come from -y) it is a usage error."""
+    try:
+        return click.confirm(question, err=True)
+    except click.Abort:
+        if _stdin_is_tty():
+            raise
+        raise UsageError("Not confirmed: nothing removed. Pass -y to clear without asking.") from None
+
+
+def _stdin_is_tty() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _report(app: App, removed: Removed, as_json: bool) -> None:

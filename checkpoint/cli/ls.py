@@ -82,7 +82,9 @@ def ls(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -
         failed, meta = failures.get(tid), node.meta
         last = (f"{duration_text(failed.duration)} failed" if failed is not None
                 else "-" if meta is None else duration_text(meta.duration))
-        rows.append((node.task.expression(), state, last, node.reason or ""))
+        # A reason that only repeats the state (missing: missing) says nothing more.
+        reason = "" if node.reason == state else node.reason or ""
+        rows.append((node.task.expression(), state, last, reason))
     echo_table(["TASK", "STATE", "LAST RUN", "REASON"], rows)
     err(", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({plural(len(rows), 'task')})",
         quiet=app.quiet)

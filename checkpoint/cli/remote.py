@@ -26,7 +26,7 @@ import click
 
 from .._text import plural
 from .._units import size_text
-from ..errors import UsageError
+from ..errors import ExitCode, UsageError
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import Duration, emit_json, err, human_time, table
@@ -167,7 +167,7 @@ def pull(app: App, targets: tuple[str, ...], remote_option: str | None, as_json:
             f"{len(report.missing)} not on the remote, {len(report.refused)} refused.",
             quiet=app.quiet)
     if report.refused:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(ExitCode.FAILED)
 
 
 @click.group("remote")

@@ -31,7 +31,7 @@ import click
 
 from .._text import plural
 from .._types import EXECUTORS, executor_name
-from ..errors import UsageError
+from ..errors import ExitCode, UsageError
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import Duration, emit_json, emit_json_stream, err, trim_traceback
@@ -118,10 +118,34 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _fd1_to_stderr() -> Iterator[None]:
+    """During the run, file descriptor 1 is stderr's: what tasks write to it past the
+    capture of ``sys.stdout`` (a child process, a C extension's ``printf``) goes to stderr,
+    and stdout keeps only the values printed after the run. Worker processes started in
+    the run inherit it."""
+    import os
+
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except (OSError, ValueError):  # no such descriptors (closed, or not a real process's)
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
     """Turn an interrupted run into "interrupted: N done, M not run" (unless the progress
     summary, ``summarized``, says it) and exit 130 (143: SIGTERM, 129: SIGHUP)."""
-    from ..errors import TerminatedError
+    from ..errors import exit_code
     from ..events import CorruptEntryFound, RunInterrupted, TaskRetried
 
     seen: list[RunInterrupted] = []
@@ -142,8 +166,7 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
         if not (summarized and seen):
             counts = f": {seen[0].done} done, {seen[0].not_run} not run" if seen else ""
             click.echo(f"interrupted{counts}", err=True)
-        code = 128 + exc.signum if isinstance(exc, TerminatedError) else 130
-        raise click.exceptions.Exit(code) from None
+        raise click.exceptions.Exit(exit_code(exc)) from None
 
 
 @click.command()
@@ -189,6 +212,10 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 @click.option("--push", is_flag=True,
               help="Then push the DAG's entries the remote lacks (remote_push = true in "
                    "pyproject.toml does too).")
+@click.option("--watch", is_flag=True,
+              help="Run again whenever the taskfile, a module of the project it imports or a "
+                   "File() input of the targets changes, until Ctrl-C (needs the watch extra: "
+                   "pip install 'checkpoint-tool[watch]').")
 @pass_app
 def run(
     app: App,
@@ -214,6 +241,7 @@ def run(
     remote_option: str | None,
     no_remote: bool,
     push: bool,
+    watch: bool,
 ) -> None:
     """Build TARGETS (default: main) as one DAG and print their values.
 
@@ -232,6 +260,7 @@ def run(
       checkpoint run --rate-limit gpu=1     # one task of queue gpu at a time
       checkpoint run --report report.html   # and a report of the run, to open in a browser
       checkpoint run --remote s3://team-cache/proj --push   # share results
+      checkpoint run --watch main           # run again on every save, until Ctrl-C
     """
     from ..executors import default_workers
     from ..graph import plan
@@ -242,71 +271,88 @@ def run(
         app.verbosity = min(app.verbosity, -1)
     if trace and not targets:
         targets = (trace,)
-    tasks = app.targets(targets or ("main",))
-    _check_queues(app, rate_limits)
-    traced = app.targets((trace,)) if trace else []
-    if report_path:
-        if dry_run:
-            raise UsageError("--report needs a run, and --dry-run runs nothing: leave one out.")
-        folder = (app.invoked_from / report_path).parent
-        if not folder.is_dir():  # said before the run, not after it
-            raise UsageError(f"Cannot write the report to {report_path}: there is no directory "
-                             f"{click.format_filename(folder)}.")
-    if dry_run:
-        the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,
-                        code_check=not no_code_check, keep_specs=False)  # nothing runs
-        _show_plan(app, the_plan, as_json)
-        return
-    remote, push = _remote(app, remote_option, no_remote, push)
-    # Progress, the summary and failed tasks' output and tracebacks go to stderr.
-    subs, reporter, failures = subscribers(app, no_progress=no_progress, show_output=show_output,
-                                           as_json=as_json)
-    # Every run is recorded for `checkpoint report` (a run that only reuses results is not saved).
-    recorder = RunRecorder(app.cache_dir, executor=executor,
-                           workers=default_workers(executor, workers))
-    try:
-        with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), _stdout_to_stderr(as_json):
-            result = run_tasks(
-                tasks,
-                executor=executor,
-                max_workers=workers,
-                rate_limits=rate_limits,
-                keep_going=keep_going,
-                force=force,
-                force_upstream=force_upstream,
-                code_check=not no_code_check,
-                cache_dir=app.cache_dir,
-                subscribers=[*subs, record, recorder],
-                retries=retries,
-                timeout=timeout,
-                raise_on_failure=False,
-                debug=post_mortem,
-                trace=traced,
-                show_locals=show_locals,
-                remote=remote,
-            )
-    finally:
-        recorder.close()
-        for problem in recorder.problems:
-            err(f"warning: {problem}", quiet=app.quiet)
+    if watch:
+        clash = [name for name, given in (("--dry-run", dry_run), ("--json", as_json),
+                                          ("--pdb", post_mortem), ("--trace", trace)) if given]
+        if clash:
+            raise UsageError(f"--watch runs again and again; it cannot be combined with "
+                             f"{' or '.join(clash)}. Leave one out.")
+
+    def once() -> int:
+        """One run of the targets (the whole command without --watch); its exit code."""
+        tasks = app.targets(targets or ("main",))
+        _check_queues(app, rate_limits)
+        traced = app.targets((trace,)) if trace else []
         if report_path:
-            _write_report(app, recorder, report_path)
-    pushed = _push(app, remote, result, as_json) if push and remote else None
-    if as_json:
-        document = _run_document(tasks, targets or ("main",), result, failures)
-        if pushed is not None:
-            document["pushed"] = pushed
-        emit_json(document)
-    else:
-        if traced:
-            _report_traced_failures(result, failures, traced)
-        for task in tasks:
-            value = result.values.get(task.id)
-            if value is not None:
-                # A string is the task's own rendering (a report, a path): print it as is.
-                click.echo(value if isinstance(value, str) else repr(value))
-    if result.failed or result.skipped:
-        sys.exit(1)
+            if dry_run:
+                raise UsageError("--report needs a run, and --dry-run runs nothing: leave one out.")
+            folder = (app.invoked_from / report_path).parent
+            if not folder.is_dir():  # said before the run, not after it
+                raise UsageError(f"Cannot write the report to {report_path}: there is no directory "
+                                 f"{click.format_filename(folder)}.")
+        if dry_run:
+            the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,
+                            code_check=not no_code_check, keep_specs=False)  # nothing runs
+            _show_plan(app, the_plan, as_json)
+            return 0
+        remote, push_now = _remote(app, remote_option, no_remote, push)
+        # Progress, the summary and failed tasks' output and tracebacks go to stderr.
+        subs, reporter, failures = subscribers(app, no_progress=no_progress,
+                                               show_output=show_output, as_json=as_json)
+        # Every run is recorded for `checkpoint report` (a run that only reuses results is not saved).
+        recorder = RunRecorder(app.cache_dir, executor=executor,
+                               workers=default_workers(executor, workers))
+        try:
+            with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), \
+                    _stdout_to_stderr(as_json), _fd1_to_stderr():
+                result = run_tasks(
+                    tasks,
+                    executor=executor,
+                    max_workers=workers,
+                    rate_limits=rate_limits,
+                    keep_going=keep_going,
+                    force=force,
+                    force_upstream=force_upstream,
+                    code_check=not no_code_check,
+                    cache_dir=app.cache_dir,
+                    subscribers=[*subs, record, recorder],
+                    retries=retries,
+                    timeout=timeout,
+                    raise_on_failure=False,
+                    debug=post_mortem,
+                    trace=traced,
+                    show_locals=show_locals,
+                    remote=remote,
+                )
+        finally:
+            recorder.close()
+            for problem in recorder.problems:
+                err(f"warning: {problem}", quiet=app.quiet)
+            if report_path:
+                _write_report(app, recorder, report_path)
+        pushed = _push(app, remote, result, as_json) if push_now and remote else None
+        if as_json:
+            document = _run_document(tasks, targets or ("main",), result, failures)
+            if pushed is not None:
+                document["pushed"] = pushed
+            emit_json(document)
+        else:
+            if traced:
+                _report_traced_failures(result, failures, traced)
+            for task in tasks:
+                value = result.values.get(task.id)
+                if value is not None:
+                    # A string is the task's own rendering (a report, a path): print it as is.
+                    click.echo(value if isinstance(value, str) else repr(value))
+        return ExitCode.FAILED if result.failed or result.skipped else ExitCode.OK
+
+    if watch:
+        from .watch import watch_loop
+
+        watch_loop(app, targets or ("main",), once, live=False if no_progress else None)
+    code = once()
+    if code:
+        sys.exit(code)
 
 
 def _write_report(app: App, recorder: Any, path: str) -> None:

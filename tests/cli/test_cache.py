@@ -115,3 +115,21 @@ def test_cache_prune_age_and_size(invoke: Invoke) -> None:
     assert result.exit_code == 2 and "is not a size" in result.stderr
     result = invoke("cache", "prune", "--older-than", "ages")
     assert result.exit_code == 2 and "is not a duration" in result.stderr
+
+
+def test_cache_prune_keep_removes_what_the_targets_do_not_reach(invoke: Invoke) -> None:
+    """--keep TARGET lists the entries its DAG does not reach (dry run first), -y removes
+    them, and what the DAG needs stays."""
+    invoke("run", *INLINE, "main")
+    invoke("run", *INLINE, "choose(5, 2)", "double(3)")
+    result = invoke("cache", "prune", "--keep", "main")
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == {"choose(5,", "double(3)"}  # choose(5, 2) and double(3)
+    assert all(line.endswith("not in the DAG of main") for line in rows.values())
+    assert "Would remove 2 items" in result.stderr
+    doc = json.loads(invoke("cache", "prune", "--keep", "main", "--keep", "double(3)", "--json").stdout)
+    assert [c["task"] for c in doc["candidates"]] == ["choose(5, 2)"]
+    result = invoke("cache", "prune", "--keep", "main", "-y")
+    assert "Removed 2 entries" in result.stderr
+    assert invoke("run", *INLINE, "--json", "main").stdout.count('"ran": 0') == 1

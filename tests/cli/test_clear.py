@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import Invoke, ran
 
 INLINE = ("--executor", "inline")
@@ -17,7 +19,7 @@ def entries(invoke: Invoke) -> dict[str, int]:
 def test_clear_family(invoke: Invoke, cache_dir: Path) -> None:
     """clear NAME should remove the family's directory and report entries and bytes."""
     invoke("run", *INLINE, "main")
-    result = invoke("clear", "choose")
+    result = invoke("clear", "-y", "choose")
     assert result.exit_code == 0
     assert "Removed 14 entries (" in result.stderr
     assert not (cache_dir / "checkpoint" / "taskfile.choose").exists()
@@ -41,6 +43,33 @@ def test_clear_entry_removes_data_dir(invoke: Invoke, cache_dir: Path) -> None:
     doc = json.loads(invoke("clear", "--json", "blob(5000)").stdout)
     assert doc["entries"] == 1 and doc["bytes"] >= 5000
     assert not path.exists()
+
+
+def test_clear_family_asks_first(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    """clear NAME removes a whole family only once confirmed, as the docs say: 'n' keeps it;
+    end of input at a terminal aborts (130, 'Aborted.'); with no terminal to ask on (a
+    script) it is a usage error asking for -y; one entry never asks."""
+    import checkpoint.cli.clear as clear_module
+
+    invoke("run", *INLINE, "main")
+    result = invoke("clear", "choose", input="n\n")
+    assert result.exit_code == 0
+    assert "Remove 14 entries of taskfile.choose? [y/N]" in result.stderr
+    assert "Nothing removed." in result.stderr and entries(invoke)["choose"] == 14
+    result = invoke("clear", "choose")
+    assert result.exit_code == 2
+    assert "Not confirmed: nothing removed. Pass -y to clear without asking." in result.stderr
+    monkeypatch.setattr(clear_module, "_stdin_is_tty", lambda: True)
+    for args in (["choose"], ["--all"]):
+        result = invoke("clear", *args)
+        assert result.exit_code == 130
+        assert result.stderr.endswith("Aborted.\n")
+    assert entries(invoke)["choose"] == 14
+    result = invoke("clear", "choose", "main", input="y\n")
+    assert "Remove 14 entries of taskfile.choose, 1 entry of taskfile.main?" in result.stderr
+    assert "Removed 15 entries" in result.stderr
+    invoke("run", *INLINE, "main")
+    assert "Removed 1 entry" in invoke("clear", "choose(1, 0)").stderr
 
 
 def test_clear_all_asks(invoke: Invoke, cache_dir: Path) -> None:
@@ -82,7 +111,7 @@ def test_clear_family_downstream_within(invoke: Invoke) -> None:
     """--downstream with --within should follow the given target's DAG."""
     invoke("run", *INLINE, "booms", "-k")
     invoke("run", *INLINE, "main")
-    doc = json.loads(invoke("clear", "--json", "--downstream", "--within", "main", "choose").stdout)
+    doc = json.loads(invoke("clear", "-y", "--json", "--downstream", "--within", "main", "choose").stdout)
     assert doc["entries"] == 15
     assert entries(invoke)["boom"] == 1
 

@@ -83,9 +83,10 @@ def test_taskfile_syntax_error(invoke: Invoke, project: Path) -> None:
 
 
 def test_outer_function_raising(invoke: Invoke) -> None:
-    """A task raising while declaring prerequisites should exit 1 with the user's traceback."""
+    """A task raising while declaring prerequisites (its arguments rejected, before anything
+    ran) should exit 2, bad input, with the user's traceback."""
     result = invoke("run", "choose(3, 5)")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "ValueError: choose(3, 5) is undefined" in result.stderr
     assert "taskfile.py" in result.stderr
     assert "checkpoint/graph.py" not in result.stderr
@@ -118,3 +119,86 @@ def test_target_code_never_runs(invoke: Invoke, project: Path, target: str) -> N
         assert result.exit_code == 2, result.stderr
         assert "Traceback" not in result.stderr
     assert not (project.parent / "pwned").exists()
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+@pytest.mark.parametrize("where", ["afile", "afile/sub"])
+def test_a_cache_dir_that_is_a_file_is_bad_input_however_given(
+    runner, project: Path, monkeypatch: pytest.MonkeyPatch, how: str, where: str  # type: ignore[no-untyped-def]
+) -> None:
+    """--cache-dir and CP_CACHE_DIR naming a file (or a path under one) both exit 2 with one
+    message naming where the path came from."""
+    from checkpoint.cli import cli
+
+    (project.parent / "afile").write_text("data")
+    if how == "env":
+        monkeypatch.setenv("CP_CACHE_DIR", where)
+        args = ["run", "choose(2, 1)"]
+    else:
+        args = ["--cache-dir", where, "run", "choose(2, 1)"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    given = "--cache-dir" if how == "option" else "CP_CACHE_DIR"
+    what = "is a file" if where == "afile" else f"is inside the file {project.parent / 'afile'}"
+    assert result.stderr == (f"Error: The cache directory {project.parent / where} {what}: a "
+                             f"cache needs a directory; change {given}.\n")
+
+
+def test_no_command_exits_with_a_bare_number() -> None:
+    """Exit codes come from checkpoint.errors.ExitCode only: no command module passes a
+    literal number to Exit() or sys.exit()."""
+    import ast
+
+    import checkpoint
+
+    root = Path(checkpoint.__file__).parent
+    literal = []
+    for path in [*sorted((root / "cli").glob("*.py")), root / "__main__.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and node.args
+                    and (getattr(node.func, "attr", None) or getattr(node.func, "id", None)) in ("Exit", "exit")
+                    and isinstance(node.args[0], ast.Constant)):
+                literal.append(f"{path.name}:{node.lineno}")
+    assert not literal
+
+
+def test_the_docs_exit_code_table_is_the_codes_table() -> None:
+    """docs/cli.md's exit-code table lists exactly the codes of ExitCode, by name."""
+    import re
+
+    from checkpoint.errors import ExitCode
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \|", page, flags=re.M)
+    assert [(int(code), name) for code, name in rows] == [(int(c), c.name) for c in ExitCode]
+
+
+def test_log_of_a_task_that_never_ran_is_a_failure_as_documented(invoke: Invoke) -> None:
+    """Nothing recorded for what was asked exits 1, which the table documents as such."""
+    from checkpoint.errors import ExitCode
+
+    result = invoke("log", "choose(10, 5)")
+    assert result.exit_code == ExitCode.FAILED
+    assert "No run of choose(10, 5)" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["", "   "])
+def test_an_empty_target_says_so(invoke: Invoke, target: str) -> None:
+    """`run ''` names the problem (not 'invalid syntax (invalid syntax)') and what to type."""
+    result = invoke("run", target)
+    assert result.exit_code == 2
+    assert result.stderr == (f"Error: Bad target {target!r}: it is empty. Name a task, as in main "
+                             "or 'choose(6, 3)'; run 'checkpoint ls' to list tasks.\n")
+
+
+def test_the_full_name_the_display_shows_is_a_target(invoke: Invoke) -> None:
+    """`run taskfile.main` (the family's full name) is main; a family the taskfile imports
+    goes by its own module's name; an unknown full name gets a hint with the short name."""
+    result = invoke("run", "--executor", "inline", "taskfile.main")
+    assert (result.exit_code, result.stdout) == (0, "[1, 4, 6, 4, 1]\n")
+    result = invoke("run", "--executor", "inline", "helper.double(4)", "taskfile.choose(4, 2)")
+    assert (result.exit_code, result.stdout) == (0, "8\n6\n")
+    result = invoke("run", "taskfile.mian")
+    assert result.exit_code == 2
+    assert "Unknown task 'taskfile.mian' in " in result.stderr
+    assert "Did you mean 'main'?" in result.stderr

@@ -116,3 +116,6 @@ def test_target_shows_last_runs(invoke: Invoke) -> None:
     assert cells["boom(2)"] == duration_text(last["boom(2)"]["duration"])
     assert cells["boom(1)"].endswith(" failed")
     assert cells["booms()"] == "-"
+    # The reason is left out where it only repeats the state ("missing  <1ms failed  missing").
+    rows = {line.split()[0]: line for line in lines}
+    assert rows["boom(1)"].rstrip().endswith(" failed") and rows["booms()"].rstrip().endswith(" -")

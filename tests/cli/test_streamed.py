@@ -113,7 +113,7 @@ def test_large_outputs_are_written_in_pieces(
         monkeypatch.setattr(f"{module}.click.echo", counting)
     result = invoke(*args)
     assert result.exit_code == 0, result.stderr
-    assert len(result.stdout) > 200_000
+    assert len(result.stdout) > 100_000  # (ls main: 138 kB, its REASON column empty here)
     assert len(writes) >= 2 and max(writes) < len(result.stdout) / 2
 
 

@@ -229,7 +229,7 @@ RAISING = "import json\n\n\ndef connect():\n    raise ConnectionError('no databa
         (["run", "choose(6, x)"], None,
          ["Error: Bad target 'choose(6, x)': arguments must be literals", "\n  choose(6, x)\n            ^\n"]),
         (["-f", "nowhere/taskfile.py", "ls"], None,
-         ["Error: Taskfile 'nowhere/taskfile.py' not found. Check the path given to -f/--file."]),
+         ["Error: Taskfile 'nowhere/taskfile.py' not found: there is no such file in "]),
         (["ls"], "", ["Error: No taskfile.py in ", "or name it with -f/--file PATH."]),
         (["ls"], RAISING,
          ["raised an error while being imported:\n", '", line 8, in <module>\n    connect()\n',
@@ -307,3 +307,92 @@ def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         )
         assert proc.stdout.strip() in ("0", "141"), (command, proc.stdout)
         assert "Error" not in proc.stderr and "Broken" not in proc.stderr, (command, proc.stderr)
+
+
+@pytest.mark.parametrize("executor", ["process", "thread", "inline"])
+def test_a_child_processes_output_goes_to_stderr_not_among_the_values(tmp_path: Path, executor: str) -> None:
+    """stdout holds only the values: what a task's child process (or a raw write to file
+    descriptor 1) prints goes to stderr, as docs/progress.md says."""
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent('''
+        import os, subprocess, sys
+        from checkpoint import task
+
+        @task
+        def main():
+            def __():
+                subprocess.run([sys.executable, "-c", "print('from the child')"], check=True)
+                os.write(1, b"raw on fd 1\\n")
+                return 42
+            return __
+    '''))
+    proc = run([CHECKPOINT, "run", "--executor", executor, "main"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "42\n"
+    assert "from the child\n" in proc.stderr and "raw on fd 1\n" in proc.stderr
+
+
+LOGGING_TASKFILE = '''
+import logging
+from checkpoint import task, requires
+
+logging.basicConfig(level=logging.INFO)  # a handler holding the real stderr, made at import
+log = logging.getLogger("pipeline")
+
+@task
+def leaf(i: int):
+    def __():
+        log.info("leaf %d working", i)
+        if i == 3:
+            raise ValueError("bad leaf")
+        return i
+    return __
+
+@task
+def main():
+    @requires([leaf(i) for i in range(2)])
+    def __(xs):
+        log.warning("summing %s", xs)
+        return sum(xs)
+    return __
+'''
+
+
+@pytest.mark.parametrize("executor", ["process", "thread", "inline"])
+def test_log_records_are_captured_per_task_like_prints(tmp_path: Path, executor: str) -> None:
+    """logging.basicConfig at the taskfile's top: a task's records are captured with its
+    output (`checkpoint log` shows them, a failure's report too), not written over the run."""
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent(LOGGING_TASKFILE))
+    proc = run([CHECKPOINT, "run", "--executor", executor, "main"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "1\n"
+    assert "pipeline" not in proc.stderr
+    proc = run([CHECKPOINT, "log", "main"], tmp_path)
+    assert proc.stdout == "WARNING:pipeline:summing [0, 1]\n"
+    proc = run([CHECKPOINT, "log", "leaf(1)"], tmp_path)
+    assert proc.stdout == "INFO:pipeline:leaf 1 working\n"
+    proc = run([CHECKPOINT, "run", "--executor", executor, "leaf(3)"], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.count("INFO:pipeline:leaf 3 working") == 1
+    assert "Captured output:\n  INFO:pipeline:leaf 3 working\n" in proc.stderr
+
+
+def test_hints_follow_what_was_typed(project: Path, tmp_path: Path) -> None:
+    """A hint names the taskfile given with -f, never an option that was not given, and a
+    directory without a taskfile is not 'not found'."""
+    (tmp_path / "empty.py").write_text("")
+    proc = run([CHECKPOINT, "-f", "empty.py", "run"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"Error: Unknown task 'main' in {tmp_path / 'empty.py'}: it defines no "
+                           "task. Decorate a function with @task (from checkpoint import task), "
+                           "or name another taskfile with -f.\n")
+    proc = run([CHECKPOINT, "-f", str(project), "run", "chose"], tmp_path)
+    assert proc.stderr.endswith(
+        f"Did you mean 'choose'? Run 'checkpoint -f {project} ls' to list tasks.\n")
+    proc = run([sys.executable, "-m", "checkpoint", "nope.py"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == f"Error: Taskfile 'nope.py' not found: there is no such file in {tmp_path}.\n"
+    (tmp_path / "sub").mkdir()
+    proc = run([CHECKPOINT, "-f", "sub", "ls"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == ("Error: 'sub' is a directory without a taskfile.py. Name the taskfile "
+                           "itself (e.g. sub/tasks.py), or create taskfile.py there.\n")

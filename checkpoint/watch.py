@@ -1,0 +1,232 @@
+"""What ``checkpoint run --watch`` watches, how it waits, and how it reloads a taskfile.
+
+A run depends on three kinds of files, and a change to any of them starts the next run:
+
+* the taskfile;
+* the project's own modules it imported (``import features``): every imported module whose
+  source lies under the taskfile's directory, minus installed packages and checkpoint itself
+  (the same test as the code fingerprint's, :func:`checkpoint.fingerprint.in_project`);
+* the source ``File()`` inputs of the targets' DAG: a file, every file under a directory, or
+  the matches of a glob pattern. Inputs another task of the DAG writes (a ``Product``) and
+  declared outputs are left out: the run itself writes them, and watching them would start
+  it again and again.
+
+Before the next run, :func:`forget_project_modules` drops the taskfile and those modules from
+``sys.modules``, so the taskfile is imported afresh and the code fingerprints see the edit.
+
+Waiting uses the ``watchfiles`` package (the ``watch`` extra), which the rest of checkpoint
+never imports. It watches directories, not files: an editor that saves by writing a new file
+and renaming it over the old one replaces the file a watch on it would follow. A change
+made while a run was going on is caught too: :func:`wait_for_change` first compares the
+files with what they were when the run started (:meth:`WatchSet.snapshot`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .task import Task
+
+Stat = tuple[int, int, int]
+"""``(size, mtime_ns, inode)`` of a file."""
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class WatchSet:
+    """The files a run depends on (absolute paths)."""
+
+    files: frozenset[str]
+    """Single files: the taskfile, project modules, plain ``File()`` inputs."""
+    trees: tuple[tuple[str, str | None], ...] = ()
+    """``(directory, pattern)`` of directory inputs (pattern ``None``: every file under it)
+    and glob inputs (the directory before the first glob character, and the pattern)."""
+    exclude: frozenset[str] = field(default_factory=frozenset)
+    """Declared outputs: never a reason to run again."""
+
+    def matches(self, path: str) -> bool:
+        """Whether a change at ``path`` concerns the run."""
+        if path in self.files:
+            return True
+        if path in self.exclude:
+            return False
+        prefix = path + os.sep  # a directory on the way to a file not made yet
+        if any(f.startswith(prefix) for f in self.files) or any(
+                d == path or d.startswith(prefix) for d, _ in self.trees):
+            return True
+        for directory, pattern in self.trees:
+            rel = os.path.relpath(path, directory)
+            if rel == os.curdir or rel.startswith(os.pardir):
+                continue
+            if any(part.startswith(".") for part in rel.split(os.sep)):
+                continue  # hidden files are not part of an input (see checkpoint.files)
+            # A loose test (``*`` crosses directories): a needless run finds nothing to do.
+            if pattern is None or fnmatch.fnmatchcase(path, pattern) or os.path.isdir(path):
+                return True
+        return False
+
+    def tree_files(self) -> list[str]:
+        """The files now under the directory and glob inputs."""
+        out = []
+        for directory, _ in self.trees:
+            for dirpath, dirs, names in os.walk(directory):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                out += [p for n in names if not n.startswith(".")
+                        and self.matches(p := os.path.join(dirpath, n))]
+        return out
+
+    def __len__(self) -> int:
+        """How many files are watched."""
+        return len(self.files | set(self.tree_files()))
+
+    def directories(self) -> list[str]:
+        """The existing directories to watch (not recursively): each file's directory (or
+        its nearest existing ancestor, for a file not made yet) and every directory of the
+        trees."""
+        found: set[str] = set()
+        for path in self.files:
+            found.add(_existing(os.path.dirname(path)))
+        for directory, _ in self.trees:
+            if not os.path.isdir(directory):
+                found.add(_existing(directory))
+                continue
+            for dirpath, dirs, _names in os.walk(directory):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                found.add(dirpath)
+        return sorted(found)
+
+    def snapshot(self) -> dict[str, Stat | None]:
+        """``path -> (size, mtime_ns, inode)`` (``None``: missing) of every watched file."""
+        return {path: _stat(path) for path in (*self.files, *self.tree_files())}
+
+
+def _stat(path: str) -> Stat | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _existing(directory: str) -> str:
+    while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+        directory = os.path.dirname(directory)
+    return directory
+
+
+def project_modules(root: str | Path) -> dict[str, str]:
+    """``module name -> source file`` of the imported modules of the project at ``root``."""
+    from .fingerprint import in_project
+
+    real = os.path.realpath(root)
+    found = {}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and file.endswith(".py") and in_project(file, real):
+            found[name] = os.path.realpath(file)
+    return found
+
+
+def forget_project_modules(root: str | Path) -> list[str]:
+    """Drop the project's modules from ``sys.modules`` (the next import reads them again);
+    return their names."""
+    import importlib
+    import linecache
+
+    names = list(project_modules(root))
+    for name in names:
+        sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+    linecache.clearcache()  # tracebacks show the new source
+    return names
+
+
+def watch_set(taskfile: Path, targets: Iterable[Task[Any]] | None) -> WatchSet:
+    """What a run of ``targets`` (``None``: the taskfile could not be loaded) depends on.
+
+    Paths of ``File()`` inputs are relative to the working directory (the project root).
+    """
+    root = str(taskfile.parent)
+    files = {os.path.realpath(taskfile), *project_modules(root).values()}
+    trees: list[tuple[str, str | None]] = []
+    exclude: set[str] = set()
+    if targets is not None:
+        from .graph import expand
+
+        cwd = os.getcwd()
+        for node in expand(targets).values():
+            if node.files is None:
+                continue
+            exclude.update(os.path.join(cwd, p.key(cwd)) for p in node.files.outputs)
+            for item in node.files.inputs:
+                key = item.key(cwd)
+                if key in node.files.produced:
+                    continue  # another task writes it: its own inputs are watched
+                path = os.path.join(cwd, key)
+                if item.is_glob:
+                    base = path.split(os.sep)
+                    cut = next(i for i, part in enumerate(base) if not _GLOB_CHARS.isdisjoint(part))
+                    trees.append((os.sep.join(base[:cut]) or os.sep, path))
+                elif os.path.isdir(path):
+                    trees.append((path, None))
+                else:
+                    files.add(path)
+    return WatchSet(frozenset(files), tuple(trees), frozenset(exclude))
+
+
+def changed(watched: WatchSet, before: dict[str, Stat | None]) -> list[str]:
+    """The watched files that differ from ``before`` (a :meth:`WatchSet.snapshot`, maybe of
+    an earlier watch set: files it does not know are not compared)."""
+    now = watched.snapshot()
+    return sorted(p for p, stat in before.items()
+                  if (now[p] != stat if p in now else stat is not None and watched.matches(p)))
+
+
+def wait_for_change(watched: WatchSet, baseline: dict[str, Stat | None]) -> list[str]:
+    """Block until a watched file changes; return the changed paths.
+
+    ``baseline`` is a snapshot from before the run: a file that differs from it already
+    counts, and so does a change made before the watch began. Ctrl-C raises
+    :class:`KeyboardInterrupt`.
+
+    Raises:
+        UsageError: the ``watchfiles`` package is not installed.
+    """
+    try:
+        import watchfiles
+    except ImportError:
+        raise UsageError(
+            "--watch needs the watchfiles package: pip install 'checkpoint-tool[watch]' "
+            "(or pip install watchfiles)."
+        ) from None
+
+    found = changed(watched, baseline)
+    if found:
+        return found
+    checked = False
+    for changes in watchfiles.watch(
+        *watched.directories(),
+        watch_filter=lambda _change, path: watched.matches(path),
+        recursive=False,
+        rust_timeout=300,
+        yield_on_timeout=True,
+        raise_interrupt=True,
+    ):
+        if changes:
+            return sorted({path for _, path in changes})
+        if not checked:  # the first timeout: the watch is up, look once at what it missed
+            checked = True
+            found = changed(watched, baseline)
+            if found:
+                return found
+    raise AssertionError("unreachable: watchfiles.watch only ends on a stop event")

@@ -1,0 +1,208 @@
+"""`checkpoint run --watch`: runs again when the taskfile, a project module or an input changes."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from checkpoint.watch import WatchSet, changed, forget_project_modules, watch_set
+
+pytest.importorskip("watchfiles")
+
+CHECKPOINT = str(Path(sys.executable).parent / "checkpoint")
+
+TASKFILE = '''
+from checkpoint import File, requires, task
+
+import helper
+
+
+@task
+def main():
+    @requires(File("data.txt"))
+    def __(path):
+        return helper.BASE + len(path.read_text()) + {extra}
+
+    return __
+'''
+
+
+class Lines:
+    """The lines a process writes to one of its pipes, read on a thread."""
+
+    def __init__(self, pipe: object) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
+
+    def _read(self, pipe: object) -> None:
+        for line in pipe:  # type: ignore[attr-defined]
+            self._queue.put(line.rstrip("\n"))
+
+    def expect(self, want: Callable[[str], bool], what: str, deadline: float = 90) -> str:
+        """The next line for which ``want`` holds (earlier lines are kept in ``seen``)."""
+        end = time.monotonic() + deadline
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line {what} came; seen: {self.seen}") from None
+            self.seen.append(line)
+            if want(line):
+                return line
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a file as an editor does: a new file renamed over the old one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def test_watch_runs_again_after_edits_and_ctrl_c_exits_130(tmp_path: Path) -> None:
+    """Edits to the taskfile, a module it imports and a File() input each give a new run
+    (a failing one keeps watching); Ctrl-C ends the watch with 130."""
+    (tmp_path / "taskfile.py").write_text(TASKFILE.format(extra=0))
+    (tmp_path / "helper.py").write_text("BASE = 1000\n")
+    (tmp_path / "data.txt").write_text("abc")
+    env = {k: v for k, v in os.environ.items() if k not in ("CP_CACHE_DIR", "FORCE_COLOR")}
+    with subprocess.Popen([CHECKPOINT, "run", "--watch", "main"], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            _edit_and_see(proc, tmp_path)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def _edit_and_see(proc: subprocess.Popen[str], tmp_path: Path) -> None:
+    out, errs = Lines(proc.stdout), Lines(proc.stderr)
+    watching = "Watching 3 files; Ctrl-C to stop."
+    assert out.expect(lambda line: bool(line), "with the value") == "1003"
+    errs.expect(lambda line: line == watching, "saying it watches")
+
+    _write(tmp_path / "taskfile.py", TASKFILE.format(extra=20000))
+    assert out.expect(lambda line: bool(line), "after the taskfile's edit") == "21003"
+    assert errs.expect(lambda line: line.startswith("Changed:"), "naming the change") == (
+        "Changed: taskfile.py; running again.")
+    errs.expect(lambda line: line == watching, "after the second run")
+
+    _write(tmp_path / "helper.py", "BASE = 1 // 0\n")  # the taskfile no longer imports
+    errs.expect(lambda line: "ZeroDivisionError" in line, "with the import's error")
+    errs.expect(lambda line: line.startswith("Watching"), "after the failure")
+
+    _write(tmp_path / "helper.py", "BASE = 5000\n")
+    assert out.expect(lambda line: bool(line), "after the module's edit") == "25003"
+    errs.expect(lambda line: line == watching, "after the fourth run")
+
+    _write(tmp_path / "data.txt", "abcdef")
+    assert out.expect(lambda line: bool(line), "after the input's edit") == "25006"
+    errs.expect(lambda line: line == watching, "after the fifth run")
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    errs.expect(lambda line: line == "Stopped watching.", "saying it stopped")
+
+
+def test_watch_set_covers_taskfile_modules_and_source_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch set has the taskfile, the project's modules, source File() inputs (a file,
+    a directory, a pattern) and never a declared output or an input another task writes."""
+    from checkpoint.taskfile import load_taskfile
+
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent('''
+        from checkpoint import File, Product, requires, task
+        import watchhelper
+
+        @task
+        def make():
+            @requires(File("raw.csv"))
+            @requires(Product("out/made.csv"))
+            def __(raw, out):
+                out.write_text(raw.read_text())
+            return __
+
+        @task
+        def main():
+            @requires([make(), File("out/made.csv"), File("data"), File("logs/*.log")])
+            def __(inputs):
+                return 1
+            return __
+    '''))
+    (tmp_path / "watchhelper.py").write_text("X = 1\n")
+    (tmp_path / "raw.csv").write_text("a\n")
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "sub" / "x.txt").write_text("x")
+    (tmp_path / "data" / ".hidden").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = load_taskfile(tmp_path / "taskfile.py")
+        root = os.path.realpath(tmp_path)
+        ws = watch_set(tmp_path / "taskfile.py", [module.main()])
+        assert ws.files == {os.path.join(root, "taskfile.py"), os.path.join(root, "watchhelper.py"),
+                            os.path.join(str(tmp_path), "raw.csv")}
+        data = os.path.join(str(tmp_path), "data")
+        assert ws.trees == ((data, None), (os.path.join(str(tmp_path), "logs"),
+                                           os.path.join(str(tmp_path), "logs", "*.log")))
+        assert ws.matches(os.path.join(data, "sub", "x.txt"))
+        assert not ws.matches(os.path.join(data, ".hidden"))
+        assert not ws.matches(os.path.join(str(tmp_path), "out", "made.csv"))
+        assert not ws.matches(os.path.join(str(tmp_path), "notes.txt"))
+        assert ws.matches(os.path.join(str(tmp_path), "logs"))  # made: its files may follow
+        assert len(ws) == 4
+        # A missing directory is watched through the nearest one that exists.
+        assert ws.directories() == sorted({root, str(tmp_path), data, os.path.join(data, "sub")})
+
+        before = ws.snapshot()
+        (tmp_path / "data" / "sub" / "y.txt").write_text("y")
+        assert changed(ws, before) == []  # a new file is no change to a known one...
+        (tmp_path / "raw.csv").write_text("a, b\n")
+        (tmp_path / "data" / "sub" / "x.txt").unlink()
+        assert changed(ws, before) == sorted([os.path.join(str(tmp_path), "raw.csv"),
+                                              os.path.join(data, "sub", "x.txt")])
+        assert sorted(forget_project_modules(tmp_path)) == ["taskfile", "watchhelper"]
+        assert "watchhelper" not in sys.modules
+    finally:
+        for name in ("taskfile", "watchhelper"):
+            sys.modules.pop(name, None)
+
+
+def test_changed_compares_only_known_files(tmp_path: Path) -> None:
+    """A file the earlier snapshot did not know is not a change; a deleted one is."""
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("1")
+    ws = WatchSet(frozenset({str(a)}))
+    before = ws.snapshot()
+    b.write_text("2")
+    assert changed(WatchSet(frozenset({str(a), str(b)})), before) == []
+    a.unlink()
+    assert changed(ws, before) == [str(a)]
+
+
+@pytest.mark.parametrize("flag", ["--json", "--dry-run", "--pdb"])
+def test_watch_refuses_one_shot_options(invoke: Callable[..., object], flag: str) -> None:
+    """--watch with an option of a single run is a usage error naming it."""
+    result = invoke("run", "--watch", flag)
+    assert result.exit_code == 2  # type: ignore[attr-defined]
+    assert result.output == (  # type: ignore[attr-defined]
+        f"Error: --watch runs again and again; it cannot be combined with {flag}. Leave one out.\n")
+
+
+def test_watch_without_watchfiles_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the watchfiles package, waiting is a usage error naming the extra."""
+    from checkpoint.errors import UsageError
+    from checkpoint.watch import wait_for_change
+
+    monkeypatch.setitem(sys.modules, "watchfiles", None)
+    with pytest.raises(UsageError, match=r"pip install 'checkpoint-tool\[watch\]'"):
+        wait_for_change(WatchSet(frozenset()), {})
