@@ -51,4 +51,5 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --peers --peer-size 500 --timeout 300
+	$(BIN)/python benchmarks/large_bench.py
 	$(BIN)/python benchmarks/files_bench.py

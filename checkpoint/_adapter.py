@@ -18,7 +18,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._worker import Outcome, Payload, WorkItem, run_batch, run_pickled_batch
+from ._codec import Payload
+from ._worker import Outcome, WorkItem, run_batch, run_pickled_batch
 
 
 class ExecutorKind(str, Enum):

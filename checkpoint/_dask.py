@@ -51,10 +51,11 @@ from types import ModuleType
 from typing import Any
 
 from ._adapter import ExecutorAdapter, ExecutorKind
+from ._codec import BlobRef, Payload, in_memory
+from ._format import is_store_root, store_root_of
 from ._text import plural
-from ._worker import Outcome, Payload, WorkItem, enter_directory, run_batch
+from ._worker import Outcome, WorkItem, enter_directory, run_batch
 from .errors import SharedCacheError, UsageError, WorkerDiedError
-from .store import BlobRef
 from .task import restore_filename
 
 TASKFILE_MARK = "__checkpoint_taskfile__"
@@ -221,10 +222,7 @@ class DaskAdapter(ExecutorAdapter):
                     raise SharedCacheError(_unshared_message(self._unshared, self.cache_root))
                 for item in items:
                     item.blob_dir = ""  # results come back through the coordinator
-                payloads = {
-                    tid: (p.read(), p.compressed) if isinstance(p, BlobRef) else p
-                    for tid, p in payloads.items()
-                }
+                payloads = {tid: in_memory(p) for tid, p in payloads.items()}
         if self._shipped is None:
             self._shipped = self._ship_modules()
         digest, modules, by_value = self._shipped
@@ -454,9 +452,9 @@ def run_dask_batch(
         if item.blob_dir:
             # A worker that joined after the run's check may not see the cache: then the
             # result goes back through the coordinator rather than into a local directory.
-            root = os.path.dirname(os.path.dirname(item.blob_dir))
+            root = store_root_of(item.blob_dir)
             if root not in sees:
-                sees[root] = os.path.isfile(os.path.join(root, "FORMAT"))
+                sees[root] = is_store_root(root)
             if not sees[root]:
                 item.blob_dir = ""
         absent = [p for p in _data_dirs(item.template) if not p.is_dir()]

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import _procs
 from ._adapter import ExecutorAdapter, ExecutorKind
+from ._codec import Payload
 from ._types import TaskId
-from ._worker import RECORD_BYTES, Outcome, Payload, WorkItem, init_worker, run_pickled_batch
+from ._worker import RECORD_BYTES, Outcome, WorkItem, init_worker, run_pickled_batch
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor

@@ -21,8 +21,8 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._codec import Payload
 from ._types import TaskId
-from ._worker import Payload
 from .errors import CorruptEntryError
 from .store import Meta, Store, open_stored
 

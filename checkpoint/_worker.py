@@ -26,15 +26,13 @@ import sys
 import threading
 import time
 import traceback
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
-from ._relocate import may_hold_path
+from ._codec import Payload, encode_result, load
 from .errors import CorruptEntryError, TaskTimeoutError
 from .files import File, Product, output_digests
-from .store import INLINE_MAX, BlobRef, decode_payload, encode_value, stream_value, write_blob
 from .task import _Requires, restore_filename
 
 
@@ -73,8 +71,6 @@ class WorkItem:
     to it, and resolved against it (see :mod:`checkpoint._relocate`)."""
 
 
-Payload = Union[tuple[bytes, bool], BlobRef]
-"""A prerequisite's payload as sent to a worker: ``(bytes, compressed)`` or a blob to read."""
 
 
 @dataclass
@@ -113,13 +109,10 @@ class _CorruptPrerequisite(Exception):
 
 def _fill(template: Any, payloads: dict[str, Payload], products: list[Product], root: str) -> Any:
     if isinstance(template, Ref):
-        held = payloads[template.id]
-        if isinstance(held, BlobRef):
-            try:
-                return held.load()
-            except CorruptEntryError as exc:
-                raise _CorruptPrerequisite(template.id, str(exc)) from None
-        return decode_payload(held[0], held[1], root)
+        try:
+            return load(payloads[template.id], root)
+        except CorruptEntryError as exc:
+            raise _CorruptPrerequisite(template.id, str(exc)) from None
     if isinstance(template, list):
         return [_fill(t, payloads, products, root) for t in template]
     if isinstance(template, dict):
@@ -162,47 +155,19 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         return _failure(item.id, started, duration, exc, in_process, item.show_locals)
     duration = time.perf_counter() - t0
     try:
-        if item.blob_dir and not item.compress_level and _looks_large(value) and not (
-                item.root and may_hold_path(value, item.root)):
-            # Straight into the cache, without a copy of the payload in memory; a worker
-            # that cannot see the cache (OSError) encodes it for the coordinator instead.
-            with contextlib.suppress(OSError):
-                streamed, name, crc, size = stream_value(value, item.blob_dir, item.id)
-                return Outcome(item.id, started, duration, streamed, crc, size, blob=name,
-                               outputs=outputs)
         if isinstance(value, io.IOBase):  # cloudpickle would store a copy of what is left to read
             with contextlib.suppress(Exception):
                 value.close()  # dropped here: nothing else would close it
             raise TypeError(f"cannot store an open file ({value!r}); return its path, or what "
                             "was read from it")
-        payload = encode_value(value, item.compress_level, item.root)
+        encoded = encode_result(value, item.compress_level, item.blob_dir, item.id, item.root)
     except Exception as exc:  # noqa: BLE001
         out = _failure(item.id, started, duration, exc, in_process)
         out.unpicklable_result = True
         out.error_text = _returned_by(fn, exc)
         return out
-    crc, size = zlib.crc32(payload), len(payload)
-    if item.blob_dir and size > INLINE_MAX:
-        try:  # spares the payload a trip through the coordinator
-            name = write_blob(item.blob_dir, item.id, payload)
-            return Outcome(item.id, started, duration, None, crc, size, blob=name, outputs=outputs)
-        except OSError:
-            pass  # this worker cannot see the cache: the coordinator writes it
-    return Outcome(item.id, started, duration, payload, crc, size, outputs=outputs)
-
-
-def _looks_large(value: Any) -> bool:
-    """Whether a value is a buffer (bytes, str, a NumPy array, ...) whose payload would
-    exceed ``INLINE_MAX``: cheap to tell, and where streaming it to its file pays."""
-    if isinstance(value, (bytes, bytearray, str, memoryview)):
-        return len(value) > INLINE_MAX
-    nbytes = getattr(type(value), "nbytes", None)
-    if nbytes is None:
-        return False
-    try:
-        return int(value.nbytes) > INLINE_MAX
-    except Exception:  # noqa: BLE001 - an odd nbytes attribute: encode as usual
-        return False
+    return Outcome(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
+                   blob=encoded.blob, outputs=outputs)
 
 
 def stop_capture() -> None:

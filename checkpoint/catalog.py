@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._types import Reason, TaskId
@@ -618,7 +618,7 @@ def touch_targets(targets: Sequence[Task[Any]], store: Store) -> Touched:
         if node.files is not None:  # accept the files as they are now (a missing output stays stale)
             deps.update(node.files.digests)
             deps.update((k, v) for k, v in node.files.outputs_now.items() if v)
-        new = replace(meta, fingerprint=node.task.family.fingerprint[0], deps=deps)
+        new = meta.touched(node.task.family.fingerprint[0], deps)
         updates.setdefault(node.task.family.dirname, {})[tid] = new
         report.touched += 1
     families = {n.task.family.dirname: n.task.family for n in the_plan.nodes.values()}
@@ -636,7 +636,7 @@ def touch_family(store: Store, family: TaskFamily[Any, Any]) -> Touched:
         if meta.fingerprint == current:
             report.fresh += 1
         else:
-            metas[tid] = replace(meta, fingerprint=current)
+            metas[tid] = meta.touched(current)
     store.put_metas(family.dirname, metas, family.fingerprint)
     report.touched = len(metas)
     return report

@@ -15,8 +15,9 @@ import sys
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from ._adapter import ExecutorAdapter, ExecutorKind, InlineAdapter, PickledAdapter, PoolAdapter
+from ._codec import Payload
 from ._types import executor_name
-from ._worker import Outcome, Payload, WorkItem, run_batch
+from ._worker import Outcome, WorkItem, run_batch
 from .errors import UsageError
 
 

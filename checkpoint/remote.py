@@ -48,13 +48,13 @@ import shutil
 import stat
 import time
 import warnings
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
+from ._format import Checksum, checksum, new_blob_name
 from ._manifest import (
     MIN_KEY_LENGTH,
     DataFile,
@@ -464,7 +464,7 @@ class _Fetch:
         payload = manifest.payload() if manifest.inline is not None else contents.get(manifest.sha256)
         if payload is not None:
             _check_bytes(payload, manifest.sha256, manifest.size, "its value")
-            if zlib.crc32(payload) != manifest.crc:
+            if checksum(payload) != manifest.crc:
                 raise RefusedEntry("its value does not match the checksum in its manifest")
             self.payloads[tid] = payload
         elif manifest.sha256 in files:
@@ -474,9 +474,7 @@ class _Fetch:
                 raise RefusedEntry("its value does not match the checksum in its manifest")
             blobs = self.store.blob_dir(family)
             blobs.mkdir(parents=True, exist_ok=True)
-            from .store import _blob_name  # the store's own naming of value files
-
-            name = _blob_name(tid)
+            name = new_blob_name(tid)
             self.uses[manifest.sha256] -= 1
             if self.uses[manifest.sha256] > 0:  # a value that another entry has too
                 shutil.copyfile(source, blobs / name)
@@ -623,16 +621,16 @@ def _check_bytes(content: bytes, sha: str, size: int, what: str) -> None:
 def _check_file(path: Path, sha: str, size: int, what: str) -> int:
     """Check a downloaded file's size and SHA-256; return its CRC-32."""
     digest = hashlib.sha256()
-    crc = 0
+    crc = Checksum()
     total = 0
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
-            crc = zlib.crc32(chunk, crc)
+            crc.update(chunk)
             total += len(chunk)
     if total != size or digest.hexdigest() != sha:
         raise RefusedEntry(f"{what} failed its SHA-256 check (damaged or replaced on the remote)")
-    return crc
+    return crc.value()
 
 
 # --- pushing ----------------------------------------------------------------------------------
@@ -758,7 +756,7 @@ def _manifest_of(store: Store, task: Task[Any], tid: TaskId,
             objects[sha] = (path, size)
     else:
         payload = meta.inline
-        if payload is None or len(payload) != meta.size or zlib.crc32(payload) != meta.crc:
+        if payload is None or len(payload) != meta.size or checksum(payload) != meta.crc:
             raise _NotPushable("its stored value is damaged (size or checksum mismatch)")
         sha = hashlib.sha256(payload).hexdigest()
         inline = base64.b64encode(payload).decode()
@@ -806,14 +804,14 @@ def _data_files(store: Store, family: str, tid: TaskId,
 def _hash_file(path: str) -> tuple[str, int, int]:
     """SHA-256, CRC-32 and size of a local file (only a regular file is opened)."""
     digest = hashlib.sha256()
-    crc = 0
+    crc = Checksum()
     size = 0
     with os.fdopen(open_stored(path), "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
-            crc = zlib.crc32(chunk, crc)
+            crc.update(chunk)
             size += len(chunk)
-    return digest.hexdigest(), crc, size
+    return digest.hexdigest(), crc.value(), size
 
 
 def _upload_objects(storage: RemoteStorage, objects: dict[str, tuple[str, int]]) -> None:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from . import events as ev
 from ._adapter import ExecutorAdapter, ExecutorKind, broken_process_pool
 from ._admission import Admission
+from ._codec import Payload, load
 from ._coordination import Coordination
 from ._interrupts import InterruptGuard
 from ._readiness import Readiness, TaskState
@@ -47,7 +48,7 @@ from ._recorder import Recorder
 from ._text import task_label
 from ._types import Reason, TaskId
 from ._values import RunValues, same_payload, value_stamp
-from ._worker import Outcome, Payload, Ref, WorkItem, hard_timeout_outcome, uninstall_capture
+from ._worker import Outcome, Ref, WorkItem, hard_timeout_outcome, uninstall_capture
 from .debug import breakpoints_for
 from .errors import (
     CorruptEntryError,
@@ -60,7 +61,7 @@ from .errors import (
 from .executors import resolve_executor
 from .files import File, same_outputs, with_outputs
 from .graph import Plan, entry_is_current, plan
-from .store import BlobRef, FailedRun, Meta, Record, Store, decode_payload, new_stamp
+from .store import FailedRun, Meta, Record, Store, decode_payload, new_stamp
 from .task import Task, TaskDirectory, TaskFamily, check_timeout
 
 if TYPE_CHECKING:
@@ -1060,10 +1061,7 @@ class _Run:
         if out.id in self.values.recomputed:
             self.renewed[out.id] = self.seq
         if out.id in self.targets:
-            self.result.values[out.id] = (
-                held.load() if isinstance(held, BlobRef)
-                else decode_payload(*held, self.store_root)
-            )
+            self.result.values[out.id] = load(held, self.store_root)
         self.result.ran.append(task)
         self.result.durations[out.id] = out.duration
         self.admission.observe(family.queue, out.duration)

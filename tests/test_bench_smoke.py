@@ -111,3 +111,14 @@ def test_files_benchmark_runs_quickly() -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "100 tasks, 1 File each: adds" in done.stdout
+
+
+def test_large_values_benchmark_runs_quickly() -> None:
+    """benchmarks/large_bench.py --quick should run W5 and the NumPy variant with their
+    references and print the table."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "large_bench.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for row in ("| W5 cold |", "| W5 warm |", "| NumPy cold |", "| NumPy slice reader RSS |",
+                "| CRC-32 (zlib) |"):
+        assert row in done.stdout, done.stdout

@@ -513,7 +513,7 @@ def test_large_buffers_stream_into_their_file(
     """A large buffer result should go straight into its blob file (its payload never built
     in memory), byte for byte what pickling it whole gives; one that fails to pickle halfway
     should leave no partial file and fail as UnserializableResultError."""
-    import checkpoint._worker as worker
+    import checkpoint._codec as codec
     from checkpoint.store import INLINE_MAX, encode_value
 
     def small_only(value: Any, level: int) -> bytes:
@@ -521,7 +521,7 @@ def test_large_buffers_stream_into_their_file(
         assert len(payload) <= INLINE_MAX, "a large buffer's payload was built in memory"
         return payload
 
-    monkeypatch.setattr(worker, "encode_value", small_only)  # seen by in-process workers
+    monkeypatch.setattr(codec, "encode_value", small_only)  # seen by in-process workers
     value = bytes(range(256)) * 4096  # 1 MB
 
     @task
