@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ._relocate import may_hold_path
+from ._stamps import file_stamp, value_stamp
 from .errors import CorruptEntryError, TaskTimeoutError
 from .files import File, Product, output_digests
 from .store import INLINE_MAX, BlobRef, decode_payload, encode_value, stream_value, write_blob
@@ -88,6 +89,9 @@ class Outcome:
     size: int = 0
     blob: str = ""
     """File name under ``WorkItem.blob_dir`` when the worker wrote the payload itself."""
+    stamp: str = ""
+    """The stamp of that file's payload (:func:`checkpoint._stamps.value_stamp`), hashed
+    here so that the coordinator does not read the file again."""
     error: BaseException | None = None
     """The task's exception (in-process), or a picklable stand-in (from another process)."""
     error_text: str = ""
@@ -168,7 +172,7 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
             with contextlib.suppress(OSError):
                 streamed, name, crc, size = stream_value(value, item.blob_dir, item.id)
                 return Outcome(item.id, started, duration, streamed, crc, size, blob=name,
-                               outputs=outputs)
+                               stamp=_file_stamp(item.blob_dir, name), outputs=outputs)
         payload = encode_value(value, item.compress_level, item.root)
     except Exception as exc:  # noqa: BLE001
         out = _failure(item.id, started, duration, exc, in_process)
@@ -178,10 +182,22 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     if item.blob_dir and size > INLINE_MAX:
         try:  # spares the payload a trip through the coordinator
             name = write_blob(item.blob_dir, item.id, payload)
-            return Outcome(item.id, started, duration, None, crc, size, blob=name, outputs=outputs)
+            return Outcome(item.id, started, duration, None, crc, size, blob=name, outputs=outputs,
+                           stamp=value_stamp(payload, item.compress_level != 0))
         except OSError:
             pass  # this worker cannot see the cache: the coordinator writes it
     return Outcome(item.id, started, duration, payload, crc, size, outputs=outputs)
+
+
+def _file_stamp(directory: str, name: str) -> str:
+    """The stamp of a value file this worker streamed (``""``: none written, or unreadable;
+    the coordinator then gives the entry a unique stamp)."""
+    if not name:
+        return ""
+    try:
+        return file_stamp(os.path.join(directory, name), False)
+    except OSError:
+        return ""
 
 
 def _looks_large(value: Any) -> bool:

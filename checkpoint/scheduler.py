@@ -44,9 +44,10 @@ from ._coordination import Coordination
 from ._interrupts import InterruptGuard
 from ._readiness import Readiness, TaskState
 from ._recorder import Recorder
+from ._stamps import value_stamp
 from ._text import task_label
 from ._types import Reason, TaskId
-from ._values import RunValues, same_payload, value_stamp
+from ._values import RunValues, same_payload
 from ._worker import Outcome, Payload, Ref, WorkItem, hard_timeout_outcome, uninstall_capture
 from .debug import breakpoints_for
 from .errors import (
@@ -1019,17 +1020,21 @@ class _Run:
             out.output = self.prior_output.pop(out.id, "") + out.output
         fingerprint = family.fingerprint
         # A task's stamp names its value, so that a recomputation giving the same value
-        # keeps its dependents current (early cutoff). Not for a task with a data
-        # directory: its value (often a path) does not show what the directory holds.
+        # keeps its dependents current (early cutoff; see checkpoint._stamps). Not for a
+        # task with a data directory: its value (often a path) does not show what the
+        # directory holds.
         by_value = not task.spec().has_data_dir
+        if not by_value:
+            stamp = new_stamp()
+        elif out.payload is not None:
+            stamp = value_stamp(out.payload, family.compress_level != 0)
+        else:  # written to its file by the worker, which hashed it
+            stamp = out.stamp or new_stamp()
         meta = Meta(
             expr=task.expression(),
             args=task.encoded,
             fingerprint=fingerprint[0],
-            stamp=(
-                value_stamp(out.payload, family.compress_level != 0)
-                if by_value and out.payload is not None else new_stamp()
-            ),
+            stamp=stamp,
             deps=node.recorded_deps(self.given.pop(out.id), out.outputs),
             size=out.size,
             crc=out.crc,
@@ -1044,7 +1049,8 @@ class _Run:
         if out.outputs:  # the stamp names the files the task wrote too
             meta.stamp = with_outputs(meta.stamp, out.outputs)
         previous = self.values.entries.get(out.id)
-        if by_value and same_payload(self.store, family.dirname, previous, meta, out.payload) \
+        if by_value and previous is not None and previous.stamp != meta.stamp \
+                and same_payload(self.store, family.dirname, previous, meta, out.payload) \
                 and same_outputs(previous, out.outputs):
             assert previous is not None
             meta.stamp = previous.stamp

@@ -9,6 +9,7 @@ fix makes one pass, pytest reports it (XPASS fails a strict xfail), and the mark
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -552,3 +553,84 @@ def test_run_that_planned_while_another_ran_reuses_its_results(tmp_path: Path) -
     ran = Counter(executions(log))
     assert max(ran.values()) == 1, f"computed by both runs: {sorted(e for e, n in ran.items() if n > 1)}"
 
+
+
+RECOMPUTED = """
+@task
+def big():
+    def __() -> bytes:
+        _hold("big")
+        _log("big()")
+        return b"y" * 100_000
+    return __
+
+@task
+def d():
+    @requires(big())
+    @requires(TaskDirectory())
+    def __(b: bytes, path: Path) -> int:
+        _log("d()")
+        (path / "n.txt").write_text(str(len(b)))
+        return len(b)
+    return __
+
+@task
+def c():
+    @requires(big())
+    def __(b: bytes) -> int:
+        _hold("c")
+        _log("c()")
+        return len(b) + (2 if os.path.exists("c-two") else 1)  # a new value once cleared
+    return __
+
+@task
+def main():
+    @requires(d())
+    @requires(c())
+    def __(n: int, m: int) -> int:
+        _log("main()")
+        return n + m
+    return __
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+def test_damaged_value_recomputed_to_the_same_bytes_keeps_its_dependents_current(tmp_path: Path) -> None:
+    """A large value found damaged and recomputed to the same bytes should keep its stamp:
+    its fresh dependents stay current, so a run that plans after the recomputation agrees
+    with the run that did it, and main() is computed once between them (the model test's
+    concurrent-damage case: with a new stamp, the later run recomputed the data-directory
+    dependent d() and then main() again)."""
+    _taskfile(tmp_path, RECOMPUTED)
+    assert _invoke(["run"], tmp_path)[1].strip() == "200001"
+    assert _invoke(["clear", "c()"], tmp_path)[0] == 0
+    (tmp_path / "c-two").touch()
+    _flip(_blobs(tmp_path, "big")[0])
+    damaged = _stored_blob(tmp_path, "big")
+    log = tmp_path / "exec2.log"
+    env = env_for(tmp_path, log)
+    for name in ("hold-big", "hold-c"):
+        (tmp_path / name).touch()
+    first = start(["run", "--executor", "thread"], tmp_path, env)
+    assert _wait_file(tmp_path / "at-big", [first])  # c() found big() damaged: recomputing it
+    (tmp_path / "go-big").touch()
+    deadline = time.monotonic() + 60
+    while _stored_blob(tmp_path, "big") == damaged:  # the recomputed big() is stored
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.01)
+    assert _wait_file(tmp_path / "at-c", [first])  # the first run computes c() now
+    second = start(["run", "--executor", "thread"], tmp_path, env)  # plans after big() was stored
+    lockfile = tmp_path / ".cache" / "checkpoint" / ".lock"
+    while second.poll() is None and second.pid not in _lock_holders(lockfile):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    (tmp_path / "go-c").touch()
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out.strip()) == (0, "200002"), err
+    ran = Counter(executions(log))
+    assert ran == Counter(["big()", "c()", "main()"]), f"computed: {sorted(ran.items())}"
+    code, out, err = _invoke(["ls", "main", "--json"], tmp_path)
+    assert code == 0, err
+    assert {row["task"]: row["state"] for row in json.loads(out)["tasks"]} == dict.fromkeys(
+        ["big()", "d()", "c()", "main()"], "fresh")
