@@ -467,8 +467,6 @@ class _Run:
         self.aborting = False
         self.blob_dirs: dict[str, str] = {}
         self.store_root = str(store.root)
-        self.prepared: set[TaskId] = set()
-        """Tasks whose data directory this run emptied: they are computed, never adopted."""
         self.sources_sent: set[str] = set()
         self.to_prepare: dict[str, TaskFamily[..., Any]] = {}
         """The families that will store results, by directory name (see ``_prepare``)."""
@@ -663,7 +661,7 @@ class _Run:
         if not self.coordination.claim(tid):
             return False
         node = self.nodes[tid]
-        if node.reason == Reason.FORCED or tid in self.prepared:
+        if node.reason == Reason.FORCED:
             return True
         meta = self.store.get_meta(node.task.family.dirname, tid)
         if meta is None or self.values.is_damaged(tid, meta):
@@ -886,12 +884,15 @@ class _Run:
         if isinstance(req, Task):
             return Ref(req.id)
         if isinstance(req, TaskDirectory):
-            if task.id in self.values.entries:
+            assert self.coordination is not None
+            if task.id in self.values.entries or self.coordination.locking:
                 # Its directory is about to be emptied: the stored entry that goes with it
                 # must not outlive it (a failure, an interrupt, or another run adopting it
-                # would leave a fresh entry with an empty directory).
+                # would leave a fresh entry with an empty directory). Alone, this run knows
+                # every entry there is; with others, one may have stored it since the plan.
+                # So an entry found later was stored after this emptying, by a run that
+                # filled the directory again: it is adopted like any other.
                 self.store.delete(task.family.dirname, task.id)
-            self.prepared.add(task.id)
             return self.store.prepare_data_dir(task.family.dirname, task.id)
         if isinstance(req, File):  # File or Product: resolved where the task runs
             return req.keyed()
