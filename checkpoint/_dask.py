@@ -54,7 +54,7 @@ from ._adapter import ExecutorAdapter, ExecutorKind
 from ._codec import BlobRef, Payload, in_memory
 from ._format import is_store_root, store_root_of
 from ._text import plural
-from ._worker import Outcome, WorkItem, enter_directory, run_batch
+from ._worker import Failed, Outcome, WorkItem, enter_directory, run_batch
 from .errors import SharedCacheError, UsageError, WorkerDiedError
 from .task import restore_filename
 
@@ -335,7 +335,7 @@ def _no_op(signum: int, frame: Any) -> None:
 def _died(items: list[WorkItem], why: str) -> list[Outcome]:
     now = time.time()
     return [
-        Outcome(item.id, now, 0.0, error=WorkerDiedError(
+        Failed(item.id, now, 0.0, WorkerDiedError(
             f"The Dask worker running this task died or was lost ({why}). It may have been "
             "killed, crashed or run out of memory; Dask retries a task on another worker "
             "before giving up (see distributed.scheduler.allowed-failures)."
@@ -459,7 +459,7 @@ def run_dask_batch(
                 item.blob_dir = ""
         absent = [p for p in _data_dirs(item.template) if not p.is_dir()]
         if absent:
-            missing.append(Outcome(item.id, time.time(), 0.0, error=SharedCacheError(
+            missing.append(Failed(item.id, time.time(), 0.0, SharedCacheError(
                 f"The task's data directory {absent[0]} does not exist on Dask worker host "
                 f"{socket.gethostname()}: the cache directory must be on a filesystem that "
                 "the coordinator and every worker share (set --cache-dir or CP_CACHE_DIR to it)."
@@ -470,7 +470,7 @@ def run_dask_batch(
     # which is what carries results back (a taskfile's exception classes travel by value).
     outcomes = run_batch(ready, payloads, True) if ready else []
     for out in outcomes:
-        if out.error is not None:
+        if isinstance(out, Failed):
             try:
                 cloudpickle.loads(cloudpickle.dumps(out.error))
             except Exception:  # noqa: BLE001 - the exception itself cannot travel

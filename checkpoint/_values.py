@@ -15,7 +15,6 @@ after another damaged prerequisite reads the same value again without going back
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import mmap
 import os
 from collections.abc import Callable, Iterator
@@ -128,14 +127,6 @@ class RunValues:
         self.entries[tid] = entry
         self.held.pop(tid, None)
 
-
-
-def value_stamp(payload: bytes, compressed: bool) -> str:
-    """The stamp of a value held in memory: a digest of its payload, so a recomputation
-    that gives the same value (after a clear, a code change that changes nothing, a forced
-    run) has the same stamp, and what was computed from it stays current (early cutoff)."""
-    digest = hashlib.blake2b(payload, digest_size=16, person=b"cp-zlib" if compressed else b"cp")
-    return "v" + digest.hexdigest()
 
 
 def same_payload(store: Store, family: str, previous: Meta | None, new: Meta,

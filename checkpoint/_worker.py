@@ -28,9 +28,10 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 from ._codec import Payload, encode_result, load
+from ._stamps import file_stamp
 from .errors import CorruptEntryError, TaskTimeoutError
 from .files import File, Product, output_digests
 from .task import _Requires, restore_filename
@@ -45,11 +46,16 @@ class Ref:
 
 @dataclass
 class WorkItem:
-    """One task to compute: its inner function, or the call of the outer one that makes it."""
+    """One task to compute, in one of two modes (make it with :meth:`running` or
+    :meth:`rebuilding`): the inner function itself travels, or the call of the outer
+    function that makes it, which the worker repeats (so a task's outer function runs
+    twice: on the coordinator while planning, and in the worker)."""
 
     id: str
     fn: Any
+    """The inner function (``None`` when the worker rebuilds it from ``call``)."""
     template: list[Any]
+    """The inner function's arguments, with :class:`Ref` where a prerequisite's value goes."""
     compress_level: int
     call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None
     """``(family, args, kwargs)``: call the outer function in the worker to get ``fn``."""
@@ -70,35 +76,81 @@ class WorkItem:
     """The store root as this worker sees it: paths under it in values are stored relative
     to it, and resolved against it (see :mod:`checkpoint._relocate`)."""
 
+    @classmethod
+    def running(cls, task_id: str, fn: Any, template: list[Any], compress_level: int,
+                filename: str = "") -> WorkItem:
+        """The inner function travels to the worker (in-process executors, class tasks,
+        tasks whose arguments hold tasks)."""
+        return cls(task_id, fn, template, compress_level, filename=filename)
+
+    @classmethod
+    def rebuilding(cls, task_id: str, call: tuple[Any, tuple[Any, ...], dict[str, Any]],
+                   template: list[Any], compress_level: int) -> WorkItem:
+        """The worker calls the outer function ``call = (family, args, kwargs)`` again to
+        get the inner one: cheaper to send than a closure (the family pickles by reference
+        when importable)."""
+        return cls(task_id, None, template, compress_level, call=call)
+
 
 
 
 @dataclass
-class Outcome:
-    """The result of one task: an encoded value, or an error."""
+class Done:
+    """A task returned: its encoded value (in ``payload``, or in the file ``blob``)."""
 
     id: str
     started: float
     duration: float
     payload: bytes | None = None
+    """The encoded value, unless the worker wrote it to ``blob``."""
     crc: int = 0
     size: int = 0
     blob: str = ""
     """File name under ``WorkItem.blob_dir`` when the worker wrote the payload itself."""
-    error: BaseException | None = None
-    """The task's exception (in-process), or a picklable stand-in (from another process)."""
-    error_text: str = ""
-    """The formatted traceback, as seen where the task ran."""
-    unpicklable_result: bool = False
+    stamp: str = ""
+    """The stamp of that file's payload (:func:`checkpoint._stamps.value_stamp`), hashed
+    here so that the coordinator does not read the file again."""
+    outputs: dict[str, str] | None = None
+    """``{"out:<path>": digest}`` of the task's declared outputs, hashed after it ran."""
     output: str = ""
     """What the task wrote to stdout and stderr, interleaved."""
     worker: str = ""
     """``hostname:pid`` of the process that ran the task."""
-    corrupt_dep: str = ""
-    """Id of a prerequisite whose stored value failed its check (the task did not run)."""
-    corrupt_text: str = ""
-    outputs: dict[str, str] | None = None
-    """``{"out:<path>": digest}`` of the task's declared outputs, hashed after it ran."""
+
+
+@dataclass
+class Failed:
+    """A task raised (or could not run, or its result could not be encoded)."""
+
+    id: str
+    started: float
+    duration: float
+    error: BaseException
+    """The task's exception (in-process), or a picklable stand-in (from another process)."""
+    error_text: str = ""
+    """The formatted traceback, as seen where the task ran."""
+    unpicklable_result: bool = False
+    """The task returned, but its value cannot be pickled (``error`` says why)."""
+    output: str = ""
+    worker: str = ""
+
+
+@dataclass
+class NeedsPrerequisite:
+    """A task did not run: the stored value of prerequisite ``dep`` failed its check."""
+
+    id: str
+    started: float
+    dep: str
+    text: str
+    """What is wrong with it (a :class:`~checkpoint.errors.CorruptEntryError`'s message)."""
+    duration: float = 0.0
+    output: str = ""
+    worker: str = ""
+
+
+Outcome = Union[Done, Failed, NeedsPrerequisite]
+"""What a worker reports for each task of a batch."""
 
 
 class _CorruptPrerequisite(Exception):
@@ -142,7 +194,7 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         # Hashed here, as soon as written (a failed task records nothing).
         outputs = output_digests(products) if products else None
     except _CorruptPrerequisite as exc:
-        return Outcome(item.id, started, 0.0, corrupt_dep=exc.dep, corrupt_text=str(exc))
+        return NeedsPrerequisite(item.id, started, exc.dep, str(exc))
     except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
         if in_process and isinstance(exc, KeyboardInterrupt):
             raise
@@ -166,8 +218,21 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         out.unpicklable_result = True
         out.error_text = _returned_by(fn, exc)
         return out
-    return Outcome(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
-                   blob=encoded.blob, outputs=outputs)
+    # A value file written here is hashed here too (its bytes never reach the coordinator).
+    stamp = _file_stamp(item.blob_dir, encoded.blob, item.compress_level != 0)
+    return Done(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
+                blob=encoded.blob, stamp=stamp, outputs=outputs)
+
+
+def _file_stamp(directory: str, name: str, compressed: bool) -> str:
+    """The stamp of a value file this worker wrote (``""``: none written, or unreadable;
+    the coordinator then gives the entry a unique stamp)."""
+    if not name:
+        return ""
+    try:
+        return file_stamp(os.path.join(directory, name), compressed)
+    except OSError:
+        return ""
 
 
 def stop_capture() -> None:
@@ -220,7 +285,7 @@ def _returned_by(fn: Any, exc: BaseException) -> str:
 def _failure(
     task_id: str, started: float, duration: float, exc: BaseException, in_process: bool,
     show_locals: bool = False,
-) -> Outcome:
+) -> Failed:
     tb = _user_traceback(exc)
     text = "".join(
         traceback.TracebackException(type(exc), exc, tb, capture_locals=show_locals).format()
@@ -231,7 +296,7 @@ def _failure(
             pickle.loads(pickle.dumps(exc))
         except Exception:  # noqa: BLE001 - the exception itself cannot travel
             error = RuntimeError(f"{type(exc).__qualname__}: {exc}")
-    return Outcome(task_id, started, duration, error=error, error_text=text)
+    return Failed(task_id, started, duration, error, error_text=text)
 
 
 def run_batch(
@@ -350,7 +415,7 @@ def _run_alarmed(item: WorkItem, payloads: dict[str, Payload], in_process: bool)
         signal.signal(signal.SIGALRM, previous)
         if hard:
             _disarm_hard_stop()
-    if isinstance(outcome.error, _OverTime):
+    if isinstance(outcome, Failed) and isinstance(outcome.error, _OverTime):
         end_children()  # any it started while it stopped
         note = ", so it was stopped" + (" with the processes it started" if ended else "")
         return _over_time(item, outcome.started, outcome.duration, outcome.error_text, note)
@@ -450,7 +515,7 @@ def _stack_text(thread: threading.Thread) -> str:
     )
 
 
-def _over_time(item: WorkItem, started: float, duration: float, where: str, note: str) -> Outcome:
+def _over_time(item: WorkItem, started: float, duration: float, where: str, note: str) -> Failed:
     """The failure of a task that ran past its time limit; ``where``: its traceback."""
     message = (
         f"{item.label or 'The task'} timed out: still running after its time limit of "
@@ -461,10 +526,10 @@ def _over_time(item: WorkItem, started: float, duration: float, where: str, note
         lines.pop()
     text = "\n".join([*lines, f"checkpoint.errors.TaskTimeoutError: {message}"]).lstrip("\n")
     error = TaskTimeoutError(message, limit=item.timeout)
-    return Outcome(item.id, started, duration, error=error, error_text=text + "\n")
+    return Failed(item.id, started, duration, error, error_text=text + "\n")
 
 
-def hard_timeout_outcome(task_id: str, label: str, limit: float, report: str) -> Outcome:
+def hard_timeout_outcome(task_id: str, label: str, limit: float, report: str) -> Failed:
     """The failure of a task whose worker process ended itself at its limit plus grace
     (``report``: faulthandler's account of where each thread was)."""
     item = WorkItem(task_id, None, [], 0, timeout=limit, label=label)

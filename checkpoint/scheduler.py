@@ -45,10 +45,20 @@ from ._coordination import Coordination
 from ._interrupts import InterruptGuard
 from ._readiness import Readiness, TaskState
 from ._recorder import Recorder
+from ._stamps import value_stamp
 from ._text import task_label
 from ._types import Reason, TaskId
-from ._values import RunValues, same_payload, value_stamp
-from ._worker import Outcome, Ref, WorkItem, hard_timeout_outcome, uninstall_capture
+from ._values import RunValues, same_payload
+from ._worker import (
+    Done,
+    Failed,
+    NeedsPrerequisite,
+    Outcome,
+    Ref,
+    WorkItem,
+    hard_timeout_outcome,
+    uninstall_capture,
+)
 from .debug import breakpoints_for
 from .errors import (
     CorruptEntryError,
@@ -467,8 +477,6 @@ class _Run:
         self.aborting = False
         self.blob_dirs: dict[str, str] = {}
         self.store_root = str(store.root)
-        self.prepared: set[TaskId] = set()
-        """Tasks whose data directory this run emptied: they are computed, never adopted."""
         self.sources_sent: set[str] = set()
         self.to_prepare: dict[str, TaskFamily[..., Any]] = {}
         """The families that will store results, by directory name (see ``_prepare``)."""
@@ -663,7 +671,7 @@ class _Run:
         if not self.coordination.claim(tid):
             return False
         node = self.nodes[tid]
-        if node.reason == Reason.FORCED or tid in self.prepared:
+        if node.reason == Reason.FORCED:
             return True
         meta = self.store.get_meta(node.task.family.dirname, tid)
         if meta is None or self.values.is_damaged(tid, meta):
@@ -817,26 +825,7 @@ class _Run:
                 self.seq += 1
                 self.submitted[tid] = self.seq
             self.readiness.running(tid)
-            spec = task.spec()
-            template = [self._template(req, task) for req in spec.requirements]
-            if pickled and not task.family.is_class and "$task" not in task.encoded:
-                # Cheaper to pickle than the inner closure: the worker calls the outer
-                # function again to get it (the family pickles by reference when importable).
-                # A class task's spec.fn is already small: its plain attributes, no handles.
-                item = WorkItem(tid, None, template, task.family.compress_level,
-                                call=(task.family, task.args, task.kwargs))
-            else:
-                code = getattr(spec.fn, "__code__", None)
-                item = WorkItem(tid, spec.fn, template, task.family.compress_level,
-                                filename=code.co_filename if pickled and code else "")
-            item.blob_dir = self._blob_dir(task.family.dirname)
-            item.root = self.store_root
-            item.debug = self.debug
-            item.show_locals = self.options.show_locals
-            limit = task.family.timeout if task.family.timeout is not None else self.options.timeout
-            if limit:
-                item.timeout, item.label = limit, task_label(task)
-            items.append(item)
+            items.append(self._work_item(task, pickled))
         if not items:
             return
         try:
@@ -853,6 +842,26 @@ class _Run:
         if isolated or self.generation:
             self.batch_info[id(items)] = (self.generation, isolated)
         future.add_done_callback(lambda f: self.done.put((f, items)))
+
+    def _work_item(self, task: Task[Any], pickled: bool) -> WorkItem:
+        spec = task.spec()
+        template = [self._template(req, task) for req in spec.requirements]
+        family = task.family
+        if pickled and _rebuildable(task):
+            item = WorkItem.rebuilding(task.id, (family, task.args, task.kwargs), template,
+                                       family.compress_level)
+        else:
+            code = getattr(spec.fn, "__code__", None)
+            item = WorkItem.running(task.id, spec.fn, template, family.compress_level,
+                                    filename=code.co_filename if pickled and code else "")
+        item.blob_dir = self._blob_dir(family.dirname)
+        item.root = self.store_root
+        item.debug = self.debug
+        item.show_locals = self.options.show_locals
+        limit = family.timeout if family.timeout is not None else self.options.timeout
+        if limit:
+            item.timeout, item.label = limit, task_label(task)
+        return item
 
     def _announce(self, items: list[WorkItem]) -> None:
         """A batch reached a worker (as far as this thread can tell: a free one was there)."""
@@ -886,12 +895,15 @@ class _Run:
         if isinstance(req, Task):
             return Ref(req.id)
         if isinstance(req, TaskDirectory):
-            if task.id in self.values.entries:
+            assert self.coordination is not None
+            if task.id in self.values.entries or self.coordination.locking:
                 # Its directory is about to be emptied: the stored entry that goes with it
                 # must not outlive it (a failure, an interrupt, or another run adopting it
-                # would leave a fresh entry with an empty directory).
+                # would leave a fresh entry with an empty directory). Alone, this run knows
+                # every entry there is; with others, one may have stored it since the plan.
+                # So an entry found later was stored after this emptying, by a run that
+                # filled the directory again: it is adopted like any other.
                 self.store.delete(task.family.dirname, task.id)
-            self.prepared.add(task.id)
             return self.store.prepare_data_dir(task.family.dirname, task.id)
         if isinstance(req, File):  # File or Product: resolved where the task runs
             return req.keyed()
@@ -911,11 +923,11 @@ class _Run:
 
     def _lost(self, items: list[WorkItem], error: type[TaskFailedError], message: str) -> list[Outcome]:
         """Fail each task of a batch that never reported: ``message`` names it as ``{task}``."""
-        outcomes = []
+        outcomes: list[Outcome] = []
         for item in items:
             task = self.nodes[item.id].task
             text = message.format(task=task_label(task))
-            outcomes.append(Outcome(item.id, time.time(), 0.0, error=error(
+            outcomes.append(Failed(item.id, time.time(), 0.0, error(
                 text, task=repr(task), family=task.family.name)))
         return outcomes
 
@@ -964,55 +976,66 @@ class _Run:
             if self.aborting:  # we killed the workers: these tasks did not run
                 self._not_run(items)
                 return
-            if generation == self.generation and self.adapter.rebuild():
-                self.generation += 1
-            elif generation == self.generation:  # not ours to rebuild: these tasks fail
-                isolated = True
-            # [timeouts] A worker ended itself because its task ran past its time limit: that
-            # task fails as timed out; the others in flight are ready again.
-            over_time = self.adapter.timed_out(generation)
-            if over_time:
-                innocent = [item for item in items if item.id not in over_time]
-                self._not_run(innocent)
-                for item in innocent:
-                    self._ready(item.id)
-                outcomes = [
-                    hard_timeout_outcome(item.id, task_label(self.nodes[item.id].task),
-                                         *over_time[item.id])
-                    for item in items if item.id in over_time
-                ]
-            elif not isolated:
-                # Which task killed the worker is unknown (a broken pool fails every batch
-                # in flight): run each of them again, alone.
-                self._not_run(items)
-                self.suspects.extend(item.id for item in items)
+            found = self._broken_pool(items, generation, isolated)
+            if found is None:
                 return
-            else:
-                outcomes = self._lost(items, WorkerDiedError, "{task}: worker died while running "
-                                      "it (killed, crashed, e.g. a segmentation fault, or out of "
-                                      "memory).")
+            outcomes = found
         except BaseException as exc:  # noqa: BLE001 - the executor itself failed
-            outcomes = [Outcome(item.id, time.time(), 0.0, error=exc) for item in items]
+            outcomes = [Failed(item.id, time.time(), 0.0, exc) for item in items]
         for outcome in outcomes:
             tid = outcome.id
             self.admission.release(self.nodes[tid].task.family.queue)
             self._unshare(tid)
-            if outcome.corrupt_dep:
-                # The task did not run: it runs again once the damaged value is recomputed
-                # (at once if it was recomputed since this task was handed the old one).
-                self.given.pop(tid, None)
-                self.readiness.state[tid] = TaskState.READY
-                dep = outcome.corrupt_dep
-                stale = self.renewed.get(dep, -1) > self.submitted.get(tid, -1)
-                if (stale or self._damaged(dep, outcome.corrupt_text, tid)) and \
-                        self.readiness.wait_for(tid, self.nodes[tid].deps):
-                    self._ready(tid)
-            elif outcome.error is not None:
+            if isinstance(outcome, Done):
+                self._finished(outcome)
+            elif isinstance(outcome, Failed):
                 self._failed(outcome)
             else:
-                self._finished(outcome)
+                self._needs(outcome)
 
-    def _finished(self, out: Outcome) -> None:
+    def _broken_pool(self, items: list[WorkItem], generation: int,
+                     isolated: bool) -> list[Outcome] | None:
+        """A worker process died with ``items`` in flight: the outcomes to record, or
+        ``None`` when they are all to run again (each alone, to find the one that kills
+        its worker)."""
+        if generation == self.generation and self.adapter.rebuild():
+            self.generation += 1
+        elif generation == self.generation:  # not ours to rebuild: these tasks fail
+            isolated = True
+        # [timeouts] A worker ended itself because its task ran past its time limit: that
+        # task fails as timed out; the others in flight are ready again.
+        over_time = self.adapter.timed_out(generation)
+        if over_time:
+            innocent = [item for item in items if item.id not in over_time]
+            self._not_run(innocent)
+            for item in innocent:
+                self._ready(item.id)
+            return [
+                hard_timeout_outcome(item.id, task_label(self.nodes[item.id].task),
+                                     *over_time[item.id])
+                for item in items if item.id in over_time
+            ]
+        if not isolated:
+            # Which task killed the worker is unknown (a broken pool fails every batch in
+            # flight): run each of them again, alone.
+            self._not_run(items)
+            self.suspects.extend(item.id for item in items)
+            return None
+        return self._lost(items, WorkerDiedError, "{task}: worker died while running it "
+                          "(killed, crashed, e.g. a segmentation fault, or out of memory).")
+
+    def _needs(self, out: NeedsPrerequisite) -> None:
+        """The task did not run: it runs again once the damaged value is recomputed (at
+        once if it was recomputed since this task was handed the old one)."""
+        tid, dep = out.id, out.dep
+        self.given.pop(tid, None)
+        self.readiness.state[tid] = TaskState.READY
+        stale = self.renewed.get(dep, -1) > self.submitted.get(tid, -1)
+        if (stale or self._damaged(dep, out.text, tid)) and \
+                self.readiness.wait_for(tid, self.nodes[tid].deps):
+            self._ready(tid)
+
+    def _finished(self, out: Done) -> None:
         node = self.nodes[out.id]
         task = node.task
         family = task.family
@@ -1020,17 +1043,21 @@ class _Run:
             out.output = self.prior_output.pop(out.id, "") + out.output
         fingerprint = family.fingerprint
         # A task's stamp names its value, so that a recomputation giving the same value
-        # keeps its dependents current (early cutoff). Not for a task with a data
-        # directory: its value (often a path) does not show what the directory holds.
+        # keeps its dependents current (early cutoff; see checkpoint._stamps). Not for a
+        # task with a data directory: its value (often a path) does not show what the
+        # directory holds.
         by_value = not task.spec().has_data_dir
+        if not by_value:
+            stamp = new_stamp()
+        elif out.payload is not None:
+            stamp = value_stamp(out.payload, family.compress_level != 0)
+        else:  # written to its file by the worker, which hashed it
+            stamp = out.stamp or new_stamp()
         meta = Meta(
             expr=task.expression(),
             args=task.encoded,
             fingerprint=fingerprint[0],
-            stamp=(
-                value_stamp(out.payload, family.compress_level != 0)
-                if by_value and out.payload is not None else new_stamp()
-            ),
+            stamp=stamp,
             deps=node.recorded_deps(self.given.pop(out.id), out.outputs),
             size=out.size,
             crc=out.crc,
@@ -1045,7 +1072,8 @@ class _Run:
         if out.outputs:  # the stamp names the files the task wrote too
             meta.stamp = with_outputs(meta.stamp, out.outputs)
         previous = self.values.entries.get(out.id)
-        if by_value and same_payload(self.store, family.dirname, previous, meta, out.payload) \
+        if by_value and previous is not None and previous.stamp != meta.stamp \
+                and same_payload(self.store, family.dirname, previous, meta, out.payload) \
                 and same_outputs(previous, out.outputs):
             assert previous is not None
             meta.stamp = previous.stamp
@@ -1070,11 +1098,10 @@ class _Run:
                                       out.output, out.worker, out.started))
         self._settled(out.id, done=True)
 
-    def _failed(self, out: Outcome) -> None:
+    def _failed(self, out: Failed) -> None:
         node = self.nodes[out.id]
         task = node.task
         error = out.error
-        assert error is not None
         self.given.pop(out.id, None)
         if out.unpicklable_result:
             wrapped = UnserializableResultError(
@@ -1108,7 +1135,7 @@ class _Run:
             out.output = self.prior_output.pop(out.id, "") + out.output
         self._fail_now(out.id, error, out)
 
-    def _fail_now(self, tid: TaskId, error: BaseException, out: Outcome | None = None) -> None:
+    def _fail_now(self, tid: TaskId, error: BaseException, out: Failed | None = None) -> None:
         """``tid`` failed for good: record it, then stop or skip what depends on it."""
         task = self.nodes[tid].task
         self.given.pop(tid, None)
@@ -1138,6 +1165,14 @@ class _Run:
             self._settled(skipped, done=False)
             if self.emit:
                 self.emit(ev.TaskSkipped(self.nodes[skipped].task, task))
+
+
+def _rebuildable(task: Task[Any]) -> bool:
+    """Whether a process worker can rebuild the task's inner function by calling its outer
+    function again (:meth:`WorkItem.rebuilding`): not for a class task (its ``spec.fn`` is
+    already small: its plain attributes, no handles) nor for one whose arguments hold
+    tasks (``$task`` in its encoding), which would be planned again in the worker."""
+    return not task.family.is_class and "$task" not in task.encoded
 
 
 def _annotate(error: BaseException, task: Task[Any]) -> None:

@@ -132,3 +132,18 @@ def test_a_task_with_a_data_directory_never_cuts_off(
     mod.make().clear()
     result = checkpoint.run([mod.read()], executor="inline")
     assert result.values[mod.read().id] == "b" and not result.kept
+
+
+@pytest.mark.parametrize("body", ["list(range(10)) + [0] * 30_000", "bytes(range(10)) + bytes(200_000)"],
+                         ids=["pickled", "streamed"])
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_cleared_large_value_reruns_alone(load: Callable[..., ModuleType], executor: str, body: str) -> None:
+    """A large value (written to its own file by the worker: pickled, or streamed) that is
+    cleared and recomputed to the same bytes should have the same stamp, so its dependents
+    are kept, as for a small one."""
+    mod = load(body=body)
+    checkpoint.run([mod.main()], executor=executor)
+    mod.split().clear()
+    result = checkpoint.run([mod.main()], executor=executor)
+    assert names(result.ran) == ["split()"]
+    assert len(result.kept) == 6

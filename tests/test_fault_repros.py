@@ -9,6 +9,7 @@ fix makes one pass, pytest reports it (XPASS fails a strict xfail), and the mark
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -552,3 +553,155 @@ def test_run_that_planned_while_another_ran_reuses_its_results(tmp_path: Path) -
     ran = Counter(executions(log))
     assert max(ran.values()) == 1, f"computed by both runs: {sorted(e for e, n in ran.items() if n > 1)}"
 
+
+
+RECOMPUTED = """
+@task
+def big():
+    def __() -> bytes:
+        _hold("big")
+        _log("big()")
+        return b"y" * 100_000
+    return __
+
+@task
+def d():
+    @requires(big())
+    @requires(TaskDirectory())
+    def __(b: bytes, path: Path) -> int:
+        _log("d()")
+        (path / "n.txt").write_text(str(len(b)))
+        return len(b)
+    return __
+
+@task
+def c():
+    @requires(big())
+    def __(b: bytes) -> int:
+        _hold("c")
+        _log("c()")
+        return len(b) + (2 if os.path.exists("c-two") else 1)  # a new value once cleared
+    return __
+
+@task
+def main():
+    @requires(d())
+    @requires(c())
+    def __(n: int, m: int) -> int:
+        _log("main()")
+        return n + m
+    return __
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+def test_damaged_value_recomputed_to_the_same_bytes_keeps_its_dependents_current(tmp_path: Path) -> None:
+    """A large value found damaged and recomputed to the same bytes should keep its stamp:
+    its fresh dependents stay current, so a run that plans after the recomputation agrees
+    with the run that did it, and main() is computed once between them (the model test's
+    concurrent-damage case: with a new stamp, the later run recomputed the data-directory
+    dependent d() and then main() again)."""
+    _taskfile(tmp_path, RECOMPUTED)
+    assert _invoke(["run"], tmp_path)[1].strip() == "200001"
+    assert _invoke(["clear", "c()"], tmp_path)[0] == 0
+    (tmp_path / "c-two").touch()
+    _flip(_blobs(tmp_path, "big")[0])
+    damaged = _stored_blob(tmp_path, "big")
+    log = tmp_path / "exec2.log"
+    env = env_for(tmp_path, log)
+    for name in ("hold-big", "hold-c"):
+        (tmp_path / name).touch()
+    first = start(["run", "--executor", "thread"], tmp_path, env)
+    assert _wait_file(tmp_path / "at-big", [first])  # c() found big() damaged: recomputing it
+    (tmp_path / "go-big").touch()
+    deadline = time.monotonic() + 60
+    while _stored_blob(tmp_path, "big") == damaged:  # the recomputed big() is stored
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.01)
+    assert _wait_file(tmp_path / "at-c", [first])  # the first run computes c() now
+    second = start(["run", "--executor", "thread"], tmp_path, env)  # plans after big() was stored
+    lockfile = tmp_path / ".cache" / "checkpoint" / ".lock"
+    while second.poll() is None and second.pid not in _lock_holders(lockfile):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    (tmp_path / "go-c").touch()
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out.strip()) == (0, "200002"), err
+    ran = Counter(executions(log))
+    assert ran == Counter(["big()", "c()", "main()"]), f"computed: {sorted(ran.items())}"
+    code, out, err = _invoke(["ls", "main", "--json"], tmp_path)
+    assert code == 0, err
+    assert {row["task"]: row["state"] for row in json.loads(out)["tasks"]} == dict.fromkeys(
+        ["big()", "d()", "c()", "main()"], "fresh")
+
+
+PREPARED = """
+@task
+def big():
+    def __() -> bytes:
+        _hold("big")
+        _log("big()")
+        return b"p" * 100_000
+    return __
+
+@task
+def x():
+    @requires(big())
+    @requires(TaskDirectory())
+    def __(b: bytes, path: Path) -> str:
+        _log("x()")
+        (path / "n.txt").write_text(str(len(b)))
+        return str(path)
+    return __
+
+@task
+def main():
+    @requires(x())
+    def __(path: str) -> str:
+        _log("main()")
+        return (Path(path) / "n.txt").read_text()
+    return __
+"""
+
+
+def _task_locks(lockfile: Path, pid: int) -> list[int]:
+    """The task bytes ``pid`` holds locked exclusively in the run lock file (Linux)."""
+    inode = f":{lockfile.stat().st_ino} "
+    found = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        f = line.split()
+        if "POSIX" in f and "->" not in f and inode in line + " " and f[3] == "WRITE" and int(f[4]) == pid:
+            if int(f[6]) >= 2:
+                found.append(int(f[6]))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+def test_run_that_emptied_a_data_directory_adopts_what_another_run_stored_since(tmp_path: Path) -> None:
+    """A run that emptied a task's data directory (its prerequisite then turned out damaged),
+    and finds that another run has computed the task since (emptying and filling the
+    directory itself), should reuse that entry, not compute the task a second time (the
+    model test's concurrent-damage case, seed 8 step 3)."""
+    _taskfile(tmp_path, PREPARED)
+    assert _invoke(["run"], tmp_path)[1].strip() == "100000"
+    assert _invoke(["clear", "x()"], tmp_path)[0] == 0
+    _flip(_blobs(tmp_path, "big")[0])
+    log = tmp_path / "exec2.log"
+    env = env_for(tmp_path, log)
+    (tmp_path / "hold-big").touch()
+    first = start(["run", "--executor", "thread"], tmp_path, env)
+    # x() was handed big()'s damaged value (its directory emptied): big() is recomputed.
+    assert _wait_file(tmp_path / "at-big", [first])
+    second = start(["run", "--executor", "thread"], tmp_path, env)
+    lockfile = tmp_path / ".cache" / "checkpoint" / ".lock"
+    deadline = time.monotonic() + 60
+    while not _task_locks(lockfile, second.pid):  # the second run has taken x()
+        assert second.poll() is None and time.monotonic() < deadline, second.communicate()
+        time.sleep(0.005)
+    (tmp_path / "go-big").touch()
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out.strip()) == (0, "100000"), err
+    ran = Counter(executions(log))
+    assert ran == Counter(["big()", "x()", "main()"]), f"computed: {sorted(ran.items())}"

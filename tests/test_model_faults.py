@@ -26,11 +26,7 @@ from pathlib import Path
 import pytest
 from faultmodel import KINDS, Harness
 
-KNOWN_FAILING: dict[str, str] = {
-    "concurrent-damage": "three runs at once after a value was damaged, with data-directory "
-                         "tasks upstream: main() computed by two of them (values right; seed 3 "
-                         "of the long run, step 9; not yet reduced to a reproduction)",
-}
+KNOWN_FAILING: dict[str, str] = {}
 """Fault kinds that can fail on main today (engine faults of issue 16 not fixed yet): the long
 version leaves them out. Remove a kind once its reproductions in tests/test_fault_repros.py pass."""
 

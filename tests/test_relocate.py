@@ -241,7 +241,7 @@ def test_a_dask_worker_that_mounts_the_cache_elsewhere_uses_it(
     import cloudpickle
 
     from checkpoint._dask import probe_marker, run_dask_batch
-    from checkpoint._worker import Ref, WorkItem
+    from checkpoint._worker import Done, Ref, WorkItem
     from checkpoint.store import BlobRef
 
     coordinator = "/nonexistent-coordinator/.cache/checkpoint"
@@ -254,13 +254,13 @@ def test_a_dask_worker_that_mounts_the_cache_elsewhere_uses_it(
     assert probe_marker(f"{coordinator}/.dask-check-tok", "tok")[1] == ""
 
     def item(tid: str, fn: Any, template: list[Any]) -> WorkItem:
-        work = WorkItem(tid, fn, template, 0)
+        work = WorkItem.running(tid, fn, template, 0)
         work.root, work.blob_dir = coordinator, f"{coordinator}/fam/blobs"
         return work
 
     writes = item("abc", _write_model, [Path(f"{coordinator}/fam/data/abc")])
     [out] = run_dask_batch(cloudpickle.dumps(([writes], {})))
-    assert out.error is None, out.error_text
+    assert isinstance(out, Done), out
     assert (local / "fam" / "data" / "abc" / "model.txt").read_text() == "fitted"
     model = decode_payload(out.payload, False, coordinator)
     assert model == f"{coordinator}/fam/data/abc/model.txt"  # as the coordinator sees it
@@ -274,7 +274,7 @@ def test_a_dask_worker_that_mounts_the_cache_elsewhere_uses_it(
     reads = [item("i1", _read_model, [Ref("abc")]), item("i2", _read_model, [Ref("big")])]
     outs = run_dask_batch(cloudpickle.dumps((reads, {"abc": (out.payload, False), "big": ref})))
     for read in outs:
-        assert read.error is None, read.error_text
+        assert isinstance(read, Done), read
         assert decode_payload(read.payload, False, coordinator) == (
             f"fitted at {local}/fam/data/abc/model.txt")
 

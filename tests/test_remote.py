@@ -501,10 +501,10 @@ def everything():
         return sum(totals)
     return __
 '''
-# Small leaves: their stamps are digests of their values, so overlapping leaves computed by
-# two machines match. (A value of more than 16 KiB, or one from a task with a data
-# directory, gets a random stamp: its dependents then match only the machine that
-# computed it, and the others recompute them; see docs/remote.md.)
+# Leaves: their stamps are digests of their values, so overlapping leaves computed by two
+# machines match. (A task with a data directory gets a random stamp: its dependents then
+# match only the machine that computed it, and the others recompute them; see
+# docs/remote.md.)
 
 
 def _expected_overlap() -> int:
