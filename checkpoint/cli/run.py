@@ -25,6 +25,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -262,97 +263,147 @@ def run(
       checkpoint run --remote s3://team-cache/proj --push   # share results
       checkpoint run --watch main           # run again on every save, until Ctrl-C
     """
-    from ..executors import default_workers
-    from ..graph import plan
-    from ..runs import RunRecorder
-    from ..scheduler import run as run_tasks
-
     if quiet:
         app.verbosity = min(app.verbosity, -1)
     if trace and not targets:
         targets = (trace,)
+    flags = RunFlags(
+        targets=targets or ("main",), workers=workers, executor=executor,
+        rate_limits=rate_limits, keep_going=keep_going, retries=retries, timeout=timeout,
+        dry_run=dry_run, force=force, force_upstream=force_upstream,
+        code_check=not no_code_check, as_json=as_json, no_progress=no_progress,
+        show_output=show_output, post_mortem=post_mortem, trace=trace,
+        show_locals=show_locals, report_path=report_path, remote_option=remote_option,
+        no_remote=no_remote, push=push,
+    )
     if watch:
         clash = [name for name, given in (("--dry-run", dry_run), ("--json", as_json),
                                           ("--pdb", post_mortem), ("--trace", trace)) if given]
         if clash:
             raise UsageError(f"--watch runs again and again; it cannot be combined with "
                              f"{' or '.join(clash)}. Leave one out.")
-
-    def once() -> int:
-        """One run of the targets (the whole command without --watch); its exit code."""
-        tasks = app.targets(targets or ("main",))
-        _check_queues(app, rate_limits)
-        traced = app.targets((trace,)) if trace else []
-        if report_path:
-            if dry_run:
-                raise UsageError("--report needs a run, and --dry-run runs nothing: leave one out.")
-            folder = (app.invoked_from / report_path).parent
-            if not folder.is_dir():  # said before the run, not after it
-                raise UsageError(f"Cannot write the report to {report_path}: there is no directory "
-                                 f"{click.format_filename(folder)}.")
-        if dry_run:
-            the_plan = plan(tasks, app.store, force=force, force_upstream=force_upstream,
-                            code_check=not no_code_check, keep_specs=False)  # nothing runs
-            _show_plan(app, the_plan, as_json)
-            return 0
-        remote, push_now = _remote(app, remote_option, no_remote, push)
-        # Progress, the summary and failed tasks' output and tracebacks go to stderr.
-        subs, reporter, failures = subscribers(app, no_progress=no_progress,
-                                               show_output=show_output, as_json=as_json)
-        # Every run is recorded for `checkpoint report` (a run that only reuses results is not saved).
-        recorder = RunRecorder(app.cache_dir, executor=executor,
-                               workers=default_workers(executor, workers))
-        try:
-            with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), \
-                    _stdout_to_stderr(as_json), _fd1_to_stderr():
-                result = run_tasks(
-                    tasks,
-                    executor=executor,
-                    max_workers=workers,
-                    rate_limits=rate_limits,
-                    keep_going=keep_going,
-                    force=force,
-                    force_upstream=force_upstream,
-                    code_check=not no_code_check,
-                    cache_dir=app.cache_dir,
-                    subscribers=[*subs, record, recorder],
-                    retries=retries,
-                    timeout=timeout,
-                    raise_on_failure=False,
-                    debug=post_mortem,
-                    trace=traced,
-                    show_locals=show_locals,
-                    remote=remote,
-                )
-        finally:
-            recorder.close()
-            for problem in recorder.problems:
-                err(f"warning: {problem}", quiet=app.quiet)
-            if report_path:
-                _write_report(app, recorder, report_path)
-        pushed = _push(app, remote, result, as_json) if push_now and remote else None
-        if as_json:
-            document = _run_document(tasks, targets or ("main",), result, failures)
-            if pushed is not None:
-                document["pushed"] = pushed
-            emit_json(document)
-        else:
-            if traced:
-                _report_traced_failures(result, failures, traced)
-            for task in tasks:
-                value = result.values.get(task.id)
-                if value is not None:
-                    # A string is the task's own rendering (a report, a path): print it as is.
-                    click.echo(value if isinstance(value, str) else repr(value))
-        return ExitCode.FAILED if result.failed or result.skipped else ExitCode.OK
-
-    if watch:
         from .watch import watch_loop
 
-        watch_loop(app, targets or ("main",), once, live=False if no_progress else None)
-    code = once()
+        watch_loop(app, flags.targets, lambda: run_once(app, flags),
+                   live=False if no_progress else None)
+    code = run_once(app, flags)
     if code:
         sys.exit(code)
+
+
+@dataclass(frozen=True)
+class RunFlags:
+    """What ``checkpoint run`` was asked, option by option (see its ``--help``)."""
+
+    targets: tuple[str, ...]
+    workers: int | None
+    executor: str
+    rate_limits: dict[str, int]
+    keep_going: bool
+    retries: int
+    timeout: float | None
+    dry_run: bool
+    force: bool
+    force_upstream: bool
+    code_check: bool
+    as_json: bool
+    no_progress: bool
+    show_output: bool
+    post_mortem: bool
+    trace: str | None
+    show_locals: bool
+    report_path: str | None
+    remote_option: str | None
+    no_remote: bool
+    push: bool
+
+
+def run_once(app: App, flags: RunFlags) -> int:
+    """One run of the targets (the whole command without --watch); its exit code."""
+    from ..graph import plan
+
+    tasks = app.targets(flags.targets)
+    _check_queues(app, flags.rate_limits)
+    traced = app.targets((flags.trace,)) if flags.trace else []
+    if flags.report_path:
+        _check_report_path(app, flags)
+    if flags.dry_run:
+        the_plan = plan(tasks, app.store, force=flags.force, force_upstream=flags.force_upstream,
+                        code_check=flags.code_check, keep_specs=False)  # nothing runs
+        _show_plan(app, the_plan, flags.as_json)
+        return ExitCode.OK
+    remote, push_now = _remote(app, flags.remote_option, flags.no_remote, flags.push)
+    result, failures = _execute(app, flags, tasks, traced, remote)
+    pushed = _push(app, remote, result, flags.as_json) if push_now and remote else None
+    if flags.as_json:
+        document = _run_document(tasks, flags.targets, result, failures)
+        if pushed is not None:
+            document["pushed"] = pushed
+        emit_json(document)
+    else:
+        if traced:
+            _report_traced_failures(result, failures, traced)
+        for task in tasks:
+            value = result.values.get(task.id)
+            if value is not None:
+                # A string is the task's own rendering (a report, a path): print it as is.
+                click.echo(value if isinstance(value, str) else repr(value))
+    return ExitCode.FAILED if result.failed or result.skipped else ExitCode.OK
+
+
+def _check_report_path(app: App, flags: RunFlags) -> None:
+    """``--report FILE`` is refused before the run, not after it, when it cannot be written."""
+    if flags.dry_run:
+        raise UsageError("--report needs a run, and --dry-run runs nothing: leave one out.")
+    assert flags.report_path is not None
+    folder = (app.invoked_from / flags.report_path).parent
+    if not folder.is_dir():
+        raise UsageError(f"Cannot write the report to {flags.report_path}: there is no directory "
+                         f"{click.format_filename(folder)}.")
+
+
+def _execute(app: App, flags: RunFlags, tasks: list[Task[Any]], traced: list[Task[Any]],
+             remote: Remote | bool) -> tuple[RunResult, FailureLog]:
+    """Run the tasks with progress on stderr, recorded for ``checkpoint report``."""
+    from ..executors import default_workers
+    from ..runs import RunRecorder
+    from ..scheduler import run as run_tasks
+
+    # Progress, the summary and failed tasks' output and tracebacks go to stderr.
+    subs, reporter, failures = subscribers(app, no_progress=flags.no_progress,
+                                           show_output=flags.show_output, as_json=flags.as_json)
+    # Every run is recorded (a run that only reuses results is not saved).
+    recorder = RunRecorder(app.cache_dir, executor=flags.executor,
+                           workers=default_workers(flags.executor, flags.workers))
+    try:
+        with _interrupt_exit(summarized=not app.quiet) as record, contextlib.closing(reporter), \
+                _stdout_to_stderr(flags.as_json), _fd1_to_stderr():
+            result = run_tasks(
+                tasks,
+                executor=flags.executor,
+                max_workers=flags.workers,
+                rate_limits=flags.rate_limits,
+                keep_going=flags.keep_going,
+                force=flags.force,
+                force_upstream=flags.force_upstream,
+                code_check=flags.code_check,
+                cache_dir=app.cache_dir,
+                subscribers=[*subs, record, recorder],
+                retries=flags.retries,
+                timeout=flags.timeout,
+                raise_on_failure=False,
+                debug=flags.post_mortem,
+                trace=traced,
+                show_locals=flags.show_locals,
+                remote=remote,
+            )
+    finally:
+        recorder.close()
+        for problem in recorder.problems:
+            err(f"warning: {problem}", quiet=app.quiet)
+        if flags.report_path:
+            _write_report(app, recorder, flags.report_path)
+    return result, failures
 
 
 def _write_report(app: App, recorder: Any, path: str) -> None:
