@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import mmap
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ._codec import Payload
@@ -130,12 +130,85 @@ class RunValues:
 
 
 
-def value_stamp(payload: bytes, compressed: bool) -> str:
-    """The stamp of a value held in memory: a digest of its payload, so a recomputation
-    that gives the same value (after a clear, a code change that changes nothing, a forced
-    run) has the same stamp, and what was computed from it stays current (early cutoff)."""
+class StampContext:
+    """What a value's stamp names besides its bytes, so that early cutoff never keeps a
+    dependent whose value's meaning changed although its bytes did not:
+
+    * the code of the task and of every task upstream of it. A value pickles a class or a
+      function of the project by name: after an edit of ``Linear.predict``, the ``Linear``
+      that ``train()`` returns has the same bytes, and so has every task that passes it on
+      without naming the class (``best()`` returning one of its models).
+    * the stamps of the prerequisites that own files (a ``TaskDirectory()`` or a declared
+      ``Product``), or are downstream of one: a value may be a path to those files (passed
+      on as is), and the same string then names other content.
+
+    So a value is cut off only when the code that made it is the same, upstream included:
+    a clear, a forced run, a prerequisite that re-ran and gave another value, a changed
+    input file. Both parts are the same on every machine with the same code (remote caches
+    key entries by stamps)."""
+
+    def __init__(self, nodes: Mapping[TaskId, Any]) -> None:
+        self.nodes = nodes
+        """The plan's nodes (``graph.Node``: ``task``, ``deps``, ``files``)."""
+        self._code: dict[TaskId, bytes] = {}
+        self._files: dict[TaskId, bool] = {}
+
+    def _fill(self, tid: TaskId) -> None:
+        """Compute the code digest and the file flag of ``tid`` and its upstream (iterative:
+        a chain may be 100,000 deep)."""
+        stack = [tid]
+        while stack:
+            top = stack[-1]
+            if top in self._code:
+                stack.pop()
+                continue
+            deps = self.nodes[top].deps
+            todo = [dep for dep in deps if dep not in self._code]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            node = self.nodes[top]
+            digest = hashlib.blake2b(node.task.family.fingerprint[0].encode(), digest_size=16,
+                                     person=b"cp-code")
+            for dep in sorted(deps):
+                digest.update(self._code[dep])
+            self._code[top] = digest.digest()
+            files = node.files
+            self._files[top] = (
+                node.task.spec().has_data_dir or (files is not None and bool(files.outputs))
+                or any(self._files[dep] for dep in deps)
+            )
+
+    def digest(self, tid: TaskId, given: Mapping[str, str]) -> str:
+        """The context of the value ``tid`` computed from the prerequisite stamps ``given``."""
+        self._fill(tid)
+        digest = hashlib.blake2b(self._code[tid], digest_size=8, person=b"cp-context")
+        for dep in sorted(self.nodes[tid].deps):
+            if self._files[dep]:
+                digest.update(f"\0{dep}\0{given.get(dep, '')}".encode())
+        return digest.hexdigest()
+
+
+def value_stamp(payload: bytes, compressed: bool, context: str) -> str:
+    """The stamp of a value held in memory: a digest of its payload and its
+    :class:`StampContext`, so a recomputation that gives the same value from the same code
+    (after a clear, a forced run, another value upstream) has the same stamp, and what was
+    computed from it stays current (early cutoff)."""
     digest = hashlib.blake2b(payload, digest_size=16, person=b"cp-zlib" if compressed else b"cp")
+    digest.update(context.encode())
     return "v" + digest.hexdigest()
+
+
+def blob_stamp(unique: str, context: str) -> str:
+    """The stamp of a value in a blob file: unique, naming its context, which a byte-identical
+    recomputation keeps only in the same context (:func:`same_context`)."""
+    return f"{unique}.{context}"
+
+
+def same_context(stamp: str, context: str) -> bool:
+    """Whether ``stamp`` (of a blob value) was made in ``context``."""
+    return stamp.endswith("." + context)
 
 
 def same_payload(store: Store, family: str, previous: Meta | None, new: Meta,

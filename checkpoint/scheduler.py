@@ -47,7 +47,14 @@ from ._readiness import Readiness, TaskState
 from ._recorder import Recorder
 from ._text import task_label
 from ._types import Reason, TaskId
-from ._values import RunValues, same_payload, value_stamp
+from ._values import (
+    RunValues,
+    StampContext,
+    blob_stamp,
+    same_context,
+    same_payload,
+    value_stamp,
+)
 from ._worker import Outcome, Ref, WorkItem, hard_timeout_outcome, uninstall_capture
 from .debug import breakpoints_for
 from .errors import (
@@ -425,6 +432,7 @@ class _Run:
         self.readiness = Readiness()
         self.admission = Admission(options.rate_limits, adapter.workers)
         self.values = RunValues(store, self._family_dir, self.targets)
+        self.stamp_context = StampContext(self.nodes)
         # Tasks on threads (or inline) share this process: one that crashes it (a segfault in
         # C code) would take every result not yet stored with it. So their results are
         # stored at the end of each collect round, before they are reported done.
@@ -1019,19 +1027,23 @@ class _Run:
         if self.prior_output:
             out.output = self.prior_output.pop(out.id, "") + out.output
         fingerprint = family.fingerprint
-        # A task's stamp names its value, so that a recomputation giving the same value
-        # keeps its dependents current (early cutoff). Not for a task with a data
-        # directory: its value (often a path) does not show what the directory holds.
+        # A task's stamp names its value and the code that made it (StampContext), so
+        # that a recomputation giving the same value keeps its dependents current (early
+        # cutoff). Not for a task with a data directory: its value (often a path) does not
+        # show what the directory holds.
         by_value = not task.spec().has_data_dir
+        given = self.given.pop(out.id)
+        context = self.stamp_context.digest(out.id, given) if by_value else ""
         meta = Meta(
             expr=task.expression(),
             args=task.encoded,
             fingerprint=fingerprint[0],
             stamp=(
-                value_stamp(out.payload, family.compress_level != 0)
-                if by_value and out.payload is not None else new_stamp()
+                new_stamp() if not by_value
+                else blob_stamp(new_stamp(), context) if out.payload is None
+                else value_stamp(out.payload, family.compress_level != 0, context)
             ),
-            deps=node.recorded_deps(self.given.pop(out.id), out.outputs),
+            deps=node.recorded_deps(given, out.outputs),
             size=out.size,
             crc=out.crc,
             compressed=family.compress_level != 0,
@@ -1045,9 +1057,11 @@ class _Run:
         if out.outputs:  # the stamp names the files the task wrote too
             meta.stamp = with_outputs(meta.stamp, out.outputs)
         previous = self.values.entries.get(out.id)
-        if by_value and same_payload(self.store, family.dirname, previous, meta, out.payload) \
-                and same_outputs(previous, out.outputs):
-            assert previous is not None
+        # A value in a blob file has a unique stamp: a byte-identical one made in the same
+        # context keeps the previous one. (A value in memory is named by its digest.)
+        if by_value and out.payload is None and previous is not None \
+                and same_context(previous.stamp, context) and same_outputs(previous, out.outputs) \
+                and same_payload(self.store, family.dirname, previous, meta, out.payload):
             meta.stamp = previous.stamp
         source = None
         if fingerprint[0] not in self.sources_sent:
