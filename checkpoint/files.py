@@ -763,6 +763,21 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     cache.save()
 
 
+def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:
+    """The source inputs of a task whose content is no longer what planning digested
+    (edited while the task ran: what it read may be either)."""
+    root = os.getcwd()
+    changed = []
+    for item in files.inputs:
+        key = item.key(root)
+        planned = files.digests.get(INPUT + key)
+        if planned is not None and planned != digest_of(
+            key, root, cache, pattern=item.is_glob, exclude=files.exclude
+        ):
+            changed.append(key)
+    return changed
+
+
 def missing_inputs(with_files: Iterable[Node]) -> None:
     """Raise if a task of the plan lacks a source input file.
 

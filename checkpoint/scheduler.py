@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import queue
 import time
 from collections import deque
@@ -66,7 +67,15 @@ from .errors import (
     WorkerDiedError,
 )
 from .executors import resolve_executor
-from .files import File, same_outputs, with_outputs
+from .files import (
+    CACHE_NAME,
+    INPUT,
+    DigestCache,
+    File,
+    changed_inputs,
+    same_outputs,
+    with_outputs,
+)
 from .graph import Plan, entry_is_current, plan
 from .store import FailedRun, Meta, Record, Store, decode_payload, new_stamp
 from .task import Task, TaskDirectory, TaskFamily, check_timeout
@@ -433,6 +442,7 @@ class _Run:
         self.admission = Admission(options.rate_limits, adapter.workers)
         self.values = RunValues(store, self._family_dir, self.targets)
         self.stamp_context = StampContext(self.nodes)
+        self.input_digests: DigestCache | None = None
         # Tasks on threads (or inline) share this process: one that crashes it (a segfault in
         # C code) would take every result not yet stored with it. So their results are
         # stored at the end of each collect round, before they are reported done.
@@ -1033,6 +1043,7 @@ class _Run:
         # show what the directory holds.
         by_value = not task.spec().has_data_dir
         given = self.given.pop(out.id)
+        moved = self._inputs_moved(out.id)
         context = self.stamp_context.digest(out.id, given) if by_value else ""
         meta = Meta(
             expr=task.expression(),
@@ -1054,6 +1065,8 @@ class _Run:
             worker=out.worker,
             log=bool(out.output),
         )
+        for path in moved:  # never current: it runs again next time
+            meta.deps[INPUT + path] = ""
         if out.outputs:  # the stamp names the files the task wrote too
             meta.stamp = with_outputs(meta.stamp, out.outputs)
         previous = self.values.entries.get(out.id)
@@ -1083,6 +1096,23 @@ class _Run:
             self.emit(ev.TaskFinished(task, time.time(), out.duration, out.size,
                                       out.output, out.worker, out.started))
         self._settled(out.id, done=True)
+
+    def _inputs_moved(self, tid: TaskId) -> list[str]:
+        """The ``File`` inputs of ``tid`` edited while it ran (one ``os.stat`` each when
+        unchanged), announced: its result is then recorded as stale."""
+        node = self.nodes[tid]
+        if node.files is None or not node.files.digests:
+            return []
+        if self.input_digests is None:
+            self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
+        moved = changed_inputs(node.files, self.input_digests)
+        if moved and self.emit:
+            names = ", ".join(moved)
+            self.emit(ev.InputChanged(node.task, tuple(moved), (
+                f"The input {names} of {node.task!r} changed while it ran: its result may "
+                "come from either content, so it is stored as stale and runs again next time."
+            )))
+        return moved
 
     def _failed(self, out: Outcome) -> None:
         node = self.nodes[out.id]

@@ -688,3 +688,39 @@ def test_an_input_inside_a_product_directory_depends_on_its_producer(tmp_path: P
     assert checkpoint.run([first(), shards()], executor="inline").values[first().id] == 7
     with pytest.raises(TaskDefinitionError, match=r"own\(\).* declares mine/raw.txt both as an input"):
         expand([own()])
+
+
+EDITED = '''
+from pathlib import Path
+from checkpoint import File, requires, task
+
+
+@task
+def load():
+    @requires(File("data.csv"))
+    def __(path: Path) -> str:
+        if path.read_text() == "1":
+            path.write_text("2")  # someone edits the input while the task runs
+        return path.read_text()
+    return __
+'''
+
+
+def test_an_input_edited_while_its_task_runs_is_not_stored_as_fresh(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    """The result computed from the edited content must not be recorded against the digest
+    planning took: after the edit is undone, the task runs again (and the run says so)."""
+    (tmp_path / "taskfile.py").write_text(EDITED)
+    Path("data.csv").write_text("1")
+    out = runner.invoke(cli, ["run", "--executor", "inline", "load"])
+    assert out.exit_code == 0, out.output
+    assert "warning: The input data.csv of load() changed while it ran" in out.stderr
+    Path("data.csv").write_text("1")  # the edit is undone
+    listed = runner.invoke(cli, ["ls", "load"])
+    assert "input changed" in listed.stdout
+    Path("data.csv").write_text("3")
+    again = runner.invoke(cli, ["run", "--executor", "inline", "load"])
+    assert again.stdout.strip() == "3"
+    assert "changed while it ran" not in again.stderr
+    assert "Nothing to run" in runner.invoke(cli, ["run", "--executor", "inline", "load"]).stderr
