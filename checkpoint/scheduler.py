@@ -1132,7 +1132,7 @@ class _Run:
         elif out.error_text and error.__traceback__ is None and error.__cause__ is None:
             error.__cause__ = RemoteTraceback(out.error_text)
         allowed = max(self.options.retries, task.family.retries)
-        if allowed and not self.aborting:
+        if allowed and not self.aborting and not out.abandoned:
             attempt = self.attempts.get(out.id, 0) + 1
             if attempt <= allowed:
                 self.attempts[out.id] = attempt

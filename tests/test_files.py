@@ -724,3 +724,40 @@ def test_an_input_edited_while_its_task_runs_is_not_stored_as_fresh(
     assert again.stdout.strip() == "3"
     assert "changed while it ran" not in again.stderr
     assert "Nothing to run" in runner.invoke(cli, ["run", "--executor", "inline", "load"]).stderr
+
+
+CHDIR = '''
+import os
+from checkpoint import File, requires, task
+
+
+@task
+def run_tool():
+    def __() -> str:
+        os.chdir("sub")  # legacy code that runs a tool from its folder
+        return "ok"
+    return __
+
+
+@task
+def read():
+    @requires(run_tool())
+    @requires(File("data.csv"))
+    def __(_, path) -> str:
+        return path.read_text().strip()
+    return __
+'''
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_a_task_that_changes_directory_does_not_move_the_next_one(
+    tmp_path: Path, make_module: Any, executor: str
+) -> None:
+    """Every task starts in the project root, whatever the task before it on the same
+    worker did with os.chdir; in-process executors give the directory back after it."""
+    (tmp_path / "sub").mkdir()
+    Path("data.csv").write_text("top")
+    Path("sub/data.csv").write_text("SUB")
+    module = make_module("chdirs", CHDIR)
+    assert module.read().run(executor=executor, max_workers=1) == "top"
+    assert os.getcwd() == str(tmp_path)
