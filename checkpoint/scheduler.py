@@ -637,11 +637,18 @@ class _Run:
         self.coordination.check_others(lambda: in_flight, read, self.recorder.flush)
 
     def _data_dir_deps(self, tid: TaskId) -> list[TaskId]:
-        return [dep for dep in self.nodes[tid].deps if self.nodes[dep].task.spec().has_data_dir]
+        """The prerequisites of ``tid`` that own files it may read: a data directory, or
+        declared outputs (``Product``), which another run would empty or rewrite."""
+        deps = []
+        for dep in self.nodes[tid].deps:
+            node = self.nodes[dep]
+            if node.task.spec().has_data_dir or (node.files is not None and node.files.outputs):
+                deps.append(dep)
+        return deps
 
     def _share(self, tid: TaskId) -> bool:
-        """Locking mode: share the locks of the prerequisites whose data directory ``tid``
-        reads, so that no other run empties them meanwhile; False (``tid`` blocked) while
+        """Locking mode: share the locks of the prerequisites whose data directory or
+        declared outputs ``tid`` reads, so that no other run empties or rewrites them meanwhile; False (``tid`` blocked) while
         another run recomputes one. A prerequisite another run stored since is adopted."""
         assert self.coordination is not None
         shared: list[TaskId] = []
