@@ -648,8 +648,9 @@ class _Run:
 
     def _share(self, tid: TaskId) -> bool:
         """Locking mode: share the locks of the prerequisites whose data directory or
-        declared outputs ``tid`` reads, so that no other run empties or rewrites them meanwhile; False (``tid`` blocked) while
-        another run recomputes one. A prerequisite another run stored since is adopted."""
+        declared outputs ``tid`` reads, so that no other run empties or rewrites them
+        meanwhile; False (``tid`` blocked) while another run recomputes one. A prerequisite
+        another run stored since is adopted."""
         assert self.coordination is not None
         shared: list[TaskId] = []
         for dep in self._data_dir_deps(tid):
