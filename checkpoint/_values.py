@@ -180,14 +180,45 @@ class StampContext:
                 or any(self._files[dep] for dep in deps)
             )
 
-    def digest(self, tid: TaskId, given: Mapping[str, str]) -> str:
-        """The context of the value ``tid`` computed from the prerequisite stamps ``given``."""
+    def digest(self, tid: TaskId, given: Mapping[str, str], payload: bytes | None = None,
+               compressed: bool = False) -> str:
+        """The context of the value ``tid`` computed from the prerequisite stamps ``given``
+        (``payload``: the value in memory, ``None`` when in a blob file)."""
         self._fill(tid)
         digest = hashlib.blake2b(self._code[tid], digest_size=8, person=b"cp-context")
-        for dep in sorted(self.nodes[tid].deps):
-            if self._files[dep]:
+        deps = [dep for dep in sorted(self.nodes[tid].deps) if self._files[dep]]
+        if deps and _may_name_a_path(payload, compressed):
+            for dep in deps:
                 digest.update(f"\0{dep}\0{given.get(dep, '')}".encode())
         return digest.hexdigest()
+
+
+_TEXT_OPS = frozenset({
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+    "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "GLOBAL",
+    "STACK_GLOBAL", "INST", "PERSID", "BINPERSID", "NEXT_BUFFER", "READONLY_BUFFER",
+})
+"""Pickle opcodes of values that may spell a path: text, bytes, any object or buffer."""
+
+
+def _may_name_a_path(payload: bytes | None, compressed: bool) -> bool:
+    """Whether a value may be (or hold) a path: a value made of numbers alone (a score, a
+    list of floats) cannot, so a recomputation that gives it again is cut off although a
+    prerequisite owns files. Unknown (in a blob file, large, unreadable): it may."""
+    if payload is None or len(payload) > _SCANNED:
+        return True
+    import pickletools
+    import zlib
+
+    try:
+        data = zlib.decompress(payload) if compressed else payload
+        return any(op.name in _TEXT_OPS for op, _, _ in pickletools.genops(data))
+    except Exception:  # noqa: BLE001 - not a pickle we can read: assume it may
+        return True
+
+
+_SCANNED = 1 << 16
+"""The largest payload (bytes) read for :func:`_may_name_a_path`."""
 
 
 def value_stamp(payload: bytes, compressed: bool, context: str) -> str:

@@ -1052,7 +1052,8 @@ class _Run:
         by_value = not task.spec().has_data_dir
         given = self.given.pop(out.id)
         moved = self._inputs_moved(out.id)
-        context = self.stamp_context.digest(out.id, given) if by_value else ""
+        context = self.stamp_context.digest(
+            out.id, given, out.payload, family.compress_level != 0) if by_value else ""
         meta = Meta(
             expr=task.expression(),
             args=task.encoded,

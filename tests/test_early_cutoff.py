@@ -251,3 +251,33 @@ def test_a_path_passed_on_from_a_data_directory_or_product_is_never_cut_off(
     mod.forward(kind).clear()
     result = checkpoint.run([mod.read(kind)], executor="inline")
     assert names(result.ran) == [f"forward({kind!r})"] and names(result.kept) == [f"read({kind!r})"]
+
+
+LENGTH = DIRECTORY + """
+@task
+def length():
+    @requires(make())
+    def __(p: str) -> int:
+        return len(Path(p).read_text())
+    return __
+
+@task
+def report():
+    @requires(length())
+    def __(n: int) -> str:
+        return f"{n} bytes"
+    return __
+"""
+
+
+def test_a_number_read_from_a_data_directory_is_cut_off(
+    make_module: Callable[[str, str], ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value made of numbers alone cannot name the files it came from: when it comes out
+    the same, what depends on it is kept."""
+    mod = make_module("counting", LENGTH)
+    assert checkpoint.run([mod.report()], executor="inline").values[mod.report().id] == "1 bytes"
+    monkeypatch.setenv("CONTENT", "b")
+    mod.make().clear()
+    result = checkpoint.run([mod.report()], executor="inline")
+    assert names(result.ran) == ["length()", "make()"] and names(result.kept) == ["report()"]
