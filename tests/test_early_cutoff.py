@@ -14,6 +14,7 @@ import checkpoint
 from checkpoint.cli import cli
 
 SOURCE = """
+from pathlib import Path
 from checkpoint import task, requires
 
 @task
@@ -84,7 +85,7 @@ def test_a_changed_value_reruns_dependents(load: Callable[..., ModuleType]) -> N
 def test_cutoff_stops_where_values_stop_changing(load: Callable[..., ModuleType]) -> None:
     """part(i) multiplies by 0: a new value of split() changes no part, so main is kept."""
     Path("xs.txt").write_text("0 1 2 3 4")
-    mod = load(body="[int(v) for v in __import__('pathlib').Path('xs.txt').read_text().split()]", factor=0)
+    mod = load(body="[int(v) for v in Path('xs.txt').read_text().split()]", factor=0)
     checkpoint.run([mod.main()], executor="inline")
     Path("xs.txt").write_text("5 6 7 8 9")
     mod.split().clear()
