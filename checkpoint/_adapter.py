@@ -92,7 +92,7 @@ class InlineAdapter(ExecutorAdapter):
 
     def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
         fut: Future[list[Outcome]] = Future()
-        fut.set_result(run_batch(items, payloads, True))
+        fut.set_result(run_batch(items, payloads, True, self.cwd))
         return fut
 
 

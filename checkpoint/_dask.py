@@ -468,7 +468,7 @@ def run_dask_batch(
             ready.append(item)
     # in_process=True keeps each exception as raised; it is checked below with cloudpickle,
     # which is what carries results back (a taskfile's exception classes travel by value).
-    outcomes = run_batch(ready, payloads, True) if ready else []
+    outcomes = run_batch(ready, payloads, True, cwd) if ready else []
     for out in outcomes:
         if isinstance(out, Failed):
             try:

@@ -79,7 +79,7 @@ class ProcessPoolAdapter(ExecutorAdapter):
 
         assert self.executor is not None
         blob = cloudpickle.dumps((items, payloads))
-        future = self.executor.submit(run_pickled_batch, blob)
+        future = self.executor.submit(run_pickled_batch, blob, self.cwd)
         if len(self._pids) < self.workers:  # workers start with the first submissions
             self._pids.update(getattr(self.executor, "_processes", None) or ())
             if self._tstp is None:

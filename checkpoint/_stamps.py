@@ -37,3 +37,13 @@ def file_stamp(path: str | os.PathLike[str], compressed: bool) -> str:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
                 digest.update(view)
     return "v" + digest.hexdigest()
+
+
+def in_context(stamp: str, context: str) -> str:
+    """A value's stamp that also names its :class:`checkpoint._values.StampContext` (the
+    code upstream, the stamps of file-owning prerequisites): the same bytes from other code
+    are another stamp, so early cutoff never keeps what new code would compute otherwise."""
+    if not context:
+        return stamp
+    return "v" + hashlib.blake2b(f"{stamp}\0{context}".encode(), digest_size=16,
+                                 person=b"cp-context").hexdigest()

@@ -14,16 +14,14 @@ after another damaged prerequisite reads the same value again without going back
 
 from __future__ import annotations
 
-import contextlib
-import mmap
-import os
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._codec import Payload
 from ._types import TaskId
 from .errors import CorruptEntryError
-from .store import Meta, Store, open_stored
+from .store import Meta, Store
 
 
 class RunValues:
@@ -129,32 +127,92 @@ class RunValues:
 
 
 
-def same_payload(store: Store, family: str, previous: Meta | None, new: Meta,
-                 payload: bytes | None) -> bool:
-    """Whether a new result's payload (``payload``, or the blob file ``new.blob``) is byte for
-    byte the previous entry's: then the new entry keeps the previous stamp, and dependents
-    computed from the previous value stay fresh (early cutoff)."""
-    if previous is None or (previous.size, previous.crc, previous.compressed) != (
-        new.size, new.crc, new.compressed
-    ):
-        return False
-    if not new.size:
+class StampContext:
+    """What a value's stamp names besides its bytes, so that early cutoff never keeps a
+    dependent whose value's meaning changed although its bytes did not:
+
+    * the code of the task and of every task upstream of it. A value pickles a class or a
+      function of the project by name: after an edit of ``Linear.predict``, the ``Linear``
+      that ``train()`` returns has the same bytes, and so has every task that passes it on
+      without naming the class (``best()`` returning one of its models).
+    * the stamps of the prerequisites that own files (a ``TaskDirectory()`` or a declared
+      ``Product``), or are downstream of one: a value may be a path to those files (passed
+      on as is), and the same string then names other content.
+
+    So a value is cut off only when the code that made it is the same, upstream included:
+    a clear, a forced run, a prerequisite that re-ran and gave another value, a changed
+    input file. Both parts are the same on every machine with the same code (remote caches
+    key entries by stamps)."""
+
+    def __init__(self, nodes: Mapping[TaskId, Any]) -> None:
+        self.nodes = nodes
+        """The plan's nodes (``graph.Node``: ``task``, ``deps``, ``files``)."""
+        self._code: dict[TaskId, bytes] = {}
+        self._files: dict[TaskId, bool] = {}
+
+    def _fill(self, tid: TaskId) -> None:
+        """Compute the code digest and the file flag of ``tid`` and its upstream (iterative:
+        a chain may be 100,000 deep)."""
+        stack = [tid]
+        while stack:
+            top = stack[-1]
+            if top in self._code:
+                stack.pop()
+                continue
+            deps = self.nodes[top].deps
+            todo = [dep for dep in deps if dep not in self._code]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            node = self.nodes[top]
+            digest = hashlib.blake2b(node.task.family.fingerprint[0].encode(), digest_size=16,
+                                     person=b"cp-code")
+            for dep in sorted(deps):
+                digest.update(self._code[dep])
+            self._code[top] = digest.digest()
+            files = node.files
+            self._files[top] = (
+                node.task.spec().has_data_dir or (files is not None and bool(files.outputs))
+                or any(self._files[dep] for dep in deps)
+            )
+
+    def digest(self, tid: TaskId, given: Mapping[str, str], payload: bytes | None = None,
+               compressed: bool = False) -> str:
+        """The context of the value ``tid`` computed from the prerequisite stamps ``given``
+        (``payload``: the value in memory, ``None`` when in a blob file)."""
+        self._fill(tid)
+        digest = hashlib.blake2b(self._code[tid], digest_size=8, person=b"cp-context")
+        deps = [dep for dep in sorted(self.nodes[tid].deps) if self._files[dep]]
+        if deps and _may_name_a_path(payload, compressed):
+            for dep in deps:
+                digest.update(f"\0{dep}\0{given.get(dep, '')}".encode())
+        return digest.hexdigest()
+
+
+_TEXT_OPS = frozenset({
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+    "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "GLOBAL",
+    "STACK_GLOBAL", "INST", "PERSID", "BINPERSID", "NEXT_BUFFER", "READONLY_BUFFER",
+})
+"""Pickle opcodes of values that may spell a path: text, bytes, any object or buffer."""
+
+
+def _may_name_a_path(payload: bytes | None, compressed: bool) -> bool:
+    """Whether a value may be (or hold) a path: a value made of numbers alone (a score, a
+    list of floats) cannot, so a recomputation that gives it again is cut off although a
+    prerequisite owns files. Unknown (in a blob file, large, unreadable): it may."""
+    if payload is None or len(payload) > _SCANNED:
         return True
+    import pickletools
+    import zlib
+
     try:
-        with _view(store, family, previous, previous.inline) as old, \
-                _view(store, family, new, payload) as cur:
-            return bool(old == cur)
-    except (OSError, ValueError):
-        return False
+        data = zlib.decompress(payload) if compressed else payload
+        return any(op.name in _TEXT_OPS for op, _, _ in pickletools.genops(data))
+    except Exception:  # noqa: BLE001 - not a pickle we can read: assume it may
+        return True
 
 
-@contextlib.contextmanager
-def _view(store: Store, family: str, meta: Meta, data: bytes | None) -> Iterator[Any]:
-    if not meta.blob:
-        if data is None:
-            raise ValueError("no payload")
-        yield data
-        return
-    with os.fdopen(open_stored(store.blob_dir(family) / meta.blob), "rb") as f:  # never a FIFO
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            yield view
+_SCANNED = 1 << 16
+"""The largest payload (bytes) read for :func:`_may_name_a_path`."""

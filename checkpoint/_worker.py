@@ -131,6 +131,8 @@ class Failed:
     """The formatted traceback, as seen where the task ran."""
     unpicklable_result: bool = False
     """The task returned, but its value cannot be pickled (``error`` says why)."""
+    abandoned: bool = False
+    """It timed out in a thread that runs on: it must not be retried in this run."""
     output: str = ""
     worker: str = ""
 
@@ -300,16 +302,25 @@ def _failure(
 
 
 def run_batch(
-    items: list[WorkItem], payloads: dict[str, Payload], in_process: bool
+    items: list[WorkItem], payloads: dict[str, Payload], in_process: bool, cwd: str = ""
 ) -> list[Outcome]:
-    """Compute a batch of tasks in order, capturing each one's output; each outcome stands alone."""
+    """Compute a batch of tasks in order, capturing each one's output; each outcome stands
+    alone. Each task starts in ``cwd`` (the project root, see :func:`enter_directory`), and
+    the working directory is given back after the batch: a task that calls ``os.chdir``
+    moves neither the next task on its worker nor, in process, the coordinator."""
     install_capture()
+    enter_directory(cwd)
+    try:
+        home = os.getcwd()
+    except OSError:  # this process's directory was removed
+        home = ""
     worker = worker_id()
     local = _capture
     outcomes: list[Outcome] = []
     local.buf = buf = _Captured()
     try:
         for item in items:
+            enter_directory(home)
             if item.timeout and not item.debug:  # under a debugger the clock does not run
                 outcome = run_limited(item, payloads, in_process)
             else:
@@ -321,6 +332,7 @@ def run_batch(
             outcomes.append(outcome)
     finally:
         local.buf = None
+        enter_directory(home)
     return outcomes
 
 
@@ -485,9 +497,11 @@ def _run_watched(item: WorkItem, payloads: dict[str, Payload], in_process: bool)
         ". It runs in a thread, which cannot be stopped: the thread goes on in the background "
         "until the task returns, and its result will be discarded"
         + (" (the processes it started were ended)" if children else "")
-        + ". The process executor can stop such a task"
+        + "; it may still write files (its data directory), so it is not retried. "
+        "The process executor can stop such a task"
     )
     outcome = _over_time(item, started, time.time() - started, where, note)
+    outcome.abandoned = True
     outcome.output = buf.text() if buf.parts else ""
     return outcome
 
@@ -704,7 +718,7 @@ def run_pickled_batch(blob: bytes, cwd: str = "") -> list[Outcome]:
     for item in items:
         if item.filename:
             restore_filename(item.fn, item.filename)
-    return run_batch(items, payloads, in_process=False)
+    return run_batch(items, payloads, in_process=False, cwd=cwd)
 
 
 def _inner(call: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:

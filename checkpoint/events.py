@@ -131,6 +131,16 @@ class CorruptEntryFound:
 
 
 @dataclass(frozen=True)
+class InputChanged:
+    """A task's ``File`` inputs (``paths``) changed while it ran: its result is stored as
+    stale (it runs again next time), since what it read may be either content."""
+
+    task: Task[Any]
+    paths: tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True)
 class TaskSkipped:
     """A task did not run because a prerequisite failed (keep-going mode)."""
 
@@ -159,6 +169,6 @@ class RunInterrupted:
 
 Event = Union[
     RunPlanned, TaskStarted, TaskFinished, TaskReused, TaskFailed, TaskSkipped, RunFinished,
-    RunInterrupted, TaskRetried, CorruptEntryFound, TaskKept, TaskPulled,
+    RunInterrupted, TaskRetried, CorruptEntryFound, TaskKept, TaskPulled, InputChanged,
 ]
 Subscriber = Callable[[Event], None]

@@ -28,7 +28,7 @@ class ThreadAdapter(PoolAdapter):
 
     def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
         assert self.executor is not None
-        return self.executor.submit(run_batch, items, payloads, True)
+        return self.executor.submit(run_batch, items, payloads, True, self.cwd)
 
     def shutdown(self, kill: bool = False) -> None:
         """With ``kill``, first end the child processes that the tasks' threads started."""

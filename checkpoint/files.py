@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
+import shutil
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -199,7 +200,8 @@ class Product(File):
     The inner function receives its :class:`pathlib.Path`, whose parent directory (or the
     directory itself) exists. The task must write it on every run; its digest is recorded
     once the task succeeds, and the task runs again when the file is deleted or changed
-    by anything else. checkpoint never deletes it (``checkpoint clear`` keeps it).
+    by anything else. ``checkpoint clear`` keeps it; a directory is emptied before each
+    run of its task (it belongs to the task: files of an earlier run must not outlive it).
     """
 
     __slots__ = ()
@@ -218,10 +220,30 @@ class Product(File):
         return self.path.endswith(("/", os.sep))
 
     def value(self) -> Path:
-        """The output's path, its directory created (called where the task runs)."""
+        """The output's path, its directory created (called where the task runs). A
+        directory is emptied first: it belongs to the task, and files an earlier run wrote
+        there must not outlive it (as snakemake removes a ``directory()`` output)."""
         path = Path(self._key or self.path)
-        (path if self.is_dir else path.parent).mkdir(parents=True, exist_ok=True)
+        if self.is_dir:
+            _empty(path)
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def _empty(path: Path) -> None:
+    """Remove what ``path`` (a directory, or a link to one) holds; never follows a link
+    inside it."""
+    try:
+        entries = list(os.scandir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 # --- digests ------------------------------------------------------------------------------
@@ -580,11 +602,22 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
 
     root = os.getcwd()
     producers: dict[str, TaskId] = {}
+    dirs: dict[str, TaskId] = {}
     for node in with_files:
         files = node.files
         assert files is not None
         for product in files.outputs:
             key = product.key(root)
+            if product.is_dir:
+                where = os.path.normpath(os.path.join(root, key))
+                if root == where or root.startswith(where.rstrip(os.sep) + os.sep):
+                    raise TaskDefinitionError(
+                        f"{task_label(node.task)} declares the directory {key} as its output "
+                        "(Product), which holds the project: a Product directory is emptied "
+                        "before its task runs. Declare a directory of its own "
+                        "(Product('out/'))."
+                    )
+                dirs[key] = node.task.id
             other = producers.setdefault(key, node.task.id)
             if other != node.task.id:
                 raise TaskDefinitionError(
@@ -595,6 +628,16 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
         return False
     order = {tid: i for i, tid in enumerate(nodes)}
     keys = sorted(producers)
+    for key, owner in dirs.items():  # a directory's files have its task as their producer
+        for k in keys[bisect.bisect_left(keys, key + "/"):]:
+            if not k.startswith(key + "/"):
+                break
+            if producers[k] != owner:
+                raise TaskDefinitionError(
+                    f"{task_label(nodes[owner].task)} declares the directory {key}/ as its "
+                    f"output (Product) and {task_label(nodes[producers[k]].task)} declares "
+                    f"{k} inside it; a file has one producer. Give each its own path."
+                )
     late = False
     for node in with_files:
         files = node.files
@@ -608,6 +651,18 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
                 covered = [k for k in producers if fnmatch.fnmatchcase(k, key)]
             elif key in producers:
                 covered = [key]
+                if files.produced is _NONE:
+                    files.produced = set()
+                files.produced.add(key)  # type: ignore[union-attr]
+            elif dirs and (holder := _owning_dir(key, dirs)) is not None:
+                # Inside a Product directory: its task writes it.
+                if dirs[holder] == tid:
+                    raise TaskDefinitionError(
+                        f"{task_label(node.task)} declares {key} both as an input (File) and "
+                        f"inside its output directory {holder}/ (Product), which is emptied "
+                        "before it runs. Read the input from another path."
+                    )
+                covered = [holder]
                 if files.produced is _NONE:
                     files.produced = set()
                 files.produced.add(key)  # type: ignore[union-attr]
@@ -633,6 +688,17 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
                 node.deps.append(producer)
                 late = late or order[producer] > order[tid]
     return late
+
+
+def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
+    """The declared output directory (a key of ``dirs``) that holds the path ``key``."""
+    cut = key.rfind("/")
+    while cut > 0:
+        key = key[:cut]
+        if key in dirs:
+            return key
+        cut = key.rfind("/")
+    return None
 
 
 def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | None) -> None:
@@ -695,6 +761,21 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
                     digest = seen[key] = digest_of(product._key, root, cache)
                 files.outputs_now[key] = digest or ""
     cache.save()
+
+
+def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:
+    """The source inputs of a task whose content is no longer what planning digested
+    (edited while the task ran: what it read may be either)."""
+    root = os.getcwd()
+    changed = []
+    for item in files.inputs:
+        key = item.key(root)
+        planned = files.digests.get(INPUT + key)
+        if planned is not None and planned != digest_of(
+            key, root, cache, pattern=item.is_glob, exclude=files.exclude
+        ):
+            changed.append(key)
+    return changed
 
 
 def missing_inputs(with_files: Iterable[Node]) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import queue
 import time
 from collections import deque
@@ -45,10 +46,10 @@ from ._coordination import Coordination
 from ._interrupts import InterruptGuard
 from ._readiness import Readiness, TaskState
 from ._recorder import Recorder
-from ._stamps import value_stamp
+from ._stamps import in_context, value_stamp
 from ._text import task_label
 from ._types import Reason, TaskId
-from ._values import RunValues, same_payload
+from ._values import RunValues, StampContext
 from ._worker import (
     Done,
     Failed,
@@ -69,7 +70,14 @@ from .errors import (
     WorkerDiedError,
 )
 from .executors import resolve_executor
-from .files import File, same_outputs, with_outputs
+from .files import (
+    CACHE_NAME,
+    INPUT,
+    DigestCache,
+    File,
+    changed_inputs,
+    with_outputs,
+)
 from .graph import Plan, entry_is_current, plan
 from .store import FailedRun, Meta, Record, Store, decode_payload, new_stamp
 from .task import Task, TaskDirectory, TaskFamily, check_timeout
@@ -435,6 +443,8 @@ class _Run:
         self.readiness = Readiness()
         self.admission = Admission(options.rate_limits, adapter.workers)
         self.values = RunValues(store, self._family_dir, self.targets)
+        self.stamp_context = StampContext(self.nodes)
+        self.input_digests: DigestCache | None = None
         # Tasks on threads (or inline) share this process: one that crashes it (a segfault in
         # C code) would take every result not yet stored with it. So their results are
         # stored at the end of each collect round, before they are reported done.
@@ -627,12 +637,20 @@ class _Run:
         self.coordination.check_others(lambda: in_flight, read, self.recorder.flush)
 
     def _data_dir_deps(self, tid: TaskId) -> list[TaskId]:
-        return [dep for dep in self.nodes[tid].deps if self.nodes[dep].task.spec().has_data_dir]
+        """The prerequisites of ``tid`` that own files it may read: a data directory, or
+        declared outputs (``Product``), which another run would empty or rewrite."""
+        deps = []
+        for dep in self.nodes[tid].deps:
+            node = self.nodes[dep]
+            if node.task.spec().has_data_dir or (node.files is not None and node.files.outputs):
+                deps.append(dep)
+        return deps
 
     def _share(self, tid: TaskId) -> bool:
-        """Locking mode: share the locks of the prerequisites whose data directory ``tid``
-        reads, so that no other run empties them meanwhile; False (``tid`` blocked) while
-        another run recomputes one. A prerequisite another run stored since is adopted."""
+        """Locking mode: share the locks of the prerequisites whose data directory or
+        declared outputs ``tid`` reads, so that no other run empties or rewrites them
+        meanwhile; False (``tid`` blocked) while another run recomputes one. A prerequisite
+        another run stored since is adopted."""
         assert self.coordination is not None
         shared: list[TaskId] = []
         for dep in self._data_dir_deps(tid):
@@ -1042,23 +1060,31 @@ class _Run:
         if self.prior_output:
             out.output = self.prior_output.pop(out.id, "") + out.output
         fingerprint = family.fingerprint
-        # A task's stamp names its value, so that a recomputation giving the same value
-        # keeps its dependents current (early cutoff; see checkpoint._stamps). Not for a
-        # task with a data directory: its value (often a path) does not show what the
-        # directory holds.
+        # A task's stamp names its value and the code that made it (StampContext): a
+        # recomputation that gives the same value from the same code keeps its dependents
+        # current (early cutoff; see checkpoint._stamps), and new code upstream never does.
+        # Not for a task with a data directory: its value (often a path) does not show what
+        # the directory holds.
         by_value = not task.spec().has_data_dir
+        given = self.given.pop(out.id)
+        moved = self._inputs_moved(out.id)
+        compressed = family.compress_level != 0
         if not by_value:
             stamp = new_stamp()
-        elif out.payload is not None:
-            stamp = value_stamp(out.payload, family.compress_level != 0)
-        else:  # written to its file by the worker, which hashed it
-            stamp = out.stamp or new_stamp()
+        else:
+            context = self.stamp_context.digest(out.id, given, out.payload, compressed)
+            if out.payload is not None:
+                stamp = in_context(value_stamp(out.payload, compressed), context)
+            elif out.stamp:  # written to its file by the worker, which hashed it
+                stamp = in_context(out.stamp, context)
+            else:
+                stamp = new_stamp()
         meta = Meta(
             expr=task.expression(),
             args=task.encoded,
             fingerprint=fingerprint[0],
             stamp=stamp,
-            deps=node.recorded_deps(self.given.pop(out.id), out.outputs),
+            deps=node.recorded_deps(given, out.outputs),
             size=out.size,
             crc=out.crc,
             compressed=family.compress_level != 0,
@@ -1069,14 +1095,11 @@ class _Run:
             worker=out.worker,
             log=bool(out.output),
         )
+        for path in moved:  # never current: it runs again next time
+            meta.deps[INPUT + path] = ""
         if out.outputs:  # the stamp names the files the task wrote too
             meta.stamp = with_outputs(meta.stamp, out.outputs)
         previous = self.values.entries.get(out.id)
-        if by_value and previous is not None and previous.stamp != meta.stamp \
-                and same_payload(self.store, family.dirname, previous, meta, out.payload) \
-                and same_outputs(previous, out.outputs):
-            assert previous is not None
-            meta.stamp = previous.stamp
         source = None
         if fingerprint[0] not in self.sources_sent:
             self.sources_sent.add(fingerprint[0])
@@ -1098,6 +1121,23 @@ class _Run:
                                       out.output, out.worker, out.started))
         self._settled(out.id, done=True)
 
+    def _inputs_moved(self, tid: TaskId) -> list[str]:
+        """The ``File`` inputs of ``tid`` edited while it ran (one ``os.stat`` each when
+        unchanged), announced: its result is then recorded as stale."""
+        node = self.nodes[tid]
+        if node.files is None or not node.files.digests:
+            return []
+        if self.input_digests is None:
+            self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
+        moved = changed_inputs(node.files, self.input_digests)
+        if moved and self.emit:
+            names = ", ".join(moved)
+            self.emit(ev.InputChanged(node.task, tuple(moved), (
+                f"The input {names} of {node.task!r} changed while it ran: its result may "
+                "come from either content, so it is stored as stale and runs again next time."
+            )))
+        return moved
+
     def _failed(self, out: Failed) -> None:
         node = self.nodes[out.id]
         task = node.task
@@ -1115,7 +1155,7 @@ class _Run:
         elif out.error_text and error.__traceback__ is None and error.__cause__ is None:
             error.__cause__ = RemoteTraceback(out.error_text)
         allowed = max(self.options.retries, task.family.retries)
-        if allowed and not self.aborting:
+        if allowed and not self.aborting and not out.abandoned:
             attempt = self.attempts.get(out.id, 0) + 1
             if attempt <= allowed:
                 self.attempts[out.id] = attempt

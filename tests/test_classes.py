@@ -409,9 +409,9 @@ def test_code_changes_in_a_class_body_rerun_it(
     again = checkpoint.run([module.consumer(4)], executor="inline")
     ran = sorted(t.expression() for t in again.ran)
     if reruns:
-        # consumer(4) re-runs only if Doubled(4)'s value changed (early cutoff otherwise).
-        assert ran[0] == "Doubled(4)" and ran[1:] in ([], ["consumer(4)"])
-        assert (ran[1:] == []) == (edit[0].startswith(("self.value =", "    return x")))
+        # consumer(4) re-runs too, even where Doubled(4)'s value is the same: new code
+        # upstream is never cut off (a value may carry code by name).
+        assert ran == ["Doubled(4)", "consumer(4)"]
         assert again.plan.nodes[module.Doubled(4).id].reason == "code changed"
     else:
         assert ran == []

@@ -198,3 +198,48 @@ def test_clear_during_a_run_never_crashes_either_side(tmp_path: Path) -> None:
         assert "Internal error" not in err + cleared_err
     again = start(["run", "--no-progress"], tmp_path, env).communicate(timeout=120)[0]
     assert again.strip() == EXPECTED
+
+
+PRODUCT_TASKFILE = """
+    import time
+    from pathlib import Path
+    from checkpoint import Product, requires, task
+
+    @task
+    def table():
+        @requires(Product("out/rows.txt"))
+        def __(out: Path) -> str:
+            with out.open("w") as f:
+                for i in range(1000):
+                    f.write(f"row {i}\\n")
+                    if i % 100 == 0:
+                        f.flush()
+                        time.sleep(0.01)
+            return str(out)
+        return __
+
+    @task
+    def count(trial: int):
+        @requires(table())
+        def __(rows: str) -> int:
+            time.sleep(0.6)  # the forced run of table() starts meanwhile
+            return len(Path(rows).read_text().splitlines())
+        return __
+"""
+
+
+def test_forced_run_waits_for_readers_of_its_declared_outputs(tmp_path: Path) -> None:
+    """`run --force table` while another run reads the Product table() wrote: the reader
+    sees the whole file (the forced run rewrites it only once the reader is done)."""
+    write(tmp_path / "taskfile.py", PRODUCT_TASKFILE)
+    env = env_for(tmp_path, tmp_path / "exec.log")
+    assert start(["run", "--no-progress", "table"], tmp_path, env).communicate(timeout=60)
+    for trial in range(3):
+        reader = start(["run", "--no-progress", f"count({trial})"], tmp_path, env)
+        time.sleep(0.3)
+        forced = start(["run", "--no-progress", "--force", "table"], tmp_path, env)
+        out, err = reader.communicate(timeout=60)
+        forced.communicate(timeout=60)
+        assert reader.returncode == 0, err
+        assert out.strip() == "1000", f"trial {trial}: the reader saw {out.strip()} rows"
+        assert forced.returncode == 0

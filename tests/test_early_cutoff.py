@@ -14,6 +14,7 @@ import checkpoint
 from checkpoint.cli import cli
 
 SOURCE = """
+from pathlib import Path
 from checkpoint import task, requires
 
 @task
@@ -62,13 +63,14 @@ def test_cleared_deterministic_root_reruns_alone(load: Callable[..., ModuleType]
     assert not checkpoint.run([mod.main()], executor="inline").ran
 
 
-def test_new_code_same_value_keeps_dependents(load: Callable[..., ModuleType]) -> None:
+def test_new_code_same_value_reruns_dependents(load: Callable[..., ModuleType]) -> None:
+    """A value may carry code by name (an object of a project class), so new code upstream
+    is never cut off, even when the bytes of its value are the same."""
     mod = load()
     checkpoint.run([mod.main()], executor="inline")
     mod = load(body="[i for i in range(10)]")
     result = checkpoint.run([mod.main()], executor="inline")
-    assert names(result.ran) == ["split()"]
-    assert len(result.kept) == 6
+    assert len(result.ran) == 7 and not result.kept
 
 
 def test_a_changed_value_reruns_dependents(load: Callable[..., ModuleType]) -> None:
@@ -81,10 +83,12 @@ def test_a_changed_value_reruns_dependents(load: Callable[..., ModuleType]) -> N
 
 
 def test_cutoff_stops_where_values_stop_changing(load: Callable[..., ModuleType]) -> None:
-    """part(i) multiplies by 0: a new split() changes no part, so main is kept."""
-    mod = load(factor=0)
+    """part(i) multiplies by 0: a new value of split() changes no part, so main is kept."""
+    Path("xs.txt").write_text("0 1 2 3 4")
+    mod = load(body="[int(v) for v in Path('xs.txt').read_text().split()]", factor=0)
     checkpoint.run([mod.main()], executor="inline")
-    mod = load(body="list(range(1, 11))", factor=0)
+    Path("xs.txt").write_text("5 6 7 8 9")
+    mod.split().clear()
     result = checkpoint.run([mod.main()], executor="inline")
     assert names(result.ran) == ["part(0)", "part(1)", "part(2)", "part(3)", "part(4)", "split()"]
     assert names(result.kept) == ["main()"]
@@ -147,3 +151,149 @@ def test_cleared_large_value_reruns_alone(load: Callable[..., ModuleType], execu
     result = checkpoint.run([mod.main()], executor=executor)
     assert names(result.ran) == ["split()"]
     assert len(result.kept) == 6
+
+
+MODELS = """
+class Linear:
+    def __init__(self, w):
+        self.w = w
+
+    def predict(self, x):
+        return self.w * x{plus}
+"""
+
+ML = """
+from checkpoint import task, requires
+from models import Linear
+
+@task
+def train():
+    def __() -> Linear:
+        return Linear(w=2.0)
+    return __
+
+@task
+def best():
+    @requires([train()])
+    def __(models):
+        return models[0]        # passes the object on: its code never names Linear
+    return __
+
+@task
+def evaluate(via_best: bool):
+    @requires(best() if via_best else train())
+    def __(model) -> float:
+        return model.predict(10.0)
+    return __
+"""
+
+
+@pytest.mark.parametrize("via_best", [False, True])
+def test_an_edited_method_of_a_returned_object_reruns_dependents(
+    make_module: Callable[[str, str], ModuleType], via_best: bool
+) -> None:
+    """A value pickles its project class by name: the same bytes after an edit of the
+    class's method. Its dependents run again (directly and through a task that passes the
+    object on), instead of being kept with the old method's result."""
+    make_module("models", MODELS.format(plus=""))
+    mod = make_module("ml", ML)
+    assert checkpoint.run([mod.evaluate(via_best)], executor="inline").values[
+        mod.evaluate(via_best).id] == 20.0
+    make_module("models", MODELS.format(plus=" + 1"))
+    mod = make_module("ml", ML)
+    result = checkpoint.run([mod.evaluate(via_best)], executor="inline")
+    assert result.values[mod.evaluate(via_best).id] == 21.0
+    assert not result.kept
+    assert not checkpoint.run([mod.evaluate(via_best)], executor="inline").ran
+
+
+PASSTHROUGH = """
+import os
+from pathlib import Path
+from checkpoint import task, requires, TaskDirectory, Product
+
+@task
+def make():
+    @requires(TaskDirectory())
+    def __(path: Path) -> str:
+        (path / "data.txt").write_text(os.environ.get("CONTENT", "a"))
+        return str(path / "data.txt")
+    return __
+
+@task
+def write():
+    @requires(Product("out/data.txt"))
+    def __(out: Path) -> str:
+        out.write_text(os.environ.get("CONTENT", "a"))
+        return str(out)
+    return __
+
+@task
+def pick(kind: str):
+    @requires(make() if kind == "dir" else write())
+    def __(p: str) -> str:
+        return p              # passes the path on: the same string, new content
+    return __
+
+@task
+def forward(kind: str):
+    @requires(pick(kind))
+    def __(p: str) -> str:
+        return p
+    return __
+
+@task
+def read(kind: str):
+    @requires(forward(kind))
+    def __(p: str) -> str:
+        return Path(p).read_text()
+    return __
+"""
+
+
+@pytest.mark.parametrize("kind", ["dir", "product"])
+def test_a_path_passed_on_from_a_data_directory_or_product_is_never_cut_off(
+    make_module: Callable[[str, str], ModuleType], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A task that returns a path into another task's data directory (or its Product) gives
+    the same string when the files change: what reads the files downstream runs again."""
+    mod = make_module("passing", PASSTHROUGH)
+    assert checkpoint.run([mod.read(kind)], executor="inline").values[mod.read(kind).id] == "a"
+    monkeypatch.setenv("CONTENT", "b")
+    (mod.make() if kind == "dir" else mod.write()).clear()
+    result = checkpoint.run([mod.read(kind)], executor="inline")
+    assert result.values[mod.read(kind).id] == "b" and not result.kept
+    # A cleared task between them that gives the same path is cut off as before.
+    mod.forward(kind).clear()
+    result = checkpoint.run([mod.read(kind)], executor="inline")
+    assert names(result.ran) == [f"forward({kind!r})"] and names(result.kept) == [f"read({kind!r})"]
+
+
+LENGTH = DIRECTORY + """
+@task
+def length():
+    @requires(make())
+    def __(p: str) -> int:
+        return len(Path(p).read_text())
+    return __
+
+@task
+def report():
+    @requires(length())
+    def __(n: int) -> str:
+        return f"{n} bytes"
+    return __
+"""
+
+
+def test_a_number_read_from_a_data_directory_is_cut_off(
+    make_module: Callable[[str, str], ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value made of numbers alone cannot name the files it came from: when it comes out
+    the same, what depends on it is kept."""
+    mod = make_module("counting", LENGTH)
+    assert checkpoint.run([mod.report()], executor="inline").values[mod.report().id] == "1 bytes"
+    monkeypatch.setenv("CONTENT", "b")
+    mod.make().clear()
+    result = checkpoint.run([mod.report()], executor="inline")
+    assert names(result.ran) == ["length()", "make()"] and names(result.kept) == ["report()"]

@@ -570,3 +570,194 @@ def test_library_paths_are_relative_to_the_current_directory(tmp_path: Path,
     assert read().run(executor="process", max_workers=1) == "in.txt:hello"
     meta = Store.open().get_meta(read.dirname, read().id)
     assert meta is not None and list(meta.deps) == ["file:in.txt"]
+
+
+FOLDS = '''
+from pathlib import Path
+from checkpoint import Product, requires, task
+
+K = {k}
+
+
+@task
+def folds():
+    @requires(Product("out/folds/"))
+    def __(out: Path) -> int:
+        for i in range(K):
+            (out / f"fold{{i}}.txt").write_text(str(i))
+        return K
+    return __
+
+
+@task
+def mean():
+    @requires(folds())
+    def __(k: int) -> float:
+        values = [int(p.read_text()) for p in sorted(Path("out/folds").iterdir())]
+        return sum(values) / len(values)
+    return __
+'''
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_a_product_directory_is_emptied_before_its_task_runs(
+    tmp_path: Path, make_module: Any, executor: str
+) -> None:
+    """Files an earlier run wrote into a Product("dir/") should not outlive it (snakemake
+    removes a directory() output before its job runs); nothing outside it is touched."""
+    Path("out").mkdir()
+    Path("out/keep.txt").write_text("mine")
+    module = make_module("folding", FOLDS.format(k=5))
+    assert module.mean().run(executor=executor) == 2.0
+    module = make_module("folding", FOLDS.format(k=3))
+    assert module.mean().run(executor=executor) == 1.0
+    assert sorted(p.name for p in Path("out/folds").iterdir()) == ["fold0.txt", "fold1.txt",
+                                                                   "fold2.txt"]
+    assert Path("out/keep.txt").read_text() == "mine"
+
+
+def test_a_product_directory_that_holds_the_project_is_refused(tmp_path: Path) -> None:
+    """Product("./") would empty the project (taskfile, cache) before its task runs."""
+
+    @task
+    def everything():
+        @requires(Product("./"))
+        def __(out: Path) -> None:
+            (out / "x.txt").write_text("x")
+        return __
+
+    Path("precious.txt").write_text("keep")
+    with pytest.raises(TaskDefinitionError, match=r"everything\(\).* declares the directory \. "):
+        everything().run(executor="inline")
+    assert Path("precious.txt").read_text() == "keep"
+
+
+def test_overlapping_products_of_two_tasks_are_refused(tmp_path: Path) -> None:
+    """A file inside another task's Product directory has two producers: refused at plan
+    time, naming both tasks."""
+
+    @task
+    def figs():
+        @requires(Product("out/"))
+        def __(out: Path) -> None:
+            (out / "fig.txt").write_text("fig")
+        return __
+
+    @task
+    def table():
+        @requires(Product("out/table.csv"))
+        def __(out: Path) -> None:
+            out.write_text("1")
+        return __
+
+    with pytest.raises(TaskDefinitionError, match=r"figs\(\).*out/.*table\(\).*out/table.csv"):
+        expand([figs(), table()])
+    with pytest.raises(TaskDefinitionError, match=r"figs\(\).*table\(\)"):
+        expand([table(), figs()])
+
+
+def test_an_input_inside_a_product_directory_depends_on_its_producer(tmp_path: Path) -> None:
+    """A File inside another task's Product directory is that task's output: its producer
+    comes first. Inside the task's own Product directory it is refused (the directory is
+    emptied before the task runs)."""
+
+    @task
+    def shards():
+        @requires(Product("shards/"))
+        def __(out: Path) -> None:
+            (out / "0.txt").write_text("7")
+        return __
+
+    @task
+    def first():
+        @requires(File("shards/0.txt"))
+        def __(path: Path) -> int:
+            return int(path.read_text())
+        return __
+
+    @task
+    def own():
+        @requires(File("mine/raw.txt"))
+        @requires(Product("mine/"))
+        def __(raw: Path, out: Path) -> None:
+            (out / "copy.txt").write_text(raw.read_text())
+        return __
+
+    nodes = expand([first(), shards()])
+    assert nodes[first().id].deps == [shards().id]
+    assert checkpoint.run([first(), shards()], executor="inline").values[first().id] == 7
+    with pytest.raises(TaskDefinitionError, match=r"own\(\).* declares mine/raw.txt both as an input"):
+        expand([own()])
+
+
+EDITED = '''
+from pathlib import Path
+from checkpoint import File, requires, task
+
+
+@task
+def load():
+    @requires(File("data.csv"))
+    def __(path: Path) -> str:
+        if path.read_text() == "1":
+            path.write_text("2")  # someone edits the input while the task runs
+        return path.read_text()
+    return __
+'''
+
+
+def test_an_input_edited_while_its_task_runs_is_not_stored_as_fresh(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    """The result computed from the edited content must not be recorded against the digest
+    planning took: after the edit is undone, the task runs again (and the run says so)."""
+    (tmp_path / "taskfile.py").write_text(EDITED)
+    Path("data.csv").write_text("1")
+    out = runner.invoke(cli, ["run", "--executor", "inline", "load"])
+    assert out.exit_code == 0, out.output
+    assert "warning: The input data.csv of load() changed while it ran" in out.stderr
+    Path("data.csv").write_text("1")  # the edit is undone
+    listed = runner.invoke(cli, ["ls", "load"])
+    assert "input changed" in listed.stdout
+    Path("data.csv").write_text("3")
+    again = runner.invoke(cli, ["run", "--executor", "inline", "load"])
+    assert again.stdout.strip() == "3"
+    assert "changed while it ran" not in again.stderr
+    assert "Nothing to run" in runner.invoke(cli, ["run", "--executor", "inline", "load"]).stderr
+
+
+CHDIR = '''
+import os
+from checkpoint import File, requires, task
+
+
+@task
+def run_tool():
+    def __() -> str:
+        os.chdir("sub")  # legacy code that runs a tool from its folder
+        return "ok"
+    return __
+
+
+@task
+def read():
+    @requires(run_tool())
+    @requires(File("data.csv"))
+    def __(_, path) -> str:
+        return path.read_text().strip()
+    return __
+'''
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_a_task_that_changes_directory_does_not_move_the_next_one(
+    tmp_path: Path, make_module: Any, executor: str
+) -> None:
+    """Every task starts in the project root, whatever the task before it on the same
+    worker did with os.chdir; in-process executors give the directory back after it."""
+    (tmp_path / "sub").mkdir()
+    Path("data.csv").write_text("top")
+    Path("sub/data.csv").write_text("SUB")
+    module = make_module("chdirs", CHDIR)
+    assert module.read().run(executor=executor, max_workers=1) == "top"
+    assert os.getcwd() == str(tmp_path)

@@ -148,6 +148,18 @@ def test_thread_left_running_is_reported_as_such(tasks: ModuleType) -> None:
         checkpoint.run([tasks.hang("swallow")], executor="thread")
 
 
+def test_a_thread_left_running_is_not_retried(tasks: ModuleType, tmp_path: Path) -> None:
+    """A timed-out task whose thread runs on fails for good, whatever its retries: a retry
+    would share its data directory and files with the abandoned attempt, which may write
+    there later (and overwrite what the retry stored)."""
+    result = checkpoint.run([tasks.hang("swallow")], executor="thread", retries=2,
+                            raise_on_failure=False)
+    [error] = result.failed.values()
+    assert isinstance(error, TaskTimeoutError)
+    assert "so it is not retried" in str(error)
+    assert executions(tmp_path / "exec.log").count("hang('swallow')") == 1
+
+
 def test_family_limit_takes_precedence_over_the_runs(tasks: ModuleType) -> None:
     """run(timeout=...) applies to tasks without a limit of their own; a family's own wins."""
     assert tasks.patient().run(executor="thread", timeout=0.2) == "patient"

@@ -147,14 +147,14 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
     """Turn an interrupted run into "interrupted: N done, M not run" (unless the progress
     summary, ``summarized``, says it) and exit 130 (143: SIGTERM, 129: SIGHUP)."""
     from ..errors import exit_code
-    from ..events import CorruptEntryFound, RunInterrupted, TaskRetried
+    from ..events import CorruptEntryFound, InputChanged, RunInterrupted, TaskRetried
 
     seen: list[RunInterrupted] = []
 
     def record(event: Any) -> None:
         if isinstance(event, RunInterrupted):
             seen.append(event)
-        elif isinstance(event, CorruptEntryFound):
+        elif isinstance(event, (CorruptEntryFound, InputChanged)):
             click.echo(f"warning: {event.message}", err=True)
         elif isinstance(event, TaskRetried):
             click.echo(f"retrying {event.task!r} after attempt {event.attempt} failed: "
