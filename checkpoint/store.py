@@ -240,6 +240,10 @@ class Store:
         path, problem = self.tree.data_path(family, task_id)
         return meta.size + (0 if problem else tree_size(path))
 
+    def held_size(self, family: str) -> int:
+        """Bytes a family's entries hold: the sum of :meth:`entry_size` (no index overhead)."""
+        return sum(self.entry_size(family, tid, meta) for tid, meta in self.entries(family))
+
     def data_dir_ids(self, family: str) -> list[str]:
         """The task ids that have a data directory in the family."""
         return self.tree.data_dir_ids(family)
