@@ -42,6 +42,8 @@ ENTRY: Final = "e:"
 LOG: Final = "log:"
 FAILED_RUN: Final = "run:"
 SOURCE: Final = "fp:"
+DATA_MANIFEST: Final = "dm:"
+"""``dm:{id}``: JSON ``{relative path: [size, mtime_ns]}`` of the entry's data directory."""
 
 # Names the store derives from stored data are checked against these before any file is
 # read or deleted: a crafted index row must not lead outside the cache.
@@ -200,6 +202,8 @@ class Record:
     """The blob of the entry this one replaces, deleted once this one is stored."""
     log: str = ""
     """The task's captured output (stored only when not empty)."""
+    data: str = ""
+    """JSON manifest of the task's data directory (``""``: it has none)."""
 
     @property
     def needs_blob(self) -> bool:
