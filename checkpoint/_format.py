@@ -8,7 +8,9 @@ length-prefixed ``marshal``-ed tuple, followed by the payload when it is at most
 :data:`INLINE_MAX` bytes. A larger payload is a file of its own under the family's
 ``blobs/`` (:func:`new_blob_name`: unique per computation), which the metadata names.
 ``log:{id}`` holds a task's captured output, ``run:{id}`` its last failed run
-(:class:`FailedRun`, JSON), ``fp:{digest}`` the normalized source behind a fingerprint.
+(:class:`FailedRun`, JSON), ``fp:{digest}`` the normalized source behind a fingerprint,
+``dm:{id}`` what the entry's data directory held when it was stored (for ``cache verify``;
+optional: an entry without one is not checked, so adding it kept :data:`FORMAT`).
 Every payload carries its size and checksum (:func:`checksum`), checked when it is read.
 
 Bump :data:`FORMAT` when any of this changes.
