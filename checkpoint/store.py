@@ -58,6 +58,7 @@ from ._codec import (
 )
 from ._diskcache import INDEX_ERRORS, Index
 from ._format import (
+    DATA_DIR,
     DATA_MANIFEST,
     ENTRY,
     FAILED_RUN,
@@ -271,11 +272,7 @@ class Store:
         for record in records:
             by_family.setdefault(record.family, []).append(record)
         for family, items in by_family.items():
-            for r in items:
-                path, problem = self.tree.data_path(family, r.id)
-                manifest = None if problem else dir_manifest(path)
-                if manifest is not None:
-                    r.data = json.dumps(manifest, separators=(",", ":"))
+            self._record_data_dirs(family, items)
             try:
                 for r in items:  # blob files first: an index row never names a missing file
                     if r.needs_blob:
@@ -288,6 +285,17 @@ class Store:
             for r in items:
                 if r.replaces and r.replaces != r.meta.blob:
                     self._remove_blob(family, r.replaces)
+
+    def _record_data_dirs(self, family: str, items: list[Record]) -> None:
+        """Set ``Record.data`` of the records whose task has a data directory (one ``stat``
+        for a family without data directories, one per task otherwise)."""
+        if not os.path.isdir(self.root / family / DATA_DIR):
+            return
+        for r in items:
+            path, problem = self.tree.data_path(family, r.id)
+            manifest = None if problem else dir_manifest(path)
+            if manifest is not None:
+                r.data = json.dumps(manifest, separators=(",", ":"))
 
     def put_failed_runs(self, runs: Iterable[tuple[str, str, FailedRun]]) -> None:
         """Record failed runs, given as ``(family, task id, run)``; one transaction per family."""
