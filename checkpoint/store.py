@@ -289,11 +289,14 @@ class Store:
     def _record_data_dirs(self, family: str, items: list[Record]) -> None:
         """Set ``Record.data`` of the records whose task has a data directory (one ``stat``
         for a family without data directories, one per task otherwise)."""
-        if not os.path.isdir(self.root / family / DATA_DIR):
+        data = self.root / family / DATA_DIR
+        if not os.path.isdir(data):
+            return
+        # The family's directory and its data/ are the same for every record: check them once.
+        if self.tree.data_path(family, "0" * 32)[1]:
             return
         for r in items:
-            path, problem = self.tree.data_path(family, r.id)
-            manifest = None if problem else dir_manifest(path)
+            manifest = dir_manifest(data / r.id) if TASK_ID.fullmatch(r.id) else None
             if manifest is not None:
                 r.data = json.dumps(manifest, separators=(",", ":"))
 
