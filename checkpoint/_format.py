@@ -8,7 +8,9 @@ length-prefixed ``marshal``-ed tuple, followed by the payload when it is at most
 :data:`INLINE_MAX` bytes. A larger payload is a file of its own under the family's
 ``blobs/`` (:func:`new_blob_name`: unique per computation), which the metadata names.
 ``log:{id}`` holds a task's captured output, ``run:{id}`` its last failed run
-(:class:`FailedRun`, JSON), ``fp:{digest}`` the normalized source behind a fingerprint.
+(:class:`FailedRun`, JSON), ``fp:{digest}`` the normalized source behind a fingerprint,
+``dm:{id}`` what the entry's data directory held when it was stored (for ``cache verify``;
+optional: an entry without one is not checked, so adding it kept :data:`FORMAT`).
 Every payload carries its size and checksum (:func:`checksum`), checked when it is read.
 
 Bump :data:`FORMAT` when any of this changes.
@@ -42,6 +44,8 @@ ENTRY: Final = "e:"
 LOG: Final = "log:"
 FAILED_RUN: Final = "run:"
 SOURCE: Final = "fp:"
+DATA_MANIFEST: Final = "dm:"
+"""``dm:{id}``: JSON ``{relative path: [size, mtime_ns]}`` of the entry's data directory."""
 
 # Names the store derives from stored data are checked against these before any file is
 # read or deleted: a crafted index row must not lead outside the cache.
@@ -200,6 +204,8 @@ class Record:
     """The blob of the entry this one replaces, deleted once this one is stored."""
     log: str = ""
     """The task's captured output (stored only when not empty)."""
+    data: str = ""
+    """JSON manifest of the task's data directory (``""``: it has none)."""
 
     @property
     def needs_blob(self) -> bool:

@@ -20,7 +20,7 @@ from ._diskcache import (
     open_read_only,
     read_only,
 )
-from ._format import ENTRY, INDEX_FILE, LOG, SOURCE, Meta, Record
+from ._format import DATA_MANIFEST, ENTRY, INDEX_FILE, LOG, SOURCE, Meta, Record
 from ._storefiles import NotRegularFile, advice, describe, identity
 from ._storeroot import StoreRoot
 from .errors import StoreError
@@ -275,6 +275,8 @@ def store_records(records: list[Record], index: Index) -> None:
         index.set(ENTRY + r.id, r.meta.to_entry(r.payload))
         if r.log:
             index.set(LOG + r.id, r.log)
+        if r.data:  # a row per data directory only: no cost for the other entries
+            index.set(DATA_MANIFEST + r.id, r.data)
 
 
 def rewrite_metas(metas: dict[str, Meta], source: tuple[str, str] | None, index: Index) -> None:

@@ -102,6 +102,50 @@ def tree_size(path: Path) -> int:
     return total
 
 
+def dir_manifest(path: Path) -> dict[str, list[int]] | None:
+    """What a data directory holds: ``{relative path: [size, mtime_ns]}`` of every file under
+    it (links and special files by their own ``lstat``, never followed); ``None`` when
+    ``path`` is not a directory. One ``scandir`` per directory: cheap enough to record with
+    every entry, and ``cache verify`` compares it with what the directory holds now."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return None
+    files: dict[str, list[int]] = {}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(os.path.join(path, rel) if rel else path) as it:
+                for entry in it:
+                    name = f"{rel}/{entry.name}" if rel else entry.name
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(name)
+                        else:
+                            st = entry.stat(follow_symlinks=False)
+                            files[name] = [st.st_size, st.st_mtime_ns]
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return files
+
+
+def manifest_changes(recorded: dict[str, list[int]], now: dict[str, list[int]] | None) -> str:
+    """How a data directory differs from its manifest, in words (``""``: it does not)."""
+    if now is None:
+        return "it is gone"
+    parts = []
+    for label, names in (
+        ("missing", sorted(recorded.keys() - now.keys())),
+        ("changed", sorted(n for n in recorded.keys() & now.keys() if list(recorded[n]) != now[n])),
+        ("extra", sorted(now.keys() - recorded.keys())),
+    ):
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            parts.append(f"{label}: {', '.join(names[:3])}{more}")
+    return "; ".join(parts)
+
+
 def lexists(path: Path) -> bool:
     """Whether a path exists (a link counts as itself).
 

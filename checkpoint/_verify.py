@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._format import ENTRY, TASK_ID
-from ._storefiles import kind
+from ._storefiles import dir_manifest, kind, manifest_changes
 from .errors import CorruptEntryError, StoreError
 
 if TYPE_CHECKING:
@@ -76,6 +77,14 @@ def _check_entry(store: Store, family: str, tid: str) -> Problem | None:
                     f"The data directory of {meta.expr} ({family}), {path}, is "
                     f"{kind(mode)}; checkpoint never follows it."
                 )
+        recorded = None if problem else store.data_manifest(family, tid)
+        changes = "" if recorded is None else manifest_changes(recorded, dir_manifest(path))
+        if changes:
+            raise CorruptEntryError(
+                f"The data directory of {meta.expr} ({family}), {path}, no longer holds what "
+                f"the task wrote ({changes}). Run `checkpoint clear {shlex.quote(meta.expr)}` "
+                "to compute it again (or `cache verify --repair`)."
+            )
     except CorruptEntryError as exc:
         return Problem(family, tid, meta.expr if meta else "", str(exc))
     return None

@@ -63,7 +63,7 @@ class FamilyInfo:
     queue: str
     entries: int
     size: int
-    """Bytes on disk (values, index and data directories)."""
+    """Bytes the entries hold: stored values plus data directories (as ``cache ls``)."""
     doc: str
 
     def to_json(self) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def list_families(families: Mapping[str, TaskFamily[Any, Any]], store: Store) ->
     for name in sorted(families):
         fam = families[name]
         infos.append(FamilyInfo(name, fam.name, fam.queue, store.count_entries(fam.dirname),
-                                store.disk_usage(fam.dirname), doc_line(fam)))
+                                store.held_size(fam.dirname), doc_line(fam)))
     return infos
 
 
@@ -289,7 +289,7 @@ def _clear_family(store: Store, family: str) -> Removed:
     if os.path.islink(directory):  # never followed: only the link goes
         entries, size, existed = 0, 0, True
     else:
-        entries, size = store.count_entries(family), store.disk_usage(family)
+        entries, size = store.count_entries(family), store.held_size(family)
         existed = directory.exists()
         if entries:
             outputs = _outputs(meta for _, meta in store.entries(family))

@@ -39,6 +39,7 @@ then deleting it; leftovers of an interrupted deletion are removed when a store 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
@@ -57,6 +58,8 @@ from ._codec import (
 )
 from ._diskcache import INDEX_ERRORS, Index
 from ._format import (
+    DATA_DIR,
+    DATA_MANIFEST,
     ENTRY,
     FAILED_RUN,
     FORMAT,
@@ -72,7 +75,7 @@ from ._format import (
     new_stamp,
 )
 from ._index import Indexes, rewrite_metas, store_records
-from ._storefiles import open_stored, remove_path, tree_size
+from ._storefiles import dir_manifest, open_stored, remove_path, tree_size
 from ._storeroot import StoreRoot, resolve_cache_dir
 from ._verify import Problem, verify
 
@@ -240,6 +243,19 @@ class Store:
         path, problem = self.tree.data_path(family, task_id)
         return meta.size + (0 if problem else tree_size(path))
 
+    def held_size(self, family: str) -> int:
+        """Bytes a family's entries hold: the sum of :meth:`entry_size` (no index overhead)."""
+        return sum(self.entry_size(family, tid, meta) for tid, meta in self.entries(family))
+
+    def data_manifest(self, family: str, task_id: str) -> dict[str, list[int]] | None:
+        """What the entry's data directory held when it was stored (``None``: not recorded)."""
+        text = self.indexes.text(family, DATA_MANIFEST + task_id)
+        try:
+            manifest = json.loads(text) if text else None
+        except ValueError:
+            return None
+        return manifest if isinstance(manifest, dict) else None
+
     def data_dir_ids(self, family: str) -> list[str]:
         """The task ids that have a data directory in the family."""
         return self.tree.data_dir_ids(family)
@@ -256,6 +272,7 @@ class Store:
         for record in records:
             by_family.setdefault(record.family, []).append(record)
         for family, items in by_family.items():
+            self._record_data_dirs(family, items)
             try:
                 for r in items:  # blob files first: an index row never names a missing file
                     if r.needs_blob:
@@ -268,6 +285,20 @@ class Store:
             for r in items:
                 if r.replaces and r.replaces != r.meta.blob:
                     self._remove_blob(family, r.replaces)
+
+    def _record_data_dirs(self, family: str, items: list[Record]) -> None:
+        """Set ``Record.data`` of the records whose task has a data directory (one ``stat``
+        for a family without data directories, one per task otherwise)."""
+        data = self.root / family / DATA_DIR
+        if not os.path.isdir(data):
+            return
+        # The family's directory and its data/ are the same for every record: check them once.
+        if self.tree.data_path(family, "0" * 32)[1]:
+            return
+        for r in items:
+            manifest = dir_manifest(data / r.id) if TASK_ID.fullmatch(r.id) else None
+            if manifest is not None:
+                r.data = json.dumps(manifest, separators=(",", ":"))
 
     def put_failed_runs(self, runs: Iterable[tuple[str, str, FailedRun]]) -> None:
         """Record failed runs, given as ``(family, task id, run)``; one transaction per family."""
@@ -309,6 +340,7 @@ class Store:
                 nonlocal existed
                 existed = index.delete(ENTRY + task_id)
                 index.delete(LOG + task_id)
+                index.delete(DATA_MANIFEST + task_id)
 
             self.indexes.write(family, remove, create=False, advise=True)
             if meta is not None and meta.blob:

@@ -208,7 +208,7 @@ def _unreachable(app: App, keep: tuple[str, ...], already: list[PruneItem]) -> l
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
 @pass_app
 def cache_verify(app: App, repair: bool, as_json: bool) -> None:
-    """Check every stored entry: metadata, size, CRC-32 and value file.
+    """Check every stored entry: metadata, size, CRC-32, value file and data directory.
 
     Exits 1 when an entry fails; a failing entry is never used (its task runs again).
     """

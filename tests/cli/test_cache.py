@@ -133,3 +133,26 @@ def test_cache_prune_keep_removes_what_the_targets_do_not_reach(invoke: Invoke) 
     result = invoke("cache", "prune", "--keep", "main", "-y")
     assert "Removed 2 entries" in result.stderr
     assert invoke("run", *INLINE, "--json", "main").stdout.count('"ran": 0') == 1
+
+
+def test_verify_sees_data_directory_files_changed_by_hand(invoke: Invoke) -> None:
+    """cache verify should report a data directory whose files were deleted, changed or added
+    by hand since its entry was stored, name the task and say how to recompute it (issue 19
+    item 20); --repair removes the entry so the task runs again."""
+    invoke("run", *INLINE, "blob(10)", "blob(20)", "blob(30)", "choose(2, 1)")
+    assert invoke("cache", "verify").exit_code == 0
+    paths = {n: Path(invoke("cache", "path", f"blob({n})").stdout.strip()) for n in (10, 20, 30)}
+    (paths[10] / "blob.bin").unlink()
+    (paths[20] / "blob.bin").write_bytes(b"y" * 21)
+    (paths[30] / "stray.txt").write_text("hi")
+    result = invoke("cache", "verify")
+    assert result.exit_code == 1
+    assert "The data directory of blob(10) (taskfile.blob)" in result.stderr
+    assert "missing: blob.bin" in result.stderr
+    assert "changed: blob.bin" in result.stderr
+    assert "extra: stray.txt" in result.stderr
+    assert "checkpoint clear 'blob(10)'" in result.stderr
+    assert "Checked 6 entries: 3 bad" in result.stderr
+    assert invoke("cache", "verify", "--repair").exit_code == 1
+    assert invoke("cache", "verify").exit_code == 0
+    assert "blob(10)" in invoke("run", *INLINE, "-n", "blob(10)").stdout

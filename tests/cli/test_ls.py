@@ -119,3 +119,16 @@ def test_target_shows_last_runs(invoke: Invoke) -> None:
     # The reason is left out where it only repeats the state ("missing  <1ms failed  missing").
     rows = {line.split()[0]: line for line in lines}
     assert rows["boom(1)"].rstrip().endswith(" failed") and rows["booms()"].rstrip().endswith(" -")
+
+
+def test_family_size_is_what_the_entries_hold(invoke: Invoke) -> None:
+    """ls SIZE should be the bytes the entries hold (values + data directories), the sum of
+    `cache ls` sizes, not the index's SQLite file overhead (issue 19 item 24)."""
+    invoke("run", "--executor", "inline", "choose(2, 1)", "blob(1000)")
+    families = {f["name"]: f for f in json.loads(invoke("ls", "--json").stdout)["families"]}
+    entries = json.loads(invoke("cache", "ls", "--json").stdout)["entries"]
+    for name, family in (("choose", "taskfile.choose"), ("blob", "taskfile.blob")):
+        held = sum(e["size"] for e in entries if e["family"] == family)
+        assert families[name]["size"] == held
+    assert 1000 <= families["blob"]["size"] < 2000
+    assert families["choose"]["size"] < 1000  # three small ints, not SQLite's ~60 KiB pages
