@@ -48,7 +48,15 @@ def _family_dir(app: App, name: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
 @pass_app
 def cache_ls(app: App, name: str | None, as_json: bool) -> None:
-    """List stored entries (of family NAME, or all): arguments, size, when, how long."""
+    """List stored entries (of family NAME, or all): arguments, size, when, how long.
+
+    Examples:
+
+    \b
+      checkpoint cache ls                 # every stored entry
+      checkpoint cache ls choose          # the entries of one family
+      checkpoint cache ls --json | jq '.entries | length'
+    """
     from ..catalog import list_entries
 
     store = app.store
@@ -73,7 +81,14 @@ def cache_ls(app: App, name: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the value as JSON (if it is JSON-like).")
 @pass_app
 def cache_show(app: App, target: str, as_json: bool) -> None:
-    """Print the stored value of TARGET (never computes it)."""
+    """Print the stored value of TARGET (never computes it).
+
+    Examples:
+
+    \b
+      checkpoint cache show 'choose(6, 3)'
+      checkpoint cache show main --json
+    """
     task = app.targets([target])[0]
     store = app.store
     if store.get_meta(task.family.dirname, task.id) is None:
@@ -100,7 +115,14 @@ def cache_show(app: App, target: str, as_json: bool) -> None:
 @click.argument("target", shell_complete=complete_targets)
 @pass_app
 def cache_path(app: App, target: str) -> None:
-    """Print the data directory of TARGET (its TaskDirectory())."""
+    """Print the data directory of TARGET (its TaskDirectory()).
+
+    Examples:
+
+    \b
+      checkpoint cache path 'train(3)'
+      ls "$(checkpoint cache path 'train(3)')"
+    """
     task = app.targets([target])[0]
     path = app.store.data_dir(task.family.dirname, task.id)
     click.echo(str(path))
@@ -113,7 +135,14 @@ def cache_path(app: App, target: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
 @pass_app
 def cache_du(app: App, as_json: bool) -> None:
-    """Show the entries and disk space of each family in the cache."""
+    """Show the entries and disk space of each family in the cache.
+
+    Examples:
+
+    \b
+      checkpoint cache du
+      checkpoint cache du --json
+    """
     from ..catalog import disk_usage
 
     rows = disk_usage(app.store)
@@ -211,6 +240,12 @@ def cache_verify(app: App, repair: bool, as_json: bool) -> None:
     """Check every stored entry: metadata, size, CRC-32, value file and data directory.
 
     Exits 1 when an entry fails; a failing entry is never used (its task runs again).
+
+    Examples:
+
+    \b
+      checkpoint cache verify             # report, exit 1 if anything fails
+      checkpoint cache verify --repair    # and remove the entries that fail
     """
     checked, problems = app.store.verify(repair=repair)
     if as_json:

@@ -188,7 +188,14 @@ def _family_filter(name: str | None) -> Any:
 @pass_app
 def remote_ls(app: App, name: str | None, remote_option: str | None, as_json: bool) -> None:
     """List the remote cache's entries: per family, or each entry of family NAME (with its
-    signature checked when $CP_REMOTE_KEY is set)."""
+    signature checked when $CP_REMOTE_KEY is set).
+
+    Examples:
+
+    \b
+      checkpoint remote ls --remote s3://team-cache/proj
+      checkpoint remote ls choose --json     # with CP_REMOTE set
+    """
     from .._manifest import Manifest
     from ..remote import entries, read_manifests
 
@@ -228,7 +235,14 @@ def remote_ls(app: App, name: str | None, remote_option: str | None, as_json: bo
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")
 @pass_app
 def remote_du(app: App, remote_option: str | None, as_json: bool) -> None:
-    """Show the entries and size of each family in the remote cache, and its total size."""
+    """Show the entries and size of each family in the remote cache, and its total size.
+
+    Examples:
+
+    \b
+      checkpoint remote du --remote s3://team-cache/proj
+      checkpoint remote du --json
+    """
     from ..remote import usage
 
     remote = open_remote(app, remote_option)
