@@ -496,14 +496,6 @@ def with_outputs(stamp: str, outputs: dict[str, str]) -> str:
     return "v" + digest.hexdigest()
 
 
-def same_outputs(previous: Meta | None, outputs: dict[str, str] | None) -> bool:
-    """Whether a previous entry recorded exactly these output digests (none for none)."""
-    if previous is None:
-        return False
-    recorded = {k: v for k, v in previous.deps.items() if k.startswith(OUTPUT)}
-    return recorded == (outputs or {})
-
-
 # --- the files of one task of a plan ----------------------------------------------------
 
 
