@@ -145,9 +145,12 @@ def _local_cluster(distributed: ModuleType, n: int) -> Any:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
     try:
+        # CRITICAL, not ERROR: a cluster checkpoint owns reports what matters through the
+        # futures; what its workers log at ERROR is shutdown noise, such as the heartbeat
+        # traceback of a worker that outlives the scheduler by a moment after Ctrl-C.
         return distributed.LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,
         )
     except RuntimeError as exc:
         raise UsageError(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -364,17 +365,30 @@ def test_interrupt_cancels_batches_but_not_the_callers_cluster(client: Any, task
     assert 1 <= len(result.reused) < 5
 
 
+LOG_LEVEL_TASK = """
+
+    @task
+    def worker_log_level():
+        def __():
+            import logging
+            handlers = logging.getLogger("distributed").handlers
+            return min(h.level for h in handlers if isinstance(h, logging.StreamHandler))
+        return __
+"""
+
+
 @needs_dask
 def test_cli_local_cluster_and_no_leftover_processes(runner: Any, tmp_path: Path) -> None:
     """`checkpoint run --executor dask -j 2` should build on its own cluster and shut it down."""
     import psutil
 
-    write(tmp_path / "taskfile.py", TASKFILE)
+    write(tmp_path / "taskfile.py", TASKFILE + LOG_LEVEL_TASK)
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
-    result = runner.invoke(cli, ["run", "--executor", "dask", "-j", "2", "choose(4, 2)"])
+    result = runner.invoke(cli, ["run", "--executor", "dask", "-j", "2", "choose(4, 2)",
+                                 "worker_log_level()"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "6"
+    assert result.stdout.split() == ["6", str(logging.CRITICAL)]  # no shutdown noise on stderr
     # (multiprocessing's resource tracker is started once and serves this process until it ends)
     new = [p for p in me.children(recursive=True)
            if p.pid not in before and "multiprocessing.resource_tracker" not in " ".join(p.cmdline())]
