@@ -103,7 +103,7 @@ def adapter_for_name(name: str, max_workers: int | None) -> DaskAdapter:
     """Start a LocalCluster (``"dask"``) or connect to a scheduler (``"dask://..."``)."""
     distributed = _distributed()
     scheme, _, rest = name.partition("://")
-    if scheme.lower() == "dask" and not rest:
+    if name.lower() == "dask":
         cluster = _local_cluster(distributed, max_workers or os.cpu_count() or 1)
         try:
             client = distributed.Client(cluster)

@@ -614,6 +614,9 @@ def test_unreachable_scheduler_is_a_usage_error(tasks: ModuleType) -> None:
     with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
         with pytest.raises(UsageError, match=r"Cannot connect to the Dask scheduler at tcp://127\.0\.0\.1:1\b"):
             tasks.choose(2, 1).run(executor="dask://127.0.0.1:1")
+    for empty in ("dask://", "tcp://"):  # not a local cluster
+        with pytest.raises(UsageError, match=f"Executor '{empty}' names no scheduler"):
+            tasks.choose(2, 1).run(executor=empty)
 
 
 @needs_dask
