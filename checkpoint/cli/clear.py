@@ -21,7 +21,7 @@ from ._complete import complete_targets
 from ._output import emit_json, err
 
 if TYPE_CHECKING:
-    from ..catalog import Removed
+    from ..maintenance import Removed
 
 
 @click.command()
@@ -60,7 +60,8 @@ def clear(
       checkpoint clear --downstream 'choose(3, 3)'  # and what depends on it in main's DAG
       checkpoint clear --all                        # everything (asks first)
     """
-    from ..catalog import Removed, clear_all, clear_entries, clear_family, downstream_entries
+    from ..graph import expand
+    from ..maintenance import Removed, clear_all, clear_entries, clear_family, downstream_entries
     from ..taskfile import parse_target
 
     if clear_everything:
@@ -79,9 +80,7 @@ def clear(
         )
     store = app.store
     removed = Removed()
-    dag = []
-    if downstream:
-        dag = app.targets(within or ("main",))
+    dag = expand(app.targets(within or ("main",))) if downstream else {}
     whole = [app.family(t.name) for t in map(parse_target, targets) if not t.call]
     if whole and not yes:
         counts = [(f, store.count_entries(f.dirname)) for f in whole]

@@ -17,7 +17,7 @@ from ._complete import complete_targets
 from ._output import emit_json, human_time
 
 if TYPE_CHECKING:
-    from ..catalog import Explanation
+    from ..explain import Explanation
 
 _PER_GROUP = 5
 _MAX_DETAILS = 8
@@ -38,7 +38,7 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
       checkpoint why main            # why main (or anything under it) would run
       checkpoint why 'choose(6, 3)'  # one task: the argument or code that changed
     """
-    from ..catalog import explain
+    from ..explain import explain
     from ..graph import plan
 
     tasks = app.targets(targets)
