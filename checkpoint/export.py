@@ -168,13 +168,17 @@ def plan_for(
     source: Source, *, cache_dir: str | Path | None = None, code_check: bool = True
 ) -> Plan:
     """The marked plan of ``source`` (returned as is when it already is a :class:`Plan`)."""
+    return _plan_of(source, Store.open(cache_dir), code_check)
+
+
+def _plan_of(source: Source, store: Store, code_check: bool) -> Plan:
     if isinstance(source, Plan):
         return source
     tasks = [source] if isinstance(source, Task) else list(source)
     for t in tasks:
         if not isinstance(t, Task):
             raise TypeError(f"export needs Task handles or a Plan, not {t!r} ({type(t).__name__})")
-    return plan(tasks, Store.open(cache_dir), code_check=code_check)
+    return plan(tasks, store, code_check=code_check)
 
 
 def last_run_failures(the_plan: Plan, store: Store) -> set[TaskId]:
@@ -197,12 +201,27 @@ def last_run_failures(the_plan: Plan, store: Store) -> set[TaskId]:
     return failed
 
 
-def _failures(
-    the_plan: Plan, failed: Collection[TaskId] | None, cache_dir: str | Path | None
-) -> Collection[TaskId]:
-    if failed is not None:
-        return failed if isinstance(failed, (set, frozenset, dict)) else set(failed)
-    return last_run_failures(the_plan, Store.open(cache_dir))
+@dataclass(frozen=True)
+class _Marked:
+    """A marked plan, its tasks that failed in the last run, and the store they were read from."""
+
+    plan: Plan
+    failed: Collection[TaskId]
+    store: Store
+
+
+def _marked(
+    source: Source, failed: Collection[TaskId] | None, cache_dir: str | Path | None,
+    code_check: bool,
+) -> _Marked:
+    """The store is opened once here, and everything after reads that one."""
+    store = Store.open(cache_dir)
+    the_plan = _plan_of(source, store, code_check)
+    if failed is None:
+        failed = last_run_failures(the_plan, store)
+    elif not isinstance(failed, (set, frozenset, dict)):
+        failed = set(failed)
+    return _Marked(the_plan, failed, store)
 
 
 def display_state(node: Node, failed: Collection[TaskId] = ()) -> str:
@@ -297,16 +316,9 @@ def _family_state(counter: Counter[str]) -> str:
     return max(stale, key=lambda ns: (ns[0], -STATES.index(ns[1])))[1]
 
 
-def _view(
-    source: Source,
-    families: bool,
-    failed: Collection[TaskId] | None,
-    cache_dir: str | Path | None,
-    code_check: bool,
-) -> _View:
-    the_plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
-    fails = _failures(the_plan, failed, cache_dir)
-    return _family_view(the_plan, fails) if families else _task_view(the_plan, fails)
+def _view(marked: _Marked, families: bool) -> _View:
+    view = _family_view if families else _task_view
+    return view(marked.plan, marked.failed)
 
 
 # --- DOT --------------------------------------------------------------------------------------
@@ -361,8 +373,8 @@ def to_dot(
     code_check: bool = True,
 ) -> str:
     """Graphviz DOT text of the graph of ``source`` (see the module docstring)."""
-    view = _view(source, families, failed, cache_dir, code_check)
-    return "".join(_dot_lines(view, legend))
+    marked = _marked(source, failed, cache_dir, code_check)
+    return "".join(_dot_lines(_view(marked, families), legend))
 
 
 # --- Mermaid ----------------------------------------------------------------------------------
@@ -415,8 +427,8 @@ def to_mermaid(
     code_check: bool = True,
 ) -> str:
     """Mermaid flowchart text of the graph of ``source`` (renders in GitHub Markdown)."""
-    view = _view(source, families, failed, cache_dir, code_check)
-    return "".join(_mermaid_lines(view, legend))
+    marked = _marked(source, failed, cache_dir, code_check)
+    return "".join(_mermaid_lines(_view(marked, families), legend))
 
 
 # --- JSON -------------------------------------------------------------------------------------
@@ -431,10 +443,12 @@ def to_dict(
     code_check: bool = True,
 ) -> dict[str, Any]:
     """The graph of ``source`` as the ``checkpoint-graph/1`` document (module docstring)."""
-    the_plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
-    fails = _failures(the_plan, failed, cache_dir)
+    return _document(_marked(source, failed, cache_dir, code_check), families)
+
+
+def _document(marked: _Marked, families: bool) -> dict[str, Any]:
     if families:
-        fam = _family_view(the_plan, fails)
+        fam = _family_view(marked.plan, marked.failed)
         return {
             "schema": SCHEMA,
             "view": "families",
@@ -453,22 +467,22 @@ def to_dict(
                 {"source": fam.ids[s], "target": fam.ids[t], "count": n} for s, t, n in fam.edges
             ],
         }
+    the_plan = marked.plan
     return {
         "schema": SCHEMA,
         "view": "tasks",
         "targets": [t.id for t in the_plan.targets],
-        "nodes": list(_task_nodes(the_plan, fails, cache_dir)),
+        "nodes": list(_task_nodes(marked)),
         "edges": [{"source": dep, "target": tid}
                   for tid, node in the_plan.nodes.items() for dep in node.deps],
     }
 
 
-def _task_nodes(
-    the_plan: Plan, fails: Collection[TaskId], cache_dir: str | Path | None
-) -> Iterator[dict[str, Any]]:
+def _task_nodes(marked: _Marked) -> Iterator[dict[str, Any]]:
     """The ``tasks`` view's node documents, in the plan's order."""
     loads = json.loads
-    failed_runs = _failed_runs(the_plan, fails, cache_dir)
+    the_plan, fails = marked.plan, marked.failed
+    failed_runs = _failed_runs(marked)
     for tid, node in the_plan.nodes.items():
         task, meta = node.task, node.meta
         last: dict[str, Any] | None = None
@@ -492,18 +506,15 @@ def _task_nodes(
         }
 
 
-def _failed_runs(
-    the_plan: Plan, fails: Collection[TaskId], cache_dir: str | Path | None
-) -> dict[TaskId, dict[str, Any]]:
-    if not fails:
+def _failed_runs(marked: _Marked) -> dict[TaskId, dict[str, Any]]:
+    if not marked.failed:
         return {}
     from .history import last_run
 
-    store = Store.open(cache_dir)
     runs: dict[TaskId, dict[str, Any]] = {}
-    for tid in fails:
-        node = the_plan.nodes.get(tid)
-        run = last_run(node.task, store) if node is not None else None
+    for tid in marked.failed:
+        node = marked.plan.nodes.get(tid)
+        run = last_run(node.task, marked.store) if node is not None else None
         if run is not None and run.status == "failed":
             runs[tid] = {"status": "failed", "started": run.started, "duration": run.duration}
     return runs
@@ -519,13 +530,14 @@ def to_json(
     indent: int | None = None,
 ) -> str:
     """The ``checkpoint-graph/1`` JSON document of the graph of ``source``."""
+    return _json_text(_marked(source, failed, cache_dir, code_check), families, indent)
+
+
+def _json_text(marked: _Marked, families: bool, indent: int | None) -> str:
     if indent is not None:
-        doc = to_dict(source, families=families, failed=failed, cache_dir=cache_dir,
-                      code_check=code_check)
-        return json.dumps(doc, indent=indent, ensure_ascii=False) + "\n"
+        return json.dumps(_document(marked, families), indent=indent, ensure_ascii=False) + "\n"
     text = io.StringIO()
-    write_json(source, text, families=families, failed=failed, cache_dir=cache_dir,
-               code_check=code_check)
+    _write_json(marked, text, families)
     return text.getvalue()
 
 
@@ -540,17 +552,18 @@ def write_json(
 ) -> None:
     """Write :func:`to_json`'s document (compact) to a text file, node by node and edge by
     edge: the same text, without the whole document in memory (a 200,000-task graph)."""
+    _write_json(_marked(source, failed, cache_dir, code_check), file, families)
+
+
+def _write_json(marked: _Marked, file: IO[str], families: bool) -> None:
     if families:
-        doc = to_dict(source, families=True, failed=failed, cache_dir=cache_dir,
-                      code_check=code_check)
-        file.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        file.write(json.dumps(_document(marked, True), ensure_ascii=False) + "\n")
         return
-    the_plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
-    fails = _failures(the_plan, failed, cache_dir)
+    the_plan = marked.plan
     dumps = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(doc) writes with
     file.write('{"schema": ' + dumps(SCHEMA) + ', "view": "tasks", "targets": '
                + dumps([t.id for t in the_plan.targets]) + ', "nodes": [')
-    _write_items(file, _task_nodes(the_plan, fails, cache_dir), dumps)
+    _write_items(file, _task_nodes(marked), dumps)
     file.write('], "edges": [')
     _write_items(file, ({"source": dep, "target": tid}
                         for tid, node in the_plan.nodes.items() for dep in node.deps), dumps)
@@ -677,29 +690,27 @@ class GraphView:
         cache_dir: str | Path | None = None,
         code_check: bool = True,
     ) -> None:
-        self.plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
-        self.failed = _failures(self.plan, failed, cache_dir)
+        self._marked = _marked(source, failed, cache_dir, code_check)
+        self.plan = self._marked.plan
+        self.failed = self._marked.failed
         self.families = families
         self.legend = legend
 
-    def _opts(self) -> dict[str, Any]:
-        return {"families": self.families, "failed": self.failed}
-
     def dot(self) -> str:
         """DOT text."""
-        return to_dot(self.plan, legend=self.legend, **self._opts())
+        return "".join(_dot_lines(_view(self._marked, self.families), self.legend))
 
     def mermaid(self) -> str:
         """Mermaid text."""
-        return to_mermaid(self.plan, legend=self.legend, **self._opts())
+        return "".join(_mermaid_lines(_view(self._marked, self.families), self.legend))
 
     def json(self, indent: int | None = None) -> str:
         """The ``checkpoint-graph/1`` JSON document."""
-        return to_json(self.plan, indent=indent, **self._opts())
+        return _json_text(self._marked, self.families, indent)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``checkpoint-graph/1`` document as a dict."""
-        return to_dict(self.plan, **self._opts())
+        return _document(self._marked, self.families)
 
     def svg(self) -> str:
         """SVG text (needs Graphviz)."""
