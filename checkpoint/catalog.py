@@ -4,13 +4,6 @@ with their states, the stored entries and their sizes.
 These are the library functions behind ``checkpoint ls`` and ``cache ls``/``du``; they
 return plain records and never print. Changing the store is :mod:`.maintenance`'s job;
 explaining why a task would run, :mod:`.explain`'s.
-
-States (one vocabulary with the rest of checkpoint) of a task in a plan:
-
-``fresh``         its stored result is reused
-``missing``       no stored result
-``code changed``  its family's code changed since the result was stored
-``stale``         a prerequisite runs, or changed since the result was stored (or it is forced)
 """
 
 from __future__ import annotations
@@ -20,25 +13,38 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._types import Reason, TaskId
+from ._types import Json, Reason, TaskId, Word
 from .graph import Node, Plan
-from .history import LastRun
+from .history import LastRun, LastRunStatus
 from .store import FailedRun, Store
 from .task import Task, TaskFamily
 
-STATES = ("fresh", "stale", "missing", "code changed")
+
+class PlanState(Word):
+    """The state of a task in a plan, as ``checkpoint ls TARGET`` lists it."""
+
+    FRESH = "fresh"
+    """Its stored result is reused."""
+    STALE = "stale"
+    """A prerequisite runs, or changed since the result was stored (or it is forced)."""
+    MISSING = "missing"
+    """No stored result."""
+    CODE_CHANGED = "code changed"
+    """Its family's code changed since the result was stored."""
 
 
-def state_of(node: Node) -> str:
-    """The state of a marked plan node (see the module docstring)."""
+def state_of(node: Node) -> PlanState:
+    """The state of a marked plan node."""
     if node.reason is None:
-        return "fresh"
-    if node.reason in (Reason.MISSING, Reason.CODE_CHANGED):
-        return node.reason
-    return "stale"
+        return PlanState.FRESH
+    if node.reason is Reason.MISSING:
+        return PlanState.MISSING
+    if node.reason is Reason.CODE_CHANGED:
+        return PlanState.CODE_CHANGED
+    return PlanState.STALE
 
 
-def doc_line(obj: Any) -> str:
+def doc_line(obj: object) -> str:
     """The first non-empty line of an object's docstring ('' if none)."""
     for line in (getattr(obj, "__doc__", None) or "").strip().splitlines():
         if line.strip():
@@ -60,7 +66,7 @@ class FamilyInfo:
     """Bytes the entries hold: stored values plus data directories (as ``cache ls``)."""
     doc: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Json]:
         return {"name": self.name, "family": self.family, "queue": self.queue,
                 "entries": self.entries, "size": self.size, "doc": self.doc}
 
@@ -80,13 +86,13 @@ class TaskRow:
     """One task of a target's DAG, its state, and its last recorded run."""
 
     task: Task[Any]
-    state: str
-    reason: str | None
+    state: PlanState
+    reason: Reason | None
     """The plan's reason to run (``None`` when fresh)."""
     last: LastRun | None = None
     """Its last recorded run (``None`` when none is recorded)."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Json]:
         last = self.last
         return {"task": self.task.expression(), "family": self.task.family.name, "id": self.task.id,
                 "state": self.state, "reason": self.reason,
@@ -97,7 +103,7 @@ class TaskRow:
 
 def dag_states(
     the_plan: Plan, runs: Mapping[TaskId, LastRun] | None = None
-) -> tuple[list[TaskRow], dict[str, int]]:
+) -> tuple[list[TaskRow], dict[PlanState, int]]:
     """The tasks of a marked plan with their states, and the count of each state.
 
     ``runs`` (from :func:`checkpoint.history.plan_last_runs`) adds each task's last run.
@@ -105,7 +111,7 @@ def dag_states(
     runs = runs or {}
     rows = [TaskRow(node.task, state_of(node), node.reason, runs.get(tid))
             for tid, node in the_plan.nodes.items()]
-    counts = dict.fromkeys(STATES, 0)
+    counts = dict.fromkeys(PlanState, 0)
     for row in rows:
         counts[row.state] += 1
     return rows, counts
@@ -113,7 +119,7 @@ def dag_states(
 
 def iter_dag_documents(
     the_plan: Plan, failures: Mapping[TaskId, FailedRun] | None = None
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[dict[str, Json]]:
     """:meth:`TaskRow.to_json` of each row of :func:`dag_states`, made straight from
     the plan (``checkpoint ls TARGET --json`` of a 200,000-task DAG)."""
     failures = failures or {}
@@ -121,11 +127,12 @@ def iter_dag_documents(
         task, meta, reason = node.task, node.meta, node.reason
         failed = failures.get(tid) if failures else None
         if failed is not None:
-            last: dict[str, Any] | None = {"status": "failed", "started": failed.started,
-                                           "duration": failed.duration, "worker": failed.worker}
+            last: dict[str, Json] | None = {
+                "status": LastRunStatus.FAILED, "started": failed.started,
+                "duration": failed.duration, "worker": failed.worker}
         elif meta is not None:
-            last = {"status": "done", "started": meta.started, "duration": meta.duration,
-                    "worker": meta.worker}
+            last = {"status": LastRunStatus.DONE, "started": meta.started,
+                    "duration": meta.duration, "worker": meta.worker}
         else:
             last = None
         yield {"task": task.expression(), "family": task.family.name, "id": tid,
@@ -147,7 +154,7 @@ class EntryInfo:
     duration: float
     fingerprint: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Json]:
         return {"family": self.family, "id": self.id, "task": self.expr, "args": self.args,
                 "size": self.size, "stored": self.stored, "duration": self.duration,
                 "fingerprint": self.fingerprint}
@@ -175,7 +182,7 @@ class Usage:
     entries: int
     size: int
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Json]:
         return {"family": self.family, "entries": self.entries, "size": self.size}
 
 

@@ -27,6 +27,7 @@ legend (the states present and their counts):
 ``input changed``    a ``File()`` input's content changed: orange, dashed
 ``output changed``   a declared output is missing or was changed: orange, dashed
 ``input missing``    a ``File()`` input does not exist: red, dashed
+``corrupt``          its stored entry was found damaged during a run: red, dashed
 ``upstream re-run``  a prerequisite runs in this plan: yellow, dashed
 ``upstream changed`` a prerequisite's result changed since it was stored: yellow, dashed
 ``forced``           asked to re-run: blue, dashed
@@ -59,7 +60,7 @@ A node of the ``tasks`` view::
       "reason": null,                   # why it is stale: "missing" | "code changed" |
                                         # "input changed" | "output changed" |
                                         # "input missing" | "upstream re-run" |
-                                        # "upstream changed" | "forced"
+                                        # "upstream changed" | "forced" | "corrupt"
       "duration": 0.12,                 # seconds the stored result took to compute, or null
       "stored": 1764300000.0,           # when it was stored (Unix time), or null
       "last_run": {                     # the last recorded run, or null if none
@@ -100,7 +101,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Union
 
-from ._types import TaskId
+from ._types import Json, Reason, TaskId, Word
 from .errors import ExportError, GraphvizNotFoundError
 from .graph import Node, Plan, plan
 from .store import Store
@@ -114,11 +115,34 @@ LARGE_GRAPH = 300
 
 FORMATS = ("dot", "mermaid", "json", "svg", "png")
 
-STATES = (
-    "fresh", "missing", "code changed", "input changed", "output changed", "input missing",
-    "upstream re-run", "upstream changed", "forced", "failed",
-)
-"""Display states, in legend order."""
+
+
+class DisplayState(Word):
+    """The state a task is drawn with: fresh, the reason it would run, or failed (in the
+    last run); in legend order. Every :class:`~checkpoint._types.Reason` is one."""
+
+    FRESH = "fresh"
+    MISSING = Reason.MISSING.value
+    CODE_CHANGED = Reason.CODE_CHANGED.value
+    INPUT_CHANGED = Reason.INPUT_CHANGED.value
+    OUTPUT_CHANGED = Reason.OUTPUT_CHANGED.value
+    INPUT_MISSING = Reason.INPUT_MISSING.value
+    CORRUPT = Reason.CORRUPT.value
+    UPSTREAM_RERUN = Reason.UPSTREAM_RERUN.value
+    UPSTREAM_CHANGED = Reason.UPSTREAM_CHANGED.value
+    FORCED = Reason.FORCED.value
+    FAILED = "failed"
+
+
+_OF_REASON = {reason: DisplayState(reason.value) for reason in Reason}  # one for each, or no import
+
+
+class NodeState(Word):
+    """A task node's ``state`` in the JSON document."""
+
+    FRESH = "fresh"
+    STALE = "stale"
+    FAILED = "failed"
 
 Source = Union[Task[Any], Iterable[Task[Any]], Plan]
 
@@ -131,21 +155,22 @@ class _Look:
     bold: bool = False
 
 
-_LOOKS: dict[str, _Look] = {
-    "fresh": _Look("#d9f2d9", "#2e7d32"),
-    "missing": _Look("#ffffff", "#757575", dashed=True),
-    "code changed": _Look("#ffe0b2", "#e65100", dashed=True),
-    "input changed": _Look("#ffe0b2", "#e65100", dashed=True),
-    "output changed": _Look("#ffe0b2", "#e65100", dashed=True),
-    "input missing": _Look("#ffd6d6", "#c62828", dashed=True),
-    "upstream re-run": _Look("#fff3c4", "#b28900", dashed=True),
-    "upstream changed": _Look("#fff3c4", "#b28900", dashed=True),
-    "forced": _Look("#d6e4ff", "#1f4fbf", dashed=True),
-    "failed": _Look("#ffd6d6", "#c62828", bold=True),
+_LOOKS: dict[DisplayState, _Look] = {
+    DisplayState.FRESH: _Look("#d9f2d9", "#2e7d32"),
+    DisplayState.MISSING: _Look("#ffffff", "#757575", dashed=True),
+    DisplayState.CODE_CHANGED: _Look("#ffe0b2", "#e65100", dashed=True),
+    DisplayState.INPUT_CHANGED: _Look("#ffe0b2", "#e65100", dashed=True),
+    DisplayState.OUTPUT_CHANGED: _Look("#ffe0b2", "#e65100", dashed=True),
+    DisplayState.INPUT_MISSING: _Look("#ffd6d6", "#c62828", dashed=True),
+    DisplayState.CORRUPT: _Look("#ffd6d6", "#c62828", dashed=True),
+    DisplayState.UPSTREAM_RERUN: _Look("#fff3c4", "#b28900", dashed=True),
+    DisplayState.UPSTREAM_CHANGED: _Look("#fff3c4", "#b28900", dashed=True),
+    DisplayState.FORCED: _Look("#d6e4ff", "#1f4fbf", dashed=True),
+    DisplayState.FAILED: _Look("#ffd6d6", "#c62828", bold=True),
 }
 
 
-def state_looks() -> dict[str, dict[str, Any]]:
+def state_looks() -> dict[str, dict[str, Json]]:
     """How each display state is drawn: ``{state: {"fill", "border", "dashed", "bold"}}``
     (the run report draws its DAG the same way)."""
     return {state: {"fill": look.fill, "border": look.border, "dashed": look.dashed,
@@ -158,7 +183,7 @@ def _dot_attrs(look: _Look) -> str:
 
 
 _DOT_ATTRS = {state: _dot_attrs(look) for state, look in _LOOKS.items()}
-_CSS_CLASS = {state: state.replace(" ", "_").replace("-", "") for state in STATES}
+_CSS_CLASS = {state: state.replace(" ", "_").replace("-", "") for state in DisplayState}
 
 
 # --- building the plan -----------------------------------------------------------------
@@ -187,7 +212,7 @@ def last_run_failures(the_plan: Plan, store: Store) -> set[TaskId]:
     Asks the store which tasks of each family have a failed run on record (one index query
     per family) and keeps those whose failure is more recent than their stored result.
     """
-    from .history import last_run
+    from .history import LastRunStatus, last_run
 
     by_family: dict[str, set[TaskId]] = {}
     for tid, node in the_plan.nodes.items():
@@ -196,7 +221,7 @@ def last_run_failures(the_plan: Plan, store: Store) -> set[TaskId]:
     for dirname, ids in by_family.items():
         for tid in ids.intersection(store.failed_run_ids(dirname)):
             run = last_run(the_plan.nodes[tid].task, store)
-            if run is not None and run.status == "failed":
+            if run is not None and run.status is LastRunStatus.FAILED:
                 failed.add(tid)
     return failed
 
@@ -224,11 +249,11 @@ def _marked(
     return _Marked(the_plan, failed, store)
 
 
-def display_state(node: Node, failed: Collection[TaskId] = ()) -> str:
-    """The state a node is drawn with (one of :data:`STATES`)."""
+def display_state(node: Node, failed: Collection[TaskId] = ()) -> DisplayState:
+    """The state a node is drawn with."""
     if failed and node.task.id in failed:
-        return "failed"
-    return node.reason or "fresh"
+        return DisplayState.FAILED
+    return DisplayState.FRESH if node.reason is None else _OF_REASON[node.reason]
 
 
 # --- an intermediate view shared by DOT and Mermaid ------------------------------------------
@@ -240,14 +265,14 @@ class _View:
     """``"tasks"`` or ``"families"``."""
     ids: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
-    states: list[str] = field(default_factory=list)
+    states: list[DisplayState] = field(default_factory=list)
     tips: list[str] = field(default_factory=list)
     targets: set[int] = field(default_factory=set)
     edges: list[tuple[int, int, int]] = field(default_factory=list)
     """``(source index, target index, multiplicity)``."""
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[DisplayState] = field(default_factory=Counter)
     """Task count per display state (for the legend)."""
-    family_states: list[dict[str, int]] = field(default_factory=list)
+    family_states: list[dict[DisplayState, int]] = field(default_factory=list)
 
 
 def _task_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
@@ -275,7 +300,7 @@ def _family_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
     view = _View("families")
     index: dict[str, int] = {}
     per_task: dict[TaskId, int] = {}
-    states: list[Counter[str]] = []
+    states: list[Counter[DisplayState]] = []
     multiplicity: Counter[tuple[int, int]] = Counter()
     for tid, node in the_plan.nodes.items():
         family = node.task.family
@@ -296,7 +321,7 @@ def _family_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
         if shorts[view.labels[i]] > 1:  # same function name in two modules
             view.labels[i] = view.ids[i]
         total = sum(counter.values())
-        ordered = {s: counter[s] for s in STATES if counter[s]}
+        ordered = {s: counter[s] for s in DisplayState if counter[s]}
         view.family_states.append(ordered)
         summary = ", ".join(f"{n} {s}" for s, n in ordered.items())
         noun = "task" if total == 1 else "tasks"
@@ -307,13 +332,14 @@ def _family_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
     return view
 
 
-def _family_state(counter: Counter[str]) -> str:
-    if counter["failed"]:
-        return "failed"
-    stale = [(n, s) for s, n in counter.items() if s != "fresh"]
+def _family_state(counter: Counter[DisplayState]) -> DisplayState:
+    if counter[DisplayState.FAILED]:
+        return DisplayState.FAILED
+    stale = [(n, s) for s, n in counter.items() if s is not DisplayState.FRESH]
     if not stale:
-        return "fresh"
-    return max(stale, key=lambda ns: (ns[0], -STATES.index(ns[1])))[1]
+        return DisplayState.FRESH
+    order = list(DisplayState)
+    return max(stale, key=lambda ns: (ns[0], -order.index(ns[1])))[1]
 
 
 def _view(marked: _Marked, families: bool) -> _View:
@@ -328,10 +354,10 @@ def _dot_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _dot_legend(counts: Counter[str]) -> str:
+def _dot_legend(counts: Counter[DisplayState]) -> str:
     cells = "".join(
         f'<td bgcolor="{_LOOKS[s].fill}" color="{_LOOKS[s].border}">{s} ({counts[s]})</td>'
-        for s in STATES
+        for s in DisplayState
         if counts[s]
     )
     return (
@@ -402,11 +428,11 @@ def _mermaid_lines(view: _View, legend: bool) -> Iterator[str]:
         yield "  class " + ",".join(f"{prefix}{i}" for i in sorted(view.targets)) + " target\n"
     if legend:
         yield '  subgraph legend["legend"]\n'
-        for state in STATES:
+        for state in DisplayState:
             if view.counts[state]:
                 yield f'    legend_{css[state]}["{state} ({view.counts[state]})"]:::{css[state]}\n'
         yield "  end\n"
-    for state in STATES:
+    for state in DisplayState:
         look = _LOOKS[state]
         style = f"fill:{look.fill},stroke:{look.border}"
         if look.dashed:
@@ -478,21 +504,25 @@ def _document(marked: _Marked, families: bool) -> dict[str, Any]:
     }
 
 
-def _task_nodes(marked: _Marked) -> Iterator[dict[str, Any]]:
+def _task_nodes(marked: _Marked) -> Iterator[dict[str, Json]]:
     """The ``tasks`` view's node documents, in the plan's order."""
+    from .history import LastRunStatus
+
     loads = json.loads
     the_plan, fails = marked.plan, marked.failed
     failed_runs = _failed_runs(marked)
     for tid, node in the_plan.nodes.items():
         task, meta = node.task, node.meta
-        last: dict[str, Any] | None = None
+        last: dict[str, Json] | None = None
         if fails and tid in fails:
-            state = "failed"
-            last = failed_runs.get(tid) or {"status": "failed", "started": None, "duration": None}
+            state = NodeState.FAILED
+            last = failed_runs.get(tid) or {"status": LastRunStatus.FAILED, "started": None,
+                                            "duration": None}
         else:
-            state = "fresh" if node.reason is None else "stale"
+            state = NodeState.FRESH if node.reason is None else NodeState.STALE
             if meta is not None:
-                last = {"status": "done", "started": meta.started, "duration": meta.duration}
+                last = {"status": LastRunStatus.DONE, "started": meta.started,
+                        "duration": meta.duration}
         yield {
             "id": tid,
             "family": task.family.name,
@@ -506,17 +536,17 @@ def _task_nodes(marked: _Marked) -> Iterator[dict[str, Any]]:
         }
 
 
-def _failed_runs(marked: _Marked) -> dict[TaskId, dict[str, Any]]:
+def _failed_runs(marked: _Marked) -> dict[TaskId, dict[str, Json]]:
     if not marked.failed:
         return {}
-    from .history import last_run
+    from .history import LastRunStatus, last_run
 
-    runs: dict[TaskId, dict[str, Any]] = {}
+    runs: dict[TaskId, dict[str, Json]] = {}
     for tid in marked.failed:
         node = marked.plan.nodes.get(tid)
         run = last_run(node.task, marked.store) if node is not None else None
-        if run is not None and run.status == "failed":
-            runs[tid] = {"status": "failed", "started": run.started, "duration": run.duration}
+        if run is not None and run.status is LastRunStatus.FAILED:
+            runs[tid] = {"status": run.status, "started": run.started, "duration": run.duration}
     return runs
 
 

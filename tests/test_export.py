@@ -264,6 +264,23 @@ def test_a_graph_view_reads_failures_from_its_own_cache(pipeline: ModuleType, tm
     assert node["last_run"]["duration"] is not None
 
 
+def test_every_reason_has_a_look(choose: Any) -> None:
+    """A node of any reason, "corrupt" (set while a run reads a damaged entry) included,
+    should be drawn with the look of its reason in every format."""
+    from checkpoint._types import Reason
+    from checkpoint.graph import plan
+    from checkpoint.store import Store
+
+    the_plan = plan([choose(3, 1)], Store.open())
+    n = len(the_plan)
+    for reason in Reason:
+        for node in the_plan.nodes.values():
+            node.reason = reason
+        assert f"{reason} ({n})" in export.to_dot(the_plan, failed=())
+        assert f'"{reason} ({n})"' in export.to_mermaid(the_plan, failed=())
+        assert by_label(export.to_dict(the_plan, failed=()))["choose(3, 1)"]["reason"] == reason
+
+
 def test_a_fixed_task_is_no_longer_failed(pipeline: ModuleType) -> None:
     """After a failed task succeeds, the graph should show it fresh again."""
     from checkpoint import run
