@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from enum import Enum
-from typing import Union
+from typing import NewType, Union
 
 TaskId = str
 """Hex digest identifying one task (family + canonical arguments)."""
+
+FamilyName = NewType("FamilyName", str)
+"""A task family's name, ``{module}.{qualname}`` (:attr:`TaskFamily.name`): what events,
+run records and ``--json`` documents call it."""
+
+FamilyDir = NewType("FamilyDir", str)
+"""A task family's directory in the store (:attr:`TaskFamily.dirname`): its name made safe
+as a path; what every :class:`~checkpoint.store.Store` method takes as ``family``."""
 
 Json = Union[None, bool, int, float, str, Sequence["Json"], Mapping[str, "Json"]]
 """What ``json.dumps`` writes: the documents that ``--json`` prints."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._types import Json, Reason, TaskId, Word
+from ._types import FamilyDir, FamilyName, Json, Reason, TaskId, Word
 from .graph import Node, Plan
 from .history import LastRun, LastRunStatus
 from .store import FailedRun, Store
@@ -58,8 +58,7 @@ class FamilyInfo:
 
     name: str
     """The name the taskfile gives it (what targets use)."""
-    family: str
-    """``{module}.{qualname}``."""
+    family: FamilyName
     queue: str
     entries: int
     size: int
@@ -143,8 +142,7 @@ def iter_dag_documents(
 class EntryInfo:
     """One stored entry."""
 
-    family: str
-    """The family's directory name."""
+    family: FamilyDir
     id: TaskId
     expr: str
     args: Any
@@ -160,8 +158,8 @@ class EntryInfo:
                 "fingerprint": self.fingerprint}
 
 
-def list_entries(store: Store, family: str) -> list[EntryInfo]:
-    """Every entry of a family (by directory name), oldest first."""
+def list_entries(store: Store, family: FamilyDir) -> list[EntryInfo]:
+    """Every entry of a family, oldest first."""
     rows = []
     for tid, meta in store.entries(family):
         try:
@@ -178,7 +176,7 @@ def list_entries(store: Store, family: str) -> list[EntryInfo]:
 class Usage:
     """Disk usage of one family's store."""
 
-    family: str
+    family: FamilyDir
     entries: int
     size: int
 

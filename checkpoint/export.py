@@ -101,7 +101,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Union
 
-from ._types import Json, Reason, TaskId, Word
+from ._types import FamilyDir, Json, Reason, TaskId, Word
 from .errors import ExportError, GraphvizNotFoundError
 from .graph import Node, Plan, plan
 from .store import Store
@@ -214,7 +214,7 @@ def last_run_failures(the_plan: Plan, store: Store) -> set[TaskId]:
     """
     from .history import LastRunStatus, last_run
 
-    by_family: dict[str, set[TaskId]] = {}
+    by_family: dict[FamilyDir, set[TaskId]] = {}
     for tid, node in the_plan.nodes.items():
         by_family.setdefault(node.task.family.dirname, set()).add(tid)
     failed: set[TaskId] = set()

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._types import TaskId, Word
+from ._types import FamilyDir, TaskId, Word
 from .store import FailedRun, Meta, Store
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def stored_starts(tasks: Iterable[tuple[Task[Any], bool, float]],
     family (and one per failure).
     """
     store = Store.open(cache_dir)
-    done: dict[str, list[tuple[TaskId, float]]] = {}
+    done: dict[FamilyDir, list[tuple[TaskId, float]]] = {}
     starts: dict[TaskId, float] = {}
     for task, failed, duration in tasks:
         family = task.family.dirname
@@ -183,7 +183,7 @@ def duration_estimates(plan: Plan) -> tuple[dict[TaskId, float], dict[str, tuple
     return per_task, per_family
 
 
-def family_mean_duration(store: Store, family: str, sample: int = 50) -> float | None:
+def family_mean_duration(store: Store, family: FamilyDir, sample: int = 50) -> float | None:
     """The mean duration of up to ``sample`` stored entries of a family (by directory name).
 
     The ETA's prior for a family none of whose tasks in the plan ran before (a sweep over new

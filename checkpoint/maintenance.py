@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._types import TaskId
+from ._types import FamilyDir, TaskId
 from .files import OUTPUT
 from .graph import Node, Plan
 from .store import Meta, Store
@@ -28,7 +28,7 @@ class Removed:
 
     entries: int = 0
     bytes: int = 0
-    families: list[str] = field(default_factory=list)
+    families: list[FamilyDir] = field(default_factory=list)
     """Families removed as a whole (directory names)."""
     outputs: list[str] = field(default_factory=list)
     """Declared outputs (``Product()``) of the removed entries: files on disk that clearing
@@ -79,13 +79,13 @@ def _locked(
         lock.close()
 
 
-def _family_ids(store: Store, family: str) -> list[TaskId]:
+def _family_ids(store: Store, family: FamilyDir) -> list[TaskId]:
     """The ids of a family's entries and of its data directories."""
     return [tid for tid, _ in store.entries(family)] + store.data_dir_ids(family)
 
 
 def clear_family(
-    store: Store, family: str, on_wait: Callable[[], None] | None = None
+    store: Store, family: FamilyDir, on_wait: Callable[[], None] | None = None
 ) -> Removed:
     """Remove a family's store (entries and data directories); report what went.
 
@@ -97,7 +97,7 @@ def clear_family(
     return _clear_family(store, family)
 
 
-def _clear_family(store: Store, family: str) -> Removed:
+def _clear_family(store: Store, family: FamilyDir) -> Removed:
     directory = store.root / family
     outputs: list[str] = []
     if os.path.islink(directory):  # never followed: only the link goes
@@ -112,7 +112,7 @@ def _clear_family(store: Store, family: str) -> Removed:
 
 
 def clear_entries(
-    store: Store, entries: Iterable[tuple[str, TaskId]], on_wait: Callable[[], None] | None = None
+    store: Store, entries: Iterable[tuple[FamilyDir, TaskId]], on_wait: Callable[[], None] | None = None
 ) -> Removed:
     """Remove single entries ``(family dirname, task id)`` and their data directories.
 
@@ -123,7 +123,7 @@ def clear_entries(
         return _clear_entries(store, entries)
 
 
-def _clear_entries(store: Store, entries: list[tuple[str, TaskId]]) -> Removed:
+def _clear_entries(store: Store, entries: list[tuple[FamilyDir, TaskId]]) -> Removed:
     removed = Removed()
     for family, tid in entries:
         meta = store.get_meta(family, tid)
@@ -162,8 +162,8 @@ def downstream(nodes: Mapping[TaskId, Node], roots: Iterable[TaskId]) -> list[Ta
 
 
 def downstream_entries(
-    nodes: Mapping[TaskId, Node], *, family: str | None = None, task: Task[Any] | None = None
-) -> list[tuple[str, TaskId]]:
+    nodes: Mapping[TaskId, Node], *, family: FamilyDir | None = None, task: Task[Any] | None = None
+) -> list[tuple[FamilyDir, TaskId]]:
     """The ``(family dirname, id)`` of the tasks of an expanded DAG (``graph.expand``)
     downstream of a family (every task of it in the DAG) or of one task."""
     if task is not None:
@@ -177,7 +177,7 @@ def downstream_entries(
 class PruneItem:
     """A store entry (or a whole family when ``id`` is ``None``) that prune would remove."""
 
-    family: str
+    family: FamilyDir
     id: TaskId | None
     expr: str
     size: int
@@ -190,7 +190,7 @@ class PruneItem:
 
 def prune_candidates(
     store: Store,
-    fingerprints: Mapping[str, str],
+    fingerprints: Mapping[FamilyDir, str],
     *,
     older_than: float | None = None,
     max_size: int | None = None,
@@ -287,7 +287,7 @@ def touch_plan(the_plan: Plan, store: Store) -> Touched:
     output that does not exist.
     """
     report = Touched()
-    updates: dict[str, dict[TaskId, Meta]] = {}
+    updates: dict[FamilyDir, dict[TaskId, Meta]] = {}
     stamps: dict[TaskId, str] = {}
     for tid, node in the_plan.nodes.items():
         meta = node.meta

@@ -67,7 +67,7 @@ from ._manifest import (
     packed_path,
     parse_entry_path,
 )
-from ._types import Reason, TaskId, Word
+from ._types import FamilyDir, Reason, TaskId, Word
 from .errors import RemoteConfigError, RemoteUnavailableError, RemoteWarning, StoreError
 from .graph import Node, Plan, entry_is_current
 from .store import INLINE_MAX, Meta, Record, Store, open_stored
@@ -324,7 +324,7 @@ class _Lookup:
     def _read_packs(self, pending: list[TaskId]) -> None:
         """Read the packs of the families with many entries to look up (see
         :mod:`checkpoint._manifest`): a request per pack instead of one per entry."""
-        by_family: dict[str, int] = {}
+        by_family: dict[FamilyDir, int] = {}
         for tid in pending:
             family = self.nodes[tid].task.family.dirname
             by_family[family] = by_family.get(family, 0) + 1
@@ -783,7 +783,7 @@ def _manifest_of(store: Store, task: Task[Any], tid: TaskId,
     return manifest, objects
 
 
-def _data_files(store: Store, family: str, tid: TaskId,
+def _data_files(store: Store, family: FamilyDir, tid: TaskId,
                 objects: dict[str, tuple[str, int]]) -> list[DataFile] | None:
     """The files of a task's data directory (``None`` when it has none)."""
     root = store.data_dir(family, tid)

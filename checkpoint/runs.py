@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from ._types import Reason, TaskId, Word
+from ._types import FamilyDir, FamilyName, Reason, TaskId, Word
 from .errors import RunNotFoundError, StoreError
 from .store import Store, open_stored
 
@@ -87,8 +87,7 @@ class TaskRecord:
     """One task of a recorded run."""
 
     id: TaskId
-    family: str
-    """The family's name (``module.function``)."""
+    family: FamilyName
     label: str
     """The task as an expression, e.g. ``choose(6, 3)``."""
     state: RecordState
@@ -154,9 +153,9 @@ class RunRecord:
     cpus: int = 0
     total: int = 0
     """Tasks in the run's DAG."""
-    families: dict[str, str] = field(default_factory=dict)
+    families: dict[FamilyName, FamilyDir] = field(default_factory=dict)
     """``{family name: its directory in the store}`` of the recorded tasks and counts."""
-    reused_elsewhere: dict[str, int] = field(default_factory=dict)
+    reused_elsewhere: dict[FamilyName, int] = field(default_factory=dict)
     """Reused tasks not recorded one by one, counted per family."""
     tasks: list[TaskRecord] = field(default_factory=list)
     """The recorded tasks, prerequisites before dependents."""
@@ -387,7 +386,7 @@ def _build(run: _Run, status: RunStatus, now: float, wall_time: float | None,
     for tid in run.tasks:
         wanted.update(nodes[tid].deps)
     index: dict[TaskId, int] = {}
-    elsewhere: dict[str, int] = {}
+    elsewhere: dict[FamilyName, int] = {}
     tasks = record.tasks
     for tid, node in nodes.items():
         task = node.task

@@ -23,6 +23,7 @@ from ._complete import complete_targets
 from ._output import Duration, Size, emit_json, err, human_time, table
 
 if TYPE_CHECKING:
+    from .._types import FamilyDir
     from ..maintenance import PruneItem
 
 
@@ -31,7 +32,7 @@ def cache() -> None:
     """Inspect the cache: entries, sizes, a stored value, a data directory; prune it."""
 
 
-def _family_dir(app: App, name: str) -> str:
+def _family_dir(app: App, name: str) -> FamilyDir:
     """A family's directory name: from the taskfile, else a store family of that name."""
     try:
         return app.family(name).dirname
