@@ -26,7 +26,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -265,30 +265,32 @@ def run(
     """
     if quiet:
         app.verbosity = min(app.verbosity, -1)
-    if trace and not targets:
-        targets = (trace,)
     flags = RunFlags(
-        targets=targets or ("main",), workers=workers, executor=executor,
-        rate_limits=rate_limits, keep_going=keep_going, retries=retries, timeout=timeout,
-        dry_run=dry_run, force=force, force_upstream=force_upstream,
+        targets=targets or ((trace,) if trace else ("main",)), workers=workers,
+        executor=executor, rate_limits=rate_limits, keep_going=keep_going, retries=retries,
+        timeout=timeout, dry_run=dry_run, force=force, force_upstream=force_upstream,
         code_check=not no_code_check, as_json=as_json, no_progress=no_progress,
-        show_output=show_output, post_mortem=post_mortem, trace=trace,
-        show_locals=show_locals, report_path=report_path, remote_option=remote_option,
-        no_remote=no_remote, push=push,
-    )
+        show_output=show_output, post_mortem=post_mortem, trace=trace, show_locals=show_locals,
+        report_path=report_path, remote_option=remote_option, no_remote=no_remote, push=push)
     if watch:
-        clash = [name for name, given in (("--dry-run", dry_run), ("--json", as_json),
-                                          ("--pdb", post_mortem), ("--trace", trace)) if given]
-        if clash:
-            raise UsageError(f"--watch runs again and again; it cannot be combined with "
-                             f"{' or '.join(clash)}. Leave one out.")
-        from .watch import watch_loop
-
-        watch_loop(app, flags.targets, lambda: run_once(app, flags),
-                   live=False if no_progress else None)
+        _watch(app, flags)
     code = run_once(app, flags)
     if code:
         sys.exit(code)
+
+
+def _watch(app: App, flags: RunFlags) -> NoReturn:
+    """``--watch``: run, then again on every change, until Ctrl-C."""
+    clash = [name for name, given in (("--dry-run", flags.dry_run), ("--json", flags.as_json),
+                                      ("--pdb", flags.post_mortem), ("--trace", flags.trace))
+             if given]
+    if clash:
+        raise UsageError(f"--watch runs again and again; it cannot be combined with "
+                         f"{' or '.join(clash)}. Leave one out.")
+    from .watch import watch_loop
+
+    watch_loop(app, flags.targets, lambda: run_once(app, flags),
+               live=False if flags.no_progress else None)
 
 
 @dataclass(frozen=True)
