@@ -230,8 +230,12 @@ class FailedRun:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> FailedRun:
-        return cls(**json.loads(text))
+    def from_json(cls, text: str) -> FailedRun | None:
+        """The record ``to_json`` wrote (``None`` when the text is not one)."""
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError):
+            return None
 
 
 _STAMP_PREFIX: list[str | int] = [secrets.token_hex(6), os.getpid()]

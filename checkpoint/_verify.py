@@ -70,7 +70,7 @@ def _check_entry(store: Store, family: FamilyDir, tid: str) -> Problem | None:
         if meta is None:
             raise CorruptEntryError(f"The metadata of entry {tid} ({family}) is unreadable.")
         store.load_payload(family, tid, meta)
-        path, problem = store.tree.data_path(family, tid)
+        path, problem = store.data.checked(family, tid)
         with contextlib.suppress(OSError):
             mode = os.lstat(path).st_mode
             if not problem and not stat.S_ISDIR(mode):

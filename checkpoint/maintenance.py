@@ -81,7 +81,7 @@ def _locked(
 
 def _family_ids(store: Store, family: FamilyDir) -> list[TaskId]:
     """The ids of a family's entries and of its data directories."""
-    return [tid for tid, _ in store.entries(family)] + store.data_dir_ids(family)
+    return [tid for tid, _ in store.entries(family)] + store.data.ids(family)
 
 
 def clear_family(

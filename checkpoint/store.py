@@ -38,8 +38,6 @@ then deleting it; leftovers of an interrupted deletion are removed when a store 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
@@ -56,9 +54,9 @@ from ._codec import (
     verified_payload,
     write_blob,
 )
+from ._datadirs import DataDirs, read_manifest
 from ._diskcache import INDEX_ERRORS, Index
 from ._format import (
-    DATA_DIR,
     DATA_MANIFEST,
     ENTRY,
     FAILED_RUN,
@@ -75,7 +73,7 @@ from ._format import (
     new_stamp,
 )
 from ._index import Indexes, rewrite_metas, store_records
-from ._storefiles import dir_manifest, open_stored, remove_path, tree_size
+from ._storefiles import open_stored, tree_size
 from ._storeroot import StoreRoot, resolve_cache_dir
 from ._types import FamilyDir
 from ._verify import Problem, verify
@@ -96,10 +94,8 @@ class Store:
     regular files and never follows a symbolic link inside the cache.
 
     **Families** are named by their directory, a :data:`~checkpoint._types.FamilyDir`
-    (``TaskFamily.dirname``, never its ``name``). The methods that the scheduler's parts
-    and ``graph`` call (``open_family``, ``get_meta``, ``get_metas``, ``load_payload``,
-    ``blob_dir``, ``blob_ref``) still take a plain ``str`` until those modules say
-    ``FamilyDir`` too.
+    (``TaskFamily.dirname``); the methods the scheduler and ``graph`` call take a ``str``
+    until those modules say ``FamilyDir`` too.
     """
 
     _open_stores: dict[Path, Store] = {}
@@ -108,6 +104,8 @@ class Store:
         self.cache_dir = cache_dir
         self.tree = StoreRoot(cache_dir)
         self.root = self.tree.path
+        self.data = DataDirs(self.tree)
+        """The tasks' data directories."""
         self.indexes = Indexes(self.tree)
         self._pid = os.getpid()
 
@@ -199,12 +197,7 @@ class Store:
     def get_failed_run(self, family: FamilyDir, task_id: str) -> FailedRun | None:
         """The task's last failed run, if one is recorded."""
         text = self.indexes.text(family, FAILED_RUN + task_id)
-        if text is None:
-            return None
-        try:
-            return FailedRun.from_json(text)
-        except (ValueError, TypeError):
-            return None
+        return None if text is None else FailedRun.from_json(text)
 
     def failed_run_ids(self, family: FamilyDir) -> list[str]:
         """Ids of the family's tasks that have a recorded failed run (one range query)."""
@@ -247,8 +240,7 @@ class Store:
 
     def entry_size(self, family: FamilyDir, task_id: str, meta: Meta) -> int:
         """Bytes an entry takes: its stored value plus its data directory."""
-        path, problem = self.tree.data_path(family, task_id)
-        return meta.size + (0 if problem else tree_size(path))
+        return meta.size + self.data.size(family, task_id)
 
     def held_size(self, family: FamilyDir) -> int:
         """Bytes a family's entries hold: the sum of :meth:`entry_size` (no index overhead)."""
@@ -256,20 +248,11 @@ class Store:
 
     def data_manifest(self, family: FamilyDir, task_id: str) -> dict[str, list[int]] | None:
         """What the entry's data directory held when it was stored (``None``: not recorded)."""
-        text = self.indexes.text(family, DATA_MANIFEST + task_id)
-        try:
-            manifest = json.loads(text) if text else None
-        except ValueError:
-            return None
-        return manifest if isinstance(manifest, dict) else None
-
-    def data_dir_ids(self, family: FamilyDir) -> list[str]:
-        """The task ids that have a data directory in the family."""
-        return self.tree.data_dir_ids(family)
+        return read_manifest(self.indexes.text(family, DATA_MANIFEST + task_id))
 
     def data_dir(self, family: FamilyDir, task_id: str) -> Path:
         """The data directory of a task (not created)."""
-        return self.tree.data_dir(family, task_id)
+        return self.data.path(family, task_id)
 
     # --- writing --------------------------------------------------------------------
 
@@ -279,7 +262,7 @@ class Store:
         for record in records:
             by_family.setdefault(record.family, []).append(record)
         for family, items in by_family.items():
-            self._record_data_dirs(family, items)
+            self.data.record_manifests(family, items)
             try:
                 for r in items:  # blob files first: an index row never names a missing file
                     if r.needs_blob:
@@ -291,21 +274,7 @@ class Store:
             self.indexes.write(family, partial(store_records, items), quarantine=True)
             for r in items:
                 if r.replaces and r.replaces != r.meta.blob:
-                    self._remove_blob(family, r.replaces)
-
-    def _record_data_dirs(self, family: FamilyDir, items: list[Record]) -> None:
-        """Set ``Record.data`` of the records whose task has a data directory (one ``stat``
-        for a family without data directories, one per task otherwise)."""
-        data = self.root / family / DATA_DIR
-        if not os.path.isdir(data):
-            return
-        # The family's directory and its data/ are the same for every record: check them once.
-        if self.tree.data_path(family, "0" * 32)[1]:
-            return
-        for r in items:
-            manifest = dir_manifest(data / r.id) if TASK_ID.fullmatch(r.id) else None
-            if manifest is not None:
-                r.data = json.dumps(manifest, separators=(",", ":"))
+                    remove_blob(self.blob_dir(family), r.replaces)
 
     def put_failed_runs(self, runs: Iterable[tuple[str, str, FailedRun]]) -> None:
         """Record failed runs, given as ``(family, task id, run)``; one transaction per family."""
@@ -329,8 +298,8 @@ class Store:
 
     def prepare_data_dir(self, family: FamilyDir, task_id: str) -> Path:
         """Create an empty data directory for a task about to run (see
-        :meth:`StoreRoot.prepare_data_dir`)."""
-        return self.tree.prepare_data_dir(family, task_id)
+        :meth:`DataDirs.prepare`)."""
+        return self.data.prepare(family, task_id)
 
     def delete(self, family: FamilyDir, task_id: str) -> bool:
         """Remove one entry and its data directory; return whether an entry existed.
@@ -351,11 +320,8 @@ class Store:
 
             self.indexes.write(family, remove, create=False, advise=True)
             if meta is not None and meta.blob:
-                self._remove_blob(family, meta.blob)
-        path, problem = self.tree.data_path(family, task_id)
-        if not problem:
-            with contextlib.suppress(OSError):
-                remove_path(path)
+                remove_blob(self.blob_dir(family), meta.blob)
+        self.data.remove(family, task_id)
         return existed
 
     def delete_row(self, family: FamilyDir, key: str) -> None:
@@ -368,9 +334,6 @@ class Store:
     def verify(self, repair: bool = False) -> tuple[int, list[Problem]]:
         """Check every stored entry and every file the store made; see :func:`._verify.verify`."""
         return verify(self, repair)
-
-    def _remove_blob(self, family: FamilyDir, name: str) -> None:
-        remove_blob(self.blob_dir(family), name)
 
     def clear_family(self, family: FamilyDir) -> None:
         """Remove a family's whole directory (entries and data directories)."""
