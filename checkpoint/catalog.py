@@ -145,7 +145,7 @@ class EntryInfo:
     family: FamilyDir
     id: TaskId
     expr: str
-    args: Any
+    args: Json
     """The canonical arguments, decoded from JSON."""
     size: int
     stored: float

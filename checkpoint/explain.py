@@ -6,10 +6,11 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._types import Reason
+from ._types import Json, Reason
 from .files import INPUT, OUTPUT
 from .graph import Node, Plan
 from .store import Meta, Store
@@ -27,7 +28,7 @@ class Explanation:
     diff: str | None = None
     """For a code change: unified diff of the normalized source (stored -> current)."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Json]:
         return {"task": self.task.expression(), "family": self.task.family.name,
                 "id": self.task.id, "reason": self.reason, "details": self.details,
                 "diff": self.diff}
@@ -113,7 +114,7 @@ def _closest_entries(store: Store, task: Task[Any], limit: int = 3) -> list[str]
     return lines
 
 
-def _distance(have: dict[str, Any], wanted: dict[str, Any]) -> float:
+def _distance(have: Mapping[str, object], wanted: Mapping[str, object]) -> float:
     """How far apart the numeric arguments are (a tie-breaker between equally many changes)."""
     total = 0.0
     for name, value in wanted.items():
@@ -123,7 +124,7 @@ def _distance(have: dict[str, Any], wanted: dict[str, Any]) -> float:
     return total
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 40 else text[:37] + "..."
 

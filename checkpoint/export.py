@@ -467,12 +467,12 @@ def to_dict(
     failed: Collection[TaskId] | None = None,
     cache_dir: str | Path | None = None,
     code_check: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, Json]:
     """The graph of ``source`` as the ``checkpoint-graph/1`` document (module docstring)."""
     return _document(_marked(source, failed, cache_dir, code_check), families)
 
 
-def _document(marked: _Marked, families: bool) -> dict[str, Any]:
+def _document(marked: _Marked, families: bool) -> dict[str, Json]:
     if families:
         fam = _family_view(marked.plan, marked.failed)
         return {
@@ -485,7 +485,7 @@ def _document(marked: _Marked, families: bool) -> dict[str, Any]:
                     "family": fid,
                     "label": label.split("\n", 1)[0],
                     "tasks": sum(states.values()),
-                    "states": states,
+                    "states": {s.value: n for s, n in states.items()},
                 }
                 for fid, label, states in zip(fam.ids, fam.labels, fam.family_states, strict=True)
             ],
@@ -600,7 +600,7 @@ def _write_json(marked: _Marked, file: IO[str], families: bool) -> None:
     file.write("]}\n")
 
 
-def _write_items(file: IO[str], items: Iterable[Any], dumps: Callable[[Any], str]) -> None:
+def _write_items(file: IO[str], items: Iterable[object], dumps: Callable[[object], str]) -> None:
     """The items of a JSON list as ``dumps`` writes them inside one, a few thousand per
     write (and per ``dumps``: a list costs one encoder, not one per item)."""
     first = True
@@ -738,7 +738,7 @@ class GraphView:
         """The ``checkpoint-graph/1`` JSON document."""
         return _json_text(self._marked, self.families, indent)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Json]:
         """The ``checkpoint-graph/1`` document as a dict."""
         return _document(self._marked, self.families)
 
@@ -768,8 +768,8 @@ class GraphView:
 
     def _repr_mimebundle_(
         self, include: Collection[str] | None = None, exclude: Collection[str] | None = None
-    ) -> dict[str, Any]:
-        bundle: dict[str, Any] = {"text/plain": repr(self)}
+    ) -> dict[str, str]:
+        bundle = {"text/plain": repr(self)}
         if find_dot():
             bundle["image/svg+xml"] = self.svg()
         else:

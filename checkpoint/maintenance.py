@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._types import FamilyDir, TaskId
+from ._types import FamilyDir, Json, TaskId
 from .files import OUTPUT
 from .graph import Node, Plan
 from .store import Meta, Store
@@ -40,7 +40,7 @@ class Removed:
         self.families += other.families
         self.outputs += other.outputs
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Json]:
         return {"entries": self.entries, "bytes": self.bytes, "families": self.families,
                 "outputs": self.outputs}
 
@@ -183,7 +183,7 @@ class PruneItem:
     size: int
     why: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Json]:
         return {"family": self.family, "id": self.id, "task": self.expr, "size": self.size,
                 "why": self.why}
 
@@ -273,7 +273,7 @@ class Touched:
         self.fresh += other.fresh
         self.missing += other.missing
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Json]:
         return {"touched": self.touched, "fresh": self.fresh,
                 "missing": [t.expression() for t in self.missing]}
 

@@ -173,9 +173,9 @@ class RunRecord:
         n = sum(1 for t in self.tasks if t.state is state)
         return n + sum(self.reused_elsewhere.values()) if state is RecordState.REUSED else n
 
-    def to_doc(self) -> dict[str, Any]:
+    def to_doc(self) -> dict[str, object]:
         """The record as plain data (what is saved: marshal takes plain ``str``)."""
-        doc: dict[str, Any] = {"format": FORMAT}
+        doc: dict[str, object] = {"format": FORMAT}
         for f in fields(self):
             if f.name != "tasks":
                 doc[f.name] = getattr(self, f.name)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .._text import plural
-from .._types import EXECUTORS, executor_name
+from .._types import EXECUTORS, Json, executor_name
 from ..errors import ExitCode, UsageError
 from . import App, pass_app
 from ._complete import complete_targets
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ..graph import Plan
     from ..progress import Reporter
     from ..remote import Remote
+    from ..runs import RunRecorder
     from ..scheduler import RunResult
     from ..task import Task
 
@@ -143,7 +144,7 @@ def _fd1_to_stderr() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
+def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Event], None]]:
     """Turn an interrupted run into "interrupted: N done, M not run" (unless the progress
     summary, ``summarized``, says it) and exit 130 (143: SIGTERM, 129: SIGHUP)."""
     from ..errors import exit_code
@@ -151,7 +152,7 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 
     seen: list[RunInterrupted] = []
 
-    def record(event: Any) -> None:
+    def record(event: Event) -> None:
         if isinstance(event, RunInterrupted):
             seen.append(event)
         elif isinstance(event, (CorruptEntryFound, InputChanged)):
@@ -408,7 +409,7 @@ def _execute(app: App, flags: RunFlags, tasks: list[Task[Any]], traced: list[Tas
     return result, failures
 
 
-def _write_report(app: App, recorder: Any, path: str) -> None:
+def _write_report(app: App, recorder: RunRecorder, path: str) -> None:
     """``--report``: the HTML report of the run that just ended (never fails the command)."""
     from ..report import Report
 
@@ -518,12 +519,12 @@ def _show_plan(app: App, the_plan: Plan, as_json: bool) -> None:
 
 def _run_document(
     tasks: list[Task[Any]], texts_in: tuple[str, ...], result: RunResult, failures: FailureLog
-) -> dict[str, Any]:
+) -> dict[str, Json]:
     from ._output import format_exception
 
-    targets = []
+    targets: list[Json] = []
     for text, task in zip(texts_in, tasks, strict=False):
-        entry: dict[str, Any] = {"target": text, "task": task.expression(), "id": task.id}
+        entry: dict[str, Json] = {"target": text, "task": task.expression(), "id": task.id}
         if task.id in result.values:
             value = result.values[task.id]
             try:
