@@ -133,15 +133,13 @@ def last_log(task: Task[Any], cache_dir: str | os.PathLike[str] | None = None) -
     return last_run(task, Store.open(cache_dir), output=True)
 
 
-def stored_starts(tasks: Iterable[tuple[Task[Any], bool, float]],
-                  cache_dir: str | os.PathLike[str] | None = None) -> dict[TaskId, float]:
+def stored_starts(tasks: Iterable[tuple[Task[Any], bool, float]], store: Store) -> dict[TaskId, float]:
     """When each of ``(task, failed, duration)`` started, by task id, from its stored result
     (or its recorded failure when ``failed``), if the record has that duration.
 
     For a run's record of events that did not carry start times: one index query per
     family (and one per failure).
     """
-    store = Store.open(cache_dir)
     done: dict[FamilyDir, list[tuple[TaskId, float]]] = {}
     starts: dict[TaskId, float] = {}
     for task, failed, duration in tasks:

@@ -425,8 +425,7 @@ def _fill_starts(tasks: list[TaskRecord], handles: dict[TaskId, Task[Any]],
 
     try:
         found = stored_starts([(handles[t.id], t.state is RecordState.FAILED, t.duration)
-                               for t in missing],
-                              cache_dir)
+                               for t in missing], Store.open(cache_dir))
     except (OSError, StoreError):  # the store failed the run itself, maybe: estimate them
         found = {}
     for t in missing:
