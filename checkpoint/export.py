@@ -680,16 +680,12 @@ def export(
     """The graph of ``source`` in one of :data:`FORMATS`: text for dot/mermaid/json, bytes for images."""
     if fmt not in FORMATS:
         raise ValueError(f"Unknown graph format {fmt!r}; use one of {', '.join(FORMATS)}.")
-    opts: dict[str, Any] = {
-        "families": families, "failed": failed, "cache_dir": cache_dir, "code_check": code_check,
-    }
+    marked = _marked(source, failed, cache_dir, code_check)
     if fmt == "json":
-        return to_json(source, indent=None, **opts)
-    if fmt == "mermaid":
-        return to_mermaid(source, legend=legend, **opts)
-    if fmt == "dot":
-        return to_dot(source, legend=legend, **opts)
-    return render(source, fmt, legend=legend, **opts)
+        return _json_text(marked, families, None)
+    lines = _mermaid_lines if fmt == "mermaid" else _dot_lines
+    text = "".join(lines(_view(marked, families), legend))
+    return text if fmt in ("dot", "mermaid") else dot_to_image(text, fmt)
 
 
 def write(data: str | bytes, file: str | Path | IO[Any]) -> None:
