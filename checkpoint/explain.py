@@ -22,7 +22,7 @@ class Explanation:
     """Why one task of a plan would run."""
 
     task: Task[Any]
-    reason: str
+    reason: Reason
     details: list[str] = field(default_factory=list)
     """Human-readable facts, e.g. which prerequisite changed or which argument differs."""
     diff: str | None = None

@@ -502,10 +502,13 @@ def _dags(record: RunRecord, fam_stats: list[dict[str, Any]]) -> dict[str, Any]:
 def _family_state(counts: dict[str, int], reasons: Counter[str]) -> str:
     """A family's colour: failed if any failed, else skipped if any was, else the commonest
     reason its tasks ran for if most ran, else fresh."""
-    for state in ("failed", "skipped"):
+    from .export import DisplayState
+
+    for state in (RecordState.FAILED, RecordState.SKIPPED):
         if counts.get(state):
             return state
+    reused = counts.get(RecordState.REUSED, 0) + counts.get(RecordState.KEPT, 0)
     ran = sum(reasons.values())
-    if ran and ran >= counts.get("reused", 0) + counts.get("kept", 0):
+    if ran and ran >= reused:
         return _look_of_reason(reasons.most_common(1)[0][0])
-    return "fresh" if counts.get("reused") or counts.get("kept") else "not run"
+    return DisplayState.FRESH if reused else RecordState.NOT_RUN
