@@ -31,6 +31,8 @@ from mmap import mmap
 from pathlib import Path
 from typing import Final, Union
 
+from ._types import FamilyDir
+
 FORMAT: Final = "checkpoint-store 2"
 """The store format version, written to ``{cache}/checkpoint/FORMAT``."""
 FORMAT_FILE: Final = "FORMAT"
@@ -192,8 +194,7 @@ class Meta:
 class Record:
     """A finished result on its way into the store."""
 
-    family: str
-    """The family's directory name."""
+    family: FamilyDir
     id: str
     meta: Meta
     payload: bytes | None
@@ -229,8 +230,12 @@ class FailedRun:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> FailedRun:
-        return cls(**json.loads(text))
+    def from_json(cls, text: str) -> FailedRun | None:
+        """The record ``to_json`` wrote (``None`` when the text is not one)."""
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError):
+            return None
 
 
 _STAMP_PREFIX: list[str | int] = [secrets.token_hex(6), os.getpid()]

@@ -1,6 +1,7 @@
-"""The store's directory tree: ``{cache_dir}/checkpoint`` with its ``FORMAT`` file, one
-directory per family, and the data directories of tasks. Made, checked (owner, format,
-no links followed) and listed here; the indexes inside are :mod:`._index`'s."""
+"""The store's directory tree: ``{cache_dir}/checkpoint`` with its ``FORMAT`` file and one
+directory per family. Made, checked (owner, format, no links followed) and listed here;
+the indexes inside are :mod:`._index`'s, the data directories of tasks
+:mod:`._datadirs`'s."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from ._format import DATA_DIR, FORMAT, FORMAT_FILE, INDEX_FILE, TASK_ID
+from ._format import FORMAT, FORMAT_FILE, INDEX_FILE
 from ._storefiles import (
     NotRegularFile,
     advice,
@@ -21,8 +22,6 @@ from ._storefiles import (
     kind,
     lexists,
     open_stored,
-    remove_path,
-    unfollowed,
     why,
 )
 from ._storetrust import Ownership
@@ -246,52 +245,3 @@ class StoreRoot:
                 f"{advice(exc)}"
             ) from None
         shutil.rmtree(trash, ignore_errors=True)
-
-    # --- data directories -------------------------------------------------------------
-
-    def data_dir(self, family: str, task_id: str) -> Path:
-        """The data directory of a task (not created)."""
-        return self.path / family / DATA_DIR / task_id
-
-    def data_path(self, family: str, task_id: str) -> tuple[Path, str]:
-        """A task's data directory, and what forbids following it (``""`` when nothing):
-        the family's directory or its ``data/`` is a symbolic link or not a directory.
-        The data directory itself may be anything (:func:`remove_path` removes it)."""
-        path = self.data_dir(family, task_id)
-        if not TASK_ID.fullmatch(task_id):
-            return path, f"{task_id!r} is not a task id"
-        return path, unfollowed(path, (path.parent.parent, path.parent))
-
-    def data_dir_ids(self, family: str) -> list[str]:
-        """The task ids that have a data directory in the family (names that are not task
-        ids are left out)."""
-        try:
-            names = os.listdir(self.path / family / DATA_DIR)
-        except OSError:
-            return []
-        return [name for name in names if TASK_ID.fullmatch(name)]
-
-    def prepare_data_dir(self, family: str, task_id: str) -> Path:
-        """Create an empty data directory for a task about to run.
-
-        Raises:
-            StoreError: it cannot be created, or the family's directory or its ``data/`` is
-                a symbolic link (never followed: it could lead outside the cache).
-        """
-        self.ensure()
-        path, problem = self.data_path(family, task_id)
-        if problem:
-            raise StoreError(
-                f"Cannot create the data directory {path}: {problem}; checkpoint never follows "
-                "links inside the cache. Remove it (the results of that family will be "
-                f"recomputed): checkpoint clear {family.rsplit('.', 1)[-1]}"
-            )
-        try:
-            remove_path(path)
-            path.mkdir(parents=True)
-        except OSError as exc:
-            raise StoreError(
-                f"Cannot create the data directory {path}: {exc.strerror or exc}. "
-                "Free some space or choose another --cache-dir."
-            ) from None
-        return path

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from enum import Enum
+from typing import NewType, Union
 
 TaskId = str
 """Hex digest identifying one task (family + canonical arguments)."""
 
+FamilyName = NewType("FamilyName", str)
+"""A task family's name, ``{module}.{qualname}`` (:attr:`TaskFamily.name`): what events,
+run records and ``--json`` documents call it."""
 
-class Reason(str, Enum):
+FamilyDir = NewType("FamilyDir", str)
+"""A task family's directory in the store (:attr:`TaskFamily.dirname`): its name made safe
+as a path; what every :class:`~checkpoint.store.Store` method takes as ``family``."""
+
+Json = Union[None, bool, int, float, str, Sequence["Json"], Mapping[str, "Json"]]
+"""What ``json.dumps`` writes: the documents that ``--json`` prints."""
+
+
+class Word(str, Enum):
+    """A word of one of checkpoint's vocabularies: a ``str`` that prints, formats and is
+    written to JSON as its value (``str, Enum``, as pytask's outcomes); subclasses list the
+    words. Python 3.12 formats a mixed-in enum as ``Class.NAME``: not these."""
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return format(str.__str__(self), spec)
+
+
+class Reason(Word):
     """Why a task of a plan must run (a fresh task has no reason: ``None``)."""
 
     INPUT_MISSING = "input missing"
@@ -29,12 +54,6 @@ class Reason(str, Enum):
     """A prerequisite's current value is not the one the entry was computed from."""
     CORRUPT = "corrupt"
     """The entry was found damaged when read (set while running)."""
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
 
 EXECUTORS = ("process", "thread", "inline", "dask")

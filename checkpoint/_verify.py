@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ._format import ENTRY, TASK_ID
 from ._storefiles import dir_manifest, kind, manifest_changes
+from ._types import FamilyDir
 from .errors import CorruptEntryError, StoreError
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 class Problem:
     """A stored entry that failed :meth:`Store.verify`."""
 
-    family: str
+    family: FamilyDir
     id: str
     task: str
     """The task as an expression, or ``""`` when its metadata is unreadable."""
@@ -62,14 +63,14 @@ def verify(store: Store, repair: bool = False) -> tuple[int, list[Problem]]:
     return checked, problems
 
 
-def _check_entry(store: Store, family: str, tid: str) -> Problem | None:
+def _check_entry(store: Store, family: FamilyDir, tid: str) -> Problem | None:
     """What is wrong with one entry (``None``: nothing)."""
     meta = store.get_meta(family, tid) if TASK_ID.fullmatch(tid) else None
     try:
         if meta is None:
             raise CorruptEntryError(f"The metadata of entry {tid} ({family}) is unreadable.")
         store.load_payload(family, tid, meta)
-        path, problem = store.tree.data_path(family, tid)
+        path, problem = store.data.checked(family, tid)
         with contextlib.suppress(OSError):
             mode = os.lstat(path).st_mode
             if not problem and not stat.S_ISDIR(mode):

@@ -27,6 +27,7 @@ legend (the states present and their counts):
 ``input changed``    a ``File()`` input's content changed: orange, dashed
 ``output changed``   a declared output is missing or was changed: orange, dashed
 ``input missing``    a ``File()`` input does not exist: red, dashed
+``corrupt``          its stored entry was found damaged during a run: red, dashed
 ``upstream re-run``  a prerequisite runs in this plan: yellow, dashed
 ``upstream changed`` a prerequisite's result changed since it was stored: yellow, dashed
 ``forced``           asked to re-run: blue, dashed
@@ -59,7 +60,7 @@ A node of the ``tasks`` view::
       "reason": null,                   # why it is stale: "missing" | "code changed" |
                                         # "input changed" | "output changed" |
                                         # "input missing" | "upstream re-run" |
-                                        # "upstream changed" | "forced"
+                                        # "upstream changed" | "forced" | "corrupt"
       "duration": 0.12,                 # seconds the stored result took to compute, or null
       "stored": 1764300000.0,           # when it was stored (Unix time), or null
       "last_run": {                     # the last recorded run, or null if none
@@ -100,7 +101,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Union
 
-from ._types import TaskId
+from ._types import FamilyDir, Json, Reason, TaskId, Word
 from .errors import ExportError, GraphvizNotFoundError
 from .graph import Node, Plan, plan
 from .store import Store
@@ -114,11 +115,34 @@ LARGE_GRAPH = 300
 
 FORMATS = ("dot", "mermaid", "json", "svg", "png")
 
-STATES = (
-    "fresh", "missing", "code changed", "input changed", "output changed", "input missing",
-    "upstream re-run", "upstream changed", "forced", "failed",
-)
-"""Display states, in legend order."""
+
+
+class DisplayState(Word):
+    """The state a task is drawn with: fresh, the reason it would run, or failed (in the
+    last run); in legend order. Every :class:`~checkpoint._types.Reason` is one."""
+
+    FRESH = "fresh"
+    MISSING = Reason.MISSING.value
+    CODE_CHANGED = Reason.CODE_CHANGED.value
+    INPUT_CHANGED = Reason.INPUT_CHANGED.value
+    OUTPUT_CHANGED = Reason.OUTPUT_CHANGED.value
+    INPUT_MISSING = Reason.INPUT_MISSING.value
+    CORRUPT = Reason.CORRUPT.value
+    UPSTREAM_RERUN = Reason.UPSTREAM_RERUN.value
+    UPSTREAM_CHANGED = Reason.UPSTREAM_CHANGED.value
+    FORCED = Reason.FORCED.value
+    FAILED = "failed"
+
+
+_OF_REASON = {reason: DisplayState(reason.value) for reason in Reason}  # one for each, or no import
+
+
+class NodeState(Word):
+    """A task node's ``state`` in the JSON document."""
+
+    FRESH = "fresh"
+    STALE = "stale"
+    FAILED = "failed"
 
 Source = Union[Task[Any], Iterable[Task[Any]], Plan]
 
@@ -131,21 +155,22 @@ class _Look:
     bold: bool = False
 
 
-_LOOKS: dict[str, _Look] = {
-    "fresh": _Look("#d9f2d9", "#2e7d32"),
-    "missing": _Look("#ffffff", "#757575", dashed=True),
-    "code changed": _Look("#ffe0b2", "#e65100", dashed=True),
-    "input changed": _Look("#ffe0b2", "#e65100", dashed=True),
-    "output changed": _Look("#ffe0b2", "#e65100", dashed=True),
-    "input missing": _Look("#ffd6d6", "#c62828", dashed=True),
-    "upstream re-run": _Look("#fff3c4", "#b28900", dashed=True),
-    "upstream changed": _Look("#fff3c4", "#b28900", dashed=True),
-    "forced": _Look("#d6e4ff", "#1f4fbf", dashed=True),
-    "failed": _Look("#ffd6d6", "#c62828", bold=True),
+_LOOKS: dict[DisplayState, _Look] = {
+    DisplayState.FRESH: _Look("#d9f2d9", "#2e7d32"),
+    DisplayState.MISSING: _Look("#ffffff", "#757575", dashed=True),
+    DisplayState.CODE_CHANGED: _Look("#ffe0b2", "#e65100", dashed=True),
+    DisplayState.INPUT_CHANGED: _Look("#ffe0b2", "#e65100", dashed=True),
+    DisplayState.OUTPUT_CHANGED: _Look("#ffe0b2", "#e65100", dashed=True),
+    DisplayState.INPUT_MISSING: _Look("#ffd6d6", "#c62828", dashed=True),
+    DisplayState.CORRUPT: _Look("#ffd6d6", "#c62828", dashed=True),
+    DisplayState.UPSTREAM_RERUN: _Look("#fff3c4", "#b28900", dashed=True),
+    DisplayState.UPSTREAM_CHANGED: _Look("#fff3c4", "#b28900", dashed=True),
+    DisplayState.FORCED: _Look("#d6e4ff", "#1f4fbf", dashed=True),
+    DisplayState.FAILED: _Look("#ffd6d6", "#c62828", bold=True),
 }
 
 
-def state_looks() -> dict[str, dict[str, Any]]:
+def state_looks() -> dict[str, dict[str, Json]]:
     """How each display state is drawn: ``{state: {"fill", "border", "dashed", "bold"}}``
     (the run report draws its DAG the same way)."""
     return {state: {"fill": look.fill, "border": look.border, "dashed": look.dashed,
@@ -158,7 +183,7 @@ def _dot_attrs(look: _Look) -> str:
 
 
 _DOT_ATTRS = {state: _dot_attrs(look) for state, look in _LOOKS.items()}
-_CSS_CLASS = {state: state.replace(" ", "_").replace("-", "") for state in STATES}
+_CSS_CLASS = {state: state.replace(" ", "_").replace("-", "") for state in DisplayState}
 
 
 # --- building the plan -----------------------------------------------------------------
@@ -168,13 +193,17 @@ def plan_for(
     source: Source, *, cache_dir: str | Path | None = None, code_check: bool = True
 ) -> Plan:
     """The marked plan of ``source`` (returned as is when it already is a :class:`Plan`)."""
+    return _plan_of(source, Store.open(cache_dir), code_check)
+
+
+def _plan_of(source: Source, store: Store, code_check: bool) -> Plan:
     if isinstance(source, Plan):
         return source
     tasks = [source] if isinstance(source, Task) else list(source)
     for t in tasks:
         if not isinstance(t, Task):
             raise TypeError(f"export needs Task handles or a Plan, not {t!r} ({type(t).__name__})")
-    return plan(tasks, Store.open(cache_dir), code_check=code_check)
+    return plan(tasks, store, code_check=code_check)
 
 
 def last_run_failures(the_plan: Plan, store: Store) -> set[TaskId]:
@@ -183,33 +212,48 @@ def last_run_failures(the_plan: Plan, store: Store) -> set[TaskId]:
     Asks the store which tasks of each family have a failed run on record (one index query
     per family) and keeps those whose failure is more recent than their stored result.
     """
-    from .history import last_run
+    from .history import LastRunStatus, last_run
 
-    by_family: dict[str, set[TaskId]] = {}
+    by_family: dict[FamilyDir, set[TaskId]] = {}
     for tid, node in the_plan.nodes.items():
         by_family.setdefault(node.task.family.dirname, set()).add(tid)
     failed: set[TaskId] = set()
     for dirname, ids in by_family.items():
         for tid in ids.intersection(store.failed_run_ids(dirname)):
             run = last_run(the_plan.nodes[tid].task, store)
-            if run is not None and run.status == "failed":
+            if run is not None and run.status is LastRunStatus.FAILED:
                 failed.add(tid)
     return failed
 
 
-def _failures(
-    the_plan: Plan, failed: Collection[TaskId] | None, cache_dir: str | Path | None
-) -> Collection[TaskId]:
-    if failed is not None:
-        return failed if isinstance(failed, (set, frozenset, dict)) else set(failed)
-    return last_run_failures(the_plan, Store.open(cache_dir))
+@dataclass(frozen=True)
+class _Marked:
+    """A marked plan, its tasks that failed in the last run, and the store they were read from."""
+
+    plan: Plan
+    failed: Collection[TaskId]
+    store: Store
 
 
-def display_state(node: Node, failed: Collection[TaskId] = ()) -> str:
-    """The state a node is drawn with (one of :data:`STATES`)."""
+def _marked(
+    source: Source, failed: Collection[TaskId] | None, cache_dir: str | Path | None,
+    code_check: bool,
+) -> _Marked:
+    """The store is opened once here, and everything after reads that one."""
+    store = Store.open(cache_dir)
+    the_plan = _plan_of(source, store, code_check)
+    if failed is None:
+        failed = last_run_failures(the_plan, store)
+    elif not isinstance(failed, (set, frozenset, dict)):
+        failed = set(failed)
+    return _Marked(the_plan, failed, store)
+
+
+def display_state(node: Node, failed: Collection[TaskId] = ()) -> DisplayState:
+    """The state a node is drawn with."""
     if failed and node.task.id in failed:
-        return "failed"
-    return node.reason or "fresh"
+        return DisplayState.FAILED
+    return DisplayState.FRESH if node.reason is None else _OF_REASON[node.reason]
 
 
 # --- an intermediate view shared by DOT and Mermaid ------------------------------------------
@@ -221,14 +265,14 @@ class _View:
     """``"tasks"`` or ``"families"``."""
     ids: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
-    states: list[str] = field(default_factory=list)
+    states: list[DisplayState] = field(default_factory=list)
     tips: list[str] = field(default_factory=list)
     targets: set[int] = field(default_factory=set)
     edges: list[tuple[int, int, int]] = field(default_factory=list)
     """``(source index, target index, multiplicity)``."""
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[DisplayState] = field(default_factory=Counter)
     """Task count per display state (for the legend)."""
-    family_states: list[dict[str, int]] = field(default_factory=list)
+    family_states: list[dict[DisplayState, int]] = field(default_factory=list)
 
 
 def _task_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
@@ -256,7 +300,7 @@ def _family_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
     view = _View("families")
     index: dict[str, int] = {}
     per_task: dict[TaskId, int] = {}
-    states: list[Counter[str]] = []
+    states: list[Counter[DisplayState]] = []
     multiplicity: Counter[tuple[int, int]] = Counter()
     for tid, node in the_plan.nodes.items():
         family = node.task.family
@@ -277,7 +321,7 @@ def _family_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
         if shorts[view.labels[i]] > 1:  # same function name in two modules
             view.labels[i] = view.ids[i]
         total = sum(counter.values())
-        ordered = {s: counter[s] for s in STATES if counter[s]}
+        ordered = {s: counter[s] for s in DisplayState if counter[s]}
         view.family_states.append(ordered)
         summary = ", ".join(f"{n} {s}" for s, n in ordered.items())
         noun = "task" if total == 1 else "tasks"
@@ -288,25 +332,19 @@ def _family_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
     return view
 
 
-def _family_state(counter: Counter[str]) -> str:
-    if counter["failed"]:
-        return "failed"
-    stale = [(n, s) for s, n in counter.items() if s != "fresh"]
+def _family_state(counter: Counter[DisplayState]) -> DisplayState:
+    if counter[DisplayState.FAILED]:
+        return DisplayState.FAILED
+    stale = [(n, s) for s, n in counter.items() if s is not DisplayState.FRESH]
     if not stale:
-        return "fresh"
-    return max(stale, key=lambda ns: (ns[0], -STATES.index(ns[1])))[1]
+        return DisplayState.FRESH
+    order = list(DisplayState)
+    return max(stale, key=lambda ns: (ns[0], -order.index(ns[1])))[1]
 
 
-def _view(
-    source: Source,
-    families: bool,
-    failed: Collection[TaskId] | None,
-    cache_dir: str | Path | None,
-    code_check: bool,
-) -> _View:
-    the_plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
-    fails = _failures(the_plan, failed, cache_dir)
-    return _family_view(the_plan, fails) if families else _task_view(the_plan, fails)
+def _view(marked: _Marked, families: bool) -> _View:
+    view = _family_view if families else _task_view
+    return view(marked.plan, marked.failed)
 
 
 # --- DOT --------------------------------------------------------------------------------------
@@ -316,10 +354,10 @@ def _dot_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _dot_legend(counts: Counter[str]) -> str:
+def _dot_legend(counts: Counter[DisplayState]) -> str:
     cells = "".join(
         f'<td bgcolor="{_LOOKS[s].fill}" color="{_LOOKS[s].border}">{s} ({counts[s]})</td>'
-        for s in STATES
+        for s in DisplayState
         if counts[s]
     )
     return (
@@ -361,8 +399,8 @@ def to_dot(
     code_check: bool = True,
 ) -> str:
     """Graphviz DOT text of the graph of ``source`` (see the module docstring)."""
-    view = _view(source, families, failed, cache_dir, code_check)
-    return "".join(_dot_lines(view, legend))
+    marked = _marked(source, failed, cache_dir, code_check)
+    return "".join(_dot_lines(_view(marked, families), legend))
 
 
 # --- Mermaid ----------------------------------------------------------------------------------
@@ -390,11 +428,11 @@ def _mermaid_lines(view: _View, legend: bool) -> Iterator[str]:
         yield "  class " + ",".join(f"{prefix}{i}" for i in sorted(view.targets)) + " target\n"
     if legend:
         yield '  subgraph legend["legend"]\n'
-        for state in STATES:
+        for state in DisplayState:
             if view.counts[state]:
                 yield f'    legend_{css[state]}["{state} ({view.counts[state]})"]:::{css[state]}\n'
         yield "  end\n"
-    for state in STATES:
+    for state in DisplayState:
         look = _LOOKS[state]
         style = f"fill:{look.fill},stroke:{look.border}"
         if look.dashed:
@@ -415,8 +453,8 @@ def to_mermaid(
     code_check: bool = True,
 ) -> str:
     """Mermaid flowchart text of the graph of ``source`` (renders in GitHub Markdown)."""
-    view = _view(source, families, failed, cache_dir, code_check)
-    return "".join(_mermaid_lines(view, legend))
+    marked = _marked(source, failed, cache_dir, code_check)
+    return "".join(_mermaid_lines(_view(marked, families), legend))
 
 
 # --- JSON -------------------------------------------------------------------------------------
@@ -429,12 +467,14 @@ def to_dict(
     failed: Collection[TaskId] | None = None,
     cache_dir: str | Path | None = None,
     code_check: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, Json]:
     """The graph of ``source`` as the ``checkpoint-graph/1`` document (module docstring)."""
-    the_plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
-    fails = _failures(the_plan, failed, cache_dir)
+    return _document(_marked(source, failed, cache_dir, code_check), families)
+
+
+def _document(marked: _Marked, families: bool) -> dict[str, Json]:
     if families:
-        fam = _family_view(the_plan, fails)
+        fam = _family_view(marked.plan, marked.failed)
         return {
             "schema": SCHEMA,
             "view": "families",
@@ -445,7 +485,7 @@ def to_dict(
                     "family": fid,
                     "label": label.split("\n", 1)[0],
                     "tasks": sum(states.values()),
-                    "states": states,
+                    "states": {s.value: n for s, n in states.items()},
                 }
                 for fid, label, states in zip(fam.ids, fam.labels, fam.family_states, strict=True)
             ],
@@ -453,32 +493,36 @@ def to_dict(
                 {"source": fam.ids[s], "target": fam.ids[t], "count": n} for s, t, n in fam.edges
             ],
         }
+    the_plan = marked.plan
     return {
         "schema": SCHEMA,
         "view": "tasks",
         "targets": [t.id for t in the_plan.targets],
-        "nodes": list(_task_nodes(the_plan, fails, cache_dir)),
+        "nodes": list(_task_nodes(marked)),
         "edges": [{"source": dep, "target": tid}
                   for tid, node in the_plan.nodes.items() for dep in node.deps],
     }
 
 
-def _task_nodes(
-    the_plan: Plan, fails: Collection[TaskId], cache_dir: str | Path | None
-) -> Iterator[dict[str, Any]]:
+def _task_nodes(marked: _Marked) -> Iterator[dict[str, Json]]:
     """The ``tasks`` view's node documents, in the plan's order."""
+    from .history import LastRunStatus
+
     loads = json.loads
-    failed_runs = _failed_runs(the_plan, fails, cache_dir)
+    the_plan, fails = marked.plan, marked.failed
+    failed_runs = _failed_runs(marked)
     for tid, node in the_plan.nodes.items():
         task, meta = node.task, node.meta
-        last: dict[str, Any] | None = None
+        last: dict[str, Json] | None = None
         if fails and tid in fails:
-            state = "failed"
-            last = failed_runs.get(tid) or {"status": "failed", "started": None, "duration": None}
+            state = NodeState.FAILED
+            last = failed_runs.get(tid) or {"status": LastRunStatus.FAILED, "started": None,
+                                            "duration": None}
         else:
-            state = "fresh" if node.reason is None else "stale"
+            state = NodeState.FRESH if node.reason is None else NodeState.STALE
             if meta is not None:
-                last = {"status": "done", "started": meta.started, "duration": meta.duration}
+                last = {"status": LastRunStatus.DONE, "started": meta.started,
+                        "duration": meta.duration}
         yield {
             "id": tid,
             "family": task.family.name,
@@ -492,20 +536,17 @@ def _task_nodes(
         }
 
 
-def _failed_runs(
-    the_plan: Plan, fails: Collection[TaskId], cache_dir: str | Path | None
-) -> dict[TaskId, dict[str, Any]]:
-    if not fails:
+def _failed_runs(marked: _Marked) -> dict[TaskId, dict[str, Json]]:
+    if not marked.failed:
         return {}
-    from .history import last_run
+    from .history import LastRunStatus, last_run
 
-    store = Store.open(cache_dir)
-    runs: dict[TaskId, dict[str, Any]] = {}
-    for tid in fails:
-        node = the_plan.nodes.get(tid)
-        run = last_run(node.task, store) if node is not None else None
-        if run is not None and run.status == "failed":
-            runs[tid] = {"status": "failed", "started": run.started, "duration": run.duration}
+    runs: dict[TaskId, dict[str, Json]] = {}
+    for tid in marked.failed:
+        node = marked.plan.nodes.get(tid)
+        run = last_run(node.task, marked.store) if node is not None else None
+        if run is not None and run.status is LastRunStatus.FAILED:
+            runs[tid] = {"status": run.status, "started": run.started, "duration": run.duration}
     return runs
 
 
@@ -519,13 +560,14 @@ def to_json(
     indent: int | None = None,
 ) -> str:
     """The ``checkpoint-graph/1`` JSON document of the graph of ``source``."""
+    return _json_text(_marked(source, failed, cache_dir, code_check), families, indent)
+
+
+def _json_text(marked: _Marked, families: bool, indent: int | None) -> str:
     if indent is not None:
-        doc = to_dict(source, families=families, failed=failed, cache_dir=cache_dir,
-                      code_check=code_check)
-        return json.dumps(doc, indent=indent, ensure_ascii=False) + "\n"
+        return json.dumps(_document(marked, families), indent=indent, ensure_ascii=False) + "\n"
     text = io.StringIO()
-    write_json(source, text, families=families, failed=failed, cache_dir=cache_dir,
-               code_check=code_check)
+    _write_json(marked, text, families)
     return text.getvalue()
 
 
@@ -540,24 +582,25 @@ def write_json(
 ) -> None:
     """Write :func:`to_json`'s document (compact) to a text file, node by node and edge by
     edge: the same text, without the whole document in memory (a 200,000-task graph)."""
+    _write_json(_marked(source, failed, cache_dir, code_check), file, families)
+
+
+def _write_json(marked: _Marked, file: IO[str], families: bool) -> None:
     if families:
-        doc = to_dict(source, families=True, failed=failed, cache_dir=cache_dir,
-                      code_check=code_check)
-        file.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        file.write(json.dumps(_document(marked, True), ensure_ascii=False) + "\n")
         return
-    the_plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
-    fails = _failures(the_plan, failed, cache_dir)
+    the_plan = marked.plan
     dumps = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(doc) writes with
     file.write('{"schema": ' + dumps(SCHEMA) + ', "view": "tasks", "targets": '
                + dumps([t.id for t in the_plan.targets]) + ', "nodes": [')
-    _write_items(file, _task_nodes(the_plan, fails, cache_dir), dumps)
+    _write_items(file, _task_nodes(marked), dumps)
     file.write('], "edges": [')
     _write_items(file, ({"source": dep, "target": tid}
                         for tid, node in the_plan.nodes.items() for dep in node.deps), dumps)
     file.write("]}\n")
 
 
-def _write_items(file: IO[str], items: Iterable[Any], dumps: Callable[[Any], str]) -> None:
+def _write_items(file: IO[str], items: Iterable[object], dumps: Callable[[object], str]) -> None:
     """The items of a JSON list as ``dumps`` writes them inside one, a few thousand per
     write (and per ``dumps``: a list costs one encoder, not one per item)."""
     first = True
@@ -637,16 +680,12 @@ def export(
     """The graph of ``source`` in one of :data:`FORMATS`: text for dot/mermaid/json, bytes for images."""
     if fmt not in FORMATS:
         raise ValueError(f"Unknown graph format {fmt!r}; use one of {', '.join(FORMATS)}.")
-    opts: dict[str, Any] = {
-        "families": families, "failed": failed, "cache_dir": cache_dir, "code_check": code_check,
-    }
+    marked = _marked(source, failed, cache_dir, code_check)
     if fmt == "json":
-        return to_json(source, indent=None, **opts)
-    if fmt == "mermaid":
-        return to_mermaid(source, legend=legend, **opts)
-    if fmt == "dot":
-        return to_dot(source, legend=legend, **opts)
-    return render(source, fmt, legend=legend, **opts)
+        return _json_text(marked, families, None)
+    lines = _mermaid_lines if fmt == "mermaid" else _dot_lines
+    text = "".join(lines(_view(marked, families), legend))
+    return text if fmt in ("dot", "mermaid") else dot_to_image(text, fmt)
 
 
 def write(data: str | bytes, file: str | Path | IO[Any]) -> None:
@@ -677,29 +716,27 @@ class GraphView:
         cache_dir: str | Path | None = None,
         code_check: bool = True,
     ) -> None:
-        self.plan = plan_for(source, cache_dir=cache_dir, code_check=code_check)
-        self.failed = _failures(self.plan, failed, cache_dir)
+        self._marked = _marked(source, failed, cache_dir, code_check)
+        self.plan = self._marked.plan
+        self.failed = self._marked.failed
         self.families = families
         self.legend = legend
 
-    def _opts(self) -> dict[str, Any]:
-        return {"families": self.families, "failed": self.failed}
-
     def dot(self) -> str:
         """DOT text."""
-        return to_dot(self.plan, legend=self.legend, **self._opts())
+        return "".join(_dot_lines(_view(self._marked, self.families), self.legend))
 
     def mermaid(self) -> str:
         """Mermaid text."""
-        return to_mermaid(self.plan, legend=self.legend, **self._opts())
+        return "".join(_mermaid_lines(_view(self._marked, self.families), self.legend))
 
     def json(self, indent: int | None = None) -> str:
         """The ``checkpoint-graph/1`` JSON document."""
-        return to_json(self.plan, indent=indent, **self._opts())
+        return _json_text(self._marked, self.families, indent)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Json]:
         """The ``checkpoint-graph/1`` document as a dict."""
-        return to_dict(self.plan, **self._opts())
+        return _document(self._marked, self.families)
 
     def svg(self) -> str:
         """SVG text (needs Graphviz)."""
@@ -727,8 +764,8 @@ class GraphView:
 
     def _repr_mimebundle_(
         self, include: Collection[str] | None = None, exclude: Collection[str] | None = None
-    ) -> dict[str, Any]:
-        bundle: dict[str, Any] = {"text/plain": repr(self)}
+    ) -> dict[str, str]:
+        bundle = {"text/plain": repr(self)}
         if find_dot():
             bundle["image/svg+xml"] = self.svg()
         else:

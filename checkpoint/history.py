@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._types import TaskId
+from ._types import FamilyDir, TaskId, Word
 from .store import FailedRun, Meta, Store
 
 if TYPE_CHECKING:
@@ -22,12 +22,19 @@ if TYPE_CHECKING:
     from .task import Task
 
 
+class LastRunStatus(Word):
+    """How a task's last recorded run ended."""
+
+    DONE = "done"
+    """It stored its result."""
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class LastRun:
     """The last recorded run of a task."""
 
-    status: str
-    """``"done"`` or ``"failed"``."""
+    status: LastRunStatus
     started: float
     """Wall-clock start (seconds since the epoch)."""
     duration: float
@@ -51,12 +58,12 @@ def last_run(task: Task[Any], store: Store, *, output: bool = False) -> LastRun 
     meta = store.get_meta(family, task.id)
     failed = store.get_failed_run(family, task.id)
     if failed is not None and (meta is None or failed.started >= meta.started):
-        return LastRun("failed", failed.started, failed.duration, failed.worker,
+        return LastRun(LastRunStatus.FAILED, failed.started, failed.duration, failed.worker,
                        failed.output if output else "", failed.traceback if output else "")
     if meta is None:
         return None
     text = (store.get_log(family, task.id) or "") if output and meta.log else ""
-    return LastRun("done", meta.started, meta.duration, meta.worker, text)
+    return LastRun(LastRunStatus.DONE, meta.started, meta.duration, meta.worker, text)
 
 
 def last_runs(
@@ -115,9 +122,9 @@ def last_run_of(meta: Meta | None, failed: FailedRun | None) -> LastRun | None:
     """A task's last run from its stored metadata and its failure that counts (from
     :func:`plan_failures`), without output."""
     if failed is not None:
-        return LastRun("failed", failed.started, failed.duration, failed.worker)
+        return LastRun(LastRunStatus.FAILED, failed.started, failed.duration, failed.worker)
     if meta is not None:
-        return LastRun("done", meta.started, meta.duration, meta.worker)
+        return LastRun(LastRunStatus.DONE, meta.started, meta.duration, meta.worker)
     return None
 
 
@@ -126,16 +133,14 @@ def last_log(task: Task[Any], cache_dir: str | os.PathLike[str] | None = None) -
     return last_run(task, Store.open(cache_dir), output=True)
 
 
-def stored_starts(tasks: Iterable[tuple[Task[Any], bool, float]],
-                  cache_dir: str | os.PathLike[str] | None = None) -> dict[TaskId, float]:
+def stored_starts(tasks: Iterable[tuple[Task[Any], bool, float]], store: Store) -> dict[TaskId, float]:
     """When each of ``(task, failed, duration)`` started, by task id, from its stored result
     (or its recorded failure when ``failed``), if the record has that duration.
 
     For a run's record of events that did not carry start times: one index query per
     family (and one per failure).
     """
-    store = Store.open(cache_dir)
-    done: dict[str, list[tuple[TaskId, float]]] = {}
+    done: dict[FamilyDir, list[tuple[TaskId, float]]] = {}
     starts: dict[TaskId, float] = {}
     for task, failed, duration in tasks:
         family = task.family.dirname
@@ -176,7 +181,7 @@ def duration_estimates(plan: Plan) -> tuple[dict[TaskId, float], dict[str, tuple
     return per_task, per_family
 
 
-def family_mean_duration(store: Store, family: str, sample: int = 50) -> float | None:
+def family_mean_duration(store: Store, family: FamilyDir, sample: int = 50) -> float | None:
     """The mean duration of up to ``sample`` stored entries of a family (by directory name).
 
     The ETA's prior for a family none of whose tasks in the plan ran before (a sweep over new

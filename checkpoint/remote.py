@@ -67,7 +67,7 @@ from ._manifest import (
     packed_path,
     parse_entry_path,
 )
-from ._types import Reason, TaskId
+from ._types import FamilyDir, Reason, TaskId, Word
 from .errors import RemoteConfigError, RemoteUnavailableError, RemoteWarning, StoreError
 from .graph import Node, Plan, entry_is_current
 from .store import INLINE_MAX, Meta, Record, Store, open_stored
@@ -253,6 +253,19 @@ def _pullable(node: Node) -> bool:
     return node.reason in PULLABLE and (node.files is None or not node.files.outputs)
 
 
+class _Found(Word):
+    """What the lookup decided for a task of the plan."""
+
+    FRESH = "fresh"
+    """Fresh here: nothing to pull."""
+    KEPT = "kept"
+    """Its entry here is current with the stamps its prerequisites have once pulled."""
+    PULLED = "pulled"
+    """The remote has its entry, computed from the current prerequisites."""
+    RUN = "run"
+    """Computed here."""
+
+
 class _Lookup:
     """Which of a plan's tasks the remote gives: their verified manifests, looked up in
     waves (see the module docstring)."""
@@ -262,17 +275,16 @@ class _Lookup:
         self.remote = remote
         self.key = key
         self.report = report
-        self.status: dict[TaskId, str] = {}
-        """fresh | kept | pulled (a current stamp is known) | run (computed here)."""
+        self.status: dict[TaskId, _Found] = {}
         self.manifests: dict[TaskId, Manifest] = {}
         self.packed: dict[str, bytes] = {}
         """Manifests read from packs, by the entry path they claim (not yet checked)."""
 
     def stamp(self, tid: TaskId) -> str | None:
         status = self.status.get(tid)
-        if status == "pulled":
+        if status is _Found.PULLED:
             return self.manifests[tid].stamp
-        if status in ("fresh", "kept"):
+        if status in (_Found.FRESH, _Found.KEPT):
             meta = self.nodes[tid].meta
             return None if meta is None else meta.stamp
         return None
@@ -281,11 +293,11 @@ class _Lookup:
         pending: list[TaskId] = []
         for tid, node in self.nodes.items():
             if node.reason is None:
-                self.status[tid] = "fresh"
+                self.status[tid] = _Found.FRESH
             elif _pullable(node):
                 pending.append(tid)
             else:
-                self.status[tid] = "run"
+                self.status[tid] = _Found.RUN
         self._read_packs(pending)
         while pending:
             wave: dict[TaskId, str] = {}
@@ -293,13 +305,13 @@ class _Lookup:
             for tid in pending:
                 node = self.nodes[tid]
                 states = [self.status.get(d) for d in node.deps]
-                if "run" in states:
-                    self.status[tid] = "run"
+                if _Found.RUN in states:
+                    self.status[tid] = _Found.RUN
                 elif None in states:
                     later.append(tid)  # a prerequisite is looked up in this wave
                 elif (node.reason == Reason.UPSTREAM_RERUN and node.meta is not None
                       and entry_is_current(node.meta, node.deps, self.stamp, node.files)):
-                    self.status[tid] = "kept"
+                    self.status[tid] = _Found.KEPT
                 else:
                     deps = {d: self.stamp(d) or "" for d in node.deps}
                     if node.files is not None:
@@ -312,7 +324,7 @@ class _Lookup:
     def _read_packs(self, pending: list[TaskId]) -> None:
         """Read the packs of the families with many entries to look up (see
         :mod:`checkpoint._manifest`): a request per pack instead of one per entry."""
-        by_family: dict[str, int] = {}
+        by_family: dict[FamilyDir, int] = {}
         for tid in pending:
             family = self.nodes[tid].task.family.dirname
             by_family[family] = by_family.get(family, 0) + 1
@@ -343,7 +355,7 @@ class _Lookup:
         for tid, path in alone.items():
             raw = found.get(path)
             if raw is None:
-                self.status[tid] = "run"
+                self.status[tid] = _Found.RUN
                 self.report.missing.append(self.nodes[tid].task)
             else:
                 self._accept(tid, path, raw, refuse=True)
@@ -360,7 +372,7 @@ class _Lookup:
                 self.refuse(node.task, path, exc.reason)
             return False
         self.manifests[tid] = manifest
-        self.status[tid] = "pulled"
+        self.status[tid] = _Found.PULLED
         return True
 
     def _check_match(self, manifest: Manifest, node: Node, tid: TaskId) -> None:
@@ -379,7 +391,7 @@ class _Lookup:
                                "path says")
 
     def refuse(self, task: Task[Any], where: str, reason: str) -> None:
-        self.status[task.id] = "run"
+        self.status[task.id] = _Found.RUN
         self.report.refused.append((task, reason))
         _warn(f"The remote cache's entry of {task!r} ({self.remote.url}/{where}) was refused: "
               f"{reason}. It is computed here instead.")
@@ -541,7 +553,7 @@ class _Pull:
         was refused on download takes its dependents' pulls with it), and mark the plan."""
         from ._runlock import RunLock
 
-        good: set[TaskId] = {tid for tid, s in self.lookup.status.items() if s == "fresh"}
+        good: set[TaskId] = {tid for tid, s in self.lookup.status.items() if s is _Found.FRESH}
         kept: list[TaskId] = []
         chosen: list[TaskId] = []
         if self.lookup.manifests:
@@ -550,9 +562,9 @@ class _Pull:
         try:
             for tid, node in self.nodes.items():
                 status = self.lookup.status.get(tid)
-                if status not in ("kept", "pulled") or not all(d in good for d in node.deps):
+                if status not in (_Found.KEPT, _Found.PULLED) or not all(d in good for d in node.deps):
                     continue
-                if status == "pulled":
+                if status is _Found.PULLED:
                     if tid not in self.lookup.manifests:
                         continue
                     # Another run on this cache computes it now: let the scheduler wait for it.
@@ -771,7 +783,7 @@ def _manifest_of(store: Store, task: Task[Any], tid: TaskId,
     return manifest, objects
 
 
-def _data_files(store: Store, family: str, tid: TaskId,
+def _data_files(store: Store, family: FamilyDir, tid: TaskId,
                 objects: dict[str, tuple[str, int]]) -> list[DataFile] | None:
     """The files of a task's data directory (``None`` when it has none)."""
     root = store.data_dir(family, tid)

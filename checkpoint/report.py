@@ -37,12 +37,12 @@ from typing import Any
 
 from ._tracebacks import trim_traceback
 from .errors import StoreError
-from .runs import RunRecord, TaskRecord, load_run
+from .runs import RecordState, RunRecord, TaskRecord, load_run
 from .store import Store
 
 FORMATS = ("html", "trace")
 
-TIMED = ("ran", "failed")
+TIMED = (RecordState.RAN, RecordState.FAILED)
 """States of the tasks that have a bar on the timeline."""
 
 DAG_TASKS = 300
@@ -194,7 +194,7 @@ class Report:
 
     def __repr__(self) -> str:
         r = self.record
-        return (f"<Report run={r.number} {r.status} ran={r.count('ran')} failed={r.count('failed')} "
+        return (f"<Report run={r.number} {r.status} ran={r.count(RecordState.RAN)} failed={r.count(RecordState.FAILED)} "
                 f"wall_time={r.wall_time:.3f}s>")
 
     # --- what the page shows -------------------------------------------------------------
@@ -259,7 +259,7 @@ class Report:
             events.append({"name": t.label, "cat": t.family.rpartition(".")[2], "ph": "X",
                            "pid": 1, "tid": placed.of[i] + 1, "ts": us(t.started),
                            "dur": round(t.duration * 1e6, 3), "args": args})
-            if t.state == "failed":
+            if t.state is RecordState.FAILED:
                 events.append({"name": f"failed: {t.label}", "cat": "failure", "ph": "i", "s": "t",
                                "pid": 1, "tid": placed.of[i] + 1, "ts": us(t.ended),
                                "args": {"error": t.error}})
@@ -291,30 +291,37 @@ class Report:
 
 def _looks() -> dict[str, dict[str, Any]]:
     """Colours of states, as ``checkpoint graph`` draws them, plus the run's own states."""
-    from .export import state_looks
+    from .export import DisplayState, state_looks
 
     looks = state_looks()
-    looks["ran"] = looks["missing"]
-    looks["skipped"] = {"fill": "#eeeeee", "border": "#9e9e9e", "dashed": True, "bold": False}
-    looks["not run"] = {"fill": "#ffffff", "border": "#bdbdbd", "dashed": True, "bold": False}
-    looks["kept"] = {**looks["fresh"], "dashed": True}
+    looks[RecordState.RAN] = looks[DisplayState.MISSING]
+    looks[RecordState.SKIPPED] = {"fill": "#eeeeee", "border": "#9e9e9e", "dashed": True,
+                                  "bold": False}
+    looks[RecordState.NOT_RUN] = {"fill": "#ffffff", "border": "#bdbdbd", "dashed": True,
+                                  "bold": False}
+    looks[RecordState.KEPT] = {**looks[DisplayState.FRESH], "dashed": True}
     return looks
 
 
 def _node_state(t: TaskRecord) -> str:
-    """A task's colour in the DAG: the reason it ran (as ``checkpoint graph`` showed it
-    before the run), its fate otherwise."""
-    if t.state == "ran":
+    """A task's look in the DAG (a key of :func:`_looks`): the reason it ran (as
+    ``checkpoint graph`` showed it before the run), its fate otherwise."""
+    from .export import DisplayState
+
+    if t.state is RecordState.RAN:
         return _look_of_reason(t.reason)
-    if t.state == "reused":
-        return "fresh"
+    if t.state is RecordState.REUSED:
+        return DisplayState.FRESH
     return t.state
 
 
 def _look_of_reason(reason: str) -> str:
-    from .export import STATES
+    from .export import DisplayState
 
-    return reason if reason in STATES else "ran"
+    try:
+        return DisplayState(reason)
+    except ValueError:  # no reason recorded, or one this version does not know
+        return RecordState.RAN
 
 
 def _sizes(record: RunRecord, cache_dir: str | os.PathLike[str] | None) -> tuple[dict[str, tuple[int, int]], dict[int, int]]:
@@ -346,8 +353,6 @@ def _sizes(record: RunRecord, cache_dir: str | os.PathLike[str] | None) -> tuple
 
 
 def _model(record: RunRecord, cache_dir: str | os.PathLike[str] | None, title: str) -> dict[str, Any]:
-    from .runs import STATES
-
     tasks = record.tasks
     placed = lanes(tasks)
     critical = critical_path(tasks)
@@ -364,7 +369,7 @@ def _model(record: RunRecord, cache_dir: str | os.PathLike[str] | None, title: s
         if t.output or t.error or t.traceback:
             texts[i] = [t.output, t.error, trim_traceback(t.traceback) if t.traceback else ""]
     states = Counter(t.state for t in tasks)
-    states["reused"] += sum(record.reused_elsewhere.values())
+    states[RecordState.REUSED] += sum(record.reused_elsewhere.values())
     fam_stats = _family_stats(record, cache_sizes)
     columns = _task_columns(record, rel, placed.of, data_sizes)
     return {
@@ -376,7 +381,7 @@ def _model(record: RunRecord, cache_dir: str | os.PathLike[str] | None, title: s
             "executor": record.executor, "workers": record.workers, "host": record.host,
             "system": record.system, "python": record.python, "version": record.version,
             "cpus": record.cpus, "total": record.total,
-            "counts": {s: states[s] for s in STATES},
+            "counts": {s: states[s] for s in RecordState},
         },
         "families": fam_stats,
         "lanes": placed.labels,
@@ -386,15 +391,13 @@ def _model(record: RunRecord, cache_dir: str | os.PathLike[str] | None, title: s
         "parallelism": _parallelism(record, timed, critical, len(placed.labels)),
         "dag": _dags(record, fam_stats),
         "looks": _looks(),
-        "states": list(STATES),
+        "states": list(RecordState),
     }
 
 
 def _family_stats(record: RunRecord,
                   cache_sizes: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
     """Per family: what its tasks did, how long they took, its size in the cache."""
-    from .runs import STATES
-
     fam_stats = []
     family_names = list(record.families)
     shorts = Counter(name.rpartition(".")[2] for name in family_names)
@@ -403,13 +406,13 @@ def _family_stats(record: RunRecord,
         mine = [t for t in record.tasks if t.family == name]
         counts = Counter(t.state for t in mine)
         if record.reused_elsewhere.get(name):
-            counts["reused"] += record.reused_elsewhere[name]
+            counts[RecordState.REUSED] += record.reused_elsewhere[name]
         durations = [t.duration for t in mine if t.state in TIMED]
         size, entries = cache_sizes.get(name, (None, None))
         fam_stats.append({
             "name": name, "short": short if shorts[short] == 1 else name,
             "color": _PALETTE[f % len(_PALETTE)],
-            "counts": {s: counts[s] for s in STATES if counts[s]},
+            "counts": {s: counts[s] for s in RecordState if counts[s]},
             "time": round(sum(durations), 6), "ran": len(durations),
             "max": round(max(durations, default=0.0), 6),
             "cache": size, "entries": entries,
@@ -468,7 +471,7 @@ def _dags(record: RunRecord, fam_stats: list[dict[str, Any]]) -> dict[str, Any]:
             fam_edges[fam_index[tasks[dep].family], fam_index[t.family]] += 1
     reasons: dict[str, Counter[str]] = {name: Counter() for name in record.families}
     for t in tasks:
-        if t.state == "ran":
+        if t.state is RecordState.RAN:
             reasons[t.family][t.reason] += 1
     fam_labels = []
     fam_states = []
@@ -499,10 +502,13 @@ def _dags(record: RunRecord, fam_stats: list[dict[str, Any]]) -> dict[str, Any]:
 def _family_state(counts: dict[str, int], reasons: Counter[str]) -> str:
     """A family's colour: failed if any failed, else skipped if any was, else the commonest
     reason its tasks ran for if most ran, else fresh."""
-    for state in ("failed", "skipped"):
+    from .export import DisplayState
+
+    for state in (RecordState.FAILED, RecordState.SKIPPED):
         if counts.get(state):
             return state
+    reused = counts.get(RecordState.REUSED, 0) + counts.get(RecordState.KEPT, 0)
     ran = sum(reasons.values())
-    if ran and ran >= counts.get("reused", 0) + counts.get("kept", 0):
+    if ran and ran >= reused:
         return _look_of_reason(reasons.most_common(1)[0][0])
-    return "fresh" if counts.get("reused") or counts.get("kept") else "not run"
+    return DisplayState.FRESH if reused else RecordState.NOT_RUN

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from ._types import Reason, TaskId
+from ._types import FamilyDir, FamilyName, Reason, TaskId, Word
 from .errors import RunNotFoundError, StoreError
 from .store import Store, open_stored
 
@@ -50,10 +50,34 @@ OUTPUT_LIMIT = 32_000
 OUTPUT_BUDGET = 8_000_000
 """Characters of output a record keeps in all; past it, each task keeps its last 1,000."""
 
-STATES = ("ran", "failed", "skipped", "not run", "kept", "reused")
-"""A recorded task's state: computed; failed; not run because a prerequisite failed; planned
-but not run (the run stopped first); planned, then reused because its prerequisites gave the
-same values (early cutoff); reused as stored."""
+
+
+class RecordState(Word):
+    """What a task did in a recorded run."""
+
+    RAN = "ran"
+    """Computed."""
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    """Not run because a prerequisite failed."""
+    NOT_RUN = "not run"
+    """Planned but not run (the run stopped first)."""
+    KEPT = "kept"
+    """Planned, then reused because its prerequisites gave the same values (early cutoff)."""
+    REUSED = "reused"
+    """Reused as stored."""
+
+
+class RunStatus(Word):
+    """How a recorded run ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    """A task failed or was skipped."""
+    INTERRUPTED = "interrupted"
+    """Ctrl-C, SIGTERM."""
+    STOPPED = "stopped"
+    """The run raised an error of its own (e.g. the store's)."""
 
 _NAME = re.compile(r"(\d{6,})\.run")
 
@@ -63,12 +87,10 @@ class TaskRecord:
     """One task of a recorded run."""
 
     id: TaskId
-    family: str
-    """The family's name (``module.function``)."""
+    family: FamilyName
     label: str
     """The task as an expression, e.g. ``choose(6, 3)``."""
-    state: str
-    """One of :data:`STATES`."""
+    state: RecordState
     reason: str = ""
     """Why it was planned to run (``missing``, ``code changed``, ...)."""
     arguments: str = ""
@@ -95,13 +117,17 @@ class TaskRecord:
     cause: str = ""
     """For a skipped task: the failed prerequisite (its label)."""
 
+    def __post_init__(self) -> None:
+        self.state = RecordState(self.state)  # a record read back holds the word
+
     @property
     def ended(self) -> float:
         return self.started + self.duration
 
 
 _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
-_task_row = attrgetter(*_TASK_FIELDS)
+_task_row = attrgetter(*(f"{name}.value" if name == "state" else name for name in _TASK_FIELDS))
+"""A task's saved row: marshal takes a ``str``, not a :class:`RecordState`."""
 
 
 @dataclass
@@ -110,9 +136,7 @@ class RunRecord:
 
     number: int = 0
     """Its number in the cache's history (0 until saved)."""
-    status: str = ""
-    """``"succeeded"``, ``"failed"`` (a task failed or was skipped), ``"interrupted"`` (Ctrl-C,
-    SIGTERM) or ``"stopped"`` (the run raised an error of its own, e.g. the store's)."""
+    status: RunStatus = RunStatus.SUCCEEDED
     started: float = 0.0
     """When the run started (Unix time), planning included."""
     planned: float = 0.0
@@ -129,28 +153,33 @@ class RunRecord:
     cpus: int = 0
     total: int = 0
     """Tasks in the run's DAG."""
-    families: dict[str, str] = field(default_factory=dict)
+    families: dict[FamilyName, FamilyDir] = field(default_factory=dict)
     """``{family name: its directory in the store}`` of the recorded tasks and counts."""
-    reused_elsewhere: dict[str, int] = field(default_factory=dict)
+    reused_elsewhere: dict[FamilyName, int] = field(default_factory=dict)
     """Reused tasks not recorded one by one, counted per family."""
     tasks: list[TaskRecord] = field(default_factory=list)
     """The recorded tasks, prerequisites before dependents."""
+
+    def __post_init__(self) -> None:
+        self.status = RunStatus(self.status)  # a record read back holds the word
 
     @property
     def wall_time(self) -> float:
         return max(0.0, self.ended - self.started)
 
-    def count(self, state: str) -> int:
+    def count(self, state: RecordState | str) -> int:
         """How many tasks ended in ``state`` (``reused`` counts the unrecorded ones too)."""
-        n = sum(1 for t in self.tasks if t.state == state)
-        return n + sum(self.reused_elsewhere.values()) if state == "reused" else n
+        state = RecordState(state)
+        n = sum(1 for t in self.tasks if t.state is state)
+        return n + sum(self.reused_elsewhere.values()) if state is RecordState.REUSED else n
 
-    def to_doc(self) -> dict[str, Any]:
-        """The record as plain data (what is saved)."""
-        doc: dict[str, Any] = {"format": FORMAT}
+    def to_doc(self) -> dict[str, object]:
+        """The record as plain data (what is saved: marshal takes plain ``str``)."""
+        doc: dict[str, object] = {"format": FORMAT}
         for f in fields(self):
             if f.name != "tasks":
                 doc[f.name] = getattr(self, f.name)
+        doc["status"] = self.status.value
         doc["task_fields"] = _TASK_FIELDS
         doc["tasks"] = [_task_row(t) for t in self.tasks]
         return doc
@@ -183,7 +212,7 @@ class _Run:
         self.handles: dict[TaskId, Task[Any]] = {}
         self.output_left = OUTPUT_BUDGET
 
-    def task(self, task: Task[Any], state: str) -> TaskRecord:
+    def task(self, task: Task[Any], state: RecordState) -> TaskRecord:
         record = self.tasks.get(task.id)
         if record is None:
             record = self.tasks[task.id] = TaskRecord(
@@ -251,7 +280,7 @@ class RunRecorder:
     def close(self) -> None:
         """End a run whose end was never announced: it raised an error of its own (not a
         task's), and is recorded as ``"stopped"``."""
-        self._end("stopped", None)
+        self._end(RunStatus.STOPPED, None)
 
     def _planned(self, event: ev.RunPlanned) -> None:
         self._run = _Run(event)
@@ -260,7 +289,7 @@ class RunRecorder:
         run = self._run
         if run is None:
             return
-        record = run.task(event.task, "ran")
+        record = run.task(event.task, RecordState.RAN)
         record.duration = event.duration
         # Not told when it started: minus when it ended, until the store says (_fill_starts).
         record.started = event.started or -event.time
@@ -273,7 +302,7 @@ class RunRecorder:
         run = self._run
         if run is None:
             return
-        record = run.task(event.task, "failed")
+        record = run.task(event.task, RecordState.FAILED)
         record.duration = event.duration
         record.started = event.started or -event.time
         record.worker = event.worker
@@ -284,15 +313,15 @@ class RunRecorder:
 
     def _retried(self, event: ev.TaskRetried) -> None:
         if self._run is not None:
-            self._run.task(event.task, "ran").attempts += 1
+            self._run.task(event.task, RecordState.RAN).attempts += 1
 
     def _skipped(self, event: ev.TaskSkipped) -> None:
         if self._run is not None:
-            self._run.task(event.task, "skipped").cause = event.failed_upstream.expression()
+            self._run.task(event.task, RecordState.SKIPPED).cause = event.failed_upstream.expression()
 
     def _kept(self, event: ev.TaskKept) -> None:
         if self._run is not None:
-            self._run.task(event.task, "kept")
+            self._run.task(event.task, RecordState.KEPT)
 
     def _corrupt(self, event: ev.CorruptEntryFound) -> None:
         if self._run is not None and event.task is not None:
@@ -302,12 +331,13 @@ class RunRecorder:
                 record.reason = Reason.CORRUPT.value
 
     def _run_finished(self, event: ev.RunFinished) -> None:
-        self._end("failed" if event.failed or event.skipped else "succeeded", event.wall_time)
+        failed = event.failed or event.skipped
+        self._end(RunStatus.FAILED if failed else RunStatus.SUCCEEDED, event.wall_time)
 
     def _interrupted(self, event: ev.RunInterrupted) -> None:
-        self._end("interrupted", None)
+        self._end(RunStatus.INTERRUPTED, None)
 
-    def _end(self, status: str, wall_time: float | None) -> None:
+    def _end(self, status: RunStatus, wall_time: float | None) -> None:
         run, self._run = self._run, None
         if run is None:
             return
@@ -315,7 +345,7 @@ class RunRecorder:
         record = _build(run, status, now, wall_time, self.cache_dir)
         record.executor, record.workers = self.executor, self.workers
         self.records.append(record)
-        busy = any(t.state not in ("reused", "kept") for t in record.tasks)
+        busy = any(t.state not in (RecordState.REUSED, RecordState.KEPT) for t in record.tasks)
         if self.save and busy:
             try:
                 save_run(record, self.cache_dir)
@@ -323,7 +353,7 @@ class RunRecorder:
                 self.problems.append(f"The record of this run could not be saved: {exc}")
 
 
-def _build(run: _Run, status: str, now: float, wall_time: float | None,
+def _build(run: _Run, status: RunStatus, now: float, wall_time: float | None,
            cache_dir: str | os.PathLike[str] | None) -> RunRecord:
     """The record of a finished run: the tasks that took part, in the plan's order."""
     record = RunRecord(status=status, planned=run.planned, ended=now, total=run.total)
@@ -350,13 +380,13 @@ def _build(run: _Run, status: str, now: float, wall_time: float | None,
     reasons = run.reasons
     for tid in reasons:  # planned to run but no outcome: the run stopped first
         if tid not in run.tasks:
-            run.task(nodes[tid].task, "not run")
+            run.task(nodes[tid].task, RecordState.NOT_RUN)
     wanted = set(run.tasks)
     wanted.update(target_ids)
     for tid in run.tasks:
         wanted.update(nodes[tid].deps)
     index: dict[TaskId, int] = {}
-    elsewhere: dict[str, int] = {}
+    elsewhere: dict[FamilyName, int] = {}
     tasks = record.tasks
     for tid, node in nodes.items():
         task = node.task
@@ -367,9 +397,9 @@ def _build(run: _Run, status: str, now: float, wall_time: float | None,
             elsewhere[family.name] = elsewhere.get(family.name, 0) + 1
             continue
         rec = run.tasks.get(tid)
-        if rec is None or rec.state == "kept":  # as stored
+        if rec is None or rec.state is RecordState.KEPT:  # as stored
             if rec is None:
-                rec = TaskRecord(tid, family.name, "", "reused")
+                rec = TaskRecord(tid, family.name, "", RecordState.REUSED)
             meta = node.meta
             if meta is not None:
                 rec.size, rec.duration, rec.worker = meta.size, meta.duration, meta.worker
@@ -394,8 +424,8 @@ def _fill_starts(tasks: list[TaskRecord], handles: dict[TaskId, Task[Any]],
     from .history import stored_starts
 
     try:
-        found = stored_starts([(handles[t.id], t.state == "failed", t.duration) for t in missing],
-                              cache_dir)
+        found = stored_starts([(handles[t.id], t.state is RecordState.FAILED, t.duration)
+                               for t in missing], Store.open(cache_dir))
     except (OSError, StoreError):  # the store failed the run itself, maybe: estimate them
         found = {}
     for t in missing:

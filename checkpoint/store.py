@@ -38,8 +38,6 @@ then deleting it; leftovers of an interrupted deletion are removed when a store 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
@@ -56,9 +54,9 @@ from ._codec import (
     verified_payload,
     write_blob,
 )
+from ._datadirs import DataDirs, read_manifest
 from ._diskcache import INDEX_ERRORS, Index
 from ._format import (
-    DATA_DIR,
     DATA_MANIFEST,
     ENTRY,
     FAILED_RUN,
@@ -75,8 +73,9 @@ from ._format import (
     new_stamp,
 )
 from ._index import Indexes, rewrite_metas, store_records
-from ._storefiles import dir_manifest, open_stored, remove_path, tree_size
+from ._storefiles import open_stored, tree_size
 from ._storeroot import StoreRoot, resolve_cache_dir
+from ._types import FamilyDir
 from ._verify import Problem, verify
 
 __all__ = [
@@ -93,6 +92,10 @@ class Store:
     refuses directories that another user could write to (:mod:`._storetrust`), checks
     every name it reads from the index before it opens or deletes a file, opens only
     regular files and never follows a symbolic link inside the cache.
+
+    **Families** are named by their directory, a :data:`~checkpoint._types.FamilyDir`
+    (``TaskFamily.dirname``); the methods the scheduler and ``graph`` call take a ``str``
+    until those modules say ``FamilyDir`` too.
     """
 
     _open_stores: dict[Path, Store] = {}
@@ -101,6 +104,8 @@ class Store:
         self.cache_dir = cache_dir
         self.tree = StoreRoot(cache_dir)
         self.root = self.tree.path
+        self.data = DataDirs(self.tree)
+        """The tasks' data directories."""
         self.indexes = Indexes(self.tree)
         self._pid = os.getpid()
 
@@ -135,7 +140,7 @@ class Store:
         """Open (creating it if needed) a family's index ahead of its first write."""
         self.indexes.get(family)
 
-    def check_writable(self, families: Iterable[str]) -> None:
+    def check_writable(self, families: Iterable[FamilyDir]) -> None:
         """Check, before anything runs, that results of these families can be stored (a
         read-only cache still serves fresh results, but cannot take new ones).
 
@@ -172,7 +177,7 @@ class Store:
         blob = self.blob_ref(family, meta) if meta is not None and meta.blob else None
         return verified_payload(meta, blob, f"{meta.expr if meta else task_id} ({family})")
 
-    def load_value(self, family: str, task_id: str) -> Any:
+    def load_value(self, family: FamilyDir, task_id: str) -> Any:
         """The stored value of an entry (verified, decompressed, unpickled)."""
         meta = self.get_meta(family, task_id)
         if meta is not None and meta.blob:  # read in place, never a second copy in memory
@@ -181,33 +186,28 @@ class Store:
         assert meta is not None
         return decoded((payload, meta.compressed), f"{meta.expr} ({family})", str(self.root))
 
-    def get_source(self, family: str, digest: str) -> str | None:
+    def get_source(self, family: FamilyDir, digest: str) -> str | None:
         """The normalized source remembered for a code fingerprint."""
         return self.indexes.text(family, SOURCE + digest)
 
-    def get_log(self, family: str, task_id: str) -> str | None:
+    def get_log(self, family: FamilyDir, task_id: str) -> str | None:
         """The captured output kept for a task's entry (see :attr:`Meta.log`)."""
         return self.indexes.text(family, LOG + task_id)
 
-    def get_failed_run(self, family: str, task_id: str) -> FailedRun | None:
+    def get_failed_run(self, family: FamilyDir, task_id: str) -> FailedRun | None:
         """The task's last failed run, if one is recorded."""
         text = self.indexes.text(family, FAILED_RUN + task_id)
-        if text is None:
-            return None
-        try:
-            return FailedRun.from_json(text)
-        except (ValueError, TypeError):
-            return None
+        return None if text is None else FailedRun.from_json(text)
 
-    def failed_run_ids(self, family: str) -> list[str]:
+    def failed_run_ids(self, family: FamilyDir) -> list[str]:
         """Ids of the family's tasks that have a recorded failed run (one range query)."""
         return [key[len(FAILED_RUN):] for key in self.indexes.keys(family, FAILED_RUN)]
 
-    def families(self) -> list[str]:
+    def families(self) -> list[FamilyDir]:
         """Directory names of the families that have a store."""
-        return self.tree.families()
+        return [FamilyDir(name) for name in self.tree.families()]
 
-    def entries(self, family: str) -> Iterator[tuple[str, Meta]]:
+    def entries(self, family: FamilyDir) -> Iterator[tuple[str, Meta]]:
         """``(task id, meta)`` of every entry of a family."""
         for key in self.indexes.keys(family, ENTRY):
             if TASK_ID.fullmatch(key[2:]):  # a crafted row names no task: never a path
@@ -215,7 +215,7 @@ class Store:
                 if meta is not None:
                     yield key[2:], meta
 
-    def count_entries(self, family: str) -> int:
+    def count_entries(self, family: FamilyDir) -> int:
         """How many entries a family has, read straight from its index (fast: no diskcache)."""
         from ._diskcache import count_keys
 
@@ -234,45 +234,35 @@ class Store:
         """Where the payload of an entry stored as a blob lives."""
         return BlobRef(str(self.blob_dir(family) / meta.blob), meta.size, meta.crc, meta.compressed)
 
-    def disk_usage(self, family: str | None = None) -> int:
+    def disk_usage(self, family: FamilyDir | None = None) -> int:
         """Bytes on disk under a family's directory (or the whole store when ``None``)."""
         return tree_size(self.root if family is None else self.root / family)
 
-    def entry_size(self, family: str, task_id: str, meta: Meta) -> int:
+    def entry_size(self, family: FamilyDir, task_id: str, meta: Meta) -> int:
         """Bytes an entry takes: its stored value plus its data directory."""
-        path, problem = self.tree.data_path(family, task_id)
-        return meta.size + (0 if problem else tree_size(path))
+        return meta.size + self.data.size(family, task_id)
 
-    def held_size(self, family: str) -> int:
+    def held_size(self, family: FamilyDir) -> int:
         """Bytes a family's entries hold: the sum of :meth:`entry_size` (no index overhead)."""
         return sum(self.entry_size(family, tid, meta) for tid, meta in self.entries(family))
 
-    def data_manifest(self, family: str, task_id: str) -> dict[str, list[int]] | None:
+    def data_manifest(self, family: FamilyDir, task_id: str) -> dict[str, list[int]] | None:
         """What the entry's data directory held when it was stored (``None``: not recorded)."""
-        text = self.indexes.text(family, DATA_MANIFEST + task_id)
-        try:
-            manifest = json.loads(text) if text else None
-        except ValueError:
-            return None
-        return manifest if isinstance(manifest, dict) else None
+        return read_manifest(self.indexes.text(family, DATA_MANIFEST + task_id))
 
-    def data_dir_ids(self, family: str) -> list[str]:
-        """The task ids that have a data directory in the family."""
-        return self.tree.data_dir_ids(family)
-
-    def data_dir(self, family: str, task_id: str) -> Path:
+    def data_dir(self, family: FamilyDir, task_id: str) -> Path:
         """The data directory of a task (not created)."""
-        return self.tree.data_dir(family, task_id)
+        return self.data.path(family, task_id)
 
     # --- writing --------------------------------------------------------------------
 
     def put_many(self, records: Iterable[Record]) -> None:
         """Store finished results, one transaction per family."""
-        by_family: dict[str, list[Record]] = {}
+        by_family: dict[FamilyDir, list[Record]] = {}
         for record in records:
             by_family.setdefault(record.family, []).append(record)
         for family, items in by_family.items():
-            self._record_data_dirs(family, items)
+            self.data.record_manifests(family, items)
             try:
                 for r in items:  # blob files first: an index row never names a missing file
                     if r.needs_blob:
@@ -284,21 +274,7 @@ class Store:
             self.indexes.write(family, partial(store_records, items), quarantine=True)
             for r in items:
                 if r.replaces and r.replaces != r.meta.blob:
-                    self._remove_blob(family, r.replaces)
-
-    def _record_data_dirs(self, family: str, items: list[Record]) -> None:
-        """Set ``Record.data`` of the records whose task has a data directory (one ``stat``
-        for a family without data directories, one per task otherwise)."""
-        data = self.root / family / DATA_DIR
-        if not os.path.isdir(data):
-            return
-        # The family's directory and its data/ are the same for every record: check them once.
-        if self.tree.data_path(family, "0" * 32)[1]:
-            return
-        for r in items:
-            manifest = dir_manifest(data / r.id) if TASK_ID.fullmatch(r.id) else None
-            if manifest is not None:
-                r.data = json.dumps(manifest, separators=(",", ":"))
+                    remove_blob(self.blob_dir(family), r.replaces)
 
     def put_failed_runs(self, runs: Iterable[tuple[str, str, FailedRun]]) -> None:
         """Record failed runs, given as ``(family, task id, run)``; one transaction per family."""
@@ -312,7 +288,7 @@ class Store:
 
             self.indexes.write(family, store)
 
-    def put_metas(self, family: str, metas: dict[str, Meta], source: tuple[str, str] | None = None) -> None:
+    def put_metas(self, family: FamilyDir, metas: dict[str, Meta], source: tuple[str, str] | None = None) -> None:
         """Rewrite the metadata of existing entries (``touch``), in one transaction.
 
         Payloads are kept as they are (an inline payload is copied into the rewritten
@@ -320,12 +296,12 @@ class Store:
         """
         self.indexes.write(family, partial(rewrite_metas, metas, source), create=False)
 
-    def prepare_data_dir(self, family: str, task_id: str) -> Path:
+    def prepare_data_dir(self, family: FamilyDir, task_id: str) -> Path:
         """Create an empty data directory for a task about to run (see
-        :meth:`StoreRoot.prepare_data_dir`)."""
-        return self.tree.prepare_data_dir(family, task_id)
+        :meth:`DataDirs.prepare`)."""
+        return self.data.prepare(family, task_id)
 
-    def delete(self, family: str, task_id: str) -> bool:
+    def delete(self, family: FamilyDir, task_id: str) -> bool:
         """Remove one entry and its data directory; return whether an entry existed.
 
         Only files the store made are deleted: a value file whose name the index gives
@@ -344,14 +320,11 @@ class Store:
 
             self.indexes.write(family, remove, create=False, advise=True)
             if meta is not None and meta.blob:
-                self._remove_blob(family, meta.blob)
-        path, problem = self.tree.data_path(family, task_id)
-        if not problem:
-            with contextlib.suppress(OSError):
-                remove_path(path)
+                remove_blob(self.blob_dir(family), meta.blob)
+        self.data.remove(family, task_id)
         return existed
 
-    def delete_row(self, family: str, key: str) -> None:
+    def delete_row(self, family: FamilyDir, key: str) -> None:
         """Remove an index row whose key is not a task id (no file is touched)."""
         def remove(index: Index) -> None:
             index.delete(key)
@@ -362,10 +335,7 @@ class Store:
         """Check every stored entry and every file the store made; see :func:`._verify.verify`."""
         return verify(self, repair)
 
-    def _remove_blob(self, family: str, name: str) -> None:
-        remove_blob(self.blob_dir(family), name)
-
-    def clear_family(self, family: str) -> None:
+    def clear_family(self, family: FamilyDir) -> None:
         """Remove a family's whole directory (entries and data directories)."""
         self.indexes.close_family(family)
         self.tree.remove_family(family)

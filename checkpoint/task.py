@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, overload
 
 from ._text import task_label
-from ._types import TaskId
+from ._types import FamilyDir, FamilyName, TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
 from .files import File, Product
 from .identity import code_fingerprint, encode_arguments, task_id
@@ -726,10 +726,11 @@ class TaskFamily(Generic[P, R]):
         )
         self.module: str = fn.__module__
         self.qualname: str = fn.__qualname__
-        self.name: str = f"{self.module}.{self.qualname}"
-        """``{module}.{qualname}``: the family's identity and its cache directory name."""
+        self.name = FamilyName(f"{self.module}.{self.qualname}")
+        """``{module}.{qualname}``: the family's identity (its directory in the cache is
+        :attr:`dirname`)."""
         self.short_name: str = self.qualname.rsplit(".", 1)[-1]
-        self.dirname: str = _UNSAFE_PATH_CHARS.sub("_", _dirname(self.module, self.qualname))
+        self.dirname = FamilyDir(_UNSAFE_PATH_CHARS.sub("_", _dirname(self.module, self.qualname)))
         """The family's directory in the cache: its name, with the script's path for one
         defined in a script run as ``__main__`` (see :func:`_dirname`)."""
         self.compress_level = compress_level
@@ -873,11 +874,11 @@ if TYPE_CHECKING:
         family's attributes. Exists for type checking only; at run time the class *is* a
         :class:`TaskFamily`."""
 
-        name: str
+        name: FamilyName
         short_name: str
         module: str
         qualname: str
-        dirname: str
+        dirname: FamilyDir
         queue: str
         version: str | None
         retries: int

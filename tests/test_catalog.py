@@ -1,4 +1,5 @@
-"""checkpoint.catalog: listings, clearing with counts, pruning, why and touch as library calls."""
+"""checkpoint.catalog, .maintenance and .explain: listings, clearing with counts, pruning, why and
+touch as library calls."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from checkpoint import catalog, run
+from checkpoint import catalog, explain, maintenance, run
 from checkpoint.graph import expand, plan
 from checkpoint.store import Store
 
@@ -65,12 +66,12 @@ def test_dag_states(make_module: Callable[[str, str], ModuleType], cache_dir: Pa
 def test_clear_counts_and_downstream(make_module: Callable[[str, str], ModuleType], cache_dir: Path) -> None:
     """Clearing should report entries removed; downstream should follow dependents only."""
     mod, store = build(make_module, cache_dir)
-    below = catalog.downstream_entries([mod.top()], task=mod.leaf(2))
+    below = maintenance.downstream_entries(expand([mod.top()]), task=mod.leaf(2))
     assert sorted(tid for _, tid in below) == sorted([mod.pair(1, 2).id, mod.pair(2, 3).id, mod.top().id])
-    removed = catalog.clear_entries(store, [("catmod.leaf", mod.leaf(2).id), *below])
+    removed = maintenance.clear_entries(store, [("catmod.leaf", mod.leaf(2).id), *below])
     assert removed.entries == 4 and removed.bytes > 0
-    assert catalog.clear_family(store, "catmod.leaf").entries == 2
-    assert catalog.clear_all(store).entries == 0
+    assert maintenance.clear_family(store, "catmod.leaf").entries == 2
+    assert maintenance.clear_all(store).entries == 0
     assert store.families() == []
 
 
@@ -78,21 +79,21 @@ def test_prune_candidates(make_module: Callable[[str, str], ModuleType], cache_d
     """Prune should pick orphan families, outdated entries, old ones, then the oldest over a size."""
     mod, store = build(make_module, cache_dir)
     current = {f.dirname: f.fingerprint[0] for f in (mod.leaf, mod.pair)}
-    items = catalog.prune_candidates(store, current)
+    items = maintenance.prune_candidates(store, current)
     assert [(i.family, i.id, i.why) for i in items] == [("catmod.top", None, "family not in the taskfile")]
     current["catmod.top"] = mod.top.fingerprint[0]
     current["catmod.pair"] = "other"
-    assert {i.why for i in catalog.prune_candidates(store, current)} == {"outdated code"}
+    assert {i.why for i in maintenance.prune_candidates(store, current)} == {"outdated code"}
     current["catmod.pair"] = mod.pair.fingerprint[0]
-    assert catalog.prune_candidates(store, current) == []
-    assert len(catalog.prune_candidates(store, current, older_than=-1)) == 6
-    assert len(catalog.prune_candidates(store, current, max_size=0)) == 6
-    removed = catalog.prune(store, catalog.prune_candidates(store, current, max_size=0))
+    assert maintenance.prune_candidates(store, current) == []
+    assert len(maintenance.prune_candidates(store, current, older_than=-1)) == 6
+    assert len(maintenance.prune_candidates(store, current, max_size=0)) == 6
+    removed = maintenance.prune(store, maintenance.prune_candidates(store, current, max_size=0))
     assert removed.entries == 6
 
 
 def test_explain_and_touch(make_module: Callable[[str, str], ModuleType], cache_dir: Path) -> None:
-    """explain should name changed prerequisites; touch_targets should make the plan fresh."""
+    """explain should name changed prerequisites; touch_plan should make the plan fresh."""
     mod, store = build(make_module, cache_dir)
     # leaf(1) recomputed to another value (a forced run of the same code keeps its stamp).
     from checkpoint.store import new_stamp
@@ -101,11 +102,11 @@ def test_explain_and_touch(make_module: Callable[[str, str], ModuleType], cache_
     assert meta is not None
     meta.stamp = new_stamp()
     store.put_metas(mod.leaf(1).family.dirname, {mod.leaf(1).id: meta})
-    exps = catalog.explain(plan([mod.top()], store), store)
+    exps = explain.explain(plan([mod.top()], store), store)
     assert [(e.task.expression(), e.reason) for e in exps] == [
         ("pair(1, 2)", "upstream changed"), ("top()", "upstream re-run")]
     assert "leaf(1) was recomputed" in exps[0].details[0]
-    report = catalog.touch_targets([mod.top()], store)
+    report = maintenance.touch_plan(plan([mod.top()], store), store)
     assert (report.touched, report.fresh, report.missing) == (2, 4, [])
     assert plan([mod.top()], store).to_run == []
     assert len(expand([mod.top()])) == 6

@@ -252,6 +252,35 @@ def test_failed_tasks_are_drawn_failed(pipeline: ModuleType) -> None:
     assert by_label(export.to_dict(target, failed=report.failed))["score(0)"]["state"] == "failed"
 
 
+def test_a_graph_view_reads_failures_from_its_own_cache(pipeline: ModuleType, tmp_path: Path) -> None:
+    """A GraphView of another cache should read the failed runs it shows from that cache."""
+    from checkpoint import run
+
+    pipeline.BAD = 1
+    other = tmp_path / "other-cache"
+    run([pipeline.score(0)], executor="inline", raise_on_failure=False, cache_dir=other)
+    node = by_label(export.view(pipeline.score(0), cache_dir=other).to_dict())["score(0)"]
+    assert node["state"] == "failed"
+    assert node["last_run"]["duration"] is not None
+
+
+def test_every_reason_has_a_look(choose: Any) -> None:
+    """A node of any reason, "corrupt" (set while a run reads a damaged entry) included,
+    should be drawn with the look of its reason in every format."""
+    from checkpoint._types import Reason
+    from checkpoint.graph import plan
+    from checkpoint.store import Store
+
+    the_plan = plan([choose(3, 1)], Store.open())
+    n = len(the_plan)
+    for reason in Reason:
+        for node in the_plan.nodes.values():
+            node.reason = reason
+        assert f"{reason} ({n})" in export.to_dot(the_plan, failed=())
+        assert f'"{reason} ({n})"' in export.to_mermaid(the_plan, failed=())
+        assert by_label(export.to_dict(the_plan, failed=()))["choose(3, 1)"]["reason"] == reason
+
+
 def test_a_fixed_task_is_no_longer_failed(pipeline: ModuleType) -> None:
     """After a failed task succeeds, the graph should show it fresh again."""
     from checkpoint import run

@@ -213,7 +213,7 @@ def test_a_directory_input_tracks_its_files(tmp_path: Path) -> None:
     os.utime("shards/a.txt")
     assert not checkpoint.run([total()], executor="inline").ran
     Path("shards/b.txt").write_text("2")
-    from checkpoint.catalog import explain
+    from checkpoint.explain import explain
 
     [why] = explain(plan([total()], Store.open()), Store.open())
     assert why.details == ["input directory shards changed (a file under it was added, "

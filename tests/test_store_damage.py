@@ -165,7 +165,8 @@ AS_NOBODY = """
 import os, sys
 # What the commands import lazily, while this process may still read the interpreter's files:
 import mmap, sqlite3, json, difflib, diskcache, cloudpickle
-import checkpoint.cli, checkpoint.scheduler, checkpoint.store, checkpoint.catalog
+import checkpoint.cli, checkpoint.scheduler, checkpoint.store, checkpoint.catalog, checkpoint.maintenance
+import checkpoint.explain
 import checkpoint.history, checkpoint.executors, checkpoint._worker, checkpoint.progress
 from checkpoint.cli import cache, clear, ls, run
 os.setgroups([])

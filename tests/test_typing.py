@@ -57,7 +57,7 @@ def _marked(path: Path, marker: str) -> dict[int, str]:
 
 
 def _normalize(type_text: str) -> str:
-    return re.sub(r"\b(?:builtins|pathlib|checkpoint\.task)\.", "", type_text)
+    return re.sub(r"\b(?:builtins|pathlib|checkpoint\.task|checkpoint\._types)\.", "", type_text)
 
 
 @functools.cache

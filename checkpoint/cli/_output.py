@@ -28,7 +28,7 @@ def err(message: str = "", *, quiet: bool = False) -> None:
         click.echo(message, err=True)
 
 
-def emit_json(document: Any) -> None:
+def emit_json(document: object) -> None:
     """Print one JSON document to stdout."""
     click.echo(json.dumps(document, indent=2, default=repr))
 
@@ -36,7 +36,7 @@ def emit_json(document: Any) -> None:
 _ESCAPE = json.encoder.encode_basestring_ascii  # what json.dumps writes a str with (C)
 
 
-def emit_json_stream(fields: Iterable[tuple[str, Any]]) -> None:
+def emit_json_stream(fields: Iterable[tuple[str, object]]) -> None:
     """Print one JSON object to stdout, exactly as :func:`emit_json` prints it, field by
     field: a field whose value is an iterator is written as a list, item by item as the
     iterator makes them, so memory stays flat in its length. ``fields`` is consumed

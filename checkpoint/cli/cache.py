@@ -23,7 +23,8 @@ from ._complete import complete_targets
 from ._output import Duration, Size, emit_json, err, human_time, table
 
 if TYPE_CHECKING:
-    from ..catalog import PruneItem
+    from .._types import FamilyDir
+    from ..maintenance import PruneItem
 
 
 @click.group()
@@ -31,7 +32,7 @@ def cache() -> None:
     """Inspect the cache: entries, sizes, a stored value, a data directory; prune it."""
 
 
-def _family_dir(app: App, name: str) -> str:
+def _family_dir(app: App, name: str) -> FamilyDir:
     """A family's directory name: from the taskfile, else a store family of that name."""
     try:
         return app.family(name).dirname
@@ -185,7 +186,7 @@ def cache_prune(app: App, older_than: float | None, max_size: int | None, keep: 
       checkpoint cache prune --keep main        # list what main's DAG does not need
       checkpoint cache prune --older-than 30d --max-size 10G -y
     """
-    from ..catalog import prune, prune_candidates
+    from ..maintenance import prune, prune_candidates
     from ..taskfile import loaded_families
 
     app.families()  # imports the taskfile and its helpers, so that their families are known
@@ -218,18 +219,11 @@ def cache_prune(app: App, older_than: float | None, max_size: int | None, keep: 
 def _unreachable(app: App, keep: tuple[str, ...], already: list[PruneItem]) -> list[PruneItem]:
     """The entries of the taskfile's families that the DAG of ``keep`` does not reach (and
     that ``already`` does not list)."""
-    from ..catalog import PruneItem
     from ..graph import expand
+    from ..maintenance import unreachable
 
-    reached = set(expand(app.targets(keep)))
-    store = app.store
-    listed = {(i.family, i.id) for i in already}
-    gone = {i.family for i in already if i.id is None}
-    why = "not in the DAG of " + ", ".join(keep)
-    return [PruneItem(family, tid, meta.expr, store.entry_size(family, tid, meta), why)
-            for family in store.families() if family not in gone
-            for tid, meta in store.entries(family)
-            if tid not in reached and (family, tid) not in listed]
+    reached = expand(app.targets(keep))
+    return unreachable(app.store, reached, already, "not in the DAG of " + ", ".join(keep))
 
 
 @cache.command("verify")

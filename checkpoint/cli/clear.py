@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,7 +21,8 @@ from ._complete import complete_targets
 from ._output import emit_json, err
 
 if TYPE_CHECKING:
-    from ..catalog import Removed
+    from ..maintenance import Removed
+    from ..task import TaskFamily
 
 
 @click.command()
@@ -60,48 +61,64 @@ def clear(
       checkpoint clear --downstream 'choose(3, 3)'  # and what depends on it in main's DAG
       checkpoint clear --all                        # everything (asks first)
     """
-    from ..catalog import Removed, clear_all, clear_entries, clear_family, downstream_entries
-    from ..taskfile import parse_target
-
     if clear_everything:
         if targets:
             raise UsageError("Give either --all or the tasks to clear, not both.")
-        store = app.store
-        if not yes and not _confirm(f"Remove everything in {store.root}?"):
-            err("Nothing removed.")
-            return
-        _report(app, clear_all(store, _waiting(app)), as_json)
-        return
-    if not targets:
+        _clear_all(app, yes, as_json)
+    elif not targets:
         raise UsageError(
             "Name what to clear: a task family (checkpoint clear choose), one entry "
             "(checkpoint clear 'choose(6, 3)'), or everything (checkpoint clear --all)."
         )
+    else:
+        _clear_targets(app, targets, yes, within or ("main",) if downstream else None, as_json)
+
+
+def _clear_all(app: App, yes: bool, as_json: bool) -> None:
+    from ..maintenance import clear_all
+
     store = app.store
-    removed = Removed()
-    dag = []
-    if downstream:
-        dag = app.targets(within or ("main",))
+    if not yes and not _confirm(f"Remove everything in {store.root}?"):
+        err("Nothing removed.")
+        return
+    _report(app, clear_all(store, _waiting(app)), as_json)
+
+
+def _clear_targets(app: App, targets: tuple[str, ...], yes: bool,
+                   within: tuple[str, ...] | None, as_json: bool) -> None:
+    """Clear each target: a family or one entry, and with ``within`` (``--downstream``)
+    what depends on it in the DAG of those targets."""
+    from ..graph import expand
+    from ..maintenance import Removed, clear_entries, clear_family, downstream_entries
+    from ..taskfile import parse_target
+
+    store = app.store
+    dag = expand(app.targets(within)) if within else {}
     whole = [app.family(t.name) for t in map(parse_target, targets) if not t.call]
-    if whole and not yes:
-        counts = [(f, store.count_entries(f.dirname)) for f in whole]
-        if sum(n for _, n in counts) and not _confirm(
-                "Remove " + ", ".join(f"{plural(n, 'entry', 'entries')} of {f.name}"
-                                      for f, n in counts if n) + "?"):
-            err("Nothing removed.")
-            return
+    if whole and not yes and not _confirm_families(app, whole):
+        err("Nothing removed.")
+        return
+    removed = Removed()
     for text in targets:
         target = parse_target(text)
         if target.call:
             task = app.targets([text])[0]
-            below = downstream_entries(dag, task=task) if downstream else []
+            below = downstream_entries(dag, task=task) if within else []
             removed.add(clear_entries(store, [(task.family.dirname, task.id)], _waiting(app)))
         else:
             family = app.family(target.name)
-            below = downstream_entries(dag, family=family.dirname) if downstream else []
+            below = downstream_entries(dag, family=family.dirname) if within else []
             removed.add(clear_family(store, family.dirname, _waiting(app)))
         removed.add(clear_entries(store, below, _waiting(app)))
     _report(app, removed, as_json)
+
+
+def _confirm_families(app: App, families: list[TaskFamily[Any, Any]]) -> bool:
+    """Whether to remove these whole families (asked only when they hold entries)."""
+    counts = [(f, app.store.count_entries(f.dirname)) for f in families]
+    return not sum(n for _, n in counts) or _confirm(
+        "Remove " + ", ".join(f"{plural(n, 'entry', 'entries')} of {f.name}"
+                              for f, n in counts if n) + "?")
 
 
 def _confirm(question: str) -> bool:

@@ -23,12 +23,12 @@ def log(app: App, target: str) -> None:
       checkpoint log 'fit(0.1)'      # a task with arguments: quote it
     """
     from ..errors import CheckpointError
-    from ..history import last_log
+    from ..history import last_run
     from ..progress import format_duration
     from ..taskfile import resolve_target
 
     task = resolve_target(app.module, target, taskfile=app.taskfile)
-    run = last_log(task, cache_dir=app.cache_dir)
+    run = last_run(task, app.store, output=True)
     if run is None:
         raise CheckpointError(
             f"No run of {task!r} ({task.family.name}) is recorded in {app.cache_dir}. "

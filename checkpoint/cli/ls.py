@@ -10,11 +10,12 @@ where ``last_run`` is ``null`` or ``{"status": "done" | "failed", "started", "du
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import cast
 
 import click
 
 from .._text import plural
+from .._types import Json
 from .._units import duration_text, size_text
 from . import App, pass_app
 from ._complete import complete_targets
@@ -39,35 +40,45 @@ def ls(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -
       checkpoint ls main             # every task under main, and its state
       checkpoint ls main --json      # the same, for a script
     """
+    if not targets:
+        _families(app, as_json)
+    else:
+        _tasks(app, targets, not no_code_check, as_json)
+
+
+def _families(app: App, as_json: bool) -> None:
+    """``ls``: the taskfile's families and what the store holds of each."""
     from ..catalog import list_families
 
-    if not targets:
-        infos = list_families(app.families(), app.store)
-        if as_json:
-            emit_json({"families": [i.to_json() for i in infos]})
-            return
-        if not infos:
-            err(f"No tasks in {app.taskfile}: decorate functions with @task.", quiet=app.quiet)
-            return
-        click.echo(table(
-            ["NAME", "QUEUE", "ENTRIES", "SIZE", "DESCRIPTION"],
-            [[i.name, i.queue, str(i.entries), size_text(i.size), i.doc] for i in infos],
-            right=(2, 3),
-        ))
+    infos = list_families(app.families(), app.store)
+    if as_json:
+        emit_json({"families": [i.to_json() for i in infos]})
         return
-    from ..catalog import STATES, iter_dag_documents, state_of
+    if not infos:
+        err(f"No tasks in {app.taskfile}: decorate functions with @task.", quiet=app.quiet)
+        return
+    click.echo(table(
+        ["NAME", "QUEUE", "ENTRIES", "SIZE", "DESCRIPTION"],
+        [[i.name, i.queue, str(i.entries), size_text(i.size), i.doc] for i in infos],
+        right=(2, 3),
+    ))
+
+
+def _tasks(app: App, targets: tuple[str, ...], code_check: bool, as_json: bool) -> None:
+    """``ls TARGET...``: the tasks of their DAG, each with its state and last run."""
+    from ..catalog import PlanState, iter_dag_documents, state_of
     from ..graph import plan
     from ..history import plan_failures
 
     store = app.store
-    the_plan = plan(app.targets(targets), store, code_check=not no_code_check, keep_specs=False)
+    the_plan = plan(app.targets(targets), store, code_check=code_check, keep_specs=False)
     failures = plan_failures(the_plan, store)
-    counts = dict.fromkeys(STATES, 0)
+    counts = dict.fromkeys(PlanState, 0)
     if as_json:  # streamed: rows are written as they are made
-        def document() -> Iterator[tuple[str, Any]]:
-            def tasks() -> Iterator[dict[str, Any]]:
+        def document() -> Iterator[tuple[str, object]]:
+            def tasks() -> Iterator[dict[str, Json]]:
                 for row in iter_dag_documents(the_plan, failures):
-                    counts[row["state"]] += 1
+                    counts[cast(PlanState, row["state"])] += 1
                     yield row
 
             yield "tasks", tasks()
@@ -83,7 +94,7 @@ def ls(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) -
         last = (f"{duration_text(failed.duration)} failed" if failed is not None
                 else "-" if meta is None else duration_text(meta.duration))
         # A reason that only repeats the state (missing: missing) says nothing more.
-        reason = "" if node.reason == state else node.reason or ""
+        reason = "" if node.reason is None or node.reason.value == state.value else node.reason
         rows.append((node.task.expression(), state, last, reason))
     echo_table(["TASK", "STATE", "LAST RUN", "REASON"], rows)
     err(", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({plural(len(rows), 'task')})",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from ._complete import complete_targets
 from ._output import Duration, emit_json, err, human_time, table
 
 if TYPE_CHECKING:
-    from ..remote import Remote
+    from ..remote import Remote, RemoteEntry
 
 
 def settings(app: App) -> dict[str, Any]:
@@ -175,7 +176,7 @@ def remote_group() -> None:
     """Look after the remote cache: its entries, its size; prune it."""
 
 
-def _family_filter(name: str | None) -> Any:
+def _family_filter(name: str | None) -> Callable[[str], bool]:
     def matches(family: str) -> bool:
         return name is None or family == name or family.endswith("." + name)
     return matches
@@ -203,7 +204,7 @@ def remote_ls(app: App, name: str | None, remote_option: str | None, as_json: bo
     matches = _family_filter(name)
     found = [e for e in entries(remote) if matches(e.family)]
     if name is None and not as_json:
-        by_family: dict[str, list[Any]] = {}
+        by_family: dict[str, list[RemoteEntry]] = {}
         for e in found:
             by_family.setdefault(e.family, []).append(e)
         click.echo(table(["FAMILY", "ENTRIES", "LAST PUSHED"], [

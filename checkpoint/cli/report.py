@@ -54,7 +54,7 @@ def report(
       checkpoint report --format trace      # open trace.json in ui.perfetto.dev
     """
     from ..report import Report
-    from ..runs import load_run
+    from ..runs import RecordState, load_run
 
     if list_runs:
         _list(app)
@@ -75,8 +75,9 @@ def report(
         the_report.write(path, fmt)
     except OSError as exc:
         raise UsageError(f"Cannot write {output or path}: {exc.strerror or exc}.") from None
-    counts = ", ".join(f"{record.count(s):,} {s}" for s in ("ran", "reused", "failed", "skipped")
-                       if record.count(s) or s in ("ran", "reused"))
+    shown = (RecordState.RAN, RecordState.REUSED, RecordState.FAILED, RecordState.SKIPPED)
+    counts = ", ".join(f"{record.count(s):,} {s}" for s in shown
+                       if record.count(s) or s in (RecordState.RAN, RecordState.REUSED))
     err(f"Wrote {click.format_filename(output or path.name)}: run {record.number} "
         f"({', '.join(record.targets) or 'no target'}), {record.status} in "
         f"{duration_text(record.wall_time)}: {counts}.", quiet=app.quiet)
@@ -96,12 +97,12 @@ def _trace_text(the_report: Report) -> str:
 def _last_run_of(app: App, target: str) -> RunRecord:
     """The last recorded run in which TARGET's task ran, failed or was skipped, or was a target."""
     from ..errors import RunNotFoundError
-    from ..runs import recorded_runs
+    from ..runs import RecordState, recorded_runs
 
     task = app.targets([target])[0]
     found = None
     for record in recorded_runs(app.cache_dir):
-        if any(t.id == task.id and (t.target or t.state not in ("reused", "kept"))
+        if any(t.id == task.id and (t.target or t.state not in (RecordState.REUSED, RecordState.KEPT))
                for t in record.tasks):
             found = record
     if found is None:
@@ -113,12 +114,12 @@ def _last_run_of(app: App, target: str) -> RunRecord:
 
 
 def _list(app: App) -> None:
-    from ..runs import recorded_runs
+    from ..runs import RecordState, recorded_runs
 
     rows = []
     for r in recorded_runs(app.cache_dir):
-        rows.append([str(r.number), human_time(r.started), r.status, f"{r.count('ran'):,}",
-                     f"{r.count('failed'):,}", duration_text(r.wall_time),
+        rows.append([str(r.number), human_time(r.started), r.status, f"{r.count(RecordState.RAN):,}",
+                     f"{r.count(RecordState.FAILED):,}", duration_text(r.wall_time),
                      ", ".join(r.targets)])
     if not rows:
         err(f"No run is recorded in {app.cache_dir} yet.", quiet=app.quiet)

@@ -26,12 +26,12 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from .._text import plural
-from .._types import EXECUTORS, executor_name
+from .._types import EXECUTORS, Json, executor_name
 from ..errors import ExitCode, UsageError
 from . import App, pass_app
 from ._complete import complete_targets
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ..graph import Plan
     from ..progress import Reporter
     from ..remote import Remote
+    from ..runs import RunRecorder
     from ..scheduler import RunResult
     from ..task import Task
 
@@ -143,7 +144,7 @@ def _fd1_to_stderr() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
+def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Event], None]]:
     """Turn an interrupted run into "interrupted: N done, M not run" (unless the progress
     summary, ``summarized``, says it) and exit 130 (143: SIGTERM, 129: SIGHUP)."""
     from ..errors import exit_code
@@ -151,7 +152,7 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Any], None]]:
 
     seen: list[RunInterrupted] = []
 
-    def record(event: Any) -> None:
+    def record(event: Event) -> None:
         if isinstance(event, RunInterrupted):
             seen.append(event)
         elif isinstance(event, (CorruptEntryFound, InputChanged)):
@@ -265,30 +266,32 @@ def run(
     """
     if quiet:
         app.verbosity = min(app.verbosity, -1)
-    if trace and not targets:
-        targets = (trace,)
     flags = RunFlags(
-        targets=targets or ("main",), workers=workers, executor=executor,
-        rate_limits=rate_limits, keep_going=keep_going, retries=retries, timeout=timeout,
-        dry_run=dry_run, force=force, force_upstream=force_upstream,
+        targets=targets or ((trace,) if trace else ("main",)), workers=workers,
+        executor=executor, rate_limits=rate_limits, keep_going=keep_going, retries=retries,
+        timeout=timeout, dry_run=dry_run, force=force, force_upstream=force_upstream,
         code_check=not no_code_check, as_json=as_json, no_progress=no_progress,
-        show_output=show_output, post_mortem=post_mortem, trace=trace,
-        show_locals=show_locals, report_path=report_path, remote_option=remote_option,
-        no_remote=no_remote, push=push,
-    )
+        show_output=show_output, post_mortem=post_mortem, trace=trace, show_locals=show_locals,
+        report_path=report_path, remote_option=remote_option, no_remote=no_remote, push=push)
     if watch:
-        clash = [name for name, given in (("--dry-run", dry_run), ("--json", as_json),
-                                          ("--pdb", post_mortem), ("--trace", trace)) if given]
-        if clash:
-            raise UsageError(f"--watch runs again and again; it cannot be combined with "
-                             f"{' or '.join(clash)}. Leave one out.")
-        from .watch import watch_loop
-
-        watch_loop(app, flags.targets, lambda: run_once(app, flags),
-                   live=False if no_progress else None)
+        _watch(app, flags)
     code = run_once(app, flags)
     if code:
         sys.exit(code)
+
+
+def _watch(app: App, flags: RunFlags) -> NoReturn:
+    """``--watch``: run, then again on every change, until Ctrl-C."""
+    clash = [name for name, given in (("--dry-run", flags.dry_run), ("--json", flags.as_json),
+                                      ("--pdb", flags.post_mortem), ("--trace", flags.trace))
+             if given]
+    if clash:
+        raise UsageError(f"--watch runs again and again; it cannot be combined with "
+                         f"{' or '.join(clash)}. Leave one out.")
+    from .watch import watch_loop
+
+    watch_loop(app, flags.targets, lambda: run_once(app, flags),
+               live=False if flags.no_progress else None)
 
 
 @dataclass(frozen=True)
@@ -406,7 +409,7 @@ def _execute(app: App, flags: RunFlags, tasks: list[Task[Any]], traced: list[Tas
     return result, failures
 
 
-def _write_report(app: App, recorder: Any, path: str) -> None:
+def _write_report(app: App, recorder: RunRecorder, path: str) -> None:
     """``--report``: the HTML report of the run that just ended (never fails the command)."""
     from ..report import Report
 
@@ -516,12 +519,12 @@ def _show_plan(app: App, the_plan: Plan, as_json: bool) -> None:
 
 def _run_document(
     tasks: list[Task[Any]], texts_in: tuple[str, ...], result: RunResult, failures: FailureLog
-) -> dict[str, Any]:
+) -> dict[str, Json]:
     from ._output import format_exception
 
-    targets = []
+    targets: list[Json] = []
     for text, task in zip(texts_in, tasks, strict=False):
-        entry: dict[str, Any] = {"target": text, "task": task.expression(), "id": task.id}
+        entry: dict[str, Json] = {"target": text, "task": task.expression(), "id": task.id}
         if task.id in result.values:
             value = result.values[task.id]
             try:

@@ -36,7 +36,8 @@ def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
       checkpoint touch main          # after a refactoring: keep everything under main
       checkpoint touch choose        # keep every stored choose(...) entry
     """
-    from ..catalog import Touched, touch_family, touch_targets
+    from ..graph import plan
+    from ..maintenance import Touched, touch_family, touch_plan
     from ..taskfile import parse_target
 
     store = app.store
@@ -46,16 +47,11 @@ def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
         target = parse_target(text)
         family = app.family(target.name)
         if not target.call and _needs_arguments(family):
-            report = touch_family(store, family)
-            total.touched += report.touched
-            total.fresh += report.fresh
+            total.add(touch_family(store, family))
         else:
             dag_targets.extend(app.targets([text]))
     if dag_targets:
-        report = touch_targets(dag_targets, store)
-        total.touched += report.touched
-        total.fresh += report.fresh
-        total.missing += report.missing
+        total.add(touch_plan(plan(dag_targets, store), store))
     if as_json:
         emit_json(total.to_json())
         return

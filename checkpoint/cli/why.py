@@ -17,7 +17,7 @@ from ._complete import complete_targets
 from ._output import emit_json, human_time
 
 if TYPE_CHECKING:
-    from ..catalog import Explanation
+    from ..explain import Explanation
 
 _PER_GROUP = 5
 _MAX_DETAILS = 8
@@ -38,7 +38,7 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
       checkpoint why main            # why main (or anything under it) would run
       checkpoint why 'choose(6, 3)'  # one task: the argument or code that changed
     """
-    from ..catalog import explain
+    from ..explain import explain
     from ..graph import plan
 
     tasks = app.targets(targets)
@@ -58,13 +58,13 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
         else:
             _show(by_id[task.id])
     # Then the root causes: the tasks that run for a reason of their own, grouped.
-    groups: dict[tuple[str, str, str | None], list[Explanation]] = {}
+    groups: dict[tuple[str, Reason, str | None], list[Explanation]] = {}
     for exp in explanations:
-        if exp.task.id not in target_ids and exp.reason != "upstream re-run":
+        if exp.task.id not in target_ids and exp.reason is not Reason.UPSTREAM_RERUN:
             key = (exp.task.family.short_name, exp.reason, exp.diff)
             groups.setdefault(key, []).append(exp)
     for (name, reason, _), exps in groups.items():
-        if reason == "code changed":
+        if reason is Reason.CODE_CHANGED:
             click.echo(f"{name}: code changed, for {_names(exps)}")
             _show_details(exps[0], header=False)
             continue
@@ -74,7 +74,7 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
             more = len(exps) - _PER_GROUP
             click.echo(f"... and {more} more {name} {'task' if more == 1 else 'tasks'}: {reason}")
     upstream_only = sum(1 for e in explanations
-                        if e.reason == Reason.UPSTREAM_RERUN and e.task.id not in target_ids)
+                        if e.reason is Reason.UPSTREAM_RERUN and e.task.id not in target_ids)
     if upstream_only:
         click.echo(f"{plural(upstream_only, 'other task')} would re-run only because a prerequisite does.")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from checkpoint import Requires, requires, task
+from checkpoint.store import Store
 
 
 @task
@@ -42,3 +43,8 @@ class Bad:
 
 Count("3")  # E: the constructor's parameters are the task's arguments
 x: str = Count(2).run()  # E: run() gives int
+
+store = Store.open()
+store.entries(Count.dirname)
+store.entries(Count.name)  # E: a family's name is not its directory in the store
+store.entries("m.Count")  # E: nor is any string: FamilyDir(...) says it is one

@@ -84,7 +84,7 @@ class Summary:
 reveal_type(Choose(6, 3))  # R: Task[int]
 reveal_type(Choose(6, 3).run())  # R: int
 reveal_type(Choose(6, 3).id)  # R: str
-reveal_type(Choose.name)  # R: str
+reveal_type(Choose.name)  # R: FamilyName
 reveal_type(choose(6, 3).run())  # R: int
 reveal_type(Summary(3, load_dataset()).run())  # R: str
 
