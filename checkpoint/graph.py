@@ -223,10 +223,28 @@ def mark(
             node.reason = Reason.MISSING
         elif code_check and meta.fingerprint != family.fingerprint[0]:
             node.reason = Reason.CODE_CHANGED
-        elif files is None and not node.deps:  # a leaf without files (most of a sweep)
-            node.reason = None if not meta.deps else Reason.UPSTREAM_CHANGED
+        elif files is None:
+            deps = node.deps
+            if not deps:  # a leaf (most of a sweep)
+                node.reason = None if not meta.deps else Reason.UPSTREAM_CHANGED
+                continue
+            # entry_is_current, inline (a sweep's target has 200,000 prerequisites), and an
+            # upstream re-run found in the same pass comes first
+            recorded = meta.deps
+            current = len(recorded) == len(deps)
+            reason: Reason | None = None
+            for dep_id in deps:
+                dep = nodes[dep_id]
+                if dep.reason is not None:
+                    reason = Reason.UPSTREAM_RERUN
+                    break
+                if current:
+                    dep_meta = dep.meta
+                    if dep_meta is None or recorded.get(dep_id) != dep_meta.stamp:
+                        current = False
+            node.reason = reason if reason is not None or current else Reason.UPSTREAM_CHANGED
         else:
-            reason: Reason | None = None if files is None else files.reason(meta)
+            reason = files.reason(meta)
             if reason is None:
                 for dep_id in node.deps:
                     dep = nodes[dep_id]
