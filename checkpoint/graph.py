@@ -126,7 +126,12 @@ def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bo
                 if dep_id in on_stack:
                     _raise_cycle(stack, dep)
                 dep_spec = dep.spec()
-                if not dep_spec.dependencies:  # a leaf (most tasks of a sweep): no stack trip
+                if not dep_spec.requirements:  # a leaf (most tasks of a sweep): no stack trip
+                    nodes[dep_id] = Node(dep, [])
+                    if not keep_specs:
+                        dep._spec = None
+                    continue
+                if not dep_spec.dependencies:  # only files
                     _add_node(nodes, dep, dep_spec, [], with_files)
                     if not keep_specs:
                         dep._spec = None

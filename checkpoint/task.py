@@ -971,7 +971,8 @@ class Task(Generic[R]):
             if self.family.is_class:
                 spec = self._spec = _class_spec(self)
                 return spec
-            inner = self.family.fn(*self.args, **self.kwargs)
+            kwargs = self.kwargs
+            inner = self.family.fn(*self.args, **kwargs) if kwargs else self.family.fn(*self.args)
             if isinstance(inner, _Requires):
                 spec = Spec(inner.fn, inner.requirements)
             elif callable(inner):
