@@ -663,7 +663,7 @@ class _Binder:
         """``('"name":', position)`` in the order :func:`encode_arguments` writes them (by
         name), when every parameter is plain (positional, an ASCII identifier)."""
         if self.simple and all(n.isidentifier() and n.isascii() for n in self.names):
-            self.keys = [(f'"{n}":', i) for n, i in sorted(zip(self.names, range(self.count)))]
+            self.keys = [(f'"{n}":', i) for i, n in sorted(enumerate(self.names), key=lambda p: p[1])]
 
     def bind(
         self, family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
