@@ -215,6 +215,7 @@ def mark(
     with_files = [node for node in nodes.values() if node.files is not None]
     if with_files:
         _files.check(with_files, metas, store.root / _files.CACHE_NAME)
+    fingerprints: dict[Any, str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():
         family = node.task.family
         meta = node.meta = metas.get(tid)
@@ -226,7 +227,8 @@ def mark(
             node.reason = Reason.FORCED
         elif meta is None:
             node.reason = Reason.MISSING
-        elif code_check and meta.fingerprint != family.fingerprint[0]:
+        elif code_check and meta.fingerprint != (fingerprints.get(family)
+                                                 or fingerprints.setdefault(family, family.fingerprint[0])):
             node.reason = Reason.CODE_CHANGED
         elif files is None:
             deps = node.deps

@@ -1024,7 +1024,12 @@ class Task(Generic[R]):
 
     def expression(self, depth: int = 1) -> str:
         """The task as a call expression, e.g. ``choose(6, 3)``."""
-        parts = [_arg_repr(a, depth) for a in self.args]
+        args = self.args
+        if len(args) == 1 and type(args[0]) is int and not self.kwargs:  # a sweep's (`ls`)
+            text = repr(args[0])
+            if len(text) <= 60:
+                return f"{self.family.short_name}({text})"
+        parts = [_arg_repr(a, depth) for a in args]
         if self.kwargs:
             parts += [f"{k}={_arg_repr(v, depth)}" for k, v in self.kwargs.items()]
         return f"{self.family.short_name}({', '.join(parts)})"
