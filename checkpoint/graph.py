@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import _gcpolicy
 from . import files as _files
 from ._types import Reason, TaskId
 from .errors import CycleError
@@ -313,6 +314,8 @@ def plan(
     # Planning allocates millions of long-lived objects and few cycles: the cyclic
     # collector's repeated passes over them cost ~30% of planning.
     was_enabled = gc.isenabled()
+    if was_enabled and _gcpolicy.for_good and gc.get_freeze_count():
+        gc.collect()  # garbage left since the last plan froze all: not frozen with this one
     gc.disable()
     try:
         nodes = expand(targets, keep_specs=keep_specs)
@@ -325,7 +328,10 @@ def plan(
         )
     finally:
         if was_enabled:
-            _promote_young(gc)
+            if _gcpolicy.for_good:  # (the command line's process)
+                gc.freeze()
+            else:
+                _promote_young(gc)
             gc.enable()
     return Plan(nodes, list(targets))
 
