@@ -30,11 +30,12 @@ class Reason(str, Enum):
     CORRUPT = "corrupt"
     """The entry was found damaged when read (set while running)."""
 
+    # (``_value_``, not the ``value`` property: a dry run of a million tasks formats each)
     def __str__(self) -> str:
-        return self.value
+        return str(self._value_)
 
     def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
+        return format(self._value_, spec)
 
 
 EXECUTORS = ("process", "thread", "inline", "dask")

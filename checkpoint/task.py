@@ -757,13 +757,18 @@ class TaskFamily(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
         table = _interned
-        if table is not None and not kwargs and self in _calls:  # made by this call before?
+        calls = _calls.get(self) if table is not None and not kwargs else None
+        if calls is not None:  # made by this call before?
             try:
-                made = _calls[self].get(args)
+                made = calls.get(args)
             except TypeError:  # an unhashable argument
                 made = None
-            if made is not None and [*map(type, args)] == [*map(type, made.args)]:
-                return made
+            if made is not None:  # (of ints and strs: equal only if of the same types too)
+                for arg in args:
+                    if type(arg) is not int and type(arg) is not str:
+                        break
+                else:
+                    return made
         task = Task(self, args, kwargs or _NO_KWARGS, self._encode(args, kwargs))
         if table is not None:  # expanding a graph: one object per task id
             made = table.setdefault(task.id, task)
@@ -1025,10 +1030,14 @@ class Task(Generic[R]):
     def expression(self, depth: int = 1) -> str:
         """The task as a call expression, e.g. ``choose(6, 3)``."""
         args = self.args
-        if len(args) == 1 and type(args[0]) is int and not self.kwargs:  # a sweep's (`ls`)
-            text = repr(args[0])
-            if len(text) <= 60:
-                return f"{self.family.short_name}({text})"
+        if not self.kwargs:  # ints only (a sweep's, a lattice's: `ls`, a dry run), at once
+            for arg in args:
+                if type(arg) is not int:
+                    break
+            else:
+                text = ", ".join(map(repr, args))
+                if len(text) <= 60:  # (each within _arg_repr's limit)
+                    return f"{self.family.short_name}({text})"
         parts = [_arg_repr(a, depth) for a in args]
         if self.kwargs:
             parts += [f"{k}={_arg_repr(v, depth)}" for k, v in self.kwargs.items()]

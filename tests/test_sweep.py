@@ -127,3 +127,17 @@ def test_the_command_line_freezes_planning_for_good(tmp_path: Path) -> None:
     frozen, _, collected = probe(True)
     assert int(frozen) > 1000 and collected == "True"  # the plan and the imports
     assert probe(False)[0] == "0"  # a library's plans: nothing stays frozen
+
+
+def test_int_calls_show_as_the_general_path_shows_them() -> None:
+    # ls and dry runs show a million int calls through a shortcut: the same text.
+    from checkpoint.task import _arg_repr
+
+    @task
+    def many(*xs: object):  # type: ignore[no-untyped-def]
+        return lambda: None
+
+    for args in [(), (3,), (-1, 2), (10**70,), (1, 10**55, 2), (1, True), (1, "a"), (2.0,)]:
+        general = f"many({', '.join(_arg_repr(a, 1) for a in args)})"
+        assert many(*args).expression() == general
+    assert leaf(10**70).expression().endswith("...)")
