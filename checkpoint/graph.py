@@ -142,8 +142,12 @@ def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bo
                 break
             else:
                 stack.pop()
-                on_stack.discard(task.id)
-                _add_node(nodes, task, spec, [d.id for d in spec.dependencies], with_files)
+                task_id = task.id
+                on_stack.discard(task_id)
+                if spec._files is None:
+                    nodes[task_id] = Node(task, [d.id for d in spec.dependencies])
+                else:
+                    _add_node(nodes, task, spec, [d.id for d in spec.dependencies], with_files)
                 if not keep_specs:
                     task._spec = None
     return nodes
