@@ -24,6 +24,10 @@ interleaved so that the drift of a shared machine hits every row alike. Rows:
 * ``checksum``: in this process, CRC-32 (zlib) and xxh3 (xxhash, when installed) of MB
   bytes, as checking on write and on read would pay.
 
+With ``--baseline PYTHON`` (a python that imports another checkout of checkpoint, say
+main's), the cold rows also run with it in the same rounds, interleaved: before and after
+side by side.
+
 Ratios are checkpoint / reference (medians); the goals are W5 cold <= 1.5, peak RSS <=
 1.25x the value, NumPy cold <= 1.5, the slice reader's RSS far below the array.
 """
@@ -137,11 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-r", "--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one round")
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--baseline", metavar="PYTHON",
+                    help="also run the cold rows with this python (another checkout), interleaved")
     args = ap.parse_args(argv)
     if args.quick:
         args.mb, args.array_mb, args.rounds = 4, 8, 1
     py = args.python
     cli = [py, "-m", "checkpoint", "run", "main", "--no-progress"]
+    pythons = [("", py)] + ([(" (baseline)", args.baseline)] if args.baseline else [])
     try:
         import numpy  # noqa: F401
         has_numpy = True
@@ -163,24 +170,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for r in range(args.rounds):
             run = base / f"r{r}"
-            (run / "w5").mkdir(parents=True)
-            (run / "w5" / "taskfile.py").write_text(BLOB.format(mb=args.mb))
-            record("W5 cold", run_process(cli, run / "w5"))
-            record("W5 warm", run_process(cli, run / "w5"))
-            (run / "w5z").mkdir()
-            (run / "w5z" / "taskfile.py").write_text(
-                BLOB.format(mb=args.mb).replace("os.urandom(mb << 20)", "bytes(mb << 20)"))
-            record("W5 zeros cold", run_process(cli, run / "w5z"))
+            order = pythons if r % 2 == 0 else pythons[::-1]  # alternate which goes first
+            for tag, python in order:
+                argv = [python, *cli[1:]]
+                where = run / f"w5{tag.strip(' ()')}"
+                where.mkdir(parents=True)
+                (where / "taskfile.py").write_text(BLOB.format(mb=args.mb))
+                record(f"W5 cold{tag}", run_process(argv, where))
+                if not tag:
+                    record("W5 warm", run_process(argv, where))
+                (where / "z").mkdir()
+                (where / "z" / "taskfile.py").write_text(
+                    BLOB.format(mb=args.mb).replace("os.urandom(mb << 20)", "bytes(mb << 20)"))
+                record(f"W5 zeros cold{tag}", run_process(argv, where / "z"))
             record("urandom", run_process([py, "-c", f"import os; os.urandom({args.mb} << 20)"], run))
             record("dd", run_process(["dd", "if=/dev/zero", "of=dd.out", "bs=1M",
                                       f"count={args.mb}", "conv=fsync"], run))
             record("import", run_process([py, "-c", "import checkpoint"], run))
             if has_numpy:
-                (run / "np").mkdir()
-                (run / "np" / "taskfile.py").write_text(ARRAY.format(mb=args.array_mb))
-                record("NumPy cold", run_process(cli, run / "np"))
-                record("NumPy warm", run_process(cli, run / "np"))
                 record("numpy.save", run_process([py, "-c", NUMPY_REF.format(mb=args.array_mb)], run))
+                for tag, python in order:
+                    where = run / f"np{tag.strip(' ()')}"
+                    where.mkdir()
+                    (where / "taskfile.py").write_text(ARRAY.format(mb=args.array_mb))
+                    record(f"NumPy cold{tag}", run_process([python, *cli[1:]], where))
+                    if not tag:
+                        record("NumPy warm", run_process([python, *cli[1:]], where))
+                    shutil.rmtree(where, ignore_errors=True)  # (1 GB each)
             shutil.rmtree(run, ignore_errors=True)
     except BaseException:
         shutil.rmtree(base, ignore_errors=True)
@@ -203,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| W5 cold, zeros (`bytes(n)`, as dd writes) | {t('W5 zeros cold'):.3f} s | {ref5:.3f} s "
           f"| {t('W5 zeros cold') / ref5:.2f} | {rss('W5 zeros cold'):.0f} MB | "
           f"{rss('W5 zeros cold') / args.mb:.2f} |")
+    for name in ("W5 cold", "W5 zeros cold") if args.baseline else ():
+        old = f"{name} (baseline)"
+        print(f"| {old} | {t(old):.3f} s | {ref5:.3f} s | {t(old) / ref5:.2f} | "
+              f"{rss(old):.0f} MB | {rss(old) / args.mb:.2f} |")
     print(f"| (os.urandom of {args.mb} MB alone, in a process) | | {t('urandom'):.3f} s | | | |")
     print(f"| W5 warm | {t('W5 warm'):.3f} s | {t('import'):.3f} s (import) | "
           f"{t('W5 warm') / t('import'):.2f} | {rss('W5 warm'):.0f} MB | "
@@ -212,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| NumPy cold | {t('NumPy cold'):.3f} s | {t('numpy.save'):.3f} s (numpy.save + "
               f"fsync) | {t('NumPy cold') / t('numpy.save'):.2f} | {rss('NumPy cold'):.0f} MB | "
               f"{rss('NumPy cold') / args.array_mb:.2f} |")
+        if args.baseline:
+            old = "NumPy cold (baseline)"
+            print(f"| {old} | {t(old):.3f} s | {t('numpy.save'):.3f} s | "
+                  f"{t(old) / t('numpy.save'):.2f} | {rss(old):.0f} MB | "
+                  f"{rss(old) / args.array_mb:.2f} |")
         print(f"| NumPy warm | {t('NumPy warm'):.3f} s | | | {rss('NumPy warm'):.0f} MB | "
               f"{rss('NumPy warm') / args.array_mb:.2f} |")
         print(f"| NumPy slice reader RSS | {slice_rss:.0f} MB | | | | "

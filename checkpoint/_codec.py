@@ -10,6 +10,7 @@ it goes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pickle
 import stat
@@ -20,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, Union
 
 from . import _relocate
 from ._format import BLOB_NAME, INLINE_MAX, Checksum, Meta, checksum, new_blob_name
+from ._stamps import new_digest, stamp_of, value_stamp
 from ._storefiles import open_stored, why
 from ._valuefile import MAGIC, Damaged, decode_in_memory, has_buffers, read_checked, write_buffers
 from .errors import CorruptEntryError
@@ -192,18 +194,40 @@ def in_memory(held: Payload) -> tuple[bytes, bool]:
 _PIECE = 1 << 20
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """A task's value as it will be stored."""
+
+    payload: bytes | None
+    """The payload, unless it went to the value file ``blob``."""
+    crc: int
+    size: int
+    blob: str = ""
+    stamp: str = ""
+    """The stamp of the value file's bytes (:func:`checkpoint._stamps.value_stamp`),
+    digested as it was written; ``""`` for a payload held in memory."""
+
+
 class _SpillingWriter:
     """A pickler's file: keeps up to ``INLINE_MAX`` bytes in memory, then moves to a new
-    blob file and writes the rest straight through, with a running checksum and size."""
+    value file and writes the rest straight through, with a running size, checksum and (once
+    in a file) digest for the value's stamp: the file is never read back to hash it."""
 
     def __init__(self, directory: str | os.PathLike[str], task_id: str) -> None:
         self.directory = directory
         self.task_id = task_id
         self.parts: list[bytes] = []
         self.hasher = Checksum()
+        self.digest: hashlib.blake2b | None = None
         self.size = 0
         self.name = ""
         self.file: IO[bytes] | None = None
+
+    def update(self, data: bytes | memoryview) -> None:
+        """Count bytes written to the file in its checksum and digest."""
+        self.hasher.update(data)
+        assert self.digest is not None
+        self.digest.update(data)
 
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data).cast("B")
@@ -214,9 +238,9 @@ class _SpillingWriter:
             self.parts.append(bytes(view))
             return n
         file = self.spill()
-        for start in range(0, n, _PIECE):  # each piece checksummed while in the CPU's cache,
+        for start in range(0, n, _PIECE):  # each piece hashed while in the CPU's cache,
             piece = view[start:start + _PIECE]  # and written in steady 1 MB writes
-            self.hasher.update(piece)
+            self.update(piece)
             file.write(piece)
         return n
 
@@ -226,24 +250,26 @@ class _SpillingWriter:
             os.makedirs(self.directory, exist_ok=True)
             self.name = new_blob_name(self.task_id)
             self.file = open(os.path.join(self.directory, self.name), "wb")
+            self.digest = new_digest(False)
+            for part in self.parts:  # (their checksum is counted already)
+                self.digest.update(part)
             self.file.writelines(self.parts)
             self.parts = []
         return self.file
 
 
-def stream_value(
-    value: object, directory: str | os.PathLike[str], task_id: str
-) -> tuple[bytes | None, str, int, int]:
+def stream_value(value: object, directory: str | os.PathLike[str], task_id: str) -> Encoded:
     """Pickle a value (uncompressed) without building its payload in memory if it is large.
 
     Large buffers go from the value straight into a new value file in ``directory``: a
     ``bytes`` inside the pickle, a NumPy array's memory after it, page-aligned, so that a
     reader can map it (out-of-band buffers, pickle protocol 5; see :mod:`._valuefile`).
-    No copy of the payload is made.
+    No copy of the payload is made, and the file is checksummed and digested (its
+    :attr:`Encoded.stamp`) as it is written.
 
     Returns:
-        ``(payload, "", crc, size)`` when the payload came out small after all, else
-        ``(None, blob_name, crc, size)``.
+        The payload when it came out small after all (no stamp: the coordinator takes it),
+        else the value file's name, checksum, size and stamp.
 
     Raises:
         Whatever pickling or writing raised; a partial file is removed first.
@@ -258,8 +284,8 @@ def stream_value(
 
             cloudpickle.dump(value, writer, protocol=5, buffer_callback=buffers.append)
         if buffers:
-            writer.size = write_buffers(writer.spill(), writer.size, buffers, writer.hasher,
-                                        writer.size)
+            file = writer.spill()
+            writer.size = write_buffers(file, writer.size, buffers, writer, writer.size)
         if writer.file is not None:
             writer.file.close()
     except BaseException:
@@ -269,9 +295,9 @@ def stream_value(
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(directory, writer.name))
         raise
-    if writer.file is None:
-        return b"".join(writer.parts), "", writer.hasher.value(), writer.size
-    return None, writer.name, writer.hasher.value(), writer.size
+    if writer.digest is None:
+        return Encoded(b"".join(writer.parts), writer.hasher.value(), writer.size)
+    return Encoded(None, writer.hasher.value(), writer.size, writer.name, stamp_of(writer.digest))
 
 
 def write_blob(directory: str | os.PathLike[str], task_id: str, payload: bytes) -> str:
@@ -299,22 +325,11 @@ def remove_blob(directory: Path, name: str) -> None:
             os.unlink(directory / name)
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """A task's value as it will be stored."""
-
-    payload: bytes | None
-    """The payload, unless it went to the value file ``blob``."""
-    crc: int
-    size: int
-    blob: str = ""
-
-
 def encode_result(value: object, compress_level: int, blob_dir: str, task_id: str,
                   root: str = "") -> Encoded:
     """Encode a task's value where it was computed. A large payload goes straight to a new
-    value file in ``blob_dir`` (when given: the family's ``blobs/``), so it never travels
-    through the coordinator; a large buffer is streamed there without a copy in memory. A
+    value file in ``blob_dir`` (when given: the family's ``blobs/``), stamped here, so it
+    never travels through the coordinator nor is read back; a large buffer is streamed there without a copy in memory. A
     worker that cannot write there (``OSError``) returns the payload instead. With ``root``
     (the store root), paths under it are stored relative to it (:mod:`._relocate`); a
     value that may hold one is encoded in memory, where that is seen.
@@ -325,13 +340,13 @@ def encode_result(value: object, compress_level: int, blob_dir: str, task_id: st
     if blob_dir and not compress_level and _looks_large(value) and not (
             root and _relocate.may_hold_path(value, root)):
         with contextlib.suppress(OSError):
-            streamed, name, crc, size = stream_value(value, blob_dir, task_id)
-            return Encoded(streamed, crc, size, name)
+            return stream_value(value, blob_dir, task_id)
     payload = encode_value(value, compress_level, root)
     crc, size = checksum(payload), len(payload)
     if blob_dir and size > INLINE_MAX:
         with contextlib.suppress(OSError):
-            return Encoded(None, crc, size, write_blob(blob_dir, task_id, payload))
+            name = write_blob(blob_dir, task_id, payload)
+            return Encoded(None, crc, size, name, value_stamp(payload, compress_level != 0))
     return Encoded(payload, crc, size)
 
 

@@ -5,7 +5,8 @@ damaged value file, a code change that changes nothing, a forced run) has the sa
 and what was computed from it stays current (early cutoff); two runs on one cache, or two
 machines sharing a remote, then agree on which entries are current. One function for every
 path a payload takes (kept in memory, written to its file by the worker or by the
-coordinator), since which one it takes depends on where the task ran. A task with a data
+coordinator), since which one it takes depends on where the task ran: a worker that writes a
+value file digests it as it writes it (:func:`new_digest`), never reading it back. A task with a data
 directory gets a unique stamp instead (its value does not show what the directory holds):
 :func:`checkpoint.store.new_stamp`.
 """
@@ -13,30 +14,24 @@ directory gets a unique stamp instead (its value does not show what the director
 from __future__ import annotations
 
 import hashlib
-import mmap
-import os
 
 
-def _hasher(compressed: bool) -> hashlib.blake2b:
+def new_digest(compressed: bool) -> hashlib.blake2b:
+    """A running digest of a payload's bytes; :func:`stamp_of` it once all have gone by.
+    (How a value file's writer stamps it in the pass that writes it.)"""
     return hashlib.blake2b(digest_size=16, person=b"cp-zlib" if compressed else b"cp")
+
+
+def stamp_of(digest: hashlib.blake2b) -> str:
+    """The stamp of the bytes a :func:`new_digest` has seen."""
+    return "v" + digest.hexdigest()
 
 
 def value_stamp(payload: bytes, compressed: bool) -> str:
     """The stamp of a payload held in memory."""
-    digest = _hasher(compressed)
+    digest = new_digest(compressed)
     digest.update(payload)
-    return "v" + digest.hexdigest()
-
-
-def file_stamp(path: str | os.PathLike[str], compressed: bool) -> str:
-    """The stamp of a payload written to a value file (the same as :func:`value_stamp`'s
-    of those bytes)."""
-    digest = _hasher(compressed)
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size:
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                digest.update(view)
-    return "v" + digest.hexdigest()
+    return stamp_of(digest)
 
 
 def in_context(stamp: str, context: str) -> str:

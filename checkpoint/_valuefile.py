@@ -28,7 +28,7 @@ import pickle
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from . import _relocate
 from ._format import Checksum
@@ -45,18 +45,28 @@ class Damaged(Exception):
     """The file does not have its recorded size or checksum."""
 
 
+class Sink(Protocol):
+    """Where a value file's bytes go as they are written (its checksum and digest)."""
+
+    def update(self, data: bytes | memoryview) -> None: ...
+
+
 def write_buffers(file: IO[bytes], offset: int, buffers: Sequence[pickle.PickleBuffer],
-                  hasher: Checksum, pickle_length: int) -> int:
+                  hasher: Sink, pickle_length: int) -> int:
     """Append out-of-band buffers and the trailer to a value file whose pickle
     (``pickle_length`` bytes) was written already, ``offset`` bytes into it; return the
-    file's size. ``hasher`` runs over all that is written."""
+    file's size. ``hasher`` runs over all that is written, 1 MB at a time (each piece is
+    hashed and written while it is in the CPU's cache)."""
     table = []
 
     def put(data: bytes | memoryview) -> None:
         nonlocal offset
-        hasher.update(data)
-        file.write(data)
-        offset += memoryview(data).nbytes
+        view = memoryview(data).cast("B")
+        for start in range(0, view.nbytes, _CHUNK):
+            piece = view[start:start + _CHUNK]
+            hasher.update(piece)
+            file.write(piece)
+        offset += view.nbytes
 
     for buffer in buffers:
         raw = buffer.raw()

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ._codec import Payload, encode_result, load
-from ._stamps import file_stamp
 from .errors import CorruptEntryError, TaskTimeoutError
 from .files import File, Product, output_digests
 from .task import _Requires, restore_filename
@@ -108,8 +107,8 @@ class Done:
     blob: str = ""
     """File name under ``WorkItem.blob_dir`` when the worker wrote the payload itself."""
     stamp: str = ""
-    """The stamp of that file's payload (:func:`checkpoint._stamps.value_stamp`), hashed
-    here so that the coordinator does not read the file again."""
+    """The stamp of that file's payload (:func:`checkpoint._stamps.value_stamp`), digested
+    as it was written, so that nobody reads the file again to hash it."""
     outputs: dict[str, str] | None = None
     """``{"out:<path>": digest}`` of the task's declared outputs, hashed after it ran."""
     output: str = ""
@@ -220,21 +219,10 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         out.unpicklable_result = True
         out.error_text = _returned_by(fn, exc)
         return out
-    # A value file written here is hashed here too (its bytes never reach the coordinator).
-    stamp = _file_stamp(item.blob_dir, encoded.blob, item.compress_level != 0)
+    # A value file written here was digested as it was written (its bytes never reach the
+    # coordinator, which then gives the entry its stamp from this one).
     return Done(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
-                blob=encoded.blob, stamp=stamp, outputs=outputs)
-
-
-def _file_stamp(directory: str, name: str, compressed: bool) -> str:
-    """The stamp of a value file this worker wrote (``""``: none written, or unreadable;
-    the coordinator then gives the entry a unique stamp)."""
-    if not name:
-        return ""
-    try:
-        return file_stamp(os.path.join(directory, name), compressed)
-    except OSError:
-        return ""
+                blob=encoded.blob, stamp=encoded.stamp, outputs=outputs)
 
 
 def stop_capture() -> None:

@@ -2,7 +2,8 @@
 
 The scheduler never prints: it calls its subscribers with these frozen records, in this
 order for each task: :class:`TaskStarted` then one of :class:`TaskFinished`,
-:class:`TaskFailed`; a task that needs no run gets :class:`TaskReused`, one that cannot
+:class:`TaskFailed`; a task that needs no run gets :class:`TaskReused` (or shares a
+:class:`TasksReused` with others, for a subscriber that takes batches), one that cannot
 run because a prerequisite failed gets :class:`TaskSkipped`; one pulled from a remote
 cache gets :class:`TaskPulled` (before :class:`RunPlanned`). :class:`RunPlanned` opens
 a run and :class:`RunFinished` (or :class:`RunInterrupted`) closes it. A failed attempt
@@ -18,7 +19,7 @@ frees up, so no more batches show as running than there are workers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
@@ -70,6 +71,22 @@ class TaskReused:
     """A task's stored result is fresh; it does not run."""
 
     task: Task[Any]
+
+
+@dataclass(frozen=True)
+class TasksReused:
+    """Many fresh tasks at once (a warm run of a 200,000-task sweep has that many): the
+    same as one :class:`TaskReused` per task, in this order. Only a subscriber that says it
+    takes batches (:func:`takes_batches`) receives it; every other subscriber receives the
+    :class:`TaskReused` events instead."""
+
+    tasks: Sequence[Task[Any]]
+
+
+def takes_batches(subscriber: Any) -> bool:
+    """Whether a subscriber receives :class:`TasksReused` batches rather than one
+    :class:`TaskReused` per task: it has a true ``takes_batches`` attribute."""
+    return bool(getattr(subscriber, "takes_batches", False))
 
 
 @dataclass(frozen=True)
@@ -170,5 +187,6 @@ class RunInterrupted:
 Event = Union[
     RunPlanned, TaskStarted, TaskFinished, TaskReused, TaskFailed, TaskSkipped, RunFinished,
     RunInterrupted, TaskRetried, CorruptEntryFound, TaskKept, TaskPulled, InputChanged,
+    TasksReused,
 ]
 Subscriber = Callable[[Event], None]

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import _gcpolicy
 from . import files as _files
 from ._types import Reason, TaskId
 from .errors import CycleError
@@ -126,7 +127,12 @@ def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bo
                 if dep_id in on_stack:
                     _raise_cycle(stack, dep)
                 dep_spec = dep.spec()
-                if not dep_spec.dependencies:  # a leaf (most tasks of a sweep): no stack trip
+                if not dep_spec.requirements:  # a leaf (most tasks of a sweep): no stack trip
+                    nodes[dep_id] = Node(dep, [])
+                    if not keep_specs:
+                        dep._spec = None
+                    continue
+                if not dep_spec.dependencies:  # only files
                     _add_node(nodes, dep, dep_spec, [], with_files)
                     if not keep_specs:
                         dep._spec = None
@@ -136,8 +142,12 @@ def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bo
                 break
             else:
                 stack.pop()
-                on_stack.discard(task.id)
-                _add_node(nodes, task, spec, [d.id for d in spec.dependencies], with_files)
+                task_id = task.id
+                on_stack.discard(task_id)
+                if spec._files is None:
+                    nodes[task_id] = Node(task, [d.id for d in spec.dependencies])
+                else:
+                    _add_node(nodes, task, spec, [d.id for d in spec.dependencies], with_files)
                 if not keep_specs:
                     task._spec = None
     return nodes
@@ -210,6 +220,7 @@ def mark(
     with_files = [node for node in nodes.values() if node.files is not None]
     if with_files:
         _files.check(with_files, metas, store.root / _files.CACHE_NAME)
+    fingerprints: dict[Any, str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():
         family = node.task.family
         meta = node.meta = metas.get(tid)
@@ -221,12 +232,31 @@ def mark(
             node.reason = Reason.FORCED
         elif meta is None:
             node.reason = Reason.MISSING
-        elif code_check and meta.fingerprint != family.fingerprint[0]:
+        elif code_check and meta.fingerprint != (fingerprints.get(family)
+                                                 or fingerprints.setdefault(family, family.fingerprint[0])):
             node.reason = Reason.CODE_CHANGED
-        elif files is None and not node.deps:  # a leaf without files (most of a sweep)
-            node.reason = None if not meta.deps else Reason.UPSTREAM_CHANGED
+        elif files is None:
+            deps = node.deps
+            if not deps:  # a leaf (most of a sweep)
+                node.reason = None if not meta.deps else Reason.UPSTREAM_CHANGED
+                continue
+            # entry_is_current, inline (a sweep's target has 200,000 prerequisites), and an
+            # upstream re-run found in the same pass comes first
+            recorded = meta.deps
+            current = len(recorded) == len(deps)
+            reason: Reason | None = None
+            for dep_id in deps:
+                dep = nodes[dep_id]
+                if dep.reason is not None:
+                    reason = Reason.UPSTREAM_RERUN
+                    break
+                if current:
+                    dep_meta = dep.meta
+                    if dep_meta is None or recorded.get(dep_id) != dep_meta.stamp:
+                        current = False
+            node.reason = reason if reason is not None or current else Reason.UPSTREAM_CHANGED
         else:
-            reason: Reason | None = None if files is None else files.reason(meta)
+            reason = files.reason(meta)
             if reason is None:
                 for dep_id in node.deps:
                     dep = nodes[dep_id]
@@ -288,6 +318,8 @@ def plan(
     # Planning allocates millions of long-lived objects and few cycles: the cyclic
     # collector's repeated passes over them cost ~30% of planning.
     was_enabled = gc.isenabled()
+    if was_enabled and _gcpolicy.for_good and gc.get_freeze_count():
+        gc.collect()  # garbage left since the last plan froze all: not frozen with this one
     gc.disable()
     try:
         nodes = expand(targets, keep_specs=keep_specs)
@@ -300,7 +332,10 @@ def plan(
         )
     finally:
         if was_enabled:
-            _promote_young(gc)
+            if _gcpolicy.for_good:  # (the command line's process)
+                gc.freeze()
+            else:
+                _promote_young(gc)
             gc.enable()
     return Plan(nodes, list(targets))
 

@@ -246,6 +246,9 @@ class RunRecorder:
         save: save records of runs that ran something (default True).
     """
 
+    takes_batches = True
+    """Receives :class:`~checkpoint.events.TasksReused` (it records no reused task)."""
+
     def __init__(
         self, cache_dir: str | os.PathLike[str] | None = None, *, executor: str = "",
         workers: int = 0, save: bool = True,

@@ -312,8 +312,7 @@ def _plan_and_run(
     else:
         result.reused = [node.task for node in the_plan.nodes.values()]
         if emit:
-            for task in result.reused:
-                emit(ev.TaskReused(task))
+            emit(ev.TasksReused(result.reused))
     _target_values(targets, the_plan, store, target_payloads, result)
     result.wall_time = time.perf_counter() - started
     if emit:
@@ -403,8 +402,20 @@ def _emitter(subscribers: Sequence[ev.Subscriber]) -> Callable[[ev.Event], None]
     if not subscribers:
         return None
     subs = list(subscribers)
+    batched = [ev.takes_batches(sub) for sub in subs]
 
     def emit(event: ev.Event) -> None:
+        if type(event) is ev.TasksReused:  # one TaskReused per task for the others
+            singles = None
+            for sub, batches in zip(subs, batched, strict=True):
+                if batches:
+                    sub(event)
+                    continue
+                if singles is None:
+                    singles = [ev.TaskReused(task) for task in event.tasks]
+                for single in singles:
+                    sub(single)
+            return
         for sub in subs:
             sub(event)
 
@@ -504,9 +515,8 @@ class _Run:
                 self.values.add_reader(dep)
             if self.readiness.add(tid, node.deps):
                 ready.append(tid)
-        if emit:
-            for task in result.reused:
-                emit(ev.TaskReused(task))
+        if emit and result.reused:
+            emit(ev.TasksReused(list(result.reused)))
         for tid in ready:
             self._ready(tid)
 

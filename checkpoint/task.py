@@ -659,6 +659,11 @@ class _Binder:
         self.simple = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
         self.names = [p.name for p in params]
         self.count = len(params)
+        self.keys: list[tuple[str, int]] | None = None
+        """``('"name":', position)`` in the order :func:`encode_arguments` writes them (by
+        name), when every parameter is plain (positional, an ASCII identifier)."""
+        if self.simple and all(n.isidentifier() and n.isascii() for n in self.names):
+            self.keys = [(f'"{n}":', i) for i, n in sorted(enumerate(self.names), key=lambda p: p[1])]
 
     def bind(
         self, family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -753,14 +758,19 @@ class TaskFamily(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
         table = _interned
-        if table is not None and not kwargs and self in _calls:  # made by this call before?
+        calls = _calls.get(self) if table is not None and not kwargs else None
+        if calls is not None:  # made by this call before?
             try:
-                made = _calls[self].get(args)
+                made = calls.get(args)
             except TypeError:  # an unhashable argument
                 made = None
-            if made is not None and [*map(type, args)] == [*map(type, made.args)]:
-                return made
-        task = Task(self, args, kwargs or _NO_KWARGS, self._bind(args, kwargs))
+            if made is not None:  # (of ints and strs: equal only if of the same types too)
+                for arg in args:
+                    if type(arg) is not int and type(arg) is not str:
+                        break
+                else:
+                    return made
+        task = Task(self, args, kwargs or _NO_KWARGS, self._encode(args, kwargs))
         if table is not None:  # expanding a graph: one object per task id
             made = table.setdefault(task.id, task)
             if made.family is not self:
@@ -773,6 +783,34 @@ class TaskFamily(Generic[P, R]):
                 calls[args] = made
             return made
         return task
+
+    def _encode(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        """The canonical encoding of a call's arguments (:func:`encode_arguments` of them
+        bound); ints and plain strings passed positionally are written straight from a
+        template, the hot path of a sweep.
+
+        Raises:
+            TaskArgumentError: they do not fit the signature.
+            UnserializableArgumentError: an argument cannot be encoded.
+        """
+        binder = self._binder
+        if binder is None:
+            binder = self._binder = _Binder(self.fn)
+        keys = binder.keys
+        if keys is not None and not kwargs and len(args) == binder.count:
+            parts = []
+            for key, i in keys:
+                value = args[i]
+                kind = type(value)
+                if kind is int:
+                    parts.append(f"{key}{value}")
+                elif kind is str and value.isalnum() and value.isascii():
+                    parts.append(f'{key}"{value}"')
+                else:
+                    break
+            else:
+                return "{" + ",".join(parts) + "}"
+        return encode_arguments(self.name, self._bind(args, kwargs))
 
     def _bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Call arguments bound to parameter names, defaults applied.
@@ -908,13 +946,13 @@ class Task(Generic[R]):
         family: TaskFamily[Any, R],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        arguments: dict[str, Any],
+        encoded: str,
     ) -> None:
         self.family = family
         """The task family (what ``@task`` made) this task belongs to."""
         self.args = args
         self.kwargs = kwargs
-        self.encoded = encode_arguments(family.name, arguments)
+        self.encoded = encoded
         """Canonical JSON of the arguments (the task's identity within its family)."""
         self.id: TaskId = task_id(family.name, self.encoded)
         """Hash of the family name and the encoded arguments: names the task's cache entry
@@ -939,7 +977,8 @@ class Task(Generic[R]):
             if self.family.is_class:
                 spec = self._spec = _class_spec(self)
                 return spec
-            inner = self.family.fn(*self.args, **self.kwargs)
+            kwargs = self.kwargs
+            inner = self.family.fn(*self.args, **kwargs) if kwargs else self.family.fn(*self.args)
             if isinstance(inner, _Requires):
                 spec = Spec(inner.fn, inner.requirements)
             elif callable(inner):
@@ -991,7 +1030,16 @@ class Task(Generic[R]):
 
     def expression(self, depth: int = 1) -> str:
         """The task as a call expression, e.g. ``choose(6, 3)``."""
-        parts = [_arg_repr(a, depth) for a in self.args]
+        args = self.args
+        if not self.kwargs:  # ints only (a sweep's, a lattice's: `ls`, a dry run), at once
+            for arg in args:
+                if type(arg) is not int:
+                    break
+            else:
+                text = ", ".join(map(repr, args))
+                if len(text) <= 60:  # (each within _arg_repr's limit)
+                    return f"{self.family.short_name}({text})"
+        parts = [_arg_repr(a, depth) for a in args]
         if self.kwargs:
             parts += [f"{k}={_arg_repr(v, depth)}" for k, v in self.kwargs.items()]
         return f"{self.family.short_name}({', '.join(parts)})"

@@ -110,6 +110,39 @@ def test_events_come_in_lifecycle_order_with_matching_counts(mod: Any) -> None:
     assert again.kinds() == ["RunPlanned"] + ["TaskReused"] * 4 + ["RunFinished"]
 
 
+class BatchRecorder(Recorder):
+    """Collects events, taking reused tasks in batches."""
+
+    takes_batches = True
+
+
+@pytest.mark.parametrize("rerun", [False, True])
+def test_reused_tasks_come_in_one_batch_to_a_subscriber_that_takes_batches(
+        mod: Any, rerun: bool) -> None:
+    # A warm run of a 200,000-task sweep made 200,000 TaskReused events, each through every
+    # subscriber; one that takes batches gets one TasksReused instead, the others as before.
+    checkpoint.run([mod.total(3)], executor="inline")
+    if rerun:  # some tasks run, the others are reused (the scheduler's own loop)
+        mod.leaf(1).clear()
+    plain, batched, tally = Recorder(), BatchRecorder(), Tally()
+    checkpoint.run([mod.total(3)], executor="inline", subscribers=[plain, batched, tally.update])
+    reused = [e.task for e in plain.events if isinstance(e, ev.TaskReused)]
+    batches = [e for e in batched.events if isinstance(e, ev.TasksReused)]
+    assert len(batches) == 1 and list(batches[0].tasks) == reused
+    assert "TaskReused" not in batched.kinds()
+    assert [k for k in plain.kinds() if k != "TaskReused"] == \
+        [k for k in batched.kinds() if k != "TasksReused"]
+    assert len(reused) == (2 if rerun else 4)
+    one_by_one, counted = Tally(), Tally()
+    for event in plain.events:
+        one_by_one.update(event)
+    for event in batched.events:
+        counted.update(event)
+    assert counted.reused == one_by_one.reused == tally.reused >= len(reused)
+    assert {name: f.done for name, f in counted.families.items()} == \
+        {name: f.done for name, f in one_by_one.families.items()}
+
+
 def test_failed_and_skipped_events_carry_output_and_traceback(mod: Any) -> None:
     """A failing task's event should carry its output and traceback; its dependents are skipped."""
     rec = Recorder()

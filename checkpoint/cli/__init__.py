@@ -274,6 +274,9 @@ def console(argv: list[str] | None = None) -> Any:
     """
     import gc
 
+    from .._gcpolicy import freeze_plans
+
+    freeze_plans()  # (this process ends after its command)
     try:
         return main(argv)
     finally:

@@ -80,6 +80,8 @@ def _executor(ctx: click.Context, param: click.Parameter, value: str) -> str:
 class FailureLog:
     """Subscriber keeping the traceback text of each failed task (for ``--json``)."""
 
+    takes_batches = True  # (of reused tasks: see checkpoint.events.TasksReused)
+
     def __init__(self) -> None:
         from ..events import TaskFailed
 
@@ -161,6 +163,7 @@ def _interrupt_exit(summarized: bool) -> Iterator[Callable[[Event], None]]:
             click.echo(f"retrying {event.task!r} after attempt {event.attempt} failed: "
                        f"{type(event.error).__name__}: {event.error}", err=True)
 
+    record.takes_batches = True  # type: ignore[attr-defined]  # (checkpoint.events.TasksReused)
     try:
         yield record
     except KeyboardInterrupt as exc:
