@@ -44,7 +44,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from . import events as ev
 from ._text import task_label
-from ._types import TaskId
+from ._types import FamilyName, TaskId
 from .errors import UnserializableResultError
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ class Tally:
     def reused_many(self, event: ev.TasksReused) -> None:
         """``reused_`` of each task, counted per family first (a batch can be 200,000)."""
         pulled = self._pulled
-        counts: dict[str, int] = {}
+        counts: dict[FamilyName, int] = {}
         for task in event.tasks:
             if task.id not in pulled:  # else counted as pulled
                 name = task.family.name
