@@ -34,9 +34,9 @@ legend (the states present and their counts):
 ``failed``           failed in the last run: red, bold border
 ===================  =========================================================
 
-The targets have a double border (DOT) / a thick border (Mermaid). In DOT a wide fan-in
-(more than :data:`FAN_IN_ROW` leaves of one family feeding one task) is a box of rows with
-one edge into that task (see :func:`fan_ins`).
+The targets have a double border (DOT) / a thick border (Mermaid). A wide fan-in (more
+than :data:`FAN_IN_ROW` leaves of one family feeding one task) is drawn as a box of rows
+with one edge into that task (see :func:`fan_ins`); JSON keeps every edge.
 
 **JSON schema** (``checkpoint-graph/1``; stable: fields may be added, never renamed or
 removed without a new schema string)::
@@ -430,17 +430,22 @@ def _dot_lines(view: _View, legend: bool) -> Iterator[str]:
     yield "}\n"
 
 
+def _rows(leaves: list[int]) -> list[list[int]]:
+    """A fan-in's leaves in rows: of :data:`FAN_IN_ROW`, wider for hundreds."""
+    row = max(FAN_IN_ROW, math.isqrt(len(leaves) // 2))
+    return [leaves[k:k + row] for k in range(0, len(leaves), row)]
+
+
 def _dot_fan_in(g: int, dependent: int, leaves: list[int], family: str, nodes: list[str]) -> Iterator[str]:
     """A wide fan-in (see :func:`fan_ins`): its leaves in a box, row under row (invisible
     edges stack the rows and keep each row in order), one edge from the box to the task."""
-    row = max(FAN_IN_ROW, math.isqrt(len(leaves) // 2))
     label = f"{family.rpartition('.')[2]}: {len(leaves)} tasks"
     yield f"  subgraph cluster_fan{g} {{\n"
     yield (f'    graph [label={_dot_str(label)}, labeljust=l, style="rounded,dashed", '
            'color="#909090"];\n')
     for i in leaves:
         yield "    " + nodes[i]
-    rows = [leaves[k:k + row] for k in range(0, len(leaves), row)]
+    rows = _rows(leaves)
     for above, below in itertools.pairwise(rows):
         yield f"    n{above[0]} -> n{below[0]} [style=invis];\n"
     for cells in rows:
@@ -480,14 +485,26 @@ def _mermaid_lines(view: _View, legend: bool) -> Iterator[str]:
     yield "flowchart TB\n"
     prefix = "f" if view.kind == "families" else "n"
     css = _CSS_CLASS
-    for i, (label, state) in enumerate(zip(view.labels, view.states, strict=True)):
-        yield f"  {prefix}{i}[{_mermaid_str(label)}]:::{css[state]}\n"
+    nodes = [f"{prefix}{i}[{_mermaid_str(label)}]:::{css[state]}\n"
+             for i, (label, state) in enumerate(zip(view.labels, view.states, strict=True))]
+    grouped: set[int] = set()
+    for g, (dependent, leaves) in enumerate(fan_ins(view) if view.kind == "tasks" else []):
+        grouped.update(leaves)
+        label = f"{view.families[leaves[0]].rpartition('.')[2]}: {len(leaves)} tasks"
+        yield f"  subgraph fan{g}[{_mermaid_str(label)}]\n"
+        yield from ("    " + nodes[i] for i in leaves)
+        for cells in _rows(leaves):  # invisible links keep a row's tasks side by side
+            if len(cells) > 1:
+                yield "    " + " ~~~ ".join(f"n{i}" for i in cells) + "\n"
+        yield f'  end\n  fan{g} -->|"{len(leaves)}"| n{dependent}\n'
+    yield from ("  " + line for i, line in enumerate(nodes) if i not in grouped)
     if view.kind == "families":
         for s, t, n in view.edges:
             yield f'  f{s} -->|"{n}"| f{t}\n'
     else:
         for s, t, _ in view.edges:
-            yield f"  n{s} --> n{t}\n"
+            if s not in grouped:
+                yield f"  n{s} --> n{t}\n"
     if view.targets:
         yield "  class " + ",".join(f"{prefix}{i}" for i in sorted(view.targets)) + " target\n"
     if legend:

@@ -443,9 +443,9 @@ def other():
 
 
 def test_a_wide_fan_in_is_drawn_as_a_box_of_rows(make_module: Callable[[str, str], ModuleType]) -> None:
-    """40 leaves feeding one task: in a box (a DOT cluster) of rows of 8, in order, with one
-    edge labelled 40 into the task; a leaf that feeds two tasks keeps its own edges. JSON
-    and the families view keep every edge."""
+    """40 leaves feeding one task: in a box (a DOT cluster, a Mermaid subgraph) of rows of
+    8, in order, with one edge labelled 40 into the task; a leaf that feeds two tasks keeps
+    its own edges. JSON keeps every edge."""
     mod = make_module("fanin_mod", FAN_IN)
     targets = [mod.main(40), mod.other()]
     text = export.to_dot(targets)
@@ -464,6 +464,13 @@ def test_a_wide_fan_in_is_drawn_as_a_box_of_rows(make_module: Callable[[str, str
     assert into["ltail"].strip('"') == "cluster_fan0" and into["label"].strip('"') == "40"
     assert "n0 -> n8 [style=invis]" in text and "n0 -> n1 -> n2" in text  # rows, in order
     assert len(export.to_dict(targets)["edges"]) == 42
+    mermaid = export.to_mermaid(targets)
+    assert '  subgraph fan0["sq: 40 tasks"]\n' in mermaid and "    n0 ~~~ n1 ~~~ n2" in mermaid
+    assert len(mermaid_nodes(mermaid)) == 43  # the box's 40, main, shared, other
+    ids = {label: f"n{i}" for i, label in re.findall(r'n(\d+)\["([^"]+)"\]', mermaid)}
+    assert sorted(e.strip() for e in mermaid_edges(mermaid)) == sorted([
+        f'fan0 -->|"40"| {ids["main(40)"]}', f'{ids["shared()"]} --> {ids["main(40)"]}',
+        f'{ids["shared()"]} --> {ids["other()"]}'])
     if shutil.which("dot"):  # Graphviz reads it silently
         import subprocess
 
