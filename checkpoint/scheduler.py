@@ -1193,7 +1193,8 @@ class _Run:
         self.coordination.unlock(tid)
         if not isinstance(error, TaskFailedError):
             # Raised in another process, it comes without frames: its text has them.
-            remote = out.error_text if out is not None and error.__traceback__ is None else ""
+            remote = (out.error_text if out is not None and error.__traceback__ is None
+                      and error.__cause__ is None else "")
             _annotate(error, task, remote)
         self.result.failed[tid] = error
         self.readiness.failed(tid)
@@ -1239,8 +1240,7 @@ def _annotate(error: BaseException, task: Task[Any], remote: str = "") -> None:
     add_note = getattr(error, "add_note", None)
     header = "Traceback (most recent call last):\n"
     if remote and (add_note is None or remote.count(header) != 1 or not remote.startswith(header)):
-        if error.__cause__ is None:
-            error.__cause__ = RemoteTraceback(remote)
+        error.__cause__ = RemoteTraceback(remote)
         remote = ""
     if add_note is None:
         return
