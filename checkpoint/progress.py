@@ -222,10 +222,10 @@ class Tally:
             if task.id not in pulled:  # else counted as pulled
                 name = task.family.name
                 counts[name] = counts.get(name, 0) + 1
-        for name, n in counts.items():
-            fam = self.families.get(name)
+        for family, n in counts.items():
+            fam = self.families.get(family)
             if fam is None:
-                fam = self.families[name] = FamilyTally(name)
+                fam = self.families[family] = FamilyTally(family)
             fam.done += n
             self.reused += n
 
@@ -710,14 +710,7 @@ class LiveReporter:
         self._show(Text(text, style=style or ""))
 
     def _print_output(self, task: Task[Any], output: str) -> None:
-        from rich.text import Text
-
-        text = Text()
-        for line in output.rstrip("\n").splitlines():
-            text.append(f"[{task!r}] ", style="dim")
-            text.append(line + "\n")
-        text.rstrip()
-        self._show(text)
+        self._show(_output_text(task, output))
 
     def _show(self, text: RenderableType) -> None:
         """Print above the display (in Jupyter: as an output under it)."""
@@ -827,6 +820,18 @@ def _append_status(text: Text, width: int, settled: int, total: int, fraction: f
     text.append(f" {int(100 * fraction)}%")
     text.append(f"  elapsed {format_duration(elapsed)}", style="dim")
     text.append(f"  ETA {eta_text}", style="cyan")
+
+
+def _output_text(task: Task[Any], output: str) -> Text:
+    """A task's output, each line prefixed with the task: ``[load(3)] reading part 3``."""
+    from rich.text import Text
+
+    text = Text()
+    for line in output.rstrip("\n").splitlines():
+        text.append(f"[{task!r}] ", style="dim")
+        text.append(line + "\n")
+    text.rstrip()
+    return text
 
 
 def _closing_text(lines: list[str], reports: list[list[str]], failed: bool) -> Text:
