@@ -280,7 +280,8 @@ def _failure(
     text = "".join(
         traceback.TracebackException(type(exc), exc, tb, capture_locals=show_locals).format()
     )
-    error: BaseException = exc
+    # Raised again in the caller's process: from the task's own frame on, as the text says.
+    error: BaseException = exc.with_traceback(tb)
     if not in_process:
         try:
             pickle.loads(pickle.dumps(exc))

@@ -34,7 +34,9 @@ legend (the states present and their counts):
 ``failed``           failed in the last run: red, bold border
 ===================  =========================================================
 
-The targets have a double border (DOT) / a thick border (Mermaid).
+The targets have a double border (DOT) / a thick border (Mermaid). A wide fan-in (more
+than :data:`FAN_IN_ROW` leaves of one family feeding one task) is drawn as a box of rows
+with one edge into that task (see :func:`fan_ins`); JSON keeps every edge.
 
 **JSON schema** (``checkpoint-graph/1``; stable: fields may be added, never renamed or
 removed without a new schema string)::
@@ -273,6 +275,31 @@ class _View:
     counts: Counter[DisplayState] = field(default_factory=Counter)
     """Task count per display state (for the legend)."""
     family_states: list[dict[DisplayState, int]] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
+    """The family of each node (tasks view)."""
+
+
+FAN_IN_ROW = 8
+"""Leaves feeding one task are drawn in rows of at least this many (see :func:`fan_ins`)."""
+
+
+def fan_ins(view: _View) -> list[tuple[int, list[int]]]:
+    """The wide fan-ins of a tasks view: ``(dependent, its leaf prerequisites of one family)``
+    for each group of more than :data:`FAN_IN_ROW` leaves (tasks that need nothing and feed
+    only that dependent). Graphviz puts such leaves side by side, one row as wide as all of
+    them (40 leaves: 4,000 pixels, the dependent off screen); drawn in a box of several rows
+    with one edge into the dependent, the picture keeps a readable width.
+    """
+    needs: Counter[int] = Counter()
+    feeds: dict[int, list[int]] = {}
+    for s, t, _ in view.edges:
+        needs[t] += 1
+        feeds.setdefault(s, []).append(t)
+    groups: dict[tuple[int, str], list[int]] = {}
+    for node, dependents in feeds.items():
+        if not needs[node] and len(dependents) == 1:
+            groups.setdefault((dependents[0], view.families[node]), []).append(node)
+    return [(t, sorted(leaves)) for (t, _), leaves in groups.items() if len(leaves) > FAN_IN_ROW]
 
 
 def _task_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
@@ -288,6 +315,7 @@ def _task_view(the_plan: Plan, failed: Collection[TaskId]) -> _View:
         view.labels.append(task.expression())
         view.states.append(state)
         view.tips.append(f"{task.family.name}: {state}")
+        view.families.append(task.family.name)
         for dep in node.deps:
             edges.append((index[dep], i, 1))
         if tid in target_ids:
@@ -372,21 +400,62 @@ def _dot_lines(view: _View, legend: bool) -> Iterator[str]:
     graph_attrs = 'rankdir=TB, fontname="Helvetica", fontsize=10'
     if legend:
         graph_attrs += f", labelloc=b, labeljust=l, label={_dot_legend(view.counts)}"
+    groups = fan_ins(view) if view.kind == "tasks" else []
+    if groups:
+        graph_attrs += ", compound=true"
     yield f"  graph [{graph_attrs}];\n"
     yield '  node [shape=box, fontname="Helvetica", fontsize=11];\n'
     yield '  edge [color="#606060", arrowsize=0.7, fontname="Helvetica", fontsize=10];\n'
     prefix = "f" if view.kind == "families" else "n"
     attrs = _DOT_ATTRS
-    for i, (label, state, tip) in enumerate(zip(view.labels, view.states, view.tips, strict=True)):
-        extra = ", peripheries=2" if i in view.targets else ""
-        yield f"  {prefix}{i} [label={_dot_str(label)}, tooltip={_dot_str(tip)}, {attrs[state]}{extra}];\n"
+    nodes = [
+        f"{prefix}{i} [label={_dot_str(label)}, tooltip={_dot_str(tip)}, {attrs[state]}"
+        f"{', peripheries=2' if i in view.targets else ''}];\n"
+        for i, (label, state, tip) in enumerate(zip(view.labels, view.states, view.tips, strict=True))
+    ]
+    grouped: set[int] = set()
+    for g, (dependent, leaves) in enumerate(groups):
+        grouped.update(leaves)
+        yield from _dot_fan_in(g, dependent, leaves, view.families[leaves[0]], nodes)
+    for i, line in enumerate(nodes):
+        if i not in grouped:
+            yield "  " + line
     if view.kind == "families":
         for s, t, n in view.edges:  # thicker for more task edges, so heavy flows stand out
             yield f'  f{s} -> f{t} [label="{n}", penwidth={1 + math.log10(n):.1f}];\n'
     else:
         for s, t, _ in view.edges:
-            yield f"  n{s} -> n{t};\n"
+            if s not in grouped:
+                yield f"  n{s} -> n{t};\n"
     yield "}\n"
+
+
+def _rows(leaves: list[int]) -> list[list[int]]:
+    """A fan-in's leaves in rows: of :data:`FAN_IN_ROW`, wider for hundreds."""
+    row = max(FAN_IN_ROW, math.isqrt(len(leaves) // 2))
+    return [leaves[k:k + row] for k in range(0, len(leaves), row)]
+
+
+def _dot_fan_in(g: int, dependent: int, leaves: list[int], family: str, nodes: list[str]) -> Iterator[str]:
+    """A wide fan-in (see :func:`fan_ins`): its leaves in a box, row under row (invisible
+    edges stack the rows and keep each row in order), one edge from the box to the task."""
+    label = f"{family.rpartition('.')[2]}: {len(leaves)} tasks"
+    yield f"  subgraph cluster_fan{g} {{\n"
+    yield (f'    graph [label={_dot_str(label)}, labeljust=l, style="rounded,dashed", '
+           'color="#909090"];\n')
+    for i in leaves:
+        yield "    " + nodes[i]
+    rows = _rows(leaves)
+    for above, below in itertools.pairwise(rows):
+        yield f"    n{above[0]} -> n{below[0]} [style=invis];\n"
+    for cells in rows:
+        if len(cells) > 1:
+            yield ("    {rank=same; " + " -> ".join(f"n{i}" for i in cells)
+                   + " [style=invis];}\n")
+    yield "  }\n"
+    last = rows[-1][len(rows[-1]) // 2]
+    yield (f'  n{last} -> n{dependent} [ltail=cluster_fan{g}, label="{len(leaves)}", '
+           f"penwidth={1 + math.log10(len(leaves)):.1f}];\n")
 
 
 def to_dot(
@@ -416,14 +485,26 @@ def _mermaid_lines(view: _View, legend: bool) -> Iterator[str]:
     yield "flowchart TB\n"
     prefix = "f" if view.kind == "families" else "n"
     css = _CSS_CLASS
-    for i, (label, state) in enumerate(zip(view.labels, view.states, strict=True)):
-        yield f"  {prefix}{i}[{_mermaid_str(label)}]:::{css[state]}\n"
+    nodes = [f"{prefix}{i}[{_mermaid_str(label)}]:::{css[state]}\n"
+             for i, (label, state) in enumerate(zip(view.labels, view.states, strict=True))]
+    grouped: set[int] = set()
+    for g, (dependent, leaves) in enumerate(fan_ins(view) if view.kind == "tasks" else []):
+        grouped.update(leaves)
+        label = f"{view.families[leaves[0]].rpartition('.')[2]}: {len(leaves)} tasks"
+        yield f"  subgraph fan{g}[{_mermaid_str(label)}]\n"
+        yield from ("    " + nodes[i] for i in leaves)
+        for cells in _rows(leaves):  # invisible links keep a row's tasks side by side
+            if len(cells) > 1:
+                yield "    " + " ~~~ ".join(f"n{i}" for i in cells) + "\n"
+        yield f'  end\n  fan{g} -->|"{len(leaves)}"| n{dependent}\n'
+    yield from ("  " + line for i, line in enumerate(nodes) if i not in grouped)
     if view.kind == "families":
         for s, t, n in view.edges:
             yield f'  f{s} -->|"{n}"| f{t}\n'
     else:
         for s, t, _ in view.edges:
-            yield f"  n{s} --> n{t}\n"
+            if s not in grouped:
+                yield f"  n{s} --> n{t}\n"
     if view.targets:
         yield "  class " + ",".join(f"{prefix}{i}" for i in sorted(view.targets)) + " target\n"
     if legend:

@@ -32,6 +32,7 @@ gives the ETA.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import heapq
 import itertools
@@ -50,7 +51,9 @@ from .errors import UnserializableResultError
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
     from rich.live import Live
+    from rich.text import Text
 
+    from ._notebook_screen import NotebookScreen
     from .store import Store
     from .task import Task
 
@@ -219,10 +222,10 @@ class Tally:
             if task.id not in pulled:  # else counted as pulled
                 name = task.family.name
                 counts[name] = counts.get(name, 0) + 1
-        for name, n in counts.items():
-            fam = self.families.get(name)
+        for family, n in counts.items():
+            fam = self.families.get(family)
             if fam is None:
-                fam = self.families[name] = FamilyTally(name)
+                fam = self.families[family] = FamilyTally(family)
             fam.done += n
             self.reused += n
 
@@ -416,18 +419,31 @@ def summary_lines(tally: Tally, width: int | None = None) -> list[str]:
     return lines
 
 
-def failure_report(event: ev.TaskFailed, tracebacks: bool = True) -> list[str]:
-    """What to show about a failed task once the display is gone: its output and traceback."""
+def failure_report(event: ev.TaskFailed, raised: bool = False) -> list[str]:
+    """What to show about a failed task once the display is gone: its output and traceback.
+
+    ``raised``: the caller raises this task's exception, whose traceback states the failure
+    (once is enough): only what the task wrote is shown, if anything.
+    """
     task = event.task
+    output = ["  " + line for line in event.output.rstrip("\n").splitlines()]
+    if raised:
+        return [f"Output of {task!r} before it raised the error below:", *output] if output else []
     lines = [f"{task_label(task)} failed: {error_line(event)}"]
-    if event.output:
-        lines.append("Captured output:")
-        lines.extend("  " + line for line in event.output.rstrip("\n").splitlines())
-    if tracebacks and event.traceback:  # none when the worker died: the line above says it all
+    if output:
+        lines += ["Captured output:", *output]
+    if event.traceback:  # none when the worker died: the line above says it all
         from ._tracebacks import trim_traceback
 
         lines.append(trim_traceback(event.traceback.rstrip("\n")))
     return lines
+
+
+def failure_reports(tally: Tally, raises: bool = False) -> list[list[str]]:
+    """The reports of the run's failed tasks; ``raises``: the caller raises the first
+    failure's exception (see :func:`failure_report`)."""
+    reports = (failure_report(f, raised=raises and i == 0) for i, f in enumerate(tally.failures))
+    return [report for report in reports if report]
 
 
 # --- plain lines ----------------------------------------------------------------------------
@@ -437,7 +453,8 @@ class PlainReporter:
     """One plain line per finished, failed or skipped task; a summary at the end.
 
     ``HH:MM:SS done    choose(6, 3)  0.003s``. No escape codes. With ``lines=False``
-    (``--quiet``) only failed tasks' reports are written. Lines are written in chunks, at
+    (``--quiet``) only failed tasks' reports are written; ``raises``: the caller raises the
+    first failure's exception, so its report shows only the task's output. Lines are written in chunks, at
     most ``flush_seconds`` after they happen (a timer writes them even when no further event
     comes), and at once for a failure: one write per line to a pipe or a terminal costs a
     run of 10,000 tiny tasks a noticeable share of its time.
@@ -451,13 +468,13 @@ class PlainReporter:
         stream: IO[str] | None = None,
         *,
         show_output: bool = False,
-        tracebacks: bool = True,
+        raises: bool = False,
         lines: bool = True,
         flush_seconds: float = 0.1,
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.show_output = show_output
-        self.tracebacks = tracebacks
+        self.raises = raises
         self.lines = lines
         self.tally = Tally()
         self.flush_seconds = flush_seconds
@@ -527,8 +544,8 @@ class PlainReporter:
         out: list[str] = []
         if summary:
             out += summary_lines(self.tally)
-        for failure in self.tally.failures:
-            out += failure_report(failure, self.tracebacks)
+        for report in failure_reports(self.tally, self.raises):
+            out += report
         if out:
             self.stream.write("\n".join(out) + "\n")
         self.stream.flush()
@@ -545,10 +562,12 @@ class LiveReporter:
     """A rich live display of a run (see the module docstring); the summary follows it.
 
     Args:
-        console: the rich console to draw on (default: one on ``stream``).
+        console: the rich console to draw on (default: one on ``stream``; in Jupyter, an
+            output of the running cell, see :mod:`checkpoint._notebook_screen`).
         stream: where the default console writes (default: ``sys.stderr``).
         show_output: print each task's captured output above the display as it finishes.
-        tracebacks: print failed tasks' tracebacks after the display closes.
+        raises: the caller raises the first failure's exception: no ``✗`` line as it
+            happens, and its report shows only the task's output (the error is stated once).
         clock: a monotonic clock (injectable for tests).
         max_running: how many running tasks to list before "+N more".
         max_families: how many family rows to show before "+N more".
@@ -574,7 +593,7 @@ class LiveReporter:
         *,
         stream: IO[str] | None = None,
         show_output: bool = False,
-        tracebacks: bool = True,
+        raises: bool = False,
         clock: Clock = time.monotonic,
         max_running: int = 5,
         max_families: int = 12,
@@ -586,7 +605,7 @@ class LiveReporter:
         self.console = console
         self.stream = stream
         self.show_output = show_output
-        self.tracebacks = tracebacks
+        self.raises = raises
         self.clock = clock
         self.tally = Tally(clock, family_mean=family_mean)
         self.max_running = max_running
@@ -594,7 +613,9 @@ class LiveReporter:
         self.refresh_per_second = refresh_per_second
         self.auto_refresh = auto_refresh
         self.idle_refresh = idle_refresh
-        self.live: Live | None = None
+        self.notebook = console is None and _in_jupyter()
+        """Draw in the running Jupyter cell rather than on a console."""
+        self.live: Live | NotebookScreen | None = None
         self._lock = threading.Lock()
         self._ended = False
         self._paused = False
@@ -622,19 +643,14 @@ class LiveReporter:
                 live.refresh()
         if kind is ev.TaskStarted:
             return
-        if kind is ev.TaskFinished:
-            if self.show_output:
-                assert isinstance(event, ev.TaskFinished)
-                if event.output:
-                    self._print_output(event.task, event.output)
-        elif kind is ev.TaskReused or kind is ev.TaskSkipped or kind is ev.TaskKept \
-                or kind is ev.TaskPulled:
-            pass
-        elif kind is ev.TaskFailed:
-            assert isinstance(event, ev.TaskFailed)
+        if kind is ev.TaskFinished or kind is ev.TaskFailed:
+            assert isinstance(event, (ev.TaskFinished, ev.TaskFailed))
             if self.show_output and event.output:
                 self._print_output(event.task, event.output)
-            self._print(f"✗ {event.task!r} failed: {error_line(event, short=True)}", style="bold red")
+            # A failure is stated once: by the report after the run (in a cell, right under
+            # the display), or by the exception the caller raises.
+            if isinstance(event, ev.TaskFailed) and not self.raises and not self.notebook:
+                self._print(f"✗ {event.task!r} failed: {error_line(event, short=True)}", style="bold red")
         elif kind is ev.RunPlanned:
             assert isinstance(event, ev.RunPlanned)
             if event.to_run:
@@ -650,17 +666,24 @@ class LiveReporter:
         return self.console
 
     def _start(self) -> None:
-        from rich.live import Live
+        if self.notebook:
+            from ._notebook_screen import NotebookScreen
 
-        self.live = Live(
-            self, console=self._get_console(), auto_refresh=False,
-            redirect_stdout=False, redirect_stderr=False,
-        )
-        self.live.start(refresh=True)
+            self.live = NotebookScreen(self.render)
+        else:
+            from rich.live import Live
+
+            self.live = Live(self, console=self._get_console(), auto_refresh=False,
+                             redirect_stdout=False, redirect_stderr=False)
+            self.live.start(refresh=True)
         self._drawn = time.monotonic()
         if self.auto_refresh:
             self._stop = threading.Event()
-            self._ticker = threading.Thread(target=self._tick, name="checkpoint-progress", daemon=True)
+            # In the context of the caller's: Jupyter tells which cell an output belongs to
+            # by a context variable.
+            self._ticker = threading.Thread(target=contextvars.copy_context().run,
+                                            args=(self._tick,), name="checkpoint-progress",
+                                            daemon=True)
             self._ticker.start()
 
     def _tick(self) -> None:
@@ -684,42 +707,47 @@ class LiveReporter:
     def _print(self, text: str, style: str | None = None) -> None:
         from rich.text import Text
 
-        self._get_console().print(Text(text, style=style or ""), soft_wrap=True)
+        self._show(Text(text, style=style or ""))
 
     def _print_output(self, task: Task[Any], output: str) -> None:
-        from rich.text import Text
+        self._show(_output_text(task, output))
 
-        text = Text()
-        for line in output.rstrip("\n").splitlines():
-            text.append(f"[{task!r}] ", style="dim")
-            text.append(line + "\n")
-        self._get_console().print(text, end="", soft_wrap=True)
+    def _show(self, text: RenderableType) -> None:
+        """Print above the display (in Jupyter: as an output under it)."""
+        if self.notebook:
+            from ._notebook_screen import show
+
+            show(text)
+        else:
+            self._get_console().print(text, soft_wrap=True)
 
     def _end(self) -> None:
         if self._ended:
             return
         self._ended = True
-        self.close()
-        width = self.console.width if self.console is not None else None
-        lines = summary_lines(self.tally, width)
-        if self.console is None and not self.tally.failures and not _in_jupyter():
+        lines = summary_lines(self.tally, self.console.width if self.console is not None else None)
+        reports = failure_reports(self.tally, self.raises)
+        if self.console is None and not reports and not self.notebook:
             # Nothing ran on a display: a plain line spares the import of rich (not in
             # Jupyter, which shows stderr as an error: there it is the summary in green).
+            self.close()
             stream = self.stream if self.stream is not None else sys.stderr
             stream.write("\n".join(lines) + "\n")
             stream.flush()
             return
-        console = self._get_console()
-        style = "bold red" if self.tally.failed or self.tally.interrupted else "bold green"
-        self._print(lines[0], style=style)
-        for line in lines[1:]:
-            self._print(line, style="dim")
-        for failure in self.tally.failures:
-            report = failure_report(failure, self.tracebacks)
-            self._print(report[0], style="bold red")
-            for line in report[1:]:
-                self._print(line)
-        console.file.flush()
+        text = _closing_text(lines, reports, bool(self.tally.failed or self.tally.interrupted))
+        live = self._detach()
+        if self.notebook:
+            from ._notebook_screen import NotebookScreen
+
+            if isinstance(live, NotebookScreen):
+                live.stop(text)  # one output: the last frame, then the summary
+                return
+        if live is not None:
+            live.stop()
+        self._show(text)
+        if not self.notebook:
+            self._get_console().file.flush()
 
     def pause(self) -> None:
         """Step aside (a debugger wants the terminal): stop drawing until the next event."""
@@ -727,33 +755,27 @@ class LiveReporter:
             self.close()
             self._paused = True
 
-    def close(self) -> None:
-        """Stop the live display (idempotent); the last frame stays on screen."""
+    def _detach(self) -> Live | NotebookScreen | None:
+        """Stop the helper thread and let go of the display, which is returned as it is."""
         live, self.live = self.live, None
         self._stop.set()
         ticker, self._ticker = self._ticker, None
         if ticker is not None and ticker is not threading.current_thread():
             ticker.join(timeout=1)
+        return live
+
+    def close(self) -> None:
+        """Stop the live display (idempotent); the last frame stays on screen."""
+        live = self._detach()
         if live is not None:
-            console = live.console
-            if not console.is_jupyter:
-                live.stop()
-                return
-            live.refresh()  # rich draws no final frame there: the last one would be stale
-            # Quiet while it stops: rich would display its empty buffer there, a blank
-            # output (an empty <pre>) between the last frame and the summary.
-            quiet, console.quiet = console.quiet, True
-            try:
-                live.stop()
-            finally:
-                console.quiet = quiet
+            live.stop()
 
     # --- drawing ----------------------------------------------------------------------------
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.render(options.max_width)
 
-    def render(self, width: int = 100) -> RenderableType:
+    def render(self, width: int = 100) -> Text:
         """The display as of now (what the live display draws), ``width`` columns wide.
 
         One :class:`rich.text.Text` laid out by hand: rich tables measure every cell on
@@ -763,60 +785,17 @@ class LiveReporter:
 
         with self._lock:
             tally = self.tally
-            total, settled, failed_any = tally.total, tally.settled, tally.failed
             elapsed, eta, fraction = tally.elapsed(), tally.eta(), tally.fraction()
             rows = [(f.name, f.done, f.total, f.running, f.failed, f.skipped)
                     for f in tally.families.values()]
             now = self.clock()
             running = [(t, now - at) for t, at in itertools.islice(tally.running.values(), self.max_running)]
             n_running = len(tally.running)
+            settled, total, failed_any = tally.settled, tally.total, tally.failed
 
         text = Text(no_wrap=True, overflow="ellipsis", end="")
-        status = (f" {settled:,}/{total:,} {int(100 * fraction)}%"
-                  f"  elapsed {format_duration(elapsed)}"
-                  f"  ETA {format_duration(eta) if eta is not None else '?'}")
-        bar = max(0, min(30, width - len(status)))  # the bar shrinks before the ETA goes
-        if bar < 5:
-            bar = 0
-        filled = round(bar * fraction)
-        text.append("━" * filled, style="red" if failed_any else "green")
-        text.append("━" * (bar - filled), style="grey23")
-        text.append(f" {settled:,}/{total:,}", style="bold")
-        text.append(f" {int(100 * fraction)}%")
-        text.append(f"  elapsed {format_duration(elapsed)}", style="dim")
-        text.append(f"  ETA {format_duration(eta) if eta is not None else '?'}", style="cyan")
-
-        hidden = len(rows) - self.max_families
-        if hidden > 0:
-            # Active families first; plan order among equals (the sort is stable).
-            rows.sort(key=lambda r: not (r[3] or r[4]))
-            rows = rows[: self.max_families]
-        # Families of one module show without it (taskfile.choose -> choose), as tasks do.
-        modules = {r[0].rpartition(".")[0] for r in rows}
-        if len(modules) == 1:
-            cut = len(modules.pop()) + 1 if "." in rows[0][0] else 0
-            rows = [(r[0][cut:], *r[1:]) for r in rows]
-        counts = [f"{done:,}/{fam_total:,}" if fam_total else f"{done:,}"
-                  for _, done, fam_total, _, _, _ in rows]
-        count_w = max((len(c) for c in counts), default=0)
-        # Room for the name: what the count and the widest "N running  N failed" leave.
-        extras = max((len(_family_extras(r[3], r[4], r[5])) for r in rows), default=0)
-        name_w = max(12, min(max((len(r[0]) for r in rows), default=0),
-                             width - 2 - count_w - extras))
-        for (name, _, _, fam_running, failed, skipped), count in zip(rows, counts, strict=True):
-            if len(name) > name_w:
-                name = "…" + name[len(name) - name_w + 1:]
-            text.append("\n")
-            text.append(f"{name:<{name_w}}", style="red" if failed else ("bold" if fam_running else ""))
-            text.append(f"  {count:>{count_w}}")
-            if fam_running:
-                text.append(f"  {fam_running:,} running", style="yellow")
-            if failed:
-                text.append(f"  {failed:,} failed", style="bold red")
-            if skipped:
-                text.append(f"  {skipped:,} skipped", style="red")
-        if hidden > 0:
-            text.append(f"\n+{hidden} more families", style="dim")
+        _append_status(text, width, settled, total, fraction, elapsed, eta, failed_any)
+        _append_families(text, width, rows, self.max_families)
         for task, secs in running:
             text.append("\n  ▸ ", style="yellow")
             text.append(repr(task))
@@ -824,6 +803,88 @@ class LiveReporter:
         if n_running > len(running):
             text.append(f"\n    +{n_running - len(running):,} more running", style="dim")
         return text
+
+
+def _append_status(text: Text, width: int, settled: int, total: int, fraction: float,
+                   elapsed: float, eta: float | None, failed: int) -> None:
+    """The first line: the bar, settled/total, the percentage, elapsed time and ETA."""
+    eta_text = format_duration(eta) if eta is not None else "?"
+    status = f" {settled:,}/{total:,} {int(100 * fraction)}%  elapsed {format_duration(elapsed)}  ETA {eta_text}"
+    bar = max(0, min(30, width - len(status)))  # the bar shrinks before the ETA goes
+    if bar < 5:
+        bar = 0
+    filled = round(bar * fraction)
+    text.append("━" * filled, style="red" if failed else "green")
+    text.append("━" * (bar - filled), style="grey23")
+    text.append(f" {settled:,}/{total:,}", style="bold")
+    text.append(f" {int(100 * fraction)}%")
+    text.append(f"  elapsed {format_duration(elapsed)}", style="dim")
+    text.append(f"  ETA {eta_text}", style="cyan")
+
+
+def _output_text(task: Task[Any], output: str) -> Text:
+    """A task's output, each line prefixed with the task: ``[load(3)] reading part 3``."""
+    from rich.text import Text
+
+    text = Text()
+    for line in output.rstrip("\n").splitlines():
+        text.append(f"[{task!r}] ", style="dim")
+        text.append(line + "\n")
+    text.rstrip()
+    return text
+
+
+def _closing_text(lines: list[str], reports: list[list[str]], failed: bool) -> Text:
+    """The summary (green, or red after a failure) and the failure reports, in colour."""
+    from rich.text import Text
+
+    text = Text()
+    text.append(lines[0], style="bold red" if failed else "bold green")
+    for line in lines[1:]:
+        text.append("\n" + line, style="dim")
+    for report in reports:
+        text.append("\n" + report[0], style="bold red" if report[0].startswith("Task ") else "")
+        for line in report[1:]:
+            text.append("\n" + line)
+    return text
+
+
+FamilyRow = tuple[str, int, int, int, int, int]
+"""name, done, total, running, failed, skipped"""
+
+
+def _append_families(text: Text, width: int, rows: list[FamilyRow], max_families: int) -> None:
+    """One line per family (active ones first when they do not all fit)."""
+    hidden = len(rows) - max_families
+    if hidden > 0:
+        # Active families first; plan order among equals (the sort is stable).
+        rows = sorted(rows, key=lambda r: not (r[3] or r[4]))[:max_families]
+    # Families of one module show without it (taskfile.choose -> choose), as tasks do.
+    modules = {r[0].rpartition(".")[0] for r in rows}
+    if len(modules) == 1:
+        cut = len(modules.pop()) + 1 if "." in rows[0][0] else 0
+        rows = [(r[0][cut:], *r[1:]) for r in rows]
+    counts = [f"{done:,}/{fam_total:,}" if fam_total else f"{done:,}"
+              for _, done, fam_total, _, _, _ in rows]
+    count_w = max((len(c) for c in counts), default=0)
+    # Room for the name: what the count and the widest "N running  N failed" leave.
+    extras = max((len(_family_extras(r[3], r[4], r[5])) for r in rows), default=0)
+    name_w = max(12, min(max((len(r[0]) for r in rows), default=0),
+                         width - 2 - count_w - extras))
+    for (name, _, _, fam_running, failed, skipped), count in zip(rows, counts, strict=True):
+        if len(name) > name_w:
+            name = "…" + name[len(name) - name_w + 1:]
+        text.append("\n")
+        text.append(f"{name:<{name_w}}", style="red" if failed else ("bold" if fam_running else ""))
+        text.append(f"  {count:>{count_w}}")
+        if fam_running:
+            text.append(f"  {fam_running:,} running", style="yellow")
+        if failed:
+            text.append(f"  {failed:,} failed", style="bold red")
+        if skipped:
+            text.append(f"  {skipped:,} skipped", style="red")
+    if hidden > 0:
+        text.append(f"\n+{hidden} more families", style="dim")
 
 
 def _family_extras(running: int, failed: int, skipped: int) -> str:
@@ -859,16 +920,14 @@ def waiting(text: str, stream: IO[str] | None = None, *, live: bool | None = Non
 def wants_live(stream: IO[str] | None = None) -> bool:
     """Whether a live display suits ``stream`` (default stderr).
 
-    As rich decides: ``TERM=dumb`` says no, ``FORCE_COLOR`` and Jupyter say yes (rich draws
-    there with ipywidgets, so only when it is installed), otherwise only a terminal gets one.
+    As rich decides: ``TERM=dumb`` says no, ``FORCE_COLOR`` and Jupyter say yes (the
+    display is then an output of the running cell), otherwise only a terminal gets one.
     ``NO_COLOR`` asks for no colour, not for no display: the live display then draws
     without colours (rich honours it).
     """
     env = os.environ
     if _in_jupyter():
-        import importlib.util
-
-        return importlib.util.find_spec("ipywidgets") is not None
+        return True
     if env.get("TERM", "").lower() in ("dumb", "unknown"):
         return False
     if env.get("FORCE_COLOR"):
@@ -899,7 +958,7 @@ def reporter_for(
     live: bool | None = None,
     show_output: bool = False,
     quiet: bool = False,
-    tracebacks: bool = True,
+    raises: bool = False,
     store: Store | None = None,
 ) -> Reporter:
     """The reporter for a run writing to ``stream`` (default stderr).
@@ -908,12 +967,14 @@ def reporter_for(
         live: force the live display on or off (default: :func:`wants_live`).
         show_output: show each task's output as it finishes.
         quiet: only report failures.
-        tracebacks: include failed tasks' tracebacks in their reports.
+        raises: the caller raises the first failure's exception (as ``run()`` does), so
+            the reporter does not state that failure again: its report is the task's
+            output only.
         store: the cache whose stored durations give the live display's ETA prior for
             families new to the plan (see :class:`Tally`).
     """
     if quiet:
-        return PlainReporter(stream, tracebacks=tracebacks, lines=False)
+        return PlainReporter(stream, raises=raises, lines=False)
     if live is None:
         live = wants_live(stream)
     if live:
@@ -922,6 +983,6 @@ def reporter_for(
             from .history import family_mean_duration
 
             family_mean = functools.partial(family_mean_duration, store)
-        return LiveReporter(stream=stream, show_output=show_output, tracebacks=tracebacks,
+        return LiveReporter(stream=stream, show_output=show_output, raises=raises,
                             family_mean=family_mean)
-    return PlainReporter(stream, show_output=show_output, tracebacks=tracebacks)
+    return PlainReporter(stream, show_output=show_output, raises=raises)

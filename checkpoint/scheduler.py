@@ -191,6 +191,7 @@ def run(
         Exception: the first failing task's own exception (when ``raise_on_failure``).
         KeyboardInterrupt: the run was interrupted; finished results are stored.
     """
+    __tracebackhide__ = True  # IPython and pytest leave this frame out of tracebacks
     options = RunOptions(
         executor=executor, max_workers=max_workers, rate_limits=dict(rate_limits or {}),
         keep_going=keep_going, force=force, force_upstream=force_upstream,
@@ -204,7 +205,7 @@ def run(
     from .progress import reporter_for  # the one upward import of this layer (see
     # docs/architecture.md): the library's own way to show progress
 
-    reporter = reporter_for(tracebacks=not raise_on_failure, store=Store.open(cache_dir))
+    reporter = reporter_for(raises=raise_on_failure, store=Store.open(cache_dir))
     try:
         return _run(targets, options, [*subs, reporter], trace)
     finally:
@@ -245,6 +246,7 @@ def _run(
     trace: Sequence[Task[Any]] = (),
 ) -> RunResult:
     """:func:`run` with its options gathered (and the progress reporter among the subscribers)."""
+    __tracebackhide__ = True  # the task's error is raised here: its traceback is the task's
     if trace:
         return _run_traced(targets, trace, options, subscribers)
     started = time.perf_counter()
@@ -1162,8 +1164,6 @@ class _Run:
             )
             wrapped.__cause__ = error
             error = wrapped
-        elif out.error_text and error.__traceback__ is None and error.__cause__ is None:
-            error.__cause__ = RemoteTraceback(out.error_text)
         allowed = max(self.options.retries, task.family.retries)
         if allowed and not self.aborting and not out.abandoned:
             attempt = self.attempts.get(out.id, 0) + 1
@@ -1192,7 +1192,10 @@ class _Run:
         assert self.coordination is not None
         self.coordination.unlock(tid)
         if not isinstance(error, TaskFailedError):
-            _annotate(error, task)
+            # Raised in another process, it comes without frames: its text has them.
+            remote = (out.error_text if out is not None and error.__traceback__ is None
+                      and error.__cause__ is None else "")
+            _annotate(error, task, remote)
         self.result.failed[tid] = error
         self.readiness.failed(tid)
         self._settled(tid, done=False)
@@ -1225,10 +1228,25 @@ def _rebuildable(task: Task[Any]) -> bool:
     return not task.family.is_class and "$task" not in task.encoded
 
 
-def _annotate(error: BaseException, task: Task[Any]) -> None:
-    """Name the failing task on its own exception (shown under the traceback)."""
+def _annotate(error: BaseException, task: Task[Any], remote: str = "") -> None:
+    """Name the failing task on its own exception (shown under the traceback), and where it
+    raised when that was in another process (``remote``: the worker's traceback text).
+
+    The worker's frames go in the note, without the error line the traceback already ends
+    with; a traceback of chained exceptions (or Python 3.10, without notes) becomes the
+    exception's cause instead, as :mod:`concurrent.futures` does it.
+    """
     note = f"while running task {task!r} ({task.family.name})"
     add_note = getattr(error, "add_note", None)
-    if add_note is not None:
-        add_note(note)
+    header = "Traceback (most recent call last):\n"
+    if remote and (add_note is None or remote.count(header) != 1 or not remote.startswith(header)):
+        error.__cause__ = RemoteTraceback(remote)
+        remote = ""
+    if add_note is None:
+        return
+    if remote:
+        lines = remote.splitlines()[1:]
+        frames = next((i for i, line in enumerate(lines) if not line.startswith("  ")), len(lines))
+        note += ", in a worker process:\n" + "\n".join(lines[:frames])
+    add_note(note)
 

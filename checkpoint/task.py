@@ -1014,6 +1014,7 @@ class Task(Generic[R]):
         Raises:
             Exception: the failing task's own exception, re-raised.
         """
+        __tracebackhide__ = True  # IPython and pytest leave this frame out of tracebacks
         from .scheduler import run
 
         result: RunResult = run(

@@ -593,3 +593,44 @@ def test_inner_function_arity_is_checked_when_the_graph_is_built(make_module: An
     with pytest.raises(TaskDefinitionError, match=r"takes 1 argument, one per prerequisite, but 2"):
         checkpoint.run([mod.b()], executor="inline")
     assert mod.CALLS == []
+
+
+FAILS_IN_WORKER = """
+from checkpoint import task
+
+@task
+def fails(i):
+    def __():
+        if i == 1:
+            raise ValueError(f"bad {i}")
+        try:
+            {}["key"]
+        except KeyError as exc:
+            raise ValueError("chained") from exc
+    return __
+"""
+
+
+@pytest.mark.skipif(not hasattr(BaseException, "add_note"), reason="exception notes: Python 3.11+")
+def test_an_error_from_a_worker_process_carries_the_tasks_frames_once(make_module: Any) -> None:
+    """An exception raised in a worker process comes back without frames: the task's frames
+    are in its note, under the one statement of the error (a RemoteTraceback cause stated it
+    twice); a chained exception keeps the worker's whole traceback as its cause. (Once
+    distributed is imported, tblib pickles tracebacks: the frames come back as frames.)"""
+    import traceback
+
+    mod = make_module("failing_mod", FAILS_IN_WORKER)
+    with pytest.raises(ValueError, match="bad 1") as raised:
+        checkpoint.run([mod.fails(1)], executor="process", max_workers=1)
+    text = "".join(traceback.format_exception(raised.value))
+    assert text.count("ValueError: bad 1") == 1 and "RemoteTraceback" not in text, text
+    assert text.count('failing_mod.py", line 8, in __\n    raise ValueError(f"bad {i}")') == 1, text
+    [note] = raised.value.__notes__
+    assert note.startswith("while running task fails(1) (failing_mod.fails)")
+    if raised.value.__traceback__ is None or raised.value.__traceback__.tb_next is None:
+        assert note.startswith("while running task fails(1) (failing_mod.fails), in a worker process:\n")
+    with pytest.raises(ValueError, match="chained") as chained:
+        checkpoint.run([mod.fails(2)], executor="process", max_workers=1)
+    text = "".join(traceback.format_exception(chained.value))
+    assert "KeyError" in text and 'raise ValueError("chained") from exc' in text, text
+    assert chained.value.__notes__ == ["while running task fails(2) (failing_mod.fails)"]

@@ -408,3 +408,71 @@ def test_graph_view_falls_back_to_mermaid_without_graphviz(
     assert len(json.loads(saved.read_text())["nodes"]) == 8
     with pytest.raises(ValueError, match="format"):
         view.save(tmp_path / "g.txt")
+
+
+FAN_IN = """
+from checkpoint import task, requires
+
+@task
+def sq(i):
+    def __():
+        return i * i
+    return __
+
+@task
+def shared():
+    def __():
+        return 1
+    return __
+
+@task
+def main(n):
+    @requires([sq(i) for i in range(n)])
+    @requires(shared())
+    def __(xs, one):
+        return sum(xs) + one
+    return __
+
+@task
+def other():
+    @requires(shared())
+    def __(one):
+        return one
+    return __
+"""
+
+
+def test_a_wide_fan_in_is_drawn_as_a_box_of_rows(make_module: Callable[[str, str], ModuleType]) -> None:
+    """40 leaves feeding one task: in a box (a DOT cluster, a Mermaid subgraph) of rows of
+    8, in order, with one edge labelled 40 into the task; a leaf that feeds two tasks keeps
+    its own edges. JSON keeps every edge."""
+    mod = make_module("fanin_mod", FAN_IN)
+    targets = [mod.main(40), mod.other()]
+    text = export.to_dot(targets)
+    graph = dot_graph(text)
+    [cluster] = graph.get_subgraphs()
+    label = {name: n.get_attributes()["label"].strip('"')
+             for name, n in {**dot_nodes(graph), **dot_nodes(cluster)}.items()}
+    boxed = {label[name] for name in dot_nodes(cluster)}
+    assert boxed == {f"sq({i})" for i in range(40)}
+    assert 'label="sq: 40 tasks"' in cluster.to_string()
+    visible = [(label[e.get_source()], label[e.get_destination()], e.get_attributes())
+               for e in graph.get_edges() if e.get_attributes().get("style") != "invis"]
+    assert sorted((s, d) for s, d, _ in visible) == [
+        ("shared()", "main(40)"), ("shared()", "other()"), ("sq(36)", "main(40)")]
+    [(_, _, into)] = [v for v in visible if v[0] == "sq(36)"]
+    assert into["ltail"].strip('"') == "cluster_fan0" and into["label"].strip('"') == "40"
+    assert "n0 -> n8 [style=invis]" in text and "n0 -> n1 -> n2" in text  # rows, in order
+    assert len(export.to_dict(targets)["edges"]) == 42
+    mermaid = export.to_mermaid(targets)
+    assert '  subgraph fan0["sq: 40 tasks"]\n' in mermaid and "    n0 ~~~ n1 ~~~ n2" in mermaid
+    assert len(mermaid_nodes(mermaid)) == 43  # the box's 40, main, shared, other
+    ids = {label: f"n{i}" for i, label in re.findall(r'n(\d+)\["([^"]+)"\]', mermaid)}
+    assert sorted(e.strip() for e in mermaid_edges(mermaid)) == sorted([
+        f'fan0 -->|"40"| {ids["main(40)"]}', f'{ids["shared()"]} --> {ids["main(40)"]}',
+        f'{ids["shared()"]} --> {ids["other()"]}'])
+    if shutil.which("dot"):  # Graphviz reads it silently
+        import subprocess
+
+        proc = subprocess.run(["dot", "-Tsvg"], input=text.encode(), capture_output=True, check=False)
+        assert proc.returncode == 0 and proc.stderr == b"", proc.stderr

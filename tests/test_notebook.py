@@ -63,21 +63,16 @@ def test_cells_run_on_dask(executed: tuple[Any, Path]) -> None:
 
 
 def test_progress_draws_live_in_the_cell_and_leaves_a_summary(executed: tuple[Any, Path]) -> None:
-    """run(progress=True) should draw per-family progress in the cell and end with the summary."""
+    """run(progress=True) should leave one output in the cell: the last frame of the live
+    display (per-family rows, the finished run, not a stale frame) with the summary under it."""
     nb, _ = executed
     outputs = _cell(nb, "progress=True").outputs
-    text = _text(outputs)
-    assert re.search(r"Done in [\d.]+m?s: 1 ran, 4 reused, 0 failed, 0 skipped\.", text), text
-    assert "Warning" not in text
-    if importlib.util.find_spec("ipywidgets") is None:
-        return  # no live display without ipywidgets (the summary is still there)
-    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert len(views) == 1, outputs
-    model = views[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
-    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"][model]
-    frame = _text(state["state"]["outputs"])
-    assert "square        4/4" in frame and "total         1/1" in frame
-    assert "5/5" in frame  # the last frame is the finished run, not a stale one
+    [shown] = [o for o in outputs if o["output_type"] == "display_data"]
+    for kind in ("text/plain", "text/html"):
+        frame = shown["data"][kind]
+        assert "square" in frame and "4/4" in frame and "total" in frame and "5/5" in frame
+        assert re.search(r"Done in [\d.]+m?s: 1 ran, 4 reused, 0 failed, 0 skipped\.", frame), frame
+    assert "Warning" not in _text(outputs)
 
 
 def test_task_repr_shows_state_size_and_last_run(executed: tuple[Any, Path]) -> None:
@@ -102,17 +97,15 @@ def test_graph_displays_inline(executed: tuple[Any, Path]) -> None:
         assert out["text/markdown"].startswith("```mermaid")
 
 
-def test_no_live_display_in_jupyter_without_ipywidgets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In Jupyter without ipywidgets (rich cannot draw live there), progress should use plain lines."""
+def test_live_display_in_jupyter_needs_no_ipywidgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In Jupyter the live display is an output of the cell: no ipywidgets needed."""
     from checkpoint import progress
 
     monkeypatch.setattr(progress, "_in_jupyter", lambda: True)
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "ipywidgets" else real(name, *a))
-    assert progress.wants_live() is False
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert progress.wants_live() is True
+    assert isinstance(progress.reporter_for(), progress.LiveReporter)
+    assert progress.LiveReporter().notebook
 
 
 CELL_FAMILIES = '''
@@ -190,7 +183,6 @@ def test_progress_leaves_no_blank_output_and_a_warm_run_is_no_error(tmp_path: Pa
     not a line on stderr (which JupyterLab shows as an error)."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipywidgets")
     run = "checkpoint.run([tot(3)], progress=True, executor='inline')"
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(CELL_SWEEP), nbformat.v4.new_code_cell(run),
@@ -206,3 +198,100 @@ def test_progress_leaves_no_blank_output_and_a_warm_run_is_no_error(tmp_path: Pa
         assert not [o for o in cell.outputs if o.get("name") == "stderr"], cell.outputs
     warm = [o for o in nb.cells[2].outputs if o["output_type"] == "display_data"]
     assert "Nothing to run: all 4 tasks reused" in _text(warm)
+
+
+CELL_FAILING = '''
+import checkpoint
+from checkpoint import requires, task
+
+@task
+def flaky(i: int):
+    def __():
+        print("trying", i)
+        if i == 3:
+            raise ValueError("flaky failed on 3")
+        return i
+    return __
+
+@task
+def gather(n: int):
+    @requires([flaky(i) for i in range(n)])
+    def __(xs):
+        return sum(xs)
+    return __
+'''
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A notebook with a run that succeeds and one that fails (on threads: the exception
+    keeps its frames; then in a worker process), executed on a real kernel, saved and read
+    back as a reopened one is."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    directory = tmp_path_factory.mktemp("saved")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(CELL_SWEEP + CELL_FAILING),
+        nbformat.v4.new_code_cell("checkpoint.run([tot(3)], progress=True, executor='thread')"),
+        nbformat.v4.new_code_cell("checkpoint.run([gather(5)], progress=True, executor='thread')"),
+        nbformat.v4.new_code_cell("checkpoint.run([gather(5)], executor='process', max_workers=1)"),
+    ]
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(directory)}})
+    client.execute()
+    nbformat.write(nb, directory / "saved.ipynb")
+    return nbformat.read(directory / "saved.ipynb", as_version=4)
+
+
+def test_the_last_frame_is_a_static_output_a_saved_notebook_keeps(saved: Any) -> None:
+    """The live display's last frame is an ordinary output (HTML and text), not a widget
+    whose content lives in the kernel: a reopened notebook said 'Error displaying widget:
+    model not found' in its place."""
+    assert "widgets" not in saved.metadata
+    outputs = saved.cells[1].outputs
+    assert not [o for o in outputs if "widget" in str(o.get("data", {}))], outputs
+    [shown] = [o for o in outputs if o["output_type"] == "display_data"]
+    html, text = shown["data"]["text/html"], shown["data"]["text/plain"]
+    assert html.startswith("<pre") and "4/4" in html and "Done in " in html
+    assert re.search(r"^━+ 4/4 100%", text, re.M), text  # the finished run, not a stale frame
+    assert re.search(r"^sq +3/3$", text, re.M) and re.search(r"^tot +1/1$", text, re.M), text
+    assert re.search(r"^Done in [\d.]+m?s: 4 ran, 0 reused, 0 failed, 0 skipped\.$", text, re.M)
+
+
+def test_a_failure_is_stated_once_by_the_raised_error(saved: Any) -> None:
+    """A failing run in a cell: the display and summary count it, the task's output is
+    shown, and the error itself is stated by the raised exception only (it was stated three
+    times: the ✗ line, 'Task flaky(3) ... failed' and the exception)."""
+    outputs = saved.cells[2].outputs
+    shown = [o for o in outputs if o["output_type"] == "display_data"]
+    [error] = [o for o in outputs if o["output_type"] == "error"]
+    assert len(shown) == 1, outputs  # the last frame and the report, in one output
+    text = shown[0]["data"]["text/plain"]
+    assert "1 failed" in text and "Failed in " in text
+    assert "Output of flaky(3) before it raised the error below:\n  trying 3" in text
+    assert "flaky failed on 3" not in _text(outputs[:-1]) and "✗" not in text
+    assert (error["ename"], error["evalue"]) == ("ValueError", "flaky failed on 3")
+
+
+def test_the_traceback_shows_the_users_frames_not_checkpoints(saved: Any) -> None:
+    """IPython leaves checkpoint's frames (run, _run, the worker's run_one, with their long
+    signatures) out of the traceback of the error a run raises; the cell's call and the
+    task's own frame stay."""
+    [error] = [o for o in saved.cells[2].outputs if o["output_type"] == "error"]
+    tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))
+    assert "checkpoint.run([gather(5)]" in tb and 'raise ValueError("flaky failed on 3")' in tb
+    assert "skipping hidden" in tb
+    assert "scheduler.py" not in tb and "_worker.py" not in tb and "raise_on_failure" not in tb, tb
+
+
+def test_an_error_from_a_worker_process_names_the_users_frame_once(saved: Any) -> None:
+    """An exception raised in a worker process arrives without frames: the task's frame is
+    in the note under the error (it was a RemoteTraceback 'cause', which stated the error
+    twice), and checkpoint's frame that raises it again is the only one of its own."""
+    [error] = [o for o in saved.cells[3].outputs if o["output_type"] == "error"]
+    tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))
+    assert tb.count("ValueError: flaky failed on 3") == 1 and "RemoteTraceback" not in tb, tb
+    assert re.search(r"while running task flaky\(3\) \(__main__.flaky\), in a worker process:\n"
+                     r'  File ".*", line \d+, in __\n    raise ValueError\("flaky failed on 3"\)', tb), tb
+    assert tb.count("scheduler.py") == 1 and "rate_limits" not in tb  # not run()'s signature

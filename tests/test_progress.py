@@ -319,15 +319,8 @@ def test_reporter_for_picks_plain_output_off_a_terminal(monkeypatch: pytest.Monk
     import builtins
 
     monkeypatch.setattr(builtins, "get_ipython", ZMQInteractiveShell, raising=False)
-    import importlib.util
-
-    real_find_spec = importlib.util.find_spec
-    for widgets in (True, False):  # a Jupyter kernel: rich draws with widgets, if it has them
-        monkeypatch.setattr(
-            importlib.util, "find_spec",
-            lambda name, *a, w=widgets: (object() if w else None) if name == "ipywidgets" else real_find_spec(name, *a),
-        )
-        assert wants_live(io.StringIO()) is widgets
+    # A Jupyter kernel: the display is an output of the cell (no ipywidgets needed).
+    assert wants_live(io.StringIO())
 
 
 def test_run_progress_true_reports_from_the_library(mod: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -340,8 +333,10 @@ def test_run_progress_true_reports_from_the_library(mod: Any, capsys: pytest.Cap
     with pytest.raises(ZeroDivisionError):
         mod.mixed().run(executor="inline", progress=True)
     err = capsys.readouterr().err
-    # The exception is re-raised: the report shows the output, the traceback is left to Python.
-    assert "Captured output:\n  dividing 1 by 0" in err and "Traceback" not in err
+    # The exception is re-raised: the report shows the output and leaves the error to
+    # Python (the task's line says what it raised, once).
+    assert "Output of div(1, 0) before it raised the error below:\n  dividing 1 by 0\n" in err
+    assert "Traceback" not in err and err.count("division by zero") == 1
 
 
 def test_plain_reporting_does_not_import_rich(tmp_path: Any) -> None:
@@ -605,3 +600,22 @@ def test_slowest_line_fits_and_leaves_out_noise() -> None:
     slowest = lines[-1]
     assert slowest.startswith("Slowest: long_task_name_number_0() 5.00s")
     assert "0.002s" not in slowest and len(slowest) <= 80
+
+
+def test_only_the_summary_and_failure_lines_are_in_colour() -> None:
+    """The closing text: the summary line in red (or green), the report of a failure stated
+    here in red, the output of the one the caller raises plain (it read as a red failure)."""
+    from checkpoint.progress import _closing_text
+
+    text = _closing_text(
+        ["Failed in 1.00s: 1 ran, 0 reused, 2 failed, 0 skipped.", "Slowest: f(1) 1.00s"],
+        [["Output of f(2) before it raised the error below:", "  hi"],
+         ["Task f(3) (m.f) failed: ValueError: no", "Traceback (most recent call last):"]],
+        failed=True,
+    )
+    styled = {text.plain[span.start:span.end]: str(span.style) for span in text.spans}
+    assert styled == {
+        "Failed in 1.00s: 1 ran, 0 reused, 2 failed, 0 skipped.": "bold red",
+        "\nSlowest: f(1) 1.00s": "dim",
+        "\nTask f(3) (m.f) failed: ValueError: no": "bold red",
+    }
