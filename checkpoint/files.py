@@ -48,7 +48,8 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,6 @@ _NONE: frozenset[str] = frozenset()
 _NO_OUTPUTS: dict[str, str] = {}
 """``TaskFiles.outputs_now`` of every task without outputs (never written)."""
 _GLOB_CHARS = frozenset("*?[")
-_POSIX = os.sep == "/"
 
 
 def _path_text(path: Any, what: str) -> str:
@@ -134,37 +134,30 @@ class File:
     __slots__ = ("path", "_key", "_root")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        p = self.path = path if type(path) is str and path else _path_text(path, "File")
+        self.path = path if type(path) is str and path else _path_text(path, "File")
         """The path as given."""
-        # ``_root``: the root ``_key`` is relative to; ``None`` for a relative, normal path
-        # that is not a pattern (the usual case, tested as in _plain, spelled out: a warm
-        # run makes one File per input): its own key, whatever the root.
-        if _POSIX and p[0] != "/" and p[-1] != "/" and "//" not in p and not (
-            "." in p and ("/." in p or p[0] == ".")
-        ) and "*" not in p and "?" not in p and "[" not in p:
-            self._key = p
-            self._root: str | None = None
-        else:
-            self._key = ""
-            self._root = ""
+        # The key (see key_of) and the root it is relative to, made when first asked for:
+        # a warm run makes one File per input and finds most of them in the digest cache
+        # under the path as given (check), never asking for a key.
+        self._key = ""
+        self._root = ""
 
     @property
     def is_glob(self) -> bool:
         """Whether the path is a glob pattern: it contains ``*``, ``?`` or ``[`` and is not
         the name of an existing file or directory (``File("run[1].csv")`` that exists is that
         file)."""
-        return self._root is not None and not _GLOB_CHARS.isdisjoint(self.path) \
-            and not os.path.lexists(self.path)
+        return not _GLOB_CHARS.isdisjoint(self.path) and not os.path.lexists(self.path)
 
     def key(self, root: str) -> str:
         """The path relative to ``root`` (see :func:`key_of`), computed once per root."""
-        if self._root is not None and self._root != root:
+        if self._root != root:
             self._key, self._root = key_of(self.path, root), root
         return self._key
 
     def keyed(self) -> File:
         """This marker with its project-relative path fixed (what a work item carries)."""
-        if self._root == "":
+        if not self._key:
             self.key(os.getcwd())
         return self
 
@@ -183,10 +176,10 @@ class File:
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.path))
 
-    def __getstate__(self) -> tuple[str, str, str | None]:
+    def __getstate__(self) -> tuple[str, str, str]:
         return self.path, self._key, self._root
 
-    def __setstate__(self, state: tuple[str, str, str | None]) -> None:
+    def __setstate__(self, state: tuple[str, str, str]) -> None:
         self.path, self._key, self._root = state
 
     def __repr__(self) -> str:
@@ -291,22 +284,40 @@ class DigestCache:
     trusted digests are kept (hashed long enough after the file's last change, see
     :data:`RACY_NS`): a file without an entry is hashed.
 
-    Kept as one ``marshal`` file holding the entries of each root (loading 5,000 entries
-    takes ~1 ms, a fifth of SQLite's time), rewritten atomically when something changed; a
-    concurrent writer's additions may be lost, which only costs a re-hash. With
-    ``path=None`` nothing is kept.
+    And ``{directory: (signature, manifest digest)}``: a directory input's manifest, under
+    one signature of the stats of all its files (:func:`_dir_digest`), kept when every
+    file's digest was trusted. A warm check of a directory stats its files and compares
+    one signature: no per-file lookup.
+
+    Kept as one ``marshal`` file holding, for each root, the directories and the file
+    entries (as marshalled bytes, loaded when first needed: a plan whose inputs are
+    directories never loads them; 5,000 entries take ~1 ms), rewritten atomically when
+    something changed; a concurrent writer's additions may be lost, which only costs a
+    re-hash. With ``path=None`` nothing is kept.
     """
 
-    VERSION = 3
+    VERSION = 4
 
     def __init__(self, path: Path | None, root: str = "") -> None:
         self.path = path
         self.root = root
-        self.entries: dict[str, Entry] = {}
+        self._entries: dict[str, Entry] | None = None
+        self._packed = b""
+        self.dirs: dict[str, tuple[str, str]] = {}
+        """``{directory key: (signature, manifest digest)}`` (see :func:`_dir_digest`)."""
         self.changed: dict[str, Entry | None] = {}
         """Entries added (or removed: ``None``) since loading, for :meth:`save`."""
+        self.changed_dirs: dict[str, tuple[str, str]] = {}
+        """Directory records added since loading, for :meth:`save`."""
         if path is not None:
-            self.entries = _load(path).get(root) or {}
+            self.dirs, self._packed = _load(path).get(root) or ({}, b"")
+
+    @property
+    def entries(self) -> dict[str, Entry]:
+        """The file entries (unmarshalled on first use)."""
+        if self._entries is None:
+            self._entries, self._packed = _unpack(self._packed), b""
+        return self._entries
 
     def lookup(self, path: str) -> str | None:
         """The digest of a file or a directory's manifest (``None``: nothing there); for
@@ -348,16 +359,22 @@ class DigestCache:
         return digest
 
     def save(self) -> None:
-        """Write the entries that changed (merged with what is on disk now)."""
-        if self.path is None or not self.changed:
+        """Write the entries and directory records that changed (merged with what is on
+        disk now)."""
+        if self.path is None or not (self.changed or self.changed_dirs):
             return
         roots = _load(self.path)
-        mine = roots.setdefault(self.root, {})
-        for key, entry in self.changed.items():
-            if entry is None:
-                mine.pop(key, None)
-            else:
-                mine[key] = entry
+        dirs, packed = roots.get(self.root) or ({}, b"")
+        dirs.update(self.changed_dirs)
+        if self.changed:
+            mine = _unpack(packed)
+            for key, entry in self.changed.items():
+                if entry is None:
+                    mine.pop(key, None)
+                else:
+                    mine[key] = entry
+            packed = marshal.dumps(mine)
+        roots[self.root] = (dirs, packed)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}")
         try:
             tmp.write_bytes(marshal.dumps((self.VERSION, roots)))
@@ -366,34 +383,31 @@ class DigestCache:
             tmp.unlink(missing_ok=True)
             return
         self.changed = {}
+        self.changed_dirs = {}
 
 
-def _load(path: Path) -> dict[str, dict[str, Entry]]:
+def _load(path: Path) -> dict[str, tuple[dict[str, tuple[str, str]], bytes]]:
+    """``{root: (directory records, marshalled file entries)}`` from a cache file (empty
+    when it is missing, damaged or of another version)."""
     try:
         data = marshal.loads(path.read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
         return {}
     if type(data) is tuple and len(data) == 2 and data[0] == DigestCache.VERSION and type(data[1]) is dict:
-        return data[1]
+        return {root: found for root, found in data[1].items()
+                if type(found) is tuple and len(found) == 2 and type(found[0]) is dict
+                and type(found[1]) is bytes}
     return {}
 
 
-def _walk(directory: str) -> Iterator[str]:
-    """Paths (relative to ``directory``, ``/``-separated) of the files under it, sorted,
-    hidden ones left out. Symlinked subdirectories are followed (as a ``**`` pattern does),
-    each real directory once, so a link loop ends."""
-    seen: set[str] = set()
-    for base, dirs, files in os.walk(directory, followlinks=True):
-        real = os.path.realpath(base)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = os.path.relpath(base, directory)
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+def _unpack(packed: bytes) -> dict[str, Entry]:
+    if not packed:
+        return {}
+    try:
+        entries = marshal.loads(packed)
+    except (EOFError, ValueError, TypeError):
+        return {}
+    return entries if type(entries) is dict else {}
 
 
 def _manifest(lines: Iterable[tuple[str, str]]) -> str:
@@ -403,18 +417,67 @@ def _manifest(lines: Iterable[tuple[str, str]]) -> str:
 
 def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str]) -> str:
     """The manifest digest of a directory (``directory``: relative to the working
-    directory, or absolute), leaving out the keys in ``exclude``. The warm path of a
-    directory input: per file, one ``os.stat`` and a lookup (:meth:`DigestCache.digest`
-    inlined)."""
-    prefix = "" if directory == "." else directory + "/"
-    entries = cache.entries
+    directory, or absolute), leaving out the keys in ``exclude``: a line per file under
+    it, ``relative path\\0digest``, each directory's files sorted by name and then its
+    subdirectories in the same way, hidden names left out. Symlinked subdirectories are
+    followed (as a ``**`` pattern does), each real directory once, so a link loop ends; one
+    that cannot be read counts as empty.
+
+    The warm path of a directory input: list and stat its files, and compare one signature
+    of their paths and stats (size, mtime, ctime, inode) with the one recorded with the
+    manifest (:attr:`DigestCache.dirs`). Only when they differ is each file looked up in
+    the digest cache, and hashed if new or changed."""
     os_stat = os.stat
-    lines = []
-    for rel in _walk(directory):
-        path = prefix + rel
-        if exclude and path in exclude:
+    realpath = os.path.realpath
+    rels: list[str] = []
+    signatures = array("q")  # size, mtime_ns, ctime_ns, inode of each file, in one buffer
+    add = signatures.extend
+    seen: set[str] = set()
+    stack = [(directory, "")]  # (a directory to list, its path in the manifest)
+    while stack:
+        base, rel = stack.pop()
+        real = realpath(base)
+        if real in seen:
             continue
-        st = os_stat(path)
+        seen.add(real)
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        names.sort()
+        prefix = "" if base == "." else base + "/"
+        subdirs: list[str] = []
+        for name in names:
+            if name[0] == ".":
+                continue
+            path = prefix + name
+            st = os_stat(path)
+            if st.st_mode & 0o170000 == 0o040000:  # stat.S_ISDIR, inlined
+                subdirs.append(name)
+            elif not (exclude and path in exclude):
+                rels.append(rel + name)
+                add((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        if subdirs:
+            subdirs.reverse()
+            stack.extend([(prefix + sub, f"{rel}{sub}/") for sub in subdirs])
+    digest = hashlib.blake2b(marshal.dumps(rels), digest_size=16)
+    digest.update(signatures)
+    signature = digest.hexdigest()
+    record_key = directory if not exclude else "\0".join([directory, *sorted(exclude)])
+    record = cache.dirs.get(record_key)
+    if record is not None and record[0] == signature:
+        return record[1]
+    # Something changed (or the directory is new): the manifest, file by file.
+    entries = cache.entries
+    prefix = "" if directory == "." else directory + "/"
+    lines = []
+    trusted = True
+    for i, rel in enumerate(rels):
+        path = prefix + rel
+        st = os.stat(path)
+        if trusted and signatures[4 * i:4 * i + 4].tolist() != [
+                st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]:
+            trusted = False  # changed since it was listed: the signature is not of this
         entry = entries.get(path)
         if (
             entry is not None and entry[1] == st.st_mtime_ns
@@ -423,7 +486,11 @@ def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str]) -> 
             lines.append(f"{rel}\0{entry[4]}\n")
         else:
             lines.append(f"{rel}\0{cache.digest(path, st)}\n")
-    return hashlib.blake2b("".join(lines).encode(), digest_size=16).hexdigest()
+            trusted = trusted and path in entries  # digest() keeps trusted digests only
+    manifest = hashlib.blake2b("".join(lines).encode(), digest_size=16).hexdigest()
+    if trusted:
+        cache.dirs[record_key] = cache.changed_dirs[record_key] = (signature, manifest)
+    return manifest
 
 
 def digest_of(
@@ -503,7 +570,7 @@ class TaskFiles:
     """The ``File`` and ``Product`` requirements of one task, and what planning found."""
 
     __slots__ = ("inputs", "outputs", "produced", "exclude", "digests", "outputs_now",
-                 "missing", "details", "_agrees")
+                 "missing", "details", "agrees")
 
     def __init__(self, inputs: list[File], outputs: list[Product]) -> None:
         self.inputs = inputs
@@ -521,9 +588,10 @@ class TaskFiles:
         """Source inputs that do not exist."""
         self.details: tuple[str, ...] = ()
         """What changed, in words (for ``why``)."""
-        self._agrees: dict[str, str] | None = None
-        """The ``Meta.deps`` that :meth:`reason` found in agreement (inputs and outputs),
-        so that :meth:`current` on it right after costs an identity test."""
+        self.agrees: dict[str, str] | None = None
+        """The ``Meta.deps`` of the stored result, when :func:`check` or :meth:`reason`
+        found it has this task's input digests (and it has no outputs, or theirs are as it
+        wrote them), so that planning and :meth:`current` on it cost an identity test."""
 
     @property
     def recorded(self) -> int:
@@ -533,7 +601,7 @@ class TaskFiles:
     def current(self, recorded: dict[str, str], outputs: bool = True) -> bool:
         """Whether an entry's ``Meta.deps`` has this task's input digests (and, with
         ``outputs``, the digests of its outputs on disk now)."""
-        if recorded is self._agrees:
+        if recorded is self.agrees:
             return True
         if not self.digests.items() <= recorded.items():
             return False
@@ -545,9 +613,11 @@ class TaskFiles:
         """``"input changed"``, ``"output changed"`` or ``None``, comparing the stored
         result's digests with the files now (and noting the details)."""
         recorded = meta.deps
+        if recorded is self.agrees:
+            return None  # the usual case, found by check
         if self.digests.items() <= recorded.items() and not self.outputs_now:
-            self._agrees = recorded
-            return None  # the usual case, checked in C
+            self.agrees = recorded
+            return None
         details: list[str] = []
         for key, digest in self.digests.items():
             old = recorded.get(key)
@@ -694,11 +764,13 @@ def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
 
 
 def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | None) -> None:
-    """Digest the source inputs of every task, and the outputs of the stored ones.
+    """Digest the source inputs of every task, and the outputs of the stored ones; note
+    in :attr:`TaskFiles.agrees` each stored result whose input digests are those of the
+    files now.
 
     Inputs that another task produces are skipped: they are tracked through their producer.
-    This is the warm run's per-file cost (one ``os.stat`` and a dict lookup when the file
-    is unchanged), hence the plain loops.
+    This is the warm run's per-file cost (one ``os.stat``, a lookup and a comparison when
+    the file is unchanged), hence the plain loops.
     """
     root = os.getcwd()
     cache = DigestCache(
@@ -706,52 +778,66 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     )
     seen: dict[str, str | None] = {}
     unseen = _UNSEEN
-    entries = cache.entries
+    entries: dict[str, Entry] | None = None  # loaded for the first input not a known directory
+    dirs = cache.dirs
     os_stat = os.stat
     for node in with_files:
         files = node.files
         assert files is not None
         digests = files.digests
         produced = files.produced
+        meta = metas.get(node.task.id)
+        recorded = _NO_OUTPUTS if meta is None else meta.deps
+        agrees = meta is not None
         for item in files.inputs:
-            if item._root is None:  # a plain relative path: DigestCache.lookup, inlined
-                key = item._key
-                if produced and key in produced:
-                    continue
-                # The usual case first: a file hashed before and unchanged since (one stat).
-                entry = entries.get(key)
-                if entry is not None:
-                    try:
-                        st = os_stat(key)  # relative: the working directory is the root
-                    except OSError:
-                        pass
-                    else:
-                        if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
-                                and entry[0] == st.st_size and entry[3] == st.st_ino):
-                            digests[INPUT + key] = entry[4]
-                            continue
-                digest = seen.get(key, unseen)
-                if digest is unseen:  # new, changed, missing, a directory: the long way
-                    digest = seen[key] = digest_of(key, root, cache, exclude=files.exclude)
-            else:
-                key = item.key(root)
-                digest = seen.get(key, unseen)
-                if digest is unseen:
-                    if key in produced:
+            path = item.path
+            if produced and path in produced:  # a key (see below): its producer tracks it
+                continue
+            # The usual case first: a file hashed before and unchanged since (one stat, the
+            # working directory being the root). The cache holds keys only, so a path found
+            # there is its own key: no key_of for it.
+            if entries is None and path not in dirs:
+                entries = cache.entries
+            entry = None if entries is None else entries.get(path)
+            if entry is not None:
+                try:
+                    st = os_stat(path)
+                except OSError:
+                    pass
+                else:
+                    if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
+                            and entry[0] == st.st_size and entry[3] == st.st_ino):
+                        name = INPUT + path
+                        known = digests[name] = entry[4]
+                        if agrees and recorded.get(name) != known:
+                            agrees = False
                         continue
-                    digest = seen[key] = digest_of(key, root, cache, pattern=item.is_glob,
-                                                   exclude=files.exclude)
+            # New, changed, missing, a directory, a pattern, a path to normalize: the long way.
+            key = item.key(root)
+            if key in produced:
+                continue
+            digest = seen.get(key, unseen)
+            if digest is unseen:
+                digest = seen[key] = digest_of(key, root, cache, pattern=item.is_glob,
+                                               exclude=files.exclude)
             if digest is None:
                 files.missing += (key,)
+                agrees = False
             else:
-                digests[INPUT + key] = digest
-        if files.outputs and node.task.id in metas:
-            for product in files.outputs:
-                key = OUTPUT + product.key(root)
-                digest = seen.get(key, unseen)
-                if digest is unseen:
-                    digest = seen[key] = digest_of(product._key, root, cache)
-                files.outputs_now[key] = digest or ""
+                name = INPUT + key
+                digests[name] = digest
+                if agrees and recorded.get(name) != digest:
+                    agrees = False
+        if files.outputs:
+            if meta is not None:
+                for product in files.outputs:
+                    key = OUTPUT + product.key(root)
+                    digest = seen.get(key, unseen)
+                    if digest is unseen:
+                        digest = seen[key] = digest_of(product._key, root, cache)
+                    files.outputs_now[key] = digest or ""
+        elif agrees:
+            files.agrees = recorded
     cache.save()
 
 

@@ -223,6 +223,48 @@ def test_a_directory_input_tracks_its_files(tmp_path: Path) -> None:
     assert not checkpoint.run([total()], executor="inline").ran
 
 
+def test_a_warm_directory_input_is_checked_by_one_signature(
+    tmp_path: Path, later: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged directory input should cost a listing and a stat per file: no file
+    read, no per-file entry of the digest cache loaded (one signature over the stats is
+    compared); an edit that keeps size and mtime, a file replaced by a same-stat copy,
+    an edit in a subdirectory and a removal should each still re-run the task."""
+    Path("shards/deep").mkdir(parents=True)
+    for name, value in [("a.txt", "1"), ("b.txt", "2"), ("deep/c.txt", "3")]:
+        Path("shards", name).write_text(value)
+
+    @task
+    def total():
+        @requires(File("shards"))
+        def __(shards: Path) -> int:
+            return sum(int(p.read_text()) for p in sorted(shards.rglob("*.txt")))
+        return __
+
+    assert total().run(executor="inline") == 6
+    assert not checkpoint.run([total()], executor="inline").ran
+    hashed: list[str] = []
+    unpacked: list[bytes] = []
+    real_hash, real_unpack = files_module.hash_file, files_module._unpack
+    monkeypatch.setattr(files_module, "hash_file", lambda p: hashed.append(p) or real_hash(p))
+    monkeypatch.setattr(files_module, "_unpack",
+                        lambda b: unpacked.append(b) or real_unpack(b))
+    assert not checkpoint.run([total()], executor="inline").ran
+    assert (hashed, unpacked) == ([], [])
+    os.utime("shards/a.txt")  # touch: stats differ, contents do not
+    assert not checkpoint.run([total()], executor="inline").ran
+    assert hashed == ["shards/a.txt"]
+    _write_same_size(Path("shards/b.txt"), "5")
+    assert total().run(executor="inline") == 9
+    st = os.stat("shards/deep/c.txt")
+    Path("copy.txt").write_text("7")
+    os.utime("copy.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace("copy.txt", "shards/deep/c.txt")  # another inode, same size and mtime
+    assert total().run(executor="inline") == 13
+    Path("shards/a.txt").unlink()
+    assert total().run(executor="inline") == 12
+
+
 def test_a_glob_input_arrives_as_a_sorted_list_and_tracks_its_matches(tmp_path: Path) -> None:
     """File("data/*.csv") should give the matching paths, and re-run when the set changes."""
     Path("data").mkdir()
