@@ -570,7 +570,7 @@ class TaskFiles:
     """The ``File`` and ``Product`` requirements of one task, and what planning found."""
 
     __slots__ = ("inputs", "outputs", "produced", "exclude", "digests", "outputs_now",
-                 "missing", "details", "agrees")
+                 "missing", "details", "_agrees")
 
     def __init__(self, inputs: list[File], outputs: list[Product]) -> None:
         self.inputs = inputs
@@ -588,10 +588,9 @@ class TaskFiles:
         """Source inputs that do not exist."""
         self.details: tuple[str, ...] = ()
         """What changed, in words (for ``why``)."""
-        self.agrees: dict[str, str] | None = None
-        """The ``Meta.deps`` of the stored result, when :func:`check` or :meth:`reason`
-        found it has this task's input digests (and it has no outputs, or theirs are as it
-        wrote them), so that planning and :meth:`current` on it cost an identity test."""
+        self._agrees: dict[str, str] | None = None
+        """The ``Meta.deps`` that :meth:`reason` found in agreement (inputs and outputs),
+        so that :meth:`current` on it right after costs an identity test."""
 
     @property
     def recorded(self) -> int:
@@ -601,7 +600,7 @@ class TaskFiles:
     def current(self, recorded: dict[str, str], outputs: bool = True) -> bool:
         """Whether an entry's ``Meta.deps`` has this task's input digests (and, with
         ``outputs``, the digests of its outputs on disk now)."""
-        if recorded is self.agrees:
+        if recorded is self._agrees:
             return True
         if not self.digests.items() <= recorded.items():
             return False
@@ -613,11 +612,9 @@ class TaskFiles:
         """``"input changed"``, ``"output changed"`` or ``None``, comparing the stored
         result's digests with the files now (and noting the details)."""
         recorded = meta.deps
-        if recorded is self.agrees:
-            return None  # the usual case, found by check
         if self.digests.items() <= recorded.items() and not self.outputs_now:
-            self.agrees = recorded
-            return None
+            self._agrees = recorded
+            return None  # the usual case, checked in C
         details: list[str] = []
         for key, digest in self.digests.items():
             old = recorded.get(key)
@@ -657,18 +654,42 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
     Raises:
         TaskDefinitionError: two tasks declare the same output, or a task reads its own.
     """
+    producing = [node for node in with_files if node.files is not None and node.files.outputs]
+    if not producing:  # the usual warm sweep over source files: nothing to link
+        return False
+    root = os.getcwd()
+    producers, dirs = _producers(nodes, producing, root)
+    order = {tid: i for i, tid in enumerate(nodes)}
+    keys = sorted(producers)
+    late = False
+    for node in with_files:
+        found = _link_inputs(node, producers, dirs, keys, root)
+        tid = node.task.id
+        for producer in found:
+            if producer not in node.deps:
+                node.deps.append(producer)
+                late = late or order[producer] > order[tid]
+    return late
+
+
+def _producers(nodes: dict[TaskId, Node], producing: list[Node],
+               root: str) -> tuple[dict[str, TaskId], dict[str, TaskId]]:
+    """``({output key: producer}, {output directory key: producer})`` of the tasks that
+    declare outputs.
+
+    Raises:
+        TaskDefinitionError: two tasks declare the same output (or one a file inside the
+            other's directory), or a task declares the directory holding the project.
+    """
     import bisect
-    import fnmatch
 
     from ._text import task_label
 
-    root = os.getcwd()
     producers: dict[str, TaskId] = {}
     dirs: dict[str, TaskId] = {}
-    for node in with_files:
-        files = node.files
-        assert files is not None
-        for product in files.outputs:
+    for node in producing:
+        assert node.files is not None
+        for product in node.files.outputs:
             key = product.key(root)
             if product.is_dir:
                 where = os.path.normpath(os.path.join(root, key))
@@ -686,9 +707,6 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
                     f"{task_label(nodes[other].task)} and {task_label(node.task)} both declare "
                     f"the output {key}; a file has one producer. Give each its own path."
                 )
-    if not producers:
-        return False
-    order = {tid: i for i, tid in enumerate(nodes)}
     keys = sorted(producers)
     for key, owner in dirs.items():  # a directory's files have its task as their producer
         for k in keys[bisect.bisect_left(keys, key + "/"):]:
@@ -700,56 +718,67 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
                     f"output (Product) and {task_label(nodes[producers[k]].task)} declares "
                     f"{k} inside it; a file has one producer. Give each its own path."
                 )
-    late = False
-    for node in with_files:
-        files = node.files
-        assert files is not None
-        tid = node.task.id
-        found: list[TaskId] = []
-        exclude: set[str] = set()
-        for item in files.inputs:
-            key = item.key(root)
-            if item.is_glob:
-                covered = [k for k in producers if fnmatch.fnmatchcase(k, key)]
-            elif key in producers:
-                covered = [key]
-                if files.produced is _NONE:
-                    files.produced = set()
-                files.produced.add(key)  # type: ignore[union-attr]
-            elif dirs and (holder := _owning_dir(key, dirs)) is not None:
-                # Inside a Product directory: its task writes it.
-                if dirs[holder] == tid:
-                    raise TaskDefinitionError(
-                        f"{task_label(node.task)} declares {key} both as an input (File) and "
-                        f"inside its output directory {holder}/ (Product), which is emptied "
-                        "before it runs. Read the input from another path."
-                    )
-                covered = [holder]
-                if files.produced is _NONE:
-                    files.produced = set()
-                files.produced.add(key)  # type: ignore[union-attr]
-            else:  # a directory: the declared outputs under it
-                prefix = "" if key == "." else key + "/"
-                covered = []
-                for k in keys[bisect.bisect_left(keys, prefix):]:
-                    if not k.startswith(prefix):
-                        break
-                    covered.append(k)
-            for k in covered:
-                if producers[k] == tid:
-                    raise TaskDefinitionError(
-                        f"{task_label(node.task)} declares {k} both as an input (File) and as "
-                        "its output (Product). Write the result to another path."
-                    )
-                found.append(producers[k])
-                exclude.add(k)
-        if exclude:
-            files.exclude = frozenset(exclude)
-        for producer in found:
-            if producer not in node.deps:
-                node.deps.append(producer)
-                late = late or order[producer] > order[tid]
-    return late
+    return producers, dirs
+
+
+def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskId],
+                 keys: list[str], root: str) -> list[TaskId]:
+    """The producers of a task's ``File`` inputs (``keys``: the sorted output keys); note
+    in its :class:`TaskFiles` the inputs they produce (``produced``) and the outputs its
+    directories and patterns leave out of their manifests (``exclude``).
+
+    Raises:
+        TaskDefinitionError: the task reads its own output.
+    """
+    import bisect
+    import fnmatch
+
+    from ._text import task_label
+
+    files = node.files
+    assert files is not None
+    tid = node.task.id
+    found: list[TaskId] = []
+    exclude: set[str] = set()
+    for item in files.inputs:
+        key = item.key(root)
+        if item.is_glob:
+            covered = [k for k in producers if fnmatch.fnmatchcase(k, key)]
+        elif key in producers:
+            covered = [key]
+            if files.produced is _NONE:
+                files.produced = set()
+            files.produced.add(key)  # type: ignore[union-attr]
+        elif dirs and (holder := _owning_dir(key, dirs)) is not None:
+            # Inside a Product directory: its task writes it.
+            if dirs[holder] == tid:
+                raise TaskDefinitionError(
+                    f"{task_label(node.task)} declares {key} both as an input (File) and "
+                    f"inside its output directory {holder}/ (Product), which is emptied "
+                    "before it runs. Read the input from another path."
+                )
+            covered = [holder]
+            if files.produced is _NONE:
+                files.produced = set()
+            files.produced.add(key)  # type: ignore[union-attr]
+        else:  # a directory: the declared outputs under it
+            prefix = "" if key == "." else key + "/"
+            covered = []
+            for k in keys[bisect.bisect_left(keys, prefix):]:
+                if not k.startswith(prefix):
+                    break
+                covered.append(k)
+        for k in covered:
+            if producers[k] == tid:
+                raise TaskDefinitionError(
+                    f"{task_label(node.task)} declares {k} both as an input (File) and as "
+                    "its output (Product). Write the result to another path."
+                )
+            found.append(producers[k])
+            exclude.add(k)
+    if exclude:
+        files.exclude = frozenset(exclude)
+    return found
 
 
 def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
@@ -764,13 +793,11 @@ def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
 
 
 def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | None) -> None:
-    """Digest the source inputs of every task, and the outputs of the stored ones; note
-    in :attr:`TaskFiles.agrees` each stored result whose input digests are those of the
-    files now.
+    """Digest the source inputs of every task, and the outputs of the stored ones.
 
     Inputs that another task produces are skipped: they are tracked through their producer.
-    This is the warm run's per-file cost (one ``os.stat``, a lookup and a comparison when
-    the file is unchanged), hence the plain loops.
+    This is the warm run's per-file cost (one ``os.stat`` and a lookup when the file is
+    unchanged), hence the plain loops.
     """
     root = os.getcwd()
     cache = DigestCache(
@@ -786,9 +813,6 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
         assert files is not None
         digests = files.digests
         produced = files.produced
-        meta = metas.get(node.task.id)
-        recorded = _NO_OUTPUTS if meta is None else meta.deps
-        agrees = meta is not None
         for item in files.inputs:
             path = item.path
             if produced and path in produced:  # a key (see below): its producer tracks it
@@ -807,10 +831,7 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
                 else:
                     if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
                             and entry[0] == st.st_size and entry[3] == st.st_ino):
-                        name = INPUT + path
-                        known = digests[name] = entry[4]
-                        if agrees and recorded.get(name) != known:
-                            agrees = False
+                        digests[INPUT + path] = entry[4]
                         continue
             # New, changed, missing, a directory, a pattern, a path to normalize: the long way.
             key = item.key(root)
@@ -822,22 +843,15 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
                                                exclude=files.exclude)
             if digest is None:
                 files.missing += (key,)
-                agrees = False
             else:
-                name = INPUT + key
-                digests[name] = digest
-                if agrees and recorded.get(name) != digest:
-                    agrees = False
-        if files.outputs:
-            if meta is not None:
-                for product in files.outputs:
-                    key = OUTPUT + product.key(root)
-                    digest = seen.get(key, unseen)
-                    if digest is unseen:
-                        digest = seen[key] = digest_of(product._key, root, cache)
-                    files.outputs_now[key] = digest or ""
-        elif agrees:
-            files.agrees = recorded
+                digests[INPUT + key] = digest
+        if files.outputs and node.task.id in metas:
+            for product in files.outputs:
+                key = OUTPUT + product.key(root)
+                digest = seen.get(key, unseen)
+                if digest is unseen:
+                    digest = seen[key] = digest_of(product._key, root, cache)
+                files.outputs_now[key] = digest or ""
     cache.save()
 
 
