@@ -417,26 +417,77 @@ def _manifest(lines: Iterable[tuple[str, str]]) -> str:
 
 def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str]) -> str:
     """The manifest digest of a directory (``directory``: relative to the working
-    directory, or absolute), leaving out the keys in ``exclude``: a line per file under
-    it, ``relative path\\0digest``, each directory's files sorted by name and then its
-    subdirectories in the same way, hidden names left out. Symlinked subdirectories are
-    followed (as a ``**`` pattern does), each real directory once, so a link loop ends; one
-    that cannot be read counts as empty.
+    directory, or absolute), leaving out the keys in ``exclude`` (see :func:`_dir_manifest`).
 
-    The warm path of a directory input: list and stat its files, and compare one signature
-    of their paths and stats (size, mtime, ctime, inode) with the one recorded with the
-    manifest (:attr:`DigestCache.dirs`). Only when they differ is each file looked up in
-    the digest cache, and hashed if new or changed."""
+    The warm path of a directory input: one :func:`_dir_signature` (a listing and a stat per
+    file) compared with the one recorded with the manifest (:attr:`DigestCache.dirs`). Only
+    when they differ is the manifest made again, file by file; it is recorded when every
+    digest in it was trusted and the signature did not change meanwhile."""
+    record_key = directory if not exclude else "\0".join([directory, *sorted(exclude)])
+    signature = _dir_signature(directory, exclude)
+    record = cache.dirs.get(record_key)
+    if record is not None and record[0] == signature:
+        return record[1]
+    manifest, trusted = _dir_manifest(directory, cache, exclude)
+    if trusted and _dir_signature(directory, exclude) == signature:
+        cache.dirs[record_key] = cache.changed_dirs[record_key] = (signature, manifest)
+    return manifest
+
+
+def _dir_signature(directory: str, exclude: frozenset[str]) -> str:
+    """A digest of what a directory's manifest depends on, as cheap as it gets: the names
+    under it as listed (unsorted: a listing whose order changed only costs a new manifest)
+    and the stat (size, mtime, ctime, inode) of each file the manifest covers, in one
+    buffer. Directories are walked as in :func:`_dir_manifest`."""
+    digest = hashlib.blake2b(digest_size=16, person=b"cp-dir-sig")
+    stats = array("q")
+    add = stats.extend
     os_stat = os.stat
-    realpath = os.path.realpath
-    rels: list[str] = []
-    signatures = array("q")  # size, mtime_ns, ctime_ns, inode of each file, in one buffer
-    add = signatures.extend
+    seen: set[str] = set()
+    stack = [directory]
+    while stack:
+        base = stack.pop()
+        real = os.path.realpath(base)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        digest.update("\0".join(["", base, *names, ""]).encode(errors="surrogateescape"))
+        prefix = "" if base == "." else base + "/"
+        for name in names:
+            if name[0] == ".":
+                continue
+            path = prefix + name
+            st = os_stat(path)
+            if st.st_mode & 0o170000 == 0o040000:  # stat.S_ISDIR, inlined
+                stack.append(path)
+            elif not (exclude and path in exclude):
+                add((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    digest.update(stats)
+    return digest.hexdigest()
+
+
+def _dir_manifest(directory: str, cache: DigestCache,
+                  exclude: frozenset[str]) -> tuple[str, bool]:
+    """The manifest digest of a directory, and whether every file digest in it was trusted.
+
+    A line per file under it, ``relative path\\0digest``, each directory's files sorted by
+    name and then its subdirectories in the same way, hidden names and the keys in
+    ``exclude`` left out. Symlinked subdirectories are followed (as a ``**`` pattern does),
+    each real directory once, so a link loop ends; one that cannot be read counts as empty.
+    Per file, one ``os.stat`` and a lookup (:meth:`DigestCache.digest` inlined)."""
+    entries = cache.entries
+    os_stat = os.stat
+    lines: list[str] = []
+    trusted = True
     seen: set[str] = set()
     stack = [(directory, "")]  # (a directory to list, its path in the manifest)
     while stack:
         base, rel = stack.pop()
-        real = realpath(base)
+        real = os.path.realpath(base)
         if real in seen:
             continue
         seen.add(real)
@@ -452,45 +503,24 @@ def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str]) -> 
                 continue
             path = prefix + name
             st = os_stat(path)
-            if st.st_mode & 0o170000 == 0o040000:  # stat.S_ISDIR, inlined
+            if st.st_mode & 0o170000 == 0o040000:
                 subdirs.append(name)
-            elif not (exclude and path in exclude):
-                rels.append(rel + name)
-                add((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+                continue
+            if exclude and path in exclude:
+                continue
+            entry = entries.get(path)
+            if (
+                entry is not None and entry[1] == st.st_mtime_ns
+                and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
+            ):
+                lines.append(f"{rel}{name}\0{entry[4]}\n")
+            else:
+                lines.append(f"{rel}{name}\0{cache.digest(path, st)}\n")
+                trusted = trusted and path in entries  # digest() keeps trusted digests only
         if subdirs:
             subdirs.reverse()
             stack.extend([(prefix + sub, f"{rel}{sub}/") for sub in subdirs])
-    digest = hashlib.blake2b(marshal.dumps(rels), digest_size=16)
-    digest.update(signatures)
-    signature = digest.hexdigest()
-    record_key = directory if not exclude else "\0".join([directory, *sorted(exclude)])
-    record = cache.dirs.get(record_key)
-    if record is not None and record[0] == signature:
-        return record[1]
-    # Something changed (or the directory is new): the manifest, file by file.
-    entries = cache.entries
-    prefix = "" if directory == "." else directory + "/"
-    lines = []
-    trusted = True
-    for i, rel in enumerate(rels):
-        path = prefix + rel
-        st = os.stat(path)
-        if trusted and signatures[4 * i:4 * i + 4].tolist() != [
-                st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]:
-            trusted = False  # changed since it was listed: the signature is not of this
-        entry = entries.get(path)
-        if (
-            entry is not None and entry[1] == st.st_mtime_ns
-            and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
-        ):
-            lines.append(f"{rel}\0{entry[4]}\n")
-        else:
-            lines.append(f"{rel}\0{cache.digest(path, st)}\n")
-            trusted = trusted and path in entries  # digest() keeps trusted digests only
-    manifest = hashlib.blake2b("".join(lines).encode(), digest_size=16).hexdigest()
-    if trusted:
-        cache.dirs[record_key] = cache.changed_dirs[record_key] = (signature, manifest)
-    return manifest
+    return hashlib.blake2b("".join(lines).encode(), digest_size=16).hexdigest(), trusted
 
 
 def digest_of(
