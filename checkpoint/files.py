@@ -29,7 +29,13 @@ cost a read of each; :class:`DigestCache` (a file in the store's root) remembers
 costs one ``os.stat`` and a ``touch`` costs one re-hash and re-runs nothing. As in git,
 a file changed within the timestamp granularity of its hashing (:data:`RACY_NS`) could
 change again without changing its stat, so such an entry is not trusted: it is hashed
-again next time, until it was hashed long enough after its last change.
+again next time, until it was hashed long enough after its last change. A directory's
+manifest is remembered under one signature of its listing and its files' stats, so an
+unchanged directory costs a listing and a ``stat`` per file, without a lookup per file.
+
+**Warm path.** Marking a task that reads files and writes none is one comparison of its
+stored ``Meta.deps`` with the digests now (:func:`checkpoint.graph.mark`); a ``File``
+whose path is in the digest cache is its own key (no normalizing).
 
 **Producers.** Within one run's DAG, a ``File`` input that another task declares as a
 ``Product`` makes that task a prerequisite (ordering and freshness both go through it),

@@ -265,6 +265,29 @@ def test_a_warm_directory_input_is_checked_by_one_signature(
     assert total().run(executor="inline") == 12
 
 
+def test_a_leaf_whose_entry_recorded_another_set_of_inputs_runs_again(tmp_path: Path) -> None:
+    """A task whose stored result recorded an input it no longer reads (the code pinned by
+    version=, the list of files shorter) should run again, as 'upstream changed'; with
+    its inputs as recorded it should be fresh."""
+    for name in ("a.txt", "b.txt"):
+        Path(name).write_text(name)
+    names = ["a.txt", "b.txt"]
+
+    @task(version="1")
+    def count():
+        @requires([File(n) for n in names])
+        def __(paths: list[Path]) -> int:
+            return len(paths)
+        return __
+
+    assert count().run(executor="inline") == 2
+    assert not checkpoint.run([count()], executor="inline").ran
+    names.pop()
+    [node] = plan([count()], Store.open()).nodes.values()
+    assert node.reason == "upstream changed"
+    assert count().run(executor="inline") == 1
+
+
 def test_a_glob_input_arrives_as_a_sorted_list_and_tracks_its_matches(tmp_path: Path) -> None:
     """File("data/*.csv") should give the matching paths, and re-run when the set changes."""
     Path("data").mkdir()
