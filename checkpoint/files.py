@@ -467,10 +467,15 @@ def _dir_signature(directory: str, exclude: frozenset[str]) -> str:
             if name[0] == ".":
                 continue
             path = prefix + name
-            st = os_stat(path)
+            if exclude and path in exclude:  # another task's output (or output directory)
+                continue
+            try:
+                st = os_stat(path)
+            except OSError:  # a broken symlink: no file there
+                continue
             if st.st_mode & 0o170000 == 0o040000:  # stat.S_ISDIR, inlined
                 stack.append(path)
-            elif not (exclude and path in exclude):
+            else:
                 add((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
     digest.update(stats)
     return digest.hexdigest()
@@ -482,7 +487,8 @@ def _dir_manifest(directory: str, cache: DigestCache,
 
     A line per file under it, ``relative path\\0digest``, each directory's files sorted by
     name and then its subdirectories in the same way, hidden names and the keys in
-    ``exclude`` left out. Symlinked subdirectories are followed (as a ``**`` pattern does),
+    ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
+    what cannot be stat'ed (a broken symlink) left out. Symlinked subdirectories are followed (as a ``**`` pattern does),
     each real directory once, so a link loop ends; one that cannot be read counts as empty.
     Per file, one ``os.stat`` and a lookup (:meth:`DigestCache.digest` inlined)."""
     entries = cache.entries
@@ -508,11 +514,14 @@ def _dir_manifest(directory: str, cache: DigestCache,
             if name[0] == ".":
                 continue
             path = prefix + name
-            st = os_stat(path)
+            if exclude and path in exclude:
+                continue
+            try:
+                st = os_stat(path)
+            except OSError:
+                continue
             if st.st_mode & 0o170000 == 0o040000:
                 subdirs.append(name)
-                continue
-            if exclude and path in exclude:
                 continue
             entry = entries.get(path)
             if (

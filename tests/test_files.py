@@ -288,6 +288,61 @@ def test_a_leaf_whose_entry_recorded_another_set_of_inputs_runs_again(tmp_path: 
     assert count().run(executor="inline") == 1
 
 
+def test_a_directory_input_leaves_out_another_tasks_output_directory(tmp_path: Path) -> None:
+    """A directory input holding another task's Product directory should track it through
+    its producer only: the files the producer writes there must not count as an edit of
+    the input (which re-ran the reader on the next run, with nothing changed)."""
+    Path("data").mkdir()
+    Path("data/a.txt").write_text("1")
+    Path("seed.txt").write_text("s1")
+
+    @task
+    def make():
+        @requires(Product("data/out/"))
+        def __(out: Path) -> str:
+            (out / "x.txt").write_text(Path("seed.txt").read_text())
+            return str(out)
+        return __
+
+    @task
+    def use():
+        @requires(make())
+        @requires(File("data"))
+        def __(made: str, data: Path) -> int:
+            return len(list(data.rglob("*.txt")))
+        return __
+
+    assert use().run(executor="inline") == 2
+    assert not checkpoint.run([use()], executor="inline").ran
+    Path("seed.txt").write_text("s2")  # make() reads it untracked: force it
+    checkpoint.run([make()], executor="inline", force=True)
+    assert _ran(checkpoint.run([use()], executor="inline")) == {"use()"}  # through make()
+    assert not checkpoint.run([use()], executor="inline").ran
+    Path("data/b.txt").write_text("2")  # the input's own files still count
+    assert _ran(checkpoint.run([use()], executor="inline")) == {"use()"}
+
+
+def test_a_broken_symlink_in_a_directory_input_is_left_out(tmp_path: Path) -> None:
+    """A dangling symlink under a directory input should count as no file (as a pattern's
+    match does), not end the run with a traceback; once it points to a file, that file
+    counts."""
+    Path("data").mkdir()
+    Path("data/a.txt").write_text("1")
+    os.symlink("nowhere.txt", "data/link.txt")
+
+    @task
+    def files_in():
+        @requires(File("data"))
+        def __(data: Path) -> int:
+            return sum(1 for p in data.iterdir() if p.exists())
+        return __
+
+    assert files_in().run(executor="inline") == 1
+    assert not checkpoint.run([files_in()], executor="inline").ran
+    Path("data/nowhere.txt").write_text("2")
+    assert files_in().run(executor="inline") == 3
+
+
 def test_a_glob_input_arrives_as_a_sorted_list_and_tracks_its_matches(tmp_path: Path) -> None:
     """File("data/*.csv") should give the matching paths, and re-run when the set changes."""
     Path("data").mkdir()
