@@ -29,7 +29,13 @@ cost a read of each; :class:`DigestCache` (a file in the store's root) remembers
 costs one ``os.stat`` and a ``touch`` costs one re-hash and re-runs nothing. As in git,
 a file changed within the timestamp granularity of its hashing (:data:`RACY_NS`) could
 change again without changing its stat, so such an entry is not trusted: it is hashed
-again next time, until it was hashed long enough after its last change.
+again next time, until it was hashed long enough after its last change. A directory's
+manifest is remembered under one signature of its listing and its files' stats, so an
+unchanged directory costs a listing and a ``stat`` per file, without a lookup per file.
+
+**Warm path.** Marking a task that reads files and writes none is one comparison of its
+stored ``Meta.deps`` with the digests now (:func:`checkpoint.graph.mark`); a ``File``
+whose path is in the digest cache is its own key (no normalizing).
 
 **Producers.** Within one run's DAG, a ``File`` input that another task declares as a
 ``Product`` makes that task a prerequisite (ordering and freshness both go through it),
@@ -48,7 +54,8 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +88,6 @@ _NONE: frozenset[str] = frozenset()
 _NO_OUTPUTS: dict[str, str] = {}
 """``TaskFiles.outputs_now`` of every task without outputs (never written)."""
 _GLOB_CHARS = frozenset("*?[")
-_POSIX = os.sep == "/"
 
 
 def _path_text(path: Any, what: str) -> str:
@@ -134,37 +140,30 @@ class File:
     __slots__ = ("path", "_key", "_root")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        p = self.path = path if type(path) is str and path else _path_text(path, "File")
+        self.path = path if type(path) is str and path else _path_text(path, "File")
         """The path as given."""
-        # ``_root``: the root ``_key`` is relative to; ``None`` for a relative, normal path
-        # that is not a pattern (the usual case, tested as in _plain, spelled out: a warm
-        # run makes one File per input): its own key, whatever the root.
-        if _POSIX and p[0] != "/" and p[-1] != "/" and "//" not in p and not (
-            "." in p and ("/." in p or p[0] == ".")
-        ) and "*" not in p and "?" not in p and "[" not in p:
-            self._key = p
-            self._root: str | None = None
-        else:
-            self._key = ""
-            self._root = ""
+        # The key (see key_of) and the root it is relative to, made when first asked for:
+        # a warm run makes one File per input and finds most of them in the digest cache
+        # under the path as given (check), never asking for a key.
+        self._key = ""
+        self._root = ""
 
     @property
     def is_glob(self) -> bool:
         """Whether the path is a glob pattern: it contains ``*``, ``?`` or ``[`` and is not
         the name of an existing file or directory (``File("run[1].csv")`` that exists is that
         file)."""
-        return self._root is not None and not _GLOB_CHARS.isdisjoint(self.path) \
-            and not os.path.lexists(self.path)
+        return not _GLOB_CHARS.isdisjoint(self.path) and not os.path.lexists(self.path)
 
     def key(self, root: str) -> str:
         """The path relative to ``root`` (see :func:`key_of`), computed once per root."""
-        if self._root is not None and self._root != root:
+        if self._root != root:
             self._key, self._root = key_of(self.path, root), root
         return self._key
 
     def keyed(self) -> File:
         """This marker with its project-relative path fixed (what a work item carries)."""
-        if self._root == "":
+        if not self._key:
             self.key(os.getcwd())
         return self
 
@@ -183,10 +182,10 @@ class File:
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.path))
 
-    def __getstate__(self) -> tuple[str, str, str | None]:
+    def __getstate__(self) -> tuple[str, str, str]:
         return self.path, self._key, self._root
 
-    def __setstate__(self, state: tuple[str, str, str | None]) -> None:
+    def __setstate__(self, state: tuple[str, str, str]) -> None:
         self.path, self._key, self._root = state
 
     def __repr__(self) -> str:
@@ -291,22 +290,40 @@ class DigestCache:
     trusted digests are kept (hashed long enough after the file's last change, see
     :data:`RACY_NS`): a file without an entry is hashed.
 
-    Kept as one ``marshal`` file holding the entries of each root (loading 5,000 entries
-    takes ~1 ms, a fifth of SQLite's time), rewritten atomically when something changed; a
-    concurrent writer's additions may be lost, which only costs a re-hash. With
-    ``path=None`` nothing is kept.
+    And ``{directory: (signature, manifest digest)}``: a directory input's manifest, under
+    one signature of the stats of all its files (:func:`_dir_digest`), kept when every
+    file's digest was trusted. A warm check of a directory stats its files and compares
+    one signature: no per-file lookup.
+
+    Kept as one ``marshal`` file holding, for each root, the directories and the file
+    entries (as marshalled bytes, loaded when first needed: a plan whose inputs are
+    directories never loads them; 5,000 entries take ~1 ms), rewritten atomically when
+    something changed; a concurrent writer's additions may be lost, which only costs a
+    re-hash. With ``path=None`` nothing is kept.
     """
 
-    VERSION = 3
+    VERSION = 4
 
     def __init__(self, path: Path | None, root: str = "") -> None:
         self.path = path
         self.root = root
-        self.entries: dict[str, Entry] = {}
+        self._entries: dict[str, Entry] | None = None
+        self._packed = b""
+        self.dirs: dict[str, tuple[str, str]] = {}
+        """``{directory key: (signature, manifest digest)}`` (see :func:`_dir_digest`)."""
         self.changed: dict[str, Entry | None] = {}
         """Entries added (or removed: ``None``) since loading, for :meth:`save`."""
+        self.changed_dirs: dict[str, tuple[str, str]] = {}
+        """Directory records added since loading, for :meth:`save`."""
         if path is not None:
-            self.entries = _load(path).get(root) or {}
+            self.dirs, self._packed = _load(path).get(root) or ({}, b"")
+
+    @property
+    def entries(self) -> dict[str, Entry]:
+        """The file entries (unmarshalled on first use)."""
+        if self._entries is None:
+            self._entries, self._packed = _unpack(self._packed), b""
+        return self._entries
 
     def lookup(self, path: str) -> str | None:
         """The digest of a file or a directory's manifest (``None``: nothing there); for
@@ -348,16 +365,22 @@ class DigestCache:
         return digest
 
     def save(self) -> None:
-        """Write the entries that changed (merged with what is on disk now)."""
-        if self.path is None or not self.changed:
+        """Write the entries and directory records that changed (merged with what is on
+        disk now)."""
+        if self.path is None or not (self.changed or self.changed_dirs):
             return
         roots = _load(self.path)
-        mine = roots.setdefault(self.root, {})
-        for key, entry in self.changed.items():
-            if entry is None:
-                mine.pop(key, None)
-            else:
-                mine[key] = entry
+        dirs, packed = roots.get(self.root) or ({}, b"")
+        dirs.update(self.changed_dirs)
+        if self.changed:
+            mine = _unpack(packed)
+            for key, entry in self.changed.items():
+                if entry is None:
+                    mine.pop(key, None)
+                else:
+                    mine[key] = entry
+            packed = marshal.dumps(mine)
+        roots[self.root] = (dirs, packed)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}")
         try:
             tmp.write_bytes(marshal.dumps((self.VERSION, roots)))
@@ -366,34 +389,31 @@ class DigestCache:
             tmp.unlink(missing_ok=True)
             return
         self.changed = {}
+        self.changed_dirs = {}
 
 
-def _load(path: Path) -> dict[str, dict[str, Entry]]:
+def _load(path: Path) -> dict[str, tuple[dict[str, tuple[str, str]], bytes]]:
+    """``{root: (directory records, marshalled file entries)}`` from a cache file (empty
+    when it is missing, damaged or of another version)."""
     try:
         data = marshal.loads(path.read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
         return {}
     if type(data) is tuple and len(data) == 2 and data[0] == DigestCache.VERSION and type(data[1]) is dict:
-        return data[1]
+        return {root: found for root, found in data[1].items()
+                if type(found) is tuple and len(found) == 2 and type(found[0]) is dict
+                and type(found[1]) is bytes}
     return {}
 
 
-def _walk(directory: str) -> Iterator[str]:
-    """Paths (relative to ``directory``, ``/``-separated) of the files under it, sorted,
-    hidden ones left out. Symlinked subdirectories are followed (as a ``**`` pattern does),
-    each real directory once, so a link loop ends."""
-    seen: set[str] = set()
-    for base, dirs, files in os.walk(directory, followlinks=True):
-        real = os.path.realpath(base)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = os.path.relpath(base, directory)
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+def _unpack(packed: bytes) -> dict[str, Entry]:
+    if not packed:
+        return {}
+    try:
+        entries = marshal.loads(packed)
+    except (EOFError, ValueError, TypeError):
+        return {}
+    return entries if type(entries) is dict else {}
 
 
 def _manifest(lines: Iterable[tuple[str, str]]) -> str:
@@ -403,27 +423,119 @@ def _manifest(lines: Iterable[tuple[str, str]]) -> str:
 
 def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str]) -> str:
     """The manifest digest of a directory (``directory``: relative to the working
-    directory, or absolute), leaving out the keys in ``exclude``. The warm path of a
-    directory input: per file, one ``os.stat`` and a lookup (:meth:`DigestCache.digest`
-    inlined)."""
-    prefix = "" if directory == "." else directory + "/"
+    directory, or absolute), leaving out the keys in ``exclude`` (see :func:`_dir_manifest`).
+
+    The warm path of a directory input: one :func:`_dir_signature` (a listing and a stat per
+    file) compared with the one recorded with the manifest (:attr:`DigestCache.dirs`). Only
+    when they differ is the manifest made again, file by file; it is recorded when every
+    digest in it was trusted and the signature did not change meanwhile."""
+    record_key = directory if not exclude else "\0".join([directory, *sorted(exclude)])
+    signature = _dir_signature(directory, exclude)
+    record = cache.dirs.get(record_key)
+    if record is not None and record[0] == signature:
+        return record[1]
+    manifest, trusted = _dir_manifest(directory, cache, exclude)
+    if trusted and _dir_signature(directory, exclude) == signature:
+        cache.dirs[record_key] = cache.changed_dirs[record_key] = (signature, manifest)
+    return manifest
+
+
+def _dir_signature(directory: str, exclude: frozenset[str]) -> str:
+    """A digest of what a directory's manifest depends on, as cheap as it gets: the names
+    under it as listed (unsorted: a listing whose order changed only costs a new manifest)
+    and the stat (size, mtime, ctime, inode) of each file the manifest covers, in one
+    buffer. Directories are walked as in :func:`_dir_manifest`."""
+    digest = hashlib.blake2b(digest_size=16, person=b"cp-dir-sig")
+    stats = array("q")
+    add = stats.extend
+    os_stat = os.stat
+    seen: set[str] = set()
+    stack = [directory]
+    while stack:
+        base = stack.pop()
+        real = os.path.realpath(base)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        digest.update("\0".join(["", base, *names, ""]).encode(errors="surrogateescape"))
+        prefix = "" if base == "." else base + "/"
+        for name in names:
+            if name[0] == ".":
+                continue
+            path = prefix + name
+            if exclude and path in exclude:  # another task's output (or output directory)
+                continue
+            try:
+                st = os_stat(path)
+            except OSError:  # a broken symlink: no file there
+                continue
+            if st.st_mode & 0o170000 == 0o040000:  # stat.S_ISDIR, inlined
+                stack.append(path)
+            else:
+                add((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    digest.update(stats)
+    return digest.hexdigest()
+
+
+def _dir_manifest(directory: str, cache: DigestCache,
+                  exclude: frozenset[str]) -> tuple[str, bool]:
+    """The manifest digest of a directory, and whether every file digest in it was trusted.
+
+    A line per file under it, ``relative path\\0digest``, each directory's files sorted by
+    name and then its subdirectories in the same way, hidden names and the keys in
+    ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
+    what cannot be stat'ed (a broken symlink) left out. Symlinked subdirectories are followed (as a ``**`` pattern does),
+    each real directory once, so a link loop ends; one that cannot be read counts as empty.
+    Per file, one ``os.stat`` and a lookup (:meth:`DigestCache.digest` inlined)."""
     entries = cache.entries
     os_stat = os.stat
-    lines = []
-    for rel in _walk(directory):
-        path = prefix + rel
-        if exclude and path in exclude:
+    lines: list[str] = []
+    trusted = True
+    seen: set[str] = set()
+    stack = [(directory, "")]  # (a directory to list, its path in the manifest)
+    while stack:
+        base, rel = stack.pop()
+        real = os.path.realpath(base)
+        if real in seen:
             continue
-        st = os_stat(path)
-        entry = entries.get(path)
-        if (
-            entry is not None and entry[1] == st.st_mtime_ns
-            and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
-        ):
-            lines.append(f"{rel}\0{entry[4]}\n")
-        else:
-            lines.append(f"{rel}\0{cache.digest(path, st)}\n")
-    return hashlib.blake2b("".join(lines).encode(), digest_size=16).hexdigest()
+        seen.add(real)
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        names.sort()
+        prefix = "" if base == "." else base + "/"
+        subdirs: list[str] = []
+        for name in names:
+            if name[0] == ".":
+                continue
+            path = prefix + name
+            if exclude and path in exclude:
+                continue
+            try:
+                st = os_stat(path)
+            except OSError:
+                continue
+            if st.st_mode & 0o170000 == 0o040000:
+                subdirs.append(name)
+                continue
+            entry = entries.get(path)
+            if (
+                entry is not None and entry[1] == st.st_mtime_ns
+                and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
+            ):
+                lines.append(f"{rel}{name}\0{entry[4]}\n")
+            else:
+                lines.append(f"{rel}{name}\0{cache.digest(path, st)}\n")
+                trusted = trusted and path in entries  # digest() keeps trusted digests only
+        if subdirs:
+            subdirs.reverse()
+            stack.extend([(prefix + sub, f"{rel}{sub}/") for sub in subdirs])
+    return hashlib.blake2b("".join(lines).encode(), digest_size=16).hexdigest(), trusted
 
 
 def digest_of(
@@ -587,18 +699,42 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
     Raises:
         TaskDefinitionError: two tasks declare the same output, or a task reads its own.
     """
+    producing = [node for node in with_files if node.files is not None and node.files.outputs]
+    if not producing:  # the usual warm sweep over source files: nothing to link
+        return False
+    root = os.getcwd()
+    producers, dirs = _producers(nodes, producing, root)
+    order = {tid: i for i, tid in enumerate(nodes)}
+    keys = sorted(producers)
+    late = False
+    for node in with_files:
+        found = _link_inputs(node, producers, dirs, keys, root)
+        tid = node.task.id
+        for producer in found:
+            if producer not in node.deps:
+                node.deps.append(producer)
+                late = late or order[producer] > order[tid]
+    return late
+
+
+def _producers(nodes: dict[TaskId, Node], producing: list[Node],
+               root: str) -> tuple[dict[str, TaskId], dict[str, TaskId]]:
+    """``({output key: producer}, {output directory key: producer})`` of the tasks that
+    declare outputs.
+
+    Raises:
+        TaskDefinitionError: two tasks declare the same output (or one a file inside the
+            other's directory), or a task declares the directory holding the project.
+    """
     import bisect
-    import fnmatch
 
     from ._text import task_label
 
-    root = os.getcwd()
     producers: dict[str, TaskId] = {}
     dirs: dict[str, TaskId] = {}
-    for node in with_files:
-        files = node.files
-        assert files is not None
-        for product in files.outputs:
+    for node in producing:
+        assert node.files is not None
+        for product in node.files.outputs:
             key = product.key(root)
             if product.is_dir:
                 where = os.path.normpath(os.path.join(root, key))
@@ -616,9 +752,6 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
                     f"{task_label(nodes[other].task)} and {task_label(node.task)} both declare "
                     f"the output {key}; a file has one producer. Give each its own path."
                 )
-    if not producers:
-        return False
-    order = {tid: i for i, tid in enumerate(nodes)}
     keys = sorted(producers)
     for key, owner in dirs.items():  # a directory's files have its task as their producer
         for k in keys[bisect.bisect_left(keys, key + "/"):]:
@@ -630,56 +763,67 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
                     f"output (Product) and {task_label(nodes[producers[k]].task)} declares "
                     f"{k} inside it; a file has one producer. Give each its own path."
                 )
-    late = False
-    for node in with_files:
-        files = node.files
-        assert files is not None
-        tid = node.task.id
-        found: list[TaskId] = []
-        exclude: set[str] = set()
-        for item in files.inputs:
-            key = item.key(root)
-            if item.is_glob:
-                covered = [k for k in producers if fnmatch.fnmatchcase(k, key)]
-            elif key in producers:
-                covered = [key]
-                if files.produced is _NONE:
-                    files.produced = set()
-                files.produced.add(key)  # type: ignore[union-attr]
-            elif dirs and (holder := _owning_dir(key, dirs)) is not None:
-                # Inside a Product directory: its task writes it.
-                if dirs[holder] == tid:
-                    raise TaskDefinitionError(
-                        f"{task_label(node.task)} declares {key} both as an input (File) and "
-                        f"inside its output directory {holder}/ (Product), which is emptied "
-                        "before it runs. Read the input from another path."
-                    )
-                covered = [holder]
-                if files.produced is _NONE:
-                    files.produced = set()
-                files.produced.add(key)  # type: ignore[union-attr]
-            else:  # a directory: the declared outputs under it
-                prefix = "" if key == "." else key + "/"
-                covered = []
-                for k in keys[bisect.bisect_left(keys, prefix):]:
-                    if not k.startswith(prefix):
-                        break
-                    covered.append(k)
-            for k in covered:
-                if producers[k] == tid:
-                    raise TaskDefinitionError(
-                        f"{task_label(node.task)} declares {k} both as an input (File) and as "
-                        "its output (Product). Write the result to another path."
-                    )
-                found.append(producers[k])
-                exclude.add(k)
-        if exclude:
-            files.exclude = frozenset(exclude)
-        for producer in found:
-            if producer not in node.deps:
-                node.deps.append(producer)
-                late = late or order[producer] > order[tid]
-    return late
+    return producers, dirs
+
+
+def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskId],
+                 keys: list[str], root: str) -> list[TaskId]:
+    """The producers of a task's ``File`` inputs (``keys``: the sorted output keys); note
+    in its :class:`TaskFiles` the inputs they produce (``produced``) and the outputs its
+    directories and patterns leave out of their manifests (``exclude``).
+
+    Raises:
+        TaskDefinitionError: the task reads its own output.
+    """
+    import bisect
+    import fnmatch
+
+    from ._text import task_label
+
+    files = node.files
+    assert files is not None
+    tid = node.task.id
+    found: list[TaskId] = []
+    exclude: set[str] = set()
+    for item in files.inputs:
+        key = item.key(root)
+        if item.is_glob:
+            covered = [k for k in producers if fnmatch.fnmatchcase(k, key)]
+        elif key in producers:
+            covered = [key]
+            if files.produced is _NONE:
+                files.produced = set()
+            files.produced.add(key)  # type: ignore[union-attr]
+        elif dirs and (holder := _owning_dir(key, dirs)) is not None:
+            # Inside a Product directory: its task writes it.
+            if dirs[holder] == tid:
+                raise TaskDefinitionError(
+                    f"{task_label(node.task)} declares {key} both as an input (File) and "
+                    f"inside its output directory {holder}/ (Product), which is emptied "
+                    "before it runs. Read the input from another path."
+                )
+            covered = [holder]
+            if files.produced is _NONE:
+                files.produced = set()
+            files.produced.add(key)  # type: ignore[union-attr]
+        else:  # a directory: the declared outputs under it
+            prefix = "" if key == "." else key + "/"
+            covered = []
+            for k in keys[bisect.bisect_left(keys, prefix):]:
+                if not k.startswith(prefix):
+                    break
+                covered.append(k)
+        for k in covered:
+            if producers[k] == tid:
+                raise TaskDefinitionError(
+                    f"{task_label(node.task)} declares {k} both as an input (File) and as "
+                    "its output (Product). Write the result to another path."
+                )
+            found.append(producers[k])
+            exclude.add(k)
+    if exclude:
+        files.exclude = frozenset(exclude)
+    return found
 
 
 def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
@@ -697,8 +841,8 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     """Digest the source inputs of every task, and the outputs of the stored ones.
 
     Inputs that another task produces are skipped: they are tracked through their producer.
-    This is the warm run's per-file cost (one ``os.stat`` and a dict lookup when the file
-    is unchanged), hence the plain loops.
+    This is the warm run's per-file cost (one ``os.stat`` and a lookup when the file is
+    unchanged), hence the plain loops.
     """
     root = os.getcwd()
     cache = DigestCache(
@@ -706,7 +850,8 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     )
     seen: dict[str, str | None] = {}
     unseen = _UNSEEN
-    entries = cache.entries
+    entries: dict[str, Entry] | None = None  # loaded for the first input not a known directory
+    dirs = cache.dirs
     os_stat = os.stat
     for node in with_files:
         files = node.files
@@ -714,33 +859,33 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
         digests = files.digests
         produced = files.produced
         for item in files.inputs:
-            if item._root is None:  # a plain relative path: DigestCache.lookup, inlined
-                key = item._key
-                if produced and key in produced:
-                    continue
-                # The usual case first: a file hashed before and unchanged since (one stat).
-                entry = entries.get(key)
-                if entry is not None:
-                    try:
-                        st = os_stat(key)  # relative: the working directory is the root
-                    except OSError:
-                        pass
-                    else:
-                        if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
-                                and entry[0] == st.st_size and entry[3] == st.st_ino):
-                            digests[INPUT + key] = entry[4]
-                            continue
-                digest = seen.get(key, unseen)
-                if digest is unseen:  # new, changed, missing, a directory: the long way
-                    digest = seen[key] = digest_of(key, root, cache, exclude=files.exclude)
-            else:
-                key = item.key(root)
-                digest = seen.get(key, unseen)
-                if digest is unseen:
-                    if key in produced:
+            path = item.path
+            if produced and path in produced:  # a key (see below): its producer tracks it
+                continue
+            # The usual case first: a file hashed before and unchanged since (one stat, the
+            # working directory being the root). The cache holds keys only, so a path found
+            # there is its own key: no key_of for it.
+            if entries is None and path not in dirs:
+                entries = cache.entries
+            entry = None if entries is None else entries.get(path)
+            if entry is not None:
+                try:
+                    st = os_stat(path)
+                except OSError:
+                    pass
+                else:
+                    if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
+                            and entry[0] == st.st_size and entry[3] == st.st_ino):
+                        digests[INPUT + path] = entry[4]
                         continue
-                    digest = seen[key] = digest_of(key, root, cache, pattern=item.is_glob,
-                                                   exclude=files.exclude)
+            # New, changed, missing, a directory, a pattern, a path to normalize: the long way.
+            key = item.key(root)
+            if key in produced:
+                continue
+            digest = seen.get(key, unseen)
+            if digest is unseen:
+                digest = seen[key] = digest_of(key, root, cache, pattern=item.is_glob,
+                                               exclude=files.exclude)
             if digest is None:
                 files.missing += (key,)
             else:

@@ -255,6 +255,11 @@ def mark(
                     if dep_meta is None or recorded.get(dep_id) != dep_meta.stamp:
                         current = False
             node.reason = reason if reason is not None or current else Reason.UPSTREAM_CHANGED
+        elif not node.deps and not files.outputs:
+            # A leaf reading files and writing none (a sweep over them): current when its
+            # entry records exactly these input digests (entry_is_current, in one comparison).
+            node.reason = None if meta.deps == files.digests else (
+                files.reason(meta) or Reason.UPSTREAM_CHANGED)
         else:
             reason = files.reason(meta)
             if reason is None:

@@ -223,6 +223,126 @@ def test_a_directory_input_tracks_its_files(tmp_path: Path) -> None:
     assert not checkpoint.run([total()], executor="inline").ran
 
 
+def test_a_warm_directory_input_is_checked_by_one_signature(
+    tmp_path: Path, later: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged directory input should cost a listing and a stat per file: no file
+    read, no per-file entry of the digest cache loaded (one signature over the stats is
+    compared); an edit that keeps size and mtime, a file replaced by a same-stat copy,
+    an edit in a subdirectory and a removal should each still re-run the task."""
+    Path("shards/deep").mkdir(parents=True)
+    for name, value in [("a.txt", "1"), ("b.txt", "2"), ("deep/c.txt", "3")]:
+        Path("shards", name).write_text(value)
+
+    @task
+    def total():
+        @requires(File("shards"))
+        def __(shards: Path) -> int:
+            return sum(int(p.read_text()) for p in sorted(shards.rglob("*.txt")))
+        return __
+
+    assert total().run(executor="inline") == 6
+    assert not checkpoint.run([total()], executor="inline").ran
+    hashed: list[str] = []
+    unpacked: list[bytes] = []
+    real_hash, real_unpack = files_module.hash_file, files_module._unpack
+    monkeypatch.setattr(files_module, "hash_file", lambda p: hashed.append(p) or real_hash(p))
+    monkeypatch.setattr(files_module, "_unpack",
+                        lambda b: unpacked.append(b) or real_unpack(b))
+    assert not checkpoint.run([total()], executor="inline").ran
+    assert (hashed, unpacked) == ([], [])
+    os.utime("shards/a.txt")  # touch: stats differ, contents do not
+    assert not checkpoint.run([total()], executor="inline").ran
+    assert hashed == ["shards/a.txt"]
+    _write_same_size(Path("shards/b.txt"), "5")
+    assert total().run(executor="inline") == 9
+    st = os.stat("shards/deep/c.txt")
+    Path("copy.txt").write_text("7")
+    os.utime("copy.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace("copy.txt", "shards/deep/c.txt")  # another inode, same size and mtime
+    assert total().run(executor="inline") == 13
+    Path("shards/a.txt").unlink()
+    assert total().run(executor="inline") == 12
+
+
+def test_a_leaf_whose_entry_recorded_another_set_of_inputs_runs_again(tmp_path: Path) -> None:
+    """A task whose stored result recorded an input it no longer reads (the code pinned by
+    version=, the list of files shorter) should run again, as 'upstream changed'; with
+    its inputs as recorded it should be fresh."""
+    for name in ("a.txt", "b.txt"):
+        Path(name).write_text(name)
+    names = ["a.txt", "b.txt"]
+
+    @task(version="1")
+    def count():
+        @requires([File(n) for n in names])
+        def __(paths: list[Path]) -> int:
+            return len(paths)
+        return __
+
+    assert count().run(executor="inline") == 2
+    assert not checkpoint.run([count()], executor="inline").ran
+    names.pop()
+    [node] = plan([count()], Store.open()).nodes.values()
+    assert node.reason == "upstream changed"
+    assert count().run(executor="inline") == 1
+
+
+def test_a_directory_input_leaves_out_another_tasks_output_directory(tmp_path: Path) -> None:
+    """A directory input holding another task's Product directory should track it through
+    its producer only: the files the producer writes there must not count as an edit of
+    the input (which re-ran the reader on the next run, with nothing changed)."""
+    Path("data").mkdir()
+    Path("data/a.txt").write_text("1")
+    Path("seed.txt").write_text("s1")
+
+    @task
+    def make():
+        @requires(Product("data/out/"))
+        def __(out: Path) -> str:
+            (out / "x.txt").write_text(Path("seed.txt").read_text())
+            return str(out)
+        return __
+
+    @task
+    def use():
+        @requires(make())
+        @requires(File("data"))
+        def __(made: str, data: Path) -> int:
+            return len(list(data.rglob("*.txt")))
+        return __
+
+    assert use().run(executor="inline") == 2
+    assert not checkpoint.run([use()], executor="inline").ran
+    Path("seed.txt").write_text("s2")  # make() reads it untracked: force it
+    checkpoint.run([make()], executor="inline", force=True)
+    assert _ran(checkpoint.run([use()], executor="inline")) == {"use()"}  # through make()
+    assert not checkpoint.run([use()], executor="inline").ran
+    Path("data/b.txt").write_text("2")  # the input's own files still count
+    assert _ran(checkpoint.run([use()], executor="inline")) == {"use()"}
+
+
+def test_a_broken_symlink_in_a_directory_input_is_left_out(tmp_path: Path) -> None:
+    """A dangling symlink under a directory input should count as no file (as a pattern's
+    match does), not end the run with a traceback; once it points to a file, that file
+    counts."""
+    Path("data").mkdir()
+    Path("data/a.txt").write_text("1")
+    os.symlink("nowhere.txt", "data/link.txt")
+
+    @task
+    def files_in():
+        @requires(File("data"))
+        def __(data: Path) -> int:
+            return sum(1 for p in data.iterdir() if p.exists())
+        return __
+
+    assert files_in().run(executor="inline") == 1
+    assert not checkpoint.run([files_in()], executor="inline").ran
+    Path("data/nowhere.txt").write_text("2")
+    assert files_in().run(executor="inline") == 3
+
+
 def test_a_glob_input_arrives_as_a_sorted_list_and_tracks_its_matches(tmp_path: Path) -> None:
     """File("data/*.csv") should give the matching paths, and re-run when the set changes."""
     Path("data").mkdir()
