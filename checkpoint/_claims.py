@@ -15,19 +15,18 @@ from ._flow import RunState, TaskFlow
 from ._readiness import TaskState
 from ._types import Reason, TaskId
 from .graph import entry_is_current
-from .store import Store
 
 
 class Claims:
     """Locking mode: what a task takes before it runs."""
 
-    def __init__(self, state: RunState, flow: TaskFlow, store: Store) -> None:
+    def __init__(self, state: RunState, flow: TaskFlow) -> None:
         self.nodes = state.nodes
         self.readiness = state.readiness
         self.values = state.values
         self.coordination = state.coordination
         self.flow = flow
-        self.store = store
+        self.store = state.store
 
     def check_others(self, in_flight: list[TaskId], flush: Callable[[], None]) -> None:
         """Alone so far: if another run has arrived, lock the tasks ``in_flight`` (and share

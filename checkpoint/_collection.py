@@ -38,6 +38,7 @@ class Collector:
         self.guard = guard
 
     def collect(self, returned: Returned) -> None:
+        """Handle a batch that came back: each of its tasks' outcomes."""
         # An interrupt waits until the batch is accounted for: a task is never counted as
         # both finished and still to run (the interrupted summary's counts add up).
         with self.guard.critical():
@@ -73,6 +74,7 @@ class Collector:
             return [Failed(item.id, time.time(), 0.0, exc) for item in items]
 
     def _handle(self, outcomes: list[Outcome]) -> None:
+        """Give back each task's queue slot and shared locks, then handle its outcome."""
         for outcome in outcomes:
             tid = outcome.id
             self.admission.release(self.nodes[tid].task.family.queue)

@@ -23,7 +23,7 @@ from ._types import Reason, TaskId
 from ._values import RunValues
 from .errors import CorruptEntryError, TaskFailedError
 from .graph import Node, entry_is_current
-from .store import FailedRun, Meta
+from .store import FailedRun, Meta, Store
 
 if TYPE_CHECKING:
     from ._worker import Failed, WorkItem
@@ -39,6 +39,7 @@ class RunState:
 
     nodes: dict[TaskId, Node]
     """The plan's nodes, every task of the DAG (those that do not run too)."""
+    store: Store
     readiness: Readiness
     admission: Admission
     values: RunValues
@@ -80,7 +81,7 @@ class TaskFlow:
         computed from, so it is current as it is and does not run."""
         node = self.nodes[tid]
         if (
-            node.reason != "upstream re-run" or node.meta is None
+            node.reason != Reason.UPSTREAM_RERUN or node.meta is None
             or not entry_is_current(node.meta, node.deps, self.values.stamp, node.files)
         ):
             return False

@@ -25,14 +25,14 @@ from ._worker import Done, Failed
 from .errors import UnserializableResultError
 from .files import CACHE_NAME, INPUT, DigestCache, changed_inputs, with_outputs
 from .graph import Node
-from .store import Meta, Record, Store, new_stamp
+from .store import Meta, Record, new_stamp
 from .task import Task, TaskFamily
 
 
 class Results:
     """Outcomes into entries and errors."""
 
-    def __init__(self, state: RunState, flow: TaskFlow, recovery: Recovery, store: Store,
+    def __init__(self, state: RunState, flow: TaskFlow, recovery: Recovery,
                  targets: set[TaskId]) -> None:
         self.nodes = state.nodes
         self.admission = state.admission
@@ -42,8 +42,8 @@ class Results:
         self.emit = state.emit
         self.flow = flow
         self.recovery = recovery
-        self.store = store
-        self.store_root = str(store.root)
+        self.store = state.store
+        self.store_root = str(state.store.root)
         self.targets = targets
         self.stamp_context = StampContext(state.nodes)
         self.input_digests: DigestCache | None = None

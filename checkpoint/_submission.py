@@ -28,7 +28,6 @@ from ._types import TaskId
 from ._worker import Outcome, Ref, WorkItem
 from .errors import CorruptEntryError
 from .files import File
-from .store import Store
 from .task import Task, TaskDirectory
 
 Returned = tuple[Future[list[Outcome]], list[WorkItem]]
@@ -39,7 +38,7 @@ class Submitter:
     """Batches to the executor, and the batches in flight."""
 
     def __init__(self, state: RunState, flow: TaskFlow, claims: Claims, recovery: Recovery,
-                 store: Store, adapter: ExecutorAdapter, *, debug: str, show_locals: bool,
+                 adapter: ExecutorAdapter, *, debug: str, show_locals: bool,
                  timeout: float | None) -> None:
         self.nodes = state.nodes
         self.readiness = state.readiness
@@ -50,14 +49,14 @@ class Submitter:
         self.flow = flow
         self.claims = claims
         self.recovery = recovery
-        self.store = store
+        self.store = state.store
         self.adapter = adapter
         self.pickled = adapter.kind is ExecutorKind.PICKLED
         self.debug = debug
         """Debug mode of every task (in-process runs only): "trace" or "post_mortem"."""
         self.show_locals = show_locals
         self.timeout = timeout
-        self.store_root = str(store.root)
+        self.store_root = str(state.store.root)
         self.blob_dirs: dict[str, str] = {}
         self.done: queue.SimpleQueue[Returned] = queue.SimpleQueue()
         """Batches that came back, put there by their futures' callbacks (in any thread)."""

@@ -376,7 +376,7 @@ def _run_traced(
     return _run(list(targets), options, subscribers)
 
 
-def _emitter(subscribers: Sequence[ev.Subscriber]) -> Callable[[ev.Event], None] | None:
+def _emitter(subscribers: Sequence[ev.Subscriber]) -> Emit | None:
     if not subscribers:
         return None
     subs = list(subscribers)
@@ -442,15 +442,18 @@ class _Run:
         self.values = RunValues(store, self._family_dir, targets)
         self.values.flush = self.recorder.flush
         self.readiness = Readiness()
-        state = RunState(self.nodes, self.readiness, Admission(options.rate_limits, adapter.workers),
-                         self.values, self.recorder, coordination, result, emit)
+        state = RunState(
+            nodes=self.nodes, store=store, readiness=self.readiness,
+            admission=Admission(options.rate_limits, adapter.workers), values=self.values,
+            recorder=self.recorder, coordination=coordination, result=result, emit=emit,
+        )
         self.flow = TaskFlow(state, options.keep_going)
         self.recovery = Recovery(state, self.flow, adapter, options.retries)
-        self.claims = Claims(state, self.flow, store)
-        self.submitter = Submitter(state, self.flow, self.claims, self.recovery, store, adapter,
+        self.claims = Claims(state, self.flow)
+        self.submitter = Submitter(state, self.flow, self.claims, self.recovery, adapter,
                                    debug=debug, show_locals=options.show_locals,
                                    timeout=options.timeout)
-        results = Results(state, self.flow, self.recovery, store, targets)
+        results = Results(state, self.flow, self.recovery, targets)
         self.collector = Collector(state, self.flow, self.recovery, results, self.submitter,
                                    self.guard)
         self.to_prepare: dict[str, TaskFamily[..., object]] = {}
