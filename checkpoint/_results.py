@@ -26,7 +26,7 @@ from .errors import UnserializableResultError
 from .files import CACHE_NAME, INPUT, DigestCache, changed_inputs, with_outputs
 from .graph import Node
 from .store import Meta, Record, new_stamp
-from .task import Task, TaskFamily
+from .task import Task
 
 
 class Results:
@@ -56,10 +56,11 @@ class Results:
         node = self.nodes[tid]
         task, family = node.task, node.task.family
         out.output = self.recovery.earlier_output(tid) + out.output
-        meta = self._entry(out, node, self.values.given.pop(tid))
+        fingerprint = family.fingerprint
+        meta = self._entry(out, node, self.values.given.pop(tid), fingerprint[0])
         previous = self.values.entries.get(tid)
         self.recorder.add(Record(
-            family.dirname, tid, meta, out.payload, source=self._source(family),
+            family.dirname, tid, meta, out.payload, source=self._source(fingerprint),
             log=out.output, replaces=previous.blob if previous is not None else "",
         ))
         held = self.values.stored(tid, meta, out.payload)
@@ -73,15 +74,16 @@ class Results:
                                       out.output, out.worker, out.started))
         self.flow.settled(tid, done=True)
 
-    def _entry(self, out: Done, node: Node, given: dict[TaskId, str]) -> Meta:
-        """The stored entry of ``out``, computed from the values whose stamps are ``given``."""
+    def _entry(self, out: Done, node: Node, given: dict[TaskId, str], code: str) -> Meta:
+        """The stored entry of ``out``, computed by the code whose fingerprint is ``code``
+        from the values whose stamps are ``given``."""
         task, family = node.task, node.task.family
         moved = self._inputs_moved(node)
         stamp = self._stamp(out, task, given)  # before recorded_deps adds to ``given``
         meta = Meta(
             expr=task.expression(),
             args=task.encoded,
-            fingerprint=family.fingerprint[0],
+            fingerprint=code,
             stamp=stamp,
             deps=node.recorded_deps(given, out.outputs),
             size=out.size,
@@ -116,9 +118,8 @@ class Results:
             return in_context(out.stamp, context)
         return new_stamp()
 
-    def _source(self, family: TaskFamily[..., object]) -> tuple[str, str] | None:
-        """The family's code fingerprint and source, with its first record of the run."""
-        fingerprint = family.fingerprint
+    def _source(self, fingerprint: tuple[str, str]) -> tuple[str, str] | None:
+        """A family's code fingerprint and source, with its first record of the run."""
         if fingerprint[0] in self.sources_sent:
             return None
         self.sources_sent.add(fingerprint[0])
