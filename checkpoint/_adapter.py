@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ._codec import Payload
 from ._worker import Outcome, WorkItem, run_batch, run_pickled_batch
@@ -44,7 +44,7 @@ class ExecutorAdapter:
 
     def __init__(self, workers: int) -> None:
         self._workers = workers
-        self.closers: list[Callable[[], Any]] = []
+        self.closers: list[Callable[[], object]] = []
         """Run at shutdown, last added first."""
         self.cache_root: Path | None = None
         """The store's root, set by the scheduler (remote workers must see it for TaskDirectory)."""
@@ -128,11 +128,17 @@ class PickledAdapter(PoolAdapter):
     kind = ExecutorKind.PICKLED
 
     def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
-        import cloudpickle
-
         assert self.executor is not None
-        blob = cloudpickle.dumps((items, payloads))
-        return self.executor.submit(run_pickled_batch, blob, self.cwd)
+        return submit_pickled(self.executor, items, payloads, self.cwd)
+
+
+def submit_pickled(executor: Executor, items: list[WorkItem], payloads: dict[str, Payload],
+                   cwd: str) -> Future[list[Outcome]]:
+    """Send a batch to ``executor`` cloudpickled (taskfile and ``__main__`` code travels by
+    value), to run in ``cwd``."""
+    import cloudpickle
+
+    return executor.submit(run_pickled_batch, cloudpickle.dumps((items, payloads)), cwd)
 
 
 class _NeverRaised(Exception):

@@ -28,6 +28,9 @@ class Coordination:
         tried again shortly."""
         self.readers: dict[TaskId, int] = {}
         """Tasks whose data directory tasks of this run are reading: how many."""
+        self.reading: dict[TaskId, list[TaskId]] = {}
+        """The prerequisites whose files each running task reads (their locks are shared
+        until it returns)."""
         self.last_check = time.perf_counter()
 
     @property
@@ -73,6 +76,12 @@ class Coordination:
         self.readers.pop(tid, None)
         if count == 0 and tid not in self.held:
             self.lock.release_task(tid)
+
+    def end_reads(self, tid: TaskId) -> None:
+        """``tid`` returned (or never ran): stop sharing the locks of what it read."""
+        if self.reading:
+            for dep in self.reading.pop(tid, ()):
+                self.unshare(dep)
 
     def claim(self, tid: TaskId) -> bool:
         """Lock ``tid`` before computing it; False (and ``tid`` blocked) if another run has it."""

@@ -29,13 +29,14 @@ import signal
 import tempfile
 import threading
 from concurrent.futures import Future
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from . import _procs
-from ._adapter import ExecutorAdapter, ExecutorKind
+from ._adapter import ExecutorAdapter, ExecutorKind, submit_pickled
 from ._codec import Payload
 from ._types import TaskId
-from ._worker import RECORD_BYTES, Outcome, WorkItem, init_worker, run_pickled_batch
+from ._worker import RECORD_BYTES, Outcome, WorkItem, init_worker
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -75,11 +76,8 @@ class ProcessPoolAdapter(ExecutorAdapter):
         )
 
     def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
-        import cloudpickle
-
         assert self.executor is not None
-        blob = cloudpickle.dumps((items, payloads))
-        future = self.executor.submit(run_pickled_batch, blob, self.cwd)
+        future = submit_pickled(self.executor, items, payloads, self.cwd)
         if len(self._pids) < self.workers:  # workers start with the first submissions
             self._pids.update(getattr(self.executor, "_processes", None) or ())
             if self._tstp is None:
@@ -139,7 +137,7 @@ class ProcessPoolAdapter(ExecutorAdapter):
             signal.signal(signal.SIGTSTP, self._tstp)
             self._tstp = None
 
-    def _on_stop(self, signum: int, frame: Any) -> None:
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         pids = list(self._pids)
         _procs.signal_groups(pids, signal.SIGSTOP)
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)

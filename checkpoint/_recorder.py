@@ -7,7 +7,7 @@ not at all. An interrupt waits for a transaction in progress.
 With ``store_first`` (tasks on threads or inline, which share this process: one of them may
 crash it, say with a segmentation fault in C code), records are written at every chance the
 run gives (the end of each collect round) and the events saying a result is done
-(:meth:`Recorder.defer`) are emitted only once it is stored. That costs about one
+(:meth:`Recorder.in_order`) are emitted only once it is stored. That costs about one
 transaction per batch of tasks, and batches take about ``_admission.BATCH_SECONDS`` each.
 """
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ._interrupts import InterruptGuard
 from ._types import TaskId
+from .events import Event
 from .store import FailedRun, Record, Store
 
 FLUSH_SECONDS = 0.2
@@ -30,7 +30,7 @@ class Recorder:
 
     def __init__(self, store: Store, guard: InterruptGuard,
                  on_stored: Callable[[TaskId], None], *, store_first: bool = False,
-                 emit: Callable[[Any], None] | None = None) -> None:
+                 emit: Callable[[Event], None] | None = None) -> None:
         self.store = store
         self.guard = guard
         self.on_stored = on_stored
@@ -40,12 +40,17 @@ class Recorder:
         self.first = 0.0
         self.store_first = store_first
         self.emit = emit
-        self.deferred: list[Any] = []
+        self.deferred: list[Event] = []
         """Events to emit once the records added before them are stored."""
 
-    def defer(self, event: Any) -> None:
-        """Emit ``event`` after the next flush (``store_first``)."""
-        self.deferred.append(event)
+    def in_order(self, event: Event) -> None:
+        """``store_first``: emit ``event`` once the results added before it are stored (a
+        result is reported done once stored, and the events keep their order)."""
+        if self.records or self.deferred:
+            self.deferred.append(event)
+        else:
+            assert self.emit is not None
+            self.emit(event)
 
     def add(self, record: Record) -> None:
         if not self.records:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._codec import Payload
 from ._types import TaskId
 from .errors import CorruptEntryError
 from .store import Meta, Store
+
+if TYPE_CHECKING:
+    from .graph import Node
 
 
 class RunValues:
@@ -43,6 +46,15 @@ class RunValues:
         """The entries found damaged (another run may have replaced them since)."""
         self.flush: Callable[[], None] = lambda: None
         """Stores what the run has finished (set by the scheduler)."""
+        self.given: dict[TaskId, dict[TaskId, str]] = {}
+        """The stamps of the values each running task was given: its entry records them."""
+        self.seq = 0
+        self.handed: dict[TaskId, int] = {}
+        """When (in ``seq``) each task was last handed its values, once a damaged value is
+        being recomputed: a report of damage from a task handed the entry before it was
+        recomputed (``renewed``) is out of date, not "damaged again"."""
+        self.renewed: dict[TaskId, int] = {}
+        """When (in ``seq``) each damaged value was recomputed."""
 
     def stamp(self, tid: TaskId) -> str | None:
         entry = self.entries.get(tid)
@@ -91,6 +103,18 @@ class RunValues:
         self.held[tid] = held
         return entry.stamp, held
 
+    def hand(self, tid: TaskId, given: dict[TaskId, str]) -> None:
+        """``tid`` goes to a worker with the values whose stamps are ``given``."""
+        self.given[tid] = given
+        if self.recomputed:  # only a damaged value's readers need to know when
+            self.seq += 1
+            self.handed[tid] = self.seq
+
+    def outdated(self, reader: TaskId, tid: TaskId) -> bool:
+        """Whether ``reader`` was handed ``tid``'s value before it was recomputed in this
+        run (so its report that the value is damaged is about the old one)."""
+        return self.renewed.get(tid, -1) > self.handed.get(reader, -1)
+
     def stored(self, tid: TaskId, entry: Meta, payload: bytes | None) -> Payload:
         """This run computed ``tid``'s entry (``payload`` is ``None`` when in a blob file)."""
         held: Payload
@@ -103,6 +127,8 @@ class RunValues:
             self.held[tid] = held
         else:
             self.held.pop(tid, None)
+        if tid in self.recomputed:
+            self.renewed[tid] = self.seq
         return held
 
     def forget(self, tid: TaskId) -> None:
@@ -144,9 +170,9 @@ class StampContext:
     input file. Both parts are the same on every machine with the same code (remote caches
     key entries by stamps)."""
 
-    def __init__(self, nodes: Mapping[TaskId, Any]) -> None:
+    def __init__(self, nodes: Mapping[TaskId, Node]) -> None:
         self.nodes = nodes
-        """The plan's nodes (``graph.Node``: ``task``, ``deps``, ``files``)."""
+        """The plan's nodes."""
         self._code: dict[TaskId, bytes] = {}
         self._files: dict[TaskId, bool] = {}
 

@@ -102,6 +102,27 @@ def test_library_raises_on_signal_and_keeps_finished(
     assert interrupted == [checkpoint.events.RunInterrupted(done=2, not_run=1)]
 
 
+def test_interrupt_before_anything_runs_is_reported_like_any_other(
+    make_module: Callable[[str, str], ModuleType],
+) -> None:
+    """Ctrl-C while the run sorts out what it reuses (a long pass on a large graph) ends
+    it the same way as later: RunInterrupted counts every task as not run."""
+    m = make_module("firstpass", _signal_source("SIGINT"))
+    checkpoint.run([m.a()], executor="inline")
+    events: list[object] = []
+
+    def interrupt_at_first_reuse(event: object) -> None:
+        events.append(event)
+        if isinstance(event, checkpoint.events.TaskReused) and len(events) < 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.run([m.c()], executor="inline", subscribers=[interrupt_at_first_reuse])
+    interrupted = [e for e in events if isinstance(e, checkpoint.events.RunInterrupted)]
+    assert interrupted == [checkpoint.events.RunInterrupted(done=0, not_run=2)]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def _stored_steps(tmp_path: Path) -> set[str]:
     """Expressions of the ``step`` tasks stored in the test's cache."""
     store = Store(tmp_path / ".cache")

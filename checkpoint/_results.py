@@ -1,0 +1,167 @@
+"""What a task's outcome becomes: a result its stored entry, a failure its error.
+
+A result (:class:`~checkpoint._worker.Done`) gets its stamp (a digest of its value in its
+context, :mod:`checkpoint._stamps`), its metadata (:class:`~checkpoint.store.Meta`: the
+stamps of the values it was given, its input files, the files it wrote) and a record for
+the :class:`~checkpoint._recorder.Recorder`; its value then serves its dependents
+(:class:`~checkpoint._values.RunValues`). A failure (:class:`~checkpoint._worker.Failed`)
+becomes the task's exception, retried while it has attempts left
+(:class:`~checkpoint._recovery.Recovery`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import events as ev
+from ._codec import load
+from ._flow import RunState, TaskFlow
+from ._recovery import Recovery
+from ._stamps import in_context, value_stamp
+from ._types import TaskId
+from ._values import StampContext
+from ._worker import Done, Failed
+from .errors import UnserializableResultError
+from .files import CACHE_NAME, INPUT, DigestCache, changed_inputs, with_outputs
+from .graph import Node
+from .store import Meta, Record, new_stamp
+from .task import Task
+
+
+class Results:
+    """Outcomes into entries and errors."""
+
+    def __init__(self, state: RunState, flow: TaskFlow, recovery: Recovery,
+                 targets: set[TaskId]) -> None:
+        self.nodes = state.nodes
+        self.admission = state.admission
+        self.values = state.values
+        self.recorder = state.recorder
+        self.result = state.result
+        self.emit = state.emit
+        self.flow = flow
+        self.recovery = recovery
+        self.store = state.store
+        self.store_root = str(state.store.root)
+        self.targets = targets
+        self.stamp_context = StampContext(state.nodes)
+        self.input_digests: DigestCache | None = None
+        self.sources_sent: set[str] = set()
+        """The code fingerprints whose source went with a record already."""
+
+    def finished(self, out: Done) -> None:
+        """A task returned: record its entry, keep its value for its readers, settle it."""
+        tid = out.id
+        node = self.nodes[tid]
+        task, family = node.task, node.task.family
+        out.output = self.recovery.earlier_output(tid) + out.output
+        fingerprint = family.fingerprint
+        meta = self._entry(out, node, self.values.given.pop(tid), fingerprint[0])
+        previous = self.values.entries.get(tid)
+        self.recorder.add(Record(
+            family.dirname, tid, meta, out.payload, source=self._source(fingerprint),
+            log=out.output, replaces=previous.blob if previous is not None else "",
+        ))
+        held = self.values.stored(tid, meta, out.payload)
+        if tid in self.targets:
+            self.result.values[tid] = load(held, self.store_root)
+        self.result.ran.append(task)
+        self.result.durations[tid] = out.duration
+        self.admission.observe(family.queue, out.duration)
+        if self.emit:
+            self.emit(ev.TaskFinished(task, time.time(), out.duration, out.size,
+                                      out.output, out.worker, out.started))
+        self.flow.settled(tid, done=True)
+
+    def _entry(self, out: Done, node: Node, given: dict[TaskId, str], code: str) -> Meta:
+        """The stored entry of ``out``, computed by the code whose fingerprint is ``code``
+        from the values whose stamps are ``given``."""
+        task, family = node.task, node.task.family
+        moved = self._inputs_moved(node)
+        stamp = self._stamp(out, task, given)  # before recorded_deps adds to ``given``
+        meta = Meta(
+            expr=task.expression(),
+            args=task.encoded,
+            fingerprint=code,
+            stamp=stamp,
+            deps=node.recorded_deps(given, out.outputs),
+            size=out.size,
+            crc=out.crc,
+            compressed=family.compress_level != 0,
+            blob=out.blob,
+            started=out.started,
+            duration=out.duration,
+            stored=time.time(),
+            worker=out.worker,
+            log=bool(out.output),
+        )
+        for path in moved:  # never current: it runs again next time
+            meta.deps[INPUT + path] = ""
+        if out.outputs:  # the stamp names the files the task wrote too
+            meta.stamp = with_outputs(meta.stamp, out.outputs)
+        return meta
+
+    def _stamp(self, out: Done, task: Task[object], given: dict[TaskId, str]) -> str:
+        """A task's stamp names its value and the code that made it (StampContext): a
+        recomputation that gives the same value from the same code keeps its dependents
+        current (early cutoff; see checkpoint._stamps), and new code upstream never does.
+        Not for a task with a data directory: its value (often a path) does not show what
+        the directory holds."""
+        if task.spec().has_data_dir:
+            return new_stamp()
+        compressed = task.family.compress_level != 0
+        context = self.stamp_context.digest(out.id, given, out.payload, compressed)
+        if out.payload is not None:
+            return in_context(value_stamp(out.payload, compressed), context)
+        if out.stamp:  # written to its file by the worker, which hashed it
+            return in_context(out.stamp, context)
+        return new_stamp()
+
+    def _source(self, fingerprint: tuple[str, str]) -> tuple[str, str] | None:
+        """A family's code fingerprint and source, with its first record of the run."""
+        if fingerprint[0] in self.sources_sent:
+            return None
+        self.sources_sent.add(fingerprint[0])
+        return fingerprint
+
+    def _inputs_moved(self, node: Node) -> list[str]:
+        """The ``File`` inputs of the task edited while it ran (one ``os.stat`` each when
+        unchanged), announced: its result is then recorded as stale."""
+        if node.files is None or not node.files.digests:
+            return []
+        if self.input_digests is None:
+            self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
+        moved = changed_inputs(node.files, self.input_digests)
+        if moved and self.emit:
+            names = ", ".join(moved)
+            self.emit(ev.InputChanged(node.task, tuple(moved), (
+                f"The input {names} of {node.task!r} changed while it ran: its result may "
+                "come from either content, so it is stored as stale and runs again next time."
+            )))
+        return moved
+
+    def failed(self, out: Failed) -> None:
+        """A task raised: retry it, or it fails for good."""
+        error = self._error(out)
+        self.values.given.pop(out.id, None)
+        if self.recovery.retry(out, error):
+            return
+        out.output = self.recovery.earlier_output(out.id) + out.output
+        self.flow.fail_now(out.id, error, out)
+
+    def _error(self, out: Failed) -> BaseException:
+        """The exception a failure reports: its own, or an
+        :class:`UnserializableResultError` around it."""
+        error = out.error
+        if out.unpicklable_result:
+            task = self.nodes[out.id].task
+            wrapped = UnserializableResultError(
+                f"The result of task {task!r} cannot be pickled, so it cannot be stored: "
+                f"{type(error).__name__}: {error}. Return picklable data (or save the object "
+                "to a TaskDirectory() and return its path).",
+                task=repr(task), family=task.family.name,
+            )
+            wrapped.__cause__ = error
+            return wrapped
+        return error

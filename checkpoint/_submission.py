@@ -1,0 +1,228 @@
+"""Ready tasks on their way to the workers: batches, their work items, what is in flight.
+
+While fewer than ``workers + prefetch`` batches are in flight (a batch queued behind each
+running one keeps workers busy between round trips), :class:`Submitter` takes the next batch
+from :class:`~checkpoint._admission.Admission`, hands each task the values of its
+prerequisites (:meth:`RunValues.get <checkpoint._values.RunValues.get>`), makes its
+:class:`~checkpoint._worker.WorkItem` and submits the batch. A future's done-callback puts
+the batch on :attr:`Submitter.done`, which the run's loop reads. A batch is announced as
+started (``TaskStarted``) when a worker is free for it, as far as this thread can tell.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import deque
+from concurrent.futures import Future
+
+from . import events as ev
+from ._adapter import ExecutorAdapter, ExecutorKind, broken_process_pool
+from ._claims import Claims
+from ._codec import Payload
+from ._flow import RunState, TaskFlow
+from ._readiness import TaskState
+from ._recovery import Recovery
+from ._text import task_label
+from ._types import TaskId
+from ._worker import Outcome, Ref, WorkItem
+from .errors import CorruptEntryError
+from .files import File
+from .task import Task, TaskDirectory
+
+Returned = tuple[Future[list[Outcome]], list[WorkItem]]
+"""A batch that came back from the executor, with its future."""
+
+
+class Submitter:
+    """Batches to the executor, and the batches in flight."""
+
+    def __init__(self, state: RunState, flow: TaskFlow, claims: Claims, recovery: Recovery,
+                 adapter: ExecutorAdapter, *, debug: str, show_locals: bool,
+                 timeout: float | None) -> None:
+        self.nodes = state.nodes
+        self.readiness = state.readiness
+        self.admission = state.admission
+        self.values = state.values
+        self.coordination = state.coordination
+        self.emit = state.emit
+        self.flow = flow
+        self.claims = claims
+        self.recovery = recovery
+        self.store = state.store
+        self.adapter = adapter
+        self.pickled = adapter.kind is ExecutorKind.PICKLED
+        self.debug = debug
+        """Debug mode of every task (in-process runs only): "trace" or "post_mortem"."""
+        self.show_locals = show_locals
+        self.timeout = timeout
+        self.store_root = str(state.store.root)
+        self.blob_dirs: dict[str, str] = {}
+        self.done: queue.SimpleQueue[Returned] = queue.SimpleQueue()
+        """Batches that came back, put there by their futures' callbacks (in any thread)."""
+        self.inflight: dict[int, list[WorkItem]] = {}
+        """Batches handed to the executor, by ``id(items)``."""
+        self.started: set[int] = set()
+        """Batches in flight that were announced as started (at most one per worker)."""
+        self.queued: deque[list[WorkItem]] = deque()
+        """Batches in flight queued behind those, announced when a worker frees up."""
+
+    def submit_ready(self) -> None:
+        """Submit ready tasks while there is room in flight."""
+        if self.flow.stopping:
+            return
+        if self.coordination.blocked:
+            for tid in self.coordination.take_blocked():
+                self.admission.push(tid, self.nodes[tid].task.family.queue)
+        if self.recovery.suspects:
+            # A worker died: run the tasks that were in flight alone, one after another, so
+            # that the one that kills its worker is known and the others are not blamed.
+            suspects = self.recovery.suspects
+            while suspects and not self.inflight:
+                tid = suspects.popleft()
+                self.admission.hold(self.nodes[tid].task.family.queue)
+                self.submit([tid], isolated=True)
+            return
+        # A batch or more beyond the workers (``prefetch``): a worker that finishes picks the
+        # next batch up at once instead of waiting for this thread to collect and submit.
+        adapter = self.adapter
+        most = 1 if adapter.kind is ExecutorKind.INLINE else adapter.workers + adapter.prefetch
+        while len(self.inflight) < most:
+            batch = self.admission.take()
+            if not batch:
+                return  # nothing ready, or every ready task waits for a queue slot
+            self.submit(batch)
+
+    def submit(self, batch: list[TaskId], isolated: bool = False) -> None:
+        """Submit those of ``batch`` that can start now (``isolated``: a suspect, alone)."""
+        items: list[WorkItem] = []
+        payloads: dict[TaskId, Payload] = {}
+        locking = self.coordination.locking
+        for tid in batch:
+            if self._hand(tid, payloads, locking):
+                items.append(self._work_item(self.nodes[tid].task))
+        if not items:
+            return
+        try:
+            future = self.adapter.submit(items, payloads)
+        except broken_process_pool() as exc:  # broke before we noticed: collect it as such
+            future = Future()
+            future.set_exception(exc)
+        self.inflight[id(items)] = items
+        if self.emit:
+            if len(self.started) < self.adapter.workers:
+                self._announce(items)
+            else:  # queued behind a running batch (prefetch): not running yet
+                self.queued.append(items)
+        self.recovery.sent(items, isolated)
+        future.add_done_callback(lambda f: self.done.put((f, items)))
+
+    def returned(self, items: list[WorkItem]) -> None:
+        """A batch was collected: its worker is free for the next batch queued."""
+        if self.emit:
+            self.started.discard(id(items))
+            while self.queued and len(self.started) < self.adapter.workers:
+                waiting = self.queued.popleft()
+                if id(waiting) in self.inflight:
+                    self._announce(waiting)
+
+    def _announce(self, items: list[WorkItem]) -> None:
+        """A batch reached a worker (as far as this thread can tell: a free one was there)."""
+        assert self.emit is not None
+        self.started.add(id(items))
+        now = time.time()
+        for item in items:
+            self.emit(ev.TaskStarted(self.nodes[item.id].task, now))
+
+    def _hand(self, tid: TaskId, payloads: dict[TaskId, Payload], locking: bool) -> bool:
+        """Make ``tid`` running, the values it reads in ``payloads``; False (its queue slot
+        given back) if it cannot start now."""
+        queue_name = self.nodes[tid].task.family.queue
+        if self.readiness.get(tid) is not TaskState.READY or (
+            locking and not self.claims.take(tid)
+        ):
+            self.admission.release(queue_name)
+            return False
+        given = self._gather(tid, payloads)
+        if given is None:
+            self.coordination.end_reads(tid)
+            self.admission.release(queue_name)
+            return False
+        self.values.hand(tid, given)
+        self.readiness.running(tid)
+        return True
+
+    def _gather(self, tid: TaskId, payloads: dict[TaskId, Payload]) -> dict[TaskId, str] | None:
+        """Put the values ``tid`` reads into ``payloads`` and return their stamps; ``None``
+        when it cannot start now (a damaged value is recomputed first, or it failed)."""
+        node = self.nodes[tid]
+        given: dict[TaskId, str] = {}
+        for dep in node.deps:
+            if self.readiness.get(dep) is TaskState.DONE:
+                try:
+                    stamp, payload = self.values.get(dep)
+                except CorruptEntryError as exc:
+                    if not self.flow.damaged(dep, str(exc), tid):
+                        return None
+                else:
+                    given[dep] = stamp
+                    payloads[dep] = payload
+                    continue
+            self.readiness.wait_for(tid, node.deps)
+            return None
+        return given
+
+    def _work_item(self, task: Task[object]) -> WorkItem:
+        spec = task.spec()
+        template = [self._template(req, task) for req in spec.requirements]
+        family = task.family
+        if self.pickled and _rebuildable(task):
+            item = WorkItem.rebuilding(task.id, (family, task.args, task.kwargs), template,
+                                       family.compress_level)
+        else:
+            code = getattr(spec.fn, "__code__", None)
+            item = WorkItem.running(task.id, spec.fn, template, family.compress_level,
+                                    filename=code.co_filename if self.pickled and code else "")
+        item.blob_dir = self._blob_dir(family.dirname)
+        item.root = self.store_root
+        item.debug = self.debug
+        item.show_locals = self.show_locals
+        limit = family.timeout if family.timeout is not None else self.timeout
+        if limit:
+            item.timeout, item.label = limit, task_label(task)
+        return item
+
+    def _template(self, req: object, task: Task[object]) -> object:
+        if isinstance(req, Task):
+            return Ref(req.id)
+        if isinstance(req, TaskDirectory):
+            if task.id in self.values.entries or self.coordination.locking:
+                # Its directory is about to be emptied: the stored entry that goes with it
+                # must not outlive it (a failure, an interrupt, or another run adopting it
+                # would leave a fresh entry with an empty directory). Alone, this run knows
+                # every entry there is; with others, one may have stored it since the plan.
+                # So an entry found later was stored after this emptying, by a run that
+                # filled the directory again: it is adopted like any other.
+                self.store.delete(task.family.dirname, task.id)
+            return self.store.prepare_data_dir(task.family.dirname, task.id)
+        if isinstance(req, File):  # File or Product: resolved where the task runs
+            return req.keyed()
+        if isinstance(req, list):
+            return [self._template(r, task) for r in req]
+        if isinstance(req, dict):
+            return {k: self._template(v, task) for k, v in req.items()}
+        raise AssertionError(f"unexpected requirement {req!r}")
+
+    def _blob_dir(self, family: str) -> str:
+        path = self.blob_dirs.get(family)
+        if path is None:
+            path = self.blob_dirs[family] = str(self.store.blob_dir(family))
+        return path
+
+
+def _rebuildable(task: Task[object]) -> bool:
+    """Whether a process worker can rebuild the task's inner function by calling its outer
+    function again (:meth:`WorkItem.rebuilding`): not for a class task (its ``spec.fn`` is
+    already small: its plain attributes, no handles) nor for one whose arguments hold
+    tasks (``$task`` in its encoding), which would be planned again in the worker."""
+    return not task.family.is_class and "$task" not in task.encoded
