@@ -547,7 +547,6 @@ def digest_of(
     (declared outputs of other tasks, tracked through their producers)."""
     full = key  # relative to the working directory, which is ``root``
     if pattern:
-        import fnmatch
         import glob
 
         matches = sorted(glob.glob(key, root_dir=root, recursive=True))
@@ -559,7 +558,7 @@ def digest_of(
             found = digest_of(rel, root, cache, exclude=exclude)
             if found is not None:
                 lines.append((rel, found))
-        if lines or any(fnmatch.fnmatchcase(k, key) for k in exclude):
+        if lines or any(glob_match(key, k) for k in exclude):
             return _manifest(lines)
         return None  # matches nothing (and no task of the run writes a match)
     try:
@@ -776,7 +775,6 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
         TaskDefinitionError: the task reads its own output.
     """
     import bisect
-    import fnmatch
 
     from ._text import task_label
 
@@ -788,7 +786,7 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
     for item in files.inputs:
         key = item.key(root)
         if item.is_glob:
-            covered = [k for k in producers if fnmatch.fnmatchcase(k, key)]
+            covered = [k for k in producers if glob_match(key, k)]
         elif key in producers:
             covered = [key]
             if files.produced is _NONE:
@@ -824,6 +822,42 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
     if exclude:
         files.exclude = frozenset(exclude)
     return found
+
+
+def glob_match(pattern: str, key: str) -> bool:
+    """Whether ``glob.glob(pattern, recursive=True)`` yields the path ``key`` (both
+    ``/``-separated, relative to the same root), if it exists: ``**`` is zero or more
+    directories, ``*`` and ``?`` stay within a name, and a hidden name (``.x``) matches only
+    a part of the pattern that starts with ``.``. (:func:`fnmatch.fnmatchcase` on the
+    whole path differs: its ``*`` crosses ``/``, its ``**`` is not optional.)"""
+    return _match_parts(pattern.split("/"), 0, key.split("/"), 0)
+
+
+def _match_parts(pattern: list[str], i: int, parts: list[str], j: int) -> bool:
+    import fnmatch
+
+    while i < len(pattern):
+        part = pattern[i]
+        if part == "**":
+            if i == len(pattern) - 1:  # the last part: everything below, hidden names aside
+                return not any(name[:1] == "." for name in parts[j:])
+            for k in range(j, len(parts) + 1):  # it takes parts[j:k], the rest must match
+                if _match_parts(pattern, i + 1, parts, k):
+                    return True
+                if k < len(parts) and parts[k][:1] == ".":
+                    return False
+            return False
+        if j == len(parts):
+            return False
+        name = parts[j]
+        if _GLOB_CHARS.isdisjoint(part):
+            if name != part:
+                return False
+        elif not fnmatch.fnmatchcase(name, part) or (name[:1] == "." and part[:1] != "."):
+            return False
+        i += 1
+        j += 1
+    return j == len(parts)
 
 
 def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:

@@ -881,3 +881,78 @@ def test_a_task_that_changes_directory_does_not_move_the_next_one(
     module = make_module("chdirs", CHDIR)
     assert module.read().run(executor=executor, max_workers=1) == "top"
     assert os.getcwd() == str(tmp_path)
+
+
+# --- patterns and the producers of their matches --------------------------------------------
+
+
+def test_pattern_matching_follows_glob(tmp_path: Path) -> None:
+    """Whether a pattern covers a declared output is decided as glob.glob(recursive=True)
+    decides what it matches: '**' is zero or more directories, '*' stays within one name,
+    hidden names match only a pattern that names them."""
+    import glob
+
+    paths = ["out/a.csv", "out/sub/b.csv", "out/sub/deep/c.csv", "out/.h.csv", "out/.d/e.csv",
+             "out/x.txt", "top.csv", "out/sub/.f.csv"]
+    for p in paths:
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+        Path(p).write_text("x")
+    patterns = ["out/**/*.csv", "out/*.csv", "*/*.csv", "**/*.csv", "out/**", "**", "*.csv",
+                "out/*/*.csv", "out/.*", "out/.*/*.csv", "out/**/.*.csv", "o?t/[a-b].csv",
+                "out/[!a]*.csv", "out/sub/**/*.csv", "**/deep/*.csv", "out/**/sub/*.csv"]
+    for pattern in patterns:
+        expected = {p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)}
+        got = {p for p in paths if files_module.glob_match(pattern, p)}
+        assert got == expected, pattern
+
+
+PRODUCE_CSV = '''
+from pathlib import Path
+from checkpoint import File, Product, requires, task
+
+
+@task
+def produce(name: str):
+    @requires(Product(f"out/{name}.csv"))
+    def __(out: Path) -> None:
+        # What it writes depends on a file it does not declare: a forced re-run changes it.
+        text = out.stem
+        out.write_text(text.upper() if Path("case.txt").read_text() == "upper" else text)
+    return __
+
+
+@task
+def collect(pattern: str):
+    @requires(File(pattern))
+    def __(paths: list) -> list:
+        return [p.read_text() for p in paths]
+    return __
+
+
+@task
+def main(pattern: str):
+    @requires(collect(pattern))
+    def __(got: list) -> list:
+        return got
+    return __
+'''
+
+
+def test_a_recursive_pattern_depends_on_the_producers_of_its_matches(
+    tmp_path: Path, make_module: Any
+) -> None:
+    """File("out/**/*.csv") matches out/a.csv ('**' may be no directory at all): its
+    producer comes first, from scratch, and when it re-runs in the same run the pattern's
+    task sees what it wrote."""
+    module = make_module("producing", PRODUCE_CSV)
+    Path("case.txt").write_text("lower")
+    producers = [module.produce("a"), module.produce("b")]
+    targets = [*producers, module.main("out/**/*.csv")]
+    nodes = expand(targets)
+    assert set(nodes[module.collect("out/**/*.csv").id].deps) == {p.id for p in producers}
+    result = checkpoint.run(targets, executor="inline")
+    assert result.values[module.main("out/**/*.csv").id] == ["a", "b"]
+    Path("case.txt").write_text("upper")
+    # Forced: the producers and main(), not collect() (only a prerequisite of a target).
+    result = checkpoint.run(targets, executor="inline", force=True)
+    assert result.values[module.main("out/**/*.csv").id] == ["A", "B"]
