@@ -39,8 +39,8 @@ whose path is in the digest cache is its own key (no normalizing).
 
 **Producers.** Within one run's DAG, a ``File`` input that another task declares as a
 ``Product`` makes that task a prerequisite (ordering and freshness both go through it),
-and a directory or glob input that covers declared outputs depends on their producers,
-their files being tracked through them. The DAG is built lazily from task calls, so the
+and a directory or glob input that covers declared outputs (or reaches into a declared
+output directory) depends on their producers, their files being tracked through them. The DAG is built lazily from task calls, so the
 producer must be part of the run: require it (``@requires(clean(city))``, returning the
 path) or list it among the targets. A ``File`` that no task of the DAG produces is a
 source file and must exist before anything runs (:class:`MissingInputError`).
@@ -553,12 +553,12 @@ def digest_of(
         lines = []
         for match in matches:
             rel = match.replace(os.sep, "/")
-            if rel in exclude:
+            if exclude and _excluded(rel, exclude):
                 continue
             found = digest_of(rel, root, cache, exclude=exclude)
             if found is not None:
                 lines.append((rel, found))
-        if lines or any(glob_match(key, k) for k in exclude):
+        if lines or any(_covers(key, k) for k in exclude):
             return _manifest(lines)
         return None  # matches nothing (and no task of the run writes a match)
     try:
@@ -786,7 +786,8 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
     for item in files.inputs:
         key = item.key(root)
         if item.is_glob:
-            covered = [k for k in producers if glob_match(key, k)]
+            covered = [k for k in producers
+                       if (_reaches(key, k) if k in dirs else glob_match(key, k))]
         elif key in producers:
             covered = [key]
             if files.produced is _NONE:
@@ -813,12 +814,16 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
                 covered.append(k)
         for k in covered:
             if producers[k] == tid:
+                if k in dirs and item.is_glob and not key.startswith(k + "/"):
+                    continue  # reaching into its own output directory, and elsewhere
                 raise TaskDefinitionError(
                     f"{task_label(node.task)} declares {k} both as an input (File) and as "
                     "its output (Product). Write the result to another path."
                 )
             found.append(producers[k])
             exclude.add(k)
+            if k in dirs:  # and every file under it
+                exclude.add(k + "/")
     if exclude:
         files.exclude = frozenset(exclude)
     return found
@@ -834,8 +839,6 @@ def glob_match(pattern: str, key: str) -> bool:
 
 
 def _match_parts(pattern: list[str], i: int, parts: list[str], j: int) -> bool:
-    import fnmatch
-
     while i < len(pattern):
         part = pattern[i]
         if part == "**":
@@ -847,17 +850,55 @@ def _match_parts(pattern: list[str], i: int, parts: list[str], j: int) -> bool:
                 if k < len(parts) and parts[k][:1] == ".":
                     return False
             return False
-        if j == len(parts):
-            return False
-        name = parts[j]
-        if _GLOB_CHARS.isdisjoint(part):
-            if name != part:
-                return False
-        elif not fnmatch.fnmatchcase(name, part) or (name[:1] == "." and part[:1] != "."):
+        if j == len(parts) or not _name_match(part, parts[j]):
             return False
         i += 1
         j += 1
     return j == len(parts)
+
+
+def _name_match(part: str, name: str) -> bool:
+    """Whether one part of a pattern (not ``**``) matches one name, as glob decides."""
+    import fnmatch
+
+    if _GLOB_CHARS.isdisjoint(part):
+        return name == part
+    return fnmatch.fnmatchcase(name, part) and (name[:1] != "." or part[:1] == ".")
+
+
+def _reaches(pattern: str, directory: str) -> bool:
+    """Whether a glob pattern may match ``directory`` or a path under it (a loose test: a
+    ``**`` on the way counts as yes)."""
+    pattern_parts = pattern.split("/")
+    for i, name in enumerate(directory.split("/")):
+        if i == len(pattern_parts):
+            return False
+        part = pattern_parts[i]
+        if part == "**":
+            return True
+        if not _name_match(part, name):
+            return False
+    return True
+
+
+def _covers(pattern: str, excluded: str) -> bool:
+    """Whether a pattern covers an entry of ``TaskFiles.exclude``: a declared output, or
+    a declared output directory (``"dir/"``)."""
+    if excluded.endswith("/"):
+        return _reaches(pattern, excluded[:-1])
+    return glob_match(pattern, excluded)
+
+
+def _excluded(path: str, exclude: frozenset[str]) -> bool:
+    """Whether ``path`` is in ``exclude`` or lies under a directory there (``"dir/"``)."""
+    if path in exclude:
+        return True
+    cut = path.find("/")
+    while cut != -1:
+        if path[:cut + 1] in exclude:
+            return True
+        cut = path.find("/", cut + 1)
+    return False
 
 
 def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:

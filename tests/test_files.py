@@ -956,3 +956,77 @@ def test_a_recursive_pattern_depends_on_the_producers_of_its_matches(
     # Forced: the producers and main(), not collect() (only a prerequisite of a target).
     result = checkpoint.run(targets, executor="inline", force=True)
     assert result.values[module.main("out/**/*.csv").id] == ["A", "B"]
+
+
+SHARDS = '''
+from pathlib import Path
+from checkpoint import File, Product, requires, task
+
+
+@task
+def split():
+    @requires(File("in.txt"))
+    @requires(Product("out/shards/"))
+    def __(src: Path, out: Path) -> None:
+        for i, word in enumerate(src.read_text().split()):
+            (out / f"{i}.csv").write_text(word)
+    return __
+
+
+@task
+def collect(pattern: str):
+    @requires(File(pattern))
+    def __(paths) -> list:
+        if isinstance(paths, Path):  # a directory
+            paths = sorted(paths.rglob("*.csv"))
+        return [p.read_text() for p in paths]
+    return __
+
+
+@task
+def main(pattern: str):
+    @requires(split())
+    @requires(collect(pattern))
+    def __(_: None, got: list) -> list:
+        return got
+    return __
+'''
+
+
+@pytest.mark.parametrize("pattern", ["out/shards/*.csv", "out/**/*.csv", "out/*/[0-9].csv", "out"])
+def test_a_pattern_or_directory_over_a_product_directory_depends_on_its_producer(
+    tmp_path: Path, make_module: Any, pattern: str
+) -> None:
+    """A pattern inside (or reaching into) another task's Product directory, or a directory
+    holding one, reads what that task writes: its producer comes first, from scratch and
+    after an edit upstream; the files are tracked through the producer (no "changed while it
+    ran" for what the producer wrote, no needless re-run next time)."""
+    module = make_module("sharding", SHARDS)
+    Path("in.txt").write_text("a b")
+    nodes = expand([module.main(pattern)])
+    assert nodes[module.collect(pattern).id].deps == [module.split().id]
+    assert module.main(pattern).run(executor="inline") == ["a", "b"]
+    Path("in.txt").write_text("x y")
+    events: list[Any] = []
+    result = checkpoint.run([module.main(pattern)], executor="inline", subscribers=[events.append])
+    assert result.values[module.main(pattern).id] == ["x", "y"]
+    assert not [e for e in events if type(e).__name__ == "InputChanged"]
+    assert not checkpoint.run([module.main(pattern)], executor="inline").ran
+
+
+
+def test_a_pattern_inside_its_own_product_directory_is_refused(tmp_path: Path) -> None:
+    """As a file inside it: the directory is emptied before the task reads it. A pattern
+    that merely reaches into it (and elsewhere) is not refused."""
+
+    @task
+    def own(pattern: str):
+        @requires(File(pattern))
+        @requires(Product("mine/"))
+        def __(paths: list[Path], out: Path) -> None:
+            (out / "x.csv").write_text("x")
+        return __
+
+    with pytest.raises(TaskDefinitionError, match=r"own\('mine/\*.csv'\) .* declares mine both as an input"):
+        expand([own("mine/*.csv")])
+    expand([own("**/*.csv")])
