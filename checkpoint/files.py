@@ -48,6 +48,7 @@ source file and must exist before anything runs (:class:`MissingInputError`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import marshal
 import os
@@ -199,8 +200,9 @@ class Product(File):
     The inner function receives its :class:`pathlib.Path`, whose parent directory (or the
     directory itself) exists. The task must write it on every run; its digest is recorded
     once the task succeeds, and the task runs again when the file is deleted or changed
-    by anything else. ``checkpoint clear`` keeps it; a directory is emptied before each
-    run of its task (it belongs to the task: files of an earlier run must not outlive it).
+    by anything else. ``checkpoint clear`` keeps it; before each run (and each retry) of
+    its task, a file is removed and a directory emptied (it belongs to the task: what an
+    earlier run or a failed attempt wrote must not outlive it).
     """
 
     __slots__ = ()
@@ -219,14 +221,16 @@ class Product(File):
         return self.path.endswith(("/", os.sep))
 
     def value(self) -> Path:
-        """The output's path, its directory created (called where the task runs). A
-        directory is emptied first: it belongs to the task, and files an earlier run wrote
-        there must not outlive it (as snakemake removes a ``directory()`` output)."""
+        """The output's path, its directory created (called where the task runs, before
+        each attempt). What an earlier run or a failed attempt wrote must not outlive it
+        (as snakemake removes outputs before a job): a file is removed, a directory emptied."""
         path = Path(self._key or self.path)
         if self.is_dir:
             _empty(path)
             path.mkdir(parents=True, exist_ok=True)
         else:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(path)
             path.parent.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -1030,3 +1030,25 @@ def test_a_pattern_inside_its_own_product_directory_is_refused(tmp_path: Path) -
     with pytest.raises(TaskDefinitionError, match=r"own\('mine/\*.csv'\) .* declares mine both as an input"):
         expand([own("mine/*.csv")])
     expand([own("**/*.csv")])
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_retry_starts_without_what_the_failed_attempt_wrote(tmp_path: Path, executor: str) -> None:
+    """A Product file is removed before each attempt (as a Product directory is emptied):
+    a task that adds to its output (SQLite, an archive, an appended log) never has a failed
+    attempt's part recorded as good."""
+
+    @task(retries=1)
+    def build():
+        @requires(Product("out/rows.txt"))
+        def __(out: Path) -> int:
+            with out.open("a") as fh:
+                fh.write("row\n")
+            if not Path("failed-once").exists():
+                Path("failed-once").write_text("")
+                raise ConnectionError("transient")
+            return len(out.read_text().splitlines())
+        return __
+
+    assert build().run(executor=executor) == 1
+    assert Path("out/rows.txt").read_text() == "row\n"
