@@ -916,6 +916,45 @@ def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
     return None
 
 
+def check_cache_apart(with_files: list[Node], store_root: Path) -> None:
+    """Refuse declared outputs that would destroy the cache: a ``Product`` directory that
+    holds it (emptied before its task runs) or an output inside it.
+
+    Raises:
+        TaskDefinitionError: naming the task, the output and the cache.
+    """
+    from ._text import task_label
+
+    root = os.getcwd()
+    cache = os.path.normpath(os.path.join(root, store_root))
+    # Keys are relative to the root (absolute outside it): compared as text with the
+    # cache's path relative to the root, or absolute when it lies outside.
+    rel = key_of(cache, root)
+    if os.sep != "/":
+        rel = rel.replace(os.sep, "/")
+    for node in with_files:
+        assert node.files is not None
+        for product in node.files.outputs:
+            key = product.key(root)
+            if not (rel.startswith(key) or key.startswith(rel)):
+                continue  # the usual case
+            holds = product.is_dir and (rel == key or rel.startswith(key.rstrip("/") + "/"))
+            if holds:
+                raise TaskDefinitionError(
+                    f"{task_label(node.task)} declares the directory {key} as its output "
+                    f"(Product), which holds the cache ({store_root}): a Product directory is "
+                    "emptied before its task runs. Declare a directory of its own, or keep the "
+                    "cache elsewhere (--cache-dir, CP_CACHE_DIR)."
+                )
+            if key == rel or key.startswith(rel + "/"):
+                what = "the directory " if product.is_dir else ""
+                raise TaskDefinitionError(
+                    f"{task_label(node.task)} declares {what}{key} as its output (Product), "
+                    f"which is inside the cache ({store_root}). Write outputs outside the "
+                    "cache (a TaskDirectory() is a task's own directory in it)."
+                )
+
+
 def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | None) -> None:
     """Digest the source inputs of every task, and the outputs of the stored ones.
 

@@ -1052,3 +1052,29 @@ def test_a_retry_starts_without_what_the_failed_attempt_wrote(tmp_path: Path, ex
 
     assert build().run(executor=executor) == 1
     assert Path("out/rows.txt").read_text() == "row\n"
+
+
+def test_a_product_directory_that_holds_the_cache_is_refused(tmp_path: Path, runner: CliRunner) -> None:
+    """Product("build/") with the cache in build/cache would empty the cache before its task
+    runs (every run recomputing everything): refused as the project is, and so is an output
+    inside the cache."""
+
+    @task
+    def render(where: str):
+        @requires(Product(where))
+        def __(out: Path) -> None:
+            (out / "index.html").write_text("x")
+        return __
+
+    @task
+    def first():
+        def __() -> int:
+            return 1
+        return __
+
+    assert checkpoint.run([first()], executor="inline", cache_dir="build/cache").ran
+    for where in ("build/", "build/cache/checkpoint/x/"):
+        with pytest.raises(TaskDefinitionError, match=r"render\(.* declares the directory "
+                           r"build.* as its output \(Product\), which .* the cache"):
+            checkpoint.run([render(where), first()], executor="inline", cache_dir="build/cache")
+    assert not checkpoint.run([first()], executor="inline", cache_dir="build/cache").ran
