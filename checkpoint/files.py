@@ -357,6 +357,8 @@ class DigestCache:
             and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
         ):
             return entry[4]
+        if not stat.S_ISREG(st.st_mode):  # never read: a named pipe would wait for a writer
+            return f"<{_kind(st)}>"
         sig = _signature(st)
         started = _clock()
         digest = hash_file(path)
@@ -394,6 +396,18 @@ class DigestCache:
             return
         self.changed = {}
         self.changed_dirs = {}
+
+
+def _kind(st: os.stat_result) -> str:
+    """What a file that is neither a regular file nor a directory is, in words."""
+    mode = st.st_mode
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
 
 
 def _load(path: Path) -> dict[str, tuple[dict[str, tuple[str, str]], bytes]]:
@@ -544,11 +558,17 @@ def _dir_manifest(directory: str, cache: DigestCache,
 
 def digest_of(
     key: str, root: str, cache: DigestCache, *, pattern: bool = False,
-    exclude: frozenset[str] = frozenset(),
+    exclude: frozenset[str] = frozenset(), listed: bool = False,
 ) -> str | None:
     """The content digest of a file, a directory's manifest or a glob pattern's manifest
     (``None`` when there is nothing there). ``exclude`` holds keys left out of manifests
-    (declared outputs of other tasks, tracked through their producers)."""
+    (declared outputs of other tasks, tracked through their producers). A named pipe, a
+    socket or a device counts by its name and kind in a manifest (``listed``: a pattern's
+    match), and is refused as a ``File`` of its own: its content cannot be tracked.
+
+    Raises:
+        InvalidRequirementError: ``key`` names a named pipe, a socket or a device.
+    """
     full = key  # relative to the working directory, which is ``root``
     if pattern:
         import glob
@@ -559,7 +579,7 @@ def digest_of(
             rel = match.replace(os.sep, "/")
             if exclude and _excluded(rel, exclude):
                 continue
-            found = digest_of(rel, root, cache, exclude=exclude)
+            found = digest_of(rel, root, cache, exclude=exclude, listed=True)
             if found is not None:
                 lines.append((rel, found))
         if lines or any(_covers(key, k) for k in exclude):
@@ -574,6 +594,12 @@ def digest_of(
         return None
     if stat.S_ISDIR(st.st_mode):
         return _dir_digest(full, cache, exclude)
+    if not listed and not stat.S_ISREG(st.st_mode):
+        raise InvalidRequirementError(
+            f"File({key!r}) names a {_kind(st)}, not a file or a directory: its content cannot "
+            "be tracked (reading it may wait for ever). Declare the files it comes from, or "
+            "its directory (where it counts by name only)."
+        )
     return cache.digest(full, st)
 
 

@@ -1078,3 +1078,41 @@ def test_a_product_directory_that_holds_the_cache_is_refused(tmp_path: Path, run
                            r"build.* as its output \(Product\), which .* the cache"):
             checkpoint.run([render(where), first()], executor="inline", cache_dir="build/cache")
     assert not checkpoint.run([first()], executor="inline", cache_dir="build/cache").ran
+
+
+FIFO_TASKFILE = '''
+from pathlib import Path
+from checkpoint import File, requires, task
+
+
+@task
+def names(path: str):
+    @requires(File(path))
+    def __(d: Path) -> list:
+        return sorted(p.name for p in d.iterdir())
+    return __
+'''
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_in_an_input_directory_counts_by_name(tmp_path: Path) -> None:
+    """A FIFO under a directory input is listed in its manifest without being read (reading
+    it waited for a writer for ever); a File naming one is refused, naming it."""
+    (tmp_path / "taskfile.py").write_text(FIFO_TASKFILE)
+    Path("data").mkdir()
+    Path("data/a.txt").write_text("a")
+    os.mkfifo("data/pipe")
+
+    def run(target: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "checkpoint", "run", "--no-progress", target],
+                              capture_output=True, text=True, timeout=60)
+
+    out = run("names('data')")
+    assert (out.returncode, out.stdout) == (0, "['a.txt', 'pipe']\n"), out.stderr
+    assert "Nothing to run" in run("names('data')").stderr
+    os.unlink("data/pipe")
+    assert run("names('data')").stdout == "['a.txt']\n"  # the manifest changed
+    os.mkfifo("data/pipe")
+    out = run("names('data/pipe')")
+    assert out.returncode == 2
+    assert "File('data/pipe') names a named pipe, not a file or a directory" in out.stderr
