@@ -49,14 +49,16 @@ source file and must exist before anything runs (:class:`MissingInputError`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import marshal
 import os
+import re
 import shutil
 import stat
 import time
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -816,8 +818,8 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
     for item in files.inputs:
         key = item.key(root)
         if item.is_glob:
-            covered = [k for k in producers
-                       if (_reaches(key, k) if k in dirs else glob_match(key, k))]
+            match = glob_matcher(key)
+            covered = [k for k in producers if (_reaches(key, k) if k in dirs else match(k))]
         elif key in producers:
             covered = [key]
             if files.produced is _NONE:
@@ -865,7 +867,46 @@ def glob_match(pattern: str, key: str) -> bool:
     directories, ``*`` and ``?`` stay within a name, and a hidden name (``.x``) matches only
     a part of the pattern that starts with ``.``. (:func:`fnmatch.fnmatchcase` on the
     whole path differs: its ``*`` crosses ``/``, its ``**`` is not optional.)"""
-    return _match_parts(pattern.split("/"), 0, key.split("/"), 0)
+    return bool(glob_matcher(pattern)(key))
+
+
+def glob_matcher(pattern: str) -> Callable[[str], object]:
+    """:func:`glob_match` for one pattern, as a function of the path (true: it matches)."""
+    regex = _glob_regex(pattern)
+    if regex is not None:
+        return regex.fullmatch
+    parts = pattern.split("/")
+    return lambda key: _match_parts(parts, 0, key.split("/"), 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern[str] | None:
+    """:func:`glob_match` as one compiled regex (a pattern compared with thousands of
+    declared outputs), for a pattern without ``[`` or ``**/**`` (``None``: match it part
+    by part)."""
+    if "[" in pattern or "**/**" in pattern:
+        return None
+    out = []
+    start = True  # no separator before the next part
+    parts = pattern.split("/")
+    for i, part in enumerate(parts):
+        if part == "**":  # zero or more names, none hidden
+            if i == len(parts) - 1:
+                out.append(r"(?:(?!\.)[^/]+(?:/(?!\.)[^/]+)*)?" if start else r"(?:/(?!\.)[^/]+)*")
+            else:
+                out.append(("" if start else "/") + r"(?:(?!\.)[^/]+/)*")
+                start = True
+            continue
+        if not start:
+            out.append("/")
+        start = False
+        if _GLOB_CHARS.isdisjoint(part):
+            out.append(re.escape(part))
+            continue
+        if part[0] != ".":
+            out.append(r"(?!\.)")
+        out.extend("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in part)
+    return re.compile("".join(out), re.DOTALL)
 
 
 def _match_parts(pattern: list[str], i: int, parts: list[str], j: int) -> bool:
