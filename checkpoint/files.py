@@ -578,7 +578,7 @@ def digest_of(
         matches = sorted(glob.glob(key, root_dir=root, recursive=True))
         lines = []
         for match in matches:
-            rel = match.replace(os.sep, "/")
+            rel = match.replace(os.sep, "/").rstrip("/") or "/"  # 'out/**' yields 'out/'
             if exclude and _excluded(rel, exclude):
                 continue
             found = digest_of(rel, root, cache, exclude=exclude, listed=True)
