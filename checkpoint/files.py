@@ -40,10 +40,11 @@ whose path is in the digest cache is its own key (no normalizing).
 **Producers.** Within one run's DAG, a ``File`` input that another task declares as a
 ``Product`` makes that task a prerequisite (ordering and freshness both go through it),
 and a directory or glob input that covers declared outputs (or reaches into a declared
-output directory) depends on their producers, their files being tracked through them. The DAG is built lazily from task calls, so the
-producer must be part of the run: require it (``@requires(clean(city))``, returning the
-path) or list it among the targets. A ``File`` that no task of the DAG produces is a
-source file and must exist before anything runs (:class:`MissingInputError`).
+output directory) depends on their producers, their files being tracked through them. The
+DAG is built lazily from task calls, so the producer must be part of the run: require it
+(``@requires(clean(city))``, returning the path) or list it among the targets. A ``File``
+that no task of the DAG produces is a source file and must exist before anything runs
+(:class:`MissingInputError`).
 """
 
 from __future__ import annotations
