@@ -39,23 +39,27 @@ whose path is in the digest cache is its own key (no normalizing).
 
 **Producers.** Within one run's DAG, a ``File`` input that another task declares as a
 ``Product`` makes that task a prerequisite (ordering and freshness both go through it),
-and a directory or glob input that covers declared outputs depends on their producers,
-their files being tracked through them. The DAG is built lazily from task calls, so the
-producer must be part of the run: require it (``@requires(clean(city))``, returning the
-path) or list it among the targets. A ``File`` that no task of the DAG produces is a
-source file and must exist before anything runs (:class:`MissingInputError`).
+and a directory or glob input that covers declared outputs (or reaches into a declared
+output directory) depends on their producers, their files being tracked through them. The
+DAG is built lazily from task calls, so the producer must be part of the run: require it
+(``@requires(clean(city))``, returning the path) or list it among the targets. A ``File``
+that no task of the DAG produces is a source file and must exist before anything runs
+(:class:`MissingInputError`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import marshal
 import os
+import re
 import shutil
 import stat
 import time
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -199,8 +203,9 @@ class Product(File):
     The inner function receives its :class:`pathlib.Path`, whose parent directory (or the
     directory itself) exists. The task must write it on every run; its digest is recorded
     once the task succeeds, and the task runs again when the file is deleted or changed
-    by anything else. ``checkpoint clear`` keeps it; a directory is emptied before each
-    run of its task (it belongs to the task: files of an earlier run must not outlive it).
+    by anything else. ``checkpoint clear`` keeps it; before each run (and each retry) of
+    its task, a file is removed and a directory emptied (it belongs to the task: what an
+    earlier run or a failed attempt wrote must not outlive it).
     """
 
     __slots__ = ()
@@ -219,14 +224,16 @@ class Product(File):
         return self.path.endswith(("/", os.sep))
 
     def value(self) -> Path:
-        """The output's path, its directory created (called where the task runs). A
-        directory is emptied first: it belongs to the task, and files an earlier run wrote
-        there must not outlive it (as snakemake removes a ``directory()`` output)."""
+        """The output's path, its directory created (called where the task runs, before
+        each attempt). What an earlier run or a failed attempt wrote must not outlive it
+        (as snakemake removes outputs before a job): a file is removed, a directory emptied."""
         path = Path(self._key or self.path)
         if self.is_dir:
             _empty(path)
             path.mkdir(parents=True, exist_ok=True)
         else:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(path)
             path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -353,6 +360,8 @@ class DigestCache:
             and entry[2] == st.st_ctime_ns and entry[0] == st.st_size and entry[3] == st.st_ino
         ):
             return entry[4]
+        if not stat.S_ISREG(st.st_mode):  # never read: a named pipe would wait for a writer
+            return f"<{_kind(st)}>"
         sig = _signature(st)
         started = _clock()
         digest = hash_file(path)
@@ -390,6 +399,18 @@ class DigestCache:
             return
         self.changed = {}
         self.changed_dirs = {}
+
+
+def _kind(st: os.stat_result) -> str:
+    """What a file that is neither a regular file nor a directory is, in words."""
+    mode = st.st_mode
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
 
 
 def _load(path: Path) -> dict[str, tuple[dict[str, tuple[str, str]], bytes]]:
@@ -540,26 +561,31 @@ def _dir_manifest(directory: str, cache: DigestCache,
 
 def digest_of(
     key: str, root: str, cache: DigestCache, *, pattern: bool = False,
-    exclude: frozenset[str] = frozenset(),
+    exclude: frozenset[str] = frozenset(), listed: bool = False,
 ) -> str | None:
     """The content digest of a file, a directory's manifest or a glob pattern's manifest
     (``None`` when there is nothing there). ``exclude`` holds keys left out of manifests
-    (declared outputs of other tasks, tracked through their producers)."""
+    (declared outputs of other tasks, tracked through their producers). A named pipe, a
+    socket or a device counts by its name and kind in a manifest (``listed``: a pattern's
+    match), and is refused as a ``File`` of its own: its content cannot be tracked.
+
+    Raises:
+        InvalidRequirementError: ``key`` names a named pipe, a socket or a device.
+    """
     full = key  # relative to the working directory, which is ``root``
     if pattern:
-        import fnmatch
         import glob
 
         matches = sorted(glob.glob(key, root_dir=root, recursive=True))
         lines = []
         for match in matches:
-            rel = match.replace(os.sep, "/")
-            if rel in exclude:
+            rel = match.replace(os.sep, "/").rstrip("/") or "/"  # 'out/**' yields 'out/'
+            if exclude and _excluded(rel, exclude):
                 continue
-            found = digest_of(rel, root, cache, exclude=exclude)
+            found = digest_of(rel, root, cache, exclude=exclude, listed=True)
             if found is not None:
                 lines.append((rel, found))
-        if lines or any(fnmatch.fnmatchcase(k, key) for k in exclude):
+        if lines or any(_covers(key, k) for k in exclude):
             return _manifest(lines)
         return None  # matches nothing (and no task of the run writes a match)
     try:
@@ -571,6 +597,12 @@ def digest_of(
         return None
     if stat.S_ISDIR(st.st_mode):
         return _dir_digest(full, cache, exclude)
+    if not listed and not stat.S_ISREG(st.st_mode):
+        raise InvalidRequirementError(
+            f"File({key!r}) names a {_kind(st)}, not a file or a directory: its content cannot "
+            "be tracked (reading it may wait for ever). Declare the files it comes from, or "
+            "its directory (where it counts by name only)."
+        )
     return cache.digest(full, st)
 
 
@@ -776,7 +808,6 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
         TaskDefinitionError: the task reads its own output.
     """
     import bisect
-    import fnmatch
 
     from ._text import task_label
 
@@ -788,7 +819,8 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
     for item in files.inputs:
         key = item.key(root)
         if item.is_glob:
-            covered = [k for k in producers if fnmatch.fnmatchcase(k, key)]
+            match = glob_matcher(key)
+            covered = [k for k in producers if (_reaches(key, k) if k in dirs else match(k))]
         elif key in producers:
             covered = [key]
             if files.produced is _NONE:
@@ -815,15 +847,130 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
                 covered.append(k)
         for k in covered:
             if producers[k] == tid:
+                if k in dirs and item.is_glob and not key.startswith(k + "/"):
+                    continue  # reaching into its own output directory, and elsewhere
                 raise TaskDefinitionError(
                     f"{task_label(node.task)} declares {k} both as an input (File) and as "
                     "its output (Product). Write the result to another path."
                 )
             found.append(producers[k])
             exclude.add(k)
+            if k in dirs:  # and every file under it
+                exclude.add(k + "/")
     if exclude:
         files.exclude = frozenset(exclude)
     return found
+
+
+def glob_match(pattern: str, key: str) -> bool:
+    """Whether ``glob.glob(pattern, recursive=True)`` yields the path ``key`` (both
+    ``/``-separated, relative to the same root), if it exists: ``**`` is zero or more
+    directories, ``*`` and ``?`` stay within a name, and a hidden name (``.x``) matches only
+    a part of the pattern that starts with ``.``. (:func:`fnmatch.fnmatchcase` on the
+    whole path differs: its ``*`` crosses ``/``, its ``**`` is not optional.)"""
+    return bool(glob_matcher(pattern)(key))
+
+
+def glob_matcher(pattern: str) -> Callable[[str], object]:
+    """:func:`glob_match` for one pattern, as a function of the path (true: it matches)."""
+    regex = _glob_regex(pattern)
+    if regex is not None:
+        return regex.fullmatch
+    parts = pattern.split("/")
+    return lambda key: _match_parts(parts, 0, key.split("/"), 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern[str] | None:
+    """:func:`glob_match` as one compiled regex (a pattern compared with thousands of
+    declared outputs), for a pattern without ``[`` or ``**/**`` (``None``: match it part
+    by part)."""
+    if "[" in pattern or "**/**" in pattern:
+        return None
+    out = []
+    start = True  # no separator before the next part
+    parts = pattern.split("/")
+    for i, part in enumerate(parts):
+        if part == "**":  # zero or more names, none hidden
+            if i == len(parts) - 1:
+                out.append(r"(?:(?!\.)[^/]+(?:/(?!\.)[^/]+)*)?" if start else r"(?:/(?!\.)[^/]+)*")
+            else:
+                out.append(("" if start else "/") + r"(?:(?!\.)[^/]+/)*")
+                start = True
+            continue
+        if not start:
+            out.append("/")
+        start = False
+        if _GLOB_CHARS.isdisjoint(part):
+            out.append(re.escape(part))
+            continue
+        if part[0] != ".":
+            out.append(r"(?!\.)")
+        out.extend("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in part)
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _match_parts(pattern: list[str], i: int, parts: list[str], j: int) -> bool:
+    while i < len(pattern):
+        part = pattern[i]
+        if part == "**":
+            if i == len(pattern) - 1:  # the last part: everything below, hidden names aside
+                return not any(name[:1] == "." for name in parts[j:])
+            for k in range(j, len(parts) + 1):  # it takes parts[j:k], the rest must match
+                if _match_parts(pattern, i + 1, parts, k):
+                    return True
+                if k < len(parts) and parts[k][:1] == ".":
+                    return False
+            return False
+        if j == len(parts) or not _name_match(part, parts[j]):
+            return False
+        i += 1
+        j += 1
+    return j == len(parts)
+
+
+def _name_match(part: str, name: str) -> bool:
+    """Whether one part of a pattern (not ``**``) matches one name, as glob decides."""
+    import fnmatch
+
+    if _GLOB_CHARS.isdisjoint(part):
+        return name == part
+    return fnmatch.fnmatchcase(name, part) and (name[:1] != "." or part[:1] == ".")
+
+
+def _reaches(pattern: str, directory: str) -> bool:
+    """Whether a glob pattern may match ``directory`` or a path under it (a loose test: a
+    ``**`` on the way counts as yes)."""
+    pattern_parts = pattern.split("/")
+    for i, name in enumerate(directory.split("/")):
+        if i == len(pattern_parts):
+            return False
+        part = pattern_parts[i]
+        if part == "**":
+            return True
+        if not _name_match(part, name):
+            return False
+    return True
+
+
+def _covers(pattern: str, excluded: str) -> bool:
+    """Whether a pattern covers an entry of ``TaskFiles.exclude``: a declared output, or
+    a declared output directory (``"dir/"``)."""
+    if excluded.endswith("/"):
+        return _reaches(pattern, excluded[:-1])
+    return glob_match(pattern, excluded)
+
+
+def _excluded(path: str, exclude: frozenset[str]) -> bool:
+    """Whether ``path`` is in ``exclude`` or lies under a directory there (``"dir/"``)."""
+    if path in exclude:
+        return True
+    cut = path.find("/")
+    while cut != -1:
+        if path[:cut + 1] in exclude:
+            return True
+        cut = path.find("/", cut + 1)
+    return False
 
 
 def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
@@ -835,6 +982,45 @@ def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
             return key
         cut = key.rfind("/")
     return None
+
+
+def check_cache_apart(with_files: list[Node], store_root: Path) -> None:
+    """Refuse declared outputs that would destroy the cache: a ``Product`` directory that
+    holds it (emptied before its task runs) or an output inside it.
+
+    Raises:
+        TaskDefinitionError: naming the task, the output and the cache.
+    """
+    from ._text import task_label
+
+    root = os.getcwd()
+    cache = os.path.normpath(os.path.join(root, store_root))
+    # Keys are relative to the root (absolute outside it): compared as text with the
+    # cache's path relative to the root, or absolute when it lies outside.
+    rel = key_of(cache, root)
+    if os.sep != "/":
+        rel = rel.replace(os.sep, "/")
+    for node in with_files:
+        assert node.files is not None
+        for product in node.files.outputs:
+            key = product.key(root)
+            if not (rel.startswith(key) or key.startswith(rel)):
+                continue  # the usual case
+            holds = product.is_dir and (rel == key or rel.startswith(key.rstrip("/") + "/"))
+            if holds:
+                raise TaskDefinitionError(
+                    f"{task_label(node.task)} declares the directory {key} as its output "
+                    f"(Product), which holds the cache ({store_root}): a Product directory is "
+                    "emptied before its task runs. Declare a directory of its own, or keep the "
+                    "cache elsewhere (--cache-dir, CP_CACHE_DIR)."
+                )
+            if key == rel or key.startswith(rel + "/"):
+                what = "the directory " if product.is_dir else ""
+                raise TaskDefinitionError(
+                    f"{task_label(node.task)} declares {what}{key} as its output (Product), "
+                    f"which is inside the cache ({store_root}). Write outputs outside the "
+                    "cache (a TaskDirectory() is a task's own directory in it)."
+                )
 
 
 def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | None) -> None:

@@ -485,6 +485,10 @@ def _imports_by_name(obj: Any, attrs: tuple[str, ...]) -> bool:
 
 _warned: set[tuple[str, str]] = set()
 
+followed_files: set[str] = set()
+"""Source files of the project modules whose text a fingerprint took in (an ``import``
+inside a task included), for ``run --watch``: such a module need not be loaded here."""
+
 
 class _Walk:
     """Collects the pieces of one family's fingerprint."""
@@ -664,6 +668,8 @@ class _Walk:
         if name in self.modules:
             return
         self.modules.add(name)
+        if file:
+            followed_files.add(file)
         loaded = sys.modules.get(name)
         for value in list(vars(loaded).values()) if loaded is not None else ():
             if isinstance(value, (types.FunctionType, type)) and value.__module__ == name:

@@ -219,6 +219,7 @@ def mark(
     planned_stamp = _planned_stamp(nodes)
     with_files = [node for node in nodes.values() if node.files is not None]
     if with_files:
+        _files.check_cache_apart(with_files, store.root)
         _files.check(with_files, metas, store.root / _files.CACHE_NAME)
     fingerprints: dict[Any, str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():

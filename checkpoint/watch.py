@@ -5,11 +5,14 @@ A run depends on three kinds of files, and a change to any of them starts the ne
 * the taskfile;
 * the project's own modules it imported (``import features``): every imported module whose
   source lies under the taskfile's directory, minus installed packages and checkpoint itself
-  (the same test as the code fingerprint's, :func:`checkpoint.fingerprint.in_project`);
+  (the same test as the code fingerprint's, :func:`checkpoint.fingerprint.in_project`), and
+  those the code fingerprints took in without their being imported here (an ``import``
+  inside a task, run by a worker process);
 * the source ``File()`` inputs of the targets' DAG: a file, every file under a directory, or
-  the matches of a glob pattern. Inputs another task of the DAG writes (a ``Product``) and
-  declared outputs are left out: the run itself writes them, and watching them would start
-  it again and again.
+  the matches of a glob pattern (as ``glob.glob(recursive=True)`` matches). Inputs another
+  task of the DAG writes (a ``Product``) and declared outputs (files under a ``Product``
+  directory) are left out: the run itself writes them, and watching them would start it
+  again and again.
 
 Before the next run, :func:`forget_project_modules` drops the taskfile and those modules from
 ``sys.modules``, so the taskfile is imported afresh and the code fingerprints see the edit.
@@ -23,7 +26,6 @@ files with what they were when the run started (:meth:`WatchSet.snapshot`).
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import sys
 from collections.abc import Iterable
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
+from .files import glob_match
 
 if TYPE_CHECKING:
     from .task import Task
@@ -52,13 +55,15 @@ class WatchSet:
     """``(directory, pattern)`` of directory inputs (pattern ``None``: every file under it)
     and glob inputs (the directory before the first glob character, and the pattern)."""
     exclude: frozenset[str] = field(default_factory=frozenset)
-    """Declared outputs: never a reason to run again."""
+    """Declared outputs (a directory ending with a separator: what is under it): never a
+    reason to run again."""
 
     def matches(self, path: str) -> bool:
         """Whether a change at ``path`` concerns the run."""
         if path in self.files:
             return True
-        if path in self.exclude:
+        if path in self.exclude or any(
+                path.startswith(e) for e in self.exclude if e.endswith(os.sep)):
             return False
         prefix = path + os.sep  # a directory on the way to a file not made yet
         if any(f.startswith(prefix) for f in self.files) or any(
@@ -70,8 +75,8 @@ class WatchSet:
                 continue
             if any(part.startswith(".") for part in rel.split(os.sep)):
                 continue  # hidden files are not part of an input (see checkpoint.files)
-            # A loose test (``*`` crosses directories): a needless run finds nothing to do.
-            if pattern is None or fnmatch.fnmatchcase(path, pattern) or os.path.isdir(path):
+            if pattern is None or os.path.isdir(path) or glob_match(
+                    pattern.replace(os.sep, "/"), path.replace(os.sep, "/")):
                 return True
         return False
 
@@ -161,13 +166,20 @@ def watch_set(taskfile: Path, targets: Iterable[Task[Any]] | None) -> WatchSet:
     trees: list[tuple[str, str | None]] = []
     exclude: set[str] = set()
     if targets is not None:
+        from .fingerprint import followed_files, in_project
         from .graph import expand
 
         cwd = os.getcwd()
-        for node in expand(targets).values():
+        nodes = expand(targets)
+        real = os.path.realpath(root)
+        for family in {id(n.task.family): n.task.family for n in nodes.values()}.values():
+            family.fingerprint  # noqa: B018 - made (once per run): it follows the imports in tasks
+        files.update(os.path.realpath(f) for f in followed_files if in_project(f, real))
+        for node in nodes.values():
             if node.files is None:
                 continue
-            exclude.update(os.path.join(cwd, p.key(cwd)) for p in node.files.outputs)
+            exclude.update(os.path.join(cwd, p.key(cwd)) + (os.sep if p.is_dir else "")
+                           for p in node.files.outputs)
             for item in node.files.inputs:
                 key = item.key(cwd)
                 if key in node.files.produced:

@@ -881,3 +881,239 @@ def test_a_task_that_changes_directory_does_not_move_the_next_one(
     module = make_module("chdirs", CHDIR)
     assert module.read().run(executor=executor, max_workers=1) == "top"
     assert os.getcwd() == str(tmp_path)
+
+
+# --- patterns and the producers of their matches --------------------------------------------
+
+
+def test_pattern_matching_follows_glob(tmp_path: Path) -> None:
+    """Whether a pattern covers a declared output is decided as glob.glob(recursive=True)
+    decides what it matches: '**' is zero or more directories, '*' stays within one name,
+    hidden names match only a pattern that names them."""
+    import glob
+
+    paths = ["out/a.csv", "out/sub/b.csv", "out/sub/deep/c.csv", "out/.h.csv", "out/.d/e.csv",
+             "out/x.txt", "top.csv", "out/sub/.f.csv"]
+    for p in paths:
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+        Path(p).write_text("x")
+    patterns = ["out/**/*.csv", "out/*.csv", "*/*.csv", "**/*.csv", "out/**", "**", "*.csv",
+                "out/*/*.csv", "out/.*", "out/.*/*.csv", "out/**/.*.csv", "o?t/[a-b].csv",
+                "out/[!a]*.csv", "out/sub/**/*.csv", "**/deep/*.csv", "out/**/sub/*.csv"]
+    for pattern in patterns:
+        expected = {p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)}
+        got = {p for p in paths if files_module.glob_match(pattern, p)}
+        assert got == expected, pattern
+
+
+PRODUCE_CSV = '''
+from pathlib import Path
+from checkpoint import File, Product, requires, task
+
+
+@task
+def produce(name: str):
+    @requires(Product(f"out/{name}.csv"))
+    def __(out: Path) -> None:
+        # What it writes depends on a file it does not declare: a forced re-run changes it.
+        text = out.stem
+        out.write_text(text.upper() if Path("case.txt").read_text() == "upper" else text)
+    return __
+
+
+@task
+def collect(pattern: str):
+    @requires(File(pattern))
+    def __(paths: list) -> list:
+        return [p.read_text() for p in paths]
+    return __
+
+
+@task
+def main(pattern: str):
+    @requires(collect(pattern))
+    def __(got: list) -> list:
+        return got
+    return __
+'''
+
+
+def test_a_recursive_pattern_depends_on_the_producers_of_its_matches(
+    tmp_path: Path, make_module: Any
+) -> None:
+    """File("out/**/*.csv") matches out/a.csv ('**' may be no directory at all): its
+    producer comes first, from scratch, and when it re-runs in the same run the pattern's
+    task sees what it wrote."""
+    module = make_module("producing", PRODUCE_CSV)
+    Path("case.txt").write_text("lower")
+    producers = [module.produce("a"), module.produce("b")]
+    targets = [*producers, module.main("out/**/*.csv")]
+    nodes = expand(targets)
+    assert set(nodes[module.collect("out/**/*.csv").id].deps) == {p.id for p in producers}
+    result = checkpoint.run(targets, executor="inline")
+    assert result.values[module.main("out/**/*.csv").id] == ["a", "b"]
+    Path("case.txt").write_text("upper")
+    # Forced: the producers and main(), not collect() (only a prerequisite of a target).
+    result = checkpoint.run(targets, executor="inline", force=True)
+    assert result.values[module.main("out/**/*.csv").id] == ["A", "B"]
+
+
+SHARDS = '''
+from pathlib import Path
+from checkpoint import File, Product, requires, task
+
+
+@task
+def split():
+    @requires(File("in.txt"))
+    @requires(Product("out/shards/"))
+    def __(src: Path, out: Path) -> None:
+        for i, word in enumerate(src.read_text().split()):
+            (out / f"{i}.csv").write_text(word)
+    return __
+
+
+@task
+def collect(pattern: str):
+    @requires(File(pattern))
+    def __(paths) -> list:
+        if isinstance(paths, Path):  # a directory
+            paths = sorted(paths.rglob("*.csv"))
+        return [p.read_text() for p in paths if p.suffix == ".csv"]
+    return __
+
+
+@task
+def main(pattern: str):
+    @requires(split())
+    @requires(collect(pattern))
+    def __(_: None, got: list) -> list:
+        return got
+    return __
+'''
+
+
+@pytest.mark.parametrize("pattern", ["out/shards/*.csv", "out/**/*.csv", "out/*/[0-9].csv", "out/**",
+                                     "out"])
+def test_a_pattern_or_directory_over_a_product_directory_depends_on_its_producer(
+    tmp_path: Path, make_module: Any, pattern: str
+) -> None:
+    """A pattern inside (or reaching into) another task's Product directory, or a directory
+    holding one, reads what that task writes: its producer comes first, from scratch and
+    after an edit upstream; the files are tracked through the producer (no "changed while it
+    ran" for what the producer wrote, no needless re-run next time)."""
+    module = make_module("sharding", SHARDS)
+    Path("in.txt").write_text("a b")
+    nodes = expand([module.main(pattern)])
+    assert nodes[module.collect(pattern).id].deps == [module.split().id]
+    assert module.main(pattern).run(executor="inline") == ["a", "b"]
+    Path("in.txt").write_text("x y")
+    events: list[Any] = []
+    result = checkpoint.run([module.main(pattern)], executor="inline", subscribers=[events.append])
+    assert result.values[module.main(pattern).id] == ["x", "y"]
+    assert not [e for e in events if type(e).__name__ == "InputChanged"]
+    assert not checkpoint.run([module.main(pattern)], executor="inline").ran
+
+
+
+def test_a_pattern_inside_its_own_product_directory_is_refused(tmp_path: Path) -> None:
+    """As a file inside it: the directory is emptied before the task reads it. A pattern
+    that merely reaches into it (and elsewhere) is not refused."""
+
+    @task
+    def own(pattern: str):
+        @requires(File(pattern))
+        @requires(Product("mine/"))
+        def __(paths: list[Path], out: Path) -> None:
+            (out / "x.csv").write_text("x")
+        return __
+
+    with pytest.raises(TaskDefinitionError, match=r"own\('mine/\*.csv'\) .* declares mine both as an input"):
+        expand([own("mine/*.csv")])
+    expand([own("**/*.csv")])
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_retry_starts_without_what_the_failed_attempt_wrote(tmp_path: Path, executor: str) -> None:
+    """A Product file is removed before each attempt (as a Product directory is emptied):
+    a task that adds to its output (SQLite, an archive, an appended log) never has a failed
+    attempt's part recorded as good."""
+
+    @task(retries=1)
+    def build():
+        @requires(Product("out/rows.txt"))
+        def __(out: Path) -> int:
+            with out.open("a") as fh:
+                fh.write("row\n")
+            if not Path("failed-once").exists():
+                Path("failed-once").write_text("")
+                raise ConnectionError("transient")
+            return len(out.read_text().splitlines())
+        return __
+
+    assert build().run(executor=executor) == 1
+    assert Path("out/rows.txt").read_text() == "row\n"
+
+
+def test_a_product_directory_that_holds_the_cache_is_refused(tmp_path: Path, runner: CliRunner) -> None:
+    """Product("build/") with the cache in build/cache would empty the cache before its task
+    runs (every run recomputing everything): refused as the project is, and so is an output
+    inside the cache."""
+
+    @task
+    def render(where: str):
+        @requires(Product(where))
+        def __(out: Path) -> None:
+            (out / "index.html").write_text("x")
+        return __
+
+    @task
+    def first():
+        def __() -> int:
+            return 1
+        return __
+
+    assert checkpoint.run([first()], executor="inline", cache_dir="build/cache").ran
+    for where in ("build/", "build/cache/checkpoint/x/"):
+        with pytest.raises(TaskDefinitionError, match=r"render\(.* declares the directory "
+                           r"build.* as its output \(Product\), which .* the cache"):
+            checkpoint.run([render(where), first()], executor="inline", cache_dir="build/cache")
+    assert not checkpoint.run([first()], executor="inline", cache_dir="build/cache").ran
+
+
+FIFO_TASKFILE = '''
+from pathlib import Path
+from checkpoint import File, requires, task
+
+
+@task
+def names(path: str):
+    @requires(File(path))
+    def __(d: Path) -> list:
+        return sorted(p.name for p in d.iterdir())
+    return __
+'''
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_in_an_input_directory_counts_by_name(tmp_path: Path) -> None:
+    """A FIFO under a directory input is listed in its manifest without being read (reading
+    it waited for a writer for ever); a File naming one is refused, naming it."""
+    (tmp_path / "taskfile.py").write_text(FIFO_TASKFILE)
+    Path("data").mkdir()
+    Path("data/a.txt").write_text("a")
+    os.mkfifo("data/pipe")
+
+    def run(target: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "checkpoint", "run", "--no-progress", target],
+                              capture_output=True, text=True, timeout=60)
+
+    out = run("names('data')")
+    assert (out.returncode, out.stdout) == (0, "['a.txt', 'pipe']\n"), out.stderr
+    assert "Nothing to run" in run("names('data')").stderr
+    os.unlink("data/pipe")
+    assert run("names('data')").stdout == "['a.txt']\n"  # the manifest changed
+    os.mkfifo("data/pipe")
+    out = run("names('data/pipe')")
+    assert out.returncode == 2
+    assert "File('data/pipe') names a named pipe, not a file or a directory" in out.stderr

@@ -206,3 +206,53 @@ def test_watch_without_watchfiles_says_what_to_install(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "watchfiles", None)
     with pytest.raises(UsageError, match=r"pip install 'checkpoint-tool\[watch\]'"):
         wait_for_change(WatchSet(frozenset()), {})
+
+
+def test_watch_set_follows_imports_in_tasks_and_recursive_patterns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project module imported inside a task (run by a worker: never imported here) is
+    watched, as its code is fingerprinted; a '**' pattern matches files at any depth, none
+    of them (glob's rule); what a Product directory holds is never a reason to run again."""
+    from checkpoint.taskfile import load_taskfile
+
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent('''
+        from checkpoint import File, Product, requires, task
+
+        @task
+        def code():
+            def __():
+                import insidehelper
+                return insidehelper.g()
+            return __
+
+        @task
+        def split():
+            @requires(Product("data/shards/"))
+            def __(out):
+                (out / "0.csv").write_text("0")
+            return __
+
+        @task
+        def main():
+            @requires([code(), split(), File("data/**/*.csv")])
+            def __(got):
+                return 1
+            return __
+    '''))
+    (tmp_path / "insidehelper.py").write_text("def g():\n    return 1\n")
+    (tmp_path / "data" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = load_taskfile(tmp_path / "taskfile.py")
+        ws = watch_set(tmp_path / "taskfile.py", [module.main()])
+        assert "insidehelper" not in sys.modules
+        assert os.path.join(os.path.realpath(tmp_path), "insidehelper.py") in ws.files
+        data = os.path.join(str(tmp_path), "data")
+        assert ws.matches(os.path.join(data, "a.csv"))
+        assert ws.matches(os.path.join(data, "deep", "b.csv"))
+        assert not ws.matches(os.path.join(data, "a.txt"))
+        assert not ws.matches(os.path.join(data, "shards", "0.csv"))
+    finally:
+        sys.modules.pop("taskfile", None)
