@@ -62,10 +62,13 @@ class FingerprintWarning(UserWarning):
 # --- normalized source -------------------------------------------------------------------
 
 
-def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, list[Read]] | None:
+def normalized_source(obj: Any, *, strip_decorators: bool,
+                      unwrap: bool = True) -> tuple[str, list[Read]] | None:
     """``(text, def-time reads)`` of a function's or class's source without comments,
     formatting and docstrings (and decorators, if asked), or ``None`` when the source is not
-    available. The reads are what its def or class statement reads when it runs."""
+    available. The reads are what its def or class statement reads when it runs. A
+    ``functools.wraps`` wrapper gives the source of the function it wraps, unless ``unwrap``
+    is false: then its own."""
     if isinstance(obj, type):
         module = sys.modules.get(obj.__module__)
         filename = getattr(module, "__file__", None)
@@ -76,7 +79,7 @@ def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, list[Re
         key: tuple[Any, ...] = ("class", obj.__qualname__, line, strip_decorators)
         namespace = vars(module) if module is not None else None
     else:
-        code = getattr(inspect.unwrap(obj), "__code__", None)
+        code = getattr(inspect.unwrap(obj) if unwrap else obj, "__code__", None)
         if not isinstance(code, types.CodeType):
             return None
         filename = code.co_filename
@@ -84,15 +87,16 @@ def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, list[Re
         namespace = getattr(obj, "__globals__", None)
     idx = _sources.index(filename, namespace) if isinstance(filename, str) and filename else None
     found = idx.get(key) if idx is not None else None
-    return found if found is not None else _getsource(obj, strip_decorators)
+    return found if found is not None else _getsource(obj, strip_decorators, unwrap)
 
 
-def _getsource(obj: Any, strip_decorators: bool) -> tuple[str, list[Read]] | None:
+def _getsource(obj: Any, strip_decorators: bool, unwrap: bool = True) -> tuple[str, list[Read]] | None:
     """The slow way, for what the index does not find (a lambda, a function made by exec)."""
     import textwrap
 
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+        tree = ast.parse(textwrap.dedent(inspect.getsource(
+            obj if unwrap else getattr(obj, "__code__", obj))))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None
     if not tree.body:
@@ -634,8 +638,12 @@ class _Walk:
 
     def add_code(self, obj: Any, namespace: Mapping[str, Any]) -> None:
         name = obj.__qualname__
+        if isinstance(obj, types.FunctionType) and getattr(obj, "__wrapped__", None) is not None:
+            # a functools.wraps wrapper borrows the name of what it wraps (followed apart):
+            # its own code counts under its own name (f = deco(f), without @, reads no deco)
+            name = getattr(obj.__code__, "co_qualname", obj.__code__.co_name)
         self.check_loaded(obj)
-        found = normalized_source(obj, strip_decorators=False)
+        found = normalized_source(obj, strip_decorators=False, unwrap=False)
         if found is None:
             self._put(obj.__module__, name, f"# {name}: " + code_bytes(obj))
             self.follow_code(obj, [], namespace)

@@ -565,3 +565,42 @@ def test_08_code_changed_at_run_time_is_not_an_error(tmp_path: Path) -> None:
                      str(tmp_path / "instr08.py"), "exec")
     instr.f.__code__ = next(c for c in module.co_consts if hasattr(c, "co_code"))
     code_fingerprint(tasks.g.fn)  # no StaleModuleError
+
+
+# --- adv2 03: a functools.wraps wrapper applied by a call ---------------------------------
+
+WRAPPED = """
+import functools
+
+def as_percent(f):
+    @functools.wraps(f)
+    def wrapper(*args):
+        return f(*args) * {factor}
+    return wrapper
+
+def ratio(a, b):
+    return a / b
+
+ratio_pct = as_percent(ratio)   # applied by a call, not with @
+"""
+
+
+def test_adv2_03_a_wraps_wrapper_applied_by_a_call_counts(make_module: Any) -> None:
+    """``f = deco(f)`` with a functools.wraps wrapper: the wrapper's own code counts, not
+    only the function it wraps (whose name and source it borrows)."""
+    def fingerprint(factor: int) -> str:
+        make_module("helpers03w", WRAPPED.format(factor=factor))
+        mod = make_module("uses03w", """
+            from checkpoint import task
+            import helpers03w
+
+            @task
+            def main():
+                def __():
+                    return helpers03w.ratio_pct(1, 4)
+                return __
+        """)
+        return code_fingerprint(mod.main.fn)[0]
+
+    assert fingerprint(100) == fingerprint(100)
+    assert fingerprint(100) != fingerprint(1000)
