@@ -477,12 +477,16 @@ def _pyc_code(filename: str) -> tuple[str, types.CodeType | None]:
     return pyc, code if isinstance(code, types.CodeType) else None
 
 
-def _imports_by_name(obj: Any, attrs: tuple[str, ...]) -> bool:
-    """Whether ``obj`` then ``attrs`` is :func:`importlib.import_module`."""
+def _by_computed_name(obj: Any, attrs: tuple[str, ...]) -> str | None:
+    """What ``obj`` then ``attrs`` is when it reaches modules by a name computed when the
+    code runs: ``importlib.import_module``, ``sys.modules[...]``; else ``None``."""
     importlib_module = sys.modules.get("importlib")
-    if obj is importlib_module and attrs[:1] == ("import_module",):
-        return True
-    return not attrs and obj is getattr(importlib_module, "import_module", None)
+    if (obj is importlib_module and attrs[:1] == ("import_module",)) or (
+            not attrs and obj is getattr(importlib_module, "import_module", None)):
+        return "importlib.import_module"
+    if (obj is sys and attrs[:1] == ("modules",)) or (not attrs and obj is sys.modules):
+        return "sys.modules[...]"
+    return None
 
 
 # --- the walk ----------------------------------------------------------------------------
@@ -560,6 +564,8 @@ class _Walk:
             if name not in namespace:
                 if name == "__import__" and kind == "g":
                     self.values.warn_dynamic_import("__import__")
+                elif name == "globals" and kind == "g":
+                    self.add_globals(namespace)
                 continue  # a builtin, or not defined (yet)
             obj, label, home = namespace[name], name, namespace
             for attr in attrs:  # through modules: features.scale, pkg.sub.CONSTANT
@@ -573,8 +579,18 @@ class _Walk:
                 self.written.add((str(home.get("__name__", "")), label))
             elif obj is not None:
                 self.add(obj, label, home)
-            if kind == "g" and _imports_by_name(namespace[name], attrs):
-                self.values.warn_dynamic_import("importlib.import_module")
+            call = _by_computed_name(namespace[name], attrs) if kind == "g" else None
+            if call is not None:
+                self.values.warn_dynamic_import(call)
+
+    def add_globals(self, namespace: Mapping[str, Any]) -> None:
+        """The code calls ``globals()``, to read globals by computed names (``globals()[f"fit_
+        {kind}"]``): which ones cannot be known, so each global of the module counts as if it
+        were read by name (functions and classes by their code, values by their value; task
+        families, as always, do not)."""
+        for name, value in list(namespace.items()):
+            if not name.startswith("__"):
+                self.add(value, name, namespace)
 
     def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, Any]) -> None:
         level, _, module = name.partition(":")
@@ -886,12 +902,14 @@ class _Values:
             "@task(version=...) and bump the version when it changes.", module)
 
     def warn_dynamic_import(self, call: str) -> None:
-        """The code imports modules by a name computed when it runs: which ones cannot be known."""
+        """The code imports or reads modules by a name computed when it runs: which ones
+        cannot be known."""
         if (self.walk.family, "<import>") in _warned:
             return
         _warned.add((self.walk.family, "<import>"))
+        verb = "reads" if call.startswith("sys.") else "imports"
         self._warn(
-            f"Task {self.walk.family} imports modules by a computed name ({call}): the code of "
+            f"Task {self.walk.family} {verb} modules by a computed name ({call}): the code of "
             "the modules it loads that way is not fingerprinted, so editing them will not "
             "re-run the task. Import them by name (import models.linear), or pin the task's "
             "code with @task(version=...) and bump the version when they change.", self.walk.module)

@@ -567,7 +567,7 @@ def test_08_code_changed_at_run_time_is_not_an_error(tmp_path: Path) -> None:
     code_fingerprint(tasks.g.fn)  # no StaleModuleError
 
 
-# --- adv2 03: a functools.wraps wrapper applied by a call ---------------------------------
+# --- adv2 03, 04: a wrapper applied by a call; helpers reached by a computed name ---------
 
 WRAPPED = """
 import functools
@@ -604,3 +604,56 @@ def test_adv2_03_a_wraps_wrapper_applied_by_a_call_counts(make_module: Any) -> N
 
     assert fingerprint(100) == fingerprint(100)
     assert fingerprint(100) != fingerprint(1000)
+
+
+DISPATCH = """
+import sys
+from checkpoint import task
+
+def fit_linear(x):
+    return {k} * x
+
+@task
+def by_globals(kind: str, x: int):
+    def __():
+        return globals()[f"fit_{{kind}}"](x)
+    return __
+
+@task
+def by_sys_modules(kind: str, x: int):
+    def __():
+        return getattr(sys.modules[__name__], f"fit_{{kind}}")(x)
+    return __
+"""
+
+
+def test_adv2_04_globals_by_a_computed_name_count_every_global(make_module: Any) -> None:
+    """``globals()[name]``: which global is read cannot be known, so each global of the
+    module counts (an edit of the helper re-runs the task), but not other task families
+    (an edit of another family's code alone re-runs nothing: the model fault test's
+    taskfiles find their families this way)."""
+    def fingerprint(k: int, other: int = 1) -> str:
+        source = DISPATCH.format(k=k) + OTHER.format(other=other)
+        return make_module("dispatch04", source).by_globals.fingerprint[0]
+
+    assert fingerprint(2) == fingerprint(2)
+    assert fingerprint(2) != fingerprint(3)
+    assert fingerprint(2) == fingerprint(2, other=5)
+
+
+OTHER = """
+@task
+def other():
+    def __():
+        return {other}
+    return __
+"""
+
+
+def test_adv2_04_sys_modules_by_a_computed_name_warns(make_module: Any) -> None:
+    """``sys.modules[name]``: which module is read cannot be known: a FingerprintWarning, as
+    for importlib.import_module."""
+    mod = make_module("dispatch04s", DISPATCH.format(k=2))
+    with pytest.warns(FingerprintWarning, match=r"dispatch04s\.by_sys_modules reads modules "
+                      r"by a computed name \(sys\.modules\[\.\.\.\]\).*@task\(version=\.\.\.\)"):
+        code_fingerprint(mod.by_sys_modules.fn, family="dispatch04s.by_sys_modules")
