@@ -37,13 +37,24 @@ _HINT = b"checkpoint"
 _HINT32 = "checkpoint".encode("utf-32-le")
 """The same in a NumPy array of text (fixed-width UTF-32)."""
 _MARK = "checkpoint:store-root"
+_SORTED_SET = "checkpoint:sorted-set"
 _OPAQUE = frozenset({bytes, bytearray, int, float, complex, bool, type(None)})
 """Types whose values never hold a path (not searched, whatever their size)."""
 
 
+_SET, _FROZENSET = pickle.EMPTY_SET, pickle.FROZENSET
+"""The opcodes of a set and a frozenset (protocol 4 and later)."""
+_SORTABLE = (frozenset({str}), frozenset({bytes}), frozenset({int}), frozenset({float}),
+             frozenset({int, float}), frozenset({bool, int}), frozenset({bool, int, float}))
+"""The element types of a set written with its elements sorted."""
+
+
 def portable(value: Any, payload: bytes, root: str) -> bytes:
     """The payload to store for ``value`` (``payload``: its plain pickle), with the paths
-    under the store root ``root`` made relative to it; ``payload`` itself when there are none.
+    under the store root ``root`` made relative to it, and the elements of each set (of
+    text, bytes or numbers) in sorted order, so that the payload does not depend on the
+    process's hash seed (the same value, the same stamp: early cutoff); ``payload`` itself
+    when there are neither.
     """
     if type(value) in _OPAQUE:
         return payload
@@ -51,7 +62,8 @@ def portable(value: Any, payload: bytes, root: str) -> bytes:
         holds = _holds_path(value, root + os.sep, root)
         if holds is False:
             return payload
-    if _HINT not in payload and _HINT32 not in payload:
+    if _HINT not in payload and _HINT32 not in payload and _SET not in payload \
+            and _FROZENSET not in payload:
         return payload
     import cloudpickle
 
@@ -193,7 +205,7 @@ def _relocating_pickler(base: type) -> type:
             self.root = root
             self.prefix = root + os.sep
             self.found = 0
-            self.pids: dict[int, tuple[Any, tuple[str, str, type | None]]] = {}
+            self.pids: dict[int, tuple[Any, tuple[Any, ...]]] = {}
             """The reference written for each path object, kept with the object (as
             pickle's memo does, so that its id is not reused): the same object gets the
             same reference, which pickle's memo then writes once."""
@@ -211,6 +223,8 @@ def _relocating_pickler(base: type) -> type:
                 text = obj
             elif isinstance(obj, PurePath):
                 text = str(obj)
+            elif (kind is set or kind is frozenset) and len(obj) > 1:
+                return self._sorted_set(obj)
             else:
                 return None
             seen = self.pids.get(id(obj))
@@ -229,6 +243,17 @@ def _relocating_pickler(base: type) -> type:
             self.pids[id(obj)] = (obj, pid)
             return pid
 
+        def _sorted_set(self, obj: set[Any] | frozenset[Any]) -> Any:
+            seen = self.pids.get(id(obj))
+            if seen is not None:
+                return seen[1]
+            if frozenset(map(type, obj)) not in _SORTABLE:
+                return None
+            self.found += 1
+            pid = (_SORTED_SET, sorted(obj), type(obj) is frozenset)
+            self.pids[id(obj)] = (obj, pid)
+            return pid
+
     _classes[base] = RelocatingPickler
     return RelocatingPickler
 
@@ -237,8 +262,14 @@ class _Unpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO, root: str) -> None:
         super().__init__(file)
         self.root = root
+        self.sets: dict[int, tuple[Any, set[Any] | frozenset[Any]]] = {}
 
     def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is tuple and len(pid) == 3 and pid[0] == _SORTED_SET:
+            made = self.sets.get(id(pid))  # one set referred to twice is one set again
+            if made is None:
+                made = self.sets[id(pid)] = (pid, frozenset(pid[1]) if pid[2] else set(pid[1]))
+            return made[1]
         if type(pid) is not tuple or len(pid) != 3 or pid[0] != _MARK:
             raise pickle.UnpicklingError(f"unknown persistent id {pid!r} in a stored value")
         _, rel, kind = pid
