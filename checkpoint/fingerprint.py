@@ -623,8 +623,9 @@ class _Walk:
             return
         self.seen.add(id(obj))
         self.keep.append(obj)
-        if wrapper:  # e.g. functools.lru_cache
+        if wrapper:  # e.g. functools.lru_cache, or an object of a project class
             self.add(inspect.unwrap(obj), label, namespace)
+            self.add(type(obj), label, namespace)
         elif isinstance(obj, types.FunctionType):
             if getattr(obj, "__wrapped__", None) is not None:
                 self.add(inspect.unwrap(obj), label, namespace)

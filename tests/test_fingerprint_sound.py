@@ -657,3 +657,39 @@ def test_adv2_04_sys_modules_by_a_computed_name_warns(make_module: Any) -> None:
     with pytest.warns(FingerprintWarning, match=r"dispatch04s\.by_sys_modules reads modules "
                       r"by a computed name \(sys\.modules\[\.\.\.\]\).*@task\(version=\.\.\.\)"):
         code_fingerprint(mod.by_sys_modules.fn, family="dispatch04s.by_sys_modules")
+
+
+def test_adv2_03_a_wrapper_object_counts_with_its_class(make_module: Any) -> None:
+    """A callable object that wraps a function (functools.update_wrapper on an instance of
+    a project class) counts with its class's code too."""
+    def fingerprint(factor: int) -> str:
+        make_module("helpers03c", f"""
+import functools
+
+class AsPercent:
+    def __init__(self, f):
+        functools.update_wrapper(self, f)
+        self.f = f
+
+    def __call__(self, *args):
+        return self.f(*args) * {factor}
+
+def ratio(a, b):
+    return a / b
+
+ratio_pct = AsPercent(ratio)
+""")
+        mod = make_module("uses03c", """
+            from checkpoint import task
+            import helpers03c
+
+            @task
+            def main():
+                def __():
+                    return helpers03c.ratio_pct(1, 4)
+                return __
+        """)
+        return code_fingerprint(mod.main.fn)[0]
+
+    assert fingerprint(100) == fingerprint(100)
+    assert fingerprint(100) != fingerprint(1000)
