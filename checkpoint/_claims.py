@@ -66,7 +66,7 @@ class Claims:
         if meta is None or self.values.is_damaged(tid, meta):
             return True
         if meta.fingerprint == node.task.family.fingerprint[0] and entry_is_current(
-            meta, node.deps, self.values.stamp, node.files, outputs=False
+            meta, node.deps, self.values.stamp, node.files, outputs=False, shape=node.shape
         ):
             self.flow.adopt(tid, meta)
             return False

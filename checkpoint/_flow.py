@@ -82,7 +82,8 @@ class TaskFlow:
         node = self.nodes[tid]
         if (
             node.reason != Reason.UPSTREAM_RERUN or node.meta is None
-            or not entry_is_current(node.meta, node.deps, self.values.stamp, node.files)
+            or not entry_is_current(node.meta, node.deps, self.values.stamp, node.files,
+                                    shape=node.shape)
         ):
             return False
         node.reason = None

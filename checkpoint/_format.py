@@ -121,7 +121,10 @@ class Meta:
     stamp: str
     """Unique id of this computation; dependents record it."""
     deps: dict[str, str] = field(default_factory=dict)
-    """``{prerequisite id: its stamp}`` at the time this result was computed."""
+    """``{prerequisite id: its stamp}`` at the time this result was computed; also the
+    digests of its ``File`` inputs (``file:{path}``) and ``Product`` outputs (``out:{path}``),
+    and where its prerequisites were in its requirements (``arrangement``, see
+    :func:`checkpoint.graph.arrangement`)."""
     size: int = 0
     crc: int = 0
     """The payload's :func:`checksum`."""

@@ -6,6 +6,7 @@ soon as the cache is somewhere else: the project moved (``.cache`` with it), ``C
 points at a copy, a remote cache was pulled on another machine. So when a value is stored,
 every ``str`` and :class:`pathlib.PurePath` in it that is the store root or lies under it,
 at any depth pickle reaches (lists, dicts, tuples, sets, dataclasses, any object's state),
+(and each item of a NumPy array of text, which pickles as one buffer otherwise)
 is written as a *reference relative to the store root*; loading resolves it against the
 store root of the process that loads it. The value the task returned and the value its
 dependents receive are equal wherever the cache is now.
@@ -14,8 +15,8 @@ Cost, as this runs for every stored value: the value is pickled as before, and o
 the payload contains the bytes ``checkpoint`` (the store root's name, which every such path
 spells out, as text or as a ``Path`` part) is it pickled again with a hook on each object;
 if no path is found, the first payload is kept. The search runs at about 1 GB/s; bytes and
-NumPy arrays of numbers are not searched (nor streamed large values, see
-:func:`may_hold_path`), and a large payload is searched only when a short walk of the
+NumPy arrays of numbers are not searched (nor large values streamed to their file, which
+are only those known to hold no path: see :func:`may_hold_path`), and a large payload is searched only when a short walk of the
 value's lists, tuples and dicts cannot tell (a dict of arrays needs no search). A rewritten payload starts with
 :data:`PREFIX` (no pickle starts with a NUL byte), so loading tells them apart by looking
 at its first bytes, never by scanning the payload.
@@ -33,14 +34,27 @@ PREFIX = b"\x00cp-rel1\x00"
 """The first bytes of a payload whose value holds paths relative to the store root."""
 _HINT = b"checkpoint"
 """Bytes every path under a store root contains (its last component's name)."""
+_HINT32 = "checkpoint".encode("utf-32-le")
+"""The same in a NumPy array of text (fixed-width UTF-32)."""
 _MARK = "checkpoint:store-root"
+_SORTED_SET = "checkpoint:sorted-set"
 _OPAQUE = frozenset({bytes, bytearray, int, float, complex, bool, type(None)})
 """Types whose values never hold a path (not searched, whatever their size)."""
 
 
+_SET, _FROZENSET = pickle.EMPTY_SET, pickle.FROZENSET
+"""The opcodes of a set and a frozenset (protocol 4 and later)."""
+_SORTABLE = (frozenset({str}), frozenset({bytes}), frozenset({int}), frozenset({float}),
+             frozenset({int, float}), frozenset({bool, int}), frozenset({bool, int, float}))
+"""The element types of a set written with its elements sorted."""
+
+
 def portable(value: Any, payload: bytes, root: str) -> bytes:
     """The payload to store for ``value`` (``payload``: its plain pickle), with the paths
-    under the store root ``root`` made relative to it; ``payload`` itself when there are none.
+    under the store root ``root`` made relative to it, and the elements of each set (of
+    text, bytes or numbers) in sorted order, so that the payload does not depend on the
+    process's hash seed (the same value, the same stamp: early cutoff); ``payload`` itself
+    when there are neither.
     """
     if type(value) in _OPAQUE:
         return payload
@@ -48,7 +62,8 @@ def portable(value: Any, payload: bytes, root: str) -> bytes:
         holds = _holds_path(value, root + os.sep, root)
         if holds is False:
             return payload
-    if _HINT not in payload:
+    if _HINT not in payload and _HINT32 not in payload and _SET not in payload \
+            and _FROZENSET not in payload:
         return payload
     import cloudpickle
 
@@ -80,8 +95,11 @@ def _holds_path(value: Any, prefix: str, root: str) -> bool | None:
         if kind is str:
             if item.startswith(prefix) or item == root:
                 return True
-        elif kind in _OPAQUE or _plain_array(item):
+        elif kind in _OPAQUE:
             continue
+        elif _plain_array(item):
+            if item.dtype.kind == "U" and _text_array_holds_path(item, prefix, root):
+                return True
         elif kind is list or kind is tuple:
             stack.extend(item)
         elif kind is dict:
@@ -92,14 +110,49 @@ def _holds_path(value: Any, prefix: str, root: str) -> bool | None:
     return False
 
 
+_NUMBERS = frozenset("biufcmM")
+"""NumPy dtype kinds of numbers, booleans and times: never a path."""
+_LABELS_MAX = 10_000
+
+
 def may_hold_path(value: Any, root: str) -> bool:
     """Whether a large value about to be streamed to its file could hold a path under
-    ``root`` (a ``str`` that starts with it, an array of Python objects): such a value is
-    encoded in memory instead, where :func:`portable` sees it."""
+    ``root``: such a value is encoded in memory instead, where :func:`portable` sees it.
+    Only what is known to hold none is streamed: bytes, a ``str`` that does not start with
+    ``root``, NumPy arrays of numbers, pandas objects of numbers (their index and column
+    labels looked at), tensors of PyTorch."""
     if isinstance(value, str):
         return value.startswith(root)
-    dtype = getattr(value, "dtype", None)  # (a buffer of numbers: its index is not looked at)
-    return bool(getattr(dtype, "hasobject", False))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return False
+    kind = type(value)
+    module = kind.__module__
+    if module == "numpy":
+        return getattr(getattr(value, "dtype", None), "kind", "O") not in _NUMBERS
+    if module.startswith("torch"):
+        return False
+    if module.startswith("pandas."):
+        return not _numeric_pandas(value, root)
+    return True
+
+
+def _numeric_pandas(value: Any, root: str) -> bool:
+    """A pandas Series or DataFrame of numbers whose labels are numbers or a few texts that
+    are not paths under ``root``."""
+    dtypes: Any = getattr(value, "dtypes", None)
+    kinds = [getattr(d, "kind", None) for d in dtypes] if hasattr(dtypes, "__iter__") else \
+        [getattr(dtypes, "kind", None)]
+    if not kinds or any(k not in _NUMBERS for k in kinds):
+        return False
+    prefix = root + os.sep
+    for labels in (getattr(value, "index", None), getattr(value, "columns", None)):
+        if labels is None or getattr(labels.dtype, "kind", None) in _NUMBERS:
+            continue
+        if len(labels) > _LABELS_MAX or any(
+                not isinstance(x, (str, int, float)) or (isinstance(x, str) and (
+                    x.startswith(prefix) or x == root)) for x in labels):
+            return False
+    return True
 
 
 def _plain_array(value: Any) -> bool:
@@ -107,6 +160,23 @@ def _plain_array(value: Any) -> bool:
     Series has a dtype too, and an index that may hold paths)."""
     kind = type(value)
     return kind.__name__ == "ndarray" and kind.__module__ == "numpy" and not value.dtype.hasobject
+
+
+def _text_array_holds_path(value: Any, prefix: str, root: str) -> bool:
+    """Whether a NumPy array of text holds a path under ``root``."""
+    import numpy
+
+    return bool(numpy.char.startswith(value, prefix).any() or (value == root).any())
+
+
+def _text_array(items: list[str], dtype: str, shape: tuple[int, ...]) -> Any:
+    """A NumPy array of text rebuilt from its relocated items (wide enough for them)."""
+    import numpy
+
+    array = numpy.array(items)
+    if array.dtype.itemsize < numpy.dtype(dtype).itemsize:
+        array = array.astype(dtype)
+    return array.reshape(shape)
 
 
 def is_portable(payload: bytes | Any) -> bool:
@@ -135,10 +205,17 @@ def _relocating_pickler(base: type) -> type:
             self.root = root
             self.prefix = root + os.sep
             self.found = 0
-            self.pids: dict[int, tuple[Any, tuple[str, str, type | None]]] = {}
+            self.pids: dict[int, tuple[Any, tuple[Any, ...]]] = {}
             """The reference written for each path object, kept with the object (as
             pickle's memo does, so that its id is not reused): the same object gets the
             same reference, which pickle's memo then writes once."""
+
+        def reducer_override(self, obj: Any) -> Any:
+            # A NumPy array of text pickles as one buffer: its paths, as items, are seen.
+            if _plain_array(obj) and obj.dtype.kind == "U" and obj.size \
+                    and _text_array_holds_path(obj, self.prefix, self.root):
+                return _text_array, (obj.ravel().tolist(), obj.dtype.str, obj.shape)
+            return super().reducer_override(obj)
 
         def persistent_id(self, obj: Any) -> Any:
             kind = type(obj)
@@ -146,6 +223,8 @@ def _relocating_pickler(base: type) -> type:
                 text = obj
             elif isinstance(obj, PurePath):
                 text = str(obj)
+            elif (kind is set or kind is frozenset) and len(obj) > 1:
+                return self._sorted_set(obj)
             else:
                 return None
             seen = self.pids.get(id(obj))
@@ -164,6 +243,17 @@ def _relocating_pickler(base: type) -> type:
             self.pids[id(obj)] = (obj, pid)
             return pid
 
+        def _sorted_set(self, obj: set[Any] | frozenset[Any]) -> Any:
+            seen = self.pids.get(id(obj))
+            if seen is not None:
+                return seen[1]
+            if frozenset(map(type, obj)) not in _SORTABLE:
+                return None
+            self.found += 1
+            pid = (_SORTED_SET, sorted(obj), type(obj) is frozenset)
+            self.pids[id(obj)] = (obj, pid)
+            return pid
+
     _classes[base] = RelocatingPickler
     return RelocatingPickler
 
@@ -172,8 +262,14 @@ class _Unpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO, root: str) -> None:
         super().__init__(file)
         self.root = root
+        self.sets: dict[int, tuple[Any, set[Any] | frozenset[Any]]] = {}
 
     def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is tuple and len(pid) == 3 and pid[0] == _SORTED_SET:
+            made = self.sets.get(id(pid))  # one set referred to twice is one set again
+            if made is None:
+                made = self.sets[id(pid)] = (pid, frozenset(pid[1]) if pid[2] else set(pid[1]))
+            return made[1]
         if type(pid) is not tuple or len(pid) != 3 or pid[0] != _MARK:
             raise pickle.UnpicklingError(f"unknown persistent id {pid!r} in a stored value")
         _, rel, kind = pid

@@ -51,7 +51,8 @@ class Reason(Word):
     UPSTREAM_RERUN = "upstream re-run"
     """A prerequisite runs in this plan (the task may be kept if its value comes out the same)."""
     UPSTREAM_CHANGED = "upstream changed"
-    """A prerequisite's current value is not the one the entry was computed from."""
+    """A prerequisite's current value is not the one the entry was computed from (or the
+    prerequisites are not where they were in the task's requirements)."""
     CORRUPT = "corrupt"
     """The entry was found damaged when read (set while running)."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ._types import Json, Reason
 from .files import INPUT, OUTPUT
-from .graph import Node, Plan
+from .graph import ARRANGEMENT, Node, Plan
 from .store import Meta, Store
 from .task import Task, TaskFamily
 
@@ -141,6 +141,7 @@ def _upstream_changes(the_plan: Plan, node: Node, meta: Meta) -> list[str]:
         elif dep_node.meta.stamp != meta.deps[dep]:
             details.append(f"prerequisite {expr} was recomputed after this result was stored")
     current = set(node.deps)
+    current.add(ARRANGEMENT)
     if node.files is not None:
         current.update(node.files.digests)
         current.update(OUTPUT + p.key(os.getcwd()) for p in node.files.outputs)
@@ -151,6 +152,10 @@ def _upstream_changes(the_plan: Plan, node: Node, meta: Meta) -> list[str]:
     tasks = sum(1 for k in dropped if not k.startswith((INPUT, OUTPUT)))
     if tasks:
         details.append(f"{tasks} prerequisite(s) of the stored result are no longer required")
+    if not details and meta.deps.get(ARRANGEMENT) != node.shape:
+        details.append("the prerequisites are arranged differently from the stored result's "
+                       "(the same ones in other places of @requires: swapped dict keys, "
+                       "another order)")
     return details
 
 

@@ -62,10 +62,13 @@ class FingerprintWarning(UserWarning):
 # --- normalized source -------------------------------------------------------------------
 
 
-def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, list[Read]] | None:
+def normalized_source(obj: Any, *, strip_decorators: bool,
+                      unwrap: bool = True) -> tuple[str, list[Read]] | None:
     """``(text, def-time reads)`` of a function's or class's source without comments,
     formatting and docstrings (and decorators, if asked), or ``None`` when the source is not
-    available. The reads are what its def or class statement reads when it runs."""
+    available. The reads are what its def or class statement reads when it runs. A
+    ``functools.wraps`` wrapper gives the source of the function it wraps, unless ``unwrap``
+    is false: then its own."""
     if isinstance(obj, type):
         module = sys.modules.get(obj.__module__)
         filename = getattr(module, "__file__", None)
@@ -76,7 +79,7 @@ def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, list[Re
         key: tuple[Any, ...] = ("class", obj.__qualname__, line, strip_decorators)
         namespace = vars(module) if module is not None else None
     else:
-        code = getattr(inspect.unwrap(obj), "__code__", None)
+        code = getattr(inspect.unwrap(obj) if unwrap else obj, "__code__", None)
         if not isinstance(code, types.CodeType):
             return None
         filename = code.co_filename
@@ -84,15 +87,16 @@ def normalized_source(obj: Any, *, strip_decorators: bool) -> tuple[str, list[Re
         namespace = getattr(obj, "__globals__", None)
     idx = _sources.index(filename, namespace) if isinstance(filename, str) and filename else None
     found = idx.get(key) if idx is not None else None
-    return found if found is not None else _getsource(obj, strip_decorators)
+    return found if found is not None else _getsource(obj, strip_decorators, unwrap)
 
 
-def _getsource(obj: Any, strip_decorators: bool) -> tuple[str, list[Read]] | None:
+def _getsource(obj: Any, strip_decorators: bool, unwrap: bool = True) -> tuple[str, list[Read]] | None:
     """The slow way, for what the index does not find (a lambda, a function made by exec)."""
     import textwrap
 
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+        tree = ast.parse(textwrap.dedent(inspect.getsource(
+            obj if unwrap else getattr(obj, "__code__", obj))))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None
     if not tree.body:
@@ -473,12 +477,16 @@ def _pyc_code(filename: str) -> tuple[str, types.CodeType | None]:
     return pyc, code if isinstance(code, types.CodeType) else None
 
 
-def _imports_by_name(obj: Any, attrs: tuple[str, ...]) -> bool:
-    """Whether ``obj`` then ``attrs`` is :func:`importlib.import_module`."""
+def _by_computed_name(obj: Any, attrs: tuple[str, ...]) -> str | None:
+    """What ``obj`` then ``attrs`` is when it reaches modules by a name computed when the
+    code runs: ``importlib.import_module``, ``sys.modules[...]``; else ``None``."""
     importlib_module = sys.modules.get("importlib")
-    if obj is importlib_module and attrs[:1] == ("import_module",):
-        return True
-    return not attrs and obj is getattr(importlib_module, "import_module", None)
+    if (obj is importlib_module and attrs[:1] == ("import_module",)) or (
+            not attrs and obj is getattr(importlib_module, "import_module", None)):
+        return "importlib.import_module"
+    if (obj is sys and attrs[:1] == ("modules",)) or (not attrs and obj is sys.modules):
+        return "sys.modules[...]"
+    return None
 
 
 # --- the walk ----------------------------------------------------------------------------
@@ -556,6 +564,8 @@ class _Walk:
             if name not in namespace:
                 if name == "__import__" and kind == "g":
                     self.values.warn_dynamic_import("__import__")
+                elif name == "globals" and kind == "g":
+                    self.add_globals(namespace)
                 continue  # a builtin, or not defined (yet)
             obj, label, home = namespace[name], name, namespace
             for attr in attrs:  # through modules: features.scale, pkg.sub.CONSTANT
@@ -569,8 +579,18 @@ class _Walk:
                 self.written.add((str(home.get("__name__", "")), label))
             elif obj is not None:
                 self.add(obj, label, home)
-            if kind == "g" and _imports_by_name(namespace[name], attrs):
-                self.values.warn_dynamic_import("importlib.import_module")
+            call = _by_computed_name(namespace[name], attrs) if kind == "g" else None
+            if call is not None:
+                self.values.warn_dynamic_import(call)
+
+    def add_globals(self, namespace: Mapping[str, Any]) -> None:
+        """The code calls ``globals()``, to read globals by computed names (``globals()[f"fit_
+        {kind}"]``): which ones cannot be known, so each global of the module counts as if it
+        were read by name (functions and classes by their code, values by their value; task
+        families, as always, do not)."""
+        for name, value in list(namespace.items()):
+            if not name.startswith("__"):
+                self.add(value, name, namespace)
 
     def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, Any]) -> None:
         level, _, module = name.partition(":")
@@ -603,8 +623,9 @@ class _Walk:
             return
         self.seen.add(id(obj))
         self.keep.append(obj)
-        if wrapper:  # e.g. functools.lru_cache
+        if wrapper:  # e.g. functools.lru_cache, or an object of a project class
             self.add(inspect.unwrap(obj), label, namespace)
+            self.add(type(obj), label, namespace)
         elif isinstance(obj, types.FunctionType):
             if getattr(obj, "__wrapped__", None) is not None:
                 self.add(inspect.unwrap(obj), label, namespace)
@@ -634,8 +655,12 @@ class _Walk:
 
     def add_code(self, obj: Any, namespace: Mapping[str, Any]) -> None:
         name = obj.__qualname__
+        if isinstance(obj, types.FunctionType) and getattr(obj, "__wrapped__", None) is not None:
+            # a functools.wraps wrapper borrows the name of what it wraps (followed apart):
+            # its own code counts under its own name (f = deco(f), without @, reads no deco)
+            name = getattr(obj.__code__, "co_qualname", obj.__code__.co_name)
         self.check_loaded(obj)
-        found = normalized_source(obj, strip_decorators=False)
+        found = normalized_source(obj, strip_decorators=False, unwrap=False)
         if found is None:
             self._put(obj.__module__, name, f"# {name}: " + code_bytes(obj))
             self.follow_code(obj, [], namespace)
@@ -878,12 +903,14 @@ class _Values:
             "@task(version=...) and bump the version when it changes.", module)
 
     def warn_dynamic_import(self, call: str) -> None:
-        """The code imports modules by a name computed when it runs: which ones cannot be known."""
+        """The code imports or reads modules by a name computed when it runs: which ones
+        cannot be known."""
         if (self.walk.family, "<import>") in _warned:
             return
         _warned.add((self.walk.family, "<import>"))
+        verb = "reads" if call.startswith("sys.") else "imports"
         self._warn(
-            f"Task {self.walk.family} imports modules by a computed name ({call}): the code of "
+            f"Task {self.walk.family} {verb} modules by a computed name ({call}): the code of "
             "the modules it loads that way is not fingerprinted, so editing them will not "
             "re-run the task. Import them by name (import models.linear), or pin the task's "
             "code with @task(version=...) and bump the version when they change.", self.walk.module)

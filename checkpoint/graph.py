@@ -18,7 +18,9 @@ Marking walks that order once. A task needs a run, for the first reason that app
 ``input changed``     the content of a ``File`` input differs from the one it was computed from
 ``output changed``    a declared output (``Product``) is missing or not what the task wrote
 ``upstream re-run``   a prerequisite runs in this plan
-``upstream changed``  a prerequisite's stored result is not the one it was computed from
+``upstream changed``  a prerequisite's stored result is not the one it was computed from,
+                      or the prerequisites are not where they were in its requirements
+                      (:func:`arrangement`)
 
 otherwise it is fresh and is reused without loading its value. The plan is plain dicts and
 lists (the hot path); :func:`to_networkx` converts it for analysis and export.
@@ -26,6 +28,8 @@ lists (the hot path); :func:`to_networkx` converts it for analysis and export.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,21 +38,28 @@ from . import files as _files
 from ._types import Reason, TaskId
 from .errors import CycleError
 from .store import Meta, Store
-from .task import Spec, Task, interning
+from .task import Spec, Task, TaskDirectory, interning
 
 if TYPE_CHECKING:
     import networkx
 
+ARRANGEMENT = "arrangement"
+"""The key of ``Meta.deps`` that records how a task's prerequisites and files are arranged
+in its requirements (:func:`arrangement`)."""
+
+
 class Node:
     """One task of a plan."""
 
-    __slots__ = ("task", "deps", "reason", "meta", "files")
+    __slots__ = ("task", "deps", "reason", "meta", "files", "shape")
 
-    def __init__(self, task: Task[Any], deps: list[TaskId]) -> None:
+    def __init__(self, task: Task[Any], deps: list[TaskId], shape: str | None = None) -> None:
         self.task = task
         self.deps = deps
         """Ids of the distinct prerequisites, in declaration order (then the producers of
         its ``File`` inputs)."""
+        self.shape = shape
+        """The :func:`arrangement` of its requirements (``None``: their set shows it)."""
         self.reason: Reason | None = None
         """Why the task runs, or ``None`` when it is fresh."""
         self.meta: Meta | None = None
@@ -64,6 +75,8 @@ class Node:
             given.update(self.files.digests)
             if outputs:
                 given.update(outputs)
+        if self.shape is not None:
+            given[ARRANGEMENT] = self.shape
         return given
 
 
@@ -145,7 +158,8 @@ def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bo
                 task_id = task.id
                 on_stack.discard(task_id)
                 if spec._files is None:
-                    nodes[task_id] = Node(task, [d.id for d in spec.dependencies])
+                    nodes[task_id] = Node(task, [d.id for d in spec.dependencies],
+                                          _shape(spec.requirements))
                 else:
                     _add_node(nodes, task, spec, [d.id for d in spec.dependencies], with_files)
                 if not keep_specs:
@@ -155,10 +169,77 @@ def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bo
 
 def _add_node(nodes: dict[TaskId, Node], task: Task[Any], spec: Spec, deps: list[TaskId],
               with_files: list[Node]) -> None:
-    node = nodes[task.id] = Node(task, deps)
+    node = nodes[task.id] = Node(task, deps, _shape(spec.requirements))
     if spec._files is not None:  # per plan: marking fills it in
         node.files = _files.TaskFiles(*spec._files)
         with_files.append(node)
+
+
+def _shape(requirements: list[Any]) -> str | None:
+    """:func:`arrangement`, with the commonest case first: none, or one task."""
+    if len(requirements) < 2 and (not requirements or type(requirements[0]) is Task):
+        return None
+    return arrangement(requirements)
+
+
+class _Key:
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+
+_END = object()
+
+
+def arrangement(requirements: list[Any]) -> str | None:
+    """A digest of where each prerequisite and file is in a task's requirements: the nested
+    lists and dicts the inner function receives, with each task's id, each file's path
+    (and each dict's keys, in order) in its place. A task's entry records it, so a task
+    that gets the same prerequisites in other places (swapped dict keys, a reordered list,
+    two ``@requires`` swapped) is stale. ``None`` when the set of prerequisites and files
+    already shows it: none, or a single task or file."""
+    if len(requirements) == 2 and type(requirements[0]) is Task and type(requirements[1]) is Task:
+        return _digest(f"[,{requirements[0].id},{requirements[1].id},]")  # a lattice: as below
+    if len(requirements) == 1 and type(requirements[0]) in (Task, _files.File, _files.Product):
+        return None
+    parts: list[str] = []
+    found = False
+    root = ""
+    stack: list[Any] = [requirements]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Task):
+            parts.append(item.id)
+            found = True
+        elif isinstance(item, list):
+            parts.append("[")
+            stack.append(_END)
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            parts.append("{")
+            stack.append(_END)
+            for key, value in reversed(item.items()):
+                stack.append(value)
+                stack.append(_Key(key))
+        elif item is _END:
+            parts.append("]")
+        elif type(item) is _Key:
+            parts.append(f"{type(item.key).__qualname__}:{item.key!r}=")
+        elif isinstance(item, _files.File):
+            root = root or os.getcwd()
+            kind = "P" if isinstance(item, _files.Product) else "F"
+            parts.append(f"{kind}{item.key(root)!r}")
+            found = True
+        elif isinstance(item, TaskDirectory):
+            parts.append("D")
+        else:  # a class task's optional prerequisite left at its default
+            parts.append(f"={type(item).__qualname__}:{item!r}")
+    return _digest(",".join(parts)) if found else None
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _reorder(nodes: dict[TaskId, Node]) -> dict[TaskId, Node]:
@@ -244,7 +325,9 @@ def mark(
             # entry_is_current, inline (a sweep's target has 200,000 prerequisites), and an
             # upstream re-run found in the same pass comes first
             recorded = meta.deps
-            current = len(recorded) == len(deps)
+            shape = node.shape  # the same prerequisites in other places count too
+            current = len(recorded) == len(deps) if shape is None else (
+                len(recorded) == len(deps) + 1 and recorded.get(ARRANGEMENT) == shape)
             reason: Reason | None = None
             for dep_id in deps:
                 dep = nodes[dep_id]
@@ -259,7 +342,9 @@ def mark(
         elif not node.deps and not files.outputs:
             # A leaf reading files and writing none (a sweep over them): current when its
             # entry records exactly these input digests (entry_is_current, in one comparison).
-            node.reason = None if meta.deps == files.digests else (
+            expected = files.digests if node.shape is None else {
+                **files.digests, ARRANGEMENT: node.shape}  # several files: where each one is
+            node.reason = None if meta.deps == expected else (
                 files.reason(meta) or Reason.UPSTREAM_CHANGED)
         else:
             reason = files.reason(meta)
@@ -269,7 +354,8 @@ def mark(
                     if dep.reason is not None:
                         reason = Reason.UPSTREAM_RERUN
                         break
-            if reason is None and not entry_is_current(meta, node.deps, planned_stamp, files):
+            if reason is None and not entry_is_current(meta, node.deps, planned_stamp, files,
+                                                       shape=node.shape):
                 reason = Reason.UPSTREAM_CHANGED
             node.reason = reason
 
@@ -284,16 +370,21 @@ def _planned_stamp(nodes: dict[TaskId, Node]) -> Callable[[TaskId], str | None]:
 
 def entry_is_current(
     meta: Meta, deps: Sequence[TaskId], stamp: Callable[[TaskId], str | None],
-    files: _files.TaskFiles | None = None, *, outputs: bool = True,
+    files: _files.TaskFiles | None = None, *, outputs: bool = True, shape: str | None = None,
 ) -> bool:
     """Whether a stored entry was computed from exactly the current values of ``deps``
     (``stamp`` gives each one's current stamp): the same prerequisites, none of them since
-    recomputed to another value; and, for a task with files, from the same input files, its
+    recomputed to another value, in the same places (``shape``: the node's
+    :func:`arrangement`); and, for a task with files, from the same input files, its
     declared outputs being as it wrote them (unless ``outputs`` is false: another run just
     wrote them). Planning and the scheduler (early cutoff, results another run stored)
     decide with this one rule."""
     recorded = meta.deps
     expected = len(deps)
+    if shape is not None:
+        if recorded.get(ARRANGEMENT) != shape:
+            return False
+        expected += 1
     if files is not None:
         if not files.current(recorded, outputs):
             return False

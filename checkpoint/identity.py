@@ -12,11 +12,15 @@ plain value produces:
 * a task handle -> ``{"$task": "<family>:<id>"}`` (its own identity, so nesting stays cheap)
 * an enum member -> ``{"$enum": ["<module>.<class>", "<name>", value]}`` (a ``str`` or ``int``
   enum is not its plain value: the task sees another object)
+* an instance of a subclass of those types (a named tuple, an ``OrderedDict``, whose order
+  counts, a ``defaultdict``) -> ``{"$type": ["<module>.<class>", <as its base type>]}``;
+  except a NumPy ``float64``, which is the ``float`` it equals (what ``ls`` shows, and what
+  pasted back names the same task)
 
 Dicts are keyed by their content, not their order: ``{"x": 1, "y": 2}`` and ``{"y": 2, "x": 1}``
 are one argument, as they are equal in Python (and for joblib.Memory).
 
-Anything else (sets, paths, numpy scalars, arbitrary objects) is rejected with
+Anything else (sets, paths, other numpy scalars, arbitrary objects) is rejected with
 :class:`~checkpoint.errors.UnserializableArgumentError` rather than guessed at.
 
 A family's *code fingerprint* hashes the normalized source of its function, or of its whole
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import PurePath
@@ -36,6 +41,7 @@ from typing import Any
 from .errors import UnserializableArgumentError
 
 _SCALARS = (str, int, float, bool, type(None))
+_EXACT = frozenset(_SCALARS)
 
 
 def _encode(value: Any, family: str, argument: str) -> Any:
@@ -44,15 +50,18 @@ def _encode(value: Any, family: str, argument: str) -> Any:
         kind = type(value)
         return {"$enum": [f"{kind.__module__}.{kind.__qualname__}", value.name,
                           _encode(value.value, family, argument)]}
-    if isinstance(value, _SCALARS):
+    kind = type(value)
+    if kind in _EXACT:
         return value
     ident = getattr(value, "__checkpoint_identity__", None)
     if ident is not None:
         return {"$task": ident}
-    if isinstance(value, list):
+    if kind is list:
         return [_encode(v, family, argument) for v in value]
-    if isinstance(value, tuple):
+    if kind is tuple:
         return {"$tuple": [_encode(v, family, argument) for v in value]}
+    if isinstance(value, (*_SCALARS, list, tuple, dict)) and kind is not dict:
+        return _subclass(value, family, argument)
     if isinstance(value, dict):
         if all(type(k) is str and not k.startswith("$") for k in value):
             return {k: _encode(v, family, argument) for k, v in value.items()}
@@ -85,6 +94,45 @@ def _encode(value: Any, family: str, argument: str) -> Any:
         family=family,
         argument=argument,
     )
+
+
+def _subclass(value: Any, family: str, argument: str) -> Any:
+    """A subclass of an argument type (a named tuple, an ``OrderedDict``, a ``str``
+    subclass) may behave otherwise in the task than its base: tagged with its class,
+    ``{"$type": ["<module>.<class>", <its content as the base type>]}``. An ``OrderedDict``
+    keeps its order (its ``==`` does), a ``defaultdict`` names its ``default_factory``. A
+    NumPy ``float64`` is its ``float`` (see the docs: shown and identified as the literal a
+    user types)."""
+    kind = type(value)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if isinstance(value, float):
+        if name == "numpy.float64":
+            return float.__float__(value)
+        return {"$type": [name, float.__float__(value)]}
+    if isinstance(value, int):
+        return {"$type": [name, int.__int__(value)]}
+    if isinstance(value, str):
+        return {"$type": [name, str.__str__(value)]}
+    if isinstance(value, list):
+        return {"$type": [name, [_encode(v, family, argument) for v in value]]}
+    if isinstance(value, tuple):
+        return {"$type": [name, {"$tuple": [_encode(v, family, argument) for v in value]}]}
+    factory = getattr(value, "default_factory", None)  # a defaultdict
+    if factory is not None:
+        qualname = getattr(factory, "__qualname__", "<?>")
+        if "<" in qualname:
+            raise UnserializableArgumentError(
+                f"Argument {argument!r} of task {family} is a {name} whose default_factory "
+                f"({qualname}) has no name to identify it by. Pass dict(value), or a "
+                "default_factory that is a class or a named function.",
+                family=family,
+                argument=argument,
+            )
+        name += f"({getattr(factory, '__module__', '?')}.{qualname})"
+    pairs = [[_encode(k, family, argument), _encode(v, family, argument)] for k, v in value.items()]
+    if not isinstance(value, OrderedDict):
+        pairs.sort(key=lambda kv: _dumps(kv[0]))
+    return {"$type": [name, {"$dict": pairs}]}
 
 
 def _dumps(obj: Any) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._types import FamilyDir, Json, TaskId
 from .files import OUTPUT
-from .graph import Node, Plan
+from .graph import ARRANGEMENT, Node, Plan
 from .store import Meta, Store
 from .task import Task, TaskFamily
 
@@ -302,6 +302,8 @@ def touch_plan(the_plan: Plan, store: Store) -> Touched:
         if node.files is not None:  # accept the files as they are now (a missing output stays stale)
             deps.update(node.files.digests)
             deps.update((k, v) for k, v in node.files.outputs_now.items() if v)
+        if node.shape is not None:
+            deps[ARRANGEMENT] = node.shape
         new = meta.touched(node.task.family.fingerprint[0], deps)
         updates.setdefault(node.task.family.dirname, {})[tid] = new
         report.touched += 1

@@ -310,12 +310,11 @@ class _Lookup:
                 elif None in states:
                     later.append(tid)  # a prerequisite is looked up in this wave
                 elif (node.reason == Reason.UPSTREAM_RERUN and node.meta is not None
-                      and entry_is_current(node.meta, node.deps, self.stamp, node.files)):
+                      and entry_is_current(node.meta, node.deps, self.stamp, node.files,
+                                           shape=node.shape)):
                     self.status[tid] = _Found.KEPT
                 else:
-                    deps = {d: self.stamp(d) or "" for d in node.deps}
-                    if node.files is not None:
-                        deps.update(node.files.digests)
+                    deps = node.recorded_deps({d: self.stamp(d) or "" for d in node.deps}, None)
                     key = entry_key(node.task.family.fingerprint[0], deps)
                     wave[tid] = entry_path(node.task.family.dirname, tid, key)
             self._look_up(wave)
@@ -386,7 +385,8 @@ class _Lookup:
             raise RefusedEntry("its manifest was computed by other code than this path says")
         meta = Meta(expr="", args="", fingerprint=manifest.fingerprint, stamp=manifest.stamp,
                     deps=manifest.deps)
-        if not entry_is_current(meta, node.deps, self.stamp, node.files, outputs=False):
+        if not entry_is_current(meta, node.deps, self.stamp, node.files, outputs=False,
+                                shape=node.shape):
             raise RefusedEntry("its manifest was computed from other prerequisites than this "
                                "path says")
 
@@ -738,7 +738,8 @@ def _current_entries(the_plan: Plan, store: Store, report: PushReport) -> dict[T
             report.skipped.append((task, "no stored result here"))
         elif meta.fingerprint != task.family.fingerprint[0]:
             report.skipped.append((task, "its stored result is stale (code changed)"))
-        elif not entry_is_current(meta, node.deps, stamp, node.files, outputs=False):
+        elif not entry_is_current(meta, node.deps, stamp, node.files, outputs=False,
+                                  shape=node.shape):
             report.skipped.append((task, "its stored result is stale (run it first)"))
         elif node.files is not None and node.files.outputs:
             valid[tid] = meta  # its dependents may be pushed: their keys name its outputs

@@ -167,6 +167,77 @@ def test_dropped_prerequisite_makes_the_dependent_stale(make_module: Any) -> Non
     assert result.plan.nodes[mod.total().id].reason == "upstream changed"
 
 
+REARRANGED = '''
+import json
+from pathlib import Path
+from checkpoint import File, task, requires
+
+@task
+def score(lr: float):
+    def __() -> float:
+        return lr * 100
+    return __
+
+def config():  # read while expanding: the code fingerprint cannot see it
+    return json.loads(Path("config.json").read_text())
+
+@task
+def by_label():
+    @requires({label: score(lr) for label, lr in config().items()})
+    def __(scores: dict[str, float]) -> dict[str, float]:
+        return scores
+    return __
+
+@task
+def in_order():
+    @requires([score(lr) for _, lr in sorted(config().items())])
+    def __(scores: list[float]) -> list[float]:
+        return scores
+    return __
+
+@task
+def stacked():
+    a, b = (score(lr) for _, lr in sorted(config().items()))
+    @requires(a)
+    @requires(b)
+    def __(first: float, second: float) -> list[float]:
+        return [first, second]
+    return __
+
+@task
+def files():
+    @requires([File(f"{label}.txt") for label in config()])
+    def __(paths: list[Path]) -> list[str]:
+        return [p.read_text() for p in paths]
+    return __
+'''
+
+
+@pytest.mark.parametrize(("family", "before", "after"), [
+    ("by_label", {"base": 10.0, "tuned": 20.0}, {"base": 20.0, "tuned": 10.0}),
+    ("in_order", [10.0, 20.0], [20.0, 10.0]),
+    ("stacked", [10.0, 20.0], [20.0, 10.0]),
+    ("files", ["base", "tuned"], ["tuned", "base"]),
+])
+def test_rearranged_prerequisites_make_the_dependent_stale(
+        make_module: Any, tmp_path: Path, family: str, before: Any, after: Any) -> None:
+    """The same prerequisites in other places (swapped dict values, a reordered list, two
+    @requires swapped, files reordered) give the inner function other arguments: the entry
+    records their arrangement, and the task re-runs instead of returning the old one."""
+    for label in ("base", "tuned"):
+        (tmp_path / f"{label}.txt").write_text(label)
+    (tmp_path / "config.json").write_text('{"base": 0.1, "tuned": 0.2}')
+    family_ = getattr(make_module("rearranged", REARRANGED), family)
+    assert family_().run(executor="inline") == before
+    (tmp_path / "config.json").write_text('{"tuned": 0.1, "base": 0.2}')
+    target = family_()  # a new handle expands again
+    result = checkpoint.run([target], executor="inline")
+    assert result.values[target.id] == after
+    assert _ran(result) == {f"{family}()"}
+    assert result.plan.nodes[target.id].reason == "upstream changed"
+    assert not checkpoint.run([target], executor="inline").ran
+
+
 PIPE = '''
 from checkpoint import task, requires
 

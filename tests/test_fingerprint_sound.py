@@ -565,3 +565,131 @@ def test_08_code_changed_at_run_time_is_not_an_error(tmp_path: Path) -> None:
                      str(tmp_path / "instr08.py"), "exec")
     instr.f.__code__ = next(c for c in module.co_consts if hasattr(c, "co_code"))
     code_fingerprint(tasks.g.fn)  # no StaleModuleError
+
+
+# --- adv2 03, 04: a wrapper applied by a call; helpers reached by a computed name ---------
+
+WRAPPED = """
+import functools
+
+def as_percent(f):
+    @functools.wraps(f)
+    def wrapper(*args):
+        return f(*args) * {factor}
+    return wrapper
+
+def ratio(a, b):
+    return a / b
+
+ratio_pct = as_percent(ratio)   # applied by a call, not with @
+"""
+
+
+def test_adv2_03_a_wraps_wrapper_applied_by_a_call_counts(make_module: Any) -> None:
+    """``f = deco(f)`` with a functools.wraps wrapper: the wrapper's own code counts, not
+    only the function it wraps (whose name and source it borrows)."""
+    def fingerprint(factor: int) -> str:
+        make_module("helpers03w", WRAPPED.format(factor=factor))
+        mod = make_module("uses03w", """
+            from checkpoint import task
+            import helpers03w
+
+            @task
+            def main():
+                def __():
+                    return helpers03w.ratio_pct(1, 4)
+                return __
+        """)
+        return code_fingerprint(mod.main.fn)[0]
+
+    assert fingerprint(100) == fingerprint(100)
+    assert fingerprint(100) != fingerprint(1000)
+
+
+DISPATCH = """
+import sys
+from checkpoint import task
+
+def fit_linear(x):
+    return {k} * x
+
+@task
+def by_globals(kind: str, x: int):
+    def __():
+        return globals()[f"fit_{{kind}}"](x)
+    return __
+
+@task
+def by_sys_modules(kind: str, x: int):
+    def __():
+        return getattr(sys.modules[__name__], f"fit_{{kind}}")(x)
+    return __
+"""
+
+
+def test_adv2_04_globals_by_a_computed_name_count_every_global(make_module: Any) -> None:
+    """``globals()[name]``: which global is read cannot be known, so each global of the
+    module counts (an edit of the helper re-runs the task), but not other task families
+    (an edit of another family's code alone re-runs nothing: the model fault test's
+    taskfiles find their families this way)."""
+    def fingerprint(k: int, other: int = 1) -> str:
+        source = DISPATCH.format(k=k) + OTHER.format(other=other)
+        return make_module("dispatch04", source).by_globals.fingerprint[0]
+
+    assert fingerprint(2) == fingerprint(2)
+    assert fingerprint(2) != fingerprint(3)
+    assert fingerprint(2) == fingerprint(2, other=5)
+
+
+OTHER = """
+@task
+def other():
+    def __():
+        return {other}
+    return __
+"""
+
+
+def test_adv2_04_sys_modules_by_a_computed_name_warns(make_module: Any) -> None:
+    """``sys.modules[name]``: which module is read cannot be known: a FingerprintWarning, as
+    for importlib.import_module."""
+    mod = make_module("dispatch04s", DISPATCH.format(k=2))
+    with pytest.warns(FingerprintWarning, match=r"dispatch04s\.by_sys_modules reads modules "
+                      r"by a computed name \(sys\.modules\[\.\.\.\]\).*@task\(version=\.\.\.\)"):
+        code_fingerprint(mod.by_sys_modules.fn, family="dispatch04s.by_sys_modules")
+
+
+def test_adv2_03_a_wrapper_object_counts_with_its_class(make_module: Any) -> None:
+    """A callable object that wraps a function (functools.update_wrapper on an instance of
+    a project class) counts with its class's code too."""
+    def fingerprint(factor: int) -> str:
+        make_module("helpers03c", f"""
+import functools
+
+class AsPercent:
+    def __init__(self, f):
+        functools.update_wrapper(self, f)
+        self.f = f
+
+    def __call__(self, *args):
+        return self.f(*args) * {factor}
+
+def ratio(a, b):
+    return a / b
+
+ratio_pct = AsPercent(ratio)
+""")
+        mod = make_module("uses03c", """
+            from checkpoint import task
+            import helpers03c
+
+            @task
+            def main():
+                def __():
+                    return helpers03c.ratio_pct(1, 4)
+                return __
+        """)
+        return code_fingerprint(mod.main.fn)[0]
+
+    assert fingerprint(100) == fingerprint(100)
+    assert fingerprint(100) != fingerprint(1000)

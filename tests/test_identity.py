@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import copy
 import enum
 import json
 from typing import Any
@@ -80,6 +82,44 @@ def test_known_collisions_of_the_original_are_gone(a: Any, b: Any) -> None:
     ea, eb = encode_arguments("f", {"x": a}), encode_arguments("f", {"x": b})
     assert ea != eb
     assert task_id("f", ea) != task_id("f", eb)
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Name(str):
+    pass
+
+
+class Count(int):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [(Point(1, 2), (1, 2)),
+     (collections.OrderedDict([("b", 1), ("a", 2)]), collections.OrderedDict([("a", 2), ("b", 1)])),
+     (collections.OrderedDict(a=1), {"a": 1}),
+     (collections.defaultdict(int, a=1), {"a": 1}),
+     (collections.defaultdict(int), collections.defaultdict(list)),
+     (Name("a"), "a"), (Count(1), 1), ({Name("k"): 1}, {"k": 1}), ([Point(1, 2)], [(1, 2)])],
+    ids=["namedtuple-vs-tuple", "ordereddict-order", "ordereddict-vs-dict",
+         "defaultdict-vs-dict", "defaultdict-factories", "str-subclass", "int-subclass",
+         "str-subclass-key", "nested-namedtuple"],
+)
+def test_subclasses_are_known_by_their_class(a: Any, b: Any) -> None:
+    """A subclass of an argument type (a named tuple, an OrderedDict, whose order counts
+    as in ==, a defaultdict) may behave otherwise in the task: another task id, as for
+    enums (adv2 repro 01)."""
+    assert encode_arguments("f", {"x": a}) != encode_arguments("f", {"x": b})
+    assert encode_arguments("f", {"x": a}) == encode_arguments("f", {"x": copy.deepcopy(a)})
+
+
+def test_a_defaultdict_with_an_anonymous_factory_is_refused() -> None:
+    """What a lambda factory gives for a missing key cannot be named: refused, saying what
+    to pass instead."""
+    with pytest.raises(UnserializableArgumentError, match=r"default_factory.*dict\(value\)"):
+        encode_arguments("f", {"x": collections.defaultdict(lambda: 0)})
 
 
 def test_unserializable_argument_names_task_and_argument() -> None:

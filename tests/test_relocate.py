@@ -341,3 +341,55 @@ def test_large_values_are_told_apart_without_a_search_when_their_containers_say(
     saved = [Saved(root + "/f/data/x/m.pkl", "n")] + [weights]  # an object: searched
     assert decode_payload(encode_value(saved, 0, root), False, "/m/checkpoint")[0].path == (
         "/m/checkpoint/f/data/x/m.pkl")
+
+
+def _stored_and_moved(tmp_path: Path, value: Any) -> Any:
+    """``value`` encoded as a worker stores it (streamed to its file when large), read back
+    after the store root moved."""
+    from checkpoint._codec import BlobRef, encode_result
+
+    old, new = tmp_path / "old" / "checkpoint", tmp_path / "new" / "checkpoint"
+    blobs = old / "fam" / "blobs"
+    out = encode_result(value, 0, str(blobs), "t" * 32, str(old))
+    if out.payload is not None:
+        return decode_payload(out.payload, False, str(new))
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    return BlobRef(str(new / "fam" / "blobs" / out.blob), out.size, out.crc, False).load()
+
+
+@pytest.mark.parametrize("kind", ["str", "categorical", "object"])
+def test_a_large_pandas_series_of_paths_follows_the_cache(tmp_path: Path, kind: str) -> None:
+    """A large pandas Series (text, categorical) of paths into the cache is not streamed to
+    its file as it is (its dtype does not say it holds no path): its paths are relocated
+    (adv2 repro 02)."""
+    pd = pytest.importorskip("pandas")
+    paths = [str(tmp_path / "old" / "checkpoint" / "fam" / "data" / f"s{i}.txt") for i in range(3000)]
+    series = {"str": lambda: pd.Series(paths), "object": lambda: pd.Series(paths, dtype=object),
+              "categorical": lambda: pd.Series(pd.Categorical(paths))}[kind]()
+    moved = _stored_and_moved(tmp_path, series)
+    assert list(moved.astype(str)) == [p.replace("/old/", "/new/") for p in paths]
+
+
+def test_a_numpy_array_of_paths_follows_the_cache(tmp_path: Path) -> None:
+    """A NumPy array of text (fixed-width unicode, whose bytes do not spell the paths out as
+    UTF-8) holding paths into the cache: relocated, small or large."""
+    np = pytest.importorskip("numpy")
+    for n in (3, 3000):
+        paths = np.array([str(tmp_path / "old" / "checkpoint" / "fam" / f"s{i}") for i in range(n)])
+        moved = _stored_and_moved(tmp_path, {"paths": paths.reshape(-1, 1)})["paths"]
+        assert moved.shape == (n, 1)
+        assert list(moved[:, 0]) == [p.replace("/old/", "/new/") for p in paths]
+        shutil.rmtree(tmp_path / "new", ignore_errors=True)
+
+
+def test_large_numeric_values_are_still_streamed(tmp_path: Path) -> None:
+    """Large values that cannot hold a path (bytes, arrays and DataFrames of numbers) still go
+    straight to their file."""
+    np = pytest.importorskip("numpy")
+    pd = pytest.importorskip("pandas")
+    from checkpoint._codec import encode_result
+
+    root = str(tmp_path / "checkpoint")
+    for value in (np.zeros(100_000), pd.DataFrame({"a": np.zeros(100_000)}),
+                  pd.Series(np.zeros(100_000))):
+        assert encode_result(value, 0, str(tmp_path / "blobs"), "t" * 32, root).blob

@@ -87,6 +87,32 @@ def top():
 """
 
 
+PAIRED = """
+
+@task
+def paired():
+    import os
+    first, second = os.environ.get("PAIR_ORDER", "1,2").split(",")
+    @requires({"first": choose(2, int(first)), "second": choose(2, int(second))})
+    def __(values):
+        return values
+    return __
+"""
+
+
+def test_rearranged_prerequisites(invoke: Invoke, project: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same prerequisites in other places of @requires (here, swapped dict values) should
+    be named as such."""
+    with project.open("a") as f:
+        f.write(PAIRED)
+    invoke("run", *INLINE, "paired()")
+    monkeypatch.setenv("PAIR_ORDER", "2,1")
+    result = invoke("why", "paired()")
+    assert "paired() would run: upstream changed" in result.stdout
+    assert "the prerequisites are arranged differently from the stored result's" in result.stdout
+
+
 def test_upstream_rerun_and_json(invoke: Invoke) -> None:
     """A task whose prerequisite runs should name it; --json should list every task to run."""
     invoke("run", *INLINE, "choose(2, 1)")
