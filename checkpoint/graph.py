@@ -291,12 +291,7 @@ def mark(
 ) -> None:
     """Set each node's ``meta`` and ``reason`` (see the module docstring)."""
     forced_ids = set(forced)
-    by_family: dict[str, list[TaskId]] = {}
-    for tid, node in nodes.items():
-        by_family.setdefault(node.task.family.dirname, []).append(tid)
-    metas: dict[TaskId, Meta] = {}
-    for dirname, ids in by_family.items():
-        metas.update(store.get_metas(dirname, ids))
+    metas = _stored_metas(nodes, store)
     planned_stamp = _planned_stamp(nodes)
     with_files = [node for node in nodes.values() if node.files is not None]
     if with_files:
@@ -318,27 +313,10 @@ def mark(
                                                  or fingerprints.setdefault(family, family.fingerprint[0])):
             node.reason = Reason.CODE_CHANGED
         elif files is None:
-            deps = node.deps
-            if not deps:  # a leaf (most of a sweep)
+            if not node.deps:  # a leaf (most of a sweep)
                 node.reason = None if not meta.deps else Reason.UPSTREAM_CHANGED
-                continue
-            # entry_is_current, inline (a sweep's target has 200,000 prerequisites), and an
-            # upstream re-run found in the same pass comes first
-            recorded = meta.deps
-            shape = node.shape  # the same prerequisites in other places count too
-            current = len(recorded) == len(deps) if shape is None else (
-                len(recorded) == len(deps) + 1 and recorded.get(ARRANGEMENT) == shape)
-            reason: Reason | None = None
-            for dep_id in deps:
-                dep = nodes[dep_id]
-                if dep.reason is not None:
-                    reason = Reason.UPSTREAM_RERUN
-                    break
-                if current:
-                    dep_meta = dep.meta
-                    if dep_meta is None or recorded.get(dep_id) != dep_meta.stamp:
-                        current = False
-            node.reason = reason if reason is not None or current else Reason.UPSTREAM_CHANGED
+            else:
+                node.reason = _upstream_reason(node, meta, nodes)
         elif not node.deps and not files.outputs:
             # A leaf reading files and writing none (a sweep over them): current when its
             # entry records exactly these input digests (entry_is_current, in one comparison).
@@ -347,17 +325,51 @@ def mark(
             node.reason = None if meta.deps == expected else (
                 files.reason(meta) or Reason.UPSTREAM_CHANGED)
         else:
-            reason = files.reason(meta)
-            if reason is None:
-                for dep_id in node.deps:
-                    dep = nodes[dep_id]
-                    if dep.reason is not None:
-                        reason = Reason.UPSTREAM_RERUN
-                        break
-            if reason is None and not entry_is_current(meta, node.deps, planned_stamp, files,
-                                                       shape=node.shape):
-                reason = Reason.UPSTREAM_CHANGED
-            node.reason = reason
+            node.reason = _files_reason(node, meta, files, nodes, planned_stamp)
+
+
+def _stored_metas(nodes: dict[TaskId, Node], store: Store) -> dict[TaskId, Meta]:
+    """The stored entries' metadata of the nodes, read family by family."""
+    by_family: dict[str, list[TaskId]] = {}
+    for tid, node in nodes.items():
+        by_family.setdefault(node.task.family.dirname, []).append(tid)
+    metas: dict[TaskId, Meta] = {}
+    for dirname, ids in by_family.items():
+        metas.update(store.get_metas(dirname, ids))
+    return metas
+
+
+def _upstream_reason(node: Node, meta: Meta, nodes: dict[TaskId, Node]) -> Reason | None:
+    """Why a task with prerequisites and no files runs: :func:`entry_is_current`, inline (a
+    sweep's target has 200,000 prerequisites), an upstream re-run found in the same pass
+    coming first."""
+    deps = node.deps
+    recorded = meta.deps
+    shape = node.shape  # the same prerequisites in other places count too
+    current = len(recorded) == len(deps) if shape is None else (
+        len(recorded) == len(deps) + 1 and recorded.get(ARRANGEMENT) == shape)
+    for dep_id in deps:
+        dep = nodes[dep_id]
+        if dep.reason is not None:
+            return Reason.UPSTREAM_RERUN
+        if current:
+            dep_meta = dep.meta
+            if dep_meta is None or recorded.get(dep_id) != dep_meta.stamp:
+                current = False
+    return None if current else Reason.UPSTREAM_CHANGED
+
+
+def _files_reason(node: Node, meta: Meta, files: _files.TaskFiles, nodes: dict[TaskId, Node],
+                  planned_stamp: Callable[[TaskId], str | None]) -> Reason | None:
+    """Why a task with files and prerequisites (or outputs) runs."""
+    reason = files.reason(meta)
+    if reason is None:
+        for dep_id in node.deps:
+            if nodes[dep_id].reason is not None:
+                return Reason.UPSTREAM_RERUN
+        if not entry_is_current(meta, node.deps, planned_stamp, files, shape=node.shape):
+            return Reason.UPSTREAM_CHANGED
+    return reason
 
 
 def _planned_stamp(nodes: dict[TaskId, Node]) -> Callable[[TaskId], str | None]:
