@@ -700,14 +700,35 @@ def enter_directory(cwd: str) -> None:
                 os.chdir(cwd)
 
 
-def run_pickled_batch(blob: bytes, cwd: str = "") -> list[Outcome]:
-    """Entry point in worker processes: the batch arrives cloudpickled (functions by value)."""
+def run_pickled_batch(blob: bytes, cwd: str = "", code: dict[str, str] | None = None) -> list[Outcome]:
+    """Entry point in worker processes: the batch arrives cloudpickled (functions by value).
+    ``code`` is the coordinator's manifest of project modules (see :mod:`checkpoint._workercode`):
+    a worker that outlived an earlier run imports them again if they changed since."""
     enter_directory(cwd)
+    if code:
+        from ._workercode import refresh
+
+        refresh(code, cwd)
     items, payloads = pickle.loads(blob)
+    if code:
+        stale = stale_outcomes(items, code)
+        if stale is not None:
+            return stale
     for item in items:
         if item.filename:
             restore_filename(item.fn, item.filename)
     return run_batch(items, payloads, in_process=False, cwd=cwd)
+
+
+def stale_outcomes(items: list[WorkItem], code: dict[str, str]) -> list[Outcome] | None:
+    """Each task failed, when this worker's project modules are not the coordinator's."""
+    from ._workercode import stale_error
+
+    error = stale_error(code, worker_id())
+    if error is None:
+        return None
+    now = time.time()
+    return [Failed(item.id, now, 0.0, error, worker=worker_id()) for item in items]
 
 
 def _inner(call: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:

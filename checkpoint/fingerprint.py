@@ -497,6 +497,10 @@ followed_files: set[str] = set()
 """Source files of the project modules whose text a fingerprint took in (an ``import``
 inside a task included), for ``run --watch``: such a module need not be loaded here."""
 
+followed_modules: dict[str, None] = {}
+"""Every module whose code or values a fingerprint of this process took in (in order): the
+code that workers elsewhere must have the same (see :mod:`checkpoint._workercode`)."""
+
 
 class _Walk:
     """Collects the pieces of one family's fingerprint."""
@@ -506,6 +510,7 @@ class _Walk:
         self.is_task = is_task
         self.family = family
         self.module: str = getattr(fn, "__module__", None) or ""
+        followed_modules[self.module] = None
         self.root = project_root(self.module)
         self.roots = _roots(self.root, self.module)
         """The project directory as paths in values spell it (see :func:`_project_path`)."""
@@ -522,6 +527,7 @@ class _Walk:
     # pieces
 
     def _put(self, module: str, name: str, text: str) -> None:
+        followed_modules[module] = None
         pieces, key = (self.own, name) if module == self.module else (self.other, f"{module}.{name}")
         n = 1
         while pieces.setdefault(key if n == 1 else f"{key}#{n}", text) != text:
@@ -695,6 +701,7 @@ class _Walk:
         self.modules.add(name)
         if file:
             followed_files.add(file)
+        followed_modules[name] = None
         loaded = sys.modules.get(name)
         for value in list(vars(loaded).values()) if loaded is not None else ():
             if isinstance(value, (types.FunctionType, type)) and value.__module__ == name:
@@ -742,6 +749,7 @@ class _Values:
 
     def _put_value(self, key: tuple[str, str], text: str) -> None:
         where, label = key
+        followed_modules[where] = None
         if where == self.walk.module:
             self.walk.own[label] = f"{label} = {text}"
         else:

@@ -1,0 +1,87 @@
+"""Workers run the fingerprinted code: the second adversarial test's reproductions
+(/tmp/adv2/repros, numbered as there) 10, 11 and 12 turned into tests."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from conftest import ENV, PYTHON
+
+from checkpoint._worker import Failed, WorkItem, run_pickled_batch
+from checkpoint._workercode import module_digest
+from checkpoint.errors import StaleModuleError
+
+# --- 11: your own process pool, reused across runs ----------------------------------------
+
+HELPERS = "K = {k}\n\ndef g():\n    return {k}\n\nclass C:\n    N = {k}\n"
+TASKS11 = """
+from checkpoint import task
+import helpers
+from helpers import C
+
+@task
+def a(i: int):
+    def __():
+        return [helpers.g(), helpers.K, C.N]
+    return __
+"""
+SESSION11 = """
+import importlib, pathlib, sys
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+import tasks, helpers
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context(sys.argv[1])
+    with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        print(tasks.a(0).run(executor=pool))
+        pathlib.Path("helpers.py").write_text({edited!r})
+        importlib.reload(helpers)
+        importlib.reload(tasks)  # as the docs ask after `from helpers import C`
+        print(tasks.a(0).run(executor=pool))
+        print(tasks.a(1).run(executor=pool))
+"""
+
+
+def test_11_a_reused_process_pool_runs_the_new_code(tmp_path: Path) -> None:
+    """A session passes its own ProcessPoolExecutor to run() twice and edits and reloads a
+    helper in between: the workers imported the old helper in the first run. The re-run must
+    compute with the new code (and so store the right value), not the workers' old copy."""
+    env = {**ENV, "CP_CACHE_DIR": str(tmp_path / ".cache")}
+    for method in ("fork", "spawn"):
+        (tmp_path / "helpers.py").write_text(HELPERS.format(k=1))
+        (tmp_path / "tasks.py").write_text(TASKS11)
+        (tmp_path / "session.py").write_text(SESSION11.format(edited=HELPERS.format(k=2)))
+        out = subprocess.run([PYTHON, "session.py", method], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, check=True).stdout
+        assert out.split("\n")[:3] == ["[1, 1, 1]", "[2, 2, 2]", "[2, 2, 2]"], (method, out)
+        fresh = subprocess.run([PYTHON, "-c", "import tasks; print(tasks.a(0).run())"],
+                               cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+        assert fresh.stdout.strip() == "[2, 2, 2]"
+
+
+def test_11_a_worker_whose_files_differ_runs_nothing(make_module: Any, tmp_path: Path) -> None:
+    """A worker that still has other code than the coordinator after importing the project
+    again (its files are not the coordinator's) fails the batch's tasks: nothing runs."""
+    module = make_module("workercode11", "def f():\n    return 1\n")
+    item = WorkItem.running("t1", module.f, [], 0)
+    blob = pickle.dumps(([item], {}))
+    mine = module_digest(module)
+    assert run_pickled_batch(blob, str(tmp_path), {"workercode11": mine})[0].__class__.__name__ == "Done"
+    other = "0" * 24 + "/" + mine.split("/")[1]
+    [outcome] = run_pickled_batch(blob, str(tmp_path), {"workercode11": other})
+    assert isinstance(outcome, Failed) and isinstance(outcome.error, StaleModuleError)
+    assert "workercode11" in str(outcome.error) and "Nothing was run" in str(outcome.error)
+    assert sys.modules["workercode11"] is not module  # imported again from its file
+
+
+def test_11_module_digests_see_code_and_values(make_module: Any) -> None:
+    first = module_digest(make_module("digest11", HELPERS.format(k=1)))
+    again = module_digest(make_module("digest11", "# a comment\n" + HELPERS.format(k=1)))
+    other = module_digest(make_module("digest11", HELPERS.format(k=2)))
+    assert first == again
+    assert first.split("/")[0] != other.split("/")[0] and first.split("/")[1] != other.split("/")[1]
+
