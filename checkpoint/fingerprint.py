@@ -452,6 +452,35 @@ def check_loaded(fn: Any, family: str) -> None:
         "%autoreload in IPython; or restart the kernel or session) and run again.")
 
 
+def check_source_text(module_name: str, filename: str, label: str, text: str, family: str) -> None:
+    """Raise :class:`StaleModuleError` when ``text``, the normalized source of what counts by
+    its source (a class, with its mutable attributes; a module-level assignment such as
+    ``RNG = random.Random(1)``) differs from what this process saw of the same module before
+    it was reloaded: the file was edited, the memory was not, and the fingerprint (taken from
+    the file) would not describe the value that the code uses."""
+    module = sys.modules.get(module_name)
+    if module is None or not filename or getattr(module, "__file__", None) != filename:
+        return
+    spec = getattr(module, "__spec__", None)  # importlib.reload makes a new one
+    seen = _texts.get((filename, label))
+    if seen is None or seen[0] is not spec or seen[1] is not module:
+        _texts[(filename, label)] = (spec, module, text)
+        return
+    if seen[2] == text:
+        return
+    shown = os.path.relpath(filename) if not os.path.relpath(filename).startswith("..") else filename
+    short = module_name.rpartition(".")[2]
+    raise StaleModuleError(
+        f"{shown} changed on disk since it was imported: {label} in memory is not what the "
+        f"file says now, so task {family} would run with the old one under the new code's "
+        f"fingerprint. Nothing was run. Reload it (importlib.reload({short}), then re-run the "
+        "imports from it; %autoreload in IPython; or restart the kernel or session) and run again.")
+
+
+_texts: dict[tuple[str, str], tuple[Any, Any, str]] = {}
+"""``(file, label) -> (module spec, module, normalized source)`` as first seen for each
+module object and reload."""
+
 _first_seen: dict[str, tuple[int, int]] = {}
 """``(size, mtime_ns)`` of each source file when this process first compared its code."""
 
@@ -672,6 +701,9 @@ class _Walk:
             self.follow_code(obj, [], namespace)
             return
         text, reads = found
+        if isinstance(obj, type):  # mutable class attributes count by this source
+            file = getattr(sys.modules.get(obj.__module__), "__file__", None)
+            check_source_text(obj.__module__, file or "", obj.__qualname__, text, self.family)
         if obj.__module__ != self.module:
             text = f"# {obj.__module__}\n{text}"
         self._put(obj.__module__, name, text)
@@ -885,6 +917,8 @@ class _Values:
         if binding is None:
             return None
         if binding[0] == "assign":
+            check_source_text(str(namespace.get("__name__", "")), str(file), name, binding[1],
+                              self.walk.family)
             self.walk.follow_reads(binding[2], namespace)
             return f"<value of: {binding[1]}>"
         _, level, module, original = binding

@@ -1,14 +1,18 @@
-"""Workers run the fingerprinted code: the second adversarial test's reproductions
-(/tmp/adv2/repros, numbered as there) 10, 11 and 12 turned into tests."""
+"""The code that runs is the fingerprinted code: the second adversarial test's reproductions
+(/tmp/adv2/repros, numbered as there) 11 and 12 turned into tests (10 is in test_dask.py)."""
 
 from __future__ import annotations
 
+import importlib
+import os
 import pickle
+import random
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import ENV, PYTHON
 
 from checkpoint._worker import Failed, WorkItem, run_pickled_batch
@@ -85,3 +89,47 @@ def test_11_module_digests_see_code_and_values(make_module: Any) -> None:
     assert first == again
     assert first.split("/")[0] != other.split("/")[0] and first.split("/")[1] != other.split("/")[1]
 
+
+
+# --- 12: a value that counts by its source, edited on disk and not reloaded ----------------
+
+CFG12 = "import random\n\nRNG = random.Random({k})\n\nclass Cfg:\n    LRS = [{k}, 0.2]\n\n    def first(self):\n        return self.LRS[0]\n"
+TASKS12 = """
+from checkpoint import task
+from {helpers} import Cfg
+import {helpers}
+
+@task
+def a(i: int):
+    def __():
+        return {expr}
+    return __
+"""
+
+
+def _rewrite(path: Path, source: str) -> None:
+    path.write_text(source)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+@pytest.mark.parametrize("expr", ["Cfg().first()", "{helpers}.RNG.random()"], ids=["class-attr", "rng"])
+def test_12_a_value_counted_by_its_source_edited_but_not_reloaded(
+    make_module: Any, tmp_path: Path, expr: str
+) -> None:
+    """A mutable class attribute and a module-level generator count by the source of their
+    assignment. Edited on disk and not reloaded, memory and file disagree: the run must stop
+    (as for a function's code), not store the old value's result under the new source."""
+    helpers = f"helpers12{len(expr)}"
+    make_module(helpers, CFG12.format(k=1))
+    source = TASKS12.format(helpers=helpers, expr=expr.format(helpers=helpers))
+    tasks = make_module(f"tasks12{len(expr)}", source)
+    tasks.a(0).run(executor="inline")
+    _rewrite(tmp_path / f"{helpers}.py", "# only a comment\n" + CFG12.format(k=1))
+    tasks.a(0).run(executor="inline")  # an edit that changes nothing is not an error
+    _rewrite(tmp_path / f"{helpers}.py", CFG12.format(k=5))
+    with pytest.raises(StaleModuleError, match=rf"{helpers}\.py changed on disk.*reload\({helpers}\)"):
+        tasks.a(0).run(executor="inline")
+    importlib.reload(sys.modules[helpers])
+    tasks = importlib.reload(tasks)
+    assert tasks.a(0).run(executor="inline") in (5, random.Random(5).random())
