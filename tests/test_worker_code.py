@@ -133,3 +133,60 @@ def test_12_a_value_counted_by_its_source_edited_but_not_reloaded(
     importlib.reload(sys.modules[helpers])
     tasks = importlib.reload(tasks)
     assert tasks.a(0).run(executor="inline") in (5, random.Random(5).random())
+
+
+# --- 16: a class of the project reached only through a stored value ------------------------
+
+MODELS16 = "class Linear:\n    def __init__(self, w):\n        self.w = w\n\n    def predict(self, x):\n        return self.w * x\n"
+TASKFILE16 = """
+import pickle
+from pathlib import Path
+from checkpoint import task, requires, File
+{extra}
+
+@task
+def model():
+    @requires(File("model.pkl"))
+    def __(p: Path):
+        m = pickle.loads(p.read_bytes())
+        {check}
+        return [m]
+    return __
+
+@task
+def main():
+    @requires(model())
+    def __(ms):
+        return ms[0].predict(10)
+    return __
+"""
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["unnamed", "named"])
+def test_16_a_project_class_known_only_from_a_pickle_is_named_in_a_warning(
+    tmp_path: Path, named: bool
+) -> None:
+    """A model loaded from a pickle file: no task's code names its class, so its code is in
+    no fingerprint and an edit of it re-runs nothing. The run says so (FingerprintWarning
+    naming the class and the fix); naming the class in the task's code makes it count."""
+    (tmp_path / "mymodels.py").write_text(MODELS16)
+    subprocess.run([PYTHON, "-c", "import pickle, mymodels; "
+                    "open('model.pkl', 'wb').write(pickle.dumps(mymodels.Linear(3)))"],
+                   cwd=tmp_path, env=ENV, check=True)
+    (tmp_path / "taskfile.py").write_text(TASKFILE16.format(
+        extra="from mymodels import Linear" if named else "",
+        check="assert isinstance(m, Linear)" if named else "pass"))
+    env = {**ENV, "CP_CACHE_DIR": str(tmp_path / ".cache")}
+    first = subprocess.run([PYTHON, "-m", "checkpoint", "-q", "run", "main"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.strip() == "30"
+    warned = "FingerprintWarning: Task taskfile.model returned a value made of mymodels.Linear"
+    assert (warned in first.stderr) is not named, first.stderr
+    if named:
+        (tmp_path / "mymodels.py").write_text(MODELS16.replace("w * x", "w * x + 1000"))
+        again = subprocess.run([PYTHON, "-m", "checkpoint", "-q", "run", "main"], cwd=tmp_path,
+                               env=env, capture_output=True, text=True, check=True)
+        assert again.stdout.strip() == "1030"
+    else:
+        assert "from mymodels import Linear" in first.stderr
+
