@@ -190,3 +190,44 @@ def test_16_a_project_class_known_only_from_a_pickle_is_named_in_a_warning(
     else:
         assert "from mymodels import Linear" in first.stderr
 
+
+# --- 17: a file name that is not valid UTF-8 as an argument --------------------------------
+
+TASKFILE17 = """
+import os
+from checkpoint import task, requires
+
+@task
+def size(name: str):
+    def __():
+        return len(name)
+    return __
+
+@task
+def main():
+    @requires([size(n) for n in sorted(os.listdir("data"))])
+    def __(xs):
+        return xs
+    return __
+"""
+
+
+def test_17_an_undecodable_file_name_is_an_argument_like_any_str(tmp_path: Path) -> None:
+    """os.listdir gives 'caf\\udce9.txt' (a lone surrogate) for a name that is not UTF-8:
+    the task runs, keeps one id, is reused, and the report and graph can be written."""
+    from checkpoint.identity import encode_arguments, task_id
+
+    name = "caf\udce9.txt"
+    ids = {task_id("f", encode_arguments("f", {"name": n})) for n in (name, name, "café.txt", "caf\udce8.txt")}
+    assert len(ids) == 3
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ok.txt").write_text("")
+    (tmp_path / "data" / name).write_text("")
+    (tmp_path / "taskfile.py").write_text(TASKFILE17)
+    env = {**ENV, "CP_CACHE_DIR": str(tmp_path / ".cache")}
+    for args, out in ((["run", "main"], "[8, 6]"), (["run", "main"], "[8, 6]"),
+                      (["report", "-o", "r.html"], ""), (["graph", "main", "-o", "g.dot"], "")):
+        done = subprocess.run([PYTHON, "-m", "checkpoint", "-q", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, errors="replace")
+        assert done.returncode == 0 and out in done.stdout + done.stderr, done.stderr
+    assert "udce9" in (tmp_path / "r.html").read_text() and "udce9" in (tmp_path / "g.dot").read_text()
