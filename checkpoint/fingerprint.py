@@ -18,8 +18,10 @@ A family's fingerprint hashes a text made of, in order:
      packages, checkpoint itself) and other task families are not followed.
 
 "The project" is the directory tree of the family's module (its import root: the taskfile's
-directory, the folder of a script, the working directory of a notebook), minus anything under
-``site-packages``/``dist-packages``, the interpreter's own directories or checkpoint's.
+directory, the folder of a script, the working directory of a notebook), and any other code
+that is not installed (a library of yours imported from elsewhere: ``sys.path.insert(0, "..")``,
+an editable install), minus anything under ``site-packages``/``dist-packages``, the
+interpreter's own directories or checkpoint's.
 
 A value that cannot be fingerprinted in any of these ways gets a :class:`FingerprintWarning`
 (once per process) naming the global, the task and the fix: ``@task(version=...)``.
@@ -299,9 +301,11 @@ def bound_values(fn: types.FunctionType) -> list[tuple[str, Any]]:
 def _outside_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Directories never part of a project (the interpreter's libraries, checkpoint) and
     the interpreter prefixes (outside unless the project itself lives under one)."""
-    import sysconfig
-
-    libs = {os.path.dirname(os.path.abspath(__file__))}
+    libs = {os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(os.__file__))}
+    try:
+        import sysconfig
+    except ImportError:  # a process that cannot read the standard library's files any more
+        return _dirs(libs), _dirs({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix})
     for base in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
         paths = sysconfig.get_paths(vars=base) if base else sysconfig.get_paths()
         libs.update(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
@@ -345,14 +349,34 @@ def in_project(path: str, root: str) -> bool:
 def _inside(real: str, root: str) -> bool:
     if not real.startswith(root.rstrip(os.sep) + os.sep):
         return False
+    return not _installed(real, root)
+
+
+def _installed(real: str, root: str) -> bool:
+    """Whether a source file is installed code: the standard library, installed packages
+    (``site-packages``), checkpoint itself, the interpreter's directories (unless the
+    project at ``root`` lives under one)."""
     parts = real.split(os.sep)
     if "site-packages" in parts or "dist-packages" in parts:
-        return False
+        return True
     libs, prefixes = _outside_dirs()
     if real.startswith(libs):
-        return False
+        return True
     inside_prefix = [p for p in prefixes if real.startswith(p)]
-    return all((root + os.sep).startswith(p) for p in inside_prefix)
+    return not all((root.rstrip(os.sep) + os.sep).startswith(p) for p in inside_prefix)
+
+
+@lru_cache(maxsize=4096)
+def yours(path: str, root: str) -> bool:
+    """Whether the code of the source file ``path`` counts in a fingerprint: it belongs to
+    the project at ``root`` (:func:`in_project`), or it is your code from elsewhere that is
+    not installed (``sys.path.insert(0, "..")`` in a notebook, an editable install,
+    ``PYTHONPATH``)."""
+    if in_project(path, root):
+        return True
+    if not path or path.startswith("<"):
+        return False
+    return not any(_installed(p, root) for p in {os.path.realpath(path), os.path.abspath(path)})
 
 
 def _roots(root: str, module_name: str) -> tuple[str, ...]:
@@ -576,20 +600,20 @@ class _Walk:
             module = sys.modules.get(obj.__module__)
             file = getattr(module, "__file__", None)
             return obj.__module__ == self.module or (
-                isinstance(file, str) and in_project(file, self.root))
+                isinstance(file, str) and yours(file, self.root))
         code = getattr(obj, "__code__", None)
         if not isinstance(code, types.CodeType):
             return False
         # A decorator's wrapper carries the wrapped function's __module__: trust its file.
         own = obj.__module__ == self.module and getattr(obj, "__wrapped__", None) is None
-        return own or in_project(code.co_filename, self.root)
+        return own or yours(code.co_filename, self.root)
 
     def is_project_module(self, module: types.ModuleType) -> bool:
         file = getattr(module, "__file__", None)
         if file is None and module.__name__ != self.module:  # a namespace package: its dirs
-            return any(in_project(os.path.join(d, "__init__.py"), self.root)
+            return any(yours(os.path.join(d, "__init__.py"), self.root)
                        for d in getattr(module, "__path__", ()) if isinstance(d, str))
-        return module.__name__ == self.module or (isinstance(file, str) and in_project(file, self.root))
+        return module.__name__ == self.module or (isinstance(file, str) and yours(file, self.root))
 
     def follow_reads(self, reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:
         for kind, name, attrs in reads:
@@ -640,7 +664,7 @@ class _Walk:
             self.follow_reads([("g", "m", attrs)], {"m": loaded})
             return
         file = _module_file(module)
-        if file is not None and in_project(file, self.root):
+        if file is not None and yours(file, self.root):
             self.add_module_text(module, file)
 
     def add(self, obj: Any, label: str, namespace: Mapping[str, Any]) -> None:

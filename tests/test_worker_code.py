@@ -231,3 +231,46 @@ def test_17_an_undecodable_file_name_is_an_argument_like_any_str(tmp_path: Path)
                               capture_output=True, text=True, errors="replace")
         assert done.returncode == 0 and out in done.stdout + done.stderr, done.stderr
     assert "udce9" in (tmp_path / "r.html").read_text() and "udce9" in (tmp_path / "g.dot").read_text()
+
+
+# --- 18: your code imported from outside the project root ----------------------------------
+
+CELL18 = """
+import sys; sys.path.insert(0, "..")
+import helpers18
+from checkpoint import task
+
+@task
+def a(i: int):
+    def __():
+        return helpers18.g()
+    return __
+
+print(a(0).run(executor="inline"))
+"""
+
+
+def test_18_code_of_yours_outside_the_project_root_counts(tmp_path: Path) -> None:
+    """A notebook in project/notebooks/ imports ../helpers18.py (its project root is its
+    working directory); a taskfile in experiments/ uses a library installed in editable mode
+    from ../src (PYTHONPATH here, as the editable .pth does). Neither is installed code:
+    editing it re-runs the tasks that use it."""
+    (tmp_path / "notebooks").mkdir()
+    env = {**ENV, "CP_CACHE_DIR": str(tmp_path / ".cache")}
+    for k in (1, 2):
+        (tmp_path / "helpers18.py").write_text(f"def g():\n    return {k}\n")
+        out = subprocess.run([PYTHON, "-"], input=CELL18, cwd=tmp_path / "notebooks", env=env,
+                             capture_output=True, text=True, check=True).stdout
+        assert out.strip() == str(k)
+    (tmp_path / "src" / "mylib18").mkdir(parents=True)
+    (tmp_path / "src" / "mylib18" / "__init__.py").write_text("")
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "taskfile.py").write_text(
+        "from checkpoint import task\nfrom mylib18.core import score\n\n"
+        "@task\ndef main():\n    def __():\n        return score(10)\n    return __\n")
+    env["PYTHONPATH"] = str(tmp_path / "src")
+    for k in (2, 3):
+        (tmp_path / "src" / "mylib18" / "core.py").write_text(f"def score(x):\n    return x * {k}\n")
+        out = subprocess.run([PYTHON, "-m", "checkpoint", "-q", "run", "main"], cwd=tmp_path / "experiments",
+                             env=env, capture_output=True, text=True, check=True).stdout
+        assert out.strip() == str(10 * k)
