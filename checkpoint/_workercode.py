@@ -135,25 +135,39 @@ def manifest(names: Iterable[str]) -> Manifest:
     return out
 
 
-def _differs(code: Manifest, values: bool) -> str | None:
-    """The first module of the manifest this process holds with other code (or, with
-    ``values``, other module-level values), if any."""
+def _differs(code: Manifest, values: bool) -> list[str]:
+    """The modules of the manifest this process holds with other code (or, with ``values``,
+    other immutable values)."""
+    out = []
     for name, digest in code.items():
         module = sys.modules.get(name)
         if module is None:
             continue
         mine = module_digest(module)
         if mine != digest and (values or mine.split("/")[0] != digest.split("/")[0]):
-            return name
-    return None
+            out.append(name)
+    return out
+
+
+_refreshed_for_values: set[tuple[str, str]] = set()
+"""``(module, coordinator's digest)`` whose values differed here: imported again once only
+(a value computed at import, ``RUN_ID = str(uuid4())``, differs in every process)."""
 
 
 def refresh(code: Manifest, cwd: str) -> None:
     """Before a batch is unpickled: when a loaded module differs from the coordinator's,
     forget the project's modules (those of the manifest and any other under ``cwd``, the
     project root), so that the batch imports them again from their files."""
-    if not code or _differs(code, values=True) is None:
+    if not code:
         return
+    differ = _differs(code, values=True)
+    if not differ:
+        return
+    if not _differs(code, values=False):  # values only: once per version of the module
+        keys = {(name, code[name]) for name in differ}
+        if keys <= _refreshed_for_values:
+            return
+        _refreshed_for_values.update(keys)
     root = os.path.realpath(cwd) + os.sep if cwd else None
     for name, module in list(sys.modules.items()):
         if name in ("__main__", "__mp_main__") or name.split(".")[0] == "checkpoint":
@@ -168,9 +182,10 @@ def refresh(code: Manifest, cwd: str) -> None:
 def stale_error(code: Manifest, worker: str) -> Exception | None:
     """After a batch is unpickled: a :class:`StaleModuleError` when a module's code still
     differs. (Module-level values may: the coordinator's code may have rebound them.)"""
-    name = _differs(code, values=False) if code else None
-    if name is None:
+    differ = _differs(code, values=False) if code else []
+    if not differ:
         return None
+    name = differ[0]
     from .errors import StaleModuleError
 
     file = getattr(sys.modules.get(name), "__file__", "?")

@@ -274,3 +274,17 @@ def test_18_code_of_yours_outside_the_project_root_counts(tmp_path: Path) -> Non
         out = subprocess.run([PYTHON, "-m", "checkpoint", "-q", "run", "main"], cwd=tmp_path / "experiments",
                              env=env, capture_output=True, text=True, check=True).stdout
         assert out.strip() == str(10 * k)
+
+
+def test_11_a_value_that_differs_in_every_process_is_imported_again_once(make_module: Any, tmp_path: Path) -> None:
+    """RUN_ID = str(uuid4()) differs between the coordinator and a worker whatever the code:
+    the worker imports the module again once for it, not before every batch."""
+    module = make_module("workercode11b", "def f():\n    return 1\n\nRUN_ID = 'a'\n")
+    blob = pickle.dumps(([WorkItem.running("t1", module.f, [], 0)], {}))
+    code, _ = module_digest(module).split("/")
+    manifest = {"workercode11b": code + "/" + "1" * 24}  # the coordinator's values differ
+    assert type(run_pickled_batch(blob, str(tmp_path), manifest)[0]).__name__ == "Done"
+    again = sys.modules["workercode11b"]
+    assert again is not module  # imported again
+    assert type(run_pickled_batch(blob, str(tmp_path), manifest)[0]).__name__ == "Done"
+    assert sys.modules["workercode11b"] is again  # not a second time
