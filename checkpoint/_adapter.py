@@ -127,18 +127,30 @@ class PickledAdapter(PoolAdapter):
 
     kind = ExecutorKind.PICKLED
 
+    def __init__(self, workers: int, executor: Executor | None,
+                 factory: Callable[[], Executor] | None = None) -> None:
+        from ._workercode import CoordinatorCode
+
+        super().__init__(workers, executor, factory)
+        self._code = CoordinatorCode()
+        """What the workers' project modules must be (they may have outlived earlier runs)."""
+
     def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
         assert self.executor is not None
-        return submit_pickled(self.executor, items, payloads, self.cwd)
+        return submit_pickled(self.executor, items, payloads, self.cwd, self._code.get())
 
 
 def submit_pickled(executor: Executor, items: list[WorkItem], payloads: dict[str, Payload],
-                   cwd: str) -> Future[list[Outcome]]:
+                   cwd: str, code: dict[str, str] | None = None) -> Future[list[Outcome]]:
     """Send a batch to ``executor`` cloudpickled (taskfile and ``__main__`` code travels by
-    value), to run in ``cwd``."""
+    value), to run in ``cwd``; ``code``: the project modules the workers must have (see
+    :mod:`checkpoint._workercode`)."""
     import cloudpickle
 
-    return executor.submit(run_pickled_batch, cloudpickle.dumps((items, payloads)), cwd)
+    blob = cloudpickle.dumps((items, payloads))
+    if code:
+        return executor.submit(run_pickled_batch, blob, cwd, code)
+    return executor.submit(run_pickled_batch, blob, cwd)
 
 
 class _NeverRaised(Exception):

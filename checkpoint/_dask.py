@@ -54,7 +54,8 @@ from ._adapter import ExecutorAdapter, ExecutorKind
 from ._codec import BlobRef, Payload, in_memory
 from ._format import is_store_root, store_root_of
 from ._text import plural
-from ._worker import Failed, Outcome, WorkItem, enter_directory, run_batch
+from ._worker import Failed, Outcome, WorkItem, enter_directory, run_batch, stale_outcomes
+from ._workercode import CoordinatorCode, Manifest, refresh
 from .errors import SharedCacheError, UsageError, WorkerDiedError
 from .task import restore_filename
 
@@ -190,6 +191,8 @@ class DaskAdapter(ExecutorAdapter):
         """Workers that could not see the cache at the start of the run (None: not checked)."""
         self._slots_at = -_REFRESH_SECONDS
         self._shipped: tuple[str, Any, list[ModuleType]] | None = None
+        self._code = CoordinatorCode()
+        """What the workers' project modules must be (a cluster outlives runs)."""
         self._slots: int = max_workers or 1
 
     # The scheduler reads ``workers`` before each submission; a cluster may grow or shrink.
@@ -232,7 +235,7 @@ class DaskAdapter(ExecutorAdapter):
         blob = dumps_by_value((items, payloads), by_value)
         key = f"checkpoint-batch-{secrets.token_hex(8)}"
         inner = self.executor.submit(  # type: ignore[call-arg]
-            run_dask_batch, blob, digest, modules, self.cwd, key=key
+            run_dask_batch, blob, digest, modules, self.cwd, self._code.get(), key=key
         )
         outer: Future[list[Outcome]] = Future()
         with self._lock:
@@ -425,19 +428,28 @@ def install_modules(digest: str, data: bytes) -> None:
 
 
 def run_dask_batch(
-    blob: bytes, digest: str = "", modules: bytes | None = None, cwd: str = ""
+    blob: bytes, digest: str = "", modules: bytes | None = None, cwd: str = "",
+    code: Manifest | None = None,
 ) -> list[Outcome]:
     """Entry point on a Dask worker: run a cloudpickled batch; each outcome stands alone.
 
     The worker works in the coordinator's directory (the project root) when it exists on
-    its host, so that tasks' relative paths mean the same there.
+    its host, so that tasks' relative paths mean the same there. Project modules it
+    imported in an earlier run that differ from the coordinator's (``code``, see
+    :mod:`checkpoint._workercode`) are imported again first.
     """
     import cloudpickle
 
     enter_directory(cwd)
+    if code:
+        refresh(code, cwd)
     if digest and modules is not None:
         install_modules(digest, modules)
     items, payloads = pickle.loads(blob)
+    if code:
+        stale = stale_outcomes(items, code)
+        if stale is not None:
+            return stale
     ready = []
     missing: list[Outcome] = []
     sees: dict[str, bool] = {}

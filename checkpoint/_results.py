@@ -112,6 +112,8 @@ class Results:
             return new_stamp()
         compressed = task.family.compress_level != 0
         context = self.stamp_context.digest(out.id, given, out.payload, compressed)
+        if out.classes:
+            self.stamp_context.named_classes(out.id, out.classes)
         if out.payload is not None:
             return in_context(value_stamp(out.payload, compressed), context)
         if out.stamp:  # written to its file by the worker, which hashed it

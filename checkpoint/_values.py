@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._codec import Payload
 from ._types import TaskId
@@ -175,6 +175,39 @@ class StampContext:
         """The plan's nodes."""
         self._code: dict[TaskId, bytes] = {}
         self._files: dict[TaskId, bool] = {}
+        self._covered: dict[tuple[str, str], bool] = {}
+
+    def named_classes(self, tid: TaskId, classes: tuple[str, ...]) -> None:
+        """Warn (:class:`~checkpoint.fingerprint.FingerprintWarning`, once per family and
+        class) when ``tid``'s value is made of a class of the project (``module.qualname``)
+        that neither its code nor the code upstream of it names: a model loaded from a
+        pickle file. That class's code is in no fingerprint, so an edit of it re-runs nothing."""
+        import re
+
+        family = self.nodes[tid].task.family
+        for name in classes:
+            key = (family.name, name)
+            if key in self._covered or key in _warned_classes:
+                continue
+            pattern = re.compile(rf"\bclass {re.escape(name.rpartition('.')[2])}\b")
+            texts = (f.fingerprint[1] for f in self._families_upstream(tid))
+            self._covered[key] = covered = any(pattern.search(text) for text in texts)
+            if not covered:
+                _warned_classes.add(key)
+                _warn_class(family, name)
+
+    def _families_upstream(self, tid: TaskId) -> list[Any]:
+        """The families of ``tid`` and of every task upstream of it (each once)."""
+        families: dict[str, Any] = {}
+        seen, stack = {tid}, [tid]
+        while stack:
+            node = self.nodes[stack.pop()]
+            families.setdefault(node.task.family.name, node.task.family)
+            for dep in node.deps:
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append(dep)
+        return list(families.values())
 
     def _fill(self, tid: TaskId) -> None:
         """Compute the code digest and the file flag of ``tid`` and its upstream (iterative:
@@ -242,3 +275,25 @@ def _may_name_a_path(payload: bytes | None, compressed: bool) -> bool:
 
 _SCANNED = 1 << 16
 """The largest payload (bytes) read for :func:`_may_name_a_path`."""
+
+
+_warned_classes: set[tuple[str, str]] = set()
+
+
+def _warn_class(family: Any, name: str) -> None:
+    import types
+    import warnings
+
+    from .fingerprint import FingerprintWarning
+
+    code = getattr(family.fn, "__code__", None)
+    file, line = (code.co_filename, code.co_firstlineno) if isinstance(code, types.CodeType) \
+        else ("<unknown>", 1)
+    module, _, qualname = name.rpartition(".")
+    warnings.warn_explicit(
+        f"Task {family.name} returned a value made of {name}, a class of your project that "
+        f"neither its code nor the code of the tasks upstream of it names (loaded from a "
+        "pickle file?): the class's code is not fingerprinted, so editing it will not re-run "
+        f"the tasks that use this value. Name the class in the task's code (from {module} "
+        f"import {qualname.split('.')[0]}), or pin the task with @task(version=...) and bump "
+        "the version when the class changes.", FingerprintWarning, file, line, module=family.module)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import os
 import pickle
 import signal
@@ -115,6 +116,9 @@ class Done:
     """What the task wrote to stdout and stderr, interleaved."""
     worker: str = ""
     """``hostname:pid`` of the process that ran the task."""
+    classes: tuple[str, ...] = ()
+    """Classes of the project the value is made of (``module.qualname``; see
+    :func:`project_classes`)."""
 
 
 @dataclass
@@ -222,7 +226,37 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     # A value file written here was digested as it was written (its bytes never reach the
     # coordinator, which then gives the entry its stamp from this one).
     return Done(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
-                blob=encoded.blob, stamp=encoded.stamp, outputs=outputs)
+                blob=encoded.blob, stamp=encoded.stamp, outputs=outputs, classes=project_classes(value))
+
+
+_project = ""
+"""The project root that this worker's tasks run in (set by :func:`run_batch`)."""
+_PLAIN = frozenset({int, float, str, bool, bytes, type(None), complex})
+
+
+def project_classes(value: Any) -> tuple[str, ...]:
+    """The classes of the project (files under the project root, not installed packages)
+    of a value and of the first ten items of its lists, tuples, sets and dicts: a pickle names
+    them without their code (see :meth:`checkpoint._values.StampContext.named_classes`)."""
+    kind = type(value)
+    if kind in _PLAIN or not _project:
+        return ()
+    found: dict[str, None] = {}
+    stack = [(value, 0)]
+    while stack and len(found) < 8:
+        obj, depth = stack.pop()
+        kind = type(obj)
+        if kind in _PLAIN:
+            continue
+        if kind in (list, tuple, set, frozenset, dict):
+            if depth == 0:
+                items = obj.values() if isinstance(obj, dict) else obj
+                stack.extend((v, 1) for v in itertools.islice(items, 10))
+            continue
+        file = getattr(sys.modules.get(kind.__module__), "__file__", None)
+        if isinstance(file, str) and file.startswith(_project) and "site-packages" not in file:
+            found[f"{kind.__module__}.{kind.__qualname__}"] = None
+    return tuple(found)
 
 
 def stop_capture() -> None:
@@ -299,10 +333,12 @@ def run_batch(
     moves neither the next task on its worker nor, in process, the coordinator."""
     install_capture()
     enter_directory(cwd)
+    global _project
     try:
         home = os.getcwd()
     except OSError:  # this process's directory was removed
         home = ""
+    _project = os.path.join(home, "") if home else ""
     worker = worker_id()
     local = _capture
     outcomes: list[Outcome] = []
@@ -700,14 +736,35 @@ def enter_directory(cwd: str) -> None:
                 os.chdir(cwd)
 
 
-def run_pickled_batch(blob: bytes, cwd: str = "") -> list[Outcome]:
-    """Entry point in worker processes: the batch arrives cloudpickled (functions by value)."""
+def run_pickled_batch(blob: bytes, cwd: str = "", code: dict[str, str] | None = None) -> list[Outcome]:
+    """Entry point in worker processes: the batch arrives cloudpickled (functions by value).
+    ``code`` is the coordinator's manifest of project modules (see :mod:`checkpoint._workercode`):
+    a worker that outlived an earlier run imports them again if they changed since."""
     enter_directory(cwd)
+    if code:
+        from ._workercode import refresh
+
+        refresh(code, cwd)
     items, payloads = pickle.loads(blob)
+    if code:
+        stale = stale_outcomes(items, code)
+        if stale is not None:
+            return stale
     for item in items:
         if item.filename:
             restore_filename(item.fn, item.filename)
     return run_batch(items, payloads, in_process=False, cwd=cwd)
+
+
+def stale_outcomes(items: list[WorkItem], code: dict[str, str]) -> list[Outcome] | None:
+    """Each task failed, when this worker's project modules are not the coordinator's."""
+    from ._workercode import stale_error
+
+    error = stale_error(code, worker_id())
+    if error is None:
+        return None
+    now = time.time()
+    return [Failed(item.id, now, 0.0, error, worker=worker_id()) for item in items]
 
 
 def _inner(call: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:

@@ -718,7 +718,7 @@ def dot_to_image(dot_text: str, fmt: str = "svg") -> bytes:
             "Graphviz: 'checkpoint graph --dot' (or --mermaid, --json)."
         )
     try:
-        proc = subprocess.run([dot, f"-T{fmt}"], input=dot_text.encode(), capture_output=True, check=False)
+        proc = subprocess.run([dot, f"-T{fmt}"], input=dot_text.encode("utf-8", "backslashreplace"), capture_output=True, check=False)
     except OSError as exc:
         raise ExportError(f"Could not run Graphviz's dot ({dot}): {exc}.") from None
     if proc.returncode != 0:
@@ -775,7 +775,7 @@ def write(data: str | bytes, file: str | Path | IO[Any]) -> None:
         if isinstance(data, bytes):
             Path(file).write_bytes(data)
         else:
-            Path(file).write_text(data, encoding="utf-8")
+            Path(file).write_text(data, encoding="utf-8", errors="backslashreplace")
     else:
         file.write(data)
 

@@ -18,8 +18,10 @@ A family's fingerprint hashes a text made of, in order:
      packages, checkpoint itself) and other task families are not followed.
 
 "The project" is the directory tree of the family's module (its import root: the taskfile's
-directory, the folder of a script, the working directory of a notebook), minus anything under
-``site-packages``/``dist-packages``, the interpreter's own directories or checkpoint's.
+directory, the folder of a script, the working directory of a notebook), and any other code
+that is not installed (a library of yours imported from elsewhere: ``sys.path.insert(0, "..")``,
+an editable install), minus anything under ``site-packages``/``dist-packages``, the
+interpreter's own directories or checkpoint's.
 
 A value that cannot be fingerprinted in any of these ways gets a :class:`FingerprintWarning`
 (once per process) naming the global, the task and the fix: ``@task(version=...)``.
@@ -299,9 +301,11 @@ def bound_values(fn: types.FunctionType) -> list[tuple[str, Any]]:
 def _outside_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Directories never part of a project (the interpreter's libraries, checkpoint) and
     the interpreter prefixes (outside unless the project itself lives under one)."""
-    import sysconfig
-
-    libs = {os.path.dirname(os.path.abspath(__file__))}
+    libs = {os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(os.__file__))}
+    try:
+        import sysconfig
+    except ImportError:  # a process that cannot read the standard library's files any more
+        return _dirs(libs), _dirs({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix})
     for base in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
         paths = sysconfig.get_paths(vars=base) if base else sysconfig.get_paths()
         libs.update(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
@@ -345,14 +349,34 @@ def in_project(path: str, root: str) -> bool:
 def _inside(real: str, root: str) -> bool:
     if not real.startswith(root.rstrip(os.sep) + os.sep):
         return False
+    return not _installed(real, root)
+
+
+def _installed(real: str, root: str) -> bool:
+    """Whether a source file is installed code: the standard library, installed packages
+    (``site-packages``), checkpoint itself, the interpreter's directories (unless the
+    project at ``root`` lives under one)."""
     parts = real.split(os.sep)
     if "site-packages" in parts or "dist-packages" in parts:
-        return False
+        return True
     libs, prefixes = _outside_dirs()
     if real.startswith(libs):
-        return False
+        return True
     inside_prefix = [p for p in prefixes if real.startswith(p)]
-    return all((root + os.sep).startswith(p) for p in inside_prefix)
+    return not all((root.rstrip(os.sep) + os.sep).startswith(p) for p in inside_prefix)
+
+
+@lru_cache(maxsize=4096)
+def yours(path: str, root: str) -> bool:
+    """Whether the code of the source file ``path`` counts in a fingerprint: it belongs to
+    the project at ``root`` (:func:`in_project`), or it is your code from elsewhere that is
+    not installed (``sys.path.insert(0, "..")`` in a notebook, an editable install,
+    ``PYTHONPATH``)."""
+    if in_project(path, root):
+        return True
+    if not path or path.startswith("<"):
+        return False
+    return not any(_installed(p, root) for p in {os.path.realpath(path), os.path.abspath(path)})
 
 
 def _roots(root: str, module_name: str) -> tuple[str, ...]:
@@ -452,6 +476,35 @@ def check_loaded(fn: Any, family: str) -> None:
         "%autoreload in IPython; or restart the kernel or session) and run again.")
 
 
+def check_source_text(module_name: str, filename: str, label: str, text: str, family: str) -> None:
+    """Raise :class:`StaleModuleError` when ``text``, the normalized source of what counts by
+    its source (a class, with its mutable attributes; a module-level assignment such as
+    ``RNG = random.Random(1)``) differs from what this process saw of the same module before
+    it was reloaded: the file was edited, the memory was not, and the fingerprint (taken from
+    the file) would not describe the value that the code uses."""
+    module = sys.modules.get(module_name)
+    if module is None or not filename or getattr(module, "__file__", None) != filename:
+        return
+    spec = getattr(module, "__spec__", None)  # importlib.reload makes a new one
+    seen = _texts.get((filename, label))
+    if seen is None or seen[0] is not spec or seen[1] is not module:
+        _texts[(filename, label)] = (spec, module, text)
+        return
+    if seen[2] == text:
+        return
+    shown = os.path.relpath(filename) if not os.path.relpath(filename).startswith("..") else filename
+    short = module_name.rpartition(".")[2]
+    raise StaleModuleError(
+        f"{shown} changed on disk since it was imported: {label} in memory is not what the "
+        f"file says now, so task {family} would run with the old one under the new code's "
+        f"fingerprint. Nothing was run. Reload it (importlib.reload({short}), then re-run the "
+        "imports from it; %autoreload in IPython; or restart the kernel or session) and run again.")
+
+
+_texts: dict[tuple[str, str], tuple[Any, Any, str]] = {}
+"""``(file, label) -> (module spec, module, normalized source)`` as first seen for each
+module object and reload."""
+
 _first_seen: dict[str, tuple[int, int]] = {}
 """``(size, mtime_ns)`` of each source file when this process first compared its code."""
 
@@ -497,6 +550,10 @@ followed_files: set[str] = set()
 """Source files of the project modules whose text a fingerprint took in (an ``import``
 inside a task included), for ``run --watch``: such a module need not be loaded here."""
 
+followed_modules: dict[str, None] = {}
+"""Every module whose code or values a fingerprint of this process took in (in order): the
+code that workers elsewhere must have the same (see :mod:`checkpoint._workercode`)."""
+
 
 class _Walk:
     """Collects the pieces of one family's fingerprint."""
@@ -506,6 +563,7 @@ class _Walk:
         self.is_task = is_task
         self.family = family
         self.module: str = getattr(fn, "__module__", None) or ""
+        followed_modules[self.module] = None
         self.root = project_root(self.module)
         self.roots = _roots(self.root, self.module)
         """The project directory as paths in values spell it (see :func:`_project_path`)."""
@@ -522,6 +580,7 @@ class _Walk:
     # pieces
 
     def _put(self, module: str, name: str, text: str) -> None:
+        followed_modules[module] = None
         pieces, key = (self.own, name) if module == self.module else (self.other, f"{module}.{name}")
         n = 1
         while pieces.setdefault(key if n == 1 else f"{key}#{n}", text) != text:
@@ -541,20 +600,20 @@ class _Walk:
             module = sys.modules.get(obj.__module__)
             file = getattr(module, "__file__", None)
             return obj.__module__ == self.module or (
-                isinstance(file, str) and in_project(file, self.root))
+                isinstance(file, str) and yours(file, self.root))
         code = getattr(obj, "__code__", None)
         if not isinstance(code, types.CodeType):
             return False
         # A decorator's wrapper carries the wrapped function's __module__: trust its file.
         own = obj.__module__ == self.module and getattr(obj, "__wrapped__", None) is None
-        return own or in_project(code.co_filename, self.root)
+        return own or yours(code.co_filename, self.root)
 
     def is_project_module(self, module: types.ModuleType) -> bool:
         file = getattr(module, "__file__", None)
         if file is None and module.__name__ != self.module:  # a namespace package: its dirs
-            return any(in_project(os.path.join(d, "__init__.py"), self.root)
+            return any(yours(os.path.join(d, "__init__.py"), self.root)
                        for d in getattr(module, "__path__", ()) if isinstance(d, str))
-        return module.__name__ == self.module or (isinstance(file, str) and in_project(file, self.root))
+        return module.__name__ == self.module or (isinstance(file, str) and yours(file, self.root))
 
     def follow_reads(self, reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:
         for kind, name, attrs in reads:
@@ -605,7 +664,7 @@ class _Walk:
             self.follow_reads([("g", "m", attrs)], {"m": loaded})
             return
         file = _module_file(module)
-        if file is not None and in_project(file, self.root):
+        if file is not None and yours(file, self.root):
             self.add_module_text(module, file)
 
     def add(self, obj: Any, label: str, namespace: Mapping[str, Any]) -> None:
@@ -666,6 +725,9 @@ class _Walk:
             self.follow_code(obj, [], namespace)
             return
         text, reads = found
+        if isinstance(obj, type):  # mutable class attributes count by this source
+            file = getattr(sys.modules.get(obj.__module__), "__file__", None)
+            check_source_text(obj.__module__, file or "", obj.__qualname__, text, self.family)
         if obj.__module__ != self.module:
             text = f"# {obj.__module__}\n{text}"
         self._put(obj.__module__, name, text)
@@ -695,6 +757,7 @@ class _Walk:
         self.modules.add(name)
         if file:
             followed_files.add(file)
+        followed_modules[name] = None
         loaded = sys.modules.get(name)
         for value in list(vars(loaded).values()) if loaded is not None else ():
             if isinstance(value, (types.FunctionType, type)) and value.__module__ == name:
@@ -742,6 +805,7 @@ class _Values:
 
     def _put_value(self, key: tuple[str, str], text: str) -> None:
         where, label = key
+        followed_modules[where] = None
         if where == self.walk.module:
             self.walk.own[label] = f"{label} = {text}"
         else:
@@ -877,6 +941,8 @@ class _Values:
         if binding is None:
             return None
         if binding[0] == "assign":
+            check_source_text(str(namespace.get("__name__", "")), str(file), name, binding[1],
+                              self.walk.family)
             self.walk.follow_reads(binding[2], namespace)
             return f"<value of: {binding[1]}>"
         _, level, module, original = binding

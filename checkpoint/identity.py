@@ -181,7 +181,7 @@ def encode_arguments(family: str, arguments: Mapping[str, Any]) -> str:
 
 def task_id(family: str, encoded_arguments: str) -> str:
     """Return the 32-hex-digit id of the task ``family(encoded_arguments)``."""
-    key = f"{family}\x00{encoded_arguments}".encode()
+    key = f"{family}\x00{encoded_arguments}".encode("utf-8", "surrogatepass")
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 

@@ -277,7 +277,7 @@ class Report:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
         text = self.html() if format == "html" else json.dumps(self.trace(), separators=(",", ":"))
         target = Path(path)
-        target.write_text(text, encoding="utf-8")
+        target.write_text(text, encoding="utf-8", errors="backslashreplace")
         return target
 
     def _repr_html_(self) -> str:

@@ -713,3 +713,43 @@ def test_script_without_main_guard_gets_a_clear_message(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "put that code under `if __name__ == '__main__':`" in done.stderr
     assert "bootstrapping phase" not in done.stderr
+
+
+@needs_dask
+def test_a_cluster_serving_many_runs_uses_the_new_code_of_a_package_module(
+    client: Any, tmp_path: Path
+) -> None:
+    """Repro 10 (/tmp/adv2): a worker imports a module of a project package (pkg/impl.py,
+    which travels by reference) in one run and keeps it. After an edit and a reload in the
+    session, the re-run must compute with the new code, not store the old code's result
+    under the new fingerprint."""
+    import importlib
+
+    client.run(lambda: sys.path.insert(0, str(tmp_path)))
+    (tmp_path / "pkg10").mkdir()
+    write(tmp_path / "pkg10" / "__init__.py", "")
+    write(tmp_path / "pkg10" / "impl.py", "def f():\n    return 1\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        tasks = load_taskfile(write(tmp_path / "taskfile.py", """
+            from checkpoint import task
+            from pkg10.impl import f
+
+            @task
+            def a(i: int):
+                def __():
+                    return (f(), i)
+                return __
+        """))
+        assert tasks.a(0).run(executor=client.get_executor()) == (1, 0)
+        write(tmp_path / "pkg10" / "impl.py", "def f():\n    return 2\n")
+        st = os.stat(tmp_path / "pkg10" / "impl.py")
+        os.utime(tmp_path / "pkg10" / "impl.py", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        importlib.reload(sys.modules["pkg10.impl"])
+        tasks = load_taskfile(tmp_path / "taskfile.py")
+        assert tasks.a(0).run(executor=client.get_executor()) == (2, 0)
+        assert tasks.a(1).run(executor=client.get_executor()) == (2, 1)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in ("pkg10", "pkg10.impl"):
+            sys.modules.pop(name, None)

@@ -108,7 +108,7 @@ def _write_json(the_plan: Plan, families: bool, cache_dir: Path, path: Path | No
         return
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with open(partial, "w", encoding="utf-8") as file:
+        with open(partial, "w", encoding="utf-8", errors="backslashreplace") as file:
             export.write_json(the_plan, file, families=families, cache_dir=cache_dir)
         os.replace(partial, path)
     finally:
