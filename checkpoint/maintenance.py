@@ -267,15 +267,20 @@ class Touched:
     """Entries already fresh (left alone)."""
     missing: list[Task[Any]] = field(default_factory=list)
     """Tasks without a stored result (they still have to run)."""
+    no_output: list[Task[Any]] = field(default_factory=list)
+    """Touched tasks with a declared output missing: they stay stale (touch cannot vouch
+    for a file that is not there)."""
 
     def add(self, other: Touched) -> None:
         self.touched += other.touched
         self.fresh += other.fresh
         self.missing += other.missing
+        self.no_output += other.no_output
 
     def to_json(self) -> dict[str, Json]:
         return {"touched": self.touched, "fresh": self.fresh,
-                "missing": [t.expression() for t in self.missing]}
+                "missing": [t.expression() for t in self.missing],
+                "output_missing": [t.expression() for t in self.no_output]}
 
 
 def touch_plan(the_plan: Plan, store: Store) -> Touched:
@@ -302,6 +307,8 @@ def touch_plan(the_plan: Plan, store: Store) -> Touched:
         if node.files is not None:  # accept the files as they are now (a missing output stays stale)
             deps.update(node.files.digests)
             deps.update((k, v) for k, v in node.files.outputs_now.items() if v)
+            if not all(node.files.outputs_now.values()):
+                report.no_output.append(node.task)
         if node.shape is not None:
             deps[ARRANGEMENT] = node.shape
         new = meta.touched(node.task.family.fingerprint[0], deps)

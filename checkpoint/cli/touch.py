@@ -64,6 +64,12 @@ def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
         err(f"{plural(len(total.missing), 'task')} {'has' if one else 'have'} no stored result "
             f"and still {'has' if one else 'have'} to run: "
             f"{names}{more}.")
+    if total.no_output:
+        names = ", ".join(t.expression() for t in total.no_output[:5])
+        more = f" and {len(total.no_output) - 5} more" if len(total.no_output) > 5 else ""
+        one = len(total.no_output) == 1
+        err(f"{plural(len(total.no_output), 'task')} still {'has' if one else 'have'} to run: "
+            f"a declared output is missing: {names}{more}.")
 
 
 def _needs_arguments(family: TaskFamily[Any, Any]) -> bool:

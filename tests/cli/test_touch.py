@@ -19,7 +19,7 @@ def test_touch_family_after_refactor(invoke: Invoke, project: Path) -> None:
     assert "Touched 14 entries; 0 already fresh." in result.stderr
     assert ran(invoke, "main") == (0, 15)
     assert json.loads(invoke("touch", "--json", "choose").stdout) == {
-        "touched": 0, "fresh": 14, "missing": []}
+        "touched": 0, "fresh": 14, "missing": [], "output_missing": []}
 
 
 def test_touch_target_dag(invoke: Invoke, project: Path) -> None:
@@ -59,3 +59,40 @@ def test_touch_unknown(invoke: Invoke) -> None:
     result = invoke("touch", "chooze")
     assert result.exit_code == 2
     assert "Did you mean 'choose'?" in result.stderr
+
+
+PRODUCT_TASKFILE = """
+from pathlib import Path
+from checkpoint import Product, requires, task
+
+
+@task
+def render():
+    @requires(Product("out.txt"))
+    def __(path: Path) -> int:
+        path.write_text("hello")
+        return 1
+    return __
+
+
+@task
+def main():
+    @requires(render())
+    def __(n: int) -> int:
+        return n + 1
+    return __
+"""
+
+
+def test_touch_names_tasks_whose_declared_output_is_missing(invoke: Invoke, project: Path) -> None:
+    """A deleted Product stays stale after touch: touch should say so, not only "Touched"."""
+    project.write_text(PRODUCT_TASKFILE)
+    invoke("run", *INLINE, "main")
+    (project.parent / "out.txt").unlink()
+    result = invoke("touch", "main")
+    assert result.exit_code == 0
+    assert "1 task still has to run: a declared output is missing: render()." in result.stderr
+    doc = json.loads(invoke("touch", "--json", "main").stdout)
+    assert doc["output_missing"] == ["render()"]
+    assert ran(invoke, "main") == (1, 1)  # render() ran again; main() kept (same value)
+    assert (project.parent / "out.txt").read_text() == "hello"
