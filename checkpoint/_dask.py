@@ -438,8 +438,6 @@ def run_dask_batch(
     imported in an earlier run that differ from the coordinator's (``code``, see
     :mod:`checkpoint._workercode`) are imported again first.
     """
-    import cloudpickle
-
     enter_directory(cwd)
     if code:
         refresh(code, cwd)
@@ -483,7 +481,16 @@ def run_dask_batch(
             ready.append(item)
     # in_process=True keeps each exception as raised; it is checked below with cloudpickle,
     # which is what carries results back (a taskfile's exception classes travel by value).
-    outcomes = run_batch(ready, payloads, True, cwd) if ready else []
+    outcomes = _travelling(run_batch(ready, payloads, True, cwd)) if ready else []
+    by_id = {o.id: o for o in (*outcomes, *missing)}
+    return [by_id[item.id] for item in items]
+
+
+def _travelling(outcomes: list[Outcome]) -> list[Outcome]:
+    """The outcomes, each failure's exception made fit to travel back to the coordinator:
+    without its traceback, or as a RuntimeError with its text when it cannot be pickled."""
+    import cloudpickle
+
     for out in outcomes:
         if isinstance(out, Failed):
             try:
@@ -492,8 +499,7 @@ def run_dask_batch(
                 out.error = RuntimeError(f"{type(out.error).__qualname__}: {out.error}")
             else:
                 out.error.__traceback__ = None
-    by_id = {o.id: o for o in (*outcomes, *missing)}
-    return [by_id[item.id] for item in items]
+    return outcomes
 
 
 _mounts: dict[str, str] = {}
