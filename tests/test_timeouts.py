@@ -36,14 +36,16 @@ SOURCE = """
             return i
         return __
 
+    STOP = []
+
     @task(timeout=0.5)
     def hang(how):
         def __():
             _log(f"hang({how!r})")
             if how == "sleep":  # blocked in a system call
                 time.sleep(300)
-            elif how == "loop":  # busy in Python code
-                while True:
+            elif how == "loop":  # busy in Python code (until the test ends: a thread is never
+                while not STOP:     # stopped, and one spinning on would slow the whole suite)
                     pass
             elif how == "child":  # waiting for a process it started (which __exit__ waits for)
                 with subprocess.Popen(["sleep", "300"]) as child:
@@ -101,8 +103,11 @@ def test_hung_task_fails_with_timeout_and_others_go_on(
 ) -> None:
     """A task past its limit should fail with TaskTimeoutError naming it and the limit, while
     the other tasks are built and stored (keep_going)."""
-    result = checkpoint.run([tasks.main(how)], executor=executor, max_workers=2,
-                            keep_going=True, raise_on_failure=False)
+    try:
+        result = checkpoint.run([tasks.main(how)], executor=executor, max_workers=2,
+                                keep_going=True, raise_on_failure=False)
+    finally:
+        tasks.STOP.append(True)  # ends the busy loop of a thread left running
     [error] = result.failed.values()
     assert isinstance(error, TaskTimeoutError) and error.limit == 0.5
     assert f"Task hang({how!r}) (limited.hang) timed out" in str(error)
