@@ -119,18 +119,20 @@ def _local_import(ins: list[dis.Instruction], k: int) -> dict[str, tuple[str, tu
 def code_digest(code: types.CodeType) -> str:
     """A digest of what a code object does (its bytecode, constants, names and nested code),
     leaving out line numbers and file name: the same for the code Python loaded from a file
-    and for the same file compiled again, different once the file's code changed."""
+    and for the same file compiled again, and in every process (the text hashed is a
+    ``repr``, not :func:`marshal.dumps`, whose back-references depend on reference counts);
+    different once the file's code changed."""
     cached = _digests.get(code)
     if cached is None:
         import hashlib
-        import marshal
 
         data: Any = (
             code.co_name, code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount,
             code.co_flags, code.co_code, tuple(_const_key(c) for c in code.co_consts),
             code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
         )
-        cached = _digests[code] = hashlib.blake2b(marshal.dumps(data), digest_size=12).hexdigest()
+        text = repr(data).encode("utf-8", "surrogatepass")
+        cached = _digests[code] = hashlib.blake2b(text, digest_size=12).hexdigest()
     return cached
 
 

@@ -28,6 +28,8 @@ import types
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ._bytecode import code_digest
+
 Manifest = dict[str, str]
 """Module name -> digest of the module as the coordinator has it."""
 
@@ -61,33 +63,6 @@ def module_digest(module: types.ModuleType) -> str:
                                       digest_size=12).hexdigest() for p in (parts, values))
     _digests[name] = (module, spec, size, digest)
     return digest
-
-
-def code_digest(code: types.CodeType) -> str:
-    """A digest of what a code object does, the same in every process (unlike a digest of
-    :func:`marshal.dumps`, whose back-references depend on reference counts)."""
-    cached = _code_digests.get(code)
-    if cached is None:
-        text = repr((code.co_name, code.co_argcount, code.co_posonlyargcount,
-                     code.co_kwonlyargcount, code.co_flags, code.co_code.hex(),
-                     [_const_text(c) for c in code.co_consts], code.co_names,
-                     code.co_varnames, code.co_freevars, code.co_cellvars))
-        cached = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
-        _code_digests[code] = cached
-    return cached
-
-
-_code_digests: dict[types.CodeType, str] = {}
-
-
-def _const_text(value: object) -> str:
-    if isinstance(value, types.CodeType):
-        return f"<code {code_digest(value)}>"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_const_text(v) for v in value) + ")"
-    if isinstance(value, frozenset):
-        return "frozenset(" + ", ".join(sorted(_const_text(v) for v in value)) + ")"
-    return repr(value)
 
 
 def _class_parts(cls: type, depth: int, values: list[str]) -> Iterator[str]:
