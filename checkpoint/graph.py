@@ -53,7 +53,7 @@ class Node:
 
     __slots__ = ("task", "deps", "reason", "meta", "files", "shape")
 
-    def __init__(self, task: Task[Any], deps: list[TaskId], shape: str | None = None) -> None:
+    def __init__(self, task: Task[object], deps: list[TaskId], shape: str | None = None) -> None:
         self.task = task
         self.deps = deps
         """Ids of the distinct prerequisites, in declaration order (then the producers of
@@ -83,7 +83,7 @@ class Node:
 class Plan:
     """A marked DAG: ``nodes`` in topological order, and the target ids."""
 
-    def __init__(self, nodes: dict[TaskId, Node], targets: list[Task[Any]]) -> None:
+    def __init__(self, nodes: dict[TaskId, Node], targets: list[Task[object]]) -> None:
         self.nodes = nodes
         self.targets = targets
 
@@ -104,7 +104,7 @@ class Plan:
         _files.missing_inputs(n for n in self.nodes.values() if n.files is not None)
 
 
-def expand(targets: Iterable[Task[Any]], *, keep_specs: bool = True) -> dict[TaskId, Node]:
+def expand(targets: Iterable[Task[object]], *, keep_specs: bool = True) -> dict[TaskId, Node]:
     """Expand targets into nodes in topological order (prerequisites first).
 
     ``keep_specs=False`` lets each task forget its spec (inner function, requirements) once
@@ -122,14 +122,14 @@ def expand(targets: Iterable[Task[Any]], *, keep_specs: bool = True) -> dict[Tas
         return nodes
 
 
-def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bool) -> dict[TaskId, Node]:
+def _expand(targets: Iterable[Task[object]], with_files: list[Node], keep_specs: bool) -> dict[TaskId, Node]:
     nodes: dict[TaskId, Node] = {}
     for target in targets:
         if target.id in nodes:
             continue
         spec = target.spec()
         on_stack = {target.id}
-        stack: list[tuple[Task[Any], Spec, Iterator[Task[Any]]]] = [
+        stack: list[tuple[Task[object], Spec, Iterator[Task[object]]]] = [
             (target, spec, iter(spec.dependencies))]
         while stack:
             task, spec, pending = stack[-1]
@@ -167,7 +167,7 @@ def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bo
     return nodes
 
 
-def _add_node(nodes: dict[TaskId, Node], task: Task[Any], spec: Spec, deps: list[TaskId],
+def _add_node(nodes: dict[TaskId, Node], task: Task[object], spec: Spec, deps: list[TaskId],
               with_files: list[Node]) -> None:
     node = nodes[task.id] = Node(task, deps, _shape(spec.requirements))
     if spec._files is not None:  # per plan: marking fills it in
@@ -268,7 +268,7 @@ def _reorder(nodes: dict[TaskId, Node]) -> dict[TaskId, Node]:
     return ordered
 
 
-def _raise_cycle(stack: Sequence[tuple[Any, ...]], dep: Task[Any]) -> None:
+def _raise_cycle(stack: Sequence[tuple[Any, ...]], dep: Task[object]) -> None:
     """Raise :class:`CycleError` for ``dep``, found on ``stack`` (tuples that start with
     a task)."""
     ids = [frame[0].id for frame in stack]
@@ -412,7 +412,7 @@ def entry_is_current(
 
 
 def plan(
-    targets: Sequence[Task[Any]],
+    targets: Sequence[Task[object]],
     store: Store,
     *,
     force: bool = False,

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ._types import FamilyDir, Json, TaskId
 from .files import OUTPUT
@@ -162,7 +161,7 @@ def downstream(nodes: Mapping[TaskId, Node], roots: Iterable[TaskId]) -> list[Ta
 
 
 def downstream_entries(
-    nodes: Mapping[TaskId, Node], *, family: FamilyDir | None = None, task: Task[Any] | None = None
+    nodes: Mapping[TaskId, Node], *, family: FamilyDir | None = None, task: Task[object] | None = None
 ) -> list[tuple[FamilyDir, TaskId]]:
     """The ``(family dirname, id)`` of the tasks of an expanded DAG (``graph.expand``)
     downstream of a family (every task of it in the DAG) or of one task."""
@@ -265,9 +264,9 @@ class Touched:
     """Entries whose metadata was rewritten."""
     fresh: int = 0
     """Entries already fresh (left alone)."""
-    missing: list[Task[Any]] = field(default_factory=list)
+    missing: list[Task[object]] = field(default_factory=list)
     """Tasks without a stored result (they still have to run)."""
-    no_output: list[Task[Any]] = field(default_factory=list)
+    no_output: list[Task[object]] = field(default_factory=list)
     """Touched tasks with a declared output missing: they stay stale (touch cannot vouch
     for a file that is not there)."""
 
@@ -320,7 +319,7 @@ def touch_plan(the_plan: Plan, store: Store) -> Touched:
     return report
 
 
-def touch_family(store: Store, family: TaskFamily[Any, Any]) -> Touched:
+def touch_family(store: Store, family: TaskFamily[..., object]) -> Touched:
     """Accept a family's current code for all of its stored entries (fingerprints only)."""
     current = family.fingerprint[0]
     report = Touched()

@@ -209,10 +209,10 @@ class _Run:
         self.planned = event.time
         self.total = event.total
         self.tasks: dict[TaskId, TaskRecord] = {}
-        self.handles: dict[TaskId, Task[Any]] = {}
+        self.handles: dict[TaskId, Task[object]] = {}
         self.output_left = OUTPUT_BUDGET
 
-    def task(self, task: Task[Any], state: RecordState) -> TaskRecord:
+    def task(self, task: Task[object], state: RecordState) -> TaskRecord:
         record = self.tasks.get(task.id)
         if record is None:
             record = self.tasks[task.id] = TaskRecord(
@@ -417,7 +417,7 @@ def _build(run: _Run, status: RunStatus, now: float, wall_time: float | None,
     return record
 
 
-def _fill_starts(tasks: list[TaskRecord], handles: dict[TaskId, Task[Any]],
+def _fill_starts(tasks: list[TaskRecord], handles: dict[TaskId, Task[object]],
                  cache_dir: str | os.PathLike[str] | None) -> None:
     """Start times the events did not carry (marked negative: minus the time the run heard of
     the end): read from the store's history, which records when each computation started."""

@@ -80,15 +80,15 @@ class RunResult:
     plan: Plan
     values: dict[TaskId, Any] = field(default_factory=dict)
     """Values of the targets that could be built, by task id."""
-    ran: list[Task[Any]] = field(default_factory=list)
-    reused: list[Task[Any]] = field(default_factory=list)
+    ran: list[Task[object]] = field(default_factory=list)
+    reused: list[Task[object]] = field(default_factory=list)
     failed: dict[TaskId, BaseException] = field(default_factory=dict)
     """Exceptions of the tasks that failed, in the order they failed."""
-    skipped: list[Task[Any]] = field(default_factory=list)
-    kept: list[Task[Any]] = field(default_factory=list)
+    skipped: list[Task[object]] = field(default_factory=list)
+    kept: list[Task[object]] = field(default_factory=list)
     """Tasks planned to run that did not need to: the prerequisites that re-ran gave the
     same values as before (early cutoff). They are also in ``reused``."""
-    pulled: list[Task[Any]] = field(default_factory=list)
+    pulled: list[Task[object]] = field(default_factory=list)
     """Tasks whose entries were downloaded from the remote cache instead of computed
     (:mod:`checkpoint.remote`). They are also in ``reused``."""
     durations: dict[TaskId, float] = field(default_factory=dict)
@@ -108,7 +108,7 @@ class RunResult:
 
 
 def run(
-    targets: Sequence[Task[Any]],
+    targets: Sequence[Task[object]],
     *,
     executor: Executor | str | None = None,
     max_workers: int | None = None,
@@ -122,7 +122,7 @@ def run(
     raise_on_failure: bool = True,
     progress: bool = False,
     debug: bool = False,
-    trace: Sequence[Task[Any]] = (),
+    trace: Sequence[Task[object]] = (),
     show_locals: bool = False,
     retries: int = 0,
     timeout: float | None = None,

@@ -110,7 +110,7 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
     return code.replace(co_filename=filename, co_consts=consts)
 
 
-def _family_by_name(module: str, qualname: str) -> TaskFamily[Any, Any]:
+def _family_by_name(module: str, qualname: str) -> TaskFamily[..., object]:
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
@@ -130,14 +130,14 @@ class _Unset:
 
 _UNSET: Any = _Unset()
 
-_interned: dict[TaskId, Task[Any]] | None = None
+_interned: dict[TaskId, Task[object]] | None = None
 """While a graph expands: the task objects made so far, by id (see :func:`interning`)."""
 
 _NO_KWARGS: dict[str, Any] = {}
 """The ``kwargs`` of every task called without keyword arguments (one shared dict instead
 of one per task: never changed)."""
 
-_calls: dict[Any, dict[tuple[Any, ...], Task[Any]]] = {}
+_calls: dict[TaskFamily[..., object], dict[tuple[object, ...], Task[object]]] = {}
 """While a graph expands: for a family whose calls repeat (a lattice names each task from
 two dependents), the tasks made again by positional calls whose arguments are all ``int``
 or ``str``, by ``args``: the next such call gets its task without encoding and hashing
@@ -150,7 +150,7 @@ per run), so that a global re-bound or edited since the last run (a notebook cel
 again) counts."""
 
 
-def _same_family(known: TaskFamily[Any, Any], other: TaskFamily[Any, Any]) -> None:
+def _same_family(known: TaskFamily[..., object], other: TaskFamily[..., object]) -> None:
     """Two family objects of one name met in one graph (a factory made both, or a notebook
     redefined one that another still refers to): they share a cache, which is right only
     when their code and the values it holds are the same."""
@@ -210,7 +210,7 @@ class Spec:
     def __init__(self, fn: Callable[..., Any], requirements: list[Any]) -> None:
         self.fn = fn
         self.requirements = requirements
-        self._deps: list[Task[Any]] | None = None
+        self._deps: list[Task[object]] | None = None
         self._files: tuple[list[File], list[Product]] | None = None
         self._data_dir: bool | None = None
 
@@ -224,7 +224,7 @@ class Spec:
         return self._data_dir
 
     @property
-    def dependencies(self) -> list[Task[Any]]:
+    def dependencies(self) -> list[Task[object]]:
         """The distinct prerequisite tasks, in declaration order."""
         if self._deps is None:
             reqs = self.requirements
@@ -242,7 +242,7 @@ class Spec:
                 if kind is File:
                     self._deps, self._files = [], ([reqs[0]], [])
                     return self._deps
-            seen: dict[TaskId, Task[Any]] = {}
+            seen: dict[TaskId, Task[object]] = {}
             inputs: list[File] = []
             outputs: list[Product] = []
             for leaf in _leaves(reqs):
@@ -566,7 +566,7 @@ def _check_task_class(cls: type) -> list[tuple[str, Requires[Any]]]:
     return attrs
 
 
-def _class_spec(task: Task[Any]) -> Spec:
+def _class_spec(task: Task[object]) -> Spec:
     """Instantiate a class task (``__init__`` declares the prerequisites) and make its Spec."""
     family = task.family
     obj = _new_instance(family.fn, task.args, task.kwargs)
@@ -629,7 +629,7 @@ class _ClassRun:
     __slots__ = ("family", "state", "names")
 
     def __init__(
-        self, family: TaskFamily[Any, Any], state: dict[str, Any], names: tuple[str, ...]
+        self, family: TaskFamily[..., object], state: dict[str, Any], names: tuple[str, ...]
     ) -> None:
         self.family = family
         self.state = state
@@ -666,7 +666,7 @@ class _Binder:
             self.keys = [(f'"{n}":', i) for i, n in sorted(enumerate(self.names), key=lambda p: p[1])]
 
     def bind(
-        self, family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, family: TaskFamily[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, Any]:
         if self.simple and not kwargs and len(args) == len(self.names):
             return dict(zip(self.names, args, strict=True))
@@ -703,7 +703,7 @@ def _dirname(module: str, qualname: str) -> str:
     return f"__main__.{stem}.{qualname}"
 
 
-class TaskFamily(Generic[P, R]):
+class TaskFamily(Generic[P, R_co]):
     """A family of tasks made by ``@task`` (on a function or a class); call it to get a
     :class:`Task` handle."""
 
@@ -756,7 +756,7 @@ class TaskFamily(Generic[P, R]):
         self._fingerprint: tuple[str, str] | None = None
         self._fingerprint_epoch = -1
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R_co]:
         table = _interned
         calls = _calls.get(self) if table is not None and not kwargs else None
         if calls is not None:  # made by this call before?
@@ -768,8 +768,8 @@ class TaskFamily(Generic[P, R]):
                 for arg in args:
                     if type(arg) is not int and type(arg) is not str:
                         break
-                else:
-                    return made
+                else:  # (one id, one family: so one result type)
+                    return made  # type: ignore[return-value]
         task = Task(self, args, kwargs or _NO_KWARGS, self._encode(args, kwargs))
         if table is not None:  # expanding a graph: one object per task id
             made = table.setdefault(task.id, task)
@@ -781,7 +781,7 @@ class TaskFamily(Generic[P, R]):
             if (calls is not None and made.args is args and not kwargs
                     and all(type(a) is int or type(a) is str for a in args)):
                 calls[args] = made
-            return made
+            return made  # type: ignore[return-value]
         return task
 
     def _encode(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
@@ -932,7 +932,7 @@ if TYPE_CHECKING:
         def clear(self, *, cache_dir: str | None = None) -> None: ...
 
 
-class Task(Generic[R]):
+class Task(Generic[R_co]):
     """A lazy handle to one task: a family and bound, encoded arguments.
 
     Creating it is cheap; :meth:`spec` calls the outer function (once) to learn the
@@ -943,7 +943,7 @@ class Task(Generic[R]):
 
     def __init__(
         self,
-        family: TaskFamily[Any, R],
+        family: TaskFamily[Any, R_co],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         encoded: str,
@@ -998,7 +998,7 @@ class Task(Generic[R]):
         max_workers: int | None = None,
         rate_limits: dict[str, int] | None = None,
         **options: Any,
-    ) -> R:
+    ) -> R_co:
         """Build this task and everything it needs, reusing stored results; return its value.
 
         Args:
@@ -1020,7 +1020,7 @@ class Task(Generic[R]):
         result: RunResult = run(
             [self], executor=executor, max_workers=max_workers, rate_limits=rate_limits, **options
         )
-        value: R = result.values[self.id]
+        value: R_co = result.values[self.id]
         return value
 
     def clear(self, *, cache_dir: str | None = None) -> None:
@@ -1068,7 +1068,7 @@ _arity: dict[Any, tuple[int, int]] = {}
 """Code object -> (fewest, most) positional arguments its function accepts."""
 
 
-def _check_arity(task: Task[Any], spec: Spec) -> None:
+def _check_arity(task: Task[object], spec: Spec) -> None:
     """Refuse, while the graph is built, an inner function that cannot take one argument
     per ``@requires`` (it would fail only once its prerequisites had run)."""
     code = getattr(spec.fn, "__code__", None)
@@ -1092,7 +1092,7 @@ def _check_arity(task: Task[Any], spec: Spec) -> None:
         )
 
 
-def _rebuild_task(family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task[Any]:
+def _rebuild_task(family: TaskFamily[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task[object]:
     return family(*args, **kwargs)
 
 
