@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import _gcpolicy
 from . import files as _files
 from ._types import Reason, TaskId
 from .errors import CycleError
 from .store import Meta, Store
-from .task import Spec, Task, TaskDirectory, interning
+from .task import Requirement, Spec, Task, TaskDirectory, TaskFamily, interning
 
 if TYPE_CHECKING:
     import networkx
@@ -138,7 +139,7 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], keep_specs:
                 if dep_id in nodes:
                     continue
                 if dep_id in on_stack:
-                    _raise_cycle(stack, dep)
+                    _raise_cycle([frame[0] for frame in stack], dep)
                 dep_spec = dep.spec()
                 if not dep_spec.requirements:  # a leaf (most tasks of a sweep): no stack trip
                     nodes[dep_id] = Node(dep, [])
@@ -175,7 +176,7 @@ def _add_node(nodes: dict[TaskId, Node], task: Task[object], spec: Spec, deps: l
         with_files.append(node)
 
 
-def _shape(requirements: list[Any]) -> str | None:
+def _shape(requirements: list[Requirement]) -> str | None:
     """:func:`arrangement`, with the commonest case first: none, or one task."""
     if len(requirements) < 2 and (not requirements or type(requirements[0]) is Task):
         return None
@@ -185,14 +186,14 @@ def _shape(requirements: list[Any]) -> str | None:
 class _Key:
     __slots__ = ("key",)
 
-    def __init__(self, key: Any) -> None:
+    def __init__(self, key: object) -> None:
         self.key = key
 
 
 _END = object()
 
 
-def arrangement(requirements: list[Any]) -> str | None:
+def arrangement(requirements: list[Requirement]) -> str | None:
     """A digest of where each prerequisite and file is in a task's requirements: the nested
     lists and dicts the inner function receives, with each task's id, each file's path
     (and each dict's keys, in order) in its place. A task's entry records it, so a task
@@ -206,7 +207,7 @@ def arrangement(requirements: list[Any]) -> str | None:
     parts: list[str] = []
     found = False
     root = ""
-    stack: list[Any] = [requirements]
+    stack: list[object] = [requirements]
     while stack:
         item = stack.pop()
         if isinstance(item, Task):
@@ -257,7 +258,7 @@ def _reorder(nodes: dict[TaskId, Node]) -> dict[TaskId, Node]:
                 if dep in ordered:
                     continue
                 if dep in on_stack:
-                    _raise_cycle([(nodes[t].task, None) for t, _ in stack], nodes[dep].task)
+                    _raise_cycle([nodes[t].task for t, _ in stack], nodes[dep].task)
                 on_stack.add(dep)
                 stack.append((dep, iter(nodes[dep].deps)))
                 break
@@ -268,11 +269,10 @@ def _reorder(nodes: dict[TaskId, Node]) -> dict[TaskId, Node]:
     return ordered
 
 
-def _raise_cycle(stack: Sequence[tuple[Any, ...]], dep: Task[object]) -> None:
-    """Raise :class:`CycleError` for ``dep``, found on ``stack`` (tuples that start with
-    a task)."""
-    ids = [frame[0].id for frame in stack]
-    cycle = [frame[0] for frame in stack[ids.index(dep.id):]] + [dep]
+def _raise_cycle(stack: Sequence[Task[object]], dep: Task[object]) -> None:
+    """Raise :class:`CycleError` for ``dep``, found on ``stack`` (the tasks being expanded)."""
+    ids = [task.id for task in stack]
+    cycle = [*stack[ids.index(dep.id):], dep]
     names = [t.expression() for t in cycle]
     raise CycleError(
         "The prerequisites form a cycle: " + " -> ".join(names) + ". A task cannot require itself; "
@@ -297,7 +297,7 @@ def mark(
     if with_files:
         _files.check_cache_apart(with_files, store.root)
         _files.check(with_files, metas, store.root / _files.CACHE_NAME)
-    fingerprints: dict[Any, str] = {}  # (a property that checks its epoch: asked once here)
+    fingerprints: dict[TaskFamily[..., object], str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():
         family = node.task.family
         meta = node.meta = metas.get(tid)
@@ -449,7 +449,7 @@ def plan(
     return Plan(nodes, list(targets))
 
 
-def _promote_young(gc: Any) -> None:
+def _promote_young(gc: types.ModuleType) -> None:
     """Move the objects planning made (millions for a large DAG, all in the youngest
     generation while the collector was off) to the oldest generation without examining
     them: otherwise the next two collections each walk all of them (0.5 s for 200,000 tasks).
