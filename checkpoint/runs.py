@@ -185,7 +185,7 @@ class RunRecord:
         return doc
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> RunRecord:
+    def from_doc(cls, doc: object) -> RunRecord:
         """The record of :meth:`to_doc`'s data (fields it does not know are ignored)."""
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
