@@ -39,7 +39,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-from ._types import Json
+from ._types import FamilyDir, Json
 
 FORMAT = "checkpoint-remote 1"
 _SIG = "hmac-sha256:"
@@ -110,7 +110,7 @@ class Manifest:
     """One entry of a remote cache (see the module docstring)."""
 
     task: str
-    family: str
+    family: FamilyDir
     expr: str
     args: str
     fingerprint: str

@@ -24,7 +24,7 @@ from ._flow import RunState, TaskFlow
 from ._readiness import TaskState
 from ._recovery import Recovery
 from ._text import task_label
-from ._types import TaskId
+from ._types import FamilyDir, TaskId
 from ._worker import Outcome, Ref, WorkItem
 from .errors import CorruptEntryError
 from .files import File
@@ -57,7 +57,7 @@ class Submitter:
         self.show_locals = show_locals
         self.timeout = timeout
         self.store_root = str(state.store.root)
-        self.blob_dirs: dict[str, str] = {}
+        self.blob_dirs: dict[FamilyDir, str] = {}
         self.done: queue.SimpleQueue[Returned] = queue.SimpleQueue()
         """Batches that came back, put there by their futures' callbacks (in any thread)."""
         self.inflight: dict[int, list[WorkItem]] = {}
@@ -213,7 +213,7 @@ class Submitter:
             return {k: self._template(v, task) for k, v in req.items()}
         raise AssertionError(f"unexpected requirement {req!r}")
 
-    def _blob_dir(self, family: str) -> str:
+    def _blob_dir(self, family: FamilyDir) -> str:
         path = self.blob_dirs.get(family)
         if path is None:
             path = self.blob_dirs[family] = str(self.store.blob_dir(family))

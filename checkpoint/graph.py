@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from . import _gcpolicy
 from . import files as _files
-from ._types import Reason, TaskId
+from ._types import FamilyDir, Reason, TaskId
 from .errors import CycleError
 from .store import Meta, Store
 from .task import Requirement, Spec, Task, TaskDirectory, TaskFamily, interning
@@ -330,7 +330,7 @@ def mark(
 
 def _stored_metas(nodes: dict[TaskId, Node], store: Store) -> dict[TaskId, Meta]:
     """The stored entries' metadata of the nodes, read family by family."""
-    by_family: dict[str, list[TaskId]] = {}
+    by_family: dict[FamilyDir, list[TaskId]] = {}
     for tid, node in nodes.items():
         by_family.setdefault(node.task.family.dirname, []).append(tid)
     metas: dict[TaskId, Meta] = {}

@@ -459,7 +459,7 @@ class _Fetch:
         """A directory of the store for downloads not yet stored (on its filesystem, so
         they move into place by renaming). Those of pulls killed a day ago are removed."""
         if not self.staging:
-            self.store._ensure_root()
+            self.store.tree.ensure()
             for old in self.store.root.glob(".pull-*"):
                 with contextlib.suppress(OSError):
                     if time.time() - os.lstat(old).st_mtime > 86400 and not old.is_symlink():
@@ -557,7 +557,7 @@ class _Pull:
         kept: list[TaskId] = []
         chosen: list[TaskId] = []
         if self.lookup.manifests:
-            self.store._ensure_root()
+            self.store.tree.ensure()
         lock = RunLock(self.store.root) if self.lookup.manifests else None
         try:
             for tid, node in self.nodes.items():
@@ -586,7 +586,7 @@ class _Pull:
         for tid in kept:
             self.nodes[tid].reason = None
             self.report.kept.append(self.nodes[tid].task)
-        by_family: dict[str, list[TaskId]] = {}
+        by_family: dict[FamilyDir, list[TaskId]] = {}
         for tid in chosen:
             by_family.setdefault(self.nodes[tid].task.family.dirname, []).append(tid)
             self.fetch.blobs.pop(tid, None)
@@ -718,7 +718,7 @@ def _current_entries(the_plan: Plan, store: Store, report: PushReport) -> dict[T
     """The plan's entries that are current here (computed by the current code from the
     current entries of their prerequisites), in topological order; the others go to
     ``report.skipped``."""
-    by_family: dict[str, list[TaskId]] = {}
+    by_family: dict[FamilyDir, list[TaskId]] = {}
     for tid, node in the_plan.nodes.items():
         by_family.setdefault(node.task.family.dirname, []).append(tid)
     metas: dict[TaskId, Meta] = {}

@@ -457,7 +457,7 @@ def save_run(record: RunRecord, cache_dir: str | os.PathLike[str] | None = None)
     """Save a record as the cache's next run (setting its number) and drop the oldest
     beyond :data:`KEEP`; return its path."""
     store = Store.open(cache_dir)
-    store._ensure_root()
+    store.tree.ensure()
     directory = store.root / "runs"
     directory.mkdir(mode=0o700, exist_ok=True)
     tmp = directory / f".tmp-{secrets.token_hex(6)}"

@@ -59,7 +59,7 @@ from ._recorder import Recorder
 from ._recovery import Recovery
 from ._results import Results
 from ._submission import Returned, Submitter
-from ._types import Reason, TaskId
+from ._types import FamilyDir, Reason, TaskId
 from ._values import RunValues
 from ._worker import uninstall_capture
 from .debug import breakpoints_for
@@ -427,7 +427,7 @@ class _Run:
         self.result = result
         self.guard = guard or InterruptGuard()
         if coordination is None:  # the cache did not exist before planning (see :func:`_run`)
-            store._ensure_root()
+            store.tree.ensure()
             coordination = Coordination(store.root)
         self.coordination = coordination
         # Tasks on threads (or inline) share this process: one that crashes it (a segfault in
@@ -456,10 +456,10 @@ class _Run:
         results = Results(state, self.flow, self.recovery, targets)
         self.collector = Collector(state, self.flow, self.recovery, results, self.submitter,
                                    self.guard)
-        self.to_prepare: dict[str, TaskFamily[..., object]] = {}
+        self.to_prepare: dict[FamilyDir, TaskFamily[..., object]] = {}
         """The families that will store results, by directory name (see ``_prepare``)."""
 
-    def _family_dir(self, tid: TaskId) -> str:
+    def _family_dir(self, tid: TaskId) -> FamilyDir:
         return self.nodes[tid].task.family.dirname
 
     def loop(self) -> None:
