@@ -17,14 +17,14 @@ from collections import deque
 from concurrent.futures import Future
 
 from . import events as ev
-from ._adapter import ExecutorAdapter, ExecutorKind, broken_process_pool
+from ._adapter import ExecutorAdapter, broken_process_pool
 from ._claims import Claims
 from ._codec import Payload
 from ._flow import RunState, TaskFlow
 from ._readiness import TaskState
 from ._recovery import Recovery
 from ._text import task_label
-from ._types import FamilyDir, TaskId
+from ._types import DebugMode, ExecutorKind, FamilyDir, TaskId
 from ._worker import Outcome, Ref, WorkItem
 from .errors import CorruptEntryError
 from .files import File
@@ -38,7 +38,7 @@ class Submitter:
     """Batches to the executor, and the batches in flight."""
 
     def __init__(self, state: RunState, flow: TaskFlow, claims: Claims, recovery: Recovery,
-                 adapter: ExecutorAdapter, *, debug: str, show_locals: bool,
+                 adapter: ExecutorAdapter, *, debug: DebugMode | None, show_locals: bool,
                  timeout: float | None) -> None:
         self.nodes = state.nodes
         self.readiness = state.readiness
@@ -53,7 +53,7 @@ class Submitter:
         self.adapter = adapter
         self.pickled = adapter.kind is ExecutorKind.PICKLED
         self.debug = debug
-        """Debug mode of every task (in-process runs only): "trace" or "post_mortem"."""
+        """Debug mode of every task (in-process runs only)."""
         self.show_locals = show_locals
         self.timeout = timeout
         self.store_root = str(state.store.root)

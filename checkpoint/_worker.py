@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, Union, cast
 
 from ._codec import Payload, encode_result, load
+from ._types import DebugMode
 from .errors import CorruptEntryError, TaskTimeoutError
 from .files import File, Product, output_digests
 from .task import TaskFamily, _Requires, restore_filename
@@ -70,9 +71,8 @@ class WorkItem:
     """Where ``fn`` was defined (cloudpickle drops it from by-value code; tracebacks need it)."""
     blob_dir: str = ""
     """Where to write a large result directly (the family's ``blobs/``), if anywhere."""
-    debug: str = ""
-    """In-process only: ``"trace"`` (run under a debugger from the first line) or
-    ``"post_mortem"`` (open a debugger where it fails); see :mod:`checkpoint.debug`."""
+    debug: DebugMode | None = None
+    """In-process only: run under a debugger (``None``: not)."""
     show_locals: bool = False
     """Include each frame's local variables in the traceback of a failure."""
     timeout: float = 0.0
@@ -197,7 +197,7 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         assert fn is not None  # (a WorkItem holds the function or the call that makes it)
         products: list[Product] = []
         args = [_fill(t, payloads, products, item.root) for t in item.template]
-        if item.debug == "trace" and in_process:
+        if item.debug is DebugMode.TRACE and in_process:
             from .debug import trace_call
 
             with _uncaptured():  # the debugger talks to the terminal

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from ._adapter import ExecutorAdapter, ExecutorKind
+from ._adapter import ExecutorAdapter
 from ._admission import Admission
 from ._claims import Claims
 from ._collection import Collector
@@ -59,7 +59,7 @@ from ._recorder import Recorder
 from ._recovery import Recovery
 from ._results import Results
 from ._submission import Returned, Submitter
-from ._types import FamilyDir, Reason, TaskId
+from ._types import DebugMode, ExecutorKind, FamilyDir, Reason, TaskId
 from ._values import RunValues
 from ._worker import uninstall_capture
 from .debug import breakpoints_for
@@ -280,9 +280,9 @@ def _plan_and_run(
         adapter.cache_root = store.root
         try:
             with InterruptGuard() as guard, breakpoints_for(adapter.kind, subscribers):
-                debug = _TRACING.get() or ("post_mortem" if options.debug else "")
+                debug = _TRACING.get() or (DebugMode.POST_MORTEM if options.debug else None)
                 _Run(the_plan, to_run, store, adapter, options, emit, result, guard,
-                     debug=debug if adapter.kind is ExecutorKind.INLINE else "",
+                     debug=debug if adapter.kind is ExecutorKind.INLINE else None,
                      coordination=coordination).loop()
         finally:
             adapter.shutdown()
@@ -346,8 +346,9 @@ def _target_values(
             ) from exc
 
 
-_TRACING: contextvars.ContextVar[str] = contextvars.ContextVar("checkpoint_tracing", default="")
-"""Set while :func:`_run_traced` runs the traced tasks: their items get ``debug="trace"``."""
+_TRACING: contextvars.ContextVar[DebugMode | None] = contextvars.ContextVar(
+    "checkpoint_tracing", default=None)
+"""Set while :func:`_run_traced` runs the traced tasks: their items get ``DebugMode.TRACE``."""
 
 
 def _run_traced(
@@ -364,7 +365,7 @@ def _run_traced(
             if options.raise_on_failure and first.failed:
                 raise next(iter(first.failed.values()))
             return first
-    token = _TRACING.set("trace")
+    token = _TRACING.set(DebugMode.TRACE)
     try:
         traced = _run(list(trace), replace(quiet, executor="inline", max_workers=None, force=True), [])
     finally:
@@ -417,7 +418,7 @@ class _Run:
         emit: Emit | None,
         result: RunResult,
         guard: InterruptGuard | None = None,
-        debug: str = "",
+        debug: DebugMode | None = None,
         coordination: Coordination | None = None,
     ) -> None:
         self.nodes = the_plan.nodes
