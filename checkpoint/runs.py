@@ -288,31 +288,30 @@ class RunRecorder:
     def _planned(self, event: ev.RunPlanned) -> None:
         self._run = _Run(event)
 
-    def _finished(self, event: ev.TaskFinished) -> None:
+    def _attempt(self, event: ev.TaskFinished | ev.TaskFailed, state: RecordState) -> TaskRecord | None:
+        """The record of a task whose attempt ended, with what each attempt notes."""
         run = self._run
         if run is None:
-            return
-        record = run.task(event.task, RecordState.RAN)
+            return None
+        record = run.task(event.task, state)
         record.duration = event.duration
         # Not told when it started: minus when it ended, until the store says (_fill_starts).
         record.started = event.started or -event.time
-        record.size = event.size
         record.worker = event.worker
         record.output = run.output(event.output)
         record.attempts += 1
+        return record
+
+    def _finished(self, event: ev.TaskFinished) -> None:
+        record = self._attempt(event, RecordState.RAN)
+        if record is not None:
+            record.size = event.size
 
     def _failed(self, event: ev.TaskFailed) -> None:
-        run = self._run
-        if run is None:
-            return
-        record = run.task(event.task, RecordState.FAILED)
-        record.duration = event.duration
-        record.started = event.started or -event.time
-        record.worker = event.worker
-        record.output = run.output(event.output)
-        record.error = f"{type(event.error).__name__}: {event.error}"
-        record.traceback = event.traceback
-        record.attempts += 1
+        record = self._attempt(event, RecordState.FAILED)
+        if record is not None:
+            record.error = f"{type(event.error).__name__}: {event.error}"
+            record.traceback = event.traceback
 
     def _retried(self, event: ev.TaskRetried) -> None:
         if self._run is not None:
