@@ -14,27 +14,12 @@ import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from enum import Enum
 from pathlib import Path
 from typing import ClassVar
 
 from ._codec import Payload
+from ._types import ExecutorKind
 from ._worker import Outcome, WorkItem, run_batch, run_pickled_batch
-
-
-class ExecutorKind(str, Enum):
-    """Where an executor runs tasks, which decides how the scheduler treats them."""
-
-    INLINE = "inline"
-    """In the coordinator's own thread, one batch at a time (a debugger can attach)."""
-    THREAD = "thread"
-    """On threads of this process: tasks share its memory; results are stored before they
-    are reported (a crash of the process must not lose what was shown as done)."""
-    PICKLED = "pickled"
-    """In other processes or machines: batches and results travel cloudpickled."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class ExecutorAdapter:

@@ -50,10 +50,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._adapter import ExecutorAdapter, ExecutorKind
+from ._adapter import ExecutorAdapter
 from ._codec import BlobRef, Payload, in_memory
 from ._format import is_store_root, store_root_of
 from ._text import plural
+from ._types import ExecutorKind
 from ._worker import Failed, Outcome, WorkItem, enter_directory, run_batch, stale_outcomes
 from ._workercode import CoordinatorCode, Manifest, refresh
 from .errors import SharedCacheError, UsageError, WorkerDiedError

@@ -15,7 +15,9 @@ that changes one fails loudly:
   store's ``Disk`` holds those deletions back until COMMIT, and it only reads and deletes
   its own regular files (:data:`_VALUE_FILE`).
 
-Everything else goes through :class:`Index`, typed.
+Everything else goes through :class:`Index`, typed; what it uses of diskcache, internals
+included, is written down as the protocols :class:`Cache` and :class:`Disk` (diskcache has
+no type information of its own), each member pinned by the same tests.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, Protocol
 
 from ._storefiles import NotRegularFile, open_stored
 
@@ -59,10 +61,43 @@ MODE_PICKLE: Final = 4
 _VALUE_FILE = re.compile(r"[0-9a-f]{2}[/\\][0-9a-f]{2}[/\\][0-9a-f]{28}\.val")
 """diskcache's own value files (``Disk.filename``): large ``e:`` and ``log:`` values."""
 
-_DISK_CLASS: Any = None
+
+class Disk(Protocol):
+    """What the store uses of a ``diskcache.Disk`` (the subclass :func:`_disk_class` makes)."""
+
+    deferred: list[str] | None
+    """Deletions held back until COMMIT (``None``: outside :meth:`Index.transaction`)."""
+
+    def __init__(self, directory: str) -> None: ...
+
+    def fetch(self, mode: int, filename: str | None, value: object, read: bool) -> object: ...
+
+    def remove(self, file_path: str) -> None: ...
 
 
-def _disk_class() -> Any:
+class Cache(Protocol):
+    """What the store uses of a ``diskcache.Cache``, its internals ``_sql`` and ``_disk``
+    included (diskcache has no type information: this is what mypy checks against)."""
+
+    _disk: Disk
+
+    def _sql(self, query: str, params: Sequence[object] = ..., /) -> sqlite3.Cursor: ...
+
+    def get(self, key: str) -> object: ...
+
+    def set(self, key: str, value: Value) -> bool: ...
+
+    def delete(self, key: str) -> bool: ...
+
+    def transact(self, retry: bool = ...) -> contextlib.AbstractContextManager[object]: ...
+
+    def close(self) -> None: ...
+
+
+_DISK_CLASS: type[Disk] | None = None
+
+
+def _disk_class() -> type[Disk]:
     """A ``diskcache.Disk`` whose file deletions can be held back, and that only reads and
     deletes its own, regular files (made on first use: diskcache is imported lazily)."""
     global _DISK_CLASS
@@ -73,7 +108,7 @@ def _disk_class() -> Any:
         class _Disk(diskcache.Disk):  # type: ignore[misc]
             deferred: list[str] | None = None
 
-            def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+            def fetch(self, mode: int, filename: str | None, value: object, read: bool) -> object:
                 if mode == MODE_PICKLE:
                     raise NotRegularFile(errno.EINVAL, "the store never pickles index values")
                 if filename is None or mode == MODE_RAW:
@@ -104,10 +139,10 @@ class Index:
     every open). Methods raise :data:`INDEX_ERRORS`.
     """
 
-    def __init__(self, cache: Any, con: sqlite3.Connection | None, directory: Path) -> None:
+    def __init__(self, cache: Cache | None, con: sqlite3.Connection | None, directory: Path) -> None:
         self._cache = cache
         self._con = con
-        self._disk: Any = cache._disk if cache is not None else _disk_class()(str(directory))
+        self._disk = cache._disk if cache is not None else _disk_class()(str(directory))
 
     @property
     def writable(self) -> bool:
@@ -115,7 +150,7 @@ class Index:
 
     def _sql(self, query: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
         if self._cache is not None:
-            return self._cache._sql(query, params)  # type: ignore[no-any-return]
+            return self._cache._sql(query, params)
         assert self._con is not None
         return self._con.execute(query, params)
 
@@ -195,7 +230,7 @@ class Index:
         for path in deferred:  # only reached once committed; after a rollback they are still used
             self._disk.remove(path)
 
-    def _writer(self) -> Any:
+    def _writer(self) -> Cache:
         if self._cache is None:
             raise sqlite3.OperationalError("attempt to write a readonly database")
         return self._cache

@@ -29,7 +29,7 @@ import zlib
 from dataclasses import asdict, dataclass, field, replace
 from mmap import mmap
 from pathlib import Path
-from typing import Final, Union
+from typing import Final, Literal, Union
 
 from ._types import FamilyDir
 
@@ -227,7 +227,9 @@ class FailedRun:
     worker: str
     output: str = ""
     traceback: str = ""
-    status: str = "failed"
+    status: Literal["failed"] = "failed"
+    """What the record is of (its one word; kept in the stored JSON, which history reads as
+    :attr:`checkpoint.history.LastRunStatus.FAILED`)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -36,8 +36,10 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from ._types import FamilyDir, Json
 
 FORMAT = "checkpoint-remote 1"
 _SIG = "hmac-sha256:"
@@ -108,7 +110,7 @@ class Manifest:
     """One entry of a remote cache (see the module docstring)."""
 
     task: str
-    family: str
+    family: FamilyDir
     expr: str
     args: str
     fingerprint: str
@@ -129,7 +131,7 @@ class Manifest:
     worker: str = ""
     pushed: float = 0.0
     format: str = FORMAT
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Json] = field(default_factory=dict)
     """Fields of a newer writer, kept so that the signature still checks."""
 
     @property
@@ -147,7 +149,7 @@ class Manifest:
             needed[f.sha256] = f.size
         return needed
 
-    def _body(self) -> dict[str, Any]:
+    def _body(self) -> dict[str, Json]:
         body = asdict(self)
         extra = body.pop("extra")
         body.update(extra)
@@ -206,7 +208,7 @@ class Manifest:
                 raise RefusedEntry(f"its data directory names an unsafe path {f.path!r}")
 
 
-def safe_relative(path: Any) -> bool:
+def safe_relative(path: object) -> bool:
     """Whether a path from a manifest stays inside the directory it is joined to."""
     if not isinstance(path, str) or not path or "\\" in path or "\x00" in path:
         return False
@@ -215,11 +217,11 @@ def safe_relative(path: Any) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-def _canonical(body: dict[str, Any]) -> bytes:
+def _canonical(body: Mapping[str, Json]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _mac(key: bytes, body: dict[str, Any]) -> str:
+def _mac(key: bytes, body: Mapping[str, Json]) -> str:
     return hmac.new(key, FORMAT.encode() + b"\n" + _canonical(body), hashlib.sha256).hexdigest()
 
 

@@ -33,9 +33,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from . import _procs
-from ._adapter import ExecutorAdapter, ExecutorKind, submit_pickled
+from ._adapter import ExecutorAdapter, submit_pickled
 from ._codec import Payload
-from ._types import TaskId
+from ._types import ExecutorKind, TaskId
 from ._worker import RECORD_BYTES, Outcome, WorkItem, init_worker
 
 if TYPE_CHECKING:

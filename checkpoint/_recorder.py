@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from ._interrupts import InterruptGuard
-from ._types import TaskId
+from ._types import FamilyDir, TaskId
 from .events import Event
 from .store import FailedRun, Record, Store
 
@@ -36,7 +36,7 @@ class Recorder:
         self.on_stored = on_stored
         """Called for each record once it is stored (the run unlocks its task)."""
         self.records: list[Record] = []
-        self.failures: list[tuple[str, str, FailedRun]] = []
+        self.failures: list[tuple[FamilyDir, str, FailedRun]] = []
         self.first = 0.0
         self.store_first = store_first
         self.emit = emit
@@ -57,7 +57,7 @@ class Recorder:
             self.first = time.perf_counter()
         self.records.append(record)
 
-    def add_failure(self, family: str, tid: TaskId, run: FailedRun) -> None:
+    def add_failure(self, family: FamilyDir, tid: TaskId, run: FailedRun) -> None:
         self.failures.append((family, tid, run))
 
     def due(self) -> bool:

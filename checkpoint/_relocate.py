@@ -193,6 +193,18 @@ def loads(payload: bytes | Any, root: str) -> Any:
 _classes: dict[type, type] = {}
 
 
+def _relative(text: str, prefix: str, root: str) -> str | None:
+    """``text`` as a path relative to ``root`` (``prefix``: it with a trailing separator),
+    written with ``/``; ``None`` when it is not ``root`` or below."""
+    if text.startswith(prefix):
+        rel = text[len(prefix):]
+    elif text == root:
+        rel = ""
+    else:
+        return None
+    return rel if os.sep == "/" else rel.replace(os.sep, "/")
+
+
 def _relocating_pickler(base: type) -> type:
     """``base`` (cloudpickle's pickler) with the hook that writes paths as references."""
     cls = _classes.get(base)
@@ -230,15 +242,10 @@ def _relocating_pickler(base: type) -> type:
             seen = self.pids.get(id(obj))
             if seen is not None:
                 return seen[1]
-            if text.startswith(self.prefix):
-                rel = text[len(self.prefix):]
-            elif text == self.root:
-                rel = ""
-            else:
+            rel = _relative(text, self.prefix, self.root)
+            if rel is None:
                 return None
             self.found += 1
-            if os.sep != "/":
-                rel = rel.replace(os.sep, "/")
             pid = (_MARK, rel, None if kind is str else kind)
             self.pids[id(obj)] = (obj, pid)
             return pid

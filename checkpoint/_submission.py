@@ -17,14 +17,14 @@ from collections import deque
 from concurrent.futures import Future
 
 from . import events as ev
-from ._adapter import ExecutorAdapter, ExecutorKind, broken_process_pool
+from ._adapter import ExecutorAdapter, broken_process_pool
 from ._claims import Claims
 from ._codec import Payload
 from ._flow import RunState, TaskFlow
 from ._readiness import TaskState
 from ._recovery import Recovery
 from ._text import task_label
-from ._types import TaskId
+from ._types import DebugMode, ExecutorKind, FamilyDir, TaskId
 from ._worker import Outcome, Ref, WorkItem
 from .errors import CorruptEntryError
 from .files import File
@@ -38,7 +38,7 @@ class Submitter:
     """Batches to the executor, and the batches in flight."""
 
     def __init__(self, state: RunState, flow: TaskFlow, claims: Claims, recovery: Recovery,
-                 adapter: ExecutorAdapter, *, debug: str, show_locals: bool,
+                 adapter: ExecutorAdapter, *, debug: DebugMode | None, show_locals: bool,
                  timeout: float | None) -> None:
         self.nodes = state.nodes
         self.readiness = state.readiness
@@ -53,11 +53,11 @@ class Submitter:
         self.adapter = adapter
         self.pickled = adapter.kind is ExecutorKind.PICKLED
         self.debug = debug
-        """Debug mode of every task (in-process runs only): "trace" or "post_mortem"."""
+        """Debug mode of every task (in-process runs only)."""
         self.show_locals = show_locals
         self.timeout = timeout
         self.store_root = str(state.store.root)
-        self.blob_dirs: dict[str, str] = {}
+        self.blob_dirs: dict[FamilyDir, str] = {}
         self.done: queue.SimpleQueue[Returned] = queue.SimpleQueue()
         """Batches that came back, put there by their futures' callbacks (in any thread)."""
         self.inflight: dict[int, list[WorkItem]] = {}
@@ -213,7 +213,7 @@ class Submitter:
             return {k: self._template(v, task) for k, v in req.items()}
         raise AssertionError(f"unexpected requirement {req!r}")
 
-    def _blob_dir(self, family: str) -> str:
+    def _blob_dir(self, family: FamilyDir) -> str:
         path = self.blob_dirs.get(family)
         if path is None:
             path = self.blob_dirs[family] = str(self.store.blob_dir(family))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .task import Task
@@ -13,6 +13,6 @@ def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count:,} {word if count == 1 else many or word + 's'}"
 
 
-def task_label(task: Task[Any]) -> str:
+def task_label(task: Task[object]) -> str:
     """``Task f(1) (taskfile.f)``: how messages name a task."""
     return f"Task {task!r} ({task.family.name})"

@@ -57,6 +57,27 @@ class Reason(Word):
     """The entry was found damaged when read (set while running)."""
 
 
+class DebugMode(Word):
+    """How a task runs under a debugger (in this process only; see :mod:`checkpoint.debug`)."""
+
+    TRACE = "trace"
+    """Under the debugger from its inner function's first line (``run(trace=...)``, ``--trace``)."""
+    POST_MORTEM = "post_mortem"
+    """A debugger opens where it fails (``run(debug=True)``, ``--pdb``)."""
+
+
+class ExecutorKind(Word):
+    """Where an executor runs tasks, which decides how the scheduler treats them."""
+
+    INLINE = "inline"
+    """In the coordinator's own thread, one batch at a time (a debugger can attach)."""
+    THREAD = "thread"
+    """On threads of this process: tasks share its memory; results are stored before they
+    are reported (a crash of the process must not lose what was shown as done)."""
+    PICKLED = "pickled"
+    """In other processes or machines: batches and results travel cloudpickled."""
+
+
 EXECUTORS = ("process", "thread", "inline", "dask")
 """The executor names, as the command line offers them."""
 _EXECUTOR_ALIASES = {"processes": "process", "threads": "thread", "sync": "inline",

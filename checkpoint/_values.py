@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._codec import Payload
-from ._types import TaskId
+from ._types import FamilyDir, TaskId
 from .errors import CorruptEntryError
 from .store import Meta, Store
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 class RunValues:
     """The current entry of each task and the payloads this run still needs."""
 
-    def __init__(self, store: Store, family_of: Callable[[TaskId], str], keep: set[TaskId]) -> None:
+    def __init__(self, store: Store, family_of: Callable[[TaskId], FamilyDir], keep: set[TaskId]) -> None:
         self.store = store
         self.family_of = family_of
         self.entries: dict[TaskId, Meta] = {}

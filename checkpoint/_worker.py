@@ -27,14 +27,22 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, Union, cast
 
 from ._codec import Payload, encode_result, load
+from ._types import DebugMode
 from .errors import CorruptEntryError, TaskTimeoutError
 from .files import File, Product, output_digests
-from .task import _Requires, restore_filename
+from .task import TaskFamily, _Requires, restore_filename
+
+if TYPE_CHECKING:
+    import logging
+
+OuterCall: TypeAlias = "tuple[TaskFamily[..., object], tuple[object, ...], dict[str, object]]"
+"""``(family, args, kwargs)``: the call of a task's outer function (see :meth:`WorkItem.rebuilding`)."""
 
 
 @dataclass(frozen=True)
@@ -52,20 +60,19 @@ class WorkItem:
     twice: on the coordinator while planning, and in the worker)."""
 
     id: str
-    fn: Any
+    fn: Callable[..., object] | None
     """The inner function (``None`` when the worker rebuilds it from ``call``)."""
-    template: list[Any]
+    template: list[object]
     """The inner function's arguments, with :class:`Ref` where a prerequisite's value goes."""
     compress_level: int
-    call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None
+    call: OuterCall | None = None
     """``(family, args, kwargs)``: call the outer function in the worker to get ``fn``."""
     filename: str = ""
     """Where ``fn`` was defined (cloudpickle drops it from by-value code; tracebacks need it)."""
     blob_dir: str = ""
     """Where to write a large result directly (the family's ``blobs/``), if anywhere."""
-    debug: str = ""
-    """In-process only: ``"trace"`` (run under a debugger from the first line) or
-    ``"post_mortem"`` (open a debugger where it fails); see :mod:`checkpoint.debug`."""
+    debug: DebugMode | None = None
+    """In-process only: run under a debugger (``None``: not)."""
     show_locals: bool = False
     """Include each frame's local variables in the traceback of a failure."""
     timeout: float = 0.0
@@ -77,15 +84,15 @@ class WorkItem:
     to it, and resolved against it (see :mod:`checkpoint._relocate`)."""
 
     @classmethod
-    def running(cls, task_id: str, fn: Any, template: list[Any], compress_level: int,
+    def running(cls, task_id: str, fn: Callable[..., object], template: list[object], compress_level: int,
                 filename: str = "") -> WorkItem:
         """The inner function travels to the worker (in-process executors, class tasks,
         tasks whose arguments hold tasks)."""
         return cls(task_id, fn, template, compress_level, filename=filename)
 
     @classmethod
-    def rebuilding(cls, task_id: str, call: tuple[Any, tuple[Any, ...], dict[str, Any]],
-                   template: list[Any], compress_level: int) -> WorkItem:
+    def rebuilding(cls, task_id: str, call: OuterCall, template: list[object],
+                   compress_level: int) -> WorkItem:
         """The worker calls the outer function ``call = (family, args, kwargs)`` again to
         get the inner one: cheaper to send than a closure (the family pickles by reference
         when importable)."""
@@ -164,7 +171,7 @@ class _CorruptPrerequisite(Exception):
         self.dep = dep
 
 
-def _fill(template: Any, payloads: dict[str, Payload], products: list[Product], root: str) -> Any:
+def _fill(template: object, payloads: dict[str, Payload], products: list[Product], root: str) -> object:
     if isinstance(template, Ref):
         try:
             return load(payloads[template.id], root)
@@ -187,9 +194,10 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     t0 = time.perf_counter()
     try:
         fn = item.fn if item.call is None else _inner(item.call)
+        assert fn is not None  # (a WorkItem holds the function or the call that makes it)
         products: list[Product] = []
         args = [_fill(t, payloads, products, item.root) for t in item.template]
-        if item.debug == "trace" and in_process:
+        if item.debug is DebugMode.TRACE and in_process:
             from .debug import trace_call
 
             with _uncaptured():  # the debugger talks to the terminal
@@ -234,7 +242,7 @@ _project = ""
 _PLAIN = frozenset({int, float, str, bool, bytes, type(None), complex})
 
 
-def project_classes(value: Any) -> tuple[str, ...]:
+def project_classes(value: object) -> tuple[str, ...]:
     """The classes of the project (files under the project root, not installed packages)
     of a value and of the first ten items of its lists, tuples, sets and dicts: a pickle names
     them without their code (see :meth:`checkpoint._values.StampContext.named_classes`)."""
@@ -249,7 +257,7 @@ def project_classes(value: Any) -> tuple[str, ...]:
         if kind in _PLAIN:
             continue
         if kind in (list, tuple, set, frozenset, dict):
-            if depth == 0:
+            if depth == 0 and isinstance(obj, (list, tuple, set, frozenset, dict)):
                 items = obj.values() if isinstance(obj, dict) else obj
                 stack.extend((v, 1) for v in itertools.islice(items, 10))
             continue
@@ -280,7 +288,7 @@ def _engine_frame(module: str) -> bool:
     return module.startswith("checkpoint.") or module == "bdb"
 
 
-def _user_traceback(exc: BaseException) -> Any:
+def _user_traceback(exc: BaseException) -> types.TracebackType | None:
     """The exception's traceback from the task's own frame on (engine frames dropped)."""
     tb = exc.__traceback__
     while tb is not None and _engine_frame(tb.tb_frame.f_globals.get("__name__", "")):
@@ -290,7 +298,7 @@ def _user_traceback(exc: BaseException) -> Any:
     return tb
 
 
-def _returned_by(fn: Any, exc: BaseException) -> str:
+def _returned_by(fn: object, exc: BaseException) -> str:
     """A traceback of a result that cannot be stored: the user's function that returned it
     (the pickler's own frames say nothing to the user)."""
     code = getattr(fn, "__code__", None)
@@ -431,7 +439,7 @@ def _run_alarmed(item: WorkItem, payloads: dict[str, Payload], in_process: bool)
 
     armed = True
 
-    def alarm(signum: int, frame: Any) -> None:
+    def alarm(signum: int, frame: types.FrameType | None) -> None:
         nonlocal armed
         if armed:
             armed = False
@@ -629,7 +637,7 @@ _hostname: str | None = None
 class _CapturingStream:
     """Stands in for ``sys.stdout``/``sys.stderr``: a task's writes go to its thread's buffer."""
 
-    def __init__(self, wrapped: Any) -> None:
+    def __init__(self, wrapped: TextIO) -> None:
         self._wrapped = wrapped
 
     def write(self, text: str) -> int:
@@ -639,7 +647,7 @@ class _CapturingStream:
         buf.add(text)
         return len(text)
 
-    def writelines(self, lines: Any) -> None:
+    def writelines(self, lines: Iterable[str]) -> None:
         for line in lines:
             self.write(line)
 
@@ -668,7 +676,7 @@ _routed_handlers = -1
 """How many logging handlers existed when :func:`_route_logging` last looked."""
 
 
-def _logging_handlers() -> list[Any]:
+def _logging_handlers() -> list[logging.Handler]:
     import logging
 
     refs = getattr(logging, "_handlerList", [])  # weak references to every handler made
@@ -767,10 +775,10 @@ def stale_outcomes(items: list[WorkItem], code: dict[str, str]) -> list[Outcome]
     return [Failed(item.id, now, 0.0, error, worker=worker_id()) for item in items]
 
 
-def _inner(call: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
+def _inner(call: OuterCall) -> Callable[..., object]:
     family, args, kwargs = call
-    inner = family.fn(*args, **kwargs)
-    return inner.fn if isinstance(inner, _Requires) else inner
+    inner = family.fn(*args, **kwargs)  # (a function: planning checked it)
+    return inner.fn if isinstance(inner, _Requires) else cast("Callable[..., object]", inner)
 
 
 def init_worker(parent_pid: int, records: str = "", generation: int = 0) -> None:
@@ -819,7 +827,7 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0) -> None
         os._exit(1)  # the coordinator died before the line above took effect
 
 
-def _no_op(signum: int, frame: Any) -> None:
+def _no_op(signum: int, frame: types.FrameType | None) -> None:
     pass
 
 

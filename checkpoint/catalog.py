@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from ._types import FamilyDir, FamilyName, Json, Reason, TaskId, Word
 from .graph import Node, Plan
@@ -70,7 +69,7 @@ class FamilyInfo:
                 "entries": self.entries, "size": self.size, "doc": self.doc}
 
 
-def list_families(families: Mapping[str, TaskFamily[Any, Any]], store: Store) -> list[FamilyInfo]:
+def list_families(families: Mapping[str, TaskFamily[..., object]], store: Store) -> list[FamilyInfo]:
     """The families of a taskfile, sorted by name, with entry counts and sizes."""
     infos = []
     for name in sorted(families):
@@ -84,7 +83,7 @@ def list_families(families: Mapping[str, TaskFamily[Any, Any]], store: Store) ->
 class TaskRow:
     """One task of a target's DAG, its state, and its last recorded run."""
 
-    task: Task[Any]
+    task: Task[object]
     state: PlanState
     reason: Reason | None
     """The plan's reason to run (``None`` when fresh)."""

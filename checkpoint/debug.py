@@ -27,9 +27,11 @@ import bdb
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
+
+from ._types import ExecutorKind
 
 
 class BreakpointUnavailableError(RuntimeError):
@@ -71,7 +73,7 @@ def post_mortem(tb: TracebackType | None) -> None:
     dbg.interaction(None, tb)
 
 
-def trace_call(fn: Any, *args: Any) -> Any:
+def trace_call(fn: Callable[..., object], *args: object) -> object:
     """Call ``fn(*args)`` under a debugger stopped at its first line.
 
     Like :meth:`bdb.Bdb.runcall`, except that quitting the debugger raises
@@ -101,11 +103,11 @@ def trace_call(fn: Any, *args: Any) -> Any:
             sys.settrace(None)
 
 
-def _no_breakpoint_in_process(*_: Any, **__: Any) -> None:
+def _no_breakpoint_in_process(*_: object, **__: object) -> None:
     raise BreakpointUnavailableError(NO_BREAKPOINT_MESSAGE.format(where="process"))
 
 
-def _no_breakpoint_in_thread(*_: Any, **__: Any) -> None:
+def _no_breakpoint_in_thread(*_: object, **__: object) -> None:
     raise BreakpointUnavailableError(NO_BREAKPOINT_MESSAGE.format(where="thread"))
 
 
@@ -115,7 +117,7 @@ def forbid_breakpoints_in_process() -> None:
 
 
 @contextlib.contextmanager
-def breakpoints_for(kind: str, subscribers: Sequence[Any]) -> Iterator[None]:
+def breakpoints_for(kind: ExecutorKind, subscribers: Sequence[object]) -> Iterator[None]:
     """While a run is active, route ``breakpoint()`` for the executor ``kind``.
 
     In-process: first let every subscriber with a ``pause()`` (a live display) step aside,
@@ -123,14 +125,15 @@ def breakpoints_for(kind: str, subscribers: Sequence[Any]) -> Iterator[None]:
     Processes set their own hook when they start (:func:`forbid_breakpoints_in_process`).
     """
     previous = sys.breakpointhook
-    if kind == "inline":
-        pausers = [s for s in subscribers if callable(getattr(s, "pause", None))]
+    if kind is ExecutorKind.INLINE:
+        pauses = [pause for pause in (getattr(s, "pause", None) for s in subscribers)
+                  if callable(pause)]
 
         def hook(*args: Any, **kwargs: Any) -> Any:
             from ._worker import stop_capture
 
-            for sub in pausers:
-                sub.pause()
+            for pause in pauses:
+                pause()
             stop_capture()
             if previous is sys.__breakpointhook__ and not os.environ.get("PYTHONBREAKPOINT"):
                 # Stop in the task's frame, not in this hook's.
@@ -139,7 +142,7 @@ def breakpoints_for(kind: str, subscribers: Sequence[Any]) -> Iterator[None]:
             return previous(*args, **kwargs)
 
         sys.breakpointhook = hook
-    elif kind == "thread":
+    elif kind is ExecutorKind.THREAD:
         sys.breakpointhook = _no_breakpoint_in_thread
     try:
         yield

@@ -45,7 +45,7 @@ class RunPlanned:
 class TaskStarted:
     """A worker has the task (its batch is running, not queued)."""
 
-    task: Task[Any]
+    task: Task[object]
     time: float
 
 
@@ -54,7 +54,7 @@ class TaskFinished:
     """A task computed its result. On threads or inline it was stored just before this event;
     elsewhere it is stored within about 0.2 s, in the run's next transaction."""
 
-    task: Task[Any]
+    task: Task[object]
     time: float
     duration: float
     size: int
@@ -70,7 +70,7 @@ class TaskFinished:
 class TaskReused:
     """A task's stored result is fresh; it does not run."""
 
-    task: Task[Any]
+    task: Task[object]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class TasksReused:
     takes batches (:func:`takes_batches`) receives it; every other subscriber receives the
     :class:`TaskReused` events instead."""
 
-    tasks: Sequence[Task[Any]]
+    tasks: Sequence[Task[object]]
 
 
 def takes_batches(subscriber: Any) -> bool:
@@ -95,7 +95,7 @@ class TaskPulled:
     the run starts, :mod:`checkpoint.remote`); a :class:`TaskReused` follows, as for every
     task that does not run."""
 
-    task: Task[Any]
+    task: Task[object]
     size: int
     """Bytes downloaded: its value and the files of its data directory."""
     duration: float
@@ -107,14 +107,14 @@ class TaskKept:
     """A task planned to run needs no run after all: the prerequisites that re-ran gave
     the same values as before, so its stored result is current (early cutoff)."""
 
-    task: Task[Any]
+    task: Task[object]
 
 
 @dataclass(frozen=True)
 class TaskFailed:
     """A task raised (or its worker died); ``traceback`` is the text seen where it ran."""
 
-    task: Task[Any]
+    task: Task[object]
     time: float
     error: BaseException
     traceback: str
@@ -130,7 +130,7 @@ class TaskFailed:
 class TaskRetried:
     """A task failed (or its worker died) and runs again: ``attempt`` of ``retries + 1``."""
 
-    task: Task[Any]
+    task: Task[object]
     attempt: int
     """The attempt that failed, from 1."""
     error: BaseException
@@ -143,7 +143,7 @@ class CorruptEntryFound:
     """A stored result failed its check (checksum, missing file, damaged index): it is
     treated as missing, so its task (``None`` when only the family is known) runs again."""
 
-    task: Task[Any] | None
+    task: Task[object] | None
     message: str
 
 
@@ -152,7 +152,7 @@ class InputChanged:
     """A task's ``File`` inputs (``paths``) changed while it ran: its result is stored as
     stale (it runs again next time), since what it read may be either content."""
 
-    task: Task[Any]
+    task: Task[object]
     paths: tuple[str, ...]
     message: str
 
@@ -161,8 +161,8 @@ class InputChanged:
 class TaskSkipped:
     """A task did not run because a prerequisite failed (keep-going mode)."""
 
-    task: Task[Any]
-    failed_upstream: Task[Any]
+    task: Task[object]
+    failed_upstream: Task[object]
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import os
 import sys
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
-from ._adapter import ExecutorAdapter, ExecutorKind, InlineAdapter, PickledAdapter, PoolAdapter
+from ._adapter import ExecutorAdapter, InlineAdapter, PickledAdapter, PoolAdapter
 from ._codec import Payload
-from ._types import executor_name
+from ._types import ExecutorKind, executor_name
 from ._worker import Outcome, WorkItem, run_batch
 from .errors import UsageError
 

@@ -8,7 +8,6 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ._types import Json, Reason
 from .files import INPUT, OUTPUT
@@ -21,7 +20,7 @@ from .task import Task, TaskFamily
 class Explanation:
     """Why one task of a plan would run."""
 
-    task: Task[Any]
+    task: Task[object]
     reason: Reason
     details: list[str] = field(default_factory=list)
     """Human-readable facts, e.g. which prerequisite changed or which argument differs."""
@@ -73,7 +72,7 @@ def explain(the_plan: Plan, store: Store) -> list[Explanation]:
     return out
 
 
-def code_diff(store: Store, family: TaskFamily[Any, Any], stored_fingerprint: str) -> str | None:
+def code_diff(store: Store, family: TaskFamily[..., object], stored_fingerprint: str) -> str | None:
     """Unified diff of a family's normalized source, stored version -> current (``None``
     when the stored source was not kept)."""
     old = store.get_source(family.dirname, stored_fingerprint)
@@ -85,7 +84,7 @@ def code_diff(store: Store, family: TaskFamily[Any, Any], stored_fingerprint: st
     return "\n".join(lines)
 
 
-def _closest_entries(store: Store, task: Task[Any], limit: int = 3) -> list[str]:
+def _closest_entries(store: Store, task: Task[object], limit: int = 3) -> list[str]:
     """Stored entries of the same family whose arguments differ least from the task's."""
     try:
         wanted = json.loads(task.encoded)

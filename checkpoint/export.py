@@ -146,7 +146,7 @@ class NodeState(Word):
     STALE = "stale"
     FAILED = "failed"
 
-Source = Union[Task[Any], Iterable[Task[Any]], Plan]
+Source = Union[Task[object], Iterable[Task[object]], Plan]
 
 
 @dataclass(frozen=True)
@@ -860,9 +860,9 @@ class GraphView:
         return f"<GraphView of {targets}: {len(self.plan)} tasks, {edges} edges ({kind} view)>"
 
 
-def view(*tasks: Task[Any] | Iterable[Task[Any]], **options: Any) -> GraphView:
+def view(*tasks: Task[object] | Iterable[Task[object]], **options: Any) -> GraphView:
     """A :class:`GraphView` of one or more tasks; in Jupyter, the last line ``view(t)`` draws it."""
-    flat: list[Task[Any]] = []
+    flat: list[Task[object]] = []
     for t in tasks:
         if isinstance(t, Task):
             flat.append(t)

@@ -669,6 +669,12 @@ class TaskFiles:
         """The ``Meta.deps`` that :meth:`reason` found in agreement (inputs and outputs),
         so that :meth:`current` on it right after costs an identity test."""
 
+    def note_produced(self, key: str) -> None:
+        """The input ``key`` is an output of a task of the DAG (tracked through that task)."""
+        if isinstance(self.produced, frozenset):  # the shared empty one
+            self.produced = set()
+        self.produced.add(key)
+
     @property
     def recorded(self) -> int:
         """How many keys a result of this task records in ``Meta.deps`` besides task ids."""
@@ -823,9 +829,7 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
             covered = [k for k in producers if (_reaches(key, k) if k in dirs else match(k))]
         elif key in producers:
             covered = [key]
-            if files.produced is _NONE:
-                files.produced = set()
-            files.produced.add(key)  # type: ignore[union-attr]
+            files.note_produced(key)
         elif dirs and (holder := _owning_dir(key, dirs)) is not None:
             # Inside a Product directory: its task writes it.
             if dirs[holder] == tid:
@@ -835,9 +839,7 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
                     "before it runs. Read the input from another path."
                 )
             covered = [holder]
-            if files.produced is _NONE:
-                files.produced = set()
-            files.produced.add(key)  # type: ignore[union-attr]
+            files.note_produced(key)
         else:  # a directory: the declared outputs under it
             prefix = "" if key == "." else key + "/"
             covered = []
@@ -1077,13 +1079,20 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
             else:
                 digests[INPUT + key] = digest
         if files.outputs and node.task.id in metas:
-            for product in files.outputs:
-                key = OUTPUT + product.key(root)
-                digest = seen.get(key, unseen)
-                if digest is unseen:
-                    digest = seen[key] = digest_of(product._key, root, cache)
-                files.outputs_now[key] = digest or ""
+            _digest_outputs(files, root, cache, seen)
     cache.save()
+
+
+def _digest_outputs(files: TaskFiles, root: str, cache: DigestCache,
+                    seen: dict[str, str | None]) -> None:
+    """Note the digests of a stored task's outputs as they are on disk now (``seen``: the
+    digests of the paths digested so far)."""
+    for product in files.outputs:
+        key = OUTPUT + product.key(root)
+        digest = seen.get(key, _UNSEEN)
+        if digest is _UNSEEN:
+            digest = seen[key] = digest_of(product._key, root, cache)
+        files.outputs_now[key] = digest or ""
 
 
 def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:

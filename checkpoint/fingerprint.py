@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields, is_dataclass
 from functools import lru_cache
 from pathlib import PurePath
-from typing import Any
+from typing import Any, cast
 
 from . import _sources
 from ._sources import Read
@@ -64,7 +64,7 @@ class FingerprintWarning(UserWarning):
 # --- normalized source -------------------------------------------------------------------
 
 
-def normalized_source(obj: Any, *, strip_decorators: bool,
+def normalized_source(obj: Callable[..., object], *, strip_decorators: bool,
                       unwrap: bool = True) -> tuple[str, list[Read]] | None:
     """``(text, def-time reads)`` of a function's or class's source without comments,
     formatting and docstrings (and decorators, if asked), or ``None`` when the source is not
@@ -78,7 +78,7 @@ def normalized_source(obj: Any, *, strip_decorators: bool,
         line = 0
         if method is not None and (not filename or method.__code__.co_filename == filename):
             filename, line = method.__code__.co_filename, method.__code__.co_firstlineno
-        key: tuple[Any, ...] = ("class", obj.__qualname__, line, strip_decorators)
+        key: tuple[object, ...] = ("class", obj.__qualname__, line, strip_decorators)
         namespace = vars(module) if module is not None else None
     else:
         code = getattr(inspect.unwrap(obj) if unwrap else obj, "__code__", None)
@@ -92,7 +92,7 @@ def normalized_source(obj: Any, *, strip_decorators: bool,
     return found if found is not None else _getsource(obj, strip_decorators, unwrap)
 
 
-def _getsource(obj: Any, strip_decorators: bool, unwrap: bool = True) -> tuple[str, list[Read]] | None:
+def _getsource(obj: Callable[..., object], strip_decorators: bool, unwrap: bool = True) -> tuple[str, list[Read]] | None:
     """The slow way, for what the index does not find (a lambda, a function made by exec)."""
     import textwrap
 
@@ -110,7 +110,7 @@ def _getsource(obj: Any, strip_decorators: bool, unwrap: bool = True) -> tuple[s
     return ast.unparse(node), _sources.def_time_reads(node)
 
 
-def code_bytes(fn: Any) -> str:
+def code_bytes(fn: object) -> str:
     """Fallback when no source is available (e.g. a function built by exec)."""
     code = getattr(fn, "__code__", None)
     if code is None:
@@ -123,7 +123,7 @@ def code_bytes(fn: Any) -> str:
 _CONSTANT_TYPES = (str, int, float, bool, type(None), bytes, complex, range, PurePath)
 
 
-def constant_text(value: Any, depth: int = 0, roots: tuple[str, ...] = ()) -> str | None:
+def constant_text(value: object, depth: int = 0, roots: tuple[str, ...] = ()) -> str | None:
     """``repr(value)`` for a constant worth fingerprinting, else ``None``.
 
     Sets are written with their elements sorted: their own order depends on the process's
@@ -152,7 +152,7 @@ def constant_text(value: Any, depth: int = 0, roots: tuple[str, ...] = ()) -> st
     return "[" + ", ".join(map(str, texts)) + "]"
 
 
-def _project_path(value: Any, roots: tuple[str, ...]) -> str:
+def _project_path(value: object, roots: tuple[str, ...]) -> str:
     """``repr(value)``, a path in the project spelled relative to it: ``project('data.csv')``
     or ``PosixPath(project('data.csv'))``."""
     if isinstance(value, str):
@@ -180,7 +180,7 @@ def _digest(data: bytes | memoryview) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _is_array(value: Any) -> bool:
+def _is_array(value: object) -> bool:
     """A NumPy array or scalar whose bytes are its value (no Python objects inside)."""
     kind = type(value)
     return (
@@ -190,7 +190,7 @@ def _is_array(value: Any) -> bool:
     )
 
 
-def _array_text(value: Any) -> str:
+def _array_text(value: Any) -> str:  # (a NumPy array: see _is_array)
     dtype, shape = value.dtype, getattr(value, "shape", ())
     if shape == ():
         return f"numpy.{type(value).__name__}({value.item()!r})"
@@ -201,7 +201,7 @@ def _array_text(value: Any) -> str:
     return f"numpy.ndarray(dtype={dtype.str}, shape={tuple(shape)}, blake2b={_digest(data)})"
 
 
-def _stateful(value: Any) -> bool:
+def _stateful(value: object) -> bool:
     """Values whose pickled state changes as they are used (or that are not data at all):
     their assignment's source identifies them better."""
     if isinstance(value, (io.IOBase, types.GeneratorType, types.CoroutineType)):
@@ -264,7 +264,7 @@ def _class_functions(cls: type) -> Iterator[types.FunctionType]:
             yield from _class_functions(value)
 
 
-def class_values(cls: type) -> list[tuple[str, Any]]:
+def class_values(cls: type) -> list[tuple[str, object]]:
     """A class's immutable data attributes as they are now (``Config.LR = 0.5`` after the
     class statement counts; mutable ones count by the class's source: they are often state)."""
     return [(name, value) for name, value in vars(cls).items()
@@ -273,12 +273,12 @@ def class_values(cls: type) -> list[tuple[str, Any]]:
             and constant_text(value) is not None]
 
 
-def bound_values(fn: types.FunctionType) -> list[tuple[str, Any]]:
+def bound_values(fn: types.FunctionType) -> list[tuple[str, object]]:
     """What a function holds besides its code: its parameters' defaults and the values of
     its closure (a factory's ``k`` in ``make_scaler(10)``, the function a decorator without
     ``functools.wraps`` wraps), as ``(label, value)``. Closure variables the code changes
     (a memo dict, a counter) are state, not input, and are left out."""
-    out: list[tuple[str, Any]] = [(f"<default {i}>", v) for i, v in enumerate(fn.__defaults__ or ())]
+    out: list[tuple[str, object]] = [(f"<default {i}>", v) for i, v in enumerate(fn.__defaults__ or ())]
     out += [(f"<default {k}>", v) for k, v in sorted((fn.__kwdefaults__ or {}).items())]
     if fn.__closure__:
         from ._bytecode import written_cells
@@ -424,7 +424,7 @@ def _standard_loader(filename: str, module_name: str) -> bool:
     return type(getattr(module, "__loader__", None)) is SourceFileLoader
 
 
-def check_loaded(fn: Any, family: str) -> None:
+def check_loaded(fn: Callable[..., object], family: str) -> None:
     """Raise :class:`StaleModuleError` when the code of ``fn`` (a function) is not what its
     file compiles to now: the file was edited since it was imported (a notebook, a long
     session), so the fingerprint, taken from the file, would not describe the code that runs.
@@ -501,7 +501,7 @@ def check_source_text(module_name: str, filename: str, label: str, text: str, fa
         "imports from it; %autoreload in IPython; or restart the kernel or session) and run again.")
 
 
-_texts: dict[tuple[str, str], tuple[Any, Any, str]] = {}
+_texts: dict[tuple[str, str], tuple[object, object, str]] = {}
 """``(file, label) -> (module spec, module, normalized source)`` as first seen for each
 module object and reload."""
 
@@ -530,7 +530,7 @@ def _pyc_code(filename: str) -> tuple[str, types.CodeType | None]:
     return pyc, code if isinstance(code, types.CodeType) else None
 
 
-def _by_computed_name(obj: Any, attrs: tuple[str, ...]) -> str | None:
+def _by_computed_name(obj: object, attrs: tuple[str, ...]) -> str | None:
     """What ``obj`` then ``attrs`` is when it reaches modules by a name computed when the
     code runs: ``importlib.import_module``, ``sys.modules[...]``; else ``None``."""
     importlib_module = sys.modules.get("importlib")
@@ -558,7 +558,7 @@ code that workers elsewhere must have the same (see :mod:`checkpoint._workercode
 class _Walk:
     """Collects the pieces of one family's fingerprint."""
 
-    def __init__(self, fn: Any, is_task: Callable[[Any], bool], family: str) -> None:
+    def __init__(self, fn: Callable[..., object], is_task: Callable[[object], bool], family: str) -> None:
         self.fn = fn
         self.is_task = is_task
         self.family = family
@@ -570,7 +570,7 @@ class _Walk:
         self.own: dict[str, str] = {}
         self.other: dict[str, str] = {}
         self.seen: set[int] = {id(fn)}
-        self.keep: list[Any] = []  # keeps ids in `seen` from being reused
+        self.keep: list[object] = []  # keeps ids in `seen` from being reused
         self.modules: set[str] = set()
         """Project modules whose whole source is in (imported but not loaded)."""
         self.values = _Values(self)
@@ -593,7 +593,7 @@ class _Walk:
 
     # code
 
-    def follows(self, obj: Any) -> bool:
+    def follows(self, obj: object) -> bool:
         """Whether a function or class is the project's (so its code counts): its file is
         in the project, or it comes from the task's own module (a notebook's cells)."""
         if isinstance(obj, type):
@@ -615,7 +615,7 @@ class _Walk:
                        for d in getattr(module, "__path__", ()) if isinstance(d, str))
         return module.__name__ == self.module or (isinstance(file, str) and yours(file, self.root))
 
-    def follow_reads(self, reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:
+    def follow_reads(self, reads: Iterable[Read], namespace: Mapping[str, object]) -> None:
         for kind, name, attrs in reads:
             if kind == "i":
                 self.follow_import(name, attrs, namespace)
@@ -642,7 +642,7 @@ class _Walk:
             if call is not None:
                 self.values.warn_dynamic_import(call)
 
-    def add_globals(self, namespace: Mapping[str, Any]) -> None:
+    def add_globals(self, namespace: Mapping[str, object]) -> None:
         """The code calls ``globals()``, to read globals by computed names (``globals()[f"fit_
         {kind}"]``): which ones cannot be known, so each global of the module counts as if it
         were read by name (functions and classes by their code, values by their value; task
@@ -651,10 +651,10 @@ class _Walk:
             if not name.startswith("__"):
                 self.add(value, name, namespace)
 
-    def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, Any]) -> None:
+    def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, object]) -> None:
         level, _, module = name.partition(":")
         if level != "0":
-            package = namespace.get("__package__") or ""
+            package = str(namespace.get("__package__") or "")
             try:
                 module = importlib.util.resolve_name("." * int(level) + module, package)
             except (ImportError, ValueError):
@@ -667,7 +667,7 @@ class _Walk:
         if file is not None and yours(file, self.root):
             self.add_module_text(module, file)
 
-    def add(self, obj: Any, label: str, namespace: Mapping[str, Any]) -> None:
+    def add(self, obj: object, label: str, namespace: Mapping[str, object]) -> None:
         """Fingerprint whatever the global ``label`` of ``namespace`` is bound to."""
         if obj is self.fn or self.is_task(obj):
             return
@@ -682,7 +682,7 @@ class _Walk:
             return
         self.seen.add(id(obj))
         self.keep.append(obj)
-        if wrapper:  # e.g. functools.lru_cache, or an object of a project class
+        if wrapper and callable(obj):  # e.g. functools.lru_cache, or an object of a project class
             self.add(inspect.unwrap(obj), label, namespace)
             self.add(type(obj), label, namespace)
         elif isinstance(obj, types.FunctionType):
@@ -712,7 +712,7 @@ class _Walk:
             self.add(obj.__func__, label, namespace)
             self.values.add(obj.__self__, label + ".__self__", namespace)
 
-    def add_code(self, obj: Any, namespace: Mapping[str, Any]) -> None:
+    def add_code(self, obj: types.FunctionType | type, namespace: Mapping[str, object]) -> None:
         name = obj.__qualname__
         if isinstance(obj, types.FunctionType) and getattr(obj, "__wrapped__", None) is not None:
             # a functools.wraps wrapper borrows the name of what it wraps (followed apart):
@@ -733,7 +733,7 @@ class _Walk:
         self._put(obj.__module__, name, text)
         self.follow_code(obj, reads, namespace)
 
-    def follow_code(self, obj: Any, def_reads: Iterable[Read], namespace: Mapping[str, Any]) -> None:
+    def follow_code(self, obj: Callable[..., object], def_reads: Iterable[Read], namespace: Mapping[str, object]) -> None:
         """Follow what a function or class reads: its compiled code, and what its def or
         class statement read (``def_reads``) in ``namespace``."""
         functions = _class_functions(obj) if isinstance(obj, type) else [obj]
@@ -746,7 +746,7 @@ class _Walk:
             for name, value in class_values(obj):
                 self.values.add(value, f"{obj.__qualname__}.{name}", vars(home) if home else namespace)
 
-    def check_loaded(self, obj: Any) -> None:
+    def check_loaded(self, obj: Callable[..., object]) -> None:
         """See :func:`check_loaded`: for a function, or each method of a class."""
         for fn in _class_functions(obj) if isinstance(obj, type) else [inspect.unwrap(obj)]:
             check_loaded(fn, self.family)
@@ -774,10 +774,10 @@ class _Values:
     def __init__(self, walk: _Walk) -> None:
         self.walk = walk
         self.seen: set[tuple[str, str]] = set()
-        self.pending: list[tuple[Any, str, Mapping[str, Any]]] = []
+        self.pending: list[tuple[object, str, Mapping[str, object]]] = []
         """Values read, fingerprinted once all the code is known (see :meth:`finish`)."""
 
-    def add(self, value: Any, label: str, namespace: Mapping[str, Any]) -> None:
+    def add(self, value: object, label: str, namespace: Mapping[str, object]) -> None:
         where = str(namespace.get("__name__", ""))
         if (where, label) not in self.seen:
             self.seen.add((where, label))
@@ -788,7 +788,7 @@ class _Values:
         ``CACHE[k] = v``, ``global N; N += 1``) is state, not input: its content changes as
         tasks run, so its assignment counts instead (else a second run in one process
         would see a "code change")."""
-        done: dict[tuple[str, str], tuple[Any, str, Mapping[str, Any]]] = {}
+        done: dict[tuple[str, str], tuple[object, str, Mapping[str, object]]] = {}
         as_state: set[tuple[str, str]] = set()
         while self.pending:
             while self.pending:  # a value may lead to more code, and so to more values
@@ -811,7 +811,7 @@ class _Values:
         else:
             self.walk.other[f"{where}.{label}"] = f"{where}.{label} = {text}"
 
-    def value_text(self, value: Any, label: str, namespace: Mapping[str, Any], state: bool) -> str:
+    def value_text(self, value: object, label: str, namespace: Mapping[str, object], state: bool) -> str:
         if state:
             source = self.assignment(label.split(".")[0], namespace, 0)
             return source or f"<{type(value).__qualname__}, changed by the code>"
@@ -842,7 +842,7 @@ class _Values:
         self.warn(value, label, namespace)
         return f"<{type(value).__qualname__}: cannot be fingerprinted>"
 
-    def reference(self, obj: Any) -> str | None:
+    def reference(self, obj: object) -> str | None:
         """How the deterministic pickle writes an object by name: arrays by their digest;
         functions, classes, modules and tasks as :meth:`code_ref` does; else ``None``."""
         if _is_array(obj):
@@ -853,7 +853,7 @@ class _Values:
             return self.code_ref(obj)
         return None
 
-    def code_ref(self, obj: Any) -> str:
+    def code_ref(self, obj: object) -> str:
         """How a function, class, module or task inside a value is written (and followed)."""
         ident = getattr(obj, "__checkpoint_identity__", None)
         if isinstance(ident, str):
@@ -872,7 +872,7 @@ class _Values:
                 for suffix, v in bound_values(obj) if not isinstance(v, _CODE_TYPES))
         return f"<{type(obj).__name__} {module}.{getattr(obj, '__qualname__', '')}{bound}>"
 
-    def canonical(self, value: Any, depth: int, path: set[int]) -> str | None:
+    def canonical(self, value: object, depth: int, path: set[int]) -> str | None:
         """A readable text that identifies ``value``, or ``None`` (then it is pickled)."""
         if isinstance(value, _CONSTANT_TYPES):
             return _project_path(value, self.walk.roots)
@@ -908,7 +908,7 @@ class _Values:
                                             for k, v in items])
         if kind in (list, tuple, set, frozenset) or (
                 isinstance(value, tuple) and hasattr(kind, "_fields")):
-            texts = [self.canonical(v, depth + 1, path) for v in value]
+            texts = [self.canonical(v, depth + 1, path) for v in cast("Iterable[object]", value)]
             if any(t is None for t in texts):
                 return None
             if kind in (set, frozenset):
@@ -921,7 +921,7 @@ class _Values:
             return _call_text(kind.__qualname__, list(zip(kind._fields, texts, strict=True)))
         if kind is dict:
             pairs = [(self.canonical(k, depth + 1, path), self.canonical(v, depth + 1, path))
-                     for k, v in value.items()]
+                     for k, v in cast("dict[object, object]", value).items()]
             if any(k is None or v is None for k, v in pairs):
                 return None
             return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
@@ -931,7 +931,7 @@ class _Values:
             return f"{kind.__qualname__}.{value.name}"
         return None
 
-    def assignment(self, name: str, namespace: Mapping[str, Any], depth: int) -> str | None:
+    def assignment(self, name: str, namespace: Mapping[str, object], depth: int) -> str | None:
         """The normalized source of the module-level statements that bind ``name``, with
         what they read followed; ``"<imported from X>"`` when it comes from outside the
         project; ``None`` when there is no such source."""
@@ -957,7 +957,7 @@ class _Values:
         found = self.assignment(original, vars(loaded), depth + 1)
         return None if found is None else f"{module}.{original} = {found}"
 
-    def warn(self, value: Any, label: str, namespace: Mapping[str, Any]) -> None:
+    def warn(self, value: object, label: str, namespace: Mapping[str, object]) -> None:
         module = str(namespace.get("__name__", ""))
         if (module, label) in _warned:
             return
@@ -996,7 +996,7 @@ def _call_text(name: str, parts: list[tuple[str, str | None]]) -> str | None:
 
 
 def code_fingerprint(
-    fn: Callable[..., Any], *, is_task: Callable[[Any], bool] = lambda _: False,
+    fn: Callable[..., object], *, is_task: Callable[[object], bool] = lambda _: False,
     family: str | None = None,
 ) -> tuple[str, str]:
     """Return ``(digest, normalized_source)`` for a task function (or class) and what it reads.

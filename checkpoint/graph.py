@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import _gcpolicy
 from . import files as _files
-from ._types import Reason, TaskId
+from ._types import FamilyDir, Reason, TaskId
 from .errors import CycleError
 from .store import Meta, Store
-from .task import Spec, Task, TaskDirectory, interning
+from .task import Requirement, Spec, Task, TaskDirectory, TaskFamily, interning
 
 if TYPE_CHECKING:
     import networkx
@@ -53,7 +54,7 @@ class Node:
 
     __slots__ = ("task", "deps", "reason", "meta", "files", "shape")
 
-    def __init__(self, task: Task[Any], deps: list[TaskId], shape: str | None = None) -> None:
+    def __init__(self, task: Task[object], deps: list[TaskId], shape: str | None = None) -> None:
         self.task = task
         self.deps = deps
         """Ids of the distinct prerequisites, in declaration order (then the producers of
@@ -83,7 +84,7 @@ class Node:
 class Plan:
     """A marked DAG: ``nodes`` in topological order, and the target ids."""
 
-    def __init__(self, nodes: dict[TaskId, Node], targets: list[Task[Any]]) -> None:
+    def __init__(self, nodes: dict[TaskId, Node], targets: list[Task[object]]) -> None:
         self.nodes = nodes
         self.targets = targets
 
@@ -104,7 +105,7 @@ class Plan:
         _files.missing_inputs(n for n in self.nodes.values() if n.files is not None)
 
 
-def expand(targets: Iterable[Task[Any]], *, keep_specs: bool = True) -> dict[TaskId, Node]:
+def expand(targets: Iterable[Task[object]], *, keep_specs: bool = True) -> dict[TaskId, Node]:
     """Expand targets into nodes in topological order (prerequisites first).
 
     ``keep_specs=False`` lets each task forget its spec (inner function, requirements) once
@@ -122,14 +123,14 @@ def expand(targets: Iterable[Task[Any]], *, keep_specs: bool = True) -> dict[Tas
         return nodes
 
 
-def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bool) -> dict[TaskId, Node]:
+def _expand(targets: Iterable[Task[object]], with_files: list[Node], keep_specs: bool) -> dict[TaskId, Node]:
     nodes: dict[TaskId, Node] = {}
     for target in targets:
         if target.id in nodes:
             continue
         spec = target.spec()
         on_stack = {target.id}
-        stack: list[tuple[Task[Any], Spec, Iterator[Task[Any]]]] = [
+        stack: list[tuple[Task[object], Spec, Iterator[Task[object]]]] = [
             (target, spec, iter(spec.dependencies))]
         while stack:
             task, spec, pending = stack[-1]
@@ -138,7 +139,7 @@ def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bo
                 if dep_id in nodes:
                     continue
                 if dep_id in on_stack:
-                    _raise_cycle(stack, dep)
+                    _raise_cycle([frame[0] for frame in stack], dep)
                 dep_spec = dep.spec()
                 if not dep_spec.requirements:  # a leaf (most tasks of a sweep): no stack trip
                     nodes[dep_id] = Node(dep, [])
@@ -167,7 +168,7 @@ def _expand(targets: Iterable[Task[Any]], with_files: list[Node], keep_specs: bo
     return nodes
 
 
-def _add_node(nodes: dict[TaskId, Node], task: Task[Any], spec: Spec, deps: list[TaskId],
+def _add_node(nodes: dict[TaskId, Node], task: Task[object], spec: Spec, deps: list[TaskId],
               with_files: list[Node]) -> None:
     node = nodes[task.id] = Node(task, deps, _shape(spec.requirements))
     if spec._files is not None:  # per plan: marking fills it in
@@ -175,7 +176,7 @@ def _add_node(nodes: dict[TaskId, Node], task: Task[Any], spec: Spec, deps: list
         with_files.append(node)
 
 
-def _shape(requirements: list[Any]) -> str | None:
+def _shape(requirements: list[Requirement]) -> str | None:
     """:func:`arrangement`, with the commonest case first: none, or one task."""
     if len(requirements) < 2 and (not requirements or type(requirements[0]) is Task):
         return None
@@ -185,14 +186,14 @@ def _shape(requirements: list[Any]) -> str | None:
 class _Key:
     __slots__ = ("key",)
 
-    def __init__(self, key: Any) -> None:
+    def __init__(self, key: object) -> None:
         self.key = key
 
 
 _END = object()
 
 
-def arrangement(requirements: list[Any]) -> str | None:
+def arrangement(requirements: list[Requirement]) -> str | None:
     """A digest of where each prerequisite and file is in a task's requirements: the nested
     lists and dicts the inner function receives, with each task's id, each file's path
     (and each dict's keys, in order) in its place. A task's entry records it, so a task
@@ -206,7 +207,7 @@ def arrangement(requirements: list[Any]) -> str | None:
     parts: list[str] = []
     found = False
     root = ""
-    stack: list[Any] = [requirements]
+    stack: list[object] = [requirements]
     while stack:
         item = stack.pop()
         if isinstance(item, Task):
@@ -257,7 +258,7 @@ def _reorder(nodes: dict[TaskId, Node]) -> dict[TaskId, Node]:
                 if dep in ordered:
                     continue
                 if dep in on_stack:
-                    _raise_cycle([(nodes[t].task, None) for t, _ in stack], nodes[dep].task)
+                    _raise_cycle([nodes[t].task for t, _ in stack], nodes[dep].task)
                 on_stack.add(dep)
                 stack.append((dep, iter(nodes[dep].deps)))
                 break
@@ -268,11 +269,10 @@ def _reorder(nodes: dict[TaskId, Node]) -> dict[TaskId, Node]:
     return ordered
 
 
-def _raise_cycle(stack: Sequence[tuple[Any, ...]], dep: Task[Any]) -> None:
-    """Raise :class:`CycleError` for ``dep``, found on ``stack`` (tuples that start with
-    a task)."""
-    ids = [frame[0].id for frame in stack]
-    cycle = [frame[0] for frame in stack[ids.index(dep.id):]] + [dep]
+def _raise_cycle(stack: Sequence[Task[object]], dep: Task[object]) -> None:
+    """Raise :class:`CycleError` for ``dep``, found on ``stack`` (the tasks being expanded)."""
+    ids = [task.id for task in stack]
+    cycle = [*stack[ids.index(dep.id):], dep]
     names = [t.expression() for t in cycle]
     raise CycleError(
         "The prerequisites form a cycle: " + " -> ".join(names) + ". A task cannot require itself; "
@@ -297,7 +297,7 @@ def mark(
     if with_files:
         _files.check_cache_apart(with_files, store.root)
         _files.check(with_files, metas, store.root / _files.CACHE_NAME)
-    fingerprints: dict[Any, str] = {}  # (a property that checks its epoch: asked once here)
+    fingerprints: dict[TaskFamily[..., object], str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():
         family = node.task.family
         meta = node.meta = metas.get(tid)
@@ -330,7 +330,7 @@ def mark(
 
 def _stored_metas(nodes: dict[TaskId, Node], store: Store) -> dict[TaskId, Meta]:
     """The stored entries' metadata of the nodes, read family by family."""
-    by_family: dict[str, list[TaskId]] = {}
+    by_family: dict[FamilyDir, list[TaskId]] = {}
     for tid, node in nodes.items():
         by_family.setdefault(node.task.family.dirname, []).append(tid)
     metas: dict[TaskId, Meta] = {}
@@ -412,7 +412,7 @@ def entry_is_current(
 
 
 def plan(
-    targets: Sequence[Task[Any]],
+    targets: Sequence[Task[object]],
     store: Store,
     *,
     force: bool = False,
@@ -449,7 +449,7 @@ def plan(
     return Plan(nodes, list(targets))
 
 
-def _promote_young(gc: Any) -> None:
+def _promote_young(gc: types.ModuleType) -> None:
     """Move the objects planning made (millions for a large DAG, all in the youngest
     generation while the collector was off) to the oldest generation without examining
     them: otherwise the next two collections each walk all of them (0.5 s for 200,000 tasks).

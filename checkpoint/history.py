@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._types import FamilyDir, TaskId, Word
 from .store import FailedRun, Meta, Store
@@ -52,7 +52,7 @@ class LastRun:
         return self.started + self.duration
 
 
-def last_run(task: Task[Any], store: Store, *, output: bool = False) -> LastRun | None:
+def last_run(task: Task[object], store: Store, *, output: bool = False) -> LastRun | None:
     """The last recorded run of ``task`` (with its output if ``output``), or ``None``."""
     family = task.family.dirname
     meta = store.get_meta(family, task.id)
@@ -67,7 +67,7 @@ def last_run(task: Task[Any], store: Store, *, output: bool = False) -> LastRun 
 
 
 def last_runs(
-    tasks: Iterable[Task[Any]], cache_dir: str | os.PathLike[str] | None = None
+    tasks: Iterable[Task[object]], cache_dir: str | os.PathLike[str] | None = None
 ) -> dict[TaskId, LastRun]:
     """The last recorded run of each task that has one, by task id (for ``checkpoint ls``).
 
@@ -128,12 +128,12 @@ def last_run_of(meta: Meta | None, failed: FailedRun | None) -> LastRun | None:
     return None
 
 
-def last_log(task: Task[Any], cache_dir: str | os.PathLike[str] | None = None) -> LastRun | None:
+def last_log(task: Task[object], cache_dir: str | os.PathLike[str] | None = None) -> LastRun | None:
     """The last recorded run of ``task`` with its captured output (and traceback if it failed)."""
     return last_run(task, Store.open(cache_dir), output=True)
 
 
-def stored_starts(tasks: Iterable[tuple[Task[Any], bool, float]], store: Store) -> dict[TaskId, float]:
+def stored_starts(tasks: Iterable[tuple[Task[object], bool, float]], store: Store) -> dict[TaskId, float]:
     """When each of ``(task, failed, duration)`` started, by task id, from its stored result
     (or its recorded failure when ``failed``), if the record has that duration.
 

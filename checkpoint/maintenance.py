@@ -13,9 +13,8 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from ._types import FamilyDir, Json, TaskId
+from ._types import FamilyDir, Json, TaskId, Word
 from .files import OUTPUT
 from .graph import ARRANGEMENT, Node, Plan
 from .store import Meta, Store
@@ -162,7 +161,7 @@ def downstream(nodes: Mapping[TaskId, Node], roots: Iterable[TaskId]) -> list[Ta
 
 
 def downstream_entries(
-    nodes: Mapping[TaskId, Node], *, family: FamilyDir | None = None, task: Task[Any] | None = None
+    nodes: Mapping[TaskId, Node], *, family: FamilyDir | None = None, task: Task[object] | None = None
 ) -> list[tuple[FamilyDir, TaskId]]:
     """The ``(family dirname, id)`` of the tasks of an expanded DAG (``graph.expand``)
     downstream of a family (every task of it in the DAG) or of one task."""
@@ -173,6 +172,19 @@ def downstream_entries(
     return [(nodes[tid].task.family.dirname, tid) for tid in downstream(nodes, roots)]
 
 
+class PruneReason(Word):
+    """Why ``cache prune`` removes an entry (``--json`` writes the words)."""
+
+    FAMILY_GONE = "family not in the taskfile"
+    OUTDATED_CODE = "outdated code"
+    """Stored by code other than the family's current code."""
+    TOO_OLD = "older than the limit"
+    OVER_SIZE = "over the size limit"
+    """Among the oldest entries, past what ``--max-size`` keeps."""
+    UNREACHABLE = "not in the DAG of"
+    """Not reached from the ``--keep`` targets (which the words are followed by)."""
+
+
 @dataclass
 class PruneItem:
     """A store entry (or a whole family when ``id`` is ``None``) that prune would remove."""
@@ -181,11 +193,18 @@ class PruneItem:
     id: TaskId | None
     expr: str
     size: int
-    why: str
+    why: PruneReason
+    targets: str = ""
+    """For :attr:`PruneReason.UNREACHABLE`: the targets whose DAG does not reach it."""
+
+    @property
+    def because(self) -> str:
+        """Why, in words."""
+        return f"{self.why} {self.targets}" if self.targets else str(self.why)
 
     def to_json(self) -> dict[str, Json]:
         return {"family": self.family, "id": self.id, "task": self.expr, "size": self.size,
-                "why": self.why}
+                "why": self.because}
 
 
 def prune_candidates(
@@ -212,17 +231,17 @@ def prune_candidates(
     for family in store.families():
         if family not in fingerprints:
             items.append(PruneItem(family, None, family, store.disk_usage(family),
-                                   "family not in the taskfile"))
+                                   PruneReason.FAMILY_GONE))
             continue
         current = fingerprints[family]
         for tid, meta in store.entries(family):
             size = store.entry_size(family, tid, meta)
             if meta.fingerprint != current:
-                items.append(PruneItem(family, tid, meta.expr, size, "outdated code"))
+                items.append(PruneItem(family, tid, meta.expr, size, PruneReason.OUTDATED_CODE))
             elif older_than is not None and now - meta.stored > older_than:
-                items.append(PruneItem(family, tid, meta.expr, size, "older than the limit"))
+                items.append(PruneItem(family, tid, meta.expr, size, PruneReason.TOO_OLD))
             else:
-                kept.append((meta.stored, PruneItem(family, tid, meta.expr, size, "over the size limit")))
+                kept.append((meta.stored, PruneItem(family, tid, meta.expr, size, PruneReason.OVER_SIZE)))
     if max_size is not None:
         total = sum(item.size for _, item in kept)
         for _, item in sorted(kept, key=lambda pair: pair[0]):
@@ -234,13 +253,14 @@ def prune_candidates(
 
 
 def unreachable(store: Store, reached: Iterable[TaskId], already: list[PruneItem],
-                why: str) -> list[PruneItem]:
-    """The store's entries that are not ``reached`` (the ids of the DAG to keep) and that
-    ``already`` does not list, as prune items saying ``why``."""
+                targets: str) -> list[PruneItem]:
+    """The store's entries that are not ``reached`` (the ids of the DAG of ``targets``, to
+    keep) and that ``already`` does not list, as prune items."""
     reached = set(reached)
     listed = {(i.family, i.id) for i in already}
     gone = {i.family for i in already if i.id is None}
-    return [PruneItem(family, tid, meta.expr, store.entry_size(family, tid, meta), why)
+    return [PruneItem(family, tid, meta.expr, store.entry_size(family, tid, meta),
+                      PruneReason.UNREACHABLE, targets)
             for family in store.families() if family not in gone
             for tid, meta in store.entries(family)
             if tid not in reached and (family, tid) not in listed]
@@ -265,9 +285,9 @@ class Touched:
     """Entries whose metadata was rewritten."""
     fresh: int = 0
     """Entries already fresh (left alone)."""
-    missing: list[Task[Any]] = field(default_factory=list)
+    missing: list[Task[object]] = field(default_factory=list)
     """Tasks without a stored result (they still have to run)."""
-    no_output: list[Task[Any]] = field(default_factory=list)
+    no_output: list[Task[object]] = field(default_factory=list)
     """Touched tasks with a declared output missing: they stay stale (touch cannot vouch
     for a file that is not there)."""
 
@@ -320,7 +340,7 @@ def touch_plan(the_plan: Plan, store: Store) -> Touched:
     return report
 
 
-def touch_family(store: Store, family: TaskFamily[Any, Any]) -> Touched:
+def touch_family(store: Store, family: TaskFamily[..., object]) -> Touched:
     """Accept a family's current code for all of its stored entries (fingerprints only)."""
     current = family.fingerprint[0]
     report = Touched()

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .task import Task
 
 
-def task_state(task: Task[Any], cache_dir: str | None = None) -> dict[str, Any]:
+def task_state(task: Task[object], cache_dir: str | None = None) -> dict[str, Any]:
     """The facts the notebook view shows (also handy in scripts)."""
     from .graph import plan
     from .history import last_run
@@ -41,7 +41,7 @@ def task_state(task: Task[Any], cache_dir: str | None = None) -> dict[str, Any]:
     }
 
 
-def task_html(task: Task[Any]) -> str:
+def task_html(task: Task[object]) -> str:
     """An HTML table describing ``task`` (see the module docstring)."""
     try:
         facts = task_state(task)

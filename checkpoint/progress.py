@@ -118,7 +118,7 @@ class Tally:
         self.failed = 0
         self.skipped = 0
         self.families: dict[str, FamilyTally] = {}
-        self.running: dict[TaskId, tuple[Task[Any], float]] = {}
+        self.running: dict[TaskId, tuple[Task[object], float]] = {}
         """Tasks handed to workers, oldest first, with the clock time they started."""
         self.estimates: dict[TaskId, float] = {}
         self.done_work = 0.0
@@ -127,7 +127,7 @@ class Tally:
         self.wall_time: float | None = None
         self.interrupted: ev.RunInterrupted | None = None
         self._slowest_n = slowest
-        self._slowest: list[tuple[float, int, Task[Any]]] = []
+        self._slowest: list[tuple[float, int, Task[object]]] = []
         self._seq = itertools.count()
 
     @property
@@ -135,7 +135,7 @@ class Tally:
         """Tasks that need nothing more: finished, reused, failed or skipped."""
         return self.ran + self.reused + self.pulled + self.failed + self.skipped
 
-    def family(self, task: Task[Any]) -> FamilyTally:
+    def family(self, task: Task[object]) -> FamilyTally:
         name = task.family.name
         fam = self.families.get(name)
         if fam is None:
@@ -185,7 +185,7 @@ class Tally:
         self.running[event.task.id] = (event.task, self.clock())
         self.family(event.task).running += 1
 
-    def _settle(self, task: Task[Any], fam: FamilyTally) -> None:
+    def _settle(self, task: Task[object], fam: FamilyTally) -> None:
         if self.running.pop(task.id, None) is not None:
             fam.running -= 1
         est = self.estimates.pop(task.id, None)
@@ -314,7 +314,7 @@ class Tally:
             return max(0.0, remaining / len(self.running) - elapsed)
         return None
 
-    def slowest(self) -> list[tuple[Task[Any], float]]:
+    def slowest(self) -> list[tuple[Task[object], float]]:
         """The slowest tasks that ran, slowest first."""
         return [(t, d) for d, _, t in sorted(self._slowest, key=lambda x: (-x[0], x[1]))]
 
@@ -510,7 +510,7 @@ class PlainReporter:
         elif kind is ev.RunFinished or kind is ev.RunInterrupted:
             self._end(summary=True)
 
-    def _line(self, when: float, status: str, task: Task[Any], rest: str, output: str) -> None:
+    def _line(self, when: float, status: str, task: Task[object], rest: str, output: str) -> None:
         second = int(when)
         if second != self._clock_second:
             self._clock_second = second
@@ -709,7 +709,7 @@ class LiveReporter:
 
         self._show(Text(text, style=style or ""))
 
-    def _print_output(self, task: Task[Any], output: str) -> None:
+    def _print_output(self, task: Task[object], output: str) -> None:
         self._show(_output_text(task, output))
 
     def _show(self, text: RenderableType) -> None:
@@ -822,7 +822,7 @@ def _append_status(text: Text, width: int, settled: int, total: int, fraction: f
     text.append(f"  ETA {eta_text}", style="cyan")
 
 
-def _output_text(task: Task[Any], output: str) -> Text:
+def _output_text(task: Task[object], output: str) -> Text:
     """A task's output, each line prefixed with the task: ``[load(3)] reading part 3``."""
     from rich.text import Text
 

@@ -51,7 +51,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import events as ev
 from ._format import Checksum, checksum, new_blob_name
@@ -182,12 +182,12 @@ def _warn(message: str) -> None:
 class PullReport:
     """What a pull did."""
 
-    pulled: list[Task[Any]] = field(default_factory=list)
-    kept: list[Task[Any]] = field(default_factory=list)
+    pulled: list[Task[object]] = field(default_factory=list)
+    kept: list[Task[object]] = field(default_factory=list)
     """Tasks planned to re-run whose own entries are current given the pulled values."""
-    missing: list[Task[Any]] = field(default_factory=list)
+    missing: list[Task[object]] = field(default_factory=list)
     """Tasks looked up that the remote does not have."""
-    refused: list[tuple[Task[Any], str]] = field(default_factory=list)
+    refused: list[tuple[Task[object], str]] = field(default_factory=list)
     """Entries refused (damaged, unsigned, wrongly signed), with the reason."""
     bytes: int = 0
     requests: int = 0
@@ -196,7 +196,7 @@ class PullReport:
 def pull_plan(
     the_plan: Plan, store: Store, remote: Remote | str | bool | None = None,
     emit: Callable[[ev.Event], None] | None = None,
-) -> list[Task[Any]]:
+) -> list[Task[object]]:
     """The pull phase of a run (see the module docstring): pull what the remote has of the
     tasks that must run, mark them fresh in ``the_plan``, and return them.
 
@@ -390,7 +390,7 @@ class _Lookup:
             raise RefusedEntry("its manifest was computed from other prerequisites than this "
                                "path says")
 
-    def refuse(self, task: Task[Any], where: str, reason: str) -> None:
+    def refuse(self, task: Task[object], where: str, reason: str) -> None:
         self.status[task.id] = _Found.RUN
         self.report.refused.append((task, reason))
         _warn(f"The remote cache's entry of {task!r} ({self.remote.url}/{where}) was refused: "
@@ -459,7 +459,7 @@ class _Fetch:
         """A directory of the store for downloads not yet stored (on its filesystem, so
         they move into place by renaming). Those of pulls killed a day ago are removed."""
         if not self.staging:
-            self.store._ensure_root()
+            self.store.tree.ensure()
             for old in self.store.root.glob(".pull-*"):
                 with contextlib.suppress(OSError):
                     if time.time() - os.lstat(old).st_mtime > 86400 and not old.is_symlink():
@@ -557,7 +557,7 @@ class _Pull:
         kept: list[TaskId] = []
         chosen: list[TaskId] = []
         if self.lookup.manifests:
-            self.store._ensure_root()
+            self.store.tree.ensure()
         lock = RunLock(self.store.root) if self.lookup.manifests else None
         try:
             for tid, node in self.nodes.items():
@@ -586,7 +586,7 @@ class _Pull:
         for tid in kept:
             self.nodes[tid].reason = None
             self.report.kept.append(self.nodes[tid].task)
-        by_family: dict[str, list[TaskId]] = {}
+        by_family: dict[FamilyDir, list[TaskId]] = {}
         for tid in chosen:
             by_family.setdefault(self.nodes[tid].task.family.dirname, []).append(tid)
             self.fetch.blobs.pop(tid, None)
@@ -652,10 +652,10 @@ def _check_file(path: Path, sha: str, size: int, what: str) -> int:
 class PushReport:
     """What a push did."""
 
-    pushed: list[Task[Any]] = field(default_factory=list)
-    present: list[Task[Any]] = field(default_factory=list)
+    pushed: list[Task[object]] = field(default_factory=list)
+    present: list[Task[object]] = field(default_factory=list)
     """Current entries the remote already had."""
-    skipped: list[tuple[Task[Any], str]] = field(default_factory=list)
+    skipped: list[tuple[Task[object], str]] = field(default_factory=list)
     """Tasks not pushed, with the reason (no current entry here, declares output files...)."""
     bytes: int = 0
     requests: int = 0
@@ -682,7 +682,7 @@ def push_plan(the_plan: Plan, store: Store, remote: Remote) -> PushReport:
     packs: dict[str, list[bytes]] = {}
     objects: dict[str, tuple[str, int]] = {}
     """sha256 -> (local file, size) of the objects to upload."""
-    pushed: list[Task[Any]] = []
+    pushed: list[Task[object]] = []
     for tid, meta in current.items():
         task = the_plan.nodes[tid].task
         family = task.family.dirname
@@ -718,7 +718,7 @@ def _current_entries(the_plan: Plan, store: Store, report: PushReport) -> dict[T
     """The plan's entries that are current here (computed by the current code from the
     current entries of their prerequisites), in topological order; the others go to
     ``report.skipped``."""
-    by_family: dict[str, list[TaskId]] = {}
+    by_family: dict[FamilyDir, list[TaskId]] = {}
     for tid, node in the_plan.nodes.items():
         by_family.setdefault(node.task.family.dirname, []).append(tid)
     metas: dict[TaskId, Meta] = {}
@@ -751,7 +751,7 @@ def _current_entries(the_plan: Plan, store: Store, report: PushReport) -> dict[T
     return current
 
 
-def _manifest_of(store: Store, task: Task[Any], tid: TaskId,
+def _manifest_of(store: Store, task: Task[object], tid: TaskId,
                  meta: Meta) -> tuple[Manifest, dict[str, tuple[str, int]]]:
     """The manifest of a stored entry and the objects it needs (``sha -> (file, size)``)."""
     family = task.family.dirname
@@ -849,7 +849,7 @@ def _upload_objects(storage: RemoteStorage, objects: dict[str, tuple[str, int]])
 # --- targets ----------------------------------------------------------------------------------
 
 
-def push(targets: Sequence[Task[Any]], remote: Remote | str | None = None, *,
+def push(targets: Sequence[Task[object]], remote: Remote | str | None = None, *,
          cache_dir: str | os.PathLike[str] | None = None) -> PushReport:
     """Upload the current entries of ``targets``' DAG that the remote lacks.
 
@@ -864,7 +864,7 @@ def push(targets: Sequence[Task[Any]], remote: Remote | str | None = None, *,
     return push_plan(plan(targets, store), store, resolved)
 
 
-def pull_targets(targets: Sequence[Task[Any]], remote: Remote | str | None = None, *,
+def pull_targets(targets: Sequence[Task[object]], remote: Remote | str | None = None, *,
                  cache_dir: str | os.PathLike[str] | None = None,
                  emit: Callable[[ev.Event], None] | None = None) -> PullReport:
     """Download what the remote has of the tasks of ``targets``' DAG that are missing or

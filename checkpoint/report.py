@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ._tracebacks import trim_traceback
+from ._types import Json
 from .errors import StoreError
 from .runs import RecordState, RunRecord, TaskRecord, load_run
 from .store import Store
@@ -233,7 +234,7 @@ class Report:
         def us(t: float) -> float:
             return round((t - t0) * 1e6, 3)
 
-        events: list[dict[str, Any]] = [
+        events: list[dict[str, Json]] = [
             {"name": "process_name", "ph": "M", "pid": 1, "tid": 0,
              "args": {"name": self.title}},
             {"name": "thread_name", "ph": "M", "pid": 1, "tid": 0, "args": {"name": "checkpoint"}},
@@ -251,7 +252,7 @@ class Report:
         for i, t in enumerate(tasks):
             if placed.of[i] < 0:
                 continue
-            args: dict[str, Any] = {"task": t.label, "family": t.family, "id": t.id,
+            args: dict[str, Json] = {"task": t.label, "family": t.family, "id": t.id,
                                     "state": t.state, "reason": t.reason, "worker": t.worker,
                                     "size": t.size, "critical": i in critical}
             if t.error:
@@ -289,7 +290,7 @@ class Report:
 # --- the model ---------------------------------------------------------------------------
 
 
-def _looks() -> dict[str, dict[str, Any]]:
+def _looks() -> dict[str, dict[str, Json]]:
     """Colours of states, as ``checkpoint graph`` draws them, plus the run's own states."""
     from .export import DisplayState, state_looks
 

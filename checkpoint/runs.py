@@ -185,7 +185,7 @@ class RunRecord:
         return doc
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> RunRecord:
+    def from_doc(cls, doc: object) -> RunRecord:
         """The record of :meth:`to_doc`'s data (fields it does not know are ignored)."""
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
@@ -209,10 +209,10 @@ class _Run:
         self.planned = event.time
         self.total = event.total
         self.tasks: dict[TaskId, TaskRecord] = {}
-        self.handles: dict[TaskId, Task[Any]] = {}
+        self.handles: dict[TaskId, Task[object]] = {}
         self.output_left = OUTPUT_BUDGET
 
-    def task(self, task: Task[Any], state: RecordState) -> TaskRecord:
+    def task(self, task: Task[object], state: RecordState) -> TaskRecord:
         record = self.tasks.get(task.id)
         if record is None:
             record = self.tasks[task.id] = TaskRecord(
@@ -288,31 +288,30 @@ class RunRecorder:
     def _planned(self, event: ev.RunPlanned) -> None:
         self._run = _Run(event)
 
-    def _finished(self, event: ev.TaskFinished) -> None:
+    def _attempt(self, event: ev.TaskFinished | ev.TaskFailed, state: RecordState) -> TaskRecord | None:
+        """The record of a task whose attempt ended, with what each attempt notes."""
         run = self._run
         if run is None:
-            return
-        record = run.task(event.task, RecordState.RAN)
+            return None
+        record = run.task(event.task, state)
         record.duration = event.duration
         # Not told when it started: minus when it ended, until the store says (_fill_starts).
         record.started = event.started or -event.time
-        record.size = event.size
         record.worker = event.worker
         record.output = run.output(event.output)
         record.attempts += 1
+        return record
+
+    def _finished(self, event: ev.TaskFinished) -> None:
+        record = self._attempt(event, RecordState.RAN)
+        if record is not None:
+            record.size = event.size
 
     def _failed(self, event: ev.TaskFailed) -> None:
-        run = self._run
-        if run is None:
-            return
-        record = run.task(event.task, RecordState.FAILED)
-        record.duration = event.duration
-        record.started = event.started or -event.time
-        record.worker = event.worker
-        record.output = run.output(event.output)
-        record.error = f"{type(event.error).__name__}: {event.error}"
-        record.traceback = event.traceback
-        record.attempts += 1
+        record = self._attempt(event, RecordState.FAILED)
+        if record is not None:
+            record.error = f"{type(event.error).__name__}: {event.error}"
+            record.traceback = event.traceback
 
     def _retried(self, event: ev.TaskRetried) -> None:
         if self._run is not None:
@@ -417,7 +416,7 @@ def _build(run: _Run, status: RunStatus, now: float, wall_time: float | None,
     return record
 
 
-def _fill_starts(tasks: list[TaskRecord], handles: dict[TaskId, Task[Any]],
+def _fill_starts(tasks: list[TaskRecord], handles: dict[TaskId, Task[object]],
                  cache_dir: str | os.PathLike[str] | None) -> None:
     """Start times the events did not carry (marked negative: minus the time the run heard of
     the end): read from the store's history, which records when each computation started."""
@@ -457,7 +456,7 @@ def save_run(record: RunRecord, cache_dir: str | os.PathLike[str] | None = None)
     """Save a record as the cache's next run (setting its number) and drop the oldest
     beyond :data:`KEEP`; return its path."""
     store = Store.open(cache_dir)
-    store._ensure_root()
+    store.tree.ensure()
     directory = store.root / "runs"
     directory.mkdir(mode=0o700, exist_ok=True)
     tmp = directory / f".tmp-{secrets.token_hex(6)}"

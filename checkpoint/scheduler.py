@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from ._adapter import ExecutorAdapter, ExecutorKind
+from ._adapter import ExecutorAdapter
 from ._admission import Admission
 from ._claims import Claims
 from ._collection import Collector
@@ -59,7 +59,7 @@ from ._recorder import Recorder
 from ._recovery import Recovery
 from ._results import Results
 from ._submission import Returned, Submitter
-from ._types import Reason, TaskId
+from ._types import DebugMode, ExecutorKind, FamilyDir, Reason, TaskId
 from ._values import RunValues
 from ._worker import uninstall_capture
 from .debug import breakpoints_for
@@ -80,15 +80,15 @@ class RunResult:
     plan: Plan
     values: dict[TaskId, Any] = field(default_factory=dict)
     """Values of the targets that could be built, by task id."""
-    ran: list[Task[Any]] = field(default_factory=list)
-    reused: list[Task[Any]] = field(default_factory=list)
+    ran: list[Task[object]] = field(default_factory=list)
+    reused: list[Task[object]] = field(default_factory=list)
     failed: dict[TaskId, BaseException] = field(default_factory=dict)
     """Exceptions of the tasks that failed, in the order they failed."""
-    skipped: list[Task[Any]] = field(default_factory=list)
-    kept: list[Task[Any]] = field(default_factory=list)
+    skipped: list[Task[object]] = field(default_factory=list)
+    kept: list[Task[object]] = field(default_factory=list)
     """Tasks planned to run that did not need to: the prerequisites that re-ran gave the
     same values as before (early cutoff). They are also in ``reused``."""
-    pulled: list[Task[Any]] = field(default_factory=list)
+    pulled: list[Task[object]] = field(default_factory=list)
     """Tasks whose entries were downloaded from the remote cache instead of computed
     (:mod:`checkpoint.remote`). They are also in ``reused``."""
     durations: dict[TaskId, float] = field(default_factory=dict)
@@ -108,7 +108,7 @@ class RunResult:
 
 
 def run(
-    targets: Sequence[Task[Any]],
+    targets: Sequence[Task[object]],
     *,
     executor: Executor | str | None = None,
     max_workers: int | None = None,
@@ -122,7 +122,7 @@ def run(
     raise_on_failure: bool = True,
     progress: bool = False,
     debug: bool = False,
-    trace: Sequence[Task[Any]] = (),
+    trace: Sequence[Task[object]] = (),
     show_locals: bool = False,
     retries: int = 0,
     timeout: float | None = None,
@@ -280,9 +280,9 @@ def _plan_and_run(
         adapter.cache_root = store.root
         try:
             with InterruptGuard() as guard, breakpoints_for(adapter.kind, subscribers):
-                debug = _TRACING.get() or ("post_mortem" if options.debug else "")
+                debug = _TRACING.get() or (DebugMode.POST_MORTEM if options.debug else None)
                 _Run(the_plan, to_run, store, adapter, options, emit, result, guard,
-                     debug=debug if adapter.kind is ExecutorKind.INLINE else "",
+                     debug=debug if adapter.kind is ExecutorKind.INLINE else None,
                      coordination=coordination).loop()
         finally:
             adapter.shutdown()
@@ -346,8 +346,9 @@ def _target_values(
             ) from exc
 
 
-_TRACING: contextvars.ContextVar[str] = contextvars.ContextVar("checkpoint_tracing", default="")
-"""Set while :func:`_run_traced` runs the traced tasks: their items get ``debug="trace"``."""
+_TRACING: contextvars.ContextVar[DebugMode | None] = contextvars.ContextVar(
+    "checkpoint_tracing", default=None)
+"""Set while :func:`_run_traced` runs the traced tasks: their items get ``DebugMode.TRACE``."""
 
 
 def _run_traced(
@@ -364,7 +365,7 @@ def _run_traced(
             if options.raise_on_failure and first.failed:
                 raise next(iter(first.failed.values()))
             return first
-    token = _TRACING.set("trace")
+    token = _TRACING.set(DebugMode.TRACE)
     try:
         traced = _run(list(trace), replace(quiet, executor="inline", max_workers=None, force=True), [])
     finally:
@@ -417,7 +418,7 @@ class _Run:
         emit: Emit | None,
         result: RunResult,
         guard: InterruptGuard | None = None,
-        debug: str = "",
+        debug: DebugMode | None = None,
         coordination: Coordination | None = None,
     ) -> None:
         self.nodes = the_plan.nodes
@@ -427,7 +428,7 @@ class _Run:
         self.result = result
         self.guard = guard or InterruptGuard()
         if coordination is None:  # the cache did not exist before planning (see :func:`_run`)
-            store._ensure_root()
+            store.tree.ensure()
             coordination = Coordination(store.root)
         self.coordination = coordination
         # Tasks on threads (or inline) share this process: one that crashes it (a segfault in
@@ -456,10 +457,10 @@ class _Run:
         results = Results(state, self.flow, self.recovery, targets)
         self.collector = Collector(state, self.flow, self.recovery, results, self.submitter,
                                    self.guard)
-        self.to_prepare: dict[str, TaskFamily[..., object]] = {}
+        self.to_prepare: dict[FamilyDir, TaskFamily[..., object]] = {}
         """The families that will store results, by directory name (see ``_prepare``)."""
 
-    def _family_dir(self, tid: TaskId) -> str:
+    def _family_dir(self, tid: TaskId) -> FamilyDir:
         return self.nodes[tid].task.family.dirname
 
     def loop(self) -> None:

@@ -94,8 +94,7 @@ class Store:
     regular files and never follows a symbolic link inside the cache.
 
     **Families** are named by their directory, a :data:`~checkpoint._types.FamilyDir`
-    (``TaskFamily.dirname``); the methods the scheduler and ``graph`` call take a ``str``
-    until those modules say ``FamilyDir`` too.
+    (``TaskFamily.dirname``).
     """
 
     _open_stores: dict[Path, Store] = {}
@@ -103,6 +102,7 @@ class Store:
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = cache_dir
         self.tree = StoreRoot(cache_dir)
+        """The directory tree (``tree.ensure()`` creates the store, or checks the one there)."""
         self.root = self.tree.path
         self.data = DataDirs(self.tree)
         """The tasks' data directories."""
@@ -132,11 +132,7 @@ class Store:
         self.indexes.drop_stale()
         return True
 
-    def _ensure_root(self) -> None:
-        """Create or check the store directory (see :meth:`StoreRoot.ensure`)."""
-        self.tree.ensure()
-
-    def open_family(self, family: str) -> None:
+    def open_family(self, family: FamilyDir) -> None:
         """Open (creating it if needed) a family's index ahead of its first write."""
         self.indexes.get(family)
 
@@ -159,15 +155,15 @@ class Store:
 
     # --- reading --------------------------------------------------------------------
 
-    def get_meta(self, family: str, task_id: str) -> Meta | None:
+    def get_meta(self, family: FamilyDir, task_id: str) -> Meta | None:
         """The metadata of a stored entry, or ``None`` when there is none."""
         return self.indexes.meta(family, task_id)
 
-    def get_metas(self, family: str, task_ids: Sequence[str]) -> dict[str, Meta]:
+    def get_metas(self, family: FamilyDir, task_ids: Sequence[str]) -> dict[str, Meta]:
         """The metadata of many entries of one family at once (absent ones are left out)."""
         return self.indexes.metas(family, task_ids)
 
-    def load_payload(self, family: str, task_id: str, meta: Meta | None = None) -> bytes:
+    def load_payload(self, family: FamilyDir, task_id: str, meta: Meta | None = None) -> bytes:
         """The verified payload of a stored entry.
 
         Raises:
@@ -226,11 +222,11 @@ class Store:
         except INDEX_ERRORS:
             return sum(1 for _ in self.entries(family))
 
-    def blob_dir(self, family: str) -> Path:
+    def blob_dir(self, family: FamilyDir) -> Path:
         """The directory of a family's large payloads."""
         return blob_dir(self.root, family)
 
-    def blob_ref(self, family: str, meta: Meta) -> BlobRef:
+    def blob_ref(self, family: FamilyDir, meta: Meta) -> BlobRef:
         """Where the payload of an entry stored as a blob lives."""
         return BlobRef(str(self.blob_dir(family) / meta.blob), meta.size, meta.crc, meta.compressed)
 
@@ -276,9 +272,9 @@ class Store:
                 if r.replaces and r.replaces != r.meta.blob:
                     remove_blob(self.blob_dir(family), r.replaces)
 
-    def put_failed_runs(self, runs: Iterable[tuple[str, str, FailedRun]]) -> None:
+    def put_failed_runs(self, runs: Iterable[tuple[FamilyDir, str, FailedRun]]) -> None:
         """Record failed runs, given as ``(family, task id, run)``; one transaction per family."""
-        by_family: dict[str, list[tuple[str, FailedRun]]] = {}
+        by_family: dict[FamilyDir, list[tuple[str, FailedRun]]] = {}
         for family, task_id, run in runs:
             by_family.setdefault(family, []).append((task_id, run))
         for family, items in by_family.items():

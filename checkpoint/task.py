@@ -61,7 +61,18 @@ import threading
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Protocol,
+    SupportsIndex,
+    TypeAlias,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
 
 from ._text import task_label
 from ._types import FamilyDir, FamilyName, TaskId
@@ -90,12 +101,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
-def restore_filename(fn: Any, filename: str) -> None:
+def restore_filename(fn: object, filename: str) -> None:
     """Give by-value code (cloudpickle names it ``<dynamic-code>``) its file back, so that
     tracebacks from worker processes point at the user's file and line."""
-    code = getattr(fn, "__code__", None)
-    if code is not None and code.co_filename != filename:
-        fn.__code__ = _with_filename(code, filename)
+    if isinstance(fn, types.FunctionType) and fn.__code__.co_filename != filename:
+        fn.__code__ = _with_filename(fn.__code__, filename)
 
 
 def _pickled_by_value(module: str) -> bool:
@@ -110,8 +120,8 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
     return code.replace(co_filename=filename, co_consts=consts)
 
 
-def _family_by_name(module: str, qualname: str) -> TaskFamily[Any, Any]:
-    obj: Any = importlib.import_module(module)
+def _family_by_name(module: str, qualname: str) -> TaskFamily[..., object]:
+    obj: object = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     assert isinstance(obj, TaskFamily)
@@ -128,16 +138,16 @@ class _Unset:
         return "_UNSET"
 
 
-_UNSET: Any = _Unset()
+_UNSET = _Unset()
 
-_interned: dict[TaskId, Task[Any]] | None = None
+_interned: dict[TaskId, Task[object]] | None = None
 """While a graph expands: the task objects made so far, by id (see :func:`interning`)."""
 
-_NO_KWARGS: dict[str, Any] = {}
+_NO_KWARGS: dict[str, object] = {}
 """The ``kwargs`` of every task called without keyword arguments (one shared dict instead
 of one per task: never changed)."""
 
-_calls: dict[Any, dict[tuple[Any, ...], Task[Any]]] = {}
+_calls: dict[TaskFamily[..., object], dict[tuple[object, ...], Task[object]]] = {}
 """While a graph expands: for a family whose calls repeat (a lattice names each task from
 two dependents), the tasks made again by positional calls whose arguments are all ``int``
 or ``str``, by ``args``: the next such call gets its task without encoding and hashing
@@ -150,7 +160,7 @@ per run), so that a global re-bound or edited since the last run (a notebook cel
 again) counts."""
 
 
-def _same_family(known: TaskFamily[Any, Any], other: TaskFamily[Any, Any]) -> None:
+def _same_family(known: TaskFamily[..., object], other: TaskFamily[..., object]) -> None:
     """Two family objects of one name met in one graph (a factory made both, or a notebook
     redefined one that another still refers to): they share a cache, which is right only
     when their code and the values it holds are the same."""
@@ -194,6 +204,15 @@ class TaskDirectory:
         return "TaskDirectory()"
 
 
+Leaf: TypeAlias = Union["Task[object]", TaskDirectory, File]
+"""One prerequisite: a task, the task's own directory, or a file (an input ``File`` or an
+output ``Product``)."""
+
+Requirement: TypeAlias = Union[Leaf, list["Requirement"], dict[object, "Requirement"]]
+"""What one ``@requires(...)`` (or one ``requires()`` attribute) declares: a leaf, or lists
+and dicts nesting leaves."""
+
+
 class Spec:
     """How to compute a task: a function and its requirements.
 
@@ -207,10 +226,10 @@ class Spec:
 
     __slots__ = ("fn", "requirements", "_deps", "_files", "_data_dir")
 
-    def __init__(self, fn: Callable[..., Any], requirements: list[Any]) -> None:
+    def __init__(self, fn: Callable[..., object], requirements: list[Requirement]) -> None:
         self.fn = fn
         self.requirements = requirements
-        self._deps: list[Task[Any]] | None = None
+        self._deps: list[Task[object]] | None = None
         self._files: tuple[list[File], list[Product]] | None = None
         self._data_dir: bool | None = None
 
@@ -224,41 +243,44 @@ class Spec:
         return self._data_dir
 
     @property
-    def dependencies(self) -> list[Task[Any]]:
+    def dependencies(self) -> list[Task[object]]:
         """The distinct prerequisite tasks, in declaration order."""
         if self._deps is None:
             reqs = self.requirements
             if not reqs:  # a leaf task: nothing to walk
                 self._deps = []
                 return self._deps
-            if len(reqs) == 2 and type(reqs[0]) is Task and type(reqs[1]) is Task:  # a lattice
-                self._deps = list(reqs) if reqs[0].id != reqs[1].id else [reqs[0]]
-                return self._deps
+            first = reqs[0]
+            if len(reqs) == 2 and type(first) is Task:
+                second = reqs[1]
+                if type(second) is Task:  # a lattice
+                    self._deps = [first, second] if first.id != second.id else [first]
+                    return self._deps
             if len(reqs) == 1:  # the common cases, made cheap
-                kind = type(reqs[0])
-                if kind is Task:
-                    self._deps = [reqs[0]]
+                if type(first) is Task:
+                    self._deps = [first]
                     return self._deps
-                if kind is File:
-                    self._deps, self._files = [], ([reqs[0]], [])
+                if type(first) is File:
+                    self._deps, self._files = [], ([first], [])
                     return self._deps
-            seen: dict[TaskId, Task[Any]] = {}
+            seen: dict[TaskId, Task[object]] = {}
             inputs: list[File] = []
             outputs: list[Product] = []
             for leaf in _leaves(reqs):
-                kind = type(leaf)
-                if kind is Task:
+                if type(leaf) is Task:
                     if leaf.id not in seen:
                         seen[leaf.id] = leaf
-                elif kind is File:
+                elif type(leaf) is File:
                     inputs.append(leaf)
-                elif kind is Product:
+                elif type(leaf) is Product:
                     outputs.append(leaf)
                 elif isinstance(leaf, Task):
                     if leaf.id not in seen:
                         seen[leaf.id] = leaf
-                elif isinstance(leaf, File):  # a subclass
-                    (outputs if isinstance(leaf, Product) else inputs).append(leaf)  # type: ignore[arg-type]
+                elif isinstance(leaf, Product):  # a subclass
+                    outputs.append(leaf)
+                elif isinstance(leaf, File):
+                    inputs.append(leaf)
             self._deps = list(seen.values())
             if inputs or outputs:
                 self._files = (inputs, outputs)
@@ -271,7 +293,7 @@ class Spec:
         return self._files
 
 
-def _leaves(obj: Any) -> Iterator[Any]:
+def _leaves(obj: object) -> Iterator[object]:
     """The leaves of nested lists and dicts, depth first, in order (no recursion)."""
     stack = [obj]
     while stack:
@@ -291,15 +313,15 @@ class _Requires:
 
     __slots__ = ("fn", "requirements")
 
-    def __init__(self, fn: Callable[..., Any], requirements: list[Any]) -> None:
+    def __init__(self, fn: Callable[..., object], requirements: list[Requirement]) -> None:
         self.fn = fn
         self.requirements = requirements
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> object:
         return self.fn(*args, **kwargs)
 
 
-def _invalid_leaf(req: Any) -> tuple[Any, str] | None:
+def _invalid_leaf(req: object) -> tuple[object, str] | None:
     """The first leaf of a requirement that is not a task, TaskDirectory, File or Product,
     with a hint."""
     for leaf in _leaves(req):
@@ -318,12 +340,12 @@ def _invalid_leaf(req: Any) -> tuple[Any, str] | None:
     return None
 
 
-def _check_requirement(req: Any) -> None:
-    kind = type(req)
-    if kind is Task or kind is File or kind is Product:
-        return
-    if kind is list and all(type(x) is Task or type(x) is File for x in req):
-        return  # a flat list of tasks or inputs (the usual case)
+def _check_requirement(req: object) -> Requirement:
+    """``req`` itself, once it is known to be a :data:`Requirement`."""
+    if type(req) is Task or type(req) is File or type(req) is Product:
+        return req
+    if type(req) is list and all(type(x) is Task or type(x) is File for x in req):
+        return req  # a flat list of tasks or inputs (the usual case)
     bad = _invalid_leaf(req)
     if bad is not None:
         leaf, hint = bad
@@ -331,6 +353,7 @@ def _check_requirement(req: Any) -> None:
             f"@requires(...) got {leaf!r} ({type(leaf).__name__}); it accepts a task, "
             f"a list or dict of tasks, TaskDirectory(), File(path) or Product(path).{hint}"
         )
+    return cast(Requirement, req)
 
 
 @overload
@@ -342,10 +365,10 @@ def requires(*, default: Any) -> Requires[Any]: ...
 
 
 @overload
-def requires(requirement: Any, /) -> Callable[[F], F]: ...
+def requires(requirement: object, /) -> Callable[[F], F]: ...
 
 
-def requires(requirement: Any = _UNSET, /, **options: Any) -> Any:
+def requires(requirement: object = _UNSET, /, **options: object) -> Requires[Any] | Callable[[F], F]:
     """Declare a prerequisite: ``@requires(x)`` on an inner function, ``requires()`` in a class.
 
     On the inner function of a function task, ``requirement`` is a task, a list or dict of
@@ -366,14 +389,14 @@ def requires(requirement: Any = _UNSET, /, **options: Any) -> Any:
     if options:
         raise TypeError("requires(task) takes no keyword arguments; requires(default=...) "
                         "is the class attribute form")
-    _check_requirement(requirement)
+    checked = _check_requirement(requirement)
 
     def decorate(fn: F) -> F:
         if isinstance(fn, _Requires):
-            return _Requires(fn.fn, [requirement, *fn.requirements])  # type: ignore[return-value]
+            return _Requires(fn.fn, [checked, *fn.requirements])  # type: ignore[return-value]
         if not callable(fn):
             raise InvalidRequirementError(f"@requires must decorate a function, not {fn!r}")
-        return _Requires(fn, [requirement])  # type: ignore[return-value]
+        return _Requires(fn, [checked])  # type: ignore[return-value]
 
     return decorate
 
@@ -422,7 +445,7 @@ class Requires(Generic[T]):
 
     __slots__ = ("name", "owner", "default")
 
-    def __init__(self, default: Any = _UNSET) -> None:
+    def __init__(self, default: object = _UNSET) -> None:
         self.name = ""
         self.owner = ""
         self.default = default
@@ -435,12 +458,12 @@ class Requires(Generic[T]):
         self.owner = owner.__qualname__
 
     @overload
-    def __get__(self, obj: None, owner: Any = None) -> Requires[T]: ...
+    def __get__(self, obj: None, owner: type | None = None) -> Requires[T]: ...
 
     @overload
-    def __get__(self, obj: object, owner: Any = None) -> T: ...
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
 
-    def __get__(self, obj: Any, owner: Any = None) -> Any:
+    def __get__(self, obj: object, owner: type | None = None) -> object:
         if obj is None:
             return self
         state = obj.__dict__
@@ -477,7 +500,7 @@ class Requires(Generic[T]):
     @overload
     def __set__(self, obj: object, value: _HasRun[T]) -> None: ...
 
-    def __set__(self, obj: Any, value: Any) -> None:
+    def __set__(self, obj: object, value: object) -> None:
         declared = obj.__dict__.get(_DECLARED)
         if declared is None:
             raise TaskDefinitionError(
@@ -497,7 +520,7 @@ class Requires(Generic[T]):
                 " Keep plain values in attributes not declared with requires() "
                 "(e.g. self.n = n)."
             )
-        declared[self.name] = value
+        declared[self.name] = cast(Requirement, value)
 
     def __repr__(self) -> str:
         default = "" if self.default is _UNSET else f"default={self.default!r}"
@@ -505,7 +528,7 @@ class Requires(Generic[T]):
 
 
 def check_timeout(
-    value: Any, what: str, error: type[Exception] = TaskDefinitionError
+    value: object, what: str, error: type[Exception] = TaskDefinitionError
 ) -> float | None:
     """A time limit in seconds (a finite number > 0) or None; else ``error``."""
     if value is None:
@@ -523,7 +546,7 @@ def _where() -> str:
     return task_label(stack[-1]) + " " if stack else ""
 
 
-def _requirement_attributes(cls: type) -> list[tuple[str, Requires[Any]]]:
+def _requirement_attributes(cls: type) -> list[tuple[str, Requires[object]]]:
     """The class's ``requires()`` attributes (inherited ones first), in definition order."""
     seen: dict[str, None] = {}
     for klass in reversed(cls.__mro__):
@@ -537,7 +560,7 @@ def _requirement_attributes(cls: type) -> list[tuple[str, Requires[Any]]]:
     return out
 
 
-def _check_task_class(cls: type) -> list[tuple[str, Requires[Any]]]:
+def _check_task_class(cls: type) -> list[tuple[str, Requires[object]]]:
     name = cls.__name__
     run = inspect.getattr_static(cls, "run", None)
     if run is None or not callable(getattr(cls, "run", None)):
@@ -566,11 +589,11 @@ def _check_task_class(cls: type) -> list[tuple[str, Requires[Any]]]:
     return attrs
 
 
-def _class_spec(task: Task[Any]) -> Spec:
+def _class_spec(task: Task[object]) -> Spec:
     """Instantiate a class task (``__init__`` declares the prerequisites) and make its Spec."""
     family = task.family
     obj = _new_instance(family.fn, task.args, task.kwargs)
-    declared: dict[str, Any] = {}
+    declared: dict[str, Requirement] = {}
     state = obj.__dict__
     state[_DECLARED] = declared
     stack = getattr(_expanding, "tasks", None)
@@ -583,7 +606,7 @@ def _class_spec(task: Task[Any]) -> Spec:
         stack.pop()
         state.pop(_DECLARED, None)
     names: list[str] = []
-    requirements: list[Any] = []
+    requirements: list[Requirement] = []
     attrs = family._requirement_attrs
     if attrs is None:
         attrs = family._requirement_attrs = _requirement_attributes(cast(type, family.fn))
@@ -629,13 +652,13 @@ class _ClassRun:
     __slots__ = ("family", "state", "names")
 
     def __init__(
-        self, family: TaskFamily[Any, Any], state: dict[str, Any], names: tuple[str, ...]
+        self, family: TaskFamily[..., object], state: dict[str, object], names: tuple[str, ...]
     ) -> None:
         self.family = family
         self.state = state
         self.names = names
 
-    def __call__(self, *results: Any) -> Any:
+    def __call__(self, *results: object) -> object:
         obj = _new_instance(self.family.fn, (), {})
         state = obj.__dict__
         state.update(self.state)
@@ -643,7 +666,7 @@ class _ClassRun:
             state[name] = value
         return obj.run()
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_ClassRun, (self.family, self.state, self.names))
 
     def __repr__(self) -> str:
@@ -653,7 +676,7 @@ class _ClassRun:
 class _Binder:
     """Binds call arguments to a signature; a fast path for plain positional signatures."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., object]) -> None:
         self.signature = inspect.signature(fn)
         params = list(self.signature.parameters.values())
         self.simple = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
@@ -666,8 +689,8 @@ class _Binder:
             self.keys = [(f'"{n}":', i) for i, n in sorted(enumerate(self.names), key=lambda p: p[1])]
 
     def bind(
-        self, family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, family: TaskFamily[..., object], args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> dict[str, object]:
         if self.simple and not kwargs and len(args) == len(self.names):
             return dict(zip(self.names, args, strict=True))
         try:
@@ -703,13 +726,13 @@ def _dirname(module: str, qualname: str) -> str:
     return f"__main__.{stem}.{qualname}"
 
 
-class TaskFamily(Generic[P, R]):
+class TaskFamily(Generic[P, R_co]):
     """A family of tasks made by ``@task`` (on a function or a class); call it to get a
     :class:`Task` handle."""
 
     def __init__(
         self,
-        fn: Callable[P, Any],
+        fn: Callable[P, object],
         *,
         compress_level: int = 0,
         queue: str | None = None,
@@ -726,7 +749,7 @@ class TaskFamily(Generic[P, R]):
         self.fn = fn
         self.is_class: bool = isinstance(fn, type)
         """Whether the family was defined by a class (else by an outer function)."""
-        self._requirement_attrs: list[tuple[str, Requires[Any]]] | None = (
+        self._requirement_attrs: list[tuple[str, Requires[object]]] | None = (
             _check_task_class(fn) if isinstance(fn, type) else None
         )
         self.module: str = fn.__module__
@@ -756,7 +779,7 @@ class TaskFamily(Generic[P, R]):
         self._fingerprint: tuple[str, str] | None = None
         self._fingerprint_epoch = -1
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R_co]:
         table = _interned
         calls = _calls.get(self) if table is not None and not kwargs else None
         if calls is not None:  # made by this call before?
@@ -768,8 +791,8 @@ class TaskFamily(Generic[P, R]):
                 for arg in args:
                     if type(arg) is not int and type(arg) is not str:
                         break
-                else:
-                    return made
+                else:  # (one id, one family: so one result type)
+                    return made  # type: ignore[return-value]
         task = Task(self, args, kwargs or _NO_KWARGS, self._encode(args, kwargs))
         if table is not None:  # expanding a graph: one object per task id
             made = table.setdefault(task.id, task)
@@ -781,10 +804,10 @@ class TaskFamily(Generic[P, R]):
             if (calls is not None and made.args is args and not kwargs
                     and all(type(a) is int or type(a) is str for a in args)):
                 calls[args] = made
-            return made
+            return made  # type: ignore[return-value]
         return task
 
-    def _encode(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    def _encode(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> str:
         """The canonical encoding of a call's arguments (:func:`encode_arguments` of them
         bound); ints and plain strings passed positionally are written straight from a
         template, the hot path of a sweep.
@@ -801,10 +824,9 @@ class TaskFamily(Generic[P, R]):
             parts = []
             for key, i in keys:
                 value = args[i]
-                kind = type(value)
-                if kind is int:
+                if type(value) is int:
                     parts.append(f"{key}{value}")
-                elif kind is str and value.isalnum() and value.isascii():
+                elif type(value) is str and value.isalnum() and value.isascii():
                     parts.append(f'{key}"{value}"')
                 else:
                     break
@@ -812,7 +834,7 @@ class TaskFamily(Generic[P, R]):
                 return "{" + ",".join(parts) + "}"
         return encode_arguments(self.name, self._bind(args, kwargs))
 
-    def _bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    def _bind(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> dict[str, object]:
         """Call arguments bound to parameter names, defaults applied.
 
         Raises:
@@ -847,7 +869,7 @@ class TaskFamily(Generic[P, R]):
             self._fingerprint, self._fingerprint_epoch = fingerprint, _epoch
         return fingerprint
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[object, ...]:
         # By reference when the module attribute is this very family (a taskfile, a
         # package); by value (the outer function cloudpickled) for __main__ or notebooks.
         # Also by value when the module is registered with cloudpickle.register_pickle_by_value
@@ -859,14 +881,14 @@ class TaskFamily(Generic[P, R]):
             and "<" not in self.qualname
             and not _pickled_by_value(self.module)
         ):
-            obj: Any = module
+            obj: object = module
             for part in self.qualname.split("."):
                 obj = getattr(obj, part, None)
             if obj is self:
                 return (_family_by_name, (self.module, self.qualname))
         return super().__reduce_ex__(protocol)
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state["_binder"] = None
         state["_fingerprint"] = None
@@ -874,8 +896,8 @@ class TaskFamily(Generic[P, R]):
         state["_filename"] = code.co_filename if code is not None else ""
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        filename = state.pop("_filename", "")
+    def __setstate__(self, state: dict[str, object]) -> None:
+        filename = str(state.pop("_filename", ""))
         self.__dict__.update(state)
         if filename:
             if isinstance(self.fn, type):
@@ -885,7 +907,7 @@ class TaskFamily(Generic[P, R]):
             else:
                 restore_filename(self.fn, filename)
 
-    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+    def __mro_entries__(self, bases: tuple[object, ...]) -> tuple[type, ...]:
         """``class Child(Base)`` with ``Base`` a task class: a clear error (Python would
         otherwise call the family itself with the new class's name, bases and body)."""
         raise TaskDefinitionError(
@@ -932,7 +954,7 @@ if TYPE_CHECKING:
         def clear(self, *, cache_dir: str | None = None) -> None: ...
 
 
-class Task(Generic[R]):
+class Task(Generic[R_co]):
     """A lazy handle to one task: a family and bound, encoded arguments.
 
     Creating it is cheap; :meth:`spec` calls the outer function (once) to learn the
@@ -943,9 +965,9 @@ class Task(Generic[R]):
 
     def __init__(
         self,
-        family: TaskFamily[Any, R],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        family: TaskFamily[..., R_co],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
         encoded: str,
     ) -> None:
         self.family = family
@@ -998,7 +1020,7 @@ class Task(Generic[R]):
         max_workers: int | None = None,
         rate_limits: dict[str, int] | None = None,
         **options: Any,
-    ) -> R:
+    ) -> R_co:
         """Build this task and everything it needs, reusing stored results; return its value.
 
         Args:
@@ -1020,7 +1042,7 @@ class Task(Generic[R]):
         result: RunResult = run(
             [self], executor=executor, max_workers=max_workers, rate_limits=rate_limits, **options
         )
-        value: R = result.values[self.id]
+        value: R_co = result.values[self.id]
         return value
 
     def clear(self, *, cache_dir: str | None = None) -> None:
@@ -1060,15 +1082,15 @@ class Task(Generic[R]):
     def __hash__(self) -> int:
         return hash(self.id)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_task, (self.family, self.args, self.kwargs))
 
 
-_arity: dict[Any, tuple[int, int]] = {}
+_arity: dict[types.CodeType, tuple[int, int]] = {}
 """Code object -> (fewest, most) positional arguments its function accepts."""
 
 
-def _check_arity(task: Task[Any], spec: Spec) -> None:
+def _check_arity(task: Task[object], spec: Spec) -> None:
     """Refuse, while the graph is built, an inner function that cannot take one argument
     per ``@requires`` (it would fail only once its prerequisites had run)."""
     code = getattr(spec.fn, "__code__", None)
@@ -1092,11 +1114,13 @@ def _check_arity(task: Task[Any], spec: Spec) -> None:
         )
 
 
-def _rebuild_task(family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task[Any]:
+def _rebuild_task(
+    family: TaskFamily[..., object], args: tuple[object, ...], kwargs: dict[str, object]
+) -> Task[object]:
     return family(*args, **kwargs)
 
 
-def _arg_repr(value: Any, depth: int) -> str:
+def _arg_repr(value: object, depth: int) -> str:
     if type(value) is int:  # the common case: no Task, no NumPy scalar
         text = repr(value)
         return text if len(text) <= 60 else text[:57] + "..."
@@ -1106,11 +1130,13 @@ def _arg_repr(value: Any, depth: int) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _literal(value: Any) -> Any:
+def _literal(value: object) -> object:
     """A value as the literal a user types: NumPy scalars (``np.float64(0.001)`` from a
     sweep over ``np.logspace``) as the Python numbers they equal, inside containers too."""
     if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
-        return value.item()
+        item = getattr(value, "item", None)
+        if callable(item):
+            return item()
     if isinstance(value, list):
         return [_literal(v) for v in value]
     if isinstance(value, tuple):

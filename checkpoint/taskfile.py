@@ -117,7 +117,7 @@ def load_taskfile(path: Path) -> ModuleType:
     return module
 
 
-def families(module: ModuleType) -> dict[str, TaskFamily[Any, Any]]:
+def families(module: ModuleType) -> dict[str, TaskFamily[..., object]]:
     """The task families a taskfile defines or imports, by the name it gives them."""
     return {
         name: value
@@ -126,9 +126,9 @@ def families(module: ModuleType) -> dict[str, TaskFamily[Any, Any]]:
     }
 
 
-def loaded_families() -> list[TaskFamily[Any, Any]]:
+def loaded_families() -> list[TaskFamily[..., object]]:
     """Every task family of every imported module (the taskfile's and its helpers')."""
-    found: dict[str, TaskFamily[Any, Any]] = {}
+    found: dict[str, TaskFamily[..., object]] = {}
     for module in list(sys.modules.values()):
         for value in list(getattr(module, "__dict__", {}).values()):
             if isinstance(value, TaskFamily):
@@ -219,7 +219,7 @@ def _pointed(text: str, offset: int | None, why: str) -> str:
 
 def resolve_target(
     module: ModuleType, text: str, *, taskfile: Path | None = None, listing: str = "checkpoint ls"
-) -> Task[Any]:
+) -> Task[object]:
     """Turn a target expression into a task handle of the taskfile's families (``listing``:
     see :func:`get_family`).
 
@@ -235,14 +235,14 @@ def resolve_target(
 def resolve_targets(
     module: ModuleType, texts: Sequence[str], *, taskfile: Path | None = None,
     listing: str = "checkpoint ls",
-) -> list[Task[Any]]:
+) -> list[Task[object]]:
     """:func:`resolve_target` for each text, in order (one DAG when run together)."""
     return [resolve_target(module, text, taskfile=taskfile, listing=listing) for text in texts]
 
 
 def get_family(
     module: ModuleType, name: str, *, taskfile: Path | None = None, listing: str = "checkpoint ls"
-) -> TaskFamily[Any, Any]:
+) -> TaskFamily[..., object]:
     """The taskfile's family called ``name``.
 
     ``listing`` is the command that lists the tasks, as the hint should spell it (with the
@@ -357,7 +357,7 @@ def _type_name(types_: tuple[type, ...]) -> str:
     return " or ".join(names)
 
 
-def check_arguments(family: TaskFamily[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def check_arguments(family: TaskFamily[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Check target arguments against the family's simple annotations.
 
     Simple annotations are ``int``, ``float``, ``str``, ``bool``, ``list``, ``dict``,

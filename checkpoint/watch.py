@@ -31,7 +31,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
 from .files import glob_match
@@ -156,7 +156,7 @@ def forget_project_modules(root: str | Path) -> list[str]:
     return names
 
 
-def watch_set(taskfile: Path, targets: Iterable[Task[Any]] | None) -> WatchSet:
+def watch_set(taskfile: Path, targets: Iterable[Task[object]] | None) -> WatchSet:
     """What a run of ``targets`` (``None``: the taskfile could not be loaded) depends on.
 
     Paths of ``File()`` inputs are relative to the working directory (the project root).

@@ -67,6 +67,22 @@ def test_internals_the_index_uses_exist_with_their_signatures(tmp_path: Path) ->
         cache.close()
 
 
+def test_a_cache_has_each_member_the_typed_boundary_names(tmp_path: Path) -> None:
+    """``_diskcache.Cache`` and ``Disk`` are what mypy checks the index against (diskcache
+    has no type information): each member they name exists on a real cache and its disk."""
+    cache = diskcache.Cache(str(tmp_path), disk=_diskcache._disk_class(), **_diskcache.SETTINGS)
+    try:
+        for protocol, obj in ((_diskcache.Cache, cache), (_diskcache.Disk, cache._disk)):
+            names = set(protocol.__annotations__) | {
+                name for name, value in vars(protocol).items()
+                if callable(value) and not name.startswith("__")}
+            assert names
+            for name in names:
+                assert hasattr(obj, name), (protocol.__name__, name)
+    finally:
+        cache.close()
+
+
 def test_rows_are_stored_as_the_store_reads_them(tmp_path: Path) -> None:
     index = _diskcache.open_index(tmp_path)
     big = os.urandom(diskcache.DEFAULT_SETTINGS["disk_min_file_size"] + 1)

@@ -71,7 +71,7 @@ def test_store_version_mismatch_is_a_clear_error(runner: CliRunner, tmp_path: Pa
         assert "Use another --cache-dir, or delete" in err and "Traceback" not in err
     assert (root / "taskfile.main" / "cache.db").exists()  # nothing was removed
     with pytest.raises(StoreVersionError, match=FORMAT):
-        Store(tmp_path / "old")._ensure_root()
+        Store(tmp_path / "old").tree.ensure()
 
 
 def test_cache_path_blocked_by_a_file(runner: CliRunner, tmp_path: Path) -> None:

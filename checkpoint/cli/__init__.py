@@ -112,19 +112,19 @@ class App:
 
         return Store.open(self.cache_dir)
 
-    def families(self) -> dict[str, TaskFamily[Any, Any]]:
+    def families(self) -> dict[str, TaskFamily[..., object]]:
         """The taskfile's task families by name."""
         from ..taskfile import families
 
         return families(self.module)
 
-    def family(self, name: str) -> TaskFamily[Any, Any]:
+    def family(self, name: str) -> TaskFamily[..., object]:
         """The taskfile's family called ``name`` (UnknownTaskError with hints otherwise)."""
         from ..taskfile import get_family
 
         return get_family(self.module, name, taskfile=self.taskfile, listing=self.listing)
 
-    def targets(self, texts: tuple[str, ...] | list[str]) -> list[Task[Any]]:
+    def targets(self, texts: tuple[str, ...] | list[str]) -> list[Task[object]]:
         """Target expressions -> distinct task handles (checked against annotations)."""
         from ..taskfile import resolve_targets
 

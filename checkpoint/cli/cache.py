@@ -204,7 +204,7 @@ def cache_prune(app: App, older_than: float | None, max_size: int | None, keep: 
         return
     click.echo(table(
         ["TASK", "FAMILY", "SIZE", "WHY"],
-        [[i.expr if i.id else "(whole family)", i.family, size_text(i.size), i.why] for i in items],
+        [[i.expr if i.id else "(whole family)", i.family, size_text(i.size), i.because] for i in items],
         right=(2,),
     ))
     size = size_text(sum(i.size for i in items))
@@ -223,7 +223,7 @@ def _unreachable(app: App, keep: tuple[str, ...], already: list[PruneItem]) -> l
     from ..maintenance import unreachable
 
     reached = expand(app.targets(keep))
-    return unreachable(app.store, reached, already, "not in the DAG of " + ", ".join(keep))
+    return unreachable(app.store, reached, already, ", ".join(keep))
 
 
 @cache.command("verify")

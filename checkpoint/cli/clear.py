@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -113,7 +113,7 @@ def _clear_targets(app: App, targets: tuple[str, ...], yes: bool,
     _report(app, removed, as_json)
 
 
-def _confirm_families(app: App, families: list[TaskFamily[Any, Any]]) -> bool:
+def _confirm_families(app: App, families: list[TaskFamily[..., object]]) -> bool:
     """Whether to remove these whole families (asked only when they hold entries)."""
     counts = [(f, app.store.count_entries(f.dirname)) for f in families]
     return not sum(n for _, n in counts) or _confirm(

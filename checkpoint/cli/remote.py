@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from ._output import Duration, emit_json, err, human_time, table
 
 if TYPE_CHECKING:
     from ..remote import Remote, RemoteEntry
+    from ..task import Task
 
 
 def settings(app: App) -> dict[str, Any]:
@@ -87,7 +88,7 @@ remote_option = click.option(
          "default: $CP_REMOTE, else remote = ... under [tool.checkpoint] in pyproject.toml.")
 
 
-def _labels(tasks: list[Any]) -> list[str]:
+def _labels(tasks: Sequence[Task[object]]) -> list[str]:
     return [t.expression() for t in tasks]
 
 

@@ -26,7 +26,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -368,7 +368,7 @@ def _check_report_path(app: App, flags: RunFlags) -> None:
                          f"{click.format_filename(folder)}.")
 
 
-def _execute(app: App, flags: RunFlags, tasks: list[Task[Any]], traced: list[Task[Any]],
+def _execute(app: App, flags: RunFlags, tasks: list[Task[object]], traced: list[Task[object]],
              remote: Remote | bool) -> tuple[RunResult, FailureLog]:
     """Run the tasks with progress on stderr, recorded for ``checkpoint report``."""
     from ..executors import default_workers
@@ -473,7 +473,7 @@ def _push(app: App, remote: Remote | bool, result: RunResult, as_json: bool) -> 
 
 
 def _report_traced_failures(
-    result: RunResult, failures: FailureLog, traced: list[Task[Any]]
+    result: RunResult, failures: FailureLog, traced: list[Task[object]]
 ) -> None:
     """Report a --trace task's failure: it runs without the progress reporter, which would
     draw over the debugger, so nothing else reports it."""
@@ -521,7 +521,7 @@ def _show_plan(app: App, the_plan: Plan, as_json: bool) -> None:
 
 
 def _run_document(
-    tasks: list[Task[Any]], texts_in: tuple[str, ...], result: RunResult, failures: FailureLog
+    tasks: list[Task[object]], texts_in: tuple[str, ...], result: RunResult, failures: FailureLog
 ) -> dict[str, Json]:
     from ._output import format_exception
 

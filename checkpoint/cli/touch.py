@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -72,7 +72,7 @@ def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
             f"a declared output is missing: {names}{more}.")
 
 
-def _needs_arguments(family: TaskFamily[Any, Any]) -> bool:
+def _needs_arguments(family: TaskFamily[..., object]) -> bool:
     return any(
         p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         for p in family.signature.parameters.values()

@@ -99,3 +99,12 @@ first_of([Choose(6, 3), choose(6, 3)])
 checkpoint.run([Choose(6, 3), Summary(3, load_dataset())])
 Choose(6, 3).clear()
 Choose.clear()
+
+
+# Task is covariant in its result: a Task[int] is a Task[object] (any task will do).
+def label_of(handle: Task[object]) -> str:
+    return repr(handle)
+
+
+label_of(Choose(6, 3))
+label_of(choose(6, 3))
