@@ -616,6 +616,8 @@ class _Walk:
         self.values = _Values(self)
         self.written: set[tuple[str, str]] = set()
         """``(module, name)`` of the globals the code changes: state, not input."""
+        self.imported: dict[str, None] = {}
+        """Source files of the project modules the code imports as it runs."""
 
     # pieces
 
@@ -700,11 +702,12 @@ class _Walk:
             except (ImportError, ValueError):
                 return
         loaded = sys.modules.get(module)
+        file = getattr(loaded, "__file__", None) if loaded is not None else _module_file(module)
+        if isinstance(file, str) and file and yours(file, self.root):
+            self.imported[file] = None
         if loaded is not None:
             self.follow_reads([("g", "m", attrs)], {"m": loaded})
-            return
-        file = _module_file(module)
-        if file is not None and yours(file, self.root):
+        elif file is not None and yours(file, self.root):
             self.add_module_text(module, file)
 
     def add(self, obj: object, label: str, namespace: Mapping[str, object]) -> None:
@@ -1096,4 +1099,33 @@ def code_fingerprint(
                 walk.add(value, f"{fn.__name__}.{suffix}", fn.__globals__)
     walk.values.finish()
     text = walk.text(main_text)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text
+    digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    code_files[digest] = tuple((f, k) for f in walk.imported if (k := _sources.seen_key(f)))
+    return digest, text
+
+
+code_files: dict[str, tuple[tuple[str, tuple[int, int]], ...]] = {}
+"""Fingerprint -> the source files of the project modules its code imports as it runs
+(``import helpers`` inside a task), with their ``(size, mtime_ns)`` when it was taken."""
+_checked: dict[tuple[str, tuple[int, int]], tuple[float, bool]] = {}
+"""``(file, (size, mtime_ns))`` -> when it was last compared with the file, and whether the
+file had changed (then it stays changed: a revert gives it a new mtime)."""
+
+
+def edited_since(digest: str, ended: float | None) -> list[str]:
+    """The source files of the modules that the code of fingerprint ``digest`` imports as it
+    runs, changed since it was taken: a task that imported one (a worker that had not loaded
+    it) may have run either version, so its result may not be what the fingerprint says.
+    One ``os.stat`` per file, or none when a comparison made after ``ended`` (a time on this
+    machine's clock; ``None``: unknown) is at hand."""
+    import time
+
+    edited = []
+    for file, key in code_files.get(digest, ()):
+        seen = _checked.get((file, key))
+        if seen is None or not (seen[1] or (ended is not None and seen[0] >= ended)):
+            now = time.time()
+            seen = _checked[(file, key)] = (now, _sources.file_key(file) != key)
+        if seen[1]:
+            edited.append(file)
+    return edited

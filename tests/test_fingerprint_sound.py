@@ -768,3 +768,32 @@ def test_adv3_04_a_lambda_after_another_statement_on_its_line(make_module: Any) 
     assert fingerprint("1", "2") == fingerprint("1", "2")
     assert fingerprint("1", "2") != fingerprint("1", "3")
     assert fingerprint("1", "2") == fingerprint("7", "2")  # the other statement does not count
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_adv3_10_code_edited_while_a_task_ran_is_stale(make_module: Any, tmp_path: Path,
+                                                        executor: str) -> None:
+    """A module the task imports inside it, edited while the run goes on (``git checkout
+    other-branch``) and restored afterwards: the task may have run either version, so its
+    result is stored as stale, and the next run computes it again with the code as it is."""
+    name = f"helpers10{executor[0]}"
+    helpers, flag = tmp_path / f"{name}.py", tmp_path / f"{name}.flag"
+    _rewrite(helpers, "def scale(i):\n    return i * 10\n")
+    mod = make_module(f"uses10{executor[0]}", f"""
+        from pathlib import Path
+        from checkpoint import task
+
+        @task
+        def t():
+            def __():
+                if not Path({str(flag)!r}).exists():  # the first time only
+                    Path({str(flag)!r}).touch()
+                    Path({str(helpers)!r}).write_text("def scale(i):\\n    return i * 1000\\n")
+                import {name}
+                return {name}.scale(1)
+            return __
+    """)
+    assert mod.t().run(executor=executor) == 1000   # computed with the other branch's code
+    _rewrite(helpers, "def scale(i):\n    return i * 10\n")  # back: the fingerprint's code
+    sys.modules.pop(name, None)                      # as in a new process
+    assert mod.t().run(executor=executor) == 10
