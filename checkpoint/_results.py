@@ -21,7 +21,7 @@ from ._recovery import Recovery
 from ._stamps import in_context, value_stamp
 from ._types import TaskId
 from ._values import StampContext
-from ._worker import Done, Failed
+from ._worker import Done, Failed, worker_id
 from .errors import UnserializableResultError
 from .files import CACHE_NAME, INPUT, DigestCache, changed_inputs, with_outputs
 from .graph import Node
@@ -56,7 +56,7 @@ class Results:
         node = self.nodes[tid]
         task, family = node.task, node.task.family
         out.output = self.recovery.earlier_output(tid) + out.output
-        fingerprint = family.fingerprint
+        fingerprint = self._code_edited(node, family.fingerprint, out)
         meta = self._entry(out, node, self.values.given.pop(tid), fingerprint[0])
         previous = self.values.entries.get(tid)
         self.recorder.add(Record(
@@ -127,6 +127,28 @@ class Results:
         self.sources_sent.add(fingerprint[0])
         return fingerprint
 
+    def _code_edited(self, node: Node, fingerprint: tuple[str, str], out: Done) -> tuple[str, str]:
+        """The fingerprint to record for ``out``: the family's, or, when the file of a module
+        its code imports as it runs was edited since the fingerprint was taken (the task may
+        have loaded either version), one that no code has, announced: the result is stale
+        and runs again next time, and ``why`` shows the files."""
+        from .fingerprint import code_files, edited_since
+
+        if not code_files.get(fingerprint[0]):
+            return fingerprint
+        local = out.worker.rpartition(":")[0] == worker_id().rpartition(":")[0]
+        edited = edited_since(fingerprint[0], out.started + out.duration if local else None)
+        if not edited:
+            return fingerprint
+        names = ", ".join(_shown(f) for f in edited)
+        if self.emit:
+            self.emit(ev.InputChanged(node.task, tuple(edited), (
+                f"The code of {node.task!r} changed while it ran ({names}): its result may "
+                "come from either version, so it is stored as stale and runs again next time."
+            )))
+        return (fingerprint[0] + "~edited",
+                f"{fingerprint[1]}\n\n# edited while the task ran: {names}")
+
     def _inputs_moved(self, node: Node) -> list[str]:
         """The ``File`` inputs of the task edited while it ran (one ``os.stat`` each when
         unchanged), announced: its result is then recorded as stale."""
@@ -167,3 +189,9 @@ class Results:
             wrapped.__cause__ = error
             return wrapped
         return error
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the working directory (the project root) when inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel

@@ -343,6 +343,11 @@ def begin() -> None:
     _generation += 1
 
 
+def seen_key(filename: str) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file as the fingerprint begun last saw it (now, if it did not)."""
+    return _stats[filename] if filename in _stats else file_key(filename)
+
+
 def _read(filename: str) -> bytes | None:
     try:
         with open(filename, "rb") as f:

@@ -149,8 +149,9 @@ class CorruptEntryFound:
 
 @dataclass(frozen=True)
 class InputChanged:
-    """A task's ``File`` inputs (``paths``) changed while it ran: its result is stored as
-    stale (it runs again next time), since what it read may be either content."""
+    """A task's ``File`` inputs (``paths``), or the source files of project modules its code
+    imports as it runs, changed while it ran: its result is stored as stale (it runs again
+    next time), since what it read may be either content."""
 
     task: Task[object]
     paths: tuple[str, ...]

@@ -43,9 +43,10 @@ import os
 import sys
 import types
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields, is_dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import PurePath
 from typing import Any, cast
 
@@ -96,18 +97,47 @@ def _getsource(obj: Callable[..., object], strip_decorators: bool, unwrap: bool 
     """The slow way, for what the index does not find (a lambda, a function made by exec)."""
     import textwrap
 
+    target = obj if unwrap else getattr(obj, "__code__", obj)
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(
-            obj if unwrap else getattr(obj, "__code__", obj))))
+        lines, first = inspect.getsourcelines(target)
+        source = "".join(lines)
+        dedented = textwrap.dedent(source)
+        tree = ast.parse(dedented)
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None
     if not tree.body:
         return None
     node = tree.body[0]
+    code = getattr(inspect.unwrap(target) if callable(target) else target, "__code__", target)
+    if isinstance(code, types.CodeType) and code.co_name == "<lambda>":
+        # The source is the lambda's whole line, which may hold other statements before it
+        # (``inc = lambda x: x + 1; dbl = lambda x: x * 2``): take the one that holds it.
+        margin = len(lines[0]) - len(dedented.splitlines(keepends=True)[0])
+        found = _statement_of_lambda(tree, code, first, margin)
+        if found is None:
+            return None  # not to be told apart: the compiled code counts instead
+        node = found
     if strip_decorators and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         node.decorator_list = []
     _sources.strip_docstrings(node)
     return ast.unparse(node), _sources.def_time_reads(node)
+
+
+def _statement_of_lambda(tree: ast.Module, code: types.CodeType, first: int,
+                         margin: int) -> ast.stmt | None:
+    """The statement of ``tree`` (the source from line ``first`` of the file, dedented by
+    ``margin`` columns) that holds the lambda compiled to ``code`` (where its first
+    instruction is), or ``None`` when that cannot be known."""
+    if len(tree.body) == 1:
+        return tree.body[0]
+    positions = getattr(code, "co_positions", None)  # Python 3.11+
+    spans = [p for p in positions() if None not in p and (p[0], p[2]) != (p[1], p[3])] if positions else []
+    if not spans:
+        return None  # Python 3.10, or python -X no_debug_ranges
+    line, end_line, col, end_col = spans[0]
+    start, end = (line - first + 1, col - margin), (end_line - first + 1, end_col - margin)
+    return next((stmt for stmt in tree.body if (stmt.lineno, stmt.col_offset) <= start
+                 and end <= (stmt.end_lineno or 0, stmt.end_col_offset or 0)), None)
 
 
 def code_bytes(fn: object) -> str:
@@ -266,11 +296,21 @@ def _class_functions(cls: type) -> Iterator[types.FunctionType]:
 
 def class_values(cls: type) -> list[tuple[str, object]]:
     """A class's immutable data attributes as they are now (``Config.LR = 0.5`` after the
-    class statement counts; mutable ones count by the class's source: they are often state)."""
+    class statement counts; mutable ones count by the class's source, as they are often
+    state, and with the code they hold: see :meth:`_Walk.add_held_code`)."""
     return [(name, value) for name, value in vars(cls).items()
             if not (name.startswith("__") or (name.startswith("_") and name.endswith("_")))
             and isinstance(value, (*_CONSTANT_TYPES, tuple, frozenset))
             and constant_text(value) is not None]
+
+
+def _data_attribute(name: str, value: object) -> bool:
+    """Whether a class attribute is data (a registry, a memo), not a method, a descriptor, a
+    nested class or Python's own (``__slots__``, an enum's ``_member_map_``)."""
+    if name.startswith("__") or (name.startswith("_") and name.endswith("_")):
+        return False
+    return not (isinstance(value, (types.FunctionType, type, staticmethod, classmethod))
+                or hasattr(type(value), "__get__"))
 
 
 def bound_values(fn: types.FunctionType) -> list[tuple[str, object]]:
@@ -576,6 +616,8 @@ class _Walk:
         self.values = _Values(self)
         self.written: set[tuple[str, str]] = set()
         """``(module, name)`` of the globals the code changes: state, not input."""
+        self.imported: dict[str, None] = {}
+        """Source files of the project modules the code imports as it runs."""
 
     # pieces
 
@@ -660,11 +702,12 @@ class _Walk:
             except (ImportError, ValueError):
                 return
         loaded = sys.modules.get(module)
+        file = getattr(loaded, "__file__", None) if loaded is not None else _module_file(module)
+        if isinstance(file, str) and file and yours(file, self.root):
+            self.imported[file] = None
         if loaded is not None:
             self.follow_reads([("g", "m", attrs)], {"m": loaded})
-            return
-        file = _module_file(module)
-        if file is not None and yours(file, self.root):
+        elif file is not None and yours(file, self.root):
             self.add_module_text(module, file)
 
     def add(self, obj: object, label: str, namespace: Mapping[str, object]) -> None:
@@ -743,8 +786,39 @@ class _Walk:
         self.follow_reads(def_reads, namespace)
         if isinstance(obj, type):
             home = sys.modules.get(obj.__module__)
+            where = vars(home) if home else namespace
             for name, value in class_values(obj):
-                self.values.add(value, f"{obj.__qualname__}.{name}", vars(home) if home else namespace)
+                self.values.add(value, f"{obj.__qualname__}.{name}", where)
+            for name, value in list(vars(obj).items()):
+                if _data_attribute(name, value):
+                    self.add_held_code(value, f"{obj.__qualname__}.{name}", where, 0)
+
+    def add_held_code(self, value: object, label: str, namespace: Mapping[str, object], depth: int) -> None:
+        """Follow the functions and classes that a mutable value counted by its source holds
+        (a registry in a class attribute, filled by ``__init_subclass__`` or a decorator): they
+        count with their code, as those of a module-level registry do. The rest of it (a
+        memo's numbers) is state and does not count."""
+        if isinstance(value, (types.FunctionType, type, types.MethodType)) or (
+                callable(value) and getattr(value, "__wrapped__", None) is not None):
+            self.add(value, label, namespace)
+            return
+        if isinstance(value, _CONSTANT_TYPES) or depth > 3:
+            return
+        if isinstance(value, Mapping):
+            items: list[object] = [*value.keys(), *value.values()]
+        elif isinstance(value, (list, tuple, set, frozenset, deque)):
+            items = list(value)
+        elif isinstance(value, partial):
+            items = [value.func, *value.args, *value.keywords.values()]
+        else:  # an object of a project class (a plugin's instance): its class, its attributes
+            kind = type(value)
+            if kind.__module__ == "builtins" or not self.follows(kind):
+                return
+            self.add(kind, label, namespace)
+            items = list(getattr(value, "__dict__", {}).values())
+        for item in items:
+            if not isinstance(item, _CONSTANT_TYPES):
+                self.add_held_code(item, label, namespace, depth + 1)
 
     def check_loaded(self, obj: Callable[..., object]) -> None:
         """See :func:`check_loaded`: for a function, or each method of a class."""
@@ -1025,4 +1099,33 @@ def code_fingerprint(
                 walk.add(value, f"{fn.__name__}.{suffix}", fn.__globals__)
     walk.values.finish()
     text = walk.text(main_text)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), text
+    digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    code_files[digest] = tuple((f, k) for f in walk.imported if (k := _sources.seen_key(f)))
+    return digest, text
+
+
+code_files: dict[str, tuple[tuple[str, tuple[int, int]], ...]] = {}
+"""Fingerprint -> the source files of the project modules its code imports as it runs
+(``import helpers`` inside a task), with their ``(size, mtime_ns)`` when it was taken."""
+_checked: dict[tuple[str, tuple[int, int]], tuple[float, bool]] = {}
+"""``(file, (size, mtime_ns))`` -> when it was last compared with the file, and whether the
+file had changed (then it stays changed: a revert gives it a new mtime)."""
+
+
+def edited_since(digest: str, ended: float | None) -> list[str]:
+    """The source files of the modules that the code of fingerprint ``digest`` imports as it
+    runs, changed since it was taken: a task that imported one (a worker that had not loaded
+    it) may have run either version, so its result may not be what the fingerprint says.
+    One ``os.stat`` per file, or none when a comparison made after ``ended`` (a time on this
+    machine's clock; ``None``: unknown) is at hand."""
+    import time
+
+    edited = []
+    for file, key in code_files.get(digest, ()):
+        seen = _checked.get((file, key))
+        if seen is None or not (seen[1] or (ended is not None and seen[0] >= ended)):
+            now = time.time()
+            seen = _checked[(file, key)] = (now, _sources.file_key(file) != key)
+        if seen[1]:
+            edited.append(file)
+    return edited

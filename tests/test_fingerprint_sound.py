@@ -693,3 +693,107 @@ ratio_pct = AsPercent(ratio)
 
     assert fingerprint(100) == fingerprint(100)
     assert fingerprint(100) != fingerprint(1000)
+
+
+# --- adversarial round 3 (/tmp/adv3/repros) ----------------------------------------------
+
+
+def test_adv3_03_code_in_a_class_registry_counts(make_module: Any) -> None:
+    """A registry held in a class attribute and filled by ``__init_subclass__`` (or a
+    decorator): the classes and functions it holds count with their code, as those of a
+    module-level registry do. What a mutable class attribute holds that is not code (a
+    memo's numbers) is state and still does not count."""
+    def fingerprint(k: int, memo: int = 0) -> str:
+        models = make_module("models03r", """
+            class Base:
+                registry = {}
+                hooks = []
+                memo = {}
+
+                def __init_subclass__(cls, **kw):
+                    super().__init_subclass__(**kw)
+                    Base.registry[cls.__name__.lower()] = cls
+
+            def hook(f):
+                Base.hooks.append(f)
+                return f
+        """)
+        models.Base.memo.update({i: i * i for i in range(memo)})
+        make_module("zoo03r", f"""
+            from models03r import Base, hook
+
+            class Linear(Base):
+                def predict(self, x):
+                    return x + {k}
+
+            @hook
+            def shift(x):
+                return x - {k}
+        """)
+        mod = make_module("uses03r", """
+            from checkpoint import task
+            import zoo03r
+            from models03r import Base
+
+            @task
+            def main():
+                def __():
+                    return Base.registry["linear"]().predict(10) + Base.hooks[0](1)
+                return __
+        """)
+        return code_fingerprint(mod.main.fn)[0]
+
+    assert fingerprint(1) == fingerprint(1)
+    assert fingerprint(1) != fingerprint(100)
+    assert fingerprint(1) == fingerprint(1, memo=50)
+
+
+def test_adv3_04_a_lambda_after_another_statement_on_its_line(make_module: Any) -> None:
+    """``inc = lambda ...; dbl = lambda ...``: the lambda counts with its own statement, not
+    with the first one of its line."""
+    def fingerprint(inc: str, dbl: str) -> str:
+        make_module("helpers04l", f"inc = lambda x: x + {inc}; dbl = lambda x: x * {dbl}\n")
+        mod = make_module("uses04l", """
+            from checkpoint import task
+            from helpers04l import dbl
+
+            @task
+            def main():
+                def __():
+                    return dbl(5)
+                return __
+        """)
+        return code_fingerprint(mod.main.fn)[0]
+
+    assert fingerprint("1", "2") == fingerprint("1", "2")
+    assert fingerprint("1", "2") != fingerprint("1", "3")
+    assert fingerprint("1", "2") == fingerprint("7", "2")  # the other statement does not count
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_adv3_10_code_edited_while_a_task_ran_is_stale(make_module: Any, tmp_path: Path,
+                                                        executor: str) -> None:
+    """A module the task imports inside it, edited while the run goes on (``git checkout
+    other-branch``) and restored afterwards: the task may have run either version, so its
+    result is stored as stale, and the next run computes it again with the code as it is."""
+    name = f"helpers10{executor[0]}"
+    helpers, flag = tmp_path / f"{name}.py", tmp_path / f"{name}.flag"
+    _rewrite(helpers, "def scale(i):\n    return i * 10\n")
+    mod = make_module(f"uses10{executor[0]}", f"""
+        from pathlib import Path
+        from checkpoint import task
+
+        @task
+        def t():
+            def __():
+                if not Path({str(flag)!r}).exists():  # the first time only
+                    Path({str(flag)!r}).touch()
+                    Path({str(helpers)!r}).write_text("def scale(i):\\n    return i * 1000\\n")
+                import {name}
+                return {name}.scale(1)
+            return __
+    """)
+    assert mod.t().run(executor=executor) == 1000   # computed with the other branch's code
+    _rewrite(helpers, "def scale(i):\n    return i * 10\n")  # back: the fingerprint's code
+    sys.modules.pop(name, None)                      # as in a new process
+    assert mod.t().run(executor=executor) == 10
