@@ -141,11 +141,15 @@ def _statement_of_lambda(tree: ast.Module, code: types.CodeType, first: int,
 
 
 def code_bytes(fn: object) -> str:
-    """Fallback when no source is available (e.g. a function built by exec)."""
+    """Fallback when no source is available (e.g. a function built by exec): a digest of its
+    compiled code, the same in every process (not ``marshal``, whose output follows
+    reference counts)."""
     code = getattr(fn, "__code__", None)
     if code is None:
         return repr(fn)
-    return marshal.dumps(code.replace(co_firstlineno=1)).hex()
+    from ._bytecode import code_digest
+
+    return code_digest(code)
 
 
 # --- constants and values ----------------------------------------------------------------

@@ -797,3 +797,20 @@ def test_adv3_10_code_edited_while_a_task_ran_is_stale(make_module: Any, tmp_pat
     _rewrite(helpers, "def scale(i):\n    return i * 10\n")  # back: the fingerprint's code
     sys.modules.pop(name, None)                      # as in a new process
     assert mod.t().run(executor=executor) == 10
+
+
+def test_code_without_source_has_one_fingerprint_whatever_references_its_constants() -> None:
+    # marshal marks an object referenced more than once, so its output followed reference
+    # counts: holding a function's constants elsewhere changed the fallback fingerprint.
+    from checkpoint.fingerprint import code_bytes
+
+    namespace: dict[str, object] = {}
+    exec(compile("def f(x):\n    return x + 1.5 + 2.5\n", "<generated>", "exec"), namespace)
+    fn = namespace["f"]
+    before = code_bytes(fn)
+    held = list(fn.__code__.co_consts)  # type: ignore[attr-defined]
+    assert code_bytes(fn) == before
+    namespace2: dict[str, object] = {}
+    exec(compile("def f(x):\n    return x + 1.5 + 3.5\n", "<generated>", "exec"), namespace2)
+    assert code_bytes(namespace2["f"]) != before
+    assert held
