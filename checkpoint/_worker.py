@@ -30,12 +30,13 @@ import traceback
 import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, Union, cast
 
 from ._codec import Payload, encode_result, load
 from ._types import DebugMode
 from .errors import CorruptEntryError, TaskTimeoutError
-from .files import File, Product, output_digests
+from .files import File, Product, output_digests, without_outputs
 from .task import TaskFamily, _Requires, restore_filename
 
 if TYPE_CHECKING:
@@ -171,20 +172,24 @@ class _CorruptPrerequisite(Exception):
         self.dep = dep
 
 
-def _fill(template: object, payloads: dict[str, Payload], products: list[Product], root: str) -> object:
+def _fill(template: object, payloads: dict[str, Payload], products: list[Product], root: str,
+          matches: list[list[Path]]) -> object:
     if isinstance(template, Ref):
         try:
             return load(payloads[template.id], root)
         except CorruptEntryError as exc:
             raise _CorruptPrerequisite(template.id, str(exc)) from None
     if isinstance(template, list):
-        return [_fill(t, payloads, products, root) for t in template]
+        return [_fill(t, payloads, products, root, matches) for t in template]
     if isinstance(template, dict):
-        return {k: _fill(v, payloads, products, root) for k, v in template.items()}
+        return {k: _fill(v, payloads, products, root, matches) for k, v in template.items()}
     if isinstance(template, File):  # File() or Product(): its path, here
         if isinstance(template, Product):
             products.append(template)
-        return template.value()
+        value = template.value()
+        if type(value) is list:  # a pattern's matches
+            matches.append(value)
+        return value
     return template
 
 
@@ -196,7 +201,10 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         fn = item.fn if item.call is None else _inner(item.call)
         assert fn is not None  # (a WorkItem holds the function or the call that makes it)
         products: list[Product] = []
-        args = [_fill(t, payloads, products, item.root) for t in item.template]
+        matches: list[list[Path]] = []
+        args = [_fill(t, payloads, products, item.root, matches) for t in item.template]
+        if products and matches:  # the task's own outputs are not its inputs
+            without_outputs(matches, products)
         if item.debug is DebugMode.TRACE and in_process:
             from .debug import trace_call
 

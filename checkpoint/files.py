@@ -40,7 +40,8 @@ whose path is in the digest cache is its own key (no normalizing).
 **Producers.** Within one run's DAG, a ``File`` input that another task declares as a
 ``Product`` makes that task a prerequisite (ordering and freshness both go through it),
 and a directory or glob input that covers declared outputs (or reaches into a declared
-output directory) depends on their producers, their files being tracked through them. The
+output directory) depends on their producers, their files being tracked through them
+(the task's own outputs are left out of its inputs: :func:`without_outputs`). The
 DAG is built lazily from task calls, so the producer must be part of the run: require it
 (``@requires(clean(city))``, returning the path) or list it among the targets. A ``File``
 that no task of the DAG produces is a source file and must exist before anything runs
@@ -665,6 +666,21 @@ def output_digests(products: list[Product]) -> dict[str, str]:
     return found
 
 
+def without_outputs(matches: list[list[Path]], products: list[Product]) -> None:
+    """Remove a task's own declared outputs (and what lies under its output directories)
+    from the lists of paths its patterns matched, in place: planning left them out of the
+    patterns' manifests (see :func:`_link_inputs`)."""
+    own: set[str] = set()
+    for product in products:
+        key = (product._key or product.path).rstrip("/")
+        own.add(key)
+        if product.is_dir:
+            own.add(key + "/")
+    keys = frozenset(own)
+    for paths in matches:
+        paths[:] = [path for path in paths if not _excluded(path.as_posix(), keys)]
+
+
 def with_outputs(stamp: str, outputs: dict[str, str]) -> str:
     """A task's stamp that names its declared outputs too (``outputs``: their digests), so
     that a re-run that wrote other content is a new value, one that wrote the same content
@@ -850,10 +866,12 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
                  keys: list[str], root: str) -> list[TaskId]:
     """The producers of a task's ``File`` inputs (``keys``: the sorted output keys); note
     in its :class:`TaskFiles` the inputs they produce (``produced``) and the outputs its
-    directories and patterns leave out of their manifests (``exclude``).
+    directories and patterns leave out of their manifests (``exclude``): other tasks'
+    outputs (tracked through their producers) and the task's own (never its inputs).
 
     Raises:
-        TaskDefinitionError: the task reads its own output.
+        TaskDefinitionError: the task names its own output as an input, or reads inside
+            its own output directory.
     """
     import bisect
 
@@ -891,13 +909,16 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
                 covered.append(k)
         for k in covered:
             if producers[k] == tid:
-                if k in dirs and item.is_glob and not key.startswith(k + "/"):
-                    continue  # reaching into its own output directory, and elsewhere
-                raise TaskDefinitionError(
-                    f"{task_label(node.task)} declares {k} both as an input (File) and as "
-                    "its output (Product). Write the result to another path."
-                )
-            found.append(producers[k])
+                if key == k or (k in dirs and key.startswith(k + "/")):
+                    raise TaskDefinitionError(
+                        f"{task_label(node.task)} declares {k} both as an input (File) and "
+                        "as its output (Product). Write the result to another path."
+                    )
+                # A pattern or directory that covers its own output (out/*.csv writing
+                # out/summary.csv): left out, as make drops a circular dependency. The
+                # output is removed before the task runs, so it never reads it anyway.
+            else:
+                found.append(producers[k])
             exclude.add(k)
             if k in dirs:  # and every file under it
                 exclude.add(k + "/")
