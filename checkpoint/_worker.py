@@ -127,6 +127,9 @@ class Done:
     classes: tuple[str, ...] = ()
     """Classes of the project the value is made of (``module.qualname``; see
     :func:`project_classes`)."""
+    unpickled: tuple[str, ...] = ()
+    """Classes of the project that the task met by unpickling (its prerequisites' values,
+    a model it loaded from a file; see :func:`_unpickling`)."""
 
 
 @dataclass
@@ -202,16 +205,17 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         assert fn is not None  # (a WorkItem holds the function or the call that makes it)
         products: list[Product] = []
         matches: list[list[Path]] = []
-        args = [_fill(t, payloads, products, item.root, matches) for t in item.template]
-        if products and matches:  # the task's own outputs are not its inputs
-            without_outputs(matches, products)
-        if item.debug is DebugMode.TRACE and in_process:
-            from .debug import trace_call
+        with _unpickling() as met:
+            args = [_fill(t, payloads, products, item.root, matches) for t in item.template]
+            if products and matches:  # the task's own outputs are not its inputs
+                without_outputs(matches, products)
+            if item.debug is DebugMode.TRACE and in_process:
+                from .debug import trace_call
 
-            with _uncaptured():  # the debugger talks to the terminal
-                value = trace_call(fn, *args)
-        else:
-            value = fn(*args)
+                with _uncaptured():  # the debugger talks to the terminal
+                    value = trace_call(fn, *args)
+            else:
+                value = fn(*args)
         # Hashed here, as soon as written (a failed task records nothing).
         outputs = output_digests(products) if products else None
     except _CorruptPrerequisite as exc:
@@ -242,7 +246,8 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     # A value file written here was digested as it was written (its bytes never reach the
     # coordinator, which then gives the entry its stamp from this one).
     return Done(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
-                blob=encoded.blob, stamp=encoded.stamp, outputs=outputs, classes=project_classes(value))
+                blob=encoded.blob, stamp=encoded.stamp, outputs=outputs, classes=project_classes(value),
+                unpickled=_project_classes_named(met))
 
 
 _project = ""
@@ -272,6 +277,61 @@ def project_classes(value: object) -> tuple[str, ...]:
         file = getattr(sys.modules.get(kind.__module__), "__file__", None)
         if isinstance(file, str) and file.startswith(_project) and "site-packages" not in file:
             found[f"{kind.__module__}.{kind.__qualname__}"] = None
+    return tuple(found)
+
+
+_met = threading.local()
+"""``names``: the ``(module, qualname)`` pairs unpickled by this thread's running task."""
+_hooked: list[bool] = []
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    # Called for every audit event of the process: kept minimal, and never raises.
+    if event == "pickle.find_class":
+        names = getattr(_met, "names", None)
+        if names is not None and len(names) < 1000:
+            names.append(args)
+
+
+@contextlib.contextmanager
+def _unpickling() -> Iterator[list[tuple[str, str]]]:
+    """The globals (``(module, qualname)``) that the unpickler resolves in this thread while
+    the block runs: every ``pickle``, ``joblib``, ``cloudpickle`` or ``torch.load`` reports
+    them (the ``pickle.find_class`` audit event, Python 3.8+). Only for a task of a project
+    (:data:`_project`); the audit hook, once added, stays for the life of the process."""
+    names: list[tuple[str, str]] = []
+    if not _project:
+        yield names
+        return
+    if not _hooked:
+        _hooked.append(True)
+        sys.addaudithook(_audit)
+    saved = getattr(_met, "names", None)
+    _met.names = names
+    try:
+        yield names
+    finally:
+        _met.names = saved
+
+
+def _project_classes_named(names: list[tuple[str, str]]) -> tuple[str, ...]:
+    """Of the globals a task unpickled, the classes of the project (as in
+    :func:`project_classes`), ``module.qualname``."""
+    if not names:
+        return ()
+    found: dict[str, None] = {}
+    for module_name, qualname in names:
+        if type(module_name) is not str or type(qualname) is not str:
+            continue
+        module = sys.modules.get(module_name)
+        file = getattr(module, "__file__", None)
+        if not (isinstance(file, str) and file.startswith(_project) and "site-packages" not in file):
+            continue
+        obj: Any = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, type):
+            found[f"{module_name}.{qualname}"] = None
     return tuple(found)
 
 
