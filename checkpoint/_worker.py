@@ -293,25 +293,32 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             names.append(args)
 
 
-@contextlib.contextmanager
-def _unpickling() -> Iterator[list[tuple[str, str]]]:
+class _unpickling:  # noqa: N801 - used as a function, in a with statement
     """The globals (``(module, qualname)``) that the unpickler resolves in this thread while
     the block runs: every ``pickle``, ``joblib``, ``cloudpickle`` or ``torch.load`` reports
     them (the ``pickle.find_class`` audit event, Python 3.8+). Only for a task of a project
-    (:data:`_project`); the audit hook, once added, stays for the life of the process."""
-    names: list[tuple[str, str]] = []
-    if not _project:
-        yield names
-        return
-    if not _hooked:
-        _hooked.append(True)
-        sys.addaudithook(_audit)
-    saved = getattr(_met, "names", None)
-    _met.names = names
-    try:
-        yield names
-    finally:
-        _met.names = saved
+    (:data:`_project`); the audit hook, once added, stays for the life of the process. (A
+    class, not a generator: it wraps every task.)"""
+
+    __slots__ = ("names", "saved", "on")
+
+    def __init__(self) -> None:
+        self.names: list[tuple[str, str]] = []
+        self.saved: list[tuple[str, str]] | None = None
+        self.on = bool(_project)
+
+    def __enter__(self) -> list[tuple[str, str]]:
+        if self.on:
+            if not _hooked:
+                _hooked.append(True)
+                sys.addaudithook(_audit)
+            self.saved = getattr(_met, "names", None)
+            _met.names = self.names
+        return self.names
+
+    def __exit__(self, *exc: object) -> None:
+        if self.on:
+            _met.names = self.saved
 
 
 def _project_classes_named(names: list[tuple[str, str]]) -> tuple[str, ...]:
