@@ -108,12 +108,14 @@ class Results:
         current (early cutoff; see checkpoint._stamps), and new code upstream never does.
         Not for a task with a data directory: its value (often a path) does not show what
         the directory holds."""
+        if out.classes:
+            self.stamp_context.named_classes(out.id, out.classes)
+        if out.unpickled:
+            self.stamp_context.named_classes(out.id, out.unpickled, unpickled=True)
         if task.spec().has_data_dir:
             return new_stamp()
         compressed = task.family.compress_level != 0
         context = self.stamp_context.digest(out.id, given, out.payload, compressed)
-        if out.classes:
-            self.stamp_context.named_classes(out.id, out.classes)
         if out.payload is not None:
             return in_context(value_stamp(out.payload, compressed), context)
         if out.stamp:  # written to its file by the worker, which hashed it

@@ -37,7 +37,8 @@ class Reason(Word):
     """Why a task of a plan must run (a fresh task has no reason: ``None``)."""
 
     INPUT_MISSING = "input missing"
-    """A declared ``File()`` input does not exist (the task fails before it starts)."""
+    """A declared ``File()`` input does not exist, or cannot be read (the run stops before
+    anything runs)."""
     FORCED = "forced"
     """Asked to compute again (``--force``, ``clear`` then run)."""
     MISSING = "missing"

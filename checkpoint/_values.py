@@ -177,11 +177,12 @@ class StampContext:
         self._files: dict[TaskId, bool] = {}
         self._covered: dict[tuple[str, str], bool] = {}
 
-    def named_classes(self, tid: TaskId, classes: tuple[str, ...]) -> None:
+    def named_classes(self, tid: TaskId, classes: tuple[str, ...], unpickled: bool = False) -> None:
         """Warn (:class:`~checkpoint.fingerprint.FingerprintWarning`, once per family and
         class) when ``tid``'s value is made of a class of the project (``module.qualname``)
         that neither its code nor the code upstream of it names: a model loaded from a
-        pickle file. That class's code is in no fingerprint, so an edit of it re-runs nothing."""
+        pickle file (``unpickled``: the task met the class by unpickling, whatever it
+        returned). That class's code is in no fingerprint, so an edit of it re-runs nothing."""
         import re
 
         family = self.nodes[tid].task.family
@@ -194,7 +195,7 @@ class StampContext:
             self._covered[key] = covered = any(pattern.search(text) for text in texts)
             if not covered:
                 _warned_classes.add(key)
-                _warn_class(family, name)
+                _warn_class(family, name, unpickled)
 
     def _families_upstream(self, tid: TaskId) -> list[Any]:
         """The families of ``tid`` and of every task upstream of it (each once)."""
@@ -280,7 +281,7 @@ _SCANNED = 1 << 16
 _warned_classes: set[tuple[str, str]] = set()
 
 
-def _warn_class(family: Any, name: str) -> None:
+def _warn_class(family: Any, name: str, unpickled: bool) -> None:
     import types
     import warnings
 
@@ -290,10 +291,16 @@ def _warn_class(family: Any, name: str) -> None:
     file, line = (code.co_filename, code.co_firstlineno) if isinstance(code, types.CodeType) \
         else ("<unknown>", 1)
     module, _, qualname = name.rpartition(".")
-    warnings.warn_explicit(
-        f"Task {family.name} returned a value made of {name}, a class of your project that "
-        f"neither its code nor the code of the tasks upstream of it names (loaded from a "
-        "pickle file?): the class's code is not fingerprinted, so editing it will not re-run "
-        f"the tasks that use this value. Name the class in the task's code (from {module} "
-        f"import {qualname.split('.')[0]}), or pin the task with @task(version=...) and bump "
-        "the version when the class changes.", FingerprintWarning, file, line, module=family.module)
+    fix = (f"Name the class in the task's code (from {module} import {qualname.split('.')[0]}), "
+           "or pin the task with @task(version=...) and bump the version when the class changes.")
+    if unpickled:
+        text = (f"Task {family.name} unpickled {name}, a class of your project that neither "
+                "its code nor the code of the tasks upstream of it names (a model loaded from "
+                "a file?): the class's code is not fingerprinted, so editing it will not re-run "
+                f"this task. {fix}")
+    else:
+        text = (f"Task {family.name} returned a value made of {name}, a class of your project "
+                "that neither its code nor the code of the tasks upstream of it names (loaded "
+                "from a pickle file?): the class's code is not fingerprinted, so editing it will "
+                f"not re-run the tasks that use this value. {fix}")
+    warnings.warn_explicit(text, FingerprintWarning, file, line, module=family.module)

@@ -30,12 +30,13 @@ import traceback
 import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, Union, cast
 
 from ._codec import Payload, encode_result, load
 from ._types import DebugMode
 from .errors import CorruptEntryError, TaskTimeoutError
-from .files import File, Product, output_digests
+from .files import File, Product, output_digests, without_outputs
 from .task import TaskFamily, _Requires, restore_filename
 
 if TYPE_CHECKING:
@@ -126,6 +127,9 @@ class Done:
     classes: tuple[str, ...] = ()
     """Classes of the project the value is made of (``module.qualname``; see
     :func:`project_classes`)."""
+    unpickled: tuple[str, ...] = ()
+    """Classes of the project that the task met by unpickling (its prerequisites' values,
+    a model it loaded from a file; see :func:`_unpickling`)."""
 
 
 @dataclass
@@ -171,20 +175,24 @@ class _CorruptPrerequisite(Exception):
         self.dep = dep
 
 
-def _fill(template: object, payloads: dict[str, Payload], products: list[Product], root: str) -> object:
+def _fill(template: object, payloads: dict[str, Payload], products: list[Product], root: str,
+          matches: list[list[Path]]) -> object:
     if isinstance(template, Ref):
         try:
             return load(payloads[template.id], root)
         except CorruptEntryError as exc:
             raise _CorruptPrerequisite(template.id, str(exc)) from None
     if isinstance(template, list):
-        return [_fill(t, payloads, products, root) for t in template]
+        return [_fill(t, payloads, products, root, matches) for t in template]
     if isinstance(template, dict):
-        return {k: _fill(v, payloads, products, root) for k, v in template.items()}
+        return {k: _fill(v, payloads, products, root, matches) for k, v in template.items()}
     if isinstance(template, File):  # File() or Product(): its path, here
         if isinstance(template, Product):
             products.append(template)
-        return template.value()
+        value = template.value()
+        if type(value) is list:  # a pattern's matches
+            matches.append(value)
+        return value
     return template
 
 
@@ -196,14 +204,18 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         fn = item.fn if item.call is None else _inner(item.call)
         assert fn is not None  # (a WorkItem holds the function or the call that makes it)
         products: list[Product] = []
-        args = [_fill(t, payloads, products, item.root) for t in item.template]
-        if item.debug is DebugMode.TRACE and in_process:
-            from .debug import trace_call
+        matches: list[list[Path]] = []
+        with _unpickling() as met:
+            args = [_fill(t, payloads, products, item.root, matches) for t in item.template]
+            if products and matches:  # the task's own outputs are not its inputs
+                without_outputs(matches, products)
+            if item.debug is DebugMode.TRACE and in_process:
+                from .debug import trace_call
 
-            with _uncaptured():  # the debugger talks to the terminal
-                value = trace_call(fn, *args)
-        else:
-            value = fn(*args)
+                with _uncaptured():  # the debugger talks to the terminal
+                    value = trace_call(fn, *args)
+            else:
+                value = fn(*args)
         # Hashed here, as soon as written (a failed task records nothing).
         outputs = output_digests(products) if products else None
     except _CorruptPrerequisite as exc:
@@ -234,7 +246,8 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     # A value file written here was digested as it was written (its bytes never reach the
     # coordinator, which then gives the entry its stamp from this one).
     return Done(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
-                blob=encoded.blob, stamp=encoded.stamp, outputs=outputs, classes=project_classes(value))
+                blob=encoded.blob, stamp=encoded.stamp, outputs=outputs, classes=project_classes(value),
+                unpickled=_project_classes_named(met))
 
 
 _project = ""
@@ -264,6 +277,68 @@ def project_classes(value: object) -> tuple[str, ...]:
         file = getattr(sys.modules.get(kind.__module__), "__file__", None)
         if isinstance(file, str) and file.startswith(_project) and "site-packages" not in file:
             found[f"{kind.__module__}.{kind.__qualname__}"] = None
+    return tuple(found)
+
+
+_met = threading.local()
+"""``names``: the ``(module, qualname)`` pairs unpickled by this thread's running task."""
+_hooked: list[bool] = []
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    # Called for every audit event of the process: kept minimal, and never raises.
+    if event == "pickle.find_class":
+        names = getattr(_met, "names", None)
+        if names is not None and len(names) < 1000:
+            names.append(args)
+
+
+class _unpickling:  # noqa: N801 - used as a function, in a with statement
+    """The globals (``(module, qualname)``) that the unpickler resolves in this thread while
+    the block runs: every ``pickle``, ``joblib``, ``cloudpickle`` or ``torch.load`` reports
+    them (the ``pickle.find_class`` audit event, Python 3.8+). Only for a task of a project
+    (:data:`_project`); the audit hook, once added, stays for the life of the process. (A
+    class, not a generator: it wraps every task.)"""
+
+    __slots__ = ("names", "saved", "on")
+
+    def __init__(self) -> None:
+        self.names: list[tuple[str, str]] = []
+        self.saved: list[tuple[str, str]] | None = None
+        self.on = bool(_project)
+
+    def __enter__(self) -> list[tuple[str, str]]:
+        if self.on:
+            if not _hooked:
+                _hooked.append(True)
+                sys.addaudithook(_audit)
+            self.saved = getattr(_met, "names", None)
+            _met.names = self.names
+        return self.names
+
+    def __exit__(self, *exc: object) -> None:
+        if self.on:
+            _met.names = self.saved
+
+
+def _project_classes_named(names: list[tuple[str, str]]) -> tuple[str, ...]:
+    """Of the globals a task unpickled, the classes of the project (as in
+    :func:`project_classes`), ``module.qualname``."""
+    if not names:
+        return ()
+    found: dict[str, None] = {}
+    for module_name, qualname in names:
+        if type(module_name) is not str or type(qualname) is not str:
+            continue
+        module = sys.modules.get(module_name)
+        file = getattr(module, "__file__", None)
+        if not (isinstance(file, str) and file.startswith(_project) and "site-packages" not in file):
+            continue
+        obj: Any = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, type):
+            found[f"{module_name}.{qualname}"] = None
     return tuple(found)
 
 

@@ -16,6 +16,7 @@ status (``exit_code``, one of :class:`ExitCode`, the one place that defines them
     │   ├── InvalidRequirementError        (also a TypeError)
     │   └── CycleError
     ├── MissingInputError            (2)   an input file is missing (also a FileNotFoundError)
+    ├── UnreadableInputError         (2)   an input file cannot be read (also an OSError)
     ├── StaleModuleError             (2)   a module changed on disk since it was imported
     ├── TaskFailedError              (1)   a task raised; ``__cause__`` is its exception
     │   ├── UnserializableResultError      (also a TypeError)
@@ -154,6 +155,21 @@ class MissingInputError(CheckpointError, FileNotFoundError):
     """A ``File()`` input of a task in the run does not exist (and no task of the run writes it).
 
     Raised before anything runs; ``paths`` lists the missing files (project-relative).
+    """
+
+    exit_code: ClassVar[int] = ExitCode.USAGE
+
+    def __init__(self, message: str, *, paths: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.paths = paths or []
+
+
+class UnreadableInputError(CheckpointError, OSError):
+    """A ``File()`` input of a task in the run (or a file or directory under it) exists but
+    cannot be read: no permission, an I/O error. Its content cannot be tracked, so nothing runs.
+
+    Raised before anything runs; ``paths`` lists the paths that could not be read
+    (project-relative).
     """
 
     exit_code: ClassVar[int] = ExitCode.USAGE

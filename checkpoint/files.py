@@ -40,7 +40,8 @@ whose path is in the digest cache is its own key (no normalizing).
 **Producers.** Within one run's DAG, a ``File`` input that another task declares as a
 ``Product`` makes that task a prerequisite (ordering and freshness both go through it),
 and a directory or glob input that covers declared outputs (or reaches into a declared
-output directory) depends on their producers, their files being tracked through them. The
+output directory) depends on their producers, their files being tracked through them
+(the task's own outputs are left out of its inputs: :func:`without_outputs`). The
 DAG is built lazily from task calls, so the producer must be part of the run: require it
 (``@requires(clean(city))``, returning the path) or list it among the targets. A ``File``
 that no task of the DAG produces is a source file and must exist before anything runs
@@ -50,6 +51,7 @@ that no task of the DAG produces is a source file and must exist before anything
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import marshal
@@ -69,6 +71,7 @@ from .errors import (
     MissingInputError,
     MissingOutputError,
     TaskDefinitionError,
+    UnreadableInputError,
 )
 
 if TYPE_CHECKING:
@@ -92,6 +95,21 @@ _NONE: frozenset[str] = frozenset()
 _NO_OUTPUTS: dict[str, str] = {}
 """``TaskFiles.outputs_now`` of every task without outputs (never written)."""
 _GLOB_CHARS = frozenset("*?[")
+_NO_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+"""Errors of ``os.stat`` that mean "no file there" (a broken symlink, a link loop)."""
+
+
+class Unreadable(Exception):
+    """A path under an input that exists but cannot be read (listed, stat'ed or hashed):
+    its content cannot be tracked. Planning turns it into an :class:`UnreadableInputError`
+    naming the task."""
+
+    def __init__(self, path: str, error: OSError) -> None:
+        super().__init__(path, error.strerror or str(error))
+        self.path = path
+        """The path that could not be read (relative to the project root, or absolute)."""
+        self.reason = error.strerror or str(error)
+        """Why, in words (``Permission denied``)."""
 
 
 def _path_text(path: Any, what: str) -> str:
@@ -364,8 +382,11 @@ class DigestCache:
             return f"<{_kind(st)}>"
         sig = _signature(st)
         started = _clock()
-        digest = hash_file(path)
-        after = os.stat(path)
+        try:
+            digest = hash_file(path)
+            after = os.stat(path)
+        except OSError as exc:
+            raise Unreadable(path, exc) from None
         if _signature(after) == sig and _changed_ns(st) < started - RACY_NS:
             self.entries[path] = self.changed[path] = (*sig, digest)
         elif path in self.entries:  # changed: its old record must go
@@ -509,9 +530,13 @@ def _dir_manifest(directory: str, cache: DigestCache,
     A line per file under it, ``relative path\\0digest``, each directory's files sorted by
     name and then its subdirectories in the same way, hidden names and the keys in
     ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
-    what cannot be stat'ed (a broken symlink) left out. Symlinked subdirectories are followed (as a ``**`` pattern does),
-    each real directory once, so a link loop ends; one that cannot be read counts as empty.
-    Per file, one ``os.stat`` and a lookup (:meth:`DigestCache.digest` inlined)."""
+    what is not there (a broken symlink) left out. Symlinked subdirectories are followed (as a
+    ``**`` pattern does), each real directory once, so a link loop ends. Per file, one
+    ``os.stat`` and a lookup (:meth:`DigestCache.digest` inlined).
+
+    Raises:
+        Unreadable: a file or directory under it cannot be read (leaving it out would
+            make a manifest that does not change when it does)."""
     entries = cache.entries
     os_stat = os.stat
     lines: list[str] = []
@@ -526,8 +551,10 @@ def _dir_manifest(directory: str, cache: DigestCache,
         seen.add(real)
         try:
             names = os.listdir(base)
-        except OSError:
-            continue
+        except OSError as exc:
+            if exc.errno in _NO_FILE:  # removed since it was listed
+                continue
+            raise Unreadable(base, exc) from None  # never an empty directory: stale
         names.sort()
         prefix = "" if base == "." else base + "/"
         subdirs: list[str] = []
@@ -539,8 +566,10 @@ def _dir_manifest(directory: str, cache: DigestCache,
                 continue
             try:
                 st = os_stat(path)
-            except OSError:
-                continue
+            except OSError as exc:
+                if exc.errno in _NO_FILE:  # a broken symlink: no file there
+                    continue
+                raise Unreadable(path, exc) from None
             if st.st_mode & 0o170000 == 0o040000:
                 subdirs.append(name)
                 continue
@@ -571,6 +600,7 @@ def digest_of(
 
     Raises:
         InvalidRequirementError: ``key`` names a named pipe, a socket or a device.
+        Unreadable: ``key``, or a file or directory under it, cannot be read.
     """
     full = key  # relative to the working directory, which is ``root``
     if pattern:
@@ -595,6 +625,8 @@ def digest_of(
         if any(k.startswith(prefix) for k in exclude):  # to be written by their producers
             return _manifest([])
         return None
+    except OSError as exc:
+        raise Unreadable(key, exc) from None
     if stat.S_ISDIR(st.st_mode):
         return _dir_digest(full, cache, exclude)
     if not listed and not stat.S_ISREG(st.st_mode):
@@ -611,13 +643,20 @@ def output_digests(products: list[Product]) -> dict[str, str]:
     worker: relative paths resolve against its working directory, the project root).
 
     Raises:
-        MissingOutputError: a declared output does not exist.
+        MissingOutputError: a declared output does not exist, or cannot be read.
     """
     cache = DigestCache(None)
     found = {}
     for product in products:
         key = product._key or key_of(product.path, os.getcwd())
-        digest = digest_of(key, os.getcwd(), cache)
+        try:
+            digest = digest_of(key, os.getcwd(), cache)
+        except Unreadable as exc:
+            raise MissingOutputError(
+                f"The task wrote its declared output {key} (Product({product.path!r})), but "
+                f"{exc.path} cannot be read ({exc.reason}), so what it holds cannot be "
+                "recorded. Write outputs that the task's own user can read."
+            ) from None
         if digest is None:
             raise MissingOutputError(
                 f"The task did not write its declared output {key} (Product({product.path!r})). "
@@ -625,6 +664,21 @@ def output_digests(products: list[Product]) -> dict[str, str]:
             )
         found[OUTPUT + key] = digest
     return found
+
+
+def without_outputs(matches: list[list[Path]], products: list[Product]) -> None:
+    """Remove a task's own declared outputs (and what lies under its output directories)
+    from the lists of paths its patterns matched, in place: planning left them out of the
+    patterns' manifests (see :func:`_link_inputs`)."""
+    own: set[str] = set()
+    for product in products:
+        key = (product._key or product.path).rstrip("/")
+        own.add(key)
+        if product.is_dir:
+            own.add(key + "/")
+    keys = frozenset(own)
+    for paths in matches:
+        paths[:] = [path for path in paths if not _excluded(path.as_posix(), keys)]
 
 
 def with_outputs(stamp: str, outputs: dict[str, str]) -> str:
@@ -647,7 +701,7 @@ class TaskFiles:
     """The ``File`` and ``Product`` requirements of one task, and what planning found."""
 
     __slots__ = ("inputs", "outputs", "produced", "exclude", "digests", "outputs_now",
-                 "missing", "details", "_agrees")
+                 "missing", "unreadable", "details", "_agrees")
 
     def __init__(self, inputs: list[File], outputs: list[Product]) -> None:
         self.inputs = inputs
@@ -663,6 +717,9 @@ class TaskFiles:
         """``{"out:<key>": digest or ""}`` of the outputs on disk, for a stored task."""
         self.missing: tuple[str, ...] = ()
         """Source inputs that do not exist."""
+        self.unreadable: tuple[tuple[str, Unreadable], ...] = ()
+        """``(input key, what could not be read)`` of the source inputs that exist but
+        cannot be read (a file under a directory input, or the input itself)."""
         self.details: tuple[str, ...] = ()
         """What changed, in words (for ``why``)."""
         self._agrees: dict[str, str] | None = None
@@ -720,7 +777,8 @@ class TaskFiles:
             old = recorded.get(key)
             name = key[len(OUTPUT):]
             if not now:
-                details.append(f"output file {name} is missing")
+                details.append(f"output file {name} cannot be read" if os.path.lexists(name)
+                               else f"output file {name} is missing")
             elif old is None:
                 details.append(f"output file {name} was not declared by the stored result")
             elif old != now:
@@ -808,10 +866,12 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
                  keys: list[str], root: str) -> list[TaskId]:
     """The producers of a task's ``File`` inputs (``keys``: the sorted output keys); note
     in its :class:`TaskFiles` the inputs they produce (``produced``) and the outputs its
-    directories and patterns leave out of their manifests (``exclude``).
+    directories and patterns leave out of their manifests (``exclude``): other tasks'
+    outputs (tracked through their producers) and the task's own (never its inputs).
 
     Raises:
-        TaskDefinitionError: the task reads its own output.
+        TaskDefinitionError: the task names its own output as an input, or reads inside
+            its own output directory.
     """
     import bisect
 
@@ -849,13 +909,16 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
                 covered.append(k)
         for k in covered:
             if producers[k] == tid:
-                if k in dirs and item.is_glob and not key.startswith(k + "/"):
-                    continue  # reaching into its own output directory, and elsewhere
-                raise TaskDefinitionError(
-                    f"{task_label(node.task)} declares {k} both as an input (File) and as "
-                    "its output (Product). Write the result to another path."
-                )
-            found.append(producers[k])
+                if key == k or (k in dirs and key.startswith(k + "/")):
+                    raise TaskDefinitionError(
+                        f"{task_label(node.task)} declares {k} both as an input (File) and "
+                        "as its output (Product). Write the result to another path."
+                    )
+                # A pattern or directory that covers its own output (out/*.csv writing
+                # out/summary.csv): left out, as make drops a circular dependency. The
+                # output is removed before the task runs, so it never reads it anyway.
+            else:
+                found.append(producers[k])
             exclude.add(k)
             if k in dirs:  # and every file under it
                 exclude.add(k + "/")
@@ -1036,7 +1099,7 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     cache = DigestCache(
         cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
     )
-    seen: dict[str, str | None] = {}
+    seen: dict[str, str | Unreadable | None] = {}
     unseen = _UNSEEN
     entries: dict[str, Entry] | None = None  # loaded for the first input not a known directory
     dirs = cache.dirs
@@ -1072,10 +1135,16 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
                 continue
             digest = seen.get(key, unseen)
             if digest is unseen:
-                digest = seen[key] = digest_of(key, root, cache, pattern=item.is_glob,
-                                               exclude=files.exclude)
+                try:
+                    digest = digest_of(key, root, cache, pattern=item.is_glob,
+                                       exclude=files.exclude)
+                except Unreadable as exc:
+                    digest = exc
+                seen[key] = digest
             if digest is None:
                 files.missing += (key,)
+            elif type(digest) is Unreadable:
+                files.unreadable += ((key, digest),)
             else:
                 digests[INPUT + key] = digest
         if files.outputs and node.task.id in metas:
@@ -1084,15 +1153,20 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
 
 
 def _digest_outputs(files: TaskFiles, root: str, cache: DigestCache,
-                    seen: dict[str, str | None]) -> None:
+                    seen: dict[str, str | Unreadable | None]) -> None:
     """Note the digests of a stored task's outputs as they are on disk now (``seen``: the
-    digests of the paths digested so far)."""
+    digests of the paths digested so far). One that cannot be read counts as missing: its
+    task runs and writes it again."""
     for product in files.outputs:
         key = OUTPUT + product.key(root)
         digest = seen.get(key, _UNSEEN)
         if digest is _UNSEEN:
-            digest = seen[key] = digest_of(product._key, root, cache)
-        files.outputs_now[key] = digest or ""
+            try:
+                digest = digest_of(product._key, root, cache)
+            except Unreadable:
+                digest = None
+            seen[key] = digest
+        files.outputs_now[key] = digest if type(digest) is str else ""
 
 
 def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:
@@ -1103,9 +1177,13 @@ def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:
     for item in files.inputs:
         key = item.key(root)
         planned = files.digests.get(INPUT + key)
-        if planned is not None and planned != digest_of(
-            key, root, cache, pattern=item.is_glob, exclude=files.exclude
-        ):
+        if planned is None:
+            continue
+        try:
+            now = digest_of(key, root, cache, pattern=item.is_glob, exclude=files.exclude)
+        except Unreadable:  # no longer readable: not what the task was planned with
+            now = None
+        if planned != now:
             changed.append(key)
     return changed
 
@@ -1114,13 +1192,17 @@ def missing_inputs(with_files: Iterable[Node]) -> None:
     """Raise if a task of the plan lacks a source input file.
 
     Raises:
+        UnreadableInputError: an input exists but cannot be read, naming each such task
+            and path.
         MissingInputError: naming each such task and file.
     """
     from ._text import plural, task_label
 
+    nodes = list(with_files)
+    _unreadable_inputs(nodes)
     lines = [
         f"{path}, needed by {task_label(node.task)}"
-        for node in with_files if node.files is not None for path in node.files.missing
+        for node in nodes if node.files is not None for path in node.files.missing
     ]
     if not lines:
         return
@@ -1132,4 +1214,33 @@ def missing_inputs(with_files: Iterable[Node]) -> None:
         "the paths given to File(); a file that another task writes must come from a task "
         "of this run: require that task.",
         paths=[line.split(", needed by ", 1)[0] for line in lines],
+    )
+
+
+def _unreadable_inputs(with_files: list[Node]) -> None:
+    """Raise if a source input of a task of the plan exists but cannot be read.
+
+    Raises:
+        UnreadableInputError: naming each such task and path.
+    """
+    from ._text import plural, task_label
+
+    found = [
+        (problem.path, f"{problem.path} ({problem.reason}), "
+         + ("" if problem.path == key else f"under File({key!r}), ")
+         + f"needed by {task_label(node.task)}")
+        for node in with_files if node.files is not None
+        for key, problem in node.files.unreadable
+    ]
+    if not found:
+        return
+    lines = [line for _, line in found]
+    shown = lines[:10] + ([f"... and {len(lines) - 10} more"] if len(lines) > 10 else [])
+    raise UnreadableInputError(
+        f"{plural(len(lines), 'unreadable input file')}, so nothing was run:\n  "
+        + "\n  ".join(shown) + "\n"
+        f"Paths are relative to {os.getcwd()} (the project root). Their content cannot be "
+        "tracked: make them readable (check the permissions: ls -l), or move them out of "
+        "the directories given to File().",
+        paths=[path for path, _ in found],
     )

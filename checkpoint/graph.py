@@ -100,6 +100,7 @@ class Plan:
         """Raise if a task of the plan lacks an input file (before anything runs).
 
         Raises:
+            UnreadableInputError: an input exists but cannot be read.
             MissingInputError: naming each such task and file.
         """
         _files.missing_inputs(n for n in self.nodes.values() if n.files is not None)
@@ -302,9 +303,13 @@ def mark(
         family = node.task.family
         meta = node.meta = metas.get(tid)
         files = node.files
-        if files is not None and files.missing:
+        if files is not None and (files.missing or files.unreadable):
             node.reason = Reason.INPUT_MISSING
             files.details += tuple(f"input file {path} does not exist" for path in files.missing)
+            files.details += tuple(
+                f"{problem.path} cannot be read ({problem.reason})"
+                + ("" if problem.path == key else f", under the input {key}")
+                for key, problem in files.unreadable)
         elif force_all or tid in forced_ids:
             node.reason = Reason.FORCED
         elif meta is None:
