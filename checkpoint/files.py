@@ -241,13 +241,26 @@ class Product(File):
         """Whether it names a directory (the path ends with a separator)."""
         return self.path.endswith(("/", os.sep))
 
-    def value(self) -> Path:
+    def value(self, keep: Iterable[str] = ()) -> Path:
         """The output's path, its directory created (called where the task runs, before
         each attempt). What an earlier run or a failed attempt wrote must not outlive it
-        (as snakemake removes outputs before a job): a file is removed, a directory emptied."""
+        (as snakemake removes outputs before a job): a file is removed, a directory emptied.
+
+        Raises:
+            TaskDefinitionError: the directory (links resolved) holds one of ``keep`` (the
+                project root, the store root); nothing is deleted then.
+        """
         path = Path(self._key or self.path)
         if self.is_dir:
-            _empty(path)
+            real = os.path.realpath(path)
+            for kept in keep:
+                if _within(os.path.realpath(kept), real):
+                    raise TaskDefinitionError(
+                        f"{self!r} is the directory {real}, which holds {kept}: a Product "
+                        "directory is emptied before its task runs, so nothing was deleted. "
+                        "Declare a directory of its own (Product('out/'))."
+                    )
+            _empty(real)
             path.mkdir(parents=True, exist_ok=True)
         else:
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
@@ -256,11 +269,11 @@ class Product(File):
         return path
 
 
-def _empty(path: Path) -> None:
-    """Remove what ``path`` (a directory, or a link to one) holds; never follows a link
-    inside it."""
+def _empty(real: str) -> None:
+    """Remove what the directory ``real`` (its real path: no link in it) holds; never
+    follows a link inside it, so nothing outside it is deleted."""
     try:
-        entries = list(os.scandir(path))
+        entries = list(os.scandir(real))
     except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
@@ -820,7 +833,7 @@ def _producers(nodes: dict[TaskId, Node], producing: list[Node],
 
     Raises:
         TaskDefinitionError: two tasks declare the same output (or one a file inside the
-            other's directory), or a task declares the directory holding the project.
+            other's directory).
     """
     import bisect
 
@@ -833,14 +846,6 @@ def _producers(nodes: dict[TaskId, Node], producing: list[Node],
         for product in node.files.outputs:
             key = product.key(root)
             if product.is_dir:
-                where = os.path.normpath(os.path.join(root, key))
-                if root == where or root.startswith(where.rstrip(os.sep) + os.sep):
-                    raise TaskDefinitionError(
-                        f"{task_label(node.task)} declares the directory {key} as its output "
-                        "(Product), which holds the project: a Product directory is emptied "
-                        "before its task runs. Declare a directory of its own "
-                        "(Product('out/'))."
-                    )
                 dirs[key] = node.task.id
             other = producers.setdefault(key, node.task.id)
             if other != node.task.id:
@@ -1050,42 +1055,67 @@ def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
 
 
 def check_cache_apart(with_files: list[Node], store_root: Path) -> None:
-    """Refuse declared outputs that would destroy the cache: a ``Product`` directory that
-    holds it (emptied before its task runs) or an output inside it.
+    """Refuse declared outputs that would destroy the project or the cache: a ``Product``
+    directory that holds either (emptied before its task runs) or an output inside the
+    cache. Paths are compared as they really are, links resolved: emptying a directory
+    follows a link given as the directory itself (``results -> ..``).
 
     Raises:
-        TaskDefinitionError: naming the task, the output and the cache.
+        TaskDefinitionError: naming the task, the output and what it would destroy.
     """
     from ._text import task_label
 
     root = os.getcwd()
-    cache = os.path.normpath(os.path.join(root, store_root))
-    # Keys are relative to the root (absolute outside it): compared as text with the
-    # cache's path relative to the root, or absolute when it lies outside.
-    rel = key_of(cache, root)
-    if os.sep != "/":
-        rel = rel.replace(os.sep, "/")
+    real_root = os.path.realpath(root)
+    real_cache = os.path.realpath(os.path.join(root, store_root))
+    parents: dict[str, str] = {}  # the real path of each output's directory, once
     for node in with_files:
         assert node.files is not None
         for product in node.files.outputs:
             key = product.key(root)
-            if not (rel.startswith(key) or key.startswith(rel)):
-                continue  # the usual case
-            holds = product.is_dir and (rel == key or rel.startswith(key.rstrip("/") + "/"))
-            if holds:
+            real = _real_path(key, product.is_dir, parents)
+            lexical = os.path.normpath(os.path.join(root, key))
+            via = "" if real == lexical else f" (through a symbolic link, it is {real})"
+            label = task_label(node.task)
+            if product.is_dir and _within(real_root, real):
                 raise TaskDefinitionError(
-                    f"{task_label(node.task)} declares the directory {key} as its output "
-                    f"(Product), which holds the cache ({store_root}): a Product directory is "
-                    "emptied before its task runs. Declare a directory of its own, or keep the "
-                    "cache elsewhere (--cache-dir, CP_CACHE_DIR)."
+                    f"{label} declares the directory {key} as its output (Product), which "
+                    f"holds the project{via}: a Product directory is emptied before its task "
+                    "runs. Declare a directory of its own (Product('out/'))."
                 )
-            if key == rel or key.startswith(rel + "/"):
+            if product.is_dir and _within(real_cache, real):
+                raise TaskDefinitionError(
+                    f"{label} declares the directory {key} as its output (Product), which "
+                    f"holds the cache ({store_root}){via}: a Product directory is emptied "
+                    "before its task runs. Declare a directory of its own, or keep the cache "
+                    "elsewhere (--cache-dir, CP_CACHE_DIR)."
+                )
+            if _within(real, real_cache):
                 what = "the directory " if product.is_dir else ""
                 raise TaskDefinitionError(
-                    f"{task_label(node.task)} declares {what}{key} as its output (Product), "
-                    f"which is inside the cache ({store_root}). Write outputs outside the "
-                    "cache (a TaskDirectory() is a task's own directory in it)."
+                    f"{label} declares {what}{key} as its output (Product), which is inside "
+                    f"the cache ({store_root}){via}. Write outputs outside the cache (a "
+                    "TaskDirectory() is a task's own directory in it)."
                 )
+
+
+def _real_path(key: str, is_dir: bool, parents: dict[str, str]) -> str:
+    """The real path of an output (``key``, relative to the working directory or absolute):
+    its directory's real path, looked up once per directory, joined with its name, unless
+    the name is a directory that is itself a link (a file's own link is unlinked, never
+    followed, before its task runs)."""
+    head, name = os.path.split(key)
+    if name in ("", os.curdir, os.pardir) or (is_dir and os.path.islink(key)):
+        return os.path.realpath(key)
+    parent = parents.get(head)
+    if parent is None:
+        parent = parents[head] = os.path.realpath(head or os.curdir)
+    return os.path.join(parent, name)
+
+
+def _within(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or lies under it (both absolute and normal)."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | None) -> None:

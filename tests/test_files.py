@@ -1081,6 +1081,91 @@ def test_a_product_directory_that_holds_the_cache_is_refused(tmp_path: Path, run
     assert not checkpoint.run([first()], executor="inline", cache_dir="build/cache").ran
 
 
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+@pytest.mark.parametrize("link, target, what", [
+    ("results", os.pardir, "holds the project"),      # results/ -> a folder above the project
+    ("out", os.curdir, "holds the project"),          # out/ -> the project itself
+    ("cachelink", ".cache", "holds the cache"),       # a link to the cache's directory
+    ("storelink", ".cache/checkpoint/t", "is inside the cache"),
+])
+def test_a_product_directory_reached_through_a_symlink_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str, target: str, what: str
+) -> None:
+    """Paths are compared as they really are: a Product directory that is a link to the
+    project, a folder holding it, or the cache is refused before anything runs, and nothing
+    is deleted (emptying it would follow the link)."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (tmp_path / "sibling.txt").write_text("thesis")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("CP_CACHE_DIR", str(project / ".cache"))
+    Path("data.csv").write_text("1,2,3")
+
+    @task
+    def load():
+        @requires(File("data.csv"))
+        def __(src: Path) -> str:
+            return src.read_text()
+        return __
+
+    @task
+    def report():
+        @requires(load())
+        @requires(Product(link + "/"))
+        def __(text: str, out: Path) -> str:
+            (out / "report.txt").write_text(text)
+            return "ok"
+        return __
+
+    assert load().run(executor="inline") == "1,2,3"
+    Path(".cache/checkpoint/t").mkdir(exist_ok=True)
+    os.symlink(target, link)
+    with pytest.raises(TaskDefinitionError, match=rf"report\(\).* declares the directory {link} as "
+                       rf"its output \(Product\), which {what}.*symbolic link"):
+        report().run(executor="inline")
+    assert Path("data.csv").read_text() == "1,2,3"
+    assert (tmp_path / "sibling.txt").read_text() == "thesis"
+    assert not checkpoint.run([load()], executor="inline").ran   # the cache is intact
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_a_product_file_reached_through_a_symlink_into_the_cache_is_refused(tmp_path: Path) -> None:
+    """A file output whose directory is (through a link) inside the cache is refused too."""
+    os.symlink(".cache", "cachelink")
+
+    @task
+    def write():
+        @requires(Product("cachelink/checkpoint/x.txt"))
+        def __(out: Path) -> None:
+            out.write_text("x")
+        return __
+
+    with pytest.raises(TaskDefinitionError, match=r"declares cachelink/checkpoint/x.txt as its "
+                       r"output \(Product\), which is inside the cache"):
+        write().run(executor="inline")
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_emptying_a_product_directory_never_reaches_what_it_must_keep(tmp_path: Path) -> None:
+    """Where the task runs, a Product directory that (now) holds the project or the cache is
+    not emptied: the task fails, nothing deleted (a link changed after planning). What is
+    emptied is the directory the link leads to, nothing else."""
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj/taskfile.py").write_text("x")
+    os.symlink("proj", "up")
+    product = Product("up/")
+    with pytest.raises(TaskDefinitionError, match=r"Product\('up/'\) is the directory .*proj, "
+                       r"which holds .*proj/sub.*nothing was deleted"):
+        product.value(keep=(str(tmp_path / "proj" / "sub"),))
+    assert (tmp_path / "proj/taskfile.py").read_text() == "x"
+    (tmp_path / "proj/inner").mkdir()
+    (tmp_path / "proj/inner/f.txt").write_text("f")
+    os.symlink(str(tmp_path / "proj"), "proj/inner/back")   # a link inside: removed, not followed
+    assert product.value(keep=(str(tmp_path / "elsewhere"),)) == Path("up")
+    assert not os.listdir("proj") and Path("up").is_symlink()
+
+
 FIFO_TASKFILE = '''
 from pathlib import Path
 from checkpoint import File, requires, task
