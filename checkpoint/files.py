@@ -5,7 +5,8 @@
 :class:`pathlib.Path` (a glob pattern's ``File`` as a sorted list of them). A ``File`` may
 name a directory (every file under it) or a glob pattern (``"data/raw/*.csv"``); either is
 one input whose *manifest* (sorted relative paths and their digests) is tracked. Hidden
-files and directories (names starting with ``.``) are left out of manifests.
+files and directories (names starting with ``.``) are left out of an input's manifest, not
+of a ``Product`` directory's (its task owns all of it).
 
 **Paths** are relative to the *project root*: the taskfile's directory on the command line
 (``checkpoint`` runs there, and so do its workers), the current directory in the library.
@@ -476,26 +477,30 @@ def _manifest(lines: Iterable[tuple[str, str]]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str]) -> str:
+def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str],
+                hidden: bool = False) -> str:
     """The manifest digest of a directory (``directory``: relative to the working
-    directory, or absolute), leaving out the keys in ``exclude`` (see :func:`_dir_manifest`).
+    directory, or absolute), leaving out the keys in ``exclude`` and, unless ``hidden``,
+    hidden names (see :func:`_dir_manifest`).
 
     The warm path of a directory input: one :func:`_dir_signature` (a listing and a stat per
     file) compared with the one recorded with the manifest (:attr:`DigestCache.dirs`). Only
     when they differ is the manifest made again, file by file; it is recorded when every
     digest in it was trusted and the signature did not change meanwhile."""
     record_key = directory if not exclude else "\0".join([directory, *sorted(exclude)])
-    signature = _dir_signature(directory, exclude)
+    if hidden:
+        record_key += "\0."
+    signature = _dir_signature(directory, exclude, hidden)
     record = cache.dirs.get(record_key)
     if record is not None and record[0] == signature:
         return record[1]
-    manifest, trusted = _dir_manifest(directory, cache, exclude)
-    if trusted and _dir_signature(directory, exclude) == signature:
+    manifest, trusted = _dir_manifest(directory, cache, exclude, hidden)
+    if trusted and _dir_signature(directory, exclude, hidden) == signature:
         cache.dirs[record_key] = cache.changed_dirs[record_key] = (signature, manifest)
     return manifest
 
 
-def _dir_signature(directory: str, exclude: frozenset[str]) -> str:
+def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False) -> str:
     """A digest of what a directory's manifest depends on, as cheap as it gets: the names
     under it as listed (unsorted: a listing whose order changed only costs a new manifest)
     and the stat (size, mtime, ctime, inode) of each file the manifest covers, in one
@@ -519,7 +524,7 @@ def _dir_signature(directory: str, exclude: frozenset[str]) -> str:
         digest.update("\0".join(["", base, *names, ""]).encode(errors="surrogateescape"))
         prefix = "" if base == "." else base + "/"
         for name in names:
-            if name[0] == ".":
+            if name[0] == "." and not hidden:
                 continue
             path = prefix + name
             if exclude and path in exclude:  # another task's output (or output directory)
@@ -536,12 +541,13 @@ def _dir_signature(directory: str, exclude: frozenset[str]) -> str:
     return digest.hexdigest()
 
 
-def _dir_manifest(directory: str, cache: DigestCache,
-                  exclude: frozenset[str]) -> tuple[str, bool]:
+def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
+                  hidden: bool = False) -> tuple[str, bool]:
     """The manifest digest of a directory, and whether every file digest in it was trusted.
 
     A line per file under it, ``relative path\\0digest``, each directory's files sorted by
-    name and then its subdirectories in the same way, hidden names and the keys in
+    name and then its subdirectories in the same way, hidden names (unless ``hidden``: a
+    ``Product`` directory, which its task owns whole) and the keys in
     ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
     what is not there (a broken symlink) left out. Symlinked subdirectories are followed (as a
     ``**`` pattern does), each real directory once, so a link loop ends. Per file, one
@@ -572,7 +578,7 @@ def _dir_manifest(directory: str, cache: DigestCache,
         prefix = "" if base == "." else base + "/"
         subdirs: list[str] = []
         for name in names:
-            if name[0] == ".":
+            if name[0] == "." and not hidden:
                 continue
             path = prefix + name
             if exclude and path in exclude:
@@ -603,11 +609,12 @@ def _dir_manifest(directory: str, cache: DigestCache,
 
 def digest_of(
     key: str, root: str, cache: DigestCache, *, pattern: bool = False,
-    exclude: frozenset[str] = frozenset(), listed: bool = False,
+    exclude: frozenset[str] = frozenset(), listed: bool = False, hidden: bool = False,
 ) -> str | None:
     """The content digest of a file, a directory's manifest or a glob pattern's manifest
     (``None`` when there is nothing there). ``exclude`` holds keys left out of manifests
-    (declared outputs of other tasks, tracked through their producers). A named pipe, a
+    (declared outputs of other tasks, tracked through their producers); ``hidden`` keeps
+    hidden names in a directory's manifest (a ``Product`` directory's). A named pipe, a
     socket or a device counts by its name and kind in a manifest (``listed``: a pattern's
     match), and is refused as a ``File`` of its own: its content cannot be tracked.
 
@@ -641,7 +648,7 @@ def digest_of(
     except OSError as exc:
         raise Unreadable(key, exc) from None
     if stat.S_ISDIR(st.st_mode):
-        return _dir_digest(full, cache, exclude)
+        return _dir_digest(full, cache, exclude, hidden)
     if not listed and not stat.S_ISREG(st.st_mode):
         raise InvalidRequirementError(
             f"File({key!r}) names a {_kind(st)}, not a file or a directory: its content cannot "
@@ -663,7 +670,7 @@ def output_digests(products: list[Product]) -> dict[str, str]:
     for product in products:
         key = product._key or key_of(product.path, os.getcwd())
         try:
-            digest = digest_of(key, os.getcwd(), cache)
+            digest = digest_of(key, os.getcwd(), cache, hidden=True)
         except Unreadable as exc:
             raise MissingOutputError(
                 f"The task wrote its declared output {key} (Product({product.path!r})), but "
@@ -1192,7 +1199,7 @@ def _digest_outputs(files: TaskFiles, root: str, cache: DigestCache,
         digest = seen.get(key, _UNSEEN)
         if digest is _UNSEEN:
             try:
-                digest = digest_of(product._key, root, cache)
+                digest = digest_of(product._key, root, cache, hidden=True)
             except Unreadable:
                 digest = None
             seen[key] = digest

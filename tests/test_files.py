@@ -415,6 +415,41 @@ def test_hand_edited_output_reruns_its_producer(pipeline: Any, runner: CliRunner
     assert Path("out/paris.csv").read_text() == "2\n4\n"
 
 
+
+def test_hidden_files_of_a_product_directory_are_part_of_its_content(tmp_path: Path) -> None:
+    """A Product directory belongs to its task, hidden files too (Zarr v2 keeps its metadata
+    in .zattrs/.zarray): a re-run that changes only them is not cut off, and a hand edit of
+    one makes the producer stale."""
+    Path("cfg.txt").write_text("1")
+
+    @task
+    def write():
+        @requires(File("cfg.txt"))
+        @requires(Product("out/store.zarr/"))
+        def __(cfg: Path, out: Path) -> str:
+            (out / "0").write_text("1 2 3")
+            (out / ".zattrs").write_text(cfg.read_text())
+            (out / ".meta").mkdir()
+            (out / ".meta" / "v").write_text("v")
+            return str(out)
+        return __
+
+    @task
+    def scaled():
+        @requires(write())
+        def __(store: str) -> int:
+            return 6 * int((Path(store) / ".zattrs").read_text())
+        return __
+
+    assert scaled().run(executor="inline") == 6
+    Path("cfg.txt").write_text("10")
+    assert scaled().run(executor="inline") == 60
+    for hidden in ("out/store.zarr/.zattrs", "out/store.zarr/.meta/v"):
+        Path(hidden).write_text("edited by hand")   # write() puts it back; scaled() is kept
+        assert _ran(checkpoint.run([scaled()], executor="inline")) == {"write()"}
+    assert scaled().run(executor="inline") == 60
+
+
 def test_consumer_of_a_produced_file_gets_the_producer_as_prerequisite(pipeline: Any) -> None:
     """mean(city) requires only File("out/{city}.csv"): the producer clean(city), if in the
     DAG, becomes its prerequisite and comes first, even when listed after it."""
