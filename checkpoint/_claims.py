@@ -62,7 +62,9 @@ class Claims:
         node = self.nodes[tid]
         if node.reason == Reason.FORCED:
             return True
-        meta = self.store.get_meta(node.task.family.dirname, tid)
+        family = node.task.family.dirname
+        self.store.refresh((family,))  # another process may have cleared it meanwhile
+        meta = self.store.get_meta(family, tid)
         if meta is None or self.values.is_damaged(tid, meta):
             return True
         if meta.fingerprint == node.task.family.fingerprint[0] and entry_is_current(
@@ -88,7 +90,9 @@ class Claims:
             shared.append(dep)
             if dep not in coordination.held and self.readiness.get(dep) is TaskState.DONE:
                 node = self.nodes[dep]
-                meta = self.store.get_meta(node.task.family.dirname, dep)
+                family = node.task.family.dirname
+                self.store.refresh((family,))  # its index deleted with the family?
+                meta = self.store.get_meta(family, dep)
                 if meta is None:  # cleared by another process: its directory is gone
                     for taken in shared:
                         coordination.unshare(taken)

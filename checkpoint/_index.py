@@ -82,9 +82,11 @@ class Indexes:
         """A family's index opened for writing (``None`` when it has none; never created)."""
         return None if self.get(family, create=False) is None else self.get(family)
 
-    def drop_stale(self) -> None:
-        """Close the indexes whose file was deleted or replaced since they were opened."""
-        for family in list(self._open):
+    def drop_stale(self, families: Iterable[str] | None = None) -> None:
+        """Close the indexes (of ``families``, else every open one) whose file was deleted
+        or replaced since they were opened: the next use opens the one on disk now."""
+        for family in list(self._open) if families is None else [
+                f for f in families if f in self._open]:
             if identity(self.root.path / family / INDEX_FILE) != self._identities.get(family):
                 index = self._open.pop(family)
                 with contextlib.suppress(Exception):

@@ -189,6 +189,8 @@ def _fill(template: object, payloads: dict[str, Payload], products: list[Product
     if isinstance(template, File):  # File() or Product(): its path, here
         if isinstance(template, Product):
             products.append(template)
+            # Never emptied if it (now) holds the project or the cache (planning refused it).
+            return template.value((os.getcwd(), root) if root else (os.getcwd(),))
         value = template.value()
         if type(value) is list:  # a pattern's matches
             matches.append(value)

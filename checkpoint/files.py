@@ -5,7 +5,8 @@
 :class:`pathlib.Path` (a glob pattern's ``File`` as a sorted list of them). A ``File`` may
 name a directory (every file under it) or a glob pattern (``"data/raw/*.csv"``); either is
 one input whose *manifest* (sorted relative paths and their digests) is tracked. Hidden
-files and directories (names starting with ``.``) are left out of manifests.
+files and directories (names starting with ``.``) are left out of an input's manifest, not
+of a ``Product`` directory's (its task owns all of it).
 
 **Paths** are relative to the *project root*: the taskfile's directory on the command line
 (``checkpoint`` runs there, and so do its workers), the current directory in the library.
@@ -241,13 +242,26 @@ class Product(File):
         """Whether it names a directory (the path ends with a separator)."""
         return self.path.endswith(("/", os.sep))
 
-    def value(self) -> Path:
+    def value(self, keep: Iterable[str] = ()) -> Path:
         """The output's path, its directory created (called where the task runs, before
         each attempt). What an earlier run or a failed attempt wrote must not outlive it
-        (as snakemake removes outputs before a job): a file is removed, a directory emptied."""
+        (as snakemake removes outputs before a job): a file is removed, a directory emptied.
+
+        Raises:
+            TaskDefinitionError: the directory (links resolved) holds one of ``keep`` (the
+                project root, the store root); nothing is deleted then.
+        """
         path = Path(self._key or self.path)
         if self.is_dir:
-            _empty(path)
+            real = os.path.realpath(path)
+            for kept in keep:
+                if _within(os.path.realpath(kept), real):
+                    raise TaskDefinitionError(
+                        f"{self!r} is the directory {real}, which holds {kept}: a Product "
+                        "directory is emptied before its task runs, so nothing was deleted. "
+                        "Declare a directory of its own (Product('out/'))."
+                    )
+            _empty(real)
             path.mkdir(parents=True, exist_ok=True)
         else:
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
@@ -256,11 +270,11 @@ class Product(File):
         return path
 
 
-def _empty(path: Path) -> None:
-    """Remove what ``path`` (a directory, or a link to one) holds; never follows a link
-    inside it."""
+def _empty(real: str) -> None:
+    """Remove what the directory ``real`` (its real path: no link in it) holds; never
+    follows a link inside it, so nothing outside it is deleted."""
     try:
-        entries = list(os.scandir(path))
+        entries = list(os.scandir(real))
     except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
@@ -463,26 +477,30 @@ def _manifest(lines: Iterable[tuple[str, str]]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str]) -> str:
+def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str],
+                hidden: bool = False) -> str:
     """The manifest digest of a directory (``directory``: relative to the working
-    directory, or absolute), leaving out the keys in ``exclude`` (see :func:`_dir_manifest`).
+    directory, or absolute), leaving out the keys in ``exclude`` and, unless ``hidden``,
+    hidden names (see :func:`_dir_manifest`).
 
     The warm path of a directory input: one :func:`_dir_signature` (a listing and a stat per
     file) compared with the one recorded with the manifest (:attr:`DigestCache.dirs`). Only
     when they differ is the manifest made again, file by file; it is recorded when every
     digest in it was trusted and the signature did not change meanwhile."""
     record_key = directory if not exclude else "\0".join([directory, *sorted(exclude)])
-    signature = _dir_signature(directory, exclude)
+    if hidden:
+        record_key += "\0."
+    signature = _dir_signature(directory, exclude, hidden)
     record = cache.dirs.get(record_key)
     if record is not None and record[0] == signature:
         return record[1]
-    manifest, trusted = _dir_manifest(directory, cache, exclude)
-    if trusted and _dir_signature(directory, exclude) == signature:
+    manifest, trusted = _dir_manifest(directory, cache, exclude, hidden)
+    if trusted and _dir_signature(directory, exclude, hidden) == signature:
         cache.dirs[record_key] = cache.changed_dirs[record_key] = (signature, manifest)
     return manifest
 
 
-def _dir_signature(directory: str, exclude: frozenset[str]) -> str:
+def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False) -> str:
     """A digest of what a directory's manifest depends on, as cheap as it gets: the names
     under it as listed (unsorted: a listing whose order changed only costs a new manifest)
     and the stat (size, mtime, ctime, inode) of each file the manifest covers, in one
@@ -506,7 +524,7 @@ def _dir_signature(directory: str, exclude: frozenset[str]) -> str:
         digest.update("\0".join(["", base, *names, ""]).encode(errors="surrogateescape"))
         prefix = "" if base == "." else base + "/"
         for name in names:
-            if name[0] == ".":
+            if name[0] == "." and not hidden:
                 continue
             path = prefix + name
             if exclude and path in exclude:  # another task's output (or output directory)
@@ -523,12 +541,13 @@ def _dir_signature(directory: str, exclude: frozenset[str]) -> str:
     return digest.hexdigest()
 
 
-def _dir_manifest(directory: str, cache: DigestCache,
-                  exclude: frozenset[str]) -> tuple[str, bool]:
+def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
+                  hidden: bool = False) -> tuple[str, bool]:
     """The manifest digest of a directory, and whether every file digest in it was trusted.
 
     A line per file under it, ``relative path\\0digest``, each directory's files sorted by
-    name and then its subdirectories in the same way, hidden names and the keys in
+    name and then its subdirectories in the same way, hidden names (unless ``hidden``: a
+    ``Product`` directory, which its task owns whole) and the keys in
     ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
     what is not there (a broken symlink) left out. Symlinked subdirectories are followed (as a
     ``**`` pattern does), each real directory once, so a link loop ends. Per file, one
@@ -559,7 +578,7 @@ def _dir_manifest(directory: str, cache: DigestCache,
         prefix = "" if base == "." else base + "/"
         subdirs: list[str] = []
         for name in names:
-            if name[0] == ".":
+            if name[0] == "." and not hidden:
                 continue
             path = prefix + name
             if exclude and path in exclude:
@@ -590,11 +609,12 @@ def _dir_manifest(directory: str, cache: DigestCache,
 
 def digest_of(
     key: str, root: str, cache: DigestCache, *, pattern: bool = False,
-    exclude: frozenset[str] = frozenset(), listed: bool = False,
+    exclude: frozenset[str] = frozenset(), listed: bool = False, hidden: bool = False,
 ) -> str | None:
     """The content digest of a file, a directory's manifest or a glob pattern's manifest
     (``None`` when there is nothing there). ``exclude`` holds keys left out of manifests
-    (declared outputs of other tasks, tracked through their producers). A named pipe, a
+    (declared outputs of other tasks, tracked through their producers); ``hidden`` keeps
+    hidden names in a directory's manifest (a ``Product`` directory's). A named pipe, a
     socket or a device counts by its name and kind in a manifest (``listed``: a pattern's
     match), and is refused as a ``File`` of its own: its content cannot be tracked.
 
@@ -628,7 +648,7 @@ def digest_of(
     except OSError as exc:
         raise Unreadable(key, exc) from None
     if stat.S_ISDIR(st.st_mode):
-        return _dir_digest(full, cache, exclude)
+        return _dir_digest(full, cache, exclude, hidden)
     if not listed and not stat.S_ISREG(st.st_mode):
         raise InvalidRequirementError(
             f"File({key!r}) names a {_kind(st)}, not a file or a directory: its content cannot "
@@ -650,7 +670,7 @@ def output_digests(products: list[Product]) -> dict[str, str]:
     for product in products:
         key = product._key or key_of(product.path, os.getcwd())
         try:
-            digest = digest_of(key, os.getcwd(), cache)
+            digest = digest_of(key, os.getcwd(), cache, hidden=True)
         except Unreadable as exc:
             raise MissingOutputError(
                 f"The task wrote its declared output {key} (Product({product.path!r})), but "
@@ -820,7 +840,7 @@ def _producers(nodes: dict[TaskId, Node], producing: list[Node],
 
     Raises:
         TaskDefinitionError: two tasks declare the same output (or one a file inside the
-            other's directory), or a task declares the directory holding the project.
+            other's directory).
     """
     import bisect
 
@@ -833,14 +853,6 @@ def _producers(nodes: dict[TaskId, Node], producing: list[Node],
         for product in node.files.outputs:
             key = product.key(root)
             if product.is_dir:
-                where = os.path.normpath(os.path.join(root, key))
-                if root == where or root.startswith(where.rstrip(os.sep) + os.sep):
-                    raise TaskDefinitionError(
-                        f"{task_label(node.task)} declares the directory {key} as its output "
-                        "(Product), which holds the project: a Product directory is emptied "
-                        "before its task runs. Declare a directory of its own "
-                        "(Product('out/'))."
-                    )
                 dirs[key] = node.task.id
             other = producers.setdefault(key, node.task.id)
             if other != node.task.id:
@@ -1050,42 +1062,67 @@ def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
 
 
 def check_cache_apart(with_files: list[Node], store_root: Path) -> None:
-    """Refuse declared outputs that would destroy the cache: a ``Product`` directory that
-    holds it (emptied before its task runs) or an output inside it.
+    """Refuse declared outputs that would destroy the project or the cache: a ``Product``
+    directory that holds either (emptied before its task runs) or an output inside the
+    cache. Paths are compared as they really are, links resolved: emptying a directory
+    follows a link given as the directory itself (``results -> ..``).
 
     Raises:
-        TaskDefinitionError: naming the task, the output and the cache.
+        TaskDefinitionError: naming the task, the output and what it would destroy.
     """
     from ._text import task_label
 
     root = os.getcwd()
-    cache = os.path.normpath(os.path.join(root, store_root))
-    # Keys are relative to the root (absolute outside it): compared as text with the
-    # cache's path relative to the root, or absolute when it lies outside.
-    rel = key_of(cache, root)
-    if os.sep != "/":
-        rel = rel.replace(os.sep, "/")
+    real_root = os.path.realpath(root)
+    real_cache = os.path.realpath(os.path.join(root, store_root))
+    parents: dict[str, str] = {}  # the real path of each output's directory, once
     for node in with_files:
         assert node.files is not None
         for product in node.files.outputs:
             key = product.key(root)
-            if not (rel.startswith(key) or key.startswith(rel)):
-                continue  # the usual case
-            holds = product.is_dir and (rel == key or rel.startswith(key.rstrip("/") + "/"))
-            if holds:
+            real = _real_path(key, product.is_dir, parents)
+            lexical = os.path.normpath(os.path.join(root, key))
+            via = "" if real == lexical else f" (through a symbolic link, it is {real})"
+            label = task_label(node.task)
+            if product.is_dir and _within(real_root, real):
                 raise TaskDefinitionError(
-                    f"{task_label(node.task)} declares the directory {key} as its output "
-                    f"(Product), which holds the cache ({store_root}): a Product directory is "
-                    "emptied before its task runs. Declare a directory of its own, or keep the "
-                    "cache elsewhere (--cache-dir, CP_CACHE_DIR)."
+                    f"{label} declares the directory {key} as its output (Product), which "
+                    f"holds the project{via}: a Product directory is emptied before its task "
+                    "runs. Declare a directory of its own (Product('out/'))."
                 )
-            if key == rel or key.startswith(rel + "/"):
+            if product.is_dir and _within(real_cache, real):
+                raise TaskDefinitionError(
+                    f"{label} declares the directory {key} as its output (Product), which "
+                    f"holds the cache ({store_root}){via}: a Product directory is emptied "
+                    "before its task runs. Declare a directory of its own, or keep the cache "
+                    "elsewhere (--cache-dir, CP_CACHE_DIR)."
+                )
+            if _within(real, real_cache):
                 what = "the directory " if product.is_dir else ""
                 raise TaskDefinitionError(
-                    f"{task_label(node.task)} declares {what}{key} as its output (Product), "
-                    f"which is inside the cache ({store_root}). Write outputs outside the "
-                    "cache (a TaskDirectory() is a task's own directory in it)."
+                    f"{label} declares {what}{key} as its output (Product), which is inside "
+                    f"the cache ({store_root}){via}. Write outputs outside the cache (a "
+                    "TaskDirectory() is a task's own directory in it)."
                 )
+
+
+def _real_path(key: str, is_dir: bool, parents: dict[str, str]) -> str:
+    """The real path of an output (``key``, relative to the working directory or absolute):
+    its directory's real path, looked up once per directory, joined with its name, unless
+    the name is a directory that is itself a link (a file's own link is unlinked, never
+    followed, before its task runs)."""
+    head, name = os.path.split(key)
+    if name in ("", os.curdir, os.pardir) or (is_dir and os.path.islink(key)):
+        return os.path.realpath(key)
+    parent = parents.get(head)
+    if parent is None:
+        parent = parents[head] = os.path.realpath(head or os.curdir)
+    return os.path.join(parent, name)
+
+
+def _within(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or lies under it (both absolute and normal)."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | None) -> None:
@@ -1162,7 +1199,7 @@ def _digest_outputs(files: TaskFiles, root: str, cache: DigestCache,
         digest = seen.get(key, _UNSEEN)
         if digest is _UNSEEN:
             try:
-                digest = digest_of(product._key, root, cache)
+                digest = digest_of(product._key, root, cache, hidden=True)
             except Unreadable:
                 digest = None
             seen[key] = digest

@@ -132,6 +132,13 @@ class Store:
         self.indexes.drop_stale()
         return True
 
+    def refresh(self, families: Iterable[FamilyDir]) -> None:
+        """Let go of the families' indexes whose file was deleted or replaced since they
+        were opened (``checkpoint clear`` in another process while this run goes on), so
+        that what is read and written next is the family as it is on disk now, not the
+        deleted file an open SQLite connection would keep using. One ``stat`` per family."""
+        self.indexes.drop_stale(families)
+
     def open_family(self, family: FamilyDir) -> None:
         """Open (creating it if needed) a family's index ahead of its first write."""
         self.indexes.get(family)
@@ -257,6 +264,7 @@ class Store:
         by_family: dict[FamilyDir, list[Record]] = {}
         for record in records:
             by_family.setdefault(record.family, []).append(record)
+        self.refresh(by_family)  # a family cleared meanwhile gets its results in a new index
         for family, items in by_family.items():
             self.data.record_manifests(family, items)
             try:

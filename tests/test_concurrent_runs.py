@@ -243,3 +243,65 @@ def test_forced_run_waits_for_readers_of_its_declared_outputs(tmp_path: Path) ->
         assert reader.returncode == 0, err
         assert out.strip() == "1000", f"trial {trial}: the reader saw {out.strip()} rows"
         assert forced.returncode == 0
+
+
+CLEARED_PREREQUISITE_TASKFILE = """
+    import time
+    from pathlib import Path
+    from checkpoint import TaskDirectory, requires, task
+
+    @task
+    def render():
+        @requires(TaskDirectory())
+        def __(d: Path) -> str:
+            for i in range(3):
+                (d / f"fig{i}.png").write_text("png")
+            return str(d)
+        return __
+
+    @task
+    def slow():
+        def __() -> int:
+            Path("slow-started").write_text("")
+            while not Path("go").exists():  # until the test has cleared render()
+                time.sleep(0.02)
+            return 1
+        return __
+
+    @task
+    def main():
+        @requires(render())
+        @requires(slow())
+        def __(figdir: str, _: int) -> int:
+            return len(list(Path(figdir).glob("*.png")))
+        return __
+"""
+
+
+@pytest.mark.parametrize("what", [["render"], ["render()"], ["--all"]],
+                         ids=["family", "entry", "all"])
+def test_a_prerequisite_cleared_between_its_run_and_its_readers_is_recomputed(
+    tmp_path: Path, what: list[str]
+) -> None:
+    """`checkpoint clear` of a finished TaskDirectory() task while the run still has to start
+    the task that reads its files: the run sees that it is gone (even when its whole family
+    index was deleted under the run's open connection) and computes it again, so the reader
+    finds its files; nothing wrong is printed or stored."""
+    write(tmp_path / "taskfile.py", CLEARED_PREREQUISITE_TASKFILE)
+    log = tmp_path / "exec.log"
+    env = env_for(tmp_path, log)
+    run = start(["run", "--no-progress", "-j", "2", "main"], tmp_path, env)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "slow-started").exists() and run.poll() is None:
+        assert time.monotonic() < deadline, "slow() never started"
+        time.sleep(0.02)
+    clear = start(["clear", "-y", *what], tmp_path, env)
+    cleared_out, cleared_err = clear.communicate(timeout=60)
+    (tmp_path / "go").write_text("")
+    out, err = run.communicate(timeout=120)
+    assert clear.returncode == 0, cleared_err
+    assert run.returncode == 0, err
+    assert out.strip() == "3"
+    assert "was removed or replaced while this run needed it" in err
+    again = start(["run", "--no-progress", "main"], tmp_path, env).communicate(timeout=60)
+    assert again[0].strip() == "3"

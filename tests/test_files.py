@@ -415,6 +415,41 @@ def test_hand_edited_output_reruns_its_producer(pipeline: Any, runner: CliRunner
     assert Path("out/paris.csv").read_text() == "2\n4\n"
 
 
+
+def test_hidden_files_of_a_product_directory_are_part_of_its_content(tmp_path: Path) -> None:
+    """A Product directory belongs to its task, hidden files too (Zarr v2 keeps its metadata
+    in .zattrs/.zarray): a re-run that changes only them is not cut off, and a hand edit of
+    one makes the producer stale."""
+    Path("cfg.txt").write_text("1")
+
+    @task
+    def write():
+        @requires(File("cfg.txt"))
+        @requires(Product("out/store.zarr/"))
+        def __(cfg: Path, out: Path) -> str:
+            (out / "0").write_text("1 2 3")
+            (out / ".zattrs").write_text(cfg.read_text())
+            (out / ".meta").mkdir()
+            (out / ".meta" / "v").write_text("v")
+            return str(out)
+        return __
+
+    @task
+    def scaled():
+        @requires(write())
+        def __(store: str) -> int:
+            return 6 * int((Path(store) / ".zattrs").read_text())
+        return __
+
+    assert scaled().run(executor="inline") == 6
+    Path("cfg.txt").write_text("10")
+    assert scaled().run(executor="inline") == 60
+    for hidden in ("out/store.zarr/.zattrs", "out/store.zarr/.meta/v"):
+        Path(hidden).write_text("edited by hand")   # write() puts it back; scaled() is kept
+        assert _ran(checkpoint.run([scaled()], executor="inline")) == {"write()"}
+    assert scaled().run(executor="inline") == 60
+
+
 def test_consumer_of_a_produced_file_gets_the_producer_as_prerequisite(pipeline: Any) -> None:
     """mean(city) requires only File("out/{city}.csv"): the producer clean(city), if in the
     DAG, becomes its prerequisite and comes first, even when listed after it."""
@@ -1079,6 +1114,91 @@ def test_a_product_directory_that_holds_the_cache_is_refused(tmp_path: Path, run
                            r"build.* as its output \(Product\), which .* the cache"):
             checkpoint.run([render(where), first()], executor="inline", cache_dir="build/cache")
     assert not checkpoint.run([first()], executor="inline", cache_dir="build/cache").ran
+
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+@pytest.mark.parametrize("link, target, what", [
+    ("results", os.pardir, "holds the project"),      # results/ -> a folder above the project
+    ("out", os.curdir, "holds the project"),          # out/ -> the project itself
+    ("cachelink", ".cache", "holds the cache"),       # a link to the cache's directory
+    ("storelink", ".cache/checkpoint/t", "is inside the cache"),
+])
+def test_a_product_directory_reached_through_a_symlink_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str, target: str, what: str
+) -> None:
+    """Paths are compared as they really are: a Product directory that is a link to the
+    project, a folder holding it, or the cache is refused before anything runs, and nothing
+    is deleted (emptying it would follow the link)."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (tmp_path / "sibling.txt").write_text("thesis")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("CP_CACHE_DIR", str(project / ".cache"))
+    Path("data.csv").write_text("1,2,3")
+
+    @task
+    def load():
+        @requires(File("data.csv"))
+        def __(src: Path) -> str:
+            return src.read_text()
+        return __
+
+    @task
+    def report():
+        @requires(load())
+        @requires(Product(link + "/"))
+        def __(text: str, out: Path) -> str:
+            (out / "report.txt").write_text(text)
+            return "ok"
+        return __
+
+    assert load().run(executor="inline") == "1,2,3"
+    Path(".cache/checkpoint/t").mkdir(exist_ok=True)
+    os.symlink(target, link)
+    with pytest.raises(TaskDefinitionError, match=rf"report\(\).* declares the directory {link} as "
+                       rf"its output \(Product\), which {what}.*symbolic link"):
+        report().run(executor="inline")
+    assert Path("data.csv").read_text() == "1,2,3"
+    assert (tmp_path / "sibling.txt").read_text() == "thesis"
+    assert not checkpoint.run([load()], executor="inline").ran   # the cache is intact
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_a_product_file_reached_through_a_symlink_into_the_cache_is_refused(tmp_path: Path) -> None:
+    """A file output whose directory is (through a link) inside the cache is refused too."""
+    os.symlink(".cache", "cachelink")
+
+    @task
+    def write():
+        @requires(Product("cachelink/checkpoint/x.txt"))
+        def __(out: Path) -> None:
+            out.write_text("x")
+        return __
+
+    with pytest.raises(TaskDefinitionError, match=r"declares cachelink/checkpoint/x.txt as its "
+                       r"output \(Product\), which is inside the cache"):
+        write().run(executor="inline")
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_emptying_a_product_directory_never_reaches_what_it_must_keep(tmp_path: Path) -> None:
+    """Where the task runs, a Product directory that (now) holds the project or the cache is
+    not emptied: the task fails, nothing deleted (a link changed after planning). What is
+    emptied is the directory the link leads to, nothing else."""
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj/taskfile.py").write_text("x")
+    os.symlink("proj", "up")
+    product = Product("up/")
+    with pytest.raises(TaskDefinitionError, match=r"Product\('up/'\) is the directory .*proj, "
+                       r"which holds .*proj/sub.*nothing was deleted"):
+        product.value(keep=(str(tmp_path / "proj" / "sub"),))
+    assert (tmp_path / "proj/taskfile.py").read_text() == "x"
+    (tmp_path / "proj/inner").mkdir()
+    (tmp_path / "proj/inner/f.txt").write_text("f")
+    os.symlink(str(tmp_path / "proj"), "proj/inner/back")   # a link inside: removed, not followed
+    assert product.value(keep=(str(tmp_path / "elsewhere"),)) == Path("up")
+    assert not os.listdir("proj") and Path("up").is_symlink()
 
 
 FIFO_TASKFILE = '''

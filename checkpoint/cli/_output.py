@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -26,6 +27,21 @@ def err(message: str = "", *, quiet: bool = False) -> None:
     """Print a message to stderr (unless ``quiet``)."""
     if not quiet:
         click.echo(message, err=True)
+
+
+def echo_text(text: str) -> None:
+    """Print text to stdout as it is, but for characters stdout cannot encode (a lone
+    surrogate from ``json.loads``, text a Latin-1 terminal lacks): those are escaped
+    (``\\ud800``), as ``repr`` does, instead of failing the command."""
+    stream = sys.stdout
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding, getattr(stream, "errors", None) or "strict")
+    except UnicodeEncodeError:
+        text = text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # an encoding Python does not know: let the stream decide
+        pass
+    click.echo(text)
 
 
 def emit_json(document: object) -> None:

@@ -36,6 +36,20 @@ def test_console_script_runs_main(project: Path) -> None:
     assert entries["choose"] == 14
 
 
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_a_value_the_output_cannot_encode_prints_escaped(project: Path, encoding: str) -> None:
+    """A str value with a lone surrogate (json.loads accepts "\\ud800"), or text the output's
+    encoding lacks, prints with those characters escaped (as `cache show` does), exit 0."""
+    environ = {k: v for k, v in os.environ.items() if k != "CP_CACHE_DIR"}
+    proc = subprocess.run([CHECKPOINT, "run", "--no-progress", "greet('caf\\ud800 é 中')"],
+                          cwd=project.parent, capture_output=True, timeout=60,
+                          env={**environ, "PYTHONIOENCODING": encoding})
+    assert proc.returncode == 0, proc.stderr
+    expected = "hello caf\\ud800 é 中\n" if encoding == "utf-8" else "hello caf\\ud800 é \\u4e2d\n"
+    assert proc.stdout == expected.encode(encoding)
+
+
 def test_python_m_seed_form(project: Path, tmp_path: Path) -> None:
     """`python -m checkpoint path/to/taskfile.py` should run main (the seed's form)."""
     elsewhere = tmp_path / "elsewhere"
