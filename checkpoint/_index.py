@@ -8,7 +8,7 @@ import errno
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ._diskcache import (
@@ -223,7 +223,7 @@ class Indexes:
             if len(task_ids) < 8:
                 rows = [(ENTRY + tid, index.get(ENTRY + tid)) for tid in task_ids]
             elif len(task_ids) * 2 >= len(index):  # most of the family (a warm run): one scan
-                return _parse_all(index.scan(ENTRY, set(task_ids)))
+                return _parse_wanted(index.scan(ENTRY, task_ids), task_ids)
             else:
                 rows = []
                 for start in range(0, len(task_ids), 500):
@@ -238,11 +238,14 @@ class Indexes:
         return found
 
 
-def _parse_all(rows: Iterable[tuple[str, bytes | str | None]]) -> dict[str, Meta]:
-    """Metadata of ``(task id, e: value)`` rows; unreadable rows count as missing."""
+def _parse_wanted(values: Mapping[str, bytes | str | None], task_ids: Sequence[str]) -> dict[str, Meta]:
+    """Metadata of the ``e:`` values of ``task_ids`` (by task id); absent or unreadable
+    values count as missing."""
     found: dict[str, Meta] = {}
     from_entry = Meta.from_entry
-    for tid, value in rows:
+    get = values.get
+    for tid in task_ids:
+        value = get(tid)
         if type(value) is bytes:
             try:
                 found[tid] = from_entry(value)

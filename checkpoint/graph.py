@@ -432,6 +432,7 @@ def plan(
     # Planning allocates millions of long-lived objects and few cycles: the cyclic
     # collector's repeated passes over them cost ~30% of planning.
     was_enabled = gc.isenabled()
+    _gcpolicy.forget_left()  # the previous plan (--watch) is freed as usual
     if was_enabled and _gcpolicy.for_good and gc.get_freeze_count():
         gc.collect()  # garbage left since the last plan froze all: not frozen with this one
     gc.disable()
@@ -451,7 +452,16 @@ def plan(
             else:
                 _promote_young(gc)
             gc.enable()
-    return Plan(nodes, list(targets))
+    the_plan = Plan(nodes, list(targets))
+    # The command line's process ends after its command: the plan is left to the operating
+    # system then, not freed; a task's inner function (what it captured is the user's) is.
+    _gcpolicy.leave_at_exit(the_plan, (lambda: _drop_specs(nodes)) if keep_specs else None)
+    return the_plan
+
+
+def _drop_specs(nodes: dict[TaskId, Node]) -> None:
+    for node in nodes.values():
+        node.task._spec = None
 
 
 def _promote_young(gc: types.ModuleType) -> None:
