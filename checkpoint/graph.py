@@ -292,16 +292,17 @@ def mark(
 ) -> None:
     """Set each node's ``meta`` and ``reason`` (see the module docstring)."""
     forced_ids = set(forced)
-    metas = _stored_metas(nodes, store)
+    _read_metas(nodes, store)
     planned_stamp = _planned_stamp(nodes)
     with_files = [node for node in nodes.values() if node.files is not None]
     if with_files:
         _files.check_cache_apart(with_files, store.root)
-        _files.check(with_files, metas, store.root / _files.CACHE_NAME)
+        stored = {node.task.id: node.meta for node in with_files if node.meta is not None}
+        _files.check(with_files, stored, store.root / _files.CACHE_NAME)
     fingerprints: dict[TaskFamily[..., object], str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():
         family = node.task.family
-        meta = node.meta = metas.get(tid)
+        meta = node.meta
         files = node.files
         if files is not None and (files.missing or files.unreadable):
             node.reason = Reason.INPUT_MISSING
@@ -333,15 +334,23 @@ def mark(
             node.reason = _files_reason(node, meta, files, nodes, planned_stamp)
 
 
-def _stored_metas(nodes: dict[TaskId, Node], store: Store) -> dict[TaskId, Meta]:
-    """The stored entries' metadata of the nodes, read family by family."""
-    by_family: dict[FamilyDir, list[TaskId]] = {}
-    for tid, node in nodes.items():
-        by_family.setdefault(node.task.family.dirname, []).append(tid)
-    metas: dict[TaskId, Meta] = {}
-    for dirname, ids in by_family.items():
-        metas.update(store.get_metas(dirname, ids))
-    return metas
+def _read_metas(nodes: dict[TaskId, Node], store: Store) -> None:
+    """Set each node's ``meta`` to its stored entry's metadata (``None`` when there is
+    none), read family by family."""
+    by_family: dict[TaskFamily[..., object], list[Node]] = {}
+    for node in nodes.values():
+        family = node.task.family
+        group = by_family.get(family)
+        if group is None:
+            group = by_family[family] = []
+        group.append(node)
+    dirnames: dict[FamilyDir, list[Node]] = {}  # (two family objects may share a directory)
+    for family, group in by_family.items():
+        dirnames.setdefault(family.dirname, []).extend(group)
+    for dirname, group in dirnames.items():
+        metas = store.metas_in_order(dirname, [node.task.id for node in group])
+        for node, meta in zip(group, metas, strict=True):
+            node.meta = meta
 
 
 def _upstream_reason(node: Node, meta: Meta, nodes: dict[TaskId, Node]) -> Reason | None:
