@@ -27,7 +27,7 @@ import errno
 import os
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -200,15 +200,23 @@ class Index:
             else:
                 yield key, self.get(key)
 
-    def scan(self, prefix: str, wanted: set[str]) -> Iterator[tuple[str, Value | None]]:
-        """``(key without prefix, value)`` of the rows whose key is ``prefix`` + one of
-        ``wanted``, in one pass over the index (a warm run's check: SQLite matches and cuts
-        the prefix, Python does one lookup per row). ``prefix``: two characters."""
-        rows = self._sql("SELECT substr(key, 3), mode, value FROM Cache WHERE raw = 1 "
-                         "AND substr(key, 1, 2) = ?", (prefix,)).fetchall()
-        for name, mode, value in rows:
-            if name in wanted:
-                yield name, value if mode == MODE_RAW and type(value) is bytes else self.get(prefix + name)
+    def scan(self, prefix: str, wanted: Collection[str]) -> dict[str, Value | None]:
+        """``{key without prefix: value}`` of the rows whose key is ``prefix`` + any name,
+        in one pass over the index (a warm run's check): SQLite matches and cuts the
+        prefix, and the dict is made as the rows come, without a Python loop. A value kept
+        in a file is read only for a name in ``wanted`` (``None`` if it cannot be read);
+        rows of other names may be left in. ``prefix``: two characters."""
+        found: dict[str, Value | None] = dict(self._sql(
+            "SELECT substr(key, 3), value FROM Cache WHERE raw = 1 AND mode = ? "
+            "AND substr(key, 1, 2) = ?", (MODE_RAW, prefix)))
+        in_files = self._sql("SELECT substr(key, 3) FROM Cache WHERE raw = 1 AND mode IS NOT ? "
+                             "AND substr(key, 1, 2) = ?", (MODE_RAW, prefix)).fetchall()
+        if in_files:  # (rare: large entries)
+            names = set(wanted)
+            for (name,) in in_files:
+                if name in names:
+                    found[name] = self.get(prefix + name)
+        return found
 
     def set(self, key: str, value: Value) -> None:
         self._writer().set(key, value)

@@ -3,8 +3,13 @@ the command line sets it before importing anything heavy)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 for_good = False
 """Read by :func:`checkpoint.graph.plan`; set by :func:`freeze_plans`."""
+
+_left: list[tuple[object, Callable[[], None] | None]] = []
+"""What :func:`leave_at_exit` holds: objects, each with what to do before leaving it."""
 
 
 def freeze_plans() -> None:
@@ -21,3 +26,38 @@ def freeze_plans() -> None:
     """
     global for_good
     for_good = True
+
+
+def leave_at_exit(obj: object, release: Callable[[], None] | None = None) -> None:
+    """In a process that ends after its command (:func:`freeze_plans`), hold ``obj`` (the
+    latest plan) until :func:`abandon` leaves it to the operating system instead of freeing
+    it object by object (0.1-0.2 s for a 200,000-task plan). ``release`` runs first at
+    exit: it drops what could hold the user's own objects (a task's inner function and
+    what it captured), which are freed as before. Elsewhere, nothing is held."""
+    if for_good:
+        _left.append((obj, release))
+
+
+def forget_left() -> None:
+    """Stop holding what :func:`leave_at_exit` held (freed as usual once unreferenced): a
+    new plan replaces the previous one (``--watch``)."""
+    _left.clear()
+
+
+def abandon() -> None:
+    """At the end of the command line's process: run each held object's ``release`` and
+    make the objects unreachable without freeing them: a reference cycle, frozen
+    (``gc.freeze``) out of the collector's reach (Python does not promise to finalize
+    objects still alive at exit; output is flushed as usual)."""
+    global _left
+    if not _left:
+        return
+    import gc
+
+    for _, release in _left:
+        if release is not None:
+            release()
+    cell: list[object] = [_left]
+    cell.append(cell)
+    _left = []
+    gc.freeze()  # (cell still referenced here: no collection can take it first)

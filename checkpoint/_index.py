@@ -8,7 +8,7 @@ import errno
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ._diskcache import (
@@ -210,44 +210,54 @@ class Indexes:
         return _parse(self.value(family, ENTRY + task_id))
 
     def metas(self, family: str, task_ids: Sequence[str]) -> dict[str, Meta]:
-        """The metadata of many entries of one family at once (absent ones are left out).
+        """The metadata of many entries of one family at once (absent ones are left out)."""
+        return {tid: meta for tid, meta in zip(task_ids, self.metas_in_order(family, task_ids),
+                                               strict=True) if meta is not None}
+
+    def metas_in_order(self, family: str, task_ids: Sequence[str]) -> list[Meta | None]:
+        """The metadata of many entries of one family at once, in the order of ``task_ids``
+        (``None`` for an absent or unreadable entry: it counts as missing).
 
         Reads the index with one query per 500 keys instead of one ``get`` per key, or, when
         most of the family is wanted (a warm run), with one scan of it.
         """
         index = self.get(family, create=False)
-        found: dict[str, Meta] = {}
         if index is None or not task_ids:
-            return found
+            return [None] * len(task_ids)
         try:
             if len(task_ids) < 8:
-                rows = [(ENTRY + tid, index.get(ENTRY + tid)) for tid in task_ids]
+                values: Mapping[str, bytes | str | None] = {
+                    tid: index.get(ENTRY + tid) for tid in task_ids}
             elif len(task_ids) * 2 >= len(index):  # most of the family (a warm run): one scan
-                return _parse_all(index.scan(ENTRY, set(task_ids)))
+                values = index.scan(ENTRY, task_ids)
             else:
-                rows = []
+                values = {}
                 for start in range(0, len(task_ids), 500):
-                    rows.extend(index.values([ENTRY + tid for tid in task_ids[start:start + 500]]))
+                    for key, value in index.values(
+                            [ENTRY + tid for tid in task_ids[start:start + 500]]):
+                        values[key[2:]] = value
         except INDEX_ERRORS as exc:
             self.read_error(family, exc)
-            return {}
-        for key, value in rows:
-            meta = _parse(value)
-            if meta is not None:
-                found[key[2:]] = meta
-        return found
+            return [None] * len(task_ids)
+        return _parse_wanted(values, task_ids)
 
 
-def _parse_all(rows: Iterable[tuple[str, bytes | str | None]]) -> dict[str, Meta]:
-    """Metadata of ``(task id, e: value)`` rows; unreadable rows count as missing."""
-    found: dict[str, Meta] = {}
+def _parse_wanted(values: Mapping[str, bytes | str | None], task_ids: Sequence[str]) -> list[Meta | None]:
+    """Metadata of the ``e:`` values of ``task_ids`` (by task id), in their order; absent
+    or unreadable values count as missing (``None``)."""
+    found: list[Meta | None] = []
+    append = found.append
     from_entry = Meta.from_entry
-    for tid, value in rows:
+    get = values.get
+    for tid in task_ids:
+        value = get(tid)
         if type(value) is bytes:
             try:
-                found[tid] = from_entry(value)
-            except (ValueError, TypeError):
+                append(from_entry(value))
                 continue
+            except (ValueError, TypeError):
+                pass
+        append(None)
     return found
 
 

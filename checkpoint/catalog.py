@@ -34,11 +34,16 @@ class PlanState(Word):
 
 def state_of(node: Node) -> PlanState:
     """The state of a marked plan node."""
-    if node.reason is None:
+    return state_of_reason(node.reason)
+
+
+def state_of_reason(reason: Reason | None) -> PlanState:
+    """The state of a plan node that runs for ``reason`` (``None``: fresh)."""
+    if reason is None:
         return PlanState.FRESH
-    if node.reason is Reason.MISSING:
+    if reason is Reason.MISSING:
         return PlanState.MISSING
-    if node.reason is Reason.CODE_CHANGED:
+    if reason is Reason.CODE_CHANGED:
         return PlanState.CODE_CHANGED
     return PlanState.STALE
 

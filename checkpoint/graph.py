@@ -292,16 +292,17 @@ def mark(
 ) -> None:
     """Set each node's ``meta`` and ``reason`` (see the module docstring)."""
     forced_ids = set(forced)
-    metas = _stored_metas(nodes, store)
+    _read_metas(nodes, store)
     planned_stamp = _planned_stamp(nodes)
     with_files = [node for node in nodes.values() if node.files is not None]
     if with_files:
         _files.check_cache_apart(with_files, store.root)
-        _files.check(with_files, metas, store.root / _files.CACHE_NAME)
+        stored = {node.task.id: node.meta for node in with_files if node.meta is not None}
+        _files.check(with_files, stored, store.root / _files.CACHE_NAME)
     fingerprints: dict[TaskFamily[..., object], str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():
         family = node.task.family
-        meta = node.meta = metas.get(tid)
+        meta = node.meta
         files = node.files
         if files is not None and (files.missing or files.unreadable):
             node.reason = Reason.INPUT_MISSING
@@ -333,15 +334,23 @@ def mark(
             node.reason = _files_reason(node, meta, files, nodes, planned_stamp)
 
 
-def _stored_metas(nodes: dict[TaskId, Node], store: Store) -> dict[TaskId, Meta]:
-    """The stored entries' metadata of the nodes, read family by family."""
-    by_family: dict[FamilyDir, list[TaskId]] = {}
-    for tid, node in nodes.items():
-        by_family.setdefault(node.task.family.dirname, []).append(tid)
-    metas: dict[TaskId, Meta] = {}
-    for dirname, ids in by_family.items():
-        metas.update(store.get_metas(dirname, ids))
-    return metas
+def _read_metas(nodes: dict[TaskId, Node], store: Store) -> None:
+    """Set each node's ``meta`` to its stored entry's metadata (``None`` when there is
+    none), read family by family."""
+    by_family: dict[TaskFamily[..., object], list[Node]] = {}
+    for node in nodes.values():
+        family = node.task.family
+        group = by_family.get(family)
+        if group is None:
+            group = by_family[family] = []
+        group.append(node)
+    dirnames: dict[FamilyDir, list[Node]] = {}  # (two family objects may share a directory)
+    for family, group in by_family.items():
+        dirnames.setdefault(family.dirname, []).extend(group)
+    for dirname, group in dirnames.items():
+        metas = store.metas_in_order(dirname, [node.task.id for node in group])
+        for node, meta in zip(group, metas, strict=True):
+            node.meta = meta
 
 
 def _upstream_reason(node: Node, meta: Meta, nodes: dict[TaskId, Node]) -> Reason | None:
@@ -432,6 +441,7 @@ def plan(
     # Planning allocates millions of long-lived objects and few cycles: the cyclic
     # collector's repeated passes over them cost ~30% of planning.
     was_enabled = gc.isenabled()
+    _gcpolicy.forget_left()  # the previous plan (--watch) is freed as usual
     if was_enabled and _gcpolicy.for_good and gc.get_freeze_count():
         gc.collect()  # garbage left since the last plan froze all: not frozen with this one
     gc.disable()
@@ -451,7 +461,16 @@ def plan(
             else:
                 _promote_young(gc)
             gc.enable()
-    return Plan(nodes, list(targets))
+    the_plan = Plan(nodes, list(targets))
+    # The command line's process ends after its command: the plan is left to the operating
+    # system then, not freed; a task's inner function (what it captured is the user's) is.
+    _gcpolicy.leave_at_exit(the_plan, (lambda: _drop_specs(nodes)) if keep_specs else None)
+    return the_plan
+
+
+def _drop_specs(nodes: dict[TaskId, Node]) -> None:
+    for node in nodes.values():
+        node.task._spec = None
 
 
 def _promote_young(gc: types.ModuleType) -> None:

@@ -185,6 +185,13 @@ def task_id(family: str, encoded_arguments: str) -> str:
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
+def task_id_hasher(family: str) -> Any:
+    """A BLAKE2 state fed with ``family`` and the separator: a ``copy()`` updated with the
+    encoded arguments (UTF-8, ``surrogatepass``) gives :func:`task_id`'s digest, without
+    hashing the family's name again for each task (a sweep makes 200,000)."""
+    return hashlib.blake2b(f"{family}\x00".encode("utf-8", "surrogatepass"), digest_size=16)
+
+
 # --- code fingerprints -------------------------------------------------------------------
 
 

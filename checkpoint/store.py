@@ -170,6 +170,11 @@ class Store:
         """The metadata of many entries of one family at once (absent ones are left out)."""
         return self.indexes.metas(family, task_ids)
 
+    def metas_in_order(self, family: FamilyDir, task_ids: Sequence[str]) -> list[Meta | None]:
+        """:meth:`get_metas` in the order of ``task_ids``, ``None`` for an absent entry (a
+        warm run's check reads 200,000 at once)."""
+        return self.indexes.metas_in_order(family, task_ids)
+
     def load_payload(self, family: FamilyDir, task_id: str, meta: Meta | None = None) -> bytes:
         """The verified payload of a stored entry.
 

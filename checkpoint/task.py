@@ -78,7 +78,7 @@ from ._text import task_label
 from ._types import FamilyDir, FamilyName, TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
 from .files import File, Product
-from .identity import code_fingerprint, encode_arguments, task_id
+from .identity import code_fingerprint, encode_arguments, task_id_hasher
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -776,6 +776,8 @@ class TaskFamily(Generic[P, R_co]):
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
         self._binder: _Binder | None = None
+        self._id_hasher: Any = None
+        """:func:`~checkpoint.identity.task_id_hasher` of the name, made on first use."""
         self._fingerprint: tuple[str, str] | None = None
         self._fingerprint_epoch = -1
 
@@ -891,6 +893,7 @@ class TaskFamily(Generic[P, R_co]):
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state["_binder"] = None
+        state["_id_hasher"] = None
         state["_fingerprint"] = None
         code = getattr(getattr(self.fn, "run", None) if self.is_class else self.fn, "__code__", None)
         state["_filename"] = code.co_filename if code is not None else ""
@@ -898,6 +901,7 @@ class TaskFamily(Generic[P, R_co]):
 
     def __setstate__(self, state: dict[str, object]) -> None:
         filename = str(state.pop("_filename", ""))
+        state.setdefault("_id_hasher", None)
         self.__dict__.update(state)
         if filename:
             if isinstance(self.fn, type):
@@ -976,9 +980,14 @@ class Task(Generic[R_co]):
         self.kwargs = kwargs
         self.encoded = encoded
         """Canonical JSON of the arguments (the task's identity within its family)."""
-        self.id: TaskId = task_id(family.name, self.encoded)
-        """Hash of the family name and the encoded arguments: names the task's cache entry
-        and its data directory."""
+        hasher = family._id_hasher
+        if hasher is None:
+            hasher = family._id_hasher = task_id_hasher(family.name)
+        hasher = hasher.copy()
+        hasher.update(encoded.encode("utf-8", "surrogatepass"))
+        self.id: TaskId = hasher.hexdigest()
+        """Hash of the family name and the encoded arguments (:func:`~checkpoint.identity.
+        task_id`): names the task's cache entry and its data directory."""
         self._spec: Spec | None = None
 
     @property

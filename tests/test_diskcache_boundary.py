@@ -100,6 +100,7 @@ def test_rows_are_stored_as_the_store_reads_them(tmp_path: Path) -> None:
     assert dict(index.values()) == {"e:small": b"\x00payload", "log:text": "some output", "e:big": big}
     assert dict(index.values(["e:big", "e:absent"])) == {"e:big": big}
     assert dict(index.scan("e:", {"small", "big", "absent"})) == {"small": b"\x00payload", "big": big}
+    assert index.scan("e:", ["small"]) == {"small": b"\x00payload"}  # a file only when wanted
     assert index.keys("e:") == ["e:big", "e:small"] and len(index) == 3 and "e:big" in index
     index.close()
     read_only = _diskcache.open_read_only(tmp_path)

@@ -134,9 +134,17 @@ def _table_lines(headers: Sequence[str], rows: Sequence[Sequence[str]], right: S
     widths = [len(h) for h in headers]
     for i, column in enumerate(zip(*rows, strict=False)):
         widths[i] = max(widths[i], max(map(len, column)))
+    # One %-format per line (a 200,000-row listing): the last column unpadded unless it is
+    # right-aligned, each line stripped on the right as before.
+    last = len(widths) - 1
+    row_format = "  ".join(
+        f"%{w}s" if i in right else "%s" if i == last else f"%-{w}s" for i, w in enumerate(widths))
     justify = [str.rjust if i in right else str.ljust for i in range(len(widths))]
     for row in itertools.chain([headers], rows):
-        yield "  ".join([justify[i](cell, widths[i]) for i, cell in enumerate(row)]).rstrip()
+        try:
+            yield (row_format % tuple(row)).rstrip()
+        except TypeError:  # a row shorter than the headers
+            yield "  ".join([justify[i](cell, widths[i]) for i, cell in enumerate(row)]).rstrip()
 
 
 if TYPE_CHECKING:  # click >= 8.2 types its ParamType by what it converts to

@@ -49,6 +49,32 @@ def test_ls_json_is_the_whole_document(invoke: Invoke, project: Path) -> None:
     assert json.loads(got)["tasks"][0]["last_run"]["status"] == "failed"  # boom(1)
 
 
+def test_ls_table_is_the_table_of_the_states(invoke: Invoke, project: Path) -> None:
+    """`ls TARGETS` (rows of plain strings, one format per line) should be the table of
+    dag_states's rows, each cell padded to its column and each line stripped."""
+    from checkpoint._units import duration_text
+    from checkpoint.catalog import PlanState
+    from checkpoint.history import LastRunStatus
+
+    _states(invoke)
+    got = invoke("ls", *TARGETS)
+    the_plan, store = _plan(project)
+    rows, counts = dag_states(the_plan, plan_last_runs(the_plan, store))
+    cells = [["TASK", "STATE", "LAST RUN", "REASON"]] + [[
+        r.task.expression(), str(r.state),
+        "-" if r.last is None else duration_text(r.last.duration)
+        + (" failed" if r.last.status == LastRunStatus.FAILED else ""),
+        "" if r.reason is None or r.reason.value == r.state.value else str(r.reason)]
+        for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(4)]
+    whole = "".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
+                    for row in cells)
+    assert got.stdout == whole
+    assert {PlanState.FRESH, PlanState.STALE, PlanState.MISSING} <= {r.state for r in rows}
+    assert "failed" in got.stdout and "upstream" in got.stdout
+    assert got.stderr.splitlines()[-1].startswith(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
 def test_graph_json_is_the_whole_document(invoke: Invoke, project: Path) -> None:
     """The streamed `graph --json` (stdout and -o) should be the document of export.to_dict."""
     _states(invoke)

@@ -290,6 +290,7 @@ def test_console_entry_skips_the_final_collection_and_keeps_exit_codes(
 
     frozen: list[bool] = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr("checkpoint._gcpolicy.for_good", False)  # console() sets it: not for later tests
     monkeypatch.chdir(project.parent)
     with pytest.raises(SystemExit) as exit_info:
         console(["run", "nosuchtask"])
