@@ -18,7 +18,7 @@ from . import events as ev
 from ._codec import load
 from ._flow import RunState, TaskFlow
 from ._recovery import Recovery
-from ._stamps import checksum_stamp, in_context
+from ._stamps import in_context, value_stamp
 from ._types import TaskId
 from ._values import StampContext
 from ._worker import Done, Failed, worker_id
@@ -116,8 +116,8 @@ class Results:
             return new_stamp()
         compressed = task.family.compress_level != 0
         context = self.stamp_context.digest(out.id, given, out.payload, compressed)
-        if out.payload is not None:  # out.crc: the worker's checksum of it (its digest)
-            return in_context(checksum_stamp(out.crc, compressed), context)
+        if out.payload is not None:  # from the worker's checksum of it: not hashed again
+            return in_context(value_stamp(out.payload, compressed, out.crc), context)
         if out.stamp:  # written to its file by the worker, which hashed it
             return in_context(out.stamp, context)
         return new_stamp()

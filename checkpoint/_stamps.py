@@ -40,9 +40,10 @@ def checksum_stamp(check: int, compressed: bool) -> str:
     return f"{'vz' if compressed else 'vx'}{check & _DIGEST:032x}"
 
 
-def value_stamp(payload: bytes, compressed: bool) -> str:
-    """The stamp of a payload held in memory."""
-    return checksum_stamp(checksum(payload), compressed)
+def value_stamp(payload: bytes, compressed: bool, check: int = 0) -> str:
+    """The stamp of a payload held in memory; taken from its checksum ``check`` when that
+    is an xxh3 one (a worker's, which saw the payload), else hashed here."""
+    return checksum_stamp(check if check >= XXH3 else checksum(payload), compressed)
 
 
 def in_context(stamp: str, context: str) -> str:

@@ -278,3 +278,15 @@ def test_an_older_stamp_reruns_dependents_once(project: Path) -> None:
     assert _invoke("clear", "small(1)")[0] == 0
     assert _invoke("run", "--no-progress")[1].strip() == VALUE
     assert _ran(project) == ["small(1)"]
+
+
+def test_a_payload_is_stamped_from_its_xxh3_checksum_else_hashed() -> None:
+    # The coordinator stamps a payload held in memory from the checksum the worker took
+    # of it; a CRC-32 (a worker of an older version, say on a Dask cluster) is no digest:
+    # the payload is hashed then.
+    payload = os.urandom(1000)
+    expected = _stamps.value_stamp(payload, False)
+    assert _stamps.value_stamp(payload, False, checksum(payload)) == expected
+    assert _stamps.value_stamp(payload, False, XXH3 | 5) == "vx" + "0" * 31 + "5"  # not hashed
+    assert _stamps.value_stamp(payload, False, zlib.crc32(payload)) == expected
+    assert _stamps.value_stamp(payload, True, 0) == _stamps.value_stamp(payload, True)
