@@ -10,7 +10,6 @@ it goes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 import stat
@@ -20,8 +19,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union
 
 from . import _relocate
-from ._format import BLOB_NAME, INLINE_MAX, Checksum, Meta, checksum, new_blob_name
-from ._stamps import new_digest, stamp_of, value_stamp
+from ._format import BLOB_NAME, INLINE_MAX, Checksum, Meta, checksum, matches, new_blob_name
+from ._stamps import checksum_stamp
 from ._storefiles import open_stored, why
 from ._valuefile import MAGIC, Damaged, decode_in_memory, has_buffers, read_checked, write_buffers
 from .errors import CorruptEntryError
@@ -88,7 +87,7 @@ class BlobRef:
                 payload = f.read()
         except OSError as exc:
             raise self._unreadable(exc) from None
-        if len(payload) != self.size or checksum(payload) != self.crc:
+        if len(payload) != self.size or not matches(payload, self.crc):
             raise self._corrupt()
         return payload
 
@@ -204,30 +203,27 @@ class Encoded:
     size: int
     blob: str = ""
     stamp: str = ""
-    """The stamp of the value file's bytes (:func:`checkpoint._stamps.value_stamp`),
-    digested as it was written; ``""`` for a payload held in memory."""
+    """The stamp of the value file's bytes (:func:`checkpoint._stamps.checksum_stamp` of
+    ``crc``), taken as it was written; ``""`` for a payload held in memory."""
 
 
 class _SpillingWriter:
     """A pickler's file: keeps up to ``INLINE_MAX`` bytes in memory, then moves to a new
-    value file and writes the rest straight through, with a running size, checksum and (once
-    in a file) digest for the value's stamp: the file is never read back to hash it."""
+    value file and writes the rest straight through, with a running size and checksum (which
+    also gives the value's stamp): the file is never read back to hash it."""
 
     def __init__(self, directory: str | os.PathLike[str], task_id: str) -> None:
         self.directory = directory
         self.task_id = task_id
         self.parts: list[bytes] = []
         self.hasher = Checksum()
-        self.digest: hashlib.blake2b | None = None
         self.size = 0
         self.name = ""
         self.file: IO[bytes] | None = None
 
     def update(self, data: bytes | memoryview) -> None:
-        """Count bytes written to the file in its checksum and digest."""
+        """Count bytes written to the file in its checksum."""
         self.hasher.update(data)
-        assert self.digest is not None
-        self.digest.update(data)
 
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data).cast("B")
@@ -250,9 +246,6 @@ class _SpillingWriter:
             os.makedirs(self.directory, exist_ok=True)
             self.name = new_blob_name(self.task_id)
             self.file = open(os.path.join(self.directory, self.name), "wb")
-            self.digest = new_digest(False)
-            for part in self.parts:  # (their checksum is counted already)
-                self.digest.update(part)
             self.file.writelines(self.parts)
             self.parts = []
         return self.file
@@ -264,7 +257,7 @@ def stream_value(value: object, directory: str | os.PathLike[str], task_id: str)
     Large buffers go from the value straight into a new value file in ``directory``: a
     ``bytes`` inside the pickle, a NumPy array's memory after it, page-aligned, so that a
     reader can map it (out-of-band buffers, pickle protocol 5; see :mod:`._valuefile`).
-    No copy of the payload is made, and the file is checksummed and digested (its
+    No copy of the payload is made, and the file is checksummed (which gives its
     :attr:`Encoded.stamp`) as it is written.
 
     Returns:
@@ -295,9 +288,10 @@ def stream_value(value: object, directory: str | os.PathLike[str], task_id: str)
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(directory, writer.name))
         raise
-    if writer.digest is None:
-        return Encoded(b"".join(writer.parts), writer.hasher.value(), writer.size)
-    return Encoded(None, writer.hasher.value(), writer.size, writer.name, stamp_of(writer.digest))
+    crc = writer.hasher.value()
+    if writer.file is None:
+        return Encoded(b"".join(writer.parts), crc, writer.size)
+    return Encoded(None, crc, writer.size, writer.name, checksum_stamp(crc, False))
 
 
 def write_blob(directory: str | os.PathLike[str], task_id: str, payload: bytes) -> str:
@@ -346,7 +340,7 @@ def encode_result(value: object, compress_level: int, blob_dir: str, task_id: st
     if blob_dir and size > INLINE_MAX:
         with contextlib.suppress(OSError):
             name = write_blob(blob_dir, task_id, payload)
-            return Encoded(None, crc, size, name, value_stamp(payload, compress_level != 0))
+            return Encoded(None, crc, size, name, checksum_stamp(crc, compress_level != 0))
     return Encoded(payload, crc, size)
 
 

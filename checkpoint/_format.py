@@ -12,6 +12,9 @@ length-prefixed ``marshal``-ed tuple, followed by the payload when it is at most
 ``dm:{id}`` what the entry's data directory held when it was stored (for ``cache verify``;
 optional: an entry without one is not checked, so adding it kept :data:`FORMAT`).
 Every payload carries its size and checksum (:func:`checksum`), checked when it is read.
+The checksum is xxh3-128; an entry written before that (``Meta.crc`` below 2**32) carries a
+CRC-32 and is checked with it: each checksum names its algorithm, so adding xxh3 kept
+:data:`FORMAT`.
 
 Bump :data:`FORMAT` when any of this changes.
 """
@@ -30,6 +33,8 @@ from dataclasses import asdict, dataclass, field, replace
 from mmap import mmap
 from pathlib import Path
 from typing import Final, Literal, Union
+
+import xxhash
 
 from ._types import FamilyDir
 
@@ -59,26 +64,56 @@ Buffer = Union[bytes, bytearray, memoryview, mmap]
 """What a payload can be read from."""
 
 
+XXH3: Final = 1 << 128
+"""Set in every xxh3-128 checksum (above the 128 bits of the digest): a checksum below
+``2**32`` is a CRC-32, what entries written before xxh3 carry; anything else is xxh3."""
+_CRC_END: Final = 1 << 32
+
+
 def checksum(data: Buffer) -> int:
-    """The checksum stored with every payload (see :class:`Checksum`)."""
-    return zlib.crc32(data)
+    """The checksum of a payload as it is stored now: ``XXH3 | xxh3_128(data)``."""
+    return XXH3 | xxhash.xxh3_128_intdigest(data)
+
+
+def _is_crc(expected: object) -> bool:
+    """Whether a stored checksum is an older entry's CRC-32 (anything else is checked as
+    xxh3, which a malformed value then fails)."""
+    return type(expected) is int and 0 <= expected < _CRC_END
+
+
+def matches(data: Buffer, expected: int) -> bool:
+    """Whether a payload has the stored checksum ``expected`` (of either algorithm)."""
+    if _is_crc(expected):
+        return zlib.crc32(data) == expected
+    return checksum(data) == expected
 
 
 class Checksum:
-    """A payload's checksum, computed as its pieces go by: CRC-32 (``Meta.crc``)."""
+    """A payload's checksum, computed as its pieces go by: xxh3-128 (:func:`checksum`), or
+    the CRC-32 of an older entry when made by :meth:`like` its stored checksum."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_xxh3", "_crc")
 
     def __init__(self) -> None:
-        self._value = 0
+        self._xxh3: xxhash.xxh3_128 | None = xxhash.xxh3_128()
+        self._crc = 0
+
+    @classmethod
+    def like(cls, expected: int) -> Checksum:
+        """A running checksum of the algorithm that computed the stored ``expected``."""
+        running = cls()
+        if _is_crc(expected):
+            running._xxh3 = None
+        return running
 
     def update(self, data: Buffer) -> None:
-        self._value = zlib.crc32(data, self._value)
+        if self._xxh3 is not None:
+            self._xxh3.update(data)
+        else:
+            self._crc = zlib.crc32(data, self._crc)
 
     def value(self) -> int:
-        return self._value
-
-    of = staticmethod(checksum)
+        return self._crc if self._xxh3 is None else XXH3 | self._xxh3.intdigest()
 
 
 def new_blob_name(task_id: str) -> str:
@@ -127,7 +162,8 @@ class Meta:
     :func:`checkpoint.graph.arrangement`)."""
     size: int = 0
     crc: int = 0
-    """The payload's :func:`checksum`."""
+    """The payload's :func:`checksum` (xxh3-128; a CRC-32 in entries written before it:
+    :func:`matches` checks either)."""
     compressed: bool = False
     started: float = 0.0
     duration: float = 0.0
@@ -153,7 +189,7 @@ class Meta:
 
     def checks(self, payload: Buffer) -> bool:
         """Whether a payload has this entry's size and checksum."""
-        return len(payload) == self.size and checksum(payload) == self.crc
+        return len(payload) == self.size and matches(payload, self.crc)
 
     @classmethod
     def from_entry(cls, entry: bytes) -> Meta:

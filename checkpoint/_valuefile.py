@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import IO, Any, Protocol
 
 from . import _relocate
-from ._format import Checksum
+from ._format import Checksum, matches
 
 MAGIC = b"\x00cp-oob1"
 """The last bytes of a value file with out-of-band buffers (never ``.``-terminated)."""
@@ -46,7 +46,7 @@ class Damaged(Exception):
 
 
 class Sink(Protocol):
-    """Where a value file's bytes go as they are written (its checksum and digest)."""
+    """Where a value file's bytes go as they are written (its checksum)."""
 
     def update(self, data: bytes | memoryview) -> None: ...
 
@@ -113,13 +113,14 @@ def decode_in_memory(payload: bytes | memoryview) -> Any:
 
 
 class _CheckingReader:
-    """A file for the unpickler that counts and checksums what it reads, never past the
-    expected size (a damaged length field must not make it allocate gigabytes)."""
+    """A file for the unpickler that counts and checksums what it reads (with the algorithm
+    of the expected checksum ``crc``), never past the expected size (a damaged length
+    field must not make it allocate gigabytes)."""
 
-    def __init__(self, file: io.FileIO, size: int) -> None:
+    def __init__(self, file: io.FileIO, size: int, crc: int) -> None:
         self.file = file
         self.left = size
-        self.hasher = Checksum()
+        self.hasher = Checksum.like(crc)
 
     def read(self, n: int = -1) -> bytes:
         n = self.left if n < 0 else min(n, self.left)
@@ -172,14 +173,14 @@ def read_checked(file: io.FileIO, size: int, crc: int, compressed: bool, root: s
     tail = os.pread(fd, len(MAGIC), size - len(MAGIC)) if size >= len(MAGIC) else b""
     if compressed or _relocate.is_portable(os.pread(fd, len(_relocate.PREFIX), 0)):
         data = file.read()
-        if len(data) != size or Checksum.of(data) != crc:
+        if len(data) != size or not matches(data, crc):
             raise Damaged
         if compressed:
             data = zlib.decompress(data)
         return _relocate.loads(data, root) if _relocate.is_portable(data) else pickle.loads(data)
     if has_buffers(tail):
         return _read_mapped(fd, size, crc)
-    reader = _CheckingReader(file, size)
+    reader = _CheckingReader(file, size, crc)
     try:
         value = pickle.load(reader)
     except Exception:
@@ -193,7 +194,7 @@ def read_checked(file: io.FileIO, size: int, crc: int, compressed: bool, root: s
 
 def _read_mapped(fd: int, size: int, crc: int) -> Any:
     """A value with out-of-band buffers: checked in pieces, then its buffers mapped."""
-    hasher = Checksum()
+    hasher = Checksum.like(crc)
     piece = bytearray(_CHUNK)
     view = memoryview(piece)
     offset = 0

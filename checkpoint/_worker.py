@@ -116,8 +116,8 @@ class Done:
     blob: str = ""
     """File name under ``WorkItem.blob_dir`` when the worker wrote the payload itself."""
     stamp: str = ""
-    """The stamp of that file's payload (:func:`checkpoint._stamps.value_stamp`), digested
-    as it was written, so that nobody reads the file again to hash it."""
+    """The stamp of that file's payload (:func:`checkpoint._stamps.checksum_stamp` of
+    ``crc``), taken as it was written, so that nobody reads the file again to hash it."""
     outputs: dict[str, str] | None = None
     """``{"out:<path>": digest}`` of the task's declared outputs, hashed after it ran."""
     output: str = ""

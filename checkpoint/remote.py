@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import events as ev
-from ._format import Checksum, checksum, new_blob_name
+from ._format import Checksum, matches, new_blob_name
 from ._manifest import (
     MIN_KEY_LENGTH,
     DataFile,
@@ -476,12 +476,12 @@ class _Fetch:
         payload = manifest.payload() if manifest.inline is not None else contents.get(manifest.sha256)
         if payload is not None:
             _check_bytes(payload, manifest.sha256, manifest.size, "its value")
-            if checksum(payload) != manifest.crc:
+            if not matches(payload, manifest.crc):
                 raise RefusedEntry("its value does not match the checksum in its manifest")
             self.payloads[tid] = payload
         elif manifest.sha256 in files:
             source = files[manifest.sha256]
-            crc = _check_file(source, manifest.sha256, manifest.size, "its value")
+            crc = _check_file(source, manifest.sha256, manifest.size, "its value", manifest.crc)
             if crc != manifest.crc:
                 raise RefusedEntry("its value does not match the checksum in its manifest")
             blobs = self.store.blob_dir(family)
@@ -630,10 +630,16 @@ def _check_bytes(content: bytes, sha: str, size: int, what: str) -> None:
         raise RefusedEntry(f"{what} failed its SHA-256 check (damaged or replaced on the remote)")
 
 
-def _check_file(path: Path, sha: str, size: int, what: str) -> int:
-    """Check a downloaded file's size and SHA-256; return its CRC-32."""
+def _running(expected: int | None) -> Checksum:
+    """A running checksum like the stored ``expected`` one (a data file has none: xxh3)."""
+    return Checksum() if expected is None else Checksum.like(expected)
+
+
+def _check_file(path: Path, sha: str, size: int, what: str, expected: int | None = None) -> int:
+    """Check a downloaded file's size and SHA-256; return its checksum, of the algorithm
+    of the ``expected`` one."""
     digest = hashlib.sha256()
-    crc = Checksum()
+    crc = _running(expected)
     total = 0
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -759,7 +765,7 @@ def _manifest_of(store: Store, task: Task[object], tid: TaskId,
     inline: str | None = None
     if meta.blob:
         path = str(store.blob_dir(family) / meta.blob)
-        sha, crc, size = _hash_file(path)
+        sha, crc, size = _hash_file(path, meta.crc)
         if size != meta.size or crc != meta.crc:
             raise _NotPushable("its stored value is damaged (size or checksum mismatch)")
         if size <= INLINE_MAX:
@@ -769,7 +775,7 @@ def _manifest_of(store: Store, task: Task[object], tid: TaskId,
             objects[sha] = (path, size)
     else:
         payload = meta.inline
-        if payload is None or len(payload) != meta.size or checksum(payload) != meta.crc:
+        if payload is None or len(payload) != meta.size or not matches(payload, meta.crc):
             raise _NotPushable("its stored value is damaged (size or checksum mismatch)")
         sha = hashlib.sha256(payload).hexdigest()
         inline = base64.b64encode(payload).decode()
@@ -814,10 +820,11 @@ def _data_files(store: Store, family: FamilyDir, tid: TaskId,
     return files
 
 
-def _hash_file(path: str) -> tuple[str, int, int]:
-    """SHA-256, CRC-32 and size of a local file (only a regular file is opened)."""
+def _hash_file(path: str, expected: int | None = None) -> tuple[str, int, int]:
+    """SHA-256, checksum (of the algorithm of the ``expected`` one) and size of a local
+    file (only a regular file is opened)."""
     digest = hashlib.sha256()
-    crc = Checksum()
+    crc = _running(expected)
     size = 0
     with os.fdopen(open_stored(path), "rb") as f:
         while chunk := f.read(_CHUNK):

@@ -54,7 +54,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -626,7 +625,7 @@ class Harness:
                 except OSError:
                     payload = None
             intact, value = False, None
-            if payload is not None and len(payload) == meta.size and zlib.crc32(payload) == meta.crc:
+            if payload is not None and meta.checks(payload):
                 with contextlib.suppress(Exception):
                     value, intact = decode_payload(payload, meta.compressed), True
             found[expr] = (intact, value)

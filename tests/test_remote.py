@@ -337,6 +337,74 @@ def test_tampered_entry_is_refused_and_recomputed(
     assert Store.open(tmp_path / "b").verify()[1] == []
 
 
+def _as_written_before_xxh3(cache: Path) -> int:
+    """Rewrite every entry of a cache as the older code wrote it (a CRC-32 checksum)."""
+    import zlib
+
+    from checkpoint.store import Store
+
+    store = Store.open(cache)
+    count = 0
+    for family in store.families():
+        for tid, meta in list(store.entries(family)):
+            payload = (store.blob_dir(family) / meta.blob).read_bytes() if meta.blob \
+                else meta.inline
+            assert payload is not None
+            meta.crc = zlib.crc32(payload)
+            store.put_metas(family, {tid: meta})
+            count += 1
+    store.close()
+    return count
+
+
+def test_entries_written_with_crc32_push_and_pull(pipeline: ModuleType, tmp_path: Path) -> None:
+    """Entries an older version stored (CRC-32) should push, pull and load as they are."""
+    url = (tmp_path / "remote").as_uri()
+    run([pipeline.main()], cache_dir=tmp_path / "a", executor="inline")
+    assert _as_written_before_xxh3(tmp_path / "a") == 11
+    assert len(push([pipeline.main()], url, cache_dir=tmp_path / "a").pushed) == 10
+    manifests = list((tmp_path / "remote" / "entries").rglob("*.json"))
+    assert manifests and all(json.loads(m.read_text())["crc"] < 1 << 32 for m in manifests)
+    second = run([pipeline.main()], cache_dir=tmp_path / "b", remote=url, executor="inline")
+    assert second.values[pipeline.main().id] == EXPECTED and len(second.pulled) == 9
+    from checkpoint.store import Store
+
+    store = Store.open(tmp_path / "b")
+    assert store.verify() == (11, [])
+    pulled = {t.id for t in second.pulled}
+    assert all(meta.crc < 1 << 32 for family in store.families()
+               for tid, meta in store.entries(family) if tid in pulled)
+
+
+@pytest.mark.parametrize("written", ["crc32", "xxh3"])
+@pytest.mark.parametrize("size", [50_000, 400_000])  # held in memory / streamed to a file
+def test_signed_manifest_with_a_wrong_checksum_is_refused(
+        pipeline: ModuleType, tmp_path: Path, written: str, size: int) -> None:
+    """A manifest whose checksum does not match its value (of either algorithm) should be
+    refused even when it is signed with the right key."""
+    from checkpoint._manifest import Manifest
+
+    remote = tmp_path / "remote"
+    run([pipeline.main()], cache_dir=tmp_path / "a", executor="inline")
+    if written == "crc32":
+        _as_written_before_xxh3(tmp_path / "a")
+    push([pipeline.main()], remote.as_uri(), cache_dir=tmp_path / "a")
+    path = _manifest_of(remote, pipeline.big(size))
+    body = json.loads(path.read_text())
+    body.pop("signature")
+    data = body.pop("data")
+    assert (body["crc"] < 1 << 32) == (written == "crc32")
+    body["crc"] ^= 1 << 7
+    manifest = Manifest(**body)
+    manifest.data = data
+    path.write_bytes(manifest.signed(KEY.encode()))
+    with pytest.warns(RemoteWarning, match="does not match the checksum in its manifest"):
+        result = run([pipeline.main()], cache_dir=tmp_path / "b", remote=remote.as_uri(),
+                     executor="inline")
+    assert result.values[pipeline.main().id] == EXPECTED
+    assert f"big({size})" in {t.expression() for t in result.ran}
+
+
 def test_wrong_key_refuses_everything(pipeline: ModuleType, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine with another key should pull nothing and compute everything."""
