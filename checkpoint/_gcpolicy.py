@@ -61,3 +61,40 @@ def abandon() -> None:
     cell.append(cell)
     _left = []
     gc.freeze()  # (cell still referenced here: no collection can take it first)
+
+
+def release_project_modules(root: str) -> None:
+    """Drop what the modules of the project at ``root`` hold, as Python's own shutdown does
+    (each name set to ``None``, those with one leading underscore first), so that what only they hold is
+    finalized: a module-level open file flushes the lines a task wrote. Python would do it
+    later, but not to a module kept alive by its own functions (a reference cycle) in a
+    process whose objects are frozen out of the last collection (the command line's), nor
+    in a worker process, which ends by ``os._exit``. Run at exit, after the project's own
+    exit handlers."""
+    import sys
+
+    from .fingerprint import in_project
+
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not (isinstance(file, str) and in_project(file, root)):
+            continue
+        names = vars(module)
+        for name in [n for n in names if n.startswith("_") and not n.startswith("__")]:
+            names[name] = None
+        for name in [n for n in names if n != "__builtins__"]:
+            names[name] = None
+
+
+def release_taskfile_projects() -> None:
+    """:func:`release_project_modules` of the project of each taskfile loaded (at exit)."""
+    import os
+    import sys
+
+    roots: set[str] = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if getattr(module, "__checkpoint_taskfile__", False) and isinstance(file, str):
+            roots.add(os.path.dirname(os.path.realpath(file)))
+    for root in roots:
+        release_project_modules(root)

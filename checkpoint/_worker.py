@@ -902,6 +902,18 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0) -> None
         _watch_parent(parent_pid)
     if os.getppid() != parent_pid:
         os._exit(1)  # the coordinator died before the line above took effect
+    from multiprocessing.util import Finalize
+
+    # A pool worker ends by os._exit: what the project's modules hold (an open file with
+    # lines a task wrote) is finalized only if released first, when the pool shuts down.
+    Finalize(None, _release_project, exitpriority=0)
+
+
+def _release_project() -> None:
+    if _project:
+        from ._gcpolicy import release_project_modules
+
+        release_project_modules(_project.rstrip(os.sep))
 
 
 def _no_op(signum: int, frame: types.FrameType | None) -> None:

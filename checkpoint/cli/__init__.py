@@ -274,9 +274,14 @@ def console(argv: list[str] | None = None) -> Any:
     freeing a 200,000-task plan took 0.1-0.2 s), and Python never promised to finalize the
     rest at exit.
     """
+    import atexit
     import gc
 
-    from .._gcpolicy import abandon, freeze_plans
+    from .._gcpolicy import abandon, freeze_plans, release_taskfile_projects
+
+    # Registered before the taskfile is loaded, so it runs after the project's own handlers.
+    atexit.unregister(release_taskfile_projects)  # (once, however often it is called)
+    atexit.register(release_taskfile_projects)
 
     freeze_plans()  # (this process ends after its command)
     try:

@@ -411,3 +411,35 @@ def test_hints_follow_what_was_typed(project: Path, tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr == ("Error: 'sub' is a directory without a taskfile.py. Name the taskfile "
                            "itself (e.g. sub/tasks.py), or create taskfile.py there.\n")
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_a_module_level_file_the_tasks_write_is_flushed_at_exit(tmp_path: Path, executor: str) -> None:
+    # The command line freezes its objects out of the last collection and pool workers end
+    # by os._exit: a taskfile's open file, kept alive by the module's own functions, lost
+    # the lines its tasks wrote.
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent("""
+        import os
+        from checkpoint import requires, task
+
+        LOG = open(f"log-{os.getpid()}.txt", "w")
+
+        @task()
+        def step(i):
+            def run():
+                LOG.write(f"step {i}\\n")
+                return i
+            return run
+
+        @task()
+        def main():
+            @requires([step(i) for i in range(20)])
+            def run(values):
+                return sum(values)
+            return run
+    """))
+    proc = run([CHECKPOINT, "run", "--no-progress", "--executor", executor, "main"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("190")
+    lines = [line for log in tmp_path.glob("log-*.txt") for line in log.read_text().splitlines()]
+    assert sorted(lines) == sorted(f"step {i}" for i in range(20))
