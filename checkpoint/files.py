@@ -1073,10 +1073,13 @@ def check_cache_apart(with_files: list[Node], store_root: Path) -> None:
     from ._text import task_label
 
     root = os.getcwd()
+    writing = [node for node in with_files if node.files.outputs]  # type: ignore[union-attr]
+    if not writing:  # (a sweep over source files)
+        return
     real_root = os.path.realpath(root)
     real_cache = os.path.realpath(os.path.join(root, store_root))
     parents: dict[str, str] = {}  # the real path of each output's directory, once
-    for node in with_files:
+    for node in writing:
         assert node.files is not None
         for product in node.files.outputs:
             key = product.key(root)
@@ -1144,9 +1147,26 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     for node in with_files:
         files = node.files
         assert files is not None
+        inputs = files.inputs
+        if len(inputs) == 1 and not files.outputs and not files.produced:
+            # One input and nothing else (a sweep over files): the usual case below, at once.
+            path = inputs[0].path
+            if entries is None and path not in dirs:
+                entries = cache.entries
+            entry = None if entries is None else entries.get(path)
+            if entry is not None:
+                try:
+                    st = os_stat(path)
+                except OSError:
+                    pass
+                else:
+                    if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
+                            and entry[0] == st.st_size and entry[3] == st.st_ino):
+                        files.digests = {INPUT + path: entry[4]}
+                        continue
         digests = files.digests
         produced = files.produced
-        for item in files.inputs:
+        for item in inputs:
             path = item.path
             if produced and path in produced:  # a key (see below): its producer tracks it
                 continue

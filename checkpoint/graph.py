@@ -41,6 +41,10 @@ from .errors import CycleError
 from .store import Meta, Store
 from .task import Requirement, Spec, Task, TaskDirectory, TaskFamily, interning
 
+File = _files.File
+_NO_PRODUCTS: list[_files.Product] = []
+"""The outputs of every task that declares none (never mutated)."""
+
 if TYPE_CHECKING:
     import networkx
 
@@ -142,8 +146,17 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], keep_specs:
                 if dep_id in on_stack:
                     _raise_cycle([frame[0] for frame in stack], dep)
                 dep_spec = dep.spec()
-                if not dep_spec.requirements:  # a leaf (most tasks of a sweep): no stack trip
+                reqs = dep_spec.requirements
+                if not reqs:  # a leaf (most tasks of a sweep): no stack trip
                     nodes[dep_id] = Node(dep, [])
+                    if not keep_specs:
+                        dep._spec = None
+                    continue
+                if len(reqs) == 1 and type(reqs[0]) is File:  # a leaf reading one file: at once
+                    node = nodes[dep_id] = Node(dep, [])  # (its arrangement: None)
+                    # (Its requirements are its inputs: [File]. Neither list is mutated.)
+                    node.files = _files.TaskFiles(reqs, _NO_PRODUCTS)  # type: ignore[arg-type]
+                    with_files.append(node)
                     if not keep_specs:
                         dep._spec = None
                     continue
