@@ -807,17 +807,15 @@ class TaskFiles:
         return Reason.OUTPUT_CHANGED if details else None
 
 
-def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
-    """Make the producer of each declared output a prerequisite of the tasks whose ``File``
-    inputs name it (or a directory or pattern covering it). Return whether a producer now
-    comes after one of its consumers in ``nodes`` (which then needs re-ordering).
+def link(nodes: dict[TaskId, Node], with_files: list[Node], producing: list[Node]) -> bool:
+    """Make the producer of each declared output (``producing``: the tasks that declare
+    any) a prerequisite of the tasks whose ``File`` inputs name it (or a directory or
+    pattern covering it). Return whether a producer now comes after one of its consumers
+    in ``nodes`` (which then needs re-ordering).
 
     Raises:
         TaskDefinitionError: two tasks declare the same output, or a task reads its own.
     """
-    producing = [node for node in with_files if node.files is not None and node.files.outputs]
-    if not producing:  # the usual warm sweep over source files: nothing to link
-        return False
     root = os.getcwd()
     producers, dirs = _producers(nodes, producing, root)
     order = {tid: i for i, tid in enumerate(nodes)}
@@ -1246,7 +1244,8 @@ def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:
 
 
 def missing_inputs(with_files: Iterable[Node]) -> None:
-    """Raise if a task of the plan lacks a source input file.
+    """Raise if a task of the plan lacks a source input file (``with_files``: the tasks
+    with files, or only those that lack one).
 
     Raises:
         UnreadableInputError: an input exists but cannot be read, naming each such task

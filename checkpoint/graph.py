@@ -107,7 +107,7 @@ class Plan:
             UnreadableInputError: an input exists but cannot be read.
             MissingInputError: naming each such task and file.
         """
-        _files.missing_inputs(n for n in self.nodes.values() if n.files is not None)
+        _files.missing_inputs([n for n in self.nodes.values() if n.files is not None and n.files.missing])
 
 
 def expand(targets: Iterable[Task[object]], *, keep_specs: bool = True) -> dict[TaskId, Node]:
@@ -122,13 +122,15 @@ def expand(targets: Iterable[Task[object]], *, keep_specs: bool = True) -> dict[
     """
     with interning():
         with_files: list[Node] = []
-        nodes = _expand(targets, with_files, keep_specs)
-        if with_files and _files.link(nodes, with_files):
+        writing: list[Node] = []
+        nodes = _expand(targets, with_files, writing, keep_specs)
+        if writing and _files.link(nodes, with_files, writing):
             nodes = _reorder(nodes)
         return nodes
 
 
-def _expand(targets: Iterable[Task[object]], with_files: list[Node], keep_specs: bool) -> dict[TaskId, Node]:
+def _expand(targets: Iterable[Task[object]], with_files: list[Node], writing: list[Node],
+            keep_specs: bool) -> dict[TaskId, Node]:
     nodes: dict[TaskId, Node] = {}
     for target in targets:
         if target.id in nodes:
@@ -161,7 +163,7 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], keep_specs:
                         dep._spec = None
                     continue
                 if not dep_spec.dependencies:  # only files
-                    _add_node(nodes, dep, dep_spec, [], with_files)
+                    _add_node(nodes, dep, dep_spec, [], with_files, writing)
                     if not keep_specs:
                         dep._spec = None
                     continue
@@ -176,24 +178,33 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], keep_specs:
                     nodes[task_id] = Node(task, [d.id for d in spec.dependencies],
                                           _shape(spec.requirements))
                 else:
-                    _add_node(nodes, task, spec, [d.id for d in spec.dependencies], with_files)
+                    _add_node(nodes, task, spec, [d.id for d in spec.dependencies], with_files,
+                              writing)
                 if not keep_specs:
                     task._spec = None
     return nodes
 
 
 def _add_node(nodes: dict[TaskId, Node], task: Task[object], spec: Spec, deps: list[TaskId],
-              with_files: list[Node]) -> None:
+              with_files: list[Node], writing: list[Node]) -> None:
     node = nodes[task.id] = Node(task, deps, _shape(spec.requirements))
     if spec._files is not None:  # per plan: marking fills it in
         node.files = _files.TaskFiles(*spec._files)
         with_files.append(node)
+        if spec._files[1]:
+            writing.append(node)
 
 
 def _shape(requirements: list[Requirement]) -> str | None:
-    """:func:`arrangement`, with the commonest case first: none, or one task."""
-    if len(requirements) < 2 and (not requirements or type(requirements[0]) is Task):
-        return None
+    """:func:`arrangement`, with the commonest cases first: none, one task or file, or
+    ``@requires([])`` (all ``None``)."""
+    if len(requirements) < 2:
+        if not requirements:
+            return None
+        first = requirements[0]
+        kind = type(first)
+        if kind is Task or kind is File or (kind is list and not first):
+            return None
     return arrangement(requirements)
 
 

@@ -264,6 +264,9 @@ class Spec:
                 if type(first) is File:
                     self._deps, self._files = [], ([first], [])
                     return self._deps
+                if type(first) is list and not first:  # @requires([]) (an empty sweep)
+                    self._deps = []
+                    return self._deps
             seen: dict[TaskId, Task[object]] = {}
             inputs: list[File] = []
             outputs: list[Product] = []
