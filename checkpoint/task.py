@@ -318,6 +318,14 @@ class _Requires(Spec):
 
     __slots__ = ()
 
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # What it is, without what a Spec learns while planning (a fingerprint of a module
+        # global that holds one pickles it: the same before and after a plan).
+        return None, {"fn": self.fn, "requirements": self.requirements}
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        Spec.__init__(self, state[1]["fn"], state[1]["requirements"])
+
     def __call__(self, *args: object, **kwargs: object) -> object:
         return self.fn(*args, **kwargs)
 
