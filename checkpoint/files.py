@@ -1244,8 +1244,8 @@ def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:
 
 
 def missing_inputs(with_files: Iterable[Node]) -> None:
-    """Raise if a task of the plan lacks a source input file (``with_files``: the tasks
-    with files, or only those that lack one).
+    """Raise if a task of the plan lacks a source input file or cannot read one
+    (``with_files``: the tasks with files, or only those that lack or cannot read one).
 
     Raises:
         UnreadableInputError: an input exists but cannot be read, naming each such task

@@ -107,7 +107,8 @@ class Plan:
             UnreadableInputError: an input exists but cannot be read.
             MissingInputError: naming each such task and file.
         """
-        _files.missing_inputs([n for n in self.nodes.values() if n.files is not None and n.files.missing])
+        _files.missing_inputs([n for n in self.nodes.values()
+                               if n.files is not None and (n.files.missing or n.files.unreadable)])
 
 
 def expand(targets: Iterable[Task[object]], *, keep_specs: bool = True) -> dict[TaskId, Node]:
