@@ -807,17 +807,15 @@ class TaskFiles:
         return Reason.OUTPUT_CHANGED if details else None
 
 
-def link(nodes: dict[TaskId, Node], with_files: list[Node]) -> bool:
-    """Make the producer of each declared output a prerequisite of the tasks whose ``File``
-    inputs name it (or a directory or pattern covering it). Return whether a producer now
-    comes after one of its consumers in ``nodes`` (which then needs re-ordering).
+def link(nodes: dict[TaskId, Node], with_files: list[Node], producing: list[Node]) -> bool:
+    """Make the producer of each declared output (``producing``: the tasks that declare
+    any) a prerequisite of the tasks whose ``File`` inputs name it (or a directory or
+    pattern covering it). Return whether a producer now comes after one of its consumers
+    in ``nodes`` (which then needs re-ordering).
 
     Raises:
         TaskDefinitionError: two tasks declare the same output, or a task reads its own.
     """
-    producing = [node for node in with_files if node.files is not None and node.files.outputs]
-    if not producing:  # the usual warm sweep over source files: nothing to link
-        return False
     root = os.getcwd()
     producers, dirs = _producers(nodes, producing, root)
     order = {tid: i for i, tid in enumerate(nodes)}
@@ -1073,10 +1071,13 @@ def check_cache_apart(with_files: list[Node], store_root: Path) -> None:
     from ._text import task_label
 
     root = os.getcwd()
+    writing = [node for node in with_files if node.files.outputs]  # type: ignore[union-attr]
+    if not writing:  # (a sweep over source files)
+        return
     real_root = os.path.realpath(root)
     real_cache = os.path.realpath(os.path.join(root, store_root))
     parents: dict[str, str] = {}  # the real path of each output's directory, once
-    for node in with_files:
+    for node in writing:
         assert node.files is not None
         for product in node.files.outputs:
             key = product.key(root)
@@ -1144,9 +1145,26 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     for node in with_files:
         files = node.files
         assert files is not None
+        inputs = files.inputs
+        if len(inputs) == 1 and not files.outputs and not files.produced:
+            # One input and nothing else (a sweep over files): the usual case below, at once.
+            path = inputs[0].path
+            if entries is None and path not in dirs:
+                entries = cache.entries
+            entry = None if entries is None else entries.get(path)
+            if entry is not None:
+                try:
+                    st = os_stat(path)
+                except OSError:
+                    pass
+                else:
+                    if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
+                            and entry[0] == st.st_size and entry[3] == st.st_ino):
+                        files.digests = {INPUT + path: entry[4]}
+                        continue
         digests = files.digests
         produced = files.produced
-        for item in files.inputs:
+        for item in inputs:
             path = item.path
             if produced and path in produced:  # a key (see below): its producer tracks it
                 continue
@@ -1226,7 +1244,8 @@ def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:
 
 
 def missing_inputs(with_files: Iterable[Node]) -> None:
-    """Raise if a task of the plan lacks a source input file.
+    """Raise if a task of the plan lacks a source input file or cannot read one
+    (``with_files``: the tasks with files, or only those that lack or cannot read one).
 
     Raises:
         UnreadableInputError: an input exists but cannot be read, naming each such task

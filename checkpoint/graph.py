@@ -41,6 +41,10 @@ from .errors import CycleError
 from .store import Meta, Store
 from .task import Requirement, Spec, Task, TaskDirectory, TaskFamily, interning
 
+File = _files.File
+_NO_PRODUCTS: list[_files.Product] = []
+"""The outputs of every task that declares none (never mutated)."""
+
 if TYPE_CHECKING:
     import networkx
 
@@ -103,7 +107,8 @@ class Plan:
             UnreadableInputError: an input exists but cannot be read.
             MissingInputError: naming each such task and file.
         """
-        _files.missing_inputs(n for n in self.nodes.values() if n.files is not None)
+        _files.missing_inputs([n for n in self.nodes.values()
+                               if n.files is not None and (n.files.missing or n.files.unreadable)])
 
 
 def expand(targets: Iterable[Task[object]], *, keep_specs: bool = True) -> dict[TaskId, Node]:
@@ -118,13 +123,15 @@ def expand(targets: Iterable[Task[object]], *, keep_specs: bool = True) -> dict[
     """
     with interning():
         with_files: list[Node] = []
-        nodes = _expand(targets, with_files, keep_specs)
-        if with_files and _files.link(nodes, with_files):
+        writing: list[Node] = []
+        nodes = _expand(targets, with_files, writing, keep_specs)
+        if writing and _files.link(nodes, with_files, writing):
             nodes = _reorder(nodes)
         return nodes
 
 
-def _expand(targets: Iterable[Task[object]], with_files: list[Node], keep_specs: bool) -> dict[TaskId, Node]:
+def _expand(targets: Iterable[Task[object]], with_files: list[Node], writing: list[Node],
+            keep_specs: bool) -> dict[TaskId, Node]:
     nodes: dict[TaskId, Node] = {}
     for target in targets:
         if target.id in nodes:
@@ -142,13 +149,22 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], keep_specs:
                 if dep_id in on_stack:
                     _raise_cycle([frame[0] for frame in stack], dep)
                 dep_spec = dep.spec()
-                if not dep_spec.requirements:  # a leaf (most tasks of a sweep): no stack trip
+                reqs = dep_spec.requirements
+                if not reqs:  # a leaf (most tasks of a sweep): no stack trip
                     nodes[dep_id] = Node(dep, [])
                     if not keep_specs:
                         dep._spec = None
                     continue
+                if len(reqs) == 1 and type(reqs[0]) is File:  # a leaf reading one file: at once
+                    node = nodes[dep_id] = Node(dep, [])  # (its arrangement: None)
+                    # (Its requirements are its inputs: [File]. Neither list is mutated.)
+                    node.files = _files.TaskFiles(reqs, _NO_PRODUCTS)  # type: ignore[arg-type]
+                    with_files.append(node)
+                    if not keep_specs:
+                        dep._spec = None
+                    continue
                 if not dep_spec.dependencies:  # only files
-                    _add_node(nodes, dep, dep_spec, [], with_files)
+                    _add_node(nodes, dep, dep_spec, [], with_files, writing)
                     if not keep_specs:
                         dep._spec = None
                     continue
@@ -163,24 +179,33 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], keep_specs:
                     nodes[task_id] = Node(task, [d.id for d in spec.dependencies],
                                           _shape(spec.requirements))
                 else:
-                    _add_node(nodes, task, spec, [d.id for d in spec.dependencies], with_files)
+                    _add_node(nodes, task, spec, [d.id for d in spec.dependencies], with_files,
+                              writing)
                 if not keep_specs:
                     task._spec = None
     return nodes
 
 
 def _add_node(nodes: dict[TaskId, Node], task: Task[object], spec: Spec, deps: list[TaskId],
-              with_files: list[Node]) -> None:
+              with_files: list[Node], writing: list[Node]) -> None:
     node = nodes[task.id] = Node(task, deps, _shape(spec.requirements))
     if spec._files is not None:  # per plan: marking fills it in
         node.files = _files.TaskFiles(*spec._files)
         with_files.append(node)
+        if spec._files[1]:
+            writing.append(node)
 
 
 def _shape(requirements: list[Requirement]) -> str | None:
-    """:func:`arrangement`, with the commonest case first: none, or one task."""
-    if len(requirements) < 2 and (not requirements or type(requirements[0]) is Task):
-        return None
+    """:func:`arrangement`, with the commonest cases first: none, one task or file, or
+    ``@requires([])`` (all ``None``)."""
+    if len(requirements) < 2:
+        if not requirements:
+            return None
+        first = requirements[0]
+        kind = type(first)
+        if kind is Task or kind is File or (kind is list and not first):
+            return None
     return arrangement(requirements)
 
 

@@ -61,6 +61,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FunctionType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -263,6 +264,9 @@ class Spec:
                 if type(first) is File:
                     self._deps, self._files = [], ([first], [])
                     return self._deps
+                if type(first) is list and not first:  # @requires([]) (an empty sweep)
+                    self._deps = []
+                    return self._deps
             seen: dict[TaskId, Task[object]] = {}
             inputs: list[File] = []
             outputs: list[Product] = []
@@ -308,14 +312,19 @@ def _leaves(obj: object) -> Iterator[object]:
             yield item
 
 
-class _Requires:
-    """An inner function with the requirements stacked on it so far (not yet a Spec)."""
+class _Requires(Spec):
+    """An inner function with the requirements stacked on it so far: what ``@requires``
+    returns, and the task's Spec once its outer function returns it (no copy made)."""
 
-    __slots__ = ("fn", "requirements")
+    __slots__ = ()
 
-    def __init__(self, fn: Callable[..., object], requirements: list[Requirement]) -> None:
-        self.fn = fn
-        self.requirements = requirements
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # What it is, without what a Spec learns while planning (a fingerprint of a module
+        # global that holds one pickles it: the same before and after a plan).
+        return None, {"fn": self.fn, "requirements": self.requirements}
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        Spec.__init__(self, state[1]["fn"], state[1]["requirements"])
 
     def __call__(self, *args: object, **kwargs: object) -> object:
         return self.fn(*args, **kwargs)
@@ -368,7 +377,8 @@ def requires(*, default: Any) -> Requires[Any]: ...
 def requires(requirement: object, /) -> Callable[[F], F]: ...
 
 
-def requires(requirement: object = _UNSET, /, **options: object) -> Requires[Any] | Callable[[F], F]:
+def requires(requirement: object = _UNSET, /, *,
+             default: object = _UNSET) -> Requires[Any] | Callable[[F], F]:
     """Declare a prerequisite: ``@requires(x)`` on an inner function, ``requires()`` in a class.
 
     On the inner function of a function task, ``requirement`` is a task, a list or dict of
@@ -382,16 +392,17 @@ def requires(requirement: object = _UNSET, /, **options: object) -> Requires[Any
     attribute (see :class:`Requires`); ``requires(default=v)`` makes it optional.
     """
     if requirement is _UNSET:
-        unknown = set(options) - {"default"}
-        if unknown:
-            raise TypeError(f"requires() got unexpected keyword argument(s) {sorted(unknown)}")
-        return Requires(options.get("default", _UNSET))
-    if options:
+        return Requires(default)
+    if default is not _UNSET:
         raise TypeError("requires(task) takes no keyword arguments; requires(default=...) "
                         "is the class attribute form")
-    checked = _check_requirement(requirement)
+    # (A task or a File, the usual cases, need no call to be checked.)
+    checked = requirement if type(requirement) is Task or type(requirement) is File else \
+        _check_requirement(requirement)
 
     def decorate(fn: F) -> F:
+        if type(fn) is FunctionType:  # (the usual case: one @requires on the inner function)
+            return _Requires(fn, [checked])  # type: ignore[return-value]
         if isinstance(fn, _Requires):
             return _Requires(fn.fn, [checked, *fn.requirements])  # type: ignore[return-value]
         if not callable(fn):
@@ -1011,7 +1022,7 @@ class Task(Generic[R_co]):
             kwargs = self.kwargs
             inner = self.family.fn(*self.args, **kwargs) if kwargs else self.family.fn(*self.args)
             if isinstance(inner, _Requires):
-                spec = Spec(inner.fn, inner.requirements)
+                spec = inner
             elif callable(inner):
                 spec = Spec(inner, [])
             else:
@@ -1019,7 +1030,12 @@ class Task(Generic[R_co]):
                     f"Task {self!r} must return its inner function (the one that computes the "
                     f"result), but its outer function returned {type(inner).__name__}."
                 )
-            _check_arity(self, spec)
+            # The arity check, its usual case inline: bounds known, and met.
+            code = getattr(spec.fn, "__code__", None)
+            if code is not None:
+                bounds = _arity.get(code)
+                if bounds is None or not bounds[0] <= len(spec.requirements) <= bounds[1]:
+                    _check_arity(self, spec)
             self._spec = spec
         return spec
 

@@ -666,6 +666,96 @@ def test_inner_function_arity_is_checked_when_the_graph_is_built(make_module: An
     assert mod.CALLS == []
 
 
+def test_arity_is_checked_for_each_task_of_an_inner_function_already_seen(
+        make_module: Any) -> None:
+    """One inner function (one code object) given one, then two prerequisites: the second
+    task should still be refused when the graph is built (its bounds are known by then)."""
+    mod = make_module("arity_seen", """
+        from checkpoint import requires, task
+
+        @task
+        def a():
+            def __():
+                return 1
+            return __
+
+        @task
+        def b(n: int):
+            def __(x):
+                return x
+            inner = __
+            for _ in range(n):
+                inner = requires(a())(inner)
+            return inner
+    """)
+    from checkpoint.errors import TaskDefinitionError
+
+    assert mod.b(1).run(executor="inline") == 1
+    with pytest.raises(TaskDefinitionError, match=r"takes 1 argument, one per prerequisite, but 2"):
+        checkpoint.run([mod.b(2)], executor="inline")
+    with pytest.raises(TaskDefinitionError, match=r"takes 1 argument, one per prerequisite, but 0"):
+        checkpoint.run([mod.b(0)], executor="inline")
+
+
+def test_one_decorated_inner_function_serves_many_tasks(make_module: Any) -> None:
+    """An outer function may return one module-level ``@requires`` function for every
+    task of its family (what ``@requires`` returns is the tasks' shared spec)."""
+    mod = make_module("shared_inner", """
+        from checkpoint import requires, task
+
+        @task
+        def a():
+            def __():
+                return 1
+            return __
+
+        @requires(a())
+        @requires([a(), a()])
+        def shared(x, xs):
+            return x + sum(xs)
+
+        @task
+        def b(n: int):
+            return shared
+
+        @task
+        def c():
+            @requires([b(1), b(2)])
+            def __(values):
+                return values
+            return __
+    """)
+    result = checkpoint.run([mod.c()], executor="inline")
+    assert result.values[mod.c().id] == [3, 3]
+    assert {"b(1)", "b(2)"} <= _ran(result)
+    assert mod.shared(1, [2]) == 3  # still the function, when called
+    assert not checkpoint.run([mod.c()], executor="inline").ran
+
+
+@pytest.mark.parametrize("requirements", [
+    [], [[]], [{}], [[], []], ["T"], ["T", "T"], ["T", "U"], [["T"]], [["T", "U"]], [{"k": "T"}],
+    ["F"], ["P"], [["F"]], ["F", "F"], ["F", "T"], [TaskDirectory()], [TaskDirectory(), "T"],
+])
+def test_the_arrangement_shortcut_agrees_with_the_arrangement(
+        choose: Any, requirements: list[Any]) -> None:
+    """What a node records as its arrangement (graph._shape, with shortcuts for the common
+    cases) should be what graph.arrangement gives, for every form of requirements."""
+    from checkpoint import File, Product
+    from checkpoint.graph import _shape, arrangement
+
+    leaves = {"T": choose(2, 1), "U": choose(3, 1), "F": File("x.txt"), "P": Product("y.txt")}
+
+    def build(item: Any) -> Any:
+        if isinstance(item, list):
+            return [build(x) for x in item]
+        if isinstance(item, dict):
+            return {k: build(v) for k, v in item.items()}
+        return leaves.get(item, item) if isinstance(item, str) else item
+
+    reqs = build(requirements)
+    assert _shape(reqs) == arrangement(reqs)
+
+
 FAILS_IN_WORKER = """
 from checkpoint import task
 

@@ -180,6 +180,73 @@ def test_an_unchanged_file_is_not_hashed_again(pipeline: Any, later: None,
     assert calls == []
 
 
+def test_a_sweep_over_single_files_notices_each_edit(later: None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks that each read one file (checked warm in one step: a stat, a lookup) should
+    re-run for exactly the file whose content changed: an edit of another size, an edit
+    that keeps the size and the mtime (caught by the ctime), not a touch; a deleted file
+    stops the run."""
+    for i in range(3):
+        Path(f"in{i}.txt").write_text(f"v{i}")
+
+    @task
+    def read(i: int):
+        @requires(File(f"in{i}.txt"))
+        def __(path: Path) -> str:
+            return path.read_text()
+        return __
+
+    @task
+    def both():
+        @requires([read(i) for i in range(3)])
+        def __(texts: list[str]) -> list[str]:
+            return texts
+        return __
+
+    assert both().run(executor="inline") == ["v0", "v1", "v2"]
+    assert not checkpoint.run([both()], executor="inline").ran  # (digests kept from now on)
+    calls: list[str] = []
+    real = files_module.hash_file
+    monkeypatch.setattr(files_module, "hash_file", lambda p: calls.append(p) or real(p))
+    assert not checkpoint.run([both()], executor="inline").ran
+    assert calls == []  # the warm check read no file
+    Path("in0.txt").write_text("longer")
+    assert _ran(checkpoint.run([both()], executor="inline")) == {"read(0)", "both()"}
+    _write_same_size(Path("in1.txt"), "w1")
+    result = checkpoint.run([both()], executor="inline")
+    assert _ran(result) == {"read(1)", "both()"}
+    assert result.values[both().id] == ["longer", "w1", "v2"]
+    os.utime("in2.txt", ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert not checkpoint.run([both()], executor="inline").ran
+    Path("in2.txt").unlink()
+    with pytest.raises(MissingInputError, match="in2.txt"):
+        checkpoint.run([both()], executor="inline")
+
+
+def test_one_file_becoming_a_list_of_it_makes_the_task_stale(tmp_path: Path) -> None:
+    """``File(p)`` and ``[File(p)]`` read the same file but give the inner function a path
+    or a list: with its code pinned (version=), the task should run again when one form
+    becomes the other, as 'upstream changed'."""
+    Path("a.txt").write_text("a")
+    form = ["one"]
+
+    @task(version="1")
+    def kind():
+        @requires(File("a.txt") if form[0] == "one" else [File("a.txt")])
+        def __(x: Any) -> str:
+            return type(x).__name__
+        return __
+
+    assert kind().run(executor="inline") == "PosixPath"
+    assert not checkpoint.run([kind()], executor="inline").ran
+    form[0] = "list"
+    [node] = plan([kind()], Store.open()).nodes.values()
+    assert node.reason == "upstream changed"
+    assert kind().run(executor="inline") == "list"
+    form[0] = "one"
+    assert kind().run(executor="inline") == "PosixPath"
+
+
 def test_missing_input_is_an_error_before_anything_runs(pipeline: Any, runner: CliRunner) -> None:
     """A File that does not exist should stop the run before any task runs, naming the task
     and the path (exit 2 on the command line)."""
