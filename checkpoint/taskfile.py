@@ -254,6 +254,8 @@ def parse_target(text: str) -> Target:
     for kw in node.keywords:
         if kw.arg is None:
             raise TargetSyntaxError(_pointed(text, kw.value.col_offset + 1, "**kwargs are not allowed"))
+        if kw.arg in kwargs:  # as Python says (its parser accepts it; the compiler does not)
+            raise TargetSyntaxError(_pointed(text, kw.col_offset + 1, f"keyword argument repeated: {kw.arg}"))
         kwargs[kw.arg] = _literal(text, kw.value)
     return Target(name, tuple(args), kwargs, call=True)
 

@@ -53,6 +53,7 @@ def test_parse_target_round_trip(args: list[Any], kwargs: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize("text", ["f(", "f(x)", "f(1)(2)", "a.b(1)(2)", "a[0](1)", "f(*[1])", "1 + 2", "f(g())",
+                                  "f(x=1, x=2)", "f(1, y=2, z=3, y=4)",
                                   "f(" + "-" * 3000 + "1)", "f(" + "[" * 300 + "]" * 300 + ")"])
 def test_parse_target_rejects(text: str) -> None:
     """Non-literal or malformed targets should raise TargetSyntaxError with a caret."""
