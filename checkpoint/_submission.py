@@ -25,7 +25,7 @@ from ._readiness import TaskState
 from ._recovery import Recovery
 from ._text import task_label
 from ._types import DebugMode, ExecutorKind, FamilyDir, TaskId
-from ._worker import Outcome, Ref, WorkItem, still_writing, writes_of
+from ._worker import Outcome, Ref, WorkItem, still_writing
 from .errors import CorruptEntryError
 from .files import File
 from .task import Task, TaskDirectory
@@ -161,7 +161,7 @@ class Submitter:
         declared outputs); the first time, say so."""
         node = self.nodes[tid]
         outputs = node.files.outputs if node.files is not None else ()
-        if not still_writing(writes_of(self.store_root, tid, outputs)):
+        if not still_writing(self.store_root, tid, outputs):
             return False
         if tid not in self.held_back:
             self.held_back.add(tid)

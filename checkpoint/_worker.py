@@ -642,11 +642,12 @@ def writes_of(root: str, task_id: str, products: Iterable[Product]) -> frozenset
     return frozenset([f"{root}\0{task_id}", *(os.path.abspath(p._key or p.path) for p in products)])
 
 
-def still_writing(writes: frozenset[str]) -> bool:
+def still_writing(root: str, task_id: str, products: Iterable[Product]) -> bool:
     """Whether a thread of this process, abandoned at a task's time limit, still runs and
-    may write any of ``writes`` (see :func:`writes_of`)."""
-    if not _abandoned:
+    may write what an attempt of this task would (see :func:`writes_of`)."""
+    if not _abandoned:  # the usual case, once per task of a run
         return False
+    writes = writes_of(root, task_id, products)
     with _abandoned_lock:
         for thread in [t for t in _abandoned if not t.is_alive()]:
             del _abandoned[thread]
