@@ -5,6 +5,11 @@ everything its tasks started go with one ``killpg``. Threads have no group of th
 Linux, a thread's children are listed in ``/proc/self/task/<tid>/children``, which
 :func:`thread_descendants` reads (elsewhere it finds nothing, and such children are left to
 end by themselves).
+
+A worker dies with its coordinator, even one killed with ``kill -9`` (Linux
+``PR_SET_PDEATHSIG``), but the processes its tasks started would be left to init and live
+on, writing into outputs that the next run makes again: :func:`guard_group` gives each
+worker a guard process that ends the worker's whole group when the worker dies.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+_guard_pid = 0
+"""This process's guard (:func:`guard_group`), 0 if it has none."""
 
 
 def signal_groups(pgids: Iterable[int], signum: int) -> None:
@@ -94,7 +102,7 @@ def descendants(pids: Iterable[int]) -> list[int]:
             continue
         for tid in tids:
             for child in _children(f"/proc/{pid}/task/{tid}/children"):
-                if child not in seen:
+                if child not in seen and child != _guard_pid:  # the guard is not the task's
                     seen.add(child)
                     found.append(child)
                     stack.append(child)
@@ -118,3 +126,47 @@ def kill_pids(pids: Iterable[int]) -> None:
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+
+
+def guard_group(prctl: Callable[..., int]) -> None:
+    """Linux, in a process that leads its own group (a pool worker): fork a guard that
+    SIGKILLs the whole group, itself included, when this process dies other than by exiting
+    normally. ``prctl`` is libc's.
+
+    The guard learns of the death from a signal (``PR_SET_PDEATHSIG``, SIGUSR1, blocked and
+    waited for: no Python code of the worker's runs in it). A worker that exits normally
+    ends its guard first (a :mod:`multiprocessing` finalizer), so the processes a task left
+    running on purpose outlive a run that ends well, as before. A SIGTERM to the group (the
+    coordinator ending it, see :func:`end_groups`) ends the guard at once.
+    """
+    global _guard_pid
+    worker = os.getpid()
+    if os.getpgrp() != worker:
+        return  # not the leader: the group is someone else's
+    pid = os.fork()
+    if pid:
+        from multiprocessing import util
+
+        _guard_pid = pid
+        util.Finalize(None, _end_guard, exitpriority=0)
+        return
+    try:  # the guard: it never returns to the caller's code
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        waited = {signal.SIGUSR1, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+        prctl(1, signal.SIGUSR1, 0, 0, 0)  # PR_SET_PDEATHSIG
+        while os.getppid() == worker:  # (a stray SIGUSR1 while the worker lives is ignored)
+            if signal.sigwait(waited) == signal.SIGTERM:
+                os._exit(0)
+        os.killpg(worker, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def _end_guard() -> None:
+    global _guard_pid
+    pid, _guard_pid = _guard_pid, 0
+    if pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)

@@ -25,7 +25,7 @@ from ._readiness import TaskState
 from ._recovery import Recovery
 from ._text import task_label
 from ._types import DebugMode, ExecutorKind, FamilyDir, TaskId
-from ._worker import Outcome, Ref, WorkItem
+from ._worker import Outcome, Ref, WorkItem, still_writing
 from .errors import CorruptEntryError
 from .files import File
 from .task import Task, TaskDirectory
@@ -66,6 +66,8 @@ class Submitter:
         """Batches in flight that were announced as started (at most one per worker)."""
         self.queued: deque[list[WorkItem]] = deque()
         """Batches in flight queued behind those, announced when a worker frees up."""
+        self.held_back: set[TaskId] = set()
+        """Tasks that waited for an abandoned attempt of theirs (see :meth:`_held_back`)."""
 
     def submit_ready(self) -> None:
         """Submit ready tasks while there is room in flight."""
@@ -138,7 +140,7 @@ class Submitter:
         """Make ``tid`` running, the values it reads in ``payloads``; False (its queue slot
         given back) if it cannot start now."""
         queue_name = self.nodes[tid].task.family.queue
-        if self.readiness.get(tid) is not TaskState.READY or (
+        if self.readiness.get(tid) is not TaskState.READY or self._held_back(tid) or (
             locking and not self.claims.take(tid)
         ):
             self.admission.release(queue_name)
@@ -150,6 +152,29 @@ class Submitter:
             return False
         self.values.hand(tid, given)
         self.readiness.running(tid)
+        return True
+
+    def _held_back(self, tid: TaskId) -> bool:
+        """Whether ``tid`` must wait (tried again shortly, like a task another run holds):
+        an earlier attempt, abandoned at its time limit in a thread of this process, still
+        runs and may still write the files this one would make (its data directory, its
+        declared outputs); the first time, say so."""
+        node = self.nodes[tid]
+        outputs = node.files.outputs if node.files is not None else ()
+        if not still_writing(self.store_root, tid, outputs):
+            return False
+        if tid not in self.held_back:
+            self.held_back.add(tid)
+            import warnings
+
+            warnings.warn(
+                f"{node.task!r} ({node.task.family.name}) is still running in a thread of this "
+                "process: an earlier run gave up on it at its time limit, and a thread cannot "
+                "be stopped. This run waits for that attempt to end before running the task "
+                "again, so that the two never write into the same files.",
+                RuntimeWarning, stacklevel=2,
+            )
+        self.coordination.blocked.append(tid)
         return True
 
     def _gather(self, tid: TaskId, payloads: dict[TaskId, Payload]) -> dict[TaskId, str] | None:

@@ -461,6 +461,11 @@ _records = ""
 _record_fd = -1
 _watched: set[threading.Thread] = set()
 """Threads running a task with a time limit, or left running one past it."""
+_abandoned: dict[threading.Thread, frozenset[str]] = {}
+"""Threads left running a task past its time limit, with what they may still write (see
+:func:`writes_of`). Process-wide: a later run in this process must not run the task again
+while one runs (:func:`still_writing`)."""
+_abandoned_lock = threading.Lock()
 
 
 class _OverTime(BaseException):
@@ -612,8 +617,41 @@ def _run_watched(item: WorkItem, payloads: dict[str, Payload], in_process: bool)
     )
     outcome = _over_time(item, started, time.time() - started, where, note)
     outcome.abandoned = True
+    products: list[Product] = []
+    _products_in(item.template, products)
+    with _abandoned_lock:
+        _abandoned[thread] = writes_of(item.root, item.id, products)
     outcome.output = buf.text() if buf.parts else ""
     return outcome
+
+
+def _products_in(template: Any, found: list[Product]) -> None:
+    if isinstance(template, Product):
+        found.append(template)
+    elif isinstance(template, list):
+        for t in template:
+            _products_in(t, found)
+    elif isinstance(template, dict):
+        for t in template.values():
+            _products_in(t, found)
+
+
+def writes_of(root: str, task_id: str, products: Iterable[Product]) -> frozenset[str]:
+    """What an attempt of a task may write, as keys: its data directory (in the store at
+    ``root``) and its declared outputs (their paths, as :meth:`Product.value` makes them)."""
+    return frozenset([f"{root}\0{task_id}", *(os.path.abspath(p._key or p.path) for p in products)])
+
+
+def still_writing(root: str, task_id: str, products: Iterable[Product]) -> bool:
+    """Whether a thread of this process, abandoned at a task's time limit, still runs and
+    may write what an attempt of this task would (see :func:`writes_of`)."""
+    if not _abandoned:  # the usual case, once per task of a run
+        return False
+    writes = writes_of(root, task_id, products)
+    with _abandoned_lock:
+        for thread in [t for t in _abandoned if not t.is_alive()]:
+            del _abandoned[thread]
+        return any(not writes.isdisjoint(w) for w in _abandoned.values())
 
 
 def task_threads() -> list[threading.Thread]:
@@ -868,8 +906,9 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0) -> None
     ignored signal would stay ignored there. Standard input is ``/dev/null``: a background
     process group cannot read the terminal. SIGTERM gets its default action back (a forked
     worker inherits the coordinator's handler). If the coordinator dies (even by
-    ``kill -9``) the worker is killed too (Linux ``PR_SET_PDEATHSIG``), or exits at its next
-    check of its parent. ``records`` and ``generation`` name this worker's time-limit record
+    ``kill -9``) the worker is killed too (Linux ``PR_SET_PDEATHSIG``), and a guard process
+    then ends the rest of its group (:func:`checkpoint._procs.guard_group`); elsewhere the
+    worker ends its group at its next check of its parent. ``records`` and ``generation`` name this worker's time-limit record
     (see :func:`run_limited`).
     """
     import os
@@ -898,6 +937,10 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0) -> None
             libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             _watch_parent(parent_pid)
+        else:
+            from ._procs import guard_group
+
+            guard_group(libc.prctl)
     else:
         _watch_parent(parent_pid)
     if os.getppid() != parent_pid:
@@ -927,6 +970,9 @@ def _watch_parent(parent_pid: int) -> None:
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(0.5)
+        if os.getpgrp() == os.getpid():  # the processes its tasks started go too
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpid(), signal.SIGKILL)
         os._exit(1)
 
     threading.Thread(target=watch, name="checkpoint-parent-watch", daemon=True).start()

@@ -85,7 +85,10 @@ def load_taskfile(path: Path) -> ModuleType:
             f"{path.stem}_tasks.py."
         )
     directory = str(path.parent)
+    if directory not in _project_dirs:
+        _project_dirs.append(directory)
     if directory not in sys.path:
+        _import_needed_first(directory)
         sys.path.insert(0, directory)
     name = path.stem if path.stem.isidentifier() else "taskfile"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -111,10 +114,75 @@ def load_taskfile(path: Path) -> ModuleType:
         text = "".join(traceback.format_list(own)) + "".join(
             traceback.format_exception_only(type(exc), exc)
         )
+        hint = shadowing_message(exc)
         raise TaskfileImportError(
             f"The taskfile {path} raised an error while being imported:\n{text.rstrip()}"
+            + (f"\n{hint}" if hint else "")
         ) from exc
     return module
+
+
+_NEEDED_LATER = (
+    "concurrent.futures.process", "concurrent.futures.thread", "multiprocessing.queues",
+    "multiprocessing.synchronize", "multiprocessing.popen_fork", "multiprocessing.connection",
+    "bdb", "colorsys", "contextvars", "faulthandler", "heapq", "logging", "pickletools",
+    "queue", "select", "selectors", "socket", "string", "subprocess", "sysconfig", "tempfile",
+)
+"""Standard-library modules that checkpoint (its executors, the live display, the debugger)
+imports after the taskfile, with theirs (measured on ``checkpoint run`` with each executor)."""
+_project_dirs: list[str] = []
+"""The directories :func:`load_taskfile` put on ``sys.path``."""
+
+
+def _import_needed_first(directory: str) -> None:
+    """If ``directory`` (about to go first on ``sys.path``) has modules named like
+    standard-library modules, import those checkpoint needs later now, while Python still
+    finds the standard ones: a project's ``queue.py`` or ``logging.py`` would otherwise be
+    imported in their place by checkpoint's process pool. (The project's module of that name
+    then cannot be imported: :func:`shadowing_message` says so when that fails.)"""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    stdlib = sys.stdlib_module_names
+    if not any(
+        n[:-3] in stdlib if n.endswith(".py")
+        else n in stdlib and os.path.isfile(os.path.join(directory, n, "__init__.py"))
+        for n in names
+    ):
+        return  # the usual case: one listdir
+    for module in _NEEDED_LATER:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001,S112 - not on this platform: nothing to protect
+            continue
+
+
+def shadowing_message(exc: BaseException | None) -> str:
+    """What to say when ``exc`` (or an exception it came from) failed to import a module, or
+    to find a name in one, that a project module shares with the standard library (Python
+    imports one of them in place of the other); ``""`` when it did not."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ImportError):
+            name = exc.name or ""
+        else:
+            obj = getattr(exc, "obj", None) if isinstance(exc, AttributeError) else None
+            name = obj.__name__ if isinstance(obj, ModuleType) else ""
+        top = name.partition(".")[0]
+        if top in sys.stdlib_module_names:
+            for directory in _project_dirs:
+                for own in (os.path.join(directory, f"{top}.py"), os.path.join(directory, top)):
+                    if os.path.isfile(own) or os.path.isfile(os.path.join(own, "__init__.py")):
+                        return (
+                            f"The project's {os.path.basename(own)} ({own}) has the name of the "
+                            f"standard-library module {top!r}, which checkpoint or a library it "
+                            "uses needs: Python cannot import both under one name. Rename the "
+                            f"project's module (e.g. {top}_utils) and the imports of it."
+                        )
+        exc = exc.__cause__ or exc.__context__
+    return ""
 
 
 def families(module: ModuleType) -> dict[str, TaskFamily[..., object]]:
@@ -186,6 +254,8 @@ def parse_target(text: str) -> Target:
     for kw in node.keywords:
         if kw.arg is None:
             raise TargetSyntaxError(_pointed(text, kw.value.col_offset + 1, "**kwargs are not allowed"))
+        if kw.arg in kwargs:  # as Python says (its parser accepts it; the compiler does not)
+            raise TargetSyntaxError(_pointed(text, kw.col_offset + 1, f"keyword argument repeated: {kw.arg}"))
         kwargs[kw.arg] = _literal(text, kw.value)
     return Target(name, tuple(args), kwargs, call=True)
 

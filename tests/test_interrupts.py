@@ -224,6 +224,47 @@ CHILDREN_TASKFILE = """
 """
 
 
+GRANDCHILD_TASKFILE = """
+    import os, subprocess
+    from checkpoint import Product, requires, task
+
+    @task
+    def main():
+        @requires(Product("out/table.csv"))
+        def __(out):
+            # A tool that writes its pid, computes a while, then appends a row.
+            subprocess.run(["sh", "-c", 'echo $$ > "$1"; sleep 300; echo row >> "$2"', "sh",
+                            os.environ["CP_CHILD_PID"], str(out)], check=True)
+            return out.read_text().count("\\n")
+        return __
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_kill_minus_9_of_the_coordinator_ends_the_processes_tasks_started(tmp_path: Path) -> None:
+    """kill -9 of the coordinator should end not only its workers but every process their
+    tasks started: one left alive would write into the outputs the next run makes again."""
+    write(tmp_path / "taskfile.py", GRANDCHILD_TASKFILE)
+    pid_file = tmp_path / "child.pid"
+    env = env_for(tmp_path, CP_CHILD_PID=str(pid_file))
+    proc = start(["run", "--no-progress", "main"], tmp_path, env)
+    _wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", proc,
+                "the task started its tool")
+    shell = int(pid_file.read_text())
+    _wait_until(lambda: bool(_children(shell)), proc, "the tool started its sleep")
+    tool = {shell, *_children(shell)}
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=120)  # (the tool holds the run's stdout: communicate() would wait)
+        assert not wait_dead(tool, timeout=10), "a process a task started outlived the run"
+    finally:
+        for pid in tool:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate(timeout=120)
+    assert not (tmp_path / "out" / "table.csv").exists()  # the tool never wrote its row
+
+
 def _ignores_sigint(pid: int) -> bool:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("SigIgn:"):

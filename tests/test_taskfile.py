@@ -53,6 +53,7 @@ def test_parse_target_round_trip(args: list[Any], kwargs: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize("text", ["f(", "f(x)", "f(1)(2)", "a.b(1)(2)", "a[0](1)", "f(*[1])", "1 + 2", "f(g())",
+                                  "f(x=1, x=2)", "f(1, y=2, z=3, y=4)",
                                   "f(" + "-" * 3000 + "1)", "f(" + "[" * 300 + "]" * 300 + ")"])
 def test_parse_target_rejects(text: str) -> None:
     """Non-literal or malformed targets should raise TargetSyntaxError with a caret."""
@@ -192,3 +193,57 @@ def test_import_error_keeps_frames_of_a_project_named_like_the_package(
         load_taskfile(path)
     assert f'File "{path}", line 4, in <module>' in str(info.value)
     assert f'File "{path}", line 2, in f' in str(info.value)
+
+
+def test_errors_about_a_module_the_project_shares_with_the_stdlib_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ImportError or AttributeError about a module that a project module shares its name
+    with (queue.py) should be explained as such; one about another module should not."""
+    import types
+
+    import checkpoint.taskfile as taskfile_module
+    from checkpoint.taskfile import shadowing_message
+
+    (tmp_path / "queue.py").write_text("")
+    (tmp_path / "string").mkdir()
+    (tmp_path / "string" / "__init__.py").write_text("")
+    monkeypatch.setattr(taskfile_module, "_project_dirs", [str(tmp_path)])
+    lazy = ImportError("cannot import name 'Empty' from 'queue'", name="queue",
+                       path=str(tmp_path / "queue.py"))
+    assert shadowing_message(lazy).startswith(
+        f"The project's queue.py ({tmp_path / 'queue.py'}) has the name of the standard-library "
+        "module 'queue', which checkpoint or a library it uses needs")
+    wrapped = RuntimeError("while importing")
+    wrapped.__cause__ = AttributeError("no Template", name="Template", obj=types.ModuleType("string"))
+    assert "The project's string (" in shadowing_message(wrapped)
+    assert shadowing_message(AttributeError("x", name="y", obj=types.ModuleType("logging"))) == ""
+    assert shadowing_message(ImportError("x", name="mylib")) == ""
+    assert shadowing_message(ValueError("queue")) == ""
+
+
+def test_cli_explains_an_import_of_a_project_module_named_like_the_stdlib(
+    tmp_path: Path, runner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's outer function that imports the project's queue.py (which the standard one
+    shadows, since checkpoint needs it) should get an error that says so, exit 2."""
+    import checkpoint.taskfile as taskfile_module
+    from checkpoint.cli import cli
+
+    monkeypatch.setattr(taskfile_module, "_project_dirs", [])
+    (tmp_path / "queue.py").write_text("JOBS = []\n")
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent("""
+        from checkpoint import task
+
+        @task
+        def main():
+            from queue import JOBS
+            def __():
+                return JOBS
+            return __
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))  # (load_taskfile's insertion, undone after)
+    result = runner.invoke(cli, ["run", "main"])
+    assert result.exit_code == 2, result.output
+    assert "Error: The project's queue.py (" in result.stderr
+    assert "ImportError: cannot import name 'JOBS' from 'queue'" in result.stderr

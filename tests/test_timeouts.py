@@ -266,3 +266,58 @@ def test_cli_hard_stop_leaves_no_process(tmp_path: Path) -> None:
                 if alive(pid):
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
+
+
+ABANDONED = """
+    import threading
+    from checkpoint import Product, requires, task
+
+    RELEASE = threading.Event()
+    ATTEMPTS = []
+
+    @task
+    def rows():
+        @requires(Product("out/rows.txt"))
+        def __(out):
+            ATTEMPTS.append(1)
+            if len(ATTEMPTS) == 1:  # the first attempt stalls until the test releases it
+                RELEASE.wait()
+            with open(out, "a") as f:
+                f.write("row\\n")
+            return out.read_text().count("\\n")
+        return __
+"""
+
+
+def test_a_thread_left_running_is_waited_for_by_the_next_run(
+    make_module: Callable[[str, str], ModuleType], tmp_path: Path
+) -> None:
+    """A task abandoned at its limit on a thread still runs, and may still write its outputs:
+    the next run of this process that needs the task should wait for that attempt to end
+    (saying so) before running it again, so that the two never write into the same files."""
+    import warnings
+
+    from checkpoint._worker import task_threads
+
+    tasks = make_module("abandoned", ABANDONED)
+    earlier = set(task_threads())  # (left running by other tests, some for good)
+    with pytest.raises(TaskTimeoutError, match="cannot be stopped"):
+        tasks.rows().run(executor="thread", timeout=0.2)
+    said: list[str] = []
+
+    def show(message: Warning | str, *args: object, **kwargs: object) -> None:
+        said.append(str(message))
+        tasks.RELEASE.set()  # the abandoned attempt may end now
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = show  # type: ignore[assignment]
+            value = tasks.rows().run(executor="thread", timeout=30)
+    finally:
+        tasks.RELEASE.set()
+        for thread in set(task_threads()) - earlier:
+            thread.join()
+    assert value == 1
+    assert (tmp_path / "out" / "rows.txt").read_text() == "row\n"
+    assert len(said) == 1 and "rows() (abandoned.rows) is still running" in said[0], said

@@ -217,8 +217,13 @@ def show_error(exc: Exception) -> int:
     if isinstance(exc, CheckpointError):
         click.echo(f"Error: {exc}", err=True)
         return exit_code(exc)
+    from ..taskfile import shadowing_message
     from ._output import format_exception
 
+    hint = shadowing_message(exc)
+    if hint:  # not the task code's fault, nor checkpoint's: a project module's name
+        click.echo(f"Error: {hint}\n{type(exc).__name__}: {exc}", err=True)
+        return ExitCode.USAGE
     text = format_exception(exc)
     if 'File "' in text:
         # A task's outer function rejected its arguments (or the taskfile's code is wrong)

@@ -18,6 +18,7 @@ from .conftest import Invoke
         ("choose(6, x)", "arguments must be literals"),
         ("choose(6, 3) + 1", "a target is a task name or a call"),
         ("choose(**{'n': 1})", "**kwargs are not allowed"),
+        ("choose(n=6, n=3)", "keyword argument repeated: n"),
         ("choose(6)", "missing a required argument: 'k'. Its signature is choose(n: int, k: int)."),
         ("choose(6, 3, 1)", "too many positional arguments"),
         ("choose(6, 3, j=3)", "unexpected keyword argument 'j'"),

@@ -443,3 +443,31 @@ def test_a_module_level_file_the_tasks_write_is_flushed_at_exit(tmp_path: Path, 
     assert proc.stdout.strip().endswith("190")
     lines = [line for log in tmp_path.glob("log-*.txt") for line in log.read_text().splitlines()]
     assert sorted(lines) == sorted(f"step {i}" for i in range(20))
+
+
+SHADOWS = ("queue", "logging", "string", "select")
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_project_modules_named_like_the_standard_library(tmp_path: Path, executor: str) -> None:
+    """Project modules named like standard-library modules checkpoint needs (queue.py,
+    logging.py, ...) should not break a run whose taskfile does not use them; when it does,
+    the error should say which file shadows which module, and to rename it."""
+    for name in SHADOWS:
+        (tmp_path / f"{name}.py").write_text("JOBS = []  # the project's own helpers\n")
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent("""
+        from checkpoint import task
+
+        @task
+        def main():
+            def __():
+                return 42
+            return __
+    """))
+    proc = run([CHECKPOINT, "run", "--executor", executor, "main"], tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, "42\n"), proc.stderr
+    (tmp_path / "taskfile.py").write_text("from queue import JOBS\n" + (tmp_path / "taskfile.py").read_text())
+    proc = run([CHECKPOINT, "run", "--executor", executor, "main"], tmp_path)
+    assert proc.returncode == 2
+    assert (f"The project's queue.py ({tmp_path / 'queue.py'}) has the name of the "
+            "standard-library module 'queue'") in " ".join(proc.stderr.split()), proc.stderr
