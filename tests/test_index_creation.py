@@ -19,7 +19,8 @@ from checkpoint import _diskcache
 PRAGMAS = ("auto_vacuum", "journal_mode", "page_size", "encoding", "user_version", "application_id")
 
 # Run in a process of its own: start an index in argv[1] and kill the process (SIGKILL) at
-# the argv[2]-th statement diskcache's creation runs (0: right after checkpoint's own start).
+# the argv[2]-th statement diskcache's creation runs (0: right after checkpoint's own start;
+# -1: after an entry was written to the new index).
 KILLED = """
 import os, signal, sys
 from pathlib import Path
@@ -47,10 +48,14 @@ def counted(self):
 
 diskcache.core.Cache._sql_retry = property(counted)
 directory = Path(sys.argv[1])
-_diskcache._begin(directory, {**diskcache.DEFAULT_SETTINGS, **_diskcache.SETTINGS})
+_diskcache._begin(directory, {**diskcache.DEFAULT_SETTINGS, **_diskcache.SETTINGS}).close()
 if at == 0:
     os.kill(os.getpid(), signal.SIGKILL)
-_diskcache.open_index(directory).close()
+index = _diskcache.open_index(directory)
+if at < 0:  # an entry written, never closed: it is in the log only
+    index.set("e:kept", b"kept")
+    os.kill(os.getpid(), signal.SIGKILL)
+index.close()
 print(count)
 """
 
@@ -130,3 +135,15 @@ def test_a_kill_at_any_step_of_creation_leaves_an_index_the_next_open_completes(
     statements = _killed_at(tmp_path / "whole", 10**6)
     assert statements is not None and statements > 10
     _check_kills(tmp_path, diskcache_made, list(range(statements + 1)))
+
+
+def test_an_entry_of_a_new_index_survives_a_kill(tmp_path: Path,
+                                                 diskcache_made: tuple[object, ...]) -> None:
+    assert _killed_at(tmp_path / "family", -1) is None
+    index = _diskcache.open_index(tmp_path / "family")
+    try:
+        assert index.get("e:kept") == b"kept"
+        assert index.delete("e:kept")
+    finally:
+        index.close()
+    assert _shape(tmp_path / "family") == diskcache_made
