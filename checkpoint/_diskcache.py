@@ -13,7 +13,10 @@ that changes one fails loudly:
   a subclass made on first use (:func:`_disk_class`): diskcache deletes the file of an
   overwritten or deleted large value *before* the enclosing transaction commits, so the
   store's ``Disk`` holds those deletions back until COMMIT, and it only reads and deletes
-  its own regular files (:data:`_VALUE_FILE`).
+  its own regular files (:data:`_VALUE_FILE`);
+- a new index file is started by :func:`_begin` with the pragmas ``DEFAULT_SETTINGS`` names
+  (``sqlite_auto_vacuum``, ``sqlite_journal_mode``): ``tests/test_index_creation.py`` checks
+  that the result is the index diskcache alone makes.
 
 Everything else goes through :class:`Index`, typed; what it uses of diskcache, internals
 included, is written down as the protocols :class:`Cache` and :class:`Disk` (diskcache has
