@@ -48,7 +48,7 @@ def counted(self):
 
 diskcache.core.Cache._sql_retry = property(counted)
 directory = Path(sys.argv[1])
-_diskcache._begin(directory, {**diskcache.DEFAULT_SETTINGS, **_diskcache.SETTINGS}).close()
+_diskcache._begin(directory, {**diskcache.DEFAULT_SETTINGS, **_diskcache.SETTINGS})
 if at == 0:
     os.kill(os.getpid(), signal.SIGKILL)
 index = _diskcache.open_index(directory)
