@@ -63,7 +63,7 @@ class Claims:
         if node.reason == Reason.FORCED:
             return True
         family = node.task.family.dirname
-        self.store.refresh((family,))  # another process may have cleared it meanwhile
+        self.store.indexes.drop_stale((family,))  # another process may have cleared it meanwhile
         meta = self.store.get_meta(family, tid)
         if meta is None or self.values.is_damaged(tid, meta):
             return True
@@ -91,7 +91,7 @@ class Claims:
             if dep not in coordination.held and self.readiness.get(dep) is TaskState.DONE:
                 node = self.nodes[dep]
                 family = node.task.family.dirname
-                self.store.refresh((family,))  # its index deleted with the family?
+                self.store.indexes.drop_stale((family,))  # its index deleted with the family?
                 meta = self.store.get_meta(family, dep)
                 if meta is None:  # cleared by another process: its directory is gone
                     for taken in shared:

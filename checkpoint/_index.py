@@ -84,7 +84,9 @@ class Indexes:
 
     def drop_stale(self, families: Iterable[str] | None = None) -> None:
         """Close the indexes (of ``families``, else every open one) whose file was deleted
-        or replaced since they were opened: the next use opens the one on disk now."""
+        or replaced since they were opened (``checkpoint clear`` in another process while
+        this run goes on): the next use opens the one on disk now, not the deleted file an
+        open SQLite connection would keep using. One ``stat`` per family."""
         for family in list(self._open) if families is None else [
                 f for f in families if f in self._open]:
             if identity(self.root.path / family / INDEX_FILE) != self._identities.get(family):

@@ -541,6 +541,21 @@ def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False
     return digest.hexdigest()
 
 
+def _listing(directory: str) -> list[str] | None:
+    """The sorted names in a directory, ``None`` if it is gone.
+
+    Raises:
+        Unreadable: it cannot be listed (never counted as empty: that would be stale)."""
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        if exc.errno in _NO_FILE:
+            return None
+        raise Unreadable(directory, exc) from None
+    names.sort()
+    return names
+
+
 def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
                   hidden: bool = False) -> tuple[str, bool]:
     """The manifest digest of a directory, and whether every file digest in it was trusted.
@@ -568,13 +583,9 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
         if real in seen:
             continue
         seen.add(real)
-        try:
-            names = os.listdir(base)
-        except OSError as exc:
-            if exc.errno in _NO_FILE:  # removed since it was listed
-                continue
-            raise Unreadable(base, exc) from None  # never an empty directory: stale
-        names.sort()
+        names = _listing(base)
+        if names is None:  # removed since it was listed
+            continue
         prefix = "" if base == "." else base + "/"
         subdirs: list[str] = []
         for name in names:
@@ -885,8 +896,6 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
     """
     import bisect
 
-    from ._text import task_label
-
     files = node.files
     assert files is not None
     tid = node.task.id
@@ -903,11 +912,7 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
         elif dirs and (holder := _owning_dir(key, dirs)) is not None:
             # Inside a Product directory: its task writes it.
             if dirs[holder] == tid:
-                raise TaskDefinitionError(
-                    f"{task_label(node.task)} declares {key} both as an input (File) and "
-                    f"inside its output directory {holder}/ (Product), which is emptied "
-                    "before it runs. Read the input from another path."
-                )
+                raise _own_output(node, key, holder)
             covered = [holder]
             files.note_produced(key)
         else:  # a directory: the declared outputs under it
@@ -920,10 +925,7 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
         for k in covered:
             if producers[k] == tid:
                 if key == k or (k in dirs and key.startswith(k + "/")):
-                    raise TaskDefinitionError(
-                        f"{task_label(node.task)} declares {k} both as an input (File) and "
-                        "as its output (Product). Write the result to another path."
-                    )
+                    raise _own_output(node, k)
                 # A pattern or directory that covers its own output (out/*.csv writing
                 # out/summary.csv): left out, as make drops a circular dependency. The
                 # output is removed before the task runs, so it never reads it anyway.
@@ -935,6 +937,23 @@ def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskI
     if exclude:
         files.exclude = frozenset(exclude)
     return found
+
+
+def _own_output(node: Node, key: str, holder: str | None = None) -> TaskDefinitionError:
+    """The error for a task that reads its own output (``key``), or inside its own output
+    directory (``holder``)."""
+    from ._text import task_label
+
+    if holder is None:
+        return TaskDefinitionError(
+            f"{task_label(node.task)} declares {key} both as an input (File) and "
+            "as its output (Product). Write the result to another path."
+        )
+    return TaskDefinitionError(
+        f"{task_label(node.task)} declares {key} both as an input (File) and "
+        f"inside its output directory {holder}/ (Product), which is emptied "
+        "before it runs. Read the input from another path."
+    )
 
 
 def glob_match(pattern: str, key: str) -> bool:
@@ -1130,15 +1149,12 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     """Digest the source inputs of every task, and the outputs of the stored ones.
 
     Inputs that another task produces are skipped: they are tracked through their producer.
-    This is the warm run's per-file cost (one ``os.stat`` and a lookup when the file is
-    unchanged), hence the plain loops.
-    """
+    The warm run's per-file cost (a stat and a lookup when unchanged): plain loops."""
     root = os.getcwd()
     cache = DigestCache(
         cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
     )
     seen: dict[str, str | Unreadable | None] = {}
-    unseen = _UNSEEN
     entries: dict[str, Entry] | None = None  # loaded for the first input not a known directory
     dirs = cache.dirs
     os_stat = os.stat
@@ -1184,27 +1200,32 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
                             and entry[0] == st.st_size and entry[3] == st.st_ino):
                         digests[INPUT + path] = entry[4]
                         continue
-            # New, changed, missing, a directory, a pattern, a path to normalize: the long way.
-            key = item.key(root)
-            if key in produced:
-                continue
-            digest = seen.get(key, unseen)
-            if digest is unseen:
-                try:
-                    digest = digest_of(key, root, cache, pattern=item.is_glob,
-                                       exclude=files.exclude)
-                except Unreadable as exc:
-                    digest = exc
-                seen[key] = digest
-            if digest is None:
-                files.missing += (key,)
-            elif type(digest) is Unreadable:
-                files.unreadable += ((key, digest),)
-            else:
-                digests[INPUT + key] = digest
+            _digest_input(item, files, root, cache, seen)  # new, changed, missing, a pattern...
         if files.outputs and node.task.id in metas:
             _digest_outputs(files, root, cache, seen)
     cache.save()
+
+
+def _digest_input(item: File, files: TaskFiles, root: str, cache: DigestCache,
+                  seen: dict[str, str | Unreadable | None]) -> None:
+    """Note the digest of an input :func:`check`'s usual case did not settle (new, changed,
+    missing, a directory, a pattern, a path to normalize): the long way."""
+    key = item.key(root)
+    if key in files.produced:
+        return
+    digest = seen.get(key, _UNSEEN)
+    if digest is _UNSEEN:
+        try:
+            digest = digest_of(key, root, cache, pattern=item.is_glob, exclude=files.exclude)
+        except Unreadable as exc:
+            digest = exc
+        seen[key] = digest
+    if digest is None:
+        files.missing += (key,)
+    elif type(digest) is Unreadable:
+        files.unreadable += ((key, digest),)
+    else:
+        files.digests[INPUT + key] = digest
 
 
 def _digest_outputs(files: TaskFiles, root: str, cache: DigestCache,

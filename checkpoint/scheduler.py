@@ -566,7 +566,7 @@ class _Run:
         for dirname, family in families.items():
             family.fingerprint  # noqa: B018 - computed once per family, then cached
             with contextlib.suppress(StoreError):  # a head start only: writing reports it
-                self.store.open_family(dirname)
+                self.store.indexes.get(dirname)  # opened (or made) ahead of its first write
 
     def _abort(self, exc: BaseException) -> None:
         # Stop everything, then keep what had finished. A failure in here must not hide

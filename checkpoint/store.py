@@ -93,8 +93,7 @@ class Store:
     every name it reads from the index before it opens or deletes a file, opens only
     regular files and never follows a symbolic link inside the cache.
 
-    **Families** are named by their directory, a :data:`~checkpoint._types.FamilyDir`
-    (``TaskFamily.dirname``).
+    **Families** are named by their directory (:data:`~checkpoint._types.FamilyDir`).
     """
 
     _open_stores: dict[Path, Store] = {}
@@ -124,24 +123,12 @@ class Store:
 
         An open SQLite connection keeps reading a database file that was deleted or replaced
         behind its back (``rm -rf .cache`` in a shell while a notebook keeps its store), so
-        each ``open`` compares the files' identities with those seen when they were opened.
-        """
+        each ``open`` compares the files' identities with those seen when they were opened."""
         if not self.tree.still_there():
             self.close()
             return False
         self.indexes.drop_stale()
         return True
-
-    def refresh(self, families: Iterable[FamilyDir]) -> None:
-        """Let go of the families' indexes whose file was deleted or replaced since they
-        were opened (``checkpoint clear`` in another process while this run goes on), so
-        that what is read and written next is the family as it is on disk now, not the
-        deleted file an open SQLite connection would keep using. One ``stat`` per family."""
-        self.indexes.drop_stale(families)
-
-    def open_family(self, family: FamilyDir) -> None:
-        """Open (creating it if needed) a family's index ahead of its first write."""
-        self.indexes.get(family)
 
     def check_writable(self, families: Iterable[FamilyDir]) -> None:
         """Check, before anything runs, that results of these families can be stored (a
@@ -269,7 +256,7 @@ class Store:
         by_family: dict[FamilyDir, list[Record]] = {}
         for record in records:
             by_family.setdefault(record.family, []).append(record)
-        self.refresh(by_family)  # a family cleared meanwhile gets its results in a new index
+        self.indexes.drop_stale(by_family)  # a family cleared meanwhile gets its results in a new index
         for family, items in by_family.items():
             self.data.record_manifests(family, items)
             try:
