@@ -1161,26 +1161,9 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
     for node in with_files:
         files = node.files
         assert files is not None
-        inputs = files.inputs
-        if len(inputs) == 1 and not files.outputs and not files.produced:
-            # One input and nothing else (a sweep over files): the usual case below, at once.
-            path = inputs[0].path
-            if entries is None and path not in dirs:
-                entries = cache.entries
-            entry = None if entries is None else entries.get(path)
-            if entry is not None:
-                try:
-                    st = os_stat(path)
-                except OSError:
-                    pass
-                else:
-                    if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
-                            and entry[0] == st.st_size and entry[3] == st.st_ino):
-                        files.digests = {INPUT + path: entry[4]}
-                        continue
         digests = files.digests
         produced = files.produced
-        for item in inputs:
+        for item in files.inputs:
             path = item.path
             if produced and path in produced:  # a key (see below): its producer tracks it
                 continue
