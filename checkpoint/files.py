@@ -1266,15 +1266,20 @@ def missing_inputs(with_files: Iterable[Node]) -> None:
     ]
     if not lines:
         return
-    shown = lines[:10] + ([f"... and {len(lines) - 10} more"] if len(lines) > 10 else [])
     raise MissingInputError(
         f"{plural(len(lines), 'missing input file')}, so nothing was run:\n  "
-        + "\n  ".join(shown) + "\n"
+        + _first_ten(lines) + "\n"
         f"Paths are relative to {os.getcwd()} (the project root). Create the files or fix "
         "the paths given to File(); a file that another task writes must come from a task "
         "of this run: require that task.",
         paths=[line.split(", needed by ", 1)[0] for line in lines],
     )
+
+
+def _first_ten(lines: list[str]) -> str:
+    """The first ten lines of a list of problems (and how many more), one per line."""
+    more = [f"... and {len(lines) - 10} more"] if len(lines) > 10 else []
+    return "\n  ".join(lines[:10] + more)
 
 
 def _unreadable_inputs(with_files: list[Node]) -> None:
@@ -1295,10 +1300,9 @@ def _unreadable_inputs(with_files: list[Node]) -> None:
     if not found:
         return
     lines = [line for _, line in found]
-    shown = lines[:10] + ([f"... and {len(lines) - 10} more"] if len(lines) > 10 else [])
     raise UnreadableInputError(
         f"{plural(len(lines), 'unreadable input file')}, so nothing was run:\n  "
-        + "\n  ".join(shown) + "\n"
+        + _first_ten(lines) + "\n"
         f"Paths are relative to {os.getcwd()} (the project root). Their content cannot be "
         "tracked: make them readable (check the permissions: ls -l), or move them out of "
         "the directories given to File().",
