@@ -276,10 +276,15 @@ def project_classes(value: object) -> tuple[str, ...]:
                 items = obj.values() if isinstance(obj, dict) else obj
                 stack.extend((v, 1) for v in itertools.islice(items, 10))
             continue
-        file = getattr(sys.modules.get(kind.__module__), "__file__", None)
-        if isinstance(file, str) and file.startswith(_project) and "site-packages" not in file:
+        if _of_project(kind.__module__):
             found[f"{kind.__module__}.{kind.__qualname__}"] = None
     return tuple(found)
+
+
+def _of_project(module_name: str) -> bool:
+    """Whether a loaded module's file lies under the project root (not an installed package)."""
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    return isinstance(file, str) and file.startswith(_project) and "site-packages" not in file
 
 
 _met = threading.local()
@@ -332,11 +337,9 @@ def _project_classes_named(names: list[tuple[str, str]]) -> tuple[str, ...]:
     for module_name, qualname in names:
         if type(module_name) is not str or type(qualname) is not str:
             continue
-        module = sys.modules.get(module_name)
-        file = getattr(module, "__file__", None)
-        if not (isinstance(file, str) and file.startswith(_project) and "site-packages" not in file):
+        if not _of_project(module_name):
             continue
-        obj: Any = module
+        obj: Any = sys.modules[module_name]
         for part in qualname.split("."):
             obj = getattr(obj, part, None)
         if isinstance(obj, type):

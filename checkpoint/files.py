@@ -1145,8 +1145,9 @@ def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
-def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | None) -> None:
-    """Digest the source inputs of every task, and the outputs of the stored ones.
+def check(with_files: list[Node], cache_file: Path | None) -> None:
+    """Digest the source inputs of every task, and the outputs of the stored ones (those
+    whose ``meta`` is set).
 
     Inputs that another task produces are skipped: they are tracked through their producer.
     The warm run's per-file cost (a stat and a lookup when unchanged): plain loops."""
@@ -1184,7 +1185,7 @@ def check(with_files: list[Node], metas: dict[TaskId, Meta], cache_file: Path | 
                         digests[INPUT + path] = entry[4]
                         continue
             _digest_input(item, files, root, cache, seen)  # new, changed, missing, a pattern...
-        if files.outputs and node.task.id in metas:
+        if files.outputs and node.meta is not None:
             _digest_outputs(files, root, cache, seen)
     cache.save()
 

@@ -322,8 +322,7 @@ def mark(
     with_files = [node for node in nodes.values() if node.files is not None]
     if with_files:
         _files.check_cache_apart(with_files, store.root)
-        stored = {node.task.id: node.meta for node in with_files if node.meta is not None}
-        _files.check(with_files, stored, store.root / _files.CACHE_NAME)
+        _files.check(with_files, store.root / _files.CACHE_NAME)
     fingerprints: dict[TaskFamily[..., object], str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():
         family = node.task.family

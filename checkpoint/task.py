@@ -396,9 +396,7 @@ def requires(requirement: object = _UNSET, /, *,
     if default is not _UNSET:
         raise TypeError("requires(task) takes no keyword arguments; requires(default=...) "
                         "is the class attribute form")
-    # (A task or a File, the usual cases, need no call to be checked.)
-    checked = requirement if type(requirement) is Task or type(requirement) is File else \
-        _check_requirement(requirement)
+    checked = _check_requirement(requirement)
 
     def decorate(fn: F) -> F:
         if type(fn) is FunctionType:  # (the usual case: one @requires on the inner function)
