@@ -41,6 +41,9 @@ from .errors import (
     TaskFailedError as TaskFailedError,
 )
 from .errors import (
+    TaskStillRunningError as TaskStillRunningError,
+)
+from .errors import (
     TaskTimeoutError as TaskTimeoutError,
 )
 from .errors import (
@@ -88,6 +91,7 @@ __all__ = [
     "TaskDirectory",
     "TaskFailedError",
     "TaskFamily",
+    "TaskStillRunningError",
     "TaskTimeoutError",
     "UnserializableArgumentError",
     "UnserializableResultError",
