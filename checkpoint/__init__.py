@@ -41,9 +41,6 @@ from .errors import (
     TaskFailedError as TaskFailedError,
 )
 from .errors import (
-    TaskStillRunningError as TaskStillRunningError,
-)
-from .errors import (
     TaskTimeoutError as TaskTimeoutError,
 )
 from .errors import (
@@ -91,7 +88,6 @@ __all__ = [
     "TaskDirectory",
     "TaskFailedError",
     "TaskFamily",
-    "TaskStillRunningError",
     "TaskTimeoutError",
     "UnserializableArgumentError",
     "UnserializableResultError",
