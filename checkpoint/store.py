@@ -39,7 +39,7 @@ then deleting it; leftovers of an interrupted deletion are removed when a store 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ from ._format import (
     INDEX_FILE,
     INLINE_MAX,
     LOG,
+    PACKAGES,
     SOURCE,
     TASK_ID,
     FailedRun,
@@ -245,6 +246,24 @@ class Store:
         """What the entry's data directory held when it was stored (``None``: not recorded)."""
         return read_manifest(self.indexes.text(family, DATA_MANIFEST + task_id))
 
+    def package_versions(self, family: FamilyDir, metas: Mapping[str, Meta]) -> dict[str, dict[str, str]]:
+        """``{task id: {package: version}}``: the versions of the installed packages the code
+        used, recorded when each entry of ``metas`` (by task id) was stored; entries without
+        a record (none used, or stored before they were recorded) are left out."""
+        from ._packages import decode
+
+        found: dict[str, dict[str, str]] = {}
+        if not metas:
+            return found
+        for key in self.indexes.keys(family, PACKAGES):  # one range query: most have none
+            tid = key[len(PACKAGES):]
+            meta = metas.get(tid)
+            if meta is not None:
+                versions = decode(self.indexes.text(family, key), meta.stored)
+                if versions:
+                    found[tid] = versions
+        return found
+
     def data_dir(self, family: FamilyDir, task_id: str) -> Path:
         """The data directory of a task (not created)."""
         return self.data.path(family, task_id)
@@ -313,6 +332,7 @@ class Store:
                 existed = index.delete(ENTRY + task_id)
                 index.delete(LOG + task_id)
                 index.delete(DATA_MANIFEST + task_id)
+                index.delete(PACKAGES + task_id)
 
             self.indexes.write(family, remove, create=False, advise=True)
             if meta is not None and meta.blob:

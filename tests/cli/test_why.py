@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from checkpoint.cli import cli
 
 from .conftest import Invoke, edit
 
@@ -135,3 +138,144 @@ def test_no_code_check(invoke: Invoke, project: Path) -> None:
 def test_requires_target(invoke: Invoke) -> None:
     """why without a target should be a usage error."""
     assert invoke("why").exit_code == 2
+
+
+PACKAGED = '''
+import fakenum
+import plainmod
+from checkpoint import requires, task
+
+
+@task
+def scale(x):
+    def __():
+        return fakenum.double(x)
+    return __
+
+
+@task
+def plain():
+    def __():
+        return plainmod.VALUE
+    return __
+
+
+@task
+def main():
+    @requires([scale(1), scale(2), plain()])
+    def __(values):
+        return sum(values)
+    return __
+'''
+
+
+def _install(site: Path, fakenum: str, plainmod: str) -> None:
+    """Install (again) two third-party packages under ``site`` (a ``site-packages``):
+    ``fakenum`` from a distribution of that name, ``plainmod`` without one (it has a
+    ``__version__``)."""
+    import shutil
+    import sys
+
+    for old in site.glob("fakenum-*.dist-info"):
+        shutil.rmtree(old)
+    (site / "fakenum").mkdir(parents=True, exist_ok=True)
+    (site / "fakenum" / "__init__.py").write_text("def double(x):\n    return 2 * x\n")
+    info = site / f"fakenum-{fakenum}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakenum\nVersion: {fakenum}\n")
+    (site / "plainmod.py").write_text(f"__version__ = {plainmod!r}\nVALUE = 10\n")
+    sys.modules.pop("plainmod", None)  # (an upgrade takes effect in a new process)
+    sys.modules.pop("fakenum", None)
+
+
+def test_package_versions_changed_since_stored(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """why should mention the installed packages a stored task's code uses whose version
+    changed since it was stored, without making anything stale: for the target itself, and
+    for the tasks upstream of it (grouped by family)."""
+    site = tmp_path / "env" / "lib" / "site-packages"
+    _install(site, "1.0", "0.1")
+    monkeypatch.syspath_prepend(str(site))
+    (tmp_path / "taskfile.py").write_text(PACKAGED)
+    assert runner.invoke(cli, ["run", *INLINE, "main"]).exit_code == 0
+
+    def why(*args: str) -> str:
+        result = runner.invoke(cli, ["why", *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert why("main").splitlines()[1:] == []  # nothing changed: nothing said
+    _install(site, "2.0", "0.2")
+    out = why("main").splitlines()
+    assert out[0].startswith("main() is fresh (stored ")
+    assert out[1:] == [
+        "Installed packages changed since results upstream were stored (not a reason to "
+        "re-run; `checkpoint clear NAME` recomputes a family):",
+        "  plain(): plainmod 0.1 -> 0.2",
+        "  2 scale tasks (scale(1), scale(2)): fakenum 1.0 -> 2.0",
+    ]
+    assert why("scale(1)").splitlines()[1:] == [
+        "  fakenum 1.0 -> 2.0 since this was stored (not a reason to re-run; "
+        "`checkpoint clear 'scale(1)'` to recompute)"
+    ]
+    doc = json.loads(why("--json", "scale(1)"))
+    assert doc["packages"] == [{"task": "scale(1)", "family": "taskfile.scale",
+                                "id": doc["packages"][0]["id"],
+                                "changed": {"fakenum": ["1.0", "2.0"]}}]
+    result = runner.invoke(cli, ["run", *INLINE, "--json", "main"])
+    assert json.loads(result.stdout)["ran"] == 0  # not a reason to re-run
+
+
+def test_package_versions_unrecorded_say_nothing(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry stored without a record of its packages' versions (by an older checkpoint,
+    or pulled from a remote) should get no mention, nor should one whose record belongs to
+    an earlier entry of the same task; clearing an entry removes its record."""
+    from checkpoint._format import PACKAGES
+    from checkpoint.store import Store
+
+    site = tmp_path / "env" / "lib" / "site-packages"
+    _install(site, "1.0", "0.1")
+    monkeypatch.syspath_prepend(str(site))
+    (tmp_path / "taskfile.py").write_text(PACKAGED)
+    assert runner.invoke(cli, ["run", *INLINE, "main"]).exit_code == 0
+    store = Store.open()
+    family = next(f for f in store.families() if f.endswith(".scale"))
+    rows = store.indexes.keys(family, PACKAGES)
+    assert len(rows) == 2
+    first = rows[0]
+    store.delete_row(family, first)  # stored before versions were recorded
+    second = rows[1]
+    text = store.indexes.text(family, second)
+    assert text is not None
+    store.delete_row(family, second)
+    store.indexes.write(family, lambda index: index.set(second, text.replace('"stored":', '"stored":1')))
+    _install(site, "2.0", "0.1")
+    result = runner.invoke(cli, ["why", "main"], catch_exceptions=False)
+    assert result.stdout.splitlines()[1:] == []
+    assert runner.invoke(cli, ["clear", "plain()"]).exit_code == 0
+    plain = next(f for f in store.families() if f.endswith(".plain"))
+    assert store.indexes.keys(plain, PACKAGES) == []
+
+
+def test_installed_packages_are_told_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only packages under site-packages count: not the standard library, checkpoint, or
+    the project's own modules."""
+    import importlib
+
+    from checkpoint.fingerprint import installed_package
+
+    site = tmp_path / "env" / "lib" / "site-packages"
+    _install(site, "1.0", "0.1")
+    (tmp_path / "mine.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("fakenum")
+    importlib.import_module("mine")
+    assert installed_package("fakenum") == "fakenum"
+    assert installed_package("fakenum.sub") == "fakenum"
+    assert installed_package("plainmod") == "plainmod"  # not imported: found on sys.path
+    for other in ("json", "os.path", "checkpoint.store", "mine", "__main__", "nowhere"):
+        assert installed_package(other) == "", other
