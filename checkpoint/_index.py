@@ -20,7 +20,7 @@ from ._diskcache import (
     open_read_only,
     read_only,
 )
-from ._format import DATA_MANIFEST, ENTRY, INDEX_FILE, LOG, PACKAGES, SOURCE, Meta, Record
+from ._format import DATA_MANIFEST, ENTRY, INDEX_FILE, LOG, SOURCE, Meta, Record
 from ._storefiles import NotRegularFile, advice, describe, identity
 from ._storeroot import StoreRoot
 from .errors import StoreError
@@ -291,8 +291,10 @@ def store_records(records: list[Record], index: Index) -> None:
             index.set(LOG + r.id, r.log)
         if r.data:  # a row per data directory only: no cost for the other entries
             index.set(DATA_MANIFEST + r.id, r.data)
-        if r.packages:  # only for code that uses installed packages
-            index.set(PACKAGES + r.id, r.packages)
+    if any(r.packages for r in records):  # a row per process, not per entry
+        from ._packages import record_spans
+
+        record_spans(records, index)
 
 
 def rewrite_metas(metas: dict[str, Meta], source: tuple[str, str] | None, index: Index) -> None:

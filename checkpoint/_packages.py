@@ -4,8 +4,18 @@ Upgrading a package is not a code change (see :mod:`checkpoint.fingerprint`: ins
 is not fingerprinted), so it re-runs nothing; but ``checkpoint why`` says when a package a
 stored result's code used has another version now than when the result was stored. The
 fingerprint walk notes the packages (:data:`checkpoint.fingerprint.code_packages`); a run
-records their versions with each result it stores (``pv:{id}``, see
-:mod:`checkpoint._format`), looked up once per run.
+looks their versions up once and records them with the results it stores.
+
+No field of an entry can hold them without a new store format, and a row per entry would
+slow every warm run (which reads each row of an index once). So a family's index holds a
+row per coordinating process and set of versions (``pv:{token}.{digest}``: a
+:class:`Span`), which names the entries it covers by what they record already: the worker
+that computed them (``Meta.worker``, ``hostname:pid``) and when they were stored
+(``Meta.stored``), widened as the process stores more. No two processes alive at once
+share a worker, so an entry is covered by the row of the process that stored it (rows of
+processes that stored nothing at that time on that worker cannot cover it); entries
+stored by an older checkpoint, pulled from a remote or covered by rows dropped since
+(:data:`MAX_ROWS`) report nothing.
 
 A package is named by its top-level module (``numpy``, ``sklearn``); its version is that of
 the installed distribution of the same name (:func:`importlib.metadata.version`), else the
@@ -14,11 +24,20 @@ module's ``__version__`` when it is imported, else unknown (not recorded, never 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._format import PACKAGES
+
+if TYPE_CHECKING:
+    from ._diskcache import Index
+    from ._format import Meta, Record
 
 
 @dataclass
@@ -65,28 +84,100 @@ def _version(package: str) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
-def encode(stored: float, versions: str) -> str:
-    """The ``pv:{id}`` row of an entry stored at ``stored`` (its ``Meta.stored``), from the
-    versions as :func:`versions_text` wrote them."""
-    return f'{{"stored":{stored!r},"versions":{versions}}}'
-
-
 def versions_text(versions: Mapping[str, str]) -> str:
+    """How a set of versions is written in a row (and told apart from another set)."""
     return json.dumps(versions, separators=(",", ":"), sort_keys=True)
 
 
-def decode(text: str | None, stored: float) -> dict[str, str] | None:
-    """The versions in a ``pv:{id}`` row, if it was written with the entry stored at
-    ``stored`` (a row left by another entry of the same task is not that entry's)."""
-    if text is None:
+MAX_ROWS = 64
+"""``pv:`` rows a family keeps: the oldest go first (their entries then report nothing)."""
+
+_token: list[str | int] = ["", 0]
+
+
+def row_key(versions: str) -> str:
+    """The ``pv:`` row of this process for a set of versions (:func:`versions_text`)."""
+    if _token[1] != os.getpid():  # a forked child is another coordinator
+        _token[:] = [secrets.token_hex(6), os.getpid()]
+    digest = hashlib.blake2b(versions.encode(), digest_size=4).hexdigest()
+    return f"{PACKAGES}{_token[0]}.{digest}"
+
+
+@dataclass
+class Span:
+    """A ``pv:`` row: the entries of a family that one coordinating process stored while
+    these versions were installed: those computed by one of ``workers`` (``Meta.worker``)
+    and stored (``Meta.stored``) between ``first`` and ``last``."""
+
+    versions: dict[str, str]
+    workers: set[str]
+    first: float
+    last: float
+
+    def covers(self, meta: Meta) -> bool:
+        return meta.worker in self.workers and self.first <= meta.stored <= self.last
+
+    def to_text(self) -> str:
+        return json.dumps({"versions": self.versions, "workers": sorted(self.workers),
+                           "first": self.first, "last": self.last}, separators=(",", ":"),
+                          sort_keys=True)
+
+    @classmethod
+    def from_text(cls, text: object) -> Span | None:
+        """The span a row holds (``None`` if it is not one)."""
+        if not isinstance(text, (str, bytes)):
+            return None
+        try:
+            row: Any = json.loads(text)
+            versions, workers = row["versions"], row["workers"]
+            first, last = float(row["first"]), float(row["last"])
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not isinstance(versions, dict) or not isinstance(workers, list):
+            return None
+        return cls({k: v for k, v in versions.items() if isinstance(k, str) and isinstance(v, str)},
+                   {w for w in workers if isinstance(w, str)}, first, last)
+
+
+def record_spans(records: Sequence[Record], index: Index) -> None:
+    """Write (or widen) this process's ``pv:`` rows for the records of a family stored in
+    one transaction: one row per set of versions, whatever the number of entries, so that
+    a warm run, which reads every row of the index, does not pay for them."""
+    by_versions: dict[str, list[Record]] = {}
+    for r in records:
+        if r.packages:
+            by_versions.setdefault(r.packages, []).append(r)
+    for versions, rs in by_versions.items():
+        key = row_key(versions)
+        span = Span.from_text(index.get(key))
+        if span is None:
+            _make_room(index)
+            span = Span(json.loads(versions), set(), rs[0].meta.stored, rs[0].meta.stored)
+        for r in rs:
+            span.workers.add(r.meta.worker)
+            span.first = min(span.first, r.meta.stored)
+            span.last = max(span.last, r.meta.stored)
+        index.set(key, span.to_text())
+
+
+def _make_room(index: Index) -> None:
+    """Drop the rows of the family that were written to last longest ago, so that a new
+    one leaves at most :data:`MAX_ROWS`."""
+    keys = index.keys(PACKAGES)
+    if len(keys) < MAX_ROWS:
+        return
+    spans = []
+    for key, text in index.values(keys[:500]):
+        span = Span.from_text(text)
+        spans.append((span.last if span is not None else 0.0, key))
+    for _, key in sorted(spans)[:len(spans) - MAX_ROWS + 1]:
+        index.delete(key)
+
+
+def versions_of(spans: Iterable[Span], meta: Meta) -> dict[str, str] | None:
+    """The versions recorded for an entry: those of the rows that cover it, when they agree
+    (``None``: no row covers it, or rows of two processes whose versions differ do)."""
+    found = [s.versions for s in spans if s.covers(meta)]
+    if not found or any(v != found[0] for v in found[1:]):
         return None
-    try:
-        row = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(row, dict) or row.get("stored") != stored:
-        return None
-    versions = row.get("versions")
-    if not isinstance(versions, dict):
-        return None
-    return {k: v for k, v in versions.items() if isinstance(k, str) and isinstance(v, str)}
+    return found[0]

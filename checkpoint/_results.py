@@ -18,7 +18,6 @@ from . import events as ev
 from ._codec import load
 from ._flow import RunState, TaskFlow
 from ._packages import Versions, versions_text
-from ._packages import encode as encode_packages
 from ._recovery import Recovery
 from ._stamps import in_context, value_stamp
 from ._types import TaskId
@@ -68,7 +67,7 @@ class Results:
         self.recorder.add(Record(
             family.dirname, tid, meta, out.payload, source=self._source(fingerprint),
             log=out.output, replaces=previous.blob if previous is not None else "",
-            packages=self._packages(family.fingerprint[0], meta.stored),
+            packages=self._packages(family.fingerprint[0]),
         ))
         held = self.values.stored(tid, meta, out.payload)
         if tid in self.targets:
@@ -129,19 +128,17 @@ class Results:
             return in_context(out.stamp, context)
         return new_stamp()
 
-    def _packages(self, code: str, stored: float) -> str:
-        """The ``pv:`` row of an entry computed by the code of fingerprint ``code`` (``""``
-        when it uses no installed package): their versions, looked up once per run."""
-        from .fingerprint import code_packages
-
-        packages = code_packages.get(code)
-        if not packages:
-            return ""
+    def _packages(self, code: str) -> str:
+        """The versions of the installed packages that the code of fingerprint ``code``
+        uses (``""``: none), looked up once per run (see :mod:`checkpoint._packages`)."""
         versions = self.package_versions.get(code)
         if versions is None:
-            recorded = self.versions.record(packages)
+            from .fingerprint import code_packages
+
+            packages = code_packages.get(code)
+            recorded = self.versions.record(packages) if packages else {}
             versions = self.package_versions[code] = versions_text(recorded) if recorded else ""
-        return encode_packages(stored, versions) if versions else ""
+        return versions
 
     def _source(self, fingerprint: tuple[str, str]) -> tuple[str, str] | None:
         """A family's code fingerprint and source, with its first record of the run."""

@@ -250,19 +250,15 @@ class Store:
         """``{task id: {package: version}}``: the versions of the installed packages the code
         used, recorded when each entry of ``metas`` (by task id) was stored; entries without
         a record (none used, or stored before they were recorded) are left out."""
-        from ._packages import decode
+        from ._packages import Span, versions_of
 
-        found: dict[str, dict[str, str]] = {}
-        if not metas:
-            return found
-        for key in self.indexes.keys(family, PACKAGES):  # one range query: most have none
-            tid = key[len(PACKAGES):]
-            meta = metas.get(tid)
-            if meta is not None:
-                versions = decode(self.indexes.text(family, key), meta.stored)
-                if versions:
-                    found[tid] = versions
-        return found
+        keys = self.indexes.keys(family, PACKAGES) if metas else []
+        if not keys:
+            return {}
+        texts = [self.indexes.text(family, key) for key in keys]
+        spans = [span for text in texts if (span := Span.from_text(text)) is not None]
+        return {tid: versions for tid, meta in metas.items()
+                if (versions := versions_of(spans, meta))}
 
     def data_dir(self, family: FamilyDir, task_id: str) -> Path:
         """The data directory of a task (not created)."""
@@ -332,7 +328,6 @@ class Store:
                 existed = index.delete(ENTRY + task_id)
                 index.delete(LOG + task_id)
                 index.delete(DATA_MANIFEST + task_id)
-                index.delete(PACKAGES + task_id)
 
             self.indexes.write(family, remove, create=False, advise=True)
             if meta is not None and meta.blob:

@@ -230,9 +230,9 @@ def test_package_versions_changed_since_stored(
 def test_package_versions_unrecorded_say_nothing(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An entry stored without a record of its packages' versions (by an older checkpoint,
-    or pulled from a remote) should get no mention, nor should one whose record belongs to
-    an earlier entry of the same task; clearing an entry removes its record."""
+    """Entries stored without a record of their packages' versions (by an older checkpoint,
+    or pulled from a remote) should get no mention; the record is one row per process and
+    family, not one per entry (a warm run reads every row)."""
     from checkpoint._format import PACKAGES
     from checkpoint.store import Store
 
@@ -243,21 +243,48 @@ def test_package_versions_unrecorded_say_nothing(
     assert runner.invoke(cli, ["run", *INLINE, "main"]).exit_code == 0
     store = Store.open()
     family = next(f for f in store.families() if f.endswith(".scale"))
-    rows = store.indexes.keys(family, PACKAGES)
-    assert len(rows) == 2
-    first = rows[0]
-    store.delete_row(family, first)  # stored before versions were recorded
-    second = rows[1]
-    text = store.indexes.text(family, second)
-    assert text is not None
-    store.delete_row(family, second)
-    store.indexes.write(family, lambda index: index.set(second, text.replace('"stored":', '"stored":1')))
+    [row] = store.indexes.keys(family, PACKAGES)  # for both entries
+    store.delete_row(family, row)
     _install(site, "2.0", "0.1")
     result = runner.invoke(cli, ["why", "main"], catch_exceptions=False)
     assert result.stdout.splitlines()[1:] == []
-    assert runner.invoke(cli, ["clear", "plain()"]).exit_code == 0
-    plain = next(f for f in store.families() if f.endswith(".plain"))
-    assert store.indexes.keys(plain, PACKAGES) == []
+
+
+def test_package_rows_cover_the_entries_of_their_process(cache_dir: Path) -> None:
+    """A row covers the entries its process stored (by worker and time); where rows of two
+    processes with other versions both would, nothing is said; a family keeps at most
+    MAX_ROWS rows, dropping the oldest."""
+    from checkpoint import _packages
+    from checkpoint._format import PACKAGES, Meta, Record
+    from checkpoint.store import Store
+
+    def meta(worker: str, stored: float) -> Meta:
+        return Meta("t()", "{}", "f", "s", worker=worker, stored=stored)
+
+    def record(worker: str, stored: float, versions: str) -> Record:
+        return Record("m.t", "0" * 32, meta(worker, stored), b"", packages=versions)
+
+    store = Store.open()
+    store.tree.ensure()
+    v1, v2 = '{"numpy":"1.0"}', '{"numpy":"2.0"}'
+    store.indexes.write("m.t", lambda index: _packages.record_spans(
+        [record("h:1", 10.0, v1), record("h:2", 12.0, v1)], index))
+    _packages._token[1] = 0  # another process
+    store.indexes.write("m.t", lambda index: _packages.record_spans(
+        [record("h:3", 11.0, v2), record("h:1", 20.0, v2)], index))
+    metas = {"a": meta("h:1", 10.0), "b": meta("h:2", 12.0), "c": meta("h:3", 11.0),
+             "d": meta("h:1", 20.0), "e": meta("h:1", 11.5), "f": meta("h:9", 11.0)}
+    assert store.package_versions("m.t", metas) == {
+        "a": {"numpy": "1.0"}, "b": {"numpy": "1.0"}, "c": {"numpy": "2.0"},
+        "d": {"numpy": "2.0"}}  # e: both rows cover it; f: none does
+    for n in range(_packages.MAX_ROWS + 3):
+        _packages._token[1] = 0
+        store.indexes.write("m.t", lambda index, n=n: _packages.record_spans(
+            [record("h:5", 100.0 + n, v1)], index))
+    keys = store.indexes.keys("m.t", PACKAGES)
+    assert len(keys) == _packages.MAX_ROWS
+    assert store.package_versions("m.t", {"new": meta("h:5", 100.0 + _packages.MAX_ROWS + 2),
+                                          "old": meta("h:1", 10.0)}) == {"new": {"numpy": "1.0"}}
 
 
 def test_installed_packages_are_told_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
