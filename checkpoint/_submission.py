@@ -259,8 +259,9 @@ def _still_running(task: Task[object], limit: float) -> TaskStillRunningError:
         f"of {limit:g} s, still runs in a thread of this process more than {limit:g} s later "
         "(it looks hung, and a thread cannot be stopped); running the task again would write "
         "into the same files. To end that thread, restart the Python process (a notebook's "
-        "kernel, `checkpoint run --watch`), then run again. The earlier TaskTimeoutError's traceback shows "
-        "where it hangs; on the process executor a task past its time limit is stopped.",
+        "kernel, `checkpoint run --watch`), then run again. The earlier TaskTimeoutError's "
+        "traceback shows where it hangs; on the process executor a task past its time limit "
+        "is stopped.",
         task=repr(task), family=task.family.name, limit=limit,
     )
 

@@ -452,7 +452,8 @@ def _module_file(name: str) -> str | None:
     return None
 
 
-_packages: dict[str, str] = {}
+_package_of: dict[str, str] = {}
+"""Top-level module name -> :func:`installed_package`'s answer."""
 
 
 def installed_package(module: str) -> str:
@@ -460,7 +461,7 @@ def installed_package(module: str) -> str:
     belongs to: one whose files are under ``site-packages`` or ``dist-packages`` (not the
     standard library, not checkpoint, not your code); ``""`` for any other."""
     top = module.partition(".")[0]
-    found = _packages.get(top)
+    found = _package_of.get(top)
     if found is not None:
         return found
     if not top or top == __name__.partition(".")[0] or top in _STDLIB:
@@ -474,7 +475,7 @@ def installed_package(module: str) -> str:
                                     or "dist-packages" in parts) for p in paths) else ""
         if loaded is None and not found:
             return ""  # not imported yet: asked again when it is
-    _packages[top] = found
+    _package_of[top] = found
     return found
 
 
