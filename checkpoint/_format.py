@@ -10,7 +10,10 @@ length-prefixed ``marshal``-ed tuple, followed by the payload when it is at most
 ``log:{id}`` holds a task's captured output, ``run:{id}`` its last failed run
 (:class:`FailedRun`, JSON), ``fp:{digest}`` the normalized source behind a fingerprint,
 ``dm:{id}`` what the entry's data directory held when it was stored (for ``cache verify``;
-optional: an entry without one is not checked, so adding it kept :data:`FORMAT`).
+optional: an entry without one is not checked, so adding it kept :data:`FORMAT`),
+and ``pv:{token}.{digest}`` the versions of the installed packages the code of the entries a
+process stored used (:mod:`checkpoint._packages`; optional too: an entry no row covers
+reports none).
 Every payload carries its size and checksum (:func:`checksum`), checked when it is read.
 The checksum is xxh3-128; an entry written before that (``Meta.crc`` below 2**32) carries a
 CRC-32 and is checked with it: each checksum names its algorithm, so adding xxh3 kept
@@ -53,6 +56,9 @@ FAILED_RUN: Final = "run:"
 SOURCE: Final = "fp:"
 DATA_MANIFEST: Final = "dm:"
 """``dm:{id}``: JSON ``{relative path: [size, mtime_ns]}`` of the entry's data directory."""
+PACKAGES: Final = "pv:"
+"""``pv:{token}.{digest}``: JSON ``{"versions": {package: version}, "workers": [...],
+"first": time, "last": time}`` (see :class:`checkpoint._packages.Span`)."""
 
 # Names the store derives from stored data are checked against these before any file is
 # read or deleted: a crafted index row must not lead outside the cache.
@@ -246,6 +252,8 @@ class Record:
     """The task's captured output (stored only when not empty)."""
     data: str = ""
     """JSON manifest of the task's data directory (``""``: it has none)."""
+    packages: str = ""
+    """The versions of the installed packages its code used, as JSON (``""``: none)."""
 
     @property
     def needs_blob(self) -> bool:

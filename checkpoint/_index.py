@@ -291,6 +291,10 @@ def store_records(records: list[Record], index: Index) -> None:
             index.set(LOG + r.id, r.log)
         if r.data:  # a row per data directory only: no cost for the other entries
             index.set(DATA_MANIFEST + r.id, r.data)
+    if any(r.packages for r in records):  # a row per process, not per entry
+        from ._packages import record_spans
+
+        record_spans(records, index)
 
 
 def rewrite_metas(metas: dict[str, Meta], source: tuple[str, str] | None, index: Index) -> None:

@@ -17,6 +17,7 @@ import time
 from . import events as ev
 from ._codec import load
 from ._flow import RunState, TaskFlow
+from ._packages import Versions, versions_text
 from ._recovery import Recovery
 from ._stamps import in_context, value_stamp
 from ._types import TaskId
@@ -49,6 +50,10 @@ class Results:
         self.input_digests: DigestCache | None = None
         self.sources_sent: set[str] = set()
         """The code fingerprints whose source went with a record already."""
+        self.versions = Versions()
+        self.package_versions: dict[str, str] = {}
+        """Code fingerprint -> the versions of the installed packages its code uses (JSON;
+        ``""``: none known)."""
 
     def finished(self, out: Done) -> None:
         """A task returned: record its entry, keep its value for its readers, settle it."""
@@ -62,6 +67,7 @@ class Results:
         self.recorder.add(Record(
             family.dirname, tid, meta, out.payload, source=self._source(fingerprint),
             log=out.output, replaces=previous.blob if previous is not None else "",
+            packages=self._packages(family.fingerprint[0]),
         ))
         held = self.values.stored(tid, meta, out.payload)
         if tid in self.targets:
@@ -121,6 +127,18 @@ class Results:
         if out.stamp:  # written to its file by the worker, which hashed it
             return in_context(out.stamp, context)
         return new_stamp()
+
+    def _packages(self, code: str) -> str:
+        """The versions of the installed packages that the code of fingerprint ``code``
+        uses (``""``: none), looked up once per run (see :mod:`checkpoint._packages`)."""
+        versions = self.package_versions.get(code)
+        if versions is None:
+            from .fingerprint import code_packages
+
+            packages = code_packages.get(code)
+            recorded = self.versions.record(packages) if packages else {}
+            versions = self.package_versions[code] = versions_text(recorded) if recorded else ""
+        return versions
 
     def _source(self, fingerprint: tuple[str, str]) -> tuple[str, str] | None:
         """A family's code fingerprint and source, with its first record of the run."""

@@ -26,7 +26,7 @@ from ._recovery import Recovery
 from ._text import task_label
 from ._types import DebugMode, ExecutorKind, FamilyDir, TaskId
 from ._worker import Outcome, Ref, WorkItem, still_writing
-from .errors import CorruptEntryError
+from .errors import CorruptEntryError, TaskStillRunningError
 from .files import File
 from .task import Task, TaskDirectory
 
@@ -158,11 +158,18 @@ class Submitter:
         """Whether ``tid`` must wait (tried again shortly, like a task another run holds):
         an earlier attempt, abandoned at its time limit in a thread of this process, still
         runs and may still write the files this one would make (its data directory, its
-        declared outputs); the first time, say so."""
+        declared outputs); the first time, say so. Once that attempt has run its time limit
+        once more after it was given up, it counts as hung: ``tid`` fails (only restarting
+        the process ends the thread) and True is returned too."""
         node = self.nodes[tid]
         outputs = node.files.outputs if node.files is not None else ()
-        if not still_writing(self.store_root, tid, outputs):
+        attempt = still_writing(self.store_root, tid, outputs)
+        if attempt is None:
             return False
+        if time.monotonic() >= attempt.deadline:
+            self.held_back.discard(tid)
+            self.flow.fail_now(tid, _still_running(node.task, attempt.limit))
+            return True
         if tid not in self.held_back:
             self.held_back.add(tid)
             import warnings
@@ -171,7 +178,8 @@ class Submitter:
                 f"{node.task!r} ({node.task.family.name}) is still running in a thread of this "
                 "process: an earlier run gave up on it at its time limit, and a thread cannot "
                 "be stopped. This run waits for that attempt to end before running the task "
-                "again, so that the two never write into the same files.",
+                "again, so that the two never write into the same files; if it still runs "
+                f"{attempt.limit:g} s (its time limit) after it was given up, the task fails.",
                 RuntimeWarning, stacklevel=2,
             )
         self.coordination.blocked.append(tid)
@@ -243,6 +251,19 @@ class Submitter:
         if path is None:
             path = self.blob_dirs[family] = str(self.store.blob_dir(family))
         return path
+
+
+def _still_running(task: Task[object], limit: float) -> TaskStillRunningError:
+    return TaskStillRunningError(
+        f"{task_label(task)} cannot run: an earlier attempt of it, given up at its time limit "
+        f"of {limit:g} s, still runs in a thread of this process more than {limit:g} s later "
+        "(it looks hung, and a thread cannot be stopped); running the task again would write "
+        "into the same files. To end that thread, restart the Python process (a notebook's "
+        "kernel, `checkpoint run --watch`), then run again. The earlier TaskTimeoutError's "
+        "traceback shows where it hangs; on the process executor a task past its time limit "
+        "is stopped.",
+        task=repr(task), family=task.family.name, limit=limit,
+    )
 
 
 def _rebuildable(task: Task[object]) -> bool:

@@ -464,10 +464,24 @@ _records = ""
 _record_fd = -1
 _watched: set[threading.Thread] = set()
 """Threads running a task with a time limit, or left running one past it."""
-_abandoned: dict[threading.Thread, frozenset[str]] = {}
-"""Threads left running a task past its time limit, with what they may still write (see
-:func:`writes_of`). Process-wide: a later run in this process must not run the task again
-while one runs (:func:`still_writing`)."""
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """An attempt of a task left running in a thread past its time limit."""
+
+    writes: frozenset[str]
+    """What it may still write (see :func:`writes_of`)."""
+    limit: float
+    """Its time limit, in seconds."""
+    deadline: float
+    """When (:func:`time.monotonic`) it counts as hung: its time limit once more after it
+    was given up. A later attempt waits for it until then, and fails after."""
+
+
+_abandoned: dict[threading.Thread, Abandoned] = {}
+"""Threads left running a task past its time limit. Process-wide: a later run in this
+process must not run the task again while one runs (:func:`still_writing`)."""
 _abandoned_lock = threading.Lock()
 
 
@@ -622,8 +636,10 @@ def _run_watched(item: WorkItem, payloads: dict[str, Payload], in_process: bool)
     outcome.abandoned = True
     products: list[Product] = []
     _products_in(item.template, products)
+    abandoned = Abandoned(writes_of(item.root, item.id, products), item.timeout,
+                          time.monotonic() + item.timeout)
     with _abandoned_lock:
-        _abandoned[thread] = writes_of(item.root, item.id, products)
+        _abandoned[thread] = abandoned
     outcome.output = buf.text() if buf.parts else ""
     return outcome
 
@@ -645,16 +661,18 @@ def writes_of(root: str, task_id: str, products: Iterable[Product]) -> frozenset
     return frozenset([f"{root}\0{task_id}", *(os.path.abspath(p._key or p.path) for p in products)])
 
 
-def still_writing(root: str, task_id: str, products: Iterable[Product]) -> bool:
-    """Whether a thread of this process, abandoned at a task's time limit, still runs and
-    may write what an attempt of this task would (see :func:`writes_of`)."""
+def still_writing(root: str, task_id: str, products: Iterable[Product]) -> Abandoned | None:
+    """The attempt, abandoned at its time limit in a thread of this process, that still runs
+    and may write what an attempt of this task would (see :func:`writes_of`); of several,
+    the first to count as hung. ``None`` if there is none."""
     if not _abandoned:  # the usual case, once per task of a run
-        return False
+        return None
     writes = writes_of(root, task_id, products)
     with _abandoned_lock:
         for thread in [t for t in _abandoned if not t.is_alive()]:
             del _abandoned[thread]
-        return any(not writes.isdisjoint(w) for w in _abandoned.values())
+        clashing = [a for a in _abandoned.values() if not writes.isdisjoint(a.writes)]
+    return min(clashing, key=lambda a: a.deadline, default=None)
 
 
 def task_threads() -> list[threading.Thread]:

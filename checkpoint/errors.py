@@ -23,6 +23,7 @@ status (``exit_code``, one of :class:`ExitCode`, the one place that defines them
     │   ├── MissingOutputError             a task did not write a declared output
     │   ├── WorkerDiedError
     │   └── TaskTimeoutError               ran past its time limit
+    │       └── TaskStillRunningError      an earlier attempt, given up on, hangs in a thread
     ├── StoreError                   (1)   the cache cannot be used
     │   ├── CorruptEntryError
     │   ├── StoreVersionError
@@ -216,6 +217,13 @@ class TaskTimeoutError(TaskFailedError):
         super().__init__(message, task=task, family=family)
         self.limit = limit
         """The time limit it ran past, in seconds."""
+
+
+class TaskStillRunningError(TaskTimeoutError):
+    """A task cannot run because an earlier attempt of it, given up at its time limit in a
+    thread of this process (threads cannot be stopped), still runs, and still ran once its
+    time limit more had passed: it would write into the same files. Only restarting the
+    Python process ends that thread. ``limit`` is the earlier attempt's time limit."""
 
 
 class StoreError(CheckpointError):

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ._types import Json, Reason
+from ._types import FamilyDir, Json, Reason
 from .files import INPUT, OUTPUT
 from .graph import ARRANGEMENT, Node, Plan
 from .store import Meta, Store
@@ -69,6 +69,41 @@ def explain(the_plan: Plan, store: Store) -> list[Explanation]:
         elif node.reason == Reason.FORCED:
             exp.details.append("forced")
         out.append(exp)
+    return out
+
+
+@dataclass
+class PackageChange:
+    """A fresh task whose code used installed packages that have another version now than
+    when its result was stored: not a reason to re-run (installed code is not tracked),
+    but worth knowing."""
+
+    task: Task[object]
+    changed: dict[str, tuple[str, str]]
+    """``{package: (version when stored, version now)}``."""
+
+    def to_json(self) -> dict[str, Json]:
+        return {"task": self.task.expression(), "family": self.task.family.name,
+                "id": self.task.id, "changed": {p: list(v) for p, v in self.changed.items()}}
+
+
+def package_changes(the_plan: Plan, store: Store) -> list[PackageChange]:
+    """The tasks of a marked plan that would be reused (fresh) although a package their
+    code used has another version now (see :mod:`checkpoint._packages`), in plan order."""
+    from ._packages import Versions
+
+    by_family: dict[FamilyDir, dict[str, Meta]] = {}
+    for tid, node in the_plan.nodes.items():
+        if node.reason is None and node.meta is not None:
+            by_family.setdefault(node.task.family.dirname, {})[tid] = node.meta
+    recorded: dict[str, dict[str, str]] = {}
+    for family, metas in by_family.items():
+        recorded.update(store.package_versions(family, metas))
+    versions = Versions()
+    out = []
+    for tid, node in the_plan.nodes.items():
+        if tid in recorded and (changed := versions.changes(recorded[tid])):
+            out.append(PackageChange(node.task, changed))
     return out
 
 

@@ -452,6 +452,36 @@ def _module_file(name: str) -> str | None:
     return None
 
 
+_package_of: dict[str, str] = {}
+"""Top-level module name -> :func:`installed_package`'s answer."""
+
+
+def installed_package(module: str) -> str:
+    """The top-level name of the installed third-party package that module ``module``
+    belongs to: one whose files are under ``site-packages`` or ``dist-packages`` (not the
+    standard library, not checkpoint, not your code); ``""`` for any other."""
+    top = module.partition(".")[0]
+    found = _package_of.get(top)
+    if found is not None:
+        return found
+    if not top or top == __name__.partition(".")[0] or top in _STDLIB:
+        found = ""
+    else:
+        loaded = sys.modules.get(top)
+        paths = [getattr(loaded, "__file__", None), *getattr(loaded, "__path__", ())] \
+            if loaded is not None else [_module_file(top)]
+        found = top if any(
+            isinstance(p, str) and ("site-packages" in (parts := p.split(os.sep))
+                                    or "dist-packages" in parts) for p in paths) else ""
+        if loaded is None and not found:
+            return ""  # not imported yet: asked again when it is
+    _package_of[top] = found
+    return found
+
+
+_STDLIB: frozenset[str] = frozenset(getattr(sys, "stdlib_module_names", ())) | {"__main__"}
+
+
 # --- the code that runs is the code on disk ----------------------------------------------
 
 
@@ -622,6 +652,8 @@ class _Walk:
         """``(module, name)`` of the globals the code changes: state, not input."""
         self.imported: dict[str, None] = {}
         """Source files of the project modules the code imports as it runs."""
+        self.packages: set[str] = set()
+        """Installed third-party packages the code uses (see :func:`installed_package`)."""
 
     # pieces
 
@@ -677,6 +709,7 @@ class _Walk:
                 if not isinstance(obj, types.ModuleType) or not hasattr(obj, attr):
                     break
                 if not self.is_project_module(obj):
+                    self.note_package(obj.__name__)
                     obj = None  # sys.stderr, np.random.default_rng: not the project's
                     break
                 home, label, obj = vars(obj), attr, getattr(obj, attr)
@@ -687,6 +720,11 @@ class _Walk:
             call = _by_computed_name(namespace[name], attrs) if kind == "g" else None
             if call is not None:
                 self.values.warn_dynamic_import(call)
+
+    def note_package(self, module: object) -> None:
+        """The code uses something of module ``module``: note its package if installed."""
+        if isinstance(module, str) and (package := installed_package(module)):
+            self.packages.add(package)
 
     def add_globals(self, namespace: Mapping[str, object]) -> None:
         """The code calls ``globals()``, to read globals by computed names (``globals()[f"fit_
@@ -713,6 +751,8 @@ class _Walk:
             self.follow_reads([("g", "m", attrs)], {"m": loaded})
         elif file is not None and yours(file, self.root):
             self.add_module_text(module, file)
+        else:
+            self.note_package(module)
 
     def add(self, obj: object, label: str, namespace: Mapping[str, object]) -> None:
         """Fingerprint whatever the global ``label`` of ``namespace`` is bound to."""
@@ -724,6 +764,9 @@ class _Walk:
         if not (code_like or wrapper):
             if not isinstance(obj, _CODE_TYPES):  # built-in functions: not Python code
                 self.values.add(obj, label, namespace)
+                self.note_package(type(obj).__module__)
+            else:
+                self.note_package(getattr(obj, "__module__", None))
             return
         if id(obj) in self.seen:
             return
@@ -739,6 +782,8 @@ class _Walk:
                 self.add_code(obj, obj.__globals__)
                 for suffix, value in bound_values(obj):
                     self.add(value, f"{label}.{suffix}", namespace)
+            else:
+                self.note_package(obj.__module__)
             registry = getattr(obj, "registry", None)  # functools.singledispatch
             if isinstance(registry, Mapping) and callable(getattr(obj, "dispatch", None)):
                 for impl in list(registry.values()):
@@ -751,9 +796,13 @@ class _Walk:
             if self.follows(obj):
                 module = sys.modules.get(obj.__module__)
                 self.add_code(obj, vars(module) if module is not None else namespace)
+            else:
+                self.note_package(obj.__module__)
         elif isinstance(obj, types.ModuleType):
             if self.is_project_module(obj):
                 self.add_module_text(obj.__name__, obj.__file__ or "")
+            else:
+                self.note_package(obj.__name__)
         else:
             assert isinstance(obj, types.MethodType)
             self.add(obj.__func__, label, namespace)
@@ -1105,12 +1154,17 @@ def code_fingerprint(
     text = walk.text(main_text)
     digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     code_files[digest] = tuple((f, k) for f in walk.imported if (k := _sources.seen_key(f)))
+    code_packages[digest] = tuple(sorted(walk.packages))
     return digest, text
 
 
 code_files: dict[str, tuple[tuple[str, tuple[int, int]], ...]] = {}
 """Fingerprint -> the source files of the project modules its code imports as it runs
 (``import helpers`` inside a task), with their ``(size, mtime_ns)`` when it was taken."""
+code_packages: dict[str, tuple[str, ...]] = {}
+"""Fingerprint -> the installed third-party packages its code uses (top-level module names,
+see :func:`installed_package`), whose versions are recorded with the results it computes
+(see :mod:`checkpoint._packages`): a version change is reported, but re-runs nothing."""
 _checked: dict[tuple[str, tuple[int, int]], tuple[float, bool]] = {}
 """``(file, (size, mtime_ns))`` -> when it was last compared with the file, and whether the
 file had changed (then it stays changed: a revert gives it a new mtime)."""

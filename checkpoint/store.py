@@ -39,7 +39,7 @@ then deleting it; leftovers of an interrupted deletion are removed when a store 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ from ._format import (
     INDEX_FILE,
     INLINE_MAX,
     LOG,
+    PACKAGES,
     SOURCE,
     TASK_ID,
     FailedRun,
@@ -244,6 +245,20 @@ class Store:
     def data_manifest(self, family: FamilyDir, task_id: str) -> dict[str, list[int]] | None:
         """What the entry's data directory held when it was stored (``None``: not recorded)."""
         return read_manifest(self.indexes.text(family, DATA_MANIFEST + task_id))
+
+    def package_versions(self, family: FamilyDir, metas: Mapping[str, Meta]) -> dict[str, dict[str, str]]:
+        """``{task id: {package: version}}``: the versions of the installed packages the code
+        used, recorded when each entry of ``metas`` (by task id) was stored; entries without
+        a record (none used, or stored before they were recorded) are left out."""
+        from ._packages import Span, versions_of
+
+        keys = self.indexes.keys(family, PACKAGES) if metas else []
+        if not keys:
+            return {}
+        texts = [self.indexes.text(family, key) for key in keys]
+        spans = [span for text in texts if (span := Span.from_text(text)) is not None]
+        return {tid: versions for tid, meta in metas.items()
+                if (versions := versions_of(spans, meta))}
 
     def data_dir(self, family: FamilyDir, task_id: str) -> Path:
         """The data directory of a task (not created)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -303,6 +303,7 @@ def test_a_thread_left_running_is_waited_for_by_the_next_run(
     earlier = set(task_threads())  # (left running by other tests, some for good)
     with pytest.raises(TaskTimeoutError, match="cannot be stopped"):
         tasks.rows().run(executor="thread", timeout=0.2)
+    _give_up_waiting_in(600)
     said: list[str] = []
 
     def show(message: Warning | str, *args: object, **kwargs: object) -> None:
@@ -321,3 +322,151 @@ def test_a_thread_left_running_is_waited_for_by_the_next_run(
     assert value == 1
     assert (tmp_path / "out" / "rows.txt").read_text() == "row\n"
     assert len(said) == 1 and "rows() (abandoned.rows) is still running" in said[0], said
+
+
+HUNG = """
+    import threading
+    from checkpoint import Product, requires, task
+
+    RELEASE = threading.Event()
+    ATTEMPTS = []
+
+    @task(timeout=0.2)
+    def rows():
+        @requires(Product("out/rows.txt"))
+        def __(out):
+            ATTEMPTS.append(1)
+            RELEASE.wait()  # hangs for good (until the test ends)
+            out.write_text("row\\n")
+            return 1
+        return __
+
+    @task
+    def other(i):
+        def __():
+            return i
+        return __
+
+    @task
+    def main():
+        @requires([rows(), other(0)])
+        def __(values):
+            return values
+        return __
+"""
+
+
+def _give_up_waiting_in(seconds: float) -> None:
+    """Move the time at which the abandoned attempts of this process count as hung to
+    ``seconds`` from now (their time limit once more after they were given up), so that a
+    test does not depend on how fast a run gets to wait for them."""
+    import dataclasses
+    import time
+
+    from checkpoint import _worker
+
+    for thread, attempt in list(_worker._abandoned.items()):
+        _worker._abandoned[thread] = dataclasses.replace(attempt, deadline=time.monotonic() + seconds)
+
+
+@pytest.fixture
+def hung(make_module: Callable[[str, str], ModuleType]) -> Iterator[ModuleType]:
+    """A module whose ``rows()`` hangs in its thread until the test ends (then its thread is
+    released and joined: no thread outlives the test). A run that would wait for it for good
+    is released after 20 s, so that a test that fails does not hang the suite."""
+    import threading
+
+    from checkpoint._worker import task_threads
+
+    tasks = make_module("hung", HUNG)
+    earlier = set(task_threads())  # (left running by other tests, some for good)
+    bound = threading.Timer(20, tasks.RELEASE.set)
+    bound.start()
+    try:
+        yield tasks
+    finally:
+        bound.cancel()
+        tasks.RELEASE.set()
+        for thread in set(task_threads()) - earlier:
+            thread.join()
+
+
+def test_a_hung_abandoned_thread_fails_the_next_run_instead_of_blocking_it(
+    hung: ModuleType, tmp_path: Path
+) -> None:
+    """A later run of this process that needs a task whose abandoned attempt never ends
+    should wait for it a bounded time (the attempt's time limit once more), then fail that
+    task with an error that names it and says to restart Python; its dependents are
+    skipped, the tasks that do not depend on it are stored, and it is never run again
+    alongside the hung attempt."""
+    import time
+    import warnings
+
+    from checkpoint import _worker
+    from checkpoint.errors import TaskStillRunningError
+
+    before = set(_worker._abandoned)
+    with pytest.raises(TaskTimeoutError, match="cannot be stopped"):
+        hung.rows().run(executor="thread")
+    [attempt] = [a for t, a in _worker._abandoned.items() if t not in before]
+    assert attempt.limit == 0.2 and attempt.deadline <= time.monotonic() + 0.2
+    _give_up_waiting_in(600)  # waits (and warns), until it waited long enough:
+    said: list[str] = []
+
+    def show(message: Warning | str, *args: object, **kwargs: object) -> None:
+        said.append(str(message))
+        _give_up_waiting_in(0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show  # type: ignore[assignment]
+        result = checkpoint.run([hung.main(), hung.other(1)], executor="thread",
+                                keep_going=True, raise_on_failure=False)
+    assert not hung.RELEASE.is_set(), "the run waited for the hung thread for good"
+    [(tid, error)] = result.failed.items()
+    assert isinstance(error, TaskStillRunningError) and isinstance(error, TaskTimeoutError)
+    assert error.limit == 0.2 and error.task == "rows()" and error.family == "hung.rows"
+    assert "Task rows() (hung.rows) cannot run: an earlier attempt of it" in str(error)
+    assert "restart the Python process" in str(error)
+    assert [t.expression() for t in result.skipped] == ["main()"]
+    assert sorted(t.expression() for t in result.ran) == ["other(0)", "other(1)"]
+    assert hung.ATTEMPTS == [1]  # never run again next to the hung attempt
+    store = Store.open()
+    assert store.count_entries("hung.other") == 2
+    assert store.count_entries("hung.rows") == 0 and store.count_entries("hung.main") == 0
+    assert not (tmp_path / "out" / "rows.txt").exists()
+    assert said == [
+        "rows() (hung.rows) is still running in a thread of this process: an earlier run gave "
+        "up on it at its time limit, and a thread cannot be stopped. This run waits for that "
+        "attempt to end before running the task again, so that the two never write into the "
+        "same files; if it still runs 0.2 s (its time limit) after it was given up, the task "
+        "fails."
+    ]
+    # Without keep_going the run raises it, as for any failure.
+    with pytest.raises(TaskStillRunningError, match="restart the Python process"):
+        hung.main().run(executor="thread")
+    assert hung.ATTEMPTS == [1]
+
+
+def test_ctrl_c_ends_the_wait_for_an_abandoned_thread(hung: ModuleType, tmp_path: Path) -> None:
+    """Ctrl-C while a run waits for an abandoned attempt should interrupt it at once (the
+    usual KeyboardInterrupt, the signal handler given back), storing nothing for the task."""
+    import threading
+    import warnings
+
+    with pytest.raises(TaskTimeoutError, match="cannot be stopped"):
+        hung.rows().run(executor="thread")
+    _give_up_waiting_in(600)  # as if its time limit were long
+
+    def ctrl_c(message: Warning | str, *args: object, **kwargs: object) -> None:
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    with warnings.catch_warnings(), pytest.raises(KeyboardInterrupt):
+        warnings.simplefilter("always")
+        warnings.showwarning = ctrl_c  # type: ignore[assignment]
+        hung.main().run(executor="thread")
+    assert not hung.RELEASE.is_set(), "the run waited for the hung thread for good"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert hung.ATTEMPTS == [1]
+    assert Store.open().count_entries("hung.rows") == 0
+    assert not (tmp_path / "out" / "rows.txt").exists()

@@ -109,6 +109,15 @@ def _indented(obj: Any, pad: str) -> str:
     return json.dumps(obj, indent=2, default=repr).replace("\n", "\n" + pad)
 
 
+def quote_target(expr: str) -> str:
+    """Quote a target for a shell, readably: ``"f('a')"`` rather than shlex's ``'f('"'"'a'"'"')'``."""
+    import shlex
+
+    if "'" in expr and not any(c in expr for c in '"$`\\!'):
+        return f'"{expr}"'
+    return shlex.quote(expr)
+
+
 def human_time(timestamp: float) -> str:
     """A local date and time, to the second."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "-"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
 import time
 
 import click
 
 from . import App, pass_app
+from ._output import quote_target
 
 
 @click.command()
@@ -32,7 +32,7 @@ def log(app: App, target: str) -> None:
     if run is None:
         raise CheckpointError(
             f"No run of {task!r} ({task.family.name}) is recorded in {app.cache_dir}. "
-            f"Run it first: checkpoint run {_quote(repr(task))}"
+            f"Run it first: checkpoint run {quote_target(repr(task))}"
         )
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
     click.echo(
@@ -47,9 +47,3 @@ def log(app: App, target: str) -> None:
     if run.traceback:
         click.echo(run.traceback, nl=not run.traceback.endswith("\n"))
 
-
-def _quote(expr: str) -> str:
-    """Quote a target for a shell, readably: ``"f('a')"`` rather than shlex's ``'f('"'"'a'"'"')'``."""
-    if "'" in expr and not any(c in expr for c in '"$`\\!'):
-        return f'"{expr}"'
-    return shlex.quote(expr)

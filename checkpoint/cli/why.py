@@ -1,7 +1,10 @@
 """``checkpoint why``: why a target would run, diffed against what the store remembers.
 
-``--json``: ``{"tasks": [{"task", "family", "id", "reason", "details": [...], "diff"}]}``
-for every task of the DAG that would run, in topological order.
+``--json``: ``{"tasks": [{"task", "family", "id", "reason", "details": [...], "diff"}],
+"packages": [{"task", "family", "id", "changed": {package: [stored, now]}}]}``: every task
+of the DAG that would run, in topological order; then every task that would be reused
+although an installed package its code used has another version now (not a reason to
+re-run: see :mod:`checkpoint._packages`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from .._text import plural
 from .._types import Reason
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import emit_json, human_time
+from ._output import emit_json, human_time, quote_target
 
 if TYPE_CHECKING:
-    from ..explain import Explanation
+    from ..explain import Explanation, PackageChange
 
 _PER_GROUP = 5
 _MAX_DETAILS = 8
@@ -38,23 +41,30 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
       checkpoint why main            # why main (or anything under it) would run
       checkpoint why 'choose(6, 3)'  # one task: the argument or code that changed
     """
-    from ..explain import explain
+    from ..explain import explain, package_changes
     from ..graph import plan
 
     tasks = app.targets(targets)
     store = app.store
     the_plan = plan(tasks, store, code_check=not no_code_check)
     explanations = explain(the_plan, store)
+    packages = package_changes(the_plan, store)
     if as_json:
-        emit_json({"tasks": [e.to_json() for e in explanations]})
+        emit_json({"tasks": [e.to_json() for e in explanations],
+                   "packages": [p.to_json() for p in packages]})
         return
     by_id = {e.task.id: e for e in explanations}
     target_ids = {t.id for t in tasks}
+    changed = {p.task.id: p for p in packages}
     for task in tasks:
         node = the_plan.nodes[task.id]
         if node.reason is None:
             stored = human_time(node.meta.stored) if node.meta else "?"
             click.echo(f"{task.expression()} is fresh (stored {stored}): nothing would run.")
+            if task.id in changed:
+                click.echo(f"  {_changes(changed[task.id])} since this was stored (not a reason "
+                           f"to re-run; `checkpoint clear {quote_target(task.expression())}` "
+                           "to recompute)")
         else:
             _show(by_id[task.id])
     # Then the root causes: the tasks that run for a reason of their own, grouped.
@@ -77,6 +87,30 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
                         if e.reason is Reason.UPSTREAM_RERUN and e.task.id not in target_ids)
     if upstream_only:
         click.echo(f"{plural(upstream_only, 'other task')} would re-run only because a prerequisite does.")
+    _show_upstream_packages([p for p in packages if p.task.id not in target_ids])
+
+
+def _changes(change: PackageChange) -> str:
+    return ", ".join(f"{p} {old} -> {new}" for p, (old, new) in change.changed.items())
+
+
+def _show_upstream_packages(changes: list[PackageChange]) -> None:
+    """The reused tasks upstream whose packages changed, grouped by family and change."""
+    if not changes:
+        return
+    groups: dict[tuple[str, str], list[PackageChange]] = {}
+    for change in changes:
+        groups.setdefault((change.task.family.short_name, _changes(change)), []).append(change)
+    click.echo("Installed packages changed since results upstream were stored (not a reason "
+               "to re-run; `checkpoint clear NAME` recomputes a family):")
+    for (name, text), group in sorted(groups.items()):
+        if len(group) == 1:
+            who = group[0].task.expression()
+        else:
+            shown = ", ".join(c.task.expression() for c in group[:_PER_GROUP])
+            more = f" and {len(group) - _PER_GROUP} more" if len(group) > _PER_GROUP else ""
+            who = f"{len(group)} {name} tasks ({shown}{more})"
+        click.echo(f"  {who}: {text}")
 
 
 def _names(exps: list[Explanation]) -> str:
