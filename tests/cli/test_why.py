@@ -184,6 +184,10 @@ def _install(site: Path, fakenum: str, plainmod: str) -> None:
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakenum\nVersion: {fakenum}\n")
     (site / "plainmod.py").write_text(f"__version__ = {plainmod!r}\nVALUE = 10\n")
+    # Rewritten within the same second at the same size, a module's cached bytecode would
+    # still pass Python's check (mtime and size): pip removes it, and so does this.
+    for cached in (site / "__pycache__", site / "fakenum" / "__pycache__"):
+        shutil.rmtree(cached, ignore_errors=True)
     sys.modules.pop("plainmod", None)  # (an upgrade takes effect in a new process)
     sys.modules.pop("fakenum", None)
 
