@@ -827,8 +827,11 @@ class _Walk:
         while attrs:
             parent = sys.modules.get(module)
             sub = f"{module}.{attrs[0]}"
-            if (parent is not None and hasattr(parent, attrs[0])) or (
-                    sub not in sys.modules and _module_file(sub) is None):
+            if parent is not None and hasattr(parent, attrs[0]):
+                break  # followed through the loaded package
+            if sub not in sys.modules and (
+                    not os.path.basename(_module_file(module) or "").startswith("__init__.")
+                    or _module_file(sub) is None):
                 break
             self._follow_module(module, ())  # the package runs too
             module, attrs = sub, attrs[1:]
