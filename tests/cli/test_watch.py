@@ -158,8 +158,11 @@ def test_watch_sees_a_save_made_during_the_first_run(tmp_path: Path, what: str) 
             (tmp_path / "saved").touch()
             # The first run shows a-1, or fails (StaleModuleError) if it sees the module's edit
             # as it ends: either way the watch must run again.
-            assert errs.expect(lambda line: line.startswith("Changed:"), "naming the save") == (
-                f"Changed: {'helper06.py' if what == 'module' else 'data.txt'}; running again.")
+            line = errs.expect(lambda line: line.startswith("Changed:"), "naming the save")
+            saved = "helper06.py" if what == "module" else "data.txt"
+            # (a file saved moments before the run began may be named too: an extra run at
+            # worst, never a missed one)
+            assert saved in line.removeprefix("Changed: ").removesuffix("; running again.").split(", ")
             new = "a-2" if what == "module" else "b-1"
             assert out.expect(lambda line: line == new, "with the new value") == new
             assert out.seen[:-1] in ([], ["a-1"])
