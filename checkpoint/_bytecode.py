@@ -4,11 +4,12 @@ changes, and modules imported inside functions, found with :mod:`dis`."""
 from __future__ import annotations
 
 import dis
+import re
 import types
 from collections.abc import Iterator
 from typing import Any
 
-from ._sources import Read
+from ._sources import UNKNOWN, Read
 
 _GLOBAL_LOADS = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"}
 _ATTR_LOADS = {"LOAD_ATTR", "LOAD_METHOD"}
@@ -38,34 +39,149 @@ def disassemble(code: types.CodeType) -> tuple[Read, ...]:
     :data:`~checkpoint._sources.Read`). Locals, parameters and closures are told apart by
     the compiler: only ``LOAD_GLOBAL``/``LOAD_NAME`` name a global."""
     reads: dict[Read, None] = {}
-    imported: dict[str, tuple[str, tuple[str, ...]]] = {}  # local name -> (module, attrs)
-    bodies = [[i for i in dis.get_instructions(c) if i.opname != "EXTENDED_ARG"]
+    bound: dict[str, dict[Read, None]] = {}  # local name -> reads whose attrs its uses extend
+    bodies = [(c, [i for i in dis.get_instructions(c) if i.opname != "EXTENDED_ARG"])
               for c in _walk_code(code)]
-    for ins in bodies:
+    for c, ins in bodies:
         class_locals = {i.argval for i in ins if i.opname == "STORE_NAME"}
         for k, i in enumerate(ins):
             if i.opname in _GLOBAL_LOADS and i.argval not in class_locals:
                 chain = _chain(ins, k + 1)
-                reads[("g", str(i.argval), chain)] = None
+                call = _call_by_literal_name(ins, k + 1 + len(chain), c.co_consts)
+                if call is None:
+                    reads[("g", str(i.argval), chain)] = None
+                else:
+                    _put_call(reads, bound, ("m", str(i.argval), chain), call)
                 written = _written(ins, k + 1 + len(chain), chain)
                 if written is not None:
                     reads[("w", str(i.argval), written)] = None
             elif i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
                 reads[("w", str(i.argval), ())] = None
             elif i.opname == "IMPORT_NAME":
-                imported.update(_local_import(ins, k))
-    if imported:
-        for ins in bodies:
+                for name, read in _local_import(ins, k).items():
+                    bound.setdefault(name, {})[read] = None
+    done: set[tuple[str, Read]] = set()
+    while len(done) < sum(map(len, bound.values())):  # a call's result may bind one more
+        todo: dict[str, list[Read]] = {}
+        for name, found in list(bound.items()):
+            for read in found:
+                if (name, read) not in done:
+                    done.add((name, read))
+                    todo.setdefault(name, []).append(read)
+        for c, ins in bodies:
             for k, i in enumerate(ins):
                 if not i.opname.startswith(("LOAD_FAST", "LOAD_DEREF", "LOAD_NAME")):
                     continue
                 names = i.argval if isinstance(i.argval, tuple) else (i.argval,)
-                for name in names:
-                    if name in imported:
-                        module, attrs = imported[name]
-                        chain = _chain(ins, k + 1) if len(names) == 1 else ()
-                        reads[("i", module, attrs + chain)] = None
+                for kind, base, attrs in [r for n in names for r in todo.get(n, ())]:
+                    chain = _chain(ins, k + 1) if len(names) == 1 else ()
+                    call = None
+                    if kind == "i" and len(names) == 1:
+                        call = _call_by_literal_name(ins, k + 1 + len(chain), c.co_consts)
+                    if call is None:
+                        reads[(kind, base, attrs + chain)] = None
+                    else:
+                        _put_call(reads, bound, ("m", base, attrs + chain), call)
     return tuple(reads)
+
+
+_CALLS = frozenset({"CALL", "CALL_FUNCTION", "CALL_METHOD", "CALL_KW", "CALL_FUNCTION_KW"})
+_VARIABLES = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF", "LOAD_CLASSDEREF",
+                        "LOAD_GLOBAL", "LOAD_NAME"})
+_MODULE_NAME = re.compile(r"\.+|\.*\w+(\.\w+)*")
+
+
+class _Variable:
+    """An argument read from a variable: not known before the code runs."""
+
+
+def _call_by_literal_name(ins: list[dis.Instruction], k: int, consts: tuple[object, ...],
+                          ) -> tuple[tuple[str, ...], tuple[str, ...], str | None] | None:
+    """When ``ins[k:]`` calls what was loaded just before with a first argument that is a
+    module name written as a literal string (``import_module("pkg.util")``,
+    ``__import__("pkg.util", fromlist=["h"])``): ``(spec, use, stored)``, where ``spec`` is
+    ``("(", name, package, fromlist, level, how)``, the arguments that choose the module
+    whichever function it is (:data:`UNKNOWN` when one is not a literal; fromlist ``"1"``
+    when given and not empty), ``how`` is ``"stored"`` when the result goes into the local
+    ``stored`` (its uses are read apart) else ``"used"``, and ``use`` the attributes read on
+    the result. ``None`` for any other code (then the name is computed, or not a module's)."""
+    found = _literal_arguments(ins, k, consts)
+    if found is None:
+        return None
+    positional, keywords, end = found
+    name = positional[0] if positional else None
+    if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
+        return None
+
+    def argument(n: int, keyword: str, default: object) -> object:
+        return positional[n] if len(positional) > n else keywords.get(keyword, default)
+
+    package, fromlist, level = argument(1, "package", ""), argument(3, "fromlist", ()), argument(4, "level", 0)
+    spec = ("(", name, package if isinstance(package, str) else UNKNOWN,
+            UNKNOWN if isinstance(fromlist, _Variable) else "1" if fromlist else "",
+            str(level) if type(level) is int else UNKNOWN)
+    after = ins[end + 1] if end + 1 < len(ins) else None
+    if after is not None and after.opname in ("STORE_FAST", "STORE_DEREF", "STORE_NAME"):
+        return (*spec, "stored"), (), str(after.argval)
+    return (*spec, "used"), _chain(ins, end + 1), None
+
+
+def _literal_arguments(ins: list[dis.Instruction], k: int, consts: tuple[object, ...],
+                       ) -> tuple[list[object], dict[str, object], int] | None:
+    """The arguments of the call of what was loaded just before ``ins[k]`` when each is a
+    literal (a constant, a list or tuple of them) or a plain variable (``globals()``
+    included: then a :class:`_Variable`), and the index of the call; else ``None``."""
+    stack: list[object] = []
+    keywords: object = ()
+    j = k + (k < len(ins) and ins[k].opname == "PUSH_NULL")
+    while j < len(ins) and j < k + 40:
+        i, op = ins[j], ins[j].opname
+        if op == "LOAD_CONST":
+            stack.append(i.argval)
+        elif op in ("LOAD_GLOBAL", "LOAD_NAME") and (call := _no_argument_call(ins, j + 1)):
+            stack.append(_Variable())  # globals(), locals()
+            j = call
+        elif op in _VARIABLES and dis.stack_effect(i.opcode, i.arg) == 1:
+            stack.append(_Variable())
+        elif op == "LOAD_ATTR" and stack and dis.stack_effect(i.opcode, i.arg) == 0:
+            stack[-1] = _Variable()
+        elif op in ("BUILD_LIST", "BUILD_TUPLE") and i.arg is not None and i.arg <= len(stack):
+            items = stack[len(stack) - i.arg:]
+            del stack[len(stack) - i.arg:]
+            stack.append(items)
+        elif op == "LIST_EXTEND" and i.arg == 1 and len(stack) >= 2 and isinstance(stack[-1], tuple):
+            extra = stack.pop()
+            stack[-1] = [*stack[-1], *extra] if isinstance(stack[-1], list) else _Variable()
+        elif op == "KW_NAMES" and i.arg is not None:
+            keywords = consts[i.arg]
+        elif op in _CALLS:
+            if op in ("CALL_KW", "CALL_FUNCTION_KW"):
+                keywords = stack.pop() if stack else None
+            if not isinstance(keywords, tuple) or i.arg != len(stack) or len(keywords) > len(stack):
+                return None
+            cut = len(stack) - len(keywords)
+            return stack[:cut], dict(zip(map(str, keywords), stack[cut:], strict=True)), j
+        elif op != "PRECALL":
+            return None
+        j += 1
+    return None
+
+
+def _no_argument_call(ins: list[dis.Instruction], k: int) -> int | None:
+    """The index of the call at ``ins[k]`` when it calls, with no arguments, what was loaded
+    just before (``globals()``), else ``None``."""
+    k += k < len(ins) and ins[k].opname == "PRECALL"
+    return k if k < len(ins) and ins[k].opname in _CALLS and ins[k].arg == 0 else None
+
+
+def _put_call(reads: dict[Read, None], bound: dict[str, dict[Read, None]], callee: Read,
+              call: tuple[tuple[str, ...], tuple[str, ...], str | None]) -> None:
+    """Record a call by a literal module name (see :func:`_call_by_literal_name`)."""
+    kind, base, attrs = callee
+    spec, use, stored = call
+    reads[(kind, base, attrs + spec + use)] = None
+    if stored is not None:
+        bound.setdefault(stored, {})[(kind, base, attrs + spec[:-1] + ("used",))] = None
 
 
 _MUTATORS = frozenset({
@@ -90,13 +206,13 @@ def _written(ins: list[dis.Instruction], k: int, chain: tuple[str, ...]) -> tupl
     return None
 
 
-def _local_import(ins: list[dis.Instruction], k: int) -> dict[str, tuple[str, tuple[str, ...]]]:
+def _local_import(ins: list[dis.Instruction], k: int) -> dict[str, Read]:
     """The names bound by the import statement whose ``IMPORT_NAME`` is ``ins[k]``."""
     module = str(ins[k].argval)
     level = ins[k - 2].argval if k >= 2 and ins[k - 2].opname == "LOAD_CONST" else 0
     fromlist = ins[k - 1].argval if k >= 1 and ins[k - 1].opname == "LOAD_CONST" else None
     qualified = f"{level or 0}:{module}"
-    bound: dict[str, tuple[str, tuple[str, ...]]] = {}
+    bound: dict[str, Read] = {}
     taken: list[str] = []
     for i in ins[k + 1:]:
         if i.opname not in _IMPORT_GLUE:
@@ -106,12 +222,12 @@ def _local_import(ins: list[dis.Instruction], k: int) -> dict[str, tuple[str, tu
         elif i.opname in _STORES:
             name = str(i.argval)
             if fromlist:  # from module import a as name
-                bound[name] = (qualified, tuple(taken[-1:]))
+                bound[name] = ("i", qualified, tuple(taken[-1:]))
             elif taken:  # import a.b.c as name
-                bound[name] = (qualified, ())
+                bound[name] = ("i", qualified, ())
                 break
             else:  # import a.b.c binds a
-                bound[name] = (f"{level or 0}:{module.split('.')[0]}", ())
+                bound[name] = ("i", f"{level or 0}:{module.split('.')[0]}", ())
                 break
     return bound
 

@@ -28,7 +28,7 @@ import types
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-_FORMAT = 1
+_FORMAT = 2
 """Version of what the disk cache holds; bump it when any stored text or read changes."""
 
 Read = tuple[str, str, tuple[str, ...]]
@@ -36,7 +36,15 @@ Read = tuple[str, str, tuple[str, ...]]
 read on it, e.g. ``("g", "features", ("scale",))``); ``"w"`` for a global changed by the
 code (rebound, or changed in place through those attributes: ``CALLS.append(...)``); ``"i"``
 for a module imported inside a function (``name`` is ``"{level}:{module}"``, attributes are
-the names taken from it)."""
+the names taken from it); ``"m"`` for a call whose first argument is a module name written
+as a literal string (``importlib.import_module("pkg.util")``, ``__import__("pkg.util")``):
+``name`` and the attributes up to ``"("`` are what is called (``name`` a global, or
+``"{level}:{module}"`` for a module imported inside the function), then the arguments that
+choose the module (see :func:`checkpoint._bytecode._call_by_literal_name`), then the
+attributes read on the result."""
+
+UNKNOWN = "\x00"
+"""In a read of kind ``"m"``: an argument that is not a literal."""
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)

@@ -51,7 +51,7 @@ from pathlib import PurePath
 from typing import Any, cast
 
 from . import _sources
-from ._sources import Read
+from ._sources import UNKNOWN, Read
 from .errors import StaleModuleError
 
 __all__ = ["FingerprintWarning", "code_fingerprint"]
@@ -443,8 +443,10 @@ def _module_file(name: str) -> str | None:
     if module is not None:
         file = getattr(module, "__file__", None)
         return file if isinstance(file, str) else None
-    parts = name.split(".")
-    for entry in sys.path:
+    parent, _, last = name.rpartition(".")
+    search = getattr(sys.modules.get(parent), "__path__", None) if parent else None
+    entries, parts = (list(search), [last]) if search is not None else (sys.path, name.split("."))
+    for entry in entries:
         base = os.path.join(entry or os.getcwd(), *parts)
         for candidate in (base + ".py", os.path.join(base, "__init__.py")):
             if os.path.isfile(candidate):
@@ -604,6 +606,20 @@ def _pyc_code(filename: str) -> tuple[str, types.CodeType | None]:
     return pyc, code if isinstance(code, types.CodeType) else None
 
 
+def _importer(obj: object) -> str | None:
+    """``"importlib.import_module"`` or ``"__import__"`` when ``obj`` is that function."""
+    import builtins
+
+    importlib_module = sys.modules.get("importlib")
+    if obj is None:
+        return None
+    if obj is getattr(importlib_module, "import_module", None):
+        return "importlib.import_module"
+    if obj is builtins.__import__ or obj is getattr(importlib_module, "__import__", None):
+        return "__import__"
+    return None
+
+
 def _by_computed_name(obj: object, attrs: tuple[str, ...]) -> str | None:
     """What ``obj`` then ``attrs`` is when it reaches modules by a name computed when the
     code runs: ``importlib.import_module``, ``sys.modules[...]``; else ``None``."""
@@ -698,6 +714,9 @@ class _Walk:
             if kind == "i":
                 self.follow_import(name, attrs, namespace)
                 continue
+            if kind == "m":
+                self.follow_call(name, attrs, namespace)
+                continue
             if name not in namespace:
                 if name == "__import__" and kind == "g":
                     self.values.warn_dynamic_import("__import__")
@@ -735,14 +754,90 @@ class _Walk:
             if not name.startswith("__"):
                 self.add(value, name, namespace)
 
-    def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, object]) -> None:
+    def follow_call(self, base: str, attrs: tuple[str, ...], namespace: Mapping[str, object]) -> None:
+        """A call whose first argument is a module name written as a literal string (see
+        :func:`checkpoint._bytecode._call_by_literal_name`): when it calls
+        ``importlib.import_module`` or ``__import__``, the module it imports, as ``import``
+        would; in any case what it calls, as any other read."""
+        cut = attrs.index("(")
+        callee: Read = ("i" if ":" in base else "g", base, attrs[:cut])
+        importer = _importer(self._resolve(callee, namespace))
+        if importer is None:
+            self.follow_reads([callee], namespace)
+            return
+        name, package, fromlist, level, how = attrs[cut + 1:cut + 6]
+        if how == "stored":
+            return  # the uses of the local that holds the result are read apart
+        use = attrs[cut + 6:]
+        if UNKNOWN in (package if name.startswith(".") else "", level):
+            self.values.warn_dynamic_import(importer)  # a package or level known when it runs
+            return
+        try:
+            if importer == "importlib.import_module":
+                module = importlib.util.resolve_name(name, package or None)
+                targets = [(module, use)]
+            else:
+                relative = "." * int(level) + name if int(level) else name
+                module = importlib.util.resolve_name(
+                    relative, str(namespace.get("__package__") or "") if int(level) else None)
+                top = module[:len(module) - len(name) + len(name.partition(".")[0])] if name else module
+                targets = [(module, use)] if fromlist == "1" else [(top, use)]
+                if fromlist == UNKNOWN:
+                    targets.append((module, use))
+                if not use:  # the module for what importing it does, or passed around
+                    targets.append((module, ()))
+        except (ImportError, ValueError, TypeError):
+            return  # fails when it runs
+        for module, chain in targets:
+            self.follow_import(f"0:{module}", chain, namespace)
+
+    def _resolve(self, read: Read, namespace: Mapping[str, object]) -> object:
+        """What a read (of a global, or of a module imported inside the code) is bound to
+        now, through modules only, or ``None``."""
+        kind, name, attrs = read
+        obj: object
+        if kind == "i":
+            obj = sys.modules.get(self._module_name(name, namespace) or "")
+        else:
+            import builtins
+
+            obj = namespace[name] if name in namespace else getattr(builtins, name, None)
+        for attr in attrs:
+            obj = getattr(obj, attr, None) if isinstance(obj, types.ModuleType) else None
+        return obj
+
+    @staticmethod
+    def _module_name(name: str, namespace: Mapping[str, object]) -> str | None:
+        """The module an import inside the code names (``"{level}:{module}"``)."""
         level, _, module = name.partition(":")
-        if level != "0":
-            package = str(namespace.get("__package__") or "")
-            try:
-                module = importlib.util.resolve_name("." * int(level) + module, package)
-            except (ImportError, ValueError):
-                return
+        if level == "0":
+            return module
+        package = str(namespace.get("__package__") or "")
+        try:
+            return importlib.util.resolve_name("." * int(level) + module, package)
+        except (ImportError, ValueError):
+            return None
+
+    def follow_import(self, name: str, attrs: tuple[str, ...], namespace: Mapping[str, object]) -> None:
+        found = self._module_name(name, namespace)
+        if found is None:
+            return
+        module = found
+        # import pkg.util, then pkg.util.h: the submodule may not be loaded in this process
+        while attrs:
+            parent = sys.modules.get(module)
+            sub = f"{module}.{attrs[0]}"
+            if parent is not None and hasattr(parent, attrs[0]):
+                break  # followed through the loaded package
+            if sub not in sys.modules and (
+                    not os.path.basename(_module_file(module) or "").startswith("__init__.")
+                    or _module_file(sub) is None):
+                break
+            self._follow_module(module, ())  # the package runs too
+            module, attrs = sub, attrs[1:]
+        self._follow_module(module, attrs)
+
+    def _follow_module(self, module: str, attrs: tuple[str, ...]) -> None:
         loaded = sys.modules.get(module)
         file = getattr(loaded, "__file__", None) if loaded is not None else _module_file(module)
         if isinstance(file, str) and file and yours(file, self.root):
@@ -1101,12 +1196,18 @@ class _Values:
         if (self.walk.family, "<import>") in _warned:
             return
         _warned.add((self.walk.family, "<import>"))
-        verb = "reads" if call.startswith("sys.") else "imports"
+        if call.startswith("sys."):
+            what = f"reads modules through {call}"
+            fix = "Import them by name (import models.linear)"
+        else:
+            what = f"imports modules by a name computed when it runs ({call})"
+            fix = ('Import them by name (import models.linear, or '
+                   'importlib.import_module("models.linear") with the name written out)')
         self._warn(
-            f"Task {self.walk.family} {verb} modules by a computed name ({call}): the code of "
-            "the modules it loads that way is not fingerprinted, so editing them will not "
-            "re-run the task. Import them by name (import models.linear), or pin the task's "
-            "code with @task(version=...) and bump the version when they change.", self.walk.module)
+            f"Task {self.walk.family} {what}: the code of the modules it loads that way is not "
+            f"fingerprinted, so editing them will not re-run the task. {fix}, or pin the "
+            "task's code with @task(version=...) and bump the version when they change.",
+            self.walk.module)
 
     def _warn(self, message: str, module: str) -> None:
         fn = next(_class_functions(self.walk.fn), None) if isinstance(self.walk.fn, type) else self.walk.fn

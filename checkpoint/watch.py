@@ -21,7 +21,9 @@ Waiting uses the ``watchfiles`` package (the ``watch`` extra), which the rest of
 never imports. It watches directories, not files: an editor that saves by writing a new file
 and renaming it over the old one replaces the file a watch on it would follow. A change
 made while a run was going on is caught too: :func:`wait_for_change` first compares the
-files with what they were when the run started (:meth:`WatchSet.snapshot`).
+files with what they were when the run started (:meth:`WatchSet.snapshot`), and a file that
+only this run made part of the watch set (a module it imported, an input; the first run
+knows only the taskfile) with the time the run started: changed since, it counts.
 """
 
 from __future__ import annotations
@@ -196,20 +198,48 @@ def watch_set(taskfile: Path, targets: Iterable[Task[object]] | None) -> WatchSe
     return WatchSet(frozenset(files), tuple(trees), frozenset(exclude))
 
 
-def changed(watched: WatchSet, before: dict[str, Stat | None]) -> list[str]:
+def changed(watched: WatchSet, before: dict[str, Stat | None], since: int | None = None) -> list[str]:
     """The watched files that differ from ``before`` (a :meth:`WatchSet.snapshot`, maybe of
-    an earlier watch set: files it does not know are not compared)."""
+    an earlier watch set). A file it does not know (the run made it part of the watch set:
+    a module it imported, an input) counts when ``since`` (a :func:`time.time_ns` taken
+    before the snapshot) is given and the file changed at or after it: the run may have read
+    it before the change (see :func:`_changed_since`)."""
     now = watched.snapshot()
-    return sorted(p for p, stat in before.items()
-                  if (now[p] != stat if p in now else stat is not None and watched.matches(p)))
+    found = {p for p, stat in before.items()
+             if (now[p] != stat if p in now else stat is not None and watched.matches(p))}
+    if since is not None:
+        found.update(p for p, stat in now.items()
+                     if p not in before and stat is not None and _changed_since(p, since))
+    return sorted(found)
 
 
-def wait_for_change(watched: WatchSet, baseline: dict[str, Stat | None]) -> list[str]:
+_COARSE_NS = 2_000_000_000
+"""How far back a whole-second timestamp may lie from the moment it records (FAT keeps even
+seconds); a finer one lags the clock by at most a scheduler tick, :data:`_TICK_NS`."""
+_TICK_NS = 100_000_000
+
+
+def _changed_since(path: str, since: int) -> bool:
+    """Whether a file's content or name changed at or after ``since``, by its mtime or its
+    ctime (a file renamed over another keeps its mtime), with a margin for timestamps that
+    are coarser than the clock: a spurious extra run is better than a missed change."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    stamp = max(st.st_mtime_ns, st.st_ctime_ns)
+    coarse = st.st_mtime_ns % 1_000_000_000 == 0 and st.st_ctime_ns % 1_000_000_000 == 0
+    return stamp >= since - (_COARSE_NS if coarse else _TICK_NS)
+
+
+def wait_for_change(watched: WatchSet, baseline: dict[str, Stat | None],
+                    since: int | None = None) -> list[str]:
     """Block until a watched file changes; return the changed paths.
 
-    ``baseline`` is a snapshot from before the run: a file that differs from it already
-    counts, and so does a change made before the watch began. Ctrl-C raises
-    :class:`KeyboardInterrupt`.
+    ``baseline`` is a snapshot taken before the run, at time ``since``: a file that differs
+    from it already counts, and so does a file it does not know that changed since then
+    (see :func:`changed`), so a change made while the run went on, or before the watch
+    began, is not missed. Ctrl-C raises :class:`KeyboardInterrupt`.
 
     Raises:
         UsageError: the ``watchfiles`` package is not installed.
@@ -222,7 +252,7 @@ def wait_for_change(watched: WatchSet, baseline: dict[str, Stat | None]) -> list
             "(or pip install watchfiles)."
         ) from None
 
-    found = changed(watched, baseline)
+    found = changed(watched, baseline, since)
     if found:
         return found
     checked = False
@@ -238,7 +268,7 @@ def wait_for_change(watched: WatchSet, baseline: dict[str, Stat | None]) -> list
             return sorted({path for _, path in changes})
         if not checked:  # the first timeout: the watch is up, look once at what it missed
             checked = True
-            found = changed(watched, baseline)
+            found = changed(watched, baseline, since)
             if found:
                 return found
     raise AssertionError("unreachable: watchfiles.watch only ends on a stop event")

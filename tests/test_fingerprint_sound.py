@@ -453,13 +453,14 @@ def test_28_a_dynamic_import_warns_once(make_module: Any) -> None:
             return __
 
         @task
-        def plain():
+        def plain(name: str):
             def __():
-                return __import__("json").dumps(1)
+                return __import__(name).dumps(1)
             return __
     """)
-    with pytest.warns(FingerprintWarning, match=r"dynamic28\.fit imports modules by a computed "
-                      r"name \(importlib\.import_module\).*@task\(version=\.\.\.\)"):
+    with pytest.warns(FingerprintWarning, match=r"dynamic28\.fit imports modules by a name "
+                      r"computed when it runs \(importlib\.import_module\).*"
+                      r"@task\(version=\.\.\.\)"):
         code_fingerprint(mod.fit.fn, family="dynamic28.fit")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -655,7 +656,7 @@ def test_adv2_04_sys_modules_by_a_computed_name_warns(make_module: Any) -> None:
     for importlib.import_module."""
     mod = make_module("dispatch04s", DISPATCH.format(k=2))
     with pytest.warns(FingerprintWarning, match=r"dispatch04s\.by_sys_modules reads modules "
-                      r"by a computed name \(sys\.modules\[\.\.\.\]\).*@task\(version=\.\.\.\)"):
+                      r"through sys\.modules\[\.\.\.\].*@task\(version=\.\.\.\)"):
         code_fingerprint(mod.by_sys_modules.fn, family="dispatch04s.by_sys_modules")
 
 
@@ -814,3 +815,139 @@ def test_code_without_source_has_one_fingerprint_whatever_references_its_constan
     exec(compile("def f(x):\n    return x + 1.5 + 3.5\n", "<generated>", "exec"), namespace2)
     assert code_bytes(namespace2["f"]) != before
     assert held
+
+
+# --- adv4 05: modules imported by a literal name (importlib.import_module("pkg.util")) ------
+
+LITERAL_IMPORTS = {
+    "import_module": ('import importlib', 'importlib.import_module("pkg{n}.util").h(1)'),
+    "alias": ('import importlib as il', 'il.import_module("pkg{n}.util").h(1)'),
+    "from_importlib": ('from importlib import import_module as load',
+                       'load("pkg{n}.util").h(1)'),
+    "relative": ('import importlib', 'importlib.import_module(".util", "pkg{n}").h(1)'),
+    "relative_kw": ('import importlib',
+                    'importlib.import_module(".util", package="pkg{n}").h(1)'),
+    "stored": ('import importlib',
+               '(util := importlib.import_module("pkg{n}.util")).h(1) + util.h(0)'),
+    "dunder": ('', '__import__("pkg{n}.util").util.h(1)'),
+    "dunder_fromlist": ('', '__import__("pkg{n}.util", fromlist=["h"]).h(1)'),
+    "dunder_globals": ('', '__import__("pkg{n}.util", globals(), locals(), ["h"]).h(1)'),
+    "local_importlib": ('', 'importlib.import_module("pkg{n}.util").h(1)', 'import importlib'),
+    "local_from": ('', 'import_module("pkg{n}.util").h(1)', 'from importlib import import_module'),
+    "for_side_effects": ('import importlib',
+                         'importlib.import_module("pkg{n}.util") and __import__("pkg{n}.util").util.h(1)'),
+}
+
+
+@pytest.mark.parametrize("form", sorted(LITERAL_IMPORTS))
+def test_adv4_05_a_module_imported_by_a_literal_name_counts(make_module: Any, tmp_path: Path,
+                                                              form: str) -> None:
+    """``importlib.import_module("pkg.util")`` (however importlib or the function is named),
+    ``import_module(".util", "pkg")`` and ``__import__("pkg.util")`` inside a task name their
+    module as ``import pkg.util`` does: its code counts (here the module is not loaded by the
+    process that fingerprints, as in ``checkpoint run``), and there is no warning."""
+    n = sorted(LITERAL_IMPORTS).index(form)
+    head, call, *inner = LITERAL_IMPORTS[form]
+    pkg = tmp_path / f"pkg{n}"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    _rewrite(pkg / "util.py", "def h(x):\n    return x * 3\n")
+    mod = make_module(f"literal05{n}", f"""
+        {head}
+        from checkpoint import task
+
+        @task
+        def main():
+            def __():
+                {"".join(inner)}
+                return {call.format(n=n)}
+            return __
+    """)
+
+    def fingerprint() -> str:
+        for name in (f"pkg{n}", f"pkg{n}.util"):
+            sys.modules.pop(name, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FingerprintWarning)
+            return code_fingerprint(mod.main.fn, family=f"literal05{n}.main")[0]
+
+    before = fingerprint()
+    assert fingerprint() == before
+    _rewrite(pkg / "util.py", "def h(x):\n    return x * 4\n")
+    assert fingerprint() != before
+
+
+def test_adv4_05_the_user_edits_a_module_imported_by_a_literal_name(tmp_path: Path) -> None:
+    """The tester's steps: run, edit pkg/util.py, run again: the new value."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    _rewrite(tmp_path / "pkg" / "util.py", "def h(x):\n    return x * 3\n")
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent("""
+        import importlib
+        from checkpoint import task
+
+        @task
+        def main():
+            def __():
+                util = importlib.import_module("pkg.util")
+                return util.h(1)
+            return __
+    """))
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PYTHON, "-m", "checkpoint", "run", "--no-progress", "main"],
+                              cwd=tmp_path, env=ENV, text=True, capture_output=True, timeout=120)
+
+    first = run()
+    assert (first.returncode, first.stdout.strip()) == (0, "3"), first.stderr
+    assert "FingerprintWarning" not in first.stderr
+    _rewrite(tmp_path / "pkg" / "util.py", "def h(x):\n    return x * 4\n")
+    second = run()
+    assert (second.returncode, second.stdout.strip()) == (0, "4"), second.stderr
+
+
+def test_adv4_05_import_pkg_sub_inside_a_task_counts_the_submodule(make_module: Any,
+                                                                  tmp_path: Path) -> None:
+    """``import pkg.util`` inside the task, then ``pkg.util.h``, where the process that
+    fingerprints has not loaded the package: the submodule's code counts, not only the
+    package's ``__init__``."""
+    (tmp_path / "pkg05i").mkdir()
+    (tmp_path / "pkg05i" / "__init__.py").write_text("")
+    _rewrite(tmp_path / "pkg05i" / "util.py", "def h(x):\n    return x * 3\n")
+    mod = make_module("statement05", """
+        from checkpoint import task
+
+        @task
+        def main():
+            def __():
+                import pkg05i.util
+                return pkg05i.util.h(1)
+            return __
+    """)
+    before = code_fingerprint(mod.main.fn)[0]
+    _rewrite(tmp_path / "pkg05i" / "util.py", "def h(x):\n    return x * 4\n")
+    assert code_fingerprint(mod.main.fn)[0] != before
+
+
+@pytest.mark.parametrize("call", [
+    'importlib.import_module(f"models.{kind}")',
+    'importlib.import_module(".linear", package)',
+    '__import__(kind)',
+    '__import__("models.linear", globals(), locals(), [], level)',
+])
+def test_adv4_05_a_computed_name_still_warns(make_module: Any, call: str) -> None:
+    """A name (or package, or level) known only when the code runs: the warning says so."""
+    name = f"computed05{abs(hash(call)) % 10_000}"
+    mod = make_module(name, f"""
+        import importlib
+        from checkpoint import task
+
+        @task
+        def main(kind: str, package: str = "models", level: int = 0):
+            def __():
+                return {call}
+            return __
+    """)
+    with pytest.warns(FingerprintWarning, match=rf"{name}\.main imports modules by a name "
+                      r"computed when it runs \((importlib\.import_module|__import__)\)"):
+        code_fingerprint(mod.main.fn, family=f"{name}.main")

@@ -8,6 +8,7 @@ exit code 130.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -31,6 +32,7 @@ def watch_loop(
 
     taskfile = app.taskfile  # none found: the error ends the command, there is nothing to watch
     watched = WatchSet(frozenset({os.path.realpath(taskfile)}))
+    since = time.time_ns()  # files the run adds to the watch set count if changed since
     baseline = watched.snapshot()
     try:
         while True:
@@ -43,10 +45,11 @@ def watch_loop(
             watched = _watched(app, targets, watched)
             text = f"Watching {plural(len(watched), 'file')}; Ctrl-C to stop."
             if app.quiet:
-                paths = wait_for_change(watched, baseline)
+                paths = wait_for_change(watched, baseline, since)
             else:
                 with waiting(text, live=live):
-                    paths = wait_for_change(watched, baseline)
+                    paths = wait_for_change(watched, baseline, since)
+            since = time.time_ns()
             baseline = watched.snapshot()  # what the next run starts from
             root = str(taskfile.parent)
             names = [os.path.relpath(p, root) if p.startswith(root + os.sep) else p for p in paths]

@@ -114,6 +114,101 @@ def _edit_and_see(proc: subprocess.Popen[str], tmp_path: Path) -> None:
     errs.expect(lambda line: line == "Stopped watching.", "saying it stopped")
 
 
+DURING = '''
+import time
+from pathlib import Path
+from checkpoint import File, requires, task
+
+import helper06
+
+
+@task
+def main():
+    @requires(File("data.txt"))
+    def __(path):
+        value = f"{path.read_text()}-{helper06.f()}"
+        if not Path("started").exists():  # the first run: the user saves meanwhile
+            Path("started").touch()
+            while not Path("saved").exists():
+                time.sleep(0.01)
+        return value
+
+    return __
+'''
+
+
+@pytest.mark.parametrize("what", ["module", "input"])
+def test_watch_sees_a_save_made_during_the_first_run(tmp_path: Path, what: str) -> None:
+    """A module or an input saved while the first run computes (before the watch knew the
+    files: only the taskfile was watched then) starts a second run, which shows the new
+    value; Ctrl-C then ends the watch with 130."""
+    (tmp_path / "taskfile.py").write_text(DURING)
+    (tmp_path / "helper06.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "data.txt").write_text("a")
+    env = {k: v for k, v in os.environ.items() if k not in ("CP_CACHE_DIR", "FORCE_COLOR")}
+    with subprocess.Popen([CHECKPOINT, "run", "--watch", "main"], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            out, errs = Lines(proc.stdout), Lines(proc.stderr)
+            _wait_for(tmp_path / "started", proc)
+            if what == "module":
+                _write(tmp_path / "helper06.py", "def f():\n    return 2\n")
+            else:
+                _write(tmp_path / "data.txt", "b")
+            (tmp_path / "saved").touch()
+            # The first run shows a-1, or fails (StaleModuleError) if it sees the module's edit
+            # as it ends: either way the watch must run again.
+            line = errs.expect(lambda line: line.startswith("Changed:"), "naming the save")
+            saved = "helper06.py" if what == "module" else "data.txt"
+            # (a file saved moments before the run began may be named too: an extra run at
+            # worst, never a missed one)
+            assert saved in line.removeprefix("Changed: ").removesuffix("; running again.").split(", ")
+            new = "a-2" if what == "module" else "b-1"
+            assert out.expect(lambda line: line == new, "with the new value") == new
+            assert out.seen[:-1] in ([], ["a-1"])
+            errs.expect(lambda line: line.startswith("Watching"), "after the second run")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str], deadline: float = 90) -> None:
+    """Wait until the process makes ``path``."""
+    end = time.monotonic() + deadline
+    while not path.exists():
+        assert proc.poll() is None, "checkpoint ended early"
+        assert time.monotonic() < end, f"{path.name} was not made"
+        time.sleep(0.01)
+
+
+def test_changed_counts_an_unknown_file_changed_since_the_run_began(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the baseline did not know (the run added it to the watch set) counts when its
+    mtime (or ctime) is not older than the run's start, with a margin for coarse clocks."""
+    import types
+
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("1")
+    b.write_text("2")
+    ws = WatchSet(frozenset({str(a), str(b)}))
+    before = WatchSet(frozenset({str(a)})).snapshot()
+    since = os.stat(b).st_ctime_ns + 10**9  # a run that began a second after b was saved
+    assert changed(ws, before, since) == []
+    assert changed(ws, before) == []  # no start given: only known files are compared
+    os.utime(b, ns=(since, since))  # saved during that run
+    assert changed(ws, before, since) == [str(b)]
+    # A file system that keeps whole seconds: a save made just after the run began may
+    # carry a time just before it.
+    whole = since // 10**9 * 10**9
+    real = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *args, **kw: types.SimpleNamespace(
+        st_size=1, st_mtime_ns=whole, st_ctime_ns=whole, st_ino=1) if str(p) == str(b) else real(p, *args, **kw))
+    assert changed(ws, before, whole + 10**9 - 1) == [str(b)]
+    assert changed(ws, before, whole + 3 * 10**9) == []
+
+
 def test_watch_set_covers_taskfile_modules_and_source_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The watch set has the taskfile, the project's modules, source File() inputs (a file,
     a directory, a pattern) and never a declared output or an input another task writes."""
