@@ -818,6 +818,26 @@ class TaskFiles:
         return Reason.OUTPUT_CHANGED if details else None
 
 
+def one_input(inputs: list[File]) -> TaskFiles:
+    """The :class:`TaskFiles` of a task whose one requirement is one ``File`` (``inputs``:
+    that requirement list, never mutated): a sweep over files makes one per task."""
+    files = _new_files(TaskFiles)  # TaskFiles(inputs, []) without the call of __init__
+    files.inputs = inputs
+    files.outputs = _NO_PRODUCTS
+    files.produced = files.exclude = _NONE
+    files.digests = {}
+    files.outputs_now = _NO_OUTPUTS
+    files.missing = files.details = ()
+    files.unreadable = ()
+    files._agrees = None
+    return files
+
+
+_new_files = object.__new__
+_NO_PRODUCTS: list[Product] = []
+"""The outputs of every task that declares none (never mutated)."""
+
+
 def link(nodes: dict[TaskId, Node], with_files: list[Node], producing: list[Node]) -> bool:
     """Make the producer of each declared output (``producing``: the tasks that declare
     any) a prerequisite of the tasks whose ``File`` inputs name it (or a directory or
@@ -1078,10 +1098,10 @@ def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
     return None
 
 
-def check_cache_apart(with_files: list[Node], store_root: Path) -> None:
-    """Refuse declared outputs that would destroy the project or the cache: a ``Product``
-    directory that holds either (emptied before its task runs) or an output inside the
-    cache. Paths are compared as they really are, links resolved: emptying a directory
+def check_cache_apart(writing: list[Node], store_root: Path) -> None:
+    """Refuse declared outputs (of ``writing``: the tasks that declare any) that would
+    destroy the project or the cache: a ``Product`` directory that holds either (emptied
+    before its task runs) or an output inside the cache. Paths are compared as they really are, links resolved: emptying a directory
     follows a link given as the directory itself (``results -> ..``).
 
     Raises:
@@ -1089,10 +1109,9 @@ def check_cache_apart(with_files: list[Node], store_root: Path) -> None:
     """
     from ._text import task_label
 
-    root = os.getcwd()
-    writing = [node for node in with_files if node.files.outputs]  # type: ignore[union-attr]
     if not writing:  # (a sweep over source files)
         return
+    root = os.getcwd()
     real_root = os.path.realpath(root)
     real_cache = os.path.realpath(os.path.join(root, store_root))
     parents: dict[str, str] = {}  # the real path of each output's directory, once
@@ -1150,7 +1169,9 @@ def check(with_files: list[Node], cache_file: Path | None) -> None:
     whose ``meta`` is set).
 
     Inputs that another task produces are skipped: they are tracked through their producer.
-    The warm run's per-file cost (a stat and a lookup when unchanged): plain loops."""
+    The warm run's per-file cost (a stat and a lookup when unchanged): plain loops. A
+    stored task whose entry records exactly its one input's digest now (a sweep over files,
+    fresh) shares that record as its ``digests``: no dict of its own."""
     root = os.getcwd()
     cache = DigestCache(
         cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
@@ -1162,9 +1183,9 @@ def check(with_files: list[Node], cache_file: Path | None) -> None:
     for node in with_files:
         files = node.files
         assert files is not None
-        digests = files.digests
         produced = files.produced
-        for item in files.inputs:
+        inputs = files.inputs
+        for item in inputs:
             path = item.path
             if produced and path in produced:  # a key (see below): its producer tracks it
                 continue
@@ -1182,7 +1203,15 @@ def check(with_files: list[Node], cache_file: Path | None) -> None:
                 else:
                     if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
                             and entry[0] == st.st_size and entry[3] == st.st_ino):
-                        digests[INPUT + path] = entry[4]
+                        key = INPUT + path
+                        digest = entry[4]
+                        meta = node.meta
+                        if meta is not None and len(inputs) == 1:
+                            recorded = meta.deps
+                            if len(recorded) == 1 and recorded.get(key) == digest:
+                                files.digests = recorded  # == {key: digest}; never mutated
+                                continue
+                        files.digests[key] = digest
                         continue
             _digest_input(item, files, root, cache, seen)  # new, changed, missing, a pattern...
         if files.outputs and node.meta is not None:
