@@ -56,6 +56,7 @@ import errno
 import functools
 import hashlib
 import marshal
+import operator
 import os
 import re
 import shutil
@@ -63,6 +64,7 @@ import stat
 import time
 from array import array
 from collections.abc import Callable, Iterable
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +100,15 @@ _NO_OUTPUTS: dict[str, str] = {}
 _GLOB_CHARS = frozenset("*?[")
 _NO_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 """Errors of ``os.stat`` that mean "no file there" (a broken symlink, a link loop)."""
+BATCH = "\0files\0"
+"""Prefix of a plan's record in :attr:`DigestCache.dirs` (no directory key starts with a
+NUL): the digests of all its input files under one signature of their stats (see
+:func:`check`)."""
+BATCH_KEEP = 4
+"""How many plans' records the digest cache keeps (the latest)."""
+_DIGEST_LEN = 32
+"""Length of a file's digest (:func:`hash_file`)."""
+_stat_fields = operator.attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino")
 
 
 class Unreadable(Exception):
@@ -415,7 +426,14 @@ class DigestCache:
             return
         roots = _load(self.path)
         dirs, packed = roots.get(self.root) or ({}, b"")
+        batches = [key for key in self.changed_dirs if key.startswith(BATCH)]
+        for key in batches:  # (re-inserted: the latest last)
+            dirs.pop(key, None)
         dirs.update(self.changed_dirs)
+        if batches:
+            kept = [key for key in dirs if key.startswith(BATCH)]
+            for key in kept[:-BATCH_KEEP]:
+                del dirs[key]
         if self.changed:
             mine = _unpack(packed)
             for key, entry in self.changed.items():
@@ -1164,18 +1182,32 @@ def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
-def check(with_files: list[Node], cache_file: Path | None) -> None:
+def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -> None:
     """Digest the source inputs of every task, and the outputs of the stored ones (those
     whose ``meta`` is set).
 
     Inputs that another task produces are skipped: they are tracked through their producer.
     The warm run's per-file cost (a stat and a lookup when unchanged): plain loops. A
     stored task whose entry records exactly its one input's digest now (a sweep over files,
-    fresh) shares that record as its ``digests``: no dict of its own."""
+    fresh) shares that record as its ``digests``: no dict of its own.
+
+    ``batch`` (a plan whose tasks declare no outputs, so no input is produced): when every
+    input was a file whose trusted digest this check found in the cache, the plan's inputs
+    are recorded under one signature of their stats (:func:`_check_batch`); the next check
+    of the same inputs stats them all and compares that one signature, without a lookup
+    per file (or reading the cache's per-file entries)."""
     root = os.getcwd()
     cache = DigestCache(
         cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
     )
+    if batch and cache.path is not None:
+        paths = [item.path for node in with_files for item in node.files.inputs]  # type: ignore[union-attr]
+        record_key = BATCH + _text_digest("\0".join(paths))
+        if _check_batch(with_files, paths, cache.dirs.get(record_key)):
+            return
+        recorded: list[os.stat_result] | None = []  # the stats behind each digest found
+    else:
+        recorded = None
     seen: dict[str, str | Unreadable | None] = {}
     entries: dict[str, Entry] | None = None  # loaded for the first input not a known directory
     dirs = cache.dirs
@@ -1205,18 +1237,90 @@ def check(with_files: list[Node], cache_file: Path | None) -> None:
                             and entry[0] == st.st_size and entry[3] == st.st_ino):
                         key = INPUT + path
                         digest = entry[4]
+                        if recorded is not None:
+                            recorded.append(st)
                         meta = node.meta
                         if meta is not None and len(inputs) == 1:
-                            recorded = meta.deps
-                            if len(recorded) == 1 and recorded.get(key) == digest:
-                                files.digests = recorded  # == {key: digest}; never mutated
+                            deps = meta.deps
+                            if len(deps) == 1 and deps.get(key) == digest:
+                                files.digests = deps  # == {key: digest}; never mutated
                                 continue
                         files.digests[key] = digest
                         continue
+            recorded = None  # not all trusted digests of files: no record of the plan
             _digest_input(item, files, root, cache, seen)  # new, changed, missing, a pattern...
         if files.outputs and node.meta is not None:
             _digest_outputs(files, root, cache, seen)
+    if recorded:
+        _record_batch(with_files, paths, recorded, cache, record_key)
     cache.save()
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(errors="surrogateescape"), digest_size=16).hexdigest()
+
+
+def _stats_signature(stats: Iterable[os.stat_result]) -> str:
+    """One digest of the (size, mtime, ctime, inode) of each file, in order."""
+    packed = array("q", chain.from_iterable(map(_stat_fields, stats)))
+    return hashlib.blake2b(packed.tobytes(), digest_size=16, person=b"cp-files-sig").hexdigest()
+
+
+def _record_batch(with_files: list[Node], paths: list[str], stats: list[os.stat_result],
+                  cache: DigestCache, record_key: str) -> None:
+    """Record a plan's inputs (``paths``, every one a file found in the cache with a
+    trusted digest, its stat in ``stats``): their digests in order, under the signature
+    of those stats. Not when a digest is not of the usual length (it is sliced out)."""
+    digests = []
+    for node in with_files:
+        files = node.files
+        assert files is not None
+        digests.extend([files.digests[INPUT + item.path] for item in files.inputs])
+    text = "".join(digests)
+    if len(stats) == len(paths) and len(text) == _DIGEST_LEN * len(paths):
+        record = (_stats_signature(stats), text)
+        cache.dirs[record_key] = cache.changed_dirs[record_key] = record
+
+
+def _check_batch(with_files: list[Node], paths: list[str],
+                 record: tuple[str, str] | None) -> bool:
+    """Settle every input of the plan (``paths``: those of each task in order) from its
+    record, if there is one and the files' stats are exactly those it was made with:
+    their digests were trusted then, so they still are (the per-file rule, for all at
+    once). Return whether it did; if not, nothing was noted."""
+    if record is None or not paths:
+        return False
+    try:
+        stats = list(map(os.stat, paths))
+    except (OSError, ValueError):
+        return False
+    signature, digests = record
+    if _stats_signature(stats) != signature or len(digests) != _DIGEST_LEN * len(paths):
+        return False
+    keys = list(map(INPUT.__add__, paths))
+    i = 0
+    for node in with_files:
+        files = node.files
+        assert files is not None
+        count = len(files.inputs)
+        if count == 1:
+            key = keys[i]
+            digest = digests[_DIGEST_LEN * i:_DIGEST_LEN * (i + 1)]
+            meta = node.meta
+            if meta is not None:
+                deps = meta.deps
+                if len(deps) == 1 and deps.get(key) == digest:
+                    files.digests = deps  # == {key: digest}; never mutated
+                    i += 1
+                    continue
+            files.digests[key] = digest
+            i += 1
+        else:
+            found = files.digests
+            for j in range(i, i + count):
+                found[keys[j]] = digests[_DIGEST_LEN * j:_DIGEST_LEN * (j + 1)]
+            i += count
+    return True
 
 
 def _digest_input(item: File, files: TaskFiles, root: str, cache: DigestCache,

@@ -343,7 +343,7 @@ def mark(
     lacking: list[Node] = []
     if with_files:
         _files.check_cache_apart(writing, store.root)
-        _files.check(with_files, store.root / _files.CACHE_NAME)
+        _files.check(with_files, store.root / _files.CACHE_NAME, batch=not writing)
     fingerprints: dict[TaskFamily[..., object], str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():
         family = node.task.family
