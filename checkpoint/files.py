@@ -136,18 +136,14 @@ def _path_text(path: Any, what: str) -> str:
     return text
 
 
-def _plain(path: str) -> bool:
-    """Whether a path is relative and already normal (``a/b.csv``): no ``.``, ``..``,
-    ``//`` or trailing ``/`` to remove (a cheap test: most paths are like that)."""
-    return (
-        os.sep == "/" and path[0] != "/" and path[-1] != "/" and "//" not in path
-        and not ("." in path and ("/." in path or path[0] == "."))
-    )
-
-
 def key_of(path: str, root: str) -> str:
     """The project-relative, normalized form of ``path`` (absolute when outside ``root``)."""
-    if _plain(path):
+    # Relative and already normal (a/b.csv: no ".", "..", "//" or trailing "/" to remove),
+    # as most paths are: a cheap test first.
+    if (
+        path[0] != "/" and path[-1] != "/" and "//" not in path
+        and not ("." in path and ("/." in path or path[0] == ".")) and os.sep == "/"
+    ):
         return path
     norm = os.path.normpath(path)
     if os.path.isabs(norm):
@@ -524,7 +520,9 @@ def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False
     and the stat (size, mtime, ctime, inode) of each file the manifest covers, in one
     buffer. Directories are walked as in :func:`_dir_manifest`."""
     digest = hashlib.blake2b(digest_size=16, person=b"cp-dir-sig")
-    stats = array("q")
+    # Unsigned: an int is converted without a parse (signed ints take one each); the
+    # bytes are those of signed ints, which a time before 1970 needs.
+    stats = array("Q")
     add = stats.extend
     os_stat = os.stat
     seen: set[str] = set()
@@ -553,8 +551,15 @@ def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False
                 continue
             if st.st_mode & 0o170000 == 0o040000:  # stat.S_ISDIR, inlined
                 stack.append(path)
-            else:
-                add((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+                continue
+            fields = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            try:
+                add(fields)
+            except OverflowError:  # a time before 1970: signed from here on
+                del stats[len(stats) - len(stats) % 4:]  # (what extend added of this file)
+                stats = array("q", stats)
+                add = stats.extend
+                add(fields)
     digest.update(stats)
     return digest.hexdigest()
 
@@ -1262,7 +1267,11 @@ def _text_digest(text: str) -> str:
 
 def _stats_signature(stats: Iterable[os.stat_result]) -> str:
     """One digest of the (size, mtime, ctime, inode) of each file, in order."""
-    packed = array("q", chain.from_iterable(map(_stat_fields, stats)))
+    stats = list(map(_stat_fields, stats))
+    try:  # unsigned: converted without a parse of each int (the same bytes as signed)
+        packed = array("Q", chain.from_iterable(stats))
+    except OverflowError:  # a time before 1970
+        packed = array("q", chain.from_iterable(stats))
     return hashlib.blake2b(packed.tobytes(), digest_size=16, person=b"cp-files-sig").hexdigest()
 
 
@@ -1298,6 +1307,7 @@ def _check_batch(with_files: list[Node], paths: list[str],
     if _stats_signature(stats) != signature or len(digests) != _DIGEST_LEN * len(paths):
         return False
     keys = list(map(INPUT.__add__, paths))
+    found = [digests[at:at + _DIGEST_LEN] for at in range(0, len(digests), _DIGEST_LEN)]
     i = 0
     for node in with_files:
         files = node.files
@@ -1305,20 +1315,17 @@ def _check_batch(with_files: list[Node], paths: list[str],
         count = len(files.inputs)
         if count == 1:
             key = keys[i]
-            digest = digests[_DIGEST_LEN * i:_DIGEST_LEN * (i + 1)]
+            digest = found[i]
+            i += 1
             meta = node.meta
             if meta is not None:
                 deps = meta.deps
                 if len(deps) == 1 and deps.get(key) == digest:
                     files.digests = deps  # == {key: digest}; never mutated
-                    i += 1
                     continue
             files.digests[key] = digest
-            i += 1
         else:
-            found = files.digests
-            for j in range(i, i + count):
-                found[keys[j]] = digests[_DIGEST_LEN * j:_DIGEST_LEN * (j + 1)]
+            files.digests.update(zip(keys[i:i + count], found[i:i + count]))
             i += count
     return True
 

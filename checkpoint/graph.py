@@ -230,6 +230,7 @@ class _Key:
 
 
 _END = object()
+_FLAT_LEAVES = frozenset({Task, _files.File})
 
 
 def arrangement(requirements: list[Requirement]) -> str | None:
@@ -254,6 +255,19 @@ def arrangement(requirements: list[Requirement]) -> str | None:
             found = True
         elif isinstance(item, list):
             parts.append("[")
+            if type(item) is list and _FLAT_LEAVES.issuperset(map(type, item)):
+                # A flat list of tasks and input files (a task reading many files): in
+                # place, as the stack would give them.
+                root = root or os.getcwd()
+                key_of = _files.key_of
+                for leaf in item:
+                    if type(leaf) is Task:
+                        parts.append(leaf.id)  # type: ignore[attr-defined]
+                    else:  # (File.key, not kept: only linking asks again)
+                        parts.append("F" + repr(key_of(leaf.path, root)))  # type: ignore[attr-defined]
+                parts.append("]")
+                found = found or bool(item)
+                continue
             stack.append(_END)
             stack.extend(reversed(item))
         elif isinstance(item, dict):
