@@ -1210,7 +1210,7 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
         record_key = BATCH + _text_digest("\0".join(paths))
         if _check_batch(with_files, paths, cache.dirs.get(record_key)):
             return
-        recorded: list[os.stat_result] | None = []  # the stats behind each digest found
+        recorded: array[int] | None = array("Q")  # the stats behind each digest found
     else:
         recorded = None
     seen: dict[str, str | Unreadable | None] = {}
@@ -1243,7 +1243,10 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
                         key = INPUT + path
                         digest = entry[4]
                         if recorded is not None:
-                            recorded.append(st)
+                            try:
+                                recorded.extend((entry[0], entry[1], entry[2], entry[3]))
+                            except OverflowError:  # a time before 1970: not recorded
+                                recorded = None
                         meta = node.meta
                         if meta is not None and len(inputs) == 1:
                             deps = meta.deps
@@ -1265,29 +1268,37 @@ def _text_digest(text: str) -> str:
     return hashlib.blake2b(text.encode(errors="surrogateescape"), digest_size=16).hexdigest()
 
 
-def _stats_signature(stats: Iterable[os.stat_result]) -> str:
-    """One digest of the (size, mtime, ctime, inode) of each file, in order."""
-    stats = list(map(_stat_fields, stats))
+def _stats_signature(paths: list[str]) -> str:
+    """One digest of the (size, mtime, ctime, inode) of each file, in order, as
+    :func:`_signature_of` makes it; each stat dropped once read (none kept alive).
+
+    Raises:
+        OSError: a file cannot be stat'ed (it is gone)."""
     try:  # unsigned: converted without a parse of each int (the same bytes as signed)
-        packed = array("Q", chain.from_iterable(stats))
+        packed = array("Q", chain.from_iterable(map(_stat_fields, map(os.stat, paths))))
     except OverflowError:  # a time before 1970
-        packed = array("q", chain.from_iterable(stats))
+        packed = array("q", chain.from_iterable(map(_stat_fields, map(os.stat, paths))))
+    return _signature_of(packed)
+
+
+def _signature_of(packed: array[int]) -> str:
     return hashlib.blake2b(packed.tobytes(), digest_size=16, person=b"cp-files-sig").hexdigest()
 
 
-def _record_batch(with_files: list[Node], paths: list[str], stats: list[os.stat_result],
+def _record_batch(with_files: list[Node], paths: list[str], stats: array[int],
                   cache: DigestCache, record_key: str) -> None:
     """Record a plan's inputs (``paths``, every one a file found in the cache with a
-    trusted digest, its stat in ``stats``): their digests in order, under the signature
-    of those stats. Not when a digest is not of the usual length (it is sliced out)."""
+    trusted digest; ``stats``: the (size, mtime, ctime, inode) of each, as found then):
+    their digests in order, under the signature of those stats. Not when a digest is not
+    of the usual length (it is sliced out)."""
     digests = []
     for node in with_files:
         files = node.files
         assert files is not None
         digests.extend([files.digests[INPUT + item.path] for item in files.inputs])
     text = "".join(digests)
-    if len(stats) == len(paths) and len(text) == _DIGEST_LEN * len(paths):
-        record = (_stats_signature(stats), text)
+    if len(stats) == 4 * len(paths) and len(text) == _DIGEST_LEN * len(paths):
+        record = (_signature_of(stats), text)
         cache.dirs[record_key] = cache.changed_dirs[record_key] = record
 
 
@@ -1299,12 +1310,13 @@ def _check_batch(with_files: list[Node], paths: list[str],
     once). Return whether it did; if not, nothing was noted."""
     if record is None or not paths:
         return False
-    try:
-        stats = list(map(os.stat, paths))
-    except (OSError, ValueError):
-        return False
     signature, digests = record
-    if _stats_signature(stats) != signature or len(digests) != _DIGEST_LEN * len(paths):
+    if len(digests) != _DIGEST_LEN * len(paths):
+        return False
+    try:
+        if _stats_signature(paths) != signature:
+            return False
+    except (OSError, ValueError):  # a file is gone (or a path is not one)
         return False
     keys = list(map(INPUT.__add__, paths))
     found = [digests[at:at + _DIGEST_LEN] for at in range(0, len(digests), _DIGEST_LEN)]
