@@ -1337,7 +1337,7 @@ def _check_batch(with_files: list[Node], paths: list[str],
                     continue
             files.digests[key] = digest
         else:
-            files.digests.update(zip(keys[i:i + count], found[i:i + count]))
+            files.digests.update(zip(keys[i:i + count], found[i:i + count], strict=True))
             i += count
     return True
 

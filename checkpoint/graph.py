@@ -262,9 +262,9 @@ def arrangement(requirements: list[Requirement]) -> str | None:
                 key_of = _files.key_of
                 for leaf in item:
                     if type(leaf) is Task:
-                        parts.append(leaf.id)  # type: ignore[attr-defined]
+                        parts.append(leaf.id)
                     else:  # (File.key, not kept: only linking asks again)
-                        parts.append("F" + repr(key_of(leaf.path, root)))  # type: ignore[attr-defined]
+                        parts.append("F" + repr(key_of(leaf.path, root)))
                 parts.append("]")
                 found = found or bool(item)
                 continue

@@ -268,9 +268,8 @@ class Spec:
                     if not first:  # @requires([]) (an empty sweep)
                         self._deps = []
                         return self._deps
-                    kinds = set(map(type, first))
-                    if kinds == _ONLY_FILES:  # a task reading many files
-                        self._deps, self._files = [], (list(first), [])
+                    if set(map(type, first)) == _ONLY_FILES:  # a task reading many files
+                        self._deps, self._files = [], (cast("list[File]", list(first)), [])
                         return self._deps
             seen: dict[TaskId, Task[object]] = {}
             inputs: list[File] = []
@@ -406,7 +405,8 @@ def requires(requirement: object = _UNSET, /, *,
                         "is the class attribute form")
     kind = type(requirement)
     # One task or one input file (a sweep's usual case) needs no check: taken as it is.
-    checked = requirement if kind is File or kind is Task else _check_requirement(requirement)
+    checked: Requirement = (requirement if kind is File or kind is Task  # type: ignore[assignment]
+                            else _check_requirement(requirement))
 
     def decorate(fn: F) -> F:
         if type(fn) is FunctionType:  # (the usual case: one @requires on the inner function)
