@@ -33,6 +33,9 @@ change again without changing its stat, so such an entry is not trusted: it is h
 again next time, until it was hashed long enough after its last change. A directory's
 manifest is remembered under one signature of its listing and its files' stats, so an
 unchanged directory costs a listing and a ``stat`` per file, without a lookup per file.
+So are a plan's input files (those of a plan whose tasks write no declared output), once
+a check found every one of them trusted and unchanged: the next check of the same inputs
+stats them and compares one signature (:func:`check`).
 
 **Warm path.** Marking a task that reads files and writes none is one comparison of its
 stored ``Meta.deps`` with the digests now (:func:`checkpoint.graph.mark`); a ``File``
@@ -339,7 +342,9 @@ class DigestCache:
     And ``{directory: (signature, manifest digest)}``: a directory input's manifest, under
     one signature of the stats of all its files (:func:`_dir_digest`), kept when every
     file's digest was trusted. A warm check of a directory stats its files and compares
-    one signature: no per-file lookup.
+    one signature: no per-file lookup. Under keys starting with :data:`BATCH` (no
+    directory's), the same for the input files of the latest :data:`BATCH_KEEP` plans:
+    ``(signature of their stats, their digests joined)`` (see :func:`check`).
 
     Kept as one ``marshal`` file holding, for each root, the directories and the file
     entries (as marshalled bytes, loaded when first needed: a plan whose inputs are
