@@ -403,10 +403,7 @@ def requires(requirement: object = _UNSET, /, *,
     if default is not _UNSET:
         raise TypeError("requires(task) takes no keyword arguments; requires(default=...) "
                         "is the class attribute form")
-    kind = type(requirement)
-    # One task or one input file (a sweep's usual case) needs no check: taken as it is.
-    checked: Requirement = (requirement if kind is File or kind is Task  # type: ignore[assignment]
-                            else _check_requirement(requirement))
+    checked = _check_requirement(requirement)
 
     def decorate(fn: F) -> F:
         if type(fn) is FunctionType:  # (the usual case: one @requires on the inner function)
