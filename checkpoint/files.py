@@ -33,6 +33,9 @@ change again without changing its stat, so such an entry is not trusted: it is h
 again next time, until it was hashed long enough after its last change. A directory's
 manifest is remembered under one signature of its listing and its files' stats, so an
 unchanged directory costs a listing and a ``stat`` per file, without a lookup per file.
+So are a plan's input files (those of a plan whose tasks write no declared output), once
+a check found every one of them trusted and unchanged: the next check of the same inputs
+stats them and compares one signature (:func:`check`).
 
 **Warm path.** Marking a task that reads files and writes none is one comparison of its
 stored ``Meta.deps`` with the digests now (:func:`checkpoint.graph.mark`); a ``File``
@@ -56,6 +59,7 @@ import errno
 import functools
 import hashlib
 import marshal
+import operator
 import os
 import re
 import shutil
@@ -63,6 +67,7 @@ import stat
 import time
 from array import array
 from collections.abc import Callable, Iterable
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +103,15 @@ _NO_OUTPUTS: dict[str, str] = {}
 _GLOB_CHARS = frozenset("*?[")
 _NO_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 """Errors of ``os.stat`` that mean "no file there" (a broken symlink, a link loop)."""
+BATCH = "\0files\0"
+"""Prefix of a plan's record in :attr:`DigestCache.dirs` (no directory key starts with a
+NUL): the digests of all its input files under one signature of their stats (see
+:func:`check`)."""
+BATCH_KEEP = 4
+"""How many plans' records the digest cache keeps (the latest)."""
+_DIGEST_LEN = 32
+"""Length of a file's digest (:func:`hash_file`)."""
+_stat_fields = operator.attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino")
 
 
 class Unreadable(Exception):
@@ -125,18 +139,14 @@ def _path_text(path: Any, what: str) -> str:
     return text
 
 
-def _plain(path: str) -> bool:
-    """Whether a path is relative and already normal (``a/b.csv``): no ``.``, ``..``,
-    ``//`` or trailing ``/`` to remove (a cheap test: most paths are like that)."""
-    return (
-        os.sep == "/" and path[0] != "/" and path[-1] != "/" and "//" not in path
-        and not ("." in path and ("/." in path or path[0] == "."))
-    )
-
-
 def key_of(path: str, root: str) -> str:
     """The project-relative, normalized form of ``path`` (absolute when outside ``root``)."""
-    if _plain(path):
+    # Relative and already normal (a/b.csv: no ".", "..", "//" or trailing "/" to remove),
+    # as most paths are: a cheap test first.
+    if (
+        path[0] != "/" and path[-1] != "/" and "//" not in path
+        and not ("." in path and ("/." in path or path[0] == ".")) and os.sep == "/"
+    ):
         return path
     norm = os.path.normpath(path)
     if os.path.isabs(norm):
@@ -332,7 +342,9 @@ class DigestCache:
     And ``{directory: (signature, manifest digest)}``: a directory input's manifest, under
     one signature of the stats of all its files (:func:`_dir_digest`), kept when every
     file's digest was trusted. A warm check of a directory stats its files and compares
-    one signature: no per-file lookup.
+    one signature: no per-file lookup. Under keys starting with :data:`BATCH` (no
+    directory's), the same for the input files of the latest :data:`BATCH_KEEP` plans:
+    ``(signature of their stats, their digests joined)`` (see :func:`check`).
 
     Kept as one ``marshal`` file holding, for each root, the directories and the file
     entries (as marshalled bytes, loaded when first needed: a plan whose inputs are
@@ -415,7 +427,14 @@ class DigestCache:
             return
         roots = _load(self.path)
         dirs, packed = roots.get(self.root) or ({}, b"")
+        batches = [key for key in self.changed_dirs if key.startswith(BATCH)]
+        for key in batches:  # (re-inserted: the latest last)
+            dirs.pop(key, None)
         dirs.update(self.changed_dirs)
+        if batches:
+            kept = [key for key in dirs if key.startswith(BATCH)]
+            for key in kept[:-BATCH_KEEP]:
+                del dirs[key]
         if self.changed:
             mine = _unpack(packed)
             for key, entry in self.changed.items():
@@ -506,7 +525,9 @@ def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False
     and the stat (size, mtime, ctime, inode) of each file the manifest covers, in one
     buffer. Directories are walked as in :func:`_dir_manifest`."""
     digest = hashlib.blake2b(digest_size=16, person=b"cp-dir-sig")
-    stats = array("q")
+    # Unsigned: an int is converted without a parse (signed ints take one each); the
+    # bytes are those of signed ints, which a time before 1970 needs.
+    stats = array("Q")
     add = stats.extend
     os_stat = os.stat
     seen: set[str] = set()
@@ -535,8 +556,15 @@ def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False
                 continue
             if st.st_mode & 0o170000 == 0o040000:  # stat.S_ISDIR, inlined
                 stack.append(path)
-            else:
-                add((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+                continue
+            fields = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            try:
+                add(fields)
+            except OverflowError:  # a time before 1970: signed from here on
+                del stats[len(stats) - len(stats) % 4:]  # (what extend added of this file)
+                stats = array("q", stats)
+                add = stats.extend
+                add(fields)
     digest.update(stats)
     return digest.hexdigest()
 
@@ -818,6 +846,26 @@ class TaskFiles:
         return Reason.OUTPUT_CHANGED if details else None
 
 
+def one_input(inputs: list[File]) -> TaskFiles:
+    """The :class:`TaskFiles` of a task whose one requirement is one ``File`` (``inputs``:
+    that requirement list, never mutated): a sweep over files makes one per task."""
+    files = _new_files(TaskFiles)  # TaskFiles(inputs, []) without the call of __init__
+    files.inputs = inputs
+    files.outputs = _NO_PRODUCTS
+    files.produced = files.exclude = _NONE
+    files.digests = {}
+    files.outputs_now = _NO_OUTPUTS
+    files.missing = files.details = ()
+    files.unreadable = ()
+    files._agrees = None
+    return files
+
+
+_new_files = object.__new__
+_NO_PRODUCTS: list[Product] = []
+"""The outputs of every task that declares none (never mutated)."""
+
+
 def link(nodes: dict[TaskId, Node], with_files: list[Node], producing: list[Node]) -> bool:
     """Make the producer of each declared output (``producing``: the tasks that declare
     any) a prerequisite of the tasks whose ``File`` inputs name it (or a directory or
@@ -1078,10 +1126,10 @@ def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
     return None
 
 
-def check_cache_apart(with_files: list[Node], store_root: Path) -> None:
-    """Refuse declared outputs that would destroy the project or the cache: a ``Product``
-    directory that holds either (emptied before its task runs) or an output inside the
-    cache. Paths are compared as they really are, links resolved: emptying a directory
+def check_cache_apart(writing: list[Node], store_root: Path) -> None:
+    """Refuse declared outputs (of ``writing``: the tasks that declare any) that would
+    destroy the project or the cache: a ``Product`` directory that holds either (emptied
+    before its task runs) or an output inside the cache. Paths are compared as they really are, links resolved: emptying a directory
     follows a link given as the directory itself (``results -> ..``).
 
     Raises:
@@ -1089,10 +1137,9 @@ def check_cache_apart(with_files: list[Node], store_root: Path) -> None:
     """
     from ._text import task_label
 
-    root = os.getcwd()
-    writing = [node for node in with_files if node.files.outputs]  # type: ignore[union-attr]
     if not writing:  # (a sweep over source files)
         return
+    root = os.getcwd()
     real_root = os.path.realpath(root)
     real_cache = os.path.realpath(os.path.join(root, store_root))
     parents: dict[str, str] = {}  # the real path of each output's directory, once
@@ -1145,16 +1192,32 @@ def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
-def check(with_files: list[Node], cache_file: Path | None) -> None:
+def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -> None:
     """Digest the source inputs of every task, and the outputs of the stored ones (those
     whose ``meta`` is set).
 
     Inputs that another task produces are skipped: they are tracked through their producer.
-    The warm run's per-file cost (a stat and a lookup when unchanged): plain loops."""
+    The warm run's per-file cost (a stat and a lookup when unchanged): plain loops. A
+    stored task whose entry records exactly its one input's digest now (a sweep over files,
+    fresh) shares that record as its ``digests``: no dict of its own.
+
+    ``batch`` (a plan whose tasks declare no outputs, so no input is produced): when every
+    input was a file whose trusted digest this check found in the cache, the plan's inputs
+    are recorded under one signature of their stats (:func:`_check_batch`); the next check
+    of the same inputs stats them all and compares that one signature, without a lookup
+    per file (or reading the cache's per-file entries)."""
     root = os.getcwd()
     cache = DigestCache(
         cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
     )
+    if batch and cache.path is not None:
+        paths = [item.path for node in with_files for item in node.files.inputs]  # type: ignore[union-attr]
+        record_key = BATCH + _text_digest("\0".join(paths))
+        if _check_batch(with_files, paths, cache.dirs.get(record_key)):
+            return
+        recorded: array[int] | None = array("Q")  # the stats behind each digest found
+    else:
+        recorded = None
     seen: dict[str, str | Unreadable | None] = {}
     entries: dict[str, Entry] | None = None  # loaded for the first input not a known directory
     dirs = cache.dirs
@@ -1162,9 +1225,9 @@ def check(with_files: list[Node], cache_file: Path | None) -> None:
     for node in with_files:
         files = node.files
         assert files is not None
-        digests = files.digests
         produced = files.produced
-        for item in files.inputs:
+        inputs = files.inputs
+        for item in inputs:
             path = item.path
             if produced and path in produced:  # a key (see below): its producer tracks it
                 continue
@@ -1182,12 +1245,106 @@ def check(with_files: list[Node], cache_file: Path | None) -> None:
                 else:
                     if (entry[1] == st.st_mtime_ns and entry[2] == st.st_ctime_ns
                             and entry[0] == st.st_size and entry[3] == st.st_ino):
-                        digests[INPUT + path] = entry[4]
+                        key = INPUT + path
+                        digest = entry[4]
+                        if recorded is not None:
+                            try:
+                                recorded.extend((entry[0], entry[1], entry[2], entry[3]))
+                            except OverflowError:  # a time before 1970: not recorded
+                                recorded = None
+                        meta = node.meta
+                        if meta is not None and len(inputs) == 1:
+                            deps = meta.deps
+                            if len(deps) == 1 and deps.get(key) == digest:
+                                files.digests = deps  # == {key: digest}; never mutated
+                                continue
+                        files.digests[key] = digest
                         continue
+            recorded = None  # not all trusted digests of files: no record of the plan
             _digest_input(item, files, root, cache, seen)  # new, changed, missing, a pattern...
         if files.outputs and node.meta is not None:
             _digest_outputs(files, root, cache, seen)
+    if recorded:
+        _record_batch(with_files, paths, recorded, cache, record_key)
     cache.save()
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(errors="surrogateescape"), digest_size=16).hexdigest()
+
+
+def _stats_signature(paths: list[str]) -> str:
+    """One digest of the (size, mtime, ctime, inode) of each file, in order, as
+    :func:`_signature_of` makes it; each stat dropped once read (none kept alive).
+
+    Raises:
+        OSError: a file cannot be stat'ed (it is gone)."""
+    try:  # unsigned: converted without a parse of each int (the same bytes as signed)
+        packed = array("Q", chain.from_iterable(map(_stat_fields, map(os.stat, paths))))
+    except OverflowError:  # a time before 1970
+        packed = array("q", chain.from_iterable(map(_stat_fields, map(os.stat, paths))))
+    return _signature_of(packed)
+
+
+def _signature_of(packed: array[int]) -> str:
+    return hashlib.blake2b(packed.tobytes(), digest_size=16, person=b"cp-files-sig").hexdigest()
+
+
+def _record_batch(with_files: list[Node], paths: list[str], stats: array[int],
+                  cache: DigestCache, record_key: str) -> None:
+    """Record a plan's inputs (``paths``, every one a file found in the cache with a
+    trusted digest; ``stats``: the (size, mtime, ctime, inode) of each, as found then):
+    their digests in order, under the signature of those stats. Not when a digest is not
+    of the usual length (it is sliced out)."""
+    digests = []
+    for node in with_files:
+        files = node.files
+        assert files is not None
+        digests.extend([files.digests[INPUT + item.path] for item in files.inputs])
+    text = "".join(digests)
+    if len(stats) == 4 * len(paths) and len(text) == _DIGEST_LEN * len(paths):
+        record = (_signature_of(stats), text)
+        cache.dirs[record_key] = cache.changed_dirs[record_key] = record
+
+
+def _check_batch(with_files: list[Node], paths: list[str],
+                 record: tuple[str, str] | None) -> bool:
+    """Settle every input of the plan (``paths``: those of each task in order) from its
+    record, if there is one and the files' stats are exactly those it was made with:
+    their digests were trusted then, so they still are (the per-file rule, for all at
+    once). Return whether it did; if not, nothing was noted."""
+    if record is None or not paths:
+        return False
+    signature, digests = record
+    if len(digests) != _DIGEST_LEN * len(paths):
+        return False
+    try:
+        if _stats_signature(paths) != signature:
+            return False
+    except (OSError, ValueError):  # a file is gone (or a path is not one)
+        return False
+    keys = list(map(INPUT.__add__, paths))
+    found = [digests[at:at + _DIGEST_LEN] for at in range(0, len(digests), _DIGEST_LEN)]
+    i = 0
+    for node in with_files:
+        files = node.files
+        assert files is not None
+        count = len(files.inputs)
+        if count == 1:
+            key = keys[i]
+            digest = found[i]
+            i += 1
+            meta = node.meta
+            if meta is not None:
+                deps = meta.deps
+                if len(deps) == 1 and deps.get(key) == digest:
+                    files.digests = deps  # == {key: digest}; never mutated
+                    continue
+            files.digests[key] = digest
+        else:
+            files.digests.update(zip(keys[i:i + count], found[i:i + count], strict=True))
+            i += count
+    return True
 
 
 def _digest_input(item: File, files: TaskFiles, root: str, cache: DigestCache,

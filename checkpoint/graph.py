@@ -42,8 +42,6 @@ from .store import Meta, Store
 from .task import Requirement, Spec, Task, TaskDirectory, TaskFamily, interning
 
 File = _files.File
-_NO_PRODUCTS: list[_files.Product] = []
-"""The outputs of every task that declares none (never mutated)."""
 
 if TYPE_CHECKING:
     import networkx
@@ -88,9 +86,13 @@ class Node:
 class Plan:
     """A marked DAG: ``nodes`` in topological order, and the target ids."""
 
-    def __init__(self, nodes: dict[TaskId, Node], targets: list[Task[object]]) -> None:
+    def __init__(self, nodes: dict[TaskId, Node], targets: list[Task[object]],
+                 lacking: list[Node] | None = None) -> None:
         self.nodes = nodes
         self.targets = targets
+        self._lacking = lacking
+        """The tasks that lack an input or cannot read one, as marking found them (``None``:
+        look for them)."""
 
     @property
     def to_run(self) -> list[TaskId]:
@@ -107,8 +109,12 @@ class Plan:
             UnreadableInputError: an input exists but cannot be read.
             MissingInputError: naming each such task and file.
         """
-        _files.missing_inputs([n for n in self.nodes.values()
-                               if n.files is not None and (n.files.missing or n.files.unreadable)])
+        lacking = self._lacking
+        if lacking is None:
+            lacking = [n for n in self.nodes.values()
+                       if n.files is not None and (n.files.missing or n.files.unreadable)]
+        if lacking:
+            _files.missing_inputs(lacking)
 
 
 def expand(targets: Iterable[Task[object]], *, keep_specs: bool = True) -> dict[TaskId, Node]:
@@ -121,13 +127,20 @@ def expand(targets: Iterable[Task[object]], *, keep_specs: bool = True) -> dict[
     Raises:
         CycleError: a task depends on itself, directly or through others.
     """
+    return _expand_listing(targets, keep_specs)[0]
+
+
+def _expand_listing(targets: Iterable[Task[object]], keep_specs: bool = True,
+                    ) -> tuple[dict[TaskId, Node], list[Node], list[Node]]:
+    """:func:`expand`, and the nodes with files and those that declare outputs (found on
+    the way, so that marking need not look for them)."""
     with interning():
         with_files: list[Node] = []
         writing: list[Node] = []
         nodes = _expand(targets, with_files, writing, keep_specs)
         if writing and _files.link(nodes, with_files, writing):
             nodes = _reorder(nodes)
-        return nodes
+        return nodes, with_files, writing
 
 
 def _expand(targets: Iterable[Task[object]], with_files: list[Node], writing: list[Node],
@@ -158,7 +171,7 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], writing: li
                 if len(reqs) == 1 and type(reqs[0]) is File:  # a leaf reading one file: at once
                     node = nodes[dep_id] = Node(dep, [])  # (its arrangement: None)
                     # (Its requirements are its inputs: [File]. Neither list is mutated.)
-                    node.files = _files.TaskFiles(reqs, _NO_PRODUCTS)  # type: ignore[arg-type]
+                    node.files = _files.one_input(reqs)  # type: ignore[arg-type]
                     with_files.append(node)
                     if not keep_specs:
                         dep._spec = None
@@ -217,6 +230,7 @@ class _Key:
 
 
 _END = object()
+_FLAT_LEAVES = frozenset({Task, _files.File})
 
 
 def arrangement(requirements: list[Requirement]) -> str | None:
@@ -241,6 +255,19 @@ def arrangement(requirements: list[Requirement]) -> str | None:
             found = True
         elif isinstance(item, list):
             parts.append("[")
+            if type(item) is list and _FLAT_LEAVES.issuperset(map(type, item)):
+                # A flat list of tasks and input files (a task reading many files): in
+                # place, as the stack would give them.
+                root = root or os.getcwd()
+                key_of = _files.key_of
+                for leaf in item:
+                    if type(leaf) is Task:
+                        parts.append(leaf.id)
+                    else:  # (File.key, not kept: only linking asks again)
+                        parts.append("F" + repr(key_of(leaf.path, root)))
+                parts.append("]")
+                found = found or bool(item)
+                continue
             stack.append(_END)
             stack.extend(reversed(item))
         elif isinstance(item, dict):
@@ -314,15 +341,23 @@ def mark(
     forced: Sequence[TaskId] = (),
     force_all: bool = False,
     code_check: bool = True,
-) -> None:
-    """Set each node's ``meta`` and ``reason`` (see the module docstring)."""
+    listing: tuple[list[Node], list[Node]] | None = None,
+) -> list[Node]:
+    """Set each node's ``meta`` and ``reason`` (see the module docstring); return the nodes
+    that lack an input file or cannot read one (``listing``: the nodes with files and
+    those that declare outputs, as :func:`_expand_listing` found them)."""
     forced_ids = set(forced)
     _read_metas(nodes, store)
     planned_stamp = _planned_stamp(nodes)
-    with_files = [node for node in nodes.values() if node.files is not None]
+    if listing is None:
+        with_files = [node for node in nodes.values() if node.files is not None]
+        writing = [node for node in with_files if node.files.outputs]  # type: ignore[union-attr]
+    else:
+        with_files, writing = listing
+    lacking: list[Node] = []
     if with_files:
-        _files.check_cache_apart(with_files, store.root)
-        _files.check(with_files, store.root / _files.CACHE_NAME)
+        _files.check_cache_apart(writing, store.root)
+        _files.check(with_files, store.root / _files.CACHE_NAME, batch=not writing)
     fingerprints: dict[TaskFamily[..., object], str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():
         family = node.task.family
@@ -330,6 +365,7 @@ def mark(
         files = node.files
         if files is not None and (files.missing or files.unreadable):
             node.reason = Reason.INPUT_MISSING
+            lacking.append(node)
             files.details += tuple(f"input file {path} does not exist" for path in files.missing)
             files.details += tuple(
                 f"{problem.path} cannot be read ({problem.reason})"
@@ -356,6 +392,7 @@ def mark(
                 files.reason(meta) or Reason.UPSTREAM_CHANGED)
         else:
             node.reason = _files_reason(node, meta, files, nodes, planned_stamp)
+    return lacking
 
 
 def _read_metas(nodes: dict[TaskId, Node], store: Store) -> None:
@@ -470,13 +507,14 @@ def plan(
         gc.collect()  # garbage left since the last plan froze all: not frozen with this one
     gc.disable()
     try:
-        nodes = expand(targets, keep_specs=keep_specs)
-        mark(
+        nodes, with_files, writing = _expand_listing(targets, keep_specs)
+        lacking = mark(
             nodes,
             store,
             forced=[t.id for t in targets] if force else (),
             force_all=force_upstream,
             code_check=code_check,
+            listing=(with_files, writing),
         )
     finally:
         if was_enabled:
@@ -485,7 +523,7 @@ def plan(
             else:
                 _promote_young(gc)
             gc.enable()
-    the_plan = Plan(nodes, list(targets))
+    the_plan = Plan(nodes, list(targets), lacking)
     # The command line's process ends after its command: the plan is left to the operating
     # system then, not freed; a task's inner function (what it captured is the user's) is.
     _gcpolicy.leave_at_exit(the_plan, (lambda: _drop_specs(nodes)) if keep_specs else None)

@@ -264,9 +264,13 @@ class Spec:
                 if type(first) is File:
                     self._deps, self._files = [], ([first], [])
                     return self._deps
-                if type(first) is list and not first:  # @requires([]) (an empty sweep)
-                    self._deps = []
-                    return self._deps
+                if type(first) is list:
+                    if not first:  # @requires([]) (an empty sweep)
+                        self._deps = []
+                        return self._deps
+                    if set(map(type, first)) == _ONLY_FILES:  # a task reading many files
+                        self._deps, self._files = [], (cast("list[File]", list(first)), [])
+                        return self._deps
             seen: dict[TaskId, Task[object]] = {}
             inputs: list[File] = []
             outputs: list[Product] = []
@@ -297,6 +301,9 @@ class Spec:
         return self._files
 
 
+_ONLY_FILES = {File}
+
+
 def _leaves(obj: object) -> Iterator[object]:
     """The leaves of nested lists and dicts, depth first, in order (no recursion)."""
     stack = [obj]
@@ -304,7 +311,7 @@ def _leaves(obj: object) -> Iterator[object]:
         item = stack.pop()
         if isinstance(item, (list, dict)):
             values = item if isinstance(item, list) else list(item.values())
-            if any(isinstance(x, (list, dict)) for x in values):
+            if any(issubclass(kind, (list, dict)) for kind in set(map(type, values))):
                 stack.extend(reversed(values))
             else:  # flat (the usual case): no trip through the stack
                 yield from values
@@ -353,7 +360,7 @@ def _check_requirement(req: object) -> Requirement:
     """``req`` itself, once it is known to be a :data:`Requirement`."""
     if type(req) is Task or type(req) is File or type(req) is Product:
         return req
-    if type(req) is list and all(type(x) is Task or type(x) is File for x in req):
+    if type(req) is list and _FLAT_LEAVES.issuperset(map(type, req)):
         return req  # a flat list of tasks or inputs (the usual case)
     bad = _invalid_leaf(req)
     if bad is not None:
@@ -1233,3 +1240,7 @@ def task(
                           retries=retries, timeout=timeout)
 
     return cast(_TaskDecorator, decorate)
+
+
+_FLAT_LEAVES = frozenset({Task, File})
+"""The leaves of a flat list that :func:`_check_requirement` takes at once."""

@@ -1,0 +1,249 @@
+"""A plan's input files checked at once: one signature over the stats of all of them.
+
+After a warm check that found every input file in the digest cache (trusted, unchanged),
+the plan's inputs are recorded together; the next check of the same inputs stats them and
+compares one signature, reading no per-file entry. These tests hold it to the per-file
+rules: content decides, a touch re-runs nothing, a same-size edit that keeps the mtime is
+caught, a missing input stops the run.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import checkpoint
+from checkpoint import File, MissingInputError, requires, task
+from checkpoint import files as files_module
+from checkpoint.graph import arrangement
+from checkpoint.store import Store
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files hashed from now on count as changed long before, so their digests are
+    trusted on sight."""
+    monkeypatch.setattr(files_module, "_clock", lambda: time.time_ns() + 3600 * 10**9)
+
+
+@pytest.fixture
+def spied(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
+    """What the checks did: files hashed, per-file entries unpacked, batch checks made."""
+    seen: dict[str, list[object]] = {"hashed": [], "unpacked": [], "batch": []}
+    real_hash, real_unpack = files_module.hash_file, files_module._unpack
+    real_batch = files_module._check_batch
+    monkeypatch.setattr(files_module, "hash_file",
+                        lambda p: seen["hashed"].append(p) or real_hash(p))
+    monkeypatch.setattr(files_module, "_unpack",
+                        lambda b: seen["unpacked"].append(b) or real_unpack(b))
+
+    def batch(*args: Any) -> bool:
+        settled = real_batch(*args)
+        seen["batch"].append(settled)
+        return settled
+
+    monkeypatch.setattr(files_module, "_check_batch", batch)
+    return seen
+
+
+def _write_same_size(path: Path, text: str) -> None:
+    """Replace a file's content in place, keeping its size and its times."""
+    st = path.stat()
+    assert len(text.encode()) == st.st_size
+    path.write_text(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _ran(result: checkpoint.RunResult) -> set[str]:
+    return {repr(t) for t in result.ran}
+
+
+def _clear(seen: dict[str, list[object]]) -> None:
+    for found in seen.values():
+        found.clear()
+
+
+@task
+def read(i: int):
+    @requires(File(f"in/{i}.txt"))
+    def __(path: Path) -> str:
+        return path.read_text()
+    return __
+
+
+@task
+def read_many(j: int):
+    @requires([File(f"in/{i}.txt") for i in range(j, j + 3)])
+    def __(paths: list[Path]) -> list[str]:
+        return [p.read_text() for p in paths]
+    return __
+
+
+@task
+def total(n: int):
+    @requires([read(i) for i in range(n)])
+    def __(texts: list[str]) -> list[str]:
+        return texts
+    return __
+
+
+@task
+def grouped(n: int):
+    @requires([read_many(j) for j in range(0, n - 2, 3)])
+    def __(groups: list[list[str]]) -> list[list[str]]:
+        return groups
+    return __
+
+
+def _files(n: int) -> None:
+    Path("in").mkdir()
+    for i in range(n):
+        Path(f"in/{i}.txt").write_text(f"v{i}")
+
+
+def test_a_warm_plan_of_input_files_is_checked_by_one_signature(
+    tmp_path: Path, later: None, spied: dict[str, list[object]]
+) -> None:
+    """Once a warm check found every input trusted, the next ones should read no file
+    and no per-file entry of the digest cache; a same-size edit that keeps the mtime, a
+    same-stat copy (another inode) and a new size should each re-run exactly their task,
+    a touch nothing, and a deleted input should stop the run."""
+    _files(4)
+    assert total(4).run(executor="inline") == ["v0", "v1", "v2", "v3"]
+    for _ in range(2):  # the digests kept, then the plan recorded
+        assert not checkpoint.run([total(4)], executor="inline").ran
+    _clear(spied)
+    assert not checkpoint.run([total(4)], executor="inline").ran
+    assert spied == {"hashed": [], "unpacked": [], "batch": [True]}
+
+    _write_same_size(Path("in/1.txt"), "w1")
+    assert _ran(checkpoint.run([total(4)], executor="inline")) == {"read(1)", "total(4)"}
+    st = os.stat("in/2.txt")
+    Path("copy.txt").write_text("w2")
+    os.utime("copy.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace("copy.txt", "in/2.txt")  # another inode, same size and mtime
+    assert _ran(checkpoint.run([total(4)], executor="inline")) == {"read(2)", "total(4)"}
+    assert not checkpoint.run([total(4)], executor="inline").ran
+    _clear(spied)
+    os.utime("in/3.txt", ns=(time.time_ns(), time.time_ns() + 10**9))  # a touch
+    assert not checkpoint.run([total(4)], executor="inline").ran
+    assert spied["hashed"] == ["in/3.txt"]
+    Path("in/0.txt").write_text("longer")
+    result = checkpoint.run([total(4)], executor="inline")
+    assert _ran(result) == {"read(0)", "total(4)"}
+    assert result.values[total(4).id] == ["longer", "w1", "w2", "v3"]
+    Path("in/0.txt").unlink()
+    with pytest.raises(MissingInputError, match="in/0.txt"):
+        checkpoint.run([total(4)], executor="inline")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_edits_rerun_exactly_the_readers_of_changed_content(
+    tmp_path: Path, later: None, spied: dict[str, list[object]], seed: int
+) -> None:
+    """Model: between warm runs, random files are edited (a new size, the same size and
+    mtime, the same content rewritten, an earlier content back) or touched. Each run
+    should re-run exactly the tasks whose files' content differs from what they last ran
+    with (one file per task, and three per task), as a pure reference says; unchanged
+    plans should be settled by the one signature."""
+    n = 12
+    rng = random.Random(seed)
+    _files(n)
+    contents = {i: f"v{i}" for i in range(n)}
+    targets = [total(n), grouped(n)]
+    groups = {f"read_many({j})": range(j, j + 3) for j in range(0, n - 2, 3)}
+    readers: dict[str, range] = {f"read({i})": range(i, i + 1) for i in range(n)} | groups
+    checkpoint.run(targets, executor="inline")
+    last = {name: [contents[i] for i in files] for name, files in readers.items()}
+    for _ in range(12):
+        for i in rng.sample(range(n), rng.randint(0, 3)):
+            path = Path(f"in/{i}.txt")
+            how = rng.choice(["size", "same-size", "rewrite", "back", "touch"])
+            if how == "size":
+                contents[i] += "+"
+                path.write_text(contents[i])
+            elif how == "same-size":
+                contents[i] = contents[i][:-1] + rng.choice("abc")
+                _write_same_size(path, contents[i])
+            elif how == "rewrite":
+                path.write_text(contents[i])
+            elif how == "back":
+                contents[i] = f"v{i}" if len(contents[i]) == len(f"v{i}") else contents[i]
+                _write_same_size(path, contents[i]) if len(contents[i]) == path.stat().st_size \
+                    else path.write_text(contents[i])
+            else:
+                os.utime(path, ns=(time.time_ns(), time.time_ns() + rng.randint(1, 10**9)))
+        now = {name: [contents[i] for i in files] for name, files in readers.items()}
+        stale = {name for name in readers if now[name] != last[name]}
+        expected = set(stale)
+        if stale & {f"read({i})" for i in range(n)}:
+            expected.add(f"total({n})")
+        if stale & set(groups):
+            expected.add(f"grouped({n})")
+        result = checkpoint.run(targets, executor="inline")
+        assert _ran(result) == expected
+        assert result.values[total(n).id] == [contents[i] for i in range(n)]
+        last = now
+    for _ in range(2):
+        assert not checkpoint.run(targets, executor="inline").ran
+    _clear(spied)
+    assert not checkpoint.run(targets, executor="inline").ran
+    assert spied == {"hashed": [], "unpacked": [], "batch": [True]}
+
+
+def test_files_dated_before_1970_are_checked_like_any_other(
+    tmp_path: Path, later: None
+) -> None:
+    """A negative mtime does not fit the unsigned stat signatures: single files and a
+    directory of them should still be reused warm and re-run on an edit."""
+    _files(3)
+    for i in range(3):
+        os.utime(f"in/{i}.txt", ns=(-10**9 * (i + 1), -10**9 * (i + 1)))
+
+    @task
+    def whole():
+        @requires(File("in"))
+        def __(directory: Path) -> list[str]:
+            return sorted(p.read_text() for p in directory.iterdir())
+        return __
+
+    targets = [total(3), whole()]
+    checkpoint.run(targets, executor="inline")
+    for _ in range(3):
+        assert not checkpoint.run(targets, executor="inline").ran
+    _write_same_size(Path("in/1.txt"), "w1")
+    assert _ran(checkpoint.run(targets, executor="inline")) == {"read(1)", "total(3)", "whole()"}
+    assert not checkpoint.run(targets, executor="inline").ran
+
+
+def test_the_digest_cache_keeps_the_latest_plans_only(tmp_path: Path, later: None) -> None:
+    """Each plan of input files gets its own record; only the latest BATCH_KEEP stay."""
+    _files(files_module.BATCH_KEEP + 3)
+    for n in range(1, files_module.BATCH_KEEP + 3):
+        for _ in range(3):
+            checkpoint.run([total(n)], executor="inline")
+    cache = Store.open(None).root / files_module.CACHE_NAME
+    roots = marshal.loads(cache.read_bytes())[1]
+    (dirs, _), = roots.values()
+    records = [key for key in dirs if key.startswith(files_module.BATCH)]
+    assert len(records) == files_module.BATCH_KEEP
+    paths = "\0".join(f"in/{i}.txt" for i in range(files_module.BATCH_KEEP + 2))
+    assert records[-1] == files_module.BATCH + files_module._text_digest(paths)
+
+
+def test_a_flat_list_arranges_as_the_general_walk_does() -> None:
+    """The arrangement of a flat list of tasks and files (taken at once) should be the one
+    the general walk gives (stored entries stay current)."""
+
+    class Walked(list):  # type: ignore[type-arg]
+        """A list the flat path does not take."""
+
+    leaves = [read(1), File("in/0.txt"), File("./in/../in/2.txt"), read(2)]
+    assert arrangement([leaves]) == arrangement([Walked(leaves)])
+    assert arrangement([leaves, {"a": read(3)}]) == arrangement([Walked(leaves), {"a": read(3)}])
