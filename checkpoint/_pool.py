@@ -64,6 +64,12 @@ class ProcessPoolAdapter(ExecutorAdapter):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from .fingerprint import outside_dirs
+
+        # A worker tests which of its modules are the project's when it ends (see
+        # init_worker), while the coordinator waits for it: made here once, before the fork,
+        # each worker inherits what that takes (the coordinator needs it to fingerprint).
+        outside_dirs()
         # fork keeps the original checkpoint-tool's scripts working (tasks defined at the top of a script without
         # a __main__ guard) and starts workers in milliseconds; elsewhere the platform default.
         methods = multiprocessing.get_all_start_methods()
