@@ -22,7 +22,15 @@ from . import _relocate
 from ._format import BLOB_NAME, INLINE_MAX, Checksum, Meta, checksum, matches, new_blob_name
 from ._stamps import checksum_stamp
 from ._storefiles import open_stored, why
-from ._valuefile import MAGIC, Damaged, decode_in_memory, has_buffers, read_checked, write_buffers
+from ._valuefile import (
+    MAGIC,
+    Damaged,
+    Overlapped,
+    decode_in_memory,
+    has_buffers,
+    read_checked,
+    write_buffers,
+)
 from .errors import CorruptEntryError
 
 if TYPE_CHECKING:
@@ -216,7 +224,7 @@ class _SpillingWriter:
         self.directory = directory
         self.task_id = task_id
         self.parts: list[bytes] = []
-        self.hasher = Checksum()
+        self.hasher = Overlapped(Checksum())
         self.size = 0
         self.name = ""
         self.file: IO[bytes] | None = None
@@ -282,6 +290,7 @@ def stream_value(value: object, directory: str | os.PathLike[str], task_id: str)
         if writer.file is not None:
             writer.file.close()
     except BaseException:
+        writer.hasher.close()  # (what it still hashes is the value's, alive until then)
         if writer.file is not None:  # a partial file would fill a full disk for good
             with contextlib.suppress(OSError):
                 writer.file.close()

@@ -71,19 +71,41 @@ def release_project_modules(root: str) -> None:
     process whose objects are frozen out of the last collection (the command line's), nor
     in a worker process, which ends by ``os._exit``. Run at exit, after the project's own
     exit handlers."""
+    import os
     import sys
 
-    from .fingerprint import in_project
-
+    inside = root.rstrip(os.sep) + os.sep
+    resolved: dict[str, str] = {}
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
-        if not (isinstance(file, str) and in_project(file, root)):
+        if not (isinstance(file, str) and _maybe_inside(file, inside, resolved)):
+            continue
+        from .fingerprint import in_project
+
+        if not in_project(file, root):
             continue
         names = vars(module)
         for name in [n for n in names if n.startswith("_") and not n.startswith("__")]:
             names[name] = None
         for name in [n for n in names if n != "__builtins__"]:
             names[name] = None
+
+
+def _maybe_inside(file: str, inside: str, resolved: dict[str, str]) -> bool:
+    """Whether ``file`` may lie in the directory ``inside`` (which ends with a separator),
+    as :func:`checkpoint.fingerprint.in_project` sees it: as it is spelled or resolved. A
+    file that is no symbolic link resolves to its resolved directory's entry, so the
+    directories of hundreds of modules are resolved once each (``resolved`` keeps them)."""
+    import os
+
+    path = os.path.abspath(file)
+    if path.startswith(inside):
+        return True
+    directory = os.path.dirname(path)
+    real = resolved.get(directory)
+    if real is None:
+        real = resolved[directory] = os.path.join(os.path.realpath(directory), "")
+    return real.startswith(inside) or os.path.islink(path)
 
 
 def release_taskfile_projects() -> None:

@@ -26,6 +26,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from concurrent.futures import Future
@@ -64,6 +65,15 @@ class ProcessPoolAdapter(ExecutorAdapter):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from .fingerprint import outside_dirs
+
+        # What each worker needs when it starts (ctypes, for PR_SET_PDEATHSIG) and when it
+        # ends (which of its modules are the project's, see init_worker) is made here once,
+        # before the fork: a forked worker took 6-18 ms to import ctypes before its first
+        # task, this process 2 ms; and the coordinator needs the project test anyway.
+        if sys.platform.startswith("linux"):
+            import ctypes  # noqa: F401
+        outside_dirs()
         # fork keeps the original checkpoint-tool's scripts working (tasks defined at the top of a script without
         # a __main__ guard) and starts workers in milliseconds; elsewhere the platform default.
         methods = multiprocessing.get_all_start_methods()

@@ -26,8 +26,10 @@ import mmap
 import os
 import pickle
 import struct
+import threading
 import zlib
 from collections.abc import Sequence
+from queue import SimpleQueue
 from typing import IO, Any, Protocol
 
 from . import _relocate
@@ -43,6 +45,79 @@ _CHUNK = 1 << 20
 
 class Damaged(Exception):
     """The file does not have its recorded size or checksum."""
+
+
+OVERLAP_FROM = 4 * _CHUNK
+"""The bytes a value's checksum takes in this thread before :class:`Overlapped` moves to a
+second one."""
+
+
+class Overlapped:
+    """A running checksum (:class:`~checkpoint._format.Checksum`) whose pieces, once
+    :data:`OVERLAP_FROM` bytes have gone by, are hashed in order on a second thread while
+    the caller reads or writes the next ones: xxhash and zlib release the GIL, so with a
+    core free, checking a large value costs little more than copying it. Small values never
+    start the thread.
+
+    A piece must stay as it is, and in memory, until it is hashed: :meth:`drain` (which a
+    reader calls before giving back the buffer it read into: the unpickler may free it) or
+    :meth:`value` waits for that.
+    """
+
+    __slots__ = ("running", "_seen", "_pieces", "_thread", "_error")
+
+    def __init__(self, running: Checksum) -> None:
+        self.running = running
+        self._seen = 0
+        self._pieces: SimpleQueue[bytes | memoryview | threading.Event | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def update(self, data: bytes | memoryview) -> None:
+        if self._pieces is None:
+            self._seen += data.nbytes if isinstance(data, memoryview) else len(data)
+            if self._seen < OVERLAP_FROM:
+                self.running.update(data)
+                return
+            self._pieces = SimpleQueue()
+            self._thread = threading.Thread(target=self._hash, args=(self._pieces,),
+                                            name="checkpoint-checksum", daemon=True)
+            self._thread.start()
+        self._pieces.put(data)
+
+    def _hash(self, pieces: SimpleQueue[bytes | memoryview | threading.Event | None]) -> None:
+        while (piece := pieces.get()) is not None:
+            if isinstance(piece, threading.Event):
+                piece.set()
+            elif self._error is None:
+                try:
+                    self.running.update(piece)
+                except BaseException as exc:  # noqa: BLE001 - raised by value()
+                    self._error = exc
+            del piece  # (not held while waiting for the next)
+
+    def drain(self) -> None:
+        """Wait until every piece given so far is hashed."""
+        if self._thread is not None:
+            assert self._pieces is not None
+            done = threading.Event()
+            self._pieces.put(done)
+            done.wait()
+
+    def value(self) -> int:
+        """The checksum of every piece (waits for the second thread to hash what is left)."""
+        self.close()
+        if self._error is not None:
+            raise self._error
+        return self.running.value()
+
+    def close(self) -> None:
+        """Wait for the pieces given so far to be hashed, and end the second thread."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            assert self._pieces is not None
+            self._pieces.put(None)
+            thread.join()
 
 
 class Sink(Protocol):
@@ -120,7 +195,7 @@ class _CheckingReader:
     def __init__(self, file: io.FileIO, size: int, crc: int) -> None:
         self.file = file
         self.left = size
-        self.hasher = Checksum.like(crc)
+        self.hasher = Overlapped(Checksum.like(crc))
 
     def read(self, n: int = -1) -> bytes:
         n = self.left if n < 0 else min(n, self.left)
@@ -137,12 +212,15 @@ class _CheckingReader:
     def readinto(self, buffer: bytearray | memoryview) -> int:
         view = memoryview(buffer).cast("B")[:self.left]
         done = 0
-        while done < len(view):  # in 1 MB pieces, each checksummed while in the CPU's cache
-            n = self.file.readinto(view[done:done + _CHUNK]) or 0
-            if not n:
-                break
-            self.hasher.update(view[done:done + n])
-            done += n
+        try:
+            while done < len(view):  # in 1 MB pieces, checksummed as the next is read
+                n = self.file.readinto(view[done:done + _CHUNK]) or 0
+                if not n:
+                    break
+                self.hasher.update(view[done:done + n])
+                done += n
+        finally:
+            self.hasher.drain()  # the unpickler may free the buffer once this returns
         self.left -= done
         return done
 
@@ -182,13 +260,16 @@ def read_checked(file: io.FileIO, size: int, crc: int, compressed: bool, root: s
         return _read_mapped(fd, size, crc)
     reader = _CheckingReader(file, size, crc)
     try:
-        value = pickle.load(reader)
-    except Exception:
+        try:
+            value = pickle.load(reader)
+        except Exception:
+            if reader.finish() != crc or reader.left:
+                raise Damaged from None
+            raise
         if reader.finish() != crc or reader.left:
-            raise Damaged from None
-        raise
-    if reader.finish() != crc or reader.left:
-        raise Damaged
+            raise Damaged
+    finally:
+        reader.hasher.close()
     return value
 
 

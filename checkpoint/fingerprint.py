@@ -342,7 +342,7 @@ def bound_values(fn: types.FunctionType) -> list[tuple[str, object]]:
 
 
 @lru_cache(maxsize=1)
-def _outside_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+def outside_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Directories never part of a project (the interpreter's libraries, checkpoint) and
     the interpreter prefixes (outside unless the project itself lives under one)."""
     libs = {os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(os.__file__))}
@@ -403,7 +403,7 @@ def _installed(real: str, root: str) -> bool:
     parts = real.split(os.sep)
     if "site-packages" in parts or "dist-packages" in parts:
         return True
-    libs, prefixes = _outside_dirs()
+    libs, prefixes = outside_dirs()
     if real.startswith(libs):
         return True
     inside_prefix = [p for p in prefixes if real.startswith(p)]

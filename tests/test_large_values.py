@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +156,77 @@ def test_equal_bytes_have_equal_stamps_streamed_or_not(tmp_path: Path) -> None:
     compressed = encode_result([value], 6, str(tmp_path), TASK_ID)
     assert compressed.blob and compressed.stamp == _stamps.value_stamp(
         (tmp_path / compressed.blob).read_bytes(), True) != written.stamp
+
+
+def _hashing_threads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the bytes each thread checksums (by thread name), from now on."""
+    from checkpoint._format import Checksum
+
+    seen: dict[str, int] = {}
+    real = Checksum.update
+
+    def update(self: Checksum, data: bytes | memoryview) -> None:
+        name = threading.current_thread().name
+        seen[name] = seen.get(name, 0) + memoryview(data).nbytes
+        real(self, data)
+
+    monkeypatch.setattr(Checksum, "update", update)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["bytes", "array"])
+def test_a_large_value_is_checksummed_on_a_second_thread_as_it_is_written_and_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    # The copy (into the page cache, or into the value read) and the hash of each 1 MB piece
+    # overlap: xxhash releases the GIL (docs/performance.md, Large values).
+    np = pytest.importorskip("numpy")
+    value: object = os.urandom(12 * MB) if kind == "bytes" else np.arange(
+        12 * MB // 8, dtype=np.float64)
+    seen = _hashing_threads(monkeypatch)
+    ref = _stored(value, tmp_path)
+    assert seen.get("checkpoint-checksum", 0) >= 8 * MB, seen
+    assert ref.crc == _codec.checksum(Path(ref.path).read_bytes())
+    if kind == "bytes":
+        seen.clear()
+        assert ref.load() == value
+        assert seen.get("checkpoint-checksum", 0) >= 8 * MB, seen
+    assert "checkpoint-checksum" not in [t.name for t in threading.enumerate()]  # (each ends with its value)
+
+
+def test_every_damaged_byte_of_a_value_checksummed_on_a_second_thread_is_detected(
+        tmp_path: Path) -> None:
+    from checkpoint._valuefile import OVERLAP_FROM
+
+    value = os.urandom(OVERLAP_FROM + 5 * MB + 3)
+    ref = _stored(value, tmp_path)
+    data = Path(ref.path).read_bytes()
+    for where in (0, 40, OVERLAP_FROM - 1, OVERLAP_FROM, OVERLAP_FROM + 1, len(data) // 2,
+                  len(data) - MB, len(data) - 1):
+        damaged = bytearray(data)
+        damaged[where] ^= 0x01
+        Path(ref.path).write_bytes(damaged)
+        with pytest.raises(CorruptEntryError, match="corrupt"):
+            ref.load()
+    Path(ref.path).write_bytes(data)
+    assert ref.load() == value
+
+
+def test_a_read_that_fails_midway_has_checksummed_what_it_read_before_it_returns() -> None:
+    # The unpickler frees the buffer it reads into when a read fails: no piece of it may
+    # still wait for the second thread then.
+    import io
+
+    from checkpoint._valuefile import _CheckingReader
+
+    data = os.urandom(9 * MB)
+
+    class Failing(io.BytesIO):
+        def readinto(self, buffer: Any) -> int:
+            if self.tell() >= 7 * MB:
+                raise OSError("the disk went away")
+            return super().readinto(buffer)
+
+    reader = _CheckingReader(Failing(data), len(data), _codec.checksum(data))  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="went away"):
+        reader.readinto(bytearray(len(data)))
+    assert reader.hasher.value() == _codec.checksum(data[:7 * MB])
