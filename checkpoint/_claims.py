@@ -27,6 +27,8 @@ class Claims:
         self.coordination = state.coordination
         self.flow = flow
         self.store = state.store
+        self._linked: dict[TaskId, bool] = {}
+        """Whether a task, or one upstream of it, owns files (see :meth:`file_deps`)."""
 
     def check_others(self, in_flight: list[TaskId], flush: Callable[[], None]) -> None:
         """Alone so far: if another run has arrived, lock the tasks ``in_flight`` (and share
@@ -41,14 +43,50 @@ class Claims:
         self.coordination.check_others(lambda: in_flight, read, flush)
 
     def file_deps(self, tid: TaskId) -> list[TaskId]:
-        """The prerequisites of ``tid`` that own files it may read: a data directory, or
-        declared outputs (``Product``), which another run would empty or rewrite."""
-        deps = []
-        for dep in self.nodes[tid].deps:
-            node = self.nodes[dep]
-            if node.task.spec().has_data_dir or (node.files is not None and node.files.outputs):
-                deps.append(dep)
-        return deps
+        """The tasks upstream of ``tid`` that own files it may read: a data directory, or
+        declared outputs (``Product``), which another run would empty or rewrite. Not only
+        its prerequisites: a value may be a path to such files, passed on by the tasks in
+        between (``best()`` returning the directory of one of the models it compares)."""
+        linked = self._linked
+        stack = [dep for dep in self.nodes[tid].deps if self._fill(dep)]
+        owners: list[TaskId] = []
+        seen = set(stack)
+        while stack:
+            dep = stack.pop()
+            if self._owns_files(dep):
+                owners.append(dep)
+            for up in self.nodes[dep].deps:
+                if up not in seen and linked[up]:
+                    seen.add(up)
+                    stack.append(up)
+        return owners
+
+    def _owns_files(self, tid: TaskId) -> bool:
+        node = self.nodes[tid]
+        return node.task.spec().has_data_dir or (node.files is not None and bool(node.files.outputs))
+
+    def _fill(self, tid: TaskId) -> bool:
+        """Whether ``tid``, or a task upstream of it, owns files; known (``_linked``) for
+        each task once per plan, its upstream included (iterative: a chain may be 100,000
+        deep)."""
+        linked = self._linked
+        known = linked.get(tid)
+        if known is not None:
+            return known
+        stack = [tid]
+        while stack:
+            top = stack[-1]
+            if top in linked:
+                stack.pop()
+                continue
+            deps = self.nodes[top].deps
+            todo = [dep for dep in deps if dep not in linked]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            linked[top] = self._owns_files(top) or any(linked[dep] for dep in deps)
+        return linked[tid]
 
     def take(self, tid: TaskId) -> bool:
         """Claim ``tid`` and share what it reads; False if it must not run now."""
@@ -75,20 +113,22 @@ class Claims:
         return True
 
     def share(self, tid: TaskId) -> bool:
-        """Share the locks of the prerequisites whose data directory or declared outputs
-        ``tid`` reads, so that no other run empties or rewrites them meanwhile; False
-        (``tid`` blocked) while another run recomputes one. A prerequisite another run
-        stored since is adopted."""
+        """Share the locks of the tasks upstream whose data directory or declared outputs
+        ``tid`` may read (:meth:`file_deps`), so that no other run empties or rewrites them
+        meanwhile; False (``tid`` blocked) while another run recomputes one. One another
+        run stored since is adopted; one it cleared is recomputed first."""
         coordination = self.coordination
         shared: list[TaskId] = []
         for dep in self.file_deps(tid):
+            # Already shared (or held) by this run: no other run changed it since.
+            checked = dep in coordination.readers or dep in coordination.held
             if not coordination.share(dep):
                 for taken in shared:
                     coordination.unshare(taken)
                 coordination.blocked.append(tid)
                 return False
             shared.append(dep)
-            if dep not in coordination.held and self.readiness.get(dep) is TaskState.DONE:
+            if not checked and self.readiness.get(dep) is TaskState.DONE:
                 node = self.nodes[dep]
                 family = node.task.family.dirname
                 self.store.indexes.drop_stale((family,))  # its index deleted with the family?
@@ -99,7 +139,7 @@ class Claims:
                     if self.flow.damaged(dep, f"The stored result of {node.task!r} "
                                          f"({node.task.family.name}) was removed or replaced "
                                          "while this run needed it; it will be recomputed.", tid):
-                        self.readiness.wait_for(tid, self.nodes[tid].deps)
+                        self.readiness.wait_for(tid, [*self.nodes[tid].deps, dep])
                     return False
                 if meta.stamp != self.values.stamp(dep):
                     node.meta = meta
