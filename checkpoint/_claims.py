@@ -61,23 +61,6 @@ class Claims:
         """The prerequisites of ``tid`` that own files or have such a task upstream."""
         return [dep for dep in self.nodes[tid].deps if self._fill(dep)]
 
-    def file_deps(self, tid: TaskId) -> list[TaskId]:
-        """The tasks upstream of ``tid`` that own files it may read: a data directory, or
-        declared outputs (``Product``), which another run would empty or rewrite (the locks
-        :meth:`share` shares for it)."""
-        stack = self.read_through(tid)
-        seen = set(stack)
-        owners: list[TaskId] = []
-        while stack:
-            dep = stack.pop()
-            if dep in self._owners:
-                owners.append(dep)
-            for up in self.nodes[dep].deps:
-                if up not in seen and self._linked[up]:
-                    seen.add(up)
-                    stack.append(up)
-        return owners
-
     def _fill(self, tid: TaskId) -> bool:
         """Whether ``tid``, or a task upstream of it, owns files; known (``_linked``) for
         each task once per plan, its upstream included (iterative: a chain may be 100,000
@@ -185,7 +168,7 @@ class Claims:
 
     def share(self, tid: TaskId) -> bool:
         """Share the locks of the tasks upstream whose data directory or declared outputs
-        ``tid`` may read (:meth:`file_deps`), so that no other run empties or rewrites them
+        ``tid`` may read (every one upstream of it), so that no other run empties or rewrites them
         meanwhile; False (``tid`` blocked) while another run recomputes one. One another
         run stored since is adopted; one it cleared is recomputed first."""
         coordination = self.coordination
