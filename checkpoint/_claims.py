@@ -167,13 +167,13 @@ class Claims:
         return True
 
     def share(self, tid: TaskId) -> bool:
-        """Share the locks of the tasks upstream whose data directory or declared outputs
-        ``tid`` may read (every one upstream of it), so that no other run empties or rewrites them
+        """Share the locks of every task upstream of ``tid`` whose data directory or
+        declared outputs it may read, so that no other run empties or rewrites them
         meanwhile; False (``tid`` blocked) while another run recomputes one. One another
         run stored since is adopted; one it cleared is recomputed first."""
         coordination = self.coordination
         roots = self.read_through(tid)
-        shared: list[TaskId] = []  # locks taken now: no longer held by this run since
+        shared: list[TaskId] = []  # whose lock this run takes now: read their entries
         for i, root in enumerate(roots):
             if not self._activate(root, shared):
                 for taken in roots[:i]:
