@@ -27,10 +27,12 @@ class Coordination:
         """Ready tasks another run is computing (or one whose data directory they read):
         tried again shortly."""
         self.readers: dict[TaskId, int] = {}
-        """Tasks whose data directory tasks of this run are reading: how many."""
+        """Tasks whose files tasks of this run are reading (their locks are shared): how
+        many readers."""
         self.reading: dict[TaskId, list[TaskId]] = {}
-        """The prerequisites whose files each running task reads (their locks are shared
-        until it returns)."""
+        """What each running task reads through (see :mod:`checkpoint._claims`)."""
+        self.ended: list[TaskId] = []
+        """What tasks that returned read through, to give back (``Claims.release``)."""
         self.last_check = time.perf_counter()
 
     @property
@@ -40,11 +42,10 @@ class Coordination:
     def check_due(self) -> bool:
         return self.lock.solo and time.perf_counter() - self.last_check >= CHECK_SECONDS
 
-    def check_others(self, in_flight: Callable[[], Iterable[TaskId]],
-                     read: Callable[[], Iterable[TaskId]],
+    def check_others(self, in_flight: Callable[[], Iterable[TaskId]], read: Callable[[], None],
                      before_switch: Callable[[], None]) -> None:
-        """Alone so far: if another run has arrived, lock what is in flight (and share the
-        data directories it reads) and switch."""
+        """Alone so far: if another run has arrived, lock what is in flight, share the
+        locks of the files it reads (``read``), and switch."""
         self.last_check = time.perf_counter()
         if not self.lock.solo or self.lock.alone():
             return
@@ -52,16 +53,13 @@ class Coordination:
         for tid in in_flight():
             if self.lock.try_task(tid):
                 self.held.add(tid)
-        for tid in read():
-            self.readers[tid] = self.readers.get(tid, 0) + 1
-            if tid not in self.held:
-                self.lock.share_task(tid)
+        read()
         self.locking = True
         self.lock.end_solo()
 
     def share(self, tid: TaskId) -> bool:
-        """Share ``tid``'s lock while a task reads its data directory; False if another
-        run is computing it (the reader waits)."""
+        """Share ``tid``'s lock while a task reads its files; False if another run is
+        computing it (the reader waits)."""
         count = self.readers.get(tid, 0)
         if count == 0 and tid not in self.held and not self.lock.share_task(tid):
             return False
@@ -78,10 +76,10 @@ class Coordination:
             self.lock.release_task(tid)
 
     def end_reads(self, tid: TaskId) -> None:
-        """``tid`` returned (or never ran): stop sharing the locks of what it read."""
+        """``tid`` returned (or never ran): the locks of what it read are given back at the
+        next ``Claims.release``."""
         if self.reading:
-            for dep in self.reading.pop(tid, ()):
-                self.unshare(dep)
+            self.ended += self.reading.pop(tid, ())
 
     def claim(self, tid: TaskId) -> bool:
         """Lock ``tid`` before computing it; False (and ``tid`` blocked) if another run has it."""

@@ -15,9 +15,10 @@ run holds the lock, the task waits (other tasks go on) and, once it gets the loc
 store is read again, and a result the other run stored meanwhile is reused. A task's lock
 is held until its result is stored, so the second run never misses it.
 
-A task that reads a prerequisite's data directory holds that prerequisite's byte *shared*
-while it runs: a run that wants to recompute the prerequisite (and empty its directory)
-waits until the readers are done, and a reader waits while another run recomputes it.
+A task that may read the files of a task upstream of it (its data directory or declared
+outputs; see :mod:`checkpoint._claims`) holds that task's byte *shared* while it runs: a
+run that wants to recompute it (and empty its directory) waits until the readers are done,
+and a reader waits while another run recomputes it.
 
 Runs in one process share their POSIX locks (they would not see each other): start
 concurrent runs as separate processes.

@@ -70,7 +70,16 @@ class Submitter:
         """Tasks that waited for an abandoned attempt of theirs (see :meth:`_held_back`)."""
 
     def submit_ready(self) -> None:
-        """Submit ready tasks while there is room in flight."""
+        """Submit ready tasks while there is room in flight, then give back the reads of
+        the tasks that returned (after those, so that a chain of readers of one directory
+        keeps its lock shared instead of taking it again)."""
+        try:
+            self._submit_ready()
+        finally:
+            if self.coordination.ended:
+                self.claims.release()
+
+    def _submit_ready(self) -> None:
         if self.flow.stopping:
             return
         if self.coordination.blocked:

@@ -246,7 +246,7 @@ def test_forced_run_waits_for_readers_of_its_declared_outputs(tmp_path: Path) ->
 
 
 CLEARED_PREREQUISITE_TASKFILE = """
-    import time
+    import os, time
     from pathlib import Path
     from checkpoint import TaskDirectory, requires, task
 
@@ -269,8 +269,15 @@ CLEARED_PREREQUISITE_TASKFILE = """
         return __
 
     @task
-    def main():
+    def pick():
         @requires(render())
+        def __(figdir: str) -> str:
+            return figdir
+        return __
+
+    @task
+    def main():
+        @requires(pick() if os.environ.get("CP_TEST_THROUGH") else render())
         @requires(slow())
         def __(figdir: str, _: int) -> int:
             return len(list(Path(figdir).glob("*.png")))
@@ -278,18 +285,20 @@ CLEARED_PREREQUISITE_TASKFILE = """
 """
 
 
+@pytest.mark.parametrize("through", [False, True], ids=["direct", "through"])
 @pytest.mark.parametrize("what", [["render"], ["render()"], ["--all"]],
                          ids=["family", "entry", "all"])
 def test_a_prerequisite_cleared_between_its_run_and_its_readers_is_recomputed(
-    tmp_path: Path, what: list[str]
+    tmp_path: Path, what: list[str], through: bool
 ) -> None:
     """`checkpoint clear` of a finished TaskDirectory() task while the run still has to start
-    the task that reads its files: the run sees that it is gone (even when its whole family
-    index was deleted under the run's open connection) and computes it again, so the reader
-    finds its files; nothing wrong is printed or stored."""
+    the task that reads its files (``through``: got through another task, pick()): the run
+    sees that it is gone (even when its whole family index was deleted under the run's open
+    connection) and computes it again, so the reader finds its files; nothing wrong is
+    printed or stored."""
     write(tmp_path / "taskfile.py", CLEARED_PREREQUISITE_TASKFILE)
     log = tmp_path / "exec.log"
-    env = env_for(tmp_path, log)
+    env = env_for(tmp_path, log, **({"CP_TEST_THROUGH": "1"} if through else {}))
     run = start(["run", "--no-progress", "-j", "2", "main"], tmp_path, env)
     deadline = time.monotonic() + 60
     while not (tmp_path / "slow-started").exists() and run.poll() is None:
@@ -305,3 +314,103 @@ def test_a_prerequisite_cleared_between_its_run_and_its_readers_is_recomputed(
     assert "was removed or replaced while this run needed it" in err
     again = start(["run", "--no-progress", "main"], tmp_path, env).communicate(timeout=60)
     assert again[0].strip() == "3"
+
+
+THROUGH_TASKFILE = """
+    import os, time
+    from pathlib import Path
+    from checkpoint import Product, TaskDirectory, requires, task
+
+    PRODUCT = os.environ.get("CP_TEST_PRODUCT") == "1"
+
+    @task
+    def train(seed: int):
+        if PRODUCT:
+            @requires(Product(f"models/{seed}"))
+            def __(d: Path) -> str:
+                d.mkdir(parents=True, exist_ok=True)
+                for i in range(3):
+                    (d / f"shard{i}.bin").write_text(f"{seed}-{i}-{os.urandom(4).hex()}")
+                return str(d)
+            return __
+
+        @requires(TaskDirectory())
+        def __(d: Path) -> str:
+            for i in range(3):
+                (d / f"shard{i}.bin").write_text(f"{seed}-{i}-{os.urandom(4).hex()}")
+            return str(d)
+        return __
+
+    @task
+    def best():
+        @requires([train(s) for s in (1, 2)])
+        def __(dirs: list[str]) -> str:
+            return dirs[1]  # the best model's directory: read through this task
+        return __
+
+    @task
+    def evaluate():
+        @requires(best())
+        def __(d: str) -> str:
+            def shards() -> list[str]:
+                files = [Path(d, f"shard{i}.bin") for i in range(3)]
+                return [f.read_text() if f.exists() else "missing" for f in files]
+
+            before = shards()
+            Path("reading").write_text("")
+            while not Path("go").exists():  # until the other command has had its go
+                time.sleep(0.02)
+            after = shards()
+            return "same" if before == after else f"CHANGED: {before} -> {after}"
+        return __
+
+    @task
+    def probe():
+        def __() -> int:
+            Path("probe-ran").write_text("")
+            return 1
+        return __
+"""
+
+
+@pytest.mark.parametrize("kind, other", [
+    ("datadir", "force"), ("datadir", "clear"), ("product", "force"),
+])
+def test_a_reader_of_files_got_through_another_task_holds_their_lock(
+    tmp_path: Path, kind: str, other: str
+) -> None:
+    """evaluate() reads train(2)'s files through best(), which returns their path. Another
+    command that would empty or rewrite them (`run --force 'train(2)'`, `clear 'train(2)'`)
+    while evaluate() reads waits until it is done: evaluate() sees the same files throughout,
+    then the other command does its work."""
+    write(tmp_path / "taskfile.py", THROUGH_TASKFILE)
+    env = env_for(tmp_path, tmp_path / "exec.log", CP_TEST_PRODUCT=str(int(kind == "product")))
+    _, err = start(["run", "--no-progress", "best"], tmp_path, env).communicate(timeout=60)
+    assert "Internal error" not in err
+    reader = start(["run", "--no-progress", "evaluate"], tmp_path, env)
+    while not (tmp_path / "reading").exists():
+        assert reader.poll() is None, reader.communicate()
+        time.sleep(0.02)
+    if other == "force":
+        # train(2) is tried before probe(): once probe() ran (one worker), the forced run has
+        # either rewritten train(2)'s files (no lock) or is waiting for the reader.
+        command = start(["run", "--no-progress", "-j", "1", "--force", "train(2)", "probe"],
+                        tmp_path, env)
+        while not (tmp_path / "probe-ran").exists():
+            assert command.poll() is None, command.communicate()
+            time.sleep(0.02)
+    else:
+        command = start(["clear", "-y", "train(2)"], tmp_path, env)
+        assert command.stderr is not None
+        while True:  # until the clear says it waits, or ends (having removed them)
+            line = command.stderr.readline()
+            if not line or "Waiting for a run" in line:
+                break
+    (tmp_path / "go").write_text("")
+    out, err = reader.communicate(timeout=60)
+    other_out, other_err = command.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert command.returncode == 0, other_err
+    assert out.strip() == "same", f"evaluate() read train(2)'s files while {other} changed them"
+    again = start(["run", "--no-progress", "evaluate"], tmp_path, env).communicate(timeout=60)
+    assert again[0].strip() == "same"

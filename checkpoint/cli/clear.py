@@ -158,4 +158,4 @@ def _report(app: App, removed: Removed, as_json: bool) -> None:
 def _waiting(app: App) -> Callable[[], None]:
     """What clear says when a run on the cache makes it wait."""
     return lambda: err("Waiting for a run on this cache to finish with these tasks (it is "
-                       "computing them or reading their data directories)...", quiet=app.quiet)
+                       "computing them or reading their files)...", quiet=app.quiet)
