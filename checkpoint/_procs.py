@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 _guard_pid = 0
 """This process's guard (:func:`guard_group`), 0 if it has none."""
@@ -330,3 +331,130 @@ def _end_guard() -> None:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+# --- a guard for a process that does not lead its group (a Dask worker) -------------------
+
+GUARD_CODE = (
+    "import importlib.util as u, sys\n"
+    "s = u.spec_from_file_location('checkpoint_procs_guard', sys.argv[1])\n"
+    "m = u.module_from_spec(s)\n"
+    "s.loader.exec_module(m)\n"
+    "m.guard_marked(int(sys.argv[2]), sys.argv[3], sys.argv[4])\n"
+)
+"""What :func:`start_guard` runs: this module alone, loaded from its file (not the package)."""
+
+_started_guard: Any = None
+
+
+def guards_dir() -> str:
+    """Where guards of this user keep their lock files (see :func:`wait_for_guards`)."""
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"checkpoint-guards-{os.getuid()}")
+
+
+def start_guard(prefix: str) -> None:
+    """Linux, once per process (a Dask worker, which shares its process group with others):
+    mark the process (:func:`mark_worker`) and start a guard program that ends every process
+    carrying the mark when this process dies other than by exiting normally. While it does,
+    it holds a lock that :func:`wait_for_guards` waits for."""
+    global _started_guard
+    if _started_guard is not None or not LINUX_PROC:
+        return
+    import subprocess
+    import sys
+
+    directory = guards_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    mark = mark_worker(prefix)
+    env = {k: v for k, v in os.environ.items() if k != MARK}
+    guard = subprocess.Popen(
+        [sys.executable, "-I", "-c", GUARD_CODE, __file__, str(os.getpid()), mark, directory],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+    )
+    assert guard.stdout is not None
+    with guard.stdout:
+        guard.stdout.readline()  # armed (or gone: then unguarded, as before)
+    _started_guard = guard
+    import atexit
+    from multiprocessing import util
+
+    util.Finalize(None, stop_guard, exitpriority=0)  # a multiprocessing child's normal exit
+    atexit.register(stop_guard)
+
+
+def stop_guard() -> None:
+    """End this process's guard program (a normal exit: what tasks left running stays)."""
+    global _started_guard
+    guard, _started_guard = _started_guard, None
+    if guard is not None:
+        with contextlib.suppress(OSError):
+            guard.terminate()
+            guard.wait(5)
+
+
+def guard_marked(worker: int, mark: str, directory: str) -> None:
+    """The guard program (see :func:`start_guard`): wait for ``worker`` to die; unless told
+    to stop first (SIGTERM), end every process carrying ``mark``, then release the lock."""
+    import ctypes
+    import fcntl
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    waited = {signal.SIGUSR1, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGUSR1, 0, 0, 0)  # PR_SET_PDEATHSIG
+    path = os.path.join(directory, f"{worker}-{os.getpid()}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    sys.stdout.write("armed\n")
+    sys.stdout.close()
+    stopped = False
+    while os.getppid() == worker:  # (the signal also comes when the thread that started us ends)
+        if signal.sigwait(waited) == signal.SIGTERM:
+            stopped = True
+            break
+    if not stopped:
+        end_marked(mark)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    os._exit(0)
+
+
+def wait_for_guards(timeout: float = 30.0) -> None:
+    """Wait while the guard of a dead process of this user is still ending the processes
+    it guarded (see :func:`start_guard`): a task that the dead process was running may be
+    about to run again here, and they would write into its outputs. Clears stale locks."""
+    if not LINUX_PROC:
+        return
+    import fcntl
+
+    directory = guards_dir()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        worker = int(name.split("-")[0]) if name.split("-")[0].isdigit() else 0
+        if not worker or _state(worker) not in (b"", b"Z", b"X"):
+            continue  # its process lives: nothing to wait for
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.005)
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # its guard is done (or was killed)
+        finally:
+            os.close(fd)

@@ -240,3 +240,57 @@ def test_what_a_successful_task_leaves_running_survives(
     finally:
         _end({pid})
 
+
+
+DASK_TASKFILE = """
+    import os, subprocess
+    from pathlib import Path
+    from checkpoint import Product, requires, task
+
+    def alive(pid):
+        try:
+            return "\\nState:\\tZ" not in Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+
+    @task
+    def main():
+        @requires(Product("out/table.csv"))
+        def __(out):
+            tool = Path("tool.pid")
+            if tool.exists():  # run again after its worker was killed: is the old tool there?
+                out.write_text("row\\n")
+                return "old tool alive" if alive(int(tool.read_text())) else "clean"
+            Path("worker.pid").write_text(str(os.getpid()))
+            subprocess.run(["sh", "-c", 'echo $$ > tool.tmp; mv tool.tmp tool.pid; sleep 300; '
+                            'echo row >> "$1"', "sh", str(out)], check=True)
+            return "not killed"
+        return __
+"""
+
+
+def test_dask_worker_killed_ends_the_tools_of_its_task(tmp_path: Path) -> None:
+    """A Dask worker killed mid-task (the out-of-memory killer): its guard ends the tools the
+    task started, and Dask's new attempt of the task starts only once they are gone (adv4 04)."""
+    pytest.importorskip("distributed")
+    write(tmp_path / "taskfile.py", DASK_TASKFILE)
+    proc = start(["run", "--no-progress", "--executor", "dask", "-j", "2", "main"], tmp_path,
+                 env_for(tmp_path))
+    tool_file = tmp_path / "tool.pid"
+    tool: set[int] = set()
+    try:
+        _wait_for(tool_file.exists, proc, "the task started its tool")
+        tool = {int(tool_file.read_text())}
+        os.kill(int((tmp_path / "worker.pid").read_text()), signal.SIGKILL)
+        proc.wait(timeout=120)
+        assert not wait_dead(tool, timeout=10), "the killed worker's tool outlived it"
+    finally:
+        _end(tool)
+        _end({proc.pid})
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:  # Dask ran the task again: only once the old tool had gone
+        assert out.strip() == "clean", err
+    else:  # or the task failed alone (Dask lost track of it)
+        assert "WorkerDiedError" in err, err
+    table = tmp_path / "out" / "table.csv"
+    assert not table.exists() or table.read_text() == "row\n"  # never the old tool's row
