@@ -28,6 +28,10 @@ failures, keep-going, interrupts and events behave the same), with three Dask sp
 * **Worker capacity.** The number of batches in flight follows the cluster's thread count
   (re-read at most once a second, so adaptive clusters that grow get more work), capped
   by ``max_workers`` when given, plus as many queued behind them (``prefetch``).
+
+A worker process that dies (the out-of-memory killer) takes the processes its tasks started
+with it (Linux): its guard ends them, and a task Dask runs again on that host waits until it
+has (see :func:`_guard_worker`).
 """
 
 from __future__ import annotations
@@ -440,6 +444,7 @@ def run_dask_batch(
     :mod:`checkpoint._workercode`) are imported again first.
     """
     enter_directory(cwd)
+    _guard_worker()
     if code:
         refresh(code, cwd)
     if digest and modules is not None:
@@ -485,6 +490,22 @@ def run_dask_batch(
     outcomes = _travelling(run_batch(ready, payloads, True, cwd)) if ready else []
     by_id = {o.id: o for o in (*outcomes, *missing)}
     return [by_id[item.id] for item in items]
+
+
+def _guard_worker() -> None:
+    """Linux: give this worker a guard (once) that ends the processes its tasks started if
+    it dies (the out-of-memory killer; a worker process that a nanny started, not a cluster
+    of threads in the caller's own process), and wait while the guard of a worker that died on
+    this host still ends those of its own: Dask may be running its task again here, and they
+    would write into the task's outputs (see :func:`checkpoint._procs.start_guard`)."""
+    from ._procs import start_guard, wait_for_guards
+
+    try:
+        if multiprocessing.parent_process() is not None:  # not a cluster in the caller's process
+            start_guard(f"dask-{secrets.token_hex(4)}:")
+        wait_for_guards()
+    except Exception:  # noqa: BLE001,S110 - a worker without a guard still runs tasks
+        pass
 
 
 def _travelling(outcomes: list[Outcome]) -> list[Outcome]:

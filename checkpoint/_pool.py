@@ -7,7 +7,8 @@ do:
 
 * **Interrupt** (Ctrl-C, SIGTERM, SIGHUP): the coordinator ends each worker's whole group,
   SIGTERM then SIGKILL (:func:`checkpoint._procs.end_groups`), so the child processes a task
-  started die with its worker. A task never sees the interrupt itself, so it cannot finish
+  started die with its worker; so do those that left the group (found below the workers
+  before they are ended, and then by the workers' mark, see :mod:`checkpoint._procs`). A task never sees the interrupt itself, so it cannot finish
   with a half-built value that would be stored.
 * **Ctrl-Z** (SIGTSTP): while the pool runs, the coordinator stops the workers' groups
   (SIGSTOP), then itself; when continued (``fg``/``bg``) it continues them.
@@ -57,6 +58,8 @@ class ProcessPoolAdapter(ExecutorAdapter):
         """The worker processes of the current pool (their pids are their groups' ids)."""
         self._tstp: Any = None
         """SIGTSTP's handler before ours, while ours is installed."""
+        self._mark = ""
+        """What the marks of the current pool's workers start with (see :func:`_procs.marked`)."""
         self.executor: ProcessPoolExecutor | None = self._new_pool()
 
     # --- the pool ---------------------------------------------------------------------
@@ -80,9 +83,11 @@ class ProcessPoolAdapter(ExecutorAdapter):
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
         generation = self._generation
         self._generation += 1
+        self._mark = f"{self._token}-{generation}:"
         return ProcessPoolExecutor(
             max_workers=self.workers, mp_context=ctx,
-            initializer=init_worker, initargs=(os.getpid(), self.records_dir(), generation),
+            initializer=init_worker,
+            initargs=(os.getpid(), self.records_dir(), generation, self._mark),
         )
 
     def submit(self, items: list[WorkItem], payloads: dict[str, Payload]) -> Future[list[Outcome]]:
@@ -115,14 +120,21 @@ class ProcessPoolAdapter(ExecutorAdapter):
         processes = list((getattr(executor, "_processes", None) or {}).values())
         if kill:
             pids = self._pids | {p.pid for p in processes if p.pid is not None}
+            # What tasks started that left their worker's group (GNU timeout, a new session,
+            # a daemon): found below the workers while they live, by their mark afterwards.
+            strays = _procs.descendants(pids)
             if os.name == "posix":  # a stopped group cannot act on SIGTERM
                 _procs.signal_groups(pids, signal.SIGCONT)
             _procs.signal_groups(pids, signal.SIGTERM)
+            _procs.signal_pids(strays, signal.SIGTERM)
             for proc in processes:
                 if proc.is_alive():  # (without process groups, as on Windows: the worker alone)
                     proc.kill()
                 proc.join(timeout=5)  # reaped, so that an empty group reads as gone
             _procs.end_groups(pids)  # the tasks' children: a moment to exit, then SIGKILL
+            _procs.kill_pids(strays)
+            _procs.wait_gone(strays)
+            _procs.end_marked(self._mark)
             self._pids.clear()
         manager = getattr(executor, "_executor_manager_thread", None)
         executor.shutdown(wait=not kill, cancel_futures=True)

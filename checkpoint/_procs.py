@@ -1,15 +1,20 @@
 """Process trees: ending the child processes a task started.
 
 Worker processes lead their own process groups (see :mod:`checkpoint._pool`), so a worker and
-everything its tasks started go with one ``killpg``. Threads have no group of their own: on
-Linux, a thread's children are listed in ``/proc/self/task/<tid>/children``, which
-:func:`thread_descendants` reads (elsewhere it finds nothing, and such children are left to
-end by themselves).
+everything its tasks started go with one ``killpg`` -- except the processes that moved to a
+group or session of their own (GNU ``timeout``, ``start_new_session=True``, daemons). On
+Linux those are still found: as *descendants* of their worker (:func:`descendants`; a pool
+worker is a child subreaper, so a grandchild whose parent exited stays below it), and by the
+worker's mark, a ``CHECKPOINT_WORKER`` variable in the environment that every program a task
+starts inherits (:func:`mark_worker`, :func:`marked`), which still names them once their
+worker is dead and they were handed to init. Threads have no group of their own: a thread's
+children are listed in ``/proc/self/task/<tid>/children``, which :func:`thread_descendants`
+reads. Elsewhere none of this is found, and such processes are left to end by themselves.
 
 A worker dies with its coordinator, even one killed with ``kill -9`` (Linux
 ``PR_SET_PDEATHSIG``), but the processes its tasks started would be left to init and live
 on, writing into outputs that the next run makes again: :func:`guard_group` gives each
-worker a guard process that ends the worker's whole group when the worker dies.
+worker a guard process that ends them when the worker dies.
 """
 
 from __future__ import annotations
@@ -17,11 +22,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 _guard_pid = 0
 """This process's guard (:func:`guard_group`), 0 if it has none."""
+
+MARK = "CHECKPOINT_WORKER"
+"""The environment variable that marks the processes a worker's tasks started."""
+
+LINUX_PROC = os.path.isdir("/proc/self/task")
 
 
 def signal_groups(pgids: Iterable[int], signum: int) -> None:
@@ -109,6 +121,145 @@ def descendants(pids: Iterable[int]) -> list[int]:
     return found
 
 
+class _ChildrenFile(threading.local):
+    """This thread's ``/proc/.../children`` file, kept open: reading it again costs well
+    under a microsecond (opening it, several)."""
+
+    key: tuple[int, int] = (0, 0)
+    fd: _Fd | None = None
+
+
+class _Fd:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __del__(self) -> None:  # the thread ended (its locals go) or the process forked
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+_own = _ChildrenFile()
+
+
+def own_children() -> list[int]:
+    """The processes this thread started that still exist (Linux; elsewhere none)."""
+    if not LINUX_PROC:
+        return []
+    key = (os.getpid(), threading.get_native_id())
+    if _own.key != key or _own.fd is None:
+        try:
+            _own.fd = _Fd(os.open(f"/proc/self/task/{key[1]}/children", os.O_RDONLY))
+        except OSError:
+            return []
+        _own.key = key
+    try:
+        return [int(p) for p in os.pread(_own.fd.fd, 65536, 0).split()]
+    except (OSError, ValueError):
+        return []
+
+
+def attempt_start() -> frozenset[int]:
+    """What this thread's process tree holds as a task attempt starts (see
+    :func:`end_attempt`): usually nothing, found in about a microsecond."""
+    kids = [p for p in own_children() if p != _guard_pid]
+    return frozenset(kids + descendants(kids)) if kids else frozenset()
+
+
+def end_attempt(before: frozenset[int], whole_process: bool) -> list[int]:
+    """End the processes a failed task attempt started: what is below this thread (the whole
+    process, for a worker process whose tasks all run in it) and was not at its start
+    (``before``, from :func:`attempt_start`), whatever group or session they moved to.
+    Waits until they are gone, so that none writes after this returns; returns them."""
+    if not LINUX_PROC:
+        return []
+    if whole_process:
+        found = descendants([os.getpid()])
+    else:
+        found = thread_descendants([threading.get_native_id()])
+    pids = [p for p in found if p not in before]
+    if pids:
+        kill_pids(pids)
+        wait_gone(pids)
+    return pids
+
+
+def _state(pid: int) -> bytes:
+    """A process's state letter (``b""``: gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return b""
+
+
+def wait_gone(pids: Iterable[int], timeout: float = 5.0) -> list[int]:
+    """Wait until these processes are gone or zombies (Linux); those still running."""
+    left = list(pids)
+    deadline = time.monotonic() + timeout
+    while left:
+        left = [p for p in left if _state(p) not in (b"", b"Z", b"X")]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.001)
+    return left
+
+
+def mark_worker(prefix: str) -> str:
+    """Mark this worker process: every program its tasks start inherits ``CHECKPOINT_WORKER``
+    (see :func:`marked`); returns the mark, ``prefix`` followed by this process's id and a
+    slash (so that no worker's mark starts with another's)."""
+    mark = f"{prefix}{os.getpid()}/"
+    os.environ[MARK] = mark
+    return mark
+
+
+def marked(prefix: str) -> list[int]:
+    """The processes of this user whose environment has a ``CHECKPOINT_WORKER`` mark that
+    starts with ``prefix`` (Linux; a program that cleared its environment is not found).
+
+    ``/proc/PID/environ`` is the environment a program was started with: a process a task
+    forked without starting another program (``multiprocessing``'s fork) is not marked."""
+    if not LINUX_PROC or not prefix:
+        return []
+    needle = b"\0" + f"{MARK}={prefix}".encode()
+    uid, me = os.getuid(), os.getpid()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle in b"\0" + env:
+            found.append(int(name))
+    return found
+
+
+def end_marked(prefix: str, rounds: int = 20) -> list[int]:
+    """SIGKILL every process :func:`marked` finds with ``prefix``, again until none is left
+    (one may start another while the first round ends it); returns them."""
+    ended: list[int] = []
+    for _ in range(rounds):
+        pids = marked(prefix)
+        if not pids:
+            break
+        kill_pids(pids)
+        wait_gone(pids, timeout=1.0)
+        ended += pids
+    return ended
+
+
+def set_subreaper(prctl: Callable[..., int]) -> None:
+    """Linux: make this process a child subreaper, so that a process its tasks started whose
+    parent exited (a double fork, a daemon) is handed to it rather than to init, and stays
+    among its :func:`descendants`."""
+    prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
 def thread_children(native_ids: Iterable[int | None]) -> list[int]:
     """The processes these threads of this process started (Linux only)."""
     me = os.getpid()
@@ -121,6 +272,13 @@ def thread_descendants(native_ids: Iterable[int | None]) -> list[int]:
     return direct + descendants(direct)
 
 
+def signal_pids(pids: Iterable[int], signum: int) -> None:
+    """Send ``signum`` to each process (ids of processes that are gone are skipped)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signum)
+
+
 def kill_pids(pids: Iterable[int]) -> None:
     """SIGKILL each process (ids of processes that are gone are skipped)."""
     for pid in pids:
@@ -128,10 +286,11 @@ def kill_pids(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def guard_group(prctl: Callable[..., int]) -> None:
+def guard_group(prctl: Callable[..., int], mark: str = "") -> None:
     """Linux, in a process that leads its own group (a pool worker): fork a guard that
     SIGKILLs the whole group, itself included, when this process dies other than by exiting
-    normally. ``prctl`` is libc's.
+    normally, and before that every process that carries this worker's ``mark`` (see
+    :func:`mark_worker`): those that left the group. ``prctl`` is libc's.
 
     The guard learns of the death from a signal (``PR_SET_PDEATHSIG``, SIGUSR1, blocked and
     waited for: no Python code of the worker's runs in it). A worker that exits normally
@@ -158,6 +317,8 @@ def guard_group(prctl: Callable[..., int]) -> None:
         while os.getppid() == worker:  # (a stray SIGUSR1 while the worker lives is ignored)
             if signal.sigwait(waited) == signal.SIGTERM:
                 os._exit(0)
+        if mark:
+            end_marked(mark)
         os.killpg(worker, signal.SIGKILL)
     finally:
         os._exit(0)
@@ -170,3 +331,130 @@ def _end_guard() -> None:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+# --- a guard for a process that does not lead its group (a Dask worker) -------------------
+
+GUARD_CODE = (
+    "import importlib.util as u, sys\n"
+    "s = u.spec_from_file_location('checkpoint_procs_guard', sys.argv[1])\n"
+    "m = u.module_from_spec(s)\n"
+    "s.loader.exec_module(m)\n"
+    "m.guard_marked(int(sys.argv[2]), sys.argv[3], sys.argv[4])\n"
+)
+"""What :func:`start_guard` runs: this module alone, loaded from its file (not the package)."""
+
+_started_guard: Any = None
+
+
+def guards_dir() -> str:
+    """Where guards of this user keep their lock files (see :func:`wait_for_guards`)."""
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"checkpoint-guards-{os.getuid()}")
+
+
+def start_guard(prefix: str) -> None:
+    """Linux, once per process (a Dask worker, which shares its process group with others):
+    mark the process (:func:`mark_worker`) and start a guard program that ends every process
+    carrying the mark when this process dies other than by exiting normally. While it does,
+    it holds a lock that :func:`wait_for_guards` waits for."""
+    global _started_guard
+    if _started_guard is not None or not LINUX_PROC:
+        return
+    import subprocess
+    import sys
+
+    directory = guards_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    mark = mark_worker(prefix)
+    env = {k: v for k, v in os.environ.items() if k != MARK}
+    guard = subprocess.Popen(
+        [sys.executable, "-I", "-c", GUARD_CODE, __file__, str(os.getpid()), mark, directory],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+    )
+    assert guard.stdout is not None
+    with guard.stdout:
+        guard.stdout.readline()  # armed (or gone: then unguarded, as before)
+    _started_guard = guard
+    import atexit
+    from multiprocessing import util
+
+    util.Finalize(None, stop_guard, exitpriority=0)  # a multiprocessing child's normal exit
+    atexit.register(stop_guard)
+
+
+def stop_guard() -> None:
+    """End this process's guard program (a normal exit: what tasks left running stays)."""
+    global _started_guard
+    guard, _started_guard = _started_guard, None
+    if guard is not None:
+        with contextlib.suppress(OSError):
+            guard.terminate()
+            guard.wait(5)
+
+
+def guard_marked(worker: int, mark: str, directory: str) -> None:
+    """The guard program (see :func:`start_guard`): wait for ``worker`` to die; unless told
+    to stop first (SIGTERM), end every process carrying ``mark``, then release the lock."""
+    import ctypes
+    import fcntl
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    waited = {signal.SIGUSR1, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGUSR1, 0, 0, 0)  # PR_SET_PDEATHSIG
+    path = os.path.join(directory, f"{worker}-{os.getpid()}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    sys.stdout.write("armed\n")
+    sys.stdout.close()
+    stopped = False
+    while os.getppid() == worker:  # (the signal also comes when the thread that started us ends)
+        if signal.sigwait(waited) == signal.SIGTERM:
+            stopped = True
+            break
+    if not stopped:
+        end_marked(mark)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    os._exit(0)
+
+
+def wait_for_guards(timeout: float = 30.0) -> None:
+    """Wait while the guard of a dead process of this user is still ending the processes
+    it guarded (see :func:`start_guard`): a task that the dead process was running may be
+    about to run again here, and they would write into its outputs. Clears stale locks."""
+    if not LINUX_PROC:
+        return
+    import fcntl
+
+    directory = guards_dir()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        worker = int(name.split("-")[0]) if name.split("-")[0].isdigit() else 0
+        if not worker or _state(worker) not in (b"", b"Z", b"X"):
+            continue  # its process lives: nothing to wait for
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.005)
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # its guard is done (or was killed)
+        finally:
+            os.close(fd)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, Union, cast
 
 from ._codec import Payload, encode_result, load
+from ._procs import attempt_start, end_attempt
 from ._types import DebugMode
 from .errors import CorruptEntryError, TaskTimeoutError
 from .files import File, Product, output_digests, without_outputs
@@ -199,9 +200,11 @@ def _fill(template: object, payloads: dict[str, Payload], products: list[Product
 
 
 def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> Outcome:
-    """Compute one task and encode its result."""
+    """Compute one task and encode its result. If it fails, the processes it started are
+    ended first (Linux, see :func:`_end_attempt`)."""
     started = time.time()
     t0 = time.perf_counter()
+    before = attempt_start()
     try:
         fn = item.fn if item.call is None else _inner(item.call)
         assert fn is not None  # (a WorkItem holds the function or the call that makes it)
@@ -226,6 +229,7 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         if in_process and isinstance(exc, KeyboardInterrupt):
             raise
         duration = time.perf_counter() - t0
+        _end_attempt(before, in_process)
         if item.debug and in_process and type(exc).__name__ not in ("BdbQuit", "DebuggerQuitError"):
             from .debug import post_mortem
 
@@ -241,6 +245,7 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
                             "was read from it")
         encoded = encode_result(value, item.compress_level, item.blob_dir, item.id, item.root)
     except Exception as exc:  # noqa: BLE001
+        _end_attempt(before, in_process)
         out = _failure(item.id, started, duration, exc, in_process)
         out.unpicklable_result = True
         out.error_text = _returned_by(fn, exc)
@@ -250,6 +255,16 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
     return Done(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
                 blob=encoded.blob, stamp=encoded.stamp, outputs=outputs, classes=project_classes(value),
                 unpickled=_project_classes_named(met))
+
+
+def _end_attempt(before: frozenset[int], in_process: bool) -> None:
+    """End the processes a failed attempt started (not those that ran before it, ``before``),
+    whatever group or session they moved to, before its failure is reported: a retry, or
+    the next run, makes its outputs again, and they would write into them. In a worker
+    process, everything below the worker; in a thread, what the thread started. A task that
+    succeeds may leave processes running on purpose."""
+    with contextlib.suppress(Exception):
+        end_attempt(before, whole_process=not in_process)
 
 
 _project = ""
@@ -917,7 +932,7 @@ def _inner(call: OuterCall) -> Callable[..., object]:
     return inner.fn if isinstance(inner, _Requires) else cast("Callable[..., object]", inner)
 
 
-def init_worker(parent_pid: int, records: str = "", generation: int = 0) -> None:
+def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: str = "") -> None:
     """Pool initializer: signals are the coordinator's business, and a worker never outlives it.
 
     The worker leads its own process group, so the terminal's Ctrl-C and Ctrl-Z reach only
@@ -928,9 +943,12 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0) -> None
     process group cannot read the terminal. SIGTERM gets its default action back (a forked
     worker inherits the coordinator's handler). If the coordinator dies (even by
     ``kill -9``) the worker is killed too (Linux ``PR_SET_PDEATHSIG``), and a guard process
-    then ends the rest of its group (:func:`checkpoint._procs.guard_group`); elsewhere the
-    worker ends its group at its next check of its parent. ``records`` and ``generation`` name this worker's time-limit record
-    (see :func:`run_limited`).
+    then ends the rest of its group (:func:`checkpoint._procs.guard_group`) and the processes
+    its tasks started that left the group (found by the worker's mark in their environment,
+    ``mark`` followed by its pid; the worker is a child subreaper, so they also stay its
+    descendants while it lives); elsewhere the worker ends its group at its next check of its
+    parent. ``records`` and ``generation`` name this worker's time-limit record (see
+    :func:`run_limited`).
     """
     import os
     import signal
@@ -959,9 +977,12 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0) -> None
         except (OSError, AttributeError):
             _watch_parent(parent_pid)
         else:
-            from ._procs import guard_group
+            from ._procs import guard_group, mark_worker, set_subreaper
 
-            guard_group(libc.prctl)
+            own = mark_worker(mark) if mark else ""
+            with contextlib.suppress(OSError, AttributeError):
+                set_subreaper(libc.prctl)
+            guard_group(libc.prctl, own)
     else:
         _watch_parent(parent_pid)
     if os.getppid() != parent_pid:
