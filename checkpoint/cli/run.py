@@ -35,7 +35,15 @@ from .._types import EXECUTORS, Json, executor_name
 from ..errors import ExitCode, UsageError
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import Duration, echo_text, emit_json, emit_json_stream, err, safe_repr, trim_traceback
+from ._output import (
+    Duration,
+    echo_text,
+    emit_json,
+    emit_json_stream,
+    err,
+    safe_repr,
+    trim_traceback,
+)
 
 if TYPE_CHECKING:
     from ..events import Event, Subscriber
