@@ -126,14 +126,72 @@ def adapter_for_name(name: str, max_workers: int | None) -> DaskAdapter:
         address = "tcp://" + (rest if ":" in rest.rsplit("]", 1)[-1] else rest + ":8786")
         target = {"address": address}
         where = f"the Dask scheduler at {address}"
+    unreachable = ("Check the address, and that 'dask scheduler' is running and reachable "
+                   "from here.")
     try:
+        if "address" in target:
+            _check_scheduler(address, where)
         client = distributed.Client(**target)
     except (OSError, TimeoutError, ValueError) as exc:
+        raise UsageError(f"Cannot connect to {where}: {exc}. {unreachable}") from None
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the other end answered, but not as expected
         raise UsageError(
-            f"Cannot connect to {where}: {exc}. Check the address, and that 'dask scheduler' "
-            "is running and reachable from here."
+            f"Cannot connect to {where}: the address answers, but not as a Dask scheduler "
+            f"({type(exc).__name__}: {exc}). {unreachable}"
         ) from None
     return DaskAdapter(client.get_executor(pure=False), max_workers, owned=[client])
+
+
+def _check_scheduler(address: str, where: str) -> None:
+    """Refuse, as a :class:`UsageError`, an address that answers but is not a Dask
+    scheduler's: a worker's or a nanny's (both log ``tcp://`` addresses too), or another
+    kind of server, which may never answer distributed's handshake (an HTTP server waits for
+    a line): that wait is bounded by ``distributed.comm.timeouts.connect``, which
+    ``distributed.Client`` does not apply to it. Unreachable: ``OSError``, as from the client."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.comm.core import connect
+    from distributed.core import send_recv
+
+    timeout = float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s"))
+
+    async def identity() -> Any:
+        # connect() gives up on an unreachable address after ``timeout`` (OSError); the
+        # handshake after it has no limit of its own.
+        try:
+            comm = await asyncio.wait_for(
+                connect(address, timeout=timeout), 2 * timeout  # type: ignore[no-untyped-call]
+            )
+        except asyncio.TimeoutError:
+            return None
+        try:
+            return await asyncio.wait_for(send_recv(comm, op="identity"), timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            comm.abort()
+
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own, even under a running one
+        reply = pool.submit(asyncio.run, identity()).result()
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    if kind == "Scheduler":
+        return
+    if reply is None:
+        why = (f"it accepted the connection but did not answer as a Dask scheduler within "
+               f"{2 * timeout:g} s (twice distributed.comm.timeouts.connect): another kind of "
+               "server, or a scheduler too busy to answer")
+    elif kind in ("Worker", "Nanny"):
+        why = (f"the address answers, but as a Dask {'worker' if kind == 'Worker' else 'nanny'}"
+               f" ({kind}), not a scheduler. Give the scheduler's address: 'dask scheduler' "
+               "prints it as 'Scheduler at:', and each worker logs it as 'Registered to:'")
+    else:
+        why = f"the address answers, but not as a Dask scheduler ({kind or 'no identity'})"
+    raise UsageError(f"Cannot connect to {where}: {why}.")
 
 
 def _local_cluster(distributed: ModuleType, n: int) -> Any:

@@ -620,6 +620,51 @@ def test_unreachable_scheduler_is_a_usage_error(tasks: ModuleType) -> None:
 
 
 @needs_dask
+def test_a_workers_address_is_a_usage_error_saying_so(
+    client: Any, tasks: ModuleType, runner: Any, tmp_path: Path
+) -> None:
+    """dask://<a Dask worker's address> (both print tcp://... lines) should say that the
+    address is a worker's, not a scheduler's: a UsageError (exit 2), no traceback."""
+    worker = next(iter(client.scheduler_info()["workers"])).removeprefix("tcp://")
+    with pytest.raises(UsageError, match=(
+            rf"Cannot connect to the Dask scheduler at tcp://{re.escape(worker)}: "
+            r"the address answers, but as a Dask worker \(Worker\), not a scheduler")):
+        tasks.choose(2, 1).run(executor=f"dask://{worker}")
+    result = runner.invoke(cli, ["run", "--no-progress", "--executor", f"dask://{worker}",
+                                 "choose(2, 1)"])
+    assert result.exit_code == 2, result.stderr
+    assert "Traceback" not in result.stderr and "DAG" not in result.stderr, result.stderr
+    assert "not a scheduler" in result.stderr
+
+
+@needs_dask
+def test_an_address_that_never_answers_the_handshake_is_a_usage_error_in_time(
+    tasks: ModuleType,
+) -> None:
+    """A server that accepts the connection but never answers (an HTTP server waits for a
+    line) should give up after distributed's connect timeout, not hang."""
+    import threading
+
+    import dask
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    port = server.getsockname()[1]
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+            with pytest.raises(UsageError, match=(
+                    rf"Cannot connect to the Dask scheduler at tcp://127\.0\.0\.1:{port}: it "
+                    r"accepted the connection but did not answer as a Dask scheduler")):
+                tasks.choose(2, 1).run(executor=f"dask://127.0.0.1:{port}")
+    finally:
+        for sock in (*accepted, server):
+            sock.close()
+
+
+@needs_dask
 def test_lost_workers_and_cancellations_become_worker_died_errors(client: Any) -> None:
     """KilledWorker, or a batch Dask cancelled on its own, should fail each task as WorkerDiedError."""
     from concurrent.futures import Future
