@@ -32,6 +32,7 @@ failures, keep-going, interrupts and events behave the same), with three Dask sp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import multiprocessing
@@ -46,18 +47,28 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from . import _worker
 from ._adapter import ExecutorAdapter
 from ._codec import BlobRef, Payload, in_memory
 from ._format import is_store_root, store_root_of
 from ._text import plural
 from ._types import ExecutorKind
-from ._worker import Failed, Outcome, WorkItem, enter_directory, run_batch, stale_outcomes
+from ._worker import (
+    Failed,
+    Outcome,
+    WorkItem,
+    enter_directory,
+    run_batch,
+    stale_outcomes,
+    writes_of,
+)
 from ._workercode import CoordinatorCode, Manifest, refresh
-from .errors import SharedCacheError, UsageError, WorkerDiedError
+from .errors import SharedCacheError, TaskTimeoutError, UsageError, WorkerDiedError
 from .task import restore_filename
 
 TASKFILE_MARK = "__checkpoint_taskfile__"
@@ -116,7 +127,9 @@ def adapter_for_name(name: str, max_workers: int | None) -> DaskAdapter:
             client.run(default_child_signals)
         except Exception:  # noqa: BLE001,S110 - the cluster still works without it
             pass
-        return DaskAdapter(client.get_executor(pure=False), max_workers, owned=[client, cluster])
+        # Its workers end with the run: no attempt of another run can still run on them.
+        return DaskAdapter(client.get_executor(pure=False), max_workers, owned=[client, cluster],
+                           guard=False)
     if not rest:
         raise UsageError(f"Executor {name!r} names no scheduler. Use dask://HOST:PORT.")
     if rest.endswith(".json"):
@@ -236,8 +249,14 @@ class DaskAdapter(ExecutorAdapter):
 
     kind = ExecutorKind.PICKLED
 
-    def __init__(self, executor: Executor, max_workers: int | None, owned: list[Any]) -> None:
+    def __init__(
+        self, executor: Executor, max_workers: int | None, owned: list[Any], guard: bool = True
+    ) -> None:
         super().__init__(max_workers or 1)
+        self._guard = guard
+        """Whether workers check for attempts that earlier runs gave up at their time limit
+        and that still run on the cluster (:func:`held_back_on_cluster`): a cluster that
+        outlives the run, that is, one checkpoint did not start."""
         self.executor = executor
         self.client: Any = executor._client  # type: ignore[attr-defined]
         self._cap = max_workers
@@ -294,7 +313,7 @@ class DaskAdapter(ExecutorAdapter):
         blob = dumps_by_value((items, payloads), by_value)
         key = f"checkpoint-batch-{secrets.token_hex(8)}"
         inner = self.executor.submit(  # type: ignore[call-arg]
-            run_dask_batch, blob, digest, modules, self.cwd, self._code.get(), key=key
+            run_dask_batch, blob, digest, modules, self.cwd, self._code.get(), self._guard, key=key
         )
         outer: Future[list[Outcome]] = Future()
         with self._lock:
@@ -488,14 +507,16 @@ def install_modules(digest: str, data: bytes) -> None:
 
 def run_dask_batch(
     blob: bytes, digest: str = "", modules: bytes | None = None, cwd: str = "",
-    code: Manifest | None = None,
+    code: Manifest | None = None, guard: bool = False,
 ) -> list[Outcome]:
     """Entry point on a Dask worker: run a cloudpickled batch; each outcome stands alone.
 
     The worker works in the coordinator's directory (the project root) when it exists on
     its host, so that tasks' relative paths mean the same there. Project modules it
     imported in an earlier run that differ from the coordinator's (``code``, see
-    :mod:`checkpoint._workercode`) are imported again first.
+    :mod:`checkpoint._workercode`) are imported again first. With ``guard`` (a cluster that
+    serves many runs), a task waits for an earlier attempt that was given up at its time
+    limit and still runs on a worker of the cluster (:func:`held_back_on_cluster`).
     """
     enter_directory(cwd)
     if code:
@@ -538,11 +559,147 @@ def run_dask_batch(
             )))
         else:
             ready.append(item)
+    client = None
+    if guard and ready:
+        import distributed
+
+        client = distributed.get_client()
+        hung = held_back_on_cluster(client, ready)
+        if hung:
+            missing.extend(hung)
+            ready = [item for item in ready if item.id not in {o.id for o in hung}]
     # in_process=True keeps each exception as raised; it is checked below with cloudpickle,
     # which is what carries results back (a taskfile's exception classes travel by value).
-    outcomes = _travelling(run_batch(ready, payloads, True, cwd)) if ready else []
+    outcomes = run_batch(ready, payloads, True, cwd) if ready else []
+    if client is not None:
+        note_abandoned(client, ready, outcomes)
+    outcomes = _travelling(outcomes)
     by_id = {o.id: o for o in (*outcomes, *missing)}
     return [by_id[item.id] for item in items]
+
+
+# --- attempts given up at their time limit, on a cluster that serves many runs -----------
+#
+# On a Dask worker a task with a time limit runs in a thread of its own, abandoned at its
+# limit (a thread cannot be stopped; see checkpoint._worker.run_limited). The worker that
+# abandons one keeps it here, and notes it in the scheduler's metadata (under _RECORD,
+# before the failure goes back, so before the run that gave up on it releases the task);
+# the thread's end removes the note. Before a batch runs, a worker of a cluster that
+# outlives runs reads the notes (one round trip) and, for a task whose files an abandoned
+# attempt may still write, asks the worker that runs it (which answers from its own
+# threads: a worker gone, or restarted, took its threads with it).
+
+_RECORD = "checkpoint-abandoned"
+_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class _GivenUp:
+    thread: threading.Thread
+    writes: frozenset[str]
+    limit: float
+    deadline: float
+    """When (:func:`time.monotonic`) it counts as hung: its time limit once more after it
+    was given up (as for a thread of the coordinator's process, checkpoint._submission)."""
+
+
+_given_up: dict[str, _GivenUp] = {}
+_given_up_lock = threading.Lock()
+
+
+def _writes(item: WorkItem) -> frozenset[str]:
+    products: list[Any] = []
+    _worker._products_in(item.template, products)
+    return writes_of(item.root, item.id, products)
+
+
+def held_back_on_cluster(client: Any, items: list[WorkItem]) -> list[Outcome]:
+    """On a worker: wait until no attempt given up at its time limit that may write what an
+    item would still runs on a worker of the cluster; the failures of the items whose such
+    attempt counts as hung (:class:`TaskTimeoutError`), which must not run."""
+    record = client.get_metadata([_RECORD], default=None)
+    if not record or not any(record.values()):  # the usual case: one round trip per batch
+        return []
+    hung: list[Outcome] = []
+    for item in items:
+        writes = _writes(item)
+        while True:
+            owners = sorted({e["worker"] for e in record.values()
+                             if e and not writes.isdisjoint(e["writes"])})
+            if not owners:
+                break
+            replies = client.run(_still_running, sorted(writes), workers=owners,
+                                 on_error="return")
+            running = [(*r, addr) for addr, r in replies.items() if isinstance(r, tuple)]
+            if not running:
+                break
+            remaining, limit, addr = min(running)
+            if remaining <= 0:
+                hung.append(Failed(item.id, time.time(), 0.0, _still_runs(item, limit, addr)))
+                break
+            time.sleep(min(_POLL_SECONDS, remaining))
+            record = client.get_metadata([_RECORD], default=None) or {}
+    return hung
+
+
+def _still_running(writes: list[str]) -> tuple[float, float] | None:
+    """On the worker asked (by ``client.run``): ``(seconds until it counts as hung, its time
+    limit)`` of the attempt abandoned here that may write ``writes``, if one still runs."""
+    keys = frozenset(writes)
+    now = time.monotonic()
+    with _given_up_lock:
+        for token in [t for t, g in _given_up.items() if not g.thread.is_alive()]:
+            del _given_up[token]
+        found = [(g.deadline - now, g.limit) for g in _given_up.values()
+                 if not keys.isdisjoint(g.writes)]
+    return min(found) if found else None
+
+
+def _still_runs(item: WorkItem, limit: float, worker: str) -> TaskTimeoutError:
+    return TaskTimeoutError(
+        f"{item.label or 'The task'} cannot run: an earlier attempt of it, given up at its "
+        f"time limit of {limit:g} s, still runs on the Dask worker {worker} more than "
+        f"{limit:g} s later (it looks hung, and a thread cannot be stopped); running the task "
+        "again would write into the same files. To end that thread, restart that worker (or "
+        "the cluster: client.restart()), then run again. The earlier TaskTimeoutError's "
+        "traceback shows where it hangs.",
+        limit=limit,
+    )
+
+
+def note_abandoned(client: Any, items: list[WorkItem], outcomes: list[Outcome]) -> None:
+    """On a worker: note in the scheduler's metadata each attempt of the batch abandoned at
+    its time limit, until its thread ends."""
+    abandoned = {o.id for o in outcomes if isinstance(o, Failed) and o.abandoned}
+    if not abandoned:
+        return
+    import distributed
+
+    address = distributed.get_worker().address
+    for item in items:
+        if item.id not in abandoned:
+            continue
+        writes = _writes(item)
+        with _worker._abandoned_lock:
+            threads = [t for t, w in _worker._abandoned.items()
+                       if getattr(w, "writes", w) == writes and t.is_alive()]
+        if not threads:
+            continue  # it ended meanwhile
+        token = f"{address}-{secrets.token_hex(8)}"
+        with _given_up_lock:
+            _given_up[token] = _GivenUp(threads[-1], writes, item.timeout,
+                                        time.monotonic() + item.timeout)
+        client.set_metadata([_RECORD, token], {"worker": address, "writes": sorted(writes)})
+        threading.Thread(target=_forget, args=(client, token, threads[-1]), daemon=True,
+                         name="checkpoint-abandoned-watch").start()
+
+
+def _forget(client: Any, token: str, thread: threading.Thread) -> None:
+    thread.join()
+    with _given_up_lock:
+        _given_up.pop(token, None)
+    with contextlib.suppress(Exception):  # the scheduler may be gone: nothing to tell then
+        client.set_metadata([_RECORD, token], None)
 
 
 def _travelling(outcomes: list[Outcome]) -> list[Outcome]:
