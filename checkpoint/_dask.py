@@ -559,20 +559,20 @@ def run_dask_batch(
             )))
         else:
             ready.append(item)
-    client = None
+    worker = None
     if guard and ready:
         import distributed
 
-        client = distributed.get_client()
-        hung = held_back_on_cluster(client, ready)
+        worker = distributed.get_worker()
+        hung = held_back_on_cluster(worker, ready)
         if hung:
             missing.extend(hung)
             ready = [item for item in ready if item.id not in {o.id for o in hung}]
     # in_process=True keeps each exception as raised; it is checked below with cloudpickle,
     # which is what carries results back (a taskfile's exception classes travel by value).
     outcomes = run_batch(ready, payloads, True, cwd) if ready else []
-    if client is not None:
-        note_abandoned(client, ready, outcomes)
+    if worker is not None:
+        note_abandoned(worker, ready, outcomes)
     outcomes = _travelling(outcomes)
     by_id = {o.id: o for o in (*outcomes, *missing)}
     return [by_id[item.id] for item in items]
@@ -613,13 +613,24 @@ def _writes(item: WorkItem) -> frozenset[str]:
     return writes_of(item.root, item.id, products)
 
 
-def held_back_on_cluster(client: Any, items: list[WorkItem]) -> list[Outcome]:
+def _metadata(worker: Any, method: str, **kwargs: Any) -> Any:
+    """Call the scheduler's ``get_metadata`` or ``set_metadata`` from a worker (through the
+    worker's own connection: no client is made for it, as ``get_client`` would)."""
+    from distributed.utils import sync
+
+    return sync(worker.loop, getattr(worker.scheduler, method), **kwargs)
+
+
+def held_back_on_cluster(worker: Any, items: list[WorkItem]) -> list[Outcome]:
     """On a worker: wait until no attempt given up at its time limit that may write what an
     item would still runs on a worker of the cluster; the failures of the items whose such
     attempt counts as hung (:class:`TaskTimeoutError`), which must not run."""
-    record = client.get_metadata([_RECORD], default=None)
+    record = _metadata(worker, "get_metadata", keys=[_RECORD], default=None)
     if not record or not any(record.values()):  # the usual case: one round trip per batch
         return []
+    import distributed
+
+    client = distributed.get_client()  # (a client of the worker's, kept for its life)
     hung: list[Outcome] = []
     for item in items:
         writes = _writes(item)
@@ -638,7 +649,7 @@ def held_back_on_cluster(client: Any, items: list[WorkItem]) -> list[Outcome]:
                 hung.append(Failed(item.id, time.time(), 0.0, _still_runs(item, limit, addr)))
                 break
             time.sleep(min(_POLL_SECONDS, remaining))
-            record = client.get_metadata([_RECORD], default=None) or {}
+            record = _metadata(worker, "get_metadata", keys=[_RECORD], default=None) or {}
     return hung
 
 
@@ -667,15 +678,13 @@ def _still_runs(item: WorkItem, limit: float, worker: str) -> TaskTimeoutError:
     )
 
 
-def note_abandoned(client: Any, items: list[WorkItem], outcomes: list[Outcome]) -> None:
+def note_abandoned(worker: Any, items: list[WorkItem], outcomes: list[Outcome]) -> None:
     """On a worker: note in the scheduler's metadata each attempt of the batch abandoned at
     its time limit, until its thread ends."""
     abandoned = {o.id for o in outcomes if isinstance(o, Failed) and o.abandoned}
     if not abandoned:
         return
-    import distributed
-
-    address = distributed.get_worker().address
+    address = worker.address
     for item in items:
         if item.id not in abandoned:
             continue
@@ -689,17 +698,18 @@ def note_abandoned(client: Any, items: list[WorkItem], outcomes: list[Outcome]) 
         with _given_up_lock:
             _given_up[token] = _GivenUp(threads[-1], writes, item.timeout,
                                         time.monotonic() + item.timeout)
-        client.set_metadata([_RECORD, token], {"worker": address, "writes": sorted(writes)})
-        threading.Thread(target=_forget, args=(client, token, threads[-1]), daemon=True,
+        _metadata(worker, "set_metadata", keys=[_RECORD, token],
+                  value={"worker": address, "writes": sorted(writes)})
+        threading.Thread(target=_forget, args=(worker, token, threads[-1]), daemon=True,
                          name="checkpoint-abandoned-watch").start()
 
 
-def _forget(client: Any, token: str, thread: threading.Thread) -> None:
+def _forget(worker: Any, token: str, thread: threading.Thread) -> None:
     thread.join()
     with _given_up_lock:
         _given_up.pop(token, None)
     with contextlib.suppress(Exception):  # the scheduler may be gone: nothing to tell then
-        client.set_metadata([_RECORD, token], None)
+        _metadata(worker, "set_metadata", keys=[_RECORD, token], value=None)
 
 
 def _travelling(outcomes: list[Outcome]) -> list[Outcome]:
