@@ -68,7 +68,7 @@ from ._worker import (
     writes_of,
 )
 from ._workercode import CoordinatorCode, Manifest, refresh
-from .errors import SharedCacheError, TaskTimeoutError, UsageError, WorkerDiedError
+from .errors import SharedCacheError, TaskStillRunningError, UsageError, WorkerDiedError
 from .task import restore_filename
 
 TASKFILE_MARK = "__checkpoint_taskfile__"
@@ -624,7 +624,7 @@ def _metadata(worker: Any, method: str, **kwargs: Any) -> Any:
 def held_back_on_cluster(worker: Any, items: list[WorkItem]) -> list[Outcome]:
     """On a worker: wait until no attempt given up at its time limit that may write what an
     item would still runs on a worker of the cluster; the failures of the items whose such
-    attempt counts as hung (:class:`TaskTimeoutError`), which must not run."""
+    attempt counts as hung (:class:`TaskStillRunningError`), which must not run."""
     record = _metadata(worker, "get_metadata", keys=[_RECORD], default=None)
     if not record or not any(record.values()):  # the usual case: one round trip per batch
         return []
@@ -666,8 +666,8 @@ def _still_running(writes: list[str]) -> tuple[float, float] | None:
     return min(found) if found else None
 
 
-def _still_runs(item: WorkItem, limit: float, worker: str) -> TaskTimeoutError:
-    return TaskTimeoutError(
+def _still_runs(item: WorkItem, limit: float, worker: str) -> TaskStillRunningError:
+    return TaskStillRunningError(
         f"{item.label or 'The task'} cannot run: an earlier attempt of it, given up at its "
         f"time limit of {limit:g} s, still runs on the Dask worker {worker} more than "
         f"{limit:g} s later (it looks hung, and a thread cannot be stopped); running the task "

@@ -662,7 +662,7 @@ def test_a_cluster_serving_many_runs_fails_a_task_whose_abandoned_attempt_hangs(
     """The wait is bounded, as for a thread of the same process: still running once its
     time limit has passed again since it was given up, the earlier attempt counts as hung
     and the task fails, its Product untouched."""
-    from checkpoint.errors import TaskTimeoutError
+    from checkpoint.errors import TaskStillRunningError, TaskTimeoutError
 
     tasks = load_taskfile(write(tmp_path / "taskfile.py", ROWS))
     here = tmp_path / "data"
@@ -676,8 +676,8 @@ def test_a_cluster_serving_many_runs_fails_a_task_whose_abandoned_attempt_hangs(
         second = run([tasks.rows(str(here))], executor=client.get_executor(),
                      raise_on_failure=False)
         error = second.failed[tasks.rows(str(here)).id]
-        assert isinstance(error, TaskTimeoutError), error
-        assert "still runs on the Dask worker" in str(error)
+        assert isinstance(error, TaskStillRunningError), error
+        assert "still runs on the Dask worker" in str(error) and error.limit == 0.5
         assert not (here / "table.csv").exists() or "row" not in (here / "table.csv").read_text()
     finally:
         (here / "release").touch()  # the abandoned attempt ends
