@@ -192,8 +192,6 @@ def _check_scheduler(address: str, where: str) -> None:
     with ThreadPoolExecutor(1) as pool:  # a loop of its own, even under a running one
         reply = pool.submit(asyncio.run, identity()).result()
     kind = reply.get("type") if isinstance(reply, dict) else None
-    if kind == "Scheduler":
-        return
     if reply is None:
         why = (f"it accepted the connection but did not answer as a Dask scheduler within "
                f"{2 * timeout:g} s (twice distributed.comm.timeouts.connect): another kind of "
@@ -202,8 +200,8 @@ def _check_scheduler(address: str, where: str) -> None:
         why = (f"the address answers, but as a Dask {'worker' if kind == 'Worker' else 'nanny'}"
                f" ({kind}), not a scheduler. Give the scheduler's address: 'dask scheduler' "
                "prints it as 'Scheduler at:', and each worker logs it as 'Registered to:'")
-    else:
-        why = f"the address answers, but not as a Dask scheduler ({kind or 'no identity'})"
+    else:  # a Scheduler (or a subclass of it, named otherwise): the client tells
+        return
     raise UsageError(f"Cannot connect to {where}: {why}.")
 
 
