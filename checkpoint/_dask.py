@@ -36,6 +36,7 @@ has (see :func:`_guard_worker`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import multiprocessing
@@ -50,18 +51,28 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from . import _worker
 from ._adapter import ExecutorAdapter
 from ._codec import BlobRef, Payload, in_memory
 from ._format import is_store_root, store_root_of
 from ._text import plural
 from ._types import ExecutorKind
-from ._worker import Failed, Outcome, WorkItem, enter_directory, run_batch, stale_outcomes
+from ._worker import (
+    Failed,
+    Outcome,
+    WorkItem,
+    enter_directory,
+    run_batch,
+    stale_outcomes,
+    writes_of,
+)
 from ._workercode import CoordinatorCode, Manifest, refresh
-from .errors import SharedCacheError, UsageError, WorkerDiedError
+from .errors import SharedCacheError, TaskStillRunningError, UsageError, WorkerDiedError
 from .task import restore_filename
 
 TASKFILE_MARK = "__checkpoint_taskfile__"
@@ -120,7 +131,9 @@ def adapter_for_name(name: str, max_workers: int | None) -> DaskAdapter:
             client.run(default_child_signals)
         except Exception:  # noqa: BLE001,S110 - the cluster still works without it
             pass
-        return DaskAdapter(client.get_executor(pure=False), max_workers, owned=[client, cluster])
+        # Its workers end with the run: no attempt of another run can still run on them.
+        return DaskAdapter(client.get_executor(pure=False), max_workers, owned=[client, cluster],
+                           guard=False)
     if not rest:
         raise UsageError(f"Executor {name!r} names no scheduler. Use dask://HOST:PORT.")
     if rest.endswith(".json"):
@@ -130,14 +143,70 @@ def adapter_for_name(name: str, max_workers: int | None) -> DaskAdapter:
         address = "tcp://" + (rest if ":" in rest.rsplit("]", 1)[-1] else rest + ":8786")
         target = {"address": address}
         where = f"the Dask scheduler at {address}"
+    unreachable = ("Check the address, and that 'dask scheduler' is running and reachable "
+                   "from here.")
     try:
+        if "address" in target:
+            _check_scheduler(address, where)
         client = distributed.Client(**target)
     except (OSError, TimeoutError, ValueError) as exc:
+        raise UsageError(f"Cannot connect to {where}: {exc}. {unreachable}") from None
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the other end answered, but not as expected
         raise UsageError(
-            f"Cannot connect to {where}: {exc}. Check the address, and that 'dask scheduler' "
-            "is running and reachable from here."
+            f"Cannot connect to {where}: the address answers, but not as a Dask scheduler "
+            f"({type(exc).__name__}: {exc}). {unreachable}"
         ) from None
     return DaskAdapter(client.get_executor(pure=False), max_workers, owned=[client])
+
+
+def _check_scheduler(address: str, where: str) -> None:
+    """Refuse, as a :class:`UsageError`, an address that answers but is not a Dask
+    scheduler's: a worker's or a nanny's (both log ``tcp://`` addresses too), or another
+    kind of server, which may never answer distributed's handshake (an HTTP server waits for
+    a line): that wait is bounded by ``distributed.comm.timeouts.connect``, which
+    ``distributed.Client`` does not apply to it. Unreachable: ``OSError``, as from the client."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.comm.core import connect
+    from distributed.core import send_recv
+
+    timeout = float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s"))
+
+    async def identity() -> Any:
+        # connect() gives up on an unreachable address after ``timeout`` (OSError); the
+        # handshake after it has no limit of its own.
+        try:
+            comm = await asyncio.wait_for(
+                connect(address, timeout=timeout), 2 * timeout  # type: ignore[no-untyped-call]
+            )
+        except asyncio.TimeoutError:
+            return None
+        try:
+            return await asyncio.wait_for(send_recv(comm, op="identity"), timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            comm.abort()
+
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own, even under a running one
+        reply = pool.submit(asyncio.run, identity()).result()
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    if reply is None:
+        why = (f"it accepted the connection but did not answer as a Dask scheduler within "
+               f"{2 * timeout:g} s (twice distributed.comm.timeouts.connect): another kind of "
+               "server, or a scheduler too busy to answer")
+    elif kind in ("Worker", "Nanny"):
+        why = (f"the address answers, but as a Dask {'worker' if kind == 'Worker' else 'nanny'}"
+               f" ({kind}), not a scheduler. Give the scheduler's address: 'dask scheduler' "
+               "prints it as 'Scheduler at:', and each worker logs it as 'Registered to:'")
+    else:  # a Scheduler (or a subclass of it, named otherwise): the client tells
+        return
+    raise UsageError(f"Cannot connect to {where}: {why}.")
 
 
 def _local_cluster(distributed: ModuleType, n: int) -> Any:
@@ -182,8 +251,14 @@ class DaskAdapter(ExecutorAdapter):
 
     kind = ExecutorKind.PICKLED
 
-    def __init__(self, executor: Executor, max_workers: int | None, owned: list[Any]) -> None:
+    def __init__(
+        self, executor: Executor, max_workers: int | None, owned: list[Any], guard: bool = True
+    ) -> None:
         super().__init__(max_workers or 1)
+        self._guard = guard
+        """Whether workers check for attempts that earlier runs gave up at their time limit
+        and that still run on the cluster (:func:`held_back_on_cluster`): a cluster that
+        outlives the run, that is, one checkpoint did not start."""
         self.executor = executor
         self.client: Any = executor._client  # type: ignore[attr-defined]
         self._cap = max_workers
@@ -240,7 +315,7 @@ class DaskAdapter(ExecutorAdapter):
         blob = dumps_by_value((items, payloads), by_value)
         key = f"checkpoint-batch-{secrets.token_hex(8)}"
         inner = self.executor.submit(  # type: ignore[call-arg]
-            run_dask_batch, blob, digest, modules, self.cwd, self._code.get(), key=key
+            run_dask_batch, blob, digest, modules, self.cwd, self._code.get(), self._guard, key=key
         )
         outer: Future[list[Outcome]] = Future()
         with self._lock:
@@ -434,14 +509,16 @@ def install_modules(digest: str, data: bytes) -> None:
 
 def run_dask_batch(
     blob: bytes, digest: str = "", modules: bytes | None = None, cwd: str = "",
-    code: Manifest | None = None,
+    code: Manifest | None = None, guard: bool = False,
 ) -> list[Outcome]:
     """Entry point on a Dask worker: run a cloudpickled batch; each outcome stands alone.
 
     The worker works in the coordinator's directory (the project root) when it exists on
     its host, so that tasks' relative paths mean the same there. Project modules it
     imported in an earlier run that differ from the coordinator's (``code``, see
-    :mod:`checkpoint._workercode`) are imported again first.
+    :mod:`checkpoint._workercode`) are imported again first. With ``guard`` (a cluster that
+    serves many runs), a task waits for an earlier attempt that was given up at its time
+    limit and still runs on a worker of the cluster (:func:`held_back_on_cluster`).
     """
     enter_directory(cwd)
     _guard_worker()
@@ -485,9 +562,21 @@ def run_dask_batch(
             )))
         else:
             ready.append(item)
+    worker = None
+    if guard and ready:
+        import distributed
+
+        worker = distributed.get_worker()
+        hung = held_back_on_cluster(worker, ready)
+        if hung:
+            missing.extend(hung)
+            ready = [item for item in ready if item.id not in {o.id for o in hung}]
     # in_process=True keeps each exception as raised; it is checked below with cloudpickle,
     # which is what carries results back (a taskfile's exception classes travel by value).
-    outcomes = _travelling(run_batch(ready, payloads, True, cwd)) if ready else []
+    outcomes = run_batch(ready, payloads, True, cwd) if ready else []
+    if worker is not None:
+        note_abandoned(worker, ready, outcomes)
+    outcomes = _travelling(outcomes)
     by_id = {o.id: o for o in (*outcomes, *missing)}
     return [by_id[item.id] for item in items]
 
@@ -506,6 +595,140 @@ def _guard_worker() -> None:
         wait_for_guards()
     except Exception:  # noqa: BLE001,S110 - a worker without a guard still runs tasks
         pass
+
+
+# --- attempts given up at their time limit, on a cluster that serves many runs -----------
+#
+# On a Dask worker a task with a time limit runs in a thread of its own, abandoned at its
+# limit (a thread cannot be stopped; see checkpoint._worker.run_limited). The worker that
+# abandons one keeps it here, and notes it in the scheduler's metadata (under _RECORD,
+# before the failure goes back, so before the run that gave up on it releases the task);
+# the thread's end removes the note. Before a batch runs, a worker of a cluster that
+# outlives runs reads the notes (one round trip) and, for a task whose files an abandoned
+# attempt may still write, asks the worker that runs it (which answers from its own
+# threads: a worker gone, or restarted, took its threads with it).
+
+_RECORD = "checkpoint-abandoned"
+_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class _GivenUp:
+    thread: threading.Thread
+    writes: frozenset[str]
+    limit: float
+    deadline: float
+    """When (:func:`time.monotonic`) it counts as hung: its time limit once more after it
+    was given up (as for a thread of the coordinator's process, checkpoint._submission)."""
+
+
+_given_up: dict[str, _GivenUp] = {}
+_given_up_lock = threading.Lock()
+
+
+def _writes(item: WorkItem) -> frozenset[str]:
+    products: list[Any] = []
+    _worker._products_in(item.template, products)
+    return writes_of(item.root, item.id, products)
+
+
+def _metadata(worker: Any, method: str, **kwargs: Any) -> Any:
+    """Call the scheduler's ``get_metadata`` or ``set_metadata`` from a worker (through the
+    worker's own connection: no client is made for it, as ``get_client`` would)."""
+    from distributed.utils import sync
+
+    return sync(worker.loop, getattr(worker.scheduler, method), **kwargs)
+
+
+def held_back_on_cluster(worker: Any, items: list[WorkItem]) -> list[Outcome]:
+    """On a worker: wait until no attempt given up at its time limit that may write what an
+    item would still runs on a worker of the cluster; the failures of the items whose such
+    attempt counts as hung (:class:`TaskStillRunningError`), which must not run."""
+    record = _metadata(worker, "get_metadata", keys=[_RECORD], default=None)
+    if not record or not any(record.values()):  # the usual case: one round trip per batch
+        return []
+    import distributed
+
+    client = distributed.get_client()  # (a client of the worker's, kept for its life)
+    hung: list[Outcome] = []
+    for item in items:
+        writes = _writes(item)
+        while True:
+            owners = sorted({e["worker"] for e in record.values()
+                             if e and not writes.isdisjoint(e["writes"])})
+            if not owners:
+                break
+            replies = client.run(_still_running, sorted(writes), workers=owners,
+                                 on_error="return")
+            running = [(*r, addr) for addr, r in replies.items() if isinstance(r, tuple)]
+            if not running:
+                break
+            remaining, limit, addr = min(running)
+            if remaining <= 0:
+                hung.append(Failed(item.id, time.time(), 0.0, _still_runs(item, limit, addr)))
+                break
+            time.sleep(min(_POLL_SECONDS, remaining))
+            record = _metadata(worker, "get_metadata", keys=[_RECORD], default=None) or {}
+    return hung
+
+
+def _still_running(writes: list[str]) -> tuple[float, float] | None:
+    """On the worker asked (by ``client.run``): ``(seconds until it counts as hung, its time
+    limit)`` of the attempt abandoned here that may write ``writes``, if one still runs."""
+    keys = frozenset(writes)
+    now = time.monotonic()
+    with _given_up_lock:
+        for token in [t for t, g in _given_up.items() if not g.thread.is_alive()]:
+            del _given_up[token]
+        found = [(g.deadline - now, g.limit) for g in _given_up.values()
+                 if not keys.isdisjoint(g.writes)]
+    return min(found) if found else None
+
+
+def _still_runs(item: WorkItem, limit: float, worker: str) -> TaskStillRunningError:
+    return TaskStillRunningError(
+        f"{item.label or 'The task'} cannot run: an earlier attempt of it, given up at its "
+        f"time limit of {limit:g} s, still runs on the Dask worker {worker} more than "
+        f"{limit:g} s later (it looks hung, and a thread cannot be stopped); running the task "
+        "again would write into the same files. To end that thread, restart that worker (or "
+        "the cluster: client.restart()), then run again. The earlier TaskTimeoutError's "
+        "traceback shows where it hangs.",
+        limit=limit,
+    )
+
+
+def note_abandoned(worker: Any, items: list[WorkItem], outcomes: list[Outcome]) -> None:
+    """On a worker: note in the scheduler's metadata each attempt of the batch abandoned at
+    its time limit, until its thread ends."""
+    abandoned = {o.id for o in outcomes if isinstance(o, Failed) and o.abandoned}
+    if not abandoned:
+        return
+    address = worker.address
+    for item in items:
+        if item.id not in abandoned:
+            continue
+        writes = _writes(item)
+        with _worker._abandoned_lock:
+            threads = [t for t, w in _worker._abandoned.items()
+                       if getattr(w, "writes", w) == writes and t.is_alive()]
+        if not threads:
+            continue  # it ended meanwhile
+        token = f"{address}-{secrets.token_hex(8)}"
+        with _given_up_lock:
+            _given_up[token] = _GivenUp(threads[-1], writes, item.timeout,
+                                        time.monotonic() + item.timeout)
+        _metadata(worker, "set_metadata", keys=[_RECORD, token],
+                  value={"worker": address, "writes": sorted(writes)})
+        threading.Thread(target=_forget, args=(worker, token, threads[-1]), daemon=True,
+                         name="checkpoint-abandoned-watch").start()
+
+
+def _forget(worker: Any, token: str, thread: threading.Thread) -> None:
+    thread.join()
+    with _given_up_lock:
+        _given_up.pop(token, None)
+    with contextlib.suppress(Exception):  # the scheduler may be gone: nothing to tell then
+        _metadata(worker, "set_metadata", keys=[_RECORD, token], value=None)
 
 
 def _travelling(outcomes: list[Outcome]) -> list[Outcome]:

@@ -221,9 +221,10 @@ class TaskTimeoutError(TaskFailedError):
 
 class TaskStillRunningError(TaskTimeoutError):
     """A task cannot run because an earlier attempt of it, given up at its time limit in a
-    thread of this process (threads cannot be stopped), still runs, and still ran once its
-    time limit more had passed: it would write into the same files. Only restarting the
-    Python process ends that thread. ``limit`` is the earlier attempt's time limit."""
+    thread of this process, or of a worker of the Dask cluster (threads cannot be stopped),
+    still runs, and still ran once its time limit more had passed: it would write into the
+    same files. Only restarting the Python process (the worker) ends that thread. ``limit``
+    is the earlier attempt's time limit."""
 
 
 class StoreError(CheckpointError):

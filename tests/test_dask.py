@@ -606,6 +606,87 @@ def test_time_limit_fails_the_task_and_the_others_go_on(client: Any, tasks: Modu
     assert result.values[tasks.choose(3, 1).id] == 3
 
 
+ROWS = """
+    import time
+    from pathlib import Path
+    from checkpoint import Product, requires, task
+
+    @task
+    def rows(where):
+        @requires(Product(where + "/table.csv"))
+        def __(out):
+            here = Path(where)
+            if (here / "slow").exists():  # an attempt that runs on past its time limit
+                (here / "running").touch()
+                end = time.time() + float((here / "slow").read_text())
+                while time.time() < end and not (here / "release").exists():
+                    time.sleep(0.02)
+                with open(out, "a") as f:
+                    f.write("late\\n")
+                (here / "running").unlink()
+                return None
+            with open(out, "a") as f:
+                f.write("row\\n")
+            return [(here / "running").exists(), out.read_text()]
+        return __
+"""
+
+
+@needs_dask
+def test_a_cluster_serving_many_runs_waits_for_an_attempt_abandoned_at_its_time_limit(
+    client: Any, tmp_path: Path
+) -> None:
+    """An attempt given up at its time limit runs on in a worker's thread: the next run on
+    the same cluster (another process, as far as that thread is concerned) waits for it to
+    end before running the task, so that the two never write into the same files."""
+    from checkpoint.errors import TaskTimeoutError
+
+    tasks = load_taskfile(write(tmp_path / "taskfile.py", ROWS))
+    here = tmp_path / "data"
+    here.mkdir()
+    (here / "slow").write_text("2.8")  # ends 0.8 s after it is given up, within its limit again
+    first = run([tasks.rows(str(here))], executor=client.get_executor(), timeout=2,
+                raise_on_failure=False)
+    assert isinstance(first.failed[tasks.rows(str(here)).id], TaskTimeoutError)
+    (here / "slow").unlink()
+    assert (here / "running").exists()  # the abandoned attempt still runs
+    second = run([tasks.rows(str(here))], executor=client.get_executor())
+    assert second.values[tasks.rows(str(here)).id] == [False, "row\n"]
+    assert (here / "table.csv").read_text() == "row\n"
+
+
+@needs_dask
+def test_a_cluster_serving_many_runs_fails_a_task_whose_abandoned_attempt_hangs(
+    client: Any, tmp_path: Path
+) -> None:
+    """The wait is bounded, as for a thread of the same process: still running once its
+    time limit has passed again since it was given up, the earlier attempt counts as hung
+    and the task fails, its Product untouched."""
+    from checkpoint.errors import TaskStillRunningError, TaskTimeoutError
+
+    tasks = load_taskfile(write(tmp_path / "taskfile.py", ROWS))
+    here = tmp_path / "data"
+    here.mkdir()
+    (here / "slow").write_text("60")
+    try:
+        first = run([tasks.rows(str(here))], executor=client.get_executor(), timeout=0.5,
+                    raise_on_failure=False)
+        assert isinstance(first.failed[tasks.rows(str(here)).id], TaskTimeoutError)
+        (here / "slow").unlink()
+        second = run([tasks.rows(str(here))], executor=client.get_executor(),
+                     raise_on_failure=False)
+        error = second.failed[tasks.rows(str(here)).id]
+        assert isinstance(error, TaskStillRunningError), error
+        assert "still runs on the Dask worker" in str(error) and error.limit == 0.5
+        assert not (here / "table.csv").exists() or "row" not in (here / "table.csv").read_text()
+    finally:
+        (here / "release").touch()  # the abandoned attempt ends
+        for _ in range(250):
+            if not (here / "running").exists():
+                break
+            time.sleep(0.02)
+
+
 @needs_dask
 def test_unreachable_scheduler_is_a_usage_error(tasks: ModuleType) -> None:
     """dask://HOST:PORT with nothing listening should say what to check, as a UsageError."""
@@ -617,6 +698,51 @@ def test_unreachable_scheduler_is_a_usage_error(tasks: ModuleType) -> None:
     for empty in ("dask://", "tcp://"):  # not a local cluster
         with pytest.raises(UsageError, match=f"Executor '{empty}' names no scheduler"):
             tasks.choose(2, 1).run(executor=empty)
+
+
+@needs_dask
+def test_a_workers_address_is_a_usage_error_saying_so(
+    client: Any, tasks: ModuleType, runner: Any, tmp_path: Path
+) -> None:
+    """dask://<a Dask worker's address> (both print tcp://... lines) should say that the
+    address is a worker's, not a scheduler's: a UsageError (exit 2), no traceback."""
+    worker = next(iter(client.scheduler_info()["workers"])).removeprefix("tcp://")
+    with pytest.raises(UsageError, match=(
+            rf"Cannot connect to the Dask scheduler at tcp://{re.escape(worker)}: "
+            r"the address answers, but as a Dask worker \(Worker\), not a scheduler")):
+        tasks.choose(2, 1).run(executor=f"dask://{worker}")
+    result = runner.invoke(cli, ["run", "--no-progress", "--executor", f"dask://{worker}",
+                                 "choose(2, 1)"])
+    assert result.exit_code == 2, result.stderr
+    assert "Traceback" not in result.stderr and "DAG" not in result.stderr, result.stderr
+    assert "not a scheduler" in result.stderr
+
+
+@needs_dask
+def test_an_address_that_never_answers_the_handshake_is_a_usage_error_in_time(
+    tasks: ModuleType,
+) -> None:
+    """A server that accepts the connection but never answers (an HTTP server waits for a
+    line) should give up after distributed's connect timeout, not hang."""
+    import threading
+
+    import dask
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    port = server.getsockname()[1]
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+            with pytest.raises(UsageError, match=(
+                    rf"Cannot connect to the Dask scheduler at tcp://127\.0\.0\.1:{port}: it "
+                    r"accepted the connection but did not answer as a Dask scheduler")):
+                tasks.choose(2, 1).run(executor=f"dask://127.0.0.1:{port}")
+    finally:
+        for sock in (*accepted, server):
+            sock.close()
 
 
 @needs_dask

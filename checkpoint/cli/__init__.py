@@ -225,16 +225,39 @@ def show_error(exc: Exception) -> int:
         click.echo(f"Error: {hint}\n{type(exc).__name__}: {exc}", err=True)
         return ExitCode.USAGE
     text = format_exception(exc)
-    if 'File "' in text:
+    if _while_building(exc):
         # A task's outer function rejected its arguments (or the taskfile's code is wrong)
         # before anything ran: bad input, like a TaskDefinitionError.
         click.echo("Error: task code raised while the DAG was being built:\n" + text, err=True)
         return ExitCode.USAGE
+    if 'File "' in text:  # not checkpoint's own frames alone: code it called, or a library
+        click.echo("Error: code outside checkpoint raised (not in a task, and not while the DAG "
+                   "was being built):\n" + text, err=True)
+        return exit_code(exc)
     import traceback
 
     click.echo("Internal error in checkpoint (please report it):\n"
                + "".join(traceback.format_exception(exc)), err=True)
     return exit_code(exc)
+
+
+def _while_building(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it came from) was raised by a task's outer function,
+    or a class task's ``__init__``, called to expand the graph (:meth:`Task.spec`)."""
+    from ..task import Task, _class_spec
+
+    building = (Task.spec.__code__, _class_spec.__code__)
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        tb = error.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code in building:
+                return True
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__
+    return False
 
 
 @click.group(cls=CheckpointGroup, context_settings={"help_option_names": ["-h", "--help"]})

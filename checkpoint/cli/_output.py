@@ -44,9 +44,23 @@ def echo_text(text: str) -> None:
     click.echo(text)
 
 
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or ``<repr-error '...'>`` when the value's ``__repr__`` raises (as
+    ``checkpoint cache show`` prints it, through rich): a stored value is shown whatever its
+    class's bugs."""
+    try:
+        return repr(value)
+    except Exception as exc:  # noqa: BLE001 - the value's own code, after the run
+        try:
+            text = str(exc)
+        except Exception:  # noqa: BLE001
+            text = type(exc).__name__
+        return f"<repr-error {text!r}>"
+
+
 def emit_json(document: object) -> None:
     """Print one JSON document to stdout."""
-    click.echo(json.dumps(document, indent=2, default=repr))
+    click.echo(json.dumps(document, indent=2, default=safe_repr))
 
 
 _ESCAPE = json.encoder.encode_basestring_ascii  # what json.dumps writes a str with (C)
@@ -106,7 +120,7 @@ def _indented(obj: Any, pad: str) -> str:
     if kind is list and obj:
         return "[\n" + ",\n".join([inner + _indented(v, inner) for v in obj]) + "\n" + pad + "]"
     # Anything else as json writes it (a str never holds a raw newline once encoded).
-    return json.dumps(obj, indent=2, default=repr).replace("\n", "\n" + pad)
+    return json.dumps(obj, indent=2, default=safe_repr).replace("\n", "\n" + pad)
 
 
 def quote_target(expr: str) -> str:

@@ -35,7 +35,15 @@ from .._types import EXECUTORS, Json, executor_name
 from ..errors import ExitCode, UsageError
 from . import App, pass_app
 from ._complete import complete_targets
-from ._output import Duration, echo_text, emit_json, emit_json_stream, err, trim_traceback
+from ._output import (
+    Duration,
+    echo_text,
+    emit_json,
+    emit_json_stream,
+    err,
+    safe_repr,
+    trim_traceback,
+)
 
 if TYPE_CHECKING:
     from ..events import Event, Subscriber
@@ -353,7 +361,7 @@ def run_once(app: App, flags: RunFlags) -> int:
             value = result.values.get(task.id)
             if value is not None:
                 # A string is the task's own rendering (a report, a path): print it as is.
-                echo_text(value if isinstance(value, str) else repr(value))
+                echo_text(value if isinstance(value, str) else safe_repr(value))
     return ExitCode.FAILED if result.failed or result.skipped else ExitCode.OK
 
 
@@ -535,7 +543,7 @@ def _run_document(
                 entry["value"] = value
             except (TypeError, ValueError):
                 entry["value"] = None
-            entry["repr"] = repr(value)
+            entry["repr"] = safe_repr(value)
         targets.append(entry)
     failed = []
     for tid, error in result.failed.items():

@@ -203,3 +203,27 @@ def test_the_full_name_the_display_shows_is_a_target(invoke: Invoke) -> None:
     assert result.exit_code == 2
     assert "Unknown task 'taskfile.mian' in " in result.stderr
     assert "Did you mean 'main'?" in result.stderr
+
+
+def _raises_outside_a_task() -> None:
+    raise RuntimeError("not while building")
+
+
+def test_code_outside_checkpoint_raising_after_the_dag_was_built_is_not_called_building(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Only an exception that came through an outer function (or a class task's __init__)
+    is "task code raised while the DAG was being built" (exit 2); one from other code outside
+    checkpoint says what it is, with its traceback, and exits 1."""
+    from checkpoint.cli import show_error
+
+    try:
+        _raises_outside_a_task()
+    except RuntimeError as exc:
+        code = show_error(exc)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "task code raised" not in err and "Internal error" not in err
+    assert err.startswith("Error: code outside checkpoint raised (not in a task, and not while the "
+                          "DAG was being built):\n")
+    assert "in _raises_outside_a_task" in err and "RuntimeError: not while building" in err

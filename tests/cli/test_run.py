@@ -294,3 +294,22 @@ def test_help_has_examples_and_executor_completes(tmp_path: Path) -> None:
            "COMP_CWORD": "3"}
     out = runner.invoke(cli, [], env=env, prog_name="checkpoint").output
     assert "thread" in out
+
+
+def test_a_value_whose_repr_raises_prints_as_cache_show_does(invoke: Invoke, project: Path) -> None:
+    """The run succeeded and stored the value: a bug in its ``__repr__`` should print it as
+    ``<repr-error ...>`` (as ``cache show`` does, in --json too) and exit 0, not call it task
+    code that raised while the DAG was built."""
+    edit(project, "double = helper.double", "double = helper.double\n\n"
+         "class Model:\n    def __init__(self, w):\n        self.w = w\n\n"
+         "    def __repr__(self):\n        return f'Model(w={self.w[\"x\"]})'\n\n"
+         "@task\ndef model():\n    def __():\n        return Model([1, 2])\n    return __\n")
+    result = invoke("run", *INLINE, "model")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "<repr-error 'list indices must be integers or slices, not str'>\n"
+    assert "DAG" not in result.stderr
+    result = invoke("run", *INLINE, "--json", "model")
+    assert result.exit_code == 0, result.stderr
+    [target] = json.loads(result.stdout)["targets"]
+    assert target["value"] is None and target["repr"].startswith("<repr-error ")
+    assert "<repr-error " in invoke("cache", "show", "model").stdout
