@@ -3,10 +3,10 @@
 ``@requires(File("data/raw/paris.csv"))`` declares an input file, ``@requires(Product(
 "out/paris.csv"))`` a file the task writes; the inner function receives each as a
 :class:`pathlib.Path` (a glob pattern's ``File`` as a sorted list of them). A ``File`` may
-name a directory (every file under it) or a glob pattern (``"data/raw/*.csv"``); either is
-one input whose *manifest* (sorted relative paths and their digests) is tracked. Hidden
-files and directories (names starting with ``.``) are left out of an input's manifest, not
-of a ``Product`` directory's (its task owns all of it).
+name a directory (every file and folder under it) or a glob pattern (``"data/raw/*.csv"``);
+either is one input whose *manifest* (sorted relative paths and the files' digests) is
+tracked. Hidden files and directories (names starting with ``.``) are left out of an
+input's manifest, not of a ``Product`` directory's (its task owns all of it).
 
 **Paths** are relative to the *project root*: the taskfile's directory on the command line
 (``checkpoint`` runs there, and so do its workers), the current directory in the library.
@@ -509,14 +509,20 @@ def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str],
     record_key = directory if not exclude else "\0".join([directory, *sorted(exclude)])
     if hidden:
         record_key += "\0."
-    signature = _dir_signature(directory, exclude, hidden)
+    signature = _DIR_FORMAT + _dir_signature(directory, exclude, hidden)
     record = cache.dirs.get(record_key)
     if record is not None and record[0] == signature:
         return record[1]
     manifest, trusted = _dir_manifest(directory, cache, exclude, hidden)
-    if trusted and _dir_signature(directory, exclude, hidden) == signature:
+    if trusted and _DIR_FORMAT + _dir_signature(directory, exclude, hidden) == signature:
         cache.dirs[record_key] = cache.changed_dirs[record_key] = (signature, manifest)
     return manifest
+
+
+_DIR_FORMAT = "2:"
+"""Prefixes the signature of a manifest recorded in the digest cache: a record made before
+subdirectories were part of manifests (no prefix) never matches, so the manifest of an
+unchanged directory is made again once (from its files' recorded digests: no file is read)."""
 
 
 def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False) -> str:
@@ -588,8 +594,9 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
                   hidden: bool = False) -> tuple[str, bool]:
     """The manifest digest of a directory, and whether every file digest in it was trusted.
 
-    A line per file under it, ``relative path\\0digest``, each directory's files sorted by
-    name and then its subdirectories in the same way, hidden names (unless ``hidden``: a
+    A line per file under it, ``relative path\\0digest``, and per directory under it,
+    ``relative path/\\0`` (a task that lists folders sees an empty one), each directory's
+    entries sorted by name and then its subdirectories walked in the same way, hidden names (unless ``hidden``: a
     ``Product`` directory, which its task owns whole) and the keys in
     ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
     what is not there (a broken symlink) left out. Symlinked subdirectories are followed (as a
@@ -628,7 +635,8 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
                 if exc.errno in _NO_FILE:  # a broken symlink: no file there
                     continue
                 raise Unreadable(path, exc) from None
-            if st.st_mode & 0o170000 == 0o040000:
+            if st.st_mode & 0o170000 == 0o040000:  # a line of its own (an empty one counts)
+                lines.append(f"{rel}{name}/\0\n")
                 subdirs.append(name)
                 continue
             entry = entries.get(path)
