@@ -84,11 +84,16 @@ if TYPE_CHECKING:
     from ._types import TaskId
     from .graph import Node
     from .store import Meta
+    from .task import Task
 
 INPUT = "file:"
 """Prefix of an input's key in ``Meta.deps``."""
 OUTPUT = "out:"
 """Prefix of a declared output's key in ``Meta.deps``."""
+READ = "read:"
+"""Prefix of a key in ``Meta.deps`` (with an empty value: never current) that marks a result
+computed while a declared output upstream, the path after it, was not what its task wrote
+(:func:`changed_outputs`)."""
 RACY_NS = 3_000_000_000
 """A file whose last change (its ctime; the mtime on Windows) is this close to (or after)
 the moment it was hashed is hashed again next time (coarse timestamps: FAT 2 s, plus some
@@ -1411,6 +1416,41 @@ def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:
         if planned != now:
             changed.append(key)
     return changed
+
+
+def changed_outputs(
+    producers: list[tuple[Node, Meta | None]], cache: DigestCache,
+    checked: dict[str, tuple[str, str | None, float]], ended: float,
+) -> list[tuple[str, Task[object], bool]]:
+    """The declared outputs of ``producers`` (tasks with outputs, each with its current
+    entry) that no longer have the digest the entry records, as ``(key, producer, removed)``
+    (one ``os.stat`` each when unchanged), for a reader that ended at ``ended`` (by
+    ``time.time()``). ``checked``: ``{key: (digest recorded, digest found, when)}`` of the
+    checks so far (updated): one made since ``ended`` of the same recorded digest holds."""
+    root = os.getcwd()
+    found = []
+    for node, meta in producers:
+        if meta is None or node.files is None:
+            continue
+        deps = meta.deps
+        for product in node.files.outputs:
+            key = product.key(root)
+            recorded = deps.get(OUTPUT + key)
+            if not recorded:
+                continue
+            known = checked.get(key)
+            if known is not None and known[0] == recorded and known[2] >= ended:
+                now = known[1]
+            else:
+                at = time.time()
+                try:
+                    now = digest_of(key, root, cache, hidden=True)
+                except (Unreadable, InvalidRequirementError):  # (a named pipe now)
+                    now = ""
+                checked[key] = (recorded, now, at)
+            if now != recorded:
+                found.append((key, node.task, now is None))
+    return found
 
 
 def missing_inputs(with_files: Iterable[Node]) -> None:
