@@ -22,7 +22,10 @@ now; so an edited input re-runs exactly its dependents, a deleted or hand-edited
 re-runs its producer, and a task that fails records nothing (its outputs are never marked
 good). ``checkpoint why`` names the file. The value stamp of a task with declared outputs
 names their digests too (:func:`with_outputs`), so early cutoff holds for files: a re-run
-that wrote the same files and returned the same value keeps its dependents.
+that wrote the same files and returned the same value keeps its dependents. Hence a task
+that ends after a declared output upstream of it changed (another program, a task writing
+into it) records ``"read:<path>"`` with no digest (:func:`changed_outputs`): it may have
+read the other content, and must not be kept once the output is written again.
 
 **Digests** are BLAKE2b of the content, streamed. Hashing every input on every run would
 cost a read of each; :class:`DigestCache` (a file in the store's root) remembers
