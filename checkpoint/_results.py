@@ -28,6 +28,7 @@ from .files import (
     CACHE_NAME,
     INPUT,
     READ,
+    Checked,
     DigestCache,
     changed_inputs,
     changed_outputs,
@@ -56,8 +57,8 @@ class Results:
         self.targets = targets
         self.stamp_context = StampContext(state.nodes)
         self.input_digests: DigestCache | None = None
-        self.outputs_checked: dict[str, tuple[str, str | None, float]] = {}
-        """``{output key: (digest recorded, digest found, when it was found)}``: a check
+        self.outputs_checked: dict[str, Checked] = {}
+        """What the checks of declared outputs found (:func:`changed_outputs`): a check
         made after a reader ended covers it too."""
         self.batch_at = 0.0
         """When the batch being handled was taken (its tasks had all ended by then)."""

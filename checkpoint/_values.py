@@ -244,8 +244,11 @@ class StampContext:
         files upstream (most of a large plan): a lookup. Each task's set is the union of
         its prerequisites', shared when only one of them contributes (a chain below one
         producer holds one set)."""
-        self._fill(tid)
-        if not self._files[tid]:
+        owns = self._files.get(tid)
+        if owns is None:
+            self._fill(tid)
+            owns = self._files[tid]
+        if not owns:
             return _NO_TASKS
         known = self._producers
         found = known.get(tid)

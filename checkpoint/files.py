@@ -1423,13 +1423,14 @@ def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:
 
 def changed_outputs(
     producers: list[tuple[Node, Meta | None]], cache: DigestCache,
-    checked: dict[str, tuple[str, str | None, float]], ended: float,
+    checked: dict[str, Checked], ended: float,
 ) -> list[tuple[str, Task[object], bool]]:
     """The declared outputs of ``producers`` (tasks with outputs, each with its current
-    entry) that no longer have the digest the entry records, as ``(key, producer, removed)``
-    (one ``os.stat`` each when unchanged), for a reader that ended at ``ended`` (by
-    ``time.time()``). ``checked``: ``{key: (digest recorded, digest found, when)}`` of the
-    checks so far (updated): one made since ``ended`` of the same recorded digest holds."""
+    entry) that no longer have the digest the entry records, as ``(key, producer, removed)``,
+    for a reader that ended at ``ended`` (by ``time.time()``). ``checked``: what the checks
+    so far found, by key (updated): a check made since ``ended`` holds; a file whose stat
+    is the one it had when a check hashed it, long enough after its last change, costs
+    that ``os.stat`` (see :data:`Checked`)."""
     root = os.getcwd()
     found = []
     for node, meta in producers:
@@ -1445,15 +1446,52 @@ def changed_outputs(
             if known is not None and known[0] == recorded and known[2] >= ended:
                 now = known[1]
             else:
-                at = time.time()
-                try:
-                    now = digest_of(key, root, cache, hidden=True)
-                except (Unreadable, InvalidRequirementError):  # (a named pipe now)
-                    now = ""
-                checked[key] = (recorded, now, at)
+                now = _check_output(key, recorded, product.is_dir, known, root, cache, checked)
             if now != recorded:
                 found.append((key, node.task, now is None))
     return found
+
+
+Checked = tuple[str, str | None, float, tuple[int, int, int, int] | None]
+"""What a check of a declared output found: the digest its entry records, the digest of
+the file then (``None``: gone; ``""``: unreadable), when (``time.time()``, before it
+looked), and the file's stat signature when it was hashed with a stable stat long enough
+after its last change (``None`` otherwise: a directory, or a file that could still change
+without changing its stat)."""
+
+_SETTLED_NS = 10_000_000
+"""How long after its last change a file with fine timestamps (not whole milliseconds) is
+trusted by its stat within a run: longer than a clock tick of the filesystems that keep
+such timestamps (coarse ones take :data:`RACY_NS`)."""
+
+
+def _check_output(key: str, recorded: str, is_dir: bool, known: Checked | None, root: str,
+                  cache: DigestCache, checked: dict[str, Checked]) -> str | None:
+    """The digest of the output ``key`` now, noted in ``checked``: by its stat when it is the
+    one a check of this run found settled, else hashed (the digest cache's rules)."""
+    at = time.time()
+    started = _clock()
+    st = None
+    if not is_dir:
+        with contextlib.suppress(OSError):
+            st = os.stat(key)
+        if st is not None and known is not None and known[0] == recorded and known[3] is not None \
+                and known[3] == _signature(st):
+            checked[key] = (recorded, known[1], at, known[3])
+            return known[1]
+    try:
+        now = digest_of(key, root, cache, hidden=True)
+    except (Unreadable, InvalidRequirementError):  # (a named pipe now)
+        now = ""
+    settled = None
+    if st is not None and now:
+        fine = st.st_mtime_ns % 1_000_000 and st.st_ctime_ns % 1_000_000
+        with contextlib.suppress(OSError):
+            if (_signature(os.stat(key)) == _signature(st)
+                    and _changed_ns(st) < started - (_SETTLED_NS if fine else RACY_NS)):
+                settled = _signature(st)
+    checked[key] = (recorded, now, at, settled)
+    return now
 
 
 def missing_inputs(with_files: Iterable[Node]) -> None:

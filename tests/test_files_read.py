@@ -224,3 +224,41 @@ def test_a_chain_below_a_product_checks_it_for_each_reader(tmp_path: Path) -> No
     assert read().run(executor="inline") == "changed by its reader"
     result = checkpoint.run([read()], executor="inline")
     assert {repr(t) for t in result.ran} == {"make()", "read()"}  # relay() is kept, read() not
+
+
+def test_a_new_product_read_by_many_tasks_is_hashed_once_more_then_stat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The readers of a Product written in this run: its first check hashes it (the digest
+    cache has no trusted digest of it yet), the next ones compare its stat with the one it
+    had then; an edit after that is still seen."""
+    monkeypatch.setattr(files_module, "_clock", lambda: time.time_ns() + 3600 * 10**9)
+    hashed: list[str] = []
+    real_hash = files_module.hash_file
+    monkeypatch.setattr(files_module, "hash_file", lambda p: hashed.append(p) or real_hash(p))
+
+    @task
+    def make():
+        @requires(Product("out/t.txt"))
+        def __(out: Path) -> str:
+            out.write_text("1 2 3")
+            return str(out)
+        return __
+
+    @task
+    def reader(i: int):
+        @requires(make())
+        def __(path: str) -> int:
+            if i == 7:
+                Path(path).write_text("1 2 3 4")  # a reader writing into it
+            return i
+        return __
+
+    result = checkpoint.run([reader(i) for i in range(6)], executor="inline")
+    assert len(result.ran) == 7
+    assert hashed == ["out/t.txt", "out/t.txt"]  # by the worker, then by the first check
+    result = checkpoint.run([reader(7), reader(8)], executor="inline")
+    assert {repr(t) for t in result.ran} == {"reader(7)", "reader(8)"}
+    # make() puts its output back; reader(0) read it before the edit: kept. reader(7) not.
+    assert {repr(t) for t in checkpoint.run([reader(0)], executor="inline").ran} == {"make()"}
+    assert {repr(t) for t in checkpoint.run([reader(7)], executor="inline").ran} == {"reader(7)"}
