@@ -1459,10 +1459,11 @@ looked), and the file's stat signature when it was hashed with a stable stat lon
 after its last change (``None`` otherwise: a directory, or a file that could still change
 without changing its stat)."""
 
-_SETTLED_NS = 10_000_000
+_SETTLED_NS = 50_000_000
 """How long after its last change a file with fine timestamps (not whole milliseconds) is
-trusted by its stat within a run: longer than a clock tick of the filesystems that keep
-such timestamps (coarse ones take :data:`RACY_NS`)."""
+trusted by its stat within a run: longer than a tick of the clock that dates changes on
+the filesystems that keep such timestamps (Linux: 1-10 ms; coarse ones take
+:data:`RACY_NS`)."""
 
 
 def _check_output(key: str, recorded: str, is_dir: bool, known: Checked | None, root: str,
