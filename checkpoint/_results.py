@@ -220,9 +220,10 @@ class Results:
         ended = self.batch_at  # (a worker on this machine: its own end, by the same clock)
         if out.worker.rpartition(":")[0] == worker_id().rpartition(":")[0]:
             ended = min(ended, out.started + out.duration + 0.01)
-        found = changed_outputs([(self.nodes[tid], self.values.entries.get(tid))
-                                 for tid in sorted(producers)],
+        nodes, entries = self.nodes, self.values.entries
+        found = changed_outputs([(nodes[tid], entries.get(tid)) for tid in producers],
                                 self.input_digests, self.outputs_checked, ended)
+        found.sort(key=lambda item: item[0])
         if found and self.emit:
             reader = repr(node.task)
             if len(found) == 1:

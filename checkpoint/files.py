@@ -1443,7 +1443,9 @@ def changed_outputs(
             if not recorded:
                 continue
             known = checked.get(key)
-            if known is not None and known[0] == recorded and known[2] >= ended:
+            if known is None or known[0] != recorded:
+                now = _check_output(key, recorded, product.is_dir, None, root, cache, checked)
+            elif known[2] >= ended:
                 now = known[1]
             else:
                 now = _check_output(key, recorded, product.is_dir, known, root, cache, checked)
@@ -1469,17 +1471,18 @@ the filesystems that keep such timestamps (Linux: 1-10 ms; coarse ones take
 def _check_output(key: str, recorded: str, is_dir: bool, known: Checked | None, root: str,
                   cache: DigestCache, checked: dict[str, Checked]) -> str | None:
     """The digest of the output ``key`` now, noted in ``checked``: by its stat when it is the
-    one a check of this run found settled, else hashed (the digest cache's rules)."""
+    one a check of this run found settled (``known``: that check, of the same recorded
+    digest), else hashed (the digest cache's rules)."""
     at = time.time()
-    started = _clock()
     st = None
     if not is_dir:
         with contextlib.suppress(OSError):
             st = os.stat(key)
-        if st is not None and known is not None and known[0] == recorded and known[3] is not None \
+        if st is not None and known is not None and known[3] is not None \
                 and known[3] == _signature(st):
             checked[key] = (recorded, known[1], at, known[3])
             return known[1]
+    started = _clock()
     try:
         now = digest_of(key, root, cache, hidden=True)
     except (Unreadable, InvalidRequirementError):  # (a named pipe now)
