@@ -1426,11 +1426,11 @@ def changed_outputs(
     checked: dict[str, Checked], ended: float,
 ) -> list[tuple[str, Task[object], bool]]:
     """The declared outputs of ``producers`` (tasks with outputs, each with its current
-    entry) that no longer have the digest the entry records, as ``(key, producer, removed)``,
-    for a reader that ended at ``ended`` (by ``time.time()``). ``checked``: what the checks
-    so far found, by key (updated): a check made since ``ended`` holds; a file whose stat
-    is the one it had when a check hashed it, long enough after its last change, costs
-    that ``os.stat`` (see :data:`Checked`)."""
+    entry) that no longer have the digest the entry records, as ``(key, producer, removed)``
+    (a directory's key ending with ``/``), for a reader that ended at ``ended`` (by
+    ``time.time()``). ``checked``: what the checks so far found, by key (updated): a check
+    made since ``ended`` holds; a file whose stat is the one it had when a check hashed it,
+    long enough after its last change, costs that ``os.stat`` (see :data:`Checked`)."""
     root = os.getcwd()
     found = []
     for node, meta in producers:
@@ -1450,7 +1450,7 @@ def changed_outputs(
             else:
                 now = _check_output(key, recorded, product.is_dir, known, root, cache, checked)
             if now != recorded:
-                found.append((key, node.task, now is None))
+                found.append((key + "/" if product.is_dir else key, node.task, now is None))
     return found
 
 
