@@ -75,6 +75,7 @@ class Collector:
 
     def _handle(self, outcomes: list[Outcome]) -> None:
         """Give back each task's queue slot and shared locks, then handle its outcome."""
+        self.results.new_batch()
         for outcome in outcomes:
             tid = outcome.id
             self.admission.release(self.nodes[tid].task.family.queue)

@@ -24,7 +24,16 @@ from ._types import TaskId
 from ._values import StampContext
 from ._worker import Done, Failed, worker_id
 from .errors import UnserializableResultError
-from .files import CACHE_NAME, INPUT, DigestCache, changed_inputs, with_outputs
+from .files import (
+    CACHE_NAME,
+    INPUT,
+    READ,
+    Checked,
+    DigestCache,
+    changed_inputs,
+    changed_outputs,
+    with_outputs,
+)
 from .graph import Node
 from .store import Meta, Record, new_stamp
 from .task import Task
@@ -48,6 +57,11 @@ class Results:
         self.targets = targets
         self.stamp_context = StampContext(state.nodes)
         self.input_digests: DigestCache | None = None
+        self.outputs_checked: dict[str, Checked] = {}
+        """What the checks of declared outputs found (:func:`changed_outputs`): a check
+        made after a reader ended covers it too."""
+        self.batch_at = 0.0
+        """When the batch being handled was taken (its tasks had all ended by then)."""
         self.sources_sent: set[str] = set()
         """The code fingerprints whose source went with a record already."""
         self.versions = Versions()
@@ -85,6 +99,7 @@ class Results:
         from the values whose stamps are ``given``."""
         task, family = node.task, node.task.family
         moved = self._inputs_moved(node)
+        read = self._outputs_moved(node, out)
         stamp = self._stamp(out, task, given)  # before recorded_deps adds to ``given``
         meta = Meta(
             expr=task.expression(),
@@ -104,6 +119,8 @@ class Results:
         )
         for path in moved:  # never current: it runs again next time
             meta.deps[INPUT + path] = ""
+        for path in read:  # the same (a key no task of the plan records)
+            meta.deps[READ + path] = ""
         if out.outputs:  # the stamp names the files the task wrote too
             meta.stamp = with_outputs(meta.stamp, out.outputs)
         return meta
@@ -184,6 +201,48 @@ class Results:
                 "come from either content, so it is stored as stale and runs again next time."
             )))
         return moved
+
+    def new_batch(self) -> None:
+        """The outcomes of another batch are handled from now on."""
+        self.batch_at = time.time()
+
+    def _outputs_moved(self, node: Node, out: Done) -> list[str]:
+        """The declared outputs of the tasks upstream of the task (files it may read: the
+        prerequisites that :class:`StampContext` names in its stamp, and theirs) that are
+        no longer what their task wrote (one ``os.stat`` each when unchanged), announced:
+        the task may have read the other content, so its result is recorded as stale. A
+        task with no ``Product`` upstream costs a lookup."""
+        producers = self.stamp_context.producers_upstream(node.task.id)
+        if not producers:
+            return []
+        if self.input_digests is None:
+            self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
+        ended = self.batch_at  # (a worker on this machine: its own end, by the same clock)
+        if out.worker.rpartition(":")[0] == worker_id().rpartition(":")[0]:
+            ended = min(ended, out.started + out.duration + 0.01)
+        nodes, entries = self.nodes, self.values.entries
+        found = changed_outputs([(nodes[tid], entries.get(tid)) for tid in producers],
+                                self.input_digests, self.outputs_checked, ended)
+        found.sort(key=lambda item: item[0])
+        if found and self.emit:
+            reader = repr(node.task)
+            if len(found) == 1:
+                [(path, producer, gone)] = found
+                what = (f"{path}, an output of {producer!r}, "
+                        f"{'was removed' if gone else 'changed'} after {producer!r} wrote it "
+                        f"and before {reader} finished")
+            else:
+                shown = ", ".join(f"{path} of {producer!r}" for path, producer, _ in found[:5])
+                more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+                what = (f"{len(found)} outputs of tasks upstream of {reader} ({shown}{more}) "
+                        f"changed after their tasks wrote them and before {reader} finished")
+            self.emit(ev.InputChanged(node.task, tuple(path for path, _, _ in found), (
+                f"{what}: {reader} may have read either content, so its result is stored as stale "
+                "and runs again next time. A Product is written by its task alone: a task "
+                "that changes it should write its own Product, and no other program should "
+                "write it during a run."
+            )))
+        return [path for path, _, _ in found]
 
     def failed(self, out: Failed) -> None:
         """A task raised: retry it, or it fails for good."""

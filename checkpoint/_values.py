@@ -176,6 +176,7 @@ class StampContext:
         self._code: dict[TaskId, bytes] = {}
         self._files: dict[TaskId, bool] = {}
         self._covered: dict[tuple[str, str], bool] = {}
+        self._producers: dict[TaskId, frozenset[TaskId]] = {}
 
     def named_classes(self, tid: TaskId, classes: tuple[str, ...], unpickled: bool = False) -> None:
         """Warn (:class:`~checkpoint.fingerprint.FingerprintWarning`, once per family and
@@ -237,6 +238,45 @@ class StampContext:
                 or any(self._files[dep] for dep in deps)
             )
 
+    def producers_upstream(self, tid: TaskId) -> frozenset[TaskId]:
+        """The tasks upstream of ``tid`` that declare outputs (``Product``): the files it
+        may read (a path is passed on as is, or named in its code). For a task with no
+        files upstream (most of a large plan): a lookup. Each task's set is the union of
+        its prerequisites', shared when only one of them contributes (a chain below one
+        producer holds one set)."""
+        owns = self._files.get(tid)
+        if owns is None:
+            self._fill(tid)
+            owns = self._files[tid]
+        if not owns:
+            return _NO_TASKS
+        known = self._producers
+        found = known.get(tid)
+        if found is not None:
+            return found
+        stack = [tid]  # iterative: a chain may be 100,000 deep
+        while stack:
+            top = stack[-1]
+            if top in known:
+                stack.pop()
+                continue
+            deps = [dep for dep in self.nodes[top].deps if self._files[dep]]
+            todo = [dep for dep in deps if dep not in known]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            parts = []
+            for dep in deps:
+                if known[dep]:
+                    parts.append(known[dep])
+                files = self.nodes[dep].files
+                if files is not None and files.outputs:
+                    parts.append(frozenset((dep,)))
+            known[top] = (_NO_TASKS if not parts else parts[0] if len(parts) == 1
+                          else frozenset().union(*parts))
+        return known[tid]
+
     def digest(self, tid: TaskId, given: Mapping[str, str], payload: bytes | None = None,
                compressed: bool = False) -> str:
         """The context of the value ``tid`` computed from the prerequisite stamps ``given``
@@ -249,6 +289,8 @@ class StampContext:
                 digest.update(f"\0{dep}\0{given.get(dep, '')}".encode())
         return digest.hexdigest()
 
+
+_NO_TASKS: frozenset[TaskId] = frozenset()
 
 _TEXT_OPS = frozenset({
     "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",

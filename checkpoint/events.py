@@ -150,8 +150,9 @@ class CorruptEntryFound:
 @dataclass(frozen=True)
 class InputChanged:
     """A task's ``File`` inputs (``paths``), or the source files of project modules its code
-    imports as it runs, changed while it ran: its result is stored as stale (it runs again
-    next time), since what it read may be either content."""
+    imports as it runs, changed while it ran, or declared outputs of tasks upstream of it
+    changed after their tasks wrote them and before it ended: its result is stored as stale
+    (it runs again next time), since what it read may be either content."""
 
     task: Task[object]
     paths: tuple[str, ...]

@@ -3,10 +3,10 @@
 ``@requires(File("data/raw/paris.csv"))`` declares an input file, ``@requires(Product(
 "out/paris.csv"))`` a file the task writes; the inner function receives each as a
 :class:`pathlib.Path` (a glob pattern's ``File`` as a sorted list of them). A ``File`` may
-name a directory (every file under it) or a glob pattern (``"data/raw/*.csv"``); either is
-one input whose *manifest* (sorted relative paths and their digests) is tracked. Hidden
-files and directories (names starting with ``.``) are left out of an input's manifest, not
-of a ``Product`` directory's (its task owns all of it).
+name a directory (every file and folder under it) or a glob pattern (``"data/raw/*.csv"``);
+either is one input whose *manifest* (sorted relative paths and the files' digests) is
+tracked. Hidden files and directories (names starting with ``.``) are left out of an
+input's manifest, not of a ``Product`` directory's (its task owns all of it).
 
 **Paths** are relative to the *project root*: the taskfile's directory on the command line
 (``checkpoint`` runs there, and so do its workers), the current directory in the library.
@@ -22,7 +22,10 @@ now; so an edited input re-runs exactly its dependents, a deleted or hand-edited
 re-runs its producer, and a task that fails records nothing (its outputs are never marked
 good). ``checkpoint why`` names the file. The value stamp of a task with declared outputs
 names their digests too (:func:`with_outputs`), so early cutoff holds for files: a re-run
-that wrote the same files and returned the same value keeps its dependents.
+that wrote the same files and returned the same value keeps its dependents. Hence a task
+that ends after a declared output upstream of it changed (another program, a task writing
+into it) records ``"read:<path>"`` with no digest (:func:`changed_outputs`): it may have
+read the other content, and must not be kept once the output is written again.
 
 **Digests** are BLAKE2b of the content, streamed. Hashing every input on every run would
 cost a read of each; :class:`DigestCache` (a file in the store's root) remembers
@@ -84,11 +87,16 @@ if TYPE_CHECKING:
     from ._types import TaskId
     from .graph import Node
     from .store import Meta
+    from .task import Task
 
 INPUT = "file:"
 """Prefix of an input's key in ``Meta.deps``."""
 OUTPUT = "out:"
 """Prefix of a declared output's key in ``Meta.deps``."""
+READ = "read:"
+"""Prefix of a key in ``Meta.deps`` (with an empty value: never current) that marks a result
+computed while a declared output upstream, the path after it, was not what its task wrote
+(:func:`changed_outputs`)."""
 RACY_NS = 3_000_000_000
 """A file whose last change (its ctime; the mtime on Windows) is this close to (or after)
 the moment it was hashed is hashed again next time (coarse timestamps: FAT 2 s, plus some
@@ -509,14 +517,20 @@ def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str],
     record_key = directory if not exclude else "\0".join([directory, *sorted(exclude)])
     if hidden:
         record_key += "\0."
-    signature = _dir_signature(directory, exclude, hidden)
+    signature = _DIR_FORMAT + _dir_signature(directory, exclude, hidden)
     record = cache.dirs.get(record_key)
     if record is not None and record[0] == signature:
         return record[1]
     manifest, trusted = _dir_manifest(directory, cache, exclude, hidden)
-    if trusted and _dir_signature(directory, exclude, hidden) == signature:
+    if trusted and _DIR_FORMAT + _dir_signature(directory, exclude, hidden) == signature:
         cache.dirs[record_key] = cache.changed_dirs[record_key] = (signature, manifest)
     return manifest
+
+
+_DIR_FORMAT = "2:"
+"""Prefixes the signature of a manifest recorded in the digest cache: a record made before
+subdirectories were part of manifests (no prefix) never matches, so the manifest of an
+unchanged directory is made again once (from its files' recorded digests: no file is read)."""
 
 
 def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False) -> str:
@@ -588,8 +602,9 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
                   hidden: bool = False) -> tuple[str, bool]:
     """The manifest digest of a directory, and whether every file digest in it was trusted.
 
-    A line per file under it, ``relative path\\0digest``, each directory's files sorted by
-    name and then its subdirectories in the same way, hidden names (unless ``hidden``: a
+    A line per file under it, ``relative path\\0digest``, and per directory under it,
+    ``relative path/\\0`` (a task that lists folders sees an empty one), each directory's
+    entries sorted by name and then its subdirectories walked in the same way, hidden names (unless ``hidden``: a
     ``Product`` directory, which its task owns whole) and the keys in
     ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
     what is not there (a broken symlink) left out. Symlinked subdirectories are followed (as a
@@ -628,7 +643,8 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
                 if exc.errno in _NO_FILE:  # a broken symlink: no file there
                     continue
                 raise Unreadable(path, exc) from None
-            if st.st_mode & 0o170000 == 0o040000:
+            if st.st_mode & 0o170000 == 0o040000:  # a line of its own (an empty one counts)
+                lines.append(f"{rel}{name}/\0\n")
                 subdirs.append(name)
                 continue
             entry = entries.get(path)
@@ -1403,6 +1419,83 @@ def changed_inputs(files: TaskFiles, cache: DigestCache) -> list[str]:
         if planned != now:
             changed.append(key)
     return changed
+
+
+def changed_outputs(
+    producers: list[tuple[Node, Meta | None]], cache: DigestCache,
+    checked: dict[str, Checked], ended: float,
+) -> list[tuple[str, Task[object], bool]]:
+    """The declared outputs of ``producers`` (tasks with outputs, each with its current
+    entry) that no longer have the digest the entry records, as ``(key, producer, removed)``
+    (a directory's key ending with ``/``), for a reader that ended at ``ended`` (by
+    ``time.time()``). ``checked``: what the checks so far found, by key (updated): a check
+    made since ``ended`` holds; a file whose stat is the one it had when a check hashed it,
+    long enough after its last change, costs that ``os.stat`` (see :data:`Checked`)."""
+    root = os.getcwd()
+    found = []
+    for node, meta in producers:
+        if meta is None or node.files is None:
+            continue
+        deps = meta.deps
+        for product in node.files.outputs:
+            key = product.key(root)
+            recorded = deps.get(OUTPUT + key)
+            if not recorded:
+                continue
+            known = checked.get(key)
+            if known is None or known[0] != recorded:
+                now = _check_output(key, recorded, product.is_dir, None, root, cache, checked)
+            elif known[2] >= ended:
+                now = known[1]
+            else:
+                now = _check_output(key, recorded, product.is_dir, known, root, cache, checked)
+            if now != recorded:
+                found.append((key + "/" if product.is_dir else key, node.task, now is None))
+    return found
+
+
+Checked = tuple[str, str | None, float, tuple[int, int, int, int] | None]
+"""What a check of a declared output found: the digest its entry records, the digest of
+the file then (``None``: gone; ``""``: unreadable), when (``time.time()``, before it
+looked), and the file's stat signature when it was hashed with a stable stat long enough
+after its last change (``None`` otherwise: a directory, or a file that could still change
+without changing its stat)."""
+
+_SETTLED_NS = 50_000_000
+"""How long after its last change a file with fine timestamps (not whole milliseconds) is
+trusted by its stat within a run: longer than a tick of the clock that dates changes on
+the filesystems that keep such timestamps (Linux: 1-10 ms; coarse ones take
+:data:`RACY_NS`)."""
+
+
+def _check_output(key: str, recorded: str, is_dir: bool, known: Checked | None, root: str,
+                  cache: DigestCache, checked: dict[str, Checked]) -> str | None:
+    """The digest of the output ``key`` now, noted in ``checked``: by its stat when it is the
+    one a check of this run found settled (``known``: that check, of the same recorded
+    digest), else hashed (the digest cache's rules)."""
+    at = time.time()
+    st = None
+    if not is_dir:
+        with contextlib.suppress(OSError):
+            st = os.stat(key)
+        if st is not None and known is not None and known[3] is not None \
+                and known[3] == _signature(st):
+            checked[key] = (recorded, known[1], at, known[3])
+            return known[1]
+    started = _clock()
+    try:
+        now = digest_of(key, root, cache, hidden=True)
+    except (Unreadable, InvalidRequirementError):  # (a named pipe now)
+        now = ""
+    settled = None
+    if st is not None and now:
+        fine = st.st_mtime_ns % 1_000_000 and st.st_ctime_ns % 1_000_000
+        with contextlib.suppress(OSError):
+            if (_signature(os.stat(key)) == _signature(st)
+                    and _changed_ns(st) < started - (_SETTLED_NS if fine else RACY_NS)):
+                settled = _signature(st)
+    checked[key] = (recorded, now, at, settled)
+    return now
 
 
 def missing_inputs(with_files: Iterable[Node]) -> None:

@@ -1304,3 +1304,90 @@ def test_a_named_pipe_in_an_input_directory_counts_by_name(tmp_path: Path) -> No
     out = run("names('data/pipe')")
     assert out.returncode == 2
     assert "File('data/pipe') names a named pipe, not a file or a directory" in out.stderr
+
+
+# --- directories: their subdirectories count ------------------------------------------------
+
+
+def test_the_subdirectories_of_a_product_directory_are_part_of_its_content(tmp_path: Path) -> None:
+    """One folder per class (the ImageFolder layout), most of them empty so far: a re-run
+    that makes other folders with the same files is a new output, so the task that lists
+    the folders is not kept by early cutoff (adv4 09)."""
+    Path("classes.txt").write_text("cat dog bird")
+
+    @task
+    def build():
+        @requires(File("classes.txt"))
+        @requires(Product("dataset/"))
+        def __(classes: Path, out: Path) -> None:
+            for name in classes.read_text().split():
+                (out / name).mkdir()
+            (out / "cat" / "img0.txt").write_text("meow")
+        return __
+
+    @task
+    def n_classes():
+        @requires(build())
+        def __(_: None) -> list[str]:
+            return sorted(p.name for p in Path("dataset").iterdir() if p.is_dir())
+        return __
+
+    assert n_classes().run(executor="inline") == ["bird", "cat", "dog"]
+    Path("classes.txt").write_text("cat dog")
+    assert n_classes().run(executor="inline") == ["cat", "dog"]
+    Path("dataset/dog").rmdir()  # by hand: the producer is stale, and puts it back
+    assert _ran(checkpoint.run([n_classes()], executor="inline")) == {"build()"}
+    assert sorted(os.listdir("dataset")) == ["cat", "dog"]
+
+
+def test_the_subdirectories_of_a_directory_input_are_part_of_its_content(tmp_path: Path) -> None:
+    """A new empty folder under a File directory (a Hive partition yet without files) and a
+    renamed one re-run the task that lists them; a hidden one does not."""
+    Path("data/a").mkdir(parents=True)
+    Path("data/a/x.txt").write_text("1")
+
+    @task
+    def parts():
+        @requires(File("data"))
+        def __(data: Path) -> list[str]:
+            return sorted(p.name for p in data.iterdir() if p.is_dir())
+        return __
+
+    assert parts().run(executor="inline") == ["a"]
+    assert not checkpoint.run([parts()], executor="inline").ran
+    Path("data/b").mkdir()
+    assert parts().run(executor="inline") == ["a", "b"]
+    Path("data/b").rename("data/c")
+    assert parts().run(executor="inline") == ["a", "c"]
+    Path("data/a/deeper").mkdir()  # deeper down too
+    assert _ran(checkpoint.run([parts()], executor="inline")) == {"parts()"}
+    Path("data/.hidden").mkdir()
+    assert not checkpoint.run([parts()], executor="inline").ran
+
+
+def test_a_directory_record_of_the_digest_cache_made_before_folders_counted_is_not_used(
+    tmp_path: Path, later: None
+) -> None:
+    """A digest cache from an older version holds manifests without the folders, under the
+    signature of the same listing: such a record is never taken for the directory's
+    manifest (the task would run again for nothing, or a folder would go unseen)."""
+    Path("data/a").mkdir(parents=True)
+    Path("data/a/x.txt").write_text("1")
+
+    @task
+    def parts():
+        @requires(File("data"))
+        def __(data: Path) -> list[str]:
+            return sorted(p.name for p in data.iterdir())
+        return __
+
+    assert parts().run(executor="inline") == ["a"]
+    assert not checkpoint.run([parts()], executor="inline").ran  # (the cache existed: recorded)
+    path = Store.open().root / files_module.CACHE_NAME
+    cache = files_module.DigestCache(path, os.getcwd())
+    [(key, (signature, _))] = cache.dirs.items()
+    assert signature == files_module._DIR_FORMAT + files_module._dir_signature("data", frozenset())
+    old = (signature[len(files_module._DIR_FORMAT):], "an older version's manifest")
+    cache.dirs[key] = cache.changed_dirs[key] = old
+    cache.save()
+    assert not checkpoint.run([parts()], executor="inline").ran
