@@ -89,6 +89,9 @@ INPUT = "file:"
 """Prefix of an input's key in ``Meta.deps``."""
 OUTPUT = "out:"
 """Prefix of a declared output's key in ``Meta.deps``."""
+CAPTURED = "captured:"
+"""Prefix of the key in ``Meta.deps`` of a value that the inner function captured from its
+outer function (:mod:`checkpoint._captured`): it rides along with the input digests."""
 RACY_NS = 3_000_000_000
 """A file whose last change (its ctime; the mtime on Windows) is this close to (or after)
 the moment it was hashed is hashed again next time (coarse timestamps: FAT 2 s, plus some
@@ -771,7 +774,8 @@ class TaskFiles:
         self.exclude: frozenset[str] = _NONE
         """Declared outputs of the DAG under this task's directory and glob inputs."""
         self.digests: dict[str, str] = {}
-        """``{"file:<key>": digest}`` of the source inputs, when planned (what a run records)."""
+        """``{"file:<key>": digest}`` of the source inputs, when planned (what a run records);
+        also ``{"captured:<name>": digest}`` of the values the inner function captured."""
         self.outputs_now: dict[str, str] = {} if outputs else _NO_OUTPUTS
         """``{"out:<key>": digest or ""}`` of the outputs on disk, for a stored task."""
         self.missing: tuple[str, ...] = ()
@@ -819,7 +823,11 @@ class TaskFiles:
             old = recorded.get(key)
             if old != digest:
                 name = key[len(INPUT):]
-                if old is None:
+                if key.startswith(CAPTURED):
+                    name = key[len(CAPTURED):]
+                    details.append(f"captured value {name} changed" if old is not None else
+                                   f"captured value {name} is new (not recorded by the stored result)")
+                elif old is None:
                     details.append(f"new input {name} (not used by the stored result)")
                 elif not _GLOB_CHARS.isdisjoint(name) and not os.path.lexists(name):
                     details.append(f"input pattern {name} changed (a match was added, removed "
