@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
 import types
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -156,20 +157,43 @@ def _made_by(fn: object, outer: types.CodeType) -> bool:
 def _digests(found: list[tuple[str, object]], outer: Callable[..., object],
              family: TaskFamily[..., object]) -> dict[str, str]:
     """Each value's digest: its text as a module-level value's (see the module docstring),
-    and the code it leads to (the project classes of its objects, the functions it holds)."""
+    with the code it leads to (the project classes of its objects, the functions it
+    holds). Literals and containers of them, the usual case, need no walk of the code."""
     from .task import TaskFamily
 
-    walk = _fp._Walk(outer, lambda obj: isinstance(obj, TaskFamily), family.name)
-    values = _Captured(walk)
+    roots = _roots(family)
     out = {}
+    values: _Captured | None = None
     for label, value in found:
-        before = {**walk.own, **walk.other}
-        text = values.value_text(value, label, {}, False)
-        values.finish()
-        new = {**walk.own, **walk.other}
-        text += "".join(f"\n{new[k]}" for k in sorted(new.keys() - before.keys()))
+        text = _fp.constant_text(value, 0, roots)
+        if text is None and isinstance(value, types.ModuleType):
+            text = f"<module {value.__name__}>"  # its code: the imports the fingerprint follows
+        if text is None:
+            if values is None:
+                values = _Captured(_fp._Walk(outer, lambda obj: isinstance(obj, TaskFamily), family.name))
+            walk = values.walk
+            before = {**walk.own, **walk.other}
+            text = values.value_text(value, label, {}, False)
+            values.finish()
+            new = {**walk.own, **walk.other}
+            text += "".join(f"\n{new[k]}" for k in sorted(new.keys() - before.keys()))
         out[CAPTURED + label] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     return out
+
+
+_family_roots: dict[str, tuple[int, tuple[str, ...]]] = {}
+"""Family name -> (graph expansion, the project directory as paths in values spell it)."""
+
+
+def _roots(family: TaskFamily[..., object]) -> tuple[str, ...]:
+    """What :class:`checkpoint.fingerprint._Walk` finds as ``roots``, once per family and
+    graph expansion (it looks at the file system)."""
+    epoch = sys.modules[family.__module__]._epoch  # (checkpoint.task; `task` is the decorator)
+    known = _family_roots.get(family.name)
+    if known is None or known[0] != epoch:
+        root = _fp.project_root(family.module)
+        known = _family_roots[family.name] = (epoch, _fp._roots(root, family.module))
+    return known[1]
 
 
 class _Captured(_fp._Values):
