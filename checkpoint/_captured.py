@@ -44,7 +44,8 @@ __all__ = ["captured_values", "plain"]
 
 _Plan = tuple[tuple[int, ...], bool]
 """The closure cells of a code object that count (their indexes), and whether its functions
-are made by the outer function (so that their parameters' defaults count too)."""
+are made by the outer function (so that their parameters' defaults count too, as do those
+of any function made by a call, such as a factory's)."""
 
 _plans: dict[types.CodeType, _Plan] = {}
 """Code object of an inner function (or of a helper it captured) -> its :data:`_Plan`."""
@@ -137,7 +138,7 @@ def _collect(fn: object, prefix: str, outer: types.CodeType, found: list[tuple[s
             _collect(value, label + ".", outer, found, seen)
         else:
             found.append((label, value))
-    if made_here:
+    if made_here or "<locals>" in fn.__qualname__:  # made by a call (a factory's): so were they
         name = fn.__name__
         defaults = fn.__defaults__ or ()
         first = code.co_argcount - len(defaults)

@@ -314,3 +314,28 @@ def test_ls_shows_the_plan_without_running(tasks: Any) -> None:
     assert nodes[tasks.train(1).id].reason == "input changed"
     assert nodes[tasks.prepare(1).id].reason is None
     assert os.path.exists("config.json")
+
+
+def test_an_inner_function_made_by_a_factory_counts_its_defaults(make_module: Any) -> None:
+    """The outer function calls a factory of the project that makes the inner function: its
+    closure and its defaults were computed when the outer function ran, and count."""
+    _set_lr(0.5)
+    mod = make_module("factory", '''
+        import json
+        from pathlib import Path
+        from checkpoint import task
+
+        def make(cfg: dict, scale: float):
+            def __(lr: float = cfg["lr"]) -> float:
+                return lr * scale
+            return __
+
+        @task
+        def made(seed: int):
+            cfg = json.loads(Path("config.json").read_text())
+            return make(cfg, float(seed))
+    ''')
+    assert mod.made(2).run(executor="inline") == 1.0
+    assert not checkpoint.run([mod.made(2)], executor="inline").ran
+    _set_lr(4.0)
+    assert mod.made(2).run(executor="inline") == 8.0
