@@ -1263,7 +1263,7 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
                         meta = node.meta
                         if meta is not None and len(inputs) == 1:
                             deps = meta.deps
-                            if len(deps) == 1 and deps.get(key) == digest:
+                            if len(deps) == 1 and deps.get(key) == digest and not files.digests:
                                 files.digests = deps  # == {key: digest}; never mutated
                                 continue
                         files.digests[key] = digest
@@ -1345,7 +1345,7 @@ def _check_batch(with_files: list[Node], paths: list[str],
             meta = node.meta
             if meta is not None:
                 deps = meta.deps
-                if len(deps) == 1 and deps.get(key) == digest:
+                if len(deps) == 1 and deps.get(key) == digest and not files.digests:
                     files.digests = deps  # == {key: digest}; never mutated
                     continue
             files.digests[key] = digest

@@ -144,7 +144,7 @@ def _expand_listing(targets: Iterable[Task[object]], keep_specs: bool = True,
         for tid, values in captured.items():  # they ride along with the file digests
             node = nodes[tid]
             if node.files is None:
-                node.files = _files.TaskFiles([], _NO_PRODUCTS)
+                node.files = _files.TaskFiles([], [])
             node.files.digests.update(values)
         if writing and _files.link(nodes, with_files, writing):
             nodes = _reorder(nodes)

@@ -339,3 +339,45 @@ def test_an_inner_function_made_by_a_factory_counts_its_defaults(make_module: An
     assert not checkpoint.run([mod.made(2)], executor="inline").ran
     _set_lr(4.0)
     assert mod.made(2).run(executor="inline") == 8.0
+
+
+def test_an_entry_stored_before_values_were_captured_runs_once(
+        make_module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A result stored by a checkpoint that did not record captured values (only its input
+    file's digest) runs once more; with the file unchanged and trusted (the fast path that
+    takes the stored digests as they are), the captured value must still be compared."""
+    import time
+
+    from checkpoint import files as files_module
+
+    monkeypatch.setattr(files_module, "_clock", lambda: time.time_ns() + 3600 * 10**9)
+    _set_lr(0.5)
+    Path("data.txt").write_text("3")
+    mod = make_module("older", '''
+        import json
+        from pathlib import Path
+        from checkpoint import File, requires, task
+
+        @task
+        def read(seed: int):
+            cfg = json.loads(Path("config.json").read_text())
+            @requires(File("data.txt"))
+            def __(path: Path) -> float:
+                return float(path.read_text()) * cfg["lr"]
+            return __
+    ''')
+    t = mod.read(1)
+    assert t.run(executor="inline") == 1.5
+    store = Store.open()
+    meta = store.get_meta(t.family.dirname, t.id)
+    assert meta is not None and set(meta.deps) == {"file:data.txt", "captured:cfg"}
+    meta.deps = {"file:data.txt": meta.deps["file:data.txt"]}  # as an older checkpoint stored it
+    store.put_metas(t.family.dirname, {t.id: meta}, t.family.fingerprint)
+    for _ in range(2):  # the second time through the digest cache's record of the whole plan
+        result = checkpoint.run([mod.read(1)], executor="inline")
+        assert _ran(result) == {"read(1)"}
+        assert not checkpoint.run([mod.read(1)], executor="inline").ran
+        meta = store.get_meta(t.family.dirname, t.id)
+        assert meta is not None
+        meta.deps = {"file:data.txt": meta.deps["file:data.txt"]}
+        store.put_metas(t.family.dirname, {t.id: meta}, t.family.fingerprint)
