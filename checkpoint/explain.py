@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ._types import FamilyDir, Json, Reason
-from .files import INPUT, OUTPUT, READ
+from .files import CAPTURED, INPUT, OUTPUT, READ
 from .graph import ARRANGEMENT, Node, Plan
 from .store import Meta, Store
 from .task import Task, TaskFamily
@@ -186,7 +186,10 @@ def _upstream_changes(the_plan: Plan, node: Node, meta: Meta) -> list[str]:
     for key in sorted(k for k in dropped if k.startswith(READ)):
         details.append(f"file {key[len(READ):]} changed after its producer wrote it and before "
                        "this result was stored (it may come from either content)")
-    tasks = sum(1 for k in dropped if not k.startswith((INPUT, OUTPUT, READ)))
+    for key in sorted(k for k in dropped if k.startswith(CAPTURED)):
+        details.append(f"captured value {key[len(CAPTURED):]} of the stored result is no longer "
+                       "captured")
+    tasks = sum(1 for k in dropped if not k.startswith((INPUT, OUTPUT, READ, CAPTURED)))
     if tasks:
         details.append(f"{tasks} prerequisite(s) of the stored result are no longer required")
     if not details and meta.deps.get(ARRANGEMENT) != node.shape:

@@ -97,6 +97,9 @@ READ = "read:"
 """Prefix of a key in ``Meta.deps`` (with an empty value: never current) that marks a result
 computed while a declared output upstream, the path after it, was not what its task wrote
 (:func:`changed_outputs`)."""
+CAPTURED = "captured:"
+"""Prefix of the key in ``Meta.deps`` of a value that the inner function captured from its
+outer function (:mod:`checkpoint._captured`): it rides along with the input digests."""
 RACY_NS = 3_000_000_000
 """A file whose last change (its ctime; the mtime on Windows) is this close to (or after)
 the moment it was hashed is hashed again next time (coarse timestamps: FAT 2 s, plus some
@@ -787,7 +790,8 @@ class TaskFiles:
         self.exclude: frozenset[str] = _NONE
         """Declared outputs of the DAG under this task's directory and glob inputs."""
         self.digests: dict[str, str] = {}
-        """``{"file:<key>": digest}`` of the source inputs, when planned (what a run records)."""
+        """``{"file:<key>": digest}`` of the source inputs, when planned (what a run records);
+        also ``{"captured:<name>": digest}`` of the values the inner function captured."""
         self.outputs_now: dict[str, str] = {} if outputs else _NO_OUTPUTS
         """``{"out:<key>": digest or ""}`` of the outputs on disk, for a stored task."""
         self.missing: tuple[str, ...] = ()
@@ -835,7 +839,11 @@ class TaskFiles:
             old = recorded.get(key)
             if old != digest:
                 name = key[len(INPUT):]
-                if old is None:
+                if key.startswith(CAPTURED):
+                    name = key[len(CAPTURED):]
+                    details.append(f"captured value {name} changed" if old is not None else
+                                   f"captured value {name} is new (not recorded by the stored result)")
+                elif old is None:
                     details.append(f"new input {name} (not used by the stored result)")
                 elif not _GLOB_CHARS.isdisjoint(name) and not os.path.lexists(name):
                     details.append(f"input pattern {name} changed (a match was added, removed "
@@ -1271,7 +1279,7 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
                         meta = node.meta
                         if meta is not None and len(inputs) == 1:
                             deps = meta.deps
-                            if len(deps) == 1 and deps.get(key) == digest:
+                            if len(deps) == 1 and deps.get(key) == digest and not files.digests:
                                 files.digests = deps  # == {key: digest}; never mutated
                                 continue
                         files.digests[key] = digest
@@ -1353,7 +1361,7 @@ def _check_batch(with_files: list[Node], paths: list[str],
             meta = node.meta
             if meta is not None:
                 deps = meta.deps
-                if len(deps) == 1 and deps.get(key) == digest:
+                if len(deps) == 1 and deps.get(key) == digest and not files.digests:
                     files.digests = deps  # == {key: digest}; never mutated
                     continue
             files.digests[key] = digest

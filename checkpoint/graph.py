@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 
 from . import _gcpolicy
 from . import files as _files
+from ._captured import captured_values
+from ._captured import plain as _plain_inner
 from ._types import FamilyDir, Reason, TaskId
 from .errors import CycleError
 from .store import Meta, Store
@@ -137,19 +139,37 @@ def _expand_listing(targets: Iterable[Task[object]], keep_specs: bool = True,
     with interning():
         with_files: list[Node] = []
         writing: list[Node] = []
-        nodes = _expand(targets, with_files, writing, keep_specs)
+        captured: dict[TaskId, dict[str, str]] = {}
+        nodes = _expand(targets, with_files, writing, keep_specs, captured)
+        for tid, values in captured.items():  # they ride along with the file digests
+            node = nodes[tid]
+            if node.files is None:
+                node.files = _files.TaskFiles([], [])
+            node.files.digests.update(values)
         if writing and _files.link(nodes, with_files, writing):
             nodes = _reorder(nodes)
         return nodes, with_files, writing
 
 
+def _captured(task: Task[object], fn: Callable[..., object], found: dict[TaskId, dict[str, str]]) -> None:
+    """Note the values the inner function ``fn`` of ``task`` captured from its outer function
+    that count (:mod:`checkpoint._captured`), if any."""
+    values = captured_values(task.family, fn)
+    if values is not None:
+        found[task.id] = values
+
+
 def _expand(targets: Iterable[Task[object]], with_files: list[Node], writing: list[Node],
-            keep_specs: bool) -> dict[TaskId, Node]:
+            keep_specs: bool, captured: dict[TaskId, dict[str, str]]) -> dict[TaskId, Node]:
     nodes: dict[TaskId, Node] = {}
     for target in targets:
         if target.id in nodes:
             continue
         spec = target.spec()
+        fn = spec.fn
+        if type(fn) is not types.FunctionType or fn.__code__ not in _plain_inner \
+                or fn.__defaults__ is not None or fn.__kwdefaults__ is not None:
+            _captured(target, fn, captured)
         on_stack = {target.id}
         stack: list[tuple[Task[object], Spec, Iterator[Task[object]]]] = [
             (target, spec, iter(spec.dependencies))]
@@ -162,6 +182,10 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], writing: li
                 if dep_id in on_stack:
                     _raise_cycle([frame[0] for frame in stack], dep)
                 dep_spec = dep.spec()
+                fn = dep_spec.fn  # (the usual closure, over the parameters alone: nothing)
+                if type(fn) is not types.FunctionType or fn.__code__ not in _plain_inner \
+                        or fn.__defaults__ is not None or fn.__kwdefaults__ is not None:
+                    _captured(dep, fn, captured)
                 reqs = dep_spec.requirements
                 if not reqs:  # a leaf (most tasks of a sweep): no stack trip
                     nodes[dep_id] = Node(dep, [])
