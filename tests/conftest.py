@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -30,6 +31,16 @@ def choose(n: int, k: int):
     return __
 '''
 """The README's binomial coefficient as a module's source, for tests that need a real graph."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run as a background job of a shell without job control (``cmd &`` in a script), the
+    suite starts with SIGINT ignored, and every process it starts inherits that: the tests
+    that send Ctrl-C to a real ``checkpoint run`` would see it ignored, as checkpoint rightly
+    keeps an ignored SIGINT ignored. Those tests are about a terminal's Ctrl-C, so the suite
+    takes SIGINT back as Python's default handler (its children then start with SIGINT on)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
