@@ -39,9 +39,10 @@ def start(args: list[str], tmp_path: Path, env: dict[str, str]) -> subprocess.Po
 
 
 def _default_sigint() -> None:
-    # A shell without job control starts background jobs with SIGINT ignored, and children
-    # inherit that: give the CLI a normal Ctrl-C.
+    # A shell without job control starts background jobs with SIGINT ignored, and `nohup`
+    # ignores SIGHUP; children inherit both: give the CLI a normal Ctrl-C and hangup.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def executions(log: Path) -> list[str]:
