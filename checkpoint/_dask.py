@@ -69,7 +69,6 @@ from ._worker import (
     enter_directory,
     run_batch,
     stale_outcomes,
-    writes_of,
 )
 from ._workercode import CoordinatorCode, Manifest, refresh
 from .errors import SharedCacheError, TaskStillRunningError, UsageError, WorkerDiedError
@@ -626,12 +625,6 @@ _given_up: dict[str, _GivenUp] = {}
 _given_up_lock = threading.Lock()
 
 
-def _writes(item: WorkItem) -> frozenset[str]:
-    products: list[Any] = []
-    _worker._products_in(item.template, products)
-    return writes_of(item.root, item.id, products)
-
-
 def _metadata(worker: Any, method: str, **kwargs: Any) -> Any:
     """Call the scheduler's ``get_metadata`` or ``set_metadata`` from a worker (through the
     worker's own connection: no client is made for it, as ``get_client`` would)."""
@@ -652,7 +645,7 @@ def held_back_on_cluster(worker: Any, items: list[WorkItem]) -> list[Outcome]:
     client = distributed.get_client()  # (a client of the worker's, kept for its life)
     hung: list[Outcome] = []
     for item in items:
-        writes = _writes(item)
+        writes = _worker.item_writes(item)
         while True:
             owners = sorted({e["worker"] for e in record.values()
                              if e and not writes.isdisjoint(e["writes"])})
@@ -707,7 +700,7 @@ def note_abandoned(worker: Any, items: list[WorkItem], outcomes: list[Outcome]) 
     for item in items:
         if item.id not in abandoned:
             continue
-        writes = _writes(item)
+        writes = _worker.item_writes(item)
         with _worker._abandoned_lock:
             threads = [t for t, w in _worker._abandoned.items()
                        if getattr(w, "writes", w) == writes and t.is_alive()]

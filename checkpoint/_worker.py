@@ -649,10 +649,7 @@ def _run_watched(item: WorkItem, payloads: dict[str, Payload], in_process: bool)
     )
     outcome = _over_time(item, started, time.time() - started, where, note)
     outcome.abandoned = True
-    products: list[Product] = []
-    _products_in(item.template, products)
-    abandoned = Abandoned(writes_of(item.root, item.id, products), item.timeout,
-                          time.monotonic() + item.timeout)
+    abandoned = Abandoned(item_writes(item), item.timeout, time.monotonic() + item.timeout)
     with _abandoned_lock:
         _abandoned[thread] = abandoned
     outcome.output = buf.text() if buf.parts else ""
@@ -668,6 +665,13 @@ def _products_in(template: Any, found: list[Product]) -> None:
     elif isinstance(template, dict):
         for t in template.values():
             _products_in(t, found)
+
+
+def item_writes(item: WorkItem) -> frozenset[str]:
+    """What an attempt of ``item`` may write (:func:`writes_of` of its declared outputs)."""
+    products: list[Product] = []
+    _products_in(item.template, products)
+    return writes_of(item.root, item.id, products)
 
 
 def writes_of(root: str, task_id: str, products: Iterable[Product]) -> frozenset[str]:
