@@ -530,7 +530,32 @@ def run_dask_batch(
         stale = stale_outcomes(items, code)
         if stale is not None:
             return stale
-    ready = []
+    ready, missing, payloads = _prepare(items, payloads)
+    worker = None
+    if guard and ready:
+        import distributed
+
+        worker = distributed.get_worker()
+        hung = held_back_on_cluster(worker, ready)
+        if hung:
+            missing.extend(hung)
+            ready = [item for item in ready if item.id not in {o.id for o in hung}]
+    # in_process=True keeps each exception as raised; it is checked below with cloudpickle,
+    # which is what carries results back (a taskfile's exception classes travel by value).
+    outcomes = run_batch(ready, payloads, True, cwd) if ready else []
+    if worker is not None:
+        note_abandoned(worker, ready, outcomes)
+    outcomes = _travelling(outcomes)
+    by_id = {o.id: o for o in (*outcomes, *missing)}
+    return [by_id[item.id] for item in items]
+
+
+def _prepare(items: list[WorkItem], payloads: dict[str, Payload]
+             ) -> tuple[list[WorkItem], list[Outcome], dict[str, Payload]]:
+    """Fit a batch's items to this worker's host: the cache where it is mounted here, results
+    through the coordinator when this host does not see the cache; an item whose data
+    directory is missing here fails at once (``ready, failed, payloads``)."""
+    ready: list[WorkItem] = []
     missing: list[Outcome] = []
     sees: dict[str, bool] = {}
     remounted: set[str] = set()
@@ -561,23 +586,7 @@ def run_dask_batch(
             )))
         else:
             ready.append(item)
-    worker = None
-    if guard and ready:
-        import distributed
-
-        worker = distributed.get_worker()
-        hung = held_back_on_cluster(worker, ready)
-        if hung:
-            missing.extend(hung)
-            ready = [item for item in ready if item.id not in {o.id for o in hung}]
-    # in_process=True keeps each exception as raised; it is checked below with cloudpickle,
-    # which is what carries results back (a taskfile's exception classes travel by value).
-    outcomes = run_batch(ready, payloads, True, cwd) if ready else []
-    if worker is not None:
-        note_abandoned(worker, ready, outcomes)
-    outcomes = _travelling(outcomes)
-    by_id = {o.id: o for o in (*outcomes, *missing)}
-    return [by_id[item.id] for item in items]
+    return ready, missing, payloads
 
 
 def _guard_worker() -> None:
