@@ -511,7 +511,7 @@ def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str],
                 hidden: bool = False) -> str:
     """The manifest digest of a directory (``directory``: relative to the working
     directory, or absolute), leaving out the keys in ``exclude`` and, unless ``hidden``,
-    hidden names (see :func:`_dir_manifest`).
+    hidden folders and scratch files (see :func:`_dir_manifest`).
 
     The warm path of a directory input: one :func:`_dir_signature` (a listing and a stat per
     file) compared with the one recorded with the manifest (:attr:`DigestCache.dirs`). Only
@@ -530,10 +530,20 @@ def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str],
     return manifest
 
 
-_DIR_FORMAT = "2:"
+def _scratch(name: str) -> bool:
+    """Whether a hidden file is what an editor or a desktop leaves beside data (never
+    data itself: a Zarr store's ``.zattrs`` and ``.zarray`` are): Finder's ``.DS_Store``
+    and ``._*`` files, Vim's swap files, LibreOffice's and Emacs's locks."""
+    return (name == ".DS_Store" or name.startswith(("._", ".~lock.", ".#"))
+            or name.endswith((".swp", ".swo", ".swx")))
+
+
+_DIR_FORMAT = "3:"
 """Prefixes the signature of a manifest recorded in the digest cache: a record made before
 subdirectories were part of manifests (no prefix) never matches, so the manifest of an
-unchanged directory is made again once (from its files' recorded digests: no file is read)."""
+unchanged directory is made again once (from its files' recorded digests: no file is read).
+"3:" since hidden files count (a Zarr store's metadata); a directory with some is re-hashed
+and its readers run again once."""
 
 
 def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False) -> str:
@@ -562,7 +572,7 @@ def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False
         digest.update("\0".join(["", base, *names, ""]).encode(errors="surrogateescape"))
         prefix = "" if base == "." else base + "/"
         for name in names:
-            if name[0] == "." and not hidden:
+            if name[0] == "." and not hidden and _scratch(name):
                 continue
             path = prefix + name
             if exclude and path in exclude:  # another task's output (or output directory)
@@ -572,7 +582,8 @@ def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False
             except OSError:  # a broken symlink: no file there
                 continue
             if st.st_mode & 0o170000 == 0o040000:  # stat.S_ISDIR, inlined
-                stack.append(path)
+                if name[0] != "." or hidden:
+                    stack.append(path)
                 continue
             fields = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
             try:
@@ -607,8 +618,9 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
 
     A line per file under it, ``relative path\\0digest``, and per directory under it,
     ``relative path/\\0`` (a task that lists folders sees an empty one), each directory's
-    entries sorted by name and then its subdirectories walked in the same way, hidden names (unless ``hidden``: a
-    ``Product`` directory, which its task owns whole) and the keys in
+    entries sorted by name and then its subdirectories walked in the same way, hidden
+    folders and scratch files (:func:`_scratch`; unless ``hidden``: a ``Product``
+    directory, which its task owns whole) and the keys in
     ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
     what is not there (a broken symlink) left out. Symlinked subdirectories are followed (as a
     ``**`` pattern does), each real directory once, so a link loop ends. Per file, one
@@ -635,7 +647,7 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
         prefix = "" if base == "." else base + "/"
         subdirs: list[str] = []
         for name in names:
-            if name[0] == "." and not hidden:
+            if name[0] == "." and not hidden and _scratch(name):
                 continue
             path = prefix + name
             if exclude and path in exclude:
@@ -647,6 +659,8 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
                     continue
                 raise Unreadable(path, exc) from None
             if st.st_mode & 0o170000 == 0o040000:  # a line of its own (an empty one counts)
+                if name[0] == "." and not hidden:  # .git, .ipynb_checkpoints: not data
+                    continue
                 lines.append(f"{rel}{name}/\0\n")
                 subdirs.append(name)
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -286,8 +287,35 @@ def test_a_directory_input_tracks_its_files(tmp_path: Path) -> None:
     assert why.details == ["input directory shards changed (a file under it was added, "
                            "removed or edited)"]
     assert total().run(executor="inline") == 3
-    Path("shards/.hidden").write_text("ignored")
+    for scratch in (".DS_Store", "._a.txt", ".a.txt.swp", ".~lock.a.txt#"):
+        Path("shards", scratch).write_text("what an editor or a desktop leaves")
+    Path("shards/.git").mkdir()
+    Path("shards/.git/index").write_text("not data")
     assert not checkpoint.run([total()], executor="inline").ran
+
+
+def test_hidden_files_of_a_directory_input_are_part_of_its_content(tmp_path: Path) -> None:
+    """A Zarr v2 store read as File("store.zarr") keeps its attributes in .zattrs: an edit
+    there re-runs its reader (adversary round 5, finding 13); a scratch file beside it and
+    a hidden folder do not."""
+    Path("store.zarr/t").mkdir(parents=True)
+    Path("store.zarr/.zattrs").write_text('{"scale": 2}')
+    Path("store.zarr/t/0").write_text("1 2 3")
+
+    @task
+    def load():
+        @requires(File("store.zarr"))
+        def __(store: Path) -> list[int]:
+            scale = json.loads((store / ".zattrs").read_text())["scale"]
+            return [int(x) * scale for x in (store / "t" / "0").read_text().split()]
+        return __
+
+    assert load().run(executor="inline") == [2, 4, 6]
+    Path("store.zarr/.zattrs").write_text('{"scale": 10}')
+    assert load().run(executor="inline") == [10, 20, 30]
+    Path("store.zarr/.DS_Store").write_text("x")
+    Path("store.zarr/.ipynb_checkpoints").mkdir()
+    assert not checkpoint.run([load()], executor="inline").ran
 
 
 def test_a_warm_directory_input_is_checked_by_one_signature(
