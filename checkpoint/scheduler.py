@@ -607,7 +607,7 @@ class _Run:
             self.recorder.flush()
         except Exception:  # noqa: BLE001
             pass
-        if isinstance(exc, StaleModuleError):  # raised by a family fingerprinted in the run
+        if isinstance(exc, StaleModuleError) and exc.args:  # a family fingerprinted in the run
             waiting = {record.id for record in self.recorder.records}
             stored = [t for t in self.result.ran if t.id not in waiting]
             exc.args = (f"{exc.args[0]} {_what_was_stored(stored)}", *exc.args[1:])
