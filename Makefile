@@ -53,3 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --peers --peer-size 500 --timeout 300
 	$(BIN)/python benchmarks/large_bench.py
 	$(BIN)/python benchmarks/files_bench.py
+	$(BIN)/python benchmarks/chain_bench.py

@@ -9,6 +9,11 @@ crash it, say with a segmentation fault in C code), records are written at every
 run gives (the end of each collect round) and the events saying a result is done
 (:meth:`Recorder.in_order`) are emitted only once it is stored. That costs about one
 transaction per batch of tasks, and batches take about ``_admission.BATCH_SECONDS`` each.
+
+Either way, while records wait for the check of the Products upstream of their tasks that
+covers them all (``checks_owed``, ``before_store``: see
+:meth:`checkpoint._results.Results.check_readers`), they are stored in larger batches: as
+many as that check looked at outputs, or after ten times as long as it took.
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ class Recorder:
         self.emit = emit
         self.deferred: list[Event] = []
         """Events to emit once the records added before them are stored."""
+        self.checks_owed: Callable[[], tuple[int, float] | None] = lambda: None
+        """While some records wait for a check made after their task ended (the Products
+        upstream of a reader: :meth:`checkpoint._results.Results.check_readers`): how many
+        outputs the last such check looked at and how long it took."""
+        self.before_store: Callable[[], None] = lambda: None
+        """Called before records are stored (that check)."""
 
     def in_order(self, event: Event) -> None:
         """``store_first``: emit ``event`` once the results added before it are stored (a
@@ -61,15 +72,24 @@ class Recorder:
         self.failures.append((family, tid, run))
 
     def due(self) -> bool:
-        return bool(self.records) and (
-            self.store_first
-            or len(self.records) >= FLUSH_RECORDS
-            or time.perf_counter() - self.first >= FLUSH_SECONDS
-        )
+        if not self.records:
+            return False
+        age = time.perf_counter() - self.first
+        owed = self.checks_owed()
+        if owed is not None:
+            # One check covers all the records waiting: store (and check) as many readers
+            # at once as the last check looked at outputs, or after ten times as long as it
+            # took, so that the checks of a chain of n producers are not n²/2.
+            size, seconds = owed
+            return (len(self.records) >= max(FLUSH_RECORDS, size)
+                    or age >= max(FLUSH_SECONDS, 10 * seconds))
+        return self.store_first or len(self.records) >= FLUSH_RECORDS or age >= FLUSH_SECONDS
 
     def flush(self) -> None:
         # Records are dropped only once stored (writing them again after an interrupted
         # attempt is harmless).
+        if self.records:
+            self.before_store()
         with self.guard.critical():
             if self.records:
                 self.store.put_many(self.records)

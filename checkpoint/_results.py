@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 
 from . import events as ev
 from ._codec import load
@@ -62,6 +63,15 @@ class Results:
         made after a reader ended covers it too."""
         self.batch_at = 0.0
         """When the batch being handled was taken (its tasks had all ended by then)."""
+        self.readers_owed: list[tuple[Node, Meta, float, frozenset[TaskId]]] = []
+        """The tasks with Products upstream (not only of prerequisites) whose entries wait
+        for :meth:`check_readers`: each with its entry, when it ended, and those producers."""
+        self.last_check = (0, 0.0)
+        """How many producers the last :meth:`check_readers` checked, and in how long."""
+        self.producers: list[TaskId] | None = None
+        """The tasks of the plan that declare outputs (once a check needs them)."""
+        self.recorder.checks_owed = self.checks_owed
+        self.recorder.before_store = self.check_readers
         self.sources_sent: set[str] = set()
         """The code fingerprints whose source went with a record already."""
         self.versions = Versions()
@@ -99,7 +109,6 @@ class Results:
         from the values whose stamps are ``given``."""
         task, family = node.task, node.task.family
         moved = self._inputs_moved(node)
-        read = self._outputs_moved(node, out)
         stamp = self._stamp(out, task, given)  # before recorded_deps adds to ``given``
         meta = Meta(
             expr=task.expression(),
@@ -119,10 +128,9 @@ class Results:
         )
         for path in moved:  # never current: it runs again next time
             meta.deps[INPUT + path] = ""
-        for path in read:  # the same (a key no task of the plan records)
-            meta.deps[READ + path] = ""
         if out.outputs:  # the stamp names the files the task wrote too
             meta.stamp = with_outputs(meta.stamp, out.outputs)
+        self._check_read(node, out, meta)
         return meta
 
     def _stamp(self, out: Done, task: Task[object], given: dict[TaskId, str]) -> str:
@@ -206,43 +214,107 @@ class Results:
         """The outcomes of another batch are handled from now on."""
         self.batch_at = time.time()
 
-    def _outputs_moved(self, node: Node, out: Done) -> list[str]:
-        """The declared outputs of the tasks upstream of the task (files it may read: the
-        prerequisites that :class:`StampContext` names in its stamp, and theirs) that are
-        no longer what their task wrote (one ``os.stat`` each when unchanged), announced:
-        the task may have read the other content, so its result is recorded as stale. A
-        task with no ``Product`` upstream costs a lookup."""
+    def _check_read(self, node: Node, out: Done, meta: Meta) -> None:
+        """The task has Products upstream (files it may have read: the prerequisites that
+        :class:`StampContext` names in its stamp, and theirs): those of its prerequisites
+        are checked now (one ``os.stat`` each when unchanged), the others before its entry
+        is stored (:meth:`check_readers`: one check for every reader that ended by then).
+        An output found changed makes its entry stale (a ``read:`` key), announced. A task
+        with no Products upstream costs a lookup."""
         producers = self.stamp_context.producers_upstream(node.task.id)
         if not producers:
-            return []
+            return
         if self.input_digests is None:
             self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
         ended = self.batch_at  # (a worker on this machine: its own end, by the same clock)
         if out.worker.rpartition(":")[0] == worker_id().rpartition(":")[0]:
             ended = min(ended, out.started + out.duration + 0.01)
+        direct = {dep for dep in node.deps if dep in producers}
+        if direct:
+            entries = self.values.entries
+            found = changed_outputs([(self.nodes[tid], entries.get(tid)) for tid in direct],
+                                    self.input_digests, self.outputs_checked, ended)
+            if found:
+                found.sort(key=lambda item: item[0])
+                for path, _, _ in found:
+                    meta.deps[READ + path] = ""  # never current (no task records the key)
+                self._warn_read(node, found, stored=False)
+        if len(direct) < len(producers):
+            self.readers_owed.append((node, meta, ended, producers))
+
+    def checks_owed(self) -> tuple[int, float] | None:
+        """While entries wait for :meth:`check_readers`: the size and the duration of the
+        last one (the recorder waits for more entries accordingly, see
+        :meth:`checkpoint._recorder.Recorder.due`); else ``None``."""
+        return (self.last_check[0], self.last_check[1]) if self.readers_owed else None
+
+    def check_readers(self) -> None:
+        """Before entries are stored: the declared outputs upstream of the readers among them
+        that are no longer what their task wrote, announced; each such reader may have read
+        the other content, so its entry is recorded as stale (a ``read:`` key). One check
+        of each output (one ``os.stat`` when unchanged) covers every reader that ended
+        before it, so a chain of producers costs a check per output and store, not one per
+        output and reader (n²/2 for n links)."""
+        owed, self.readers_owed = self.readers_owed, []
+        if not owed:
+            return
+        started = time.perf_counter()
+        if self.input_digests is None:
+            self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
+        if self.producers is None:
+            self.producers = [tid for tid, node in self.nodes.items()
+                              if node.files is not None and node.files.outputs]
         nodes, entries = self.nodes, self.values.entries
-        found = changed_outputs([(nodes[tid], entries.get(tid)) for tid in producers],
-                                self.input_digests, self.outputs_checked, ended)
+        check: Collection[TaskId] = self.producers
+        if sum(len(producers) for *_, producers in owed) < len(check):
+            check = frozenset().union(*(producers for *_, producers in owed))
+        before = dict(self.outputs_checked)  # (when each output was last found unchanged)
+        found = changed_outputs([(nodes[tid], entries.get(tid)) for tid in check],
+                                self.input_digests, self.outputs_checked,
+                                max(ended for _, _, ended, _ in owed))
+        self.last_check = (len(check), time.perf_counter() - started)
+        if not found:
+            return
         found.sort(key=lambda item: item[0])
-        if found and self.emit:
-            reader = repr(node.task)
-            if len(found) == 1:
-                [(path, producer, gone)] = found
-                what = (f"{path}, an output of {producer!r}, "
-                        f"{'was removed' if gone else 'changed'} after {producer!r} wrote it "
-                        f"and before {reader} finished")
-            else:
-                shown = ", ".join(f"{path} of {producer!r}" for path, producer, _ in found[:5])
-                more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-                what = (f"{len(found)} outputs of tasks upstream of {reader} ({shown}{more}) "
-                        f"changed after their tasks wrote them and before {reader} finished")
-            self.emit(ev.InputChanged(node.task, tuple(path for path, _, _ in found), (
-                f"{what}: {reader} may have read either content, so its result is stored as stale "
-                "and runs again next time. A Product is written by its task alone: a task "
-                "that changes it should write its own Product, and no other program should "
-                "write it during a run."
-            )))
-        return [path for path, _, _ in found]
+        for node, meta, ended, producers in owed:
+            read = []
+            for path, producer, gone in found:
+                if producer.id not in producers:
+                    continue
+                if READ + path in meta.deps:
+                    continue  # found when it ended
+                earlier = before.get(path.rstrip("/"))
+                if earlier is not None and earlier[1] == earlier[0] and earlier[2] >= ended:
+                    continue  # found unchanged after this reader ended
+                read.append((path, producer, gone))
+                meta.deps[READ + path] = ""  # never current (a key no task of the plan records)
+            if read:
+                self._warn_read(node, read, stored=True)
+
+    def _warn_read(self, node: Node, found: list[tuple[str, Task[object], bool]],
+                   stored: bool) -> None:
+        """Announce that the outputs ``found`` changed before ``node``'s task finished, or
+        (``stored``: found by a check after it ended) before its result was stored."""
+        if self.emit is None:
+            return
+        reader = repr(node.task)
+        before = f"before {reader}'s result was stored" if stored else f"before {reader} finished"
+        if len(found) == 1:
+            [(path, producer, gone)] = found
+            what = (f"{path}, an output of {producer!r}, "
+                    f"{'was removed' if gone else 'changed'} after {producer!r} wrote it "
+                    f"and {before}")
+        else:
+            shown = ", ".join(f"{path} of {producer!r}" for path, producer, _ in found[:5])
+            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            what = (f"{len(found)} outputs of tasks upstream of {reader} ({shown}{more}) "
+                    f"changed after their tasks wrote them and {before}")
+        self.emit(ev.InputChanged(node.task, tuple(path for path, _, _ in found), (
+            f"{what}: {reader} may have read either content, so its result is stored as stale "
+            "and runs again next time. A Product is written by its task alone: a task "
+            "that changes it should write its own Product, and no other program should "
+            "write it during a run."
+        )))
 
     def failed(self, out: Failed) -> None:
         """A task raised: retry it, or it fails for good."""

@@ -167,7 +167,8 @@ def stale_error(code: Manifest, worker: str) -> Exception | None:
     return StaleModuleError(
         f"Worker {worker} has other code for module {name} ({file}) than the run's "
         "coordinator, even after importing it again: its files are not the coordinator's, "
-        "or the file changed since the run began. Nothing was run: a result computed with "
+        "or the file changed since the run began. The tasks sent to it were not run: a result "
+        "computed with "
         "code other than the fingerprinted one would be stored as fresh. Give the workers the "
         "same project files as the coordinator (a shared filesystem), or restart them, and "
         "run again.")

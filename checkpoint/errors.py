@@ -183,7 +183,9 @@ class UnreadableInputError(CheckpointError, OSError):
 class StaleModuleError(CheckpointError):
     """A module whose code a task uses changed on disk since it was imported (edited in a
     long-running session without being reloaded): the code that would run is not the code
-    the fingerprint would describe, so nothing runs. Reload the module, or restart."""
+    the fingerprint would describe, so the task does not run (nor anything after it: the
+    run stops, keeping the results that finished before). Run again in a new process, or
+    reload the module."""
 
     exit_code: ClassVar[int] = 2
 

@@ -151,7 +151,8 @@ class CorruptEntryFound:
 class InputChanged:
     """A task's ``File`` inputs (``paths``), or the source files of project modules its code
     imports as it runs, changed while it ran, or declared outputs of tasks upstream of it
-    changed after their tasks wrote them and before it ended: its result is stored as stale
+    changed after their tasks wrote them and before it ended (or, found by a check made
+    after it ended, before its result was stored): its result is stored as stale
     (it runs again next time), since what it read may be either content."""
 
     task: Task[object]

@@ -542,14 +542,18 @@ def check_loaded(fn: Callable[..., object], family: str) -> None:
     shown = os.path.relpath(filename) if not os.path.relpath(filename).startswith("..") else filename
     what = (f"{shown} changed on disk since it was imported: {module_name}.{fn.__qualname__} "
             f"in memory is not the code in the file, so task {family} would run the old code "
-            "under the new code's fingerprint. Nothing was run.")
+            "under the new code's fingerprint: it was not run.")
     if stale_pyc is not None:
         raise StaleModuleError(
             f"{what} Python loaded it from bytecode cached for an earlier version of the file "
             f"saved within the same second with the same size: delete {stale_pyc} and run again.")
-    raise StaleModuleError(
-        f"{what} Reload it (importlib.reload({module}), then re-run the imports from it; "
-        "%autoreload in IPython; or restart the kernel or session) and run again.")
+    raise StaleModuleError(f"{what} {_reload_advice(module)}")
+
+
+def _reload_advice(module: str) -> str:
+    return (f"Run again: a new `checkpoint run` imports the file as it is now; in a notebook or "
+            f"a long session, reload it first (importlib.reload({module}), then re-run the "
+            "imports from it; %autoreload in IPython; or restart the kernel or session).")
 
 
 def check_source_text(module_name: str, filename: str, label: str, text: str, family: str) -> None:
@@ -573,8 +577,7 @@ def check_source_text(module_name: str, filename: str, label: str, text: str, fa
     raise StaleModuleError(
         f"{shown} changed on disk since it was imported: {label} in memory is not what the "
         f"file says now, so task {family} would run with the old one under the new code's "
-        f"fingerprint. Nothing was run. Reload it (importlib.reload({short}), then re-run the "
-        "imports from it; %autoreload in IPython; or restart the kernel or session) and run again.")
+        f"fingerprint: it was not run. {_reload_advice(short)}")
 
 
 _texts: dict[tuple[str, str], tuple[object, object, str]] = {}
@@ -582,7 +585,28 @@ _texts: dict[tuple[str, str], tuple[object, object, str]] = {}
 module object and reload."""
 
 _first_seen: dict[str, tuple[int, int]] = {}
-"""``(size, mtime_ns)`` of each source file when this process first compared its code."""
+"""``(size, mtime_ns)`` of each source file when this process first compared its code (or
+noted it: :func:`note_imported`)."""
+
+
+def note_imported(modules: Iterable[str]) -> None:
+    """Note the state of the source file of each module imported so far from the projects
+    of ``modules`` (the modules of the families about to run) that :func:`check_loaded` has
+    not compared yet: the file its code in memory came from, as far as this process can
+    tell. A run calls it before any task runs: a module edited during the run (by a task,
+    by a ``git checkout``) whose families are fingerprinted only afterwards is then known as
+    edited, even once another process has written a bytecode cache for the new file (which
+    would otherwise pass the old code in memory for code changed at run time)."""
+    roots = {project_root(name) for name in modules}
+    prefixes = tuple(root.rstrip(os.sep) + os.sep for root in roots)
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if (isinstance(file, str) and file.endswith(".py") and file not in _first_seen
+                and file.startswith(prefixes)
+                and any(in_project(file, root) for root in roots)):
+            key = _sources.file_key(file)
+            if key is not None:
+                _first_seen[file] = key
 
 
 def _pyc_code(filename: str) -> tuple[str, types.CodeType | None]:

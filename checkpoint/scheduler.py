@@ -63,7 +63,7 @@ from ._types import DebugMode, ExecutorKind, FamilyDir, Reason, TaskId
 from ._values import RunValues
 from ._worker import uninstall_capture
 from .debug import breakpoints_for
-from .errors import CorruptEntryError, StoreError, UsageError
+from .errors import CorruptEntryError, StaleModuleError, StoreError, UsageError
 from .executors import resolve_executor
 from .graph import Plan, plan
 from .store import Store, decode_payload
@@ -401,6 +401,17 @@ def _emitter(subscribers: Sequence[ev.Subscriber]) -> Emit | None:
     return emit
 
 
+def _what_was_stored(stored: Sequence[Task[object]]) -> str:
+    """What a run stopped by a :class:`StaleModuleError` kept, for its message."""
+    if not stored:
+        return "No result of this run was stored."
+    shown = ", ".join(repr(t) for t in stored[:5])
+    more = f" and {len(stored) - 5} more" if len(stored) > 5 else ""
+    return (f"{len(stored)} task{'s' if len(stored) > 1 else ''} had finished before the "
+            f"edit was noticed and {'are' if len(stored) > 1 else 'is'} stored ({shown}{more}): "
+            "a stored result whose code the edit changed runs again next time.")
+
+
 class _Run:
     """One run's loop (see the module docstring) over its parts, each in its own module:
     :class:`Submitter` sends batches, :class:`Collector` takes them back, :class:`Results`
@@ -504,6 +515,9 @@ class _Run:
                 ready.append(tid)
         if self.emit and self.result.reused:
             self.emit(ev.TasksReused(list(self.result.reused)))
+        from .fingerprint import note_imported  # (families fingerprinted later: see there)
+
+        note_imported({family.module for family in self.to_prepare.values()})
         for tid in ready:
             self.flow.ready(tid)
 
@@ -586,10 +600,17 @@ class _Run:
                     self.submitter.inflight.pop(id(items), None)
                     self.flow.not_run(items)
                     continue
-                self.collector.collect((future, items))
+                try:
+                    self.collector.collect((future, items))
+                except Exception:  # noqa: BLE001 - (its family's code changed, say): not kept
+                    continue
             self.recorder.flush()
         except Exception:  # noqa: BLE001
             pass
+        if isinstance(exc, StaleModuleError) and exc.args:  # a family fingerprinted in the run
+            waiting = {record.id for record in self.recorder.records}
+            stored = [t for t in self.result.ran if t.id not in waiting]
+            exc.args = (f"{exc.args[0]} {_what_was_stored(stored)}", *exc.args[1:])
         if self.emit and isinstance(exc, KeyboardInterrupt):
             # "done" counts what is stored: a result that could not be written is not kept.
             unstored = len(self.recorder.records)

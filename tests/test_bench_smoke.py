@@ -113,6 +113,14 @@ def test_files_benchmark_runs_quickly() -> None:
     assert "100 tasks, 1 File each: adds" in done.stdout
 
 
+def test_chain_benchmark_runs_quickly() -> None:
+    """benchmarks/chain_bench.py --quick should run both chains and count the checks."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chain_bench.py"), "--quick"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "outputs checked in the Product chain" in done.stdout, done.stdout
+
+
 def test_large_values_benchmark_runs_quickly() -> None:
     """benchmarks/large_bench.py --quick should run W5 and the NumPy variant with their
     references and print the table."""

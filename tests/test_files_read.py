@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 import checkpoint
-from checkpoint import File, Product, _results, requires, task
+from checkpoint import File, Product, _recorder, _results, requires, task
 from checkpoint import files as files_module
 from checkpoint.cli import cli
+from checkpoint.events import InputChanged
 
 IN_PLACE = '''
 from pathlib import Path
@@ -267,3 +268,44 @@ def test_a_new_product_read_by_many_tasks_is_hashed_once_more_then_stat(
     # make() puts its output back; reader(0) read it before the edit: kept. reader(7) not.
     assert {repr(t) for t in checkpoint.run([reader(0)], executor="inline").ran} == {"make()"}
     assert {repr(t) for t in checkpoint.run([reader(7)], executor="inline").ran} == {"reader(7)"}
+
+
+def test_a_chain_of_producers_checks_each_product_a_bounded_number_of_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """n tasks that each write a Product and read the one before: every Product is upstream
+    of every later task, yet the checks are not n²/2 (one sweep covers the readers whose
+    results wait to be stored). And a change is still caught: the last task rewrites the
+    first Product, and the readers that may have read it changed are stored as stale."""
+    monkeypatch.setattr(_recorder, "FLUSH_SECONDS", 3600.0)  # no sweep on a slow machine's clock
+    checks: list[str] = []
+    real_check = files_module._check_output
+    monkeypatch.setattr(files_module, "_check_output",
+                        lambda key, *a: checks.append(key) or real_check(key, *a))
+    n = 40
+
+    @task
+    def step(i: int):
+        @requires([step(i - 1)] if i else [])
+        @requires(Product(f"out/{i}.txt"))
+        def __(before: list[str], out: Path) -> str:
+            text = Path(before[0]).read_text() if before else ""
+            out.write_text(text + f"{i}\n")
+            if i == n:
+                Path("out/0.txt").write_text("edited\n")  # the last one rewrites the first
+            return str(out)
+        return __
+
+    assert Path(step(n - 1).run(executor="inline")).read_text().split()[-1] == str(n - 1)
+    assert 0 < len(checks) <= 3 * n, len(checks)  # n²/2 = 800 before
+    assert not checkpoint.run([step(n - 1)], executor="inline").ran
+    said: list[str] = []
+    checkpoint.run([step(n)], executor="inline", subscribers=[
+        lambda e: said.append(e.message) if isinstance(e, InputChanged) else None])
+    assert said == [f"out/0.txt, an output of step(0), changed after step(0) wrote it and "
+                    f"before step({n})'s result was stored: step({n}) may have read either "
+                    "content, so its result is stored as stale and runs again next time. A "
+                    "Product is written by its task alone: a task that changes it should write "
+                    "its own Product, and no other program should write it during a run."]
+    result = checkpoint.run([step(n)], executor="inline")
+    assert {repr(t) for t in result.ran} >= {"step(0)", f"step({n})"}

@@ -78,7 +78,7 @@ def test_11_a_worker_whose_files_differ_runs_nothing(make_module: Any, tmp_path:
     other = "0" * 24 + "/" + mine.split("/")[1]
     [outcome] = run_pickled_batch(blob, str(tmp_path), {"workercode11": other})
     assert isinstance(outcome, Failed) and isinstance(outcome.error, StaleModuleError)
-    assert "workercode11" in str(outcome.error) and "Nothing was run" in str(outcome.error)
+    assert "workercode11" in str(outcome.error) and "The tasks sent to it were not run" in str(outcome.error)
     assert sys.modules["workercode11"] is not module  # imported again from its file
 
 
