@@ -530,7 +530,7 @@ def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str],
     return manifest
 
 
-def _scratch(name: str) -> bool:
+def is_scratch(name: str) -> bool:
     """Whether a hidden file is what an editor or a desktop leaves beside data (never
     data itself: a Zarr store's ``.zattrs`` and ``.zarray`` are): Finder's ``.DS_Store``
     and ``._*`` files, Vim's swap files, LibreOffice's and Emacs's locks."""
@@ -572,7 +572,7 @@ def _dir_signature(directory: str, exclude: frozenset[str], hidden: bool = False
         digest.update("\0".join(["", base, *names, ""]).encode(errors="surrogateescape"))
         prefix = "" if base == "." else base + "/"
         for name in names:
-            if name[0] == "." and not hidden and _scratch(name):
+            if name[0] == "." and not hidden and is_scratch(name):
                 continue
             path = prefix + name
             if exclude and path in exclude:  # another task's output (or output directory)
@@ -619,7 +619,7 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
     A line per file under it, ``relative path\\0digest``, and per directory under it,
     ``relative path/\\0`` (a task that lists folders sees an empty one), each directory's
     entries sorted by name and then its subdirectories walked in the same way, hidden
-    folders and scratch files (:func:`_scratch`; unless ``hidden``: a ``Product``
+    folders and scratch files (:func:`is_scratch`; unless ``hidden``: a ``Product``
     directory, which its task owns whole) and the keys in
     ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
     what is not there (a broken symlink) left out. Symlinked subdirectories are followed (as a
@@ -647,7 +647,7 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
         prefix = "" if base == "." else base + "/"
         subdirs: list[str] = []
         for name in names:
-            if name[0] == "." and not hidden and _scratch(name):
+            if name[0] == "." and not hidden and is_scratch(name):
                 continue
             path = prefix + name
             if exclude and path in exclude:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
-from .files import glob_match
+from .files import glob_match, is_scratch
 
 if TYPE_CHECKING:
     from .task import Task
@@ -75,8 +75,8 @@ class WatchSet:
             rel = os.path.relpath(path, directory)
             if rel == os.curdir or rel.startswith(os.pardir):
                 continue
-            if any(part.startswith(".") for part in rel.split(os.sep)):
-                continue  # hidden files are not part of an input (see checkpoint.files)
+            if not _counted(path, rel, pattern):
+                continue
             if pattern is None or os.path.isdir(path) or glob_match(
                     pattern.replace(os.sep, "/"), path.replace(os.sep, "/")):
                 return True
@@ -88,8 +88,7 @@ class WatchSet:
         for directory, _ in self.trees:
             for dirpath, dirs, names in os.walk(directory):
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
-                out += [p for n in names if not n.startswith(".")
-                        and self.matches(p := os.path.join(dirpath, n))]
+                out += [p for n in names if self.matches(p := os.path.join(dirpath, n))]
         return out
 
     def __len__(self) -> int:
@@ -115,6 +114,18 @@ class WatchSet:
     def snapshot(self) -> dict[str, Stat | None]:
         """``path -> (size, mtime_ns, inode)`` (``None``: missing) of every watched file."""
         return {path: _stat(path) for path in (*self.files, *self.tree_files())}
+
+
+def _counted(path: str, rel: str, pattern: str | None) -> bool:
+    """Whether ``path``, ``rel`` under an input directory, can be part of the input, as
+    :mod:`checkpoint.files` counts it: hidden names never match a pattern; a directory
+    counts its hidden files but not its hidden folders or scratch files."""
+    parts = rel.split(os.sep)
+    if pattern is not None:
+        return not any(part.startswith(".") for part in parts)
+    *folders, name = parts
+    return not any(part.startswith(".") for part in folders) and not (
+        name.startswith(".") and (is_scratch(name) or os.path.isdir(path)))
 
 
 def _stat(path: str) -> Stat | None:

@@ -240,7 +240,10 @@ def test_watch_set_covers_taskfile_modules_and_source_inputs(tmp_path: Path, mon
     (tmp_path / "raw.csv").write_text("a\n")
     (tmp_path / "data" / "sub").mkdir(parents=True)
     (tmp_path / "data" / "sub" / "x.txt").write_text("x")
-    (tmp_path / "data" / ".hidden").write_text("x")
+    (tmp_path / "data" / ".zattrs").write_text("x")   # a hidden file counts (Zarr's metadata)
+    (tmp_path / "data" / ".DS_Store").write_text("x")  # scratch files and hidden folders do not
+    (tmp_path / "data" / ".git").mkdir()
+    (tmp_path / "data" / ".git" / "index").write_text("x")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
@@ -253,11 +256,15 @@ def test_watch_set_covers_taskfile_modules_and_source_inputs(tmp_path: Path, mon
         assert ws.trees == ((data, None), (os.path.join(str(tmp_path), "logs"),
                                            os.path.join(str(tmp_path), "logs", "*.log")))
         assert ws.matches(os.path.join(data, "sub", "x.txt"))
-        assert not ws.matches(os.path.join(data, ".hidden"))
+        assert ws.matches(os.path.join(data, ".zattrs"))
+        assert not ws.matches(os.path.join(data, ".DS_Store"))
+        assert not ws.matches(os.path.join(data, ".git", "index"))
+        assert not ws.matches(os.path.join(data, ".git"))
+        assert not ws.matches(os.path.join(str(tmp_path), "logs", ".a.log"))  # nor a pattern's
         assert not ws.matches(os.path.join(str(tmp_path), "out", "made.csv"))
         assert not ws.matches(os.path.join(str(tmp_path), "notes.txt"))
         assert ws.matches(os.path.join(str(tmp_path), "logs"))  # made: its files may follow
-        assert len(ws) == 4
+        assert len(ws) == 5
         # A missing directory is watched through the nearest one that exists.
         assert ws.directories() == sorted({root, str(tmp_path), data, os.path.join(data, "sub")})
 
