@@ -20,7 +20,7 @@ from ._readiness import TaskState
 from ._recovery import Recovery
 from ._results import Results
 from ._submission import Returned, Submitter
-from ._worker import Done, Failed, NeedsPrerequisite, Outcome, WorkItem
+from ._worker import Done, Failed, NeedsPrerequisite, Outcome, Unrun, WorkItem
 from .errors import TaskFailedError
 
 
@@ -82,13 +82,17 @@ class Collector:
         """Give back each task's queue slot and shared locks, then handle its outcome."""
         self.results.new_batch()
         fused = self.flow.fused
+        if fused:
+            for outcome in outcomes:
+                if type(outcome) is Unrun:  # not run after its producer: ready when it is done
+                    fused.pop(outcome.id, None)
         for outcome in outcomes:
             tid = outcome.id
             self.admission.release(self.nodes[tid].task.family.queue)
             self.coordination.end_reads(tid)
             if fused and tid in fused and self.flow.readiness.get(tid) is not TaskState.RUNNING:
-                # Its producer in this batch gave no value (whatever the worker reports for
-                # it), or it was skipped meanwhile: not run, as far as this run is concerned.
+                # Its producer in this batch gave no value (a batch lost whole fails every
+                # task), or it was skipped meanwhile: not run, as far as this run is concerned.
                 self.flow.unrun(tid)
             elif isinstance(outcome, Done):
                 self.results.finished(outcome)

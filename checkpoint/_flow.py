@@ -134,8 +134,8 @@ class TaskFlow:
             self.emit(ev.TaskStarted(self.nodes[tid].task, time.time()))
 
     def unrun(self, tid: TaskId) -> None:
-        """``tid``, in its producer's batch, did not run (the producer gave no value, or
-        ``tid`` was skipped meanwhile): it runs later as usual, if at all."""
+        """``tid``, in its producer's batch, did not run (the producer gave no value or took
+        long, or ``tid`` was skipped meanwhile): it runs later as usual, if at all."""
         self.values.given.pop(tid, None)
         if self.readiness.get(tid) is TaskState.RUNNING:
             self.readiness.state[tid] = TaskState.READY

@@ -489,6 +489,13 @@ def _failure(
     return Failed(task_id, started, duration, error, error_text=text)
 
 
+HAND_ON_SECONDS = 2.0
+"""The longest a task may take (computing and storing its value) for its value to be handed
+on to the next item of its batch: its result is reported with that item's, so a worker that
+dies meanwhile, or an interrupt, loses it too. A longer task's result goes back first (a
+read of its value costs little beside it)."""
+
+
 def run_batch(
     items: list[WorkItem], payloads: dict[str, Payload], in_process: bool, cwd: str = ""
 ) -> list[Outcome]:
@@ -500,7 +507,8 @@ def run_batch(
     **Values handed on.** An item marked ``hands_on`` gives its value, once encoded (and
     written, when large), to the later item whose ``after`` names it, in memory instead of
     through the store: the value itself when immutable, its encoding otherwise (see
-    :func:`_handing`). If it gives no value, that item does not run (:class:`Unrun`)."""
+    :func:`_handing`). If it gives no value, or took more than :data:`HAND_ON_SECONDS`,
+    that item does not run (:class:`Unrun`): its result goes back first."""
     install_capture()
     enter_directory(cwd)
     global _project
@@ -526,11 +534,13 @@ def run_batch(
                     outcomes.append(outcome)
                     continue
                 given = {**payloads, item.after: held}
+            t0 = time.perf_counter()
             if item.timeout and not item.debug:  # under a debugger the clock does not run
                 outcome = run_limited(item, given, in_process, handed)
             else:
                 outcome = run_one(item, given, in_process, handed)
-            if item.hands_on and not isinstance(outcome, Done):  # (stopped after it encoded)
+            if item.hands_on and (not isinstance(outcome, Done)  # (stopped after it encoded)
+                                  or time.perf_counter() - t0 > HAND_ON_SECONDS):
                 handed.pop(item.id, None)
             if buf.parts:  # a fresh buffer only after a task that wrote something
                 outcome.output = buf.text()

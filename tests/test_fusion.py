@@ -171,6 +171,27 @@ def test_a_retried_dependent_reads_the_stored_value(
     assert reads() == ["BlobRef"]  # the retry, from the value file
 
 
+def test_a_long_producer_reports_first(
+    mod: ModuleType, reads: Callable[[], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its result would be lost with its reader's worker: it goes back first, and the reader
+    # runs as usual (reading the value), started once.
+    monkeypatch.setattr(worker, "HAND_ON_SECONDS", 0.0)
+    seen: list[tuple[str, str]] = []
+
+    def listen(event: ev.Event) -> None:
+        task = getattr(event, "task", None)
+        if task is not None:
+            seen.append((type(event).__name__, task.family.name.rpartition(".")[2]))
+
+    result = checkpoint.run([mod.use("bytes")], executor="process", max_workers=2,
+                            subscribers=[listen])
+    assert result.values[mod.use("bytes").id] == (200_000, b"vv")
+    assert reads() == ["BlobRef"]
+    assert seen == [("TaskStarted", "make"), ("TaskFinished", "make"),
+                    ("TaskStarted", "use"), ("TaskFinished", "use")]
+
+
 @pytest.mark.parametrize("who", ["make", "use"])
 def test_a_worker_killed_mid_batch(mod: ModuleType, tmp_path: Path, who: str) -> None:
     target = mod.use("bytes", "kill-once", "") if who == "make" else mod.use("bytes", "", "kill-once")
