@@ -26,6 +26,10 @@ class ExecutorAdapter:
     """A uniform ``submit(batch) -> Future[list[Outcome]]`` over an executor."""
 
     kind: ClassVar[ExecutorKind]
+    hands_on: ClassVar[bool] = False
+    """Whether a batch may run a task right after the task it reads, with its value handed
+    over in memory (see :meth:`checkpoint._submission.Submitter.submit`): for workers
+    where a value read back from the store costs a copy that a hand-over does not."""
 
     def __init__(self, workers: int) -> None:
         self._workers = workers

@@ -16,10 +16,11 @@ from concurrent.futures import CancelledError, Future
 from ._adapter import broken_process_pool
 from ._flow import RunState, TaskFlow
 from ._interrupts import InterruptGuard
+from ._readiness import TaskState
 from ._recovery import Recovery
 from ._results import Results
 from ._submission import Returned, Submitter
-from ._worker import Done, Failed, Outcome, WorkItem
+from ._worker import Done, Failed, NeedsPrerequisite, Outcome, Unrun, WorkItem
 from .errors import TaskFailedError
 
 
@@ -49,6 +50,10 @@ class Collector:
                 if outcomes is not None:
                     self._handle(outcomes)
             finally:
+                if self.flow.fused:
+                    for item in items:
+                        if item.after:
+                            del self.flow.fused[item.id]
                 self.submitter.returned(items)  # after its outcomes: its worker is free now
 
     def _outcomes(self, future: Future[list[Outcome]],
@@ -76,13 +81,24 @@ class Collector:
     def _handle(self, outcomes: list[Outcome]) -> None:
         """Give back each task's queue slot and shared locks, then handle its outcome."""
         self.results.new_batch()
+        fused = self.flow.fused
+        if fused:
+            for outcome in outcomes:
+                if type(outcome) is Unrun:  # not run after its producer: ready when it is done
+                    fused.pop(outcome.id, None)
         for outcome in outcomes:
             tid = outcome.id
             self.admission.release(self.nodes[tid].task.family.queue)
             self.coordination.end_reads(tid)
-            if isinstance(outcome, Done):
+            if fused and tid in fused and self.flow.readiness.get(tid) is not TaskState.RUNNING:
+                # Its producer in this batch gave no value (a batch lost whole fails every
+                # task), or it was skipped meanwhile: not run, as far as this run is concerned.
+                self.flow.unrun(tid)
+            elif isinstance(outcome, Done):
                 self.results.finished(outcome)
             elif isinstance(outcome, Failed):
                 self.results.failed(outcome)
-            else:
+            elif isinstance(outcome, NeedsPrerequisite):
                 self.recovery.needs(outcome)
+            else:
+                self.flow.unrun(tid)

@@ -68,6 +68,9 @@ class TaskFlow:
         """No task starts any more (a failure without ``keep_going``, or an abort)."""
         self.aborting = False
         """The run is being aborted: a batch cancelled or broken now did not run."""
+        self.fused: dict[TaskId, TaskId] = {}
+        """Tasks in flight in the batch of the prerequisite they wait for, which hands them
+        its value in memory (see :meth:`Submitter.submit`): ``{task: prerequisite}``."""
 
     def ready(self, tid: TaskId) -> None:
         """``tid`` waits for nothing: kept as it is (early cutoff), or queued."""
@@ -110,12 +113,33 @@ class TaskFlow:
         stack = self.readiness.done(tid)
         while stack:
             ready = stack.pop()
-            if self.cut_off(ready):
+            if ready in self.fused:
+                self._went_on(ready, self.fused[ready])
+            elif self.cut_off(ready):
                 for dep in self.nodes[ready].deps:
                     self.values.drop_reader(dep)
                 stack.extend(self.readiness.done(ready))
             else:
                 self.admission.push(ready, self.nodes[ready].task.family.queue)
+
+    def _went_on(self, tid: TaskId, producer: TaskId) -> None:
+        """``tid`` ran in its producer's batch right after it, with its value: it was given
+        that value as now stored (its stamp), and it started when its producer ended."""
+        self.readiness.running(tid)
+        given = self.values.given.get(tid)
+        stamp = self.values.stamp(producer)
+        if given is not None and stamp is not None:
+            given[producer] = stamp
+        if self.emit:
+            self.emit(ev.TaskStarted(self.nodes[tid].task, time.time()))
+
+    def unrun(self, tid: TaskId) -> None:
+        """``tid``, in its producer's batch, did not run (the producer gave no value or took
+        long, or ``tid`` was skipped meanwhile): it runs later as usual, if at all."""
+        self.values.given.pop(tid, None)
+        if self.readiness.get(tid) is TaskState.RUNNING:
+            self.readiness.state[tid] = TaskState.READY
+            self.ready(tid)
 
     def adopt(self, tid: TaskId, meta: Meta) -> None:
         """Another run stored this task's result while we waited: reuse it."""
@@ -129,6 +153,7 @@ class TaskFlow:
     def not_run(self, items: list[WorkItem]) -> None:
         """The tasks of a batch did not run: they are ready again (or stay unsettled)."""
         for item in items:
+            self.fused.pop(item.id, None)  # (a task in its producer's batch stays waiting)
             self.admission.release(self.nodes[item.id].task.family.queue)
             self.values.given.pop(item.id, None)
             self.coordination.end_reads(item.id)

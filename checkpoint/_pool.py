@@ -48,6 +48,7 @@ class ProcessPoolAdapter(ExecutorAdapter):
     """A process pool that checkpoint owns: workers in their own process groups."""
 
     kind = ExecutorKind.PICKLED
+    hands_on = True
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)

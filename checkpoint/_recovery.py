@@ -106,7 +106,8 @@ class Recovery:
             innocent = [item for item in items if item.id not in over_time]
             self.flow.not_run(innocent)
             for item in innocent:
-                self.flow.ready(item.id)
+                if not item.after:  # (one in its producer's batch waits for it again)
+                    self.flow.ready(item.id)
             return [
                 hard_timeout_outcome(item.id, task_label(self.nodes[item.id].task),
                                      *over_time[item.id])
@@ -116,7 +117,7 @@ class Recovery:
             # Which task killed the worker is unknown (a broken pool fails every batch in
             # flight): run each of them again, alone.
             self.flow.not_run(items)
-            self.suspects.extend(item.id for item in items)
+            self.suspects.extend(item.id for item in items if not item.after)
             return None
         return self.lost(items, WorkerDiedError, "{task}: worker died while running it "
                          "(killed, crashed, e.g. a segmentation fault, or out of memory).")

@@ -24,7 +24,7 @@ from ._flow import RunState, TaskFlow
 from ._readiness import TaskState
 from ._recovery import Recovery
 from ._text import task_label
-from ._types import DebugMode, ExecutorKind, FamilyDir, TaskId
+from ._types import DebugMode, ExecutorKind, FamilyDir, Reason, TaskId
 from ._worker import Outcome, Ref, WorkItem, still_writing
 from .errors import CorruptEntryError, TaskStillRunningError
 from .files import File
@@ -114,6 +114,8 @@ class Submitter:
                 items.append(self._work_item(self.nodes[tid].task))
         if not items:
             return
+        if len(items) == 1 and self.adapter.hands_on and not (isolated or locking or self.debug):
+            self._hand_on(items, payloads)
         try:
             future = self.adapter.submit(items, payloads)
         except broken_process_pool() as exc:  # broke before we noticed: collect it as such
@@ -127,6 +129,47 @@ class Submitter:
                 self.queued.append(items)
         self.recovery.sent(items, isolated)
         future.add_done_callback(lambda f: self.done.put((f, items)))
+
+    def _hand_on(self, items: list[WorkItem], payloads: dict[TaskId, Payload]) -> None:
+        """Run the one dependent of a batch's single task right after it in the same batch,
+        with its value handed over in memory (Dask's linear chain fusion): a large value is
+        then not read back from the store into a new buffer, the copy that cost W5 most.
+
+        Only when nothing is lost by it: the task has no other dependent that its result
+        (reported with its dependent's) would delay, the dependent waits for it alone, has
+        no time limit (a worker that ends itself would take the task's result with it),
+        has a queue slot and would not be kept by early cutoff. The task's result is stored
+        as usual; the dependent is marked waiting until the batch returns (:attr:`TaskFlow.fused`),
+        and its entry records the stamp of that result (:meth:`TaskFlow._went_on`)."""
+        producer = items[0].id
+        dependents = self.readiness.dependents.get(producer)
+        if dependents is None or len(dependents) != 1:
+            return
+        tid = dependents[0]
+        if self.readiness.get(tid) is not TaskState.WAITING or self.readiness.pending.get(tid) != {producer}:
+            return
+        node = self.nodes[tid]
+        family = node.task.family
+        if family.timeout is not None or self.timeout or (
+            node.reason == Reason.UPSTREAM_RERUN and node.meta is not None  # maybe kept
+        ):
+            return
+        limit = self.admission.limits.get(family.queue)
+        if limit is not None and self.admission.running.get(family.queue, 0) >= limit:
+            return
+        outputs = node.files.outputs if node.files is not None else ()
+        if still_writing(self.store_root, tid, outputs) is not None:
+            return
+        given = self._gather(tid, payloads, producer)
+        if given is None:
+            return
+        self.admission.hold(family.queue)
+        self.values.hand(tid, given)
+        item = self._work_item(node.task)
+        item.after = producer
+        items[0].hands_on = True
+        items.append(item)
+        self.flow.fused[tid] = producer
 
     def returned(self, items: list[WorkItem]) -> None:
         """A batch was collected: its worker is free for the next batch queued."""
@@ -143,7 +186,8 @@ class Submitter:
         self.started.add(id(items))
         now = time.time()
         for item in items:
-            self.emit(ev.TaskStarted(self.nodes[item.id].task, now))
+            if not item.after:  # it starts when the one before ends (TaskFlow._went_on)
+                self.emit(ev.TaskStarted(self.nodes[item.id].task, now))
 
     def _hand(self, tid: TaskId, payloads: dict[TaskId, Payload], locking: bool) -> bool:
         """Make ``tid`` running, the values it reads in ``payloads``; False (its queue slot
@@ -194,12 +238,16 @@ class Submitter:
         self.coordination.blocked.append(tid)
         return True
 
-    def _gather(self, tid: TaskId, payloads: dict[TaskId, Payload]) -> dict[TaskId, str] | None:
+    def _gather(self, tid: TaskId, payloads: dict[TaskId, Payload],
+                handing: TaskId = "") -> dict[TaskId, str] | None:
         """Put the values ``tid`` reads into ``payloads`` and return their stamps; ``None``
-        when it cannot start now (a damaged value is recomputed first, or it failed)."""
+        when it cannot start now (a damaged value is recomputed first, or it failed).
+        ``handing``: a prerequisite whose value the batch hands over (not among them)."""
         node = self.nodes[tid]
         given: dict[TaskId, str] = {}
         for dep in node.deps:
+            if dep == handing:
+                continue
             if self.readiness.get(dep) is TaskState.DONE:
                 try:
                     stamp, payload = self.values.get(dep)

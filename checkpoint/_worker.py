@@ -28,12 +28,12 @@ import threading
 import time
 import traceback
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, Union, cast
 
-from ._codec import Payload, encode_result, load
+from ._codec import BlobRef, Encoded, Payload, encode_result, load
 from ._procs import attempt_start, end_attempt
 from ._types import DebugMode
 from .errors import CorruptEntryError, TaskTimeoutError
@@ -84,6 +84,11 @@ class WorkItem:
     root: str = ""
     """The store root as this worker sees it: paths under it in values are stored relative
     to it, and resolved against it (see :mod:`checkpoint._relocate`)."""
+    hands_on: bool = False
+    """Its value goes to a later item of the batch in memory (see :func:`run_batch`)."""
+    after: str = ""
+    """The id of an earlier item of the batch whose value this task reads in memory; it runs
+    only if that item returned and stored its value (otherwise :class:`Unrun`)."""
 
     @classmethod
     def running(cls, task_id: str, fn: Callable[..., object], template: list[object], compress_level: int,
@@ -166,7 +171,19 @@ class NeedsPrerequisite:
     worker: str = ""
 
 
-Outcome = Union[Done, Failed, NeedsPrerequisite]
+@dataclass
+class Unrun:
+    """A task did not run: the item of its batch it reads in memory (``WorkItem.after``)
+    gave no value, or could not hand it on; it runs later, as usual."""
+
+    id: str
+    started: float
+    duration: float = 0.0
+    output: str = ""
+    worker: str = ""
+
+
+Outcome = Union[Done, Failed, NeedsPrerequisite, Unrun]
 """What a worker reports for each task of a batch."""
 
 
@@ -176,11 +193,27 @@ class _CorruptPrerequisite(Exception):
         self.dep = dep
 
 
-def _fill(template: object, payloads: dict[str, Payload], products: list[Product], root: str,
-          matches: list[list[Path]]) -> object:
+class Shared:
+    """A value handed on in memory as it is (immutable: nobody can tell it from a copy)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+Handed = dict[str, Union[Shared, Payload]]
+"""The values items of a batch hand on to a later item (see :func:`run_batch`), by task id."""
+
+
+def _fill(template: object, payloads: Mapping[str, Payload | Shared], products: list[Product],
+          root: str, matches: list[list[Path]]) -> object:
     if isinstance(template, Ref):
+        held = payloads[template.id]
+        if isinstance(held, Shared):
+            return held.value
         try:
-            return load(payloads[template.id], root)
+            return load(held, root)
         except CorruptEntryError as exc:
             raise _CorruptPrerequisite(template.id, str(exc)) from None
     if isinstance(template, list):
@@ -199,9 +232,11 @@ def _fill(template: object, payloads: dict[str, Payload], products: list[Product
     return template
 
 
-def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> Outcome:
+def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process: bool,
+            handed: Handed | None = None) -> Outcome:
     """Compute one task and encode its result. If it fails, the processes it started are
-    ended first (Linux, see :func:`_end_attempt`)."""
+    ended first (Linux, see :func:`_end_attempt`). When ``item.hands_on``, its value goes
+    into ``handed`` once encoded (see :func:`run_batch`)."""
     started = time.time()
     t0 = time.perf_counter()
     before = attempt_start()
@@ -250,11 +285,38 @@ def run_one(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> O
         out.unpicklable_result = True
         out.error_text = _returned_by(fn, exc)
         return out
+    if item.hands_on and handed is not None:
+        handed[item.id] = _handing(value, encoded, item)
     # A value file written here was digested as it was written (its bytes never reach the
     # coordinator, which then gives the entry its stamp from this one).
     return Done(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
                 blob=encoded.blob, stamp=encoded.stamp, outputs=outputs, classes=project_classes(value),
                 unpickled=_project_classes_named(met))
+
+
+def _handing(value: object, encoded: Encoded, item: WorkItem) -> Shared | Payload:
+    """How a value, encoded as ``encoded``, goes to the next item of the batch: itself when
+    immutable (the reader cannot change what its producer or anyone else holds), else its
+    encoding, decoded by the reader as if it had come from the store (a copy of its own:
+    the producer may keep the object, say in a cache, and the reader may change it)."""
+    if _immutable(value):
+        return Shared(value)
+    compressed = item.compress_level != 0
+    if encoded.payload is not None:
+        return (encoded.payload, compressed)
+    return BlobRef(os.path.join(item.blob_dir, encoded.blob), encoded.size, encoded.crc, compressed)
+
+
+def _immutable(value: object, depth: int = 0) -> bool:
+    """Whether a value is made of builtin immutable types only (exact types, not subclasses:
+    a subclass may add mutable state); a tuple or frozenset of more than 100 items is not
+    looked into (decoded instead)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind in (tuple, frozenset) and depth < 4 and len(value) <= 100:  # type: ignore[arg-type]
+        return all(_immutable(v, depth + 1) for v in value)  # type: ignore[attr-defined]
+    return False
 
 
 def _end_attempt(before: frozenset[int], in_process: bool) -> None:
@@ -427,13 +489,26 @@ def _failure(
     return Failed(task_id, started, duration, error, error_text=text)
 
 
+HAND_ON_SECONDS = 2.0
+"""The longest a task may take (computing and storing its value) for its value to be handed
+on to the next item of its batch: its result is reported with that item's, so a worker that
+dies meanwhile, or an interrupt, loses it too. A longer task's result goes back first (a
+read of its value costs little beside it)."""
+
+
 def run_batch(
     items: list[WorkItem], payloads: dict[str, Payload], in_process: bool, cwd: str = ""
 ) -> list[Outcome]:
     """Compute a batch of tasks in order, capturing each one's output; each outcome stands
     alone. Each task starts in ``cwd`` (the project root, see :func:`enter_directory`), and
     the working directory is given back after the batch: a task that calls ``os.chdir``
-    moves neither the next task on its worker nor, in process, the coordinator."""
+    moves neither the next task on its worker nor, in process, the coordinator.
+
+    **Values handed on.** An item marked ``hands_on`` gives its value, once encoded (and
+    written, when large), to the later item whose ``after`` names it, in memory instead of
+    through the store: the value itself when immutable, its encoding otherwise (see
+    :func:`_handing`). If it gives no value, or took more than :data:`HAND_ON_SECONDS`,
+    that item does not run (:class:`Unrun`): its result goes back first."""
     install_capture()
     enter_directory(cwd)
     global _project
@@ -446,13 +521,27 @@ def run_batch(
     local = _capture
     outcomes: list[Outcome] = []
     local.buf = buf = _Captured()
+    handed: Handed = {}
     try:
         for item in items:
             enter_directory(home)
+            given: Mapping[str, Payload | Shared] = payloads
+            if item.after:
+                held = handed.pop(item.after, None)
+                if held is None:  # it failed, or did not run: nothing to go on with
+                    outcome: Outcome = Unrun(item.id, time.time())
+                    outcome.worker = worker
+                    outcomes.append(outcome)
+                    continue
+                given = {**payloads, item.after: held}
+            t0 = time.perf_counter()
             if item.timeout and not item.debug:  # under a debugger the clock does not run
-                outcome = run_limited(item, payloads, in_process)
+                outcome = run_limited(item, given, in_process, handed)
             else:
-                outcome = run_one(item, payloads, in_process)
+                outcome = run_one(item, given, in_process, handed)
+            if item.hands_on and (not isinstance(outcome, Done)  # (stopped after it encoded)
+                                  or time.perf_counter() - t0 > HAND_ON_SECONDS):
+                handed.pop(item.id, None)
             if buf.parts:  # a fresh buffer only after a task that wrote something
                 outcome.output = buf.text()
                 local.buf = buf = _Captured()
@@ -505,7 +594,8 @@ class _OverTime(BaseException):
     ``except Exception:`` does not swallow it (``finally`` blocks run as usual)."""
 
 
-def run_limited(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> Outcome:
+def run_limited(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process: bool,
+                handed: Handed | None = None) -> Outcome:
     """Compute a task that has a time limit (``item.timeout`` seconds).
 
     In a thread where signals can be used (a worker process's, or the in-process executor's
@@ -527,11 +617,12 @@ def run_limited(item: WorkItem, payloads: dict[str, Payload], in_process: bool) 
         and threading.current_thread() is threading.main_thread()
         and (not in_process or signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None))
     ):
-        return _run_alarmed(item, payloads, in_process)
-    return _run_watched(item, payloads, in_process)
+        return _run_alarmed(item, payloads, in_process, handed)
+    return _run_watched(item, payloads, in_process, handed)
 
 
-def _run_alarmed(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> Outcome:
+def _run_alarmed(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process: bool,
+                 handed: Handed | None) -> Outcome:
     from ._procs import descendants, kill_pids, thread_children
 
     others: set[int] = set()
@@ -565,7 +656,7 @@ def _run_alarmed(item: WorkItem, payloads: dict[str, Payload], in_process: bool)
     hard = not in_process and _arm_hard_stop(item)
     signal.setitimer(signal.ITIMER_REAL, item.timeout)
     try:
-        outcome = run_one(item, payloads, in_process)
+        outcome = run_one(item, payloads, in_process, handed)
     except _OverTime as exc:  # past the limit outside the task's code (encoding its result)
         outcome = _failure(item.id, started, time.time() - started, exc, in_process)
     finally:
@@ -613,14 +704,16 @@ def _disarm_hard_stop() -> None:
         os.pwrite(_record_fd, b" " * RECORD_BYTES, 0)
 
 
-def _run_watched(item: WorkItem, payloads: dict[str, Payload], in_process: bool) -> Outcome:
+def _run_watched(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process: bool,
+                 handed: Handed | None) -> Outcome:
     buf = _Captured()
     done: list[Outcome] = []
+    mine: Handed = {}  # an abandoned thread hands nothing on
 
     def target() -> None:
         _capture.buf = buf
         try:
-            done.append(run_one(item, payloads, in_process))
+            done.append(run_one(item, payloads, in_process, mine))
         finally:
             _capture.buf = None
 
@@ -632,6 +725,8 @@ def _run_watched(item: WorkItem, payloads: dict[str, Payload], in_process: bool)
     if done:
         _watched.discard(thread)
         outcome = done[0]
+        if handed is not None:
+            handed.update(mine)
         if buf.parts:
             outcome.output = buf.text()
         return outcome
