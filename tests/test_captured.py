@@ -439,7 +439,8 @@ def sampled_np(n: int):
 def streamed(n: int):
     lines = open("config.json")
     def __() -> str:
-        return lines.read()[:n]
+        with lines:
+            return lines.read()[:n]
     return __
 
 
