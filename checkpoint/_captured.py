@@ -22,6 +22,8 @@ object as a value (what the outer function put into it), a wrapper by what it wr
 
 What does not count: the cells holding the outer function's own parameters, which are the
 task's arguments (its identity) already, unless the outer function rebinds or changes them;
+a mutable object of the outer function's module (``rng = RNG``, ``return MODEL.predict``),
+which counts as the module-level value it is, in the fingerprint;
 closure variables that a function the outer function did not define (a module-level one)
 changes (state kept between calls, as for :func:`~checkpoint.fingerprint.bound_values`);
 and everything of a family pinned with ``@task(version=...)``. What an open file or a
@@ -81,9 +83,35 @@ def captured_values(family: TaskFamily[..., object], inner: object) -> dict[str,
         return None
     found: list[tuple[str, object]] = []
     _collect(inner, "", outer_code, found, set())
+    if found:
+        shared = _module_objects(outer, family)
+        found = [(label, value) for label, value in found if id(value) not in shared]
     if not found:
         return None
     return _digests(found, outer, family)
+
+
+_IMMUTABLE = (*_fp._CONSTANT_TYPES, tuple, frozenset)
+
+_shared: dict[str, tuple[int, frozenset[int]]] = {}
+"""Module name -> (graph expansion, the ids of its mutable module-level objects)."""
+
+
+def _module_objects(outer: Callable[..., object], family: TaskFamily[..., object]) -> frozenset[int]:
+    """The ids of the mutable objects bound at the top of the outer function's module, once
+    per module and graph expansion: such an object reached through the closure (``memo =
+    MEMO``, ``rng = RNG``, ``return COUNTER.bump``) is a module-level value, and counts as
+    one does in the fingerprint (a memo the task fills as state, a generator by its
+    assignment), not as a value the outer function made."""
+    namespace = getattr(outer, "__globals__", {})
+    name = str(namespace.get("__name__", ""))
+    epoch = sys.modules[family.__module__]._epoch  # (checkpoint.task)
+    known = _shared.get(name)
+    if known is None or known[0] != epoch:
+        ids = frozenset(id(v) for v in list(namespace.values())
+                        if not isinstance(v, (_IMMUTABLE, types.ModuleType, type, types.FunctionType)))
+        known = _shared[name] = (epoch, ids)
+    return known[1]
 
 
 def _plan(code: types.CodeType, outer: types.CodeType) -> _Plan:

@@ -435,6 +435,19 @@ def sampled_np(n: int):
     return __
 
 
+RNG = random.Random(7)
+MEMO: dict = {}
+
+
+@task
+def drawn_from_global(n: int):
+    rng, memo = RNG, MEMO  # module-level values, reached through the closure
+    def __() -> list:
+        memo[n] = True
+        return [rng.randint(0, 999) for _ in range(n)]
+    return __
+
+
 @task
 def streamed(n: int):
     lines = open("config.json")
@@ -533,6 +546,16 @@ def test_a_captured_numpy_generator_counts_by_its_seed(stateful: Any) -> None:
     assert not checkpoint.run([stateful.sampled_np(2)], executor="inline").ran
     _config(seed=2)
     assert _ran(checkpoint.run([stateful.sampled_np(2)], executor="inline")) == {"sampled_np(2)"}
+
+
+def test_a_module_level_generator_or_memo_through_the_closure_stays_module_level(
+        stateful: Any) -> None:
+    """RNG and MEMO are the module's, not made by the outer function: they count as
+    module-level values do (a generator by its assignment, a memo the code fills as
+    state), so drawing from them or filling them re-runs nothing."""
+    stateful.drawn_from_global(2).run(executor="inline")
+    assert not checkpoint.run([stateful.drawn_from_global(2)], executor="inline").ran
+    assert not checkpoint.run([stateful.drawn_from_global(2)], executor="inline").ran
 
 
 def test_a_captured_open_file_warns(stateful: Any) -> None:
