@@ -171,8 +171,11 @@ def _collect(fn: object, prefix: str, outer: types.CodeType, found: list[tuple[s
     if not isinstance(fn, types.FunctionType):
         if isinstance(fn, _fp._CODE_TYPES):  # a class, a builtin: code, not a value
             return
-        wrapped = getattr(fn, "__wrapped__", None)
-        if wrapped is not None and wrapped is not fn:  # a wrapper (jit, lru_cache): what it wraps
+        try:
+            wrapped = inspect.unwrap(fn)  # type: ignore[arg-type]
+        except ValueError:  # a chain of __wrapped__ without end
+            wrapped = fn
+        if wrapped is not fn:  # a wrapper (jit, lru_cache): what it wraps
             _collect(wrapped, prefix, outer, found, seen)
         else:  # Fit(k), with a __call__: a value, what the outer function put into it
             found.append((f"{prefix}<{type(fn).__qualname__} object>", fn))
