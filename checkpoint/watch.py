@@ -1,6 +1,6 @@
 """What ``checkpoint run --watch`` watches, how it waits, and how it reloads a taskfile.
 
-A run depends on three kinds of files, and a change to any of them starts the next run:
+A run depends on four kinds of files, and a change to any of them starts the next run:
 
 * the taskfile;
 * the project's own modules it imported (``import features``): every imported module whose
