@@ -11,13 +11,25 @@ with the result in ``Meta.deps`` under ``captured:<name>`` (:data:`checkpoint.fi
 beside the file digests: no new store format). A changed value makes the task stale
 (``input changed``; ``why`` names the variable), an unchanged one re-runs nothing.
 
+A value is digested as the outer function made it, before the inner function ran: once per
+:class:`~checkpoint.task.Spec` (:func:`captured_values` is called when the graph is
+expanded; an expansion that finds the task's spec made already, a task object run again in a
+session, takes the digests it recorded then). So a closure variable the inner code changes
+(``params["seed"] = seed``, a memo, a counter) counts by its value before any change, and a
+random generator by its state then (the seed it was made with). The inner function itself
+may be any callable: a bound method counts with the object it is bound to, another callable
+object as a value (what the outer function put into it), a wrapper by what it wraps.
+
 What does not count: the cells holding the outer function's own parameters, which are the
 task's arguments (its identity) already, unless the outer function rebinds or changes them;
-closure variables the inner code changes (state, as for :func:`~checkpoint.fingerprint.
-bound_values`); values a random generator, an open file or a generator holds, which the
-outer function's source identifies (as a module-level one counts by its assignment); and
-everything of a family pinned with ``@task(version=...)``. A helper function defined in the
-outer function is code (in the fingerprint already): what *it* captured counts in turn.
+a mutable object of the outer function's module (``rng = RNG``, ``return MODEL.predict``),
+which counts as the module-level value it is, in the fingerprint;
+closure variables that a function the outer function did not define (a module-level one)
+changes (state kept between calls, as for :func:`~checkpoint.fingerprint.bound_values`);
+and everything of a family pinned with ``@task(version=...)``. What an open file or a
+generator will give cannot be digested: it warns, naming the variable. A helper function
+defined in the outer function is code (in the fingerprint already): what *it* captured
+counts in turn.
 
 Which cells count is decided once per code object (:data:`_plans`): the usual closure, over
 the parameters alone (a sweep's ``i``), costs a dict lookup per task and records nothing.
@@ -27,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -70,9 +83,35 @@ def captured_values(family: TaskFamily[..., object], inner: object) -> dict[str,
         return None
     found: list[tuple[str, object]] = []
     _collect(inner, "", outer_code, found, set())
+    if found:
+        shared = _module_objects(outer, family)
+        found = [(label, value) for label, value in found if id(value) not in shared]
     if not found:
         return None
     return _digests(found, outer, family)
+
+
+_IMMUTABLE = (*_fp._CONSTANT_TYPES, tuple, frozenset)
+
+_shared: dict[str, tuple[int, frozenset[int]]] = {}
+"""Module name -> (graph expansion, the ids of its mutable module-level objects)."""
+
+
+def _module_objects(outer: Callable[..., object], family: TaskFamily[..., object]) -> frozenset[int]:
+    """The ids of the mutable objects bound at the top of the outer function's module, once
+    per module and graph expansion: such an object reached through the closure (``memo =
+    MEMO``, ``rng = RNG``, ``return COUNTER.bump``) is a module-level value, and counts as
+    one does in the fingerprint (a memo the task fills as state, a generator by its
+    assignment), not as a value the outer function made."""
+    namespace = getattr(outer, "__globals__", {})
+    name = str(namespace.get("__name__", ""))
+    epoch = sys.modules[family.__module__]._epoch  # (checkpoint.task)
+    known = _shared.get(name)
+    if known is None or known[0] != epoch:
+        ids = frozenset(id(v) for v in list(namespace.values())
+                        if not isinstance(v, (_IMMUTABLE, types.ModuleType, type, types.FunctionType)))
+        known = _shared[name] = (epoch, ids)
+    return known[1]
 
 
 def _plan(code: types.CodeType, outer: types.CodeType) -> _Plan:
@@ -81,10 +120,14 @@ def _plan(code: types.CodeType, outer: types.CodeType) -> _Plan:
         nested, pure = _tree(outer)
         direct = any(c is code for c in outer.co_consts)
         free = pure if direct else frozenset()  # deeper: its cells are another function's
-        written = written_cells(code)
+        made_here = code in nested
+        # A cell the code changes is state, unless the outer function made the function (and
+        # so the cell) in this very call: then its value before the inner function runs is
+        # the outer function's, as any other. (`__class__`: the class of a method's super().)
+        state = (frozenset() if made_here else written_cells(code)) | {"__class__"}
         plan = _plans[code] = (
-            tuple(i for i, name in enumerate(code.co_freevars) if name not in free and name not in written),
-            code in nested)
+            tuple(i for i, name in enumerate(code.co_freevars) if name not in free and name not in state),
+            made_here)
     return plan
 
 
@@ -121,7 +164,21 @@ def _collect(fn: object, prefix: str, outer: types.CodeType, found: list[tuple[s
         found += [(f"{prefix}{k}", v) for k, v in sorted(fn.keywords.items())]
         _collect(fn.func, prefix, outer, found, seen)
         return
+    if isinstance(fn, types.MethodType):  # Fit(k).run: what it is bound to was captured
+        found.append((f"{prefix}<object of {fn.__func__.__name__}>", fn.__self__))
+        _collect(fn.__func__, prefix, outer, found, seen)
+        return
     if not isinstance(fn, types.FunctionType):
+        if isinstance(fn, _fp._CODE_TYPES):  # a class, a builtin: code, not a value
+            return
+        try:
+            wrapped = inspect.unwrap(fn)  # type: ignore[arg-type]
+        except ValueError:  # a chain of __wrapped__ without end
+            wrapped = fn
+        if wrapped is not fn:  # a wrapper (jit, lru_cache): what it wraps
+            _collect(wrapped, prefix, outer, found, seen)
+        else:  # Fit(k), with a __call__: a value, what the outer function put into it
+            found.append((f"{prefix}<{type(fn).__qualname__} object>", fn))
         return
     code = fn.__code__
     cells, made_here = _plan(code, outer)
@@ -204,7 +261,13 @@ class _Captured(_fp._Values):
 
     def value_text(self, value: object, label: str, namespace: Mapping[str, object], state: bool) -> str:
         if not namespace and _fp._stateful(value):
-            return f"<{type(value).__qualname__}, made by the outer function>"
+            now = _state(value)
+            if now is _RANDOM:
+                return f"<{type(value).__qualname__}>"  # random by design: nothing to track
+            if now is None:  # an open file, a generator: what they will give is unknown
+                self.warn(value, label, namespace)
+                return f"<{type(value).__qualname__}: cannot be fingerprinted>"
+            return f"<{type(value).__qualname__} in state {super().value_text(now, label, {}, False)}>"
         return super().value_text(value, label, namespace, state)
 
     def warn(self, value: object, label: str, namespace: Mapping[str, object]) -> None:
@@ -221,3 +284,26 @@ class _Captured(_fp._Values):
             "changing it will not re-run the task. Compute it in the inner function, make it a "
             "literal, a dataclass or another picklable value, or pin the task's code with "
             "@task(version=...) and bump the version when it changes.", self.walk.module)
+
+
+_RANDOM = object()
+"""What :func:`_state` returns for a generator that is random by design (``SystemRandom``)."""
+
+
+def _state(value: object) -> object:
+    """The state of a random generator as the outer function made it (before the inner
+    function draws from it: so the seed it was made with), :data:`_RANDOM` for one without
+    a state, ``None`` for what has none to take (an open file, a generator)."""
+    if isinstance(value, (io.IOBase, types.GeneratorType, types.CoroutineType)):
+        return None
+    random = sys.modules.get("random")
+    if random is not None and isinstance(value, random.Random):
+        try:
+            return value.getstate()
+        except NotImplementedError:
+            return _RANDOM
+    value = getattr(value, "bit_generator", value)  # NumPy: a Generator's is its bit generator's
+    get_state = getattr(value, "get_state", None)  # a legacy RandomState
+    if callable(get_state):
+        return get_state(legacy=False)
+    return getattr(value, "state", None)  # a bit generator, a SeedSequence

@@ -151,11 +151,14 @@ def _expand_listing(targets: Iterable[Task[object]], keep_specs: bool = True,
         return nodes, with_files, writing
 
 
-def _captured(task: Task[object], fn: Callable[..., object], found: dict[TaskId, dict[str, str]]) -> None:
-    """Note the values the inner function ``fn`` of ``task`` captured from its outer function
-    that count (:mod:`checkpoint._captured`), if any."""
-    values = captured_values(task.family, fn)
-    if values is not None:
+def _captured(task: Task[object], spec: Spec, found: dict[TaskId, dict[str, str]]) -> None:
+    """Note the values the inner function of ``task`` captured from its outer function that
+    count (:mod:`checkpoint._captured`), if any: as they were when the outer function made
+    them, before the inner function ran (a spec expanded again keeps its first digests)."""
+    values: dict[str, str] | None = getattr(spec, "_captured", None)
+    if values is None:
+        values = spec._captured = captured_values(task.family, spec.fn) or {}
+    if values:
         found[task.id] = values
 
 
@@ -169,7 +172,7 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], writing: li
         fn = spec.fn
         if type(fn) is not types.FunctionType or fn.__code__ not in _plain_inner \
                 or fn.__defaults__ is not None or fn.__kwdefaults__ is not None:
-            _captured(target, fn, captured)
+            _captured(target, spec, captured)
         on_stack = {target.id}
         stack: list[tuple[Task[object], Spec, Iterator[Task[object]]]] = [
             (target, spec, iter(spec.dependencies))]
@@ -185,7 +188,7 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], writing: li
                 fn = dep_spec.fn  # (the usual closure, over the parameters alone: nothing)
                 if type(fn) is not types.FunctionType or fn.__code__ not in _plain_inner \
                         or fn.__defaults__ is not None or fn.__kwdefaults__ is not None:
-                    _captured(dep, fn, captured)
+                    _captured(dep, dep_spec, captured)
                 reqs = dep_spec.requirements
                 if not reqs:  # a leaf (most tasks of a sweep): no stack trip
                     nodes[dep_id] = Node(dep, [])

@@ -225,7 +225,11 @@ class Spec:
     nesting those; ``fn`` receives their results positionally.
     """
 
-    __slots__ = ("fn", "requirements", "_deps", "_files", "_data_dir")
+    __slots__ = ("fn", "requirements", "_deps", "_files", "_data_dir", "_captured")
+
+    _captured: dict[str, str]
+    """The digests of the values ``fn`` captured (:mod:`checkpoint._captured`), taken at the
+    first expansion, before ``fn`` ran; unset until then (not set here: most never have one)."""
 
     def __init__(self, fn: Callable[..., object], requirements: list[Requirement]) -> None:
         self.fn = fn
@@ -1035,11 +1039,13 @@ class Task(Generic[R_co]):
                     f"Task {self!r} must return its inner function (the one that computes the "
                     f"result), but its outer function returned {type(inner).__name__}."
                 )
-            # The arity check, its usual case inline: bounds known, and met.
+            # The arity check, its usual case inline: bounds known, and met (a bound method's
+            # code counts its `self`).
             code = getattr(spec.fn, "__code__", None)
             if code is not None:
                 bounds = _arity.get(code)
-                if bounds is None or not bounds[0] <= len(spec.requirements) <= bounds[1]:
+                if bounds is None or not bounds[0] <= len(spec.requirements) <= bounds[1] \
+                        or type(spec.fn) is types.MethodType:
                     _check_arity(self, spec)
             self._spec = spec
         return spec
@@ -1131,6 +1137,8 @@ def _check_arity(task: Task[object], spec: Spec) -> None:
         defaults = len(getattr(spec.fn, "__defaults__", None) or ())
         most = 1 << 30 if code.co_flags & inspect.CO_VARARGS else code.co_argcount
         bounds = _arity[code] = (code.co_argcount - defaults, most)
+    if isinstance(spec.fn, types.MethodType):  # bound: `self` is given already
+        bounds = (max(bounds[0] - 1, 0), bounds[1] - 1)
     given = len(spec.requirements)
     if not bounds[0] <= given <= bounds[1]:
         low, high = bounds

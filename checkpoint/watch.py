@@ -1,6 +1,6 @@
 """What ``checkpoint run --watch`` watches, how it waits, and how it reloads a taskfile.
 
-A run depends on three kinds of files, and a change to any of them starts the next run:
+A run depends on four kinds of files, and a change to any of them starts the next run:
 
 * the taskfile;
 * the project's own modules it imported (``import features``): every imported module whose
@@ -12,7 +12,12 @@ A run depends on three kinds of files, and a change to any of them starts the ne
   the matches of a glob pattern (as ``glob.glob(recursive=True)`` matches). Inputs another
   task of the DAG writes (a ``Product``) and declared outputs (files under a ``Product``
   directory) are left out: the run itself writes them, and watching them would start it
-  again and again.
+  again and again;
+* the files opened for reading while the taskfile (and the modules it imports) was imported
+  or an outer function ran (:func:`record_reads`): ``config.json`` read for a captured
+  value, a module-level ``CFG = json.load(...)``, both of which count. They are seen through
+  Python's ``open`` audit event (a hook added once, for good, that looks at no other event),
+  so a file a C library opens by itself is not; installed files are left out.
 
 Before the next run, :func:`forget_project_modules` drops the taskfile and those modules from
 ``sys.modules``, so the taskfile is imported afresh and the code fingerprints see the edit.
@@ -39,6 +44,8 @@ from .errors import UsageError
 from .files import glob_match, is_scratch
 
 if TYPE_CHECKING:
+    import types
+
     from .task import Task
 
 Stat = tuple[int, int, int]
@@ -169,6 +176,62 @@ def forget_project_modules(root: str | Path) -> list[str]:
     return names
 
 
+_reads: set[str] | None = None
+"""The files opened for reading while planning (see :func:`record_reads`) since
+:func:`watch_set` last took them; ``None``: not recording."""
+_planning: frozenset[types.CodeType] = frozenset()
+"""The code of the functions under which an ``open`` is planning's: ``Task.spec`` (it calls
+the outer function) and ``load_taskfile``."""
+
+
+def record_reads() -> None:
+    """From now on, note the files this process opens for reading while it imports a
+    taskfile or runs an outer function (in a run's planning or in :func:`watch_set`'s), for
+    :func:`watch_set` to watch. The watch loop calls it before its first run."""
+    global _reads, _planning
+    if not _planning:
+        from .task import Task
+        from .taskfile import load_taskfile
+
+        _planning = frozenset({Task.spec.__code__, load_taskfile.__code__})
+        sys.addaudithook(_audit)  # (for good: a hook cannot be removed)
+    if _reads is None:
+        _reads = set()
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if event != "open" or _reads is None:
+        return
+    try:
+        path, _mode, flags = args
+        if not isinstance(path, (str, bytes)) or not isinstance(flags, int) \
+                or flags & (os.O_WRONLY | os.O_RDWR):
+            return  # a file descriptor, or written (the run's own output: never a reason)
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code in _planning:
+                _reads.add(os.path.realpath(os.fsdecode(path)))
+                return
+            frame = frame.f_back  # type: ignore[assignment]
+    except Exception:  # noqa: BLE001 - an exception here would fail the user's open()
+        pass
+
+
+def _planning_reads(root: str, exclude: set[str], own: bool) -> set[str]:
+    """The files read while planning, noted since the last call (``own``: this call's
+    expansion alone was recorded, stop), that can change: neither installed nor bytecode,
+    nor a declared output, nor a directory or a device."""
+    from .fingerprint import _installed
+
+    global _reads
+    found, _reads = _reads or set(), None if own else set()
+    real_root = os.path.realpath(root)
+    return {path for path in found
+            if not _installed(path, real_root) and "__pycache__" not in path.split(os.sep)
+            and path not in exclude and not any(path.startswith(e) for e in exclude if e.endswith(os.sep))
+            and (os.path.isfile(path) or not os.path.exists(path))}
+
+
 def watch_set(taskfile: Path, targets: Iterable[Task[object]] | None) -> WatchSet:
     """What a run of ``targets`` (``None``: the taskfile could not be loaded) depends on.
 
@@ -178,12 +241,19 @@ def watch_set(taskfile: Path, targets: Iterable[Task[object]] | None) -> WatchSe
     files = {os.path.realpath(taskfile), *project_modules(root).values()}
     trees: list[tuple[str, str | None]] = []
     exclude: set[str] = set()
+    own = _reads is None  # not recording (no watch loop): record this expansion
     if targets is not None:
         from .fingerprint import followed_files, in_project
         from .graph import expand
 
         cwd = os.getcwd()
-        nodes = expand(targets)
+        if own:
+            record_reads()
+        try:
+            nodes = expand(targets)
+        except BaseException:
+            _planning_reads(root, exclude, own)
+            raise
         real = os.path.realpath(root)
         for family in {id(n.task.family): n.task.family for n in nodes.values()}.values():
             family.fingerprint  # noqa: B018 - made (once per run): it follows the imports in tasks
@@ -206,6 +276,7 @@ def watch_set(taskfile: Path, targets: Iterable[Task[object]] | None) -> WatchSe
                     trees.append((path, None))
                 else:
                     files.add(path)
+    files.update(_planning_reads(root, exclude, own))
     return WatchSet(frozenset(files), tuple(trees), frozenset(exclude))
 
 

@@ -381,3 +381,209 @@ def test_an_entry_stored_before_values_were_captured_runs_once(
         assert meta is not None
         meta.deps = {"file:data.txt": meta.deps["file:data.txt"]}
         store.put_metas(t.family.dirname, {t.id: meta}, t.family.fingerprint)
+
+
+STATEFUL = '''
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+from checkpoint import requires, task
+
+
+def _cfg() -> dict:
+    return json.loads(Path("config.json").read_text())
+
+
+@task
+def completed(seed: int):
+    params = _cfg()
+    def __() -> float:
+        params["seed"] = seed  # completes the config in place, then uses it
+        return params["lr"] * 100 + params["seed"]
+    return __
+
+
+@task
+def counted(seed: int):
+    calls = 0
+    memo: dict = {}
+    def __() -> int:
+        nonlocal calls
+        calls += 1
+        memo[seed] = calls
+        return seed
+    return __
+
+
+@task
+def sampled(n: int):
+    rng = random.Random(_cfg()["seed"])
+    def __() -> list:
+        return [rng.randint(0, 999) for _ in range(n)]
+    return __
+
+
+@task
+def sampled_np(n: int):
+    rng = np.random.default_rng(_cfg()["seed"])
+    legacy = np.random.RandomState(_cfg()["seed"])
+    def __() -> list:
+        return [int(x) for x in rng.integers(0, 999, n)] + [int(legacy.randint(0, 999))]
+    return __
+
+
+RNG = random.Random(7)
+MEMO: dict = {}
+
+
+@task
+def drawn_from_global(n: int):
+    rng, memo = RNG, MEMO  # module-level values, reached through the closure
+    def __() -> list:
+        memo[n] = True
+        return [rng.randint(0, 999) for _ in range(n)]
+    return __
+
+
+@task
+def streamed(n: int):
+    lines = open("config.json")
+    def __() -> str:
+        with lines:
+            return lines.read()[:n]
+    return __
+
+
+class Fit:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, x: int) -> int:
+        return x * self.k
+
+    def run(self, x: int) -> int:
+        return x * self.k
+
+
+@task
+def base():
+    def __() -> int:
+        return 2
+    return __
+
+
+@task
+def fit_object():
+    return requires(base())(Fit(_cfg()["k"]))
+
+
+@task
+def fit_method():
+    return requires(base())(Fit(_cfg()["k"]).run)
+
+
+@task
+def fit_method_wrong():
+    return requires(base())(requires(base())(Fit(_cfg()["k"]).run))
+'''
+
+
+@pytest.fixture
+def stateful(tmp_path: Path, make_module: Any) -> Any:
+    Path("config.json").write_text(json.dumps({"lr": 0.1, "seed": 1, "k": 3}))
+    return make_module("stateful", STATEFUL)
+
+
+def _config(**values: object) -> None:
+    Path("config.json").write_text(json.dumps({"lr": 0.1, "seed": 1, "k": 3, **values}))
+
+
+def test_a_captured_config_the_inner_function_completes_counts(stateful: Any) -> None:
+    """`params["seed"] = seed` in the inner function (the xgboost idiom): params is still
+    the outer function's value, read afresh at each expansion, so an edit counts. Its
+    value is taken before the inner function runs: running the same task object again in
+    the session, or a new one, re-runs nothing."""
+    t = stateful.completed(1)
+    assert t.run(executor="inline") == 11.0
+    assert not checkpoint.run([t], executor="inline").ran  # params now holds "seed"
+    assert not checkpoint.run([stateful.completed(1)], executor="inline").ran
+    _config(lr=0.5)
+    result = checkpoint.run([stateful.completed(1)], executor="inline")
+    assert _ran(result) == {"completed(1)"}
+    assert result.values[stateful.completed(1).id] == 51.0
+
+
+def test_closure_state_made_by_the_outer_function_reruns_nothing(stateful: Any) -> None:
+    """A counter and a memo the inner function changes start from the outer function's
+    value at each expansion: they never make the task stale."""
+    t = stateful.counted(3)
+    assert t.run(executor="inline") == 3
+    assert not checkpoint.run([t], executor="inline").ran
+    assert not checkpoint.run([stateful.counted(3)], executor="inline").ran
+
+
+def test_a_captured_random_generator_counts_by_its_seed(stateful: Any) -> None:
+    """A generator seeded from a config value counts by its state before the inner
+    function draws from it (the seed), not by the outer function's source alone."""
+    import random
+
+    t = stateful.sampled(3)
+    first = t.run(executor="inline")
+    assert not checkpoint.run([t], executor="inline").ran  # the same generator, drawn from
+    assert not checkpoint.run([stateful.sampled(3)], executor="inline").ran
+    _config(seed=2)
+    result = checkpoint.run([stateful.sampled(3)], executor="inline")
+    assert _ran(result) == {"sampled(3)"}
+    rng = random.Random(2)
+    assert result.values[stateful.sampled(3).id] == [rng.randint(0, 999) for _ in range(3)] != first
+
+
+def test_a_captured_numpy_generator_counts_by_its_seed(stateful: Any) -> None:
+    stateful.sampled_np(2).run(executor="inline")
+    assert not checkpoint.run([stateful.sampled_np(2)], executor="inline").ran
+    _config(seed=2)
+    assert _ran(checkpoint.run([stateful.sampled_np(2)], executor="inline")) == {"sampled_np(2)"}
+
+
+def test_a_module_level_generator_or_memo_through_the_closure_stays_module_level(
+        stateful: Any) -> None:
+    """RNG and MEMO are the module's, not made by the outer function: they count as
+    module-level values do (a generator by its assignment, a memo the code fills as
+    state), so drawing from them or filling them re-runs nothing."""
+    stateful.drawn_from_global(2).run(executor="inline")
+    assert not checkpoint.run([stateful.drawn_from_global(2)], executor="inline").ran
+    assert not checkpoint.run([stateful.drawn_from_global(2)], executor="inline").ran
+
+
+def test_a_captured_open_file_warns(stateful: Any) -> None:
+    """What a generator or an open file will give cannot be digested: never silently."""
+    with pytest.warns(FingerprintWarning, match=r"stateful\.streamed reads 'lines' \(TextIOWrapper\)"):
+        stateful.streamed(2).run(executor="inline")
+
+
+def test_a_callable_object_as_the_inner_function_counts_what_it_holds(stateful: Any) -> None:
+    assert stateful.fit_object().run(executor="inline") == 6
+    assert not checkpoint.run([stateful.fit_object()], executor="inline").ran
+    _config(k=5)
+    result = checkpoint.run([stateful.fit_object()], executor="inline")
+    assert _ran(result) == {"fit_object()"}
+    assert result.values[stateful.fit_object().id] == 10
+
+
+def test_a_bound_method_as_the_inner_function_runs_and_counts_its_object(stateful: Any) -> None:
+    assert stateful.fit_method().run(executor="inline") == 6
+    assert not checkpoint.run([stateful.fit_method()], executor="inline").ran
+    _config(k=5)
+    result = checkpoint.run([stateful.fit_method()], executor="inline")
+    assert _ran(result) == {"fit_method()"}
+    assert result.values[stateful.fit_method().id] == 10
+
+
+def test_a_bound_method_is_counted_without_self(stateful: Any) -> None:
+    with pytest.raises(checkpoint.TaskDefinitionError,
+                       match=r"inner function run\(x: int\) takes 1 argument, one per "
+                             r"prerequisite, but 2 are declared"):
+        stateful.fit_method_wrong().run(executor="inline")

@@ -28,10 +28,11 @@ def watch_loop(
 ) -> NoReturn:
     """Call ``once`` (a run of ``targets``), then again after each change, until Ctrl-C."""
     from ..progress import waiting
-    from ..watch import WatchSet, wait_for_change
+    from ..watch import WatchSet, record_reads, wait_for_change
 
     taskfile = app.taskfile  # none found: the error ends the command, there is nothing to watch
     watched = WatchSet(frozenset({os.path.realpath(taskfile)}))
+    record_reads()  # the files the taskfile and outer functions read count: watched too
     since = time.time_ns()  # files the run adds to the watch set count if changed since
     baseline = watched.snapshot()
     try:

@@ -361,3 +361,101 @@ def test_watch_set_follows_imports_in_tasks_and_recursive_patterns(
         assert not ws.matches(os.path.join(data, "shards", "0.csv"))
     finally:
         sys.modules.pop("taskfile", None)
+
+
+READS = '''
+import json
+from pathlib import Path
+from checkpoint import requires, task
+
+SETTINGS = json.loads(Path("settings.json").read_text())
+
+
+@task
+def load():
+    cfg = json.loads(Path("config.json").read_text())
+    Path("planned.log").write_text("planned")  # written, not read: never watched
+    def __():
+        return cfg["lr"]
+    return __
+
+
+LOADED = load()  # a module-level task: the run plans it, watch_set finds it planned
+
+
+@task
+def main():
+    try:
+        extra = json.loads(Path("extra.json").read_text())
+    except FileNotFoundError:
+        extra = {"add": 0}
+    @requires(LOADED)
+    def __(lr):
+        Path("ran.log").write_text(Path("inner.txt").read_text())  # the inner's reads: not planning
+        return lr * 10 + SETTINGS["x"] + extra["add"]
+    return __
+'''
+
+
+def test_watch_set_has_the_files_the_taskfile_and_outer_functions_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files read while the taskfile is imported and while outer functions run
+    (captured values, module-level values: both count) are watched, also one missing
+    (made later, it counts); files they write, files inner functions read and installed
+    files are not."""
+    import checkpoint
+    from checkpoint import watch
+    from checkpoint.taskfile import load_taskfile
+
+    (tmp_path / "taskfile.py").write_text(READS)
+    (tmp_path / "settings.json").write_text('{"x": 1}')
+    (tmp_path / "config.json").write_text('{"lr": 0.1}')
+    (tmp_path / "inner.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(watch, "_reads", None)
+    try:
+        watch.record_reads()  # as the watch loop does before its first run
+        module = load_taskfile(tmp_path / "taskfile.py")
+        assert checkpoint.run([module.main()], executor="inline").values[module.main().id] == 2.0
+        ws = watch_set(tmp_path / "taskfile.py", [module.main()])
+        root = os.path.realpath(tmp_path)
+        assert ws.files == {os.path.join(root, name) for name in (
+            "taskfile.py", "settings.json", "config.json", "extra.json")}
+        assert ws.matches(os.path.join(root, "extra.json"))
+    finally:
+        sys.modules.pop("taskfile", None)
+
+
+def test_watch_runs_again_when_a_file_an_outer_function_reads_changes(tmp_path: Path) -> None:
+    """The tester's reproduction: config.json is read by the outer function (a captured
+    value); saving it starts a new run, which shows the new value."""
+    (tmp_path / "taskfile.py").write_text(textwrap.dedent('''
+        import json
+        from checkpoint import task
+
+        @task
+        def main():
+            cfg = json.load(open("config.json"))
+            def __():
+                return cfg["lr"] * 10
+            return __
+    '''))
+    (tmp_path / "config.json").write_text('{"lr": 0.1}')
+    time.sleep(0.3)  # (see test_watch_runs_again_after_edits_and_ctrl_c_exits_130)
+    env = {k: v for k, v in os.environ.items() if k not in ("CP_CACHE_DIR", "FORCE_COLOR")}
+    with subprocess.Popen([CHECKPOINT, "run", "--watch", "main"], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            out, errs = Lines(proc.stdout), Lines(proc.stderr)
+            assert out.expect(lambda line: bool(line), "with the value") == "1.0"
+            errs.expect(lambda line: line == "Watching 2 files; Ctrl-C to stop.", "saying it watches")
+            _write(tmp_path / "config.json", '{"lr": 0.5}')
+            assert errs.expect(lambda line: line.startswith("Changed:"), "naming the change") == (
+                "Changed: config.json; running again.")
+            assert out.expect(lambda line: bool(line), "after the edit") == "5.0"
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
