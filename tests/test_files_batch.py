@@ -246,4 +246,10 @@ def test_a_flat_list_arranges_as_the_general_walk_does() -> None:
 
     leaves = [read(1), File("in/0.txt"), File("./in/../in/2.txt"), read(2)]
     assert arrangement([leaves]) == arrangement([Walked(leaves)])
+    # Only files (each its own key, taken at once; or one that needs normalizing)
+    for odd in ["", "./in/3.txt", "in//3.txt", "in/./3.txt", "in/", "/abs/3.txt", ".in/3.txt",
+                "in/.3.txt", "in/../3.txt", "in\0/3.txt"]:
+        files = [File("in/0.txt"), File("in/1.txt"), *([File(odd)] if odd else [])]
+        assert arrangement([files]) == arrangement([Walked(files)]), odd
+        assert arrangement([files]) != arrangement([list(reversed(files))]), odd
     assert arrangement([leaves, {"a": read(3)}]) == arrangement([Walked(leaves), {"a": read(3)}])
