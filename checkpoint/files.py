@@ -1250,9 +1250,9 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
         cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
     )
     if batch and cache.path is not None:
-        task_files = [node.files for node in with_files]
+        task_files: list[TaskFiles] = [node.files for node in with_files]  # type: ignore[misc]
         paths = list(map(_file_path, chain.from_iterable(
-            [files.inputs for files in task_files])))  # type: ignore[union-attr]
+            [files.inputs for files in task_files])))
         record_key = BATCH + _text_digest("\0".join(paths))
         if _check_batch(with_files, paths, cache.dirs.get(record_key), task_files):
             return
@@ -1369,11 +1369,18 @@ def _check_batch(with_files: list[Node], paths: list[str], record: tuple[str, st
         return False
     if len(paths) == len(with_files) and _all_fresh_leaves(with_files, paths, digests, task_files):
         return True
-    keys = list(map(INPUT.__add__, paths))
-    found = digests.split("\0")
+    keys: list[str] = []  # (made once a task's entry does not settle it)
+    found: list[str] = []
     i = 0
-    for node, files in zip(with_files, task_files):
+    for node, files in zip(with_files, task_files, strict=True):
         count = len(files.inputs)
+        if count > 1 and _same_inputs(node, files, paths[i:i + count],
+                                      digests[i * (_DIGEST_LEN + 1):(i + count) * (_DIGEST_LEN + 1) - 1]):
+            i += count
+            continue
+        if not keys:
+            keys = list(map(INPUT.__add__, paths))
+            found = digests.split("\0")
         if count == 1:
             key = keys[i]
             digest = found[i]
@@ -1389,6 +1396,34 @@ def _check_batch(with_files: list[Node], paths: list[str], record: tuple[str, st
             files.digests.update(zip(keys[i:i + count], found[i:i + count], strict=True))
             i += count
     return True
+
+
+def _same_inputs(node: Node, files: TaskFiles, paths: list[str], digests: str) -> bool:
+    """For a task reading several files (``paths``; ``digests``: theirs now, joined by
+    NULs) whose entry records exactly their keys and digests, in order, then its
+    arrangement: note them as its digests (their keys taken from the entry: none made) and
+    return true. Compared as :func:`_all_fresh_leaves` does, the keys and the digests each
+    joined by NULs (none holds one)."""
+    meta = node.meta
+    shape = node.shape
+    if meta is None or shape is None or files.digests:
+        return False
+    deps = meta.deps
+    if len(deps) != len(paths) + 1:
+        return False
+    if "\0".join(deps) != INPUT + ("\0" + INPUT).join(paths) + "\0" + _ARRANGEMENT:
+        return False
+    if "\0".join(deps.values()) != digests + "\0" + shape:
+        return False
+    mine = dict(deps)
+    del mine[_ARRANGEMENT]
+    files.digests = mine
+    return True
+
+
+_ARRANGEMENT = "arrangement"
+"""The key under which an entry records its task's arrangement
+(:data:`checkpoint.graph.ARRANGEMENT`, which imports this module)."""
 
 
 def _all_fresh_leaves(with_files: list[Node], paths: list[str], digests: str,
@@ -1412,7 +1447,7 @@ def _all_fresh_leaves(with_files: list[Node], paths: list[str], digests: str,
         return False
     if "\0".join(chain.from_iterable(map(dict.values, recorded))) != digests:
         return False
-    for files, deps in zip(task_files, recorded):
+    for files, deps in zip(task_files, recorded, strict=True):
         if files.digests:  # captured values: its own dict (which the entry lacks: stale)
             files.digests.update(deps)
         else:

@@ -404,13 +404,14 @@ def requires(requirement: object = _UNSET, /, *,
         raise TypeError("requires(task) takes no keyword arguments; requires(default=...) "
                         "is the class attribute form")
     kind = type(requirement)  # (_check_requirement's usual cases inline: one per task of a sweep)
-    checked = requirement if kind is File or kind is Task else _check_requirement(requirement)
+    checked: Requirement = (requirement if kind is File or kind is Task  # type: ignore[assignment]
+                            else _check_requirement(requirement))
 
     def decorate(fn: F) -> F:
         if type(fn) is FunctionType:  # (the usual case: one @requires on the inner function)
             spec = _new_spec(_Requires)  # _Requires(fn, [checked]), without a call of __init__
             spec.fn = fn
-            spec.requirements = [checked]  # type: ignore[list-item]
+            spec.requirements = [checked]
             spec._deps = spec._files = spec._data_dir = None
             return spec  # type: ignore[return-value]
         if isinstance(fn, _Requires):

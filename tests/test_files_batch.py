@@ -237,6 +237,65 @@ def test_the_digest_cache_keeps_the_latest_plans_only(tmp_path: Path, later: Non
     assert records[-1] == files_module.BATCH + files_module._text_digest(paths)
 
 
+def test_a_matching_signature_still_holds_each_entry_to_its_digests(
+    tmp_path: Path, later: None, spied: dict[str, list[object]]
+) -> None:
+    """When the one signature matches but some entries do not record the digests now (a
+    cleared entry, a forced re-run: no file changed), exactly those tasks (and their
+    readers, kept by early cutoff here) should run, with one file per task and several,
+    and the others be settled by the signature."""
+    _files(9)
+    targets = [total(9), grouped(9)]
+    checkpoint.run(targets, executor="inline")
+    for _ in range(2):
+        assert not checkpoint.run(targets, executor="inline").ran
+    read(4).clear()
+    read_many(3).clear()
+    _clear(spied)
+    result = checkpoint.run(targets, executor="inline")
+    assert _ran(result) == {"read(4)", "read_many(3)"}
+    assert spied["batch"] == [True] and spied["hashed"] == []
+    assert result.values[grouped(9).id] == [["v0", "v1", "v2"], ["v3", "v4", "v5"], ["v6", "v7", "v8"]]
+    for _ in range(2):
+        assert not checkpoint.run(targets, executor="inline").ran
+
+
+@pytest.mark.parametrize("grouped_too", [False, True], ids=["one file per task", "and three"])
+def test_plans_that_do_not_run_leave_the_edited_inputs_stale(
+    tmp_path: Path, later: None, spied: dict[str, list[object]], grouped_too: bool
+) -> None:
+    """Plans that run nothing (``why``, ``ls``) after an edit record the plan's inputs with
+    the new digests; the run after them matches that one signature, and should still
+    re-run exactly the tasks whose entries record the old content."""
+    from checkpoint.graph import plan
+
+    _files(9)
+    targets = [total(9), grouped(9)] if grouped_too else [total(9)]
+    checkpoint.run(targets, executor="inline")
+    Path("in/1.txt").write_text("w1")
+    _write_same_size(Path("in/4.txt"), "w4")
+    stale = {"read(1)", "read(4)", "total(9)"}
+    if grouped_too:
+        stale |= {"read_many(0)", "read_many(3)", "grouped(9)"}
+    for _ in range(3):  # hashed, then recorded, then checked by the signature
+        the_plan = plan(targets, Store.open(None))
+        assert {repr(the_plan.nodes[tid].task) for tid in the_plan.to_run} == stale
+    _clear(spied)
+    result = checkpoint.run(targets, executor="inline")
+    assert spied["batch"] == [True] and spied["hashed"] == []
+    assert _ran(result) == stale
+    if grouped_too:
+        assert result.values[grouped(9).id][:2] == [["v0", "w1", "v2"], ["v3", "w4", "v5"]]
+    assert result.values[total(9).id][:5] == ["v0", "w1", "v2", "v3", "w4"]
+
+
+def test_the_batch_check_knows_the_arrangement_key() -> None:
+    """The batch check reads an entry's arrangement under the key marking writes it."""
+    from checkpoint.graph import ARRANGEMENT
+
+    assert files_module._ARRANGEMENT == ARRANGEMENT
+
+
 def test_a_flat_list_arranges_as_the_general_walk_does() -> None:
     """The arrangement of a flat list of tasks and files (taken at once) should be the one
     the general walk gives (stored entries stay current)."""
