@@ -1251,8 +1251,7 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
     )
     if batch and cache.path is not None:
         task_files: list[TaskFiles] = [node.files for node in with_files]  # type: ignore[misc]
-        paths = list(map(_file_path, chain.from_iterable(
-            [files.inputs for files in task_files])))
+        paths = [item.path for files in task_files for item in files.inputs]
         record_key = BATCH + _text_digest("\0".join(paths))
         if _check_batch(with_files, paths, cache.dirs.get(record_key), task_files):
             return
@@ -1455,7 +1454,6 @@ def _all_fresh_leaves(with_files: list[Node], paths: list[str], digests: str,
     return True
 
 
-_file_path = operator.attrgetter("path")
 _PACK_STAT = struct.Struct("QQQQ").pack
 """The (size, mtime, ctime, inode) of a file in 32 bytes, as ``array("Q")`` packs them."""
 
