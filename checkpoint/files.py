@@ -67,10 +67,11 @@ import os
 import re
 import shutil
 import stat
+import struct
 import time
 from array import array
 from collections.abc import Callable, Iterable
-from itertools import chain
+from itertools import chain, starmap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -1249,9 +1250,10 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
         cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
     )
     if batch and cache.path is not None:
-        paths = [item.path for node in with_files for item in node.files.inputs]  # type: ignore[union-attr]
+        task_files: list[TaskFiles] = [node.files for node in with_files]  # type: ignore[misc]
+        paths = [item.path for files in task_files for item in files.inputs]
         record_key = BATCH + _text_digest("\0".join(paths))
-        if _check_batch(with_files, paths, cache.dirs.get(record_key)):
+        if _check_batch(with_files, paths, cache.dirs.get(record_key), task_files):
             return
         recorded: array[int] | None = array("Q")  # the stats behind each digest found
     else:
@@ -1317,57 +1319,67 @@ def _stats_signature(paths: list[str]) -> str:
 
     Raises:
         OSError: a file cannot be stat'ed (it is gone)."""
-    try:  # unsigned: converted without a parse of each int (the same bytes as signed)
-        packed = array("Q", chain.from_iterable(map(_stat_fields, map(os.stat, paths))))
-    except OverflowError:  # a time before 1970
-        packed = array("q", chain.from_iterable(map(_stat_fields, map(os.stat, paths))))
+    try:  # unsigned: the same bytes as signed (and as array("Q")) for every time after 1970
+        packed = b"".join(starmap(_PACK_STAT, map(_stat_fields, map(os.stat, paths))))
+    except struct.error:  # a time before 1970
+        packed = array("q", chain.from_iterable(map(_stat_fields, map(os.stat, paths)))).tobytes()
     return _signature_of(packed)
 
 
-def _signature_of(packed: array[int]) -> str:
-    return hashlib.blake2b(packed.tobytes(), digest_size=16, person=b"cp-files-sig").hexdigest()
+def _signature_of(packed: array[int] | bytes) -> str:
+    return hashlib.blake2b(packed, digest_size=16, person=b"cp-files-sig").hexdigest()
 
 
 def _record_batch(with_files: list[Node], paths: list[str], stats: array[int],
                   cache: DigestCache, record_key: str) -> None:
     """Record a plan's inputs (``paths``, every one a file found in the cache with a
     trusted digest; ``stats``: the (size, mtime, ctime, inode) of each, as found then):
-    their digests in order, under the signature of those stats. Not when a digest is not
-    of the usual length (it is sliced out)."""
+    their digests in order, joined by NULs, under the signature of those stats. Not when a
+    digest is not of the usual length (or holds a NUL: :func:`_all_fresh_leaves` counts on
+    none)."""
     digests = []
     for node in with_files:
         files = node.files
         assert files is not None
         digests.extend([files.digests[INPUT + item.path] for item in files.inputs])
-    text = "".join(digests)
-    if len(stats) == 4 * len(paths) and len(text) == _DIGEST_LEN * len(paths):
+    text = "\0".join(digests)
+    if (len(stats) == 4 * len(paths) and len(digests) == len(paths)
+            and set(map(len, digests)) == {_DIGEST_LEN} and text.count("\0") == len(paths) - 1):
         record = (_signature_of(stats), text)
         cache.dirs[record_key] = cache.changed_dirs[record_key] = record
 
 
-def _check_batch(with_files: list[Node], paths: list[str],
-                 record: tuple[str, str] | None) -> bool:
-    """Settle every input of the plan (``paths``: those of each task in order) from its
-    record, if there is one and the files' stats are exactly those it was made with:
-    their digests were trusted then, so they still are (the per-file rule, for all at
-    once). Return whether it did; if not, nothing was noted."""
+def _check_batch(with_files: list[Node], paths: list[str], record: tuple[str, str] | None,
+                 task_files: list[TaskFiles]) -> bool:
+    """Settle every input of the plan (``paths``: those of each task in order;
+    ``task_files``: each task's :class:`TaskFiles`) from its record, if there is one and
+    the files' stats are exactly those it was made with: their digests were trusted then,
+    so they still are (the per-file rule, for all at once). Return whether it did; if not,
+    nothing was noted."""
     if record is None or not paths:
         return False
     signature, digests = record
-    if len(digests) != _DIGEST_LEN * len(paths):
+    if len(digests) != (_DIGEST_LEN + 1) * len(paths) - 1:  # (joined by NULs)
         return False
     try:
         if _stats_signature(paths) != signature:
             return False
     except (OSError, ValueError):  # a file is gone (or a path is not one)
         return False
-    keys = list(map(INPUT.__add__, paths))
-    found = [digests[at:at + _DIGEST_LEN] for at in range(0, len(digests), _DIGEST_LEN)]
+    if len(paths) == len(with_files) and _all_fresh_leaves(with_files, paths, digests, task_files):
+        return True
+    keys: list[str] = []  # (made once a task's entry does not settle it)
+    found: list[str] = []
     i = 0
-    for node in with_files:
-        files = node.files
-        assert files is not None
+    for node, files in zip(with_files, task_files, strict=True):
         count = len(files.inputs)
+        if count > 1 and _same_inputs(node, files, paths[i:i + count],
+                                      digests[i * (_DIGEST_LEN + 1):(i + count) * (_DIGEST_LEN + 1) - 1]):
+            i += count
+            continue
+        if not keys:
+            keys = list(map(INPUT.__add__, paths))
+            found = digests.split("\0")
         if count == 1:
             key = keys[i]
             digest = found[i]
@@ -1383,6 +1395,67 @@ def _check_batch(with_files: list[Node], paths: list[str],
             files.digests.update(zip(keys[i:i + count], found[i:i + count], strict=True))
             i += count
     return True
+
+
+def _same_inputs(node: Node, files: TaskFiles, paths: list[str], digests: str) -> bool:
+    """For a task reading several files (``paths``; ``digests``: theirs now, joined by
+    NULs) whose entry records exactly their keys and digests, in order, then its
+    arrangement: note them as its digests (their keys taken from the entry: none made) and
+    return true. Compared as :func:`_all_fresh_leaves` does, the keys and the digests each
+    joined by NULs (none holds one)."""
+    meta = node.meta
+    shape = node.shape
+    if meta is None or shape is None or files.digests:
+        return False
+    deps = meta.deps
+    if len(deps) != len(paths) + 1:
+        return False
+    if "\0".join(deps) != INPUT + ("\0" + INPUT).join(paths) + "\0" + _ARRANGEMENT:
+        return False
+    if "\0".join(deps.values()) != digests + "\0" + shape:
+        return False
+    mine = dict(deps)
+    del mine[_ARRANGEMENT]
+    files.digests = mine
+    return True
+
+
+_ARRANGEMENT = "arrangement"
+"""The key under which an entry records its task's arrangement
+(:data:`checkpoint.graph.ARRANGEMENT`, which imports this module)."""
+
+
+def _all_fresh_leaves(with_files: list[Node], paths: list[str], digests: str,
+                      task_files: list[TaskFiles]) -> bool:
+    """For a plan whose tasks read one file each (``paths``, in order; ``digests``: their
+    digests now, joined by NULs): when every task's entry records exactly ``{"file:<its
+    path>": its digest}`` (fresh as far as files go: a sweep's usual case), share each
+    entry's record as its task's digests and return true; otherwise note nothing.
+
+    Compared all at once: the recorded keys joined by NULs against the paths' keys joined
+    so, and the recorded digests likewise; each entry holding exactly one key, and no path
+    or digest holding a NUL (``os.stat`` refused such a path), the joined texts are equal
+    exactly when each entry's key and digest are."""
+    try:
+        recorded = [node.meta.deps for node in with_files]  # type: ignore[union-attr]
+    except AttributeError:  # a task without a stored entry
+        return False
+    if set(map(len, recorded)) != {1}:
+        return False
+    if "\0".join(chain.from_iterable(recorded)) != INPUT + ("\0" + INPUT).join(paths):
+        return False
+    if "\0".join(chain.from_iterable(map(dict.values, recorded))) != digests:
+        return False
+    for files, deps in zip(task_files, recorded, strict=True):
+        if files.digests:  # captured values: its own dict (which the entry lacks: stale)
+            files.digests.update(deps)
+        else:
+            files.digests = deps  # == {key: digest}; never mutated
+    return True
+
+
+_PACK_STAT = struct.Struct("QQQQ").pack
+"""The (size, mtime, ctime, inode) of a file in 32 bytes, as ``array("Q")`` packs them."""
 
 
 def _digest_input(item: File, files: TaskFiles, root: str, cache: DigestCache,

@@ -29,6 +29,7 @@ lists (the hot path); :func:`to_networkx` converts it for analysis and export.
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -282,9 +283,17 @@ def arrangement(requirements: list[Requirement]) -> str | None:
             found = True
         elif isinstance(item, list):
             parts.append("[")
-            if type(item) is list and _FLAT_LEAVES.issuperset(map(type, item)):
+            kinds = set(map(type, item)) if type(item) is list else None
+            if kinds is not None and kinds <= _FLAT_LEAVES:
                 # A flat list of tasks and input files (a task reading many files): in
                 # place, as the stack would give them.
+                if kinds == _ONLY_FILES:
+                    paths = list(map(_file_path, item))
+                    if _plain_keys(paths):  # (each is its own key: as key_of gives it)
+                        parts.extend(map("F".__add__, map(repr, paths)))
+                        parts.append("]")
+                        found = found or bool(item)
+                        continue
                 root = root or os.getcwd()
                 key_of = _files.key_of
                 for leaf in item:
@@ -317,6 +326,20 @@ def arrangement(requirements: list[Requirement]) -> str | None:
         else:  # a class task's optional prerequisite left at its default
             parts.append(f"={type(item).__qualname__}:{item!r}")
     return _digest(",".join(parts)) if found else None
+
+
+_ONLY_FILES = {_files.File}
+_file_path = operator.attrgetter("path")
+
+
+def _plain_keys(paths: list[str]) -> bool:
+    """Whether each path is relative and already normal (no ``.``, ``..`` or empty part, no
+    trailing ``/``), so that :func:`checkpoint.files.key_of` gives it back as it is: the
+    test of ``key_of``, for all of them at once."""
+    if os.sep != "/":
+        return False
+    text = "\0" + "\0".join(paths) + "\0"  # each between NULs (one holding a NUL: the long way)
+    return not any(bad in text for bad in ("\0/", "/\0", "//", "/.", "\0."))
 
 
 def _digest(text: str) -> str:

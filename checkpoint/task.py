@@ -407,11 +407,17 @@ def requires(requirement: object = _UNSET, /, *,
     if default is not _UNSET:
         raise TypeError("requires(task) takes no keyword arguments; requires(default=...) "
                         "is the class attribute form")
-    checked = _check_requirement(requirement)
+    kind = type(requirement)  # (_check_requirement's usual cases inline: one per task of a sweep)
+    checked: Requirement = (requirement if kind is File or kind is Task  # type: ignore[assignment]
+                            else _check_requirement(requirement))
 
     def decorate(fn: F) -> F:
         if type(fn) is FunctionType:  # (the usual case: one @requires on the inner function)
-            return _Requires(fn, [checked])  # type: ignore[return-value]
+            spec = _new_spec(_Requires)  # _Requires(fn, [checked]), without a call of __init__
+            spec.fn = fn
+            spec.requirements = [checked]
+            spec._deps = spec._files = spec._data_dir = None
+            return spec  # type: ignore[return-value]
         if isinstance(fn, _Requires):
             return _Requires(fn.fn, [checked, *fn.requirements])  # type: ignore[return-value]
         if not callable(fn):
@@ -419,6 +425,9 @@ def requires(requirement: object = _UNSET, /, *,
         return _Requires(fn, [checked])  # type: ignore[return-value]
 
     return decorate
+
+
+_new_spec = object.__new__
 
 
 class _Annotation:

@@ -143,21 +143,29 @@ def test_a_warm_plan_of_input_files_is_checked_by_one_signature(
         checkpoint.run([total(4)], executor="inline")
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(6))
 def test_random_edits_rerun_exactly_the_readers_of_changed_content(
     tmp_path: Path, later: None, spied: dict[str, list[object]], seed: int
 ) -> None:
     """Model: between warm runs, random files are edited (a new size, the same size and
-    mtime, the same content rewritten, an earlier content back) or touched. Each run
-    should re-run exactly the tasks whose files' content differs from what they last ran
-    with (one file per task, and three per task), as a pure reference says; unchanged
-    plans should be settled by the one signature."""
+    mtime, the same content rewritten, an earlier content back) or touched, readers'
+    entries are cleared, and plans that run nothing are made (``why``, ``ls``: they record
+    the plan's inputs as they are, so the next run may match the one signature while
+    entries lag behind). Each run should re-run exactly the tasks whose files' content
+    differs from what they last ran with, and the cleared ones (one file per task, and
+    three per task), as a pure reference says; unchanged plans should be settled by the
+    one signature."""
+    from checkpoint.graph import plan
+
     n = 12
     rng = random.Random(seed)
     _files(n)
     contents = {i: f"v{i}" for i in range(n)}
-    targets = [total(n), grouped(n)]
-    groups = {f"read_many({j})": range(j, j + 3) for j in range(0, n - 2, 3)}
+    # Even seeds: both shapes in one plan; odd ones: one file per task alone (checked all
+    # at once when fresh).
+    targets = [total(n), grouped(n)] if seed % 2 == 0 else [total(n)]
+    groups = {f"read_many({j})": range(j, j + 3) for j in range(0, n - 2, 3)} \
+        if seed % 2 == 0 else {}
     readers: dict[str, range] = {f"read({i})": range(i, i + 1) for i in range(n)} | groups
     checkpoint.run(targets, executor="inline")
     last = {name: [contents[i] for i in files] for name, files in readers.items()}
@@ -186,6 +194,19 @@ def test_random_edits_rerun_exactly_the_readers_of_changed_content(
             expected.add(f"total({n})")
         if stale & set(groups):
             expected.add(f"grouped({n})")
+        cleared = rng.sample(sorted(readers), rng.choice([0, 0, 1, 2]))
+        for name in cleared:  # re-run, the same value: their readers kept (early cutoff)
+            (read(int(name[5:-1])) if name.startswith("read(") else
+             read_many(int(name[10:-1]))).clear()
+        expected.update(cleared)
+        planned = set(expected)  # (a plan does not know yet that their values stay the same)
+        if planned & {f"read({i})" for i in range(n)}:
+            planned.add(f"total({n})")
+        if planned & set(groups):
+            planned.add(f"grouped({n})")
+        for _ in range(rng.choice([0, 0, 1, 2, 3])):
+            assert {repr(node.task) for node in plan(targets, Store.open(None)).nodes.values()
+                    if node.reason is not None} == planned
         result = checkpoint.run(targets, executor="inline")
         assert _ran(result) == expected
         assert result.values[total(n).id] == [contents[i] for i in range(n)]
@@ -237,6 +258,65 @@ def test_the_digest_cache_keeps_the_latest_plans_only(tmp_path: Path, later: Non
     assert records[-1] == files_module.BATCH + files_module._text_digest(paths)
 
 
+def test_a_matching_signature_still_holds_each_entry_to_its_digests(
+    tmp_path: Path, later: None, spied: dict[str, list[object]]
+) -> None:
+    """When the one signature matches but some entries do not record the digests now (a
+    cleared entry, a forced re-run: no file changed), exactly those tasks (and their
+    readers, kept by early cutoff here) should run, with one file per task and several,
+    and the others be settled by the signature."""
+    _files(9)
+    targets = [total(9), grouped(9)]
+    checkpoint.run(targets, executor="inline")
+    for _ in range(2):
+        assert not checkpoint.run(targets, executor="inline").ran
+    read(4).clear()
+    read_many(3).clear()
+    _clear(spied)
+    result = checkpoint.run(targets, executor="inline")
+    assert _ran(result) == {"read(4)", "read_many(3)"}
+    assert spied["batch"] == [True] and spied["hashed"] == []
+    assert result.values[grouped(9).id] == [["v0", "v1", "v2"], ["v3", "v4", "v5"], ["v6", "v7", "v8"]]
+    for _ in range(2):
+        assert not checkpoint.run(targets, executor="inline").ran
+
+
+@pytest.mark.parametrize("grouped_too", [False, True], ids=["one file per task", "and three"])
+def test_plans_that_do_not_run_leave_the_edited_inputs_stale(
+    tmp_path: Path, later: None, spied: dict[str, list[object]], grouped_too: bool
+) -> None:
+    """Plans that run nothing (``why``, ``ls``) after an edit record the plan's inputs with
+    the new digests; the run after them matches that one signature, and should still
+    re-run exactly the tasks whose entries record the old content."""
+    from checkpoint.graph import plan
+
+    _files(9)
+    targets = [total(9), grouped(9)] if grouped_too else [total(9)]
+    checkpoint.run(targets, executor="inline")
+    Path("in/1.txt").write_text("w1")
+    _write_same_size(Path("in/4.txt"), "w4")
+    stale = {"read(1)", "read(4)", "total(9)"}
+    if grouped_too:
+        stale |= {"read_many(0)", "read_many(3)", "grouped(9)"}
+    for _ in range(3):  # hashed, then recorded, then checked by the signature
+        the_plan = plan(targets, Store.open(None))
+        assert {repr(the_plan.nodes[tid].task) for tid in the_plan.to_run} == stale
+    _clear(spied)
+    result = checkpoint.run(targets, executor="inline")
+    assert spied["batch"] == [True] and spied["hashed"] == []
+    assert _ran(result) == stale
+    if grouped_too:
+        assert result.values[grouped(9).id][:2] == [["v0", "w1", "v2"], ["v3", "w4", "v5"]]
+    assert result.values[total(9).id][:5] == ["v0", "w1", "v2", "v3", "w4"]
+
+
+def test_the_batch_check_knows_the_arrangement_key() -> None:
+    """The batch check reads an entry's arrangement under the key marking writes it."""
+    from checkpoint.graph import ARRANGEMENT
+
+    assert files_module._ARRANGEMENT == ARRANGEMENT
+
+
 def test_a_flat_list_arranges_as_the_general_walk_does() -> None:
     """The arrangement of a flat list of tasks and files (taken at once) should be the one
     the general walk gives (stored entries stay current)."""
@@ -246,4 +326,10 @@ def test_a_flat_list_arranges_as_the_general_walk_does() -> None:
 
     leaves = [read(1), File("in/0.txt"), File("./in/../in/2.txt"), read(2)]
     assert arrangement([leaves]) == arrangement([Walked(leaves)])
+    # Only files (each its own key, taken at once; or one that needs normalizing)
+    for odd in ["", "./in/3.txt", "in//3.txt", "in/./3.txt", "in/", "/abs/3.txt", ".in/3.txt",
+                "in/.3.txt", "in/../3.txt", "in\0/3.txt"]:
+        files = [File("in/0.txt"), File("in/1.txt"), *([File(odd)] if odd else [])]
+        assert arrangement([files]) == arrangement([Walked(files)]), odd
+        assert arrangement([files]) != arrangement([list(reversed(files))]), odd
     assert arrangement([leaves, {"a": read(3)}]) == arrangement([Walked(leaves), {"a": read(3)}])
