@@ -37,6 +37,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from functools import lru_cache
 from pathlib import PurePath
 from typing import Any
 
@@ -99,10 +100,16 @@ def _project(root: str) -> str:
 
 
 def _names(project: str, payload: bytes) -> bool:
-    """Whether ``payload`` may hold a path under ``project``: it holds the directory's name."""
+    """Whether ``payload`` may hold a path under ``project``: it holds the directory's name
+    (as text, or in a NumPy array of text)."""
+    utf8, utf32 = _needles(project)
+    return utf8 in payload or utf32 in payload
+
+
+@lru_cache(maxsize=8)
+def _needles(project: str) -> tuple[bytes, bytes]:
     name = os.path.basename(project)
-    return name.encode("utf-8", "surrogatepass") in payload \
-        or name.encode("utf-32-le", "surrogatepass") in payload
+    return name.encode("utf-8", "surrogatepass"), name.encode("utf-32-le", "surrogatepass")
 
 
 _SEARCH_MAX = 1 << 16
