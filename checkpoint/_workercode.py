@@ -213,8 +213,9 @@ def stale_error(code: Manifest, worker: str) -> Exception | None:
             f"Worker {worker} holds {here} for {name}.{label}, not the run coordinator's "
             f"{_short(theirs)}, even after importing {name} again from its file ({file}): the "
             "value was set in the coordinator's session (a notebook cell, a script), not from "
-            "its file, and a worker that outlives a run does not see that. Nothing was run: a "
-            "result computed with the worker's value would be stored as the coordinator's. "
+            "its file, and a worker that outlives a run does not see that. The tasks sent to it "
+            "were not run: a result computed with the worker's value would be stored as the "
+            "coordinator's. "
             "Pass the value to the task as an argument, or set it in the file (and reload "
             "it), or start the pool after setting it (a forked worker copies the session), "
             "and run again.")

@@ -1328,9 +1328,9 @@ def value_text_here(module: types.ModuleType, label: str) -> str | None:
     value = _global_of(vars(module), label)
     if value is _NO_VALUE:
         return None
-    from .task import TaskFamily
-
-    walk = _Walk(None, lambda obj: isinstance(obj, TaskFamily), label, module=module.__name__)
+    family = getattr(sys.modules.get("checkpoint.task"), "TaskFamily", None)  # (no import cycle)
+    walk = _Walk(None, lambda obj: family is not None and isinstance(obj, family), label,
+                 module=module.__name__)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return walk.values.by_value(value)
