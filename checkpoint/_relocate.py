@@ -11,9 +11,19 @@ is written as a *reference relative to the store root*; loading resolves it agai
 store root of the process that loads it. The value the task returned and the value its
 dependents receive are equal wherever the cache is now.
 
+Paths into the *project* are kept valid the same way, when the cache lies inside the
+project (the default ``.cache``): a ``str`` or path that is the working directory the value
+is stored from (the project root: tasks run there) or lies under it, and not in the store
+root, is written relative to it, with where the store root was in it (``.cache/checkpoint``)
+and the project's path then. Loading resolves it against the project that holds the cache
+now (the store root minus that part): a copy of the project with its cache (``cp -a proj
+exp``) reads its own files. A cache found elsewhere (``CP_CACHE_DIR`` at a copy of it)
+gives the paths as they were stored. Text that merely contains such a path (``f"saved to
+{path}"``) is kept as it is, as for the store root.
+
 Cost, as this runs for every stored value: the value is pickled as before, and only when
 the payload contains the bytes ``checkpoint`` (the store root's name, which every such path
-spells out, as text or as a ``Path`` part) is it pickled again with a hook on each object;
+spells out, as text or as a ``Path`` part), or the project directory's name, is it pickled again with a hook on each object;
 if no path is found, the first payload is kept. The search runs at about 1 GB/s; bytes and
 NumPy arrays of numbers are not searched (nor large values streamed to their file, which
 are only those known to hold no path: see :func:`may_hold_path`), and a large payload is searched only when a short walk of the
@@ -27,6 +37,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from functools import lru_cache
 from pathlib import PurePath
 from typing import Any
 
@@ -37,6 +48,7 @@ _HINT = b"checkpoint"
 _HINT32 = "checkpoint".encode("utf-32-le")
 """The same in a NumPy array of text (fixed-width UTF-32)."""
 _MARK = "checkpoint:store-root"
+_PROJECT = "checkpoint:project"
 _SORTED_SET = "checkpoint:sorted-set"
 _OPAQUE = frozenset({bytes, bytearray, int, float, complex, bool, type(None)})
 """Types whose values never hold a path (not searched, whatever their size)."""
@@ -58,20 +70,46 @@ def portable(value: Any, payload: bytes, root: str) -> bytes:
     """
     if type(value) in _OPAQUE:
         return payload
+    project = _project(root)
     if len(payload) > _SEARCH_MAX:  # a few containers around large arrays: look at them
         holds = _holds_path(value, root + os.sep, root)
+        if holds is False and project:
+            holds = _holds_path(value, project + os.sep, project)
         if holds is False:
             return payload
     if _HINT not in payload and _HINT32 not in payload and _SET not in payload \
-            and _FROZENSET not in payload:
+            and _FROZENSET not in payload and not (project and _names(project, payload)):
         return payload
     import cloudpickle
 
     buffer = io.BytesIO()
     buffer.write(PREFIX)
-    pickler = _relocating_pickler(cloudpickle.CloudPickler)(buffer, root)
+    pickler = _relocating_pickler(cloudpickle.CloudPickler)(buffer, root, project)
     pickler.dump(value)
     return buffer.getvalue() if pickler.found else payload
+
+
+def _project(root: str) -> str:
+    """The project whose paths a value stored now is written relative to: the working
+    directory, when the store root ``root`` lies inside it (else ``""``: none)."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return ""
+    return cwd if root.startswith(cwd + os.sep) and cwd != os.sep else ""
+
+
+def _names(project: str, payload: bytes) -> bool:
+    """Whether ``payload`` may hold a path under ``project``: it holds the directory's name
+    (as text, or in a NumPy array of text)."""
+    utf8, utf32 = _needles(project)
+    return utf8 in payload or utf32 in payload
+
+
+@lru_cache(maxsize=8)
+def _needles(project: str) -> tuple[bytes, bytes]:
+    name = os.path.basename(project)
+    return name.encode("utf-8", "surrogatepass"), name.encode("utf-32-le", "surrogatepass")
 
 
 _SEARCH_MAX = 1 << 16
@@ -117,12 +155,13 @@ _LABELS_MAX = 10_000
 
 def may_hold_path(value: Any, root: str) -> bool:
     """Whether a large value about to be streamed to its file could hold a path under
-    ``root``: such a value is encoded in memory instead, where :func:`portable` sees it.
-    Only what is known to hold none is streamed: bytes, a ``str`` that does not start with
-    ``root``, NumPy arrays of numbers, pandas objects of numbers (their index and column
-    labels looked at), tensors of PyTorch."""
+    ``root`` or the project that holds it: such a value is encoded in memory instead, where
+    :func:`portable` sees it. Only what is known to hold none is streamed: bytes, a ``str``
+    that does not start with either, NumPy arrays of numbers, pandas objects of numbers
+    (their index and column labels looked at), tensors of PyTorch."""
     if isinstance(value, str):
-        return value.startswith(root)
+        project = _project(root)
+        return value.startswith(root) or bool(project and value.startswith(project))
     if isinstance(value, (bytes, bytearray, memoryview)):
         return False
     kind = type(value)
@@ -132,7 +171,8 @@ def may_hold_path(value: Any, root: str) -> bool:
     if module.startswith("torch"):
         return False
     if module.startswith("pandas."):
-        return not _numeric_pandas(value, root)
+        project = _project(root)
+        return not (_numeric_pandas(value, root) and (not project or _numeric_pandas(value, project)))
     return True
 
 
@@ -212,10 +252,13 @@ def _relocating_pickler(base: type) -> type:
         return cls
 
     class RelocatingPickler(base):  # type: ignore[misc]
-        def __init__(self, file: io.BytesIO, root: str) -> None:
+        def __init__(self, file: io.BytesIO, root: str, project: str = "") -> None:
             super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
             self.root = root
             self.prefix = root + os.sep
+            self.project = project
+            self.project_prefix = project + os.sep
+            self.store_in_project = root[len(self.project_prefix):] if project else ""
             self.found = 0
             self.pids: dict[int, tuple[Any, tuple[Any, ...]]] = {}
             """The reference written for each path object, kept with the object (as
@@ -224,8 +267,9 @@ def _relocating_pickler(base: type) -> type:
 
         def reducer_override(self, obj: Any) -> Any:
             # A NumPy array of text pickles as one buffer: its paths, as items, are seen.
-            if _plain_array(obj) and obj.dtype.kind == "U" and obj.size \
-                    and _text_array_holds_path(obj, self.prefix, self.root):
+            if _plain_array(obj) and obj.dtype.kind == "U" and obj.size and (
+                    _text_array_holds_path(obj, self.prefix, self.root) or (self.project and
+                    _text_array_holds_path(obj, self.project_prefix, self.project))):
                 return _text_array, (obj.ravel().tolist(), obj.dtype.str, obj.shape)
             return super().reducer_override(obj)
 
@@ -243,10 +287,16 @@ def _relocating_pickler(base: type) -> type:
             if seen is not None:
                 return seen[1]
             rel = _relative(text, self.prefix, self.root)
-            if rel is None:
+            pid: tuple[Any, ...]
+            if rel is not None:
+                pid = (_MARK, rel, None if kind is str else kind)
+            elif self.project and (rel := _relative(text, self.project_prefix, self.project)) is not None:
+                # (the project's own path as its parts: a str of it would be relocated too)
+                pid = (_PROJECT, rel, None if kind is str else kind, self.store_in_project,
+                       tuple(self.project.split(os.sep)))
+            else:
                 return None
             self.found += 1
-            pid = (_MARK, rel, None if kind is str else kind)
             self.pids[id(obj)] = (obj, pid)
             return pid
 
@@ -277,6 +327,15 @@ class _Unpickler(pickle.Unpickler):
             if made is None:
                 made = self.sets[id(pid)] = (pid, frozenset(pid[1]) if pid[2] else set(pid[1]))
             return made[1]
+        if type(pid) is tuple and len(pid) == 5 and pid[0] == _PROJECT:
+            _, rel, kind, store, parts = pid
+            # the project that holds the cache now; the project as stored if none does
+            if self.root.endswith(os.sep + store):
+                project = self.root[: -len(store) - 1]
+            else:
+                project = os.sep.join(parts)
+            path = os.path.join(project, *rel.split("/")) if rel else project
+            return path if kind is None else kind(path)
         if type(pid) is not tuple or len(pid) != 3 or pid[0] != _MARK:
             raise pickle.UnpicklingError(f"unknown persistent id {pid!r} in a stored value")
         _, rel, kind = pid

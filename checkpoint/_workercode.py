@@ -9,14 +9,18 @@ store its result under the new fingerprint.
 So the coordinator sends with each batch a *manifest*: for each project module whose code a
 fingerprint of this process covered (see :data:`checkpoint.fingerprint.followed_modules`),
 a digest of that module as it is in memory (its functions' and classes' code, and its
-immutable values). The worker compares the modules it has loaded before it unpickles the
-batch: when one differs, it forgets every project module it holds (they may refer to each
-other) so that unpickling imports them again from the files, and compares once more. A
-module that still differs (the worker's copy of the files is not the coordinator's, or a
-file changed since the run began) fails the batch's tasks with a
-:class:`~checkpoint.errors.StaleModuleError`: nothing runs on code other than the
-fingerprinted one. Digests are cached per module object (and reload), so a batch costs one
-dictionary lookup per module in the manifest.
+immutable values), and the text of each module-level value the run's fingerprints counted
+by value (:data:`checkpoint.fingerprint.read_values`, ``"module:NAME"`` keys): what the
+tasks must compute with. The worker compares the modules it has loaded before it unpickles
+the batch: when one differs, it forgets every project module it holds (they may refer to
+each other) so that unpickling imports them again from the files, and compares once more. A
+module whose code still differs (the worker's copy of the files is not the coordinator's,
+or a file changed since the run began), or a value the fingerprint read that still differs
+(the coordinator's session set it: ``settings.LR = 0.7`` in a notebook, which no file says),
+fails the batch's tasks with a :class:`~checkpoint.errors.StaleModuleError`: nothing runs
+on code or values other than the fingerprinted ones. The coordinator makes its manifest
+afresh in each run; a worker caches its digests per module object (and reload), and its
+values' texts per value object, so a batch costs a few dictionary lookups per module.
 """
 
 from __future__ import annotations
@@ -31,23 +35,24 @@ from typing import Any
 from ._bytecode import code_digest
 
 Manifest = dict[str, str]
-"""Module name -> digest of the module as the coordinator has it."""
+"""Module name -> digest of the module as the coordinator has it; ``"module:NAME"`` -> the
+fingerprint's text of a value of that module the run counted by value."""
 
 _IMMUTABLE = (str, int, float, bool, type(None), bytes, complex, range, tuple, frozenset)
 _digests: dict[str, tuple[types.ModuleType, Any, int, str]] = {}
 
 
-def module_digest(module: types.ModuleType) -> str:
+def module_digest(module: types.ModuleType, cached: bool = True) -> str:
     """``"{code}/{values}"``: digests of a module's code (its functions' and classes') and
     of its immutable values (module-level and class attributes) as they are in memory, the
-    same in every process that loaded the same file (cached per module object until it is
-    reloaded: a counter the code rebinds later does not count)."""
+    same in every process that loaded the same file (with ``cached``, kept per module object
+    until it is reloaded: in a worker, a counter the code rebinds later does not count)."""
     name = module.__name__
     spec = getattr(module, "__spec__", None)
     size = len(vars(module))
-    cached = _digests.get(name)
-    if cached is not None and cached[0] is module and cached[1] is spec and cached[2] == size:
-        return cached[3]
+    known = _digests.get(name)
+    if cached and known is not None and known[0] is module and known[1] is spec and known[2] == size:
+        return known[3]
     parts: list[str] = []
     values: list[str] = []
     for key, value in sorted(vars(module).items()):
@@ -97,16 +102,23 @@ def _value_text(value: Any, depth: int = 0) -> str | None:
     return None if " at 0x" in text else text
 
 
-def manifest(names: Iterable[str]) -> Manifest:
-    """The coordinator's digests of the modules ``names`` that are loaded from a file
-    (``__main__`` and notebook code travel by value: nothing to compare)."""
-    out: Manifest = {}
-    for name in names:
-        module = sys.modules.get(name)
-        if module is None or name in ("__main__", "__mp_main__") \
-                or not isinstance(getattr(module, "__file__", None), str):
-            continue
-        out[name] = module_digest(module)
+def _from_file(name: str) -> bool:
+    """Whether module ``name`` is loaded from a file (``__main__`` and notebook code travel
+    by value, with the values they read: nothing to compare)."""
+    module = sys.modules.get(name)
+    return module is not None and name not in ("__main__", "__mp_main__") \
+        and isinstance(getattr(module, "__file__", None), str)
+
+
+def manifest(names: Iterable[str], values: dict[tuple[str, str], str] | None = None) -> Manifest:
+    """The coordinator's digests of the modules ``names`` that are loaded from a file, made
+    afresh (the session may have rebound anything since the last run), and the texts of
+    ``values``, ``(module, NAME) -> text``, of those modules."""
+    out: Manifest = {name: module_digest(sys.modules[name], cached=False)
+                     for name in names if _from_file(name)}
+    for (name, label), text in (values or {}).items():
+        if name in out or _from_file(name):
+            out[f"{name}:{label}"] = text
     return out
 
 
@@ -116,11 +128,39 @@ def _differs(code: Manifest, values: bool) -> list[str]:
     out = []
     for name, digest in code.items():
         module = sys.modules.get(name)
-        if module is None:
+        if module is None or ":" in name:
             continue
         mine = module_digest(module)
         if mine != digest and (values or mine.split("/")[0] != digest.split("/")[0]):
             out.append(name)
+    return out
+
+
+_texts: dict[str, tuple[types.ModuleType, object, str | None]] = {}
+"""``"module:NAME"`` -> (the module, the value, its text) as last computed here."""
+
+
+def _values_differ(code: Manifest) -> list[tuple[str, str | None, str]]:
+    """``(key, text here, coordinator's text)`` of each value of the manifest that this
+    process holds otherwise (``None``: not at all, or not counted by value here). A module
+    not loaded here is not compared: unpickling the batch imports it."""
+    from .fingerprint import _global_of, value_text_here
+
+    out: list[tuple[str, str | None, str]] = []
+    for key, theirs in code.items():
+        name, _, label = key.partition(":")
+        module = sys.modules.get(name) if label else None
+        if module is None:
+            continue
+        value = _global_of(vars(module), label)
+        known = _texts.get(key)
+        if known is not None and known[0] is module and known[1] is value:
+            mine = known[2]
+        else:
+            mine = value_text_here(module, label)
+            _texts[key] = (module, value, mine)
+        if mine != theirs:
+            out.append((key, mine, theirs))
     return out
 
 
@@ -135,7 +175,7 @@ def refresh(code: Manifest, cwd: str) -> None:
     project root), so that the batch imports them again from their files."""
     if not code:
         return
-    differ = _differs(code, values=True)
+    differ = _differs(code, values=True) + [key for key, _, _ in _values_differ(code)]
     if not differ:
         return
     if not _differs(code, values=False):  # values only: once per version of the module
@@ -156,13 +196,30 @@ def refresh(code: Manifest, cwd: str) -> None:
 
 def stale_error(code: Manifest, worker: str) -> Exception | None:
     """After a batch is unpickled: a :class:`StaleModuleError` when a module's code still
-    differs. (Module-level values may: the coordinator's code may have rebound them.)"""
+    differs, or a value the run's fingerprints read. (Other module-level values may: a value
+    computed at import, ``RUN_ID = str(uuid4())``, that no task reads.)"""
     differ = _differs(code, values=False) if code else []
-    if not differ:
-        return None
-    name = differ[0]
     from .errors import StaleModuleError
 
+    if not differ:
+        values = _values_differ(code) if code else []
+        if not values:
+            return None
+        key, mine, theirs = values[0]
+        name, _, label = key.partition(":")
+        file = getattr(sys.modules.get(name), "__file__", "?")
+        here = "another value" if mine is None else _short(mine)
+        return StaleModuleError(
+            f"Worker {worker} holds {here} for {name}.{label}, not the run coordinator's "
+            f"{_short(theirs)}, even after importing {name} again from its file ({file}): the "
+            "value was set in the coordinator's session (a notebook cell, a script), not from "
+            "its file, and a worker that outlives a run does not see that. The tasks sent to it "
+            "were not run: a result computed with the worker's value would be stored as the "
+            "coordinator's. "
+            "Pass the value to the task as an argument, or set it in the file (and reload "
+            "it), or start the pool after setting it (a forked worker copies the session), "
+            "and run again.")
+    name = differ[0]
     file = getattr(sys.modules.get(name), "__file__", "?")
     return StaleModuleError(
         f"Worker {worker} has other code for module {name} ({file}) than the run's "
@@ -172,6 +229,10 @@ def stale_error(code: Manifest, worker: str) -> Exception | None:
         "code other than the fingerprinted one would be stored as fresh. Give the workers the "
         "same project files as the coordinator (a shared filesystem), or restart them, and "
         "run again.")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class CoordinatorCode:
@@ -185,7 +246,9 @@ class CoordinatorCode:
     def get(self) -> Manifest:
         fingerprint = sys.modules.get("checkpoint.fingerprint")  # none taken: nothing to check
         followed: dict[str, None] = getattr(fingerprint, "followed_modules", {})
-        if len(followed) != self._count:
-            self._count = len(followed)
-            self._code = manifest(list(followed))
+        values: dict[tuple[str, str], str] = getattr(fingerprint, "read_values", {})
+        count = len(followed) + len(values)
+        if count != self._count:
+            self._count = count
+            self._code = manifest(list(followed), dict(values))
         return self._code

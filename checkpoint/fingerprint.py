@@ -668,15 +668,21 @@ followed_modules: dict[str, None] = {}
 """Every module whose code or values a fingerprint of this process took in (in order): the
 code that workers elsewhere must have the same (see :mod:`checkpoint._workercode`)."""
 
+read_values: dict[tuple[str, str], str] = {}
+"""``(module, name)`` -> the text of a module-level value (or class attribute, ``Cls.name``)
+that the fingerprints of this run counted by value: what workers elsewhere must hold too
+(see :mod:`checkpoint._workercode`; emptied when a run begins)."""
+
 
 class _Walk:
     """Collects the pieces of one family's fingerprint."""
 
-    def __init__(self, fn: Callable[..., object], is_task: Callable[[object], bool], family: str) -> None:
+    def __init__(self, fn: Callable[..., object] | None, is_task: Callable[[object], bool], family: str,
+                 module: str | None = None) -> None:
         self.fn = fn
         self.is_task = is_task
         self.family = family
-        self.module: str = getattr(fn, "__module__", None) or ""
+        self.module: str = module if module is not None else getattr(fn, "__module__", None) or ""
         followed_modules[self.module] = None
         self.root = project_root(self.module)
         self.roots = _roots(self.root, self.module)
@@ -1036,6 +1042,7 @@ class _Values:
         would see a "code change")."""
         done: dict[tuple[str, str], tuple[object, str, Mapping[str, object]]] = {}
         as_state: set[tuple[str, str]] = set()
+        by_value: dict[tuple[str, str], str] = {}
         while self.pending:
             while self.pending:  # a value may lead to more code, and so to more values
                 value, label, namespace = item = self.pending.pop(0)
@@ -1043,11 +1050,17 @@ class _Values:
                 done[key] = item
                 if key in self.walk.written:
                     as_state.add(key)
-                self._put_value(key, self.value_text(value, label, namespace, key in as_state))
+                text = None if key in as_state else self.by_value(value)
+                if text is not None and _global_of(namespace, label) is value:
+                    by_value[key] = text
+                self._put_value(key, text if text is not None else
+                                self.value_text(value, label, namespace, key in as_state))
             for key in self.walk.written & done.keys() - as_state:  # found written afterwards
                 as_state.add(key)
+                by_value.pop(key, None)
                 value, label, namespace = done[key]
                 self._put_value(key, self.value_text(value, label, namespace, True))
+        read_values.update(by_value)
 
     def _put_value(self, key: tuple[str, str], text: str) -> None:
         where, label = key
@@ -1061,32 +1074,39 @@ class _Values:
         if state:
             source = self.assignment(label.split(".")[0], namespace, 0)
             return source or f"<{type(value).__qualname__}, changed by the code>"
-        text = constant_text(value, 0, self.walk.roots)
+        text = self.by_value(value)
         if text is not None:
             return text
-        if not _stateful(value):
-            text = self.canonical(value, 0, set())
-            if text is not None:
-                return text if len(text) <= _LONG_TEXT else \
-                    f"<{type(value).__qualname__}: {_digest(text.encode())}>"
-            from ._pickling import pickle_bytes
-
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    try:
-                        data = pickle_bytes(value, self.reference, fast=True)
-                    except RecursionError:
-                        data = pickle_bytes(value, self.reference, fast=False)
-            except Exception:  # noqa: BLE001 - anything a __reduce__ may raise: try the source
-                pass
-            else:
-                return f"<{type(value).__qualname__}, pickled: {_digest(data)}>"
         source = self.assignment(label.split(".")[0], namespace, 0)
         if source is not None:
             return source
         self.warn(value, label, namespace)
         return f"<{type(value).__qualname__}: cannot be fingerprinted>"
+
+    def by_value(self, value: object) -> str | None:
+        """The text of a value that counts by what it holds (a literal's, a canonical text,
+        a deterministic pickle's digest); ``None`` when it counts by its source instead."""
+        text = constant_text(value, 0, self.walk.roots)
+        if text is not None:
+            return text
+        if _stateful(value):
+            return None
+        text = self.canonical(value, 0, set())
+        if text is not None:
+            return text if len(text) <= _LONG_TEXT else \
+                f"<{type(value).__qualname__}: {_digest(text.encode())}>"
+        from ._pickling import pickle_bytes
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    data = pickle_bytes(value, self.reference, fast=True)
+                except RecursionError:
+                    data = pickle_bytes(value, self.reference, fast=False)
+        except Exception:  # noqa: BLE001 - anything a __reduce__ may raise: try the source
+            return None
+        return f"<{type(value).__qualname__}, pickled: {_digest(data)}>"
 
     def reference(self, obj: object) -> str | None:
         """How the deterministic pickle writes an object by name: arrays by their digest;
@@ -1281,6 +1301,39 @@ def code_fingerprint(
     code_files[digest] = tuple((f, k) for f in walk.imported if (k := _sources.seen_key(f)))
     code_packages[digest] = tuple(sorted(walk.packages))
     return digest, text
+
+
+_NO_VALUE = object()
+
+
+def _global_of(namespace: Mapping[str, object], label: str) -> object:
+    """What ``label`` (``NAME`` or ``Cls.NAME``: no dunder, no ``<default 0>``) names in a
+    module's namespace, else a marker that is no value."""
+    parts = label.split(".")
+    if not all(p.isidentifier() and not p.startswith("__") for p in parts) \
+            or not isinstance(namespace.get("__file__"), str):
+        return _NO_VALUE
+    obj = namespace.get(parts[0], _NO_VALUE)
+    for part in parts[1:]:
+        if not isinstance(obj, type):
+            return _NO_VALUE
+        obj = vars(obj).get(part, _NO_VALUE)
+    return obj
+
+
+def value_text_here(module: types.ModuleType, label: str) -> str | None:
+    """The text a fingerprint taken in this process would give the value ``label`` of
+    ``module`` (see :data:`read_values`), or ``None``: it does not count by value here (a
+    worker comparing its module values with the coordinator's)."""
+    value = _global_of(vars(module), label)
+    if value is _NO_VALUE:
+        return None
+    family = getattr(sys.modules.get("checkpoint.task"), "TaskFamily", None)  # (no import cycle)
+    walk = _Walk(None, lambda obj: family is not None and isinstance(obj, family), label,
+                 module=module.__name__)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return walk.values.by_value(value)
 
 
 code_files: dict[str, tuple[tuple[str, tuple[int, int]], ...]] = {}

@@ -189,6 +189,9 @@ def interning() -> Iterator[None]:
     if previous is None:
         _interned, _calls = {}, {}
         _epoch += 1
+        fingerprint = sys.modules.get("checkpoint.fingerprint")
+        if fingerprint is not None:  # the values a run's fingerprints read: this run's only
+            fingerprint.read_values.clear()
     try:
         yield
     finally:

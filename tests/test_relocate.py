@@ -393,3 +393,70 @@ def test_large_numeric_values_are_still_streamed(tmp_path: Path) -> None:
     for value in (np.zeros(100_000), pd.DataFrame({"a": np.zeros(100_000)}),
                   pd.Series(np.zeros(100_000))):
         assert encode_result(value, 0, str(tmp_path / "blobs"), "t" * 32, root).blob
+
+
+# --- adv5 08: an absolute path into the project in a value ---------------------------------
+
+PROJECT08 = """
+from checkpoint import task, requires, File, Product
+
+@task
+def make():
+    @requires(File("data.txt"))
+    @requires(Product("out/data.txt"))
+    def __(src, out):
+        out.write_text(src.read_text())
+        return str(out.resolve())      # where the data is
+    return __
+
+@task
+def report(title: str):
+    @requires(make())
+    def __(path):
+        return title + ": " + str(sum(int(x) for x in open(path).read().split()))
+    return __
+"""
+
+
+def test_a_path_into_the_project_follows_a_copy_of_the_project(tmp_path: Path) -> None:
+    """`make()` returns the absolute path of its Product; the project is copied with its
+    cache (`cp -a proj exp`) and work goes on in proj. A reader run in the copy must read the
+    copy's file, not the original's (which now holds other data)."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "taskfile.py").write_text(PROJECT08)
+    (proj / "data.txt").write_text("1 2 3\n")
+    assert run_json(proj, "report('v1')")["targets"][0]["value"] == "v1: 6"
+    exp = tmp_path / "exp"
+    shutil.copytree(proj, exp, symlinks=True)
+    (proj / "data.txt").write_text("100\n")
+    assert run_json(proj, "report('v1')")["targets"][0]["value"] == "v1: 100"
+    out = run_json(exp, "report('v2')")
+    assert out["targets"][0]["value"] == "v2: 6", out
+    assert out["ran"] == 1  # make() is fresh in the copy: its file is the copy's
+    made = json.loads(cli(exp, "cache", "show", "--json", "make()").stdout)
+    assert made == str(exp / "out" / "data.txt")
+
+
+def test_project_paths_are_stored_relative_to_the_project_that_holds_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paths under the working directory, when the cache is inside it, come back under the
+    project that holds the cache where it is now; text that merely mentions such a path,
+    and values stored with a cache outside the project, are kept as they are."""
+    proj, moved = tmp_path / "proj", tmp_path / "moved"
+    proj.mkdir()
+    monkeypatch.chdir(proj)
+    root = str(proj / ".cache" / "checkpoint")
+    value = {"file": str(proj / "out" / "x.csv"), "dir": proj / "out", "self": str(proj),
+             "message": f"saved to {proj}/out/x.csv", "other": str(tmp_path / "projx" / "y")}
+    payload = encode_value(value, 0, root)
+    back = decode_payload(payload, False, str(moved / ".cache" / "checkpoint"))
+    assert back == {"file": str(moved / "out" / "x.csv"), "dir": moved / "out", "self": str(moved),
+                    "message": value["message"], "other": value["other"]}
+    assert decode_payload(payload, False, root) == value
+    # A cache found elsewhere than in a project (CP_CACHE_DIR at a copy): the paths as stored.
+    assert decode_payload(payload, False, str(tmp_path / "copy" / "checkpoint")) == value
+    # A cache outside the project: nothing to relocate, the plain pickle.
+    outside = str(tmp_path / "shared" / "checkpoint")
+    assert encode_value(value, 0, outside) == encode_value(value, 0)
+    assert encode_value(b"x" * 1000 + str(proj).encode(), 0, root) == encode_value(b"x" * 1000 + str(proj).encode(), 0)

@@ -288,3 +288,74 @@ def test_11_a_value_that_differs_in_every_process_is_imported_again_once(make_mo
     assert again is not module  # imported again
     assert type(run_pickled_batch(blob, str(tmp_path), manifest)[0]).__name__ == "Done"
     assert sys.modules["workercode11b"] is again  # not a second time
+
+
+# --- adv5 07: a module value set by the session, not by the file ---------------------------
+
+SETTINGS07 = "LR = 0.1\nCFG = {'lr': 0.1}\n"
+TASKS07 = """
+import settings
+from checkpoint import task
+
+@task
+def train(seed: int):
+    def __():
+        return settings.LR * 10 + seed
+    return __
+
+@task
+def train_cfg(seed: int):
+    def __():
+        return settings.CFG["lr"] * 10 + seed
+    return __
+"""
+SESSION07 = """
+import multiprocessing, sys
+from concurrent.futures import ProcessPoolExecutor
+import settings, tasks
+
+def show(t, pool):
+    try:
+        print(t.run(executor=pool))
+    except Exception as exc:
+        print(type(exc).__name__, str(exc).replace("\\n", " "))
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context(sys.argv[1])
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:   # kept for the whole session
+        show(tasks.train(1), pool)
+        show(tasks.train_cfg(1), pool)
+        settings.LR = 0.7                                 # the next experiment
+        settings.CFG["lr"] = 0.5
+        show(tasks.train(1), pool)
+        show(tasks.train_cfg(1), pool)
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:   # a pool started after setting it
+        show(tasks.train(1), pool)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_07_a_module_value_set_by_the_session_is_not_computed_with_the_workers_old_one(
+        tmp_path: Path, method: str) -> None:
+    """The session sets ``settings.LR = 0.7`` (and ``settings.CFG["lr"]``) between two runs
+    on its own pool: the fingerprint counts the new value, so the task runs again, but the
+    worker imported ``settings`` with the file's 0.1, and importing it again gives 0.1 again.
+    The task must fail with a StaleModuleError naming the value, never store 2.0 as the
+    result for LR = 0.7. A pool forked after the value was set computes with it."""
+    env = {**ENV, "CP_CACHE_DIR": str(tmp_path / ".cache")}
+    (tmp_path / "settings.py").write_text(SETTINGS07)
+    (tmp_path / "tasks.py").write_text(TASKS07)
+    (tmp_path / "session.py").write_text(SESSION07)
+    out = subprocess.run([PYTHON, "session.py", method], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[:2] == ["2.0", "2.0"], out
+    for line, name, value in ((out[2], "settings.LR", "0.7"), (out[3], "settings.CFG", "'lr': 0.5")):
+        assert "StaleModuleError" in line and name in line and value in line, out
+        assert "not from its file" in line and "as an argument" in line, line
+    if method == "fork":
+        assert out[4] == "8.0", out
+    fresh = subprocess.run(
+        [PYTHON, "-c", "import settings; settings.LR = 0.7; settings.CFG['lr'] = 0.5; import tasks; "
+         "print(tasks.train(1).run(executor='inline'), tasks.train_cfg(1).run(executor='inline'))"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert fresh.stdout.split() == ["8.0", "6.0"]  # nothing wrong was stored
