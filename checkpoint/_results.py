@@ -33,6 +33,7 @@ from .files import (
     DigestCache,
     changed_inputs,
     changed_outputs,
+    changed_source_inputs,
     with_outputs,
 )
 from .graph import Node
@@ -61,6 +62,9 @@ class Results:
         self.outputs_checked: dict[str, Checked] = {}
         """What the checks of declared outputs found (:func:`changed_outputs`): a check
         made after a reader ended covers it too."""
+        self.inputs_checked: dict[tuple[str, frozenset[str]], tuple[str | None, float]] = {}
+        """What the checks of ``File`` inputs upstream of a reader found
+        (:func:`changed_source_inputs`): the digest and when it was taken."""
         self.batch_at = 0.0
         """When the batch being handled was taken (its tasks had all ended by then)."""
         self.readers_owed: list[tuple[Node, Meta, float, frozenset[TaskId]]] = []
@@ -128,8 +132,15 @@ class Results:
         )
         for path in moved:  # never current: it runs again next time
             meta.deps[INPUT + path] = ""
-        if out.outputs:  # the stamp names the files the task wrote too
-            meta.stamp = with_outputs(meta.stamp, out.outputs)
+        for path in self._inputs_read_moved(node, out):
+            meta.deps[READ + path] = ""
+        # The stamp names the files the task read (as planned; "" for one edited while it
+        # ran) and wrote: a dependent may be handed their paths, or name them in its code.
+        files = {key: digest for key, digest in meta.deps.items() if key.startswith(INPUT)}
+        if out.outputs:
+            files.update(out.outputs)
+        if files:
+            meta.stamp = with_outputs(meta.stamp, files)
         self._check_read(node, out, meta)
         return meta
 
@@ -146,7 +157,7 @@ class Results:
         if task.spec().has_data_dir:
             return new_stamp()
         compressed = task.family.compress_level != 0
-        context = self.stamp_context.digest(out.id, given, out.payload, compressed)
+        context = self.stamp_context.digest(out.id, given)
         if out.payload is not None:  # from the worker's checksum of it: not hashed again
             return in_context(value_stamp(out.payload, compressed, out.crc), context)
         if out.stamp:  # written to its file by the worker, which hashed it
@@ -315,6 +326,36 @@ class Results:
             "that changes it should write its own Product, and no other program should "
             "write it during a run."
         )))
+
+    def _inputs_read_moved(self, node: Node, out: Done) -> list[str]:
+        """The ``File`` inputs of the tasks upstream of the task (it may read them: a path
+        handed on, or named in its code) that no longer have the digest their task's entry
+        records, announced: the task may have read the other content, so its result is
+        recorded as stale. A task with no files upstream costs a lookup."""
+        producers = self.stamp_context.producers_upstream(node.task.id)
+        if not producers:
+            return []
+        nodes, entries = self.nodes, self.values.entries
+        readers = [(nodes[tid], entries.get(tid)) for tid in producers
+                   if (files := nodes[tid].files) is not None and files.digests]
+        if not readers:
+            return []
+        if self.input_digests is None:
+            self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
+        ended = self.batch_at  # (a worker on this machine: its own end, by the same clock)
+        if out.worker.rpartition(":")[0] == worker_id().rpartition(":")[0]:
+            ended = min(ended, out.started + out.duration + 0.01)
+        found = changed_source_inputs(readers, self.input_digests, self.inputs_checked, ended)
+        if found and self.emit:
+            reader = repr(node.task)
+            shown = ", ".join(f"{path} of {task!r}" for path, task in found[:5])
+            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            self.emit(ev.InputChanged(node.task, tuple(path for path, _ in found), (
+                f"The input {shown}{more} changed before {reader} finished: {reader} may "
+                "have read either content, so its result is stored as stale and runs again "
+                "next time."
+            )))
+        return [path for path, _ in found]
 
     def failed(self, out: Failed) -> None:
         """A task raised: retry it, or it fails for good."""

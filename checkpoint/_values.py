@@ -161,9 +161,11 @@ class StampContext:
       function of the project by name: after an edit of ``Linear.predict``, the ``Linear``
       that ``train()`` returns has the same bytes, and so has every task that passes it on
       without naming the class (``best()`` returning one of its models).
-    * the stamps of the prerequisites that own files (a ``TaskDirectory()`` or a declared
-      ``Product``), or are downstream of one: a value may be a path to those files (passed
-      on as is), and the same string then names other content.
+    * the stamps of the prerequisites that own files (a ``TaskDirectory()``, a declared
+      ``Product`` or a ``File`` input), or are downstream of one: a value may be a path to
+      those files (passed on as is), and the same string then names other content; and a
+      task may read them by their name whatever its prerequisites gave it (a count, or
+      ``None``). So what is downstream of files is cut off only when they are the same.
 
     So a value is cut off only when the code that made it is the same, upstream included:
     a clear, a forced run, a prerequisite that re-ran and gave another value, a changed
@@ -234,16 +236,17 @@ class StampContext:
             self._code[top] = digest.digest()
             files = node.files
             self._files[top] = (
-                node.task.spec().has_data_dir or (files is not None and bool(files.outputs))
+                node.task.spec().has_data_dir
+                or (files is not None and bool(files.outputs or files.inputs))
                 or any(self._files[dep] for dep in deps)
             )
 
     def producers_upstream(self, tid: TaskId) -> frozenset[TaskId]:
-        """The tasks upstream of ``tid`` that declare outputs (``Product``): the files it
-        may read (a path is passed on as is, or named in its code). For a task with no
-        files upstream (most of a large plan): a lookup. Each task's set is the union of
-        its prerequisites', shared when only one of them contributes (a chain below one
-        producer holds one set)."""
+        """The tasks upstream of ``tid`` that declare outputs (``Product``) or ``File``
+        inputs: the files it may read (a path is passed on as is, or named in its code).
+        For a task with no files upstream (most of a large plan): a lookup. Each task's set
+        is the union of its prerequisites', shared when only one of them contributes (a
+        chain below one producer holds one set)."""
         owns = self._files.get(tid)
         if owns is None:
             self._fill(tid)
@@ -271,54 +274,26 @@ class StampContext:
                 if known[dep]:
                     parts.append(known[dep])
                 files = self.nodes[dep].files
-                if files is not None and files.outputs:
+                if files is not None and (files.outputs or files.inputs):
                     parts.append(frozenset((dep,)))
             known[top] = (_NO_TASKS if not parts else parts[0] if len(parts) == 1
                           else frozenset().union(*parts))
         return known[tid]
 
-    def digest(self, tid: TaskId, given: Mapping[str, str], payload: bytes | None = None,
-               compressed: bool = False) -> str:
-        """The context of the value ``tid`` computed from the prerequisite stamps ``given``
-        (``payload``: the value in memory, ``None`` when in a blob file)."""
+    def digest(self, tid: TaskId, given: Mapping[str, str]) -> str:
+        """The context of the value ``tid`` computed from the prerequisite stamps ``given``.
+        The stamps of its prerequisites that own files are folded in whatever the value
+        is: even a number or ``None`` does not show that the task's dependents read no file
+        by its name (adv5 finding 06)."""
         self._fill(tid)
         digest = hashlib.blake2b(self._code[tid], digest_size=8, person=b"cp-context")
-        deps = [dep for dep in sorted(self.nodes[tid].deps) if self._files[dep]]
-        if deps and _may_name_a_path(payload, compressed):
-            for dep in deps:
+        for dep in sorted(self.nodes[tid].deps):
+            if self._files[dep]:
                 digest.update(f"\0{dep}\0{given.get(dep, '')}".encode())
         return digest.hexdigest()
 
 
 _NO_TASKS: frozenset[TaskId] = frozenset()
-
-_TEXT_OPS = frozenset({
-    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
-    "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "GLOBAL",
-    "STACK_GLOBAL", "INST", "PERSID", "BINPERSID", "NEXT_BUFFER", "READONLY_BUFFER",
-})
-"""Pickle opcodes of values that may spell a path: text, bytes, any object or buffer."""
-
-
-def _may_name_a_path(payload: bytes | None, compressed: bool) -> bool:
-    """Whether a value may be (or hold) a path: a value made of numbers alone (a score, a
-    list of floats) cannot, so a recomputation that gives it again is cut off although a
-    prerequisite owns files. Unknown (in a blob file, large, unreadable): it may."""
-    if payload is None or len(payload) > _SCANNED:
-        return True
-    import pickletools
-    import zlib
-
-    try:
-        data = zlib.decompress(payload) if compressed else payload
-        return any(op.name in _TEXT_OPS for op, _, _ in pickletools.genops(data))
-    except Exception:  # noqa: BLE001 - not a pickle we can read: assume it may
-        return True
-
-
-_SCANNED = 1 << 16
-"""The largest payload (bytes) read for :func:`_may_name_a_path`."""
-
 
 _warned_classes: set[tuple[str, str]] = set()
 
