@@ -136,7 +136,10 @@ class Results:
             meta.deps[READ + path] = ""
         # The stamp names the files the task read (as planned; "" for one edited while it
         # ran) and wrote: a dependent may be handed their paths, or name them in its code.
-        files = {key: digest for key, digest in meta.deps.items() if key.startswith(INPUT)}
+        files: dict[str, str] = {}
+        if node.files is not None and node.files.digests:
+            deps = meta.deps
+            files = {key: deps[key] for key in node.files.digests if key.startswith(INPUT)}
         if out.outputs:
             files.update(out.outputs)
         if files:
