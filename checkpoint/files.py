@@ -1554,10 +1554,10 @@ def changed_source_inputs(
     checked: dict[tuple[str, frozenset[str]], tuple[str | None, float]], ended: float,
 ) -> list[tuple[str, Task[object]]]:
     """The source inputs of ``owners`` (tasks with ``File`` inputs, each with its current
-    entry) that no longer have the digest the entry records (or that changed while their
-    task ran: recorded ``""``), as ``(key, owner)`` sorted, for a task downstream that
-    ended at ``ended`` (by ``time.time()``). ``checked``: the digests found so far, with
-    when each was taken (updated): one taken since ``ended`` holds."""
+    entry) that no longer have the digest the entry records, as ``(key, owner)`` sorted,
+    for a task downstream that ended at ``ended`` (by ``time.time()``). ``checked``: the
+    digests found so far, with when each was taken (updated): one taken since ``ended``
+    holds."""
     root = os.getcwd()
     found = []
     for node, meta in owners:
@@ -1567,8 +1567,8 @@ def changed_source_inputs(
         for item in files.inputs:
             key = item.key(root)
             recorded = meta.deps.get(INPUT + key)
-            if recorded is None:  # produced by a task of the plan: tracked through it
-                continue
+            if not recorded:  # produced by a task of the plan (tracked through it), or
+                continue      # edited while its task ran (its new stamp re-runs the reader)
             known = checked.get((key, files.exclude))
             if known is not None and known[1] >= ended:
                 now = known[0]
