@@ -44,6 +44,26 @@ def total():
     return __
 
 @task
+def handed():
+    @requires(raw_files())
+    def __(paths):
+        return paths
+    return __
+
+@task
+def total_further():
+    @requires(handed())
+    def __(paths):
+        n = 0
+        for p in paths:
+            n += sum(int(x) for x in open(p).read().split())
+            if os.path.exists("save-now"):
+                os.unlink("save-now")
+                open("data/a.csv", "w").write("100")
+        return n
+    return __
+
+@task
 def folder():
     @requires(File("dir/"))
     def __(d):
@@ -118,6 +138,22 @@ def test_a_file_input_saved_while_a_reader_runs_makes_it_stale(
     assert result.stdout.strip().endswith("26") and "changed before total() finished" in result.stderr
     assert _run(runner, "total")[0] == "120"
     assert "Nothing to run" in _run(runner, "total")[1]
+
+
+def test_a_file_input_further_upstream_saved_while_a_reader_runs(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    """The inputs of a task that is not a prerequisite of the reader are checked once for the
+    results about to be stored (as the Products further upstream are)."""
+    _project(tmp_path)
+    (tmp_path / "save-now").write_text("")
+    value, log = _run(runner, "total_further")
+    assert value == "16"
+    assert ("warning: The input data/*.csv of raw_files() changed before total_further()'s "
+            "result was stored: total_further() may have read either content") in " ".join(log.split())
+    (tmp_path / "data" / "a.csv").write_text("1 2 3")  # saved back: only the reader is stale
+    value, log = _run(runner, "total_further")
+    assert value == "16" and "1 ran" in log
 
 
 def test_a_cleared_task_with_the_same_input_files_still_cuts_off(
