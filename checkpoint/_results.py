@@ -158,7 +158,7 @@ class Results:
         if task.spec().has_data_dir:
             return new_stamp()
         compressed = task.family.compress_level != 0
-        context = self.stamp_context.digest(out.id, given)
+        context = self.stamp_context.digest(out.id, given, out.payload, compressed)
         if out.payload is not None:  # from the worker's checksum of it: not hashed again
             return in_context(value_stamp(out.payload, compressed, out.crc), context)
         if out.stamp:  # written to its file by the worker, which hashed it

@@ -164,8 +164,9 @@ class StampContext:
     * the stamps of the prerequisites that own files (a ``TaskDirectory()``, a declared
       ``Product`` or a ``File`` input), or are downstream of one: a value may be a path to
       those files (passed on as is), and the same string then names other content; and a
-      task may read them by their name whatever its prerequisites gave it (a count, or
-      ``None``). So what is downstream of files is cut off only when they are the same.
+      task may read a ``File`` or a ``Product`` by its name whatever its prerequisites gave
+      it (a count, or ``None``). So what is downstream of files is cut off only when they
+      are the same (below data directories alone, also when the value is made of numbers).
 
     So a value is cut off only when the code that made it is the same, upstream included:
     a clear, a forced run, a prerequisite that re-ran and gave another value, a changed
@@ -177,6 +178,10 @@ class StampContext:
         """The plan's nodes."""
         self._code: dict[TaskId, bytes] = {}
         self._files: dict[TaskId, bool] = {}
+        """Whether a task owns files or is downstream of a task that does."""
+        self._named: dict[TaskId, bool] = {}
+        """The same, for files with a name (``File`` inputs, ``Product``s): data directories
+        left out."""
         self._covered: dict[tuple[str, str], bool] = {}
         self._producers: dict[TaskId, frozenset[TaskId]] = {}
 
@@ -235,10 +240,12 @@ class StampContext:
                 digest.update(self._code[dep])
             self._code[top] = digest.digest()
             files = node.files
+            self._named[top] = named = (
+                (files is not None and bool(files.outputs or files.inputs))
+                or any(self._named[dep] for dep in deps)
+            )
             self._files[top] = (
-                node.task.spec().has_data_dir
-                or (files is not None and bool(files.outputs or files.inputs))
-                or any(self._files[dep] for dep in deps)
+                named or node.task.spec().has_data_dir or any(self._files[dep] for dep in deps)
             )
 
     def producers_upstream(self, tid: TaskId) -> frozenset[TaskId]:
@@ -280,20 +287,60 @@ class StampContext:
                           else frozenset().union(*parts))
         return known[tid]
 
-    def digest(self, tid: TaskId, given: Mapping[str, str]) -> str:
-        """The context of the value ``tid`` computed from the prerequisite stamps ``given``.
-        The stamps of its prerequisites that own files are folded in whatever the value
-        is: even a number or ``None`` does not show that the task's dependents read no file
-        by its name (adv5 finding 06)."""
+    def digest(self, tid: TaskId, given: Mapping[str, str], payload: bytes | None = None,
+               compressed: bool = False) -> str:
+        """The context of the value ``tid`` computed from the prerequisite stamps ``given``
+        (``payload``: the value in memory, ``None`` when in a blob file). The stamps of its
+        prerequisites with named files upstream (``File`` inputs, ``Product``s) are folded
+        in whatever the value is: even a number or ``None`` does not show that what depends
+        on it reads no such file by its name (adv5 finding 06). Those with only data
+        directories upstream, only when the value may hand on a path: a data directory has
+        no name to write in code."""
         self._fill(tid)
         digest = hashlib.blake2b(self._code[tid], digest_size=8, person=b"cp-context")
+        files, named = self._files, self._named
+        may_name: bool | None = None
         for dep in sorted(self.nodes[tid].deps):
-            if self._files[dep]:
-                digest.update(f"\0{dep}\0{given.get(dep, '')}".encode())
+            if not files[dep]:
+                continue
+            if not named[dep]:
+                if may_name is None:
+                    may_name = _may_name_a_path(payload, compressed)
+                if not may_name:
+                    continue
+            digest.update(f"\0{dep}\0{given.get(dep, '')}".encode())
         return digest.hexdigest()
 
 
 _NO_TASKS: frozenset[TaskId] = frozenset()
+
+_TEXT_OPS = frozenset({
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+    "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "GLOBAL",
+    "STACK_GLOBAL", "INST", "PERSID", "BINPERSID", "NEXT_BUFFER", "READONLY_BUFFER",
+})
+"""Pickle opcodes of values that may spell a path: text, bytes, any object or buffer."""
+
+
+def _may_name_a_path(payload: bytes | None, compressed: bool) -> bool:
+    """Whether a value may be (or hold) a path: a value made of numbers alone (a score, a
+    list of floats) cannot, so a recomputation that gives it again is cut off although a
+    prerequisite owns files. Unknown (in a blob file, large, unreadable): it may."""
+    if payload is None or len(payload) > _SCANNED:
+        return True
+    import pickletools
+    import zlib
+
+    try:
+        data = zlib.decompress(payload) if compressed else payload
+        return any(op.name in _TEXT_OPS for op, _, _ in pickletools.genops(data))
+    except Exception:  # noqa: BLE001 - not a pickle we can read: assume it may
+        return True
+
+
+_SCANNED = 1 << 16
+"""The largest payload (bytes) read for :func:`_may_name_a_path`."""
+
 
 _warned_classes: set[tuple[str, str]] = set()
 
