@@ -33,6 +33,7 @@ from .files import (
     DigestCache,
     changed_inputs,
     changed_outputs,
+    changed_source_inputs,
     with_outputs,
 )
 from .graph import Node
@@ -61,6 +62,9 @@ class Results:
         self.outputs_checked: dict[str, Checked] = {}
         """What the checks of declared outputs found (:func:`changed_outputs`): a check
         made after a reader ended covers it too."""
+        self.inputs_checked: dict[tuple[str, frozenset[str]], tuple[str | None, float]] = {}
+        """What the checks of ``File`` inputs upstream of a reader found
+        (:func:`changed_source_inputs`): the digest and when it was taken."""
         self.batch_at = 0.0
         """When the batch being handled was taken (its tasks had all ended by then)."""
         self.readers_owed: list[tuple[Node, Meta, float, frozenset[TaskId]]] = []
@@ -128,8 +132,16 @@ class Results:
         )
         for path in moved:  # never current: it runs again next time
             meta.deps[INPUT + path] = ""
-        if out.outputs:  # the stamp names the files the task wrote too
-            meta.stamp = with_outputs(meta.stamp, out.outputs)
+        # The stamp names the files the task read (as planned; "" for one edited while it
+        # ran) and wrote: a dependent may be handed their paths, or name them in its code.
+        files: dict[str, str] = {}
+        if node.files is not None and node.files.digests:
+            deps = meta.deps
+            files = {key: deps[key] for key in node.files.digests if key.startswith(INPUT)}
+        if out.outputs:
+            files.update(out.outputs)
+        if files:
+            meta.stamp = with_outputs(meta.stamp, files)
         self._check_read(node, out, meta)
         return meta
 
@@ -215,12 +227,12 @@ class Results:
         self.batch_at = time.time()
 
     def _check_read(self, node: Node, out: Done, meta: Meta) -> None:
-        """The task has Products upstream (files it may have read: the prerequisites that
-        :class:`StampContext` names in its stamp, and theirs): those of its prerequisites
-        are checked now (one ``os.stat`` each when unchanged), the others before its entry
-        is stored (:meth:`check_readers`: one check for every reader that ended by then).
-        An output found changed makes its entry stale (a ``read:`` key), announced. A task
-        with no Products upstream costs a lookup."""
+        """The task has Products or ``File`` inputs upstream (files it may have read: the
+        prerequisites that :class:`StampContext` names in its stamp, and theirs): those of
+        its prerequisites are checked now (one ``os.stat`` each when unchanged), the others
+        before its entry is stored (:meth:`check_readers`: one check for every reader that
+        ended by then). A file found changed makes its entry stale (a ``read:`` key),
+        announced. A task with no files upstream costs a lookup."""
         producers = self.stamp_context.producers_upstream(node.task.id)
         if not producers:
             return
@@ -239,6 +251,12 @@ class Results:
                 for path, _, _ in found:
                     meta.deps[READ + path] = ""  # never current (no task records the key)
                 self._warn_read(node, found, stored=False)
+            moved = changed_source_inputs(self._input_owners(direct), self.input_digests,
+                                          self.inputs_checked, ended)
+            if moved:
+                for path, _ in moved:
+                    meta.deps[READ + path] = ""
+                self._warn_inputs(node, moved, stored=False)
         if len(direct) < len(producers):
             self.readers_owed.append((node, meta, ended, producers))
 
@@ -262,17 +280,22 @@ class Results:
         if self.input_digests is None:
             self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
         if self.producers is None:
-            self.producers = [tid for tid, node in self.nodes.items()
-                              if node.files is not None and node.files.outputs]
+            self.producers = [tid for tid, node in self.nodes.items() if node.files is not None
+                              and (node.files.outputs or node.files.inputs)]
         nodes, entries = self.nodes, self.values.entries
         check: Collection[TaskId] = self.producers
         if sum(len(producers) for *_, producers in owed) < len(check):
             check = frozenset().union(*(producers for *_, producers in owed))
         before = dict(self.outputs_checked)  # (when each output was last found unchanged)
+        latest = max(ended for _, _, ended, _ in owed)
         found = changed_outputs([(nodes[tid], entries.get(tid)) for tid in check],
-                                self.input_digests, self.outputs_checked,
-                                max(ended for _, _, ended, _ in owed))
+                                self.input_digests, self.outputs_checked, latest)
+        inputs_before = dict(self.inputs_checked)
+        moved = changed_source_inputs(self._input_owners(check), self.input_digests,
+                                      self.inputs_checked, latest)
         self.last_check = (len(check), time.perf_counter() - started)
+        if moved:
+            self._inputs_owed(owed, moved, inputs_before)
         if not found:
             return
         found.sort(key=lambda item: item[0])
@@ -290,6 +313,49 @@ class Results:
                 meta.deps[READ + path] = ""  # never current (a key no task of the plan records)
             if read:
                 self._warn_read(node, read, stored=True)
+
+    def _input_owners(self, tids: Collection[TaskId]) -> list[tuple[Node, Meta | None]]:
+        """The tasks of ``tids`` with source ``File`` inputs, each with its current entry."""
+        nodes, entries = self.nodes, self.values.entries
+        return [(nodes[tid], entries.get(tid)) for tid in tids
+                if (files := nodes[tid].files) is not None and files.inputs and files.digests]
+
+    def _inputs_owed(self, owed: list[tuple[Node, Meta, float, frozenset[TaskId]]],
+                     moved: list[tuple[str, Task[object]]],
+                     before: dict[tuple[str, frozenset[str]], tuple[str | None, float]]) -> None:
+        """Mark stale the readers in ``owed`` that have an owner of the inputs ``moved``
+        upstream and ended after the last check that found that input unchanged."""
+        entries = self.values.entries
+        for node, meta, ended, producers in owed:
+            read = []
+            for path, owner in moved:
+                if owner.id not in producers or READ + path in meta.deps:
+                    continue
+                files = self.nodes[owner.id].files
+                entry = entries.get(owner.id)
+                earlier = before.get((path, files.exclude)) if files is not None else None
+                if (earlier is not None and entry is not None
+                        and earlier[0] == entry.deps.get(INPUT + path) and earlier[1] >= ended):
+                    continue  # found unchanged after this reader ended
+                read.append((path, owner))
+                meta.deps[READ + path] = ""  # never current (a key no task of the plan records)
+            if read:
+                self._warn_inputs(node, read, stored=True)
+
+    def _warn_inputs(self, node: Node, moved: list[tuple[str, Task[object]]],
+                     stored: bool) -> None:
+        """Announce that the ``File`` inputs ``moved`` of tasks upstream changed before
+        ``node``'s task finished, or (``stored``) before its result was stored."""
+        if self.emit is None:
+            return
+        reader = repr(node.task)
+        before = f"before {reader}'s result was stored" if stored else f"before {reader} finished"
+        shown = ", ".join(f"{path} of {owner!r}" for path, owner in moved[:5])
+        more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
+        self.emit(ev.InputChanged(node.task, tuple(path for path, _ in moved), (
+            f"The input {shown}{more} changed {before}: {reader} may have read either "
+            "content, so its result is stored as stale and runs again next time."
+        )))
 
     def _warn_read(self, node: Node, found: list[tuple[str, Task[object], bool]],
                    stored: bool) -> None:

@@ -161,9 +161,12 @@ class StampContext:
       function of the project by name: after an edit of ``Linear.predict``, the ``Linear``
       that ``train()`` returns has the same bytes, and so has every task that passes it on
       without naming the class (``best()`` returning one of its models).
-    * the stamps of the prerequisites that own files (a ``TaskDirectory()`` or a declared
-      ``Product``), or are downstream of one: a value may be a path to those files (passed
-      on as is), and the same string then names other content.
+    * the stamps of the prerequisites that own files (a ``TaskDirectory()``, a declared
+      ``Product`` or a ``File`` input), or are downstream of one: a value may be a path to
+      those files (passed on as is), and the same string then names other content; and a
+      task may read a ``File`` or a ``Product`` by its name whatever its prerequisites gave
+      it (a count, or ``None``). So what is downstream of files is cut off only when they
+      are the same (below data directories alone, also when the value is made of numbers).
 
     So a value is cut off only when the code that made it is the same, upstream included:
     a clear, a forced run, a prerequisite that re-ran and gave another value, a changed
@@ -175,6 +178,10 @@ class StampContext:
         """The plan's nodes."""
         self._code: dict[TaskId, bytes] = {}
         self._files: dict[TaskId, bool] = {}
+        """Whether a task owns files or is downstream of a task that does."""
+        self._named: dict[TaskId, bool] = {}
+        """The same, for files with a name (``File`` inputs, ``Product``s): data directories
+        left out."""
         self._covered: dict[tuple[str, str], bool] = {}
         self._producers: dict[TaskId, frozenset[TaskId]] = {}
 
@@ -233,17 +240,20 @@ class StampContext:
                 digest.update(self._code[dep])
             self._code[top] = digest.digest()
             files = node.files
+            self._named[top] = named = (
+                (files is not None and bool(files.outputs or files.inputs))
+                or any(self._named[dep] for dep in deps)
+            )
             self._files[top] = (
-                node.task.spec().has_data_dir or (files is not None and bool(files.outputs))
-                or any(self._files[dep] for dep in deps)
+                named or node.task.spec().has_data_dir or any(self._files[dep] for dep in deps)
             )
 
     def producers_upstream(self, tid: TaskId) -> frozenset[TaskId]:
-        """The tasks upstream of ``tid`` that declare outputs (``Product``): the files it
-        may read (a path is passed on as is, or named in its code). For a task with no
-        files upstream (most of a large plan): a lookup. Each task's set is the union of
-        its prerequisites', shared when only one of them contributes (a chain below one
-        producer holds one set)."""
+        """The tasks upstream of ``tid`` that declare outputs (``Product``) or ``File``
+        inputs: the files it may read (a path is passed on as is, or named in its code).
+        For a task with no files upstream (most of a large plan): a lookup. Each task's set
+        is the union of its prerequisites', shared when only one of them contributes (a
+        chain below one producer holds one set)."""
         owns = self._files.get(tid)
         if owns is None:
             self._fill(tid)
@@ -271,7 +281,7 @@ class StampContext:
                 if known[dep]:
                     parts.append(known[dep])
                 files = self.nodes[dep].files
-                if files is not None and files.outputs:
+                if files is not None and (files.outputs or files.inputs):
                     parts.append(frozenset((dep,)))
             known[top] = (_NO_TASKS if not parts else parts[0] if len(parts) == 1
                           else frozenset().union(*parts))
@@ -280,13 +290,25 @@ class StampContext:
     def digest(self, tid: TaskId, given: Mapping[str, str], payload: bytes | None = None,
                compressed: bool = False) -> str:
         """The context of the value ``tid`` computed from the prerequisite stamps ``given``
-        (``payload``: the value in memory, ``None`` when in a blob file)."""
+        (``payload``: the value in memory, ``None`` when in a blob file). The stamps of its
+        prerequisites with named files upstream (``File`` inputs, ``Product``s) are folded
+        in whatever the value is: even a number or ``None`` does not show that what depends
+        on it reads no such file by its name (adv5 finding 06). Those with only data
+        directories upstream, only when the value may hand on a path: a data directory has
+        no name to write in code."""
         self._fill(tid)
         digest = hashlib.blake2b(self._code[tid], digest_size=8, person=b"cp-context")
-        deps = [dep for dep in sorted(self.nodes[tid].deps) if self._files[dep]]
-        if deps and _may_name_a_path(payload, compressed):
-            for dep in deps:
-                digest.update(f"\0{dep}\0{given.get(dep, '')}".encode())
+        files, named = self._files, self._named
+        may_name: bool | None = None
+        for dep in sorted(self.nodes[tid].deps):
+            if not files[dep]:
+                continue
+            if not named[dep]:
+                if may_name is None:
+                    may_name = _may_name_a_path(payload, compressed)
+                if not may_name:
+                    continue
+            digest.update(f"\0{dep}\0{given.get(dep, '')}".encode())
         return digest.hexdigest()
 
 

@@ -184,8 +184,9 @@ def _upstream_changes(the_plan: Plan, node: Node, meta: Meta) -> list[str]:
         kind = "input" if key.startswith(INPUT) else "output"
         details.append(f"{kind} file {key.split(':', 1)[1]} of the stored result is no longer declared")
     for key in sorted(k for k in dropped if k.startswith(READ)):
-        details.append(f"file {key[len(READ):]} changed after its producer wrote it and before "
-                       "this result was stored (it may come from either content)")
+        details.append(f"file {key[len(READ):]} changed after its producer wrote it (an "
+                       "output) or was planned (an input upstream) and before this result "
+                       "was stored (it may come from either content)")
     for key in sorted(k for k in dropped if k.startswith(CAPTURED)):
         details.append(f"captured value {key[len(CAPTURED):]} of the stored result is no longer "
                        "captured")

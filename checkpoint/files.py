@@ -1549,6 +1549,42 @@ def changed_outputs(
     return found
 
 
+def changed_source_inputs(
+    owners: list[tuple[Node, Meta | None]], cache: DigestCache,
+    checked: dict[tuple[str, frozenset[str]], tuple[str | None, float]], ended: float,
+) -> list[tuple[str, Task[object]]]:
+    """The source inputs of ``owners`` (tasks with ``File`` inputs, each with its current
+    entry) that no longer have the digest the entry records, as ``(key, owner)`` sorted,
+    for a task downstream that ended at ``ended`` (by ``time.time()``). ``checked``: the
+    digests found so far, with when each was taken (updated): one taken since ``ended``
+    holds."""
+    root = os.getcwd()
+    found = []
+    for node, meta in owners:
+        if meta is None or node.files is None:
+            continue
+        files = node.files
+        for item in files.inputs:
+            key = item.key(root)
+            recorded = meta.deps.get(INPUT + key)
+            if not recorded:  # produced by a task of the plan (tracked through it), or
+                continue      # edited while its task ran (its new stamp re-runs the reader)
+            known = checked.get((key, files.exclude))
+            if known is not None and known[1] >= ended:
+                now = known[0]
+            else:
+                at = time.time()
+                try:
+                    now = digest_of(key, root, cache, pattern=item.is_glob, exclude=files.exclude)
+                except Unreadable:
+                    now = None
+                checked[(key, files.exclude)] = (now, at)
+            if now != recorded:
+                found.append((key, node.task))
+    found.sort(key=lambda item: item[0])
+    return found
+
+
 Checked = tuple[str, str | None, float, tuple[int, int, int, int] | None]
 """What a check of a declared output found: the digest its entry records, the digest of
 the file then (``None``: gone; ``""``: unreadable), when (``time.time()``, before it
