@@ -96,6 +96,29 @@ def _encode(value: Any, family: str, argument: str) -> Any:
     )
 
 
+def detached(value: Any) -> Any:
+    """A copy of an argument that no later change to ``value`` reaches: its lists and dicts
+    copied at any depth, anything else of the types :func:`encode_arguments` accepts
+    (scalars, tuples of them, enum members, task handles) kept as is, and a subclass
+    instance (a named tuple, an ``OrderedDict``) deep-copied. A task keeps this copy,
+    so that it computes with the values its id was made of."""
+    kind = type(value)
+    if kind in _EXACT:
+        return value
+    if kind is list:
+        return [detached(v) for v in value]
+    if kind is dict:  # (keys are hashable, so scalars or tuples of them)
+        return {k: detached(v) for k, v in value.items()}
+    if kind is tuple:
+        items = tuple(detached(v) for v in value)
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, Enum) or hasattr(value, "__checkpoint_identity__"):
+        return value
+    import copy
+
+    return copy.deepcopy(value)
+
+
 def _subclass(value: Any, family: str, argument: str) -> Any:
     """A subclass of an argument type (a named tuple, an ``OrderedDict``, a ``str``
     subclass) may behave otherwise in the task than its base: tagged with its class,
