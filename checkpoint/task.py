@@ -831,8 +831,10 @@ class TaskFamily(Generic[P, R_co]):
         if encoded is None:  # not only ints and plain strings: a copy no later change reaches
             encoded = encode_arguments(self.name, self._bind(args, kwargs))
             args = detached(args)
-            kwargs = {k: detached(v) for k, v in kwargs.items()}
-        task = Task(self, args, kwargs or _NO_KWARGS, encoded)
+            kept = {k: detached(v) for k, v in kwargs.items()} if kwargs else _NO_KWARGS
+        else:
+            kept = _NO_KWARGS
+        task = Task(self, args, kept, encoded)
         if table is not None:  # expanding a graph: one object per task id
             made = table.setdefault(task.id, task)
             if made.family is not self:

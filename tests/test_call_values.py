@@ -6,11 +6,7 @@ those a worker would compute again with its own environment (adversarial round 5
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-import textwrap
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
