@@ -105,13 +105,23 @@ def detached(value: Any) -> Any:
     kind = type(value)
     if kind in _EXACT:
         return value
-    if kind is list:
-        return [detached(v) for v in value]
     if kind is dict:  # (keys are hashable, so scalars or tuples of them)
-        return {k: detached(v) for k, v in value.items()}
+        copied = value.copy()
+        for k, v in value.items():
+            if type(v) not in _EXACT:
+                copied[k] = detached(v)
+        return copied
+    if kind is list:
+        listed = value.copy()
+        for i, v in enumerate(value):
+            if type(v) not in _EXACT:
+                listed[i] = detached(v)
+        return listed
     if kind is tuple:
-        items = tuple(detached(v) for v in value)
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        for v in value:
+            if type(v) not in _EXACT:
+                return tuple([v if type(v) in _EXACT else detached(v) for v in value])
+        return value
     if isinstance(value, Enum) or hasattr(value, "__checkpoint_identity__"):
         return value
     import copy

@@ -80,7 +80,7 @@ def test_arguments_are_copied_deep_and_handles_kept(make_module: Any) -> None:
     value = t.run(executor="inline")
     assert value["a"] == [1, {"b": 2}] and value["t"] == (3, [4]) and value["o"] == OrderedDict(x=[5])
     assert t.args[0]["h"] is nested["h"]  # a handle is not copied
-    plain = (1, "x", (2, "y"))
+    plain = (1, "x", 2.5)
     assert mod.echo(plain).args[0] is plain  # nothing to copy: the same object
 
 
