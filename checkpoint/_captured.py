@@ -307,3 +307,26 @@ def _state(value: object) -> object:
     if callable(get_state):
         return get_state(legacy=False)
     return getattr(value, "state", None)  # a bit generator, a SeedSequence
+
+
+_arguments_only: dict[types.CodeType, bool] = {}
+"""Code object of an inner function -> whether its closure holds its outer function's
+unchanged parameters alone (see :func:`only_arguments`)."""
+
+
+def only_arguments(family: TaskFamily[..., object], fn: object) -> bool:
+    """Whether the inner function ``fn`` of a task of ``family`` holds nothing but its outer
+    function's parameters, unchanged: no other value the outer function computed (captured
+    or not counted), no default. Only then does calling the outer function again with the
+    task's arguments, in another process (a pool's worker, a Dask worker with its own
+    environment and files), make the function that was planned."""
+    if type(fn) is not types.FunctionType or fn.__defaults__ is not None or fn.__kwdefaults__ is not None:
+        return False
+    code = fn.__code__
+    known = _arguments_only.get(code)
+    if known is None:
+        outer = getattr(inspect.unwrap(family.fn), "__code__", None)
+        known = _arguments_only[code] = (
+            isinstance(outer, types.CodeType) and any(c is code for c in outer.co_consts)
+            and set(code.co_freevars) <= _tree(outer)[1])
+    return known

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 
 from . import events as ev
 from ._adapter import ExecutorAdapter, broken_process_pool
+from ._captured import only_arguments
 from ._claims import Claims
 from ._codec import Payload
 from ._flow import RunState, TaskFlow
@@ -117,7 +118,14 @@ class Submitter:
         if len(items) == 1 and self.adapter.hands_on and not (isolated or locking or self.debug):
             self._hand_on(items, payloads)
         try:
-            future = self.adapter.submit(items, payloads)
+            try:
+                future = self.adapter.submit(items, payloads)
+            except broken_process_pool():
+                raise
+            except Exception:
+                if not self._unpicklable(items):
+                    raise
+                future = self.adapter.submit(items, payloads)
         except broken_process_pool() as exc:  # broke before we noticed: collect it as such
             future = Future()
             future.set_exception(exc)
@@ -170,6 +178,24 @@ class Submitter:
         items[0].hands_on = True
         items.append(item)
         self.flow.fused[tid] = producer
+
+    def _unpicklable(self, items: list[WorkItem]) -> bool:
+        """A batch that could not be pickled: make each inner function that cannot travel
+        (it holds a lock, a client) in the worker instead, by calling the outer function
+        there again, where it can be (:func:`_rebuildable`); whether one was found."""
+        import cloudpickle
+
+        found = False
+        for item in items:
+            task = self.nodes[item.id].task
+            if item.call is None and _rebuildable(task):
+                try:
+                    cloudpickle.dumps(item.fn)
+                except Exception:  # noqa: BLE001 - whatever pickling raises
+                    item.fn, item.filename = None, ""
+                    item.call = (task.family, task.args, task.kwargs)
+                    found = True
+        return found
 
     def returned(self, items: list[WorkItem]) -> None:
         """A batch was collected: its worker is free for the next batch queued."""
@@ -266,7 +292,7 @@ class Submitter:
         spec = task.spec()
         template = [self._template(req, task) for req in spec.requirements]
         family = task.family
-        if self.pickled and _rebuildable(task):
+        if self.pickled and _rebuildable(task) and only_arguments(family, spec.fn):
             item = WorkItem.rebuilding(task.id, (family, task.args, task.kwargs), template,
                                        family.compress_level)
         else:
@@ -327,5 +353,10 @@ def _rebuildable(task: Task[object]) -> bool:
     """Whether a process worker can rebuild the task's inner function by calling its outer
     function again (:meth:`WorkItem.rebuilding`): not for a class task (its ``spec.fn`` is
     already small: its plain attributes, no handles) nor for one whose arguments hold
-    tasks (``$task`` in its encoding), which would be planned again in the worker."""
+    tasks (``$task`` in its encoding), which would be planned again in the worker. It is
+    done only for an inner function that holds its arguments alone
+    (:func:`~checkpoint._captured.only_arguments`): what else the outer function computed
+    (a config it read, an environment variable) travels as it was planned, or a worker
+    would compute with its own, under the planned value's digest; but one that cannot be
+    pickled (a lock, a client) is made again in the worker (:meth:`Submitter._unpicklable`)."""
     return not task.family.is_class and "$task" not in task.encoded

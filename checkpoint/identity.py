@@ -96,6 +96,39 @@ def _encode(value: Any, family: str, argument: str) -> Any:
     )
 
 
+def detached(value: Any) -> Any:
+    """A copy of an argument that no later change to ``value`` reaches: its lists and dicts
+    copied at any depth, anything else of the types :func:`encode_arguments` accepts
+    (scalars, tuples of them, enum members, task handles) kept as is, and a subclass
+    instance (a named tuple, an ``OrderedDict``) deep-copied. A task keeps this copy,
+    so that it computes with the values its id was made of."""
+    kind = type(value)
+    if kind in _EXACT:
+        return value
+    if kind is dict:  # (keys are hashable, so scalars or tuples of them)
+        copied = value.copy()
+        for k, v in value.items():
+            if type(v) not in _EXACT:
+                copied[k] = detached(v)
+        return copied
+    if kind is list:
+        listed = value.copy()
+        for i, v in enumerate(value):
+            if type(v) not in _EXACT:
+                listed[i] = detached(v)
+        return listed
+    if kind is tuple:
+        for v in value:
+            if type(v) not in _EXACT:
+                return tuple([v if type(v) in _EXACT else detached(v) for v in value])
+        return value
+    if isinstance(value, Enum) or hasattr(value, "__checkpoint_identity__"):
+        return value
+    import copy
+
+    return copy.deepcopy(value)
+
+
 def _subclass(value: Any, family: str, argument: str) -> Any:
     """A subclass of an argument type (a named tuple, an ``OrderedDict``, a ``str``
     subclass) may behave otherwise in the task than its base: tagged with its class,

@@ -79,7 +79,7 @@ from ._text import task_label
 from ._types import FamilyDir, FamilyName, TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
 from .files import File, Product
-from .identity import code_fingerprint, encode_arguments, task_id_hasher
+from .identity import code_fingerprint, detached, encode_arguments, task_id_hasher
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -827,7 +827,14 @@ class TaskFamily(Generic[P, R_co]):
                         break
                 else:  # (one id, one family: so one result type)
                     return made  # type: ignore[return-value]
-        task = Task(self, args, kwargs or _NO_KWARGS, self._encode(args, kwargs))
+        encoded = self._encode(args, kwargs)
+        if encoded is None:  # not only ints and plain strings: a copy no later change reaches
+            encoded = encode_arguments(self.name, self._bind(args, kwargs))
+            args = detached(args)
+            kept = {k: detached(v) for k, v in kwargs.items()} if kwargs else _NO_KWARGS
+        else:
+            kept = _NO_KWARGS
+        task = Task(self, args, kept, encoded)
         if table is not None:  # expanding a graph: one object per task id
             made = table.setdefault(task.id, task)
             if made.family is not self:
@@ -841,15 +848,13 @@ class TaskFamily(Generic[P, R_co]):
             return made  # type: ignore[return-value]
         return task
 
-    def _encode(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> str:
-        """The canonical encoding of a call's arguments (:func:`encode_arguments` of them
-        bound); ints and plain strings passed positionally are written straight from a
-        template, the hot path of a sweep.
-
-        Raises:
-            TaskArgumentError: they do not fit the signature.
-            UnserializableArgumentError: an argument cannot be encoded.
-        """
+    def _encode(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> str | None:
+        """The canonical encoding of a call's arguments when they are ints and plain strings
+        passed positionally, written straight from a template (the hot path of a sweep);
+        ``None`` for other arguments, which :func:`encode_arguments` encodes bound, and which
+        the task keeps a :func:`~checkpoint.identity.detached` copy of: the caller may change
+        a list or a dict after the call (``cfg["lr"] = lr`` in a loop), and the task must
+        compute with the values its id names."""
         binder = self._binder
         if binder is None:
             binder = self._binder = _Binder(self.fn)
@@ -866,7 +871,7 @@ class TaskFamily(Generic[P, R_co]):
                     break
             else:
                 return "{" + ",".join(parts) + "}"
-        return encode_arguments(self.name, self._bind(args, kwargs))
+        return None
 
     def _bind(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> dict[str, object]:
         """Call arguments bound to parameter names, defaults applied.
@@ -1132,6 +1137,9 @@ class Task(Generic[R_co]):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_task, (self.family, self.args, self.kwargs))
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Task[R_co]:
+        return self  # a handle names its task: a copy of an argument holding one keeps it
 
 
 _arity: dict[types.CodeType, tuple[int, int]] = {}

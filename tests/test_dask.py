@@ -282,6 +282,29 @@ def test_failures_reraise_taskfile_exception_and_keep_going(client: Any, tasks: 
 
 
 @needs_dask
+def test_a_worker_computes_with_what_the_coordinator_captured(
+        client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers started without LR (as on a cluster's nodes), a run with LR=0.5: the outer
+    function's LR (captured, and recorded as the task's input) is what the worker computes
+    with; the worker does not call the outer function again with its own environment."""
+    if any(v is not None for v in client.run(lambda: os.environ.get("LR")).values()):
+        pytest.skip("the cluster's workers have LR set")
+    env_tasks = load_taskfile(write(tmp_path / "envtasks.py", """
+        import os
+        from checkpoint import task
+
+        @task
+        def train(seed: int):
+            lr = float(os.environ.get("LR", "0.1"))
+            def __():
+                return lr * 10 + seed
+            return __
+    """))
+    monkeypatch.setenv("LR", "0.5")
+    assert env_tasks.train(1).run(executor=client.get_executor()) == 6.0
+
+
+@needs_dask
 def test_rate_limit_holds_on_dask(client: Any, tasks: ModuleType) -> None:
     """rate_limits={'narrow': 1} should keep the queue's tasks from overlapping on two workers."""
     spans = [tasks.span(i) for i in range(4)]
