@@ -206,14 +206,18 @@ class Results:
         return (fingerprint[0] + "~edited",
                 f"{fingerprint[1]}\n\n# edited while the task ran: {names}")
 
+    def _digests(self) -> DigestCache:
+        """The project's digest cache, opened on first use (a run without files never does)."""
+        if self.input_digests is None:
+            self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
+        return self.input_digests
+
     def _inputs_moved(self, node: Node) -> list[str]:
         """The ``File`` inputs of the task edited while it ran (one ``os.stat`` each when
         unchanged), announced: its result is then recorded as stale."""
         if node.files is None or not node.files.digests:
             return []
-        if self.input_digests is None:
-            self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
-        moved = changed_inputs(node.files, self.input_digests)
+        moved = changed_inputs(node.files, self._digests())
         if moved and self.emit:
             names = ", ".join(moved)
             self.emit(ev.InputChanged(node.task, tuple(moved), (
@@ -236,8 +240,6 @@ class Results:
         producers = self.stamp_context.producers_upstream(node.task.id)
         if not producers:
             return
-        if self.input_digests is None:
-            self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
         ended = self.batch_at  # (a worker on this machine: its own end, by the same clock)
         if out.worker.rpartition(":")[0] == worker_id().rpartition(":")[0]:
             ended = min(ended, out.started + out.duration + 0.01)
@@ -245,13 +247,13 @@ class Results:
         if direct:
             entries = self.values.entries
             found = changed_outputs([(self.nodes[tid], entries.get(tid)) for tid in direct],
-                                    self.input_digests, self.outputs_checked, ended)
+                                    self._digests(), self.outputs_checked, ended)
             if found:
                 found.sort(key=lambda item: item[0])
                 for path, _, _ in found:
                     meta.deps[READ + path] = ""  # never current (no task records the key)
                 self._warn_read(node, found, stored=False)
-            moved = changed_source_inputs(self._input_owners(direct), self.input_digests,
+            moved = changed_source_inputs(self._input_owners(direct), self._digests(),
                                           self.inputs_checked, ended)
             if moved:
                 for path, _ in moved:
@@ -277,8 +279,6 @@ class Results:
         if not owed:
             return
         started = time.perf_counter()
-        if self.input_digests is None:
-            self.input_digests = DigestCache(self.store.root / CACHE_NAME, os.getcwd())
         if self.producers is None:
             self.producers = [tid for tid, node in self.nodes.items() if node.files is not None
                               and (node.files.outputs or node.files.inputs)]
@@ -289,9 +289,9 @@ class Results:
         before = dict(self.outputs_checked)  # (when each output was last found unchanged)
         latest = max(ended for _, _, ended, _ in owed)
         found = changed_outputs([(nodes[tid], entries.get(tid)) for tid in check],
-                                self.input_digests, self.outputs_checked, latest)
+                                self._digests(), self.outputs_checked, latest)
         inputs_before = dict(self.inputs_checked)
-        moved = changed_source_inputs(self._input_owners(check), self.input_digests,
+        moved = changed_source_inputs(self._input_owners(check), self._digests(),
                                       self.inputs_checked, latest)
         self.last_check = (len(check), time.perf_counter() - started)
         if moved:

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ._bytecode import code_digest
+from ._text import clip
 
 Manifest = dict[str, str]
 """Module name -> digest of the module as the coordinator has it; ``"module:NAME"`` -> the
@@ -208,10 +209,10 @@ def stale_error(code: Manifest, worker: str) -> Exception | None:
         key, mine, theirs = values[0]
         name, _, label = key.partition(":")
         file = getattr(sys.modules.get(name), "__file__", "?")
-        here = "another value" if mine is None else _short(mine)
+        here = "another value" if mine is None else clip(mine, 80)
         return StaleModuleError(
             f"Worker {worker} holds {here} for {name}.{label}, not the run coordinator's "
-            f"{_short(theirs)}, even after importing {name} again from its file ({file}): the "
+            f"{clip(theirs, 80)}, even after importing {name} again from its file ({file}): the "
             "value was set in the coordinator's session (a notebook cell, a script), not from "
             "its file, and a worker that outlives a run does not see that. The tasks sent to it "
             "were not run: a result computed with the worker's value would be stored as the "
@@ -229,10 +230,6 @@ def stale_error(code: Manifest, worker: str) -> Exception | None:
         "code other than the fingerprinted one would be stored as fresh. Give the workers the "
         "same project files as the coordinator (a shared filesystem), or restart them, and "
         "run again.")
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class CoordinatorCode:

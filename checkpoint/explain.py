@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ._text import clip
 from ._types import FamilyDir, Json, Reason
 from .files import CAPTURED, INPUT, OUTPUT, READ
 from .graph import ARRANGEMENT, Node, Plan
@@ -159,8 +160,7 @@ def _distance(have: Mapping[str, object], wanted: Mapping[str, object]) -> float
 
 
 def _short(value: object) -> str:
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return clip(json.dumps(value, sort_keys=True), 40)
 
 
 def _upstream_changes(the_plan: Plan, node: Node, meta: Meta) -> list[str]:

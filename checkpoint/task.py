@@ -75,7 +75,7 @@ from typing import (
     overload,
 )
 
-from ._text import task_label
+from ._text import clip, task_label
 from ._types import FamilyDir, FamilyName, TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
 from .files import File, Product
@@ -1180,12 +1180,10 @@ def _rebuild_task(
 
 def _arg_repr(value: object, depth: int) -> str:
     if type(value) is int:  # the common case: no Task, no NumPy scalar
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
+        return clip(repr(value), 60)
     if isinstance(value, Task):
         return value.expression(depth - 1) if depth > 0 else f"{value.family.short_name}(...)"
-    text = repr(_literal(value))
-    return text if len(text) <= 60 else text[:57] + "..."
+    return clip(repr(_literal(value)), 60)
 
 
 def _literal(value: object) -> object:
