@@ -1047,7 +1047,8 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
     ``mark`` followed by its pid; the worker is a child subreaper, so they also stay its
     descendants while it lives); elsewhere the worker ends its group at its next check of its
     parent. ``records`` and ``generation`` name this worker's time-limit record (see
-    :func:`run_limited`).
+    :func:`run_limited`). When the pool shuts down, the worker ends what its tasks left
+    running in its group before it exits (:func:`checkpoint._procs.end_leftovers`).
     """
     import os
     import signal
@@ -1086,11 +1087,22 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
         _watch_parent(parent_pid)
     if os.getppid() != parent_pid:
         os._exit(1)  # the coordinator died before the line above took effect
+    import atexit
     from multiprocessing.util import Finalize
 
+    atexit._clear()  # the coordinator's: a worker runs only its tasks' (see _end_leftovers)
     # A pool worker ends by os._exit: what the project's modules hold (an open file with
     # lines a task wrote) is finalized only if released first, when the pool shuts down.
     Finalize(None, _release_project, exitpriority=0)
+    # Before the worker's exit joins its multiprocessing children, and before the guard
+    # (exitpriority 0) goes: what its tasks left running ends (ux6 2.0).
+    Finalize(None, _end_leftovers, exitpriority=20)
+
+
+def _end_leftovers() -> None:
+    from ._procs import end_leftovers
+
+    end_leftovers()
 
 
 def _release_project() -> None:

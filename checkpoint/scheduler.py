@@ -285,7 +285,7 @@ def _plan_and_run(
                      debug=debug if adapter.kind is ExecutorKind.INLINE else None,
                      coordination=coordination).loop()
         finally:
-            adapter.shutdown()
+            _shut_down(adapter)
             uninstall_capture()
     else:
         result.reused = [node.task for node in the_plan.nodes.values()]
@@ -297,6 +297,19 @@ def _plan_and_run(
         emit(ev.RunFinished(len(result.ran), len(result.reused), len(result.failed),
                             len(result.skipped), result.wall_time))
     return result
+
+
+def _shut_down(adapter: ExecutorAdapter) -> None:
+    """Shut the executor down, waiting for its workers to exit. Ctrl-C, SIGTERM or SIGHUP
+    meanwhile (a worker that cannot exit: a thread its task left running) ends the workers
+    and every process they started, then unwinds as during the run (ux6 2.0: Ctrl-C left the
+    run waiting, SIGTERM left the tasks' processes behind)."""
+    with InterruptGuard():
+        try:
+            adapter.shutdown()
+        except KeyboardInterrupt:
+            adapter.shutdown(kill=True)
+            raise
 
 
 def _read_fresh_targets(
