@@ -23,8 +23,8 @@ and the project's path then. Loading resolves it against the project that holds 
 now: the working directory it is loaded in, when the store root is at that same place in
 it (``{cwd}/.cache/checkpoint``): a copy of the project with its cache (``cp -a proj exp``)
 reads its own files. A cache found elsewhere (``CP_CACHE_DIR`` at a copy of it, whatever
-its name, even ``.cache``) gives the paths as they were stored. Text that merely contains such a path (``f"saved to
-{path}"``) is kept as it is, as for the store root.
+its name, even ``.cache``) gives the paths as they were stored. Text that merely contains
+such a path (``f"saved to {path}"``) is kept as it is, as for the store root.
 
 Cost, as this runs for every stored value: the value is pickled as before, and only when
 the payload contains the bytes ``checkpoint`` (the store root's name, which every such path
@@ -368,6 +368,7 @@ class _Unpickler(pickle.Unpickler):
 
 
 def _holding_project(root: str, store: str) -> str | None:
+    """The working directory, if the store root ``root`` is ``store`` in it."""
     try:
         cwd = os.getcwd()
     except OSError:
