@@ -28,7 +28,7 @@ import types
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-_FORMAT = 2
+_FORMAT = 3
 """Version of what the disk cache holds; bump it when any stored text or read changes."""
 
 Read = tuple[str, str, tuple[str, ...]]
@@ -175,6 +175,8 @@ def _bindings(body: list[ast.stmt], out: dict[str, list[ast.stmt]]) -> None:
                      for n in ast.walk(item.optional_vars) if isinstance(n, ast.Name)]
         for name in names:
             out.setdefault(name, []).append(stmt)
+        for dotted in _attribute_targets(stmt):
+            out.setdefault(dotted, []).append(stmt)
         if isinstance(stmt, _DEFS):
             continue
         for attr in ("body", "orelse", "finalbody"):
@@ -183,6 +185,34 @@ def _bindings(body: list[ast.stmt], out: dict[str, list[ast.stmt]]) -> None:
                 _bindings([s for s in block if isinstance(s, ast.stmt)], out)
         for handler in getattr(stmt, "handlers", ()):
             _bindings(handler.body, out)
+
+
+def _attribute_targets(stmt: ast.stmt) -> set[str]:
+    """``"Cls.attr"`` for each attribute of a module-level name that a statement binds or
+    changes in place: ``Config.PARAMS = ...``, ``Config.PARAMS["lr"] = ...``,
+    ``Config.PARAMS.update(...)``."""
+    from ._bytecode import _MUTATORS
+
+    if isinstance(stmt, ast.Assign):
+        targets = stmt.targets
+    elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+        targets = [stmt.target]
+    elif (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+          and isinstance(stmt.value.func, ast.Attribute) and stmt.value.func.attr in _MUTATORS):
+        targets = [stmt.value.func.value]
+    else:
+        return set()
+    out = set()
+    for target in (t for top in targets for t in ast.walk(top)):
+        while isinstance(target, ast.Subscript):
+            target = target.value
+        parts: list[str] = []
+        while isinstance(target, ast.Attribute):
+            parts.append(target.attr)
+            target = target.value
+        if parts and isinstance(target, ast.Name):
+            out.add(".".join([target.id, *reversed(parts)]))
+    return out
 
 
 class _Index:

@@ -301,11 +301,23 @@ def _class_functions(cls: type) -> Iterator[types.FunctionType]:
 def class_values(cls: type) -> list[tuple[str, object]]:
     """A class's immutable data attributes as they are now (``Config.LR = 0.5`` after the
     class statement counts; mutable ones count by the class's source, as they are often
-    state, and with the code they hold: see :meth:`_Walk.add_held_code`)."""
+    state, and with the code they hold: see :meth:`_Walk.add_held_code`; unless a statement
+    of the module binds them after the class statement, see :func:`_bound_outside`)."""
     return [(name, value) for name, value in vars(cls).items()
             if not (name.startswith("__") or (name.startswith("_") and name.endswith("_")))
             and isinstance(value, (*_CONSTANT_TYPES, tuple, frozenset))
             and constant_text(value) is not None]
+
+
+def _bound_outside(cls: type, label: str, namespace: Mapping[str, object]) -> bool:
+    """Whether a statement at the top of the class's module binds or fills the attribute
+    ``label`` (``Config.PARAMS``) after the class statement: ``Config.PARAMS =
+    json.load(...)`` makes it a module-level value, not the class's source, nor state."""
+    file = namespace.get("__file__")
+    if "<" in cls.__qualname__ or not isinstance(file, str) or not file:
+        return False
+    idx = _sources.index(file)
+    return idx is not None and idx.get(("bind", label)) is not None
 
 
 def _data_attribute(name: str, value: object) -> bool:
@@ -754,6 +766,7 @@ class _Walk:
                     self.add_globals(namespace)
                 continue  # a builtin, or not defined (yet)
             obj, label, home = namespace[name], name, namespace
+            rest = attrs
             for attr in attrs:  # through modules: features.scale, pkg.sub.CONSTANT
                 if not isinstance(obj, types.ModuleType) or not hasattr(obj, attr):
                     break
@@ -761,9 +774,11 @@ class _Walk:
                     self.note_package(obj.__name__)
                     obj = None  # sys.stderr, np.random.default_rng: not the project's
                     break
-                home, label, obj = vars(obj), attr, getattr(obj, attr)
+                home, label, obj, rest = vars(obj), attr, getattr(obj, attr), rest[1:]
             if kind == "w":
                 self.written.add((str(home.get("__name__", "")), label))
+                if isinstance(obj, type) and rest:  # Config.MEMO[k] = v: that attribute
+                    self.written.add((str(home.get("__name__", "")), f"{label}.{rest[0]}"))
             elif obj is not None:
                 self.add(obj, label, home)
             call = _by_computed_name(namespace[name], attrs) if kind == "g" else None
@@ -965,11 +980,15 @@ class _Walk:
         if isinstance(obj, type):
             home = sys.modules.get(obj.__module__)
             where = vars(home) if home else namespace
-            for name, value in class_values(obj):
+            immutable = dict(class_values(obj))
+            for name, value in immutable.items():
                 self.values.add(value, f"{obj.__qualname__}.{name}", where)
             for name, value in list(vars(obj).items()):
                 if _data_attribute(name, value):
-                    self.add_held_code(value, f"{obj.__qualname__}.{name}", where, 0)
+                    label = f"{obj.__qualname__}.{name}"
+                    if name not in immutable and _bound_outside(obj, label, where):
+                        self.values.add(value, label, where)  # Config.PARAMS = json.load(...)
+                    self.add_held_code(value, label, where, 0)
 
     def add_held_code(self, value: object, label: str, namespace: Mapping[str, object], depth: int) -> None:
         """Follow the functions and classes that a mutable value counted by its source holds
@@ -1072,12 +1091,12 @@ class _Values:
 
     def value_text(self, value: object, label: str, namespace: Mapping[str, object], state: bool) -> str:
         if state:
-            source = self.assignment(label.split(".")[0], namespace, 0)
+            source = self.source(label, namespace)
             return source or f"<{type(value).__qualname__}, changed by the code>"
         text = self.by_value(value)
         if text is not None:
             return text
-        source = self.assignment(label.split(".")[0], namespace, 0)
+        source = self.source(label, namespace)
         if source is not None:
             return source
         self.warn(value, label, namespace)
@@ -1196,6 +1215,12 @@ class _Values:
             self.walk.add(kind, kind.__qualname__, {})
             return f"{kind.__qualname__}.{value.name}"
         return None
+
+    def source(self, label: str, namespace: Mapping[str, object]) -> str | None:
+        """The source of what binds ``label``: ``Config.MEMO = {}`` after the class statement
+        for a class attribute so bound, else the statements that bind its first name."""
+        found = self.assignment(label, namespace, 0) if "." in label else None
+        return found if found is not None else self.assignment(label.split(".")[0], namespace, 0)
 
     def assignment(self, name: str, namespace: Mapping[str, object], depth: int) -> str | None:
         """The normalized source of the module-level statements that bind ``name``, with
