@@ -187,6 +187,33 @@ def _bindings(body: list[ast.stmt], out: dict[str, list[ast.stmt]]) -> None:
             _bindings(handler.body, out)
 
 
+def _seeds(call: ast.expr) -> bool:
+    """Whether an expression calls a function that seeds (or sets the state of) a random
+    generator: ``random.seed``, ``np.random.seed``, ``torch.manual_seed``, ``set_seed``,
+    ``seed_everything``, ``np.random.set_state``."""
+    if not isinstance(call, ast.Call):
+        return False
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return "seed" in name.lower() or name in ("setstate", "set_state")
+
+
+def _seed_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The module-level statements that seed a global random generator (see :func:`_seeds`),
+    inside ``if``, ``try`` and ``with`` blocks too, except under ``if __name__ ==
+    "__main__":`` (which does not run when the module is imported)."""
+    for stmt in body:
+        if isinstance(stmt, (ast.Expr, ast.Assign)) and _seeds(stmt.value):
+            yield stmt
+        elif isinstance(stmt, ast.If) and "__main__" in ast.unparse(stmt.test):
+            continue
+        elif isinstance(stmt, (ast.If, ast.Try, ast.With)):
+            blocks = [stmt.body, getattr(stmt, "orelse", []), getattr(stmt, "finalbody", []),
+                      *(h.body for h in getattr(stmt, "handlers", ()))]
+            for block in blocks:
+                yield from _seed_statements(block)
+
+
 def _attribute_targets(stmt: ast.stmt) -> set[str]:
     """``"Cls.attr"`` for each attribute of a module-level name that a statement binds or
     changes in place: ``Config.PARAMS = ...``, ``Config.PARAMS["lr"] = ...``,
@@ -304,6 +331,12 @@ class _Index:
             return None if not candidates else self._text(candidates[-1], strip)
         if kind == "bind":
             return self._binding(key[1])
+        if kind == "seeds":
+            assert self._tree is not None
+            stmts = list(_seed_statements(self._tree.body))
+            for stmt in stmts:
+                self._strip(stmt)
+            return ("\n".join(ast.unparse(s) for s in stmts), tuple(ast_reads(stmts))) if stmts else None
         assert kind == "module" and self._tree is not None
         self._strip(self._tree)
         return ast.unparse(self._tree)

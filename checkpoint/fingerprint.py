@@ -712,11 +712,14 @@ class _Walk:
         """Source files of the project modules the code imports as it runs."""
         self.packages: set[str] = set()
         """Installed third-party packages the code uses (see :func:`installed_package`)."""
+        self.touched: dict[str, bool] = {self.module: False}
+        """Modules whose code or values are in, and whether their seeding statements are."""
 
     # pieces
 
     def _put(self, module: str, name: str, text: str) -> None:
         followed_modules[module] = None
+        self.touched.setdefault(module, False)
         pieces, key = (self.own, name) if module == self.module else (self.other, f"{module}.{name}")
         n = 1
         while pieces.setdefault(key if n == 1 else f"{key}#{n}", text) != text:
@@ -1017,6 +1020,29 @@ class _Walk:
             if not isinstance(item, _CONSTANT_TYPES):
                 self.add_held_code(item, label, namespace, depth + 1)
 
+    def add_seed_statements(self) -> bool:
+        """Add the statements at the top of each module taken in so far that seed a global
+        random generator (``np.random.seed(0)``, ``torch.manual_seed(SEED)``: see
+        :func:`checkpoint._sources._seeds`), with what they read: they decide what the code
+        draws from ``np.random``, and workers forked from this process inherit that state.
+        Other module-level calls (``print``, logging setup) do not count. Whether any was
+        added (what it reads is then to be fingerprinted)."""
+        added = False
+        for name in [m for m, done in self.touched.items() if not done]:
+            self.touched[name] = True
+            file = getattr(sys.modules.get(name), "__file__", None)
+            idx = _sources.index(file) if isinstance(file, str) and file else None
+            found = idx.get(("seeds",)) if idx is not None else None
+            if found is None:
+                continue
+            text, reads = found
+            check_source_text(name, str(file), "<seeding statements>", text, self.family)
+            self._put(name, "<seeding statements>", text if name == self.module else f"# {name}\n{text}")
+            module = sys.modules.get(name)
+            self.follow_reads(reads, vars(module) if module is not None else {})
+            added = True
+        return added
+
     def check_loaded(self, obj: Callable[..., object]) -> None:
         """See :func:`check_loaded`: for a function, or each method of a class."""
         for fn in _class_functions(obj) if isinstance(obj, type) else [inspect.unwrap(obj)]:
@@ -1084,6 +1110,7 @@ class _Values:
     def _put_value(self, key: tuple[str, str], text: str) -> None:
         where, label = key
         followed_modules[where] = None
+        self.walk.touched.setdefault(where, False)
         if where == self.walk.module:
             self.walk.own[label] = f"{label} = {text}"
         else:
@@ -1321,6 +1348,8 @@ def code_fingerprint(
             for suffix, value in bound_values(fn):
                 walk.add(value, f"{fn.__name__}.{suffix}", fn.__globals__)
     walk.values.finish()
+    while walk.add_seed_statements():
+        walk.values.finish()
     text = walk.text(main_text)
     digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     code_files[digest] = tuple((f, k) for f in walk.imported if (k := _sources.seen_key(f)))

@@ -168,13 +168,13 @@ def test_a_module_level_seed_statement_counts(make_module: Any) -> None:
     module-level ``print`` or logging setup is not."""
     def digest(**values: object) -> str:
         fields = {"seed": 0, "message": "hello", "level": "logging.INFO", **values}
-        return str(code_fingerprint(make_module("seeded8", SEEDED.format(**fields)).draw)[0])
+        return str(code_fingerprint(make_module("seeded8", SEEDED.format(**fields)).draw.fn)[0])
 
     first = digest()
     assert digest(message="bye", level="logging.DEBUG") == first
     assert digest(seed=1) != first
     text = code_fingerprint(make_module("seeded8", SEEDED.format(
-        seed=0, message="", level="logging.INFO")).draw)[1]
+        seed=0, message="", level="logging.INFO")).draw.fn)[1]
     assert "random.seed(SEED)" in text and "SEED = 0" in text and "print" not in text
 
 
@@ -222,17 +222,17 @@ def test_code_run_through_eval_is_fingerprinted_or_warns(make_module: Any, tmp_p
     mod = make_module("evals9", EVALS)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        before = [code_fingerprint(mod.literal)[0], code_fingerprint(mod.by_global)[0]]
-        assert "x = 10" not in code_fingerprint(mod.literal)[1]
+        before = [code_fingerprint(mod.literal.fn)[0], code_fingerprint(mod.by_global.fn)[0]]
+        assert "x = 10" not in code_fingerprint(mod.literal.fn)[1]
     with pytest.warns(FingerprintWarning,
                       match=r"evals9\.computed runs code through eval\(\).*@task\(version=\.\.\.\)"):
         mod.computed.fingerprint  # noqa: B018
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        code_fingerprint(mod.computed)  # once
+        code_fingerprint(mod.computed.fn)  # once
     _rewrite(tmp_path / "helpers9.py", HELPERS.format(k=100))
     make_module("helpers9", HELPERS.format(k=100))
     mod = make_module("evals9", EVALS)
-    after = [code_fingerprint(mod.literal)[0], code_fingerprint(mod.by_global)[0]]
+    after = [code_fingerprint(mod.literal.fn)[0], code_fingerprint(mod.by_global.fn)[0]]
     assert before[0] != after[0] and before[1] != after[1]
     assert mod.literal().run(executor="inline") == 102
