@@ -762,6 +762,9 @@ class _Walk:
             if kind == "m":
                 self.follow_call(name, attrs, namespace)
                 continue
+            if kind == "x":
+                self.follow_run_code(name, attrs, namespace)
+                continue
             if name not in namespace:
                 if name == "__import__" and kind == "g":
                     self.values.warn_dynamic_import("__import__")
@@ -838,6 +841,21 @@ class _Walk:
             return  # fails when it runs
         for module, chain in targets:
             self.follow_import(f"0:{module}", chain, namespace)
+
+    def follow_run_code(self, runner: str, attrs: tuple[str, ...], namespace: Mapping[str, object]) -> None:
+        """The code calls ``eval``/``exec``/``compile`` on a string not written out: a global
+        (``eval(EXPR)``) is compiled and what it reads counts; any other warns."""
+        if runner in namespace:  # the module's own function of that name: read as such
+            return
+        source = namespace.get(attrs[0]) if attrs else None
+        if isinstance(source, str):
+            from ._bytecode import source_reads
+
+            reads = source_reads(source)
+            if reads is not None:
+                self.follow_reads(reads, namespace)
+                return
+        self.values.warn_run_code(runner)
 
     def _resolve(self, read: Read, namespace: Mapping[str, object]) -> object:
         """What a read (of a global, or of a module imported inside the code) is bound to
@@ -1304,6 +1322,19 @@ class _Values:
             f"fingerprinted, so editing them will not re-run the task. {fix}, or pin the "
             "task's code with @task(version=...) and bump the version when they change.",
             self.walk.module)
+
+    def warn_run_code(self, runner: str) -> None:
+        """The code runs code given as a string computed when it runs: what it reads cannot
+        be known."""
+        if (self.walk.family, "<eval>") in _warned:
+            return
+        _warned.add((self.walk.family, "<eval>"))
+        self._warn(
+            f"Task {self.walk.family} runs code through {runner}() from a string computed when "
+            "it runs (or read from a file): what that code reads is not fingerprinted, so "
+            "editing it will not re-run the task. Write the code out (a string literal or a "
+            "module-level string) or call it directly, or pin the task's code with "
+            "@task(version=...) and bump the version when it changes.", self.walk.module)
 
     def _warn(self, message: str, module: str) -> None:
         fn = next(_class_functions(self.walk.fn), None) if isinstance(self.walk.fn, type) else self.walk.fn

@@ -229,7 +229,7 @@ def test_code_run_through_eval_is_fingerprinted_or_warns(make_module: Any, tmp_p
         mod.computed.fingerprint  # noqa: B018
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        code_fingerprint(mod.computed.fn)  # once
+        code_fingerprint(mod.computed.fn, family=mod.computed.name)  # once
     _rewrite(tmp_path / "helpers9.py", HELPERS.format(k=100))
     make_module("helpers9", HELPERS.format(k=100))
     mod = make_module("evals9", EVALS)
