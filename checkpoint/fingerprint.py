@@ -15,7 +15,12 @@ A family's fingerprint hashes a text made of, in order:
      NumPy arrays), else a digest of a deterministic pickle (sets sorted, arrays hashed,
      functions and classes by name), else the source of its assignment in the module;
    * functions, classes and modules from elsewhere (the standard library, installed
-     packages, checkpoint itself) and other task families are not followed.
+     packages, checkpoint itself) and other task families are not followed;
+   * code run by ``eval``/``exec``/``compile`` from a string written out or a module-level
+     string: what it reads (any other string warns);
+
+3. the statements at the top of each module taken in that seed a global random generator
+   (``np.random.seed(0)``), with what they read (see :meth:`_Walk.add_seed_statements`).
 
 "The project" is the directory tree of the family's module (its import root: the taskfile's
 directory, the folder of a script, the working directory of a notebook), and any other code
