@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
+from ._sources import MUTATORS as _MUTATORS
 from ._sources import UNKNOWN, Read
 
 _GLOBAL_LOADS = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"}
@@ -222,11 +223,6 @@ def _put_call(reads: dict[Read, None], bound: dict[str, dict[Read, None]], calle
         bound.setdefault(stored, {})[(kind, base, attrs + spec[:-1] + ("used",))] = None
 
 
-_MUTATORS = frozenset({
-    "append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "popleft",
-    "remove", "discard", "clear", "sort", "reverse", "appendleft", "extendleft",
-    "__setitem__", "__delitem__",
-})
 _SIMPLE_LOADS = {"LOAD_FAST", "LOAD_CONST", "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME"}
 
 

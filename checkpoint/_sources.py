@@ -46,6 +46,13 @@ attributes read on the result."""
 UNKNOWN = "\x00"
 """In a read of kind ``"m"``: an argument that is not a literal."""
 
+MUTATORS = frozenset({
+    "append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "popleft",
+    "remove", "discard", "clear", "sort", "reverse", "appendleft", "extendleft",
+    "__setitem__", "__delitem__",
+})
+"""Methods that change a container in place (``CALLS.append(x)``: the global is state)."""
+
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -218,14 +225,12 @@ def _attribute_targets(stmt: ast.stmt) -> set[str]:
     """``"Cls.attr"`` for each attribute of a module-level name that a statement binds or
     changes in place: ``Config.PARAMS = ...``, ``Config.PARAMS["lr"] = ...``,
     ``Config.PARAMS.update(...)``."""
-    from ._bytecode import _MUTATORS
-
     if isinstance(stmt, ast.Assign):
         targets = stmt.targets
     elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
         targets = [stmt.target]
     elif (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
-          and isinstance(stmt.value.func, ast.Attribute) and stmt.value.func.attr in _MUTATORS):
+          and isinstance(stmt.value.func, ast.Attribute) and stmt.value.func.attr in MUTATORS):
         targets = [stmt.value.func.value]
     else:
         return set()
