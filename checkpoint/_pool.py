@@ -11,8 +11,9 @@ do:
   before they are ended, and then by the workers' mark, see :mod:`checkpoint._procs`). A task never sees the interrupt itself, so it cannot finish
   with a half-built value that would be stored.
 * **The end of a run**: each worker exits once its libraries' exit handlers have run (a
-  process pool a task left, as joblib's, shuts down) and what its tasks left running in its
-  group is ended (:func:`checkpoint._procs.end_leftovers`), so the run does not wait for
+  process pool a task left, as joblib's, shuts down: :func:`checkpoint._procs.run_exit_hooks`)
+  and what its tasks left running in its group is ended
+  (:func:`checkpoint._procs.end_leftovers`), so the run does not wait for
   it. An interrupt while the pool waits for its workers ends them as above.
 * **Ctrl-Z** (SIGTSTP): while the pool runs, the coordinator stops the workers' groups
   (SIGSTOP), then itself; when continued (``fg``/``bg``) it continues them.

@@ -299,14 +299,13 @@ def run_exit_hooks() -> None:
 def end_leftovers(grace: float = 0.5) -> list[int]:
     """In a pool worker exiting normally (the pool shuts down): end what its tasks left
     running, so that neither the worker's exit (which joins its :mod:`multiprocessing`
-    children) nor the run waits for it. Libraries shut their pools down first
-    (:func:`run_exit_hooks`); then the processes still in this process's group (Linux)
-    get SIGTERM, and SIGKILL after ``grace`` seconds; then any :mod:`multiprocessing` child
-    left. Processes that moved to a group or session of their own (a server started with
+    children) nor the run waits for it. Called after the libraries shut their pools down
+    (:func:`run_exit_hooks`, then :mod:`multiprocessing`'s own finalizers): the processes
+    still in this process's group (Linux) get SIGTERM, and SIGKILL after ``grace`` seconds;
+    then any :mod:`multiprocessing` child left. Processes that moved to a group or session of their own (a server started with
     ``start_new_session=True``, a daemon) outlive the run, as meant. Returns those ended."""
     import multiprocessing
 
-    run_exit_hooks()
     pids: list[int] = []
     if LINUX_PROC:
         group, spare = os.getpgrp(), _helpers()

@@ -1090,13 +1090,22 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
     import atexit
     from multiprocessing.util import Finalize
 
-    atexit._clear()  # the coordinator's: a worker runs only its tasks' (see _end_leftovers)
+    atexit._clear()  # the coordinator's: a worker runs only its tasks' (see _run_exit_hooks)
     # A pool worker ends by os._exit: what the project's modules hold (an open file with
     # lines a task wrote) is finalized only if released first, when the pool shuts down.
     Finalize(None, _release_project, exitpriority=0)
     # Before the worker's exit joins its multiprocessing children, and before the guard
-    # (exitpriority 0) goes: what its tasks left running ends (ux6 2.0).
-    Finalize(None, _end_leftovers, exitpriority=20)
+    # (exitpriority 0) goes, what its tasks left running ends (ux6 2.0): first as the
+    # libraries shut it down at exit (before their pools' and queues' finalizers, 10-15,
+    # as at a program's exit), then what is left of it.
+    Finalize(None, _run_exit_hooks, exitpriority=20)
+    Finalize(None, _end_leftovers, exitpriority=1)
+
+
+def _run_exit_hooks() -> None:
+    from ._procs import run_exit_hooks
+
+    run_exit_hooks()
 
 
 def _end_leftovers() -> None:

@@ -298,7 +298,8 @@ def test_dask_worker_killed_ends_the_tools_of_its_task(tmp_path: Path) -> None:
 
 # What a task's library leaves running when the task returns (ux6 2.0: joblib's loky pool,
 # idle workers that end only after 300 s): a module-level process pool that is never shut
-# down, a non-daemon multiprocessing child, a tool started and not waited for. Each writes
+# down (concurrent.futures', multiprocessing's), a non-daemon multiprocessing child, a tool
+# started and not waited for. Each writes
 # its pids to CP_CHILD_PID. "thread" also leaves a non-daemon thread that never ends, which
 # keeps its worker from exiting, as in any Python program: only an interrupt ends that run.
 LEFTOVER_TASKFILE = """
@@ -308,6 +309,7 @@ LEFTOVER_TASKFILE = """
     from checkpoint import requires, task
 
     POOL = None  # reused across calls and never shut down, as joblib's reusable executor
+    POOLS = []
 
     def _pool():
         global POOL
@@ -325,6 +327,10 @@ LEFTOVER_TASKFILE = """
                 session = subprocess.Popen(["sleep", "300"], start_new_session=True)
                 pids.append(session.pid)
             return total, pids
+        if kind == "pool":  # (its workers are daemons: the worker's exit ends them)
+            pool = multiprocessing.get_context("fork").Pool(2)
+            POOLS.append(pool)
+            return sum(pool.map(abs, range(-4, 0))), [p.pid for p in pool._pool]
         if kind == "process":
             child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(300,))
             child.start()
@@ -362,7 +368,7 @@ def _pids(pid_file: Path) -> set[int]:
     return {int(p) for p in pid_file.read_text().split()} if pid_file.exists() else set()
 
 
-@pytest.mark.parametrize("kind", ["executor", "process", "tool"])
+@pytest.mark.parametrize("kind", ["executor", "pool", "process", "tool"])
 def test_a_run_ends_when_its_tasks_are_done_whatever_they_left_running(
     tmp_path: Path, kind: str,
 ) -> None:
