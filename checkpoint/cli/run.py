@@ -528,7 +528,7 @@ def _show_plan(app: App, the_plan: Plan, as_json: bool) -> None:
         for start in range(0, len(exprs), 2000):  # a few thousand lines per write
             click.echo("\n".join([
                 f"  {expr.ljust(width)}  {texts[node.reason]}"
-                for expr, node in zip(exprs[start:start + 2000], group[start:start + 2000])]))
+                for expr, node in zip(exprs[start:start + 2000], group[start:start + 2000], strict=True)]))
     err(f"{len(to_run):,} of {plural(len(nodes), 'task')} would run.", quiet=app.quiet)
 
 
