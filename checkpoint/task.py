@@ -276,8 +276,12 @@ class Spec:
                     if not first:  # @requires([]) (an empty sweep)
                         self._deps = []
                         return self._deps
-                    if set(map(type, first)) == _ONLY_FILES:  # a task reading many files
+                    kinds = set(map(type, first))
+                    if kinds == _ONLY_FILES:  # a task reading many files
                         self._deps, self._files = [], (cast("list[File]", list(first)), [])
+                        return self._deps
+                    if kinds == _ONLY_TASKS and len(set(map(_task_id, first))) == len(first):
+                        self._deps = cast("list[Task[object]]", list(first))  # a sweep's fan-in
                         return self._deps
             seen: dict[TaskId, Task[object]] = {}
             inputs: list[File] = []
@@ -310,6 +314,7 @@ class Spec:
 
 
 _ONLY_FILES = {File}
+_task_id = operator.attrgetter("id")
 _NO_REQUIREMENTS: list[Requirement] = []
 """The requirements of every task whose inner function has no ``@requires`` (never mutated)."""
 
@@ -1166,6 +1171,7 @@ class Task(Generic[R_co]):
         return self  # a handle names its task: a copy of an argument holding one keeps it
 
 
+_ONLY_TASKS: set[type] = {Task}
 _arity: dict[types.CodeType, tuple[int, int]] = {}
 """Code object -> (fewest, most) positional arguments its function accepts."""
 

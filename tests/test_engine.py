@@ -757,6 +757,21 @@ def test_the_arrangement_shortcut_agrees_with_the_arrangement(
     assert Node(choose(4, 2), [], _shape(reqs)).shape == arrangement(reqs)
 
 
+@pytest.mark.parametrize("picks", [[0, 1, 2], [2, 0, 1], [0, 1, 0, 2, 1]])
+def test_a_list_of_tasks_gives_its_distinct_tasks_in_declared_order(
+        choose: Any, picks: list[int]) -> None:
+    """A flat list of tasks (a sweep's fan-in, taken at once when its tasks are distinct)
+    gives the distinct tasks in the order of their first mention, as any requirement does."""
+    from checkpoint.task import Spec
+
+    leaves = [choose(5, 1), choose(5, 2), choose(5, 3)]
+    handles = [choose(5, 1 + i) for i in picks]  # (other handle objects, the same tasks)
+    deps = Spec(lambda values: values, [handles]).dependencies
+    first = [handles[picks.index(i)] for i in dict.fromkeys(picks)]  # each one's first mention
+    assert [t.id for t in deps] == [leaves[i].id for i in dict.fromkeys(picks)]
+    assert all(dep is handle for dep, handle in zip(deps, first, strict=True))
+
+
 FAILS_IN_WORKER = """
 from checkpoint import task
 
