@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, Union, cast
 
 from ._codec import BlobRef, Encoded, Payload, encode_result, load
+from ._isolation import attempt_function
 from ._procs import attempt_start, end_attempt
 from ._types import DebugMode
 from .errors import CorruptEntryError, TaskTimeoutError
@@ -241,8 +242,9 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
     t0 = time.perf_counter()
     before = attempt_start()
     try:
-        fn = item.fn if item.call is None else _inner(item.call)
-        assert fn is not None  # (a WorkItem holds the function or the call that makes it)
+        planned = item.fn if item.call is None else _inner(item.call)
+        assert planned is not None  # (a WorkItem holds the function or the call that makes it)
+        fn = attempt_function(planned)  # what it holds, copied: its attempt's own
         products: list[Product] = []
         matches: list[list[Path]] = []
         with _unpickling() as met:

@@ -79,6 +79,7 @@ from ._text import clip, task_label
 from ._types import FamilyDir, FamilyName, TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
 from .files import File, Product
+from ._isolation import attempt_values
 from .identity import code_fingerprint, detached, encode_arguments, task_id_hasher
 
 if TYPE_CHECKING:
@@ -693,7 +694,7 @@ class _ClassRun:
     def __call__(self, *results: object) -> object:
         obj = _new_instance(self.family.fn, (), {})
         state = obj.__dict__
-        state.update(self.state)
+        state.update(attempt_values(self.state))  # each attempt's own (see _isolation)
         for name, value in zip(self.names, results, strict=True):
             state[name] = value
         return obj.run()
