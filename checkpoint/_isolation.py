@@ -45,7 +45,8 @@ def attempt_function(fn: Callable[..., object]) -> Callable[..., object]:
     holds none (the usual closure over scalars, which no attempt can change)."""
     if type(fn) is types.FunctionType and _plain(fn):
         return fn
-    return _callable(fn, {})  # type: ignore[no-any-return]
+    made: Callable[..., object] = _callable(fn, {})
+    return made
 
 
 def attempt_values(state: dict[str, Any]) -> dict[str, Any]:
@@ -66,15 +67,14 @@ def _plain(fn: types.FunctionType) -> bool:
     return not fn.__closure__ or not written_cells(fn.__code__)
 
 
-def _callable(fn: object, memo: _Memo) -> object:
+def _callable(fn: Any, memo: _Memo) -> Any:
     kind = type(fn)
     if kind is types.FunctionType:
-        return _function(fn, memo)  # type: ignore[arg-type]
+        return _function(fn, memo)
     if kind is partial:
-        return partial(_callable(fn.func, memo),  # type: ignore[attr-defined]
-                       *_value(fn.args, memo), **_value(fn.keywords, memo))  # type: ignore[attr-defined]
+        return partial(_callable(fn.func, memo), *_value(fn.args, memo), **_value(fn.keywords, memo))
     if kind is types.MethodType:
-        return types.MethodType(_callable(fn.__func__, memo), _value(fn.__self__, memo))  # type: ignore[attr-defined]
+        return types.MethodType(_callable(fn.__func__, memo), _value(fn.__self__, memo))
     return _value(fn, memo)  # a callable object: a value (a dataclass with a __call__)
 
 
@@ -84,7 +84,7 @@ def _function(fn: types.FunctionType, memo: _Memo) -> types.FunctionType:
     function defined at the top of a module is itself (its defaults are module state)."""
     done = memo.get(id(fn))
     if done is not None or "<locals>" not in fn.__qualname__:
-        return done if done is not None else fn  # type: ignore[no-any-return]
+        return done if done is not None else fn
     cells = None if fn.__closure__ is None else tuple(_cell(c, memo) for c in fn.__closure__)
     done = memo.get(id(fn))  # made meanwhile, if it holds itself (a recursive helper)
     if done is not None:
@@ -105,13 +105,13 @@ def _cell(cell: types.CellType, memo: _Memo) -> types.CellType:
         try:
             content = cell.cell_contents
         except ValueError:  # not bound yet
-            return done  # type: ignore[no-any-return]
+            return done
         kind = type(content)
         if kind is types.FunctionType or kind is partial:  # a helper: its cells are copied too
             done.cell_contents = _callable(content, memo)
         else:
             done.cell_contents = _value(content, memo)
-    return done  # type: ignore[no-any-return]
+    return done
 
 
 def _value(value: Any, memo: _Memo) -> Any:
@@ -141,7 +141,7 @@ def _copied(value: Any, memo: _Memo) -> Any:
     if kind is tuple:
         memo[id(value)] = value  # (a tuple holds itself only through a copied container)
         new = tuple([v if type(v) in _EXACT else _value(v, memo) for v in value])
-        if any(a is not b for a, b in zip(new, value)):
+        if any(a is not b for a, b in zip(new, value, strict=True)):
             memo[id(value)] = new
             return new
         return value
@@ -152,9 +152,9 @@ def _copied(value: Any, memo: _Memo) -> Any:
         return _subclass(value, memo)
     if isinstance(value, tuple) and hasattr(kind, "_make"):  # a named tuple
         memo[id(value)] = value
-        new = [_value(v, memo) for v in value]
-        if any(a is not b for a, b in zip(new, value)):
-            made = memo[id(value)] = kind._make(new)
+        fields = [_value(v, memo) for v in value]
+        if any(a is not b for a, b in zip(fields, value, strict=True)):
+            made = memo[id(value)] = kind._make(fields)
             return made
         return value
     if (dataclasses.is_dataclass(value) and not isinstance(value, type)) or kind is types.SimpleNamespace \

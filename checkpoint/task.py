@@ -75,11 +75,11 @@ from typing import (
     overload,
 )
 
+from ._isolation import attempt_values
 from ._text import clip, task_label
 from ._types import FamilyDir, FamilyName, TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
 from .files import File, Product
-from ._isolation import attempt_values
 from .identity import code_fingerprint, detached, encode_arguments, task_id_hasher
 
 if TYPE_CHECKING:
