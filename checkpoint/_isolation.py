@@ -18,14 +18,17 @@ made that the inner function reaches (with their cells: a ``nonlocal`` counter s
 again too). What is not: anything else (a NumPy array, a DataFrame, a model, an object of
 a class of one's own), which is the same object for every task and attempt that holds it
 (copying a large array per task would cost too much, and many objects cannot be copied);
-a function not made by a call (a module-level one) with its defaults; a value that fails
-to copy (it is used as it is). docs/concepts.md states the rule.
+a function not made by a call (a module-level one) with its defaults; a variable of a
+function enclosing the task's definition, which the outer function did not make (read as a
+global is); a value that fails to copy (it is used as it is). docs/concepts.md states the
+rule.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import types
 from collections.abc import Callable
 from functools import partial
@@ -34,19 +37,38 @@ from typing import Any
 from ._bytecode import written_cells
 from .identity import _EXACT
 
-__all__ = ["attempt_function", "attempt_values"]
+__all__ = ["attempt_function", "attempt_values", "enclosing_cells"]
 
 _Memo = dict[int, Any]
 
 
-def attempt_function(fn: Callable[..., object]) -> Callable[..., object]:
+def attempt_function(fn: Callable[..., object], enclosing: tuple[int, ...] = ()) -> Callable[..., object]:
     """``fn`` as one attempt of its task computes with: a copy holding its own copies of
     the mutable values it captured (see the module docstring), or ``fn`` itself when it
-    holds none (the usual closure over scalars, which no attempt can change)."""
-    if type(fn) is types.FunctionType and _plain(fn):
+    holds none (the usual closure over scalars, which no attempt can change).
+    ``enclosing``: the indexes of its closure cells that are not its outer function's
+    (:func:`enclosing_cells`), kept as they are."""
+    memo: _Memo = {}
+    if enclosing:
+        closure = getattr(fn, "__closure__", None) or ()
+        memo = {id(closure[i]): closure[i] for i in enclosing}
+    if type(fn) is types.FunctionType and _plain(fn, memo):
         return fn
-    made: Callable[..., object] = _callable(fn, {})
+    made: Callable[..., object] = _callable(fn, memo)
     return made
+
+
+def enclosing_cells(outer: object, fn: object) -> tuple[int, ...]:
+    """The indexes of the closure cells of the inner function ``fn`` that its outer function
+    ``outer`` did not make but holds itself, from a function enclosing the task's
+    definition (a test's, a notebook helper's): such a variable is read as a global is,
+    the same object for every task and attempt, not copied."""
+    cells = getattr(outer, "__closure__", None)
+    if cells is None or type(fn) is not types.FunctionType or fn.__closure__ is None:
+        return ()
+    outer = inspect.unwrap(outer)  # type: ignore[arg-type]
+    ids = {id(c) for c in getattr(outer, "__closure__", None) or ()}
+    return tuple(i for i, c in enumerate(fn.__closure__) if id(c) in ids)
 
 
 def attempt_values(state: dict[str, Any]) -> dict[str, Any]:
@@ -54,17 +76,23 @@ def attempt_values(state: dict[str, Any]) -> dict[str, Any]:
     return _value(state, {})  # type: ignore[no-any-return]
 
 
-def _plain(fn: types.FunctionType) -> bool:
-    """Whether ``fn`` holds only scalars that its code does not rebind (the fast path)."""
+def _plain(fn: types.FunctionType, kept: _Memo) -> bool:
+    """Whether ``fn`` holds only scalars that its code does not rebind, or cells ``kept``
+    as they are (the fast path)."""
     if fn.__defaults__ is not None or fn.__kwdefaults__ is not None:
         return False
-    for cell in fn.__closure__ or ():
+    closure = fn.__closure__
+    if not closure:
+        return True
+    for cell in closure:
+        if id(cell) in kept:
+            continue
         try:
             if type(cell.cell_contents) not in _EXACT:
                 return False
         except ValueError:  # not bound yet
             return False
-    return not fn.__closure__ or not written_cells(fn.__code__)
+    return len(kept) == len(closure) or not written_cells(fn.__code__)
 
 
 def _callable(fn: Any, memo: _Memo) -> Any:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from checkpoint._isolation import attempt_function, attempt_values
+import checkpoint
+from checkpoint._isolation import attempt_function, attempt_values, enclosing_cells
 
 
 def _cells(fn: Any) -> dict[str, Any]:
@@ -173,3 +174,48 @@ def test_a_class_task_retries_from_its_attributes_as_planned(
     handle = mod.Stack(["dense"])
     assert handle.run(executor=executor) == ["dense", "softmax"]
     assert handle.args == (["dense"],)
+
+
+ENCLOSED = '''
+from checkpoint import task
+
+def make(seen):
+    @task
+    def note(i: int):
+        def __():
+            seen.append(i)          # the enclosing function's list: as a global would be
+            return i
+        return __
+    return note
+'''
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread"])
+def test_a_variable_from_beyond_the_outer_function_is_not_copied(
+        make_module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str) -> None:
+    """What the outer function did not make (a variable of a function enclosing the task's
+    definition) is read as a global is: the same object, in process."""
+    monkeypatch.chdir(tmp_path)
+    seen: list[int] = []
+    note = make_module("enclosed", ENCLOSED).make(seen)
+    checkpoint.run([note(1), note(2)], executor=executor)
+    assert sorted(seen) == [1, 2]
+
+
+def test_enclosing_cells_are_those_of_the_outer_function() -> None:
+    kept: list[int] = []
+
+    def outer(n: int) -> Any:
+        mine = [n]
+
+        def __() -> Any:
+            kept.append(n)
+            mine.append(n)
+            return kept, mine
+        return __
+
+    fn = outer(1)
+    enclosing = enclosing_cells(outer, fn)
+    assert [fn.__code__.co_freevars[i] for i in enclosing] == ["kept"]
+    got_kept, got_mine = attempt_function(fn, enclosing)()
+    assert got_kept is kept and kept == [1] and got_mine == [1, 1] and _cells(fn)["mine"] == [1]
