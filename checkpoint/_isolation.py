@@ -63,11 +63,14 @@ def enclosing_cells(outer: object, fn: object) -> tuple[int, ...]:
     ``outer`` did not make but holds itself, from a function enclosing the task's
     definition (a test's, a notebook helper's): such a variable is read as a global is,
     the same object for every task and attempt, not copied."""
-    cells = getattr(outer, "__closure__", None)
-    if cells is None or type(fn) is not types.FunctionType or fn.__closure__ is None:
+    if type(fn) is not types.FunctionType or fn.__closure__ is None:
         return ()
-    outer = inspect.unwrap(outer)  # type: ignore[arg-type]
-    ids = {id(c) for c in getattr(outer, "__closure__", None) or ()}
+    if hasattr(outer, "__wrapped__"):  # (a decorator under @task)
+        outer = inspect.unwrap(outer)  # type: ignore[arg-type]
+    cells = getattr(outer, "__closure__", None)
+    if cells is None:  # (a task defined at the top of its module: the usual case)
+        return ()
+    ids = {id(c) for c in cells}
     return tuple(i for i, c in enumerate(fn.__closure__) if id(c) in ids)
 
 
