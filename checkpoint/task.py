@@ -76,6 +76,7 @@ from typing import (
     overload,
 )
 
+from ._isolation import attempt_values
 from ._text import clip, task_label
 from ._types import FamilyDir, FamilyName, TaskId
 from .errors import InvalidRequirementError, TaskArgumentError, TaskDefinitionError
@@ -721,7 +722,7 @@ class _ClassRun:
     def __call__(self, *results: object) -> object:
         obj = _new_instance(self.family.fn, (), {})
         state = obj.__dict__
-        state.update(self.state)
+        state.update(attempt_values(self.state))  # each attempt's own (see _isolation)
         for name, value in zip(self.names, results, strict=True):
             state[name] = value
         return obj.run()
