@@ -18,18 +18,17 @@ from concurrent.futures import Future
 
 from . import events as ev
 from ._adapter import ExecutorAdapter, broken_process_pool
-from ._captured import only_arguments
 from ._claims import Claims
 from ._codec import Payload
 from ._flow import RunState, TaskFlow
 from ._readiness import TaskState
 from ._recovery import Recovery
 from ._text import task_label
-from ._types import DebugMode, ExecutorKind, FamilyDir, Reason, TaskId
-from ._worker import Outcome, Ref, WorkItem, still_writing
+from ._types import DebugMode, ExecutorKind, Reason, TaskId
+from ._worker import Outcome, WorkItem, still_writing
+from ._workitems import WorkItems, rebuildable
 from .errors import CorruptEntryError, TaskStillRunningError
-from .files import File
-from .task import Task, TaskDirectory
+from .task import Task
 
 Returned = tuple[Future[list[Outcome]], list[WorkItem]]
 """A batch that came back from the executor, with its future."""
@@ -50,15 +49,13 @@ class Submitter:
         self.flow = flow
         self.claims = claims
         self.recovery = recovery
-        self.store = state.store
         self.adapter = adapter
-        self.pickled = adapter.kind is ExecutorKind.PICKLED
         self.debug = debug
         """Debug mode of every task (in-process runs only)."""
-        self.show_locals = show_locals
         self.timeout = timeout
         self.store_root = str(state.store.root)
-        self.blob_dirs: dict[FamilyDir, str] = {}
+        self.work_items = WorkItems(state, adapter.kind, debug=debug, show_locals=show_locals,
+                                    timeout=timeout)
         self.done: queue.SimpleQueue[Returned] = queue.SimpleQueue()
         """Batches that came back, put there by their futures' callbacks (in any thread)."""
         self.inflight: dict[int, list[WorkItem]] = {}
@@ -112,7 +109,7 @@ class Submitter:
         locking = self.coordination.locking
         for tid in batch:
             if self._hand(tid, payloads, locking):
-                items.append(self._work_item(self.nodes[tid].task))
+                items.append(self.work_items.make(self.nodes[tid].task))
         if not items:
             return
         if len(items) == 1 and self.adapter.hands_on and not (isolated or locking or self.debug):
@@ -173,7 +170,7 @@ class Submitter:
             return
         self.admission.hold(family.queue)
         self.values.hand(tid, given)
-        item = self._work_item(node.task)
+        item = self.work_items.make(node.task)
         item.after = producer
         items[0].hands_on = True
         items.append(item)
@@ -182,13 +179,14 @@ class Submitter:
     def _unpicklable(self, items: list[WorkItem]) -> bool:
         """A batch that could not be pickled: make each inner function that cannot travel
         (it holds a lock, a client) in the worker instead, by calling the outer function
-        there again, where it can be (:func:`_rebuildable`); whether one was found."""
+        there again, where it can be (:func:`~checkpoint._workitems.rebuildable`); whether
+        one was found."""
         import cloudpickle
 
         found = False
         for item in items:
             task = self.nodes[item.id].task
-            if item.call is None and _rebuildable(task):
+            if item.call is None and rebuildable(task):
                 try:
                     cloudpickle.dumps(item.fn)
                 except Exception:  # noqa: BLE001 - whatever pickling raises
@@ -288,53 +286,6 @@ class Submitter:
             return None
         return given
 
-    def _work_item(self, task: Task[object]) -> WorkItem:
-        spec = task.spec()
-        template = [self._template(req, task) for req in spec.requirements]
-        family = task.family
-        if self.pickled and _rebuildable(task) and only_arguments(family, spec.fn):
-            item = WorkItem.rebuilding(task.id, (family, task.args, task.kwargs), template,
-                                       family.compress_level)
-        else:
-            code = getattr(spec.fn, "__code__", None)
-            item = WorkItem.running(task.id, spec.fn, template, family.compress_level,
-                                    filename=code.co_filename if self.pickled and code else "")
-        item.blob_dir = self._blob_dir(family.dirname)
-        item.root = self.store_root
-        item.debug = self.debug
-        item.show_locals = self.show_locals
-        limit = family.timeout if family.timeout is not None else self.timeout
-        if limit:
-            item.timeout, item.label = limit, task_label(task)
-        return item
-
-    def _template(self, req: object, task: Task[object]) -> object:
-        if isinstance(req, Task):
-            return Ref(req.id)
-        if isinstance(req, TaskDirectory):
-            if task.id in self.values.entries or self.coordination.locking:
-                # Its directory is about to be emptied: the stored entry that goes with it
-                # must not outlive it (a failure, an interrupt, or another run adopting it
-                # would leave a fresh entry with an empty directory). Alone, this run knows
-                # every entry there is; with others, one may have stored it since the plan.
-                # So an entry found later was stored after this emptying, by a run that
-                # filled the directory again: it is adopted like any other.
-                self.store.delete(task.family.dirname, task.id)
-            return self.store.prepare_data_dir(task.family.dirname, task.id)
-        if isinstance(req, File):  # File or Product: resolved where the task runs
-            return req.keyed()
-        if isinstance(req, list):
-            return [self._template(r, task) for r in req]
-        if isinstance(req, dict):
-            return {k: self._template(v, task) for k, v in req.items()}
-        raise AssertionError(f"unexpected requirement {req!r}")
-
-    def _blob_dir(self, family: FamilyDir) -> str:
-        path = self.blob_dirs.get(family)
-        if path is None:
-            path = self.blob_dirs[family] = str(self.store.blob_dir(family))
-        return path
-
 
 def _still_running(task: Task[object], limit: float) -> TaskStillRunningError:
     return TaskStillRunningError(
@@ -348,15 +299,3 @@ def _still_running(task: Task[object], limit: float) -> TaskStillRunningError:
         task=repr(task), family=task.family.name, limit=limit,
     )
 
-
-def _rebuildable(task: Task[object]) -> bool:
-    """Whether a process worker can rebuild the task's inner function by calling its outer
-    function again (:meth:`WorkItem.rebuilding`): not for a class task (its ``spec.fn`` is
-    already small: its plain attributes, no handles) nor for one whose arguments hold
-    tasks (``$task`` in its encoding), which would be planned again in the worker. It is
-    done only for an inner function that holds its arguments alone
-    (:func:`~checkpoint._captured.only_arguments`): what else the outer function computed
-    (a config it read, an environment variable) travels as it was planned, or a worker
-    would compute with its own, under the planned value's digest; but one that cannot be
-    pickled (a lock, a client) is made again in the worker (:meth:`Submitter._unpicklable`)."""
-    return not task.family.is_class and "$task" not in task.encoded
