@@ -2,9 +2,10 @@
 
 While fewer than ``workers + prefetch`` batches are in flight (a batch queued behind each
 running one keeps workers busy between round trips), :class:`Submitter` takes the next batch
-from :class:`~checkpoint._admission.Admission`, hands each task the values of its
-prerequisites (:meth:`RunValues.get <checkpoint._values.RunValues.get>`), makes its
-:class:`~checkpoint._worker.WorkItem` and submits the batch. A future's done-callback puts
+from :class:`~checkpoint._admission.Admission`, hands each task that can start the values
+of its prerequisites (:class:`~checkpoint._handout.Handout`), makes its
+:class:`~checkpoint._worker.WorkItem` (:class:`~checkpoint._workitems.WorkItems`) and
+submits the batch. A future's done-callback puts
 the batch on :attr:`Submitter.done`, which the run's loop reads. A batch is announced as
 started (``TaskStarted``) when a worker is free for it, as far as this thread can tell.
 """
@@ -21,14 +22,12 @@ from ._adapter import ExecutorAdapter, broken_process_pool
 from ._claims import Claims
 from ._codec import Payload
 from ._flow import RunState, TaskFlow
+from ._handout import Handout
 from ._readiness import TaskState
 from ._recovery import Recovery
-from ._text import task_label
 from ._types import DebugMode, ExecutorKind, Reason, TaskId
 from ._worker import Outcome, WorkItem, still_writing
 from ._workitems import WorkItems, rebuildable
-from .errors import CorruptEntryError, TaskStillRunningError
-from .task import Task
 
 Returned = tuple[Future[list[Outcome]], list[WorkItem]]
 """A batch that came back from the executor, with its future."""
@@ -54,6 +53,7 @@ class Submitter:
         """Debug mode of every task (in-process runs only)."""
         self.timeout = timeout
         self.store_root = str(state.store.root)
+        self.handout = Handout(state, flow, claims)
         self.work_items = WorkItems(state, adapter.kind, debug=debug, show_locals=show_locals,
                                     timeout=timeout)
         self.done: queue.SimpleQueue[Returned] = queue.SimpleQueue()
@@ -64,8 +64,6 @@ class Submitter:
         """Batches in flight that were announced as started (at most one per worker)."""
         self.queued: deque[list[WorkItem]] = deque()
         """Batches in flight queued behind those, announced when a worker frees up."""
-        self.held_back: set[TaskId] = set()
-        """Tasks that waited for an abandoned attempt of theirs (see :meth:`_held_back`)."""
 
     def submit_ready(self) -> None:
         """Submit ready tasks while there is room in flight, then give back the reads of
@@ -108,7 +106,7 @@ class Submitter:
         payloads: dict[TaskId, Payload] = {}
         locking = self.coordination.locking
         for tid in batch:
-            if self._hand(tid, payloads, locking):
+            if self.handout.hand(tid, payloads, locking):
                 items.append(self.work_items.make(self.nodes[tid].task))
         if not items:
             return
@@ -165,7 +163,7 @@ class Submitter:
         outputs = node.files.outputs if node.files is not None else ()
         if still_writing(self.store_root, tid, outputs) is not None:
             return
-        given = self._gather(tid, payloads, producer)
+        given = self.handout.gather(tid, payloads, producer)
         if given is None:
             return
         self.admission.hold(family.queue)
@@ -212,90 +210,3 @@ class Submitter:
         for item in items:
             if not item.after:  # it starts when the one before ends (TaskFlow._went_on)
                 self.emit(ev.TaskStarted(self.nodes[item.id].task, now))
-
-    def _hand(self, tid: TaskId, payloads: dict[TaskId, Payload], locking: bool) -> bool:
-        """Make ``tid`` running, the values it reads in ``payloads``; False (its queue slot
-        given back) if it cannot start now."""
-        queue_name = self.nodes[tid].task.family.queue
-        if self.readiness.get(tid) is not TaskState.READY or self._held_back(tid) or (
-            locking and not self.claims.take(tid)
-        ):
-            self.admission.release(queue_name)
-            return False
-        given = self._gather(tid, payloads)
-        if given is None:
-            self.coordination.end_reads(tid)
-            self.admission.release(queue_name)
-            return False
-        self.values.hand(tid, given)
-        self.readiness.running(tid)
-        return True
-
-    def _held_back(self, tid: TaskId) -> bool:
-        """Whether ``tid`` must wait (tried again shortly, like a task another run holds):
-        an earlier attempt, abandoned at its time limit in a thread of this process, still
-        runs and may still write the files this one would make (its data directory, its
-        declared outputs); the first time, say so. Once that attempt has run its time limit
-        once more after it was given up, it counts as hung: ``tid`` fails (only restarting
-        the process ends the thread) and True is returned too."""
-        node = self.nodes[tid]
-        outputs = node.files.outputs if node.files is not None else ()
-        attempt = still_writing(self.store_root, tid, outputs)
-        if attempt is None:
-            return False
-        if time.monotonic() >= attempt.deadline:
-            self.held_back.discard(tid)
-            self.flow.fail_now(tid, _still_running(node.task, attempt.limit))
-            return True
-        if tid not in self.held_back:
-            self.held_back.add(tid)
-            import warnings
-
-            warnings.warn(
-                f"{node.task!r} ({node.task.family.name}) is still running in a thread of this "
-                "process: an earlier run gave up on it at its time limit, and a thread cannot "
-                "be stopped. This run waits for that attempt to end before running the task "
-                "again, so that the two never write into the same files; if it still runs "
-                f"{attempt.limit:g} s (its time limit) after it was given up, the task fails.",
-                RuntimeWarning, stacklevel=2,
-            )
-        self.coordination.blocked.append(tid)
-        return True
-
-    def _gather(self, tid: TaskId, payloads: dict[TaskId, Payload],
-                handing: TaskId = "") -> dict[TaskId, str] | None:
-        """Put the values ``tid`` reads into ``payloads`` and return their stamps; ``None``
-        when it cannot start now (a damaged value is recomputed first, or it failed).
-        ``handing``: a prerequisite whose value the batch hands over (not among them)."""
-        node = self.nodes[tid]
-        given: dict[TaskId, str] = {}
-        for dep in node.deps:
-            if dep == handing:
-                continue
-            if self.readiness.get(dep) is TaskState.DONE:
-                try:
-                    stamp, payload = self.values.get(dep)
-                except CorruptEntryError as exc:
-                    if not self.flow.damaged(dep, str(exc), tid):
-                        return None
-                else:
-                    given[dep] = stamp
-                    payloads[dep] = payload
-                    continue
-            self.readiness.wait_for(tid, node.deps)
-            return None
-        return given
-
-
-def _still_running(task: Task[object], limit: float) -> TaskStillRunningError:
-    return TaskStillRunningError(
-        f"{task_label(task)} cannot run: an earlier attempt of it, given up at its time limit "
-        f"of {limit:g} s, still runs in a thread of this process more than {limit:g} s later "
-        "(it looks hung, and a thread cannot be stopped); running the task again would write "
-        "into the same files. To end that thread, restart the Python process (a notebook's "
-        "kernel, `checkpoint run --watch`), then run again. The earlier TaskTimeoutError's "
-        "traceback shows where it hangs; on the process executor a task past its time limit "
-        "is stopped.",
-        task=repr(task), family=task.family.name, limit=limit,
-    )
-
