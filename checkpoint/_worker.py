@@ -243,21 +243,7 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
     try:
         fn = item.fn if item.call is None else _inner(item.call)
         assert fn is not None  # (a WorkItem holds the function or the call that makes it)
-        products: list[Product] = []
-        matches: list[list[Path]] = []
-        with _unpickling() as met:
-            args = [_fill(t, payloads, products, item.root, matches) for t in item.template]
-            if products and matches:  # the task's own outputs are not its inputs
-                without_outputs(matches, products)
-            if item.debug is DebugMode.TRACE and in_process:
-                from .debug import trace_call
-
-                with _uncaptured():  # the debugger talks to the terminal
-                    value = trace_call(fn, *args)
-            else:
-                value = fn(*args)
-        # Hashed here, as soon as written (a failed task records nothing).
-        outputs = output_digests(products) if products else None
+        value, outputs, met = _compute(item, fn, payloads, in_process)
     except _CorruptPrerequisite as exc:
         return NeedsPrerequisite(item.id, started, exc.dep, str(exc))
     except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
@@ -265,20 +251,10 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
             raise
         duration = time.perf_counter() - t0
         _end_attempt(before, in_process)
-        if item.debug and in_process and type(exc).__name__ not in ("BdbQuit", "DebuggerQuitError"):
-            from .debug import post_mortem
-
-            with _uncaptured():
-                post_mortem(_user_traceback(exc))
-        return _failure(item.id, started, duration, exc, in_process, item.show_locals)
+        return _raised(item, started, duration, exc, in_process)
     duration = time.perf_counter() - t0
     try:
-        if isinstance(value, io.IOBase):  # cloudpickle would store a copy of what is left to read
-            with contextlib.suppress(Exception):
-                value.close()  # dropped here: nothing else would close it
-            raise TypeError(f"cannot store an open file ({value!r}); return its path, or what "
-                            "was read from it")
-        encoded = encode_result(value, item.compress_level, item.blob_dir, item.id, item.root)
+        encoded = _encode(value, item)
     except Exception as exc:  # noqa: BLE001
         _end_attempt(before, in_process)
         out = _failure(item.id, started, duration, exc, in_process)
@@ -292,6 +268,48 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
     return Done(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
                 blob=encoded.blob, stamp=encoded.stamp, outputs=outputs, classes=project_classes(value),
                 unpickled=_project_classes_named(met))
+
+
+def _compute(item: WorkItem, fn: Callable[..., object], payloads: Mapping[str, Payload | Shared],
+             in_process: bool) -> tuple[object, dict[str, str] | None, list[tuple[str, str]]]:
+    """Call the task's function with its requirements filled in: its value, the digests
+    of the outputs it declared, and the classes met while unpickling its arguments."""
+    products: list[Product] = []
+    matches: list[list[Path]] = []
+    with _unpickling() as met:
+        args = [_fill(t, payloads, products, item.root, matches) for t in item.template]
+        if products and matches:  # the task's own outputs are not its inputs
+            without_outputs(matches, products)
+        if item.debug is DebugMode.TRACE and in_process:
+            from .debug import trace_call
+
+            with _uncaptured():  # the debugger talks to the terminal
+                value = trace_call(fn, *args)
+        else:
+            value = fn(*args)
+    # Hashed here, as soon as written (a failed task records nothing).
+    return value, output_digests(products) if products else None, met
+
+
+def _raised(item: WorkItem, started: float, duration: float, exc: BaseException,
+            in_process: bool) -> Failed:
+    """The outcome of a task that raised (after the post-mortem debugger, if asked for)."""
+    if item.debug and in_process and type(exc).__name__ not in ("BdbQuit", "DebuggerQuitError"):
+        from .debug import post_mortem
+
+        with _uncaptured():
+            post_mortem(_user_traceback(exc))
+    return _failure(item.id, started, duration, exc, in_process, item.show_locals)
+
+
+def _encode(value: object, item: WorkItem) -> Encoded:
+    """The task's value encoded (or written to its value file); raises if it cannot be."""
+    if isinstance(value, io.IOBase):  # cloudpickle would store a copy of what is left to read
+        with contextlib.suppress(Exception):
+            value.close()  # dropped here: nothing else would close it
+        raise TypeError(f"cannot store an open file ({value!r}); return its path, or what "
+                        "was read from it")
+    return encode_result(value, item.compress_level, item.blob_dir, item.id, item.root)
 
 
 def _handing(value: object, encoded: Encoded, item: WorkItem) -> Shared | Payload:
