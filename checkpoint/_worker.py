@@ -1068,10 +1068,30 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
     :func:`run_limited`).
     """
     import os
-    import signal
-    import sys
 
     global _records
+    _leave_the_terminal()
+    if records:
+        _records = os.path.join(records, f"{generation}-{os.getpid()}")
+    from .debug import forbid_breakpoints_in_process
+
+    forbid_breakpoints_in_process()
+    _end_with_parent(parent_pid, mark)
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the coordinator died before the line above took effect
+    from multiprocessing.util import Finalize
+
+    # A pool worker ends by os._exit: what the project's modules hold (an open file with
+    # lines a task wrote) is finalized only if released first, when the pool shuts down.
+    Finalize(None, _release_project, exitpriority=0)
+
+
+def _leave_the_terminal() -> None:
+    """Signals to the coordinator, the worker in its own process group, no standard input
+    (see :func:`init_worker`)."""
+    import os
+    import signal
+
     signal.signal(signal.SIGINT, _no_op)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):  # (no process groups on Windows)
@@ -1080,11 +1100,14 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
-    if records:
-        _records = os.path.join(records, f"{generation}-{os.getpid()}")
-    from .debug import forbid_breakpoints_in_process
 
-    forbid_breakpoints_in_process()
+
+def _end_with_parent(parent_pid: int, mark: str) -> None:
+    """The worker, its group and the processes marked as its tasks' end when the
+    coordinator does (see :func:`init_worker`)."""
+    import signal
+    import sys
+
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -1102,13 +1125,6 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
             guard_group(libc.prctl, own)
     else:
         _watch_parent(parent_pid)
-    if os.getppid() != parent_pid:
-        os._exit(1)  # the coordinator died before the line above took effect
-    from multiprocessing.util import Finalize
-
-    # A pool worker ends by os._exit: what the project's modules hold (an open file with
-    # lines a task wrote) is finalized only if released first, when the pool shuts down.
-    Finalize(None, _release_project, exitpriority=0)
 
 
 def _release_project() -> None:
