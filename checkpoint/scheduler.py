@@ -469,17 +469,22 @@ class _Run:
             admission=Admission(options.rate_limits, adapter.workers), values=self.values,
             recorder=self.recorder, coordination=coordination, result=result, emit=emit,
         )
+        self._assemble(state, options, debug, targets)
+        self.to_prepare: dict[FamilyDir, TaskFamily[..., object]] = {}
+        """The families that will store results, by directory name (see ``_prepare``)."""
+
+    def _assemble(self, state: RunState, options: RunOptions, debug: DebugMode | None,
+                  targets: set[TaskId]) -> None:
+        """The loop's parts, over the state they share."""
         self.flow = TaskFlow(state, options.keep_going)
-        self.recovery = Recovery(state, self.flow, adapter, options.retries)
+        self.recovery = Recovery(state, self.flow, self.adapter, options.retries)
         self.claims = Claims(state, self.flow)
-        self.submitter = Submitter(state, self.flow, self.claims, self.recovery, adapter,
+        self.submitter = Submitter(state, self.flow, self.claims, self.recovery, self.adapter,
                                    debug=debug, show_locals=options.show_locals,
                                    timeout=options.timeout)
         results = Results(state, self.flow, self.recovery, targets)
         self.collector = Collector(state, self.flow, self.recovery, results, self.submitter,
                                    self.guard)
-        self.to_prepare: dict[FamilyDir, TaskFamily[..., object]] = {}
-        """The families that will store results, by directory name (see ``_prepare``)."""
 
     def _family_dir(self, tid: TaskId) -> FamilyDir:
         return self.nodes[tid].task.family.dirname
