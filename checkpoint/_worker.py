@@ -528,13 +528,7 @@ def run_batch(
     :func:`_handing`). If it gives no value, or took more than :data:`HAND_ON_SECONDS`,
     that item does not run (:class:`Unrun`): its result goes back first."""
     install_capture()
-    enter_directory(cwd)
-    global _project
-    try:
-        home = os.getcwd()
-    except OSError:  # this process's directory was removed
-        home = ""
-    _project = os.path.join(home, "") if home else ""
+    home = _enter_project(cwd)
     worker = worker_id()
     local = _capture
     outcomes: list[Outcome] = []
@@ -543,24 +537,10 @@ def run_batch(
     try:
         for item in items:
             enter_directory(home)
-            given: Mapping[str, Payload | Shared] = payloads
-            if item.after:
-                held = handed.pop(item.after, None)
-                if held is None:  # it failed, or did not run: nothing to go on with
-                    outcome: Outcome = Unrun(item.id, time.time())
-                    outcome.worker = worker
-                    outcomes.append(outcome)
-                    continue
-                given = {**payloads, item.after: held}
-            t0 = time.perf_counter()
-            if item.timeout and not item.debug:  # under a debugger the clock does not run
-                outcome = run_limited(item, given, in_process, handed)
-            else:
-                outcome = run_one(item, given, in_process, handed)
-            if item.hands_on and (not isinstance(outcome, Done)  # (stopped after it encoded)
-                                  or time.perf_counter() - t0 > HAND_ON_SECONDS):
-                handed.pop(item.id, None)
-            if buf.parts:  # a fresh buffer only after a task that wrote something
+            outcome = _run_item(item, payloads, in_process, handed)
+            if outcome is None:  # its producer failed, or did not run: nothing to go on with
+                outcome = Unrun(item.id, time.time())
+            elif buf.parts:  # a fresh buffer only after a task that wrote something
                 outcome.output = buf.text()
                 local.buf = buf = _Captured()
             outcome.worker = worker
@@ -569,6 +549,40 @@ def run_batch(
         local.buf = None
         enter_directory(home)
     return outcomes
+
+
+def _enter_project(cwd: str) -> str:
+    """Go to ``cwd`` (see :func:`enter_directory`) and note it as the project directory;
+    the directory the tasks start in (``""``: this process's directory was removed)."""
+    global _project
+    enter_directory(cwd)
+    try:
+        home = os.getcwd()
+    except OSError:  # this process's directory was removed
+        home = ""
+    _project = os.path.join(home, "") if home else ""
+    return home
+
+
+def _run_item(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process: bool,
+              handed: Handed) -> Outcome | None:
+    """One item of a batch, given the value handed on to it if it waits for one (``None``:
+    none was); its value handed on in turn if it is marked so and took little time."""
+    given: Mapping[str, Payload | Shared] = payloads
+    if item.after:
+        held = handed.pop(item.after, None)
+        if held is None:
+            return None
+        given = {**payloads, item.after: held}
+    t0 = time.perf_counter()
+    if item.timeout and not item.debug:  # under a debugger the clock does not run
+        outcome = run_limited(item, given, in_process, handed)
+    else:
+        outcome = run_one(item, given, in_process, handed)
+    if item.hands_on and (not isinstance(outcome, Done)  # (stopped after it encoded)
+                          or time.perf_counter() - t0 > HAND_ON_SECONDS):
+        handed.pop(item.id, None)
+    return outcome
 
 
 # --- time limits -------------------------------------------------------------------------
