@@ -5,9 +5,9 @@ running one keeps workers busy between round trips), :class:`Submitter` takes th
 from :class:`~checkpoint._admission.Admission`, hands each task that can start the values
 of its prerequisites (:class:`~checkpoint._handout.Handout`), makes its
 :class:`~checkpoint._worker.WorkItem` (:class:`~checkpoint._workitems.WorkItems`) and
-submits the batch. A future's done-callback puts
-the batch on :attr:`Submitter.done`, which the run's loop reads. A batch is announced as
-started (``TaskStarted``) when a worker is free for it, as far as this thread can tell.
+submits the batch. A future's done-callback puts the batch on :attr:`Submitter.done`, which
+the run's loop reads. A batch is announced as started (``TaskStarted``) when a worker is
+free for it, as far as this thread can tell.
 """
 
 from __future__ import annotations
