@@ -554,3 +554,13 @@ def recorded_runs(cache_dir: str | os.PathLike[str] | None = None) -> Iterator[R
             yield read_run(directory / f"{number:06d}.run")
         except StoreError:
             continue
+
+
+def last_run_of(task_id: TaskId, cache_dir: str | os.PathLike[str] | None = None) -> RunRecord | None:
+    """The last saved run in which the task ran, failed or was skipped, or was a target."""
+    found = None
+    for record in recorded_runs(cache_dir):
+        if any(t.id == task_id and (t.target or t.state not in (RecordState.REUSED, RecordState.KEPT))
+               for t in record.tasks):
+            found = record
+    return found
