@@ -252,21 +252,7 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
             enclosing = enclosing_cells(item.call[0].fn, planned)
         assert planned is not None  # (a WorkItem holds the function or the call that makes it)
         fn = attempt_function(planned, enclosing)  # what it holds, copied: its attempt's own
-        products: list[Product] = []
-        matches: list[list[Path]] = []
-        with _unpickling() as met:
-            args = [_fill(t, payloads, products, item.root, matches) for t in item.template]
-            if products and matches:  # the task's own outputs are not its inputs
-                without_outputs(matches, products)
-            if item.debug is DebugMode.TRACE and in_process:
-                from .debug import trace_call
-
-                with _uncaptured():  # the debugger talks to the terminal
-                    value = trace_call(fn, *args)
-            else:
-                value = fn(*args)
-        # Hashed here, as soon as written (a failed task records nothing).
-        outputs = output_digests(products) if products else None
+        value, outputs, met = _compute(item, fn, payloads, in_process)
     except _CorruptPrerequisite as exc:
         return NeedsPrerequisite(item.id, started, exc.dep, str(exc))
     except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
@@ -274,20 +260,10 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
             raise
         duration = time.perf_counter() - t0
         _end_attempt(before, in_process)
-        if item.debug and in_process and type(exc).__name__ not in ("BdbQuit", "DebuggerQuitError"):
-            from .debug import post_mortem
-
-            with _uncaptured():
-                post_mortem(_user_traceback(exc))
-        return _failure(item.id, started, duration, exc, in_process, item.show_locals)
+        return _raised(item, started, duration, exc, in_process)
     duration = time.perf_counter() - t0
     try:
-        if isinstance(value, io.IOBase):  # cloudpickle would store a copy of what is left to read
-            with contextlib.suppress(Exception):
-                value.close()  # dropped here: nothing else would close it
-            raise TypeError(f"cannot store an open file ({value!r}); return its path, or what "
-                            "was read from it")
-        encoded = encode_result(value, item.compress_level, item.blob_dir, item.id, item.root)
+        encoded = _encode(value, item)
     except Exception as exc:  # noqa: BLE001
         _end_attempt(before, in_process)
         out = _failure(item.id, started, duration, exc, in_process)
@@ -301,6 +277,48 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
     return Done(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
                 blob=encoded.blob, stamp=encoded.stamp, outputs=outputs, classes=project_classes(value),
                 unpickled=_project_classes_named(met))
+
+
+def _compute(item: WorkItem, fn: Callable[..., object], payloads: Mapping[str, Payload | Shared],
+             in_process: bool) -> tuple[object, dict[str, str] | None, list[tuple[str, str]]]:
+    """Call the task's function with its requirements filled in: its value, the digests
+    of the outputs it declared, and the classes met while unpickling its arguments."""
+    products: list[Product] = []
+    matches: list[list[Path]] = []
+    with _unpickling() as met:
+        args = [_fill(t, payloads, products, item.root, matches) for t in item.template]
+        if products and matches:  # the task's own outputs are not its inputs
+            without_outputs(matches, products)
+        if item.debug is DebugMode.TRACE and in_process:
+            from .debug import trace_call
+
+            with _uncaptured():  # the debugger talks to the terminal
+                value = trace_call(fn, *args)
+        else:
+            value = fn(*args)
+    # Hashed here, as soon as written (a failed task records nothing).
+    return value, output_digests(products) if products else None, met
+
+
+def _raised(item: WorkItem, started: float, duration: float, exc: BaseException,
+            in_process: bool) -> Failed:
+    """The outcome of a task that raised (after the post-mortem debugger, if asked for)."""
+    if item.debug and in_process and type(exc).__name__ not in ("BdbQuit", "DebuggerQuitError"):
+        from .debug import post_mortem
+
+        with _uncaptured():
+            post_mortem(_user_traceback(exc))
+    return _failure(item.id, started, duration, exc, in_process, item.show_locals)
+
+
+def _encode(value: object, item: WorkItem) -> Encoded:
+    """The task's value encoded (or written to its value file); raises if it cannot be."""
+    if isinstance(value, io.IOBase):  # cloudpickle would store a copy of what is left to read
+        with contextlib.suppress(Exception):
+            value.close()  # dropped here: nothing else would close it
+        raise TypeError(f"cannot store an open file ({value!r}); return its path, or what "
+                        "was read from it")
+    return encode_result(value, item.compress_level, item.blob_dir, item.id, item.root)
 
 
 def _handing(value: object, encoded: Encoded, item: WorkItem) -> Shared | Payload:
@@ -519,13 +537,7 @@ def run_batch(
     :func:`_handing`). If it gives no value, or took more than :data:`HAND_ON_SECONDS`,
     that item does not run (:class:`Unrun`): its result goes back first."""
     install_capture()
-    enter_directory(cwd)
-    global _project
-    try:
-        home = os.getcwd()
-    except OSError:  # this process's directory was removed
-        home = ""
-    _project = os.path.join(home, "") if home else ""
+    home = _enter_project(cwd)
     worker = worker_id()
     local = _capture
     outcomes: list[Outcome] = []
@@ -534,24 +546,10 @@ def run_batch(
     try:
         for item in items:
             enter_directory(home)
-            given: Mapping[str, Payload | Shared] = payloads
-            if item.after:
-                held = handed.pop(item.after, None)
-                if held is None:  # it failed, or did not run: nothing to go on with
-                    outcome: Outcome = Unrun(item.id, time.time())
-                    outcome.worker = worker
-                    outcomes.append(outcome)
-                    continue
-                given = {**payloads, item.after: held}
-            t0 = time.perf_counter()
-            if item.timeout and not item.debug:  # under a debugger the clock does not run
-                outcome = run_limited(item, given, in_process, handed)
-            else:
-                outcome = run_one(item, given, in_process, handed)
-            if item.hands_on and (not isinstance(outcome, Done)  # (stopped after it encoded)
-                                  or time.perf_counter() - t0 > HAND_ON_SECONDS):
-                handed.pop(item.id, None)
-            if buf.parts:  # a fresh buffer only after a task that wrote something
+            outcome = _run_item(item, payloads, in_process, handed)
+            if outcome is None:  # its producer failed, or did not run: nothing to go on with
+                outcome = Unrun(item.id, time.time())
+            elif buf.parts:  # a fresh buffer only after a task that wrote something
                 outcome.output = buf.text()
                 local.buf = buf = _Captured()
             outcome.worker = worker
@@ -560,6 +558,40 @@ def run_batch(
         local.buf = None
         enter_directory(home)
     return outcomes
+
+
+def _enter_project(cwd: str) -> str:
+    """Go to ``cwd`` (see :func:`enter_directory`) and note it as the project directory;
+    the directory the tasks start in (``""``: this process's directory was removed)."""
+    global _project
+    enter_directory(cwd)
+    try:
+        home = os.getcwd()
+    except OSError:  # this process's directory was removed
+        home = ""
+    _project = os.path.join(home, "") if home else ""
+    return home
+
+
+def _run_item(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process: bool,
+              handed: Handed) -> Outcome | None:
+    """One item of a batch, given the value handed on to it if it waits for one (``None``:
+    none was); its value handed on in turn if it is marked so and took little time."""
+    given: Mapping[str, Payload | Shared] = payloads
+    if item.after:
+        held = handed.pop(item.after, None)
+        if held is None:
+            return None
+        given = {**payloads, item.after: held}
+    t0 = time.perf_counter()
+    if item.timeout and not item.debug:  # under a debugger the clock does not run
+        outcome = run_limited(item, given, in_process, handed)
+    else:
+        outcome = run_one(item, given, in_process, handed)
+    if item.hands_on and (not isinstance(outcome, Done)  # (stopped after it encoded)
+                          or time.perf_counter() - t0 > HAND_ON_SECONDS):
+        handed.pop(item.id, None)
+    return outcome
 
 
 # --- time limits -------------------------------------------------------------------------
@@ -1059,10 +1091,30 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
     :func:`run_limited`).
     """
     import os
-    import signal
-    import sys
 
     global _records
+    _leave_the_terminal()
+    if records:
+        _records = os.path.join(records, f"{generation}-{os.getpid()}")
+    from .debug import forbid_breakpoints_in_process
+
+    forbid_breakpoints_in_process()
+    _end_with_parent(parent_pid, mark)
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the coordinator died before the line above took effect
+    from multiprocessing.util import Finalize
+
+    # A pool worker ends by os._exit: what the project's modules hold (an open file with
+    # lines a task wrote) is finalized only if released first, when the pool shuts down.
+    Finalize(None, _release_project, exitpriority=0)
+
+
+def _leave_the_terminal() -> None:
+    """Signals to the coordinator, the worker in its own process group, no standard input
+    (see :func:`init_worker`)."""
+    import os
+    import signal
+
     signal.signal(signal.SIGINT, _no_op)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):  # (no process groups on Windows)
@@ -1071,11 +1123,14 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
-    if records:
-        _records = os.path.join(records, f"{generation}-{os.getpid()}")
-    from .debug import forbid_breakpoints_in_process
 
-    forbid_breakpoints_in_process()
+
+def _end_with_parent(parent_pid: int, mark: str) -> None:
+    """The worker, its group and the processes marked as its tasks' end when the
+    coordinator does (see :func:`init_worker`)."""
+    import signal
+    import sys
+
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -1093,13 +1148,6 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
             guard_group(libc.prctl, own)
     else:
         _watch_parent(parent_pid)
-    if os.getppid() != parent_pid:
-        os._exit(1)  # the coordinator died before the line above took effect
-    from multiprocessing.util import Finalize
-
-    # A pool worker ends by os._exit: what the project's modules hold (an open file with
-    # lines a task wrote) is finalized only if released first, when the pool shuts down.
-    Finalize(None, _release_project, exitpriority=0)
 
 
 def _release_project() -> None:
