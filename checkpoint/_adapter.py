@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from ._codec import Payload
 from ._types import ExecutorKind
-from ._worker import Outcome, WorkItem, run_batch, run_pickled_batch
+from ._worker import Done, Outcome, WorkItem, run_batch, run_pickled_batch
 
 
 class ExecutorAdapter:
@@ -64,6 +64,11 @@ class ExecutorAdapter:
         running tasks, and end the child processes they started where it can."""
         while self.closers:
             self.closers.pop()()
+
+    def handed(self, tid: str) -> Done | None:
+        """The result of ``tid``, noted by the worker that handed its value over to a reader
+        still running in the same batch (:func:`checkpoint._worker.note_handed`), if any."""
+        return None
 
     def timed_out(self, generation: int) -> dict[str, tuple[float, str]]:
         """Tasks whose worker process was ended for running past their time limit, in the
