@@ -31,6 +31,11 @@ class ExecutorAdapter:
     over in memory (see :meth:`checkpoint._submission.Submitter.submit`): for workers
     where a value read back from the store costs a copy that a hand-over does not."""
 
+    manifests: ClassVar[bool] = False
+    """Whether each batch carries the manifest of the code and values this run fingerprinted
+    (workers that may outlive a run: see :mod:`checkpoint._workercode`), so a task's family
+    is fingerprinted before its first batch is sent, not while it runs."""
+
     def __init__(self, workers: int) -> None:
         self._workers = workers
         self.closers: list[Callable[[], object]] = []
@@ -120,6 +125,7 @@ class PickledAdapter(PoolAdapter):
     batch goes cloudpickled, so taskfile and ``__main__`` code travels by value."""
 
     kind = ExecutorKind.PICKLED
+    manifests = True
 
     def __init__(self, workers: int, executor: Executor | None,
                  factory: Callable[[], Executor] | None = None) -> None:

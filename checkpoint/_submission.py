@@ -330,6 +330,8 @@ class Submitter:
         spec = task.spec()
         template = [self._template(req, task) for req in spec.requirements]
         family = task.family
+        if self.adapter.manifests:  # what it reads goes into this batch's manifest
+            family.fingerprint  # noqa: B018 - computed once per run, then cached
         if self.pickled and _rebuildable(task) and only_arguments(family, spec.fn):
             item = WorkItem.rebuilding(task.id, (family, task.args, task.kwargs), template,
                                        family.compress_level)
