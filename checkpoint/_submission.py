@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import time
+import types
 from collections import deque
 from concurrent.futures import Future
 
@@ -408,6 +409,10 @@ def unpicklable_task(task: Task[object], fn: object, error: Exception) -> Unpick
     return wrapped
 
 
+_EMPTY_CELL = types.CellType()
+"""A closure's cell not assigned yet (cells compare by content)."""
+
+
 def _unpicklable_parts(fn: object) -> list[str]:
     """The names of what ``fn`` holds that cannot be pickled: its closure's variables (an
     inner function) or its instance's attributes (a class task's ``_ClassRun``)."""
@@ -420,7 +425,7 @@ def _unpicklable_parts(fn: object) -> list[str]:
         code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None) or ()
         names = code.co_freevars if code is not None else ()
         held = {f"'{n}'": c.cell_contents for n, c in zip(names, cells, strict=False)
-                if c.cell_contents is not fn}
+                if c != _EMPTY_CELL and c.cell_contents is not fn}
     parts = []
     for name, value in held.items():
         try:
