@@ -45,8 +45,9 @@ from ._types import FamilyDir
 
 FORMAT: Final = "checkpoint-store 3"
 """The store format version, written to ``{cache}/checkpoint/FORMAT``. Format 3: a stored
-value may hold paths relative to the project and sets written sorted
-(:mod:`checkpoint._relocate`'s references), which versions of format 2 cannot decode."""
+value may hold references that versions of format 2 cannot decode
+(:mod:`checkpoint._relocate`'s: paths under the store root or the project kept byte for
+byte, paths relative to the project, sets written sorted)."""
 READS_AS_IS: Final = frozenset({"checkpoint-store 2"})
 """Older formats whose caches this version reads as they are (each is a subset of
 :data:`FORMAT`): opening one marks it :data:`FORMAT`, since this version may store values
