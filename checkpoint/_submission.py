@@ -23,6 +23,7 @@ from ._captured import only_arguments
 from ._claims import Claims
 from ._codec import Payload
 from ._flow import RunState, TaskFlow
+from ._isolation import enclosing_cells
 from ._readiness import TaskState
 from ._recovery import Recovery
 from ._text import task_label
@@ -340,6 +341,7 @@ class Submitter:
             code = getattr(spec.fn, "__code__", None)
             item = WorkItem.running(task.id, spec.fn, template, family.compress_level,
                                     filename=code.co_filename if self.pickled and code else "")
+            item.enclosing = enclosing_cells(family.fn, spec.fn)
         item.blob_dir = self._blob_dir(family.dirname)
         item.root = self.store_root
         item.debug = self.debug

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, Union, cast
 
 from ._codec import BlobRef, Encoded, Payload, encode_result, load
+from ._isolation import attempt_function, enclosing_cells
 from ._procs import attempt_start, end_attempt
 from ._types import DebugMode
 from .errors import CorruptEntryError, TaskTimeoutError
@@ -90,6 +91,9 @@ class WorkItem:
     after: str = ""
     """The id of an earlier item of the batch whose value this task reads in memory; it runs
     only if that item returned and stored its value (otherwise :class:`Unrun`)."""
+    enclosing: tuple[int, ...] = ()
+    """The indexes of ``fn``'s closure cells from beyond its outer function, not copied for
+    an attempt (see :func:`checkpoint._isolation.enclosing_cells`)."""
 
     @classmethod
     def running(cls, task_id: str, fn: Callable[..., object], template: list[object], compress_level: int,
@@ -242,8 +246,13 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
     t0 = time.perf_counter()
     before = attempt_start()
     try:
-        fn = item.fn if item.call is None else _inner(item.call)
-        assert fn is not None  # (a WorkItem holds the function or the call that makes it)
+        if item.call is None:
+            planned, enclosing = item.fn, item.enclosing
+        else:
+            planned = _inner(item.call)
+            enclosing = enclosing_cells(item.call[0].fn, planned)
+        assert planned is not None  # (a WorkItem holds the function or the call that makes it)
+        fn = attempt_function(planned, enclosing)  # what it holds, copied: its attempt's own
         products: list[Product] = []
         matches: list[list[Path]] = []
         with _unpickling() as met:

@@ -932,3 +932,26 @@ def test_a_task_that_cannot_be_pickled_fails_alone(client: Any, tmp_path: Path) 
     [error] = result.failed.values()
     assert isinstance(error, UnpicklableTaskError) and "holds self.gate" in str(error)
     assert {repr(t) for t in result.ran} == {"fine(1)", "fine(2)"}
+
+
+def test_tasks_of_one_batch_do_not_share_a_captured_object(tmp_path: Path) -> None:
+    """adv6 §3 on a Dask worker: the tasks of a batch, pickled together, share again there
+    what they shared on the coordinator (a config from one caching loader); each completes
+    its own copy (the same for a process pool's batch: tests/test_call_values.py)."""
+    import cloudpickle
+
+    from checkpoint._codec import load
+
+    params: dict[str, int] = {}
+
+    def fit(seed: int) -> Any:
+        def inner() -> int:
+            params.setdefault("seed", seed)
+            return params["seed"]
+        return inner
+
+    items = [WorkItem(f"fit{s}", fit(s), [], 0) for s in range(3)]
+    outcomes = run_dask_batch(cloudpickle.dumps((items, {})), cwd=str(tmp_path))
+    assert [load((out.payload, False)) for out in outcomes] == [0, 1, 2]  # type: ignore[union-attr]
+    assert params == {}
+
