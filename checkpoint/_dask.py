@@ -249,6 +249,7 @@ class DaskAdapter(ExecutorAdapter):
     """Submits cloudpickled batches to a Dask cluster through a ``ClientExecutor``."""
 
     kind = ExecutorKind.PICKLED
+    manifests = True
 
     def __init__(
         self, executor: Executor, max_workers: int | None, owned: list[Any], guard: bool = True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import time
+import types
 from collections import deque
 from concurrent.futures import Future
 
@@ -25,9 +26,12 @@ from ._flow import RunState, TaskFlow
 from ._handout import Handout
 from ._readiness import TaskState
 from ._recovery import Recovery
+from ._text import task_label
 from ._types import DebugMode, ExecutorKind, Reason, TaskId
 from ._worker import Outcome, WorkItem, still_writing
 from ._workitems import WorkItems, rebuildable
+from .errors import UnpicklableTaskError
+from .task import Task
 
 Returned = tuple[Future[list[Outcome]], list[WorkItem]]
 """A batch that came back from the executor, with its future."""
@@ -55,7 +59,7 @@ class Submitter:
         self.store_root = str(state.store.root)
         self.handout = Handout(state, flow, claims)
         self.work_items = WorkItems(state, adapter.kind, debug=debug, show_locals=show_locals,
-                                    timeout=timeout)
+                                    timeout=timeout, manifests=adapter.manifests)
         self.done: queue.SimpleQueue[Returned] = queue.SimpleQueue()
         """Batches that came back, put there by their futures' callbacks (in any thread)."""
         self.inflight: dict[int, list[WorkItem]] = {}
@@ -113,17 +117,12 @@ class Submitter:
         if len(items) == 1 and self.adapter.hands_on and not (isolated or locking or self.debug):
             self._hand_on(items, payloads)
         try:
-            try:
-                future = self.adapter.submit(items, payloads)
-            except broken_process_pool():
-                raise
-            except Exception:
-                if not self._unpicklable(items):
-                    raise
-                future = self.adapter.submit(items, payloads)
+            future = self._send(items, payloads)
         except broken_process_pool() as exc:  # broke before we noticed: collect it as such
             future = Future()
             future.set_exception(exc)
+        if future is None:
+            return  # none of them could be pickled: each failed
         self.inflight[id(items)] = items
         if self.emit:
             if len(self.started) < self.adapter.workers:
@@ -174,6 +173,49 @@ class Submitter:
         items.append(item)
         self.flow.fused[tid] = producer
 
+    def _send(self, items: list[WorkItem],
+              payloads: dict[TaskId, Payload]) -> Future[list[Outcome]] | None:
+        """Submit ``items``; if the batch cannot be pickled, rebuild in the worker the inner
+        functions that can be (:meth:`_unpicklable`), else fail each task that cannot be
+        pickled (:meth:`_refuse`) and send the others; ``None`` if none is left."""
+        try:
+            return self.adapter.submit(items, payloads)
+        except broken_process_pool():
+            raise
+        except Exception:
+            if not (self._unpicklable(items) or self._refuse(items)):
+                raise
+        return self._send(items, payloads) if items else None
+
+    def _refuse(self, items: list[WorkItem]) -> bool:
+        """Fail each task of ``items`` that cannot be pickled (its inner function holds a
+        lock, a client, a generator), taking it out of the batch; whether the batch changed.
+        A batch that hands a value over is split first: each of its tasks may fail alone."""
+        import cloudpickle
+
+        refused = len(items) > 1 and bool(items[-1].after)
+        if refused:
+            self._unfuse(items)
+        for item in list(items):
+            try:
+                cloudpickle.dumps(item)
+            except Exception as exc:  # noqa: BLE001 - whatever pickling raises
+                items.remove(item)
+                task = self.nodes[item.id].task
+                self.admission.release(task.family.queue)
+                self.coordination.end_reads(item.id)
+                self.flow.fail_now(item.id, unpicklable_task(task, item.fn, exc))
+                refused = True
+        return refused
+
+    def _unfuse(self, items: list[WorkItem]) -> None:
+        """Undo :meth:`_hand_on`: the dependent waits for its producer's stored value."""
+        item = items.pop()
+        del self.flow.fused[item.id]
+        self.values.given.pop(item.id, None)
+        self.admission.release(self.nodes[item.id].task.family.queue)
+        items[0].hands_on = False
+
     def _unpicklable(self, items: list[WorkItem]) -> bool:
         """A batch that could not be pickled: make each inner function that cannot travel
         (it holds a lock, a client) in the worker instead, by calling the outer function
@@ -210,3 +252,49 @@ class Submitter:
         for item in items:
             if not item.after:  # it starts when the one before ends (TaskFlow._went_on)
                 self.emit(ev.TaskStarted(self.nodes[item.id].task, now))
+
+
+def unpicklable_task(task: Task[object], fn: object, error: Exception) -> UnpicklableTaskError:
+    """The failure of a task that cannot be sent to a worker: what of it cannot be pickled
+    (:func:`_unpicklable_parts`), and what to do about it."""
+    parts = _unpicklable_parts(fn)
+    held = (f"holds {', '.join(parts)}, which cannot be pickled" if parts
+            else "cannot be pickled")
+    wrapped = UnpicklableTaskError(
+        f"{task_label(task)} cannot be sent to its worker process (the process and Dask executors "
+        f"pickle each task): its "
+        f"{'instance' if task.family.is_class else 'inner function'} {held} "
+        f"({type(error).__name__}: {error}). Create that object inside the "
+        f"{'run method' if task.family.is_class else 'inner function'}, where it is used, or "
+        "run with --executor threads (executor=\"threads\") or inline, which do not pickle tasks.",
+        task=repr(task), family=task.family.name,
+    )
+    wrapped.__cause__ = error
+    return wrapped
+
+
+_EMPTY_CELL = types.CellType()
+"""A closure's cell not assigned yet (cells compare by content)."""
+
+
+def _unpicklable_parts(fn: object) -> list[str]:
+    """The names of what ``fn`` holds that cannot be pickled: its closure's variables (an
+    inner function) or its instance's attributes (a class task's ``_ClassRun``)."""
+    import cloudpickle
+
+    state = getattr(fn, "state", None)  # a class task's _ClassRun
+    if isinstance(state, dict):
+        held = {f"self.{k}": v for k, v in state.items()}
+    else:
+        code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None) or ()
+        names = code.co_freevars if code is not None else ()
+        held = {f"'{n}'": c.cell_contents for n, c in zip(names, cells, strict=False)
+                if c != _EMPTY_CELL and c.cell_contents is not fn}
+    parts = []
+    for name, value in held.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception:  # noqa: BLE001 - whatever pickling raises
+            parts.append(name)
+    return parts
+

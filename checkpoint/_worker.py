@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import marshal
 import os
 import pickle
 import signal
@@ -29,7 +30,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, Union, cast
 
@@ -543,6 +544,7 @@ def run_batch(
     outcomes: list[Outcome] = []
     local.buf = buf = _Captured()
     handed: Handed = {}
+    noted: list[str] = []
     try:
         for item in items:
             enter_directory(home)
@@ -554,9 +556,14 @@ def run_batch(
                 local.buf = buf = _Captured()
             outcome.worker = worker
             outcomes.append(outcome)
+            if item.id in handed:  # its reader runs next: the coordinator may need it before
+                noted.append(note_handed(cast(Done, outcome)))
     finally:
         local.buf = None
         enter_directory(home)
+        for path in noted:  # the batch returns with it
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     return outcomes
 
 
@@ -592,6 +599,64 @@ def _run_item(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_proce
                           or time.perf_counter() - t0 > HAND_ON_SECONDS):
         handed.pop(item.id, None)
     return outcome
+
+
+HANDED = "handed-"
+"""What the name of a value's hand-over note starts with (see :func:`note_handed`)."""
+
+
+def note_handed(out: Done) -> str:
+    """Write the result of a task whose value this process worker hands over to its reader,
+    as the reader starts, where the coordinator finds it (:func:`read_handed`): reported
+    with the reader's, it would be lost with it if the run is interrupted or the worker dies
+    meanwhile; and the coordinator shows it done while the reader runs. The note's path
+    (``""``: none written, as outside a process pool worker)."""
+    directory = os.path.dirname(_records)
+    if not _records or not _own_directory(directory, make=True):
+        return ""
+    path = os.path.join(directory, HANDED + out.id)
+    try:
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                     | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(marshal.dumps(tuple(getattr(out, field.name) for field in fields(Done))))
+        os.replace(path + ".tmp", path)  # whole or not at all, for a worker killed meanwhile
+    except OSError:
+        return ""
+    return path
+
+
+def read_handed(directory: str, tid: str) -> Done | None:
+    """The result of ``tid`` that a worker noted as it handed its value over
+    (:func:`note_handed`), taken away; ``None`` if there is none (or it is not ours)."""
+    path = os.path.join(directory, HANDED + tid)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read() if os.fstat(fd).st_uid == os.getuid() else b""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    if not data or not _own_directory(directory, make=False):
+        return None
+    try:
+        out = Done(*marshal.loads(data))
+    except (ValueError, TypeError, EOFError):
+        return None
+    return out if out.id == tid else None
+
+
+def _own_directory(directory: str, make: bool) -> bool:
+    """Whether ``directory`` is this user's and only theirs (not one planted in /tmp);
+    ``make``: made first if missing."""
+    try:
+        if make:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
 # --- time limits -------------------------------------------------------------------------
@@ -720,10 +785,7 @@ def _arm_hard_stop(item: WorkItem) -> bool:
         return False
     try:
         if _record_fd < 0:
-            directory = os.path.dirname(_records)
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            st = os.lstat(directory)  # a directory of ours, not one planted in /tmp
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            if not _own_directory(os.path.dirname(_records), make=True):
                 return False
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             _record_fd = os.open(_records, flags, 0o600)

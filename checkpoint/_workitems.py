@@ -22,11 +22,14 @@ class WorkItems:
     """Makes the work items of one run's tasks (with the run's debug mode and time limit)."""
 
     def __init__(self, state: RunState, kind: ExecutorKind, *, debug: DebugMode | None,
-                 show_locals: bool, timeout: float | None) -> None:
+                 show_locals: bool, timeout: float | None, manifests: bool = False) -> None:
         self.values = state.values
         self.coordination = state.coordination
         self.store = state.store
         self.pickled = kind is ExecutorKind.PICKLED
+        self.manifests = manifests
+        """Whether batches carry the module values their tasks' fingerprints read (a family
+        is fingerprinted before its first batch is sent, or that batch's manifest lacks it)."""
         self.debug = debug
         """Debug mode of every task (in-process runs only)."""
         self.show_locals = show_locals
@@ -39,6 +42,8 @@ class WorkItems:
         spec = task.spec()
         template = [self._template(req, task) for req in spec.requirements]
         family = task.family
+        if self.manifests:  # what it reads goes into this batch's manifest
+            family.fingerprint  # noqa: B018 - computed once per run, then cached
         if self.pickled and rebuildable(task) and only_arguments(family, spec.fn):
             item = WorkItem.rebuilding(task.id, (family, task.args, task.kwargs), template,
                                        family.compress_level)

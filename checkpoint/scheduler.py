@@ -564,6 +564,8 @@ class _Run:
             except queue.Empty:
                 break
             self.collector.collect(returned)
+        if self.flow.fused:
+            self.collector.handed_over()
         if self.recorder.due():
             self.recorder.flush()
 
@@ -574,6 +576,8 @@ class _Run:
                 return self.submitter.done.get(
                     timeout=0.25 if not self.coordination.blocked else 0.05)
             except queue.Empty:
+                if self.flow.fused:
+                    self.collector.handed_over()
                 if self.recorder.records:
                     self.recorder.flush()
                 if self.coordination.solo:
@@ -602,6 +606,8 @@ class _Run:
         # the exception that brought us here (Ctrl-C, SIGTERM, a full disk).
         self.flow.stopping = self.flow.aborting = True
         try:
+            if self.flow.fused:  # (before the workers' notes go with the pool)
+                self.collector.handed_over()
             self.adapter.shutdown(kill=True)
             while True:
                 try:
@@ -613,7 +619,7 @@ class _Run:
                     # signal also ended a process it waited for (a terminal's Ctrl-C reaches
                     # its whole foreground process group: threads' children, Dask's workers').
                     self.submitter.inflight.pop(id(items), None)
-                    self.flow.not_run(items)
+                    self.flow.not_run([i for i in items if i.id not in self.collector.early])
                     continue
                 try:
                     self.collector.collect((future, items))
