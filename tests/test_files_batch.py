@@ -49,6 +49,15 @@ def spied(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
         return settled
 
     monkeypatch.setattr(files_module, "_check_batch", batch)
+    real_leaves = files_module._settle_leaves
+
+    def leaves(*args: Any) -> bool:  # a plan of one-File leaves, settled at once
+        settled = real_leaves(*args)
+        if settled:
+            seen["batch"].append(settled)
+        return settled
+
+    monkeypatch.setattr(files_module, "_settle_leaves", leaves)
     return seen
 
 
