@@ -1324,10 +1324,12 @@ def _settle_leaves(with_files: list[Node], leaf: type[Node], cache: DigestCache)
     nothing is noted (the general check follows)."""
     if set(map(type, with_files)) != {leaf}:
         return False
+    # (Not one whose TaskFiles was made already: captured values.)
+    paths = [node.inputs[0].path for node in with_files  # type: ignore[attr-defined]
+             if node.found is None]  # type: ignore[attr-defined]
+    if len(paths) != len(with_files):
+        return False
     try:
-        if any([node.found is not None for node in with_files]):  # type: ignore[attr-defined]
-            return False  # (a TaskFiles made already: captured values)
-        paths = [node.inputs[0].path for node in with_files]  # type: ignore[attr-defined]
         recorded = [node.meta.deps for node in with_files]  # type: ignore[union-attr]
     except AttributeError:  # a task without a stored entry
         return False
@@ -1479,12 +1481,8 @@ def _all_fresh_leaves(with_files: list[Node], paths: list[str], digests: str,
     """For a plan whose tasks read one file each (``paths``, in order; ``digests``: their
     digests now, joined by NULs): when every task's entry records exactly ``{"file:<its
     path>": its digest}`` (fresh as far as files go: a sweep's usual case), share each
-    entry's record as its task's digests and return true; otherwise note nothing.
-
-    Compared all at once: the recorded keys joined by NULs against the paths' keys joined
-    so, and the recorded digests likewise; each entry holding exactly one key, and no path
-    or digest holding a NUL (``os.stat`` refused such a path), the joined texts are equal
-    exactly when each entry's key and digest are."""
+    entry's record as its task's digests and return true; otherwise note nothing
+    (compared all at once: :func:`_fresh`)."""
     try:
         recorded = [node.meta.deps for node in with_files]  # type: ignore[union-attr]
     except AttributeError:  # a task without a stored entry

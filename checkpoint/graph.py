@@ -107,16 +107,17 @@ class FileLeaf(Node):
         """``None`` until checked; the digests, when the check settled it from the plan's
         record; its :class:`~checkpoint.files.TaskFiles`, once made."""
 
-    @property  # type: ignore[override]
+    @property
     def files(self) -> _files.TaskFiles:
         """Its inputs and what the check found (made on first use)."""
         found = self.found
-        if type(found) is not _files.TaskFiles:
-            made = _files.one_input(self.inputs)
-            if found is not None:
-                made.digests = found  # == {key: digest}; never mutated (as check shares it)
-            self.found = found = made
-        return found  # type: ignore[return-value]
+        if isinstance(found, _files.TaskFiles):
+            return found
+        made = _files.one_input(self.inputs)
+        if found is not None:
+            made.digests = found  # == {key: digest}; never mutated (as check shares it)
+        self.found = made
+        return made
 
     @files.setter
     def files(self, value: _files.TaskFiles | None) -> None:
