@@ -52,8 +52,8 @@ class Collector:
             finally:
                 if self.flow.fused:
                     for item in items:
-                        if item.after:
-                            del self.flow.fused[item.id]
+                        if item.after:  # (a reader put back by its producer is gone already)
+                            self.flow.fused.pop(item.id, None)
                 self.submitter.returned(items)  # after its outcomes: its worker is free now
 
     def _outcomes(self, future: Future[list[Outcome]],

@@ -742,6 +742,14 @@ def output_digests(products: list[Product]) -> dict[str, str]:
     found = {}
     for product in products:
         key = product._key or key_of(product.path, os.getcwd())
+        if not product.is_dir and os.path.isdir(key):
+            # A file output is removed before a run, never emptied: what an earlier run
+            # left in a directory there would outlive it, as if written by this one.
+            raise MissingOutputError(
+                f"The task's declared output {key} is a directory, but Product("
+                f"{product.path!r}) declares a file. Declare a directory output, with a "
+                f"trailing '/': Product({product.path + '/'!r}) (emptied before each run)."
+            )
         try:
             digest = digest_of(key, os.getcwd(), cache, hidden=True)
         except Unreadable as exc:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from ._text import plural
 from ._types import FamilyDir, Json, TaskId, Word
 from .files import OUTPUT
 from .graph import ARRANGEMENT, Node, Plan
@@ -290,17 +291,37 @@ class Touched:
     no_output: list[Task[object]] = field(default_factory=list)
     """Touched tasks with a declared output missing: they stay stale (touch cannot vouch
     for a file that is not there)."""
+    accepted: list[tuple[Task[object], list[str]]] = field(default_factory=list)
+    """Touched tasks that had changed besides their code, and what touch accepted as it is
+    now (``"input file data.txt changed"``): data a user may not have meant to accept."""
 
     def add(self, other: Touched) -> None:
         self.touched += other.touched
         self.fresh += other.fresh
         self.missing += other.missing
         self.no_output += other.no_output
+        self.accepted += other.accepted
 
     def to_json(self) -> dict[str, Json]:
         return {"touched": self.touched, "fresh": self.fresh,
                 "missing": [t.expression() for t in self.missing],
-                "output_missing": [t.expression() for t in self.no_output]}
+                "output_missing": [t.expression() for t in self.no_output],
+                "accepted": [{"task": t.expression(), "changes": list(changes)}
+                             for t, changes in self.accepted]}
+
+
+def _accepting(node: Node, meta: Meta, stamps: dict[TaskId, str]) -> list[str]:
+    """What besides code changed since a stored result was computed (what touching it
+    accepts as it is now): its files, its captured values, its prerequisites' values."""
+    changes: list[str] = []
+    if node.files is not None:
+        if not node.files.details:
+            node.files.reason(meta)  # (notes them; planning may have stopped at the code)
+        changes += node.files.details
+    changed = [d for d in node.deps if d in stamps and meta.deps.get(d) != stamps[d]]
+    if changed:
+        changes.append(f"{plural(len(changed), 'prerequisite')} changed value")
+    return changes
 
 
 def touch_plan(the_plan: Plan, store: Store) -> Touched:
@@ -331,6 +352,8 @@ def touch_plan(the_plan: Plan, store: Store) -> Touched:
                 report.no_output.append(node.task)
         if node.shape is not None:
             deps[ARRANGEMENT] = node.shape
+        if changes := _accepting(node, meta, stamps):
+            report.accepted.append((node.task, changes))
         new = meta.touched(node.task.family.fingerprint[0], deps)
         updates.setdefault(node.task.family.dirname, {})[tid] = new
         report.touched += 1

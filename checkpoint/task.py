@@ -449,6 +449,22 @@ class _Annotation:
         return self.text
 
 
+def binding_problem(signature: inspect.Signature, kwargs: dict[str, Any],
+                    exc: TypeError) -> str:
+    """What is wrong with arguments that do not bind: a misspelt keyword first (with the
+    parameter it resembles), since the missing argument it leads to is only its symptom."""
+    params = signature.parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for name in kwargs:
+            if name not in params:
+                import difflib
+
+                close = difflib.get_close_matches(name, list(params), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                return f"unknown argument {name!r}{hint}"
+    return str(exc)
+
+
 def signature_text(signature: inspect.Signature) -> str:
     """A signature as its source reads, e.g. ``(n: int, k: int = 2)``."""
     params = [
@@ -735,7 +751,8 @@ class _Binder:
             ba = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TaskArgumentError(
-                f"Wrong arguments for task {family.name}: {exc}. "
+                f"Wrong arguments for task {family.name}: "
+                f"{binding_problem(self.signature, kwargs, exc)}. "
                 f"Its signature is {family.short_name}{signature_text(self.signature)}."
             ) from None
         ba.apply_defaults()

@@ -27,7 +27,7 @@ from .errors import (
     TaskfileNotFoundError,
     UnknownTaskError,
 )
-from .task import Task, TaskFamily, signature_text
+from .task import Task, TaskFamily, binding_problem, signature_text
 
 DEFAULT_NAME = "taskfile.py"
 
@@ -443,7 +443,8 @@ def check_arguments(family: TaskFamily[..., object], args: tuple[Any, ...], kwar
         bound = signature.bind(*args, **kwargs)
     except TypeError as exc:
         raise TaskArgumentError(
-            f"Wrong arguments for task {family.short_name}: {exc}. "
+            f"Wrong arguments for task {family.short_name}: "
+            f"{binding_problem(signature, kwargs, exc)}. "
             f"Its signature is {family.short_name}{signature_text(signature)}."
         ) from None
     for name, value in bound.arguments.items():

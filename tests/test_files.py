@@ -628,6 +628,26 @@ def test_a_declared_output_the_task_did_not_write_fails_it(tmp_path: Path) -> No
     assert Path("out").is_dir()  # its directory was made for it
 
 
+def test_a_file_output_made_a_directory_fails_the_task(tmp_path: Path) -> None:
+    """A file Product the task fills as a directory is never emptied before a run (files of
+    an older configuration would outlive it): the task fails, naming the directory form."""
+    alphas = [1, 2, 3]
+
+    @task
+    def figs():
+        @requires(Product("out/figs"))
+        def __(d: Path) -> int:
+            d.mkdir(parents=True, exist_ok=True)
+            for a in alphas:
+                (d / f"fig{a}.txt").write_text(str(a))
+            return len(alphas)
+        return __
+
+    with pytest.raises(MissingOutputError, match=r"out/figs is a directory.*Product\('out/figs/'\)"):
+        figs().run(executor="inline")
+    assert plan([figs()], Store.open()).nodes[figs().id].reason == "missing"
+
+
 def test_directory_product_and_directory_input_linked(tmp_path: Path) -> None:
     """A directory input covering another task's declared outputs should depend on it."""
 

@@ -192,6 +192,20 @@ def test_a_long_producer_reports_first(
                     ("TaskStarted", "use"), ("TaskFinished", "use")]
 
 
+def test_two_long_producers_report_first(
+    mod: ModuleType, reads: Callable[[], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two chains in flight: the first reader put back (its producer reported first) is no
+    # longer fused when its batch's accounting ends, while the other chain still is.
+    monkeypatch.setattr(worker, "HAND_ON_SECONDS", 0.0)
+    targets = [mod.use("bytes"), mod.use("small")]
+    result = checkpoint.run(targets, executor="process", max_workers=2)
+    assert result.values[targets[0].id] == (200_000, b"vv")
+    assert result.values[targets[1].id] == (5, "sm")
+    again = checkpoint.run(targets, executor="inline")
+    assert not again.ran
+
+
 @pytest.mark.parametrize("who", ["make", "use"])
 def test_a_worker_killed_mid_batch(mod: ModuleType, tmp_path: Path, who: str) -> None:
     target = mod.use("bytes", "kill-once", "") if who == "make" else mod.use("bytes", "", "kill-once")
@@ -271,7 +285,7 @@ def _spec(rng: random.Random, n: int) -> dict[int, tuple[list[int], str, str]]:
     return spec
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(4))
 def test_model_random_dags_against_a_plain_evaluation(
     make_module: Callable[[str, str], ModuleType], seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -285,6 +299,8 @@ def test_model_random_dags_against_a_plain_evaluation(
         fused.extend(item.id for item in items if item.after)
 
     monkeypatch.setattr(Submitter, "_hand_on", counted)
+    # Odd seeds: every producer "took long" and reports before its reader runs (put back).
+    monkeypatch.setattr(worker, "HAND_ON_SECONDS", 0.0 if seed % 2 else 2.0)
     rng = random.Random(seed)
     spec = _spec(rng, 24)
     model = make_module(f"fusedmodel{seed}", MODEL.format(spec=spec) + MODEL_BODY)

@@ -125,6 +125,19 @@ def test_check_arguments_binding() -> None:
         check_arguments(fam, (), {})
 
 
+def test_a_misspelt_keyword_is_named_first() -> None:
+    """`fit(alpah=1.0)`: the typo is the problem, not the missing 'alpha' it leads to."""
+
+    def fit(alpha: float, depth: int = 3):
+        return lambda: None
+
+    with pytest.raises(TaskArgumentError, match=r"fit: unknown argument 'alpah' "
+                       r"\(did you mean 'alpha'\?\)\. Its signature is fit\(alpha: float"):
+        check_arguments(_family(fit), (), {"alpah": 1.0})
+    with pytest.raises(TaskArgumentError, match=r"Wrong arguments for task .*fit: unknown argument 'alpah'"):
+        _family(fit)(alpah=1.0)
+
+
 def test_scan_family_names(tmp_path: Path) -> None:
     """scan_family_names should find @task functions without importing the file."""
     path = tmp_path / "taskfile.py"

@@ -1,6 +1,7 @@
 """``checkpoint touch``: accept the current code and the stored results as fresh.
 
-``--json``: ``{"touched": n, "fresh": n, "missing": ["<task>", ...]}``.
+``--json``: ``{"touched": n, "fresh": n, "missing": ["<task>", ...], "output_missing":
+[...], "accepted": [{"task": "<task>", "changes": ["input file data.txt changed"]}]}``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ._complete import complete_targets
 from ._output import emit_json, err
 
 if TYPE_CHECKING:
-    from ..task import TaskFamily
+    from ..task import Task, TaskFamily
 
 
 @click.command()
@@ -27,7 +28,8 @@ def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
     refactor that does not change results).
 
     A TARGET ('choose(6, 3)', or a name callable without arguments such as main) accepts
-    its whole DAG: current code, current prerequisites. A NAME that needs arguments
+    its whole DAG as it is now: current code, prerequisites, input files and captured
+    values (touch names every task it accepted for more than its code). A NAME that needs arguments
     (choose) accepts the current code for every stored entry of that family.
 
     Examples:
@@ -57,6 +59,8 @@ def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
         return
     err(f"Touched {total.touched} entr{'y' if total.touched == 1 else 'ies'}; "
         f"{total.fresh} already fresh.", quiet=app.quiet)
+    if total.accepted:
+        _say_accepted(total.accepted, app.quiet)
     if total.missing:
         names = ", ".join(t.expression() for t in total.missing[:5])
         more = f" and {len(total.missing) - 5} more" if len(total.missing) > 5 else ""
@@ -70,6 +74,14 @@ def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
         one = len(total.no_output) == 1
         err(f"{plural(len(total.no_output), 'task')} still {'has' if one else 'have'} to run: "
             f"a declared output is missing: {names}{more}.")
+
+
+def _say_accepted(accepted: list[tuple[Task[object], list[str]]], quiet: bool) -> None:
+    """Name what touch accepted besides code: an edited data file may not have been meant."""
+    shown = "; ".join(f"{t.expression()} ({', '.join(changes)})" for t, changes in accepted[:5])
+    more = f"; and {len(accepted) - 5} more" if len(accepted) > 5 else ""
+    err(f"Accepted as they are now: {shown}{more}. To compute one of them again instead: "
+        "checkpoint clear TARGET, then run.", quiet=quiet)
 
 
 def _needs_arguments(family: TaskFamily[..., object]) -> bool:

@@ -19,7 +19,7 @@ def test_touch_family_after_refactor(invoke: Invoke, project: Path) -> None:
     assert "Touched 14 entries; 0 already fresh." in result.stderr
     assert ran(invoke, "main") == (0, 15)
     assert json.loads(invoke("touch", "--json", "choose").stdout) == {
-        "touched": 0, "fresh": 14, "missing": [], "output_missing": []}
+        "touched": 0, "fresh": 14, "missing": [], "output_missing": [], "accepted": []}
 
 
 def test_touch_target_dag(invoke: Invoke, project: Path) -> None:
@@ -96,3 +96,34 @@ def test_touch_names_tasks_whose_declared_output_is_missing(invoke: Invoke, proj
     assert doc["output_missing"] == ["render()"]
     assert ran(invoke, "main") == (1, 1)  # render() ran again; main() kept (same value)
     assert (project.parent / "out.txt").read_text() == "hello"
+
+
+INPUT_TASKFILE = """
+from pathlib import Path
+from checkpoint import File, requires, task
+
+@task
+def main():
+    @requires(File("data.txt"))
+    def __(path: Path) -> int:
+        return int(path.read_text()) * 10
+    return __
+"""
+
+
+def test_touch_names_the_input_files_it_accepts(invoke: Invoke, project: Path) -> None:
+    """A refactor and, unnoticed, an edited data file: touch accepts both, and says which
+    files it accepted as they are (a make user's `touch` is about code, not data)."""
+    (project.parent / "data.txt").write_text("1")
+    project.write_text(INPUT_TASKFILE)
+    invoke("run", *INLINE, "main")
+    edit(project, "* 10", "*10")
+    (project.parent / "data.txt").write_text("2")
+    result = invoke("touch", "main")
+    assert result.exit_code == 0
+    assert "Accepted as they are now: main() (input file data.txt changed)." in result.stderr
+    assert "checkpoint clear" in result.stderr
+    edit(project, "*10", "* 10")
+    (project.parent / "data.txt").write_text("3")
+    doc = json.loads(invoke("touch", "--json", "main").stdout)
+    assert doc["accepted"] == [{"task": "main()", "changes": ["input file data.txt changed"]}]
