@@ -60,6 +60,7 @@ class Node:
     __slots__ = ("task", "deps", "reason", "meta", "files", "shape")
 
     def __init__(self, task: Task[object], deps: list[TaskId], shape: str | None = None) -> None:
+        # (FileLeaf.__init__ sets the same slots, without a call of this: keep them alike.)
         self.task = task
         self.deps = deps
         """Ids of the distinct prerequisites, in declaration order (then the producers of
