@@ -15,7 +15,9 @@ side by side.
 
 **Manifests** are small JSON documents: the entry's metadata, the SHA-256 of its value
 (the value itself, base64-encoded, when it is at most ``INLINE_MAX`` bytes: one request
-per small entry) and of each file of its data directory. Objects are named by their
+per small entry) and of each file of its data directory, and the empty folders of that
+directory (``dirs``: a manifest without it, from an older writer, recreates only the
+folders that hold files). Objects are named by their
 SHA-256, so every download is checked against the name the manifest gives.
 
 **Packs.** A push that uploads many entries of a family also writes their manifests, as
@@ -125,6 +127,9 @@ class Manifest:
     """The payload, base64-encoded, when small; else it is the object ``sha256``."""
     data: list[DataFile] | None = None
     """The files of the task's data directory, or ``None`` when it has none."""
+    dirs: list[str] | None = None
+    """The empty folders of its data directory (``/``-separated), with ``data``; ``None``
+    without a data directory (or from a writer that did not record them)."""
     log: str = ""
     started: float = 0.0
     duration: float = 0.0
@@ -155,6 +160,8 @@ class Manifest:
         body.update(extra)
         if self.data is None:
             body["data"] = None
+        if self.dirs is None:
+            del body["dirs"]  # the manifest as an older writer wrote it
         return body
 
     def signed(self, key: bytes) -> bytes:
@@ -206,6 +213,11 @@ class Manifest:
         for f in self.data or ():
             if not _HEX64.fullmatch(str(f.sha256)) or not safe_relative(f.path):
                 raise RefusedEntry(f"its data directory names an unsafe path {f.path!r}")
+        if self.dirs is not None and not isinstance(self.dirs, list):
+            raise RefusedEntry("its manifest lacks a field or has a wrong one (dirs)")
+        for path in self.dirs or ():
+            if not safe_relative(path):
+                raise RefusedEntry(f"its data directory names an unsafe path {path!r}")
 
 
 def safe_relative(path: object) -> bool:

@@ -9,17 +9,22 @@ at any depth pickle reaches (lists, dicts, tuples, sets, dataclasses, any object
 (and each item of a NumPy array of text, which pickles as one buffer otherwise)
 is written as a *reference relative to the store root*; loading resolves it against the
 store root of the process that loads it. The value the task returned and the value its
-dependents receive are equal wherever the cache is now.
+dependents receive are equal wherever the cache is now. Only the root is replaced: what
+follows it is kept as it is, character for character (a trailing ``/``, a ``//``, the rest
+of a text that starts with the path), so a value read back where it was stored is the
+value stored. A text counts when it is the root, or starts with it and a separator and has
+no ``..`` part after it (a sibling ``{root}2/x`` or ``{root}/../x`` is not under it).
 
 Paths into the *project* are kept valid the same way, when the cache lies inside the
 project (the default ``.cache``): a ``str`` or path that is the working directory the value
 is stored from (the project root: tasks run there) or lies under it, and not in the store
 root, is written relative to it, with where the store root was in it (``.cache/checkpoint``)
 and the project's path then. Loading resolves it against the project that holds the cache
-now (the store root minus that part): a copy of the project with its cache (``cp -a proj
-exp``) reads its own files. A cache found elsewhere (``CP_CACHE_DIR`` at a copy of it)
-gives the paths as they were stored. Text that merely contains such a path (``f"saved to
-{path}"``) is kept as it is, as for the store root.
+now: the working directory it is loaded in, when the store root is at that same place in
+it (``{cwd}/.cache/checkpoint``): a copy of the project with its cache (``cp -a proj exp``)
+reads its own files. A cache found elsewhere (``CP_CACHE_DIR`` at a copy of it, whatever
+its name, even ``.cache``) gives the paths as they were stored. Text that merely contains
+such a path (``f"saved to {path}"``) is kept as it is, as for the store root.
 
 Cost, as this runs for every stored value: the value is pickled as before, and only when
 the payload contains the bytes ``checkpoint`` (the store root's name, which every such path
@@ -47,8 +52,13 @@ _HINT = b"checkpoint"
 """Bytes every path under a store root contains (its last component's name)."""
 _HINT32 = "checkpoint".encode("utf-32-le")
 """The same in a NumPy array of text (fixed-width UTF-32)."""
+_UNDER_ROOT = "checkpoint:under-store-root"
+_UNDER_PROJECT = "checkpoint:under-project"
+"""References whose path is the root followed by the text kept, as it is."""
 _MARK = "checkpoint:store-root"
 _PROJECT = "checkpoint:project"
+"""References written before: the path's parts under the root, joined with ``/`` (a ``//``
+or a trailing ``/`` was lost); still read."""
 _SORTED_SET = "checkpoint:sorted-set"
 _OPAQUE = frozenset({bytes, bytearray, int, float, complex, bool, type(None)})
 """Types whose values never hold a path (not searched, whatever their size)."""
@@ -233,16 +243,17 @@ def loads(payload: bytes | Any, root: str) -> Any:
 _classes: dict[type, type] = {}
 
 
-def _relative(text: str, prefix: str, root: str) -> str | None:
-    """``text`` as a path relative to ``root`` (``prefix``: it with a trailing separator),
-    written with ``/``; ``None`` when it is not ``root`` or below."""
-    if text.startswith(prefix):
-        rel = text[len(prefix):]
-    elif text == root:
-        rel = ""
-    else:
+def _remainder(text: str, prefix: str, root: str) -> str | None:
+    """What follows ``root`` in ``text`` (``prefix``: ``root`` with a trailing separator),
+    kept as it is (``""``, or from its separator on), when ``text`` is ``root`` or a path
+    below it; ``None`` otherwise: another directory (``{root}2``), or a path that leaves it
+    (a ``..`` part)."""
+    if text == root:
+        return ""
+    if not text.startswith(prefix):
         return None
-    return rel if os.sep == "/" else rel.replace(os.sep, "/")
+    rest = text[len(root):]
+    return None if ".." in rest.split(os.sep) else rest
 
 
 def _relocating_pickler(base: type) -> type:
@@ -286,13 +297,14 @@ def _relocating_pickler(base: type) -> type:
             seen = self.pids.get(id(obj))
             if seen is not None:
                 return seen[1]
-            rel = _relative(text, self.prefix, self.root)
+            rest = _remainder(text, self.prefix, self.root)
             pid: tuple[Any, ...]
-            if rel is not None:
-                pid = (_MARK, rel, None if kind is str else kind)
-            elif self.project and (rel := _relative(text, self.project_prefix, self.project)) is not None:
+            if rest is not None:
+                pid = (_UNDER_ROOT, rest, None if kind is str else kind)
+            elif self.project and (rest := _remainder(
+                    text, self.project_prefix, self.project)) is not None:
                 # (the project's own path as its parts: a str of it would be relocated too)
-                pid = (_PROJECT, rel, None if kind is str else kind, self.store_in_project,
+                pid = (_UNDER_PROJECT, rest, None if kind is str else kind, self.store_in_project,
                        tuple(self.project.split(os.sep)))
             else:
                 return None
@@ -320,24 +332,50 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(file)
         self.root = root
         self.sets: dict[int, tuple[Any, set[Any] | frozenset[Any]]] = {}
+        self.projects: dict[str, str | None] = {}
 
     def persistent_load(self, pid: Any) -> Any:
-        if type(pid) is tuple and len(pid) == 3 and pid[0] == _SORTED_SET:
+        if type(pid) is not tuple or len(pid) not in (3, 5):
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r} in a stored value")
+        tag = pid[0]
+        if tag == _SORTED_SET and len(pid) == 3:
             made = self.sets.get(id(pid))  # one set referred to twice is one set again
             if made is None:
                 made = self.sets[id(pid)] = (pid, frozenset(pid[1]) if pid[2] else set(pid[1]))
             return made[1]
-        if type(pid) is tuple and len(pid) == 5 and pid[0] == _PROJECT:
-            _, rel, kind, store, parts = pid
-            # the project that holds the cache now; the project as stored if none does
-            if self.root.endswith(os.sep + store):
-                project = self.root[: -len(store) - 1]
-            else:
-                project = os.sep.join(parts)
-            path = os.path.join(project, *rel.split("/")) if rel else project
-            return path if kind is None else kind(path)
-        if type(pid) is not tuple or len(pid) != 3 or pid[0] != _MARK:
+        if tag in (_UNDER_PROJECT, _PROJECT) and len(pid) == 5:
+            _, rest, kind, store, parts = pid
+            base = self._project(store) or os.sep.join(parts)
+        elif tag in (_UNDER_ROOT, _MARK) and len(pid) == 3:
+            _, rest, kind = pid
+            base = self.root
+        else:
             raise pickle.UnpicklingError(f"unknown persistent id {pid!r} in a stored value")
-        _, rel, kind = pid
-        path = os.path.join(self.root, *rel.split("/")) if rel else self.root
+        if tag in (_UNDER_ROOT, _UNDER_PROJECT):
+            path = base + rest
+        else:
+            path = os.path.join(base, *rest.split("/")) if rest else base
         return path if kind is None else kind(path)
+
+    def _project(self, store: str) -> str | None:
+        """The project that holds the cache now, at ``store`` (the store root's place in the
+        project when the value was stored): the working directory, when the store root is
+        there in it; else ``None`` (a copy of the cache used from elsewhere, whatever its
+        name: the paths as stored)."""
+        if store not in self.projects:
+            self.projects[store] = _holding_project(self.root, store)
+        return self.projects[store]
+
+
+def _holding_project(root: str, store: str) -> str | None:
+    """The working directory, if the store root ``root`` is ``store`` in it."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None
+    if cwd == os.sep:
+        return None
+    expected = cwd + os.sep + store
+    if root == expected or os.path.realpath(root) == os.path.realpath(expected):
+        return cwd
+    return None

@@ -498,25 +498,38 @@ class _Fetch:
             raise RefusedEntry("its value is missing from the remote (the manifest names an "
                                "object that is not there)")
         if manifest.data is not None:
-            staged = self._staging() / f"data-{tid}"
-            staged.mkdir()
-            for f in manifest.data:
-                target = staged / f.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                content = contents.get(f.sha256)
-                if content is not None:
-                    _check_bytes(content, f.sha256, f.size, f"its data file {f.path}")
-                    target.write_bytes(content)
-                elif f.sha256 in files:
-                    _check_file(files[f.sha256], f.sha256, f.size, f"its data file {f.path}")
-                    shutil.copyfile(files[f.sha256], target)
-                else:
-                    raise RefusedEntry(f"its data file {f.path} is missing from the remote")
-                if f.executable:
-                    target.chmod(target.stat().st_mode | 0o111)
-            self.staged[tid] = staged
+            self.staged[tid] = self._stage_data(tid, manifest.data, manifest.dirs or [],
+                                                contents, files)
         self.sizes[tid] = manifest.size + sum(f.size for f in manifest.data or ())
         self.durations[tid] = manifest.duration
+
+    def _stage_data(self, tid: TaskId, data: list[DataFile], dirs: list[str],
+                    contents: dict[str, bytes | None], files: dict[str, Path]) -> Path:
+        """An entry's data directory, checked file by file, with its empty folders, in the
+        staging directory."""
+        staged = self._staging() / f"data-{tid}"
+        staged.mkdir()
+        for f in data:
+            target = staged / f.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            content = contents.get(f.sha256)
+            if content is not None:
+                _check_bytes(content, f.sha256, f.size, f"its data file {f.path}")
+                target.write_bytes(content)
+            elif f.sha256 in files:
+                _check_file(files[f.sha256], f.sha256, f.size, f"its data file {f.path}")
+                shutil.copyfile(files[f.sha256], target)
+            else:
+                raise RefusedEntry(f"its data file {f.path} is missing from the remote")
+            if f.executable:
+                target.chmod(target.stat().st_mode | 0o111)
+        for folder in dirs:
+            try:
+                (staged / folder).mkdir(parents=True, exist_ok=True)
+            except OSError:
+                raise RefusedEntry(f"its data directory names the folder {folder}, where it "
+                                   "has a file") from None
+        return staged
 
     def cleanup(self) -> None:
         """Remove what was downloaded and not stored."""
@@ -779,20 +792,21 @@ def _manifest_of(store: Store, task: Task[object], tid: TaskId,
             raise _NotPushable("its stored value is damaged (size or checksum mismatch)")
         sha = hashlib.sha256(payload).hexdigest()
         inline = base64.b64encode(payload).decode()
-    data = _data_files(store, family, tid, objects)
+    data, dirs = _data_files(store, family, tid, objects) or (None, None)
     log = (store.get_log(family, tid) or "") if meta.log else ""
     manifest = Manifest(
         task=tid, family=family, expr=meta.expr, args=meta.args, fingerprint=meta.fingerprint,
         deps=dict(meta.deps), stamp=meta.stamp, size=meta.size, crc=meta.crc,
-        compressed=meta.compressed, sha256=sha, inline=inline, data=data, log=log,
+        compressed=meta.compressed, sha256=sha, inline=inline, data=data, dirs=dirs, log=log,
         started=meta.started, duration=meta.duration, worker=meta.worker, pushed=time.time(),
     )
     return manifest, objects
 
 
-def _data_files(store: Store, family: FamilyDir, tid: TaskId,
-                objects: dict[str, tuple[str, int]]) -> list[DataFile] | None:
-    """The files of a task's data directory (``None`` when it has none)."""
+def _data_files(store: Store, family: FamilyDir, tid: TaskId, objects: dict[str, tuple[str, int]]
+                ) -> tuple[list[DataFile], list[str]] | None:
+    """The files of a task's data directory and its empty folders (``None`` when it has
+    none)."""
     root = store.data_dir(family, tid)
     try:
         if not stat.S_ISDIR(os.lstat(root).st_mode):
@@ -800,11 +814,14 @@ def _data_files(store: Store, family: FamilyDir, tid: TaskId,
     except FileNotFoundError:
         return None
     files: list[DataFile] = []
+    empty: list[str] = []
     stack = [root]
     while stack:
         directory = stack.pop()
         with os.scandir(directory) as it:
             entries = sorted(it, key=lambda e: e.name)
+        if not entries and directory != root:
+            empty.append(directory.relative_to(root).as_posix())
         for entry in entries:
             st = entry.stat(follow_symlinks=False)
             relative = Path(entry.path).relative_to(root).as_posix()
@@ -817,7 +834,7 @@ def _data_files(store: Store, family: FamilyDir, tid: TaskId,
             else:
                 raise _NotPushable(f"its data directory holds {relative}, which is not a regular "
                                    "file (a link or a special file)")
-    return files
+    return files, sorted(empty)
 
 
 def _hash_file(path: str, expected: int | None = None) -> tuple[str, int, int]:

@@ -450,13 +450,124 @@ def test_project_paths_are_stored_relative_to_the_project_that_holds_the_cache(
     value = {"file": str(proj / "out" / "x.csv"), "dir": proj / "out", "self": str(proj),
              "message": f"saved to {proj}/out/x.csv", "other": str(tmp_path / "projx" / "y")}
     payload = encode_value(value, 0, root)
+    assert decode_payload(payload, False, root) == value
+    moved.mkdir()
+    monkeypatch.chdir(moved)  # the project moved, and is used where it is now
     back = decode_payload(payload, False, str(moved / ".cache" / "checkpoint"))
     assert back == {"file": str(moved / "out" / "x.csv"), "dir": moved / "out", "self": str(moved),
                     "message": value["message"], "other": value["other"]}
-    assert decode_payload(payload, False, root) == value
     # A cache found elsewhere than in a project (CP_CACHE_DIR at a copy): the paths as stored.
     assert decode_payload(payload, False, str(tmp_path / "copy" / "checkpoint")) == value
     # A cache outside the project: nothing to relocate, the plain pickle.
     outside = str(tmp_path / "shared" / "checkpoint")
     assert encode_value(value, 0, outside) == encode_value(value, 0)
     assert encode_value(b"x" * 1000 + str(proj).encode(), 0, root) == encode_value(b"x" * 1000 + str(proj).encode(), 0)
+
+
+# --- adv6 01: a value read back is the value stored, byte for byte ---------------------------
+
+def _round_trip(value: Any, root: str, read_root: str | None = None) -> Any:
+    return decode_payload(encode_value(value, 0, root), False, read_root or root)
+
+
+def test_paths_come_back_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the root itself may change when the cache moved: trailing and double slashes,
+    `.` and a URL after the path are kept; a sibling directory, `..`, bytes and text that
+    merely contains the root are not paths under it."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    monkeypatch.chdir(proj)
+    root = str(proj / ".cache" / "checkpoint")
+    p, r = str(proj), root
+    texts = [p, p + "/", p + "//", p + "/a/", p + "//a//b", p + "/./a", p + "/a/.",
+             f"{p}/site/index.html is served at http://localhost:8000/", p + "/a\n" + p + "//b",
+             r, r + "/", r + "//x/", f"{r}/f/data/x/model.pt -> s3://bucket//x",
+             p + "2", p + "2/x", p + "/../x", p + "/a/../../x", r + "/../x", "x" + p, f"see {p}//"]
+    value = [*texts, [PurePosixPath(t) for t in texts], [t.encode() for t in texts], tuple(texts)]
+    assert _round_trip(value, root) == value
+    for t in texts:
+        assert _round_trip(t, root) == t
+
+    # Moved: the root is replaced, the rest kept as it is; what is not under it is untouched.
+    payload = encode_value(texts, 0, root)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    monkeypatch.chdir(moved)
+    new_root = str(moved / ".cache" / "checkpoint")
+    expected = [str(moved) + t[len(p):] if (t == p or t.startswith(p + "/")) and
+                "/../" not in t[len(p):] + "/" else t for t in texts]
+    assert decode_payload(payload, False, new_root) == expected
+    assert expected[1] == str(moved) + "/" and expected[9] == new_root  # (checked as meant)
+
+
+def test_random_texts_around_the_root_come_back_as_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A property: any text made of pieces around the project root and the store root,
+    stored and read back in place, is the same text."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    monkeypatch.chdir(proj)
+    root = str(proj / ".cache" / "checkpoint")
+    pieces = st.sampled_from([str(proj), root, "/", "//", ".", "..", "a", " ", ":", "2",
+                              "http://x/", "\n", "\x00", "é", "\\"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(pieces, max_size=8).map("".join), st.booleans())
+    def check(text: str, as_path: bool) -> None:
+        value = PurePosixPath(text) if as_path and text and "\x00" not in text else text
+        assert _round_trip([value, {value: value}], root) == [value, {value: value}]
+
+    check()
+
+
+# --- adv6 06: a copy of the cache still named .cache -----------------------------------------
+
+def test_a_copy_of_the_cache_named_dotcache_gives_project_paths_as_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the cache used from the project (CP_CACHE_DIR) is not in a project, whatever
+    its name: the project's paths come back as stored, not under the copy's parent."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    monkeypatch.chdir(proj)
+    value = str(proj / "data.csv")
+    payload = encode_value(value, 0, str(proj / ".cache" / "checkpoint"))
+    for copy in ("backup/.cache", "backup/mycache", "other/proj/.cache"):
+        assert decode_payload(payload, False, str(tmp_path / copy / "checkpoint")) == value
+    # The project itself, moved with its cache and used where it is now: its paths follow.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp").mkdir()
+    monkeypatch.chdir(tmp_path / "exp")
+    assert decode_payload(payload, False, str(tmp_path / "exp" / ".cache" / "checkpoint")) == (
+        str(tmp_path / "exp" / "data.csv"))
+
+
+def test_references_written_before_are_still_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Payloads stored by earlier versions (parts joined with `/`) load as they did."""
+    import io
+    import pickle
+
+    from checkpoint import _relocate
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    monkeypatch.chdir(proj)
+    root = str(proj / ".cache" / "checkpoint")
+    old = {str(proj / "a" / "b"): (_relocate._PROJECT, "a/b", None, ".cache/checkpoint",
+                                    tuple(str(proj).split(os.sep))),
+           root + "/f/x": (_relocate._MARK, "f/x", None), root: (_relocate._MARK, "", PurePosixPath)}
+
+    class Old(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            return old.get(obj) if type(obj) is str else None
+
+    buffer = io.BytesIO()
+    buffer.write(_relocate.PREFIX)
+    Old(buffer, protocol=5).dump(list(old))
+    assert decode_payload(buffer.getvalue(), False, root) == [
+        str(proj / "a" / "b"), root + "/f/x", PurePosixPath(root)]
+    assert decode_payload(buffer.getvalue(), False, "/else/checkpoint") == [
+        str(proj / "a" / "b"), "/else/checkpoint/f/x", PurePosixPath("/else/checkpoint")]

@@ -486,6 +486,94 @@ def test_packs_serve_many_entries_and_fall_back(
     assert not list((remote / "packs").rglob("*.pack"))
 
 
+# --- adv6 09: the folders of a data directory, empty ones too --------------------------------
+
+FOLDERS = '''
+import os
+
+from checkpoint import TaskDirectory, requires, task
+
+
+@task
+def gen():
+    @requires(TaskDirectory())
+    def __(d) -> str:
+        for name in ("cat", "dog", "empty/nested", "logs"):
+            (d / name).mkdir(parents=True)  # one per class, not yet filled
+        (d / "cat" / "1.txt").write_text("meow")
+        return str(d)
+    return __
+
+
+@task
+def main():
+    @requires(gen())
+    def __(d: str) -> list:
+        return sorted(os.path.relpath(os.path.join(top, name), d)
+                      for top, dirs, files in os.walk(d) for name in dirs + files)
+    return __
+'''
+FOLDERS_SEEN = ["cat", "cat/1.txt", "dog", "empty", "empty/nested", "logs"]
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_empty_folders_of_a_data_directory_are_pulled(
+        make_module: Callable[[str, str], ModuleType], tmp_path: Path, key: str,
+        s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """A data directory pulled from a remote should hold the folders the task made, empty
+    ones too: its dependents, pulled or computed, see what they see on the first machine."""
+    if kind == "s3":
+        for name, value in s3_server.env().items():
+            monkeypatch.setenv(name, value)
+    url = s3_server.bucket() if kind == "s3" else (tmp_path / "remote").as_uri()
+    mod = make_module("folder_tasks", FOLDERS)
+    first = run([mod.main()], cache_dir=tmp_path / "a", executor="inline")
+    assert first.values[mod.main().id] == FOLDERS_SEEN
+    assert len(push([mod.gen()], url, cache_dir=tmp_path / "a").pushed) == 1
+    second = run([mod.main()], cache_dir=tmp_path / "b", remote=url, executor="inline")
+    assert [t.expression() for t in second.pulled] == ["gen()"]
+    assert second.values[mod.main().id] == FOLDERS_SEEN
+    if kind == "s3":
+        return
+    # An entry an older checkpoint pushed (no "dirs"): read as it was written then.
+    path = _manifest_of(tmp_path / "remote", mod.gen())
+    body = json.loads(path.read_text())
+    assert body["dirs"] == ["dog", "empty/nested", "logs"]
+    _resign(path, {k: v for k, v in body.items() if k != "dirs"})
+    third = run([mod.main()], cache_dir=tmp_path / "c", remote=url, executor="inline")
+    assert [t.expression() for t in third.pulled] == ["gen()"]
+    assert third.values[mod.main().id] == ["cat", "cat/1.txt"]
+    # A folder where the entry has a file: refused, computed here.
+    _resign(path, {**body, "dirs": ["cat/1.txt"]})
+    with pytest.warns(RemoteWarning, match="names the folder cat/1.txt, where it has a file"):
+        fourth = run([mod.main()], cache_dir=tmp_path / "d", remote=url, executor="inline")
+    assert fourth.pulled == [] and fourth.values[mod.main().id] == FOLDERS_SEEN
+
+
+def _resign(path: Path, body: dict[str, Any]) -> None:
+    """Write a manifest with ``body`` (its signature replaced), signed with the key."""
+    from checkpoint._manifest import DataFile, Manifest
+
+    body = dict(body)
+    body.pop("signature", None)
+    data = body.pop("data")
+    manifest = Manifest(**body)
+    manifest.data = [DataFile(**f) for f in data]
+    path.write_bytes(manifest.signed(KEY.encode()))
+
+
+def test_a_manifest_naming_an_unsafe_folder_is_refused() -> None:
+    """Folders of a data directory are checked as its files are."""
+    from checkpoint._manifest import DataFile, Manifest, RefusedEntry
+
+    for bad in ("../x", "/abs", "a//b", ".", ""):
+        manifest = Manifest(task="0" * 32, family="f", expr="", args="", fingerprint="", deps={},
+                            stamp="", size=0, crc=0, compressed=False, sha256="0" * 64,
+                            data=[DataFile("a", 0, "0" * 64)], dirs=[bad])
+        with pytest.raises(RefusedEntry, match="unsafe path"):
+            Manifest.verified(manifest.signed(b"k" * 16), b"k" * 16)
+
+
 # --- keys and reachability --------------------------------------------------------------------
 
 
