@@ -19,7 +19,9 @@ The checksum is xxh3-128; an entry written before that (``Meta.crc`` below 2**32
 CRC-32 and is checked with it: each checksum names its algorithm, so adding xxh3 kept
 :data:`FORMAT`.
 
-Bump :data:`FORMAT` when any of this changes.
+Bump :data:`FORMAT` when any of this changes, or when older versions could no longer
+decode what is stored (new references in a value, see :mod:`checkpoint._relocate`); if
+this version still reads the older format as it is, add that to :data:`READS_AS_IS`.
 """
 
 from __future__ import annotations
@@ -41,8 +43,16 @@ import xxhash
 
 from ._types import FamilyDir
 
-FORMAT: Final = "checkpoint-store 2"
-"""The store format version, written to ``{cache}/checkpoint/FORMAT``."""
+FORMAT: Final = "checkpoint-store 3"
+"""The store format version, written to ``{cache}/checkpoint/FORMAT``. Format 3: a stored
+value may hold references that versions of format 2 cannot decode
+(:mod:`checkpoint._relocate`'s: paths under the store root or the project kept byte for
+byte, paths relative to the project, sets written sorted)."""
+READS_AS_IS: Final = frozenset({"checkpoint-store 2"})
+"""Older formats whose caches this version reads as they are (each is a subset of
+:data:`FORMAT`): opening one marks it :data:`FORMAT`, since this version may store values
+there that the older versions could not decode; they then refuse the cache as a whole, with
+what to do, instead of failing on such a value."""
 FORMAT_FILE: Final = "FORMAT"
 INLINE_MAX: Final = 16 * 1024
 """Payloads up to this size are stored in the index row; larger ones in a value file."""
@@ -147,6 +157,7 @@ _META_FIELDS = (
     "duration", "stored", "blob", "worker", "log",
 )
 _HEAD = struct.Struct("<I")
+_new_meta = object.__new__
 
 
 @dataclass(slots=True)
@@ -208,17 +219,23 @@ class Meta:
             ValueError: the value is not a well-formed entry.
         """
         try:
-            (length,) = _HEAD.unpack_from(entry)
+            length = _HEAD.unpack_from(entry)[0]
             fields = marshal.loads(entry[4:4 + length])
         except (struct.error, EOFError, TypeError) as exc:
             raise ValueError(f"malformed entry: {exc}") from None
-        if type(fields) is not tuple or len(fields) != len(_META_FIELDS):
+        if type(fields) is not tuple or len(fields) != 14:  # (len(_META_FIELDS))
             raise ValueError("malformed entry: unexpected header")
-        meta = cls(*fields)
-        if not meta.blob:
+        meta = _new_meta(cls)  # cls(*fields), without the call of __init__ (one per task)
+        (meta.expr, meta.args, meta.fingerprint, meta.stamp, meta.deps, meta.size, meta.crc,
+         meta.compressed, meta.started, meta.duration, meta.stored, meta.blob, meta.worker,
+         meta.log) = fields
+        blob = meta.blob
+        if not blob:
             meta.inline = entry[4 + length:]
-        elif type(meta.blob) is not str or not BLOB_NAME.fullmatch(meta.blob):
+            return meta
+        if type(blob) is not str or not BLOB_NAME.fullmatch(blob):
             raise ValueError("malformed entry: bad value file name")  # never a path elsewhere
+        meta.inline = None
         return meta
 
     def to_entry(self, payload: bytes | None) -> bytes:

@@ -182,3 +182,89 @@ def test_an_inner_function_that_cannot_travel_is_made_in_the_worker(make_module:
     with pytest.warns(Warning, match="cannot be fingerprinted"):
         result = checkpoint.run([mod.locked(1), mod.locked(2)], executor="process", max_workers=1)
     assert sorted(result.values.values()) == [2, 3]
+
+
+SHARED = '''
+import functools, json
+from pathlib import Path
+from checkpoint import task, requires
+
+@functools.lru_cache
+def load_params():
+    return json.loads(Path("params.json").read_text())
+
+@task
+def fit(seed: int):
+    params = load_params()           # one dict, shared by every task of this process
+    def __():
+        params.setdefault("seed", seed)  # completed in place, as xgboost wants it
+        return params["seed"]
+    return __
+
+@task
+def main():
+    @requires([fit(s) for s in range(6)])
+    def __(seeds):
+        return seeds
+    return __
+'''
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_tasks_sharing_a_captured_object_each_compute_with_their_own(
+        make_module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str) -> None:
+    """adv6 §3: inner functions capturing one object (an lru_cache'd config) that they
+    complete in place: each task starts from its own copy, in process and in one pickled
+    batch of a worker alike (max_workers=1), and the planned object is left as it was."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.json").write_text('{"lr": 0.1}')
+    mod = make_module("shared_params", SHARED)
+    result = checkpoint.run([mod.main()], executor=executor, max_workers=1)
+    assert result.values[mod.main().id] == list(range(6))
+    assert mod.load_params() == {"lr": 0.1}
+
+
+RETRIED = '''
+import os
+from checkpoint import task
+
+@task(retries=1)
+def build(layers: list):
+    def __():
+        layers.append("softmax")            # a builder completing its list in place
+        if not os.path.exists("attempt1"):  # a transient failure, the first time
+            open("attempt1", "w").close()
+            raise RuntimeError("transient")
+        return layers
+    return __
+
+@task(retries=1)
+def configured():
+    cfg = {"layers": ["dense"], "rounds": 3}
+    count = 0
+    def __():
+        nonlocal count
+        count += 1
+        cfg["layers"].append("softmax")
+        rounds = cfg.pop("rounds")          # LightGBM's aliases: popped in place
+        if not os.path.exists("attempt2"):
+            open("attempt2", "w").close()
+            raise RuntimeError("transient")
+        return cfg["layers"], rounds, count
+    return __
+'''
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_a_retry_starts_from_the_arguments_and_captured_values_as_planned(
+        make_module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str) -> None:
+    """adv6 §4: what a failed attempt changed in place (an argument, a captured config, a
+    closure variable) is not what the retry computes with; nor a forced re-run of the same
+    handle, whose arguments stay those its id names."""
+    monkeypatch.chdir(tmp_path)
+    mod = make_module("retried", RETRIED)
+    handle = mod.build(["dense"])
+    assert handle.run(executor=executor) == ["dense", "softmax"]
+    assert handle.run(executor=executor, force=True) == ["dense", "softmax"]
+    assert handle.args == (["dense"],) and repr(handle) == "build(['dense'])"
+    assert mod.configured().run(executor=executor) == (["dense", "softmax"], 3, 1)
