@@ -917,18 +917,20 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node], producing: list[Node
     """Make the producer of each declared output (``producing``: the tasks that declare
     any) a prerequisite of the tasks whose ``File`` inputs name it (or a directory or
     pattern covering it). Return whether a producer now comes after one of its consumers
-    in ``nodes`` (which then needs re-ordering).
+    in ``nodes`` (which then needs re-ordering). Paths are matched as they really are,
+    links resolved (:class:`_Real`): ``out/x.txt`` is ``build/x.txt`` when ``out -> build``.
 
     Raises:
         TaskDefinitionError: two tasks declare the same output, or a task reads its own.
     """
     root = os.getcwd()
-    producers, dirs = _producers(nodes, producing, root)
+    real = _Real(root)
+    producers, dirs, named = _producers(nodes, producing, root, real)
     order = {tid: i for i, tid in enumerate(nodes)}
     keys = sorted(producers)
     late = False
     for node in with_files:
-        found = _link_inputs(node, producers, dirs, keys, root)
+        found = _link_inputs(node, (producers, dirs, named), keys, root, real)
         tid = node.task.id
         for producer in found:
             if producer not in node.deps:
@@ -937,101 +939,200 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node], producing: list[Node
     return late
 
 
-def _producers(nodes: dict[TaskId, Node], producing: list[Node],
-               root: str) -> tuple[dict[str, TaskId], dict[str, TaskId]]:
-    """``({output key: producer}, {output directory key: producer})`` of the tasks that
-    declare outputs.
+class _Real:
+    """Where paths really are, links resolved, as keys (relative to the project's real
+    path when under it): what matching outputs with inputs compares. Each directory is
+    resolved once; a path's own name costs one ``lstat`` when it is followed."""
+
+    __slots__ = ("dirs", "real_root")
+
+    def __init__(self, root: str) -> None:
+        self.real_root = os.path.realpath(root)
+        self.dirs: dict[str, str] = {"": self.real_root}
+
+    def key(self, key: str, follow: bool = False) -> str:
+        """The real key of ``key``: its directory resolved, and its own name too when
+        ``follow`` (a directory, or a file that is read: a file output's own link is
+        removed before its task runs, never followed)."""
+        head, _, name = key.rpartition("/")
+        if name in (".", "..") or (not head and key[:1] == "/"):
+            return self._key(os.path.realpath(key))
+        parent = self.dirs.get(head)
+        if parent is None:
+            parent = self.dirs[head] = os.path.realpath(head)
+        path = os.path.join(parent, name)
+        if follow and os.path.islink(key):
+            path = os.path.realpath(key)
+        return self._key(path)
+
+    def pattern(self, pattern: str) -> tuple[str, str]:
+        """``(real pattern, the literal directory it starts with)``: the directories before
+        the first part with a wildcard resolved."""
+        parts = pattern.split("/")
+        cut = next(i for i, part in enumerate(parts) if not _GLOB_CHARS.isdisjoint(part))
+        head = "/".join(parts[:cut])
+        if not head and pattern[:1] != "/":
+            return pattern, ""
+        real = self.key(head, follow=True)
+        return ("" if real == "." else real + "/") + "/".join(parts[cut:]), head
+
+    def _key(self, path: str) -> str:
+        root = self.real_root
+        if path == root:
+            return "."
+        if path.startswith(root) and path[len(root)] == "/":
+            return path[len(root) + 1:]
+        return path
+
+
+def _as_given(real: str, given_dir: str, real_dir: str) -> str:
+    """The path of what really is at ``real`` as a manifest of the input directory
+    ``given_dir`` (whose real key is ``real_dir``) names it."""
+    if real_dir == given_dir or not real_dir:
+        return real
+    if real_dir == ".":
+        return real if given_dir in ("", ".") else f"{given_dir}/{real}"
+    if real == real_dir:
+        return given_dir
+    if real.startswith(real_dir + "/"):
+        return given_dir + real[len(real_dir):]
+    return real
+
+
+def _producers(nodes: dict[TaskId, Node], producing: list[Node], root: str, real: _Real,
+               ) -> tuple[dict[str, TaskId], dict[str, TaskId], dict[str, str]]:
+    """``({output key: producer}, {output directory key: producer}, {output key: key as
+    declared})`` of the tasks that declare outputs, their keys real (:class:`_Real`).
 
     Raises:
         TaskDefinitionError: two tasks declare the same output (or one a file inside the
-            other's directory).
+            other's directory), links resolved.
     """
     import bisect
 
-    from ._text import task_label
-
     producers: dict[str, TaskId] = {}
     dirs: dict[str, TaskId] = {}
+    named: dict[str, str] = {}
     for node in producing:
         assert node.files is not None
         for product in node.files.outputs:
-            key = product.key(root)
+            given = product.key(root)
+            key = real.key(given, follow=product.is_dir)
             if product.is_dir:
                 dirs[key] = node.task.id
             other = producers.setdefault(key, node.task.id)
             if other != node.task.id:
-                raise TaskDefinitionError(
-                    f"{task_label(nodes[other].task)} and {task_label(node.task)} both declare "
-                    f"the output {key}; a file has one producer. Give each its own path."
-                )
+                raise _two_producers(nodes[other].task, node.task, named[key], given, key)
+            named.setdefault(key, given)
     keys = sorted(producers)
     for key, owner in dirs.items():  # a directory's files have its task as their producer
         for k in keys[bisect.bisect_left(keys, key + "/"):]:
             if not k.startswith(key + "/"):
                 break
             if producers[k] != owner:
-                raise TaskDefinitionError(
-                    f"{task_label(nodes[owner].task)} declares the directory {key}/ as its "
-                    f"output (Product) and {task_label(nodes[producers[k]].task)} declares "
-                    f"{k} inside it; a file has one producer. Give each its own path."
-                )
-    return producers, dirs
+                raise _two_producers(nodes[owner].task, nodes[producers[k]].task,
+                                     named[key] + "/", named[k], k)
+    return producers, dirs, named
 
 
-def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskId],
-                 keys: list[str], root: str) -> list[TaskId]:
-    """The producers of a task's ``File`` inputs (``keys``: the sorted output keys); note
-    in its :class:`TaskFiles` the inputs they produce (``produced``) and the outputs its
-    directories and patterns leave out of their manifests (``exclude``): other tasks'
-    outputs (tracked through their producers) and the task's own (never its inputs).
+def _two_producers(first: Task[Any], second: Task[Any], one: str, other: str,
+                   real: str) -> TaskDefinitionError:
+    """The error for two declared outputs with one file (``one`` of ``first``, ``other`` of
+    ``second``, as declared; ``real``: where they really are)."""
+    from ._text import task_label
+
+    a, b = task_label(first), task_label(second)
+    if one.endswith("/"):
+        what = f"{a} declares the directory {one} as its output (Product) and {b} declares {other}"
+        linked = not (other + "/").startswith(one)
+        what += " inside it" if not linked else ", a file inside it"
+    else:
+        what = f"{a} and {b} both declare the output {one}"
+        linked = one != other
+        what += f" and {other}, one file" if linked else ""
+    via = f" through a symbolic link (it is {real})" if linked else ""
+    return TaskDefinitionError(
+        f"{what}{via}; a file has one producer. Give each its own path."
+    )
+
+
+def _link_inputs(node: Node, found_outputs: tuple[dict[str, TaskId], dict[str, TaskId],
+                 dict[str, str]], keys: list[str], root: str, real: _Real) -> list[TaskId]:
+    """The producers of a task's ``File`` inputs (``found_outputs``: what
+    :func:`_producers` found; ``keys``: the sorted output keys); note in its
+    :class:`TaskFiles` the inputs they produce (``produced``) and the outputs its
+    directories and patterns leave out of their manifests (``exclude``, as the manifests
+    name them): other tasks' outputs (tracked through their producers) and the task's own
+    (never its inputs).
 
     Raises:
         TaskDefinitionError: the task names its own output as an input, or reads inside
             its own output directory.
     """
-    import bisect
-
+    producers, dirs, named = found_outputs
     files = node.files
     assert files is not None
     tid = node.task.id
     found: list[TaskId] = []
     exclude: set[str] = set()
     for item in files.inputs:
-        key = item.key(root)
+        given = item.key(root)
         if item.is_glob:
+            key, head = real.pattern(given)
+            base = real.key(head, follow=True) if head else ""
             match = glob_matcher(key)
             covered = [k for k in producers if (_reaches(key, k) if k in dirs else match(k))]
-        elif key in producers:
-            covered = [key]
-            files.note_produced(key)
-        elif dirs and (holder := _owning_dir(key, dirs)) is not None:
-            # Inside a Product directory: its task writes it.
-            if dirs[holder] == tid:
-                raise _own_output(node, key, holder)
-            covered = [holder]
-            files.note_produced(key)
-        else:  # a directory: the declared outputs under it
-            prefix = "" if key == "." else key + "/"
-            covered = []
-            for k in keys[bisect.bisect_left(keys, prefix):]:
-                if not k.startswith(prefix):
-                    break
-                covered.append(k)
+        else:
+            key = base = real.key(given)
+            head = given
+            covered = _covered(item, given, key, (producers, dirs), keys, tid, node)
+            if covered is None:  # not an output: a directory, or a link to one
+                key = base = real.key(given, follow=True)
+                covered = _covered(item, given, key, (producers, dirs), keys, tid, node) or []
         for k in covered:
             if producers[k] == tid:
                 if key == k or (k in dirs and key.startswith(k + "/")):
-                    raise _own_output(node, k)
+                    raise _own_output(node, named[k])
                 # A pattern or directory that covers its own output (out/*.csv writing
                 # out/summary.csv): left out, as make drops a circular dependency. The
                 # output is removed before the task runs, so it never reads it anyway.
             else:
                 found.append(producers[k])
-            exclude.add(k)
+            seen = _as_given(k, head, base)
+            exclude.add(seen)
             if k in dirs:  # and every file under it
-                exclude.add(k + "/")
+                exclude.add(seen + "/")
     if exclude:
         files.exclude = frozenset(exclude)
     return found
+
+
+def _covered(item: File, given: str, key: str, outputs: tuple[dict[str, TaskId],
+             dict[str, TaskId]], keys: list[str], tid: TaskId, node: Node) -> list[str] | None:
+    """The output keys that the input ``item`` (``given``; ``key``: its real key) covers:
+    itself, the output directory holding it, or the outputs under it (``None``: none; it
+    is not an output or inside an output directory)."""
+    import bisect
+
+    producers, dirs = outputs
+    files = node.files
+    assert files is not None
+    if key in producers:
+        files.note_produced(given)
+        return [key]
+    if dirs and (holder := _owning_dir(key, dirs)) is not None:
+        # Inside a Product directory: its task writes it.
+        if dirs[holder] == tid:
+            raise _own_output(node, given, holder)
+        files.note_produced(given)
+        return [holder]
+    prefix = "" if key == "." else key + "/"
+    covered = []
+    for k in keys[bisect.bisect_left(keys, prefix):]:
+        if not k.startswith(prefix):
+            break
+        covered.append(k)
+    return covered or None
 
 
 def _own_output(node: Node, key: str, holder: str | None = None) -> TaskDefinitionError:
