@@ -508,6 +508,25 @@ def _manifest(lines: Iterable[tuple[str, str]]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+_EMPTY = _manifest([])
+"""The manifest of an empty directory (or one holding only what it leaves out)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _holders(exclude: frozenset[str]) -> frozenset[str]:
+    """The folders that hold the keys of ``exclude`` (``data/clean`` for
+    ``data/clean/x.csv``): a manifest leaves out their lines (made for an output, such a
+    folder appears when its task runs) but not what else is under them."""
+    found = set()
+    for key in exclude:
+        cut = key.rstrip("/").rfind("/")
+        while cut > 0:
+            key = key[:cut]
+            found.add(key)
+            cut = key.rfind("/")
+    return frozenset(found)
+
+
 def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str],
                 hidden: bool = False) -> str:
     """The manifest digest of a directory (``directory``: relative to the working
@@ -623,7 +642,8 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
     folders and scratch files (:func:`is_scratch`; unless ``hidden``: a ``Product``
     directory, which its task owns whole) and the keys in
     ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
-    what is not there (a broken symlink) left out. Symlinked subdirectories are followed (as a
+    what is not there (a broken symlink) left out, and so are the lines of the folders that
+    hold them (:func:`_holders`: made for them, what else they hold counts). Symlinked subdirectories are followed (as a
     ``**`` pattern does), each real directory once, so a link loop ends. Per file, one
     ``os.stat`` and a lookup (:meth:`DigestCache.digest` inlined).
 
@@ -632,6 +652,7 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
             make a manifest that does not change when it does)."""
     entries = cache.entries
     os_stat = os.stat
+    holders = _holders
     lines: list[str] = []
     trusted = True
     seen: set[str] = set()
@@ -662,7 +683,8 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
             if st.st_mode & 0o170000 == 0o040000:  # a line of its own (an empty one counts)
                 if name[0] == "." and not hidden:  # .git, .ipynb_checkpoints: not data
                     continue
-                lines.append(f"{rel}{name}/\0\n")
+                if not exclude or path not in holders(exclude):  # (made for an output)
+                    lines.append(f"{rel}{name}/\0\n")
                 subdirs.append(name)
                 continue
             entry = entries.get(path)
@@ -706,7 +728,9 @@ def digest_of(
             if exclude and _excluded(rel, exclude):
                 continue
             found = digest_of(rel, root, cache, exclude=exclude, listed=True)
-            if found is not None:
+            if found is not None and not (
+                found == _EMPTY and exclude and rel in _holders(exclude)
+            ):  # (a folder made for outputs only is left out as they are)
                 lines.append((rel, found))
         if lines or any(_covers(key, k) for k in exclude):
             return _manifest(lines)
@@ -768,9 +792,10 @@ def output_digests(products: list[Product]) -> dict[str, str]:
 
 
 def without_outputs(matches: list[list[Path]], products: list[Product]) -> None:
-    """Remove a task's own declared outputs (and what lies under its output directories)
-    from the lists of paths its patterns matched, in place: planning left them out of the
-    patterns' manifests (see :func:`_link_inputs`)."""
+    """Remove a task's own declared outputs (and what lies under its output directories,
+    and the folders made to hold them, if they hold nothing else) from the lists of paths
+    its patterns matched, in place: planning left them out of the patterns' manifests (see
+    :func:`_link_inputs`)."""
     own: set[str] = set()
     for product in products:
         key = (product._key or product.path).rstrip("/")
@@ -778,8 +803,22 @@ def without_outputs(matches: list[list[Path]], products: list[Product]) -> None:
         if product.is_dir:
             own.add(key + "/")
     keys = frozenset(own)
+    holders = _holders(keys)
     for paths in matches:
-        paths[:] = [path for path in paths if not _excluded(path.as_posix(), keys)]
+        paths[:] = [path for path in paths if not _excluded(path.as_posix(), keys)
+                    and not (path.as_posix() in holders and _holds_only(path, keys, holders))]
+
+
+def _holds_only(folder: Path, keys: frozenset[str], holders: frozenset[str]) -> bool:
+    """Whether the folder ``folder`` holds nothing but the ``keys`` and the folders on
+    their way (``holders``)."""
+    for entry in folder.iterdir():
+        path = entry.as_posix()
+        if _excluded(path, keys):
+            continue
+        if path not in holders or not entry.is_dir() or not _holds_only(entry, keys, holders):
+            return False
+    return True
 
 
 def with_outputs(stamp: str, outputs: dict[str, str]) -> str:
@@ -1035,6 +1074,31 @@ def _producers(nodes: dict[TaskId, Node], producing: list[Node], root: str, real
     return producers, dirs, named
 
 
+def _in_matched_folders(match: Callable[[str], object], producers: dict[str, TaskId],
+                        dirs: dict[str, TaskId], covered: list[str]) -> list[str]:
+    """The output files (keys of ``producers``, not in ``covered``) inside a folder that a
+    pattern matches (``match``): that folder's manifest holds them."""
+    folders: dict[str, bool] = {}
+    found = []
+    for k in producers:
+        if k in dirs or k[0] == "/":
+            continue
+        cut = k.find("/")
+        while cut > 0:
+            folder = k[:cut]
+            hit = folders.get(folder)
+            if hit is None:
+                hit = folders[folder] = bool(match(folder))
+            if hit:
+                found.append(k)
+                break
+            cut = k.find("/", cut + 1)
+    if covered:
+        known = set(covered)
+        return [k for k in found if k not in known]
+    return found
+
+
 def _two_producers(first: Task[Any], second: Task[Any], one: str, other: str,
                    real: str) -> TaskDefinitionError:
     """The error for two declared outputs with one file (``one`` of ``first``, ``other`` of
@@ -1082,6 +1146,7 @@ def _link_inputs(node: Node, found_outputs: tuple[dict[str, TaskId], dict[str, T
             base = real.key(head, follow=True) if head else ""
             match = glob_matcher(key)
             covered = [k for k in producers if (_reaches(key, k) if k in dirs else match(k))]
+            covered += _in_matched_folders(match, producers, dirs, covered)
         else:
             key = base = real.key(given)
             head = given
