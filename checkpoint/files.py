@@ -274,6 +274,15 @@ class Product(File):
                 project root, the store root); nothing is deleted then.
         """
         path = Path(self._key or self.path)
+        try:
+            return self._make_room(path, keep)
+        except (FileExistsError, NotADirectoryError):
+            blocking = in_the_way(str(path), self.is_dir)
+            if blocking is None:
+                raise
+            raise TaskDefinitionError(in_the_way_message(self, blocking)) from None
+
+    def _make_room(self, path: Path, keep: Iterable[str]) -> Path:
         if self.is_dir:
             real = os.path.realpath(path)
             for kept in keep:
@@ -290,6 +299,29 @@ class Product(File):
                 os.unlink(path)
             path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def in_the_way(key: str, is_dir: bool) -> str | None:
+    """The file (not a directory) standing where an output's directory must be: the
+    output directory itself (``is_dir``) or one of the folders on its way (``None``: none)."""
+    path = key.rstrip("/") if is_dir else os.path.dirname(key)
+    while path and path not in (os.curdir, os.sep):
+        if os.path.isdir(path):
+            return None
+        if os.path.lexists(path):
+            return path
+        path = os.path.dirname(path)
+    return None
+
+
+def in_the_way_message(product: Product, blocking: str, label: str = "") -> str:
+    """What to say of an output whose directory a file (``blocking``) stands in for."""
+    whose = f"{label} declares {product!r}" if label else f"{product!r} is declared"
+    return (
+        f"{whose}, but {blocking} is a file, not a directory, so the output cannot be written "
+        f"in it. Move or remove the file {blocking} (checkpoint never deletes it), or declare "
+        "the output at another path."
+    )
 
 
 def _empty(real: str) -> None:
@@ -1342,7 +1374,8 @@ def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
 def check_cache_apart(writing: list[Node], store_root: Path) -> None:
     """Refuse declared outputs (of ``writing``: the tasks that declare any) that would
     destroy the project or the cache: a ``Product`` directory that holds either (emptied
-    before its task runs) or an output inside the cache. Paths are compared as they really are, links resolved: emptying a directory
+    before its task runs) or an output inside the cache; and those that a file stands in
+    the way of (:func:`in_the_way`). Paths are compared as they really are, links resolved: emptying a directory
     follows a link given as the directory itself (``results -> ..``).
 
     Raises:
@@ -1356,11 +1389,18 @@ def check_cache_apart(writing: list[Node], store_root: Path) -> None:
     real_root = os.path.realpath(root)
     real_cache = os.path.realpath(os.path.join(root, store_root))
     parents: dict[str, str] = {}  # the real path of each output's directory, once
+    fine: set[str] = set()  # real folders where outputs can be written
     for node in writing:
         assert node.files is not None
         for product in node.files.outputs:
             key = product.key(root)
             real = _real_path(key, product.is_dir, parents)
+            folder = real if product.is_dir else os.path.dirname(real)
+            if folder not in fine:  # a stat per folder
+                if not os.path.isdir(folder) and (blocking := in_the_way(key, product.is_dir)):
+                    raise TaskDefinitionError(
+                        in_the_way_message(product, blocking, task_label(node.task)))
+                fine.add(folder)
             lexical = os.path.normpath(os.path.join(root, key))
             via = "" if real == lexical else f" (through a symbolic link, it is {real})"
             label = task_label(node.task)
