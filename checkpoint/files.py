@@ -308,7 +308,7 @@ def in_the_way(key: str, is_dir: bool) -> str | None:
     while path and path not in (os.curdir, os.sep):
         if os.path.isdir(path):
             return None
-        if os.path.lexists(path):
+        if os.path.exists(path):  # (a broken link: not a file either)
             return path
         path = os.path.dirname(path)
     return None
@@ -1182,10 +1182,11 @@ def _link_inputs(node: Node, found_outputs: tuple[dict[str, TaskId], dict[str, T
         else:
             key = base = real.key(given)
             head = given
-            covered = _covered(item, given, key, (producers, dirs), keys, tid, node)
-            if covered is None:  # not an output: a directory, or a link to one
+            hit = _covered(item, given, key, (producers, dirs), keys, tid, node)
+            if hit is None:  # not an output: a directory, or a link to one
                 key = base = real.key(given, follow=True)
-                covered = _covered(item, given, key, (producers, dirs), keys, tid, node) or []
+                hit = _covered(item, given, key, (producers, dirs), keys, tid, node)
+            covered = hit or []
         for k in covered:
             if producers[k] == tid:
                 if key == k or (k in dirs and key.startswith(k + "/")):
@@ -1395,12 +1396,6 @@ def check_cache_apart(writing: list[Node], store_root: Path) -> None:
         for product in node.files.outputs:
             key = product.key(root)
             real = _real_path(key, product.is_dir, parents)
-            folder = real if product.is_dir else os.path.dirname(real)
-            if folder not in fine:  # a stat per folder
-                if not os.path.isdir(folder) and (blocking := in_the_way(key, product.is_dir)):
-                    raise TaskDefinitionError(
-                        in_the_way_message(product, blocking, task_label(node.task)))
-                fine.add(folder)
             lexical = os.path.normpath(os.path.join(root, key))
             via = "" if real == lexical else f" (through a symbolic link, it is {real})"
             label = task_label(node.task)
@@ -1424,6 +1419,22 @@ def check_cache_apart(writing: list[Node], store_root: Path) -> None:
                     f"the cache ({store_root}){via}. Write outputs outside the cache (a "
                     "TaskDirectory() is a task's own directory in it)."
                 )
+            _check_room(product, key, real, label, fine)
+
+
+def _check_room(product: Product, key: str, real: str, label: str, fine: set[str]) -> None:
+    """Refuse an output (``real``: its real path) where a file stands in the way of its
+    directory; ``fine``: the real folders found fine (a stat per folder).
+
+    Raises:
+        TaskDefinitionError: naming the task (``label``), the output and the file.
+    """
+    folder = real if product.is_dir else os.path.dirname(real)
+    if folder in fine:
+        return
+    if not os.path.isdir(folder) and (blocking := in_the_way(key, product.is_dir)):
+        raise TaskDefinitionError(in_the_way_message(product, blocking, label))
+    fine.add(folder)
 
 
 def _real_path(key: str, is_dir: bool, parents: dict[str, str]) -> str:
