@@ -7,8 +7,10 @@ import dis
 import re
 import types
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
+from ._sources import MUTATORS as _MUTATORS
 from ._sources import UNKNOWN, Read
 
 _GLOBAL_LOADS = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"}
@@ -47,6 +49,8 @@ def disassemble(code: types.CodeType) -> tuple[Read, ...]:
         for k, i in enumerate(ins):
             if i.opname in _GLOBAL_LOADS and i.argval not in class_locals:
                 chain = _chain(ins, k + 1)
+                if not chain and i.argval in _RUNNERS:
+                    reads.update(dict.fromkeys(_code_run(str(i.argval), ins, k + 1, c)))
                 call = _call_by_literal_name(ins, k + 1 + len(chain), c.co_consts)
                 if call is None:
                     reads[("g", str(i.argval), chain)] = None
@@ -92,7 +96,42 @@ _MODULE_NAME = re.compile(r"\.+|\.*\w+(\.\w+)*")
 
 
 class _Variable:
-    """An argument read from a variable: not known before the code runs."""
+    """An argument read from a variable: not known before the code runs (``name``: the
+    global it is, if one)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
+
+_RUNNERS = frozenset({"eval", "exec", "compile"})
+
+
+def _code_run(runner: str, ins: list[dis.Instruction], k: int, code: types.CodeType) -> list[Read]:
+    """What the code that ``eval``/``exec``/``compile`` (loaded just before ``ins[k]``, in
+    ``code``) runs reads: for a string written out, what it reads as code (a name that is a
+    local of ``code`` excluded: it is that local); for a global (``eval(EXPR)``), ``("x",
+    runner, (name,))``, compiled when its value is known; for any other, ``("x", runner,
+    ())``: not known before it runs."""
+    found = _literal_arguments(ins, k, code.co_consts)
+    first = found[0][0] if found is not None and found[0] else None
+    if isinstance(first, str):
+        own = {*code.co_varnames, *code.co_cellvars, *code.co_freevars}
+        reads = source_reads(first)
+        return [r for r in reads or () if not (r[0] == "g" and r[1] in own)]
+    name = first.name if isinstance(first, _Variable) else None
+    return [("x", runner, (name,) if name else ())]
+
+
+@lru_cache(maxsize=256)
+def source_reads(source: str) -> tuple[Read, ...] | None:
+    """What code given as a string reads (see :func:`disassemble`), or ``None`` when it is
+    not Python."""
+    for mode in ("eval", "exec"):
+        try:
+            return disassemble(compile(source, "<string>", mode, dont_inherit=True))
+        except (SyntaxError, ValueError):
+            continue
+    return None
 
 
 def _call_by_literal_name(ins: list[dis.Instruction], k: int, consts: tuple[object, ...],
@@ -142,7 +181,7 @@ def _literal_arguments(ins: list[dis.Instruction], k: int, consts: tuple[object,
             stack.append(_Variable())  # globals(), locals()
             j = call
         elif op in _VARIABLES and dis.stack_effect(i.opcode, i.arg) == 1:
-            stack.append(_Variable())
+            stack.append(_Variable(str(i.argval) if op in ("LOAD_GLOBAL", "LOAD_NAME") else None))
         elif op == "LOAD_ATTR" and stack and dis.stack_effect(i.opcode, i.arg) == 0:
             stack[-1] = _Variable()
         elif op in ("BUILD_LIST", "BUILD_TUPLE") and i.arg is not None and i.arg <= len(stack):
@@ -184,11 +223,6 @@ def _put_call(reads: dict[Read, None], bound: dict[str, dict[Read, None]], calle
         bound.setdefault(stored, {})[(kind, base, attrs + spec[:-1] + ("used",))] = None
 
 
-_MUTATORS = frozenset({
-    "append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "popleft",
-    "remove", "discard", "clear", "sort", "reverse", "appendleft", "extendleft",
-    "__setitem__", "__delitem__",
-})
 _SIMPLE_LOADS = {"LOAD_FAST", "LOAD_CONST", "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME"}
 
 

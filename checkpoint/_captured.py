@@ -23,7 +23,9 @@ object as a value (what the outer function put into it), a wrapper by what it wr
 What does not count: the cells holding the outer function's own parameters, which are the
 task's arguments (its identity) already, unless the outer function rebinds or changes them;
 a mutable object of the outer function's module (``rng = RNG``, ``return MODEL.predict``),
-which counts as the module-level value it is, in the fingerprint;
+which counts as the module-level value it is, in the fingerprint, unless a function of that
+module changes it (a config a helper loads lazily: ``global _CFG; _CFG = json.load(...)``):
+the fingerprint counts such a global by its assignment, as state, so it counts here;
 closure variables that a function the outer function did not define (a module-level one)
 changes (state kept between calls, as for :func:`~checkpoint.fingerprint.bound_values`);
 and everything of a family pinned with ``@task(version=...)``. What an open file or a
@@ -98,20 +100,37 @@ _shared: dict[str, tuple[int, frozenset[int]]] = {}
 
 
 def _module_objects(outer: Callable[..., object], family: TaskFamily[..., object]) -> frozenset[int]:
-    """The ids of the mutable objects bound at the top of the outer function's module, once
-    per module and graph expansion: such an object reached through the closure (``memo =
-    MEMO``, ``rng = RNG``, ``return COUNTER.bump``) is a module-level value, and counts as
-    one does in the fingerprint (a memo the task fills as state, a generator by its
-    assignment), not as a value the outer function made."""
+    """The ids of the mutable objects bound at the top of the outer function's module that
+    count there, once per module and graph expansion: such an object reached through the
+    closure (``memo = MEMO``, ``rng = RNG``, ``return MODEL.predict``) is a module-level
+    value, and counts as one does in the fingerprint (by its content, a generator by its
+    assignment), not as a value the outer function made. Not one that the functions of the
+    module change (a config a helper loads lazily, ``global _CFG; _CFG = json.load(...)``,
+    or fills, ``_CFG.update(...)``): the fingerprint counts that one by its assignment, as
+    state, so its content counts here."""
     namespace = getattr(outer, "__globals__", {})
     name = str(namespace.get("__name__", ""))
     epoch = sys.modules[family.__module__]._epoch  # (checkpoint.task)
     known = _shared.get(name)
     if known is None or known[0] != epoch:
-        ids = frozenset(id(v) for v in list(namespace.values())
-                        if not isinstance(v, (_IMMUTABLE, types.ModuleType, type, types.FunctionType)))
+        changed = _changed_globals(namespace)
+        ids = frozenset(id(v) for k, v in list(namespace.items())
+                        if not isinstance(v, (_IMMUTABLE, types.ModuleType, type, types.FunctionType))
+                        and (k not in changed or _fp._stateful(v)))
         known = _shared[name] = (epoch, ids)
     return known[1]
+
+
+def _changed_globals(namespace: Mapping[str, object]) -> set[str]:
+    """The globals of a module that its functions (and its classes' methods) change: rebind
+    (``global X``) or change in place (``X.update(...)``, ``X[k] = v``)."""
+    changed: set[str] = set()
+    for value in list(namespace.values()):
+        functions = _fp._class_functions(value) if isinstance(value, type) else [value]
+        for fn in functions:
+            if isinstance(fn, types.FunctionType) and fn.__globals__ is namespace:
+                changed.update(name for kind, name, _ in _fp.code_reads(fn.__code__) if kind == "w")
+    return changed
 
 
 def _plan(code: types.CodeType, outer: types.CodeType) -> _Plan:

@@ -28,7 +28,7 @@ import types
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-_FORMAT = 2
+_FORMAT = 3
 """Version of what the disk cache holds; bump it when any stored text or read changes."""
 
 Read = tuple[str, str, tuple[str, ...]]
@@ -45,6 +45,13 @@ attributes read on the result."""
 
 UNKNOWN = "\x00"
 """In a read of kind ``"m"``: an argument that is not a literal."""
+
+MUTATORS = frozenset({
+    "append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "popleft",
+    "remove", "discard", "clear", "sort", "reverse", "appendleft", "extendleft",
+    "__setitem__", "__delitem__",
+})
+"""Methods that change a container in place (``CALLS.append(x)``: the global is state)."""
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -175,6 +182,8 @@ def _bindings(body: list[ast.stmt], out: dict[str, list[ast.stmt]]) -> None:
                      for n in ast.walk(item.optional_vars) if isinstance(n, ast.Name)]
         for name in names:
             out.setdefault(name, []).append(stmt)
+        for dotted in _attribute_targets(stmt):
+            out.setdefault(dotted, []).append(stmt)
         if isinstance(stmt, _DEFS):
             continue
         for attr in ("body", "orelse", "finalbody"):
@@ -183,6 +192,59 @@ def _bindings(body: list[ast.stmt], out: dict[str, list[ast.stmt]]) -> None:
                 _bindings([s for s in block if isinstance(s, ast.stmt)], out)
         for handler in getattr(stmt, "handlers", ()):
             _bindings(handler.body, out)
+
+
+def _seeds(call: ast.expr) -> bool:
+    """Whether an expression calls a function that seeds (or sets the state of) a random
+    generator: ``random.seed``, ``np.random.seed``, ``torch.manual_seed``, ``set_seed``,
+    ``seed_everything``, ``np.random.set_state``."""
+    if not isinstance(call, ast.Call):
+        return False
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return "seed" in name.lower() or name in ("setstate", "set_state")
+
+
+def _seed_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The module-level statements that seed a global random generator (see :func:`_seeds`),
+    inside ``if``, ``try`` and ``with`` blocks too, except under ``if __name__ ==
+    "__main__":`` (which does not run when the module is imported)."""
+    for stmt in body:
+        if isinstance(stmt, (ast.Expr, ast.Assign)) and _seeds(stmt.value):
+            yield stmt
+        elif isinstance(stmt, ast.If) and "__main__" in ast.unparse(stmt.test):
+            continue
+        elif isinstance(stmt, (ast.If, ast.Try, ast.With)):
+            blocks = [stmt.body, getattr(stmt, "orelse", []), getattr(stmt, "finalbody", []),
+                      *(h.body for h in getattr(stmt, "handlers", ()))]
+            for block in blocks:
+                yield from _seed_statements(block)
+
+
+def _attribute_targets(stmt: ast.stmt) -> set[str]:
+    """``"Cls.attr"`` for each attribute of a module-level name that a statement binds or
+    changes in place: ``Config.PARAMS = ...``, ``Config.PARAMS["lr"] = ...``,
+    ``Config.PARAMS.update(...)``."""
+    if isinstance(stmt, ast.Assign):
+        targets = stmt.targets
+    elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+        targets = [stmt.target]
+    elif (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+          and isinstance(stmt.value.func, ast.Attribute) and stmt.value.func.attr in MUTATORS):
+        targets = [stmt.value.func.value]
+    else:
+        return set()
+    out = set()
+    for target in (t for top in targets for t in ast.walk(top)):
+        while isinstance(target, ast.Subscript):
+            target = target.value
+        parts: list[str] = []
+        while isinstance(target, ast.Attribute):
+            parts.append(target.attr)
+            target = target.value
+        if parts and isinstance(target, ast.Name):
+            out.add(".".join([target.id, *reversed(parts)]))
+    return out
 
 
 class _Index:
@@ -274,6 +336,12 @@ class _Index:
             return None if not candidates else self._text(candidates[-1], strip)
         if kind == "bind":
             return self._binding(key[1])
+        if kind == "seeds":
+            assert self._tree is not None
+            stmts = list(_seed_statements(self._tree.body))
+            for stmt in stmts:
+                self._strip(stmt)
+            return ("\n".join(ast.unparse(s) for s in stmts), tuple(ast_reads(stmts))) if stmts else None
         assert kind == "module" and self._tree is not None
         self._strip(self._tree)
         return ast.unparse(self._tree)

@@ -15,7 +15,12 @@ A family's fingerprint hashes a text made of, in order:
      NumPy arrays), else a digest of a deterministic pickle (sets sorted, arrays hashed,
      functions and classes by name), else the source of its assignment in the module;
    * functions, classes and modules from elsewhere (the standard library, installed
-     packages, checkpoint itself) and other task families are not followed.
+     packages, checkpoint itself) and other task families are not followed;
+   * code run by ``eval``/``exec``/``compile`` from a string written out or a module-level
+     string: what it reads (any other string warns);
+
+3. the statements at the top of each module taken in that seed a global random generator
+   (``np.random.seed(0)``), with what they read (see :meth:`_Walk.add_seed_statements`).
 
 "The project" is the directory tree of the family's module (its import root: the taskfile's
 directory, the folder of a script, the working directory of a notebook), and any other code
@@ -301,11 +306,23 @@ def _class_functions(cls: type) -> Iterator[types.FunctionType]:
 def class_values(cls: type) -> list[tuple[str, object]]:
     """A class's immutable data attributes as they are now (``Config.LR = 0.5`` after the
     class statement counts; mutable ones count by the class's source, as they are often
-    state, and with the code they hold: see :meth:`_Walk.add_held_code`)."""
+    state, and with the code they hold: see :meth:`_Walk.add_held_code`; unless a statement
+    of the module binds them after the class statement, see :func:`_bound_outside`)."""
     return [(name, value) for name, value in vars(cls).items()
             if not (name.startswith("__") or (name.startswith("_") and name.endswith("_")))
             and isinstance(value, (*_CONSTANT_TYPES, tuple, frozenset))
             and constant_text(value) is not None]
+
+
+def _bound_outside(cls: type, label: str, namespace: Mapping[str, object]) -> bool:
+    """Whether a statement at the top of the class's module binds or fills the attribute
+    ``label`` (``Config.PARAMS``) after the class statement: ``Config.PARAMS =
+    json.load(...)`` makes it a module-level value, not the class's source, nor state."""
+    file = namespace.get("__file__")
+    if "<" in cls.__qualname__ or not isinstance(file, str) or not file:
+        return False
+    idx = _sources.index(file)
+    return idx is not None and idx.get(("bind", label)) is not None
 
 
 def _data_attribute(name: str, value: object) -> bool:
@@ -700,11 +717,14 @@ class _Walk:
         """Source files of the project modules the code imports as it runs."""
         self.packages: set[str] = set()
         """Installed third-party packages the code uses (see :func:`installed_package`)."""
+        self.touched: dict[str, bool] = {self.module: False}
+        """Modules whose code or values are in, and whether their seeding statements are."""
 
     # pieces
 
     def _put(self, module: str, name: str, text: str) -> None:
         followed_modules[module] = None
+        self.touched.setdefault(module, False)
         pieces, key = (self.own, name) if module == self.module else (self.other, f"{module}.{name}")
         n = 1
         while pieces.setdefault(key if n == 1 else f"{key}#{n}", text) != text:
@@ -747,6 +767,9 @@ class _Walk:
             if kind == "m":
                 self.follow_call(name, attrs, namespace)
                 continue
+            if kind == "x":
+                self.follow_run_code(name, attrs, namespace)
+                continue
             if name not in namespace:
                 if name == "__import__" and kind == "g":
                     self.values.warn_dynamic_import("__import__")
@@ -754,6 +777,7 @@ class _Walk:
                     self.add_globals(namespace)
                 continue  # a builtin, or not defined (yet)
             obj, label, home = namespace[name], name, namespace
+            rest = attrs
             for attr in attrs:  # through modules: features.scale, pkg.sub.CONSTANT
                 if not isinstance(obj, types.ModuleType) or not hasattr(obj, attr):
                     break
@@ -761,9 +785,11 @@ class _Walk:
                     self.note_package(obj.__name__)
                     obj = None  # sys.stderr, np.random.default_rng: not the project's
                     break
-                home, label, obj = vars(obj), attr, getattr(obj, attr)
+                home, label, obj, rest = vars(obj), attr, getattr(obj, attr), rest[1:]
             if kind == "w":
                 self.written.add((str(home.get("__name__", "")), label))
+                if isinstance(obj, type) and rest:  # Config.MEMO[k] = v: that attribute
+                    self.written.add((str(home.get("__name__", "")), f"{label}.{rest[0]}"))
             elif obj is not None:
                 self.add(obj, label, home)
             call = _by_computed_name(namespace[name], attrs) if kind == "g" else None
@@ -820,6 +846,21 @@ class _Walk:
             return  # fails when it runs
         for module, chain in targets:
             self.follow_import(f"0:{module}", chain, namespace)
+
+    def follow_run_code(self, runner: str, attrs: tuple[str, ...], namespace: Mapping[str, object]) -> None:
+        """The code calls ``eval``/``exec``/``compile`` on a string not written out: a global
+        (``eval(EXPR)``) is compiled and what it reads counts; any other warns."""
+        if runner in namespace:  # the module's own function of that name: read as such
+            return
+        source = namespace.get(attrs[0]) if attrs else None
+        if isinstance(source, str):
+            from ._bytecode import source_reads
+
+            reads = source_reads(source)
+            if reads is not None:
+                self.follow_reads(reads, namespace)
+                return
+        self.values.warn_run_code(runner)
 
     def _resolve(self, read: Read, namespace: Mapping[str, object]) -> object:
         """What a read (of a global, or of a module imported inside the code) is bound to
@@ -965,11 +1006,15 @@ class _Walk:
         if isinstance(obj, type):
             home = sys.modules.get(obj.__module__)
             where = vars(home) if home else namespace
-            for name, value in class_values(obj):
+            immutable = dict(class_values(obj))
+            for name, value in immutable.items():
                 self.values.add(value, f"{obj.__qualname__}.{name}", where)
             for name, value in list(vars(obj).items()):
                 if _data_attribute(name, value):
-                    self.add_held_code(value, f"{obj.__qualname__}.{name}", where, 0)
+                    label = f"{obj.__qualname__}.{name}"
+                    if name not in immutable and _bound_outside(obj, label, where):
+                        self.values.add(value, label, where)  # Config.PARAMS = json.load(...)
+                    self.add_held_code(value, label, where, 0)
 
     def add_held_code(self, value: object, label: str, namespace: Mapping[str, object], depth: int) -> None:
         """Follow the functions and classes that a mutable value counted by its source holds
@@ -997,6 +1042,29 @@ class _Walk:
         for item in items:
             if not isinstance(item, _CONSTANT_TYPES):
                 self.add_held_code(item, label, namespace, depth + 1)
+
+    def add_seed_statements(self) -> bool:
+        """Add the statements at the top of each module taken in so far that seed a global
+        random generator (``np.random.seed(0)``, ``torch.manual_seed(SEED)``: see
+        :func:`checkpoint._sources._seeds`), with what they read: they decide what the code
+        draws from ``np.random``, and workers forked from this process inherit that state.
+        Other module-level calls (``print``, logging setup) do not count. Whether any was
+        added (what it reads is then to be fingerprinted)."""
+        added = False
+        for name in [m for m, done in self.touched.items() if not done]:
+            self.touched[name] = True
+            file = getattr(sys.modules.get(name), "__file__", None)
+            idx = _sources.index(file) if isinstance(file, str) and file else None
+            found = idx.get(("seeds",)) if idx is not None else None
+            if found is None:
+                continue
+            text, reads = found
+            check_source_text(name, str(file), "<seeding statements>", text, self.family)
+            self._put(name, "<seeding statements>", text if name == self.module else f"# {name}\n{text}")
+            module = sys.modules.get(name)
+            self.follow_reads(reads, vars(module) if module is not None else {})
+            added = True
+        return added
 
     def check_loaded(self, obj: Callable[..., object]) -> None:
         """See :func:`check_loaded`: for a function, or each method of a class."""
@@ -1065,6 +1133,7 @@ class _Values:
     def _put_value(self, key: tuple[str, str], text: str) -> None:
         where, label = key
         followed_modules[where] = None
+        self.walk.touched.setdefault(where, False)
         if where == self.walk.module:
             self.walk.own[label] = f"{label} = {text}"
         else:
@@ -1072,12 +1141,12 @@ class _Values:
 
     def value_text(self, value: object, label: str, namespace: Mapping[str, object], state: bool) -> str:
         if state:
-            source = self.assignment(label.split(".")[0], namespace, 0)
+            source = self.source(label, namespace)
             return source or f"<{type(value).__qualname__}, changed by the code>"
         text = self.by_value(value)
         if text is not None:
             return text
-        source = self.assignment(label.split(".")[0], namespace, 0)
+        source = self.source(label, namespace)
         if source is not None:
             return source
         self.warn(value, label, namespace)
@@ -1197,6 +1266,12 @@ class _Values:
             return f"{kind.__qualname__}.{value.name}"
         return None
 
+    def source(self, label: str, namespace: Mapping[str, object]) -> str | None:
+        """The source of what binds ``label``: ``Config.MEMO = {}`` after the class statement
+        for a class attribute so bound, else the statements that bind its first name."""
+        found = self.assignment(label, namespace, 0) if "." in label else None
+        return found if found is not None else self.assignment(label.split(".")[0], namespace, 0)
+
     def assignment(self, name: str, namespace: Mapping[str, object], depth: int) -> str | None:
         """The normalized source of the module-level statements that bind ``name``, with
         what they read followed; ``"<imported from X>"`` when it comes from outside the
@@ -1253,6 +1328,19 @@ class _Values:
             "task's code with @task(version=...) and bump the version when they change.",
             self.walk.module)
 
+    def warn_run_code(self, runner: str) -> None:
+        """The code runs code given as a string computed when it runs: what it reads cannot
+        be known."""
+        if (self.walk.family, "<eval>") in _warned:
+            return
+        _warned.add((self.walk.family, "<eval>"))
+        self._warn(
+            f"Task {self.walk.family} runs code through {runner}() from a string computed when "
+            "it runs (or read from a file): what that code reads is not fingerprinted, so "
+            "editing it will not re-run the task. Write the code out (a string literal or a "
+            "module-level string) or call it directly, or pin the task's code with "
+            "@task(version=...) and bump the version when it changes.", self.walk.module)
+
     def _warn(self, message: str, module: str) -> None:
         fn = next(_class_functions(self.walk.fn), None) if isinstance(self.walk.fn, type) else self.walk.fn
         code = getattr(fn, "__code__", None)
@@ -1296,6 +1384,8 @@ def code_fingerprint(
             for suffix, value in bound_values(fn):
                 walk.add(value, f"{fn.__name__}.{suffix}", fn.__globals__)
     walk.values.finish()
+    while walk.add_seed_statements():
+        walk.values.finish()
     text = walk.text(main_text)
     digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     code_files[digest] = tuple((f, k) for f in walk.imported if (k := _sources.seen_key(f)))

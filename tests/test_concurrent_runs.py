@@ -326,7 +326,7 @@ THROUGH_TASKFILE = """
     @task
     def train(seed: int):
         if PRODUCT:
-            @requires(Product(f"models/{seed}"))
+            @requires(Product(f"models/{seed}/"))
             def __(d: Path) -> str:
                 d.mkdir(parents=True, exist_ok=True)
                 for i in range(3):
