@@ -1015,11 +1015,13 @@ class _Real:
     path when under it): what matching outputs with inputs compares. Each directory is
     resolved once; a path's own name costs one ``lstat`` when it is followed."""
 
-    __slots__ = ("dirs", "real_root")
+    __slots__ = ("asked", "dirs", "links", "real_root")
 
     def __init__(self, root: str) -> None:
         self.real_root = os.path.realpath(root)
-        self.dirs: dict[str, str] = {"": self.real_root}
+        self.dirs: dict[str, str] = {}  # {directory key: its real key}
+        self.links: dict[str, set[str]] = {}  # {directory key: the names of links in it}
+        self.asked: dict[str, int] = {}  # {directory key: links asked for, not listed}
 
     def key(self, key: str, follow: bool = False) -> str:
         """The real key of ``key``: its directory resolved, and its own name too when
@@ -1030,11 +1032,34 @@ class _Real:
             return self._key(os.path.realpath(key))
         parent = self.dirs.get(head)
         if parent is None:
-            parent = self.dirs[head] = os.path.realpath(head)
-        path = os.path.join(parent, name)
-        if follow and os.path.islink(key):
-            path = os.path.realpath(key)
-        return self._key(path)
+            parent = self.dirs[head] = self._key(os.path.realpath(head)) if head else "."
+        if follow and self._is_link(key, head, name):
+            return self._key(os.path.realpath(key))
+        if parent == head:  # (no link on the way: the usual case)
+            return key
+        return name if parent == "." else f"{parent}/{name}"
+
+    def followed(self, key: str, real_key: str) -> str:
+        """``self.key(key, follow=True)``, knowing ``real_key`` (``self.key(key)``)."""
+        head, _, name = key.rpartition("/")
+        if name in (".", "..") or (not head and key[:1] == "/"):
+            return real_key  # (resolved whole)
+        return self._key(os.path.realpath(key)) if self._is_link(key, head, name) else real_key
+
+    def _is_link(self, key: str, head: str, name: str) -> bool:
+        """Whether ``key`` is a symbolic link: an ``lstat`` for the first few names of a
+        directory, then one listing of it (a sweep reads thousands of files of one)."""
+        links = self.links.get(head)
+        if links is None:
+            seen = self.asked[head] = self.asked.get(head, 0) + 1
+            if seen <= 16:
+                return os.path.islink(key)
+            try:
+                with os.scandir(head or os.curdir) as entries:
+                    links = self.links[head] = {e.name for e in entries if e.is_symlink()}
+            except OSError:
+                links = self.links[head] = set()
+        return name in links
 
     def pattern(self, pattern: str) -> tuple[str, str]:
         """``(real pattern, the literal directory it starts with)``: the directories before
@@ -1183,8 +1208,8 @@ def _link_inputs(node: Node, found_outputs: tuple[dict[str, TaskId], dict[str, T
             key = base = real.key(given)
             head = given
             hit = _covered(item, given, key, (producers, dirs), keys, tid, node)
-            if hit is None:  # not an output: a directory, or a link to one
-                key = base = real.key(given, follow=True)
+            if hit is None and (linked := real.followed(given, key)) != key:
+                key = base = linked  # a link (to a directory holding outputs?)
                 hit = _covered(item, given, key, (producers, dirs), keys, tid, node)
             covered = hit or []
         for k in covered:
