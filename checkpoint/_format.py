@@ -147,6 +147,7 @@ _META_FIELDS = (
     "duration", "stored", "blob", "worker", "log",
 )
 _HEAD = struct.Struct("<I")
+_new_meta = object.__new__
 
 
 @dataclass(slots=True)
@@ -208,17 +209,23 @@ class Meta:
             ValueError: the value is not a well-formed entry.
         """
         try:
-            (length,) = _HEAD.unpack_from(entry)
+            length = _HEAD.unpack_from(entry)[0]
             fields = marshal.loads(entry[4:4 + length])
         except (struct.error, EOFError, TypeError) as exc:
             raise ValueError(f"malformed entry: {exc}") from None
-        if type(fields) is not tuple or len(fields) != len(_META_FIELDS):
+        if type(fields) is not tuple or len(fields) != 14:  # (len(_META_FIELDS))
             raise ValueError("malformed entry: unexpected header")
-        meta = cls(*fields)
-        if not meta.blob:
+        meta = _new_meta(cls)  # cls(*fields), without the call of __init__ (one per task)
+        (meta.expr, meta.args, meta.fingerprint, meta.stamp, meta.deps, meta.size, meta.crc,
+         meta.compressed, meta.started, meta.duration, meta.stored, meta.blob, meta.worker,
+         meta.log) = fields
+        blob = meta.blob
+        if not blob:
             meta.inline = entry[4 + length:]
-        elif type(meta.blob) is not str or not BLOB_NAME.fullmatch(meta.blob):
+            return meta
+        if type(blob) is not str or not BLOB_NAME.fullmatch(blob):
             raise ValueError("malformed entry: bad value file name")  # never a path elsewhere
+        meta.inline = None
         return meta
 
     def to_entry(self, payload: bytes | None) -> bytes:

@@ -57,21 +57,31 @@ in its requirements (:func:`arrangement`)."""
 class Node:
     """One task of a plan."""
 
-    __slots__ = ("task", "deps", "reason", "meta", "files", "shape")
+    __slots__ = ("task", "deps", "reason", "meta", "files", "_shape")
 
-    def __init__(self, task: Task[object], deps: list[TaskId], shape: str | None = None) -> None:
+    def __init__(self, task: Task[object], deps: list[TaskId],
+                 shape: str | tuple[TaskId, TaskId] | None = None) -> None:
         self.task = task
         self.deps = deps
         """Ids of the distinct prerequisites, in declaration order (then the producers of
         its ``File`` inputs)."""
-        self.shape = shape
-        """The :func:`arrangement` of its requirements (``None``: their set shows it)."""
+        self._shape = shape
+        """:attr:`shape`, or the ids of the two prerequisites it is the digest of (a
+        lattice's task: digested when asked, which a dry run of nothing stored never does)."""
         self.reason: Reason | None = None
         """Why the task runs, or ``None`` when it is fresh."""
         self.meta: Meta | None = None
         """The stored entry's metadata, if any."""
         self.files: _files.TaskFiles | None = None
         """Its ``File`` inputs and ``Product`` outputs, if any, and what marking found."""
+
+    @property
+    def shape(self) -> str | None:
+        """The :func:`arrangement` of its requirements (``None``: their set shows it)."""
+        shape = self._shape
+        if type(shape) is tuple:
+            shape = self._shape = _digest(f"[,{shape[0]},{shape[1]},]")  # (as arrangement's)
+        return shape  # type: ignore[return-value]
 
     def recorded_deps(self, given: dict[str, str], outputs: dict[str, str] | None) -> dict[str, str]:
         """What a result of this task records in ``Meta.deps``: the stamps of the values it
@@ -84,6 +94,21 @@ class Node:
         if self.shape is not None:
             given[ARRANGEMENT] = self.shape
         return given
+
+
+_new_node = object.__new__
+_NO_DEPS: list[TaskId] = []
+"""The prerequisites of a task without requirements (never mutated: linking adds
+producers only to tasks with ``File`` inputs, which have their own list)."""
+
+
+def _leaf_node(task: Task[object]) -> Node:
+    """``Node(task, [])`` for a task without requirements, without the call of ``__init__``
+    (one per task of a sweep)."""
+    node = _new_node(Node)
+    node.task, node.deps, node._shape = task, _NO_DEPS, None
+    node.reason = node.meta = node.files = None
+    return node
 
 
 class Plan:
@@ -192,7 +217,7 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], writing: li
                     _captured(dep, dep_spec, captured)
                 reqs = dep_spec.requirements
                 if not reqs:  # a leaf (most tasks of a sweep): no stack trip
-                    nodes[dep_id] = Node(dep, [])
+                    nodes[dep_id] = _leaf_node(dep)
                     if not keep_specs:
                         dep._spec = None
                     continue
@@ -237,10 +262,15 @@ def _add_node(nodes: dict[TaskId, Node], task: Task[object], spec: Spec, deps: l
             writing.append(node)
 
 
-def _shape(requirements: list[Requirement]) -> str | None:
+def _shape(requirements: list[Requirement]) -> str | tuple[TaskId, TaskId] | None:
     """:func:`arrangement`, with the commonest cases first: none, one task or file, or
-    ``@requires([])`` (all ``None``)."""
-    if len(requirements) < 2:
+    ``@requires([])`` (all ``None``), or two tasks (their ids: :attr:`Node.shape` digests
+    them when asked)."""
+    if len(requirements) == 2:
+        first, second = requirements
+        if type(first) is Task and type(second) is Task:
+            return first.id, second.id
+    elif len(requirements) < 2:
         if not requirements:
             return None
         first = requirements[0]

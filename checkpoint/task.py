@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import operator
 import os
 import re
 import sys
@@ -275,8 +276,12 @@ class Spec:
                     if not first:  # @requires([]) (an empty sweep)
                         self._deps = []
                         return self._deps
-                    if set(map(type, first)) == _ONLY_FILES:  # a task reading many files
+                    kinds = set(map(type, first))
+                    if kinds == _ONLY_FILES:  # a task reading many files
                         self._deps, self._files = [], (cast("list[File]", list(first)), [])
+                        return self._deps
+                    if kinds == _ONLY_TASKS and len(set(map(_task_id, first))) == len(first):
+                        self._deps = cast("list[Task[object]]", list(first))  # a sweep's fan-in
                         return self._deps
             seen: dict[TaskId, Task[object]] = {}
             inputs: list[File] = []
@@ -309,6 +314,9 @@ class Spec:
 
 
 _ONLY_FILES = {File}
+_task_id = operator.attrgetter("id")
+_NO_REQUIREMENTS: list[Requirement] = []
+"""The requirements of every task whose inner function has no ``@requires`` (never mutated)."""
 
 
 def _leaves(obj: object) -> Iterator[object]:
@@ -421,8 +429,12 @@ def requires(requirement: object = _UNSET, /, *,
             spec.requirements = [checked]
             spec._deps = spec._files = spec._data_dir = None
             return spec  # type: ignore[return-value]
-        if isinstance(fn, _Requires):
-            return _Requires(fn.fn, [checked, *fn.requirements])  # type: ignore[return-value]
+        if isinstance(fn, _Requires):  # stacked (a lattice's two): a new one, as above
+            stacked = _new_spec(_Requires)
+            stacked.fn = fn.fn
+            stacked.requirements = [checked, *fn.requirements]
+            stacked._deps = stacked._files = stacked._data_dir = None
+            return stacked  # type: ignore[return-value]
         if not callable(fn):
             raise InvalidRequirementError(f"@requires must decorate a function, not {fn!r}")
         return _Requires(fn, [checked])  # type: ignore[return-value]
@@ -758,6 +770,14 @@ class _Binder:
         name), when every parameter is plain (positional, an ASCII identifier)."""
         if self.simple and all(n.isidentifier() and n.isascii() for n in self.names):
             self.keys = [(f'"{n}":', i) for i, n in sorted(enumerate(self.names), key=lambda p: p[1])]
+        self.ints: str | None = None
+        """The encoding of a call with only ``int`` arguments, as a ``%``-format of
+        :attr:`order`'s tuple (``None``: no parameters, or not plain)."""
+        self.order: Callable[[tuple[object, ...]], object] = tuple
+        """The arguments in the order of :attr:`keys` (one alone when there is one)."""
+        if self.keys:
+            self.ints = "{" + ",".join(key + "%d" for key, _ in self.keys) + "}"
+            self.order = operator.itemgetter(*[i for _, i in self.keys])
 
     def bind(
         self, family: TaskFamily[..., object], args: tuple[object, ...], kwargs: dict[str, object]
@@ -868,6 +888,7 @@ class TaskFamily(Generic[P, R_co]):
                 else:  # (one id, one family: so one result type)
                     return made  # type: ignore[return-value]
         encoded = self._encode(args, kwargs)
+        plain = encoded is not None  # (then all are ints and plain strs, passed positionally)
         if encoded is None:  # not only ints and plain strings: a copy no later change reaches
             encoded = encode_arguments(self.name, self._bind(args, kwargs))
             args = detached(args)
@@ -882,8 +903,7 @@ class TaskFamily(Generic[P, R_co]):
             calls = _calls.get(self)
             if made is not task and calls is None:  # this family's calls repeat: remember them
                 calls = _calls[self] = {}
-            if (calls is not None and made.args is args and not kwargs
-                    and all(type(a) is int or type(a) is str for a in args)):
+            if calls is not None and plain and made.args is args:
                 calls[args] = made
             return made  # type: ignore[return-value]
         return task
@@ -900,6 +920,13 @@ class TaskFamily(Generic[P, R_co]):
             binder = self._binder = _Binder(self.fn)
         keys = binder.keys
         if keys is not None and not kwargs and len(args) == binder.count:
+            ints = binder.ints
+            if ints is not None:  # only ints (a sweep's, a lattice's): one %-format
+                for value in args:
+                    if type(value) is not int:
+                        break
+                else:
+                    return ints % binder.order(args)  # (%d of an int: its str)
             parts = []
             for key, i in keys:
                 value = args[i]
@@ -1089,8 +1116,10 @@ class Task(Generic[R_co]):
             inner = self.family.fn(*self.args, **kwargs) if kwargs else self.family.fn(*self.args)
             if isinstance(inner, _Requires):
                 spec = inner
-            elif callable(inner):
-                spec = Spec(inner, [])
+            elif callable(inner):  # a leaf (most tasks of a sweep): Spec(inner, []), no __init__ call
+                spec = _new_spec(Spec)
+                spec.fn, spec.requirements = inner, _NO_REQUIREMENTS
+                spec._deps = spec._files = spec._data_dir = None
             else:
                 raise TaskDefinitionError(
                     f"Task {self!r} must return its inner function (the one that computes the "
@@ -1182,6 +1211,7 @@ class Task(Generic[R_co]):
         return self  # a handle names its task: a copy of an argument holding one keeps it
 
 
+_ONLY_TASKS: set[type] = {Task}
 _arity: dict[types.CodeType, tuple[int, int]] = {}
 """Code object -> (fewest, most) positional arguments its function accepts."""
 

@@ -739,9 +739,10 @@ def test_one_decorated_inner_function_serves_many_tasks(make_module: Any) -> Non
 def test_the_arrangement_shortcut_agrees_with_the_arrangement(
         choose: Any, requirements: list[Any]) -> None:
     """What a node records as its arrangement (graph._shape, with shortcuts for the common
-    cases) should be what graph.arrangement gives, for every form of requirements."""
+    cases, a lattice's digested only when asked) should be what graph.arrangement gives,
+    for every form of requirements."""
     from checkpoint import File, Product
-    from checkpoint.graph import _shape, arrangement
+    from checkpoint.graph import Node, _shape, arrangement
 
     leaves = {"T": choose(2, 1), "U": choose(3, 1), "F": File("x.txt"), "P": Product("y.txt")}
 
@@ -753,7 +754,22 @@ def test_the_arrangement_shortcut_agrees_with_the_arrangement(
         return leaves.get(item, item) if isinstance(item, str) else item
 
     reqs = build(requirements)
-    assert _shape(reqs) == arrangement(reqs)
+    assert Node(choose(4, 2), [], _shape(reqs)).shape == arrangement(reqs)
+
+
+@pytest.mark.parametrize("picks", [[0, 1, 2], [2, 0, 1], [0, 1, 0, 2, 1]])
+def test_a_list_of_tasks_gives_its_distinct_tasks_in_declared_order(
+        choose: Any, picks: list[int]) -> None:
+    """A flat list of tasks (a sweep's fan-in, taken at once when its tasks are distinct)
+    gives the distinct tasks in the order of their first mention, as any requirement does."""
+    from checkpoint.task import Spec
+
+    leaves = [choose(5, 1), choose(5, 2), choose(5, 3)]
+    handles = [choose(5, 1 + i) for i in picks]  # (other handle objects, the same tasks)
+    deps = Spec(lambda values: values, [handles]).dependencies
+    first = [handles[picks.index(i)] for i in dict.fromkeys(picks)]  # each one's first mention
+    assert [t.id for t in deps] == [leaves[i].id for i in dict.fromkeys(picks)]
+    assert all(dep is handle for dep, handle in zip(deps, first, strict=True))
 
 
 FAILS_IN_WORKER = """

@@ -170,6 +170,34 @@ def test_a_call_is_encoded_as_its_bound_arguments_are(a: Any, b: Any) -> None:
     assert made.id == task_id(f.name, made.encoded) == f(**bound).id
 
 
+@given(st.lists(st.integers(), min_size=0, max_size=3))
+def test_a_call_of_ints_is_encoded_as_its_bound_arguments_are(values: list[int]) -> None:
+    # Only ints (a sweep's, a lattice's): one %-format of a template per family, in name
+    # order (one argument alone, several reordered): the canonical encoding, or ids change.
+
+    @task
+    def zero():  # type: ignore[no-untyped-def]
+        return lambda: None
+
+    @task
+    def one(n: int):  # type: ignore[no-untyped-def]
+        return lambda: None
+
+    @task
+    def two(n: int, k: int):  # type: ignore[no-untyped-def]
+        return lambda: None
+
+    @task
+    def three(z: int, a: int, m: int):  # type: ignore[no-untyped-def]
+        return lambda: None
+
+    family = [zero, one, two, three][len(values)]
+    names = list(family.signature.parameters)
+    made = family(*values)
+    assert made.encoded == encode_arguments(family.name, dict(zip(names, values, strict=True)))
+    assert made.id == family(**dict(zip(names, values, strict=True))).id
+
+
 HELPER_SRC = '''
 SCALE = {scale}
 

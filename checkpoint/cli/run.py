@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from .._text import plural
-from .._types import EXECUTORS, Json, executor_name
+from .._types import EXECUTORS, Json, Reason, executor_name
 from ..errors import ExitCode, UsageError
 from . import App, pass_app
 from ._complete import complete_targets
@@ -47,7 +47,7 @@ from ._output import (
 
 if TYPE_CHECKING:
     from ..events import Event, Subscriber
-    from ..graph import Plan
+    from ..graph import Node, Plan
     from ..progress import Reporter
     from ..remote import Remote
     from ..runs import RunRecorder
@@ -515,16 +515,20 @@ def _show_plan(app: App, the_plan: Plan, as_json: bool) -> None:
     if not to_run:
         err(("Nothing to run: " + ("the task is" if len(nodes) == 1 else f"all {len(nodes):,} tasks are") + " fresh."), quiet=app.quiet)
         return
-    groups: dict[str, list[str]] = {}
+    groups: dict[str, list[Node]] = {}
     for tid in to_run:
-        groups.setdefault(nodes[tid].task.family.short_name, []).append(tid)
-    for name, ids in groups.items():
-        click.echo(f"{name}: {plural(len(ids), 'task')}")
-        rows = [(node.task.expression(), node.reason) for node in map(nodes.__getitem__, ids)]
-        width = max(len(expr) for expr, _ in rows)
-        for start in range(0, len(rows), 2000):  # a few thousand lines per write
-            click.echo("\n".join([f"  {expr.ljust(width)}  {reason}"
-                                  for expr, reason in rows[start:start + 2000]]))
+        node = nodes[tid]
+        groups.setdefault(node.task.family.short_name, []).append(node)
+    texts: dict[Reason | None, str] = {reason: str.__str__(reason) for reason in Reason}
+    for name, group in groups.items():
+        click.echo(f"{name}: {plural(len(group), 'task')}")
+        # Plain strings, no tuple per line: a million objects the collector would walk.
+        exprs = [node.task.expression() for node in group]
+        width = max(map(len, exprs))
+        for start in range(0, len(exprs), 2000):  # a few thousand lines per write
+            click.echo("\n".join([
+                f"  {expr.ljust(width)}  {texts[node.reason]}"
+                for expr, node in zip(exprs[start:start + 2000], group[start:start + 2000], strict=True)]))
     err(f"{len(to_run):,} of {plural(len(nodes), 'task')} would run.", quiet=app.quiet)
 
 
