@@ -646,6 +646,10 @@ def _check_task_class(cls: type) -> list[tuple[str, Requires[object]]]:
             f"Task class {name} defines __slots__ without __dict__; class tasks keep their "
             "attributes in the instance __dict__. Remove __slots__."
         )
+    for klass in cls.__mro__[:-1]:  # (with an undecorated base's)
+        for attr, value in vars(klass).items():
+            if _is_requires_decorator(value):
+                raise _decorator_attribute(name, attr, value)
     attrs = _requirement_attributes(cls)
     for attr, desc in attrs:
         if desc.name != attr:
@@ -654,6 +658,25 @@ def _check_task_class(cls: type) -> list[tuple[str, Requires[object]]]:
                 "its own requires()."
             )
     return attrs
+
+
+def _is_requires_decorator(value: object) -> bool:
+    """Whether ``value`` is what ``requires(x)`` returns (the decorator of an inner function)."""
+    return (type(value) is FunctionType and value.__qualname__ == "requires.<locals>.decorate"
+            and value.__module__ == __name__)
+
+
+def _decorator_attribute(name: str, attr: str, value: Any) -> TaskDefinitionError:
+    """The error for a class attribute ``attr`` set to ``requires(x)`` (a decorator)."""
+    cells = dict(zip(value.__code__.co_freevars, value.__closure__ or (), strict=False))
+    requirement = cells["checked"].cell_contents if "checked" in cells else "..."
+    kind = "Path" if isinstance(requirement, (File, TaskDirectory)) else "T"
+    return TaskDefinitionError(
+        f"{name}.{attr} = requires({requirement!r}) is the decorator form, for the inner "
+        f"function of a function task: in a class it would make {attr} a function. Declare "
+        f"`{attr}: Requires[{kind}] = requires()` and assign it in __init__: "
+        f"`self.{attr} = {requirement!r}`."
+    )
 
 
 def _class_spec(task: Task[object]) -> Spec:
@@ -684,8 +707,8 @@ def _class_spec(task: Task[object]) -> Spec:
         elif desc.default is _UNSET:
             raise TaskDefinitionError(
                 f"{task_label(task)} did not set its prerequisite self.{name} in "
-                f"__init__. Assign it a task (or a list or dict of tasks, or TaskDirectory()) "
-                f"on every path through __init__, or declare it "
+                "__init__. Assign it a task (or a list or dict of tasks, TaskDirectory(), "
+                f"File(path) or Product(path)) on every path through __init__, or declare it "
                 f"`{name} = requires(default=...)` if this task does not need it."
             )
     for key, value in state.items():
