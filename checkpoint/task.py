@@ -62,7 +62,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import FunctionType
+from types import FunctionType, MethodType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -662,14 +662,13 @@ def _check_task_class(cls: type) -> list[tuple[str, Requires[object]]]:
 
 def _is_requires_decorator(value: object) -> bool:
     """Whether ``value`` is what ``requires(x)`` returns (the decorator of an inner function)."""
-    return (type(value) is FunctionType and value.__qualname__ == "requires.<locals>.decorate"
-            and value.__module__ == __name__)
+    return (isinstance(value, MethodType) and type(value.__self__) is _Requires
+            and value.__func__ is _Requires._decorate and value.__self__.fn is None)
 
 
 def _decorator_attribute(name: str, attr: str, value: Any) -> TaskDefinitionError:
     """The error for a class attribute ``attr`` set to ``requires(x)`` (a decorator)."""
-    cells = dict(zip(value.__code__.co_freevars, value.__closure__ or (), strict=False))
-    requirement = cells["checked"].cell_contents if "checked" in cells else "..."
+    requirement = value.__self__.requirements[0]
     kind = "Path" if isinstance(requirement, (File, TaskDirectory)) else "T"
     return TaskDefinitionError(
         f"{name}.{attr} = requires({requirement!r}) is the decorator form, for the inner "
