@@ -508,9 +508,14 @@ def load_run(
     directory = runs_dir(cache_dir)
     numbers = _numbers(directory)
     if not numbers:
+        from . import _text
+
         raise RunNotFoundError(
             f"No run is recorded in {directory.parent.parent}: run something first "
-            "(checkpoint run), then ask for its report."
+            "(checkpoint run), then ask for its report." if _text.in_cli else
+            f"No run is recorded in {directory.parent.parent}: runs are recorded by the command "
+            "line (checkpoint run), and from Python by a run given "
+            "subscribers=[RunRecorder()] (checkpoint.runs; see docs/report.md)."
         )
     if number is None:
         number = numbers[-1]
