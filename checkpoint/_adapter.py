@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from ._codec import Payload
 from ._types import ExecutorKind
-from ._worker import Outcome, WorkItem, run_batch, run_pickled_batch
+from ._worker import Done, Outcome, WorkItem, run_batch, run_pickled_batch
 
 
 class ExecutorAdapter:
@@ -30,6 +30,11 @@ class ExecutorAdapter:
     """Whether a batch may run a task right after the task it reads, with its value handed
     over in memory (see :meth:`checkpoint._submission.Submitter.submit`): for workers
     where a value read back from the store costs a copy that a hand-over does not."""
+
+    manifests: ClassVar[bool] = False
+    """Whether each batch carries the manifest of the code and values this run fingerprinted
+    (workers that may outlive a run: see :mod:`checkpoint._workercode`), so a task's family
+    is fingerprinted before its first batch is sent, not while it runs."""
 
     def __init__(self, workers: int) -> None:
         self._workers = workers
@@ -64,6 +69,11 @@ class ExecutorAdapter:
         running tasks, and end the child processes they started where it can."""
         while self.closers:
             self.closers.pop()()
+
+    def handed(self, tid: str) -> Done | None:
+        """The result of ``tid``, noted by the worker that handed its value over to a reader
+        still running in the same batch (:func:`checkpoint._worker.note_handed`), if any."""
+        return None
 
     def timed_out(self, generation: int) -> dict[str, tuple[float, str]]:
         """Tasks whose worker process was ended for running past their time limit, in the
@@ -115,6 +125,7 @@ class PickledAdapter(PoolAdapter):
     batch goes cloudpickled, so taskfile and ``__main__`` code travels by value."""
 
     kind = ExecutorKind.PICKLED
+    manifests = True
 
     def __init__(self, workers: int, executor: Executor | None,
                  factory: Callable[[], Executor] | None = None) -> None:

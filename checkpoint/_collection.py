@@ -20,6 +20,7 @@ from ._readiness import TaskState
 from ._recovery import Recovery
 from ._results import Results
 from ._submission import Returned, Submitter
+from ._types import TaskId
 from ._worker import Done, Failed, NeedsPrerequisite, Outcome, Unrun, WorkItem
 from .errors import TaskFailedError
 
@@ -37,6 +38,8 @@ class Collector:
         self.results = results
         self.submitter = submitter
         self.guard = guard
+        self.early: set[TaskId] = set()
+        """Tasks of batches in flight whose results were handled already (:meth:`handed_over`)."""
 
     def collect(self, returned: Returned) -> None:
         """Handle a batch that came back: each of its tasks' outcomes."""
@@ -56,10 +59,44 @@ class Collector:
                             self.flow.fused.pop(item.id, None)
                 self.submitter.returned(items)  # after its outcomes: its worker is free now
 
+    def handed_over(self) -> None:
+        """Handle the results of the tasks that handed their value over to a reader still
+        running in their batch, as its worker noted them (:func:`~checkpoint._worker.note_handed`):
+        shown done while the reader runs, and kept if the batch is lost (an interrupt, a
+        dead worker). The reader, started, is then like any task of its batch."""
+        for items in list(self.submitter.inflight.values()):
+            if len(items) > 1 and items[1].after:
+                self._noted(items)
+
+    def _noted(self, items: list[WorkItem]) -> None:
+        producer, reader = items[0], items[1]
+        out = self.submitter.adapter.handed(producer.id)
+        if out is None:
+            return
+        with self.guard.critical():
+            self.early.add(producer.id)
+            self.admission.release(self.nodes[producer.id].task.family.queue)
+            self.coordination.end_reads(producer.id)
+            self.results.finished(out)  # (its reader goes on: TaskFlow._went_on)
+            self.flow.fused.pop(reader.id, None)
+            reader.after = ""
+
+    def _unreported(self, items: list[WorkItem]) -> list[WorkItem]:
+        """The items of a lost batch whose results were not handled (:meth:`handed_over`)."""
+        if len(items) > 1 and items[1].after:
+            self._noted(items)
+        if not self.early:
+            return items
+        kept = [item for item in items if item.id not in self.early]
+        self.early.difference_update(item.id for item in items)
+        return kept
+
     def _outcomes(self, future: Future[list[Outcome]],
                   items: list[WorkItem]) -> list[Outcome] | None:
         """The batch's outcomes, or ``None`` when its tasks are to run again (or never)."""
         generation, isolated = self.recovery.returned(items)
+        if future.cancelled() or future.exception() is not None:
+            items = self._unreported(items)
         try:
             return future.result()
         except CancelledError:
@@ -88,6 +125,9 @@ class Collector:
                     fused.pop(outcome.id, None)
         for outcome in outcomes:
             tid = outcome.id
+            if tid in self.early:  # handled as its reader started
+                self.early.discard(tid)
+                continue
             self.admission.release(self.nodes[tid].task.family.queue)
             self.coordination.end_reads(tid)
             if fused and tid in fused and self.flow.readiness.get(tid) is not TaskState.RUNNING:

@@ -249,6 +249,7 @@ class DaskAdapter(ExecutorAdapter):
     """Submits cloudpickled batches to a Dask cluster through a ``ClientExecutor``."""
 
     kind = ExecutorKind.PICKLED
+    manifests = True
 
     def __init__(
         self, executor: Executor, max_workers: int | None, owned: list[Any], guard: bool = True
@@ -783,7 +784,7 @@ def _remount(item: WorkItem, old: str, new: str) -> None:
     relative to the store root, so what a task receives and returns is right on both sides."""
 
     def template(t: Any) -> Any:
-        if isinstance(t, Path):  # a TaskDirectory() (see _submission.Submitter._template)
+        if isinstance(t, Path):  # a TaskDirectory() (see _workitems.WorkItems._template)
             return Path(_moved(str(t), old, new))
         if isinstance(t, list):
             return [template(x) for x in t]
@@ -807,7 +808,7 @@ def _remount_payloads(payloads: dict[str, Payload], old: str, new: str) -> dict[
 
 
 def _data_dirs(template: Any) -> Iterator[Path]:
-    # In a work item's template, a Path is always a TaskDirectory() (see _submission.Submitter._template).
+    # In a work item's template, a Path is always a TaskDirectory() (see _workitems.WorkItems._template).
     if isinstance(template, Path):
         yield template
     elif isinstance(template, list):

@@ -19,7 +19,9 @@ The checksum is xxh3-128; an entry written before that (``Meta.crc`` below 2**32
 CRC-32 and is checked with it: each checksum names its algorithm, so adding xxh3 kept
 :data:`FORMAT`.
 
-Bump :data:`FORMAT` when any of this changes.
+Bump :data:`FORMAT` when any of this changes, or when older versions could no longer
+decode what is stored (new references in a value, see :mod:`checkpoint._relocate`); if
+this version still reads the older format as it is, add that to :data:`READS_AS_IS`.
 """
 
 from __future__ import annotations
@@ -41,8 +43,16 @@ import xxhash
 
 from ._types import FamilyDir
 
-FORMAT: Final = "checkpoint-store 2"
-"""The store format version, written to ``{cache}/checkpoint/FORMAT``."""
+FORMAT: Final = "checkpoint-store 3"
+"""The store format version, written to ``{cache}/checkpoint/FORMAT``. Format 3: a stored
+value may hold references that versions of format 2 cannot decode
+(:mod:`checkpoint._relocate`'s: paths under the store root or the project kept byte for
+byte, paths relative to the project, sets written sorted)."""
+READS_AS_IS: Final = frozenset({"checkpoint-store 2"})
+"""Older formats whose caches this version reads as they are (each is a subset of
+:data:`FORMAT`): opening one marks it :data:`FORMAT`, since this version may store values
+there that the older versions could not decode; they then refuse the cache as a whole, with
+what to do, instead of failing on such a value."""
 FORMAT_FILE: Final = "FORMAT"
 INLINE_MAX: Final = 16 * 1024
 """Payloads up to this size are stored in the index row; larger ones in a value file."""

@@ -38,7 +38,7 @@ from . import _procs
 from ._adapter import ExecutorAdapter, submit_pickled
 from ._codec import Payload
 from ._types import ExecutorKind, TaskId
-from ._worker import RECORD_BYTES, Outcome, WorkItem, init_worker
+from ._worker import RECORD_BYTES, Done, Outcome, WorkItem, init_worker, read_handed
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -173,8 +173,12 @@ class ProcessPoolAdapter(ExecutorAdapter):
     # --- time limits ------------------------------------------------------------------
 
     def records_dir(self) -> str:
-        """Where workers write what they are running under a time limit (made on first use)."""
+        """Where workers write what they are running under a time limit, and the results
+        they handed over (made on first use)."""
         return os.path.join(tempfile.gettempdir(), f"checkpoint-limits-{self._token}")
+
+    def handed(self, tid: TaskId) -> Done | None:
+        return read_handed(self.records_dir(), tid)
 
     def timed_out(self, generation: int) -> dict[TaskId, tuple[float, str]]:
         """``{task id: (limit, where its threads were)}`` for the tasks whose worker, in the

@@ -12,8 +12,8 @@ transaction per batch of tasks, and batches take about ``_admission.BATCH_SECOND
 
 Either way, while records wait for the check of the Products upstream of their tasks that
 covers them all (``checks_owed``, ``before_store``: see
-:meth:`checkpoint._results.Results.check_readers`), they are stored in larger batches: as
-many as that check looked at outputs, or after ten times as long as it took.
+:meth:`checkpoint._readchecks.ReadChecks.check_readers`), they are stored in larger
+batches: as many as that check looked at outputs, or after ten times as long as it took.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class Recorder:
         """Events to emit once the records added before them are stored."""
         self.checks_owed: Callable[[], tuple[int, float] | None] = lambda: None
         """While some records wait for a check made after their task ended (the Products
-        upstream of a reader: :meth:`checkpoint._results.Results.check_readers`): how many
-        outputs the last such check looked at and how long it took."""
+        upstream of a reader: :meth:`checkpoint._readchecks.ReadChecks.check_readers`): how
+        many outputs the last such check looked at and how long it took."""
         self.before_store: Callable[[], None] = lambda: None
         """Called before records are stored (that check)."""
 

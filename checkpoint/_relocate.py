@@ -257,74 +257,78 @@ def _remainder(text: str, prefix: str, root: str) -> str | None:
 
 
 def _relocating_pickler(base: type) -> type:
-    """``base`` (cloudpickle's pickler) with the hook that writes paths as references."""
+    """``base`` (cloudpickle's pickler) with the hooks that write paths as references
+    (:class:`_Relocating`), made once per base."""
     cls = _classes.get(base)
-    if cls is not None:
-        return cls
+    if cls is None:
+        cls = _classes[base] = type("RelocatingPickler", (_Relocating, base), {})
+    return cls
 
-    class RelocatingPickler(base):  # type: ignore[misc]
-        def __init__(self, file: io.BytesIO, root: str, project: str = "") -> None:
-            super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-            self.root = root
-            self.prefix = root + os.sep
-            self.project = project
-            self.project_prefix = project + os.sep
-            self.store_in_project = root[len(self.project_prefix):] if project else ""
-            self.found = 0
-            self.pids: dict[int, tuple[Any, tuple[Any, ...]]] = {}
-            """The reference written for each path object, kept with the object (as
-            pickle's memo does, so that its id is not reused): the same object gets the
-            same reference, which pickle's memo then writes once."""
 
-        def reducer_override(self, obj: Any) -> Any:
-            # A NumPy array of text pickles as one buffer: its paths, as items, are seen.
-            if _plain_array(obj) and obj.dtype.kind == "U" and obj.size and (
-                    _text_array_holds_path(obj, self.prefix, self.root) or (self.project and
-                    _text_array_holds_path(obj, self.project_prefix, self.project))):
-                return _text_array, (obj.ravel().tolist(), obj.dtype.str, obj.shape)
-            return super().reducer_override(obj)
+class _Relocating:
+    """The hooks :func:`_relocating_pickler` puts before cloudpickle's pickler: paths under
+    the store root (or the project) become references relative to it, and sets of sortable
+    items are written sorted; ``found`` counts them."""
 
-        def persistent_id(self, obj: Any) -> Any:
-            kind = type(obj)
-            if kind is str:
-                text = obj
-            elif isinstance(obj, PurePath):
-                text = str(obj)
-            elif (kind is set or kind is frozenset) and len(obj) > 1:
-                return self._sorted_set(obj)
-            else:
-                return None
-            seen = self.pids.get(id(obj))
-            if seen is not None:
-                return seen[1]
-            rest = _remainder(text, self.prefix, self.root)
-            pid: tuple[Any, ...]
-            if rest is not None:
-                pid = (_UNDER_ROOT, rest, None if kind is str else kind)
-            elif self.project and (rest := _remainder(
-                    text, self.project_prefix, self.project)) is not None:
-                # (the project's own path as its parts: a str of it would be relocated too)
-                pid = (_UNDER_PROJECT, rest, None if kind is str else kind, self.store_in_project,
-                       tuple(self.project.split(os.sep)))
-            else:
-                return None
-            self.found += 1
-            self.pids[id(obj)] = (obj, pid)
-            return pid
+    def __init__(self, file: io.BytesIO, root: str, project: str = "") -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[call-arg]
+        self.root = root
+        self.prefix = root + os.sep
+        self.project = project
+        self.project_prefix = project + os.sep
+        self.store_in_project = root[len(self.project_prefix):] if project else ""
+        self.found = 0
+        self.pids: dict[int, tuple[Any, tuple[Any, ...]]] = {}
+        """The reference written for each path object, kept with the object (as
+        pickle's memo does, so that its id is not reused): the same object gets the
+        same reference, which pickle's memo then writes once."""
 
-        def _sorted_set(self, obj: set[Any] | frozenset[Any]) -> Any:
-            seen = self.pids.get(id(obj))
-            if seen is not None:
-                return seen[1]
-            if frozenset(map(type, obj)) not in _SORTABLE:
-                return None
-            self.found += 1
-            pid = (_SORTED_SET, sorted(obj), type(obj) is frozenset)
-            self.pids[id(obj)] = (obj, pid)
-            return pid
+    def reducer_override(self, obj: Any) -> Any:
+        # A NumPy array of text pickles as one buffer: its paths, as items, are seen.
+        if _plain_array(obj) and obj.dtype.kind == "U" and obj.size and (
+                _text_array_holds_path(obj, self.prefix, self.root) or (self.project and
+                _text_array_holds_path(obj, self.project_prefix, self.project))):
+            return _text_array, (obj.ravel().tolist(), obj.dtype.str, obj.shape)
+        return super().reducer_override(obj)  # type: ignore[misc]
 
-    _classes[base] = RelocatingPickler
-    return RelocatingPickler
+    def persistent_id(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is str:
+            text = obj
+        elif isinstance(obj, PurePath):
+            text = str(obj)
+        elif (kind is set or kind is frozenset) and len(obj) > 1:
+            return self._sorted_set(obj)
+        else:
+            return None
+        seen = self.pids.get(id(obj))
+        if seen is not None:
+            return seen[1]
+        rest = _remainder(text, self.prefix, self.root)
+        pid: tuple[Any, ...]
+        if rest is not None:
+            pid = (_UNDER_ROOT, rest, None if kind is str else kind)
+        elif self.project and (rest := _remainder(
+                text, self.project_prefix, self.project)) is not None:
+            # (the project's own path as its parts: a str of it would be relocated too)
+            pid = (_UNDER_PROJECT, rest, None if kind is str else kind, self.store_in_project,
+                   tuple(self.project.split(os.sep)))
+        else:
+            return None
+        self.found += 1
+        self.pids[id(obj)] = (obj, pid)
+        return pid
+
+    def _sorted_set(self, obj: set[Any] | frozenset[Any]) -> Any:
+        seen = self.pids.get(id(obj))
+        if seen is not None:
+            return seen[1]
+        if frozenset(map(type, obj)) not in _SORTABLE:
+            return None
+        self.found += 1
+        pid = (_SORTED_SET, sorted(obj), type(obj) is frozenset)
+        self.pids[id(obj)] = (obj, pid)
+        return pid
 
 
 class _Unpickler(pickle.Unpickler):

@@ -5,6 +5,7 @@ the indexes inside are :mod:`._index`'s, the data directories of tasks
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -13,7 +14,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from ._format import FORMAT, FORMAT_FILE, INDEX_FILE
+from ._format import FORMAT, FORMAT_FILE, INDEX_FILE, READS_AS_IS
 from ._storefiles import (
     NotRegularFile,
     advice,
@@ -69,9 +70,10 @@ class StoreRoot:
             self.ownership.check(self.path, st)
             self.ownership.private = not st.st_mode & 0o077
             if found is None:
-                tmp = self.path / f".FORMAT.{secrets.token_hex(4)}"
-                tmp.write_text(FORMAT + "\n")
-                os.replace(tmp, fmt)
+                self._write_format(fmt)
+            elif found in READS_AS_IS:
+                with contextlib.suppress(OSError):  # read-only: it gets no new entries
+                    self._write_format(fmt)
             elif found != FORMAT:
                 raise StoreVersionError(self._version_message(fmt, found))
             self._remove_trash()
@@ -82,6 +84,11 @@ class StoreRoot:
             raise StoreError(f"Cannot use the cache directory {self.cache_dir}: {text}. {hint}") from None
         self.identity = identity(fmt)
         self.checked = True
+
+    def _write_format(self, fmt: Path) -> None:
+        tmp = self.path / f".FORMAT.{secrets.token_hex(4)}"
+        tmp.write_text(FORMAT + "\n")
+        os.replace(tmp, fmt)
 
     def _version_message(self, fmt: Path, found: str) -> str:
         if not re.fullmatch(r"checkpoint-store \d+", found):

@@ -2,35 +2,36 @@
 
 While fewer than ``workers + prefetch`` batches are in flight (a batch queued behind each
 running one keeps workers busy between round trips), :class:`Submitter` takes the next batch
-from :class:`~checkpoint._admission.Admission`, hands each task the values of its
-prerequisites (:meth:`RunValues.get <checkpoint._values.RunValues.get>`), makes its
-:class:`~checkpoint._worker.WorkItem` and submits the batch. A future's done-callback puts
-the batch on :attr:`Submitter.done`, which the run's loop reads. A batch is announced as
-started (``TaskStarted``) when a worker is free for it, as far as this thread can tell.
+from :class:`~checkpoint._admission.Admission`, hands each task that can start the values
+of its prerequisites (:class:`~checkpoint._handout.Handout`), makes its
+:class:`~checkpoint._worker.WorkItem` (:class:`~checkpoint._workitems.WorkItems`) and
+submits the batch. A future's done-callback puts the batch on :attr:`Submitter.done`, which
+the run's loop reads. A batch is announced as started (``TaskStarted``) when a worker is
+free for it, as far as this thread can tell.
 """
 
 from __future__ import annotations
 
 import queue
 import time
+import types
 from collections import deque
 from concurrent.futures import Future
 
 from . import events as ev
 from ._adapter import ExecutorAdapter, broken_process_pool
-from ._captured import only_arguments
 from ._claims import Claims
 from ._codec import Payload
 from ._flow import RunState, TaskFlow
-from ._isolation import enclosing_cells
+from ._handout import Handout
 from ._readiness import TaskState
 from ._recovery import Recovery
 from ._text import task_label
-from ._types import DebugMode, ExecutorKind, FamilyDir, Reason, TaskId
-from ._worker import Outcome, Ref, WorkItem, still_writing
-from .errors import CorruptEntryError, TaskStillRunningError
-from .files import File
-from .task import Task, TaskDirectory
+from ._types import DebugMode, ExecutorKind, Reason, TaskId
+from ._worker import Outcome, WorkItem, still_writing
+from ._workitems import WorkItems, rebuildable
+from .errors import UnpicklableTaskError
+from .task import Task
 
 Returned = tuple[Future[list[Outcome]], list[WorkItem]]
 """A batch that came back from the executor, with its future."""
@@ -51,15 +52,14 @@ class Submitter:
         self.flow = flow
         self.claims = claims
         self.recovery = recovery
-        self.store = state.store
         self.adapter = adapter
-        self.pickled = adapter.kind is ExecutorKind.PICKLED
         self.debug = debug
         """Debug mode of every task (in-process runs only)."""
-        self.show_locals = show_locals
         self.timeout = timeout
         self.store_root = str(state.store.root)
-        self.blob_dirs: dict[FamilyDir, str] = {}
+        self.handout = Handout(state, flow, claims)
+        self.work_items = WorkItems(state, adapter.kind, debug=debug, show_locals=show_locals,
+                                    timeout=timeout, manifests=adapter.manifests)
         self.done: queue.SimpleQueue[Returned] = queue.SimpleQueue()
         """Batches that came back, put there by their futures' callbacks (in any thread)."""
         self.inflight: dict[int, list[WorkItem]] = {}
@@ -68,8 +68,6 @@ class Submitter:
         """Batches in flight that were announced as started (at most one per worker)."""
         self.queued: deque[list[WorkItem]] = deque()
         """Batches in flight queued behind those, announced when a worker frees up."""
-        self.held_back: set[TaskId] = set()
-        """Tasks that waited for an abandoned attempt of theirs (see :meth:`_held_back`)."""
 
     def submit_ready(self) -> None:
         """Submit ready tasks while there is room in flight, then give back the reads of
@@ -112,24 +110,19 @@ class Submitter:
         payloads: dict[TaskId, Payload] = {}
         locking = self.coordination.locking
         for tid in batch:
-            if self._hand(tid, payloads, locking):
-                items.append(self._work_item(self.nodes[tid].task))
+            if self.handout.hand(tid, payloads, locking):
+                items.append(self.work_items.make(self.nodes[tid].task))
         if not items:
             return
         if len(items) == 1 and self.adapter.hands_on and not (isolated or locking or self.debug):
             self._hand_on(items, payloads)
         try:
-            try:
-                future = self.adapter.submit(items, payloads)
-            except broken_process_pool():
-                raise
-            except Exception:
-                if not self._unpicklable(items):
-                    raise
-                future = self.adapter.submit(items, payloads)
+            future = self._send(items, payloads)
         except broken_process_pool() as exc:  # broke before we noticed: collect it as such
             future = Future()
             future.set_exception(exc)
+        if future is None:
+            return  # none of them could be pickled: each failed
         self.inflight[id(items)] = items
         if self.emit:
             if len(self.started) < self.adapter.workers:
@@ -169,27 +162,71 @@ class Submitter:
         outputs = node.files.outputs if node.files is not None else ()
         if still_writing(self.store_root, tid, outputs) is not None:
             return
-        given = self._gather(tid, payloads, producer)
+        given = self.handout.gather(tid, payloads, producer)
         if given is None:
             return
         self.admission.hold(family.queue)
         self.values.hand(tid, given)
-        item = self._work_item(node.task)
+        item = self.work_items.make(node.task)
         item.after = producer
         items[0].hands_on = True
         items.append(item)
         self.flow.fused[tid] = producer
 
+    def _send(self, items: list[WorkItem],
+              payloads: dict[TaskId, Payload]) -> Future[list[Outcome]] | None:
+        """Submit ``items``; if the batch cannot be pickled, rebuild in the worker the inner
+        functions that can be (:meth:`_unpicklable`), else fail each task that cannot be
+        pickled (:meth:`_refuse`) and send the others; ``None`` if none is left."""
+        try:
+            return self.adapter.submit(items, payloads)
+        except broken_process_pool():
+            raise
+        except Exception:
+            if not (self._unpicklable(items) or self._refuse(items)):
+                raise
+        return self._send(items, payloads) if items else None
+
+    def _refuse(self, items: list[WorkItem]) -> bool:
+        """Fail each task of ``items`` that cannot be pickled (its inner function holds a
+        lock, a client, a generator), taking it out of the batch; whether the batch changed.
+        A batch that hands a value over is split first: each of its tasks may fail alone."""
+        import cloudpickle
+
+        refused = len(items) > 1 and bool(items[-1].after)
+        if refused:
+            self._unfuse(items)
+        for item in list(items):
+            try:
+                cloudpickle.dumps(item)
+            except Exception as exc:  # noqa: BLE001 - whatever pickling raises
+                items.remove(item)
+                task = self.nodes[item.id].task
+                self.admission.release(task.family.queue)
+                self.coordination.end_reads(item.id)
+                self.flow.fail_now(item.id, unpicklable_task(task, item.fn, exc))
+                refused = True
+        return refused
+
+    def _unfuse(self, items: list[WorkItem]) -> None:
+        """Undo :meth:`_hand_on`: the dependent waits for its producer's stored value."""
+        item = items.pop()
+        del self.flow.fused[item.id]
+        self.values.given.pop(item.id, None)
+        self.admission.release(self.nodes[item.id].task.family.queue)
+        items[0].hands_on = False
+
     def _unpicklable(self, items: list[WorkItem]) -> bool:
         """A batch that could not be pickled: make each inner function that cannot travel
         (it holds a lock, a client) in the worker instead, by calling the outer function
-        there again, where it can be (:func:`_rebuildable`); whether one was found."""
+        there again, where it can be (:func:`~checkpoint._workitems.rebuildable`); whether
+        one was found."""
         import cloudpickle
 
         found = False
         for item in items:
             task = self.nodes[item.id].task
-            if item.call is None and _rebuildable(task):
+            if item.call is None and rebuildable(task):
                 try:
                     cloudpickle.dumps(item.fn)
                 except Exception:  # noqa: BLE001 - whatever pickling raises
@@ -216,149 +253,48 @@ class Submitter:
             if not item.after:  # it starts when the one before ends (TaskFlow._went_on)
                 self.emit(ev.TaskStarted(self.nodes[item.id].task, now))
 
-    def _hand(self, tid: TaskId, payloads: dict[TaskId, Payload], locking: bool) -> bool:
-        """Make ``tid`` running, the values it reads in ``payloads``; False (its queue slot
-        given back) if it cannot start now."""
-        queue_name = self.nodes[tid].task.family.queue
-        if self.readiness.get(tid) is not TaskState.READY or self._held_back(tid) or (
-            locking and not self.claims.take(tid)
-        ):
-            self.admission.release(queue_name)
-            return False
-        given = self._gather(tid, payloads)
-        if given is None:
-            self.coordination.end_reads(tid)
-            self.admission.release(queue_name)
-            return False
-        self.values.hand(tid, given)
-        self.readiness.running(tid)
-        return True
 
-    def _held_back(self, tid: TaskId) -> bool:
-        """Whether ``tid`` must wait (tried again shortly, like a task another run holds):
-        an earlier attempt, abandoned at its time limit in a thread of this process, still
-        runs and may still write the files this one would make (its data directory, its
-        declared outputs); the first time, say so. Once that attempt has run its time limit
-        once more after it was given up, it counts as hung: ``tid`` fails (only restarting
-        the process ends the thread) and True is returned too."""
-        node = self.nodes[tid]
-        outputs = node.files.outputs if node.files is not None else ()
-        attempt = still_writing(self.store_root, tid, outputs)
-        if attempt is None:
-            return False
-        if time.monotonic() >= attempt.deadline:
-            self.held_back.discard(tid)
-            self.flow.fail_now(tid, _still_running(node.task, attempt.limit))
-            return True
-        if tid not in self.held_back:
-            self.held_back.add(tid)
-            import warnings
-
-            warnings.warn(
-                f"{node.task!r} ({node.task.family.name}) is still running in a thread of this "
-                "process: an earlier run gave up on it at its time limit, and a thread cannot "
-                "be stopped. This run waits for that attempt to end before running the task "
-                "again, so that the two never write into the same files; if it still runs "
-                f"{attempt.limit:g} s (its time limit) after it was given up, the task fails.",
-                RuntimeWarning, stacklevel=2,
-            )
-        self.coordination.blocked.append(tid)
-        return True
-
-    def _gather(self, tid: TaskId, payloads: dict[TaskId, Payload],
-                handing: TaskId = "") -> dict[TaskId, str] | None:
-        """Put the values ``tid`` reads into ``payloads`` and return their stamps; ``None``
-        when it cannot start now (a damaged value is recomputed first, or it failed).
-        ``handing``: a prerequisite whose value the batch hands over (not among them)."""
-        node = self.nodes[tid]
-        given: dict[TaskId, str] = {}
-        for dep in node.deps:
-            if dep == handing:
-                continue
-            if self.readiness.get(dep) is TaskState.DONE:
-                try:
-                    stamp, payload = self.values.get(dep)
-                except CorruptEntryError as exc:
-                    if not self.flow.damaged(dep, str(exc), tid):
-                        return None
-                else:
-                    given[dep] = stamp
-                    payloads[dep] = payload
-                    continue
-            self.readiness.wait_for(tid, node.deps)
-            return None
-        return given
-
-    def _work_item(self, task: Task[object]) -> WorkItem:
-        spec = task.spec()
-        template = [self._template(req, task) for req in spec.requirements]
-        family = task.family
-        if self.pickled and _rebuildable(task) and only_arguments(family, spec.fn):
-            item = WorkItem.rebuilding(task.id, (family, task.args, task.kwargs), template,
-                                       family.compress_level)
-        else:
-            code = getattr(spec.fn, "__code__", None)
-            item = WorkItem.running(task.id, spec.fn, template, family.compress_level,
-                                    filename=code.co_filename if self.pickled and code else "")
-            item.enclosing = enclosing_cells(family.fn, spec.fn)
-        item.blob_dir = self._blob_dir(family.dirname)
-        item.root = self.store_root
-        item.debug = self.debug
-        item.show_locals = self.show_locals
-        limit = family.timeout if family.timeout is not None else self.timeout
-        if limit:
-            item.timeout, item.label = limit, task_label(task)
-        return item
-
-    def _template(self, req: object, task: Task[object]) -> object:
-        if isinstance(req, Task):
-            return Ref(req.id)
-        if isinstance(req, TaskDirectory):
-            if task.id in self.values.entries or self.coordination.locking:
-                # Its directory is about to be emptied: the stored entry that goes with it
-                # must not outlive it (a failure, an interrupt, or another run adopting it
-                # would leave a fresh entry with an empty directory). Alone, this run knows
-                # every entry there is; with others, one may have stored it since the plan.
-                # So an entry found later was stored after this emptying, by a run that
-                # filled the directory again: it is adopted like any other.
-                self.store.delete(task.family.dirname, task.id)
-            return self.store.prepare_data_dir(task.family.dirname, task.id)
-        if isinstance(req, File):  # File or Product: resolved where the task runs
-            return req.keyed()
-        if isinstance(req, list):
-            return [self._template(r, task) for r in req]
-        if isinstance(req, dict):
-            return {k: self._template(v, task) for k, v in req.items()}
-        raise AssertionError(f"unexpected requirement {req!r}")
-
-    def _blob_dir(self, family: FamilyDir) -> str:
-        path = self.blob_dirs.get(family)
-        if path is None:
-            path = self.blob_dirs[family] = str(self.store.blob_dir(family))
-        return path
-
-
-def _still_running(task: Task[object], limit: float) -> TaskStillRunningError:
-    return TaskStillRunningError(
-        f"{task_label(task)} cannot run: an earlier attempt of it, given up at its time limit "
-        f"of {limit:g} s, still runs in a thread of this process more than {limit:g} s later "
-        "(it looks hung, and a thread cannot be stopped); running the task again would write "
-        "into the same files. To end that thread, restart the Python process (a notebook's "
-        "kernel, `checkpoint run --watch`), then run again. The earlier TaskTimeoutError's "
-        "traceback shows where it hangs; on the process executor a task past its time limit "
-        "is stopped.",
-        task=repr(task), family=task.family.name, limit=limit,
+def unpicklable_task(task: Task[object], fn: object, error: Exception) -> UnpicklableTaskError:
+    """The failure of a task that cannot be sent to a worker: what of it cannot be pickled
+    (:func:`_unpicklable_parts`), and what to do about it."""
+    parts = _unpicklable_parts(fn)
+    held = (f"holds {', '.join(parts)}, which cannot be pickled" if parts
+            else "cannot be pickled")
+    wrapped = UnpicklableTaskError(
+        f"{task_label(task)} cannot be sent to its worker process (the process and Dask executors "
+        f"pickle each task): its "
+        f"{'instance' if task.family.is_class else 'inner function'} {held} "
+        f"({type(error).__name__}: {error}). Create that object inside the "
+        f"{'run method' if task.family.is_class else 'inner function'}, where it is used, or "
+        "run with --executor threads (executor=\"threads\") or inline, which do not pickle tasks.",
+        task=repr(task), family=task.family.name,
     )
+    wrapped.__cause__ = error
+    return wrapped
 
 
-def _rebuildable(task: Task[object]) -> bool:
-    """Whether a process worker can rebuild the task's inner function by calling its outer
-    function again (:meth:`WorkItem.rebuilding`): not for a class task (its ``spec.fn`` is
-    already small: its plain attributes, no handles) nor for one whose arguments hold
-    tasks (``$task`` in its encoding), which would be planned again in the worker. It is
-    done only for an inner function that holds its arguments alone
-    (:func:`~checkpoint._captured.only_arguments`): what else the outer function computed
-    (a config it read, an environment variable) travels as it was planned, or a worker
-    would compute with its own, under the planned value's digest; but one that cannot be
-    pickled (a lock, a client) is made again in the worker (:meth:`Submitter._unpicklable`)."""
-    return not task.family.is_class and "$task" not in task.encoded
+_EMPTY_CELL = types.CellType()
+"""A closure's cell not assigned yet (cells compare by content)."""
+
+
+def _unpicklable_parts(fn: object) -> list[str]:
+    """The names of what ``fn`` holds that cannot be pickled: its closure's variables (an
+    inner function) or its instance's attributes (a class task's ``_ClassRun``)."""
+    import cloudpickle
+
+    state = getattr(fn, "state", None)  # a class task's _ClassRun
+    if isinstance(state, dict):
+        held = {f"self.{k}": v for k, v in state.items()}
+    else:
+        code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None) or ()
+        names = code.co_freevars if code is not None else ()
+        held = {f"'{n}'": c.cell_contents for n, c in zip(names, cells, strict=False)
+                if c != _EMPTY_CELL and c.cell_contents is not fn}
+    parts = []
+    for name, value in held.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception:  # noqa: BLE001 - whatever pickling raises
+            parts.append(name)
+    return parts
+

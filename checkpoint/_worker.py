@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import marshal
 import os
 import pickle
 import signal
@@ -29,7 +30,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, Union, cast
 
@@ -252,21 +253,7 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
             enclosing = enclosing_cells(item.call[0].fn, planned)
         assert planned is not None  # (a WorkItem holds the function or the call that makes it)
         fn = attempt_function(planned, enclosing)  # what it holds, copied: its attempt's own
-        products: list[Product] = []
-        matches: list[list[Path]] = []
-        with _unpickling() as met:
-            args = [_fill(t, payloads, products, item.root, matches) for t in item.template]
-            if products and matches:  # the task's own outputs are not its inputs
-                without_outputs(matches, products)
-            if item.debug is DebugMode.TRACE and in_process:
-                from .debug import trace_call
-
-                with _uncaptured():  # the debugger talks to the terminal
-                    value = trace_call(fn, *args)
-            else:
-                value = fn(*args)
-        # Hashed here, as soon as written (a failed task records nothing).
-        outputs = output_digests(products) if products else None
+        value, outputs, met = _compute(item, fn, payloads, in_process)
     except _CorruptPrerequisite as exc:
         return NeedsPrerequisite(item.id, started, exc.dep, str(exc))
     except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
@@ -274,20 +261,10 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
             raise
         duration = time.perf_counter() - t0
         _end_attempt(before, in_process)
-        if item.debug and in_process and type(exc).__name__ not in ("BdbQuit", "DebuggerQuitError"):
-            from .debug import post_mortem
-
-            with _uncaptured():
-                post_mortem(_user_traceback(exc))
-        return _failure(item.id, started, duration, exc, in_process, item.show_locals)
+        return _raised(item, started, duration, exc, in_process)
     duration = time.perf_counter() - t0
     try:
-        if isinstance(value, io.IOBase):  # cloudpickle would store a copy of what is left to read
-            with contextlib.suppress(Exception):
-                value.close()  # dropped here: nothing else would close it
-            raise TypeError(f"cannot store an open file ({value!r}); return its path, or what "
-                            "was read from it")
-        encoded = encode_result(value, item.compress_level, item.blob_dir, item.id, item.root)
+        encoded = _encode(value, item)
     except Exception as exc:  # noqa: BLE001
         _end_attempt(before, in_process)
         out = _failure(item.id, started, duration, exc, in_process)
@@ -301,6 +278,48 @@ def run_one(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process
     return Done(item.id, started, duration, encoded.payload, encoded.crc, encoded.size,
                 blob=encoded.blob, stamp=encoded.stamp, outputs=outputs, classes=project_classes(value),
                 unpickled=_project_classes_named(met))
+
+
+def _compute(item: WorkItem, fn: Callable[..., object], payloads: Mapping[str, Payload | Shared],
+             in_process: bool) -> tuple[object, dict[str, str] | None, list[tuple[str, str]]]:
+    """Call the task's function with its requirements filled in: its value, the digests
+    of the outputs it declared, and the classes met while unpickling its arguments."""
+    products: list[Product] = []
+    matches: list[list[Path]] = []
+    with _unpickling() as met:
+        args = [_fill(t, payloads, products, item.root, matches) for t in item.template]
+        if products and matches:  # the task's own outputs are not its inputs
+            without_outputs(matches, products)
+        if item.debug is DebugMode.TRACE and in_process:
+            from .debug import trace_call
+
+            with _uncaptured():  # the debugger talks to the terminal
+                value = trace_call(fn, *args)
+        else:
+            value = fn(*args)
+    # Hashed here, as soon as written (a failed task records nothing).
+    return value, output_digests(products) if products else None, met
+
+
+def _raised(item: WorkItem, started: float, duration: float, exc: BaseException,
+            in_process: bool) -> Failed:
+    """The outcome of a task that raised (after the post-mortem debugger, if asked for)."""
+    if item.debug and in_process and type(exc).__name__ not in ("BdbQuit", "DebuggerQuitError"):
+        from .debug import post_mortem
+
+        with _uncaptured():
+            post_mortem(_user_traceback(exc))
+    return _failure(item.id, started, duration, exc, in_process, item.show_locals)
+
+
+def _encode(value: object, item: WorkItem) -> Encoded:
+    """The task's value encoded (or written to its value file); raises if it cannot be."""
+    if isinstance(value, io.IOBase):  # cloudpickle would store a copy of what is left to read
+        with contextlib.suppress(Exception):
+            value.close()  # dropped here: nothing else would close it
+        raise TypeError(f"cannot store an open file ({value!r}); return its path, or what "
+                        "was read from it")
+    return encode_result(value, item.compress_level, item.blob_dir, item.id, item.root)
 
 
 def _handing(value: object, encoded: Encoded, item: WorkItem) -> Shared | Payload:
@@ -519,47 +538,125 @@ def run_batch(
     :func:`_handing`). If it gives no value, or took more than :data:`HAND_ON_SECONDS`,
     that item does not run (:class:`Unrun`): its result goes back first."""
     install_capture()
-    enter_directory(cwd)
-    global _project
-    try:
-        home = os.getcwd()
-    except OSError:  # this process's directory was removed
-        home = ""
-    _project = os.path.join(home, "") if home else ""
+    home = _enter_project(cwd)
     worker = worker_id()
     local = _capture
     outcomes: list[Outcome] = []
     local.buf = buf = _Captured()
     handed: Handed = {}
+    noted: list[str] = []
     try:
         for item in items:
             enter_directory(home)
-            given: Mapping[str, Payload | Shared] = payloads
-            if item.after:
-                held = handed.pop(item.after, None)
-                if held is None:  # it failed, or did not run: nothing to go on with
-                    outcome: Outcome = Unrun(item.id, time.time())
-                    outcome.worker = worker
-                    outcomes.append(outcome)
-                    continue
-                given = {**payloads, item.after: held}
-            t0 = time.perf_counter()
-            if item.timeout and not item.debug:  # under a debugger the clock does not run
-                outcome = run_limited(item, given, in_process, handed)
-            else:
-                outcome = run_one(item, given, in_process, handed)
-            if item.hands_on and (not isinstance(outcome, Done)  # (stopped after it encoded)
-                                  or time.perf_counter() - t0 > HAND_ON_SECONDS):
-                handed.pop(item.id, None)
-            if buf.parts:  # a fresh buffer only after a task that wrote something
+            outcome = _run_item(item, payloads, in_process, handed)
+            if outcome is None:  # its producer failed, or did not run: nothing to go on with
+                outcome = Unrun(item.id, time.time())
+            elif buf.parts:  # a fresh buffer only after a task that wrote something
                 outcome.output = buf.text()
                 local.buf = buf = _Captured()
             outcome.worker = worker
             outcomes.append(outcome)
+            if item.id in handed:  # its reader runs next: the coordinator may need it before
+                noted.append(note_handed(cast(Done, outcome)))
     finally:
         local.buf = None
         enter_directory(home)
+        for path in noted:  # the batch returns with it
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     return outcomes
+
+
+def _enter_project(cwd: str) -> str:
+    """Go to ``cwd`` (see :func:`enter_directory`) and note it as the project directory;
+    the directory the tasks start in (``""``: this process's directory was removed)."""
+    global _project
+    enter_directory(cwd)
+    try:
+        home = os.getcwd()
+    except OSError:  # this process's directory was removed
+        home = ""
+    _project = os.path.join(home, "") if home else ""
+    return home
+
+
+def _run_item(item: WorkItem, payloads: Mapping[str, Payload | Shared], in_process: bool,
+              handed: Handed) -> Outcome | None:
+    """One item of a batch, given the value handed on to it if it waits for one (``None``:
+    none was); its value handed on in turn if it is marked so and took little time."""
+    given: Mapping[str, Payload | Shared] = payloads
+    if item.after:
+        held = handed.pop(item.after, None)
+        if held is None:
+            return None
+        given = {**payloads, item.after: held}
+    t0 = time.perf_counter()
+    if item.timeout and not item.debug:  # under a debugger the clock does not run
+        outcome = run_limited(item, given, in_process, handed)
+    else:
+        outcome = run_one(item, given, in_process, handed)
+    if item.hands_on and (not isinstance(outcome, Done)  # (stopped after it encoded)
+                          or time.perf_counter() - t0 > HAND_ON_SECONDS):
+        handed.pop(item.id, None)
+    return outcome
+
+
+HANDED = "handed-"
+"""What the name of a value's hand-over note starts with (see :func:`note_handed`)."""
+
+
+def note_handed(out: Done) -> str:
+    """Write the result of a task whose value this process worker hands over to its reader,
+    as the reader starts, where the coordinator finds it (:func:`read_handed`): reported
+    with the reader's, it would be lost with it if the run is interrupted or the worker dies
+    meanwhile; and the coordinator shows it done while the reader runs. The note's path
+    (``""``: none written, as outside a process pool worker)."""
+    directory = os.path.dirname(_records)
+    if not _records or not _own_directory(directory, make=True):
+        return ""
+    path = os.path.join(directory, HANDED + out.id)
+    try:
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                     | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(marshal.dumps(tuple(getattr(out, field.name) for field in fields(Done))))
+        os.replace(path + ".tmp", path)  # whole or not at all, for a worker killed meanwhile
+    except OSError:
+        return ""
+    return path
+
+
+def read_handed(directory: str, tid: str) -> Done | None:
+    """The result of ``tid`` that a worker noted as it handed its value over
+    (:func:`note_handed`), taken away; ``None`` if there is none (or it is not ours)."""
+    path = os.path.join(directory, HANDED + tid)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read() if os.fstat(fd).st_uid == os.getuid() else b""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    if not data or not _own_directory(directory, make=False):
+        return None
+    try:
+        out = Done(*marshal.loads(data))
+    except (ValueError, TypeError, EOFError):
+        return None
+    return out if out.id == tid else None
+
+
+def _own_directory(directory: str, make: bool) -> bool:
+    """Whether ``directory`` is this user's and only theirs (not one planted in /tmp);
+    ``make``: made first if missing."""
+    try:
+        if make:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
 # --- time limits -------------------------------------------------------------------------
@@ -688,10 +785,7 @@ def _arm_hard_stop(item: WorkItem) -> bool:
         return False
     try:
         if _record_fd < 0:
-            directory = os.path.dirname(_records)
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            st = os.lstat(directory)  # a directory of ours, not one planted in /tmp
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            if not _own_directory(os.path.dirname(_records), make=True):
                 return False
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             _record_fd = os.open(_records, flags, 0o600)
@@ -1059,10 +1153,30 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
     :func:`run_limited`).
     """
     import os
-    import signal
-    import sys
 
     global _records
+    _leave_the_terminal()
+    if records:
+        _records = os.path.join(records, f"{generation}-{os.getpid()}")
+    from .debug import forbid_breakpoints_in_process
+
+    forbid_breakpoints_in_process()
+    _end_with_parent(parent_pid, mark)
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the coordinator died before the line above took effect
+    from multiprocessing.util import Finalize
+
+    # A pool worker ends by os._exit: what the project's modules hold (an open file with
+    # lines a task wrote) is finalized only if released first, when the pool shuts down.
+    Finalize(None, _release_project, exitpriority=0)
+
+
+def _leave_the_terminal() -> None:
+    """Signals to the coordinator, the worker in its own process group, no standard input
+    (see :func:`init_worker`)."""
+    import os
+    import signal
+
     signal.signal(signal.SIGINT, _no_op)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):  # (no process groups on Windows)
@@ -1071,11 +1185,14 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
-    if records:
-        _records = os.path.join(records, f"{generation}-{os.getpid()}")
-    from .debug import forbid_breakpoints_in_process
 
-    forbid_breakpoints_in_process()
+
+def _end_with_parent(parent_pid: int, mark: str) -> None:
+    """The worker, its group and the processes marked as its tasks' end when the
+    coordinator does (see :func:`init_worker`)."""
+    import signal
+    import sys
+
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -1093,13 +1210,6 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
             guard_group(libc.prctl, own)
     else:
         _watch_parent(parent_pid)
-    if os.getppid() != parent_pid:
-        os._exit(1)  # the coordinator died before the line above took effect
-    from multiprocessing.util import Finalize
-
-    # A pool worker ends by os._exit: what the project's modules hold (an open file with
-    # lines a task wrote) is finalized only if released first, when the pool shuts down.
-    Finalize(None, _release_project, exitpriority=0)
 
 
 def _release_project() -> None:

@@ -18,7 +18,11 @@ module whose code still differs (the worker's copy of the files is not the coord
 or a file changed since the run began), or a value the fingerprint read that still differs
 (the coordinator's session set it: ``settings.LR = 0.7`` in a notebook, which no file says),
 fails the batch's tasks with a :class:`~checkpoint.errors.StaleModuleError`: nothing runs
-on code or values other than the fingerprinted ones. The coordinator makes its manifest
+on code or values other than the fingerprinted ones. Values are compared by texts made for
+it (:func:`~checkpoint.fingerprint.comparable_text`: sets and dicts in sorted order, so
+that a worker with another hash seed holds the same text for an equal value), and a
+family is fingerprinted before its first batch is sent (``ExecutorAdapter.manifests``), so
+that batch's manifest carries what it reads. The coordinator makes its manifest
 afresh in each run; a worker caches its digests per module object (and reload), and its
 values' texts per value object, so a batch costs a few dictionary lookups per module.
 """
@@ -99,6 +103,8 @@ def _value_text(value: Any, depth: int = 0) -> str | None:
             return None
         inner = sorted(texts) if isinstance(value, frozenset) else texts  # type: ignore[type-var]
         return f"{type(value).__name__}({', '.join(map(str, inner))})"
+    if not isinstance(value, _IMMUTABLE):  # (inside a tuple) a set's repr follows the hash seed
+        return None
     text = repr(value)
     return None if " at 0x" in text else text
 

@@ -20,6 +20,7 @@ status (``exit_code``, one of :class:`ExitCode`, the one place that defines them
     ├── StaleModuleError             (2)   a module changed on disk since it was imported
     ├── TaskFailedError              (1)   a task raised; ``__cause__`` is its exception
     │   ├── UnserializableResultError      (also a TypeError)
+    │   ├── UnpicklableTaskError           cannot go to a worker process (also a TypeError)
     │   ├── MissingOutputError             a task did not write a declared output
     │   ├── WorkerDiedError
     │   └── TaskTimeoutError               ran past its time limit
@@ -201,6 +202,12 @@ class TaskFailedError(CheckpointError):
 
 class UnserializableResultError(TaskFailedError, TypeError):
     """A task returned a value that cloudpickle cannot serialize."""
+
+
+class UnpicklableTaskError(TaskFailedError, TypeError):
+    """A task cannot be sent to a worker process or a Dask worker: its inner function (or
+    its class's instance) holds something that cannot be pickled (a lock, a client, a
+    generator). ``__cause__`` is the pickler's error."""
 
 
 class MissingOutputError(TaskFailedError):

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ._text import clip
-from ._types import FamilyDir, Json, Reason
+from ._types import FamilyDir, Json, Reason, TaskId
 from .files import CAPTURED, INPUT, OUTPUT, READ
 from .graph import ARRANGEMENT, Node, Plan
 from .store import Meta, Store
@@ -71,6 +71,33 @@ def explain(the_plan: Plan, store: Store) -> list[Explanation]:
             exp.details.append("forced")
         out.append(exp)
     return out
+
+
+@dataclass
+class Causes:
+    """The root causes among a plan's explanations: beside the targets, the tasks that would
+    run for a reason of their own, grouped; the rest would re-run only because a
+    prerequisite does."""
+
+    groups: dict[tuple[str, Reason, str | None], list[Explanation]]
+    """``{(family's short name, reason, code diff): explanations}``, in plan order."""
+    upstream_only: int
+    """How many tasks (targets aside) would re-run only because a prerequisite does."""
+
+
+def root_causes(explanations: list[Explanation], targets: set[TaskId]) -> Causes:
+    """Group the explanations of the tasks that are not ``targets`` (see :class:`Causes`)."""
+    groups: dict[tuple[str, Reason, str | None], list[Explanation]] = {}
+    upstream_only = 0
+    for exp in explanations:
+        if exp.task.id in targets:
+            continue
+        if exp.reason is Reason.UPSTREAM_RERUN:
+            upstream_only += 1
+        else:
+            key = (exp.task.family.short_name, exp.reason, exp.diff)
+            groups.setdefault(key, []).append(exp)
+    return Causes(groups, upstream_only)
 
 
 @dataclass

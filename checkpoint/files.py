@@ -1239,7 +1239,8 @@ def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
-def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -> None:
+def check(with_files: list[Node], cache_file: Path | None, batch: bool = True,
+          leaf: type[Node] | None = None) -> None:
     """Digest the source inputs of every task, and the outputs of the stored ones (those
     whose ``meta`` is set).
 
@@ -1252,12 +1253,18 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
     input was a file whose trusted digest this check found in the cache, the plan's inputs
     are recorded under one signature of their stats (:func:`_check_batch`); the next check
     of the same inputs stats them all and compares that one signature, without a lookup
-    per file (or reading the cache's per-file entries)."""
+    per file (or reading the cache's per-file entries).
+
+    ``leaf``: the type of the nodes that make their :class:`TaskFiles` when first asked
+    (:class:`checkpoint.graph.FileLeaf`, one ``File`` each): a plan of only those, fresh, is
+    settled without making any (:func:`_settle_leaves`)."""
     root = os.getcwd()
     cache = DigestCache(
         cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
     )
     if batch and cache.path is not None:
+        if leaf is not None and _settle_leaves(with_files, leaf, cache):
+            return
         task_files: list[TaskFiles] = [node.files for node in with_files]  # type: ignore[misc]
         paths = [item.path for files in task_files for item in files.inputs]
         record_key = BATCH + _text_digest("\0".join(paths))
@@ -1315,6 +1322,50 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
     if recorded:
         _record_batch(with_files, paths, recorded, cache, record_key)
     cache.save()
+
+
+def _settle_leaves(with_files: list[Node], leaf: type[Node], cache: DigestCache) -> bool:
+    """For a plan whose tasks with files are all ``leaf`` nodes not checked yet (a sweep over
+    files), when the plan's record matches the files' stats now and every task's entry
+    records exactly ``{"file:<its path>": its digest}``: note each entry's record as its
+    task's digests (``found``; no :class:`TaskFiles` made) and return true. Otherwise
+    nothing is noted (the general check follows)."""
+    if set(map(type, with_files)) != {leaf}:
+        return False
+    # (Not one whose TaskFiles was made already: captured values.)
+    paths = [node.inputs[0].path for node in with_files  # type: ignore[attr-defined]
+             if node.found is None]  # type: ignore[attr-defined]
+    if len(paths) != len(with_files):
+        return False
+    try:
+        recorded = [node.meta.deps for node in with_files]  # type: ignore[union-attr]
+    except AttributeError:  # a task without a stored entry
+        return False
+    record = cache.dirs.get(BATCH + _text_digest("\0".join(paths)))
+    if record is None or len(record[1]) != (_DIGEST_LEN + 1) * len(paths) - 1:
+        return False
+    if not _fresh(recorded, paths, record[1]):
+        return False
+    try:
+        if _stats_signature(paths) != record[0]:
+            return False
+    except (OSError, ValueError):  # a file is gone (or a path is not one)
+        return False
+    for node, deps in zip(with_files, recorded, strict=True):
+        node.found = deps  # type: ignore[attr-defined]  # == {key: digest}; never mutated
+    return True
+
+
+def _fresh(recorded: list[dict[str, str]], paths: list[str], digests: str) -> bool:
+    """Whether each entry's ``Meta.deps`` (``recorded``) is exactly ``{"file:<its path>":
+    its digest}`` (``digests``: joined by NULs), compared all at once: the recorded keys
+    joined by NULs against the paths' keys joined so, and the recorded digests likewise;
+    each entry holding exactly one key, and no path or digest holding a NUL (``os.stat``
+    refused such a path), the joined texts are equal exactly when each entry's key and
+    digest are."""
+    return (set(map(len, recorded)) == {1}
+            and "\0".join(chain.from_iterable(recorded)) == INPUT + ("\0" + INPUT).join(paths)
+            and "\0".join(chain.from_iterable(map(dict.values, recorded))) == digests)
 
 
 def _text_digest(text: str) -> str:
@@ -1438,21 +1489,13 @@ def _all_fresh_leaves(with_files: list[Node], paths: list[str], digests: str,
     """For a plan whose tasks read one file each (``paths``, in order; ``digests``: their
     digests now, joined by NULs): when every task's entry records exactly ``{"file:<its
     path>": its digest}`` (fresh as far as files go: a sweep's usual case), share each
-    entry's record as its task's digests and return true; otherwise note nothing.
-
-    Compared all at once: the recorded keys joined by NULs against the paths' keys joined
-    so, and the recorded digests likewise; each entry holding exactly one key, and no path
-    or digest holding a NUL (``os.stat`` refused such a path), the joined texts are equal
-    exactly when each entry's key and digest are."""
+    entry's record as its task's digests and return true; otherwise note nothing
+    (compared all at once: :func:`_fresh`)."""
     try:
         recorded = [node.meta.deps for node in with_files]  # type: ignore[union-attr]
     except AttributeError:  # a task without a stored entry
         return False
-    if set(map(len, recorded)) != {1}:
-        return False
-    if "\0".join(chain.from_iterable(recorded)) != INPUT + ("\0" + INPUT).join(paths):
-        return False
-    if "\0".join(chain.from_iterable(map(dict.values, recorded))) != digests:
+    if not _fresh(recorded, paths, digests):
         return False
     for files, deps in zip(task_files, recorded, strict=True):
         if files.digests:  # captured values: its own dict (which the entry lacks: stale)

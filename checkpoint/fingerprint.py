@@ -50,6 +50,7 @@ import types
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import fields, is_dataclass
 from functools import lru_cache, partial
 from pathlib import PurePath
@@ -162,6 +163,11 @@ def code_bytes(fn: object) -> str:
 _CONSTANT_TYPES = (str, int, float, bool, type(None), bytes, complex, range, PurePath)
 
 
+_unordered: ContextVar[bool] = ContextVar("_unordered", default=False)
+"""Set while a value's text is made to compare it with another process's: dicts are written
+with their items sorted, as sets are (see :func:`comparable_text`)."""
+
+
 def constant_text(value: object, depth: int = 0, roots: tuple[str, ...] = ()) -> str | None:
     """``repr(value)`` for a constant worth fingerprinting, else ``None``.
 
@@ -181,6 +187,9 @@ def constant_text(value: object, depth: int = 0, roots: tuple[str, ...] = ()) ->
     if isinstance(value, (set, frozenset)):
         inner = "{" + ", ".join(sorted(str(t) for t in texts)) + "}" if texts else ""
         return inner if type(value) is set and texts else f"{type(value).__name__}({inner})"
+    if isinstance(value, dict) and len(value) > 1 and _unordered.get():
+        n = len(value)
+        return "{" + ", ".join(sorted(f"{k}: {v}" for k, v in zip(texts[:n], texts[n:], strict=True))) + "}"
     if all(text == repr(v) for text, v in zip(texts, parts, strict=True)):
         return repr(value)  # as it always was (a namedtuple keeps its field names)
     if isinstance(value, dict):  # a set inside: spelled out with its elements sorted
@@ -1120,7 +1129,7 @@ class _Values:
                     as_state.add(key)
                 text = None if key in as_state else self.by_value(value)
                 if text is not None and _global_of(namespace, label) is value:
-                    by_value[key] = text
+                    by_value[key] = (comparable_text(self, value) or text) if _has_dict(value) else text
                 self._put_value(key, text if text is not None else
                                 self.value_text(value, label, namespace, key in as_state))
             for key in self.walk.written & done.keys() - as_state:  # found written afterwards
@@ -1259,6 +1268,8 @@ class _Values:
                      for k, v in cast("dict[object, object]", value).items()]
             if any(k is None or v is None for k, v in pairs):
                 return None
+            if _unordered.get():
+                pairs.sort()
             return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
         enum = sys.modules.get("enum")
         if enum is not None and isinstance(value, enum.Enum):
@@ -1412,8 +1423,8 @@ def _global_of(namespace: Mapping[str, object], label: str) -> object:
 
 
 def value_text_here(module: types.ModuleType, label: str) -> str | None:
-    """The text a fingerprint taken in this process would give the value ``label`` of
-    ``module`` (see :data:`read_values`), or ``None``: it does not count by value here (a
+    """The text :data:`read_values` would hold for the value ``label`` of ``module`` if a
+    fingerprint were taken in this process, or ``None``: it does not count by value here (a
     worker comparing its module values with the coordinator's)."""
     value = _global_of(vars(module), label)
     if value is _NO_VALUE:
@@ -1423,7 +1434,38 @@ def value_text_here(module: types.ModuleType, label: str) -> str | None:
                  module=module.__name__)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return walk.values.by_value(value)
+        return comparable_text(walk.values, value)
+
+
+def comparable_text(values: _Values, value: object) -> str | None:
+    """The text of a value counted by value, made to compare it with another process's:
+    the fingerprint's, but with every dict's items sorted. A dict filled from a set has the
+    order of that process's hash seed (a spawned worker, a Dask worker has another), and
+    equal dicts must compare equal; the fingerprint itself keeps the order it always had."""
+    token = _unordered.set(True)
+    try:
+        return values.by_value(value)
+    finally:
+        _unordered.reset(token)
+
+
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _has_dict(value: object, depth: int = 0) -> bool:
+    """Whether a value's canonical text may hold a dict of two items or more (whose text
+    :func:`comparable_text` sorts): conservatively True when too deep to tell."""
+    if isinstance(value, dict):
+        return len(value) > 1 or any(_has_dict(v, depth + 1) for v in value.values())
+    if depth > 6:
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(type(v) not in _SCALARS and _has_dict(v, depth + 1) for v in value)
+    if (is_dataclass(value) and not isinstance(value, type)) or type(value) is types.SimpleNamespace:
+        held = vars(value).values() if hasattr(value, "__dict__") else \
+            [getattr(value, f.name, None) for f in fields(value)]  # type: ignore[arg-type]
+        return any(_has_dict(v, depth + 1) for v in held)
+    return False
 
 
 code_files: dict[str, tuple[tuple[str, tuple[int, int]], ...]] = {}

@@ -40,7 +40,7 @@ from .errors import RunNotFoundError, StoreError
 from .store import Store, open_stored
 
 if TYPE_CHECKING:
-    from .graph import Plan
+    from .graph import Node, Plan
     from .task import Task
 
 FORMAT = "checkpoint-run/1"
@@ -364,6 +364,20 @@ def _build(run: _Run, status: RunStatus, now: float, wall_time: float | None,
     """The record of a finished run: the tasks that took part, in the plan's order."""
     record = RunRecord(status=status, planned=run.planned, ended=now, total=run.total)
     record.started = now - wall_time if wall_time is not None else run.planned
+    _describe_machine(record)
+    if run.plan is None:  # no plan given: what the events said, without edges
+        record.tasks = list(run.tasks.values())
+        for tid, done in run.tasks.items():
+            handle = run.handles[tid]
+            done.label, done.arguments = handle.expression(), handle.encoded
+    else:
+        _planned_tasks(run, run.plan, record)
+    _fill_starts(record.tasks, run.handles, cache_dir)
+    return record
+
+
+def _describe_machine(record: RunRecord) -> None:
+    """Where the run ran: host, system, Python, checkpoint's version, CPU count."""
     uname = os.uname() if hasattr(os, "uname") else None
     record.host = uname.nodename if uname else ""
     record.system = f"{uname.sysname} {uname.release} {uname.machine}" if uname else sys.platform
@@ -372,19 +386,15 @@ def _build(run: _Run, status: RunStatus, now: float, wall_time: float | None,
 
     record.version = __version__
     record.cpus = os.cpu_count() or 0
-    the_plan = run.plan
-    if the_plan is None:  # no plan given: what the events said, without edges
-        record.tasks = list(run.tasks.values())
-        for tid, done in run.tasks.items():
-            handle = run.handles[tid]
-            done.label, done.arguments = handle.expression(), handle.encoded
-        _fill_starts(record.tasks, run.handles, cache_dir)
-        return record
+
+
+def _planned_tasks(run: _Run, the_plan: Plan, record: RunRecord) -> None:
+    """The record's tasks: those the run's events name, their prerequisites and the targets,
+    in the plan's order with their edges; the plan's other tasks counted by family."""
     nodes = the_plan.nodes
     record.targets = [t.expression() for t in the_plan.targets]
     target_ids = {t.id for t in the_plan.targets}
-    reasons = run.reasons
-    for tid in reasons:  # planned to run but no outcome: the run stopped first
+    for tid in run.reasons:  # planned to run but no outcome: the run stopped first
         if tid not in run.tasks:
             run.task(nodes[tid].task, RecordState.NOT_RUN)
     wanted = set(run.tasks)
@@ -395,30 +405,33 @@ def _build(run: _Run, status: RunStatus, now: float, wall_time: float | None,
     elsewhere: dict[FamilyName, int] = {}
     tasks = record.tasks
     for tid, node in nodes.items():
-        task = node.task
-        family = task.family
+        family = node.task.family
         if family.name not in record.families:
             record.families[family.name] = family.dirname
         if tid not in wanted:
             elsewhere[family.name] = elsewhere.get(family.name, 0) + 1
             continue
-        rec = run.tasks.get(tid)
-        if rec is None or rec.state is RecordState.KEPT:  # as stored
-            if rec is None:
-                rec = TaskRecord(tid, family.name, "", RecordState.REUSED)
-            meta = node.meta
-            if meta is not None:
-                rec.size, rec.duration, rec.worker = meta.size, meta.duration, meta.worker
-        rec.label = task.expression()
-        rec.arguments = task.encoded
+        rec = _task_record(run.tasks.get(tid), tid, node)
         rec.target = tid in target_ids
         rec.deps = [index[d] for d in node.deps if d in index]
         index[tid] = len(tasks)
         tasks.append(rec)
     record.reused_elsewhere = elsewhere
     record.family_edges = _family_edges(the_plan)
-    _fill_starts(tasks, run.handles, cache_dir)
-    return record
+
+
+def _task_record(rec: TaskRecord | None, tid: TaskId, node: Node) -> TaskRecord:
+    """A planned task's record: as the run's events left it, or as stored (reused, kept)."""
+    task = node.task
+    if rec is None or rec.state is RecordState.KEPT:  # as stored
+        if rec is None:
+            rec = TaskRecord(tid, task.family.name, "", RecordState.REUSED)
+        meta = node.meta
+        if meta is not None:
+            rec.size, rec.duration, rec.worker = meta.size, meta.duration, meta.worker
+    rec.label = task.expression()
+    rec.arguments = task.encoded
+    return rec
 
 
 def _family_edges(the_plan: Plan) -> list[tuple[FamilyName, FamilyName, int]]:
@@ -561,3 +574,13 @@ def recorded_runs(cache_dir: str | os.PathLike[str] | None = None) -> Iterator[R
             yield read_run(directory / f"{number:06d}.run")
         except StoreError:
             continue
+
+
+def last_run_of(task_id: TaskId, cache_dir: str | os.PathLike[str] | None = None) -> RunRecord | None:
+    """The last saved run in which the task ran, failed or was skipped, or was a target."""
+    found = None
+    for record in recorded_runs(cache_dir):
+        if any(t.id == task_id and (t.target or t.state not in (RecordState.REUSED, RecordState.KEPT))
+               for t in record.tasks):
+            found = record
+    return found

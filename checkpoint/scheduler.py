@@ -259,6 +259,7 @@ def _plan_and_run(
     targets: Sequence[Task[object]], options: RunOptions, subscribers: list[ev.Subscriber],
     store: Store, coordination: Coordination | None, started: float,
 ) -> RunResult:
+    """Plan, pull what a remote cache has, run the rest, and read the targets' values."""
     the_plan = plan(targets, store, force=options.force, force_upstream=options.force_upstream,
                     code_check=options.code_check)
     the_plan.check_inputs()
@@ -274,19 +275,8 @@ def _plan_and_run(
         emit(ev.RunPlanned(len(the_plan.nodes), len(to_run),
                            {tid: the_plan.nodes[tid].reason or "" for tid in to_run}, time.time(),
                            the_plan))
-    if to_run:  # nothing runs unless its result can be stored
-        store.check_writable({the_plan.nodes[tid].task.family.dirname for tid in to_run})
-        adapter = resolve_executor(options.executor, options.max_workers)
-        adapter.cache_root = store.root
-        try:
-            with InterruptGuard() as guard, breakpoints_for(adapter.kind, subscribers):
-                debug = _TRACING.get() or (DebugMode.POST_MORTEM if options.debug else None)
-                _Run(the_plan, to_run, store, adapter, options, emit, result, guard,
-                     debug=debug if adapter.kind is ExecutorKind.INLINE else None,
-                     coordination=coordination).loop()
-        finally:
-            adapter.shutdown()
-            uninstall_capture()
+    if to_run:
+        _execute(the_plan, to_run, options, subscribers, store, coordination, emit, result)
     else:
         result.reused = [node.task for node in the_plan.nodes.values()]
         if emit:
@@ -297,6 +287,26 @@ def _plan_and_run(
         emit(ev.RunFinished(len(result.ran), len(result.reused), len(result.failed),
                             len(result.skipped), result.wall_time))
     return result
+
+
+def _execute(
+    the_plan: Plan, to_run: list[TaskId], options: RunOptions, subscribers: list[ev.Subscriber],
+    store: Store, coordination: Coordination | None, emit: Emit | None, result: RunResult,
+) -> None:
+    """Run the tasks ``to_run`` on the run's executor (:class:`_Run`), then shut it down."""
+    # Nothing runs unless its result can be stored.
+    store.check_writable({the_plan.nodes[tid].task.family.dirname for tid in to_run})
+    adapter = resolve_executor(options.executor, options.max_workers)
+    adapter.cache_root = store.root
+    try:
+        with InterruptGuard() as guard, breakpoints_for(adapter.kind, subscribers):
+            debug = _TRACING.get() or (DebugMode.POST_MORTEM if options.debug else None)
+            _Run(the_plan, to_run, store, adapter, options, emit, result, guard,
+                 debug=debug if adapter.kind is ExecutorKind.INLINE else None,
+                 coordination=coordination).loop()
+    finally:
+        adapter.shutdown()
+        uninstall_capture()
 
 
 def _read_fresh_targets(
@@ -459,17 +469,22 @@ class _Run:
             admission=Admission(options.rate_limits, adapter.workers), values=self.values,
             recorder=self.recorder, coordination=coordination, result=result, emit=emit,
         )
+        self._assemble(state, options, debug, targets)
+        self.to_prepare: dict[FamilyDir, TaskFamily[..., object]] = {}
+        """The families that will store results, by directory name (see ``_prepare``)."""
+
+    def _assemble(self, state: RunState, options: RunOptions, debug: DebugMode | None,
+                  targets: set[TaskId]) -> None:
+        """The loop's parts, over the state they share."""
         self.flow = TaskFlow(state, options.keep_going)
-        self.recovery = Recovery(state, self.flow, adapter, options.retries)
+        self.recovery = Recovery(state, self.flow, self.adapter, options.retries)
         self.claims = Claims(state, self.flow)
-        self.submitter = Submitter(state, self.flow, self.claims, self.recovery, adapter,
+        self.submitter = Submitter(state, self.flow, self.claims, self.recovery, self.adapter,
                                    debug=debug, show_locals=options.show_locals,
                                    timeout=options.timeout)
         results = Results(state, self.flow, self.recovery, targets)
         self.collector = Collector(state, self.flow, self.recovery, results, self.submitter,
                                    self.guard)
-        self.to_prepare: dict[FamilyDir, TaskFamily[..., object]] = {}
-        """The families that will store results, by directory name (see ``_prepare``)."""
 
     def _family_dir(self, tid: TaskId) -> FamilyDir:
         return self.nodes[tid].task.family.dirname
@@ -549,6 +564,8 @@ class _Run:
             except queue.Empty:
                 break
             self.collector.collect(returned)
+        if self.flow.fused:
+            self.collector.handed_over()
         if self.recorder.due():
             self.recorder.flush()
 
@@ -559,6 +576,8 @@ class _Run:
                 return self.submitter.done.get(
                     timeout=0.25 if not self.coordination.blocked else 0.05)
             except queue.Empty:
+                if self.flow.fused:
+                    self.collector.handed_over()
                 if self.recorder.records:
                     self.recorder.flush()
                 if self.coordination.solo:
@@ -587,6 +606,8 @@ class _Run:
         # the exception that brought us here (Ctrl-C, SIGTERM, a full disk).
         self.flow.stopping = self.flow.aborting = True
         try:
+            if self.flow.fused:  # (before the workers' notes go with the pool)
+                self.collector.handed_over()
             self.adapter.shutdown(kill=True)
             while True:
                 try:
@@ -598,7 +619,7 @@ class _Run:
                     # signal also ended a process it waited for (a terminal's Ctrl-C reaches
                     # its whole foreground process group: threads' children, Dask's workers').
                     self.submitter.inflight.pop(id(items), None)
-                    self.flow.not_run(items)
+                    self.flow.not_run([i for i in items if i.id not in self.collector.early])
                     continue
                 try:
                     self.collector.collect((future, items))

@@ -352,6 +352,25 @@ class _Requires(Spec):
     def __call__(self, *args: object, **kwargs: object) -> object:
         return self.fn(*args, **kwargs)
 
+    def _decorate(self, fn: Callable[..., object]) -> _Requires:
+        """What ``@requires(x)`` applies to the function below it: this spec, made by
+        :func:`requires` with ``[x]`` as its requirements, now holding ``fn`` (the usual
+        case: one ``@requires`` on the inner function); or a new spec (a stack of them, a
+        decorator used twice)."""
+        if self.fn is None and type(fn) is FunctionType:
+            self.fn = fn
+            return self
+        checked = self.requirements[0]
+        if isinstance(fn, _Requires):  # stacked (a lattice's two): a new one, as above
+            stacked = _new_spec(_Requires)
+            stacked.fn = fn.fn
+            stacked.requirements = [checked, *fn.requirements]
+            stacked._deps = stacked._files = stacked._data_dir = None
+            return stacked
+        if not callable(fn):
+            raise InvalidRequirementError(f"@requires must decorate a function, not {fn!r}")
+        return _Requires(fn, [checked])
+
 
 def _invalid_leaf(req: object) -> tuple[object, str] | None:
     """The first leaf of a requirement that is not a task, TaskDirectory, File or Product,
@@ -420,27 +439,14 @@ def requires(requirement: object = _UNSET, /, *,
         raise TypeError("requires(task) takes no keyword arguments; requires(default=...) "
                         "is the class attribute form")
     kind = type(requirement)  # (_check_requirement's usual cases inline: one per task of a sweep)
-    checked: Requirement = (requirement if kind is File or kind is Task  # type: ignore[assignment]
-                            else _check_requirement(requirement))
-
-    def decorate(fn: F) -> F:
-        if type(fn) is FunctionType:  # (the usual case: one @requires on the inner function)
-            spec = _new_spec(_Requires)  # _Requires(fn, [checked]), without a call of __init__
-            spec.fn = fn
-            spec.requirements = [checked]
-            spec._deps = spec._files = spec._data_dir = None
-            return spec  # type: ignore[return-value]
-        if isinstance(fn, _Requires):  # stacked (a lattice's two): a new one, as above
-            stacked = _new_spec(_Requires)
-            stacked.fn = fn.fn
-            stacked.requirements = [checked, *fn.requirements]
-            stacked._deps = stacked._files = stacked._data_dir = None
-            return stacked  # type: ignore[return-value]
-        if not callable(fn):
-            raise InvalidRequirementError(f"@requires must decorate a function, not {fn!r}")
-        return _Requires(fn, [checked])  # type: ignore[return-value]
-
-    return decorate
+    # The spec is made here and its bound method returned as the decorator (no closure and
+    # cell per call: a sweep makes one per task); see _Requires._decorate.
+    spec = _new_spec(_Requires)  # _Requires(None, [checked]), without a call of __init__
+    spec.fn = None  # type: ignore[assignment]
+    spec.requirements = [requirement if kind is File or kind is Task  # type: ignore[list-item]
+                         else _check_requirement(requirement)]
+    spec._deps = spec._files = spec._data_dir = None
+    return spec._decorate  # type: ignore[return-value]
 
 
 _new_spec = object.__new__

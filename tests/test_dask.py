@@ -904,6 +904,35 @@ def test_a_cluster_serving_many_runs_uses_the_new_code_of_a_package_module(
             sys.modules.pop(name, None)
 
 
+@needs_dask
+def test_a_task_that_cannot_be_pickled_fails_alone(client: Any, tmp_path: Path) -> None:
+    """A class task holding a lock cannot go to a Dask worker: it fails clearly, its
+    batch-mates run."""
+    from checkpoint.errors import UnpicklableTaskError
+
+    tasks = load_taskfile(write(tmp_path / "taskfile.py", """
+        import threading
+        from checkpoint import task
+
+        @task
+        def fine(i):
+            def __():
+                return i
+            return __
+
+        @task(version="1")
+        class Held:
+            def __init__(self):
+                self.gate = threading.Lock()
+            def run(self):
+                return 1
+    """))
+    result = run([tasks.Held(), tasks.fine(1), tasks.fine(2)], executor=client.get_executor(),
+                 keep_going=True, raise_on_failure=False)
+    [error] = result.failed.values()
+    assert isinstance(error, UnpicklableTaskError) and "holds self.gate" in str(error)
+    assert {repr(t) for t in result.ran} == {"fine(1)", "fine(2)"}
+
 
 def test_tasks_of_one_batch_do_not_share_a_captured_object(tmp_path: Path) -> None:
     """adv6 §3 on a Dask worker: the tasks of a batch, pickled together, share again there

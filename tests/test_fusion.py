@@ -211,11 +211,92 @@ def test_a_worker_killed_mid_batch(mod: ModuleType, tmp_path: Path, who: str) ->
     target = mod.use("bytes", "kill-once", "") if who == "make" else mod.use("bytes", "", "kill-once")
     result = checkpoint.run([target], executor="process", max_workers=2)
     assert result.values[target.id] == (200_000, b"vv")
-    # What the dead worker had not reported runs again (the producer's result with it).
-    assert _runs(tmp_path, "make") == 2
+    # What the dead worker had not reported runs again; the producer's result, noted by the
+    # worker as its reader started, is kept.
+    assert _runs(tmp_path, "make") == (2 if who == "make" else 1)
     assert _runs(tmp_path, "use") == (1 if who == "make" else 2)
     again = checkpoint.run([target], executor="inline")
     assert not again.ran and again.values[target.id] == (200_000, b"vv")
+
+
+WAITING = """
+import os, time
+from pathlib import Path
+from checkpoint import task, requires
+
+@task
+def made():
+    def __():
+        with open("made-runs", "a") as f:
+            f.write(".")
+        return b"m" * 200_000
+    return __
+
+@task
+def reader():
+    @requires(made())
+    def __(value):
+        Path("reading").write_text(str(os.getpid()))
+        deadline = time.monotonic() + 60
+        while not Path("go").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(value), Path("go").exists()
+    return __
+"""
+
+
+def test_the_producer_is_done_while_its_reader_runs(
+    make_module: Callable[[str, str], ModuleType], tmp_path: Path
+) -> None:
+    """Shown done (and recorded) as its reader starts, not when the reader ends: the
+    reader waits until the run has said so."""
+    mod = make_module("waiting", WAITING)
+
+    def listen(event: ev.Event) -> None:
+        if isinstance(event, ev.TaskFinished) and event.task == mod.made():
+            (tmp_path / "go").touch()
+
+    result = checkpoint.run([mod.reader()], executor="process", max_workers=2,
+                            subscribers=[listen])
+    assert result.values[mod.reader().id] == (200_000, True)
+    assert {t.id for t in result.ran} == {mod.made().id, mod.reader().id}
+
+
+@pytest.mark.parametrize("how", ["kill", "interrupt"])
+def test_the_producer_is_kept_when_its_reader_is_lost(tmp_path: Path, how: str) -> None:
+    """A Ctrl-C, or the worker killed, while the reader runs in its producer's batch: the
+    producer's result is stored all the same (the next run computes the reader only)."""
+    import os
+    import signal
+    import time
+
+    from conftest import write
+    from faultkit import env_for, start
+
+    from checkpoint.taskfile import load_taskfile
+
+    write(tmp_path / "taskfile.py", WAITING)
+    proc = start(["run", "reader", "-j", "2"], tmp_path, env_for(tmp_path))
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "reading").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    if how == "kill":
+        os.kill(int((tmp_path / "reading").read_text()), signal.SIGKILL)
+        (tmp_path / "go").touch()  # its second attempt returns at once
+    else:  # the note is written before the reader starts: kept if Ctrl-C comes at once
+        os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == (0 if how == "kill" else 130), err
+    store = Store.open(tmp_path / ".cache")
+    try:
+        assert [meta.expr for _, meta in store.entries("taskfile.made")] == ["made()"]
+    finally:
+        store.close()
+    (tmp_path / "go").touch()
+    again = checkpoint.run([load_taskfile(tmp_path / "taskfile.py").reader()], executor="inline")
+    assert [t.expression() for t in again.ran] == (["reader()"] if how == "interrupt" else [])
+    assert (tmp_path / "made-runs").read_text() == "."  # computed once
 
 
 # --- a model: random DAGs, random failures, against a plain evaluation ---------------------

@@ -188,3 +188,38 @@ def test_read_only_filesystem_is_a_clear_error(tmp_path: Path) -> None:
     assert f"Error: Cannot use the cache directory {tmp_path / 'tiny' / 'cache'}: Read-only file system." in proc.stderr
     assert "Choose a writable location with --cache-dir or CP_CACHE_DIR." in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+PROJECT_PATHS = """
+    import os
+    from checkpoint import task
+
+    @task
+    def where():
+        def __():
+            return {"file": os.path.abspath("in.txt"), "tags": {"b", "a", "c"}}
+        return __
+"""
+
+
+def test_a_cache_older_versions_cannot_read_is_marked_for_them(tmp_path: Path) -> None:
+    """Values holding project paths (or sets) are stored with references that versions
+    before format 3 cannot decode (a task of theirs failed with "unknown persistent id"):
+    the cache says format 3, which they refuse cleanly. A cache of format 2 is read as it
+    is, and marked 3 once opened."""
+    import checkpoint
+    from checkpoint.taskfile import load_taskfile
+
+    (tmp_path / "in.txt").write_text("x")
+    tasks = load_taskfile(write(tmp_path / "taskfile.py", PROJECT_PATHS))
+    value = tasks.where().run(executor="inline")
+    root = tmp_path / ".cache" / "checkpoint"
+    assert (root / "FORMAT").read_text().strip() not in ("checkpoint-store 2", "")
+    assert (root / "FORMAT").read_text().strip() == FORMAT == "checkpoint-store 3"
+    for store in Store._open_stores.values():  # a new process, as it were
+        store.close()
+    Store._open_stores.clear()
+    (root / "FORMAT").write_text("checkpoint-store 2\n")  # as a format-2 version left it
+    again = checkpoint.run([tasks.where()], executor="inline")
+    assert not again.ran and again.values[tasks.where().id] == value
+    assert (root / "FORMAT").read_text().strip() == FORMAT

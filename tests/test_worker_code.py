@@ -359,3 +359,64 @@ def test_07_a_module_value_set_by_the_session_is_not_computed_with_the_workers_o
          "print(tasks.train(1).run(executor='inline'), tasks.train_cfg(1).run(executor='inline'))"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert fresh.stdout.split() == ["8.0", "6.0"]  # nothing wrong was stored
+
+
+# --- values whose text follows the hash seed ------------------------------------------------
+
+SETTINGS_SEEDED = """
+import dataclasses
+
+NAMES = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota"}
+TABLE = {n: len(n) for n in NAMES}
+TAGS = frozenset(NAMES)
+PAIRS = tuple(sorted(NAMES))
+
+@dataclasses.dataclass
+class Config:
+    widths: dict
+
+CONFIG = Config({n: [len(n)] for n in NAMES})
+"""
+TASKS_SEEDED = """
+import settings
+from checkpoint import task
+
+@task
+def uses(i: int):
+    def __():
+        return (sum(settings.TABLE.values()) + len(settings.NAMES) + len(settings.TAGS)
+                + len(settings.CONFIG.widths) + len(settings.PAIRS) + i)
+    return __
+"""
+SESSION_SEEDED = """
+import multiprocessing, os, sys
+from concurrent.futures import ProcessPoolExecutor
+import checkpoint, settings, tasks
+
+if __name__ == "__main__":
+    os.environ["PYTHONHASHSEED"] = "2"  # the workers' (this process has 1)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result = checkpoint.run([tasks.uses(i) for i in range(4)], executor=pool,
+                                keep_going=True, raise_on_failure=False)
+        print(len(result.ran), [str(e)[:200] for e in result.failed.values()])
+        settings.TABLE = {**settings.TABLE, "alpha": 6}  # a real difference: refused
+        result = checkpoint.run([tasks.uses(5)], executor=pool, keep_going=True,
+                                raise_on_failure=False)
+        print(len(result.ran), [type(e).__name__ for e in result.failed.values()])
+"""
+
+
+def test_values_whose_order_follows_the_hash_seed_are_equal_in_spawned_workers(
+        tmp_path: Path) -> None:
+    """A set, a dict built from one (alone or in a dataclass): a spawned worker has another
+    hash seed, so another order, but equal values; no StaleModuleError. A value that differs
+    is still refused."""
+    env = {**ENV, "CP_CACHE_DIR": str(tmp_path / ".cache")}
+    (tmp_path / "settings.py").write_text(SETTINGS_SEEDED)
+    (tmp_path / "tasks.py").write_text(TASKS_SEEDED)
+    (tmp_path / "session.py").write_text(SESSION_SEEDED)
+    out = subprocess.run([PYTHON, "session.py"], cwd=tmp_path, env={**env, "PYTHONHASHSEED": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    # Also refused for a task never run before (its first batch carries the value too).
+    assert out.stdout.splitlines() == ["4 []", "0 ['StaleModuleError']"], out.stdout

@@ -58,11 +58,7 @@ def graph(
     from ..taskfile import resolve_target
 
     fmt = _format(formats, output, export.format_for_path)
-    if fmt == "png" and output is None and sys.stdout.isatty():
-        raise UsageError("PNG is binary: write it to a file with -o FILE (e.g. -o graph.png).")
-    if output is not None and not (app.invoked_from / output).parent.is_dir():  # said before planning
-        raise UsageError(f"Cannot write the graph to {output}: there is no directory "
-                         f"{click.format_filename((app.invoked_from / output).parent)}.")
+    _check_output(fmt, output, app)
     tasks = [resolve_target(app.module, t, taskfile=app.taskfile) for t in (targets or ("main",))]
     the_plan = plan(tasks, Store.open(app.cache_dir), code_check=not no_code_check,
                     keep_specs=False)  # nothing runs
@@ -72,16 +68,31 @@ def graph(
             "add --families for one node per task family.",
             err=True,
         )
+    path = None if output is None else app.invoked_from / output  # (run in the project root)
     if fmt == "json":  # streamed: a large graph's document is never one string
-        _write_json(the_plan, families, app.cache_dir,
-                    None if output is None else app.invoked_from / output)
-        if output is not None:
-            click.echo(f"Wrote {output}", err=True)
-        return
-    data = export.export(the_plan, fmt, families=families, legend=not no_legend, cache_dir=app.cache_dir)
+        _write_json(the_plan, families, app.cache_dir, path)
+    else:
+        _write(export.export(the_plan, fmt, families=families, legend=not no_legend,
+                             cache_dir=app.cache_dir), path)
     if output is not None:
-        export.write(data, app.invoked_from / output)  # (the command runs in the project root)
         click.echo(f"Wrote {output}", err=True)
+
+
+def _check_output(fmt: str, output: Path | None, app: App) -> None:
+    """Refuse, before planning, an output that cannot be written."""
+    if fmt == "png" and output is None and sys.stdout.isatty():
+        raise UsageError("PNG is binary: write it to a file with -o FILE (e.g. -o graph.png).")
+    if output is not None and not (app.invoked_from / output).parent.is_dir():
+        raise UsageError(f"Cannot write the graph to {output}: there is no directory "
+                         f"{click.format_filename((app.invoked_from / output).parent)}.")
+
+
+def _write(data: str | bytes, path: Path | None) -> None:
+    """A rendered graph to ``path``, or to stdout."""
+    from .. import export
+
+    if path is not None:
+        export.write(data, path)
     elif isinstance(data, bytes):
         sys.stdout.flush()
         sys.stdout.buffer.write(data)

@@ -54,7 +54,7 @@ def report(
       checkpoint report --format trace      # open trace.json in ui.perfetto.dev
     """
     from ..report import Report
-    from ..runs import RecordState, load_run
+    from ..runs import load_run
 
     if list_runs:
         _list(app)
@@ -75,17 +75,24 @@ def report(
         the_report.write(path, fmt)
     except OSError as exc:
         raise UsageError(f"Cannot write {output or path}: {exc.strerror or exc}.") from None
-    shown = (RecordState.RAN, RecordState.REUSED, RecordState.FAILED, RecordState.SKIPPED)
-    counts = ", ".join(f"{record.count(s):,} {s}" for s in shown
-                       if record.count(s) or s in (RecordState.RAN, RecordState.REUSED))
-    err(f"Wrote {click.format_filename(output or path.name)}: run {record.number} "
-        f"({', '.join(record.targets) or 'no target'}), {record.status} in "
-        f"{duration_text(record.wall_time)}: {counts}.", quiet=app.quiet)
+    err(f"Wrote {click.format_filename(output or path.name)}: {_summary(record)}.",
+        quiet=app.quiet)
     if open_it:
         import webbrowser
 
         if not webbrowser.open(path.resolve().as_uri()):
             err(f"Could not start a web browser; open {path} yourself.")
+
+
+def _summary(record: RunRecord) -> str:
+    """A run in one line: its number, targets, status, time and task counts."""
+    from ..runs import RecordState
+
+    shown = (RecordState.RAN, RecordState.REUSED, RecordState.FAILED, RecordState.SKIPPED)
+    counts = ", ".join(f"{record.count(s):,} {s}" for s in shown
+                       if record.count(s) or s in (RecordState.RAN, RecordState.REUSED))
+    return (f"run {record.number} ({', '.join(record.targets) or 'no target'}), "
+            f"{record.status} in {duration_text(record.wall_time)}: {counts}")
 
 
 def _trace_text(the_report: Report) -> str:
@@ -97,14 +104,10 @@ def _trace_text(the_report: Report) -> str:
 def _last_run_of(app: App, target: str) -> RunRecord:
     """The last recorded run in which TARGET's task ran, failed or was skipped, or was a target."""
     from ..errors import RunNotFoundError
-    from ..runs import RecordState, recorded_runs
+    from ..runs import last_run_of
 
     task = app.targets([target])[0]
-    found = None
-    for record in recorded_runs(app.cache_dir):
-        if any(t.id == task.id and (t.target or t.state not in (RecordState.REUSED, RecordState.KEPT))
-               for t in record.tasks):
-            found = record
+    found = last_run_of(task.id, app.cache_dir)
     if found is None:
         raise RunNotFoundError(
             f"No recorded run ran {task!r} ({task.family.name}). Run it (checkpoint run "

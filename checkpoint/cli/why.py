@@ -20,7 +20,9 @@ from ._complete import complete_targets
 from ._output import emit_json, human_time, quote_target
 
 if TYPE_CHECKING:
-    from ..explain import Explanation, PackageChange
+    from ..explain import Causes, Explanation, PackageChange
+    from ..graph import Plan
+    from ..task import Task
 
 _PER_GROUP = 5
 _MAX_DETAILS = 8
@@ -41,7 +43,7 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
       checkpoint why main            # why main (or anything under it) would run
       checkpoint why 'choose(6, 3)'  # one task: the argument or code that changed
     """
-    from ..explain import explain, package_changes
+    from ..explain import explain, package_changes, root_causes
     from ..graph import plan
 
     tasks = app.targets(targets)
@@ -53,8 +55,16 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
         emit_json({"tasks": [e.to_json() for e in explanations],
                    "packages": [p.to_json() for p in packages]})
         return
-    by_id = {e.task.id: e for e in explanations}
+    _show_targets(tasks, the_plan, explanations, packages)
     target_ids = {t.id for t in tasks}
+    _show_causes(root_causes(explanations, target_ids))
+    _show_upstream_packages([p for p in packages if p.task.id not in target_ids])
+
+
+def _show_targets(tasks: list[Task[object]], the_plan: Plan, explanations: list[Explanation],
+                  packages: list[PackageChange]) -> None:
+    """Each target: fresh (and the packages changed since it was stored), or why it runs."""
+    by_id = {e.task.id: e for e in explanations}
     changed = {p.task.id: p for p in packages}
     for task in tasks:
         node = the_plan.nodes[task.id]
@@ -67,13 +77,11 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
                            "to recompute)")
         else:
             _show(by_id[task.id])
-    # Then the root causes: the tasks that run for a reason of their own, grouped.
-    groups: dict[tuple[str, Reason, str | None], list[Explanation]] = {}
-    for exp in explanations:
-        if exp.task.id not in target_ids and exp.reason is not Reason.UPSTREAM_RERUN:
-            key = (exp.task.family.short_name, exp.reason, exp.diff)
-            groups.setdefault(key, []).append(exp)
-    for (name, reason, _), exps in groups.items():
+
+
+def _show_causes(causes: Causes) -> None:
+    """The root causes: the tasks that run for a reason of their own, grouped."""
+    for (name, reason, _), exps in causes.groups.items():
         if reason is Reason.CODE_CHANGED:
             click.echo(f"{name}: code changed, for {_names(exps)}")
             _show_details(exps[0], header=False)
@@ -83,11 +91,9 @@ def why(app: App, targets: tuple[str, ...], no_code_check: bool, as_json: bool) 
         if len(exps) > _PER_GROUP:
             more = len(exps) - _PER_GROUP
             click.echo(f"... and {more} more {name} {'task' if more == 1 else 'tasks'}: {reason}")
-    upstream_only = sum(1 for e in explanations
-                        if e.reason is Reason.UPSTREAM_RERUN and e.task.id not in target_ids)
-    if upstream_only:
-        click.echo(f"{plural(upstream_only, 'other task')} would re-run only because a prerequisite does.")
-    _show_upstream_packages([p for p in packages if p.task.id not in target_ids])
+    if causes.upstream_only:
+        click.echo(f"{plural(causes.upstream_only, 'other task')} would re-run only because "
+                   "a prerequisite does.")
 
 
 def _changes(change: PackageChange) -> str:

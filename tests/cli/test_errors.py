@@ -21,7 +21,7 @@ from .conftest import Invoke
         ("choose(n=6, n=3)", "keyword argument repeated: n"),
         ("choose(6)", "missing a required argument: 'k'. Its signature is choose(n: int, k: int)."),
         ("choose(6, 3, 1)", "too many positional arguments"),
-        ("choose(6, 3, j=3)", "unexpected keyword argument 'j'"),
+        ("choose(6, 3, j=3)", "unknown argument 'j'"),
         ("choose('6', 3)", "Argument 'n' of task choose must be int, not str ('6')."),
         ("choose(6, True)", "Argument 'k' of task choose must be int, not bool (True)."),
         ("choose(6.0, 3)", "Argument 'n' of task choose must be int, not float"),
