@@ -1931,7 +1931,7 @@ def missing_inputs(with_files: Iterable[Node]) -> None:
             and path.
         MissingInputError: naming each such task and file.
     """
-    from ._text import plural, task_label
+    from ._text import paths_relative, plural, task_label
 
     nodes = list(with_files)
     _unreadable_inputs(nodes)
@@ -1944,8 +1944,7 @@ def missing_inputs(with_files: Iterable[Node]) -> None:
     raise MissingInputError(
         f"{plural(len(lines), 'missing input file')}, so nothing was run:\n  "
         + _first_ten(lines) + "\n"
-        f"Paths are relative to {os.getcwd()} (the project root). Create the files or fix "
-        "the paths given to File(); a file that another task writes must come from a task "
+        f"{paths_relative()} Create the files or fix the paths given to File(); a file that another task writes must come from a task "
         "of this run: require that task.",
         paths=[line.split(", needed by ", 1)[0] for line in lines],
     )
@@ -1963,7 +1962,7 @@ def _unreadable_inputs(with_files: list[Node]) -> None:
     Raises:
         UnreadableInputError: naming each such task and path.
     """
-    from ._text import plural, task_label
+    from ._text import paths_relative, plural, task_label
 
     found = [
         (problem.path, f"{problem.path} ({problem.reason}), "
@@ -1978,8 +1977,7 @@ def _unreadable_inputs(with_files: list[Node]) -> None:
     raise UnreadableInputError(
         f"{plural(len(lines), 'unreadable input file')}, so nothing was run:\n  "
         + _first_ten(lines) + "\n"
-        f"Paths are relative to {os.getcwd()} (the project root). Their content cannot be "
-        "tracked: make them readable (check the permissions: ls -l), or move them out of "
+        f"{paths_relative()} Their content cannot be tracked: make them readable (check the permissions: ls -l), or move them out of "
         "the directories given to File().",
         paths=[path for path, _ in found],
     )
