@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,3 +22,17 @@ def clip(text: str, width: int) -> str:
 def task_label(task: Task[object]) -> str:
     """``Task f(1) (taskfile.f)``: how messages name a task."""
     return f"Task {task!r} ({task.family.name})"
+
+
+in_cli = False
+"""Whether a command of the command line is running (it sets this): messages then speak
+its language (``checkpoint run``, the taskfile's directory), else the library's."""
+
+
+def paths_relative() -> str:
+    """The sentence saying what relative ``File``/``Product`` paths are relative to."""
+    cwd = os.getcwd()
+    if in_cli:
+        return f"Paths are relative to {cwd} (the project root: the taskfile's directory)."
+    return (f"Paths are relative to the current working directory, {cwd}; the command line "
+            "uses the taskfile's directory: os.chdir to the project to share its paths.")

@@ -274,6 +274,15 @@ class Product(File):
                 project root, the store root); nothing is deleted then.
         """
         path = Path(self._key or self.path)
+        try:
+            return self._make_room(path, keep)
+        except (FileExistsError, NotADirectoryError):
+            blocking = in_the_way(str(path), self.is_dir)
+            if blocking is None:
+                raise
+            raise TaskDefinitionError(in_the_way_message(self, blocking)) from None
+
+    def _make_room(self, path: Path, keep: Iterable[str]) -> Path:
         if self.is_dir:
             real = os.path.realpath(path)
             for kept in keep:
@@ -290,6 +299,29 @@ class Product(File):
                 os.unlink(path)
             path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def in_the_way(key: str, is_dir: bool) -> str | None:
+    """The file (not a directory) standing where an output's directory must be: the
+    output directory itself (``is_dir``) or one of the folders on its way (``None``: none)."""
+    path = key.rstrip("/") if is_dir else os.path.dirname(key)
+    while path and path not in (os.curdir, os.sep):
+        if os.path.isdir(path):
+            return None
+        if os.path.exists(path):  # (a broken link: not a file either)
+            return path
+        path = os.path.dirname(path)
+    return None
+
+
+def in_the_way_message(product: Product, blocking: str, label: str = "") -> str:
+    """What to say of an output whose directory a file (``blocking``) stands in for."""
+    whose = f"{label} declares {product!r}" if label else f"{product!r} is declared"
+    return (
+        f"{whose}, but {blocking} is a file, not a directory, so the output cannot be written "
+        f"in it. Move or remove the file {blocking} (checkpoint never deletes it), or declare "
+        "the output at another path."
+    )
 
 
 def _empty(real: str) -> None:
@@ -508,6 +540,25 @@ def _manifest(lines: Iterable[tuple[str, str]]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+_EMPTY = _manifest([])
+"""The manifest of an empty directory (or one holding only what it leaves out)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _holders(exclude: frozenset[str]) -> frozenset[str]:
+    """The folders that hold the keys of ``exclude`` (``data/clean`` for
+    ``data/clean/x.csv``): a manifest leaves out their lines (made for an output, such a
+    folder appears when its task runs) but not what else is under them."""
+    found = set()
+    for key in exclude:
+        cut = key.rstrip("/").rfind("/")
+        while cut > 0:
+            key = key[:cut]
+            found.add(key)
+            cut = key.rfind("/")
+    return frozenset(found)
+
+
 def _dir_digest(directory: str, cache: DigestCache, exclude: frozenset[str],
                 hidden: bool = False) -> str:
     """The manifest digest of a directory (``directory``: relative to the working
@@ -623,7 +674,8 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
     folders and scratch files (:func:`is_scratch`; unless ``hidden``: a ``Product``
     directory, which its task owns whole) and the keys in
     ``exclude`` (files, or whole directories: another task's ``Product('dir/')``) and
-    what is not there (a broken symlink) left out. Symlinked subdirectories are followed (as a
+    what is not there (a broken symlink) left out, and so are the lines of the folders that
+    hold them (:func:`_holders`: made for them, what else they hold counts). Symlinked subdirectories are followed (as a
     ``**`` pattern does), each real directory once, so a link loop ends. Per file, one
     ``os.stat`` and a lookup (:meth:`DigestCache.digest` inlined).
 
@@ -632,6 +684,7 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
             make a manifest that does not change when it does)."""
     entries = cache.entries
     os_stat = os.stat
+    holders = _holders
     lines: list[str] = []
     trusted = True
     seen: set[str] = set()
@@ -662,7 +715,8 @@ def _dir_manifest(directory: str, cache: DigestCache, exclude: frozenset[str],
             if st.st_mode & 0o170000 == 0o040000:  # a line of its own (an empty one counts)
                 if name[0] == "." and not hidden:  # .git, .ipynb_checkpoints: not data
                     continue
-                lines.append(f"{rel}{name}/\0\n")
+                if not exclude or path not in holders(exclude):  # (made for an output)
+                    lines.append(f"{rel}{name}/\0\n")
                 subdirs.append(name)
                 continue
             entry = entries.get(path)
@@ -706,7 +760,9 @@ def digest_of(
             if exclude and _excluded(rel, exclude):
                 continue
             found = digest_of(rel, root, cache, exclude=exclude, listed=True)
-            if found is not None:
+            if found is not None and not (
+                found == _EMPTY and exclude and rel in _holders(exclude)
+            ):  # (a folder made for outputs only is left out as they are)
                 lines.append((rel, found))
         if lines or any(_covers(key, k) for k in exclude):
             return _manifest(lines)
@@ -768,9 +824,10 @@ def output_digests(products: list[Product]) -> dict[str, str]:
 
 
 def without_outputs(matches: list[list[Path]], products: list[Product]) -> None:
-    """Remove a task's own declared outputs (and what lies under its output directories)
-    from the lists of paths its patterns matched, in place: planning left them out of the
-    patterns' manifests (see :func:`_link_inputs`)."""
+    """Remove a task's own declared outputs (and what lies under its output directories,
+    and the folders made to hold them, if they hold nothing else) from the lists of paths
+    its patterns matched, in place: planning left them out of the patterns' manifests (see
+    :func:`_link_inputs`)."""
     own: set[str] = set()
     for product in products:
         key = (product._key or product.path).rstrip("/")
@@ -778,8 +835,22 @@ def without_outputs(matches: list[list[Path]], products: list[Product]) -> None:
         if product.is_dir:
             own.add(key + "/")
     keys = frozenset(own)
+    holders = _holders(keys)
     for paths in matches:
-        paths[:] = [path for path in paths if not _excluded(path.as_posix(), keys)]
+        paths[:] = [path for path in paths if not _excluded(path.as_posix(), keys)
+                    and not (path.as_posix() in holders and _holds_only(path, keys, holders))]
+
+
+def _holds_only(folder: Path, keys: frozenset[str], holders: frozenset[str]) -> bool:
+    """Whether the folder ``folder`` holds nothing but the ``keys`` and the folders on
+    their way (``holders``)."""
+    for entry in folder.iterdir():
+        path = entry.as_posix()
+        if _excluded(path, keys):
+            continue
+        if path not in holders or not entry.is_dir() or not _holds_only(entry, keys, holders):
+            return False
+    return True
 
 
 def with_outputs(stamp: str, outputs: dict[str, str]) -> str:
@@ -917,18 +988,20 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node], producing: list[Node
     """Make the producer of each declared output (``producing``: the tasks that declare
     any) a prerequisite of the tasks whose ``File`` inputs name it (or a directory or
     pattern covering it). Return whether a producer now comes after one of its consumers
-    in ``nodes`` (which then needs re-ordering).
+    in ``nodes`` (which then needs re-ordering). Paths are matched as they really are,
+    links resolved (:class:`_Real`): ``out/x.txt`` is ``build/x.txt`` when ``out -> build``.
 
     Raises:
         TaskDefinitionError: two tasks declare the same output, or a task reads its own.
     """
     root = os.getcwd()
-    producers, dirs = _producers(nodes, producing, root)
+    real = _Real(root)
+    producers, dirs, named = _producers(nodes, producing, root, real)
     order = {tid: i for i, tid in enumerate(nodes)}
     keys = sorted(producers)
     late = False
     for node in with_files:
-        found = _link_inputs(node, producers, dirs, keys, root)
+        found = _link_inputs(node, (producers, dirs, named), keys, root, real)
         tid = node.task.id
         for producer in found:
             if producer not in node.deps:
@@ -937,101 +1010,252 @@ def link(nodes: dict[TaskId, Node], with_files: list[Node], producing: list[Node
     return late
 
 
-def _producers(nodes: dict[TaskId, Node], producing: list[Node],
-               root: str) -> tuple[dict[str, TaskId], dict[str, TaskId]]:
-    """``({output key: producer}, {output directory key: producer})`` of the tasks that
-    declare outputs.
+class _Real:
+    """Where paths really are, links resolved, as keys (relative to the project's real
+    path when under it): what matching outputs with inputs compares. Each directory is
+    resolved once; a path's own name costs one ``lstat`` when it is followed."""
+
+    __slots__ = ("asked", "dirs", "links", "real_root")
+
+    def __init__(self, root: str) -> None:
+        self.real_root = os.path.realpath(root)
+        self.dirs: dict[str, str] = {}  # {directory key: its real key}
+        self.links: dict[str, set[str]] = {}  # {directory key: the names of links in it}
+        self.asked: dict[str, int] = {}  # {directory key: links asked for, not listed}
+
+    def key(self, key: str, follow: bool = False) -> str:
+        """The real key of ``key``: its directory resolved, and its own name too when
+        ``follow`` (a directory, or a file that is read: a file output's own link is
+        removed before its task runs, never followed)."""
+        head, _, name = key.rpartition("/")
+        if name in (".", "..") or (not head and key[:1] == "/"):
+            return self._key(os.path.realpath(key))
+        parent = self.dirs.get(head)
+        if parent is None:
+            parent = self.dirs[head] = self._key(os.path.realpath(head)) if head else "."
+        if follow and self._is_link(key, head, name):
+            return self._key(os.path.realpath(key))
+        if parent == head:  # (no link on the way: the usual case)
+            return key
+        return name if parent == "." else f"{parent}/{name}"
+
+    def followed(self, key: str, real_key: str) -> str:
+        """``self.key(key, follow=True)``, knowing ``real_key`` (``self.key(key)``)."""
+        head, _, name = key.rpartition("/")
+        if name in (".", "..") or (not head and key[:1] == "/"):
+            return real_key  # (resolved whole)
+        return self._key(os.path.realpath(key)) if self._is_link(key, head, name) else real_key
+
+    def _is_link(self, key: str, head: str, name: str) -> bool:
+        """Whether ``key`` is a symbolic link: an ``lstat`` for the first few names of a
+        directory, then one listing of it (a sweep reads thousands of files of one)."""
+        links = self.links.get(head)
+        if links is None:
+            seen = self.asked[head] = self.asked.get(head, 0) + 1
+            if seen <= 16:
+                return os.path.islink(key)
+            try:
+                with os.scandir(head or os.curdir) as entries:
+                    links = self.links[head] = {e.name for e in entries if e.is_symlink()}
+            except OSError:
+                links = self.links[head] = set()
+        return name in links
+
+    def pattern(self, pattern: str) -> tuple[str, str]:
+        """``(real pattern, the literal directory it starts with)``: the directories before
+        the first part with a wildcard resolved."""
+        parts = pattern.split("/")
+        cut = next(i for i, part in enumerate(parts) if not _GLOB_CHARS.isdisjoint(part))
+        head = "/".join(parts[:cut])
+        if not head and pattern[:1] != "/":
+            return pattern, ""
+        real = self.key(head, follow=True)
+        return ("" if real == "." else real + "/") + "/".join(parts[cut:]), head
+
+    def _key(self, path: str) -> str:
+        root = self.real_root
+        if path == root:
+            return "."
+        if path.startswith(root) and path[len(root)] == "/":
+            return path[len(root) + 1:]
+        return path
+
+
+def _as_given(real: str, given_dir: str, real_dir: str) -> str:
+    """The path of what really is at ``real`` as a manifest of the input directory
+    ``given_dir`` (whose real key is ``real_dir``) names it."""
+    if real_dir == given_dir or not real_dir:
+        return real
+    if real_dir == ".":
+        return real if given_dir in ("", ".") else f"{given_dir}/{real}"
+    if real == real_dir:
+        return given_dir
+    if real.startswith(real_dir + "/"):
+        return given_dir + real[len(real_dir):]
+    return real
+
+
+def _producers(nodes: dict[TaskId, Node], producing: list[Node], root: str, real: _Real,
+               ) -> tuple[dict[str, TaskId], dict[str, TaskId], dict[str, str]]:
+    """``({output key: producer}, {output directory key: producer}, {output key: key as
+    declared})`` of the tasks that declare outputs, their keys real (:class:`_Real`).
 
     Raises:
         TaskDefinitionError: two tasks declare the same output (or one a file inside the
-            other's directory).
+            other's directory), links resolved.
     """
     import bisect
 
-    from ._text import task_label
-
     producers: dict[str, TaskId] = {}
     dirs: dict[str, TaskId] = {}
+    named: dict[str, str] = {}
     for node in producing:
         assert node.files is not None
         for product in node.files.outputs:
-            key = product.key(root)
+            given = product.key(root)
+            key = real.key(given, follow=product.is_dir)
             if product.is_dir:
                 dirs[key] = node.task.id
             other = producers.setdefault(key, node.task.id)
             if other != node.task.id:
-                raise TaskDefinitionError(
-                    f"{task_label(nodes[other].task)} and {task_label(node.task)} both declare "
-                    f"the output {key}; a file has one producer. Give each its own path."
-                )
+                raise _two_producers(nodes[other].task, node.task, named[key], given, key)
+            named.setdefault(key, given)
     keys = sorted(producers)
     for key, owner in dirs.items():  # a directory's files have its task as their producer
         for k in keys[bisect.bisect_left(keys, key + "/"):]:
             if not k.startswith(key + "/"):
                 break
             if producers[k] != owner:
-                raise TaskDefinitionError(
-                    f"{task_label(nodes[owner].task)} declares the directory {key}/ as its "
-                    f"output (Product) and {task_label(nodes[producers[k]].task)} declares "
-                    f"{k} inside it; a file has one producer. Give each its own path."
-                )
-    return producers, dirs
+                raise _two_producers(nodes[owner].task, nodes[producers[k]].task,
+                                     named[key] + "/", named[k], k)
+    return producers, dirs, named
 
 
-def _link_inputs(node: Node, producers: dict[str, TaskId], dirs: dict[str, TaskId],
-                 keys: list[str], root: str) -> list[TaskId]:
-    """The producers of a task's ``File`` inputs (``keys``: the sorted output keys); note
-    in its :class:`TaskFiles` the inputs they produce (``produced``) and the outputs its
-    directories and patterns leave out of their manifests (``exclude``): other tasks'
-    outputs (tracked through their producers) and the task's own (never its inputs).
+def _in_matched_folders(match: Callable[[str], object], producers: dict[str, TaskId],
+                        dirs: dict[str, TaskId], covered: list[str]) -> list[str]:
+    """The output files (keys of ``producers``, not in ``covered``) inside a folder that a
+    pattern matches (``match``): that folder's manifest holds them."""
+    folders: dict[str, bool] = {}
+    found = []
+    for k in producers:
+        if k in dirs or k[0] == "/":
+            continue
+        cut = k.find("/")
+        while cut > 0:
+            folder = k[:cut]
+            hit = folders.get(folder)
+            if hit is None:
+                hit = folders[folder] = bool(match(folder))
+            if hit:
+                found.append(k)
+                break
+            cut = k.find("/", cut + 1)
+    if covered:
+        known = set(covered)
+        return [k for k in found if k not in known]
+    return found
+
+
+def _two_producers(first: Task[Any], second: Task[Any], one: str, other: str,
+                   real: str) -> TaskDefinitionError:
+    """The error for two declared outputs with one file (``one`` of ``first``, ``other`` of
+    ``second``, as declared; ``real``: where they really are)."""
+    from ._text import task_label
+
+    a, b = task_label(first), task_label(second)
+    if one.endswith("/"):
+        what = f"{a} declares the directory {one} as its output (Product) and {b} declares {other}"
+        linked = not (other + "/").startswith(one)
+        what += " inside it" if not linked else ", a file inside it"
+    else:
+        what = f"{a} and {b} both declare the output {one}"
+        linked = one != other
+        what += f" and {other}, one file" if linked else ""
+    via = f" through a symbolic link (it is {real})" if linked else ""
+    return TaskDefinitionError(
+        f"{what}{via}; a file has one producer. Give each its own path."
+    )
+
+
+def _link_inputs(node: Node, found_outputs: tuple[dict[str, TaskId], dict[str, TaskId],
+                 dict[str, str]], keys: list[str], root: str, real: _Real) -> list[TaskId]:
+    """The producers of a task's ``File`` inputs (``found_outputs``: what
+    :func:`_producers` found; ``keys``: the sorted output keys); note in its
+    :class:`TaskFiles` the inputs they produce (``produced``) and the outputs its
+    directories and patterns leave out of their manifests (``exclude``, as the manifests
+    name them): other tasks' outputs (tracked through their producers) and the task's own
+    (never its inputs).
 
     Raises:
         TaskDefinitionError: the task names its own output as an input, or reads inside
             its own output directory.
     """
-    import bisect
-
+    producers, dirs, named = found_outputs
     files = node.files
     assert files is not None
     tid = node.task.id
     found: list[TaskId] = []
     exclude: set[str] = set()
     for item in files.inputs:
-        key = item.key(root)
+        given = item.key(root)
         if item.is_glob:
+            key, head = real.pattern(given)
+            base = real.key(head, follow=True) if head else ""
             match = glob_matcher(key)
             covered = [k for k in producers if (_reaches(key, k) if k in dirs else match(k))]
-        elif key in producers:
-            covered = [key]
-            files.note_produced(key)
-        elif dirs and (holder := _owning_dir(key, dirs)) is not None:
-            # Inside a Product directory: its task writes it.
-            if dirs[holder] == tid:
-                raise _own_output(node, key, holder)
-            covered = [holder]
-            files.note_produced(key)
-        else:  # a directory: the declared outputs under it
-            prefix = "" if key == "." else key + "/"
-            covered = []
-            for k in keys[bisect.bisect_left(keys, prefix):]:
-                if not k.startswith(prefix):
-                    break
-                covered.append(k)
+            covered += _in_matched_folders(match, producers, dirs, covered)
+        else:
+            key = base = real.key(given)
+            head = given
+            hit = _covered(item, given, key, (producers, dirs), keys, tid, node)
+            if hit is None and (linked := real.followed(given, key)) != key:
+                key = base = linked  # a link (to a directory holding outputs?)
+                hit = _covered(item, given, key, (producers, dirs), keys, tid, node)
+            covered = hit or []
         for k in covered:
             if producers[k] == tid:
                 if key == k or (k in dirs and key.startswith(k + "/")):
-                    raise _own_output(node, k)
+                    raise _own_output(node, named[k])
                 # A pattern or directory that covers its own output (out/*.csv writing
                 # out/summary.csv): left out, as make drops a circular dependency. The
                 # output is removed before the task runs, so it never reads it anyway.
             else:
                 found.append(producers[k])
-            exclude.add(k)
+            seen = _as_given(k, head, base)
+            exclude.add(seen)
             if k in dirs:  # and every file under it
-                exclude.add(k + "/")
+                exclude.add(seen + "/")
     if exclude:
         files.exclude = frozenset(exclude)
     return found
+
+
+def _covered(item: File, given: str, key: str, outputs: tuple[dict[str, TaskId],
+             dict[str, TaskId]], keys: list[str], tid: TaskId, node: Node) -> list[str] | None:
+    """The output keys that the input ``item`` (``given``; ``key``: its real key) covers:
+    itself, the output directory holding it, or the outputs under it (``None``: none; it
+    is not an output or inside an output directory)."""
+    import bisect
+
+    producers, dirs = outputs
+    files = node.files
+    assert files is not None
+    if key in producers:
+        files.note_produced(given)
+        return [key]
+    if dirs and (holder := _owning_dir(key, dirs)) is not None:
+        # Inside a Product directory: its task writes it.
+        if dirs[holder] == tid:
+            raise _own_output(node, given, holder)
+        files.note_produced(given)
+        return [holder]
+    prefix = "" if key == "." else key + "/"
+    covered = []
+    for k in keys[bisect.bisect_left(keys, prefix):]:
+        if not k.startswith(prefix):
+            break
+        covered.append(k)
+    return covered or None
 
 
 def _own_output(node: Node, key: str, holder: str | None = None) -> TaskDefinitionError:
@@ -1176,7 +1400,8 @@ def _owning_dir(key: str, dirs: dict[str, TaskId]) -> str | None:
 def check_cache_apart(writing: list[Node], store_root: Path) -> None:
     """Refuse declared outputs (of ``writing``: the tasks that declare any) that would
     destroy the project or the cache: a ``Product`` directory that holds either (emptied
-    before its task runs) or an output inside the cache. Paths are compared as they really are, links resolved: emptying a directory
+    before its task runs) or an output inside the cache; and those that a file stands in
+    the way of (:func:`in_the_way`). Paths are compared as they really are, links resolved: emptying a directory
     follows a link given as the directory itself (``results -> ..``).
 
     Raises:
@@ -1190,6 +1415,7 @@ def check_cache_apart(writing: list[Node], store_root: Path) -> None:
     real_root = os.path.realpath(root)
     real_cache = os.path.realpath(os.path.join(root, store_root))
     parents: dict[str, str] = {}  # the real path of each output's directory, once
+    fine: set[str] = set()  # real folders where outputs can be written
     for node in writing:
         assert node.files is not None
         for product in node.files.outputs:
@@ -1218,6 +1444,22 @@ def check_cache_apart(writing: list[Node], store_root: Path) -> None:
                     f"the cache ({store_root}){via}. Write outputs outside the cache (a "
                     "TaskDirectory() is a task's own directory in it)."
                 )
+            _check_room(product, key, real, label, fine)
+
+
+def _check_room(product: Product, key: str, real: str, label: str, fine: set[str]) -> None:
+    """Refuse an output (``real``: its real path) where a file stands in the way of its
+    directory; ``fine``: the real folders found fine (a stat per folder).
+
+    Raises:
+        TaskDefinitionError: naming the task (``label``), the output and the file.
+    """
+    folder = real if product.is_dir else os.path.dirname(real)
+    if folder in fine:
+        return
+    if not os.path.isdir(folder) and (blocking := in_the_way(key, product.is_dir)):
+        raise TaskDefinitionError(in_the_way_message(product, blocking, label))
+    fine.add(folder)
 
 
 def _real_path(key: str, is_dir: bool, parents: dict[str, str]) -> str:
@@ -1239,7 +1481,8 @@ def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
-def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -> None:
+def check(with_files: list[Node], cache_file: Path | None, batch: bool = True,
+          leaf: type[Node] | None = None) -> None:
     """Digest the source inputs of every task, and the outputs of the stored ones (those
     whose ``meta`` is set).
 
@@ -1252,12 +1495,18 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
     input was a file whose trusted digest this check found in the cache, the plan's inputs
     are recorded under one signature of their stats (:func:`_check_batch`); the next check
     of the same inputs stats them all and compares that one signature, without a lookup
-    per file (or reading the cache's per-file entries)."""
+    per file (or reading the cache's per-file entries).
+
+    ``leaf``: the type of the nodes that make their :class:`TaskFiles` when first asked
+    (:class:`checkpoint.graph.FileLeaf`, one ``File`` each): a plan of only those, fresh, is
+    settled without making any (:func:`_settle_leaves`)."""
     root = os.getcwd()
     cache = DigestCache(
         cache_file if cache_file is not None and cache_file.parent.is_dir() else None, root
     )
     if batch and cache.path is not None:
+        if leaf is not None and _settle_leaves(with_files, leaf, cache):
+            return
         task_files: list[TaskFiles] = [node.files for node in with_files]  # type: ignore[misc]
         paths = [item.path for files in task_files for item in files.inputs]
         record_key = BATCH + _text_digest("\0".join(paths))
@@ -1315,6 +1564,50 @@ def check(with_files: list[Node], cache_file: Path | None, batch: bool = True) -
     if recorded:
         _record_batch(with_files, paths, recorded, cache, record_key)
     cache.save()
+
+
+def _settle_leaves(with_files: list[Node], leaf: type[Node], cache: DigestCache) -> bool:
+    """For a plan whose tasks with files are all ``leaf`` nodes not checked yet (a sweep over
+    files), when the plan's record matches the files' stats now and every task's entry
+    records exactly ``{"file:<its path>": its digest}``: note each entry's record as its
+    task's digests (``found``; no :class:`TaskFiles` made) and return true. Otherwise
+    nothing is noted (the general check follows)."""
+    if set(map(type, with_files)) != {leaf}:
+        return False
+    # (Not one whose TaskFiles was made already: captured values.)
+    paths = [node.inputs[0].path for node in with_files  # type: ignore[attr-defined]
+             if node.found is None]  # type: ignore[attr-defined]
+    if len(paths) != len(with_files):
+        return False
+    try:
+        recorded = [node.meta.deps for node in with_files]  # type: ignore[union-attr]
+    except AttributeError:  # a task without a stored entry
+        return False
+    record = cache.dirs.get(BATCH + _text_digest("\0".join(paths)))
+    if record is None or len(record[1]) != (_DIGEST_LEN + 1) * len(paths) - 1:
+        return False
+    if not _fresh(recorded, paths, record[1]):
+        return False
+    try:
+        if _stats_signature(paths) != record[0]:
+            return False
+    except (OSError, ValueError):  # a file is gone (or a path is not one)
+        return False
+    for node, deps in zip(with_files, recorded, strict=True):
+        node.found = deps  # type: ignore[attr-defined]  # == {key: digest}; never mutated
+    return True
+
+
+def _fresh(recorded: list[dict[str, str]], paths: list[str], digests: str) -> bool:
+    """Whether each entry's ``Meta.deps`` (``recorded``) is exactly ``{"file:<its path>":
+    its digest}`` (``digests``: joined by NULs), compared all at once: the recorded keys
+    joined by NULs against the paths' keys joined so, and the recorded digests likewise;
+    each entry holding exactly one key, and no path or digest holding a NUL (``os.stat``
+    refused such a path), the joined texts are equal exactly when each entry's key and
+    digest are."""
+    return (set(map(len, recorded)) == {1}
+            and "\0".join(chain.from_iterable(recorded)) == INPUT + ("\0" + INPUT).join(paths)
+            and "\0".join(chain.from_iterable(map(dict.values, recorded))) == digests)
 
 
 def _text_digest(text: str) -> str:
@@ -1438,21 +1731,13 @@ def _all_fresh_leaves(with_files: list[Node], paths: list[str], digests: str,
     """For a plan whose tasks read one file each (``paths``, in order; ``digests``: their
     digests now, joined by NULs): when every task's entry records exactly ``{"file:<its
     path>": its digest}`` (fresh as far as files go: a sweep's usual case), share each
-    entry's record as its task's digests and return true; otherwise note nothing.
-
-    Compared all at once: the recorded keys joined by NULs against the paths' keys joined
-    so, and the recorded digests likewise; each entry holding exactly one key, and no path
-    or digest holding a NUL (``os.stat`` refused such a path), the joined texts are equal
-    exactly when each entry's key and digest are."""
+    entry's record as its task's digests and return true; otherwise note nothing
+    (compared all at once: :func:`_fresh`)."""
     try:
         recorded = [node.meta.deps for node in with_files]  # type: ignore[union-attr]
     except AttributeError:  # a task without a stored entry
         return False
-    if set(map(len, recorded)) != {1}:
-        return False
-    if "\0".join(chain.from_iterable(recorded)) != INPUT + ("\0" + INPUT).join(paths):
-        return False
-    if "\0".join(chain.from_iterable(map(dict.values, recorded))) != digests:
+    if not _fresh(recorded, paths, digests):
         return False
     for files, deps in zip(task_files, recorded, strict=True):
         if files.digests:  # captured values: its own dict (which the entry lacks: stale)
@@ -1646,7 +1931,7 @@ def missing_inputs(with_files: Iterable[Node]) -> None:
             and path.
         MissingInputError: naming each such task and file.
     """
-    from ._text import plural, task_label
+    from ._text import paths_relative, plural, task_label
 
     nodes = list(with_files)
     _unreadable_inputs(nodes)
@@ -1659,8 +1944,7 @@ def missing_inputs(with_files: Iterable[Node]) -> None:
     raise MissingInputError(
         f"{plural(len(lines), 'missing input file')}, so nothing was run:\n  "
         + _first_ten(lines) + "\n"
-        f"Paths are relative to {os.getcwd()} (the project root). Create the files or fix "
-        "the paths given to File(); a file that another task writes must come from a task "
+        f"{paths_relative()} Create the files or fix the paths given to File(); a file that another task writes must come from a task "
         "of this run: require that task.",
         paths=[line.split(", needed by ", 1)[0] for line in lines],
     )
@@ -1678,7 +1962,7 @@ def _unreadable_inputs(with_files: list[Node]) -> None:
     Raises:
         UnreadableInputError: naming each such task and path.
     """
-    from ._text import plural, task_label
+    from ._text import paths_relative, plural, task_label
 
     found = [
         (problem.path, f"{problem.path} ({problem.reason}), "
@@ -1693,8 +1977,7 @@ def _unreadable_inputs(with_files: list[Node]) -> None:
     raise UnreadableInputError(
         f"{plural(len(lines), 'unreadable input file')}, so nothing was run:\n  "
         + _first_ten(lines) + "\n"
-        f"Paths are relative to {os.getcwd()} (the project root). Their content cannot be "
-        "tracked: make them readable (check the permissions: ls -l), or move them out of "
+        f"{paths_relative()} Their content cannot be tracked: make them readable (check the permissions: ls -l), or move them out of "
         "the directories given to File().",
         paths=[path for path, _ in found],
     )

@@ -61,6 +61,8 @@ class Node:
 
     def __init__(self, task: Task[object], deps: list[TaskId],
                  shape: str | tuple[TaskId, TaskId] | None = None) -> None:
+        # (FileLeaf.__init__ and _leaf_node set the same slots without a call of this: keep
+        # them alike.)
         self.task = task
         self.deps = deps
         """Ids of the distinct prerequisites, in declaration order (then the producers of
@@ -109,6 +111,44 @@ def _leaf_node(task: Task[object]) -> Node:
     node.task, node.deps, node._shape = task, _NO_DEPS, None
     node.reason = node.meta = node.files = None
     return node
+
+
+class FileLeaf(Node):
+    """A leaf task whose one requirement is one ``File`` (a sweep over files has thousands):
+    its :class:`~checkpoint.files.TaskFiles` is made when first asked for (``files``). A
+    fresh one that :func:`checkpoint.files.check` settles from its plan's record never
+    needs one: ``found`` then holds its digests (its entry's ``Meta.deps``, which are
+    exactly ``{"file:<path>": digest now}``), and marking reads them there."""
+
+    __slots__ = ("inputs", "found")
+
+    def __init__(self, task: Task[object], inputs: list[File]) -> None:  # noqa: D107
+        self.task = task
+        self.deps = []
+        self._shape = None
+        self.reason = None
+        self.meta = None
+        self.inputs = inputs
+        """Its requirements, which are its inputs: ``[File]`` (never mutated)."""
+        self.found: dict[str, str] | _files.TaskFiles | None = None
+        """``None`` until checked; the digests, when the check settled it from the plan's
+        record; its :class:`~checkpoint.files.TaskFiles`, once made."""
+
+    @property
+    def files(self) -> _files.TaskFiles:
+        """Its inputs and what the check found (made on first use)."""
+        found = self.found
+        if isinstance(found, _files.TaskFiles):
+            return found
+        made = _files.one_input(self.inputs)
+        if found is not None:
+            made.digests = found  # == {key: digest}; never mutated (as check shares it)
+        self.found = made
+        return made
+
+    @files.setter
+    def files(self, value: _files.TaskFiles | None) -> None:
+        self.found = value
 
 
 class Plan:
@@ -222,9 +262,8 @@ def _expand(targets: Iterable[Task[object]], with_files: list[Node], writing: li
                         dep._spec = None
                     continue
                 if len(reqs) == 1 and type(reqs[0]) is File:  # a leaf reading one file: at once
-                    node = nodes[dep_id] = Node(dep, [])  # (its arrangement: None)
-                    # (Its requirements are its inputs: [File]. Neither list is mutated.)
-                    node.files = _files.one_input(reqs)  # type: ignore[arg-type]
+                    # (Its requirements are its inputs: [File]; its arrangement: None.)
+                    node = nodes[dep_id] = FileLeaf(dep, reqs)  # type: ignore[arg-type]
                     with_files.append(node)
                     if not keep_specs:
                         dep._spec = None
@@ -437,11 +476,22 @@ def mark(
     lacking: list[Node] = []
     if with_files:
         _files.check_cache_apart(writing, store.root)
-        _files.check(with_files, store.root / _files.CACHE_NAME, batch=not writing)
+        _files.check(with_files, store.root / _files.CACHE_NAME, batch=not writing,
+                     leaf=FileLeaf)
     fingerprints: dict[TaskFamily[..., object], str] = {}  # (a property that checks its epoch: asked once here)
     for tid, node in nodes.items():
         family = node.task.family
         meta = node.meta
+        if type(node) is FileLeaf and type(node.found) is dict:
+            # Settled by the check: its entry records exactly these input digests (what
+            # the leaf case below compares), so only the task's code may still count.
+            node.reason = (Reason.FORCED if force_all or tid in forced_ids else
+                           Reason.MISSING if meta is None else
+                           Reason.CODE_CHANGED if code_check and meta.fingerprint != (
+                               fingerprints.get(family)
+                               or fingerprints.setdefault(family, family.fingerprint[0]))
+                           else None)
+            continue
         files = node.files
         if files is not None and (files.missing or files.unreadable):
             node.reason = Reason.INPUT_MISSING

@@ -266,12 +266,15 @@ class Tally:
         """Seconds since the run was planned."""
         return 0.0 if self.started_at is None else max(0.0, self.clock() - self.started_at)
 
+    def _overall_mean(self) -> float | None:
+        known_sum = sum(f.dur_sum for f in self.families.values())
+        known_n = sum(f.dur_n for f in self.families.values())
+        return known_sum / known_n if known_n else None
+
     def remaining_work(self) -> float | None:
         """Expected task-seconds still to run (history, family means), or ``None`` while a
         family with tasks left has no estimate at all."""
-        known_sum = sum(f.dur_sum for f in self.families.values())
-        known_n = sum(f.dur_n for f in self.families.values())
-        overall = known_sum / known_n if known_n else None
+        overall = self._overall_mean()
         remaining = 0.0
         for fam in self.families.values():
             remaining += max(0.0, fam.known_left)
@@ -283,22 +286,38 @@ class Tally:
         return remaining
 
     def fraction(self) -> float:
-        """How far the run is, weighted by expected durations where they are known (a
-        200-of-209 run whose last 9 tasks are its slowest is not 95% done)."""
-        by_count = self.settled / self.total if self.total else 1.0
+        """How far the run is: :meth:`work_fraction`, else by task count."""
+        weighted = self.work_fraction()
+        if weighted is not None:
+            return weighted
+        return self.settled / self.total if self.total else 1.0
+
+    def work_fraction(self) -> float | None:
+        """How far the run is in expected task-seconds (a 200-of-209 run whose last 9 tasks
+        are its slowest is not 95% done; reused tasks weigh nothing), or ``None`` when there
+        is nothing to weigh by or all tasks settled."""
         remaining = self.remaining_work()
         if remaining is None or self.total == 0 or self.settled >= self.total:
-            return by_count
+            return None
         running = sum(min(est, self.clock() - at) for est, at in self._running_work())
         done = self.done_work + running
         if done + remaining <= 0.0:
-            return by_count
+            return None
         return max(0.0, min(1.0, done / (done + remaining)))
 
     def _running_work(self) -> list[tuple[float, float]]:
-        """(expected duration, start) of the running tasks that have an estimate."""
-        return [(est, at) for tid, (_, at) in self.running.items()
-                if (est := self.estimates.get(tid)) is not None]
+        """(expected duration, start) of the running tasks: their own estimate, else their
+        family's mean, else the mean over all families (as :meth:`remaining_work` counts)."""
+        overall = self._overall_mean()
+        work = []
+        for tid, (task, at) in self.running.items():
+            est = self.estimates.get(tid)
+            if est is None:
+                fam = self.families.get(task.family.name)
+                est = fam.dur_sum / fam.dur_n if fam is not None and fam.dur_n else overall
+            if est is not None:
+                work.append((est, at))
+        return work
 
     def eta(self) -> float | None:
         """Seconds until the run ends, or ``None`` while there is nothing to go on."""
@@ -311,7 +330,8 @@ class Tally:
         if self.done_work > 0.0 and elapsed > 0.0:
             return remaining * elapsed / self.done_work
         if self.running:
-            return max(0.0, remaining / len(self.running) - elapsed)
+            left = remaining / len(self.running) - elapsed
+            return left if left > 0.0 else None  # overdue: the estimate says nothing now
         return None
 
     def slowest(self) -> list[tuple[Task[object], float]]:
@@ -785,7 +805,8 @@ class LiveReporter:
 
         with self._lock:
             tally = self.tally
-            elapsed, eta, fraction = tally.elapsed(), tally.eta(), tally.fraction()
+            elapsed, eta, weighted = tally.elapsed(), tally.eta(), tally.work_fraction()
+            fraction = tally.fraction() if weighted is None else weighted
             rows = [(f.name, f.done, f.total, f.running, f.failed, f.skipped)
                     for f in tally.families.values()]
             now = self.clock()
@@ -794,7 +815,8 @@ class LiveReporter:
             settled, total, failed_any = tally.settled, tally.total, tally.failed
 
         text = Text(no_wrap=True, overflow="ellipsis", end="")
-        _append_status(text, width, settled, total, fraction, elapsed, eta, failed_any)
+        _append_status(text, width, settled, total, fraction, weighted is not None, elapsed, eta,
+                       failed_any)
         _append_families(text, width, rows, self.max_families)
         for task, secs in running:
             text.append("\n  ▸ ", style="yellow")
@@ -806,10 +828,12 @@ class LiveReporter:
 
 
 def _append_status(text: Text, width: int, settled: int, total: int, fraction: float,
-                   elapsed: float, eta: float | None, failed: int) -> None:
-    """The first line: the bar, settled/total, the percentage, elapsed time and ETA."""
+                   of_work: bool, elapsed: float, eta: float | None, failed: int) -> None:
+    """The first line: the bar, settled/total, the percentage (``work N%`` when weighted by
+    expected durations, which can differ from the count), elapsed time and ETA."""
     eta_text = format_duration(eta) if eta is not None else "?"
-    status = f" {settled:,}/{total:,} {int(100 * fraction)}%  elapsed {format_duration(elapsed)}  ETA {eta_text}"
+    percent = f"{'work ' if of_work else ''}{int(100 * fraction)}%"
+    status = f" {settled:,}/{total:,} {percent}  elapsed {format_duration(elapsed)}  ETA {eta_text}"
     bar = max(0, min(30, width - len(status)))  # the bar shrinks before the ETA goes
     if bar < 5:
         bar = 0
@@ -817,7 +841,7 @@ def _append_status(text: Text, width: int, settled: int, total: int, fraction: f
     text.append("━" * filled, style="red" if failed else "green")
     text.append("━" * (bar - filled), style="grey23")
     text.append(f" {settled:,}/{total:,}", style="bold")
-    text.append(f" {int(100 * fraction)}%")
+    text.append(f" {percent}")
     text.append(f"  elapsed {format_duration(elapsed)}", style="dim")
     text.append(f"  ETA {eta_text}", style="cyan")
 

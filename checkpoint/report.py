@@ -465,11 +465,7 @@ def _parallelism(record: RunRecord, timed: list[int], critical: list[int],
 def _dags(record: RunRecord, fam_stats: list[dict[str, Any]]) -> dict[str, Any]:
     """The DAG by families, and by tasks when it is small, laid out for drawing."""
     tasks = record.tasks
-    fam_index = {name: i for i, name in enumerate(record.families)}
-    fam_edges: Counter[tuple[int, int]] = Counter()
-    for t in tasks:
-        for dep in t.deps:
-            fam_edges[fam_index[tasks[dep].family], fam_index[t.family]] += 1
+    fam_edges = _family_edges(record)
     reasons: dict[str, Counter[str]] = {name: Counter() for name in record.families}
     for t in tasks:
         if t.state is RecordState.RAN:
@@ -500,16 +496,32 @@ def _dags(record: RunRecord, fam_stats: list[dict[str, Any]]) -> dict[str, Any]:
     return {"families": families, "tasks": by_task}
 
 
+def _family_edges(record: RunRecord) -> Counter[tuple[int, int]]:
+    """``{(family, family): task-level edges}``: the whole DAG's, as ``checkpoint graph
+    --families`` draws them; from the recorded tasks alone in a record that lacks them."""
+    fam_index = {name: i for i, name in enumerate(record.families)}
+    edges: Counter[tuple[int, int]] = Counter()
+    if record.family_edges:
+        for src, dst, n in record.family_edges:
+            if src in fam_index and dst in fam_index:
+                edges[fam_index[src], fam_index[dst]] += n
+        return edges
+    tasks = record.tasks
+    for t in tasks:
+        for dep in t.deps:
+            edges[fam_index[tasks[dep].family], fam_index[t.family]] += 1
+    return edges
+
+
 def _family_state(counts: dict[str, int], reasons: Counter[str]) -> str:
-    """A family's colour: failed if any failed, else skipped if any was, else the commonest
-    reason its tasks ran for if most ran, else fresh."""
+    """A family's colour: that of its most active state: failed if any failed, else skipped if
+    any was, else the commonest reason its tasks ran for if any ran, else fresh."""
     from .export import DisplayState
 
     for state in (RecordState.FAILED, RecordState.SKIPPED):
         if counts.get(state):
             return state
-    reused = counts.get(RecordState.REUSED, 0) + counts.get(RecordState.KEPT, 0)
-    ran = sum(reasons.values())
-    if ran and ran >= reused:
+    if reasons:
         return _look_of_reason(reasons.most_common(1)[0][0])
+    reused = counts.get(RecordState.REUSED, 0) + counts.get(RecordState.KEPT, 0)
     return DisplayState.FRESH if reused else RecordState.NOT_RUN

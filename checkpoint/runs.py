@@ -27,6 +27,7 @@ import secrets
 import sys
 import time
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
@@ -157,6 +158,9 @@ class RunRecord:
     """``{family name: its directory in the store}`` of the recorded tasks and counts."""
     reused_elsewhere: dict[FamilyName, int] = field(default_factory=dict)
     """Reused tasks not recorded one by one, counted per family."""
+    family_edges: list[tuple[FamilyName, FamilyName, int]] = field(default_factory=list)
+    """``(prerequisite family, dependent family, task-level edges)`` of the whole DAG, those
+    of the tasks not recorded one by one included (empty in a record of an older version)."""
     tasks: list[TaskRecord] = field(default_factory=list)
     """The recorded tasks, prerequisites before dependents."""
 
@@ -413,6 +417,7 @@ def _planned_tasks(run: _Run, the_plan: Plan, record: RunRecord) -> None:
         index[tid] = len(tasks)
         tasks.append(rec)
     record.reused_elsewhere = elsewhere
+    record.family_edges = _family_edges(the_plan)
 
 
 def _task_record(rec: TaskRecord | None, tid: TaskId, node: Node) -> TaskRecord:
@@ -427,6 +432,16 @@ def _task_record(rec: TaskRecord | None, tid: TaskId, node: Node) -> TaskRecord:
     rec.label = task.expression()
     rec.arguments = task.encoded
     return rec
+
+
+def _family_edges(the_plan: Plan) -> list[tuple[FamilyName, FamilyName, int]]:
+    """The plan's edges between families, with how many task-level edges each stands for."""
+    nodes = the_plan.nodes
+    edges: Counter[tuple[FamilyName, FamilyName]] = Counter()
+    for node in nodes.values():
+        for dep in node.deps:
+            edges[nodes[dep].task.family.name, node.task.family.name] += 1
+    return [(s, t, n) for (s, t), n in edges.items()]
 
 
 def _fill_starts(tasks: list[TaskRecord], handles: dict[TaskId, Task[object]],
@@ -506,9 +521,14 @@ def load_run(
     directory = runs_dir(cache_dir)
     numbers = _numbers(directory)
     if not numbers:
+        from . import _text
+
         raise RunNotFoundError(
             f"No run is recorded in {directory.parent.parent}: run something first "
-            "(checkpoint run), then ask for its report."
+            "(checkpoint run), then ask for its report." if _text.in_cli else
+            f"No run is recorded in {directory.parent.parent}: runs are recorded by the command "
+            "line (checkpoint run), and from Python by a run given "
+            "subscribers=[RunRecorder()] (checkpoint.runs; see docs/report.md)."
         )
     if number is None:
         number = numbers[-1]

@@ -62,7 +62,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import FunctionType
+from types import FunctionType, MethodType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -352,6 +352,25 @@ class _Requires(Spec):
     def __call__(self, *args: object, **kwargs: object) -> object:
         return self.fn(*args, **kwargs)
 
+    def _decorate(self, fn: Callable[..., object]) -> _Requires:
+        """What ``@requires(x)`` applies to the function below it: this spec, made by
+        :func:`requires` with ``[x]`` as its requirements, now holding ``fn`` (the usual
+        case: one ``@requires`` on the inner function); or a new spec (a stack of them, a
+        decorator used twice)."""
+        if self.fn is None and type(fn) is FunctionType:
+            self.fn = fn
+            return self
+        checked = self.requirements[0]
+        if isinstance(fn, _Requires):  # stacked (a lattice's two): a new one, as above
+            stacked = _new_spec(_Requires)
+            stacked.fn = fn.fn
+            stacked.requirements = [checked, *fn.requirements]
+            stacked._deps = stacked._files = stacked._data_dir = None
+            return stacked
+        if not callable(fn):
+            raise InvalidRequirementError(f"@requires must decorate a function, not {fn!r}")
+        return _Requires(fn, [checked])
+
 
 def _invalid_leaf(req: object) -> tuple[object, str] | None:
     """The first leaf of a requirement that is not a task, TaskDirectory, File or Product,
@@ -420,27 +439,14 @@ def requires(requirement: object = _UNSET, /, *,
         raise TypeError("requires(task) takes no keyword arguments; requires(default=...) "
                         "is the class attribute form")
     kind = type(requirement)  # (_check_requirement's usual cases inline: one per task of a sweep)
-    checked: Requirement = (requirement if kind is File or kind is Task  # type: ignore[assignment]
-                            else _check_requirement(requirement))
-
-    def decorate(fn: F) -> F:
-        if type(fn) is FunctionType:  # (the usual case: one @requires on the inner function)
-            spec = _new_spec(_Requires)  # _Requires(fn, [checked]), without a call of __init__
-            spec.fn = fn
-            spec.requirements = [checked]
-            spec._deps = spec._files = spec._data_dir = None
-            return spec  # type: ignore[return-value]
-        if isinstance(fn, _Requires):  # stacked (a lattice's two): a new one, as above
-            stacked = _new_spec(_Requires)
-            stacked.fn = fn.fn
-            stacked.requirements = [checked, *fn.requirements]
-            stacked._deps = stacked._files = stacked._data_dir = None
-            return stacked  # type: ignore[return-value]
-        if not callable(fn):
-            raise InvalidRequirementError(f"@requires must decorate a function, not {fn!r}")
-        return _Requires(fn, [checked])  # type: ignore[return-value]
-
-    return decorate
+    # The spec is made here and its bound method returned as the decorator (no closure and
+    # cell per call: a sweep makes one per task); see _Requires._decorate.
+    spec = _new_spec(_Requires)  # _Requires(None, [checked]), without a call of __init__
+    spec.fn = None  # type: ignore[assignment]
+    spec.requirements = [requirement if kind is File or kind is Task  # type: ignore[list-item]
+                         else _check_requirement(requirement)]
+    spec._deps = spec._files = spec._data_dir = None
+    return spec._decorate  # type: ignore[return-value]
 
 
 _new_spec = object.__new__
@@ -640,6 +646,10 @@ def _check_task_class(cls: type) -> list[tuple[str, Requires[object]]]:
             f"Task class {name} defines __slots__ without __dict__; class tasks keep their "
             "attributes in the instance __dict__. Remove __slots__."
         )
+    for klass in cls.__mro__[:-1]:  # (with an undecorated base's)
+        for attr, value in vars(klass).items():
+            if _is_requires_decorator(value):
+                raise _decorator_attribute(name, attr, value)
     attrs = _requirement_attributes(cls)
     for attr, desc in attrs:
         if desc.name != attr:
@@ -648,6 +658,24 @@ def _check_task_class(cls: type) -> list[tuple[str, Requires[object]]]:
                 "its own requires()."
             )
     return attrs
+
+
+def _is_requires_decorator(value: object) -> bool:
+    """Whether ``value`` is what ``requires(x)`` returns (the decorator of an inner function)."""
+    return (isinstance(value, MethodType) and type(value.__self__) is _Requires
+            and value.__func__ is _Requires._decorate and value.__self__.fn is None)
+
+
+def _decorator_attribute(name: str, attr: str, value: Any) -> TaskDefinitionError:
+    """The error for a class attribute ``attr`` set to ``requires(x)`` (a decorator)."""
+    requirement = value.__self__.requirements[0]
+    kind = "Path" if isinstance(requirement, (File, TaskDirectory)) else "T"
+    return TaskDefinitionError(
+        f"{name}.{attr} = requires({requirement!r}) is the decorator form, for the inner "
+        f"function of a function task: in a class it would make {attr} a function. Declare "
+        f"`{attr}: Requires[{kind}] = requires()` and assign it in __init__: "
+        f"`self.{attr} = {requirement!r}`."
+    )
 
 
 def _class_spec(task: Task[object]) -> Spec:
@@ -678,8 +706,8 @@ def _class_spec(task: Task[object]) -> Spec:
         elif desc.default is _UNSET:
             raise TaskDefinitionError(
                 f"{task_label(task)} did not set its prerequisite self.{name} in "
-                f"__init__. Assign it a task (or a list or dict of tasks, or TaskDirectory()) "
-                f"on every path through __init__, or declare it "
+                "__init__. Assign it a task (or a list or dict of tasks, TaskDirectory(), "
+                f"File(path) or Product(path)) on every path through __init__, or declare it "
                 f"`{name} = requires(default=...)` if this task does not need it."
             )
     for key, value in state.items():

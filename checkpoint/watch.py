@@ -17,7 +17,10 @@ A run depends on four kinds of files, and a change to any of them starts the nex
   or an outer function ran (:func:`record_reads`): ``config.json`` read for a captured
   value, a module-level ``CFG = json.load(...)``, both of which count. They are seen through
   Python's ``open`` audit event (a hook added once, for good, that looks at no other event),
-  so a file a C library opens by itself is not; installed files are left out.
+  so a file a C library opens by itself is not; installed files are left out, and so are the
+  system's (:data:`SYSTEM_DIRS`, outside the project: a cgroup limit, the time zone database,
+  read once by a library that caches them: watched after the first run only, they would make
+  its count differ from the next runs').
 
 Before the next run, :func:`forget_project_modules` drops the taskfile and those modules from
 ``sys.modules``, so the taskfile is imported afresh and the code fingerprints see the edit.
@@ -52,6 +55,11 @@ Stat = tuple[int, int, int]
 """``(size, mtime_ns, inode)`` of a file."""
 
 _GLOB_CHARS = frozenset("*?[")
+
+SYSTEM_DIRS = tuple(os.sep + d + os.sep for d in (
+    "proc", "sys", "dev", "run", "etc", "usr", "System", "Library", "private/etc")) \
+    if os.sep == "/" else ()
+"""Directories of the system, not of a project: files read under them are not watched."""
 
 
 @dataclass(frozen=True)
@@ -226,8 +234,10 @@ def _planning_reads(root: str, exclude: set[str], own: bool) -> set[str]:
     global _reads
     found, _reads = _reads or set(), None if own else set()
     real_root = os.path.realpath(root)
+    inside = real_root.rstrip(os.sep) + os.sep
     return {path for path in found
             if not _installed(path, real_root) and "__pycache__" not in path.split(os.sep)
+            and (path.startswith(inside) or not path.startswith(SYSTEM_DIRS))
             and path not in exclude and not any(path.startswith(e) for e in exclude if e.endswith(os.sep))
             and (os.path.isfile(path) or not os.path.exists(path))}
 

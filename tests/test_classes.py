@@ -16,7 +16,9 @@ from click.testing import CliRunner
 
 import checkpoint
 from checkpoint import (
+    File,
     InvalidRequirementError,
+    Product,
     Requires,
     TaskDefinitionError,
     UnserializableArgumentError,
@@ -755,3 +757,47 @@ def test_requires_descriptor_is_generic_at_runtime() -> None:
     assert repr(requires(default=3)) == "requires(default=3)"
     value: Any = Requires[int]()
     assert isinstance(value, Requires)
+
+
+@pytest.mark.parametrize("requirement", [File("nums.txt"), Product("out.txt")])
+def test_a_decorator_form_requires_as_a_class_attribute_is_refused(requirement: File) -> None:
+    """`src: Requires[Path] = requires(File(...))` in a class is the decorator form (it would
+    make the attribute a function): refused when @task is applied, saying what to write."""
+    with pytest.raises(TaskDefinitionError) as info:
+
+        @task
+        class Sum:
+            src: Requires[Path] = requires(requirement)  # type: ignore[assignment]
+
+            def run(self) -> int:
+                return 0
+
+    message = str(info.value)
+    assert f"Sum.src = requires({requirement!r})" in message
+    assert "src: Requires[Path] = requires()" in message
+    assert f"self.src = {requirement!r}" in message
+
+
+def test_a_class_task_reads_and_writes_declared_files() -> None:
+    """The documented idiom: File and Product assigned in __init__ read as paths in run."""
+    Path("nums.txt").write_text("1 2 3")
+
+    @task
+    class Total:
+        src: Requires[Path] = requires()
+        out: Requires[Path] = requires()
+
+        def __init__(self, name: str) -> None:
+            self.src = File("nums.txt")
+            self.out = Product(f"{name}.txt")
+
+        def run(self) -> int:
+            total = sum(int(x) for x in self.src.read_text().split())
+            self.out.write_text(str(total))
+            return total
+
+    assert Total("sum").run(executor="inline") == 6
+    assert Path("sum.txt").read_text() == "6"
+    assert not checkpoint.run([Total("sum")], executor="inline").ran
+    Path("nums.txt").write_text("1 2 3 4")
+    assert Total("sum").run(executor="inline") == 10

@@ -811,3 +811,26 @@ def test_an_error_from_a_worker_process_carries_the_tasks_frames_once(make_modul
     text = "".join(traceback.format_exception(chained.value))
     assert "KeyError" in text and 'raise ValueError("chained") from exc' in text, text
     assert chained.value.__notes__ == ["while running task fails(2) (failing_mod.fails)"]
+
+
+def test_one_requires_decorator_on_two_functions_makes_two_specs() -> None:
+    """``@requires(x)`` kept and applied to two functions (or to a stack) should give each
+    its own spec: the first one applied takes the spec the call made, the others new ones."""
+    from checkpoint.task import Spec
+
+    deco = checkpoint.requires(checkpoint.File("a.csv"))
+
+    def first(path: Path) -> int:
+        return 1
+
+    def second(path: Path) -> int:
+        return 2
+
+    one, two = deco(first), deco(second)
+    assert isinstance(one, Spec) and isinstance(two, Spec) and one is not two
+    assert (one.fn, two.fn) == (first, second)
+    assert one.requirements == two.requirements == [checkpoint.File("a.csv")]
+    both = checkpoint.requires(checkpoint.File("b.csv"))(one)
+    assert both.fn is first  # type: ignore[attr-defined]
+    assert both.requirements == [checkpoint.File("b.csv"), checkpoint.File("a.csv")]  # type: ignore[attr-defined]
+    assert one.requirements == [checkpoint.File("a.csv")]

@@ -1439,3 +1439,58 @@ def test_a_directory_record_of_the_digest_cache_made_before_folders_counted_is_n
     cache.dirs[key] = cache.changed_dirs[key] = old
     cache.save()
     assert not checkpoint.run([parts()], executor="inline").ran
+
+
+@task
+def write_into(where: str):
+    @requires(Product(where))
+    def __(out: Path) -> None:
+        (out / "x" if where.endswith("/") else out).write_text("x")
+    return __
+
+
+@pytest.mark.parametrize(("where", "file"), [("outd/", "outd"), ("a/b.txt", "a"),
+                                             ("a/deep/b.txt", "a"), ("a/deep/", "a")])
+def test_an_output_where_a_file_stands_in_its_way_is_refused_with_its_name(
+    where: str, file: str
+) -> None:
+    """Product('outd/') with outd a file, or Product('a/b.txt') with a a file: a
+    definition error naming the Product, the task and the file, before anything runs (the
+    file is kept); one that appears after planning fails the task with the same words."""
+    Path(file).write_text("mine")
+    with pytest.raises(TaskDefinitionError) as info:
+        checkpoint.run([write_into(where)], executor="inline")
+    message = str(info.value)
+    assert f"Product({where!r})" in message and "write_into(" in message
+    assert f"{file} is a file" in message
+    assert Path(file).read_text() == "mine"
+    product = Product(where)
+    with pytest.raises(TaskDefinitionError, match=rf"Product\({where!r}\).* {file} is a file"):
+        product.value()
+
+
+def test_missing_input_from_python_says_paths_are_relative_to_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    """From Python (a notebook in notebooks/), the root is the working directory, not the
+    taskfile's: the message says so and how to share paths with the command line, which
+    says the project root is the taskfile's directory."""
+    (tmp_path / "taskfile.py").write_text(
+        "from checkpoint import File, requires, task\n\n"
+        "@task\ndef main():\n    @requires(File('data.csv'))\n    def __(p):\n"
+        "        return 1\n    return __\n")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import taskfile  # type: ignore[import-not-found]
+
+        with pytest.raises(MissingInputError) as raised:
+            checkpoint.run([taskfile.main()], executor="inline")
+    finally:
+        sys.modules.pop("taskfile", None)
+    message = str(raised.value)
+    assert "(the project root)" not in message
+    assert f"relative to the current working directory, {tmp_path / 'notebooks'}" in message
+    assert "os.chdir" in message
+    result = runner.invoke(cli, ["-f", str(tmp_path / "taskfile.py"), "run", "--executor", "inline"])
+    assert f"relative to {tmp_path} (the project root: the taskfile's directory)" in result.stderr

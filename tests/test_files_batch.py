@@ -21,7 +21,7 @@ import pytest
 import checkpoint
 from checkpoint import File, MissingInputError, requires, task
 from checkpoint import files as files_module
-from checkpoint.graph import arrangement
+from checkpoint.graph import arrangement, plan
 from checkpoint.store import Store
 
 
@@ -49,6 +49,15 @@ def spied(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
         return settled
 
     monkeypatch.setattr(files_module, "_check_batch", batch)
+    real_leaves = files_module._settle_leaves
+
+    def leaves(*args: Any) -> bool:  # a plan of one-File leaves, settled at once
+        settled = real_leaves(*args)
+        if settled:
+            seen["batch"].append(settled)
+        return settled
+
+    monkeypatch.setattr(files_module, "_settle_leaves", leaves)
     return seen
 
 
@@ -105,6 +114,34 @@ def _files(n: int) -> None:
     Path("in").mkdir()
     for i in range(n):
         Path(f"in/{i}.txt").write_text(f"v{i}")
+
+
+def test_a_fresh_sweep_of_one_file_leaves_makes_no_task_files(
+    tmp_path: Path, later: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm plan whose one-File leaves are all fresh should settle them from the plan's
+    record without making a TaskFiles for any; one asked for afterwards should hold what
+    the check found (the entry's record), and an edit should still make them."""
+    _files(4)
+    total(4).run(executor="inline")
+    for _ in range(2):  # the digests kept, then the plan recorded
+        assert not checkpoint.run([total(4)], executor="inline").ran
+    made: list[object] = []
+    real = files_module.one_input
+    monkeypatch.setattr(files_module, "one_input", lambda inputs: made.append(inputs) or real(inputs))
+    the_plan = plan([total(4)], Store.open())
+    assert not the_plan.to_run
+    assert made == []
+    node = the_plan.nodes[read(1).id]
+    assert node.files.digests == node.meta.deps == {  # type: ignore[union-attr]
+        "file:in/1.txt": files_module.hash_file("in/1.txt")}
+    assert len(made) == 1
+
+    _write_same_size(Path("in/2.txt"), "w2")
+    made.clear()
+    the_plan = plan([total(4)], Store.open())
+    assert the_plan.to_run == [read(2).id, total(4).id]
+    assert len(made) == 4  # (the check the long way: each task's TaskFiles)
 
 
 def test_a_warm_plan_of_input_files_is_checked_by_one_signature(

@@ -94,3 +94,64 @@ def test_reading_exactly_its_own_output_is_still_refused() -> None:
         expand([summarize("out/x.csv", "out/x.csv")])
     with pytest.raises(TaskDefinitionError, match="both as an input"):
         expand([summarize("res/*.csv", "res/")])
+
+
+@task
+def clean_into(source: str, output: str):
+    """Read a directory (or pattern); write an output in a folder that does not exist yet."""
+
+    @requires(File(source))
+    @requires(Product(output))
+    def __(src: Path | list[Path], out: Path) -> list[str]:
+        out.write_text("x")
+        return sorted(str(p) for p in src) if isinstance(src, list) else []
+
+    return __
+
+
+@pytest.mark.parametrize(
+    ("source", "output", "holder"),
+    [
+        ("data", "data/clean/x.csv", "data/clean"),
+        ("data", "data/clean/deep/x.csv", "data/clean"),
+        (".", "out/r.txt", "out"),
+        ("data/*", "data/clean/x.csv", "data/clean"),
+        ("data/**", "data/clean/x.csv", "data/clean"),
+    ],
+)
+def test_the_folders_made_for_its_own_outputs_are_not_a_change_of_its_input(
+    source: str, output: str, holder: str
+) -> None:
+    """The folder created to hold the task's output (absent before it ran) is left out of
+    the input that holds it; a file or a folder a user adds in it still counts."""
+    Path("data").mkdir()
+    Path("data/raw.csv").write_text("1")
+    assert clean_into(source, output).run(executor="inline") is not None
+    assert Path(output).exists()
+    assert not checkpoint.run([clean_into(source, output)], executor="inline").ran
+    again = checkpoint.run([clean_into(source, output)], executor="inline", force=True)
+    assert holder not in again.values[clean_into(source, output).id]  # (nor received)
+    Path(holder, "sub").mkdir()  # an empty folder of the user's
+    assert checkpoint.run([clean_into(source, output)], executor="inline").ran
+    assert not checkpoint.run([clean_into(source, output)], executor="inline").ran
+    Path(holder, "added.csv").write_text("2")
+    assert checkpoint.run([clean_into(source, output)], executor="inline").ran
+
+
+def test_the_folder_made_for_another_tasks_output_is_not_a_change_of_a_reader() -> None:
+    """A reader of data/ whose producer writes data/clean/x.csv (the folder made then) is
+    fresh after the run."""
+
+    @task
+    def report():
+        @requires(File("data"))
+        @requires(clean_into("data/raw.csv", "data/clean/x.csv"))
+        def __(folder: Path, _: object) -> int:
+            return len(list(folder.rglob("*")))
+
+        return __
+
+    Path("data").mkdir()
+    Path("data/raw.csv").write_text("1")
+    checkpoint.run([report()], executor="inline")
+    assert not checkpoint.run([report()], executor="inline").ran

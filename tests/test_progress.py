@@ -232,7 +232,8 @@ def test_live_reporter_renders_families_running_tasks_and_eta(mod: Any) -> None:
     clock.now += 2.0
     reporter(ev.TaskFinished(leaves[0], 0.0, 1.0, 10))
     text = _text(console, reporter)
-    assert "1/5" in text and "20%" in text and "elapsed 2.00s" in text
+    # Work: 1 task-s done + 3 running at the family mean of 1 s, of 4 more expected: 50%.
+    assert "1/5 work 50%" in text and "elapsed 2.00s" in text
     assert re.search(r"^leaf +1/4 +3 running", text, re.M)  # one module: its name is left out
     assert re.search(r"^total +0/1", text, re.M)
     assert "leaf(1)  2.00s" in text and "leaf(2)  2.00s" in text and "leaf(3)" not in text
@@ -619,3 +620,23 @@ def test_only_the_summary_and_failure_lines_are_in_colour() -> None:
         "\nSlowest: f(1) 1.00s": "dim",
         "\nTask f(3) (m.f) failed: ValueError: no": "bold red",
     }
+
+
+def test_overdue_running_tasks_show_an_unknown_eta_and_their_work() -> None:
+    """5 of 12 reused, two tasks with no estimate of their own running for 5 s while the only
+    durations known are 0.01 s: the ETA is unknown (not 0), the percentage is labelled as a
+    share of the work, and the running tasks count in it."""
+    now = [105.0]
+    reporter = LiveReporter(console=Console(width=100, file=io.StringIO()), auto_refresh=False,
+                            clock=lambda: now[0])
+    tally = reporter.tally
+    tally.clock = reporter.clock
+    tally.total, tally.started_at, tally.reused = 12, 100.0, 5
+    quick = tally.family(_FakeTask("load"))  # type: ignore[arg-type]
+    quick.total, quick.done, quick.dur_sum, quick.dur_n, quick.unknown_left = 12, 5, 0.05, 5, 7
+    for name in ("fit1", "fit2"):
+        task = _FakeTask(name)
+        tally.running[task.id] = (task, 100.0)  # type: ignore[assignment]
+    first = reporter.render(100).plain.splitlines()[0]
+    assert "ETA ?" in first and "ETA 0" not in first
+    assert re.search(r"5/12 work [1-9]\d*%", first), first

@@ -255,6 +255,58 @@ def test_the_page_data_describes_the_run(pipeline: ModuleType) -> None:
     assert 0 < p["path"] <= p["busy"] and p["workers"] == 3 and p["allowed"] >= 1
 
 
+CHAIN = """
+from checkpoint import task, requires
+
+@task
+def load(i: int):
+    def __():
+        return i
+    return __
+
+@task
+def clean():
+    @requires([load(i) for i in range(3)])
+    def __(xs):
+        return sum(xs)
+    return __
+
+@task
+def fit(alpha: float):
+    @requires(clean())
+    def __(x):
+        return x * alpha
+    return __
+
+@task
+def main(alpha: float):
+    @requires(fit(alpha))
+    def __(y):
+        return y
+    return __
+"""
+
+
+def test_the_families_view_keeps_the_edges_of_reused_families(
+        make_module: Callable[[str, str], ModuleType]) -> None:
+    """After a run that reused the upstream (its tasks not recorded one by one), the families
+    view should still draw load -> clean -> fit -> main, as ``checkpoint graph --families``
+    does; and fit (one task ran, one reused) takes the colour of the task that ran."""
+    module = make_module("chain", CHAIN)
+    checkpoint.run([module.fit(1.0), module.fit(0.5)], executor="inline")
+    recorder = RunRecorder()
+    checkpoint.run([module.main(2.0), module.fit(1.0), module.fit(0.5)], executor="inline", subscribers=[recorder])
+    assert recorder.last is not None
+    dag = Report(recorder.last).model()["dag"]["families"]
+    names = [n["label"][0] for n in dag["nodes"]]
+    edges = {(names[s], names[t]): n for s, t, n in dag["edges"]}
+    assert edges == {("load", "clean"): 3, ("clean", "fit"): 3, ("fit", "main"): 1}
+    states = {n["label"][0]: n["state"] for n in dag["nodes"]}
+    assert states == {"load": "fresh", "clean": "fresh", "fit": "missing", "main": "missing"}
+    saved = RunRecord.from_doc(recorder.last.to_doc())
+    assert Report(saved).model()["dag"]["families"]["edges"] == dag["edges"]
+
+
 def test_data_directory_sizes_are_reported(make_module: Callable[[str, str], ModuleType]) -> None:
     module = make_module("withdata", """
         from checkpoint import task, requires, TaskDirectory

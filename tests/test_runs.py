@@ -234,7 +234,7 @@ def test_runs_are_numbered_and_the_last_ones_kept(monkeypatch: pytest.MonkeyPatc
     """Saved runs should be numbered from 1, the oldest dropped past KEEP, and found by
     number or counting back; asking for another should say what is there."""
     monkeypatch.setattr(runs, "KEEP", 3)
-    with pytest.raises(RunNotFoundError, match="No run is recorded in .* run something first"):
+    with pytest.raises(RunNotFoundError, match="No run is recorded in .* runs are recorded by the command line"):
         load_run()
     for n in range(5):
         assert runs.save_run(_record(n)).name == f"{n + 1:06d}.run"
@@ -286,3 +286,11 @@ def test_a_record_that_cannot_be_saved_does_not_fail_the_run(
     assert checkpoint.run([pipeline.load(1)], executor="inline", subscribers=[recorder]).ok
     assert recorder.problems == [
         "The record of this run could not be saved: [Errno 28] No space left on device"]
+
+
+def test_no_recorded_run_from_python_says_how_to_record_one() -> None:
+    """Report.load() after a library run: runs are recorded by the command line, or from
+    Python with subscribers=[RunRecorder(...)], not by any run."""
+    with pytest.raises(RunNotFoundError, match=r"subscribers=\[RunRecorder\(\)\]") as raised:
+        load_run()
+    assert "run something first" not in str(raised.value)

@@ -182,6 +182,9 @@ class CheckpointGroup(click.Group):
             cwd = os.getcwd()
         except OSError:
             cwd = ""
+        from .. import _text
+
+        in_cli, _text.in_cli = _text.in_cli, True
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always", UnsafeCacheWarning)  # the store warns once a path
@@ -207,6 +210,7 @@ class CheckpointGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - user code (e.g. a task's outer function) raised
             raise click.exceptions.Exit(show_error(exc)) from None
         finally:
+            _text.in_cli = in_cli
             if cwd:  # the command may have moved to the project root
                 os.chdir(cwd)
 

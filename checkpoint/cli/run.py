@@ -102,21 +102,58 @@ class FailureLog:
 
 
 def subscribers(
-    app: App, *, no_progress: bool, show_output: bool, as_json: bool
+    app: App, *, no_progress: bool, show_output: bool, as_json: bool,
+    traced: list[Task[object]] | None = None,
 ) -> tuple[list[Subscriber], Reporter, FailureLog]:
     """The event subscribers of a run, all chosen here: the progress reporter (live on a
-    terminal, plain lines otherwise or with --no-progress; failures only with -q) and the
-    failure log that --json reports from."""
+    terminal, plain lines otherwise or with --no-progress; failures only with -q; one per
+    phase of a ``--trace`` run) and the failure log that --json reports from."""
     from ..progress import reporter_for
 
-    reporter = reporter_for(
-        live=False if no_progress or as_json else None,
-        show_output=show_output or app.verbosity > 0,
-        quiet=app.quiet,
-        store=app.store,
-    )
+    def make() -> Reporter:
+        return reporter_for(
+            live=False if no_progress or as_json else None,
+            show_output=show_output or app.verbosity > 0,
+            quiet=app.quiet,
+            store=app.store,
+        )
+
+    reporter = make() if traced is None else _TracePhases(app, make, traced)
     failures = FailureLog()
     return [reporter, failures], reporter, failures
+
+
+class _TracePhases:
+    """The reporter of a ``--trace`` run, which runs in phases: the traced tasks'
+    prerequisites, the traced tasks in the debugger (without events: a display would draw over
+    it), then the targets. A reporter reports one run, so each phase gets its own, under a
+    line saying what the phase is."""
+
+    def __init__(self, app: App, make: Callable[[], Reporter], traced: list[Task[object]]) -> None:
+        self.app, self.make = app, make
+        self.names = ", ".join(t.expression() for t in traced)
+        self.are = "is" if len(traced) == 1 else "are"
+        self.prerequisites = any(t.spec().dependencies for t in traced)
+        self.phase = 0
+        self.reporter: Reporter | None = None
+
+    def __call__(self, event: Event) -> None:
+        from ..events import RunPlanned
+
+        if isinstance(event, RunPlanned) or self.reporter is None:
+            self.close()
+            self.phase += 1
+            if self.phase == 1 and self.prerequisites:
+                err(f"Prerequisites of {self.names}:", quiet=self.app.quiet)
+            else:  # the traced phase succeeded, or the run would have stopped there
+                err(f"{self.names} ran under the debugger and {self.are} stored. The targets:",
+                    quiet=self.app.quiet)
+            self.reporter = self.make()
+        self.reporter(event)
+
+    def close(self) -> None:
+        if self.reporter is not None:
+            self.reporter.close()
 
 
 @contextlib.contextmanager
@@ -385,7 +422,8 @@ def _execute(app: App, flags: RunFlags, tasks: list[Task[object]], traced: list[
 
     # Progress, the summary and failed tasks' output and tracebacks go to stderr.
     subs, reporter, failures = subscribers(app, no_progress=flags.no_progress,
-                                           show_output=flags.show_output, as_json=flags.as_json)
+                                           show_output=flags.show_output, as_json=flags.as_json,
+                                           traced=traced or None)
     # Every run is recorded (a run that only reuses results is not saved).
     recorder = RunRecorder(app.cache_dir, executor=flags.executor,
                            workers=default_workers(flags.executor, flags.workers))

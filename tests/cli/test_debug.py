@@ -206,3 +206,22 @@ def test_show_locals_adds_each_frames_variables(project: Path, runner: CliRunner
     plain = runner.invoke(cli, ["run", "divide(3)", "--no-progress"])
     assert "denominator = 0" not in plain.stderr
     assert "return value / denominator" in plain.stderr
+
+
+def test_trace_messages_say_what_ran(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--trace with reused prerequisites should not end on "Nothing to run" alone: it should say
+    the traced task ran under the debugger, then summarize the targets."""
+    from checkpoint import debug
+
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(debug, "trace_call", lambda fn, *args: fn(*args))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["run", "base(4)", "--no-progress"]).exit_code == 0
+    result = runner.invoke(cli, ["run", "--trace", "divide(4)", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Prerequisites of divide(4):"
+    assert lines[1].startswith("Nothing to run: 1 task reused")
+    assert lines[2] == "divide(4) ran under the debugger and is stored. The targets:"
+    assert lines[3].startswith("Nothing to run: all 2 tasks reused")
+    assert result.stdout.strip() == "40.0"

@@ -459,3 +459,35 @@ def test_watch_runs_again_when_a_file_an_outer_function_reads_changes(tmp_path: 
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+SYSTEM_FILES = [p for p in ("/proc/self/status", "/sys/fs/cgroup/cpu.max", "/etc/hostname",
+                            "/usr/share/zoneinfo/UTC") if os.path.isfile(p)]
+
+
+@pytest.mark.skipif(not SYSTEM_FILES, reason="no system file to read here")
+def test_system_files_read_while_planning_are_not_watched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of the system (a cgroup limit, the time zone database: what a library reads
+    once, on its first import, and caches) are not the project's: not watched, so the first
+    run's count is not larger than the next runs' ("Watching 12 files", then 8)."""
+    from checkpoint import watch
+    from checkpoint.taskfile import load_taskfile
+
+    (tmp_path / "taskfile.py").write_text(
+        f"from pathlib import Path\nfrom checkpoint import task\n"
+        f"SYSTEM = [Path(p).read_bytes() for p in {SYSTEM_FILES!r}]\n"
+        f"PARAMS = Path('params.json').read_text()\n\n"
+        f"@task\ndef main():\n    def __():\n        return PARAMS\n    return __\n")
+    (tmp_path / "params.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(watch, "_reads", None)
+    try:
+        watch.record_reads()
+        module = load_taskfile(tmp_path / "taskfile.py")
+        ws = watch_set(tmp_path / "taskfile.py", [module.main()])
+        root = os.path.realpath(tmp_path)
+        assert ws.files == {os.path.join(root, "taskfile.py"), os.path.join(root, "params.json")}
+    finally:
+        sys.modules.pop("taskfile", None)
