@@ -10,6 +10,11 @@ do:
   started die with its worker; so do those that left the group (found below the workers
   before they are ended, and then by the workers' mark, see :mod:`checkpoint._procs`). A task never sees the interrupt itself, so it cannot finish
   with a half-built value that would be stored.
+* **The end of a run**: each worker exits once its libraries' exit handlers have run (a
+  process pool a task left, as joblib's, shuts down: :func:`checkpoint._procs.run_exit_hooks`)
+  and what its tasks left running in its group is ended
+  (:func:`checkpoint._procs.end_leftovers`), so the run does not wait for
+  it. An interrupt while the pool waits for its workers ends them as above.
 * **Ctrl-Z** (SIGTSTP): while the pool runs, the coordinator stops the workers' groups
   (SIGSTOP), then itself; when continued (``fg``/``bg``) it continues them.
 
@@ -117,32 +122,41 @@ class ProcessPoolAdapter(ExecutorAdapter):
         executor = self.executor
         if executor is None:
             return
+        if not kill:
+            # Waits until each worker has exited. Interrupted meanwhile (a worker that cannot
+            # exit: a thread its task left running), this ends them (see the scheduler).
+            executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+            return
         self.executor = None  # shut down once: a later plain shutdown() must not wait
-        processes = list((getattr(executor, "_processes", None) or {}).values())
-        if kill:
-            pids = self._pids | {p.pid for p in processes if p.pid is not None}
-            # What tasks started that left their worker's group (GNU timeout, a new session,
-            # a daemon): found below the workers while they live, by their mark afterwards.
-            strays = _procs.descendants(pids)
-            if os.name == "posix":  # a stopped group cannot act on SIGTERM
-                _procs.signal_groups(pids, signal.SIGCONT)
-            _procs.signal_groups(pids, signal.SIGTERM)
-            _procs.signal_pids(strays, signal.SIGTERM)
-            for proc in processes:
-                if proc.is_alive():  # (without process groups, as on Windows: the worker alone)
-                    proc.kill()
-                proc.join(timeout=5)  # reaped, so that an empty group reads as gone
-            _procs.end_groups(pids)  # the tasks' children: a moment to exit, then SIGKILL
-            _procs.kill_pids(strays)
-            _procs.wait_gone(strays)
-            _procs.end_marked(self._mark)
-            self._pids.clear()
+        self._end_workers(executor)
         manager = getattr(executor, "_executor_manager_thread", None)
-        executor.shutdown(wait=not kill, cancel_futures=True)
-        if kill and manager is not None and manager.is_alive():
+        executor.shutdown(wait=False, cancel_futures=True)
+        if manager is not None and manager.is_alive():
             # Let the pool's manager thread wind down now: at interpreter exit CPython would
             # otherwise race it on a closing pipe and print a traceback.
             manager.join(timeout=5)
+
+    def _end_workers(self, executor: ProcessPoolExecutor) -> None:
+        """End every worker's process group and what their tasks started that left it."""
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        pids = self._pids | {p.pid for p in processes if p.pid is not None}
+        # What tasks started that left their worker's group (GNU timeout, a new session,
+        # a daemon): found below the workers while they live, by their mark afterwards.
+        strays = _procs.descendants(pids)
+        if os.name == "posix":  # a stopped group cannot act on SIGTERM
+            _procs.signal_groups(pids, signal.SIGCONT)
+        _procs.signal_groups(pids, signal.SIGTERM)
+        _procs.signal_pids(strays, signal.SIGTERM)
+        for proc in processes:
+            if proc.is_alive():  # (without process groups, as on Windows: the worker alone)
+                proc.kill()
+            proc.join(timeout=5)  # reaped, so that an empty group reads as gone
+        _procs.end_groups(pids)  # the tasks' children: a moment to exit, then SIGKILL
+        _procs.kill_pids(strays)
+        _procs.wait_gone(strays)
+        _procs.end_marked(self._mark)
+        self._pids.clear()
 
     # --- Ctrl-Z -----------------------------------------------------------------------
 

@@ -253,6 +253,83 @@ def end_marked(prefix: str, rounds: int = 20) -> list[int]:
     return ended
 
 
+TRACKERS = (
+    ("multiprocessing.resource_tracker", "_resource_tracker", "_pid"),
+    ("multiprocessing.forkserver", "_forkserver", "_forkserver_pid"),
+    ("joblib.externals.loky.backend.resource_tracker", "_resource_tracker", "_pid"),
+    ("loky.backend.resource_tracker", "_resource_tracker", "_pid"),
+)
+"""Helper processes of this process's libraries that end by themselves when it exits (at
+the end of their pipe) and clean up as they do: not ended by :func:`end_leftovers`."""
+
+
+def _helpers() -> set[int]:
+    import sys
+
+    found = set()
+    for module, holder, attribute in TRACKERS:
+        pid = getattr(getattr(sys.modules.get(module), holder, None), attribute, None)
+        if isinstance(pid, int):
+            found.add(pid)
+    return found
+
+
+def run_exit_hooks() -> None:
+    """Run now, each once, what libraries registered to run as the interpreter exits: first
+    what runs before its threads are joined (``threading._register_atexit``: how
+    ``concurrent.futures`` and joblib's loky shut their process pools down), then
+    :mod:`atexit`'s handlers (joblib deletes its memory-mapping folders in one).
+
+    A pool worker (a :mod:`multiprocessing` child) ends by ``os._exit``: it never runs
+    :mod:`atexit`'s handlers, and runs the former only after joining its own children, so a
+    process pool a task left running was waited for (loky's idle workers end after 300 s, a
+    standard library pool's never). The worker drops the handlers it inherited from the
+    coordinator as it starts (:func:`checkpoint._worker.init_worker`)."""
+    import atexit
+    import threading
+
+    hooks = getattr(threading, "_threading_atexits", None)
+    while isinstance(hooks, list) and hooks:
+        hook = hooks.pop()  # last registered first, as the interpreter does
+        with contextlib.suppress(Exception):
+            hook()
+    atexit._run_exitfuncs()  # (prints a handler's exception, as at exit, and goes on)
+
+
+def end_leftovers(grace: float = 0.5) -> list[int]:
+    """In a pool worker exiting normally (the pool shuts down): end what its tasks left
+    running, so that neither the worker's exit (which joins its :mod:`multiprocessing`
+    children) nor the run waits for it. Called after the libraries shut their pools down
+    (:func:`run_exit_hooks`, then :mod:`multiprocessing`'s own finalizers): the processes
+    still in this process's group (Linux) get SIGTERM, and SIGKILL after ``grace`` seconds;
+    then any :mod:`multiprocessing` child left. Processes that moved to a group or session of their own (a server started with
+    ``start_new_session=True``, a daemon) outlive the run, as meant. Returns those ended."""
+    import multiprocessing
+
+    pids: list[int] = []
+    if LINUX_PROC:
+        group, spare = os.getpgrp(), _helpers()
+        pids = [p for p in descendants([os.getpid()]) if p not in spare and _group(p) == group]
+    if pids:
+        signal_pids(pids, signal.SIGTERM)
+        left = wait_gone(pids, grace)
+        kill_pids(left)
+        wait_gone(left)
+    for child in multiprocessing.active_children():  # (joined by the worker's exit)
+        child.kill()
+        if child.pid not in pids:
+            pids.append(child.pid or 0)
+    return pids
+
+
+def _group(pid: int) -> int:
+    """A process's group id (0: gone)."""
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return 0
+
+
 def set_subreaper(prctl: Callable[..., int]) -> None:
     """Linux: make this process a child subreaper, so that a process its tasks started whose
     parent exited (a double fork, a daemon) is handed to it rather than to init, and stays
@@ -294,8 +371,9 @@ def guard_group(prctl: Callable[..., int], mark: str = "") -> None:
 
     The guard learns of the death from a signal (``PR_SET_PDEATHSIG``, SIGUSR1, blocked and
     waited for: no Python code of the worker's runs in it). A worker that exits normally
-    ends its guard first (a :mod:`multiprocessing` finalizer), so the processes a task left
-    running on purpose outlive a run that ends well, as before. A SIGTERM to the group (the
+    ends what its tasks left in its group (:func:`end_leftovers`), then its guard (both
+    :mod:`multiprocessing` finalizers), so the processes a task left running on purpose in a
+    session of their own outlive a run that ends well. A SIGTERM to the group (the
     coordinator ending it, see :func:`end_groups`) ends the guard at once.
     """
     global _guard_pid

@@ -1150,7 +1150,8 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
     ``mark`` followed by its pid; the worker is a child subreaper, so they also stay its
     descendants while it lives); elsewhere the worker ends its group at its next check of its
     parent. ``records`` and ``generation`` name this worker's time-limit record (see
-    :func:`run_limited`).
+    :func:`run_limited`). When the pool shuts down, the worker ends what its tasks left
+    running in its group before it exits (:func:`checkpoint._procs.end_leftovers`).
     """
     import os
 
@@ -1164,11 +1165,37 @@ def init_worker(parent_pid: int, records: str = "", generation: int = 0, mark: s
     _end_with_parent(parent_pid, mark)
     if os.getppid() != parent_pid:
         os._exit(1)  # the coordinator died before the line above took effect
+    _prepare_exit()
+
+
+def _prepare_exit() -> None:
+    """What the worker does as it exits normally (the pool shuts down), before
+    :mod:`multiprocessing` joins its children: the handlers it runs are its tasks' only."""
+    import atexit
     from multiprocessing.util import Finalize
 
+    atexit._clear()  # the coordinator's, inherited by the fork
     # A pool worker ends by os._exit: what the project's modules hold (an open file with
     # lines a task wrote) is finalized only if released first, when the pool shuts down.
     Finalize(None, _release_project, exitpriority=0)
+    # Before the worker's exit joins its multiprocessing children, and before the guard
+    # (exitpriority 0) goes, what its tasks left running ends (ux6 2.0): first as the
+    # libraries shut it down at exit (before their pools' and queues' finalizers, 10-15,
+    # as at a program's exit), then what is left of it.
+    Finalize(None, _run_exit_hooks, exitpriority=20)
+    Finalize(None, _end_leftovers, exitpriority=1)
+
+
+def _run_exit_hooks() -> None:
+    from ._procs import run_exit_hooks
+
+    run_exit_hooks()
+
+
+def _end_leftovers() -> None:
+    from ._procs import end_leftovers
+
+    end_leftovers()
 
 
 def _leave_the_terminal() -> None:

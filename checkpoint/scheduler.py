@@ -289,6 +289,19 @@ def _plan_and_run(
     return result
 
 
+def _shut_down(adapter: ExecutorAdapter) -> None:
+    """Shut the executor down, waiting for its workers to exit. Ctrl-C, SIGTERM or SIGHUP
+    meanwhile (a worker that cannot exit: a thread its task left running) ends the workers
+    and every process they started, then unwinds as during the run (ux6 2.0: Ctrl-C left the
+    run waiting, SIGTERM left the tasks' processes behind)."""
+    with InterruptGuard():
+        try:
+            adapter.shutdown()
+        except KeyboardInterrupt:
+            adapter.shutdown(kill=True)
+            raise
+
+
 def _execute(
     the_plan: Plan, to_run: list[TaskId], options: RunOptions, subscribers: list[ev.Subscriber],
     store: Store, coordination: Coordination | None, emit: Emit | None, result: RunResult,
@@ -305,7 +318,7 @@ def _execute(
                  debug=debug if adapter.kind is ExecutorKind.INLINE else None,
                  coordination=coordination).loop()
     finally:
-        adapter.shutdown()
+        _shut_down(adapter)
         uninstall_capture()
 
 

@@ -294,3 +294,164 @@ def test_dask_worker_killed_ends_the_tools_of_its_task(tmp_path: Path) -> None:
         assert "WorkerDiedError" in err, err
     table = tmp_path / "out" / "table.csv"
     assert not table.exists() or table.read_text() == "row\n"  # never the old tool's row
+
+
+# What a task's library leaves running when the task returns (ux6 2.0: joblib's loky pool,
+# idle workers that end only after 300 s): a module-level process pool that is never shut
+# down (concurrent.futures', multiprocessing's), a non-daemon multiprocessing child, a tool
+# started and not waited for. Each writes
+# its pids to CP_CHILD_PID. "thread" also leaves a non-daemon thread that never ends, which
+# keeps its worker from exiting, as in any Python program: only an interrupt ends that run.
+LEFTOVER_TASKFILE = """
+    import multiprocessing, os, subprocess, threading, time
+    from concurrent.futures import ProcessPoolExecutor
+    from pathlib import Path
+    from checkpoint import requires, task
+
+    POOL = None  # reused across calls and never shut down, as joblib's reusable executor
+    POOLS = []
+
+    def _pool():
+        global POOL
+        if POOL is None:
+            POOL = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+        return POOL
+
+    def _leave(kind):
+        if kind in ("executor", "thread"):
+            pool = _pool()
+            total = sum(pool.map(abs, range(-4, 0)))
+            pids = list(pool._processes)
+            if kind == "thread":
+                threading.Thread(target=threading.Event().wait).start()
+                session = subprocess.Popen(["sleep", "300"], start_new_session=True)
+                pids.append(session.pid)
+            return total, pids
+        if kind == "pool":  # (its workers are daemons: the worker's exit ends them)
+            pool = multiprocessing.get_context("fork").Pool(2)
+            POOLS.append(pool)
+            return sum(pool.map(abs, range(-4, 0))), [p.pid for p in pool._pool]
+        if kind == "process":
+            child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(300,))
+            child.start()
+            return 10, [child.pid]
+        tool = subprocess.Popen(["sleep", "300"])
+        return 10, [tool.pid]
+
+    @task
+    def leaves(i):
+        def __():
+            total, pids = _leave(os.environ["CP_LEAVE"])
+            pid_file = Path(os.environ["CP_CHILD_PID"])
+            with open(pid_file, "a") as f:
+                f.write("".join(f"{p}\\n" for p in pids))
+            return total + i
+        return __
+
+    @task
+    def main():
+        @requires([leaves(i) for i in range(2)])
+        def __(values):
+            return values
+        return __
+"""
+
+
+def _leftover_run(tmp_path: Path, kind: str) -> tuple[subprocess.Popen[str], Path]:
+    write(tmp_path / "taskfile.py", LEFTOVER_TASKFILE)
+    pid_file = tmp_path / "child.pid"
+    env = env_for(tmp_path, CP_CHILD_PID=str(pid_file), CP_LEAVE=kind)
+    return start(["run", "--no-progress", "-j", "2", "main"], tmp_path, env), pid_file
+
+
+def _pids(pid_file: Path) -> set[int]:
+    return {int(p) for p in pid_file.read_text().split()} if pid_file.exists() else set()
+
+
+@pytest.mark.parametrize("kind", ["executor", "pool", "process", "tool"])
+def test_a_run_ends_when_its_tasks_are_done_whatever_they_left_running(
+    tmp_path: Path, kind: str,
+) -> None:
+    """The pool's workers end what their tasks left running in their process group (a
+    library's process pool, a child process, a tool) instead of waiting for it (ux6 2.0)."""
+    proc, pid_file = _leftover_run(tmp_path, kind)
+    try:
+        proc.wait(timeout=120)  # (a process left alive holds the run's stdout: not communicate())
+        assert not wait_dead(_pids(pid_file), timeout=10), "a process a task started outlived the run"
+    finally:
+        _end(_pids(pid_file))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.strip() == "[10, 11]"
+    assert _pids(pid_file)
+
+
+def _wait_for_done(proc: subprocess.Popen[str], task: str) -> None:
+    """Read the run's stderr until it reports ``task`` done (a line ``HH:MM:SS done  task``)."""
+    assert proc.stderr is not None
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if line.split()[1:3] == ["done", task]:
+            return
+    raise AssertionError(f"the run ended before {task} was done: {seen}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_while_the_pool_shuts_down_ends_every_process(
+    tmp_path: Path, signum: int,
+) -> None:
+    """Tasks done, the pool waiting for a worker that cannot exit (a thread its task left
+    running): Ctrl-C or SIGTERM ends the run and every process it started, also those in a
+    session of their own (ux6 2.0: Ctrl-C did not end the run, SIGTERM left orphans)."""
+    proc, pid_file = _leftover_run(tmp_path, "thread")
+    workers: set[int] = set()
+    try:
+        _wait_for_done(proc, "main()")
+        workers = _children(proc.pid)
+        proc.send_signal(signum)
+        proc.wait(timeout=120)
+        left = wait_dead(_pids(pid_file) | workers, timeout=10)
+        assert not left, "a process the run started outlived it"
+    finally:
+        _end(_pids(pid_file) | workers)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (130 if signum == signal.SIGINT else 128 + signum), err
+    started = _pids(pid_file)
+    assert started
+    # Nothing stored is lost: the next run reuses every task (no task starts a process).
+    again = subprocess.run([sys.executable, "-m", "checkpoint", "run", "--no-progress", "main"],
+                           cwd=tmp_path, env=env_for(tmp_path, CP_CHILD_PID=str(pid_file),
+                                                     CP_LEAVE="tool"),
+                           capture_output=True, text=True, timeout=120)
+    assert (again.returncode, again.stdout.strip()) == (0, "[10, 11]"), again.stderr
+    assert _pids(pid_file) == started
+
+
+ATEXIT = """
+    import atexit
+    from pathlib import Path
+    from checkpoint import task
+
+    @task
+    def registers(path):
+        def __():  # as joblib does to delete its memory-mapping folders
+            atexit.register(Path(path).write_text, "cleaned up")
+            return 1
+        return __
+"""
+
+
+def test_a_worker_runs_the_atexit_handlers_its_tasks_registered(
+    make_module: Callable[[str, str], ModuleType], tmp_path: Path,
+) -> None:
+    """A pool worker's exit runs what its tasks registered with atexit (ux6 2.0: joblib's
+    folders were left to loky's resource tracker, which warned of leaked folders)."""
+    mod = make_module("registers", ATEXIT)
+    path = tmp_path / "cleaned"
+    assert mod.registers(str(path)).run(executor="process") == 1
+    assert path.read_text() == "cleaned up"
