@@ -302,8 +302,9 @@ def end_leftovers(grace: float = 0.5) -> list[int]:
     children) nor the run waits for it. Called after the libraries shut their pools down
     (:func:`run_exit_hooks`, then :mod:`multiprocessing`'s own finalizers): the processes
     still in this process's group (Linux) get SIGTERM, and SIGKILL after ``grace`` seconds;
-    then any :mod:`multiprocessing` child left. Processes that moved to a group or session of their own (a server started with
-    ``start_new_session=True``, a daemon) outlive the run, as meant. Returns those ended."""
+    then any :mod:`multiprocessing` child left. Processes that moved to a group or session
+    of their own (a server started with ``start_new_session=True``, a daemon) outlive the
+    run, as meant. Returns those ended."""
     import multiprocessing
 
     pids: list[int] = []
