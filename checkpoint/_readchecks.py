@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection
 
 from . import events as ev
 from ._flow import RunState
+from ._text import first_five
 from ._types import TaskId
 from ._values import StampContext
 from ._worker import Done, worker_id
@@ -183,10 +184,9 @@ class ReadChecks:
             return
         reader = repr(node.task)
         before = f"before {reader}'s result was stored" if stored else f"before {reader} finished"
-        shown = ", ".join(f"{path} of {owner!r}" for path, owner in moved[:5])
-        more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
+        shown = first_five([f"{path} of {owner!r}" for path, owner in moved])
         self.emit(ev.InputChanged(node.task, tuple(path for path, _ in moved), (
-            f"The input {shown}{more} changed {before}: {reader} may have read either "
+            f"The input {shown} changed {before}: {reader} may have read either "
             "content, so its result is stored as stale and runs again next time."
         )))
 
@@ -204,9 +204,8 @@ class ReadChecks:
                     f"{'was removed' if gone else 'changed'} after {producer!r} wrote it "
                     f"and {before}")
         else:
-            shown = ", ".join(f"{path} of {producer!r}" for path, producer, _ in found[:5])
-            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-            what = (f"{len(found)} outputs of tasks upstream of {reader} ({shown}{more}) "
+            shown = first_five([f"{path} of {producer!r}" for path, producer, _ in found])
+            what = (f"{len(found)} outputs of tasks upstream of {reader} ({shown}) "
                     f"changed after their tasks wrote them and {before}")
         self.emit(ev.InputChanged(node.task, tuple(path for path, _, _ in found), (
             f"{what}: {reader} may have read either content, so its result is stored as stale "

@@ -14,6 +14,13 @@ def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count:,} {word if count == 1 else many or word + 's'}"
 
 
+def first_five(shown: list[str], sep: str = ", ") -> str:
+    """The first five of ``shown`` joined by ``sep``, then ``" and N more"`` if there are
+    more: how messages list what may be many."""
+    more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+    return sep.join(shown[:5]) + more
+
+
 def clip(text: str, width: int) -> str:
     """``text``, or its first ``width - 3`` characters and ``...`` when it is longer."""
     return text if len(text) <= width else text[:width - 3] + "..."

@@ -59,6 +59,7 @@ from ._recorder import Recorder
 from ._recovery import Recovery
 from ._results import Results
 from ._submission import Returned, Submitter
+from ._text import first_five
 from ._types import DebugMode, ExecutorKind, FamilyDir, Reason, TaskId
 from ._values import RunValues
 from ._worker import uninstall_capture
@@ -428,10 +429,9 @@ def _what_was_stored(stored: Sequence[Task[object]]) -> str:
     """What a run stopped by a :class:`StaleModuleError` kept, for its message."""
     if not stored:
         return "No result of this run was stored."
-    shown = ", ".join(repr(t) for t in stored[:5])
-    more = f" and {len(stored) - 5} more" if len(stored) > 5 else ""
+    shown = first_five([repr(t) for t in stored])
     return (f"{len(stored)} task{'s' if len(stored) > 1 else ''} had finished before the "
-            f"edit was noticed and {'are' if len(stored) > 1 else 'is'} stored ({shown}{more}): "
+            f"edit was noticed and {'are' if len(stored) > 1 else 'is'} stored ({shown}): "
             "a stored result whose code the edit changed runs again next time.")
 
 

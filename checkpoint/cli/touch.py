@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .._text import plural
+from .._text import first_five, plural
 from . import App, pass_app
 from ._complete import complete_targets
 from ._output import emit_json, err
@@ -62,25 +62,23 @@ def touch(app: App, targets: tuple[str, ...], as_json: bool) -> None:
     if total.accepted:
         _say_accepted(total.accepted, app.quiet)
     if total.missing:
-        names = ", ".join(t.expression() for t in total.missing[:5])
-        more = f" and {len(total.missing) - 5} more" if len(total.missing) > 5 else ""
+        names = first_five([t.expression() for t in total.missing])
         one = len(total.missing) == 1
         err(f"{plural(len(total.missing), 'task')} {'has' if one else 'have'} no stored result "
             f"and still {'has' if one else 'have'} to run: "
-            f"{names}{more}.")
+            f"{names}.")
     if total.no_output:
-        names = ", ".join(t.expression() for t in total.no_output[:5])
-        more = f" and {len(total.no_output) - 5} more" if len(total.no_output) > 5 else ""
+        names = first_five([t.expression() for t in total.no_output])
         one = len(total.no_output) == 1
         err(f"{plural(len(total.no_output), 'task')} still {'has' if one else 'have'} to run: "
-            f"a declared output is missing: {names}{more}.")
+            f"a declared output is missing: {names}.")
 
 
 def _say_accepted(accepted: list[tuple[Task[object], list[str]]], quiet: bool) -> None:
     """Name what touch accepted besides code: an edited data file may not have been meant."""
-    shown = "; ".join(f"{t.expression()} ({', '.join(changes)})" for t, changes in accepted[:5])
-    more = f"; and {len(accepted) - 5} more" if len(accepted) > 5 else ""
-    err(f"Accepted as they are now: {shown}{more}. To compute one of them again instead: "
+    shown = first_five([f"{t.expression()} ({', '.join(changes)})" for t, changes in accepted],
+                       "; ")
+    err(f"Accepted as they are now: {shown}. To compute one of them again instead: "
         "checkpoint clear TARGET, then run.", quiet=quiet)
 
 
